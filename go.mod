@@ -1,0 +1,3 @@
+module github.com/tether-edge/tether
+
+go 1.24
