@@ -1,0 +1,305 @@
+package protocol
+
+import (
+	"fmt"
+	"time"
+)
+
+// Version is the protocol version this build speaks.
+//
+// History (bump it when a change means an older peer would misread a frame;
+// adding an optional field or a new message type that older peers may ignore
+// does not need a bump):
+//
+//	1 (2026-11-22): Hello, Welcome, Upsert, Delete, Ack, Heartbeat,
+//	  ResyncDone, NodeStatus, PodStatus, PodTerminated, Event, Error.
+const Version uint32 = 1
+
+// MinVersion is the oldest protocol version this build still speaks.
+const MinVersion uint32 = 1
+
+// MaxFrameSize is the largest encoded frame either side sends or accepts, in
+// bytes. Kubernetes keeps no object larger than 1.5 MiB in etcd, so every
+// object fits with room for the envelope.
+const MaxFrameSize = 2 << 20
+
+// Kind names the type of a Kubernetes object carried in Upsert and Delete.
+type Kind uint8
+
+// Kinds of objects the hub sends to the edge. The numbers are on the wire:
+// never reuse one.
+const (
+	KindPod       Kind = 1
+	KindConfigMap Kind = 2
+	KindSecret    Kind = 3
+)
+
+// Kinds lists every known Kind in the order the hub sends upserts: objects
+// that others refer to come first.
+var Kinds = []Kind{KindConfigMap, KindSecret, KindPod}
+
+func (k Kind) String() string {
+	switch k {
+	case KindPod:
+		return "Pod"
+	case KindConfigMap:
+		return "ConfigMap"
+	case KindSecret:
+		return "Secret"
+	}
+	return fmt.Sprintf("Kind(%d)", uint8(k))
+}
+
+// Valid reports whether k is a kind this build knows.
+func (k Kind) Valid() bool {
+	return k >= KindPod && k <= KindSecret
+}
+
+// ObjectRef identifies one version of one object. The edge lists what it holds
+// as ObjectRefs in Hello.
+type ObjectRef struct {
+	Kind            Kind   `cbor:"1,keyasint"`
+	UID             string `cbor:"2,keyasint"`
+	ResourceVersion string `cbor:"3,keyasint,omitempty"`
+}
+
+// Object is one Kubernetes object sent down to the edge.
+type Object struct {
+	Kind            Kind   `cbor:"1,keyasint"`
+	UID             string `cbor:"2,keyasint"`
+	Namespace       string `cbor:"3,keyasint,omitempty"`
+	Name            string `cbor:"4,keyasint"`
+	ResourceVersion string `cbor:"5,keyasint"`
+	// Data is the Kubernetes protobuf encoding of the k8s.io/api type named
+	// by Kind (see EncodePod and friends).
+	Data []byte `cbor:"6,keyasint"`
+}
+
+// Ref returns the ObjectRef of o.
+func (o *Object) Ref() ObjectRef {
+	return ObjectRef{Kind: o.Kind, UID: o.UID, ResourceVersion: o.ResourceVersion}
+}
+
+// Frame is one websocket message. Exactly one of the message fields is set.
+// A frame whose only message is of a type this build does not know decodes
+// with no message set, and the receiver answers it with ErrorUnknownMessage.
+type Frame struct {
+	// Seq numbers a message that the receiver acknowledges. Zero means the
+	// message is not acknowledged (Hello, Welcome, Ack, Heartbeat,
+	// ResyncDone, Error).
+	Seq uint64 `cbor:"0,keyasint,omitempty"`
+
+	Hello         *Hello         `cbor:"1,keyasint,omitempty"`
+	Welcome       *Welcome       `cbor:"2,keyasint,omitempty"`
+	Upsert        *Upsert        `cbor:"3,keyasint,omitempty"`
+	Delete        *Delete        `cbor:"4,keyasint,omitempty"`
+	Ack           *Ack           `cbor:"5,keyasint,omitempty"`
+	Heartbeat     *Heartbeat     `cbor:"6,keyasint,omitempty"`
+	ResyncDone    *ResyncDone    `cbor:"7,keyasint,omitempty"`
+	NodeStatus    *NodeStatus    `cbor:"8,keyasint,omitempty"`
+	PodStatus     *PodStatus     `cbor:"9,keyasint,omitempty"`
+	PodTerminated *PodTerminated `cbor:"10,keyasint,omitempty"`
+	Event         *Event         `cbor:"11,keyasint,omitempty"`
+	Error         *Error         `cbor:"12,keyasint,omitempty"`
+}
+
+// Hello is the first frame of a session, sent by the edge.
+type Hello struct {
+	// ProtocolVersion is the newest version the edge speaks; MinVersion the
+	// oldest.
+	ProtocolVersion uint32 `cbor:"1,keyasint"`
+	MinVersion      uint32 `cbor:"2,keyasint"`
+	// NodeName is the Kubernetes name of the edge node.
+	NodeName string `cbor:"3,keyasint"`
+	// Inventory lists every object the edge holds in its store, so that the
+	// hub sends only the difference.
+	Inventory []ObjectRef `cbor:"4,keyasint,omitempty"`
+	// Agent names the edge software and its build, for logs.
+	Agent string `cbor:"5,keyasint,omitempty"`
+}
+
+// Welcome accepts a Hello. Sent by the hub, once.
+type Welcome struct {
+	ProtocolVersion uint32 `cbor:"1,keyasint"`
+	// HeartbeatInterval is how often the edge sends Heartbeat. The hub closes
+	// a session it hears nothing on for SessionTimeout.
+	HeartbeatInterval Duration `cbor:"2,keyasint"`
+	SessionTimeout    Duration `cbor:"3,keyasint"`
+	// MaxFrameSize is the hub's frame limit; the edge sends nothing larger.
+	MaxFrameSize uint32 `cbor:"4,keyasint"`
+}
+
+// Upsert creates or replaces an object at the edge. Sent by the hub, with a
+// Seq; the edge acks it after committing the object to its store. An Upsert
+// never carries an older ResourceVersion of an object than one the edge
+// acknowledged in the same session.
+type Upsert struct {
+	Object Object `cbor:"1,keyasint"`
+}
+
+// Delete removes an object from the edge. Sent by the hub, with a Seq, when the
+// object is gone from the API server or no longer belongs to the node.
+type Delete struct {
+	Kind      Kind   `cbor:"1,keyasint"`
+	UID       string `cbor:"2,keyasint"`
+	Namespace string `cbor:"3,keyasint,omitempty"`
+	Name      string `cbor:"4,keyasint,omitempty"`
+}
+
+// Ack acknowledges frames by Seq. Sent by either side; a receiver may batch
+// several sequence numbers into one Ack.
+type Ack struct {
+	Seqs []uint64 `cbor:"1,keyasint,omitempty"`
+	// Rejected lists messages the receiver will never apply (bad content, a
+	// write the API server refused for good). They count as delivered: the
+	// sender must not resend them unchanged.
+	Rejected []Rejection `cbor:"2,keyasint,omitempty"`
+}
+
+// Rejection is one message that was received but refused.
+type Rejection struct {
+	Seq    uint64 `cbor:"1,keyasint"`
+	Reason string `cbor:"2,keyasint"`
+}
+
+// Heartbeat keeps the session alive. The edge sends one every
+// Welcome.HeartbeatInterval; the hub answers each with a Heartbeat, renews
+// the node's Lease and resets its session timeout.
+type Heartbeat struct {
+	// Time is the sender's clock, in milliseconds since the epoch.
+	Time int64 `cbor:"1,keyasint,omitempty"`
+}
+
+// ResyncDone tells the edge that the hub finished the resync that followed
+// Hello and the edge acknowledged all of it. Sent once per session.
+type ResyncDone struct {
+	Upserts uint32 `cbor:"1,keyasint"`
+	Deletes uint32 `cbor:"2,keyasint"`
+	Bytes   uint64 `cbor:"3,keyasint"`
+}
+
+// NodeStatus reports the node's status. Sent by the edge, with a Seq, when it
+// changes and at least every node status report interval. The first one after
+// a connect registers the node: the hub creates the Node object if it is
+// missing.
+type NodeStatus struct {
+	// Labels are the labels the edge asks for when its Node is created. The
+	// hub adds the edge role label. Ignored for an existing Node.
+	Labels map[string]string `cbor:"1,keyasint,omitempty"`
+	// Status is the Kubernetes protobuf encoding of a k8s.io/api/core/v1
+	// NodeStatus.
+	Status []byte `cbor:"2,keyasint"`
+}
+
+// PodStatus reports the status of one pod. Sent by the edge, with a Seq.
+type PodStatus struct {
+	UID       string `cbor:"1,keyasint"`
+	Namespace string `cbor:"2,keyasint"`
+	Name      string `cbor:"3,keyasint"`
+	// Status is the Kubernetes protobuf encoding of a k8s.io/api/core/v1
+	// PodStatus.
+	Status []byte `cbor:"4,keyasint"`
+}
+
+// PodTerminated tells the hub that every container of a pod marked for
+// deletion has stopped, so the pod can be removed from the API server.
+// Sent by the edge, with a Seq.
+type PodTerminated struct {
+	UID       string `cbor:"1,keyasint"`
+	Namespace string `cbor:"2,keyasint"`
+	Name      string `cbor:"3,keyasint"`
+}
+
+// Event is a Kubernetes event about an object of the node. Sent by the edge,
+// with a Seq.
+type Event struct {
+	// InvolvedKind is the Kubernetes kind of the object ("Pod", "Node").
+	InvolvedKind string `cbor:"1,keyasint"`
+	Namespace    string `cbor:"2,keyasint,omitempty"`
+	Name         string `cbor:"3,keyasint"`
+	UID          string `cbor:"4,keyasint,omitempty"`
+	// Type is "Normal" or "Warning".
+	Type    string `cbor:"5,keyasint"`
+	Reason  string `cbor:"6,keyasint"`
+	Message string `cbor:"7,keyasint,omitempty"`
+	Count   int32  `cbor:"8,keyasint,omitempty"`
+	// FirstTime and LastTime are milliseconds since the epoch.
+	FirstTime int64 `cbor:"9,keyasint,omitempty"`
+	LastTime  int64 `cbor:"10,keyasint,omitempty"`
+}
+
+// ErrorCode classifies an Error.
+type ErrorCode uint16
+
+// Error codes. The numbers are on the wire: never reuse one.
+const (
+	// ErrorBadFrame: the frame could not be decoded or failed validation.
+	ErrorBadFrame ErrorCode = 1
+	// ErrorUnknownMessage: the frame holds no message type the receiver knows.
+	ErrorUnknownMessage ErrorCode = 2
+	// ErrorVersion: no protocol version both sides speak. Fatal.
+	ErrorVersion ErrorCode = 3
+	// ErrorUnauthorized: the node may not connect or may not send this. Fatal.
+	ErrorUnauthorized ErrorCode = 4
+	// ErrorUnexpected: a valid message at the wrong point of the session.
+	ErrorUnexpected ErrorCode = 5
+	// ErrorTooLarge: a frame over MaxFrameSize. Fatal.
+	ErrorTooLarge ErrorCode = 6
+	// ErrorReplaced: a newer session of the same node took over. Fatal.
+	ErrorReplaced ErrorCode = 7
+	// ErrorShuttingDown: the sender is stopping. Fatal; reconnect later.
+	ErrorShuttingDown ErrorCode = 8
+)
+
+func (c ErrorCode) String() string {
+	switch c {
+	case ErrorBadFrame:
+		return "BadFrame"
+	case ErrorUnknownMessage:
+		return "UnknownMessage"
+	case ErrorVersion:
+		return "Version"
+	case ErrorUnauthorized:
+		return "Unauthorized"
+	case ErrorUnexpected:
+		return "Unexpected"
+	case ErrorTooLarge:
+		return "TooLarge"
+	case ErrorReplaced:
+		return "Replaced"
+	case ErrorShuttingDown:
+		return "ShuttingDown"
+	}
+	return fmt.Sprintf("ErrorCode(%d)", uint16(c))
+}
+
+// Error reports a problem with the session or with one frame. Sent by either
+// side. After a fatal code the sender closes the session.
+type Error struct {
+	Code    ErrorCode `cbor:"1,keyasint"`
+	Message string    `cbor:"2,keyasint"`
+	// Seq is the Seq of the frame the error is about, if it had one.
+	Seq uint64 `cbor:"3,keyasint,omitempty"`
+}
+
+// Fatal reports whether the session ends after this error.
+func (e *Error) Fatal() bool {
+	switch e.Code {
+	case ErrorBadFrame, ErrorUnknownMessage, ErrorUnexpected:
+		return false
+	}
+	return true
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("%s: %s", e.Code, e.Message)
+}
+
+// Duration is a time.Duration on the wire, in milliseconds.
+type Duration int64
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) * time.Millisecond }
+
+// DurationOf converts a time.Duration to a Duration.
+func DurationOf(d time.Duration) Duration { return Duration(d / time.Millisecond) }

@@ -1,0 +1,248 @@
+package protocol
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/fxamacker/cbor/v2"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// typicalPod is a pod as a Deployment makes it after admission: two
+// containers, env, a configMap volume, the projected service-account volume,
+// resources, probes and a full status.
+func typicalPod() *corev1.Pod {
+	now := metav1.Unix(1763776000, 0)
+	t := true
+	ctr := func(name, image string) corev1.Container {
+		return corev1.Container{
+			Name: name, Image: image, ImagePullPolicy: corev1.PullIfNotPresent,
+			Command: []string{"/bin/sh", "-c"}, Args: []string{"exec /app/server --port=8080"},
+			Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080, Protocol: corev1.ProtocolTCP}},
+			Env: []corev1.EnvVar{
+				{Name: "STORE_ID", Value: "store-0421"},
+				{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.name"}}},
+			},
+			Resources: corev1.ResourceRequirements{
+				Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("64Mi")},
+				Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("128Mi")},
+			},
+			VolumeMounts: []corev1.VolumeMount{
+				{Name: "config", MountPath: "/etc/app"},
+				{Name: "kube-api-access-x7k2p", MountPath: "/var/run/secrets/kubernetes.io/serviceaccount", ReadOnly: true},
+			},
+			LivenessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromInt32(8080), Scheme: corev1.URISchemeHTTP}},
+				InitialDelaySeconds: 5, TimeoutSeconds: 1, PeriodSeconds: 10, SuccessThreshold: 1, FailureThreshold: 3},
+			TerminationMessagePath: "/dev/termination-log", TerminationMessagePolicy: corev1.TerminationMessageReadFile,
+		}
+	}
+	exp := int64(3607)
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: "pos-terminal-7c9f8d6b5-x2kqz", GenerateName: "pos-terminal-7c9f8d6b5-", Namespace: "retail",
+			UID: "5f0c2a1e-8d3b-4c6a-9e7f-1b2c3d4e5f60", ResourceVersion: "1048576", CreationTimestamp: now,
+			Labels: map[string]string{"app": "pos-terminal", "pod-template-hash": "7c9f8d6b5"},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "pos-terminal-7c9f8d6b5",
+				UID: "0a1b2c3d-4e5f-6071-8293-a4b5c6d7e8f9", Controller: &t, BlockOwnerDeletion: &t}},
+		},
+		Spec: corev1.PodSpec{
+			Volumes: []corev1.Volume{
+				{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "pos-config"}}}},
+				{Name: "kube-api-access-x7k2p", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{Sources: []corev1.VolumeProjection{
+					{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "token", ExpirationSeconds: &exp}},
+					{ConfigMap: &corev1.ConfigMapProjection{LocalObjectReference: corev1.LocalObjectReference{Name: "kube-root-ca.crt"}, Items: []corev1.KeyToPath{{Key: "ca.crt", Path: "ca.crt"}}}},
+				}}}},
+			},
+			Containers:    []corev1.Container{ctr("server", "registry.local/pos/server:1.4.2"), ctr("sidecar", "registry.local/pos/sync:0.9.0")},
+			RestartPolicy: corev1.RestartPolicyAlways, DNSPolicy: corev1.DNSClusterFirst,
+			ServiceAccountName: "default", NodeName: "store-0421-pi", SchedulerName: "default-scheduler",
+			NodeSelector: map[string]string{"node-role.kubernetes.io/edge": ""},
+			Tolerations: []corev1.Toleration{
+				{Key: "node.kubernetes.io/not-ready", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute},
+				{Key: "node.kubernetes.io/unreachable", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute},
+			},
+		},
+		Status: corev1.PodStatus{
+			Phase: corev1.PodRunning, HostIP: "192.168.7.21", PodIP: "10.88.0.14", StartTime: &now,
+			Conditions: []corev1.PodCondition{
+				{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: now},
+				{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: now},
+			},
+			ContainerStatuses: []corev1.ContainerStatus{
+				{Name: "server", Ready: true, Image: "registry.local/pos/server:1.4.2", ImageID: "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+					ContainerID: "containerd://4e07408562bedb8b60ce05c1decfe3ad16b72230967de01f640b7e4729b49fce", State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: now}}},
+			},
+			QOSClass: corev1.PodQOSBurstable,
+		},
+	}
+}
+
+func podFrame(t testing.TB) *Frame {
+	p := typicalPod()
+	data, err := EncodePod(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Frame{Seq: 7, Upsert: &Upsert{Object: Object{Kind: KindPod, UID: string(p.UID), Namespace: p.Namespace,
+		Name: p.Name, ResourceVersion: p.ResourceVersion, Data: data}}}
+}
+
+func TestRoundTrip(t *testing.T) {
+	frames := []*Frame{
+		{Hello: &Hello{ProtocolVersion: Version, MinVersion: MinVersion, NodeName: "edge-1",
+			Inventory: []ObjectRef{{Kind: KindPod, UID: "u1", ResourceVersion: "5"}}}},
+		{Welcome: &Welcome{ProtocolVersion: 1, HeartbeatInterval: 10000, SessionTimeout: 30000, MaxFrameSize: MaxFrameSize}},
+		podFrame(t),
+		{Seq: 2, Delete: &Delete{Kind: KindSecret, UID: "u2", Namespace: "ns", Name: "s"}},
+		{Ack: &Ack{Seqs: []uint64{1, 2}, Rejected: []Rejection{{Seq: 3, Reason: "bad"}}}},
+		{Heartbeat: &Heartbeat{Time: 1}},
+		{ResyncDone: &ResyncDone{Upserts: 1}},
+		{Seq: 9, NodeStatus: &NodeStatus{Labels: map[string]string{"a": "b"}, Status: []byte{1}}},
+		{Seq: 10, PodStatus: &PodStatus{UID: "u", Namespace: "n", Name: "p", Status: []byte{1}}},
+		{Seq: 11, PodTerminated: &PodTerminated{UID: "u", Namespace: "n", Name: "p"}},
+		{Seq: 12, Event: &Event{InvolvedKind: "Pod", Namespace: "n", Name: "p", Type: "Warning", Reason: "Failed"}},
+		{Error: &Error{Code: ErrorVersion, Message: "no"}},
+	}
+	for _, f := range frames {
+		b, err := Encode(f)
+		if err != nil {
+			t.Fatalf("encode %s: %v", f.Type(), err)
+		}
+		g, err := Decode(b)
+		if err != nil {
+			t.Fatalf("decode %s: %v", f.Type(), err)
+		}
+		if g.Type() != f.Type() || g.Seq != f.Seq {
+			t.Fatalf("round trip of %s gave %s seq %d", f.Type(), g.Type(), g.Seq)
+		}
+	}
+	got, _ := Decode(must(Encode(podFrame(t))))
+	p, err := DecodePod(got.Upsert.Object.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Spec.Containers[1].Image != "registry.local/pos/sync:0.9.0" || p.Status.PodIP != "10.88.0.14" {
+		t.Fatalf("pod did not survive the round trip: %+v", p.Spec.Containers[1])
+	}
+}
+
+func must(b []byte, err error) []byte {
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+func TestDecodeRefuses(t *testing.T) {
+	// A frame from a newer peer that holds only a message type we do not know.
+	unknown, err := cbor.Marshal(map[int]any{0: 5, 99: map[int]any{1: "x"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	two, _ := cbor.Marshal(map[int]any{6: map[int]any{}, 7: map[int]any{}})
+	noSeq, _ := cbor.Marshal(map[int]any{4: map[int]any{1: 1, 2: "u"}})
+	badKind, _ := cbor.Marshal(map[int]any{0: 1, 4: map[int]any{1: 42, 2: "u"}})
+	badNode, _ := cbor.Marshal(map[int]any{1: map[int]any{1: 1, 2: 1, 3: "Not_A_Node"}})
+	dup := []byte{0xa2, 0x06, 0xa0, 0x06, 0xa0} // {6: {}, 6: {}}
+	cases := []struct {
+		name string
+		b    []byte
+		want string
+	}{
+		{"garbage", []byte("{\"hello\":1}"), "decode frame"},
+		{"empty", nil, "decode frame"},
+		{"unknown type", unknown, ErrUnknownMessage.Error()},
+		{"two messages", two, "2 messages"},
+		{"delete without seq", noSeq, "needs a Seq"},
+		{"unknown kind", badKind, "unknown kind 42"},
+		{"bad node name", badNode, "node name"},
+		{"duplicate key", dup, "duplicate"},
+		{"too large", make([]byte, MaxFrameSize+1), ErrTooLarge.Error()},
+	}
+	for _, c := range cases {
+		_, err := Decode(c.b)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: got %v, want an error containing %q", c.name, err, c.want)
+		}
+	}
+	if _, err := Decode(unknown); !errors.Is(err, ErrUnknownMessage) {
+		t.Errorf("unknown type: %v does not wrap ErrUnknownMessage", err)
+	}
+}
+
+func TestEncodeRefusesOversize(t *testing.T) {
+	f := podFrame(t)
+	f.Upsert.Object.Data = make([]byte, MaxFrameSize)
+	if _, err := Encode(f); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("got %v, want ErrTooLarge", err)
+	}
+	if _, err := Encode(&Frame{}); !errors.Is(err, ErrUnknownMessage) {
+		t.Fatalf("empty frame: got %v", err)
+	}
+}
+
+// jsonFrame is the same upsert with the pod as JSON, for BenchmarkCodec.
+type jsonFrame struct {
+	Seq    uint64 `json:"seq"`
+	Upsert struct {
+		Kind            string      `json:"kind"`
+		UID             string      `json:"uid"`
+		Namespace       string      `json:"namespace"`
+		Name            string      `json:"name"`
+		ResourceVersion string      `json:"resourceVersion"`
+		Object          *corev1.Pod `json:"object"`
+	} `json:"upsert"`
+}
+
+func BenchmarkCodec(b *testing.B) {
+	p := typicalPod()
+	b.Run("json", func(b *testing.B) {
+		var f jsonFrame
+		f.Seq = 7
+		f.Upsert.Kind, f.Upsert.UID, f.Upsert.Namespace, f.Upsert.Name, f.Upsert.ResourceVersion, f.Upsert.Object =
+			"Pod", string(p.UID), p.Namespace, p.Name, p.ResourceVersion, p
+		var n int
+		b.ReportAllocs()
+		for b.Loop() {
+			data, err := json.Marshal(&f)
+			if err != nil {
+				b.Fatal(err)
+			}
+			n = len(data)
+			var g jsonFrame
+			if err := json.Unmarshal(data, &g); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(n), "bytes/frame")
+	})
+	b.Run("cbor+protobuf", func(b *testing.B) {
+		var n int
+		b.ReportAllocs()
+		for b.Loop() {
+			data, err := EncodePod(p)
+			if err != nil {
+				b.Fatal(err)
+			}
+			wire, err := Encode(&Frame{Seq: 7, Upsert: &Upsert{Object: Object{Kind: KindPod, UID: string(p.UID),
+				Namespace: p.Namespace, Name: p.Name, ResourceVersion: p.ResourceVersion, Data: data}}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			n = len(wire)
+			g, err := Decode(wire)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := DecodePod(g.Upsert.Object.Data); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(n), "bytes/frame")
+	})
+}

@@ -1,0 +1,187 @@
+package protocol
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// ValidateNodeName checks that name can be a Kubernetes node name.
+func ValidateNodeName(name string) error {
+	if name == "" {
+		return errors.New("node name is empty")
+	}
+	if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 {
+		return fmt.Errorf("node name %q: %s", name, strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+func validateUID(uid string) error {
+	if uid == "" {
+		return errors.New("uid is empty")
+	}
+	if len(uid) > 128 {
+		return fmt.Errorf("uid of %d bytes is longer than 128", len(uid))
+	}
+	return nil
+}
+
+func validateKind(k Kind) error {
+	if !k.Valid() {
+		return fmt.Errorf("unknown kind %d", uint8(k))
+	}
+	return nil
+}
+
+func validateMeta(namespace, name string, namespaced bool) error {
+	if name == "" {
+		return errors.New("name is empty")
+	}
+	if len(name) > 253 {
+		return fmt.Errorf("name of %d bytes is longer than 253", len(name))
+	}
+	if namespaced && namespace == "" {
+		return errors.New("namespace is empty")
+	}
+	if len(namespace) > 63 {
+		return fmt.Errorf("namespace of %d bytes is longer than 63", len(namespace))
+	}
+	return nil
+}
+
+func (r ObjectRef) validate() error {
+	if err := validateKind(r.Kind); err != nil {
+		return err
+	}
+	return validateUID(r.UID)
+}
+
+func (o *Object) validate() error {
+	if err := validateKind(o.Kind); err != nil {
+		return err
+	}
+	if err := validateUID(o.UID); err != nil {
+		return err
+	}
+	if err := validateMeta(o.Namespace, o.Name, true); err != nil {
+		return err
+	}
+	if o.ResourceVersion == "" {
+		return errors.New("resourceVersion is empty")
+	}
+	if len(o.Data) == 0 {
+		return errors.New("object data is empty")
+	}
+	return nil
+}
+
+func (h *Hello) validate() error {
+	if h.ProtocolVersion == 0 {
+		return errors.New("protocol version is 0")
+	}
+	if h.MinVersion > h.ProtocolVersion {
+		return fmt.Errorf("min version %d above version %d", h.MinVersion, h.ProtocolVersion)
+	}
+	if err := ValidateNodeName(h.NodeName); err != nil {
+		return err
+	}
+	for i, r := range h.Inventory {
+		if err := r.validate(); err != nil {
+			return fmt.Errorf("inventory[%d]: %w", i, err)
+		}
+	}
+	return nil
+}
+
+func (w *Welcome) validate() error {
+	if w.ProtocolVersion == 0 {
+		return errors.New("protocol version is 0")
+	}
+	if w.HeartbeatInterval <= 0 || w.SessionTimeout <= w.HeartbeatInterval {
+		return fmt.Errorf("heartbeat interval %dms and session timeout %dms: want 0 < interval < timeout",
+			w.HeartbeatInterval, w.SessionTimeout)
+	}
+	return nil
+}
+
+func (u *Upsert) validate() error { return u.Object.validate() }
+
+func (d *Delete) validate() error {
+	if err := validateKind(d.Kind); err != nil {
+		return err
+	}
+	return validateUID(d.UID)
+}
+
+func (a *Ack) validate() error {
+	if len(a.Seqs) == 0 && len(a.Rejected) == 0 {
+		return errors.New("acknowledges nothing")
+	}
+	for _, s := range a.Seqs {
+		if s == 0 {
+			return errors.New("acknowledges seq 0")
+		}
+	}
+	for _, r := range a.Rejected {
+		if r.Seq == 0 {
+			return errors.New("rejects seq 0")
+		}
+	}
+	return nil
+}
+
+func (*Heartbeat) validate() error  { return nil }
+func (*ResyncDone) validate() error { return nil }
+
+func (n *NodeStatus) validate() error {
+	if len(n.Status) == 0 {
+		return errors.New("status is empty")
+	}
+	return nil
+}
+
+func (p *PodStatus) validate() error {
+	if err := validateUID(p.UID); err != nil {
+		return err
+	}
+	if err := validateMeta(p.Namespace, p.Name, true); err != nil {
+		return err
+	}
+	if len(p.Status) == 0 {
+		return errors.New("status is empty")
+	}
+	return nil
+}
+
+func (p *PodTerminated) validate() error {
+	if err := validateUID(p.UID); err != nil {
+		return err
+	}
+	return validateMeta(p.Namespace, p.Name, true)
+}
+
+func (e *Event) validate() error {
+	if e.InvolvedKind == "" {
+		return errors.New("involved kind is empty")
+	}
+	if err := validateMeta(e.Namespace, e.Name, false); err != nil {
+		return err
+	}
+	if e.Type != "Normal" && e.Type != "Warning" {
+		return fmt.Errorf("event type %q, want Normal or Warning", e.Type)
+	}
+	if e.Reason == "" {
+		return errors.New("reason is empty")
+	}
+	return nil
+}
+
+func (e *Error) validate() error {
+	if e.Code == 0 {
+		return errors.New("error code is 0")
+	}
+	return nil
+}
