@@ -1,0 +1,231 @@
+// Package store is edgecore's persistent state: every object the node
+// received from the cloud, and the outbox of updates waiting to go up. It is
+// one bbolt file; callers work inside View and Update closures with typed
+// helpers on Tx, one bucket per kind.
+//
+// Values read inside a transaction are copied out, so they stay valid after
+// the transaction ends.
+package store
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/fxamacker/cbor/v2"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/tether-edge/tether/protocol"
+)
+
+// schemaVersion is stored in the meta bucket; a file of another version is
+// refused rather than misread.
+const schemaVersion = 1
+
+var (
+	bucketMeta      = []byte("meta")
+	bucketOutbox    = []byte("outbox")     // key -> outboxEntry
+	bucketOutboxSeq = []byte("outbox-seq") // seq (8 bytes, big endian) -> key
+	keySchema       = []byte("schema")
+)
+
+func objectBucket(k protocol.Kind) []byte { return []byte("objects/" + k.String()) }
+func nameBucket(k protocol.Kind) []byte   { return []byte("names/" + k.String()) }
+
+// DB is an open store.
+type DB struct {
+	db *bolt.DB
+}
+
+// Open opens or creates the store at path.
+func Open(path string) (*DB, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+		if err != nil {
+			return err
+		}
+		if v := meta.Get(keySchema); v != nil {
+			if got := binary.BigEndian.Uint64(v); got != schemaVersion {
+				return fmt.Errorf("schema version %d, this build reads %d", got, schemaVersion)
+			}
+		} else if err := meta.Put(keySchema, u64(schemaVersion)); err != nil {
+			return err
+		}
+		names := [][]byte{bucketOutbox, bucketOutboxSeq}
+		for _, k := range protocol.Kinds {
+			names = append(names, objectBucket(k), nameBucket(k))
+		}
+		for _, n := range names {
+			if _, err := tx.CreateBucketIfNotExists(n); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	return &DB{db: db}, nil
+}
+
+// Close closes the store.
+func (d *DB) Close() error { return d.db.Close() }
+
+// Path returns the file the store lives in.
+func (d *DB) Path() string { return d.db.Path() }
+
+// Update runs fn in a read-write transaction, committed if fn returns nil.
+func (d *DB) Update(fn func(*Tx) error) error {
+	return d.db.Update(func(tx *bolt.Tx) error { return fn(&Tx{tx: tx}) })
+}
+
+// View runs fn in a read-only transaction.
+func (d *DB) View(fn func(*Tx) error) error {
+	return d.db.View(func(tx *bolt.Tx) error { return fn(&Tx{tx: tx}) })
+}
+
+// Tx is a store transaction.
+type Tx struct {
+	tx *bolt.Tx
+}
+
+// record is how an object is kept: the wire object less its kind and UID,
+// which are the bucket and the key.
+type record struct {
+	Namespace       string `cbor:"1,keyasint,omitempty"`
+	Name            string `cbor:"2,keyasint"`
+	ResourceVersion string `cbor:"3,keyasint"`
+	Data            []byte `cbor:"4,keyasint"`
+}
+
+// PutObject stores o, replacing the object with the same kind and UID.
+func (t *Tx) PutObject(o *protocol.Object) error {
+	if !o.Kind.Valid() || o.UID == "" {
+		return fmt.Errorf("put object: bad kind %d or empty uid", o.Kind)
+	}
+	v, err := cbor.Marshal(record{Namespace: o.Namespace, Name: o.Name, ResourceVersion: o.ResourceVersion, Data: o.Data})
+	if err != nil {
+		return fmt.Errorf("put %s %s/%s: %w", o.Kind, o.Namespace, o.Name, err)
+	}
+	if err := t.tx.Bucket(objectBucket(o.Kind)).Put([]byte(o.UID), v); err != nil {
+		return fmt.Errorf("put %s %s/%s: %w", o.Kind, o.Namespace, o.Name, err)
+	}
+	return t.tx.Bucket(nameBucket(o.Kind)).Put(nameKey(o.Namespace, o.Name), []byte(o.UID))
+}
+
+// DeleteObject removes the object of kind with uid. Deleting a missing object
+// is not an error. It returns the deleted object, if there was one.
+func (t *Tx) DeleteObject(kind protocol.Kind, uid string) (*protocol.Object, error) {
+	o, err := t.Object(kind, uid)
+	if err != nil || o == nil {
+		return nil, err
+	}
+	if err := t.tx.Bucket(objectBucket(kind)).Delete([]byte(uid)); err != nil {
+		return nil, fmt.Errorf("delete %s %s: %w", kind, uid, err)
+	}
+	names := t.tx.Bucket(nameBucket(kind))
+	nk := nameKey(o.Namespace, o.Name)
+	// A newer object of the same name may have replaced this one already.
+	if string(names.Get(nk)) == uid {
+		if err := names.Delete(nk); err != nil {
+			return nil, fmt.Errorf("delete %s %s: %w", kind, uid, err)
+		}
+	}
+	return o, nil
+}
+
+// Object returns the object of kind with uid, or nil if there is none.
+func (t *Tx) Object(kind protocol.Kind, uid string) (*protocol.Object, error) {
+	b := t.tx.Bucket(objectBucket(kind))
+	if b == nil {
+		return nil, fmt.Errorf("get object: unknown kind %d", kind)
+	}
+	v := b.Get([]byte(uid))
+	if v == nil {
+		return nil, nil
+	}
+	return decodeRecord(kind, uid, v)
+}
+
+// ObjectByName returns the object of kind named namespace/name, or nil.
+func (t *Tx) ObjectByName(kind protocol.Kind, namespace, name string) (*protocol.Object, error) {
+	b := t.tx.Bucket(nameBucket(kind))
+	if b == nil {
+		return nil, fmt.Errorf("get object: unknown kind %d", kind)
+	}
+	uid := b.Get(nameKey(namespace, name))
+	if uid == nil {
+		return nil, nil
+	}
+	return t.Object(kind, string(uid))
+}
+
+// ForEachObject calls fn for every object of kind, in UID order. The object
+// passed to fn is a copy.
+func (t *Tx) ForEachObject(kind protocol.Kind, fn func(*protocol.Object) error) error {
+	b := t.tx.Bucket(objectBucket(kind))
+	if b == nil {
+		return fmt.Errorf("list objects: unknown kind %d", kind)
+	}
+	return b.ForEach(func(k, v []byte) error {
+		o, err := decodeRecord(kind, string(k), v)
+		if err != nil {
+			return err
+		}
+		return fn(o)
+	})
+}
+
+// Inventory lists every object held, as the Hello of a session carries it.
+func (t *Tx) Inventory() ([]protocol.ObjectRef, error) {
+	var refs []protocol.ObjectRef
+	for _, k := range protocol.Kinds {
+		err := t.tx.Bucket(objectBucket(k)).ForEach(func(key, v []byte) error {
+			var r struct {
+				ResourceVersion string `cbor:"3,keyasint"`
+			}
+			if err := cbor.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("inventory: %s %s: %w", k, key, err)
+			}
+			refs = append(refs, protocol.ObjectRef{Kind: k, UID: string(key), ResourceVersion: r.ResourceVersion})
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return refs, nil
+}
+
+func decodeRecord(kind protocol.Kind, uid string, v []byte) (*protocol.Object, error) {
+	var r record
+	if err := cbor.Unmarshal(v, &r); err != nil {
+		return nil, fmt.Errorf("decode %s %s: %w", kind, uid, err)
+	}
+	// cbor.Unmarshal copies byte strings, so r.Data does not alias bbolt's page.
+	return &protocol.Object{Kind: kind, UID: uid, Namespace: r.Namespace, Name: r.Name,
+		ResourceVersion: r.ResourceVersion, Data: r.Data}, nil
+}
+
+func nameKey(namespace, name string) []byte { return []byte(namespace + "/" + name) }
+
+func u64(v uint64) []byte {
+	b := make([]byte, 8)
+	binary.BigEndian.PutUint64(b, v)
+	return b
+}
+
+// ErrOutboxFull is returned by Enqueue when the outbox holds its maximum and
+// nothing can be dropped to make room.
+var ErrOutboxFull = errors.New("outbox is full")
