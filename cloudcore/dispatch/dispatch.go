@@ -1,0 +1,358 @@
+// Package dispatch decides which Kubernetes objects each edge node holds: the
+// pods bound to it, and the configmaps and secrets those pods use. It keeps
+// client-go informers and answers the hub's questions from their caches; it
+// keeps no per-node state of its own, so it cannot drift from the cluster.
+//
+// When an object changes, dispatch tells the hub which nodes are affected
+// (Notifier); the hub then compares the node's desired set (Desired) with
+// what the node acknowledged and sends the difference.
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/tether-edge/tether/protocol"
+)
+
+// EdgeRoleLabel marks the nodes Tether manages.
+const EdgeRoleLabel = "node-role.kubernetes.io/edge"
+
+const (
+	indexNode = "node"
+	indexRefs = "refs"
+)
+
+// Notifier is told which nodes' desired sets may have changed.
+type Notifier interface {
+	NodeChanged(node string)
+}
+
+// Dispatcher watches the cluster and computes each edge node's desired set.
+type Dispatcher struct {
+	log      *slog.Logger
+	factory  informers.SharedInformerFactory
+	podsInf  cache.SharedIndexInformer
+	cmInf    cache.SharedIndexInformer
+	secInf   cache.SharedIndexInformer
+	nodeInf  cache.SharedIndexInformer
+	pods     corelisters.PodLister
+	cms      corelisters.ConfigMapLister
+	secrets  corelisters.SecretLister
+	nodes    corelisters.NodeLister
+	notifier Notifier
+
+	factories []informers.SharedInformerFactory
+}
+
+// New builds a Dispatcher. notifier may be set later with SetNotifier, but
+// before Start.
+func New(client kubernetes.Interface, resync time.Duration, log *slog.Logger) (*Dispatcher, error) {
+	d := &Dispatcher{log: log}
+	d.factory = informers.NewSharedInformerFactory(client, resync)
+	// Only pods bound to a node: pending pods have nowhere to go yet.
+	podFactory := informers.NewSharedInformerFactoryWithOptions(client, resync,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermNotEqualSelector("spec.nodeName", "").String()
+		}))
+	d.podsInf = podFactory.Core().V1().Pods().Informer()
+	if err := d.podsInf.AddIndexers(cache.Indexers{indexNode: podNodeIndex, indexRefs: podRefsIndex}); err != nil {
+		return nil, fmt.Errorf("pod indexers: %w", err)
+	}
+	d.pods = corelisters.NewPodLister(d.podsInf.GetIndexer())
+	d.cmInf = d.factory.Core().V1().ConfigMaps().Informer()
+	d.cms = d.factory.Core().V1().ConfigMaps().Lister()
+	d.secInf = d.factory.Core().V1().Secrets().Informer()
+	d.secrets = d.factory.Core().V1().Secrets().Lister()
+	d.nodeInf = d.factory.Core().V1().Nodes().Informer()
+	d.nodes = d.factory.Core().V1().Nodes().Lister()
+	d.factories = []informers.SharedInformerFactory{d.factory, podFactory}
+	return d, nil
+}
+
+// SetNotifier sets who hears about changes. Call it before Start.
+func (d *Dispatcher) SetNotifier(n Notifier) { d.notifier = n }
+
+// Start runs the informers until ctx ends. It returns once the caches are
+// synced (or with an error if they cannot be); Ready reports the same.
+func (d *Dispatcher) Start(ctx context.Context) error {
+	if d.notifier == nil {
+		return errors.New("dispatch: no notifier")
+	}
+	handler := func(kind protocol.Kind) cache.ResourceEventHandlerFuncs {
+		return cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(obj any) { d.changed(kind, obj) },
+			UpdateFunc: func(old, obj any) { d.changed(kind, old); d.changed(kind, obj) },
+			DeleteFunc: func(obj any) { d.changed(kind, obj) },
+		}
+	}
+	for kind, inf := range map[protocol.Kind]cache.SharedIndexInformer{
+		protocol.KindPod: d.podsInf, protocol.KindConfigMap: d.cmInf, protocol.KindSecret: d.secInf} {
+		if _, err := inf.AddEventHandler(handler(kind)); err != nil {
+			return fmt.Errorf("dispatch: add handler: %w", err)
+		}
+	}
+	for _, f := range d.factories {
+		f.Start(ctx.Done())
+	}
+	for _, f := range d.factories {
+		for typ, ok := range f.WaitForCacheSync(ctx.Done()) {
+			if !ok {
+				return fmt.Errorf("dispatch: %v cache did not sync", typ)
+			}
+		}
+	}
+	d.log.Info("dispatch caches synced")
+	return nil
+}
+
+// Shutdown waits for the informers' goroutines after ctx of Start ended.
+func (d *Dispatcher) Shutdown() {
+	for _, f := range d.factories {
+		f.Shutdown()
+	}
+}
+
+// Ready reports whether every cache has synced.
+func (d *Dispatcher) Ready() bool {
+	return d.podsInf.HasSynced() && d.cmInf.HasSynced() && d.secInf.HasSynced() && d.nodeInf.HasSynced()
+}
+
+// Pods and Nodes expose the listers for the status writer.
+func (d *Dispatcher) Pods() corelisters.PodLister   { return d.pods }
+func (d *Dispatcher) Nodes() corelisters.NodeLister { return d.nodes }
+
+// IsEdgeNode reports whether node exists and carries the edge role label.
+func (d *Dispatcher) IsEdgeNode(node string) bool {
+	n, err := d.nodes.Get(node)
+	if err != nil {
+		return false
+	}
+	_, ok := n.Labels[EdgeRoleLabel]
+	return ok
+}
+
+func (d *Dispatcher) changed(kind protocol.Kind, obj any) {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
+	switch kind {
+	case protocol.KindPod:
+		if p, ok := obj.(*corev1.Pod); ok && p.Spec.NodeName != "" {
+			d.notifier.NodeChanged(p.Spec.NodeName)
+		}
+	case protocol.KindConfigMap, protocol.KindSecret:
+		m, ok := obj.(interface {
+			GetNamespace() string
+			GetName() string
+		})
+		if !ok {
+			return
+		}
+		users, err := d.podsInf.GetIndexer().ByIndex(indexRefs, refKey(kind, m.GetNamespace(), m.GetName()))
+		if err != nil {
+			d.log.Error("pods by reference", slog.Any("err", err))
+			return
+		}
+		seen := map[string]bool{}
+		for _, u := range users {
+			node := u.(*corev1.Pod).Spec.NodeName
+			if !seen[node] {
+				seen[node] = true
+				d.notifier.NodeChanged(node)
+			}
+		}
+	}
+}
+
+// Desired appends to dst every object node should hold now, with Data unset,
+// configmaps and secrets first, and returns it. Pods of a node that is not an
+// edge node are still listed: the hub only asks for nodes that connected.
+func (d *Dispatcher) Desired(node string, dst []protocol.Object) []protocol.Object {
+	objs, err := d.podsInf.GetIndexer().ByIndex(indexNode, node)
+	if err != nil {
+		d.log.Error("pods by node", slog.String("node", node), slog.Any("err", err))
+		return dst
+	}
+	pods := make([]protocol.Object, 0, len(objs))
+	seen := map[string]bool{}
+	for _, o := range objs {
+		p := o.(*corev1.Pod)
+		pods = append(pods, protocol.Object{Kind: protocol.KindPod, UID: string(p.UID), Namespace: p.Namespace,
+			Name: p.Name, ResourceVersion: p.ResourceVersion})
+		for _, r := range PodRefs(p) {
+			k := refKey(r.Kind, p.Namespace, r.Name)
+			if seen[k] {
+				continue
+			}
+			seen[k] = true
+			if o, ok := d.lookup(r.Kind, p.Namespace, r.Name); ok {
+				dst = append(dst, o)
+			}
+		}
+	}
+	return append(dst, pods...)
+}
+
+func (d *Dispatcher) lookup(kind protocol.Kind, ns, name string) (protocol.Object, bool) {
+	switch kind {
+	case protocol.KindConfigMap:
+		if c, err := d.cms.ConfigMaps(ns).Get(name); err == nil {
+			return protocol.Object{Kind: kind, UID: string(c.UID), Namespace: ns, Name: name, ResourceVersion: c.ResourceVersion}, true
+		}
+	case protocol.KindSecret:
+		if s, err := d.secrets.Secrets(ns).Get(name); err == nil {
+			return protocol.Object{Kind: kind, UID: string(s.UID), Namespace: ns, Name: name, ResourceVersion: s.ResourceVersion}, true
+		}
+	}
+	return protocol.Object{}, false
+}
+
+// Encode fills o.Data with the current version of the object o names (by
+// kind, namespace, name and UID), updating o.ResourceVersion to the version
+// encoded. ok is false if the object was deleted or replaced.
+func (d *Dispatcher) Encode(o *protocol.Object) (ok bool, err error) {
+	var (
+		uid, rv string
+		data    []byte
+	)
+	switch o.Kind {
+	case protocol.KindPod:
+		var p *corev1.Pod
+		if p, err = d.pods.Pods(o.Namespace).Get(o.Name); err == nil {
+			uid, rv = string(p.UID), p.ResourceVersion
+			data, err = protocol.EncodePod(p)
+		}
+	case protocol.KindConfigMap:
+		var c *corev1.ConfigMap
+		if c, err = d.cms.ConfigMaps(o.Namespace).Get(o.Name); err == nil {
+			uid, rv = string(c.UID), c.ResourceVersion
+			data, err = protocol.EncodeConfigMap(c)
+		}
+	case protocol.KindSecret:
+		var s *corev1.Secret
+		if s, err = d.secrets.Secrets(o.Namespace).Get(o.Name); err == nil {
+			uid, rv = string(s.UID), s.ResourceVersion
+			data, err = protocol.EncodeSecret(s)
+		}
+	default:
+		return false, fmt.Errorf("encode: unknown kind %d", o.Kind)
+	}
+	if apierrors.IsNotFound(err) || (err == nil && uid != o.UID) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("encode %s %s/%s: %w", o.Kind, o.Namespace, o.Name, err)
+	}
+	o.ResourceVersion, o.Data = rv, data
+	return true, nil
+}
+
+func podNodeIndex(obj any) ([]string, error) {
+	p, ok := obj.(*corev1.Pod)
+	if !ok || p.Spec.NodeName == "" {
+		return nil, nil
+	}
+	return []string{p.Spec.NodeName}, nil
+}
+
+func podRefsIndex(obj any) ([]string, error) {
+	p, ok := obj.(*corev1.Pod)
+	if !ok {
+		return nil, nil
+	}
+	refs := PodRefs(p)
+	keys := make([]string, len(refs))
+	for i, r := range refs {
+		keys[i] = refKey(r.Kind, p.Namespace, r.Name)
+	}
+	return keys, nil
+}
+
+func refKey(kind protocol.Kind, ns, name string) string {
+	return kind.String() + "/" + ns + "/" + name
+}
+
+// Ref names a configmap or secret in the pod's namespace.
+type Ref struct {
+	Kind protocol.Kind
+	Name string
+}
+
+// PodRefs lists, without duplicates, the configmaps and secrets p uses:
+// volumes (also projected), env, envFrom and image pull secrets, in init,
+// regular and ephemeral containers.
+func PodRefs(p *corev1.Pod) []Ref {
+	var refs []Ref
+	seen := map[Ref]bool{}
+	add := func(k protocol.Kind, name string) {
+		r := Ref{k, name}
+		if name != "" && !seen[r] {
+			seen[r] = true
+			refs = append(refs, r)
+		}
+	}
+	for _, v := range p.Spec.Volumes {
+		switch {
+		case v.ConfigMap != nil:
+			add(protocol.KindConfigMap, v.ConfigMap.Name)
+		case v.Secret != nil:
+			add(protocol.KindSecret, v.Secret.SecretName)
+		case v.Projected != nil:
+			for _, s := range v.Projected.Sources {
+				if s.ConfigMap != nil {
+					add(protocol.KindConfigMap, s.ConfigMap.Name)
+				}
+				if s.Secret != nil {
+					add(protocol.KindSecret, s.Secret.Name)
+				}
+			}
+		}
+	}
+	env := func(envFrom []corev1.EnvFromSource, envs []corev1.EnvVar) {
+		for _, e := range envFrom {
+			if e.ConfigMapRef != nil {
+				add(protocol.KindConfigMap, e.ConfigMapRef.Name)
+			}
+			if e.SecretRef != nil {
+				add(protocol.KindSecret, e.SecretRef.Name)
+			}
+		}
+		for _, e := range envs {
+			if e.ValueFrom == nil {
+				continue
+			}
+			if e.ValueFrom.ConfigMapKeyRef != nil {
+				add(protocol.KindConfigMap, e.ValueFrom.ConfigMapKeyRef.Name)
+			}
+			if e.ValueFrom.SecretKeyRef != nil {
+				add(protocol.KindSecret, e.ValueFrom.SecretKeyRef.Name)
+			}
+		}
+	}
+	for _, c := range p.Spec.InitContainers {
+		env(c.EnvFrom, c.Env)
+	}
+	for _, c := range p.Spec.Containers {
+		env(c.EnvFrom, c.Env)
+	}
+	for _, c := range p.Spec.EphemeralContainers {
+		env(c.EnvFrom, c.Env)
+	}
+	for _, s := range p.Spec.ImagePullSecrets {
+		add(protocol.KindSecret, s.Name)
+	}
+	return refs
+}

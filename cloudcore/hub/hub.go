@@ -1,0 +1,423 @@
+// Package hub is cloudcore's end of the cloud-edge tunnel: an HTTPS server
+// that upgrades each edge node's connection to a websocket and runs one
+// session per node.
+//
+// A session has three goroutines joined together: a reader that decodes
+// frames, a writer that drains a bounded send queue, and the owner, which
+// alone holds the node's delivery state: the version of every object the
+// node acknowledged, and the messages in flight. The owner is level-based:
+// whenever it is told the node's objects may have changed, it asks the Source
+// for the node's desired set and sends the difference, so a newer version of
+// an object always replaces an older one that was not sent yet.
+package hub
+
+import (
+	"context"
+	"crypto/subtle"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/tether-edge/tether/protocol"
+)
+
+// Path is the URL path edge nodes connect to.
+const Path = "/v1/connect"
+
+// Source is the cloud's view of what each node should hold.
+type Source interface {
+	// Ready reports whether the Source's caches are synced; sessions are
+	// refused until they are.
+	Ready() bool
+	// Desired appends every object node should hold now to dst, with Data
+	// unset, objects that others use first.
+	Desired(node string, dst []protocol.Object) []protocol.Object
+	// Encode fills o.Data with the object's current version and updates
+	// o.ResourceVersion. ok is false if the object no longer exists.
+	Encode(o *protocol.Object) (ok bool, err error)
+}
+
+// Upstream takes what edge nodes report. Methods must not block; done is
+// called once the message is durable (nil) or given up (an error; one
+// wrapping ErrRejected is a permanent refusal).
+type Upstream interface {
+	NodeStatus(node string, m *protocol.NodeStatus, done func(error))
+	PodStatus(node string, m *protocol.PodStatus, done func(error))
+	PodTerminated(node string, m *protocol.PodTerminated, done func(error))
+	Event(node string, m *protocol.Event, done func(error))
+	Heartbeat(node string)
+}
+
+// Config configures the hub.
+type Config struct {
+	// Addr is the address the hub listens on, host:port.
+	Addr string
+	// TLS is the server's TLS configuration (certificate required).
+	TLS *tls.Config
+	// Tokens are the bootstrap tokens an edge may present as
+	// "Authorization: Bearer <token>". At least one is required.
+	Tokens []string
+	// HeartbeatInterval is how often edges send a heartbeat (default 10s).
+	HeartbeatInterval time.Duration
+	// SessionTimeout closes a session silent for this long (default 3x
+	// HeartbeatInterval).
+	SessionTimeout time.Duration
+	// Window is the most object messages unacknowledged per session
+	// (default 256).
+	Window int
+	// ResendAfter resends an object message unacknowledged this long
+	// (default 30s).
+	ResendAfter time.Duration
+	// SendQueue is the length of each session's send queue (default 1024).
+	// A session whose queue overflows is closed: the peer is not reading.
+	SendQueue int
+	// HandshakeTimeout bounds the TLS, websocket and Hello exchange
+	// (default 10s).
+	HandshakeTimeout time.Duration
+}
+
+func (c *Config) validate() error {
+	if c.Addr == "" {
+		return errors.New("hub: Addr is empty")
+	}
+	if len(c.Tokens) == 0 {
+		return errors.New("hub: no bootstrap token")
+	}
+	for i, t := range c.Tokens {
+		if len(t) < 16 {
+			return fmt.Errorf("hub: Tokens[%d] is shorter than 16 characters", i)
+		}
+	}
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = 10 * time.Second
+	}
+	if c.SessionTimeout == 0 {
+		c.SessionTimeout = 3 * c.HeartbeatInterval
+	}
+	if c.HeartbeatInterval < 0 || c.SessionTimeout <= c.HeartbeatInterval {
+		return fmt.Errorf("hub: heartbeat interval %s and session timeout %s: want 0 < interval < timeout",
+			c.HeartbeatInterval, c.SessionTimeout)
+	}
+	if c.Window == 0 {
+		c.Window = 256
+	}
+	if c.ResendAfter == 0 {
+		c.ResendAfter = 30 * time.Second
+	}
+	if c.SendQueue == 0 {
+		c.SendQueue = 1024
+	}
+	if c.HandshakeTimeout == 0 {
+		c.HandshakeTimeout = 10 * time.Second
+	}
+	if c.Window < 1 || c.SendQueue < c.Window+16 || c.ResendAfter < 0 || c.HandshakeTimeout < 0 {
+		return fmt.Errorf("hub: window %d, send queue %d: want window >= 1 and send queue >= window+16",
+			c.Window, c.SendQueue)
+	}
+	return nil
+}
+
+// Hub accepts edge sessions.
+type Hub struct {
+	cfg      Config
+	source   Source
+	upstream Upstream
+	log      *slog.Logger
+	upgrader websocket.Upgrader
+	stats    Stats
+
+	mu sync.Mutex
+	// sessions holds the live session of each node; guarded by mu.
+	sessions map[string]*session
+	// closing is set once Start returns; guarded by mu.
+	closing bool
+	// wg counts running sessions.
+	wg sync.WaitGroup
+}
+
+// New builds a hub. Call Start to serve.
+func New(cfg Config, source Source, upstream Upstream, log *slog.Logger) (*Hub, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	h := &Hub{cfg: cfg, source: source, upstream: upstream, log: log, sessions: map[string]*session{}}
+	h.upgrader = websocket.Upgrader{
+		HandshakeTimeout:  cfg.HandshakeTimeout,
+		ReadBufferSize:    4096,
+		WriteBufferSize:   4096,
+		WriteBufferPool:   &sync.Pool{},
+		EnableCompression: false,
+	}
+	return h, nil
+}
+
+// Start listens on cfg.Addr and serves until ctx ends; then it closes every
+// session and returns.
+func (h *Hub) Start(ctx context.Context) error {
+	ln, err := net.Listen("tcp", h.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("hub: listen: %w", err)
+	}
+	return h.Serve(ctx, ln)
+}
+
+// Serve is Start on a listener of the caller's.
+func (h *Hub) Serve(ctx context.Context, ln net.Listener) error {
+	if h.cfg.TLS != nil {
+		ln = tls.NewListener(ln, h.cfg.TLS)
+	}
+	mux := http.NewServeMux()
+	mux.Handle(Path, h)
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		if !h.source.Ready() {
+			http.Error(w, "caches not synced", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: h.cfg.HandshakeTimeout,
+		ErrorLog: slog.NewLogLogger(h.log.Handler(), slog.LevelDebug),
+		BaseContext: func(net.Listener) context.Context { return ctx }}
+	h.log.Info("hub listening", slog.String("addr", ln.Addr().String()))
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("hub: serve: %w", err)
+	case <-ctx.Done():
+	}
+	h.mu.Lock()
+	h.closing = true
+	for _, s := range h.sessions {
+		s.stop(&protocol.Error{Code: protocol.ErrorShuttingDown, Message: "cloudcore is stopping"})
+	}
+	h.mu.Unlock()
+	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	srv.Shutdown(shutCtx)
+	h.wg.Wait()
+	return nil
+}
+
+// NodeChanged tells the node's session, if there is one, to reconcile.
+func (h *Hub) NodeChanged(node string) {
+	h.mu.Lock()
+	s := h.sessions[node]
+	h.mu.Unlock()
+	if s != nil {
+		s.kick()
+	}
+}
+
+// Connected lists the nodes with a live session.
+func (h *Hub) Connected() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	nodes := make([]string, 0, len(h.sessions))
+	for n := range h.sessions {
+		nodes = append(nodes, n)
+	}
+	return nodes
+}
+
+// ServeHTTP authenticates the edge, upgrades to a websocket, runs the
+// handshake and then the session until it ends.
+func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !h.authorized(r) {
+		h.stats.refused.Add(1)
+		h.log.Warn("edge refused: bad token", slog.String("remote", r.RemoteAddr))
+		http.Error(w, "invalid or missing bootstrap token", http.StatusUnauthorized)
+		return
+	}
+	if !h.source.Ready() {
+		http.Error(w, "cloudcore is starting: caches not synced", http.StatusServiceUnavailable)
+		return
+	}
+	conn, err := h.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		h.log.Warn("websocket upgrade failed", slog.String("remote", r.RemoteAddr), slog.Any("err", err))
+		return
+	}
+	conn.SetReadLimit(protocol.MaxFrameSize)
+	hello, err := h.handshake(conn)
+	if err != nil {
+		h.stats.refused.Add(1)
+		h.log.Warn("edge handshake failed", slog.String("remote", r.RemoteAddr), slog.Any("err", err))
+		conn.Close()
+		return
+	}
+	s := newSession(h, conn, hello)
+	if !h.register(s) {
+		writeError(conn, &protocol.Error{Code: protocol.ErrorShuttingDown, Message: "cloudcore is stopping"})
+		conn.Close()
+		return
+	}
+	defer h.wg.Done()
+	s.run(r.Context())
+	h.unregister(s)
+}
+
+func (h *Hub) authorized(r *http.Request) bool {
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok {
+		return false
+	}
+	for _, t := range h.cfg.Tokens {
+		if subtle.ConstantTimeCompare([]byte(tok), []byte(t)) == 1 {
+			return true
+		}
+	}
+	return false
+}
+
+// handshake reads the Hello, checks it and answers Welcome, or answers Error
+// and fails.
+func (h *Hub) handshake(conn *websocket.Conn) (*protocol.Hello, error) {
+	conn.SetReadDeadline(time.Now().Add(h.cfg.HandshakeTimeout))
+	_, b, err := conn.ReadMessage()
+	if err != nil {
+		return nil, fmt.Errorf("read hello: %w", err)
+	}
+	f, err := protocol.Decode(b)
+	if err != nil {
+		writeError(conn, &protocol.Error{Code: protocol.ErrorBadFrame, Message: err.Error()})
+		return nil, fmt.Errorf("hello: %w", err)
+	}
+	if f.Hello == nil {
+		e := &protocol.Error{Code: protocol.ErrorUnexpected, Message: "first frame must be Hello, got " + f.Type()}
+		writeError(conn, e)
+		return nil, e
+	}
+	hello := f.Hello
+	if hello.ProtocolVersion < protocol.MinVersion || hello.MinVersion > protocol.Version {
+		e := &protocol.Error{Code: protocol.ErrorVersion, Message: fmt.Sprintf(
+			"edge speaks protocol %d-%d, cloudcore %d-%d", hello.MinVersion, hello.ProtocolVersion,
+			protocol.MinVersion, protocol.Version)}
+		writeError(conn, e)
+		return nil, e
+	}
+	version := min(hello.ProtocolVersion, protocol.Version)
+	welcome := &protocol.Frame{Welcome: &protocol.Welcome{
+		ProtocolVersion:   version,
+		HeartbeatInterval: protocol.DurationOf(h.cfg.HeartbeatInterval),
+		SessionTimeout:    protocol.DurationOf(h.cfg.SessionTimeout),
+		MaxFrameSize:      protocol.MaxFrameSize,
+	}}
+	wb, err := protocol.Encode(welcome)
+	if err != nil {
+		return nil, fmt.Errorf("encode welcome: %w", err)
+	}
+	conn.SetWriteDeadline(time.Now().Add(h.cfg.HandshakeTimeout))
+	if err := conn.WriteMessage(websocket.BinaryMessage, wb); err != nil {
+		return nil, fmt.Errorf("write welcome: %w", err)
+	}
+	conn.SetReadDeadline(time.Time{})
+	conn.SetWriteDeadline(time.Time{})
+	return hello, nil
+}
+
+// register makes s the node's session, replacing (and stopping) an older
+// one. It fails once the hub is closing.
+func (h *Hub) register(s *session) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closing {
+		return false
+	}
+	if old := h.sessions[s.node]; old != nil {
+		old.stop(&protocol.Error{Code: protocol.ErrorReplaced, Message: "a newer session of this node connected"})
+	}
+	h.sessions[s.node] = s
+	h.wg.Add(1)
+	h.stats.sessions.Add(1)
+	return true
+}
+
+func (h *Hub) unregister(s *session) {
+	h.mu.Lock()
+	if h.sessions[s.node] == s {
+		delete(h.sessions, s.node)
+	}
+	h.mu.Unlock()
+	h.stats.sessions.Add(-1)
+}
+
+// writeError sends e on a connection that has no session (yet), then closes
+// the websocket politely.
+func writeError(conn *websocket.Conn, e *protocol.Error) {
+	if b, err := protocol.Encode(&protocol.Frame{Error: e}); err == nil {
+		conn.SetWriteDeadline(time.Now().Add(2 * time.Second))
+		conn.WriteMessage(websocket.BinaryMessage, b)
+	}
+	conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(closeCode(e), truncate(e.Message, 120)),
+		time.Now().Add(time.Second))
+}
+
+func closeCode(e *protocol.Error) int {
+	switch e.Code {
+	case protocol.ErrorTooLarge:
+		return websocket.CloseMessageTooBig
+	case protocol.ErrorShuttingDown:
+		return websocket.CloseGoingAway
+	case protocol.ErrorBadFrame, protocol.ErrorUnknownMessage, protocol.ErrorUnexpected:
+		return websocket.CloseUnsupportedData
+	}
+	return websocket.ClosePolicyViolation
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+
+// Stats are the hub's counters since start.
+type Stats struct {
+	sessions       atomic.Int64
+	refused        atomic.Int64
+	framesIn       atomic.Int64
+	framesOut      atomic.Int64
+	bytesIn        atomic.Int64
+	bytesOut       atomic.Int64
+	objectMessages atomic.Int64
+	badFrames      atomic.Int64
+	resyncs        atomic.Int64
+	resyncMessages atomic.Int64
+	resyncBytes    atomic.Int64
+}
+
+// StatsSnapshot is a copy of the counters.
+type StatsSnapshot struct {
+	Sessions       int64 `json:"sessions"`
+	Refused        int64 `json:"refused"`
+	FramesIn       int64 `json:"framesIn"`
+	FramesOut      int64 `json:"framesOut"`
+	BytesIn        int64 `json:"bytesIn"`
+	BytesOut       int64 `json:"bytesOut"`
+	ObjectMessages int64 `json:"objectMessages"`
+	BadFrames      int64 `json:"badFrames"`
+	Resyncs        int64 `json:"resyncs"`
+	ResyncMessages int64 `json:"resyncMessages"`
+	ResyncBytes    int64 `json:"resyncBytes"`
+}
+
+// Stats returns the hub's counters.
+func (h *Hub) Stats() StatsSnapshot {
+	s := &h.stats
+	return StatsSnapshot{
+		Sessions: s.sessions.Load(), Refused: s.refused.Load(), FramesIn: s.framesIn.Load(),
+		FramesOut: s.framesOut.Load(), BytesIn: s.bytesIn.Load(), BytesOut: s.bytesOut.Load(),
+		ObjectMessages: s.objectMessages.Load(), BadFrames: s.badFrames.Load(), Resyncs: s.resyncs.Load(),
+		ResyncMessages: s.resyncMessages.Load(), ResyncBytes: s.resyncBytes.Load(),
+	}
+}

@@ -1,0 +1,453 @@
+package hub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/tether-edge/tether/protocol"
+)
+
+// ErrRejected is what Upstream reports (wrapped) for a message it refuses for
+// good.
+var ErrRejected = errors.New("rejected")
+
+type objKey struct {
+	kind protocol.Kind
+	uid  string
+}
+
+// held is what the node acknowledged holding.
+type held struct {
+	rv, namespace, name string
+}
+
+// flight is an object message sent and not yet acknowledged.
+type flight struct {
+	key    objKey
+	del    bool
+	held   held
+	sentAt time.Time
+}
+
+// session is one node's connection. Fields below "owner state" belong to the
+// goroutine running run and are touched by nothing else.
+type session struct {
+	h     *Hub
+	node  string
+	conn  *websocket.Conn
+	log   *slog.Logger
+	sendq chan []byte
+	kickc chan struct{}
+	upc   chan struct{}
+	stopc chan struct{}
+
+	stopOnce sync.Once
+	// stopErr is why the session stops; written once, before stopc closes.
+	stopErr *protocol.Error
+
+	upMu sync.Mutex
+	// upAcks and upRejected are upstream messages whose writes finished,
+	// waiting to be acknowledged; guarded by upMu.
+	upAcks     []uint64
+	upRejected []protocol.Rejection
+
+	// owner state
+	acked    map[objKey]held
+	inflight map[uint64]*flight
+	byKey    map[objKey]uint64
+	seq      uint64
+	blocked  bool // the last reconcile stopped at the window
+	buf      []protocol.Object
+	want     map[objKey]struct{}
+	resync   *resyncState
+}
+
+type resyncState struct {
+	start            time.Time
+	upserts, deletes int
+	bytes            int64
+}
+
+func newSession(h *Hub, conn *websocket.Conn, hello *protocol.Hello) *session {
+	s := &session{
+		h:        h,
+		node:     hello.NodeName,
+		conn:     conn,
+		log:      h.log.With(slog.String("node", hello.NodeName)),
+		sendq:    make(chan []byte, h.cfg.SendQueue),
+		kickc:    make(chan struct{}, 1),
+		upc:      make(chan struct{}, 1),
+		stopc:    make(chan struct{}),
+		acked:    make(map[objKey]held, len(hello.Inventory)),
+		inflight: map[uint64]*flight{},
+		byKey:    map[objKey]uint64{},
+		want:     map[objKey]struct{}{},
+		resync:   &resyncState{start: time.Now()},
+	}
+	for _, r := range hello.Inventory {
+		s.acked[objKey{r.Kind, r.UID}] = held{rv: r.ResourceVersion}
+	}
+	return s
+}
+
+// kick asks the owner to reconcile. It never blocks.
+func (s *session) kick() {
+	select {
+	case s.kickc <- struct{}{}:
+	default:
+	}
+}
+
+// stop ends the session, telling the peer e (nil: close without a word).
+func (s *session) stop(e *protocol.Error) {
+	s.stopOnce.Do(func() {
+		s.stopErr = e
+		close(s.stopc)
+	})
+}
+
+func (s *session) upstreamDone(seq uint64) func(error) {
+	return func(err error) {
+		s.upMu.Lock()
+		switch {
+		case err == nil:
+			s.upAcks = append(s.upAcks, seq)
+		case errors.Is(err, ErrRejected):
+			s.upRejected = append(s.upRejected, protocol.Rejection{Seq: seq, Reason: err.Error()})
+		default:
+			// Given up for now: no ack, the edge sends it again later.
+			s.log.Warn("upstream write failed", slog.Uint64("seq", seq), slog.Any("err", err))
+		}
+		s.upMu.Unlock()
+		select {
+		case s.upc <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (s *session) run(ctx context.Context) {
+	s.log.Info("edge connected", slog.String("remote", s.conn.RemoteAddr().String()),
+		slog.Int("inventory", len(s.acked)))
+	frames := make(chan *protocol.Frame, 64)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); s.readLoop(frames) }()
+	go func() { defer wg.Done(); s.writeLoop() }()
+
+	resend := time.NewTicker(max(s.h.cfg.ResendAfter/2, 10*time.Millisecond))
+	defer resend.Stop()
+	s.reconcile()
+loop:
+	for {
+		select {
+		case f := <-frames:
+			s.handle(f)
+			// Take whatever else is queued before reconciling once.
+			for more := true; more; {
+				select {
+				case f := <-frames:
+					s.handle(f)
+				default:
+					more = false
+				}
+			}
+			if s.blocked || s.resync != nil {
+				s.reconcile()
+			}
+		case <-s.kickc:
+			s.reconcile()
+		case <-s.upc:
+			s.flushUpstreamAcks()
+		case <-resend.C:
+			if s.expire() {
+				s.reconcile()
+			}
+		case <-ctx.Done():
+			s.stop(&protocol.Error{Code: protocol.ErrorShuttingDown, Message: "cloudcore is stopping"})
+		case <-s.stopc:
+			break loop
+		}
+	}
+	// The writer leaves after its current write; after that this goroutine
+	// is the only writer and may say goodbye.
+	wg.Wait()
+	if s.stopErr != nil {
+		writeError(s.conn, s.stopErr)
+		s.log.Info("edge disconnected", slog.String("reason", s.stopErr.Error()))
+	} else {
+		s.log.Info("edge disconnected")
+	}
+	s.conn.Close()
+}
+
+func (s *session) readLoop(frames chan<- *protocol.Frame) {
+	defer s.conn.Close() // unblocks nothing else, but frees the socket early on read errors
+	for {
+		s.conn.SetReadDeadline(time.Now().Add(s.h.cfg.SessionTimeout))
+		_, b, err := s.conn.ReadMessage()
+		if err != nil {
+			s.stop(readError(err, s.h.cfg.SessionTimeout))
+			return
+		}
+		s.h.stats.framesIn.Add(1)
+		s.h.stats.bytesIn.Add(int64(len(b)))
+		f, err := protocol.Decode(b)
+		if err != nil {
+			s.h.stats.badFrames.Add(1)
+			code := protocol.ErrorBadFrame
+			if errors.Is(err, protocol.ErrUnknownMessage) {
+				code = protocol.ErrorUnknownMessage
+			}
+			s.log.Warn("bad frame from edge", slog.Int("bytes", len(b)), slog.Any("err", err))
+			s.sendFrame(&protocol.Frame{Error: &protocol.Error{Code: code, Message: err.Error()}})
+			continue
+		}
+		select {
+		case frames <- f:
+		case <-s.stopc:
+			return
+		}
+	}
+}
+
+// readError turns a read failure into the reason the session stops.
+func readError(err error, timeout time.Duration) *protocol.Error {
+	var ne net.Error
+	switch {
+	case errors.Is(err, websocket.ErrReadLimit):
+		return &protocol.Error{Code: protocol.ErrorTooLarge,
+			Message: fmt.Sprintf("frame exceeds the maximum frame size of %d bytes", protocol.MaxFrameSize)}
+	case errors.As(err, &ne) && ne.Timeout():
+		return &protocol.Error{Code: protocol.ErrorBadFrame, Message: fmt.Sprintf("edge silent for %s", timeout)}
+	case websocket.IsCloseError(err, websocket.CloseNormalClosure, websocket.CloseGoingAway):
+		return nil
+	}
+	return nil
+}
+
+func (s *session) writeLoop() {
+	for {
+		select {
+		case b := <-s.sendq:
+			s.conn.SetWriteDeadline(time.Now().Add(s.h.cfg.SessionTimeout))
+			if err := s.conn.WriteMessage(websocket.BinaryMessage, b); err != nil {
+				s.log.Debug("write to edge failed", slog.Any("err", err))
+				s.stop(nil)
+				return
+			}
+			s.h.stats.framesOut.Add(1)
+			s.h.stats.bytesOut.Add(int64(len(b)))
+		case <-s.stopc:
+			return
+		}
+	}
+}
+
+// sendFrame encodes f and queues it. It returns the encoded size, or 0 if f
+// was not sent. A full queue means the edge stopped reading: the session ends.
+func (s *session) sendFrame(f *protocol.Frame) int {
+	b, err := protocol.Encode(f)
+	if err != nil {
+		s.log.Error("cannot encode frame for edge", slog.String("type", f.Type()), slog.Any("err", err))
+		return 0
+	}
+	select {
+	case s.sendq <- b:
+		return len(b)
+	default:
+		s.stop(&protocol.Error{Code: protocol.ErrorShuttingDown, Message: "send queue full: edge is not reading"})
+		return 0
+	}
+}
+
+func (s *session) handle(f *protocol.Frame) {
+	switch {
+	case f.Ack != nil:
+		now := time.Now()
+		for _, seq := range f.Ack.Seqs {
+			s.acknowledged(seq, now)
+		}
+		for _, r := range f.Ack.Rejected {
+			if fl := s.inflight[r.Seq]; fl != nil {
+				s.log.Warn("edge rejected object", slog.String("kind", fl.key.kind.String()),
+					slog.String("uid", fl.key.uid), slog.String("reason", r.Reason))
+			}
+			s.acknowledged(r.Seq, now)
+		}
+	case f.Heartbeat != nil:
+		s.sendFrame(&protocol.Frame{Heartbeat: &protocol.Heartbeat{Time: time.Now().UnixMilli()}})
+		s.h.upstream.Heartbeat(s.node)
+	case f.NodeStatus != nil:
+		s.h.upstream.NodeStatus(s.node, f.NodeStatus, s.upstreamDone(f.Seq))
+	case f.PodStatus != nil:
+		s.h.upstream.PodStatus(s.node, f.PodStatus, s.upstreamDone(f.Seq))
+	case f.PodTerminated != nil:
+		s.h.upstream.PodTerminated(s.node, f.PodTerminated, s.upstreamDone(f.Seq))
+	case f.Event != nil:
+		s.h.upstream.Event(s.node, f.Event, s.upstreamDone(f.Seq))
+	case f.Error != nil:
+		s.log.Warn("edge reported an error", slog.String("code", f.Error.Code.String()),
+			slog.String("message", f.Error.Message), slog.Uint64("seq", f.Error.Seq))
+		if f.Error.Fatal() {
+			s.stop(nil)
+		}
+	default:
+		s.sendFrame(&protocol.Frame{Error: &protocol.Error{Code: protocol.ErrorUnexpected, Seq: f.Seq,
+			Message: f.Type() + " is not sent by an edge"}})
+	}
+}
+
+func (s *session) acknowledged(seq uint64, now time.Time) {
+	fl := s.inflight[seq]
+	if fl == nil {
+		return // expired and resent, or never ours
+	}
+	delete(s.inflight, seq)
+	if s.byKey[fl.key] == seq {
+		delete(s.byKey, fl.key)
+	}
+	if fl.del {
+		delete(s.acked, fl.key)
+	} else {
+		s.acked[fl.key] = fl.held
+	}
+}
+
+// expire forgets messages unacknowledged for ResendAfter, so that the next
+// reconcile sends them again. It reports whether it forgot any.
+func (s *session) expire() bool {
+	cutoff := time.Now().Add(-s.h.cfg.ResendAfter)
+	n := 0
+	for seq, fl := range s.inflight {
+		if fl.sentAt.Before(cutoff) {
+			delete(s.inflight, seq)
+			if s.byKey[fl.key] == seq {
+				delete(s.byKey, fl.key)
+			}
+			n++
+		}
+	}
+	if n > 0 {
+		s.log.Warn("resending unacknowledged objects", slog.Int("count", n))
+	}
+	return n > 0
+}
+
+// reconcile sends what differs between the node's desired set and what it
+// acknowledged, within the window.
+func (s *session) reconcile() {
+	s.buf = s.h.source.Desired(s.node, s.buf[:0])
+	clear(s.want)
+	s.blocked = false
+	now := time.Now()
+	for i := range s.buf {
+		o := &s.buf[i]
+		k := objKey{o.Kind, o.UID}
+		s.want[k] = struct{}{}
+		if a, ok := s.acked[k]; ok && a.rv == o.ResourceVersion {
+			continue
+		}
+		if seq, ok := s.byKey[k]; ok && !s.inflight[seq].del && s.inflight[seq].held.rv == o.ResourceVersion {
+			continue
+		}
+		if len(s.inflight) >= s.h.cfg.Window {
+			s.blocked = true
+			continue // keep filling want, for the deletes below
+		}
+		if ok, err := s.h.source.Encode(o); !ok || err != nil {
+			if err != nil {
+				s.log.Error("encode object", slog.String("kind", o.Kind.String()), slog.String("name", o.Name), slog.Any("err", err))
+			}
+			continue // gone meanwhile: a change notification follows
+		}
+		s.seq++
+		n := s.sendFrame(&protocol.Frame{Seq: s.seq, Upsert: &protocol.Upsert{Object: *o}})
+		o.Data = nil
+		if n == 0 {
+			// Could not be encoded (too large): count it as delivered so it
+			// is not retried until it changes.
+			s.acked[k] = held{rv: o.ResourceVersion, namespace: o.Namespace, name: o.Name}
+			continue
+		}
+		s.track(k, false, held{o.ResourceVersion, o.Namespace, o.Name}, now, n)
+	}
+	var dels []objKey
+	for k := range s.acked {
+		if _, ok := s.want[k]; ok {
+			continue
+		}
+		if seq, ok := s.byKey[k]; ok && s.inflight[seq].del {
+			continue
+		}
+		dels = append(dels, k)
+	}
+	// Pods go before the configmaps and secrets they use.
+	slices.SortFunc(dels, func(a, b objKey) int {
+		if a.kind == protocol.KindPod && b.kind != protocol.KindPod {
+			return -1
+		}
+		if b.kind == protocol.KindPod && a.kind != protocol.KindPod {
+			return 1
+		}
+		return 0
+	})
+	for _, k := range dels {
+		if len(s.inflight) >= s.h.cfg.Window {
+			s.blocked = true
+			break
+		}
+		h := s.acked[k]
+		s.seq++
+		n := s.sendFrame(&protocol.Frame{Seq: s.seq, Delete: &protocol.Delete{Kind: k.kind, UID: k.uid,
+			Namespace: h.namespace, Name: h.name}})
+		if n == 0 {
+			return
+		}
+		s.track(k, true, h, now, n)
+	}
+	if s.resync != nil && !s.blocked && len(s.inflight) == 0 {
+		r := s.resync
+		s.resync = nil
+		s.h.stats.resyncs.Add(1)
+		s.sendFrame(&protocol.Frame{ResyncDone: &protocol.ResyncDone{Upserts: uint32(r.upserts),
+			Deletes: uint32(r.deletes), Bytes: uint64(r.bytes)}})
+		s.log.Info("resync complete", slog.Int("upserts", r.upserts), slog.Int("deletes", r.deletes),
+			slog.Int64("bytes", r.bytes), slog.Duration("took", time.Since(r.start)))
+	}
+}
+
+func (s *session) track(k objKey, del bool, h held, now time.Time, n int) {
+	s.inflight[s.seq] = &flight{key: k, del: del, held: h, sentAt: now}
+	s.byKey[k] = s.seq
+	s.h.stats.objectMessages.Add(1)
+	if r := s.resync; r != nil {
+		if del {
+			r.deletes++
+		} else {
+			r.upserts++
+		}
+		r.bytes += int64(n)
+		s.h.stats.resyncMessages.Add(1)
+		s.h.stats.resyncBytes.Add(int64(n))
+	}
+}
+
+func (s *session) flushUpstreamAcks() {
+	s.upMu.Lock()
+	acks, rej := s.upAcks, s.upRejected
+	s.upAcks, s.upRejected = nil, nil
+	s.upMu.Unlock()
+	if len(acks) == 0 && len(rej) == 0 {
+		return
+	}
+	s.sendFrame(&protocol.Frame{Ack: &protocol.Ack{Seqs: acks, Rejected: rej}})
+}
