@@ -1,0 +1,177 @@
+package controlplane
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// The users of the static token file. The controller manager and scheduler
+// names are the ones the apiserver's bootstrap RBAC policy binds roles to.
+const (
+	adminUser             = "tether-admin"
+	controllerManagerUser = "system:kube-controller-manager"
+	schedulerUser         = "system:kube-scheduler"
+)
+
+// pki holds the paths of the files writePKI creates, the CA certificate
+// in PEM form and the bearer tokens of the static token file.
+type pki struct {
+	caCert, caKey         string
+	serverCert, serverKey string
+	saKey, saPub          string
+	tokenFile             string
+
+	caPEM  []byte
+	tokens map[string]string // user name to token
+}
+
+// writePKI creates a CA, an apiserver serving certificate for the given IPs
+// and DNS names, a service-account key pair and a static token file in dir.
+// Keys are ECDSA P-256: quick to generate and accepted by every component.
+func writePKI(dir string, ips []net.IP, dnsNames []string) (*pki, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create pki dir: %w", err)
+	}
+	p := &pki{
+		caCert:     filepath.Join(dir, "ca.crt"),
+		caKey:      filepath.Join(dir, "ca.key"),
+		serverCert: filepath.Join(dir, "apiserver.crt"),
+		serverKey:  filepath.Join(dir, "apiserver.key"),
+		saKey:      filepath.Join(dir, "sa.key"),
+		saPub:      filepath.Join(dir, "sa.pub"),
+		tokenFile:  filepath.Join(dir, "tokens.csv"),
+		tokens:     map[string]string{},
+	}
+
+	now := time.Now()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("generate ca key: %w", err)
+	}
+	caTmpl := &x509.Certificate{
+		SerialNumber:          serial(),
+		Subject:               pkix.Name{CommonName: "tether-controlplane-ca"},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(10 * 365 * 24 * time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		return nil, fmt.Errorf("create ca cert: %w", err)
+	}
+	ca, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		return nil, fmt.Errorf("parse ca cert: %w", err)
+	}
+	p.caPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
+
+	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("generate apiserver key: %w", err)
+	}
+	srvTmpl := &x509.Certificate{
+		SerialNumber: serial(),
+		Subject:      pkix.Name{CommonName: "kube-apiserver"},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(10 * 365 * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses:  ips,
+		DNSNames:     dnsNames,
+	}
+	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, ca, &srvKey.PublicKey, caKey)
+	if err != nil {
+		return nil, fmt.Errorf("create apiserver cert: %w", err)
+	}
+
+	saKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("generate service-account key: %w", err)
+	}
+	saPubDER, err := x509.MarshalPKIXPublicKey(&saKey.PublicKey)
+	if err != nil {
+		return nil, fmt.Errorf("marshal service-account public key: %w", err)
+	}
+
+	files := []struct {
+		path  string
+		block *pem.Block
+		err   error
+	}{
+		{path: p.caCert, block: &pem.Block{Type: "CERTIFICATE", Bytes: caDER}},
+		{path: p.caKey, block: ecKeyBlock(caKey)},
+		{path: p.serverCert, block: &pem.Block{Type: "CERTIFICATE", Bytes: srvDER}},
+		{path: p.serverKey, block: ecKeyBlock(srvKey)},
+		{path: p.saKey, block: ecKeyBlock(saKey)},
+		{path: p.saPub, block: &pem.Block{Type: "PUBLIC KEY", Bytes: saPubDER}},
+	}
+	for _, f := range files {
+		if f.block == nil {
+			return nil, fmt.Errorf("marshal key for %s", f.path)
+		}
+		if err := os.WriteFile(f.path, pem.EncodeToMemory(f.block), 0o600); err != nil {
+			return nil, fmt.Errorf("write %s: %w", filepath.Base(f.path), err)
+		}
+	}
+
+	// Static token file: token,user,uid,"group1,group2".
+	var csv []byte
+	for _, u := range []struct{ user, groups string }{
+		{adminUser, "system:masters"},
+		{controllerManagerUser, ""},
+		{schedulerUser, ""},
+	} {
+		tok, err := randomToken()
+		if err != nil {
+			return nil, err
+		}
+		p.tokens[u.user] = tok
+		csv = fmt.Appendf(csv, "%s,%s,%s", tok, u.user, u.user)
+		if u.groups != "" {
+			csv = fmt.Appendf(csv, ",%q", u.groups)
+		}
+		csv = append(csv, '\n')
+	}
+	if err := os.WriteFile(p.tokenFile, csv, 0o600); err != nil {
+		return nil, fmt.Errorf("write token file: %w", err)
+	}
+	return p, nil
+}
+
+func ecKeyBlock(k *ecdsa.PrivateKey) *pem.Block {
+	der, err := x509.MarshalECPrivateKey(k)
+	if err != nil {
+		return nil
+	}
+	return &pem.Block{Type: "EC PRIVATE KEY", Bytes: der}
+}
+
+func serial() *big.Int {
+	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		// crypto/rand does not fail on Linux; a fixed serial is still valid.
+		return big.NewInt(time.Now().UnixNano())
+	}
+	return n
+}
+
+func randomToken() (string, error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("generate token: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
