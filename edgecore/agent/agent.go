@@ -1,0 +1,476 @@
+// Package agent keeps an edge node in sync with the cloud: it holds the
+// session with the hub open (reconnecting with back-off), commits every
+// object the hub sends to the store before acknowledging it, and sends the
+// outbox up in order, removing each entry once the hub acknowledges it.
+//
+// One goroutine owns a session: frames from the hub, outbox changes and
+// timers arrive on channels and are handled one at a time; frames that
+// arrive together are committed in one transaction and acknowledged in one
+// Ack.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/tether-edge/tether/edgecore/link"
+	"github.com/tether-edge/tether/edgecore/store"
+	"github.com/tether-edge/tether/protocol"
+)
+
+// Config configures the Agent.
+type Config struct {
+	// NodeName is the node's Kubernetes name.
+	NodeName string
+	// Labels are asked for when the hub creates the Node.
+	Labels map[string]string
+	// Backoff paces reconnects (default 1s doubling up to 60s).
+	Backoff link.Backoff
+	// Window is the most outbox frames sent and not yet acknowledged
+	// (default 64).
+	Window int
+	// ResendAfter sends the outbox again when the oldest frame in flight is
+	// unacknowledged this long (default 60s).
+	ResendAfter time.Duration
+	// NodeStatusInterval is how often the node status is reported when
+	// nothing else changed (default 1m). Liveness goes by heartbeats.
+	NodeStatusInterval time.Duration
+	// OutboxMax bounds the outbox (default 10000).
+	OutboxMax int
+	// StableAfter is how long a session must last for the back-off to start
+	// over (default 30s).
+	StableAfter time.Duration
+}
+
+func (c *Config) validate() error {
+	if err := protocol.ValidateNodeName(c.NodeName); err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	if c.Backoff.Initial == 0 {
+		c.Backoff.Initial = time.Second
+	}
+	if c.Backoff.Max == 0 {
+		c.Backoff.Max = time.Minute
+	}
+	if c.Window == 0 {
+		c.Window = 64
+	}
+	if c.ResendAfter == 0 {
+		c.ResendAfter = time.Minute
+	}
+	if c.NodeStatusInterval == 0 {
+		c.NodeStatusInterval = time.Minute
+	}
+	if c.OutboxMax == 0 {
+		c.OutboxMax = 10000
+	}
+	if c.StableAfter == 0 {
+		c.StableAfter = 30 * time.Second
+	}
+	if c.Backoff.Initial < 0 || c.Backoff.Max < c.Backoff.Initial || c.Window < 1 || c.ResendAfter < 0 ||
+		c.NodeStatusInterval < 0 || c.OutboxMax < 0 {
+		return fmt.Errorf("agent: bad timers or bounds in %+v", *c)
+	}
+	return nil
+}
+
+// Dialer opens sessions; *link.Dialer is one.
+type Dialer interface {
+	Dial(ctx context.Context, hello *protocol.Hello) (*link.Conn, error)
+}
+
+// Agent is the edge's sync engine.
+type Agent struct {
+	cfg        Config
+	db         *store.DB
+	dialer     Dialer
+	nodeStatus func() ([]byte, error)
+	changed    func(kinds map[protocol.Kind]bool)
+	log        *slog.Logger
+	kickc      chan struct{}
+
+	mu sync.Mutex
+	// state is the public view of the link; guarded by mu.
+	state State
+}
+
+// State is what the Agent reports about its link.
+type State struct {
+	Connected  bool
+	Sessions   int
+	LastResync *protocol.ResyncDone
+	// ObjectFrames counts Upsert and Delete frames received.
+	ObjectFrames int
+}
+
+// New builds an Agent. nodeStatus returns the encoded node status to report;
+// changed is told, after each commit, which kinds of objects changed.
+func New(cfg Config, db *store.DB, dialer Dialer, nodeStatus func() ([]byte, error),
+	changed func(kinds map[protocol.Kind]bool), log *slog.Logger) (*Agent, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return &Agent{cfg: cfg, db: db, dialer: dialer, nodeStatus: nodeStatus, changed: changed, log: log,
+		kickc: make(chan struct{}, 1)}, nil
+}
+
+// OutboxChanged tells the Agent there is something new in the outbox. It
+// never blocks.
+func (a *Agent) OutboxChanged() {
+	select {
+	case a.kickc <- struct{}{}:
+	default:
+	}
+}
+
+// State returns the link's state.
+func (a *Agent) State() State {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.state
+}
+
+// Start keeps a session with the hub until ctx ends.
+func (a *Agent) Start(ctx context.Context) error {
+	bo := a.cfg.Backoff
+	for ctx.Err() == nil {
+		if err := a.queueNodeStatus(); err != nil {
+			a.log.Error("queue node status", slog.Any("err", err))
+		}
+		hello, err := a.hello()
+		if err != nil {
+			return err
+		}
+		conn, err := a.dialer.Dial(ctx, hello)
+		if err != nil {
+			d := bo.Next()
+			var pe *protocol.Error
+			if errors.As(err, &pe) {
+				a.log.Error("hub refused the session", slog.String("code", pe.Code.String()),
+					slog.String("message", pe.Message), slog.Duration("retry_in", d))
+			} else {
+				a.log.Warn("cannot reach the hub", slog.Any("err", err), slog.Duration("retry_in", d))
+			}
+			sleep(ctx, d)
+			continue
+		}
+		start := time.Now()
+		a.setConnected(true)
+		err = a.session(ctx, conn)
+		a.setConnected(false)
+		conn.Close()
+		if time.Since(start) > a.cfg.StableAfter {
+			bo.Reset()
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		d := bo.Next()
+		a.log.Warn("link to the hub lost", slog.Any("err", err), slog.Duration("reconnect_in", d))
+		sleep(ctx, d)
+	}
+	return nil
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+func (a *Agent) setConnected(c bool) {
+	a.mu.Lock()
+	a.state.Connected = c
+	if c {
+		a.state.Sessions++
+	}
+	a.mu.Unlock()
+}
+
+func (a *Agent) hello() (*protocol.Hello, error) {
+	var inv []protocol.ObjectRef
+	err := a.db.View(func(tx *store.Tx) (err error) {
+		inv, err = tx.Inventory()
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("agent: inventory: %w", err)
+	}
+	return &protocol.Hello{ProtocolVersion: protocol.Version, MinVersion: protocol.MinVersion,
+		NodeName: a.cfg.NodeName, Inventory: inv, Agent: "tether-edgecore"}, nil
+}
+
+func (a *Agent) queueNodeStatus() error {
+	st, err := a.nodeStatus()
+	if err != nil {
+		return err
+	}
+	return a.db.Update(func(tx *store.Tx) error {
+		_, err := tx.Enqueue(store.OutboxNodeStatus, &protocol.Frame{NodeStatus: &protocol.NodeStatus{
+			Labels: a.cfg.Labels, Status: st}}, a.cfg.OutboxMax)
+		return err
+	})
+}
+
+// session runs one connection until it fails or ctx ends.
+func (a *Agent) session(ctx context.Context, conn *link.Conn) error {
+	w := conn.Welcome
+	a.log.Info("connected to the hub", slog.Uint64("protocol", uint64(w.ProtocolVersion)))
+	frames := make(chan *protocol.Frame, 256)
+	errc := make(chan error, 1)
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		for {
+			conn.SetReadTimeout(w.SessionTimeout.D())
+			f, err := conn.Read()
+			var de *link.DecodeError
+			if errors.As(err, &de) {
+				a.log.Warn("bad frame from hub", slog.Any("err", err))
+				conn.Write(&protocol.Frame{Error: &protocol.Error{Code: protocol.ErrorBadFrame, Message: err.Error()}})
+				continue
+			}
+			if err != nil {
+				errc <- err
+				return
+			}
+			select {
+			case frames <- f:
+			case <-done:
+				return
+			}
+		}
+	}()
+
+	s := &upstream{a: a, conn: conn, inflight: map[uint64]time.Time{}}
+	if err := s.send(); err != nil {
+		return err
+	}
+	hb := time.NewTicker(w.HeartbeatInterval.D())
+	defer hb.Stop()
+	ns := time.NewTicker(a.cfg.NodeStatusInterval)
+	defer ns.Stop()
+	resend := time.NewTicker(max(a.cfg.ResendAfter/4, 10*time.Millisecond))
+	defer resend.Stop()
+	for {
+		select {
+		case f := <-frames:
+			batch := []*protocol.Frame{f}
+			for more := true; more && len(batch) < 512; {
+				select {
+				case f := <-frames:
+					batch = append(batch, f)
+				default:
+					more = false
+				}
+			}
+			if err := a.apply(batch, conn, s); err != nil {
+				return err
+			}
+		case <-a.kickc:
+			if err := s.send(); err != nil {
+				return err
+			}
+		case <-hb.C:
+			if err := conn.Write(&protocol.Frame{Heartbeat: &protocol.Heartbeat{Time: time.Now().UnixMilli()}}); err != nil {
+				return fmt.Errorf("send heartbeat: %w", err)
+			}
+		case <-ns.C:
+			if err := a.queueNodeStatus(); err != nil {
+				a.log.Error("queue node status", slog.Any("err", err))
+			}
+			if err := s.send(); err != nil {
+				return err
+			}
+		case <-resend.C:
+			if s.stale(a.cfg.ResendAfter) {
+				a.log.Warn("outbox unacknowledged, sending it again", slog.Int("inflight", len(s.inflight)))
+				s.inflight, s.sentUpTo = map[uint64]time.Time{}, 0
+				if err := s.send(); err != nil {
+					return err
+				}
+			}
+		case err := <-errc:
+			if errors.Is(err, link.ErrTooLarge) {
+				conn.Write(&protocol.Frame{Error: &protocol.Error{Code: protocol.ErrorTooLarge, Message: err.Error()}})
+			}
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// upstream is the outbox sender of one session.
+type upstream struct {
+	a        *Agent
+	conn     *link.Conn
+	sentUpTo uint64
+	inflight map[uint64]time.Time
+}
+
+// send writes outbox frames after sentUpTo until the window is full.
+func (u *upstream) send() error {
+	room := u.a.cfg.Window - len(u.inflight)
+	if room <= 0 {
+		return nil
+	}
+	var items []store.OutboxItem
+	err := u.a.db.View(func(tx *store.Tx) error {
+		return tx.Outbox(u.sentUpTo, func(it store.OutboxItem) bool {
+			items = append(items, it)
+			return len(items) < room
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("read outbox: %w", err)
+	}
+	now := time.Now()
+	for _, it := range items {
+		if err := u.conn.WriteRaw(it.Frame); err != nil {
+			return fmt.Errorf("send outbox: %w", err)
+		}
+		u.inflight[it.Seq] = now
+		u.sentUpTo = it.Seq
+	}
+	return nil
+}
+
+func (u *upstream) stale(after time.Duration) bool {
+	cutoff := time.Now().Add(-after)
+	for _, t := range u.inflight {
+		if t.Before(cutoff) {
+			return true
+		}
+	}
+	return false
+}
+
+// apply handles a batch of frames from the hub: objects are committed in one
+// transaction with the outbox acknowledgements, then acknowledged.
+func (a *Agent) apply(batch []*protocol.Frame, conn *link.Conn, up *upstream) error {
+	var (
+		ack     protocol.Ack
+		upAcked []uint64
+		kinds   = map[protocol.Kind]bool{}
+		objects int
+	)
+	for _, f := range batch {
+		switch {
+		case f.Upsert != nil:
+			objects++
+			if err := checkObject(&f.Upsert.Object); err != nil {
+				a.log.Warn("rejecting object from hub", slog.String("kind", f.Upsert.Object.Kind.String()),
+					slog.String("name", f.Upsert.Object.Namespace+"/"+f.Upsert.Object.Name), slog.Any("err", err))
+				ack.Rejected = append(ack.Rejected, protocol.Rejection{Seq: f.Seq, Reason: err.Error()})
+				continue
+			}
+			ack.Seqs = append(ack.Seqs, f.Seq)
+			kinds[f.Upsert.Object.Kind] = true
+		case f.Delete != nil:
+			objects++
+			ack.Seqs = append(ack.Seqs, f.Seq)
+			kinds[f.Delete.Kind] = true
+		case f.Ack != nil:
+			upAcked = append(upAcked, f.Ack.Seqs...)
+			for _, r := range f.Ack.Rejected {
+				a.log.Warn("hub rejected an update", slog.Uint64("seq", r.Seq), slog.String("reason", r.Reason))
+				upAcked = append(upAcked, r.Seq)
+			}
+		case f.Heartbeat != nil:
+		case f.ResyncDone != nil:
+			r := *f.ResyncDone
+			a.mu.Lock()
+			a.state.LastResync = &r
+			a.mu.Unlock()
+			a.log.Info("resync complete", slog.Uint64("upserts", uint64(r.Upserts)),
+				slog.Uint64("deletes", uint64(r.Deletes)), slog.Uint64("bytes", r.Bytes))
+		case f.Error != nil:
+			a.log.Warn("hub reported an error", slog.String("code", f.Error.Code.String()),
+				slog.String("message", f.Error.Message), slog.Uint64("seq", f.Error.Seq))
+			if f.Error.Fatal() {
+				return f.Error
+			}
+		default:
+			conn.Write(&protocol.Frame{Error: &protocol.Error{Code: protocol.ErrorUnexpected, Seq: f.Seq,
+				Message: f.Type() + " is not sent by a hub"}})
+		}
+	}
+	if objects > 0 || len(upAcked) > 0 {
+		err := a.db.Update(func(tx *store.Tx) error {
+			for _, f := range batch {
+				switch {
+				case f.Upsert != nil && !rejected(ack.Rejected, f.Seq):
+					if err := tx.PutObject(&f.Upsert.Object); err != nil {
+						return err
+					}
+				case f.Delete != nil:
+					if _, err := tx.DeleteObject(f.Delete.Kind, f.Delete.UID); err != nil {
+						return err
+					}
+				}
+			}
+			for _, seq := range upAcked {
+				if err := tx.Acked(seq); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			// Nothing was acknowledged: the hub sends it all again.
+			return fmt.Errorf("commit: %w", err)
+		}
+	}
+	if objects > 0 {
+		a.mu.Lock()
+		a.state.ObjectFrames += objects
+		a.mu.Unlock()
+		if err := conn.Write(&protocol.Frame{Ack: &ack}); err != nil {
+			return fmt.Errorf("send ack: %w", err)
+		}
+		if len(kinds) > 0 {
+			a.changed(kinds)
+		}
+	}
+	if len(upAcked) > 0 {
+		for _, seq := range upAcked {
+			delete(up.inflight, seq)
+		}
+		return up.send()
+	}
+	return nil
+}
+
+func rejected(rs []protocol.Rejection, seq uint64) bool {
+	for _, r := range rs {
+		if r.Seq == seq {
+			return true
+		}
+	}
+	return false
+}
+
+// checkObject makes sure the object's data decodes as its kind before it is
+// stored, so that nothing undecodable reaches the runtime.
+func checkObject(o *protocol.Object) error {
+	var err error
+	switch o.Kind {
+	case protocol.KindPod:
+		_, err = protocol.DecodePod(o.Data)
+	case protocol.KindConfigMap:
+		_, err = protocol.DecodeConfigMap(o.Data)
+	case protocol.KindSecret:
+		_, err = protocol.DecodeSecret(o.Data)
+	default:
+		err = fmt.Errorf("unknown kind %d", o.Kind)
+	}
+	return err
+}

@@ -1,0 +1,173 @@
+// Package link is the edge end of the cloud-edge tunnel: it dials the hub
+// over TLS, authenticates with the bootstrap token, runs the Hello/Welcome
+// handshake and then reads and writes frames. Reconnecting is the caller's
+// loop; Backoff gives it exponential, jittered, capped delays so that a hub
+// restart does not bring every node back in the same second.
+package link
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/tether-edge/tether/protocol"
+)
+
+// Dialer opens sessions to the hub.
+type Dialer struct {
+	// URL is the hub's websocket URL, wss://host:port/v1/connect.
+	URL string
+	// Token is the bootstrap token.
+	Token string
+	// TLS verifies the hub (its RootCAs hold the cloud's CA).
+	TLS *tls.Config
+	// Timeout bounds the dial and the handshake.
+	Timeout time.Duration
+}
+
+// Conn is an open session.
+type Conn struct {
+	ws      *websocket.Conn
+	Welcome protocol.Welcome
+
+	wmu sync.Mutex // serializes writes
+}
+
+// Dial connects and runs the handshake with hello. A refusal by the hub comes
+// back as a *protocol.Error (errors.As), or, before the websocket is up, as an
+// error naming the HTTP status.
+func (d *Dialer) Dial(ctx context.Context, hello *protocol.Hello) (*Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, d.Timeout)
+	defer cancel()
+	wd := websocket.Dialer{
+		TLSClientConfig:  d.TLS,
+		HandshakeTimeout: d.Timeout,
+		ReadBufferSize:   4096,
+		WriteBufferSize:  4096,
+	}
+	hdr := http.Header{"Authorization": {"Bearer " + d.Token}}
+	ws, resp, err := wd.DialContext(ctx, d.URL, hdr)
+	if err != nil {
+		if resp != nil {
+			return nil, fmt.Errorf("dial %s: %s: %w", d.URL, resp.Status, err)
+		}
+		return nil, fmt.Errorf("dial %s: %w", d.URL, err)
+	}
+	ws.SetReadLimit(protocol.MaxFrameSize)
+	c := &Conn{ws: ws}
+	deadline, _ := ctx.Deadline()
+	ws.SetWriteDeadline(deadline)
+	if err := c.Write(&protocol.Frame{Hello: hello}); err != nil {
+		ws.Close()
+		return nil, fmt.Errorf("send hello: %w", err)
+	}
+	ws.SetReadDeadline(deadline)
+	f, err := c.Read()
+	if err != nil {
+		ws.Close()
+		return nil, fmt.Errorf("read welcome: %w", err)
+	}
+	switch {
+	case f.Welcome != nil:
+		c.Welcome = *f.Welcome
+	case f.Error != nil:
+		ws.Close()
+		return nil, f.Error
+	default:
+		ws.Close()
+		return nil, fmt.Errorf("hub answered Hello with %s", f.Type())
+	}
+	ws.SetReadDeadline(time.Time{})
+	ws.SetWriteDeadline(time.Time{})
+	return c, nil
+}
+
+// ErrTooLarge is returned by Read for a frame over the size limit; the
+// session is over.
+var ErrTooLarge = protocol.ErrTooLarge
+
+// Read returns the next frame. Decode errors that leave the session usable
+// are returned as *DecodeError; any other error ends the session. timeout, if
+// positive, bounds the wait.
+func (c *Conn) Read() (*protocol.Frame, error) {
+	_, b, err := c.ws.ReadMessage()
+	if err != nil {
+		if errors.Is(err, websocket.ErrReadLimit) {
+			return nil, ErrTooLarge
+		}
+		return nil, err
+	}
+	f, err := protocol.Decode(b)
+	if err != nil {
+		return nil, &DecodeError{Err: err}
+	}
+	return f, nil
+}
+
+// SetReadTimeout makes reads fail when nothing arrives within d.
+func (c *Conn) SetReadTimeout(d time.Duration) {
+	c.ws.SetReadDeadline(time.Now().Add(d))
+}
+
+// DecodeError is a frame that could not be decoded; the session goes on.
+type DecodeError struct{ Err error }
+
+func (e *DecodeError) Error() string { return "bad frame from hub: " + e.Err.Error() }
+func (e *DecodeError) Unwrap() error { return e.Err }
+
+// Write encodes and sends f.
+func (c *Conn) Write(f *protocol.Frame) error {
+	b, err := protocol.Encode(f)
+	if err != nil {
+		return err
+	}
+	return c.WriteRaw(b)
+}
+
+// WriteRaw sends an already encoded frame.
+func (c *Conn) WriteRaw(b []byte) error {
+	if len(b) > protocol.MaxFrameSize {
+		return protocol.ErrTooLarge
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.ws.SetWriteDeadline(time.Now().Add(30 * time.Second))
+	return c.ws.WriteMessage(websocket.BinaryMessage, b)
+}
+
+// Close closes the connection.
+func (c *Conn) Close() error {
+	c.wmu.Lock()
+	c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""),
+		time.Now().Add(time.Second))
+	c.wmu.Unlock()
+	return c.ws.Close()
+}
+
+// Backoff computes reconnect delays: exponential from Initial up to Max, each
+// drawn uniformly from [d/2, d) so that nodes spread out ("equal jitter").
+type Backoff struct {
+	Initial, Max time.Duration
+	attempt      int
+}
+
+// Next returns the delay before the next attempt.
+func (b *Backoff) Next() time.Duration {
+	d := b.Initial << min(b.attempt, 30)
+	if d > b.Max || d <= 0 {
+		d = b.Max
+	}
+	b.attempt++
+	half := d / 2
+	return half + rand.N(half+1)
+}
+
+// Reset starts over from Initial.
+func (b *Backoff) Reset() { b.attempt = 0 }
