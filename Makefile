@@ -1,0 +1,47 @@
+# Tether: build, test and demo. `make help` lists the targets.
+
+GO ?= go
+
+# Every command of the module: ./<dir>/cmd/... for each top-level dir that
+# has a cmd/ (cloudcore, edgecore, controlplane, ...). Listed by wildcard so
+# that a missing dir is skipped instead of failing the build.
+CMD_DIRS := $(wildcard */cmd)
+CMD_PKGS := $(patsubst %,./%/...,$(CMD_DIRS))
+CMD_BINS := $(addprefix bin/,$(notdir $(wildcard $(addsuffix /*,$(CMD_DIRS)))))
+
+.DEFAULT_GOAL := help
+.PHONY: help build kube-binaries test test-unit test-integration bench demo clean distclean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+build: ## Build the Tether commands (*/cmd/...) into bin/
+	$(GO) build -o bin/ $(CMD_PKGS)
+
+kube-binaries: ## Build kube-apiserver, kube-controller-manager, kube-scheduler into bin/ (once per pinned version)
+	hack/kube-binaries.sh
+
+test: ## Run every test: test-unit, then test-integration
+	$(MAKE) test-unit
+	$(MAKE) test-integration
+
+test-unit: ## go vet and the unit tests, with the race detector
+	$(GO) vet ./...
+	$(GO) test -race ./...
+
+test-integration: kube-binaries ## Integration tests against real etcd, Kubernetes and containerd (run as root)
+	$(GO) vet -tags integration ./...
+	$(GO) test -tags integration -race -count=1 -timeout 40m ./...
+
+bench: ## Run the benchmarks (placeholder: every Benchmark in the module)
+	$(GO) test -run '^$$' -bench . ./...
+
+demo: build kube-binaries ## Run the demo until Ctrl-C (hack/demo.sh)
+	hack/demo.sh
+
+clean: ## Remove .run/ and the Tether commands in bin/ (keeps the Kubernetes binaries)
+	rm -rf .run
+	rm -f $(CMD_BINS)
+
+distclean: clean ## Also remove bin/, including the Kubernetes binaries
+	rm -rf bin
