@@ -1,11 +1,17 @@
 module github.com/tether-edge/tether
 
-go 1.25.0
+go 1.26.0
 
 require (
 	github.com/fxamacker/cbor/v2 v2.7.0
 	k8s.io/api v0.31.4
 	k8s.io/apimachinery v0.31.4
+)
+
+require (
+	github.com/pkg/errors v0.9.1 // indirect
+	golang.org/x/sync v0.24.0 // indirect
+	gopkg.in/evanphx/json-patch.v4 v4.12.0 // indirect
 )
 
 require (

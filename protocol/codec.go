@@ -36,6 +36,11 @@ func init() {
 // ErrTooLarge is returned for a frame over MaxFrameSize.
 var ErrTooLarge = errors.New("frame exceeds the maximum frame size")
 
+// ErrRejected marks a message its receiver will never apply (bad content, a
+// write the API server refused for good). It travels as an Ack.Rejected
+// entry; the sender must not send the message again unchanged.
+var ErrRejected = errors.New("rejected")
+
 // ErrUnknownMessage is returned by Decode for a frame that holds no message of
 // a type this build knows.
 var ErrUnknownMessage = errors.New("frame holds no known message type")

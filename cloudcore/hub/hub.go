@@ -48,7 +48,7 @@ type Source interface {
 
 // Upstream takes what edge nodes report. Methods must not block; done is
 // called once the message is durable (nil) or given up (an error; one
-// wrapping ErrRejected is a permanent refusal).
+// wrapping protocol.ErrRejected is a permanent refusal).
 type Upstream interface {
 	NodeStatus(node string, m *protocol.NodeStatus, done func(error))
 	PodStatus(node string, m *protocol.PodStatus, done func(error))
@@ -185,7 +185,7 @@ func (h *Hub) Serve(ctx context.Context, ln net.Listener) error {
 		fmt.Fprintln(w, "ok")
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: h.cfg.HandshakeTimeout,
-		ErrorLog: slog.NewLogLogger(h.log.Handler(), slog.LevelDebug),
+		ErrorLog:    slog.NewLogLogger(h.log.Handler(), slog.LevelDebug),
 		BaseContext: func(net.Listener) context.Context { return ctx }}
 	h.log.Info("hub listening", slog.String("addr", ln.Addr().String()))
 	errc := make(chan error, 1)

@@ -15,10 +15,6 @@ import (
 	"github.com/tether-edge/tether/protocol"
 )
 
-// ErrRejected is what Upstream reports (wrapped) for a message it refuses for
-// good.
-var ErrRejected = errors.New("rejected")
-
 type objKey struct {
 	kind protocol.Kind
 	uid  string
@@ -120,7 +116,7 @@ func (s *session) upstreamDone(seq uint64) func(error) {
 		switch {
 		case err == nil:
 			s.upAcks = append(s.upAcks, seq)
-		case errors.Is(err, ErrRejected):
+		case errors.Is(err, protocol.ErrRejected):
 			s.upRejected = append(s.upRejected, protocol.Rejection{Seq: seq, Reason: err.Error()})
 		default:
 			// Given up for now: no ack, the edge sends it again later.

@@ -1,0 +1,267 @@
+// Package cloudcore wires the cloud side of Tether: the dispatcher (which
+// objects each edge node holds), the hub (one websocket session per node) and
+// the status writer (what nodes report, written to the API server). The
+// binary in cmd/cloudcore reads a Config and calls Run; tests and the
+// simulator embed it the same way.
+package cloudcore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"crypto/tls"
+	"golang.org/x/sync/errgroup"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/tether-edge/tether/cloudcore/dispatch"
+	"github.com/tether-edge/tether/cloudcore/hub"
+	"github.com/tether-edge/tether/cloudcore/status"
+	"github.com/tether-edge/tether/pki"
+)
+
+// Config is cloudcore's whole configuration. Zero values take the defaults
+// that validate fills in.
+type Config struct {
+	// Kubeconfig is the path of the kubeconfig to reach the API server.
+	// Empty means in-cluster configuration.
+	Kubeconfig string `json:"kubeconfig,omitempty"`
+	// ListenAddr is where the hub listens for edge nodes (default
+	// 0.0.0.0:10000).
+	ListenAddr string `json:"listenAddr,omitempty"`
+	// DataDir holds generated certificates (default /var/lib/tether/cloudcore).
+	DataDir string `json:"dataDir,omitempty"`
+	// TLSCertFile and TLSKeyFile are the hub's serving certificate. When both
+	// are empty, cloudcore makes a CA and a certificate in DataDir/pki and
+	// edges trust DataDir/pki/ca.crt.
+	TLSCertFile string `json:"tlsCertFile,omitempty"`
+	TLSKeyFile  string `json:"tlsKeyFile,omitempty"`
+	// CertDNSNames and CertIPs go into a generated certificate (default
+	// localhost, the host name, 127.0.0.1).
+	CertDNSNames []string `json:"certDNSNames,omitempty"`
+	CertIPs      []string `json:"certIPs,omitempty"`
+	// Tokens are the bootstrap tokens edges present. TokenFile, if set, holds
+	// more, one a line.
+	Tokens    []string `json:"tokens,omitempty"`
+	TokenFile string   `json:"tokenFile,omitempty"`
+	// HeartbeatInterval is how often edges send heartbeats (default 10s);
+	// a session silent for SessionTimeout (default 3x) is closed.
+	HeartbeatInterval metav1.Duration `json:"heartbeatInterval,omitempty"`
+	SessionTimeout    metav1.Duration `json:"sessionTimeout,omitempty"`
+	// LeaseDuration of node Leases (default 40s).
+	LeaseDuration metav1.Duration `json:"leaseDuration,omitempty"`
+	// KubeQPS and KubeBurst limit cloudcore's writes to the API server
+	// (default 100 and 200).
+	KubeQPS   float32 `json:"kubeQPS,omitempty"`
+	KubeBurst int     `json:"kubeBurst,omitempty"`
+	// StatusWorkers is the number of concurrent API writers (default 8).
+	StatusWorkers int `json:"statusWorkers,omitempty"`
+	// InformerResync is the informers' resync period (default 0: none).
+	InformerResync metav1.Duration `json:"informerResync,omitempty"`
+
+	// Listener, if set, is used instead of listening on ListenAddr (tests).
+	Listener net.Listener `json:"-"`
+	// Logger is where cloudcore logs (default slog.Default()).
+	Logger *slog.Logger `json:"-"`
+}
+
+func (c *Config) validate() error {
+	if c.ListenAddr == "" {
+		c.ListenAddr = "0.0.0.0:10000"
+	}
+	if _, _, err := net.SplitHostPort(c.ListenAddr); err != nil && c.Listener == nil {
+		return fmt.Errorf("listenAddr %q: %w", c.ListenAddr, err)
+	}
+	if c.DataDir == "" {
+		c.DataDir = "/var/lib/tether/cloudcore"
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		return errors.New("tlsCertFile and tlsKeyFile: set both or neither")
+	}
+	if c.TokenFile != "" {
+		b, err := os.ReadFile(c.TokenFile)
+		if err != nil {
+			return fmt.Errorf("tokenFile: %w", err)
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
+				c.Tokens = append(c.Tokens, l)
+			}
+		}
+	}
+	if len(c.Tokens) == 0 {
+		return errors.New("tokens: at least one bootstrap token is required (tokens or tokenFile)")
+	}
+	for i, t := range c.Tokens {
+		if len(t) < 16 {
+			return fmt.Errorf("tokens[%d]: shorter than 16 characters", i)
+		}
+	}
+	if c.HeartbeatInterval.Duration == 0 {
+		c.HeartbeatInterval.Duration = 10 * time.Second
+	}
+	if c.SessionTimeout.Duration == 0 {
+		c.SessionTimeout.Duration = 3 * c.HeartbeatInterval.Duration
+	}
+	if c.HeartbeatInterval.Duration < 0 || c.SessionTimeout.Duration <= c.HeartbeatInterval.Duration {
+		return fmt.Errorf("heartbeatInterval %s, sessionTimeout %s: want 0 < heartbeatInterval < sessionTimeout",
+			c.HeartbeatInterval, c.SessionTimeout)
+	}
+	if c.LeaseDuration.Duration == 0 {
+		c.LeaseDuration.Duration = 40 * time.Second
+	}
+	if c.LeaseDuration.Duration < c.HeartbeatInterval.Duration {
+		return fmt.Errorf("leaseDuration %s: shorter than heartbeatInterval %s", c.LeaseDuration, c.HeartbeatInterval)
+	}
+	if c.KubeQPS == 0 {
+		c.KubeQPS = 100
+	}
+	if c.KubeBurst == 0 {
+		c.KubeBurst = 200
+	}
+	if c.KubeQPS < 0 || c.KubeBurst < 0 {
+		return errors.New("kubeQPS and kubeBurst must not be negative")
+	}
+	if c.StatusWorkers == 0 {
+		c.StatusWorkers = 8
+	}
+	if c.StatusWorkers < 0 {
+		return errors.New("statusWorkers must not be negative")
+	}
+	for i, ip := range c.CertIPs {
+		if net.ParseIP(ip) == nil {
+			return fmt.Errorf("certIPs[%d]: %q is not an IP address", i, ip)
+		}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// CloudCore is a configured cloudcore.
+type CloudCore struct {
+	cfg        Config
+	Hub        *hub.Hub
+	Dispatcher *dispatch.Dispatcher
+	Status     *status.Writer
+	// CAFile is the CA edges must trust (empty when the operator brought
+	// their own certificate).
+	CAFile string
+	tls    *tls.Config
+}
+
+// New checks cfg and builds cloudcore; nothing runs until Run.
+func New(cfg Config) (*CloudCore, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	log := cfg.Logger
+	rc, err := restConfig(cfg.Kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	rc.QPS, rc.Burst = cfg.KubeQPS, cfg.KubeBurst
+	rc.UserAgent = "tether-cloudcore"
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	cc := &CloudCore{cfg: cfg}
+	certFile, keyFile := cfg.TLSCertFile, cfg.TLSKeyFile
+	if certFile == "" {
+		dns := append([]string{"localhost"}, cfg.CertDNSNames...)
+		if h, err := os.Hostname(); err == nil {
+			dns = append(dns, h)
+		}
+		ips := []net.IP{net.IPv4(127, 0, 0, 1)}
+		for _, s := range cfg.CertIPs {
+			ips = append(ips, net.ParseIP(s))
+		}
+		cc.CAFile, certFile, keyFile, err = pki.ServingFiles(filepath.Join(cfg.DataDir, "pki"), dns, ips)
+		if err != nil {
+			return nil, err
+		}
+	}
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("hub certificate: %w", err)
+	}
+	cc.tls = &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
+
+	cc.Dispatcher, err = dispatch.New(client, cfg.InformerResync.Duration, log.With(slog.String("component", "dispatch")))
+	if err != nil {
+		return nil, err
+	}
+	cc.Status, err = status.New(client, status.InformerLister(cc.Dispatcher.Pods(), cc.Dispatcher.Nodes()),
+		status.Config{Workers: cfg.StatusWorkers, LeaseDuration: cfg.LeaseDuration.Duration},
+		log.With(slog.String("component", "status")))
+	if err != nil {
+		return nil, err
+	}
+	cc.Hub, err = hub.New(hub.Config{
+		Addr:              cfg.ListenAddr,
+		TLS:               cc.tls,
+		Tokens:            cfg.Tokens,
+		HeartbeatInterval: cfg.HeartbeatInterval.Duration,
+		SessionTimeout:    cfg.SessionTimeout.Duration,
+	}, cc.Dispatcher, cc.Status, log.With(slog.String("component", "hub")))
+	if err != nil {
+		return nil, err
+	}
+	cc.Dispatcher.SetNotifier(cc.Hub)
+	return cc, nil
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig == "" {
+		rc, err := rest.InClusterConfig()
+		if err != nil {
+			return nil, fmt.Errorf("kubeconfig: none given and not in a cluster: %w", err)
+		}
+		return rc, nil
+	}
+	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig %s: %w", kubeconfig, err)
+	}
+	return rc, nil
+}
+
+// Run runs cloudcore until ctx ends or a component fails. The hub starts
+// listening once the dispatcher's caches are synced.
+func (cc *CloudCore) Run(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	synced := make(chan struct{})
+	g.Go(func() error {
+		if err := cc.Dispatcher.Start(ctx); err != nil {
+			return err
+		}
+		close(synced)
+		<-ctx.Done()
+		cc.Dispatcher.Shutdown()
+		return nil
+	})
+	g.Go(func() error { return cc.Status.Start(ctx) })
+	g.Go(func() error {
+		select {
+		case <-synced:
+		case <-ctx.Done():
+			return nil
+		}
+		if cc.cfg.Listener != nil {
+			return cc.Hub.Serve(ctx, cc.cfg.Listener)
+		}
+		return cc.Hub.Start(ctx)
+	})
+	return g.Wait()
+}

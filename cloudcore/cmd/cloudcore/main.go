@@ -1,0 +1,78 @@
+// Command cloudcore runs Tether's cloud side next to the Kubernetes API
+// server: it holds one websocket session per edge node and syncs pods,
+// configmaps and secrets down and node and pod status up.
+//
+//	cloudcore --config cloudcore.yaml
+//	cloudcore --kubeconfig ~/.kube/config --token-file tokens --data-dir /var/lib/tether/cloudcore
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/tether-edge/tether/cloudcore"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "cloudcore:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	var (
+		configFile = flag.String("config", "", "YAML configuration file (see cloudcore.Config)")
+		kubeconfig = flag.String("kubeconfig", "", "kubeconfig of the API server (overrides the file)")
+		listen     = flag.String("listen", "", "address the hub listens on (overrides the file)")
+		dataDir    = flag.String("data-dir", "", "directory for generated certificates (overrides the file)")
+		tokenFile  = flag.String("token-file", "", "file of bootstrap tokens, one a line (overrides the file)")
+		logLevel   = flag.String("log-level", "info", "debug, info, warn or error")
+	)
+	flag.Parse()
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+
+	var cfg cloudcore.Config
+	if *configFile != "" {
+		b, err := os.ReadFile(*configFile)
+		if err != nil {
+			return err
+		}
+		if err := yaml.UnmarshalStrict(b, &cfg); err != nil {
+			return fmt.Errorf("config %s: %w", *configFile, err)
+		}
+	}
+	override(&cfg.Kubeconfig, *kubeconfig)
+	override(&cfg.ListenAddr, *listen)
+	override(&cfg.DataDir, *dataDir)
+	override(&cfg.TokenFile, *tokenFile)
+	cfg.Logger = log
+
+	cc, err := cloudcore.New(cfg)
+	if err != nil {
+		return err
+	}
+	if cc.CAFile != "" {
+		log.Info("edges must trust this CA", slog.String("caFile", cc.CAFile))
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return cc.Run(ctx)
+}
+
+func override(dst *string, v string) {
+	if v != "" {
+		*dst = v
+	}
+}

@@ -1,0 +1,248 @@
+// Package edgecore wires the edge side of Tether: the store (bbolt), the
+// agent (the session with the cloud hub), the pod manager and the container
+// runtime. The binary in cmd/edgecore reads a Config and calls Run; the
+// simulator runs many of them in one process the same way.
+package edgecore
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/tether-edge/tether/edgecore/agent"
+	"github.com/tether-edge/tether/edgecore/link"
+	"github.com/tether-edge/tether/edgecore/nodestatus"
+	"github.com/tether-edge/tether/edgecore/pods"
+	"github.com/tether-edge/tether/edgecore/runtime"
+	"github.com/tether-edge/tether/edgecore/runtime/fake"
+	"github.com/tether-edge/tether/edgecore/store"
+	"github.com/tether-edge/tether/protocol"
+)
+
+// Config is edgecore's whole configuration, read from one YAML file. Zero
+// values take the defaults that validate fills in.
+type Config struct {
+	// NodeName is the node's name in Kubernetes (default: the host name).
+	NodeName string `json:"nodeName,omitempty"`
+	// Cloud says how to reach the hub.
+	Cloud CloudConfig `json:"cloud"`
+	// DataDir holds the store (default /var/lib/tether/edgecore).
+	DataDir string `json:"dataDir,omitempty"`
+	// Runtime is the container runtime: "fake" (in memory; nothing runs).
+	// The default is "fake" until the CRI runtime lands.
+	Runtime string `json:"runtime,omitempty"`
+	// NodeIP is the address reported for the node (default: the first
+	// non-loopback IPv4 address).
+	NodeIP string `json:"nodeIP,omitempty"`
+	// Labels are put on the Node when the hub creates it.
+	Labels map[string]string `json:"labels,omitempty"`
+	// MaxPods is the node's pod capacity (default 110).
+	MaxPods int `json:"maxPods,omitempty"`
+	// ReconnectInitial and ReconnectMax bound the reconnect back-off
+	// (default 1s and 60s; each delay is jittered).
+	ReconnectInitial metav1.Duration `json:"reconnectInitial,omitempty"`
+	ReconnectMax     metav1.Duration `json:"reconnectMax,omitempty"`
+	// NodeStatusInterval is how often the node status is reported when
+	// nothing changed (default 1m).
+	NodeStatusInterval metav1.Duration `json:"nodeStatusInterval,omitempty"`
+	// PodResyncInterval is how often every pod is synced with the runtime
+	// (default 10s).
+	PodResyncInterval metav1.Duration `json:"podResyncInterval,omitempty"`
+	// OutboxMax bounds the updates queued while the cloud is away
+	// (default 10000; statuses are coalesced per pod, events dropped first).
+	OutboxMax int `json:"outboxMax,omitempty"`
+
+	// Logger is where edgecore logs (default slog.Default()).
+	Logger *slog.Logger `json:"-"`
+	// RuntimeImpl, if set, is used instead of the one Runtime names.
+	RuntimeImpl runtime.Runtime `json:"-"`
+}
+
+// CloudConfig says how to reach the hub.
+type CloudConfig struct {
+	// URL is the hub's address, wss://host:port/v1/connect.
+	URL string `json:"url"`
+	// Token is the bootstrap token; TokenFile a file holding it.
+	Token     string `json:"token,omitempty"`
+	TokenFile string `json:"tokenFile,omitempty"`
+	// CAFile is the CA that signed the hub's certificate (default: the
+	// system's roots).
+	CAFile string `json:"caFile,omitempty"`
+	// DialTimeout bounds connecting and the handshake (default 15s).
+	DialTimeout metav1.Duration `json:"dialTimeout,omitempty"`
+}
+
+func (c *Config) validate() error {
+	if c.NodeName == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("nodeName: empty and no host name: %w", err)
+		}
+		c.NodeName = strings.ToLower(h)
+	}
+	if err := protocol.ValidateNodeName(c.NodeName); err != nil {
+		return fmt.Errorf("nodeName: %w", err)
+	}
+	u, err := url.Parse(c.Cloud.URL)
+	if err != nil || c.Cloud.URL == "" {
+		return fmt.Errorf("cloud.url: %q is not a URL like wss://cloud.example:10000/v1/connect", c.Cloud.URL)
+	}
+	if u.Scheme != "wss" {
+		return fmt.Errorf("cloud.url: scheme %q, want wss (the tunnel is always TLS)", u.Scheme)
+	}
+	if u.Path == "" || u.Path == "/" {
+		u.Path = "/v1/connect"
+		c.Cloud.URL = u.String()
+	}
+	if c.Cloud.TokenFile != "" {
+		b, err := os.ReadFile(c.Cloud.TokenFile)
+		if err != nil {
+			return fmt.Errorf("cloud.tokenFile: %w", err)
+		}
+		c.Cloud.Token = strings.TrimSpace(string(b))
+	}
+	if c.Cloud.Token == "" {
+		return errors.New("cloud.token: empty (set cloud.token or cloud.tokenFile)")
+	}
+	if c.Cloud.CAFile != "" {
+		if _, err := os.Stat(c.Cloud.CAFile); err != nil {
+			return fmt.Errorf("cloud.caFile: %w", err)
+		}
+	}
+	if c.Cloud.DialTimeout.Duration == 0 {
+		c.Cloud.DialTimeout.Duration = 15 * time.Second
+	}
+	if c.DataDir == "" {
+		c.DataDir = "/var/lib/tether/edgecore"
+	}
+	if c.Runtime == "" {
+		c.Runtime = "fake"
+	}
+	if c.Runtime != "fake" && c.RuntimeImpl == nil {
+		return fmt.Errorf("runtime: %q is not one of: fake", c.Runtime)
+	}
+	if c.NodeIP != "" && net.ParseIP(c.NodeIP) == nil {
+		return fmt.Errorf("nodeIP: %q is not an IP address", c.NodeIP)
+	}
+	if c.MaxPods == 0 {
+		c.MaxPods = 110
+	}
+	if c.MaxPods < 0 {
+		return fmt.Errorf("maxPods: %d is negative", c.MaxPods)
+	}
+	for name, d := range map[string]*metav1.Duration{"reconnectInitial": &c.ReconnectInitial,
+		"reconnectMax": &c.ReconnectMax, "nodeStatusInterval": &c.NodeStatusInterval,
+		"podResyncInterval": &c.PodResyncInterval, "cloud.dialTimeout": &c.Cloud.DialTimeout} {
+		if d.Duration < 0 {
+			return fmt.Errorf("%s: %s is negative", name, d.Duration)
+		}
+	}
+	if c.ReconnectInitial.Duration == 0 {
+		c.ReconnectInitial.Duration = time.Second
+	}
+	if c.ReconnectMax.Duration == 0 {
+		c.ReconnectMax.Duration = time.Minute
+	}
+	if c.ReconnectMax.Duration < c.ReconnectInitial.Duration {
+		return fmt.Errorf("reconnectMax: %s is below reconnectInitial %s", c.ReconnectMax.Duration, c.ReconnectInitial.Duration)
+	}
+	if c.OutboxMax < 0 {
+		return fmt.Errorf("outboxMax: %d is negative", c.OutboxMax)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// EdgeCore is a configured edgecore.
+type EdgeCore struct {
+	cfg   Config
+	DB    *store.DB
+	Agent *agent.Agent
+	Pods  *pods.Manager
+}
+
+// New checks cfg, opens the store and builds the components; nothing runs
+// until Run. Close the store with Close after Run returns.
+func New(cfg Config) (*EdgeCore, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	log := cfg.Logger.With(slog.String("node", cfg.NodeName))
+	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if cfg.Cloud.CAFile != "" {
+		pem, err := os.ReadFile(cfg.Cloud.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("cloud.caFile: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("cloud.caFile: %s holds no PEM certificate", cfg.Cloud.CAFile)
+		}
+		tlsCfg.RootCAs = pool
+	}
+	db, err := store.Open(filepath.Join(cfg.DataDir, "edge.db"))
+	if err != nil {
+		return nil, err
+	}
+	rt := cfg.RuntimeImpl
+	runtimeVersion := "custom://"
+	if rt == nil {
+		ip := cfg.NodeIP
+		if ip == "" {
+			ip = nodestatus.FirstIPv4()
+		}
+		rt, runtimeVersion = fake.New(ip), "fake://0"
+	}
+	ec := &EdgeCore{cfg: cfg, DB: db}
+	ns := &nodestatus.Source{NodeName: cfg.NodeName, InternalIP: cfg.NodeIP, MaxPods: cfg.MaxPods,
+		DataDir: cfg.DataDir, RuntimeVersion: runtimeVersion}
+	var ag *agent.Agent
+	ec.Pods, err = pods.New(pods.Config{ResyncInterval: cfg.PodResyncInterval.Duration, OutboxMax: cfg.OutboxMax},
+		db, rt, func() { ag.OutboxChanged() }, log.With(slog.String("component", "pods")))
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	ag, err = agent.New(agent.Config{
+		NodeName:           cfg.NodeName,
+		Labels:             cfg.Labels,
+		Backoff:            link.Backoff{Initial: cfg.ReconnectInitial.Duration, Max: cfg.ReconnectMax.Duration},
+		NodeStatusInterval: cfg.NodeStatusInterval.Duration,
+		OutboxMax:          cfg.OutboxMax,
+	}, db, &link.Dialer{URL: cfg.Cloud.URL, Token: cfg.Cloud.Token, TLS: tlsCfg, Timeout: cfg.Cloud.DialTimeout.Duration},
+		func() ([]byte, error) { return protocol.EncodeNodeStatus(ns.Status()) },
+		func(map[protocol.Kind]bool) { ec.Pods.Changed() },
+		log.With(slog.String("component", "agent")))
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	ec.Agent = ag
+	return ec, nil
+}
+
+// Run runs edgecore until ctx ends or a component fails. Pods are started
+// from the store at once, whether or not the cloud can be reached.
+func (ec *EdgeCore) Run(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return ec.Pods.Start(ctx) })
+	g.Go(func() error { return ec.Agent.Start(ctx) })
+	return g.Wait()
+}
+
+// Close closes the store.
+func (ec *EdgeCore) Close() error { return ec.DB.Close() }
