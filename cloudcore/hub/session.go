@@ -134,10 +134,9 @@ func (s *session) run(ctx context.Context) {
 	s.log.Info("edge connected", slog.String("remote", s.conn.RemoteAddr().String()),
 		slog.Int("inventory", len(s.acked)))
 	frames := make(chan *protocol.Frame, 64)
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); s.readLoop(frames) }()
-	go func() { defer wg.Done(); s.writeLoop() }()
+	readerDone, writerDone := make(chan struct{}), make(chan struct{})
+	go func() { defer close(readerDone); s.readLoop(frames) }()
+	go func() { defer close(writerDone); s.writeLoop() }()
 
 	resend := time.NewTicker(max(s.h.cfg.ResendAfter/2, 10*time.Millisecond))
 	defer resend.Stop()
@@ -174,8 +173,9 @@ loop:
 		}
 	}
 	// The writer leaves after its current write; after that this goroutine
-	// is the only writer and may say goodbye.
-	wg.Wait()
+	// is the only writer and may say goodbye. Closing the connection ends
+	// the reader.
+	<-writerDone
 	if s.stopErr != nil {
 		writeError(s.conn, s.stopErr)
 		s.log.Info("edge disconnected", slog.String("reason", s.stopErr.Error()))
@@ -183,10 +183,10 @@ loop:
 		s.log.Info("edge disconnected")
 	}
 	s.conn.Close()
+	<-readerDone
 }
 
 func (s *session) readLoop(frames chan<- *protocol.Frame) {
-	defer s.conn.Close() // unblocks nothing else, but frees the socket early on read errors
 	for {
 		s.conn.SetReadDeadline(time.Now().Add(s.h.cfg.SessionTimeout))
 		_, b, err := s.conn.ReadMessage()

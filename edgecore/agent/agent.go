@@ -100,8 +100,11 @@ type Agent struct {
 
 // State is what the Agent reports about its link.
 type State struct {
-	Connected  bool
-	Sessions   int
+	Connected bool
+	// Sessions counts the sessions opened since start.
+	Sessions int
+	// LastResync is what the hub reported at the end of the current
+	// session's resync; nil until then.
 	LastResync *protocol.ResyncDone
 	// ObjectFrames counts Upsert and Delete frames received.
 	ObjectFrames int
@@ -190,6 +193,7 @@ func (a *Agent) setConnected(c bool) {
 	a.state.Connected = c
 	if c {
 		a.state.Sessions++
+		a.state.LastResync = nil
 	}
 	a.mu.Unlock()
 }

@@ -1,0 +1,372 @@
+//go:build integration
+
+// Package e2e runs cloudcore and edgecore, in this process, against a real
+// control plane (etcd, kube-apiserver, kube-controller-manager and
+// kube-scheduler started by package controlplane). Build tag: integration.
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/tether-edge/tether/cloudcore"
+	"github.com/tether-edge/tether/controlplane"
+	"github.com/tether-edge/tether/edgecore"
+	"github.com/tether-edge/tether/edgecore/store"
+	"github.com/tether-edge/tether/protocol"
+)
+
+const token = "e2e-bootstrap-token-0123456789"
+
+var (
+	cp     *controlplane.ControlPlane
+	client kubernetes.Interface
+)
+
+// Timers shortened for tests: the node lifecycle controller marks a node
+// NotReady 10s after its lease stops being renewed; the hub renews leases
+// every 2s (LeaseDuration/4) from heartbeats sent every second.
+const (
+	nodeMonitorGrace = 10 * time.Second
+	heartbeat        = time.Second
+	leaseDuration    = 8 * time.Second
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "tether-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cp, err = controlplane.Start(ctx, controlplane.Options{
+		Dir:                    filepath.Join(dir, "cp"),
+		WithControllerManager:  true,
+		WithScheduler:          true,
+		NodeMonitorPeriod:      time.Second,
+		NodeMonitorGracePeriod: nodeMonitorGrace,
+		Logger:                 slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "start control plane:", err)
+		return 1
+	}
+	defer cp.Stop()
+	client, err = kubernetes.NewForConfig(cp.RESTConfig())
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := cp.WaitForDefaultServiceAccount(ctx, "default"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return m.Run()
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// cloud is a cloudcore running in this process on a fixed loopback address,
+// so that it can be stopped and started again where edges expect it.
+type cloud struct {
+	t       *testing.T
+	addr    string
+	dataDir string
+	cc      *cloudcore.CloudCore
+	cancel  context.CancelFunc
+	done    chan error
+}
+
+func startCloud(t *testing.T) *cloud {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &cloud{t: t, addr: ln.Addr().String(), dataDir: t.TempDir()}
+	c.start(ln)
+	t.Cleanup(c.stop)
+	return c
+}
+
+func (c *cloud) start(ln net.Listener) {
+	c.t.Helper()
+	if ln == nil {
+		var err error
+		for i := 0; i < 50; i++ { // the old socket may linger a moment
+			if ln, err = net.Listen("tcp", c.addr); err == nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if err != nil {
+			c.t.Fatal(err)
+		}
+	}
+	cc, err := cloudcore.New(cloudcore.Config{
+		Kubeconfig:        cp.Kubeconfig(),
+		DataDir:           c.dataDir,
+		Tokens:            []string{token},
+		HeartbeatInterval: metav1.Duration{Duration: heartbeat},
+		LeaseDuration:     metav1.Duration{Duration: leaseDuration},
+		Listener:          ln,
+		Logger:            testLogger(c.t).With(slog.String("side", "cloud")),
+	})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c.cc, c.cancel, c.done = cc, cancel, make(chan error, 1)
+	go func() { c.done <- cc.Run(ctx) }()
+}
+
+func (c *cloud) stop() {
+	if c.cancel == nil {
+		return
+	}
+	c.cancel()
+	if err := <-c.done; err != nil && !errors.Is(err, context.Canceled) {
+		c.t.Errorf("cloudcore: %v", err)
+	}
+	c.cancel = nil
+}
+
+func (c *cloud) caFile() string { return filepath.Join(c.dataDir, "pki", "ca.crt") }
+
+// edge is an edgecore running in this process, reaching its cloud through a
+// link that the test can cut.
+type edge struct {
+	t      *testing.T
+	name   string
+	dir    string
+	link   *cutLink
+	ca     string
+	ec     *edgecore.EdgeCore
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func startEdge(t *testing.T, c *cloud, name string) *edge {
+	t.Helper()
+	e := &edge{t: t, name: name, dir: t.TempDir(), link: newCutLink(t, c.addr), ca: c.caFile()}
+	e.start()
+	t.Cleanup(e.stop)
+	return e
+}
+
+func (e *edge) start() {
+	e.t.Helper()
+	ec, err := edgecore.New(edgecore.Config{
+		NodeName:          e.name,
+		Cloud:             edgecore.CloudConfig{URL: "wss://" + e.link.addr() + "/v1/connect", Token: token, CAFile: e.ca},
+		DataDir:           e.dir,
+		NodeIP:            "127.0.0.1",
+		ReconnectInitial:  metav1.Duration{Duration: 200 * time.Millisecond},
+		ReconnectMax:      metav1.Duration{Duration: 2 * time.Second},
+		PodResyncInterval: metav1.Duration{Duration: 2 * time.Second},
+		Logger:            testLogger(e.t).With(slog.String("side", "edge")),
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	e.ec, e.cancel, e.done = ec, cancel, make(chan error, 1)
+	go func() { e.done <- ec.Run(ctx) }()
+}
+
+func (e *edge) stop() {
+	if e.cancel == nil {
+		return
+	}
+	e.cancel()
+	if err := <-e.done; err != nil && !errors.Is(err, context.Canceled) {
+		e.t.Errorf("edgecore %s: %v", e.name, err)
+	}
+	e.ec.Close()
+	e.cancel = nil
+}
+
+// objects returns what the edge store holds of kind, by UID.
+func (e *edge) objects(kind protocol.Kind) map[string]*protocol.Object {
+	out := map[string]*protocol.Object{}
+	err := e.ec.DB.View(func(tx *store.Tx) error {
+		return tx.ForEachObject(kind, func(o *protocol.Object) error {
+			out[o.UID] = o
+			return nil
+		})
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return out
+}
+
+// byName finds an object of kind in the edge store by namespace and name.
+func (e *edge) byName(kind protocol.Kind, ns, name string) *protocol.Object {
+	var o *protocol.Object
+	err := e.ec.DB.View(func(tx *store.Tx) (err error) {
+		o, err = tx.ObjectByName(kind, ns, name)
+		return err
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return o
+}
+
+// cutLink is a TCP relay between an edge and its hub that a test can cut,
+// as a WAN link goes down: open connections are dropped and new ones
+// refused until Heal.
+type cutLink struct {
+	t      *testing.T
+	ln     net.Listener
+	target string
+
+	mu    sync.Mutex
+	cut   bool       // guarded by mu
+	conns []net.Conn // guarded by mu
+}
+
+func newCutLink(t *testing.T, target string) *cutLink {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &cutLink{t: t, ln: ln, target: target}
+	go l.serve()
+	t.Cleanup(func() { ln.Close(); l.Cut() })
+	return l
+}
+
+func (l *cutLink) addr() string { return l.ln.Addr().String() }
+
+func (l *cutLink) serve() {
+	for {
+		in, err := l.ln.Accept()
+		if err != nil {
+			return
+		}
+		l.mu.Lock()
+		if l.cut {
+			l.mu.Unlock()
+			in.Close()
+			continue
+		}
+		out, err := net.Dial("tcp", l.target)
+		if err != nil {
+			l.mu.Unlock()
+			in.Close()
+			continue
+		}
+		l.conns = append(l.conns, in, out)
+		l.mu.Unlock()
+		go func() { io.Copy(out, in); out.Close() }()
+		go func() { io.Copy(in, out); in.Close() }()
+	}
+}
+
+// Cut drops every connection and refuses new ones.
+func (l *cutLink) Cut() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.cut = true
+	for _, c := range l.conns {
+		c.Close()
+	}
+	l.conns = nil
+}
+
+// Heal lets connections through again.
+func (l *cutLink) Heal() {
+	l.mu.Lock()
+	l.cut = false
+	l.mu.Unlock()
+}
+
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, error)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var lastErr error
+	for time.Now().Before(deadline) {
+		ok, err := cond()
+		if ok {
+			return
+		}
+		lastErr = err
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("timed out after %s waiting for %s (last error: %v)", timeout, what, lastErr)
+}
+
+func namespace(t *testing.T) string {
+	t.Helper()
+	ns, err := client.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "e2e-"}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		client.CoreV1().Namespaces().Delete(context.Background(), ns.Name, metav1.DeleteOptions{})
+	})
+	// Pods need the namespace's default service account (made by the
+	// controller manager).
+	if err := cp.WaitForDefaultServiceAccount(t.Context(), ns.Name); err != nil {
+		t.Fatal(err)
+	}
+	return ns.Name
+}
+
+// waitNodeReady waits for the edge's Node to be Ready.
+func waitNodeReady(t *testing.T, name string, want corev1.ConditionStatus, timeout time.Duration) {
+	t.Helper()
+	eventually(t, timeout, "node "+name+" Ready="+string(want), func() (bool, error) {
+		n, err := client.CoreV1().Nodes().Get(t.Context(), name, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		for _, c := range n.Status.Conditions {
+			if c.Type == corev1.NodeReady {
+				return c.Status == want, fmt.Errorf("Ready=%s", c.Status)
+			}
+		}
+		return false, errors.New("no Ready condition")
+	})
+}
+
+// barePod is a pod bound straight to node, without the scheduler.
+func barePod(ns, name, node string) *corev1.Pod {
+	grace := int64(0)
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: corev1.PodSpec{
+			NodeName:                      node,
+			TerminationGracePeriodSeconds: &grace,
+			AutomountServiceAccountToken:  new(bool),
+			Containers:                    []corev1.Container{{Name: "main", Image: "busybox:e2e", Command: []string{"sleep", "3600"}}},
+		},
+	}
+}
