@@ -1,0 +1,466 @@
+package status
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/workqueue"
+
+	"github.com/tether-edge/tether/protocol"
+)
+
+// ErrRejected marks a message that is refused for good: it is invalid, the
+// API server refused it as invalid or forbidden, or it is about an object that
+// is not the node's own, is gone or was replaced. The edge must not resend it.
+// It is protocol.ErrRejected, so that the hub needs to know only that one.
+var ErrRejected = protocol.ErrRejected
+
+// ErrStopped is the error of messages given up because the Writer stopped.
+// The edge may resend them to the next hub.
+var ErrStopped = errors.New("status writer stopped")
+
+// kind is the kind of object a message writes.
+type kind uint8
+
+const (
+	kindNodeStatus kind = iota + 1
+	kindPodStatus
+	kindPodTerminated
+	kindEvent
+	kindLease
+)
+
+func (k kind) String() string {
+	switch k {
+	case kindNodeStatus:
+		return "NodeStatus"
+	case kindPodStatus:
+		return "PodStatus"
+	case kindPodTerminated:
+		return "PodTerminated"
+	case kindEvent:
+		return "Event"
+	case kindLease:
+		return "Lease"
+	}
+	return "kind(" + strconv.Itoa(int(k)) + ")"
+}
+
+// key names the object messages are coalesced on.
+type key struct {
+	kind kind
+	node string
+	// id is the pod UID for pod messages, a sequence number for events (which
+	// are never coalesced) and empty for node status and Leases.
+	id string
+}
+
+// heartbeat is the message of a Lease renewal.
+type heartbeat struct{}
+
+// entry is the state of one key that has a message pending or being written.
+type entry struct {
+	// msg is the newest message of the key not yet taken by a worker, or nil.
+	// It is a *protocol.NodeStatus, *protocol.PodStatus,
+	// *protocol.PodTerminated, *protocol.Event or heartbeat.
+	msg any
+	// dones are the callbacks of msg and of the messages it replaced.
+	dones []func(error)
+	// busy is set while a worker writes an older message of the key; the key
+	// is queued again when it is done.
+	busy bool
+	// queued is set while the key is in the queue or waits there for a retry.
+	queued bool
+}
+
+// Writer writes edge nodes' reports to the API server. Its methods are safe
+// for concurrent use and return at once; the writes happen on Start's
+// workers.
+//
+// Each message method takes the name of the node whose session the message
+// came from and a done callback. done is called exactly once, on a worker
+// (or, for a message handed over after Start returned, at once with
+// ErrStopped): with nil when the message is durable in the API server or
+// needed no write, with an error wrapping ErrRejected when it is refused for
+// good, or with another error when it was given up and may be resent. A
+// message replaced by a newer one of the same object has its done called
+// with the newer one's result. done must not block: it holds up a worker.
+type Writer struct {
+	client kubernetes.Interface
+	lister Lister
+	cfg    Config
+	log    *slog.Logger
+
+	eventSeq atomic.Uint64
+	stats    counters
+
+	mu sync.Mutex
+	// queue holds the keys with a message to write; nil until Start.
+	// Guarded by mu.
+	queue workqueue.TypedRateLimitingInterface[key]
+	// entries holds every key with a message pending or being written.
+	// Guarded by mu.
+	entries map[key]*entry
+	// stopped is set once Start has given up what was left; later messages
+	// fail at once. Guarded by mu.
+	stopped bool
+
+	leaseMu sync.Mutex
+	// leases holds, per node, the Lease last read or written. Guarded by
+	// leaseMu.
+	leases map[string]*coordinationv1.Lease
+}
+
+// New returns a Writer that writes with client and reads current objects from
+// lister. Nothing is written until Start.
+func New(client kubernetes.Interface, lister Lister, cfg Config, log *slog.Logger) (*Writer, error) {
+	if client == nil || lister == nil {
+		return nil, errors.New("status writer: client and lister are required")
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("status writer config: %w", err)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Writer{
+		client:  client,
+		lister:  lister,
+		cfg:     cfg,
+		log:     log,
+		entries: make(map[key]*entry),
+		leases:  make(map[string]*coordinationv1.Lease),
+	}, nil
+}
+
+// Start runs the workers until ctx ends, then gives up the messages not
+// written yet with ErrStopped and returns nil. It may be called once.
+// Messages handed over before Start wait for it.
+func (w *Writer) Start(ctx context.Context) error {
+	w.mu.Lock()
+	if w.queue != nil || w.stopped {
+		w.mu.Unlock()
+		return errors.New("status writer started twice")
+	}
+	q := workqueue.NewTypedRateLimitingQueueWithConfig(
+		workqueue.NewTypedItemExponentialFailureRateLimiter[key](w.cfg.RetryBaseDelay, w.cfg.RetryMaxDelay),
+		workqueue.TypedRateLimitingQueueConfig[key]{Name: "cloudcore_status", Clock: w.cfg.Clock},
+	)
+	w.queue = q
+	for k, e := range w.entries {
+		e.queued = true
+		q.Add(k)
+	}
+	w.mu.Unlock()
+	w.log.Info("status writer started", slog.Int("workers", w.cfg.Workers))
+
+	var wg sync.WaitGroup
+	for range w.cfg.Workers {
+		wg.Go(func() { w.work(ctx, q) })
+	}
+	<-ctx.Done()
+	q.ShutDown()
+	wg.Wait()
+
+	// Keys waiting for a retry, and keys added after the shutdown, are left.
+	w.mu.Lock()
+	w.stopped = true
+	var dones []func(error)
+	for k, e := range w.entries {
+		dones = append(dones, e.dones...)
+		delete(w.entries, k)
+	}
+	w.mu.Unlock()
+	w.stats.givenUp.Add(int64(len(dones)))
+	for _, done := range dones {
+		done(ErrStopped)
+	}
+	w.log.Info("status writer stopped", slog.Int("given_up", len(dones)))
+	return nil
+}
+
+// NodeStatus writes the status of the node's Node, creating the Node (with
+// m.Labels the edge may set, and EdgeRoleLabel) if it is missing.
+func (w *Writer) NodeStatus(node string, m *protocol.NodeStatus, done func(error)) {
+	w.enqueue(key{kind: kindNodeStatus, node: node}, m, done)
+}
+
+// PodStatus writes the status of a pod bound to the node.
+func (w *Writer) PodStatus(node string, m *protocol.PodStatus, done func(error)) {
+	var uid string
+	if m != nil {
+		uid = m.UID
+	}
+	w.enqueue(key{kind: kindPodStatus, node: node, id: uid}, m, done)
+}
+
+// PodTerminated deletes a pod bound to the node whose containers all stopped
+// after it was marked for deletion.
+func (w *Writer) PodTerminated(node string, m *protocol.PodTerminated, done func(error)) {
+	var uid string
+	if m != nil {
+		uid = m.UID
+	}
+	w.enqueue(key{kind: kindPodTerminated, node: node, id: uid}, m, done)
+}
+
+// Event creates an event about the node or a pod bound to it. Events are not
+// coalesced.
+func (w *Writer) Event(node string, m *protocol.Event, done func(error)) {
+	id := strconv.FormatUint(w.eventSeq.Add(1), 10)
+	w.enqueue(key{kind: kindEvent, node: node, id: id}, m, done)
+}
+
+// Heartbeat renews the node's Lease, unless it was renewed less than
+// Config.RenewInterval ago.
+func (w *Writer) Heartbeat(node string) {
+	if !w.leaseDue(node, w.cfg.Clock.Now()) {
+		w.stats.unchanged.Add(1)
+		return
+	}
+	w.enqueue(key{kind: kindLease, node: node}, heartbeat{}, nil)
+}
+
+// enqueue makes msg the pending message of k. A nil done is allowed. After
+// Start returned, done is called at once with ErrStopped.
+func (w *Writer) enqueue(k key, msg any, done func(error)) {
+	w.mu.Lock()
+	if w.stopped {
+		w.mu.Unlock()
+		if done != nil {
+			w.stats.givenUp.Add(1)
+			done(ErrStopped)
+		}
+		return
+	}
+	e := w.entries[k]
+	if e == nil {
+		e = new(entry)
+		w.entries[k] = e
+	}
+	if e.msg != nil {
+		w.stats.coalesced.Add(1)
+	}
+	e.msg = msg
+	if done != nil {
+		e.dones = append(e.dones, done)
+	}
+	if w.queue != nil && !e.busy && !e.queued {
+		e.queued = true
+		w.queue.Add(k)
+	}
+	w.mu.Unlock()
+}
+
+// work writes the keys of q until q shuts down.
+func (w *Writer) work(ctx context.Context, q workqueue.TypedRateLimitingInterface[key]) {
+	for {
+		k, shutdown := q.Get()
+		if shutdown {
+			return
+		}
+		w.process(ctx, q, k)
+		q.Done(k)
+	}
+}
+
+// process writes the pending message of k, then requeues k for a retry or
+// for a newer message, or calls the callbacks.
+func (w *Writer) process(ctx context.Context, q workqueue.TypedRateLimitingInterface[key], k key) {
+	w.mu.Lock()
+	e := w.entries[k]
+	if e == nil || e.msg == nil {
+		w.mu.Unlock()
+		return
+	}
+	msg, dones := e.msg, e.dones
+	e.msg, e.dones, e.busy, e.queued = nil, nil, true, false
+	w.mu.Unlock()
+
+	err := ErrStopped
+	if ctx.Err() == nil {
+		err = w.write(ctx, k, msg)
+	}
+	if fromAPI(err) {
+		w.stats.apiErrors.Add(1)
+	}
+	err = classify(err)
+	if err != nil && ctx.Err() != nil && !errors.Is(err, ErrRejected) && !errors.Is(err, ErrStopped) {
+		err = fmt.Errorf("%w: %w", ErrStopped, err)
+	}
+	attempt := q.NumRequeues(k) + 1
+	if retryable(err) && ctx.Err() == nil && attempt <= w.cfg.MaxRetries {
+		w.stats.retries.Add(1)
+		w.log.Debug("status write failed, will retry", logKey(k), slog.Int("attempt", attempt), slog.Any("error", err))
+		w.mu.Lock()
+		if e.msg == nil {
+			e.msg = msg
+		} else {
+			w.stats.coalesced.Add(1) // the newer message is retried instead
+		}
+		e.dones = append(dones, e.dones...)
+		e.busy, e.queued = false, true
+		q.AddRateLimited(k)
+		w.mu.Unlock()
+		return
+	}
+
+	q.Forget(k)
+	w.mu.Lock()
+	e.busy = false
+	if e.msg != nil {
+		e.queued = true
+		q.Add(k)
+	} else {
+		delete(w.entries, k)
+	}
+	w.mu.Unlock()
+
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrRejected):
+		w.stats.rejected.Add(int64(len(dones)))
+		w.log.Info("status message rejected", logKey(k), slog.Any("error", err))
+	default:
+		w.stats.givenUp.Add(int64(len(dones)))
+		w.log.Warn("status message given up", logKey(k), slog.Int("attempts", attempt), slog.Any("error", err))
+	}
+	for _, done := range dones {
+		done(err)
+	}
+}
+
+func logKey(k key) slog.Attr {
+	return slog.Group("object", slog.String("kind", k.kind.String()), slog.String("node", k.node), slog.String("id", k.id))
+}
+
+// write writes one message; it returns an error wrapping ErrRejected when the
+// message must not be retried.
+func (w *Writer) write(ctx context.Context, k key, msg any) error {
+	if err := protocol.ValidateNodeName(k.node); err != nil {
+		return reject(err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, w.cfg.WriteTimeout)
+	defer cancel()
+	switch m := msg.(type) {
+	case *protocol.NodeStatus:
+		return w.writeNodeStatus(ctx, k.node, m)
+	case *protocol.PodStatus:
+		return w.writePodStatus(ctx, k.node, m)
+	case *protocol.PodTerminated:
+		return w.deletePod(ctx, k.node, m)
+	case *protocol.Event:
+		return w.writeEvent(ctx, k.node, m)
+	case heartbeat:
+		return w.renewLease(ctx, k.node)
+	}
+	return reject(fmt.Errorf("no writer for %T", msg))
+}
+
+// reject marks err as a refusal for good.
+func reject(err error) error {
+	return fmt.Errorf("%w: %w", ErrRejected, err)
+}
+
+// classify marks the API server's permanent refusals as rejections.
+func classify(err error) error {
+	if err == nil || errors.Is(err, ErrRejected) {
+		return err
+	}
+	if apierrors.IsInvalid(err) || apierrors.IsForbidden(err) || apierrors.IsBadRequest(err) ||
+		apierrors.IsRequestEntityTooLargeError(err) || apierrors.IsMethodNotSupported(err) ||
+		apierrors.IsNotAcceptable(err) || apierrors.IsUnsupportedMediaType(err) {
+		return reject(err)
+	}
+	return err
+}
+
+// fromAPI reports whether err is an answer of the API server or an error of
+// the transport, rather than the writer's own refusal.
+func fromAPI(err error) bool {
+	if err == nil {
+		return false
+	}
+	var status apierrors.APIStatus
+	return errors.As(err, &status) || !errors.Is(err, ErrRejected) && !errors.Is(err, ErrStopped)
+}
+
+// retryable reports whether a failed write may succeed if tried again.
+func retryable(err error) bool {
+	if err == nil || errors.Is(err, ErrRejected) || errors.Is(err, ErrStopped) {
+		return false
+	}
+	var status apierrors.APIStatus
+	if !errors.As(err, &status) {
+		// Not an answer of the API server: a transport error or the timeout
+		// of the call.
+		return true
+	}
+	code := status.Status().Code
+	return code >= 500 || apierrors.IsTooManyRequests(err) || apierrors.IsServerTimeout(err) ||
+		apierrors.IsTimeout(err) || apierrors.IsConflict(err)
+}
+
+// Stats counts what a Writer did since New.
+type Stats struct {
+	// NodeCreates, NodeStatuses, PodStatuses, PodDeletes, Events,
+	// LeaseCreates and LeaseRenewals count successful API writes by kind.
+	NodeCreates   int64
+	NodeStatuses  int64
+	PodStatuses   int64
+	PodDeletes    int64
+	Events        int64
+	LeaseCreates  int64
+	LeaseRenewals int64
+	// Unchanged counts messages that needed no write: an empty status
+	// patch, a pod already deleted, an event already created, a heartbeat
+	// within RenewInterval of the last renewal.
+	Unchanged int64
+	// Coalesced counts messages replaced by a newer one of the same object
+	// before they were written.
+	Coalesced int64
+	// Retries counts writes retried after a retryable error.
+	Retries int64
+	// Rejected counts messages refused for good (ErrRejected).
+	Rejected int64
+	// GivenUp counts messages given up otherwise: out of retries, a
+	// non-retryable error, or the Writer stopped.
+	GivenUp int64
+	// APIErrors counts writes that failed with an error of the API server or
+	// the transport, whatever happened to them then.
+	APIErrors int64
+}
+
+// counters backs Stats.
+type counters struct {
+	nodeCreates, nodeStatuses, podStatuses, podDeletes, events, leaseCreates, leaseRenewals atomic.Int64
+	unchanged, coalesced, retries, rejected, givenUp, apiErrors                             atomic.Int64
+}
+
+// Stats returns the counts so far, for logs and benchmarks.
+func (w *Writer) Stats() Stats {
+	c := &w.stats
+	return Stats{
+		NodeCreates:   c.nodeCreates.Load(),
+		NodeStatuses:  c.nodeStatuses.Load(),
+		PodStatuses:   c.podStatuses.Load(),
+		PodDeletes:    c.podDeletes.Load(),
+		Events:        c.events.Load(),
+		LeaseCreates:  c.leaseCreates.Load(),
+		LeaseRenewals: c.leaseRenewals.Load(),
+		Unchanged:     c.unchanged.Load(),
+		Coalesced:     c.coalesced.Load(),
+		Retries:       c.retries.Load(),
+		Rejected:      c.rejected.Load(),
+		GivenUp:       c.givenUp.Load(),
+		APIErrors:     c.apiErrors.Load(),
+	}
+}

@@ -1,0 +1,664 @@
+package status
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+	testingclock "k8s.io/utils/clock/testing"
+
+	"github.com/tether-edge/tether/protocol"
+)
+
+// clientLister is a Lister that reads through the fake clientset, so it is
+// never stale.
+type clientLister struct {
+	ctx    context.Context
+	client kubernetes.Interface
+}
+
+func (l clientLister) Pod(namespace, name string) (*corev1.Pod, error) {
+	return l.client.CoreV1().Pods(namespace).Get(l.ctx, name, metav1.GetOptions{})
+}
+
+func (l clientLister) Node(name string) (*corev1.Node, error) {
+	return l.client.CoreV1().Nodes().Get(l.ctx, name, metav1.GetOptions{})
+}
+
+func newWriter(t testing.TB, cfg Config, objs ...runtime.Object) (*Writer, *fake.Clientset) {
+	t.Helper()
+	client := fake.NewClientset(objs...)
+	log := slog.New(slog.DiscardHandler)
+	if tt, ok := t.(*testing.T); ok {
+		log = slog.New(slog.NewTextHandler(tt.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	w, err := New(client, clientLister{ctx: t.Context(), client: client}, cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w, client
+}
+
+// start runs w until the test ends.
+func start(t testing.TB, w *Writer) {
+	ctx, cancel := context.WithCancel(t.Context())
+	stopped := make(chan error, 1)
+	go func() { stopped <- w.Start(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-stopped; err != nil {
+			t.Errorf("Start: %v", err)
+		}
+	})
+}
+
+// result is a done callback that fails the test if called twice.
+type result struct {
+	t     testing.TB
+	calls atomic.Int32
+	ch    chan error
+}
+
+func newResult(t testing.TB) *result { return &result{t: t, ch: make(chan error, 1)} }
+
+func (r *result) done(err error) {
+	if r.calls.Add(1) > 1 {
+		r.t.Errorf("done called again, with %v", err)
+		return
+	}
+	r.ch <- err
+}
+
+func (r *result) wait() error {
+	r.t.Helper()
+	select {
+	case err := <-r.ch:
+		return err
+	case <-time.After(10 * time.Second):
+		r.t.Fatal("done not called within 10s")
+		return nil
+	}
+}
+
+func actions(c *fake.Clientset, verb, resource string) []k8stesting.Action {
+	var out []k8stesting.Action
+	for _, a := range c.Actions() {
+		if a.GetVerb() == verb && a.GetResource().Resource == resource {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+const (
+	edge1 = "edge-1"
+	podNS = "shop"
+)
+
+func pod(name, uid, node string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: podNS, UID: types.UID(uid)},
+		Spec:       corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "c", Image: "i"}}},
+		Status:     corev1.PodStatus{Phase: corev1.PodPending, QOSClass: corev1.PodQOSBestEffort},
+	}
+}
+
+func podStatusMsg(t testing.TB, p *corev1.Pod, s corev1.PodStatus) *protocol.PodStatus {
+	b, err := protocol.EncodePodStatus(&s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &protocol.PodStatus{UID: string(p.UID), Namespace: p.Namespace, Name: p.Name, Status: b}
+}
+
+func running(msg string) corev1.PodStatus {
+	return corev1.PodStatus{Phase: corev1.PodRunning, Message: msg, PodIP: "10.88.0.7",
+		Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}
+}
+
+func TestConfigValidate(t *testing.T) {
+	var c Config
+	if err := c.validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Workers != 8 || c.LeaseDuration != 40*time.Second || c.RenewInterval != 10*time.Second ||
+		c.MaxRetries != 5 || c.Clock == nil {
+		t.Fatalf("defaults: %+v", c)
+	}
+	for _, bad := range []Config{
+		{Workers: -1},
+		{LeaseDuration: 1500 * time.Millisecond},
+		{LeaseDuration: 10 * time.Second, RenewInterval: 10 * time.Second},
+		{MaxRetries: -1},
+		{RetryBaseDelay: time.Second, RetryMaxDelay: time.Millisecond},
+		{WriteTimeout: -time.Second},
+	} {
+		if err := bad.validate(); err == nil {
+			t.Errorf("%+v: validated", bad)
+		}
+	}
+}
+
+func TestPodStatusCoalesce(t *testing.T) {
+	p := pod("p1", "uid-1", edge1)
+	w, client := newWriter(t, Config{}, p)
+	r1, r2 := newResult(t), newResult(t)
+	// Both arrive before any worker runs.
+	w.PodStatus(edge1, podStatusMsg(t, p, running("first")), r1.done)
+	w.PodStatus(edge1, podStatusMsg(t, p, running("second")), r2.done)
+	start(t, w)
+	if err := r1.wait(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r2.wait(); err != nil {
+		t.Fatal(err)
+	}
+	patches := actions(client, "patch", "pods")
+	if len(patches) != 1 {
+		t.Fatalf("%d patches, want 1", len(patches))
+	}
+	if patch := string(patches[0].(k8stesting.PatchAction).GetPatch()); !strings.Contains(patch, `"second"`) {
+		t.Fatalf("patch %s does not carry the newer status", patch)
+	}
+	if s := w.Stats(); s.Coalesced != 1 || s.PodStatuses != 1 {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+// A status that arrives while an older one of the same pod is being written
+// is written after it; statuses that arrive meanwhile are coalesced.
+func TestPodStatusWhileWriting(t *testing.T) {
+	p := pod("p1", "uid-1", edge1)
+	w, client := newWriter(t, Config{}, p)
+	entered, release := make(chan struct{}), make(chan struct{})
+	var n atomic.Int32
+	client.PrependReactor("patch", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if n.Add(1) == 1 {
+			close(entered)
+			<-release
+		}
+		return false, nil, nil
+	})
+	start(t, w)
+	r1, r2, r3 := newResult(t), newResult(t), newResult(t)
+	w.PodStatus(edge1, podStatusMsg(t, p, running("1")), r1.done)
+	<-entered
+	w.PodStatus(edge1, podStatusMsg(t, p, running("2")), r2.done)
+	w.PodStatus(edge1, podStatusMsg(t, p, running("3")), r3.done)
+	close(release)
+	for _, r := range []*result{r1, r2, r3} {
+		if err := r.wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	patches := actions(client, "patch", "pods")
+	if len(patches) != 2 || !strings.Contains(string(patches[1].(k8stesting.PatchAction).GetPatch()), `"3"`) {
+		t.Fatalf("got %d patches, want 2, the last with status 3", len(patches))
+	}
+	got, _ := client.CoreV1().Pods(podNS).Get(t.Context(), "p1", metav1.GetOptions{})
+	if got.Status.Message != "3" {
+		t.Fatalf("pod status message %q, want 3", got.Status.Message)
+	}
+}
+
+func TestPodStatusPatch(t *testing.T) {
+	p := pod("p1", "uid-1", edge1)
+	gate := corev1.PodCondition{Type: "example.com/gate", Status: corev1.ConditionTrue}
+	p.Status.Conditions = []corev1.PodCondition{gate}
+	w, client := newWriter(t, Config{}, p)
+	start(t, w)
+
+	r := newResult(t)
+	w.PodStatus(edge1, podStatusMsg(t, p, running("up")), r.done)
+	if err := r.wait(); err != nil {
+		t.Fatal(err)
+	}
+	patches := actions(client, "patch", "pods")
+	if len(patches) != 1 {
+		t.Fatalf("%d patches, want 1", len(patches))
+	}
+	pa := patches[0].(k8stesting.PatchAction)
+	if pa.GetSubresource() != "status" || pa.GetPatchType() != types.StrategicMergePatchType {
+		t.Fatalf("patch of %q with %s, want a strategic merge patch of status", pa.GetSubresource(), pa.GetPatchType())
+	}
+	var patch struct {
+		Metadata struct {
+			UID string `json:"uid"`
+		} `json:"metadata"`
+		Status map[string]any `json:"status"`
+	}
+	if err := json.Unmarshal(pa.GetPatch(), &patch); err != nil {
+		t.Fatal(err)
+	}
+	if patch.Metadata.UID != "uid-1" || patch.Status["phase"] != "Running" {
+		t.Fatalf("patch %s: want the uid precondition and phase Running", pa.GetPatch())
+	}
+	got, _ := client.CoreV1().Pods(podNS).Get(t.Context(), "p1", metav1.GetOptions{})
+	if got.Status.Phase != corev1.PodRunning || got.Status.QOSClass != corev1.PodQOSBestEffort || len(got.Status.Conditions) != 2 {
+		t.Fatalf("pod status %+v: want Running, the QoS class and the gate condition kept", got.Status)
+	}
+
+	// The same status again: nothing to write.
+	r = newResult(t)
+	w.PodStatus(edge1, podStatusMsg(t, p, running("up")), r.done)
+	if err := r.wait(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(actions(client, "patch", "pods")); n != 1 {
+		t.Fatalf("%d patches after an unchanged status, want 1", n)
+	}
+}
+
+func TestPodStatusRejected(t *testing.T) {
+	other := pod("other", "uid-2", "edge-2")
+	mine := pod("mine", "uid-1", edge1)
+	w, client := newWriter(t, Config{}, other, mine)
+	client.PrependReactor("patch", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+		// The API server's answer when the UID precondition fails.
+		return true, nil, apierrors.NewInvalid(schema.GroupKind{Kind: "Pod"}, "mine", field.ErrorList{
+			field.Invalid(field.NewPath("metadata", "uid"), "uid-1", "field is immutable")})
+	})
+	start(t, w)
+	cases := []struct {
+		name string
+		node string
+		m    *protocol.PodStatus
+	}{
+		{"bound to another node", edge1, podStatusMsg(t, other, running(""))},
+		{"uid mismatch", edge1, podStatusMsg(t, pod("mine", "uid-old", edge1), running(""))},
+		{"gone", edge1, podStatusMsg(t, pod("gone", "uid-3", edge1), running(""))},
+		{"uid precondition failed", edge1, podStatusMsg(t, mine, running(""))},
+		{"bad node name", "Edge_1", podStatusMsg(t, mine, running(""))},
+		{"nil message", edge1, nil},
+	}
+	for _, c := range cases {
+		r := newResult(t)
+		w.PodStatus(c.node, c.m, r.done)
+		if err := r.wait(); !errors.Is(err, ErrRejected) {
+			t.Errorf("%s: got %v, want ErrRejected", c.name, err)
+		}
+	}
+	// Only the pod that passed the checks reached the API server.
+	if n := len(actions(client, "patch", "pods")); n != 1 {
+		t.Fatalf("%d patches, want 1", n)
+	}
+	if s := w.Stats(); s.Rejected != int64(len(cases)) {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+func TestPodTerminated(t *testing.T) {
+	now := metav1.Now()
+	dying := pod("dying", "uid-1", edge1)
+	dying.DeletionTimestamp = &now
+	dying.Finalizers = nil
+	alive := pod("alive", "uid-2", edge1)
+	elsewhere := pod("elsewhere", "uid-3", "edge-2")
+	elsewhere.DeletionTimestamp = &now
+	w, client := newWriter(t, Config{}, dying, alive, elsewhere)
+	start(t, w)
+
+	terminated := func(p *corev1.Pod) error {
+		r := newResult(t)
+		w.PodTerminated(edge1, &protocol.PodTerminated{UID: string(p.UID), Namespace: p.Namespace, Name: p.Name}, r.done)
+		return r.wait()
+	}
+	if err := terminated(dying); err != nil {
+		t.Fatal(err)
+	}
+	deletes := actions(client, "delete", "pods")
+	if len(deletes) != 1 {
+		t.Fatalf("%d deletes, want 1", len(deletes))
+	}
+	opts := deletes[0].(k8stesting.DeleteAction).GetDeleteOptions()
+	if opts.GracePeriodSeconds == nil || *opts.GracePeriodSeconds != 0 ||
+		opts.Preconditions == nil || opts.Preconditions.UID == nil || *opts.Preconditions.UID != "uid-1" {
+		t.Fatalf("delete options %+v: want grace 0 and the uid precondition", opts)
+	}
+	// Gone already: success.
+	if err := terminated(dying); err != nil {
+		t.Fatalf("pod already gone: %v", err)
+	}
+	if err := terminated(alive); !errors.Is(err, ErrRejected) {
+		t.Fatalf("pod not being deleted: got %v, want ErrRejected", err)
+	}
+	if err := terminated(elsewhere); !errors.Is(err, ErrRejected) {
+		t.Fatalf("pod of another node: got %v, want ErrRejected", err)
+	}
+	if n := len(actions(client, "delete", "pods")); n != 1 {
+		t.Fatalf("%d deletes, want 1", n)
+	}
+}
+
+func nodeStatus(ip string, ready corev1.ConditionStatus) corev1.NodeStatus {
+	res := corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("4"), corev1.ResourceMemory: resource.MustParse("8Gi"),
+		corev1.ResourcePods: resource.MustParse("110")}
+	return corev1.NodeStatus{
+		Capacity: res, Allocatable: res,
+		Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: ready, Reason: "KubeletReady"}},
+		Addresses:  []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip}, {Type: corev1.NodeHostName, Address: edge1}},
+		NodeInfo:   corev1.NodeSystemInfo{OperatingSystem: "linux", Architecture: "arm64", KubeletVersion: "tether"},
+	}
+}
+
+func nodeStatusMsg(t testing.TB, labels map[string]string, s corev1.NodeStatus) *protocol.NodeStatus {
+	b, err := protocol.EncodeNodeStatus(&s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &protocol.NodeStatus{Labels: labels, Status: b}
+}
+
+func TestNodeStatus(t *testing.T) {
+	w, client := newWriter(t, Config{})
+	start(t, w)
+	send := func(m *protocol.NodeStatus) error {
+		r := newResult(t)
+		w.NodeStatus(edge1, m, r.done)
+		return r.wait()
+	}
+
+	labels := map[string]string{"site": "store-1", "node-role.kubernetes.io/control-plane": "", "node.kubernetes.io/pool": "a"}
+	if err := send(nodeStatusMsg(t, labels, nodeStatus("10.0.0.1", corev1.ConditionTrue))); err != nil {
+		t.Fatal(err)
+	}
+	n, err := client.CoreV1().Nodes().Get(t.Context(), edge1, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"site": "store-1", "node.kubernetes.io/pool": "a", EdgeRoleLabel: "",
+		corev1.LabelHostname: edge1, corev1.LabelOSStable: "linux", corev1.LabelArchStable: "arm64"}
+	if fmt.Sprint(n.Labels) != fmt.Sprint(want) {
+		t.Fatalf("labels %v, want %v", n.Labels, want)
+	}
+	if n.Status.Allocatable.Cpu().String() != "4" || len(n.Spec.Taints) != 0 {
+		t.Fatalf("node %+v: want allocatable cpu 4 and no taints", n)
+	}
+	if len(actions(client, "patch", "nodes")) != 0 {
+		t.Fatal("status patched although the Node was created with it")
+	}
+
+	// Another agent's condition, which the edge does not report.
+	n.Status.Conditions = append(n.Status.Conditions, corev1.NodeCondition{Type: corev1.NodeNetworkUnavailable, Status: corev1.ConditionFalse})
+	if _, err := client.CoreV1().Nodes().UpdateStatus(t.Context(), n, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := send(nodeStatusMsg(t, nil, nodeStatus("10.0.0.2", corev1.ConditionFalse))); err != nil {
+		t.Fatal(err)
+	}
+	patches := actions(client, "patch", "nodes")
+	if len(patches) != 1 || patches[0].(k8stesting.PatchAction).GetSubresource() != "status" {
+		t.Fatalf("want one patch of nodes/status, got %v", patches)
+	}
+	n, _ = client.CoreV1().Nodes().Get(t.Context(), edge1, metav1.GetOptions{})
+	if len(n.Status.Addresses) != 2 || n.Status.Addresses[0].Address != "10.0.0.2" {
+		t.Fatalf("addresses %v: want them replaced", n.Status.Addresses)
+	}
+	if len(n.Status.Conditions) != 2 {
+		t.Fatalf("conditions %v: want Ready and NetworkUnavailable", n.Status.Conditions)
+	}
+
+	// Unchanged: no write.
+	if err := send(nodeStatusMsg(t, nil, nodeStatus("10.0.0.2", corev1.ConditionFalse))); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(actions(client, "patch", "nodes")); n != 1 {
+		t.Fatalf("%d patches after an unchanged status, want 1", n)
+	}
+	if s := w.Stats(); s.NodeCreates != 1 || s.NodeStatuses != 1 || s.Unchanged != 2 {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+func TestNodeStatusRejected(t *testing.T) {
+	kubeletNode := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "worker-1"}}
+	w, client := newWriter(t, Config{}, kubeletNode)
+	start(t, w)
+	for _, c := range []struct {
+		name, node string
+		m          *protocol.NodeStatus
+	}{
+		{"not an edge node", "worker-1", nodeStatusMsg(t, nil, nodeStatus("10.0.0.1", corev1.ConditionTrue))},
+		{"bad name", "Edge_1", nodeStatusMsg(t, nil, nodeStatus("10.0.0.1", corev1.ConditionTrue))},
+		{"empty status", edge1, &protocol.NodeStatus{}},
+	} {
+		r := newResult(t)
+		w.NodeStatus(c.node, c.m, r.done)
+		if err := r.wait(); !errors.Is(err, ErrRejected) {
+			t.Errorf("%s: got %v, want ErrRejected", c.name, err)
+		}
+	}
+	if n := len(actions(client, "patch", "nodes")) + len(actions(client, "create", "nodes")); n != 0 {
+		t.Fatalf("%d node writes, want none", n)
+	}
+}
+
+func TestEvent(t *testing.T) {
+	mine := pod("mine", "uid-1", edge1)
+	other := pod("other", "uid-2", "edge-2")
+	w, client := newWriter(t, Config{}, mine, other)
+	start(t, w)
+	send := func(m *protocol.Event) error {
+		r := newResult(t)
+		w.Event(edge1, m, r.done)
+		return r.wait()
+	}
+	podEvent := &protocol.Event{InvolvedKind: "Pod", Namespace: podNS, Name: "mine", UID: "uid-1", Type: "Warning",
+		Reason: "BackOff", Message: "restarting", Count: 3, FirstTime: 1_700_000_000_000, LastTime: 1_700_000_060_000}
+	if err := send(podEvent); err != nil {
+		t.Fatal(err)
+	}
+	if err := send(podEvent); err != nil { // a resend
+		t.Fatalf("resend: %v", err)
+	}
+	evs, _ := client.CoreV1().Events(podNS).List(t.Context(), metav1.ListOptions{})
+	if len(evs.Items) != 1 {
+		t.Fatalf("%d events, want 1", len(evs.Items))
+	}
+	ev := evs.Items[0]
+	if ev.InvolvedObject.UID != "uid-1" || ev.InvolvedObject.Namespace != podNS || ev.Source.Component != EventComponent ||
+		ev.Source.Host != edge1 || ev.Count != 3 || ev.FirstTimestamp.UnixMilli() != 1_700_000_000_000 ||
+		ev.LastTimestamp.UnixMilli() != 1_700_000_060_000 || ev.Reason != "BackOff" || ev.Type != "Warning" {
+		t.Fatalf("event %+v", ev)
+	}
+
+	if err := send(&protocol.Event{InvolvedKind: "Node", Name: edge1, Type: "Normal", Reason: "Starting"}); err != nil {
+		t.Fatal(err)
+	}
+	if evs, _ := client.CoreV1().Events(metav1.NamespaceDefault).List(t.Context(), metav1.ListOptions{}); len(evs.Items) != 1 {
+		t.Fatalf("%d node events in default, want 1", len(evs.Items))
+	}
+
+	for _, m := range []*protocol.Event{
+		{InvolvedKind: "Node", Name: "edge-2", Type: "Normal", Reason: "Starting"},
+		{InvolvedKind: "Pod", Namespace: podNS, Name: "other", Type: "Normal", Reason: "Pulled"},
+		{InvolvedKind: "Secret", Namespace: podNS, Name: "s", Type: "Normal", Reason: "X"},
+	} {
+		if err := send(m); !errors.Is(err, ErrRejected) {
+			t.Errorf("event about %s %s: got %v, want ErrRejected", m.InvolvedKind, m.Name, err)
+		}
+	}
+	if s := w.Stats(); s.Events != 2 || s.Unchanged != 1 || s.Rejected != 3 {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+// waitFor polls cond, for results the writer gives no callback for.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s within 10s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestLease(t *testing.T) {
+	clk := testingclock.NewFakeClock(time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC))
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: edge1, UID: "node-uid", Labels: map[string]string{EdgeRoleLabel: ""}}}
+	w, client := newWriter(t, Config{Clock: clk}, node)
+	start(t, w)
+	lease := func() *coordinationv1.Lease {
+		t.Helper()
+		l, err := client.CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(t.Context(), edge1, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+
+	w.Heartbeat(edge1)
+	waitFor(t, "lease create", func() bool { return w.Stats().LeaseCreates == 1 })
+	l := lease()
+	if *l.Spec.HolderIdentity != edge1 || *l.Spec.LeaseDurationSeconds != 40 || !l.Spec.RenewTime.Time.Equal(clk.Now()) ||
+		len(l.OwnerReferences) != 1 || l.OwnerReferences[0].UID != "node-uid" || l.OwnerReferences[0].Kind != "Node" {
+		t.Fatalf("lease %+v", l)
+	}
+
+	// Within RenewInterval: not even queued.
+	clk.Step(9 * time.Second)
+	w.Heartbeat(edge1)
+	w.Heartbeat(edge1)
+	if s := w.Stats(); s.Unchanged != 2 || s.LeaseCreates != 1 || s.LeaseRenewals != 0 {
+		t.Fatalf("stats %+v", s)
+	}
+
+	// Someone else wrote the Lease meanwhile: the update conflicts once,
+	// and the writer starts again from the current Lease.
+	var updates atomic.Int32
+	client.PrependReactor("update", "leases", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if updates.Add(1) == 1 {
+			return true, nil, apierrors.NewConflict(schema.GroupResource{Group: "coordination.k8s.io", Resource: "leases"}, edge1, errors.New("changed"))
+		}
+		return false, nil, nil
+	})
+	gets := len(actions(client, "get", "leases"))
+	clk.Step(time.Second)
+	w.Heartbeat(edge1)
+	waitFor(t, "lease renewal", func() bool { return w.Stats().LeaseRenewals == 1 })
+	if n, s := updates.Load(), w.Stats(); n != 2 || s.Retries != 0 || len(actions(client, "get", "leases")) != gets+1 {
+		t.Fatalf("%d updates, stats %+v: want a conflict, one get and one update", n, s)
+	}
+	if l := lease(); !l.Spec.RenewTime.Time.Equal(clk.Now()) {
+		t.Fatalf("renew time %v, want %v", l.Spec.RenewTime, clk.Now())
+	}
+}
+
+func TestRetry(t *testing.T) {
+	p := pod("p1", "uid-1", edge1)
+	for _, c := range []struct {
+		name     string
+		failures int32
+		want     func(error) bool
+		patches  int
+	}{
+		{"recovers", 1, func(err error) bool { return err == nil }, 2},
+		{"gives up", 100, func(err error) bool { return err != nil && !errors.Is(err, ErrRejected) }, 3},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			w, client := newWriter(t, Config{MaxRetries: 2, RetryBaseDelay: time.Millisecond, RetryMaxDelay: 2 * time.Millisecond}, p)
+			var n atomic.Int32
+			client.PrependReactor("patch", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+				if n.Add(1) <= c.failures {
+					return true, nil, apierrors.NewServiceUnavailable("etcd is slow")
+				}
+				return false, nil, nil
+			})
+			start(t, w)
+			r := newResult(t)
+			w.PodStatus(edge1, podStatusMsg(t, p, running("x")), r.done)
+			if err := r.wait(); !c.want(err) {
+				t.Fatalf("done(%v)", err)
+			}
+			if got := len(actions(client, "patch", "pods")); got != c.patches {
+				t.Fatalf("%d patches, want %d", got, c.patches)
+			}
+			if s := w.Stats(); s.Retries != int64(c.patches-1) || s.APIErrors != int64(min(c.failures, int32(c.patches))) {
+				t.Fatalf("stats %+v", s)
+			}
+		})
+	}
+}
+
+func TestStop(t *testing.T) {
+	p := pod("p1", "uid-1", edge1)
+	w, _ := newWriter(t, Config{}, p)
+	r := newResult(t)
+	w.PodStatus(edge1, podStatusMsg(t, p, running("x")), r.done)
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := w.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.wait(); !errors.Is(err, ErrStopped) {
+		t.Fatalf("pending message: got %v, want ErrStopped", err)
+	}
+	r = newResult(t)
+	w.PodStatus(edge1, podStatusMsg(t, p, running("x")), r.done)
+	if err := r.wait(); !errors.Is(err, ErrStopped) {
+		t.Fatalf("message after stop: got %v, want ErrStopped", err)
+	}
+	if err := w.Start(t.Context()); err == nil {
+		t.Fatal("second Start succeeded")
+	}
+}
+
+// BenchmarkPodStatusCoalesce sends statuses for 100 pods as fast as the hub
+// would hand them over and reports how many reached the API server.
+func BenchmarkPodStatusCoalesce(b *testing.B) {
+	const pods = 100
+	var objs []runtime.Object
+	var msgs [pods][4]*protocol.PodStatus
+	for i := range pods {
+		p := pod(fmt.Sprintf("p%d", i), fmt.Sprintf("uid-%d", i), edge1)
+		objs = append(objs, p)
+		for j := range msgs[i] {
+			msgs[i][j] = podStatusMsg(b, p, running(fmt.Sprint(j)))
+		}
+	}
+	w, _ := newWriter(b, Config{}, objs...)
+	start(b, w)
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	done := func(err error) {
+		if err != nil {
+			failed.Add(1)
+		}
+		wg.Done()
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	wg.Add(b.N)
+	for i := range b.N {
+		w.PodStatus(edge1, msgs[i%pods][(i/pods)%4], done)
+	}
+	wg.Wait()
+	b.StopTimer()
+	if failed.Load() > 0 {
+		b.Fatalf("%d statuses failed", failed.Load())
+	}
+	s := w.Stats()
+	b.ReportMetric(float64(s.PodStatuses)/float64(b.N), "patches/op")
+	b.ReportMetric(float64(s.Coalesced)/float64(b.N), "coalesced/op")
+}
