@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the Tether demo until Ctrl-C. `make demo` builds bin/ first.
-# For now it runs the local Kubernetes control plane (bin/controlplane);
-# cloudcore and the edges join it here later.
+# It starts a local Kubernetes control plane (bin/controlplane), cloudcore,
+# one edgecore (node demo-edge-1), applies manifests/demo/web.yaml and shows
+# the pods Running on the edge node.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -36,15 +37,55 @@ while [[ ! -s $run/controlplane.ready ]]; do
 done
 kubeconfig=$(cat "$run/controlplane.ready")
 
+export KUBECONFIG=$kubeconfig
+
+# cloudcore: the hub on 127.0.0.1:10000, certificates made in $run/cloudcore.
+token_file=$run/bootstrap-token
+[[ -s $token_file ]] || head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$token_file"
+rm -rf "$run/cloudcore/pki"
+bin/cloudcore --kubeconfig "$kubeconfig" --listen 127.0.0.1:10000 --data-dir "$run/cloudcore" \
+  --token-file "$token_file" >"$run/cloudcore.log" 2>&1 &
+pids+=($!)
+echo "demo: starting cloudcore (log: $run/cloudcore.log)"
+until [[ -s $run/cloudcore/pki/ca.crt ]] && grep -q "hub listening" "$run/cloudcore.log"; do
+  kill -0 "${pids[-1]}" 2>/dev/null || { tail -n 20 "$run/cloudcore.log" >&2; exit 1; }
+  sleep 0.2
+done
+
+# One edge node. Its store is made anew with the control plane's data.
+rm -rf "$run/edge-1"
+cat >"$run/edgecore.yaml" <<EOF
+nodeName: demo-edge-1
+cloud:
+  url: wss://127.0.0.1:10000/v1/connect
+  tokenFile: $token_file
+  caFile: $run/cloudcore/pki/ca.crt
+dataDir: $run/edge-1
+labels:
+  tether.io/site: demo-store
+EOF
+bin/edgecore --config "$run/edgecore.yaml" >"$run/edgecore.log" 2>&1 &
+pids+=($!)
+echo "demo: starting edgecore (log: $run/edgecore.log)"
+
+if command -v kubectl >/dev/null; then
+  kubectl wait --for=condition=Ready node/demo-edge-1 --timeout=60s
+  kubectl apply -f manifests/demo/web.yaml
+  kubectl rollout status deployment/store-web --timeout=120s
+  kubectl get nodes,pods -o wide
+else
+  echo "demo: kubectl is not installed; the demo runs, but apply manifests/demo/web.yaml yourself" >&2
+fi
+
 cat <<MSG
 
-Tether demo is running.
+Tether demo is running: the control plane, cloudcore and one edge node.
 
   export KUBECONFIG=$kubeconfig
-  kubectl get namespaces
-  kubectl get nodes
+  kubectl get nodes,pods -o wide
+  kubectl scale deployment store-web --replicas=4
 
-Component logs: $run/logs/
+Logs: $run/cloudcore.log, $run/edgecore.log, $run/logs/ (control plane)
 Press Ctrl-C to stop everything.
 MSG
 
@@ -54,5 +95,5 @@ wait -n "${pids[@]}"
 status=$?
 set -e
 if [[ $status -ne 0 && $status -lt 128 ]]; then
-  echo "demo: a component exited (status $status); see $run/controlplane.log" >&2
+  echo "demo: a component exited (status $status); see the logs in $run" >&2
 fi
