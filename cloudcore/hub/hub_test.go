@@ -1,0 +1,292 @@
+package hub
+
+import (
+	"crypto/tls"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/tether-edge/tether/protocol"
+)
+
+const testToken = "hub-test-token-0123456789"
+
+// memSource is a Source backed by a map; objects are all for node "n1".
+type memSource struct {
+	mu   sync.Mutex
+	objs map[string]protocol.Object // by uid; guarded by mu
+	hub  *Hub
+}
+
+func (m *memSource) Ready() bool { return true }
+
+func (m *memSource) Desired(node string, dst []protocol.Object) []protocol.Object {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, k := range protocol.Kinds {
+		for _, o := range m.objs {
+			if o.Kind == k {
+				o.Data = nil
+				dst = append(dst, o)
+			}
+		}
+	}
+	return dst
+}
+
+func (m *memSource) Encode(o *protocol.Object) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	cur, ok := m.objs[o.UID]
+	if !ok {
+		return false, nil
+	}
+	o.ResourceVersion, o.Data = cur.ResourceVersion, []byte("data@"+cur.ResourceVersion)
+	return true, nil
+}
+
+func (m *memSource) set(uid, rv string) {
+	m.mu.Lock()
+	m.objs[uid] = protocol.Object{Kind: protocol.KindPod, UID: uid, Namespace: "ns", Name: "pod-" + uid, ResourceVersion: rv}
+	m.mu.Unlock()
+	m.hub.NodeChanged("n1")
+}
+
+func (m *memSource) del(uid string) {
+	m.mu.Lock()
+	delete(m.objs, uid)
+	m.mu.Unlock()
+	m.hub.NodeChanged("n1")
+}
+
+type nopUpstream struct{}
+
+func (nopUpstream) NodeStatus(string, *protocol.NodeStatus, func(error))        {}
+func (nopUpstream) PodStatus(_ string, _ *protocol.PodStatus, done func(error)) { done(nil) }
+func (nopUpstream) PodTerminated(string, *protocol.PodTerminated, func(error))  {}
+func (nopUpstream) Event(string, *protocol.Event, func(error))                  {}
+func (nopUpstream) Heartbeat(string)                                            {}
+
+func startHub(t *testing.T, cfg Config) (*memSource, string) {
+	t.Helper()
+	src := &memSource{objs: map[string]protocol.Object{}}
+	cfg.Addr, cfg.Tokens = "unused:0", []string{testToken}
+	h, err := New(cfg, src, nopUpstream{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	src.hub = h
+	srv := httptest.NewUnstartedServer(h)
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return src, "wss" + strings.TrimPrefix(srv.URL, "https") + Path
+}
+
+// fakeEdge speaks the protocol by hand.
+type fakeEdge struct {
+	t      *testing.T
+	ws     *websocket.Conn
+	frames chan *protocol.Frame
+}
+
+func connect(t *testing.T, url string, inv []protocol.ObjectRef) *fakeEdge {
+	t.Helper()
+	d := websocket.Dialer{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
+	ws, _, err := d.Dial(url, http.Header{"Authorization": {"Bearer " + testToken}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ws.Close() })
+	e := &fakeEdge{t: t, ws: ws, frames: make(chan *protocol.Frame, 100)}
+	go func() {
+		defer close(e.frames)
+		for {
+			_, b, err := ws.ReadMessage()
+			if err != nil {
+				return
+			}
+			f, err := protocol.Decode(b)
+			if err != nil {
+				t.Errorf("decode: %v", err)
+				return
+			}
+			e.frames <- f
+		}
+	}()
+	e.send(&protocol.Frame{Hello: &protocol.Hello{ProtocolVersion: protocol.Version, MinVersion: 1, NodeName: "n1", Inventory: inv}})
+	if f := e.recv(); f.Welcome == nil {
+		t.Fatalf("want Welcome, got %s", f.Type())
+	}
+	return e
+}
+
+func (e *fakeEdge) send(f *protocol.Frame) {
+	e.t.Helper()
+	b, err := protocol.Encode(f)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := e.ws.WriteMessage(websocket.BinaryMessage, b); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func (e *fakeEdge) recv() *protocol.Frame {
+	e.t.Helper()
+	select {
+	case f, ok := <-e.frames:
+		if !ok {
+			e.t.Fatal("connection closed")
+		}
+		return f
+	case <-time.After(5 * time.Second):
+		e.t.Fatal("nothing received in 5s")
+	}
+	return nil
+}
+
+// quiet reports whether nothing arrives within d.
+func (e *fakeEdge) quiet(d time.Duration) bool {
+	select {
+	case <-e.frames:
+		return false
+	case <-time.After(d):
+		return true
+	}
+}
+
+func (e *fakeEdge) ack(seqs ...uint64) { e.send(&protocol.Frame{Ack: &protocol.Ack{Seqs: seqs}}) }
+
+func TestResumeSendsOnlyTheDifference(t *testing.T) {
+	src, url := startHub(t, Config{})
+	for uid, rv := range map[string]string{"same": "1", "changed": "5", "new": "1"} {
+		src.objs[uid] = protocol.Object{Kind: protocol.KindPod, UID: uid, Namespace: "ns", Name: uid, ResourceVersion: rv}
+	}
+	e := connect(t, url, []protocol.ObjectRef{
+		{Kind: protocol.KindPod, UID: "same", ResourceVersion: "1"},
+		{Kind: protocol.KindPod, UID: "changed", ResourceVersion: "4"},
+		{Kind: protocol.KindPod, UID: "gone", ResourceVersion: "2"},
+	})
+	got := map[string]string{}
+	var seqs []uint64
+	for len(got) < 3 {
+		f := e.recv()
+		switch {
+		case f.Upsert != nil:
+			got[f.Upsert.Object.UID] = "upsert@" + f.Upsert.Object.ResourceVersion
+		case f.Delete != nil:
+			got[f.Delete.UID] = "delete"
+		default:
+			t.Fatalf("unexpected %s", f.Type())
+		}
+		seqs = append(seqs, f.Seq)
+	}
+	want := map[string]string{"changed": "upsert@5", "new": "upsert@1", "gone": "delete"}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s: got %q, want %q (all: %v)", k, got[k], v, got)
+		}
+	}
+	e.ack(seqs...)
+	f := e.recv()
+	if f.ResyncDone == nil || f.ResyncDone.Upserts != 2 || f.ResyncDone.Deletes != 1 || f.ResyncDone.Bytes == 0 {
+		t.Fatalf("want ResyncDone 2 upserts 1 delete, got %+v", f)
+	}
+}
+
+func TestNothingChangedSendsNothing(t *testing.T) {
+	src, url := startHub(t, Config{})
+	src.objs["a"] = protocol.Object{Kind: protocol.KindPod, UID: "a", Namespace: "ns", Name: "a", ResourceVersion: "3"}
+	e := connect(t, url, []protocol.ObjectRef{{Kind: protocol.KindPod, UID: "a", ResourceVersion: "3"}})
+	f := e.recv()
+	if f.ResyncDone == nil || f.ResyncDone.Upserts != 0 || f.ResyncDone.Deletes != 0 {
+		t.Fatalf("want an empty ResyncDone first, got %+v", f)
+	}
+	if !e.quiet(200 * time.Millisecond) {
+		t.Fatal("hub sent something after an empty resync")
+	}
+}
+
+// With the window full, changes to an object coalesce: once acks make room
+// only the newest version is sent.
+func TestWindowCoalescesVersions(t *testing.T) {
+	src, url := startHub(t, Config{Window: 1, SendQueue: 32})
+	e := connect(t, url, nil)
+	if f := e.recv(); f.ResyncDone == nil {
+		t.Fatalf("want ResyncDone, got %s", f.Type())
+	}
+	src.set("blocker", "1")
+	first := e.recv()
+	if first.Upsert == nil || first.Upsert.Object.UID != "blocker" {
+		t.Fatalf("got %+v", first)
+	}
+	// The window is full: these changes wait, and only the last counts.
+	for _, rv := range []string{"1", "2", "3", "4"} {
+		src.set("hot", rv)
+	}
+	if !e.quiet(150 * time.Millisecond) {
+		t.Fatal("hub sent beyond its window")
+	}
+	e.ack(first.Seq)
+	f := e.recv()
+	if f.Upsert == nil || f.Upsert.Object.UID != "hot" || f.Upsert.Object.ResourceVersion != "4" {
+		t.Fatalf("want hot@4 only, got %+v", f)
+	}
+	e.ack(f.Seq)
+	if !e.quiet(150 * time.Millisecond) {
+		t.Fatal("older versions were sent too")
+	}
+	// Deletion of an acknowledged object.
+	src.del("hot")
+	if f := e.recv(); f.Delete == nil || f.Delete.UID != "hot" || f.Delete.Name != "pod-hot" {
+		t.Fatalf("want Delete hot, got %+v", f)
+	}
+}
+
+func TestUnackedIsResent(t *testing.T) {
+	src, url := startHub(t, Config{ResendAfter: 100 * time.Millisecond})
+	e := connect(t, url, nil)
+	e.recv() // ResyncDone
+	src.set("p", "7")
+	f1 := e.recv()
+	f2 := e.recv() // not acknowledged: sent again, with a new seq
+	if f2.Upsert == nil || f2.Upsert.Object.UID != "p" || f2.Seq == f1.Seq {
+		t.Fatalf("want a resend of p, got %+v after %+v", f2, f1)
+	}
+	e.ack(f2.Seq)
+	if !e.quiet(300 * time.Millisecond) {
+		t.Fatal("resent after the ack")
+	}
+}
+
+func TestUpstreamIsAcknowledged(t *testing.T) {
+	_, url := startHub(t, Config{})
+	e := connect(t, url, nil)
+	e.recv() // ResyncDone
+	e.send(&protocol.Frame{Seq: 41, PodStatus: &protocol.PodStatus{UID: "u", Namespace: "ns", Name: "p", Status: []byte{1}}})
+	f := e.recv()
+	if f.Ack == nil || len(f.Ack.Seqs) != 1 || f.Ack.Seqs[0] != 41 {
+		t.Fatalf("want Ack 41, got %+v", f)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	for _, c := range []Config{
+		{Tokens: []string{testToken}},
+		{Addr: ":1"},
+		{Addr: ":1", Tokens: []string{"short"}},
+		{Addr: ":1", Tokens: []string{testToken}, HeartbeatInterval: time.Second, SessionTimeout: time.Second},
+		{Addr: ":1", Tokens: []string{testToken}, Window: 100, SendQueue: 10},
+	} {
+		if err := c.validate(); err == nil {
+			t.Errorf("%+v: validated", c)
+		}
+	}
+}
