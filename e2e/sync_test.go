@@ -295,9 +295,15 @@ func TestChangesWhileDisconnected(t *testing.T) {
 // An edge whose link is cut goes NotReady once its lease runs out, and Ready
 // again when the link returns.
 func TestNodeReadinessFollowsLink(t *testing.T) {
+	ns := namespace(t)
 	c := startCloud(t)
 	e := startEdge(t, c, "e2e-lease")
 	waitNodeReady(t, e.name, corev1.ConditionTrue, 30*time.Second)
+	pod, err := client.CoreV1().Pods(ns).Create(t.Context(), barePod(ns, "steady", e.name), metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitPodReady(t, ns, pod.Name, corev1.ConditionTrue)
 	// Stays Ready over several lease periods while connected.
 	time.Sleep(nodeMonitorGrace + 2*time.Second)
 	waitNodeReady(t, e.name, corev1.ConditionTrue, time.Second)
@@ -306,11 +312,37 @@ func TestNodeReadinessFollowsLink(t *testing.T) {
 	cut := time.Now()
 	waitNodeReady(t, e.name, corev1.ConditionUnknown, nodeMonitorGrace+20*time.Second)
 	t.Logf("NotReady %s after the cut", time.Since(cut).Round(time.Millisecond))
+	// The node lifecycle controller marks the node's pods not ready.
+	waitPodReady(t, ns, pod.Name, corev1.ConditionFalse)
 
 	e.link.Heal()
 	healed := time.Now()
 	waitNodeReady(t, e.name, corev1.ConditionTrue, 30*time.Second)
 	t.Logf("Ready %s after the link returned", time.Since(healed).Round(time.Millisecond))
+	// The edge reports its pods again: the pod is Ready, with the same UID
+	// (nothing was recreated).
+	waitPodReady(t, ns, pod.Name, corev1.ConditionTrue)
+	t.Logf("pod Ready again %s after the link returned", time.Since(healed).Round(time.Millisecond))
+	got, err := client.CoreV1().Pods(ns).Get(t.Context(), pod.Name, metav1.GetOptions{})
+	if err != nil || got.UID != pod.UID {
+		t.Fatalf("pod after the outage: %v, uid %s want %s", err, got.UID, pod.UID)
+	}
+}
+
+func waitPodReady(t *testing.T, ns, name string, want corev1.ConditionStatus) {
+	t.Helper()
+	eventually(t, 30*time.Second, "pod "+name+" Ready="+string(want), func() (bool, error) {
+		p, err := client.CoreV1().Pods(ns).Get(t.Context(), name, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodReady {
+				return c.Status == want, nil
+			}
+		}
+		return false, nil
+	})
 }
 
 // Bad input is refused with a clear error, and the hub goes on serving the

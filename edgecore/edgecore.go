@@ -225,7 +225,7 @@ func New(cfg Config) (*EdgeCore, error) {
 		OutboxMax:          cfg.OutboxMax,
 	}, db, &link.Dialer{URL: cfg.Cloud.URL, Token: cfg.Cloud.Token, TLS: tlsCfg, Timeout: cfg.Cloud.DialTimeout.Duration},
 		func() ([]byte, error) { return protocol.EncodeNodeStatus(ns.Status()) },
-		func(map[protocol.Kind]bool) { ec.Pods.Changed() },
+		ec.Pods,
 		log.With(slog.String("component", "agent")))
 	if err != nil {
 		db.Close()

@@ -89,7 +89,7 @@ type Agent struct {
 	db         *store.DB
 	dialer     Dialer
 	nodeStatus func() ([]byte, error)
-	changed    func(kinds map[protocol.Kind]bool)
+	obs        Observer
 	log        *slog.Logger
 	kickc      chan struct{}
 
@@ -110,14 +110,24 @@ type State struct {
 	ObjectFrames int
 }
 
-// New builds an Agent. nodeStatus returns the encoded node status to report;
-// changed is told, after each commit, which kinds of objects changed.
+// Observer hears what the Agent did. Its methods must not block.
+type Observer interface {
+	// ObjectsChanged is called after a commit with the kinds that changed.
+	ObjectsChanged(kinds map[protocol.Kind]bool)
+	// Connected is called when a session starts. The cloud may have changed
+	// statuses while the link was down (the node lifecycle controller marks
+	// the pods of an unreachable node not ready), so they should be reported
+	// again.
+	Connected()
+}
+
+// New builds an Agent. nodeStatus returns the encoded node status to report.
 func New(cfg Config, db *store.DB, dialer Dialer, nodeStatus func() ([]byte, error),
-	changed func(kinds map[protocol.Kind]bool), log *slog.Logger) (*Agent, error) {
+	obs Observer, log *slog.Logger) (*Agent, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Agent{cfg: cfg, db: db, dialer: dialer, nodeStatus: nodeStatus, changed: changed, log: log,
+	return &Agent{cfg: cfg, db: db, dialer: dialer, nodeStatus: nodeStatus, obs: obs, log: log,
 		kickc: make(chan struct{}, 1)}, nil
 }
 
@@ -253,6 +263,7 @@ func (a *Agent) session(ctx context.Context, conn *link.Conn) error {
 		}
 	}()
 
+	a.obs.Connected()
 	s := &upstream{a: a, conn: conn, inflight: map[uint64]time.Time{}}
 	if err := s.send(); err != nil {
 		return err
@@ -441,7 +452,7 @@ func (a *Agent) apply(batch []*protocol.Frame, conn *link.Conn, up *upstream) er
 			return fmt.Errorf("send ack: %w", err)
 		}
 		if len(kinds) > 0 {
-			a.changed(kinds)
+			a.obs.ObjectsChanged(kinds)
 		}
 	}
 	if len(upAcked) > 0 {

@@ -11,6 +11,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -52,6 +53,8 @@ type Manager struct {
 	// queued is called after statuses were queued in the outbox.
 	queued func()
 	kickc  chan struct{}
+	// resend asks the next sync to report every status again.
+	resend atomic.Bool
 
 	// Owned by the Start goroutine:
 	lastStatus map[types.UID][]byte // the last status queued per pod
@@ -77,6 +80,16 @@ func (m *Manager) Changed() {
 	}
 }
 
+// ObjectsChanged implements agent.Observer.
+func (m *Manager) ObjectsChanged(map[protocol.Kind]bool) { m.Changed() }
+
+// Connected implements agent.Observer: every pod's status is reported again
+// (the status writer in the cloud skips those that did not change).
+func (m *Manager) Connected() {
+	m.resend.Store(true)
+	m.Changed()
+}
+
 // Start syncs pods until ctx ends.
 func (m *Manager) Start(ctx context.Context) error {
 	t := time.NewTicker(m.cfg.ResyncInterval)
@@ -100,6 +113,9 @@ type queuedFrame struct {
 }
 
 func (m *Manager) sync(ctx context.Context) error {
+	if m.resend.Swap(false) {
+		clear(m.lastStatus)
+	}
 	var pods []*corev1.Pod
 	err := m.db.View(func(tx *store.Tx) error {
 		return tx.ForEachObject(protocol.KindPod, func(o *protocol.Object) error {
