@@ -12,7 +12,9 @@ import (
 // does not need a bump):
 //
 //	1 (2026-11-22): Hello, Welcome, Upsert, Delete, Ack, Heartbeat,
-//	  ResyncDone, NodeStatus, PodStatus, PodTerminated, Event, Error.
+//	  ResyncDone, NodeStatus, PodStatus, PodTerminated, Event, Error;
+//	  MirrorPod added later without a bump (a hub that does not know it
+//	  answers ErrorUnknownMessage and the edge keeps it queued).
 const Version uint32 = 1
 
 // MinVersion is the oldest protocol version this build still speaks.
@@ -101,6 +103,7 @@ type Frame struct {
 	PodTerminated *PodTerminated `cbor:"10,keyasint,omitempty"`
 	Event         *Event         `cbor:"11,keyasint,omitempty"`
 	Error         *Error         `cbor:"12,keyasint,omitempty"`
+	MirrorPod     *MirrorPod     `cbor:"13,keyasint,omitempty"`
 }
 
 // Hello is the first frame of a session, sent by the edge.
@@ -226,6 +229,20 @@ type Event struct {
 	// FirstTime and LastTime are milliseconds since the epoch.
 	FirstTime int64 `cbor:"9,keyasint,omitempty"`
 	LastTime  int64 `cbor:"10,keyasint,omitempty"`
+}
+
+// MirrorPod asks the hub to make the API server's mirror of one of the edge's
+// static pods match the edge (create it, replace it when its config hash
+// changed) or, with Delete, to remove it. Sent by the edge, with a Seq,
+// whenever the node's static pods change and once per session.
+type MirrorPod struct {
+	Namespace string `cbor:"1,keyasint"`
+	Name      string `cbor:"2,keyasint"`
+	// Pod is the Kubernetes protobuf encoding of the mirror pod to create:
+	// spec.nodeName set to the node and the kubernetes.io/config.mirror
+	// annotation set to the static pod's config hash. Empty with Delete.
+	Pod    []byte `cbor:"3,keyasint,omitempty"`
+	Delete bool   `cbor:"4,keyasint,omitempty"`
 }
 
 // ErrorCode classifies an Error.

@@ -107,6 +107,8 @@ func TestRoundTrip(t *testing.T) {
 		{Seq: 11, PodTerminated: &PodTerminated{UID: "u", Namespace: "n", Name: "p"}},
 		{Seq: 12, Event: &Event{InvolvedKind: "Pod", Namespace: "n", Name: "p", Type: "Warning", Reason: "Failed"}},
 		{Error: &Error{Code: ErrorVersion, Message: "no"}},
+		{Seq: 13, MirrorPod: &MirrorPod{Namespace: "n", Name: "p-edge", Pod: []byte{1}}},
+		{Seq: 14, MirrorPod: &MirrorPod{Namespace: "n", Name: "p-edge", Delete: true}},
 	}
 	for _, f := range frames {
 		b, err := Encode(f)

@@ -185,3 +185,13 @@ func (e *Error) validate() error {
 	}
 	return nil
 }
+
+func (m *MirrorPod) validate() error {
+	if err := validateMeta(m.Namespace, m.Name, true); err != nil {
+		return err
+	}
+	if m.Delete != (len(m.Pod) == 0) {
+		return errors.New("a mirror pod has either a pod or Delete")
+	}
+	return nil
+}

@@ -54,6 +54,7 @@ type Upstream interface {
 	PodStatus(node string, m *protocol.PodStatus, done func(error))
 	PodTerminated(node string, m *protocol.PodTerminated, done func(error))
 	Event(node string, m *protocol.Event, done func(error))
+	MirrorPod(node string, m *protocol.MirrorPod, done func(error))
 	Heartbeat(node string)
 }
 

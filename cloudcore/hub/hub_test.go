@@ -290,3 +290,5 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+func (nopUpstream) MirrorPod(string, *protocol.MirrorPod, func(error)) {}

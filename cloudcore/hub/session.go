@@ -290,6 +290,8 @@ func (s *session) handle(f *protocol.Frame) {
 		s.h.upstream.PodTerminated(s.node, f.PodTerminated, s.upstreamDone(f.Seq))
 	case f.Event != nil:
 		s.h.upstream.Event(s.node, f.Event, s.upstreamDone(f.Seq))
+	case f.MirrorPod != nil:
+		s.h.upstream.MirrorPod(s.node, f.MirrorPod, s.upstreamDone(f.Seq))
 	case f.Error != nil:
 		s.log.Warn("edge reported an error", slog.String("code", f.Error.Code.String()),
 			slog.String("message", f.Error.Message), slog.Uint64("seq", f.Error.Seq))

@@ -36,6 +36,7 @@ const (
 	kindPodTerminated
 	kindEvent
 	kindLease
+	kindMirrorPod
 )
 
 func (k kind) String() string {
@@ -50,6 +51,8 @@ func (k kind) String() string {
 		return "Event"
 	case kindLease:
 		return "Lease"
+	case kindMirrorPod:
+		return "MirrorPod"
 	}
 	return "kind(" + strconv.Itoa(int(k)) + ")"
 }
@@ -361,6 +364,8 @@ func (w *Writer) write(ctx context.Context, k key, msg any) error {
 		return w.writeEvent(ctx, k.node, m)
 	case heartbeat:
 		return w.renewLease(ctx, k.node)
+	case *protocol.MirrorPod:
+		return w.writeMirrorPod(ctx, k.node, m)
 	}
 	return reject(fmt.Errorf("no writer for %T", msg))
 }
@@ -420,6 +425,8 @@ type Stats struct {
 	Events        int64
 	LeaseCreates  int64
 	LeaseRenewals int64
+	// MirrorWrites counts mirror pod creations and deletions.
+	MirrorWrites int64
 	// Unchanged counts messages that needed no write: an empty status
 	// patch, a pod already deleted, an event already created, a heartbeat
 	// within RenewInterval of the last renewal.
@@ -442,6 +449,7 @@ type Stats struct {
 // counters backs Stats.
 type counters struct {
 	nodeCreates, nodeStatuses, podStatuses, podDeletes, events, leaseCreates, leaseRenewals atomic.Int64
+	mirrorWrites                                                                            atomic.Int64
 	unchanged, coalesced, retries, rejected, givenUp, apiErrors                             atomic.Int64
 }
 
@@ -456,6 +464,7 @@ func (w *Writer) Stats() Stats {
 		Events:        c.events.Load(),
 		LeaseCreates:  c.leaseCreates.Load(),
 		LeaseRenewals: c.leaseRenewals.Load(),
+		MirrorWrites:  c.mirrorWrites.Load(),
 		Unchanged:     c.unchanged.Load(),
 		Coalesced:     c.coalesced.Load(),
 		Retries:       c.retries.Load(),
