@@ -172,8 +172,16 @@ type edge struct {
 
 func startEdge(t *testing.T, c *cloud, name string) *edge {
 	t.Helper()
-	e := &edge{t: t, name: name, dir: t.TempDir(), link: newCutLink(t, c.addr), ca: c.caFile()}
+	e := newEdge(t, c, name)
 	e.start()
+	return e
+}
+
+// newEdge prepares an edge without starting it, for tests that set up its
+// directory or cut its link first.
+func newEdge(t *testing.T, c *cloud, name string) *edge {
+	t.Helper()
+	e := &edge{t: t, name: name, dir: t.TempDir(), link: newCutLink(t, c.addr), ca: c.caFile()}
 	t.Cleanup(e.stop)
 	return e
 }
@@ -188,6 +196,7 @@ func (e *edge) start() {
 		ReconnectInitial:  metav1.Duration{Duration: 200 * time.Millisecond},
 		ReconnectMax:      metav1.Duration{Duration: 2 * time.Second},
 		PodResyncInterval: metav1.Duration{Duration: 2 * time.Second},
+		StaticPodPath:     filepath.Join(e.dir, "manifests"),
 		Logger:            testLogger(e.t).With(slog.String("side", "edge")),
 	})
 	if err != nil {

@@ -27,6 +27,7 @@ import (
 	"github.com/tether-edge/tether/edgecore/pods"
 	"github.com/tether-edge/tether/edgecore/runtime"
 	"github.com/tether-edge/tether/edgecore/runtime/fake"
+	"github.com/tether-edge/tether/edgecore/staticpods"
 	"github.com/tether-edge/tether/edgecore/store"
 	"github.com/tether-edge/tether/protocol"
 )
@@ -60,6 +61,9 @@ type Config struct {
 	// PodResyncInterval is how often every pod is synced with the runtime
 	// (default 10s).
 	PodResyncInterval metav1.Duration `json:"podResyncInterval,omitempty"`
+	// StaticPodPath is the directory of static pod manifests (default
+	// /etc/tether/manifests; a missing directory is watched for).
+	StaticPodPath string `json:"staticPodPath,omitempty"`
 	// OutboxMax bounds the updates queued while the cloud is away
 	// (default 10000; statuses are coalesced per pod, events dropped first).
 	OutboxMax int `json:"outboxMax,omitempty"`
@@ -158,6 +162,9 @@ func (c *Config) validate() error {
 	if c.ReconnectMax.Duration < c.ReconnectInitial.Duration {
 		return fmt.Errorf("reconnectMax: %s is below reconnectInitial %s", c.ReconnectMax.Duration, c.ReconnectInitial.Duration)
 	}
+	if c.StaticPodPath == "" {
+		c.StaticPodPath = "/etc/tether/manifests"
+	}
 	if c.OutboxMax < 0 {
 		return fmt.Errorf("outboxMax: %d is negative", c.OutboxMax)
 	}
@@ -169,10 +176,13 @@ func (c *Config) validate() error {
 
 // EdgeCore is a configured edgecore.
 type EdgeCore struct {
-	cfg   Config
-	DB    *store.DB
-	Agent *agent.Agent
-	Pods  *pods.Manager
+	cfg    Config
+	DB     *store.DB
+	Agent  *agent.Agent
+	Pods   *pods.Manager
+	Static *staticpods.Source
+	// Runtime is the container runtime the pods run in.
+	Runtime runtime.Runtime
 }
 
 // New checks cfg, opens the store and builds the components; nothing runs
@@ -207,7 +217,7 @@ func New(cfg Config) (*EdgeCore, error) {
 		}
 		rt, runtimeVersion = fake.New(ip), "fake://0"
 	}
-	ec := &EdgeCore{cfg: cfg, DB: db}
+	ec := &EdgeCore{cfg: cfg, DB: db, Runtime: rt}
 	ns := &nodestatus.Source{NodeName: cfg.NodeName, InternalIP: cfg.NodeIP, MaxPods: cfg.MaxPods,
 		DataDir: cfg.DataDir, RuntimeVersion: runtimeVersion}
 	var ag *agent.Agent
@@ -232,6 +242,9 @@ func New(cfg Config) (*EdgeCore, error) {
 		return nil, err
 	}
 	ec.Agent = ag
+	ec.Static = staticpods.New(cfg.StaticPodPath, cfg.NodeName, ec.Pods.Changed, ec.badManifest,
+		log.With(slog.String("component", "staticpods")))
+	ec.Pods.SetStaticPods(ec.Static)
 	return ec, nil
 }
 
@@ -239,9 +252,35 @@ func New(cfg Config) (*EdgeCore, error) {
 // from the store at once, whether or not the cloud can be reached.
 func (ec *EdgeCore) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
+	ec.Static.Scan() // static pods start with the others, before any watch
+	g.Go(func() error { return ec.Static.Start(ctx) })
 	g.Go(func() error { return ec.Pods.Start(ctx) })
 	g.Go(func() error { return ec.Agent.Start(ctx) })
 	return g.Wait()
+}
+
+// badManifest reports a static pod manifest that cannot be used as a
+// Warning event on the node.
+func (ec *EdgeCore) badManifest(file string, err error) {
+	now := time.Now().UnixMilli()
+	ev := &protocol.Frame{Event: &protocol.Event{InvolvedKind: "Node", Name: ec.cfg.NodeName,
+		Type: "Warning", Reason: "FailedStaticPod", Message: truncate(err.Error(), 1024), FirstTime: now, LastTime: now}}
+	uerr := ec.DB.Update(func(tx *store.Tx) error {
+		_, err := tx.Enqueue(store.OutboxEvent("static/"+filepath.Base(file)), ev, ec.cfg.OutboxMax)
+		return err
+	})
+	if uerr != nil {
+		ec.cfg.Logger.Error("queue event", slog.Any("err", uerr))
+		return
+	}
+	ec.Agent.OutboxChanged()
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
 }
 
 // Close closes the store.

@@ -74,7 +74,14 @@ func (w *Writer) writeMirrorPod(ctx context.Context, node string, m *protocol.Mi
 	want.ResourceVersion, want.UID = "", ""
 	if _, err := w.client.CoreV1().Pods(want.Namespace).Create(ctx, want, metav1.CreateOptions{}); err != nil {
 		if apierrors.IsAlreadyExists(err) {
-			return fmt.Errorf("create mirror pod %s/%s: old mirror still terminating: %w", want.Namespace, want.Name, err)
+			// The informer has not seen a mirror created a moment ago, or
+			// an old one is still going: ask the API server itself.
+			live, gerr := w.client.CoreV1().Pods(want.Namespace).Get(ctx, want.Name, metav1.GetOptions{})
+			if gerr == nil && live.Annotations[MirrorAnnotation] == hash && live.Spec.NodeName == node && live.DeletionTimestamp == nil {
+				w.stats.unchanged.Add(1)
+				return nil
+			}
+			return fmt.Errorf("create mirror pod %s/%s: a pod of that name still exists: %w", want.Namespace, want.Name, err)
 		}
 		return fmt.Errorf("create mirror pod %s/%s: %w", want.Namespace, want.Name, err)
 	}

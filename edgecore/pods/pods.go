@@ -56,10 +56,27 @@ type Manager struct {
 	// resend asks the next sync to report every status again.
 	resend atomic.Bool
 
+	// static, if set, adds the node's static pods.
+	static StaticPods
+
 	// Owned by the Start goroutine:
-	lastStatus map[types.UID][]byte // the last status queued per pod
+	lastStatus map[types.UID][]byte // the last status queued per reported pod UID
 	terminated map[types.UID]bool   // pods whose termination is queued
+	lastMirror map[string]string    // ns/name -> config hash (or "" for delete) of the mirror request queued
 }
+
+// StaticPods gives the node's static pods (see package staticpods).
+type StaticPods interface {
+	Pods() []*corev1.Pod
+}
+
+// mirrorAnnotation marks mirror pods, the API server's copies of static
+// pods: they are never run from the store, the static pod is.
+const mirrorAnnotation = corev1.MirrorPodAnnotationKey
+
+// configHashAnnotation holds a static pod's hash, which its mirror carries
+// in mirrorAnnotation.
+const configHashAnnotation = "kubernetes.io/config.hash"
 
 // New builds a Manager. queued is called after statuses were added to the
 // outbox.
@@ -68,8 +85,11 @@ func New(cfg Config, db *store.DB, rt runtime.Runtime, queued func(), log *slog.
 		return nil, err
 	}
 	return &Manager{cfg: cfg, db: db, rt: rt, log: log, queued: queued, kickc: make(chan struct{}, 1),
-		lastStatus: map[types.UID][]byte{}, terminated: map[types.UID]bool{}}, nil
+		lastStatus: map[types.UID][]byte{}, terminated: map[types.UID]bool{}, lastMirror: map[string]string{}}, nil
 }
+
+// SetStaticPods adds a source of static pods. Call it before Start.
+func (m *Manager) SetStaticPods(s StaticPods) { m.static = s }
 
 // Changed tells the Manager that pods or what they use changed. It never
 // blocks.
@@ -115,13 +135,19 @@ type queuedFrame struct {
 func (m *Manager) sync(ctx context.Context) error {
 	if m.resend.Swap(false) {
 		clear(m.lastStatus)
+		clear(m.lastMirror)
 	}
 	var pods []*corev1.Pod
+	mirrors := map[string]*corev1.Pod{} // ns/name
 	err := m.db.View(func(tx *store.Tx) error {
 		return tx.ForEachObject(protocol.KindPod, func(o *protocol.Object) error {
 			p, err := protocol.DecodePod(o.Data)
 			if err != nil {
 				m.log.Error("undecodable pod in store", slog.String("uid", o.UID), slog.Any("err", err))
+				return nil
+			}
+			if _, ok := p.Annotations[mirrorAnnotation]; ok {
+				mirrors[p.Namespace+"/"+p.Name] = p
 				return nil
 			}
 			pods = append(pods, p)
@@ -131,8 +157,13 @@ func (m *Manager) sync(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("read pods: %w", err)
 	}
-	want := make(map[types.UID]bool, len(pods))
 	var out []queuedFrame
+	if m.static != nil {
+		statics := m.static.Pods()
+		pods = append(pods, statics...)
+		out = m.syncMirrors(statics, mirrors, out)
+	}
+	want := make(map[types.UID]bool, len(pods))
 	for _, p := range pods {
 		want[p.UID] = true
 		if p.DeletionTimestamp != nil {
@@ -163,12 +194,23 @@ func (m *Manager) sync(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("encode status of %s/%s: %w", p.Namespace, p.Name, err)
 		}
-		if bytes.Equal(b, m.lastStatus[p.UID]) {
+		// A static pod's status goes to its mirror pod, once the mirror
+		// exists.
+		uid := p.UID
+		if hash, ok := p.Annotations[configHashAnnotation]; ok && p.Annotations["kubernetes.io/config.source"] == "file" {
+			mp := mirrors[p.Namespace+"/"+p.Name]
+			if mp == nil || mp.Annotations[mirrorAnnotation] != hash || mp.DeletionTimestamp != nil {
+				continue
+			}
+			uid = mp.UID
+		}
+		if bytes.Equal(b, m.lastStatus[uid]) {
 			continue
 		}
-		m.lastStatus[p.UID] = b
-		out = append(out, queuedFrame{store.OutboxPodStatus(string(p.UID)), &protocol.Frame{
-			PodStatus: &protocol.PodStatus{UID: string(p.UID), Namespace: p.Namespace, Name: p.Name, Status: b}}})
+		m.lastStatus[uid] = b
+		want[uid] = true
+		out = append(out, queuedFrame{store.OutboxPodStatus(string(uid)), &protocol.Frame{
+			PodStatus: &protocol.PodStatus{UID: string(uid), Namespace: p.Namespace, Name: p.Name, Status: b}}})
 	}
 	// Pods the runtime runs that the store no longer holds: deleted by force
 	// or while the edge was away.
@@ -185,7 +227,7 @@ func (m *Manager) sync(ctx context.Context) error {
 		}
 	}
 	for uid := range m.lastStatus {
-		if !want[uid] {
+		if !want[uid] && !isMirrorUID(mirrors, uid) {
 			delete(m.lastStatus, uid)
 		}
 	}
@@ -208,14 +250,73 @@ func (m *Manager) sync(ctx context.Context) error {
 	if err != nil {
 		// Forget what was not queued, so the next sync tries again.
 		for _, q := range out {
-			if q.frame.PodStatus != nil {
-				delete(m.lastStatus, types.UID(q.frame.PodStatus.UID))
-			} else {
-				delete(m.terminated, types.UID(q.frame.PodTerminated.UID))
+			switch f := q.frame; {
+			case f.PodStatus != nil:
+				delete(m.lastStatus, types.UID(f.PodStatus.UID))
+			case f.PodTerminated != nil:
+				delete(m.terminated, types.UID(f.PodTerminated.UID))
+			case f.MirrorPod != nil:
+				delete(m.lastMirror, f.MirrorPod.Namespace+"/"+f.MirrorPod.Name)
 			}
 		}
 		return fmt.Errorf("queue statuses: %w", err)
 	}
 	m.queued()
 	return nil
+}
+
+func isMirrorUID(mirrors map[string]*corev1.Pod, uid types.UID) bool {
+	for _, mp := range mirrors {
+		if mp.UID == uid {
+			return true
+		}
+	}
+	return false
+}
+
+// syncMirrors queues the mirror pod requests that make the cloud's mirror
+// pods match the static pods: a create for each static pod whose mirror is
+// missing or stale, a delete for each mirror whose static pod is gone.
+func (m *Manager) syncMirrors(statics []*corev1.Pod, mirrors map[string]*corev1.Pod, out []queuedFrame) []queuedFrame {
+	want := map[string]bool{}
+	for _, p := range statics {
+		name := p.Namespace + "/" + p.Name
+		want[name] = true
+		hash := p.Annotations[configHashAnnotation]
+		if mp := mirrors[name]; mp != nil && mp.Annotations[mirrorAnnotation] == hash && mp.DeletionTimestamp == nil {
+			m.lastMirror[name] = hash
+			continue
+		}
+		if sent, ok := m.lastMirror[name]; ok && sent == hash {
+			continue // queued already; waiting for the mirror to come down
+		}
+		mirror := p.DeepCopy()
+		mirror.UID, mirror.ResourceVersion, mirror.Status = "", "", corev1.PodStatus{}
+		mirror.Annotations[mirrorAnnotation] = hash
+		b, err := protocol.EncodePod(mirror)
+		if err != nil {
+			m.log.Error("encode mirror pod", slog.String("pod", name), slog.Any("err", err))
+			continue
+		}
+		m.lastMirror[name] = hash
+		out = append(out, queuedFrame{"mirror/" + name, &protocol.Frame{
+			MirrorPod: &protocol.MirrorPod{Namespace: p.Namespace, Name: p.Name, Pod: b}}})
+	}
+	for name, mp := range mirrors {
+		if want[name] || mp.DeletionTimestamp != nil {
+			continue
+		}
+		if sent, ok := m.lastMirror[name]; ok && sent == "" {
+			continue
+		}
+		m.lastMirror[name] = ""
+		out = append(out, queuedFrame{"mirror/" + name, &protocol.Frame{
+			MirrorPod: &protocol.MirrorPod{Namespace: mp.Namespace, Name: mp.Name, Delete: true}}})
+	}
+	for name := range m.lastMirror {
+		if !want[name] && mirrors[name] == nil {
+			delete(m.lastMirror, name)
+		}
+	}
+	return out
 }
