@@ -49,6 +49,11 @@ func (r *Runtime) SyncPod(_ context.Context, p *corev1.Pod) (*corev1.PodStatus, 
 		if p.Spec.HostNetwork {
 			st.ip = r.HostIP
 		}
+		// A pod the node ran before edgecore restarted: like containers that
+		// kept running, it keeps its start time and address.
+		if p.Status.StartTime != nil && p.Status.PodIP != "" {
+			st.started, st.ip = *p.Status.StartTime, p.Status.PodIP
+		}
 		r.pods[p.UID] = st
 	}
 	r.mu.Unlock()
