@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 
 	corev1 "k8s.io/api/core/v1"
@@ -44,6 +45,8 @@ func (w *Writer) writePodStatus(ctx context.Context, node string, m *protocol.Po
 		w.stats.unchanged.Add(1)
 		return nil
 	}
+	w.log.Debug("patching pod status", slog.String("pod", pod.Namespace+"/"+pod.Name),
+		slog.String("resourceVersion", pod.ResourceVersion), slog.String("patch", string(patch)))
 	_, err = w.client.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.StrategicMergePatchType, patch, metav1.PatchOptions{}, "status")
 	// When the UID precondition fails (the pod was deleted and made again)
 	// the API server answers Invalid (metadata.uid is immutable), which
