@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/tether-edge/tether/cloudcore/autonomy"
 	"github.com/tether-edge/tether/cloudcore/dispatch"
 	"github.com/tether-edge/tether/cloudcore/hub"
 	"github.com/tether-edge/tether/cloudcore/status"
@@ -67,6 +68,9 @@ type Config struct {
 	StatusWorkers int `json:"statusWorkers,omitempty"`
 	// InformerResync is the informers' resync period (default 0: none).
 	InformerResync metav1.Duration `json:"informerResync,omitempty"`
+	// Autonomy keeps the pods of an edge node whose link dropped from being
+	// evicted (package cloudcore/autonomy); on unless Autonomy.Disabled.
+	Autonomy autonomy.Config `json:"autonomy,omitempty"`
 
 	// Listener, if set, is used instead of listening on ListenAddr (tests).
 	Listener net.Listener `json:"-"`
@@ -142,6 +146,9 @@ func (c *Config) validate() error {
 			return fmt.Errorf("certIPs[%d]: %q is not an IP address", i, ip)
 		}
 	}
+	if err := c.Autonomy.Validate(); err != nil {
+		return fmt.Errorf("autonomy: %w", err)
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -154,6 +161,8 @@ type CloudCore struct {
 	Hub        *hub.Hub
 	Dispatcher *dispatch.Dispatcher
 	Status     *status.Writer
+	// Autonomy is nil when Config.Autonomy.Disabled.
+	Autonomy *autonomy.Controller
 	// CAFile is the CA edges must trust (empty when the operator brought
 	// their own certificate).
 	CAFile string
@@ -219,6 +228,13 @@ func New(cfg Config) (*CloudCore, error) {
 		return nil, err
 	}
 	cc.Dispatcher.SetNotifier(cc.Hub)
+	if !cfg.Autonomy.Disabled {
+		cc.Autonomy, err = autonomy.New(client, cfg.Autonomy, cfg.InformerResync.Duration,
+			log.With(slog.String("component", "autonomy")))
+		if err != nil {
+			return nil, err
+		}
+	}
 	return cc, nil
 }
 
@@ -252,6 +268,9 @@ func (cc *CloudCore) Run(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error { return cc.Status.Start(ctx) })
+	if cc.Autonomy != nil {
+		g.Go(func() error { return cc.Autonomy.Start(ctx) })
+	}
 	g.Go(func() error {
 		select {
 		case <-synced:
