@@ -65,6 +65,12 @@ func run(m *testing.M) int {
 		NodeMonitorPeriod:      time.Second,
 		NodeMonitorGracePeriod: nodeMonitorGrace,
 		Logger:                 slog.New(slog.NewTextHandler(io.Discard, nil)),
+		// Pods tolerate an unreachable or not-ready node for 5s, not 300s,
+		// before the taint-eviction controller evicts them (autonomy_test.go).
+		APIServerArgs: []string{
+			fmt.Sprintf("--default-not-ready-toleration-seconds=%d", tolerationSecondsE2E),
+			fmt.Sprintf("--default-unreachable-toleration-seconds=%d", tolerationSecondsE2E),
+		},
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "start control plane:", err)
