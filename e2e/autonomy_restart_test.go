@@ -41,18 +41,7 @@ func TestOfflineRestartRestoresPods(t *testing.T) {
 		return len(pods.Items) == n, nil
 	})
 
-	eventually(t, 10*time.Second, "edge holds the pods' latest versions", func() (bool, error) {
-		pods, err := client.CoreV1().Pods(ns).List(t.Context(), metav1.ListOptions{})
-		if err != nil {
-			return false, err
-		}
-		for _, p := range pods.Items {
-			if o := e.byName(protocol.KindPod, ns, p.Name); o == nil || o.ResourceVersion != p.ResourceVersion {
-				return false, nil
-			}
-		}
-		return true, nil
-	})
+	waitSettled(t, ns, e)
 
 	e.link.Cut()
 	e.stop()

@@ -91,7 +91,11 @@ func run(m *testing.M) int {
 
 func testLogger(t *testing.T) *slog.Logger {
 	if testing.Verbose() {
-		return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
+		level := slog.LevelInfo
+		if os.Getenv("TETHER_E2E_DEBUG") != "" {
+			level = slog.LevelDebug
+		}
+		return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: level}))
 	}
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
@@ -384,4 +388,45 @@ func barePod(ns, name, node string) *corev1.Pod {
 			Containers:                    []corev1.Container{{Name: "main", Image: "busybox:e2e", Command: []string{"sleep", "3600"}}},
 		},
 	}
+}
+
+// waitSettled waits until the pods of ns stopped changing (cloud controllers
+// such as the autonomy controller and the edges' status reports are done
+// with them) and every edge holds the latest version of its pods.
+func waitSettled(t *testing.T, ns string, edges ...*edge) {
+	t.Helper()
+	last := map[string]string{}
+	stable := 0
+	eventually(t, 30*time.Second, "pods settled and held at the edges", func() (bool, error) {
+		pods, err := client.CoreV1().Pods(ns).List(t.Context(), metav1.ListOptions{})
+		if err != nil {
+			return false, err
+		}
+		now := map[string]string{}
+		for _, p := range pods.Items {
+			now[p.Name] = p.ResourceVersion
+		}
+		same := len(now) == len(last)
+		for k, v := range now {
+			same = same && last[k] == v
+		}
+		last = now
+		held := true
+		for _, e := range edges {
+			for _, p := range pods.Items {
+				if p.Spec.NodeName != e.name {
+					continue
+				}
+				if o := e.byName(protocol.KindPod, ns, p.Name); o == nil || o.ResourceVersion != p.ResourceVersion {
+					held = false
+				}
+			}
+		}
+		if same && held {
+			stable++
+		} else {
+			stable = 0
+		}
+		return stable >= 10, nil // a second without change
+	})
 }

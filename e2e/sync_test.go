@@ -187,18 +187,7 @@ func TestHubRestartResyncsNothing(t *testing.T) {
 		}
 		return len(pods.Items) == 3, nil
 	})
-	eventually(t, 10*time.Second, "edges hold the pods' latest versions", func() (bool, error) {
-		for _, e := range edges {
-			p, err := client.CoreV1().Pods(ns).Get(t.Context(), "p-"+e.name, metav1.GetOptions{})
-			if err != nil {
-				return false, err
-			}
-			if o := e.byName(protocol.KindPod, ns, p.Name); o == nil || o.ResourceVersion != p.ResourceVersion {
-				return false, nil
-			}
-		}
-		return true, nil
-	})
+	waitSettled(t, ns, edges...)
 	before := map[string]int{}
 	for _, e := range edges {
 		before[e.name] = e.ec.Agent.State().Sessions
