@@ -1,0 +1,134 @@
+package cri
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Config configures the CRI runtime. It is the `cri:` section of edgecore's
+// configuration; zero values take the defaults Validate fills in.
+type Config struct {
+	// Endpoint is containerd's CRI socket, a path or a unix:// URL (default
+	// /run/containerd/containerd.sock).
+	Endpoint string `json:"endpoint,omitempty"`
+	// PauseImage is the sandbox image containerd is configured with (its
+	// sandbox_image). When set, New checks that it is present, since with no
+	// registry a missing pause image stops every pod. It is never removed.
+	PauseImage string `json:"pauseImage,omitempty"`
+	// RootDir holds the pods' volumes, in <rootDir>/pods/<uid>/volumes
+	// (default /var/lib/tether/edgecore; edgecore passes its dataDir).
+	RootDir string `json:"rootDir,omitempty"`
+	// PodLogDir holds the containers' logs, in
+	// <podLogDir>/<namespace>_<name>_<uid>/<container>/<attempt>.log
+	// (default /var/log/pods).
+	PodLogDir string `json:"podLogDir,omitempty"`
+	// CgroupParent is the cgroupfs parent of the pod cgroups, each
+	// <cgroupParent>/pod<uid> (default /tether). containerd must use the
+	// cgroupfs driver (SystemdCgroup = false, its default).
+	CgroupParent string `json:"cgroupParent,omitempty"`
+	// CgroupRoot is where the cgroup file systems are mounted, used to
+	// remove pod cgroups (default /sys/fs/cgroup).
+	CgroupRoot string `json:"cgroupRoot,omitempty"`
+	// ClusterDNS are the name servers of pods with dnsPolicy ClusterFirst;
+	// when empty such pods use the node's resolv.conf, as Default does.
+	ClusterDNS []string `json:"clusterDNS,omitempty"`
+	// ClusterDomain is the cluster's DNS domain (default cluster.local).
+	ClusterDomain string `json:"clusterDomain,omitempty"`
+	// RequestTimeout bounds each CRI call except image pulls (default 2m).
+	RequestTimeout metav1.Duration `json:"requestTimeout,omitempty"`
+	// PullTimeout bounds an image pull (default 15m).
+	PullTimeout metav1.Duration `json:"pullTimeout,omitempty"`
+	// BackoffInitial and BackoffMax bound the restart and pull back-off
+	// (default 10s doubling to 5m, as the kubelet does).
+	BackoffInitial metav1.Duration `json:"backoffInitial,omitempty"`
+	BackoffMax     metav1.Duration `json:"backoffMax,omitempty"`
+	// RelistPeriod is how often containers are listed to notice state
+	// changes between syncs (default 1s).
+	RelistPeriod metav1.Duration `json:"relistPeriod,omitempty"`
+
+	// NodeName and NodeIP are the node's, for the downward API, the pods'
+	// host IP and host-network pods' IP. edgecore fills them in.
+	NodeName string `json:"-"`
+	NodeIP   string `json:"-"`
+	// Notify, if set, is called (from any goroutine, never blocking for
+	// long) when a pod needs a sync: a container changed state, a probe
+	// result changed, a back-off or a pull ended.
+	Notify func() `json:"-"`
+}
+
+// Validate fills in defaults and checks the fields; its errors start with
+// the field's name.
+func (c *Config) Validate() error {
+	if c.Endpoint == "" {
+		c.Endpoint = "/run/containerd/containerd.sock"
+	}
+	ep := strings.TrimPrefix(c.Endpoint, "unix://")
+	if !filepath.IsAbs(ep) {
+		return fmt.Errorf("endpoint: %q is not an absolute socket path or unix:///path URL", c.Endpoint)
+	}
+	c.Endpoint = ep
+	for name, p := range map[string]*string{"rootDir": &c.RootDir, "podLogDir": &c.PodLogDir,
+		"cgroupRoot": &c.CgroupRoot} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			return fmt.Errorf("%s: %q is not an absolute path", name, *p)
+		}
+	}
+	if c.RootDir == "" {
+		c.RootDir = "/var/lib/tether/edgecore"
+	}
+	if c.PodLogDir == "" {
+		c.PodLogDir = "/var/log/pods"
+	}
+	if c.CgroupRoot == "" {
+		c.CgroupRoot = "/sys/fs/cgroup"
+	}
+	if c.CgroupParent == "" {
+		c.CgroupParent = "/tether"
+	}
+	if !strings.HasPrefix(c.CgroupParent, "/") || strings.Contains(c.CgroupParent, "..") || strings.HasSuffix(c.CgroupParent, ".slice") {
+		return fmt.Errorf("cgroupParent: %q is not an absolute cgroupfs path like /tether (the systemd driver is not supported)", c.CgroupParent)
+	}
+	c.CgroupParent = filepath.Clean(c.CgroupParent)
+	for _, s := range c.ClusterDNS {
+		if net.ParseIP(s) == nil {
+			return fmt.Errorf("clusterDNS: %q is not an IP address", s)
+		}
+	}
+	if c.ClusterDomain == "" {
+		c.ClusterDomain = "cluster.local"
+	}
+	if c.PauseImage != "" && strings.ContainsAny(c.PauseImage, " \t\n") {
+		return fmt.Errorf("pauseImage: %q is not an image reference", c.PauseImage)
+	}
+	for _, d := range []struct {
+		name string
+		v    *metav1.Duration
+		def  time.Duration
+	}{
+		{"requestTimeout", &c.RequestTimeout, 2 * time.Minute},
+		{"pullTimeout", &c.PullTimeout, 15 * time.Minute},
+		{"backoffInitial", &c.BackoffInitial, 10 * time.Second},
+		{"backoffMax", &c.BackoffMax, 5 * time.Minute},
+		{"relistPeriod", &c.RelistPeriod, time.Second},
+	} {
+		if d.v.Duration < 0 {
+			return fmt.Errorf("%s: %s is negative", d.name, d.v.Duration)
+		}
+		if d.v.Duration == 0 {
+			d.v.Duration = d.def
+		}
+	}
+	if c.BackoffMax.Duration < c.BackoffInitial.Duration {
+		return fmt.Errorf("backoffMax: %s is below backoffInitial %s", c.BackoffMax.Duration, c.BackoffInitial.Duration)
+	}
+	if c.NodeIP != "" && net.ParseIP(c.NodeIP) == nil {
+		return errors.New("nodeIP: not an IP address")
+	}
+	return nil
+}

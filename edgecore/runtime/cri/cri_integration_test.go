@@ -1,0 +1,545 @@
+//go:build integration
+
+package cri
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/tether-edge/tether/edgecore/runtime/cri/critest"
+)
+
+// containerd is the private containerd every test of the package uses.
+var containerd *critest.Containerd
+
+const testCgroupParent = "/tether-critest"
+
+func TestMain(m *testing.M) {
+	if os.Geteuid() != 0 {
+		fmt.Println("cri integration tests need root; skipped")
+		os.Exit(0)
+	}
+	start := time.Now()
+	var err error
+	containerd, err = critest.Start(context.Background(), critest.Options{})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fmt.Printf("private containerd at %s ready in %s (subnet %s)\n", containerd.Endpoint, time.Since(start).Round(time.Millisecond), containerd.Subnet)
+	code := m.Run()
+	if err := containerd.Stop(); err != nil {
+		fmt.Fprintln(os.Stderr, "stop containerd:", err)
+		code = 1
+	}
+	// The parent of the pod cgroups.
+	entries, _ := os.ReadDir("/sys/fs/cgroup")
+	for _, e := range entries {
+		os.Remove(filepath.Join("/sys/fs/cgroup", e.Name(), testCgroupParent))
+	}
+	os.Remove(filepath.Join("/sys/fs/cgroup", testCgroupParent))
+	os.Exit(code)
+}
+
+// objects is an in-memory Objects.
+type objects struct {
+	mu         sync.Mutex
+	configMaps map[string]*corev1.ConfigMap
+	secrets    map[string]*corev1.Secret
+}
+
+func newObjects() *objects {
+	return &objects{configMaps: map[string]*corev1.ConfigMap{}, secrets: map[string]*corev1.Secret{}}
+}
+
+func (o *objects) ConfigMap(ns, name string) (*corev1.ConfigMap, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.configMaps[ns+"/"+name].DeepCopy(), nil
+}
+
+func (o *objects) Secret(ns, name string) (*corev1.Secret, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.secrets[ns+"/"+name].DeepCopy(), nil
+}
+
+func (o *objects) setConfigMap(ns, name string, data map[string]string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.configMaps[ns+"/"+name] = &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Data: data}
+}
+
+func (o *objects) setSecret(ns, name string, data map[string][]byte) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.secrets[ns+"/"+name] = &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Data: data}
+}
+
+// newRuntime makes a Runtime on the test containerd with its own volume and
+// log directories and short back-offs; every pod left is killed at cleanup.
+func newRuntime(t *testing.T, objs Objects) *Runtime {
+	t.Helper()
+	r, err := New(t.Context(), Config{
+		Endpoint:       containerd.Endpoint,
+		PauseImage:     containerd.PauseImage,
+		RootDir:        t.TempDir(),
+		PodLogDir:      t.TempDir(),
+		CgroupParent:   testCgroupParent,
+		BackoffInitial: metav1.Duration{Duration: time.Second},
+		BackoffMax:     metav1.Duration{Duration: 4 * time.Second},
+		NodeName:       "edge-test",
+		NodeIP:         "127.0.0.1",
+	}, objs, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		uids, err := r.Pods(ctx)
+		if err != nil {
+			t.Error(err)
+		}
+		for _, u := range uids {
+			if err := r.KillPod(ctx, u, 0); err != nil {
+				t.Error(err)
+			}
+		}
+		r.Close()
+	})
+	return r
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(b), "\n"))
+	return len(b), nil
+}
+
+var podSeq int
+
+func busyboxPod(name string, script string) *corev1.Pod {
+	podSeq++
+	grace := int64(1)
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name,
+			UID: types.UID(fmt.Sprintf("00000000-0000-4000-8000-%012d", time.Now().UnixNano()%1e12+int64(podSeq))),
+			CreationTimestamp: metav1.NewTime(time.Now().Truncate(time.Second))},
+		Spec: corev1.PodSpec{
+			TerminationGracePeriodSeconds: &grace,
+			Containers: []corev1.Container{{Name: "app", Image: containerd.BusyboxImage,
+				ImagePullPolicy: corev1.PullIfNotPresent,
+				Command:         []string{"sh", "-c", script}}},
+		},
+	}
+}
+
+// syncUntil syncs the pod every 200ms until cond holds for its status.
+func syncUntil(t *testing.T, r *Runtime, pod *corev1.Pod, timeout time.Duration, what string, cond func(*corev1.PodStatus) bool) *corev1.PodStatus {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var st *corev1.PodStatus
+	var err error
+	for time.Now().Before(deadline) {
+		st, err = r.SyncPod(t.Context(), pod)
+		if err == nil && cond(st) {
+			return st
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("pod %s: %s: not within %s; last error %v; last status:\n%s", pod.Name, what, timeout, err, describe(st))
+	return nil
+}
+
+func describe(st *corev1.PodStatus) string {
+	if st == nil {
+		return "<nil>"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "phase=%s reason=%s message=%q ip=%s\n", st.Phase, st.Reason, st.Message, st.PodIP)
+	for _, c := range st.Conditions {
+		fmt.Fprintf(&b, "  condition %s=%s %s %s\n", c.Type, c.Status, c.Reason, c.Message)
+	}
+	for _, cs := range append(append([]corev1.ContainerStatus{}, st.InitContainerStatuses...), st.ContainerStatuses...) {
+		fmt.Fprintf(&b, "  container %s ready=%v restarts=%d state=%s last=%s\n", cs.Name, cs.Ready, cs.RestartCount,
+			stateString(cs.State), stateString(cs.LastTerminationState))
+	}
+	return b.String()
+}
+
+func stateString(s corev1.ContainerState) string {
+	switch {
+	case s.Running != nil:
+		return "running"
+	case s.Waiting != nil:
+		return fmt.Sprintf("waiting(%s: %s)", s.Waiting.Reason, s.Waiting.Message)
+	case s.Terminated != nil:
+		return fmt.Sprintf("terminated(%s, exit %d)", s.Terminated.Reason, s.Terminated.ExitCode)
+	}
+	return "-"
+}
+
+func containerStatus(st *corev1.PodStatus, name string) corev1.ContainerStatus {
+	for _, cs := range append(append([]corev1.ContainerStatus{}, st.InitContainerStatuses...), st.ContainerStatuses...) {
+		if cs.Name == name {
+			return cs
+		}
+	}
+	return corev1.ContainerStatus{}
+}
+
+func running(name string) func(*corev1.PodStatus) bool {
+	return func(st *corev1.PodStatus) bool { return containerStatus(st, name).State.Running != nil }
+}
+
+// logPath is the CRI log file of a container attempt.
+func logPath(r *Runtime, pod *corev1.Pod, container string, attempt int) string {
+	return filepath.Join(r.podLogDir(pod), container, fmt.Sprintf("%d.log", attempt))
+}
+
+// waitLog waits until the log file holds a line with want.
+func waitLog(t *testing.T, path, want string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var b []byte
+	for time.Now().Before(deadline) {
+		b, _ = os.ReadFile(path)
+		if strings.Contains(string(b), want) {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("log %s: no %q within %s; it holds:\n%s", path, want, timeout, b)
+}
+
+func TestConfigMapVolumeSecretEnvAndKill(t *testing.T) {
+	objs := newObjects()
+	objs.setConfigMap("default", "cfg", map[string]string{"greeting": "hello-1"})
+	objs.setSecret("default", "sec", map[string][]byte{"token": []byte("s3cret")})
+	r := newRuntime(t, objs)
+
+	pod := busyboxPod("web", `echo "token=$TOKEN name=$POD_NAME ns=$POD_NS ip=$POD_IP node=$NODE greet=$GREET"; `+
+		`while true; do echo "file=$(cat /etc/cfg/greeting)"; sleep 0.3; done`)
+	pod.Spec.Volumes = []corev1.Volume{{Name: "cfg", VolumeSource: corev1.VolumeSource{
+		ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "cfg"}}}}}
+	field := func(p string) *corev1.EnvVarSource {
+		return &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: p}}
+	}
+	c := &pod.Spec.Containers[0]
+	c.VolumeMounts = []corev1.VolumeMount{{Name: "cfg", MountPath: "/etc/cfg", ReadOnly: true}}
+	c.Env = []corev1.EnvVar{
+		{Name: "TOKEN", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+			LocalObjectReference: corev1.LocalObjectReference{Name: "sec"}, Key: "token"}}},
+		{Name: "POD_NAME", ValueFrom: field("metadata.name")},
+		{Name: "POD_NS", ValueFrom: field("metadata.namespace")},
+		{Name: "POD_IP", ValueFrom: field("status.podIP")},
+		{Name: "NODE", ValueFrom: field("spec.nodeName")},
+		{Name: "GREET", ValueFrom: &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{
+			LocalObjectReference: corev1.LocalObjectReference{Name: "cfg"}, Key: "greeting"}}},
+	}
+	c.Resources = corev1.ResourceRequirements{Limits: corev1.ResourceList{
+		corev1.ResourceCPU: resource.MustParse("200m"), corev1.ResourceMemory: resource.MustParse("64Mi")}}
+
+	start := time.Now()
+	st, err := r.SyncPod(t.Context(), pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if containerStatus(st, "app").State.Running == nil {
+		t.Fatalf("first sync did not start the container:\n%s", describe(st))
+	}
+	t.Logf("pod running %s after the first SyncPod began", time.Since(start).Round(time.Millisecond))
+	if st.Phase != corev1.PodRunning || st.PodIP == "" || st.HostIP != "127.0.0.1" || st.QOSClass != corev1.PodQOSGuaranteed {
+		t.Errorf("status:\n%s", describe(st))
+	}
+	st = syncUntil(t, r, pod, 10*time.Second, "ready", func(st *corev1.PodStatus) bool {
+		return containerStatus(st, "app").Ready
+	})
+	for _, cond := range st.Conditions {
+		if cond.Status != corev1.ConditionTrue {
+			t.Errorf("condition %s is %s", cond.Type, cond.Status)
+		}
+	}
+	log := logPath(r, pod, "app", 0)
+	waitLog(t, log, fmt.Sprintf("token=s3cret name=web ns=default ip=%s node=edge-test greet=hello-1", st.PodIP), 10*time.Second)
+	waitLog(t, log, "file=hello-1", 10*time.Second)
+
+	// A second sync changes nothing.
+	st2, err := r.SyncPod(t.Context(), pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if describe(st2) != describe(st) || containerStatus(st2, "app").ContainerID != containerStatus(st, "app").ContainerID {
+		t.Errorf("status changed on an idle sync:\n%s\n%s", describe(st), describe(st2))
+	}
+
+	// The configmap changes: the file follows, the container is not restarted.
+	objs.setConfigMap("default", "cfg", map[string]string{"greeting": "hello-2"})
+	if _, err := r.SyncPod(t.Context(), pod); err != nil {
+		t.Fatal(err)
+	}
+	waitLog(t, log, "file=hello-2", 10*time.Second)
+	st, _ = r.SyncPod(t.Context(), pod)
+	if cs := containerStatus(st, "app"); cs.RestartCount != 0 || cs.State.Running == nil {
+		t.Errorf("container restarted on a configmap change:\n%s", describe(st))
+	}
+
+	// The limits reached the container's cgroup.
+	ctr := strings.TrimPrefix(containerStatus(st, "app").ContainerID, "containerd://")
+	cg := filepath.Join("/sys/fs/cgroup/memory", testCgroupParent, "pod"+string(pod.UID), ctr, "memory.limit_in_bytes")
+	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil { // cgroup v2
+		cg = filepath.Join("/sys/fs/cgroup", testCgroupParent, "pod"+string(pod.UID), ctr, "memory.max")
+	}
+	if b, err := os.ReadFile(cg); err != nil || strings.TrimSpace(string(b)) != "67108864" {
+		t.Errorf("%s = %s (%v), want 67108864", cg, b, err)
+	}
+
+	// KillPod removes the sandbox, the volumes, the logs and the cgroup.
+	start = time.Now()
+	if err := r.KillPod(t.Context(), pod.UID, 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("pod killed in %s", time.Since(start).Round(time.Millisecond))
+	uids, err := r.Pods(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range uids {
+		if u == pod.UID {
+			t.Errorf("Pods still lists %s", u)
+		}
+	}
+	list, err := r.rs.ListPodSandbox(t.Context(), &runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{
+		LabelSelector: map[string]string{labelPodUID: string(pod.UID)}}})
+	if err != nil || len(list.Items) != 0 {
+		t.Errorf("sandboxes left: %v %v", list, err)
+	}
+	for _, p := range []string{r.podDir(string(pod.UID)), r.podLogDir(pod),
+		filepath.Join("/sys/fs/cgroup/memory", testCgroupParent, "pod"+string(pod.UID)),
+		filepath.Join("/sys/fs/cgroup/cpu", testCgroupParent, "pod"+string(pod.UID))} {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("%s left behind (%v)", p, err)
+		}
+	}
+	// Killing it again, or an unknown pod, is fine.
+	if err := r.KillPod(t.Context(), pod.UID, 0); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestRestartPolicyAndBackoff(t *testing.T) {
+	r := newRuntime(t, newObjects())
+
+	always := busyboxPod("crasher", `echo "run at $(date +%s)"; exit 3`)
+	never := busyboxPod("once", `echo bye; exit 3`)
+	never.Spec.RestartPolicy = corev1.RestartPolicyNever
+	onFailure := busyboxPod("job", `exit 0`)
+	onFailure.Spec.RestartPolicy = corev1.RestartPolicyOnFailure
+
+	sawBackoff := false
+	st := syncUntil(t, r, always, 30*time.Second, "restarted twice in back-off", func(st *corev1.PodStatus) bool {
+		cs := containerStatus(st, "app")
+		if w := cs.State.Waiting; w != nil && w.Reason == "CrashLoopBackOff" {
+			sawBackoff = true
+			if !strings.Contains(w.Message, "back-off") {
+				t.Errorf("waiting message %q", w.Message)
+			}
+		}
+		return cs.RestartCount >= 2 && sawBackoff
+	})
+	cs := containerStatus(st, "app")
+	if last := cs.LastTerminationState.Terminated; last == nil || last.ExitCode != 3 || last.Reason != "Error" {
+		t.Errorf("last state:\n%s", describe(st))
+	}
+	if st.Phase != corev1.PodRunning {
+		t.Errorf("phase %s with restartPolicy Always, want Running", st.Phase)
+	}
+
+	st = syncUntil(t, r, never, 10*time.Second, "failed", func(st *corev1.PodStatus) bool { return st.Phase == corev1.PodFailed })
+	if cs := containerStatus(st, "app"); cs.RestartCount != 0 || cs.State.Terminated == nil || cs.State.Terminated.ExitCode != 3 {
+		t.Errorf("never:\n%s", describe(st))
+	}
+	st = syncUntil(t, r, onFailure, 10*time.Second, "succeeded", func(st *corev1.PodStatus) bool { return st.Phase == corev1.PodSucceeded })
+	if cs := containerStatus(st, "app"); cs.RestartCount != 0 || cs.State.Terminated.Reason != "Completed" {
+		t.Errorf("onFailure:\n%s", describe(st))
+	}
+	// They stay down.
+	time.Sleep(1500 * time.Millisecond)
+	for _, p := range []*corev1.Pod{never, onFailure} {
+		st, err := r.SyncPod(t.Context(), p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if containerStatus(st, "app").RestartCount != 0 {
+			t.Errorf("%s restarted:\n%s", p.Name, describe(st))
+		}
+	}
+}
+
+func TestInitContainersRunInOrder(t *testing.T) {
+	r := newRuntime(t, newObjects())
+	pod := busyboxPod("init", `cat /work/order; sleep 3600`)
+	pod.Spec.Volumes = []corev1.Volume{{Name: "work", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+	mount := []corev1.VolumeMount{{Name: "work", MountPath: "/work"}}
+	pod.Spec.Containers[0].VolumeMounts = mount
+	pod.Spec.InitContainers = []corev1.Container{
+		{Name: "first", Image: containerd.BusyboxImage, Command: []string{"sh", "-c", "sleep 0.5; echo first >> /work/order"}, VolumeMounts: mount},
+		{Name: "second", Image: containerd.BusyboxImage, Command: []string{"sh", "-c", "echo second >> /work/order"}, VolumeMounts: mount},
+	}
+	st, err := r.SyncPod(t.Context(), pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Phase != corev1.PodPending || containerStatus(st, "app").State.Waiting == nil ||
+		containerStatus(st, "app").State.Waiting.Reason != "PodInitializing" {
+		t.Errorf("while initializing:\n%s", describe(st))
+	}
+	st = syncUntil(t, r, pod, 20*time.Second, "running", running("app"))
+	for _, name := range []string{"first", "second"} {
+		if cs := containerStatus(st, name); cs.State.Terminated == nil || cs.State.Terminated.Reason != "Completed" {
+			t.Errorf("init container %s:\n%s", name, describe(st))
+		}
+	}
+	waitLog(t, logPath(r, pod, "app", 0), "first", 5*time.Second)
+	b, _ := os.ReadFile(logPath(r, pod, "app", 0))
+	if !strings.Contains(string(b), "first\n") || !strings.Contains(string(b), "second") ||
+		strings.Index(string(b), "first") > strings.Index(string(b), "second") {
+		t.Errorf("order:\n%s", b)
+	}
+}
+
+func TestLivenessProbeRestarts(t *testing.T) {
+	r := newRuntime(t, newObjects())
+	// Healthy for two seconds after each start.
+	pod := busyboxPod("sick", `touch /tmp/ok; (sleep 2; rm /tmp/ok) & while true; do sleep 1; done`)
+	pod.Spec.Containers[0].LivenessProbe = &corev1.Probe{
+		ProbeHandler:  corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"cat", "/tmp/ok"}}},
+		PeriodSeconds: 1, FailureThreshold: 2, TimeoutSeconds: 1,
+	}
+	syncUntil(t, r, pod, 10*time.Second, "running", running("app"))
+	st := syncUntil(t, r, pod, 30*time.Second, "restarted by the liveness probe", func(st *corev1.PodStatus) bool {
+		return containerStatus(st, "app").RestartCount >= 1 && containerStatus(st, "app").State.Running != nil
+	})
+	if last := containerStatus(st, "app").LastTerminationState.Terminated; last == nil {
+		t.Errorf("no last state after a liveness restart:\n%s", describe(st))
+	}
+}
+
+func TestReadinessProbes(t *testing.T) {
+	r := newRuntime(t, newObjects())
+	web := busyboxPod("ready", `mkdir -p /www; echo ok > /www/index.html; exec httpd -f -p 8080 -h /www`)
+	web.Spec.Containers[0].Ports = []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}}
+	web.Spec.Containers[0].ReadinessProbe = &corev1.Probe{
+		ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/index.html", Port: intstr.FromString("http")}},
+		PeriodSeconds: 1,
+	}
+	web.Spec.Containers[0].LivenessProbe = &corev1.Probe{
+		ProbeHandler:  corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(8080)}},
+		PeriodSeconds: 1,
+	}
+	notReady := busyboxPod("unready", `exec sleep 3600`)
+	notReady.Spec.Containers[0].ReadinessProbe = &corev1.Probe{
+		ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Port: intstr.FromInt32(9999)}},
+		PeriodSeconds: 1, FailureThreshold: 1,
+	}
+	st := syncUntil(t, r, web, 15*time.Second, "ready", func(st *corev1.PodStatus) bool { return containerStatus(st, "app").Ready })
+	if st.Conditions[1].Type != corev1.PodReady || st.Conditions[1].Status != corev1.ConditionTrue {
+		t.Errorf("ready condition:\n%s", describe(st))
+	}
+	syncUntil(t, r, notReady, 10*time.Second, "running", running("app"))
+	time.Sleep(2500 * time.Millisecond)
+	st, err := r.SyncPod(t.Context(), notReady)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cs := containerStatus(st, "app"); cs.Ready || cs.State.Running == nil || st.Phase != corev1.PodRunning {
+		t.Errorf("unready pod:\n%s", describe(st))
+	}
+	st, _ = r.SyncPod(t.Context(), web)
+	if cs := containerStatus(st, "app"); !cs.Ready || cs.RestartCount != 0 {
+		t.Errorf("web pod after a while:\n%s", describe(st))
+	}
+}
+
+func TestBadPodsLeaveOthersRunning(t *testing.T) {
+	objs := newObjects()
+	r := newRuntime(t, objs)
+	good := busyboxPod("good", `exec sleep 3600`)
+	st := syncUntil(t, r, good, 10*time.Second, "running", running("app"))
+	goodID := containerStatus(st, "app").ContainerID
+
+	missing := busyboxPod("missing-image", `true`)
+	missing.Spec.Containers[0].Image = "tether.test/missing:1"
+	st = syncUntil(t, r, missing, 30*time.Second, "image pull failure", func(st *corev1.PodStatus) bool {
+		w := containerStatus(st, "app").State.Waiting
+		return w != nil && (w.Reason == "ErrImagePull" || w.Reason == "ImagePullBackOff")
+	})
+	if w := containerStatus(st, "app").State.Waiting; !strings.Contains(w.Message, "tether.test/missing:1") || st.Phase != corev1.PodPending {
+		t.Errorf("missing image:\n%s", describe(st))
+	}
+	syncUntil(t, r, missing, 10*time.Second, "ImagePullBackOff", func(st *corev1.PodStatus) bool {
+		w := containerStatus(st, "app").State.Waiting
+		return w != nil && w.Reason == "ImagePullBackOff" && strings.Contains(w.Message, "tether.test/missing:1")
+	})
+
+	never := busyboxPod("never-pull", `true`)
+	never.Spec.Containers[0].Image = "tether.test/missing:2"
+	never.Spec.Containers[0].ImagePullPolicy = corev1.PullNever
+	st, err := r.SyncPod(t.Context(), never)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := containerStatus(st, "app").State.Waiting; w == nil || w.Reason != "ErrImageNeverPull" || !strings.Contains(w.Message, "tether.test/missing:2") {
+		t.Errorf("never pull:\n%s", describe(st))
+	}
+
+	invalid := busyboxPod("invalid", `true`)
+	invalid.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "nowhere", MountPath: "/x"}}
+	st, err = r.SyncPod(t.Context(), invalid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Phase != corev1.PodFailed || st.Reason != "InvalidSpec" || !strings.Contains(st.Message, `volume "nowhere" is not defined`) {
+		t.Errorf("invalid pod:\n%s", describe(st))
+	}
+
+	noConfig := busyboxPod("no-config", `true`)
+	noConfig.Spec.Containers[0].EnvFrom = []corev1.EnvFromSource{{ConfigMapRef: &corev1.ConfigMapEnvSource{
+		LocalObjectReference: corev1.LocalObjectReference{Name: "absent"}}}}
+	st, err = r.SyncPod(t.Context(), noConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := containerStatus(st, "app").State.Waiting; w == nil || w.Reason != "CreateContainerConfigError" || !strings.Contains(w.Message, `configmap "absent" not found`) {
+		t.Errorf("missing configmap:\n%s", describe(st))
+	}
+	// Once it exists, the pod starts.
+	objs.setConfigMap("default", "absent", map[string]string{"A": "1"})
+	syncUntil(t, r, noConfig, 10*time.Second, "started once the configmap exists", func(st *corev1.PodStatus) bool {
+		return containerStatus(st, "app").ContainerID != ""
+	})
+
+	st, err = r.SyncPod(t.Context(), good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cs := containerStatus(st, "app"); cs.ContainerID != goodID || cs.State.Running == nil || cs.RestartCount != 0 {
+		t.Errorf("good pod disturbed:\n%s", describe(st))
+	}
+}

@@ -1,0 +1,149 @@
+package cri
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// pullState is an image pull running in the background or failed.
+type pullState struct {
+	running bool
+	err     error
+	retryAt time.Time
+	// reported: the failure was shown once as ErrImagePull; later syncs in
+	// the back-off show ImagePullBackOff.
+	reported bool
+}
+
+// pullPolicy is the container's policy, defaulted as the API server does.
+func pullPolicy(c *corev1.Container) corev1.PullPolicy {
+	if c.ImagePullPolicy != "" {
+		return c.ImagePullPolicy
+	}
+	ref := c.Image
+	if i := strings.LastIndex(ref, "@"); i >= 0 {
+		return corev1.PullIfNotPresent
+	}
+	slash := strings.LastIndex(ref, "/")
+	colon := strings.LastIndex(ref, ":")
+	if colon <= slash || strings.HasSuffix(ref, ":latest") {
+		return corev1.PullAlways
+	}
+	return corev1.PullIfNotPresent
+}
+
+// image checks c's image with ImageStatus before any pull. It returns the
+// image to create the container from, or why the container must wait:
+// the pull is running (ContainerCreating), failed (ErrImagePull, then
+// ImagePullBackOff until the back-off ends), or is not allowed
+// (ErrImageNeverPull). With PullAlways a present image is used at once and
+// the pull runs in the background, so a node that cannot reach its
+// registry still starts what it has.
+func (s *podSync) image(ctx context.Context, c *corev1.Container) (string, *corev1.ContainerStateWaiting) {
+	r := s.r
+	cctx, cancel := r.call(ctx)
+	resp, err := r.is.ImageStatus(cctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: c.Image}})
+	cancel()
+	if err != nil {
+		return "", &corev1.ContainerStateWaiting{Reason: "ErrImageInspect",
+			Message: fmt.Sprintf("inspect image %q: %v", c.Image, err)}
+	}
+	policy := pullPolicy(c)
+	if img := resp.Image; img != nil {
+		if img.Uid != nil {
+			s.imageUser[c.Name] = img.Uid.Value
+		} else if img.Username == "" {
+			s.imageUser[c.Name] = 0
+		} else {
+			s.imageUser[c.Name] = -1 // a user name: cannot tell if it is root
+		}
+		r.mu.Lock()
+		if p := r.pulls[c.Image]; p != nil && !p.running && policy != corev1.PullAlways {
+			delete(r.pulls, c.Image)
+		}
+		r.mu.Unlock()
+		if policy == corev1.PullAlways {
+			r.pull(c.Image, s.now, false)
+		}
+		return c.Image, nil
+	}
+	if policy == corev1.PullNever {
+		return "", &corev1.ContainerStateWaiting{Reason: "ErrImageNeverPull",
+			Message: fmt.Sprintf("container image %q is not present with pull policy of Never", c.Image)}
+	}
+	r.mu.Lock()
+	p := r.pulls[c.Image]
+	if p != nil && p.err != nil && !p.running && s.now.Before(p.retryAt) {
+		w := &corev1.ContainerStateWaiting{Reason: "ImagePullBackOff",
+			Message: fmt.Sprintf("Back-off pulling image %q: %v", c.Image, p.err)}
+		if !p.reported {
+			p.reported = true
+			w = &corev1.ContainerStateWaiting{Reason: "ErrImagePull",
+				Message: fmt.Sprintf("pull image %q: %v", c.Image, p.err)}
+		}
+		r.mu.Unlock()
+		return "", w
+	}
+	r.mu.Unlock()
+	r.pull(c.Image, s.now, true)
+	return "", &corev1.ContainerStateWaiting{Reason: "ContainerCreating",
+		Message: fmt.Sprintf("pulling image %q", c.Image)}
+}
+
+// pull starts a background pull of image unless one runs or the last one
+// failed less than its back-off ago (when force is false, also unless one
+// succeeded less than BackoffInitial ago). Notify is called when it ends.
+func (r *Runtime) pull(image string, now time.Time, force bool) {
+	r.mu.Lock()
+	p := r.pulls[image]
+	if p != nil && (p.running || now.Before(p.retryAt)) {
+		r.mu.Unlock()
+		return
+	}
+	if p == nil {
+		p = &pullState{}
+		r.pulls[image] = p
+	}
+	p.running = true
+	r.mu.Unlock()
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		start := time.Now()
+		ctx, cancel := context.WithTimeout(r.bg, r.cfg.PullTimeout.Duration)
+		_, err := r.is.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}})
+		cancel()
+		if r.bg.Err() != nil {
+			return
+		}
+		var delay time.Duration
+		r.mu.Lock()
+		p.running = false
+		if err == nil {
+			r.pullBack.forget(image)
+			p.err, p.reported = nil, false
+			// An Always pull is not repeated for a while.
+			p.retryAt = time.Now().Add(r.cfg.BackoffInitial.Duration)
+			if force {
+				delete(r.pulls, image)
+			}
+		} else {
+			delay = r.pullBack.next(image, time.Now())
+			p.err, p.reported, p.retryAt = err, false, time.Now().Add(delay)
+		}
+		r.mu.Unlock()
+		if err != nil {
+			r.log.Warn("image pull failed", slog.String("image", image), slog.Duration("retry", delay), slog.Any("err", err))
+			r.notifyAfter(delay)
+		} else {
+			r.log.Info("image pulled", slog.String("image", image), slog.Duration("took", time.Since(start)))
+		}
+		r.notify()
+	}()
+}
