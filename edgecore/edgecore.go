@@ -26,6 +26,7 @@ import (
 	"github.com/tether-edge/tether/edgecore/nodestatus"
 	"github.com/tether-edge/tether/edgecore/pods"
 	"github.com/tether-edge/tether/edgecore/runtime"
+	"github.com/tether-edge/tether/edgecore/runtime/cri"
 	"github.com/tether-edge/tether/edgecore/runtime/fake"
 	"github.com/tether-edge/tether/edgecore/staticpods"
 	"github.com/tether-edge/tether/edgecore/store"
@@ -41,9 +42,14 @@ type Config struct {
 	Cloud CloudConfig `json:"cloud"`
 	// DataDir holds the store (default /var/lib/tether/edgecore).
 	DataDir string `json:"dataDir,omitempty"`
-	// Runtime is the container runtime: "fake" (in memory; nothing runs).
-	// The default is "fake" until the CRI runtime lands.
+	// Runtime is the container runtime: "fake" (in memory; nothing runs)
+	// or "cri" (containerd through the CRI API, configured by CRI). The
+	// default is "fake".
 	Runtime string `json:"runtime,omitempty"`
+	// CRI configures the "cri" runtime: containerd's socket, the pause
+	// image, the pod log directory, the pod cgroup parent... (fields:
+	// cri.Config; its rootDir defaults to dataDir).
+	CRI cri.Config `json:"cri,omitempty"`
 	// NodeIP is the address reported for the node (default: the first
 	// non-loopback IPv4 address).
 	NodeIP string `json:"nodeIP,omitempty"`
@@ -134,8 +140,17 @@ func (c *Config) validate() error {
 	if c.Runtime == "" {
 		c.Runtime = "fake"
 	}
-	if c.Runtime != "fake" && c.RuntimeImpl == nil {
-		return fmt.Errorf("runtime: %q is not one of: fake", c.Runtime)
+	switch {
+	case c.RuntimeImpl != nil, c.Runtime == "fake":
+	case c.Runtime == "cri":
+		if c.CRI.RootDir == "" {
+			c.CRI.RootDir = c.DataDir
+		}
+		if err := c.CRI.Validate(); err != nil {
+			return fmt.Errorf("cri.%w", err)
+		}
+	default:
+		return fmt.Errorf("runtime: %q is not one of: fake, cri", c.Runtime)
 	}
 	if c.NodeIP != "" && net.ParseIP(c.NodeIP) == nil {
 		return fmt.Errorf("nodeIP: %q is not an IP address", c.NodeIP)
@@ -183,6 +198,9 @@ type EdgeCore struct {
 	Static *staticpods.Source
 	// Runtime is the container runtime the pods run in.
 	Runtime runtime.Runtime
+	// criRuntime is the CRI runtime edgecore made, if it made one: Run
+	// starts it, Close closes it.
+	criRuntime *cri.Runtime
 }
 
 // New checks cfg, opens the store and builds the components; nothing runs
@@ -210,23 +228,45 @@ func New(cfg Config) (*EdgeCore, error) {
 	}
 	rt := cfg.RuntimeImpl
 	runtimeVersion := "custom://"
+	var criRT *cri.Runtime
+	var podManager *pods.Manager // for the CRI runtime's Notify, set below
 	if rt == nil {
 		ip := cfg.NodeIP
 		if ip == "" {
 			ip = nodestatus.FirstIPv4()
 		}
-		rt, runtimeVersion = fake.New(ip), "fake://0"
+		switch cfg.Runtime {
+		case "cri":
+			c := cfg.CRI
+			c.NodeName, c.NodeIP = cfg.NodeName, ip
+			c.Notify = func() { podManager.Changed() }
+			criRT, err = cri.New(context.Background(), c, cri.StoreObjects(db), log.With(slog.String("component", "cri")))
+			if err != nil {
+				db.Close()
+				return nil, err
+			}
+			rt, runtimeVersion = criRT, criRT.Version()
+		default:
+			rt, runtimeVersion = fake.New(ip), "fake://0"
+		}
 	}
-	ec := &EdgeCore{cfg: cfg, DB: db, Runtime: rt}
+	ec := &EdgeCore{cfg: cfg, DB: db, Runtime: rt, criRuntime: criRT}
+	closeAll := func() {
+		if criRT != nil {
+			criRT.Close()
+		}
+		db.Close()
+	}
 	ns := &nodestatus.Source{NodeName: cfg.NodeName, InternalIP: cfg.NodeIP, MaxPods: cfg.MaxPods,
 		DataDir: cfg.DataDir, RuntimeVersion: runtimeVersion}
 	var ag *agent.Agent
 	ec.Pods, err = pods.New(pods.Config{ResyncInterval: cfg.PodResyncInterval.Duration, OutboxMax: cfg.OutboxMax},
 		db, rt, func() { ag.OutboxChanged() }, log.With(slog.String("component", "pods")))
 	if err != nil {
-		db.Close()
+		closeAll()
 		return nil, err
 	}
+	podManager = ec.Pods
 	ag, err = agent.New(agent.Config{
 		NodeName:           cfg.NodeName,
 		Labels:             cfg.Labels,
@@ -238,7 +278,7 @@ func New(cfg Config) (*EdgeCore, error) {
 		ec.Pods,
 		log.With(slog.String("component", "agent")))
 	if err != nil {
-		db.Close()
+		closeAll()
 		return nil, err
 	}
 	ec.Agent = ag
@@ -255,6 +295,9 @@ func (ec *EdgeCore) Run(ctx context.Context) error {
 	ec.Static.Scan() // static pods start with the others, before any watch
 	g.Go(func() error { return ec.Static.Start(ctx) })
 	g.Go(func() error { return ec.Pods.Start(ctx) })
+	if ec.criRuntime != nil {
+		g.Go(func() error { return ec.criRuntime.Start(ctx) })
+	}
 	g.Go(func() error { return ec.Agent.Start(ctx) })
 	return g.Wait()
 }
@@ -283,5 +326,10 @@ func truncate(s string, n int) string {
 	return s
 }
 
-// Close closes the store.
-func (ec *EdgeCore) Close() error { return ec.DB.Close() }
+// Close closes the runtime edgecore made, if any, and the store.
+func (ec *EdgeCore) Close() error {
+	if ec.criRuntime != nil {
+		ec.criRuntime.Close()
+	}
+	return ec.DB.Close()
+}

@@ -28,6 +28,14 @@ var containerd *critest.Containerd
 
 const testCgroupParent = "/tether-critest"
 
+// IntegrationContainerd is the test containerd, for the external tests of
+// the package (edgecore's wiring).
+func IntegrationContainerd() *critest.Containerd { return containerd }
+
+// IntegrationCgroupParent is the tests' pod cgroup parent, removed at the
+// end.
+const IntegrationCgroupParent = testCgroupParent
+
 func TestMain(m *testing.M) {
 	if os.Geteuid() != 0 {
 		fmt.Println("cri integration tests need root; skipped")
@@ -139,7 +147,7 @@ func busyboxPod(name string, script string) *corev1.Pod {
 	grace := int64(1)
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name,
-			UID: types.UID(fmt.Sprintf("00000000-0000-4000-8000-%012d", time.Now().UnixNano()%1e12+int64(podSeq))),
+			UID:               types.UID(fmt.Sprintf("00000000-0000-4000-8000-%012d", time.Now().UnixNano()%1e12+int64(podSeq))),
 			CreationTimestamp: metav1.NewTime(time.Now().Truncate(time.Second))},
 		Spec: corev1.PodSpec{
 			TerminationGracePeriodSeconds: &grace,

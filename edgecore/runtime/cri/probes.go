@@ -225,7 +225,7 @@ func (p *prober) once(ctx context.Context, c *corev1.Container, kind probeKind, 
 	}
 	p.mu.Unlock()
 	if changed {
-		attrs := []any{slog.String("pod", p.pod.Namespace + "/" + p.pod.Name), slog.String("container", c.Name),
+		attrs := []any{slog.String("pod", p.pod.Namespace+"/"+p.pod.Name), slog.String("container", c.Name),
 			slog.String("probe", kind.String()), slog.Bool("success", res == resultSuccess)}
 		if err != nil {
 			attrs = append(attrs, slog.Any("err", err))

@@ -1,0 +1,289 @@
+package cri
+
+import (
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+func TestExpand(t *testing.T) {
+	vars := map[string]string{"A": "1", "B": "two"}
+	lookup := func(n string) (string, bool) { v, ok := vars[n]; return v, ok }
+	for in, want := range map[string]string{
+		"plain":          "plain",
+		"$(A)":           "1",
+		"x$(A)y$(B)z":    "x1ytwoz",
+		"$(MISSING)":     "$(MISSING)",
+		"$$(A)":          "$(A)",
+		"$$":             "$",
+		"$(A":            "$(A",
+		"$":              "$",
+		"a$b":            "a$b",
+		"$(A)$(A)$$$(B)": "11$two",
+	} {
+		if got := expand(in, lookup); got != want {
+			t.Errorf("expand(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+type mapObjects struct {
+	cms     map[string]*corev1.ConfigMap
+	secrets map[string]*corev1.Secret
+}
+
+func (m mapObjects) ConfigMap(ns, name string) (*corev1.ConfigMap, error) { return m.cms[name], nil }
+func (m mapObjects) Secret(ns, name string) (*corev1.Secret, error)       { return m.secrets[name], nil }
+
+func TestContainerEnv(t *testing.T) {
+	optional := true
+	objs := mapObjects{
+		cms:     map[string]*corev1.ConfigMap{"cfg": {Data: map[string]string{"X": "from-cm", "Y": "y"}}},
+		secrets: map[string]*corev1.Secret{"sec": {Data: map[string][]byte{"PASS": []byte("pw")}}},
+	}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", UID: "u1", Labels: map[string]string{"app": "web"}}}
+	c := &corev1.Container{
+		Name: "c",
+		EnvFrom: []corev1.EnvFromSource{
+			{ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "cfg"}}},
+			{Prefix: "S_", SecretRef: &corev1.SecretEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "sec"}}},
+			{ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "none"}, Optional: &optional}},
+		},
+		Env: []corev1.EnvVar{
+			{Name: "X", Value: "override-$(Y)"},
+			{Name: "IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.podIP"}}},
+			{Name: "APP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.labels['app']"}}},
+			{Name: "NODE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}},
+			{Name: "MEM", ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{
+				Resource: "limits.memory", Divisor: resource.MustParse("1Mi")}}},
+			{Name: "CPU", ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{Resource: "limits.cpu"}}},
+			{Name: "OPT", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+				LocalObjectReference: corev1.LocalObjectReference{Name: "sec"}, Key: "nope", Optional: &optional}}},
+			{Name: "LATER", Value: "$(IP):$(UNDEFINED)"},
+		},
+		Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{
+			corev1.ResourceMemory: resource.MustParse("64Mi"), corev1.ResourceCPU: resource.MustParse("250m")}},
+	}
+	e := &podEnv{objs: objs, pod: pod, podIP: "10.1.2.3", nodeName: "edge-1"}
+	vars, err := e.containerEnv(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, v := range vars {
+		got = append(got, v.name+"="+v.value)
+	}
+	want := "X=override-y Y=y S_PASS=pw IP=10.1.2.3 APP=web NODE=edge-1 MEM=64 CPU=1 LATER=10.1.2.3:$(UNDEFINED)"
+	if strings.Join(got, " ") != want {
+		t.Errorf("env:\n got %s\nwant %s", strings.Join(got, " "), want)
+	}
+
+	c.Env = append(c.Env, corev1.EnvVar{Name: "BAD", ValueFrom: &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{
+		LocalObjectReference: corev1.LocalObjectReference{Name: "cfg"}, Key: "missing"}}})
+	if _, err := e.containerEnv(c); err == nil || !strings.Contains(err.Error(), `configmap "cfg" has no key "missing"`) {
+		t.Errorf("missing key: %v", err)
+	}
+}
+
+func TestWriteAtomic(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "vol")
+	write := func(p map[string]fileProjection) bool {
+		t.Helper()
+		changed, err := writeAtomic(dir, p, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return changed
+	}
+	read := func(name string) string {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			return "<" + err.Error() + ">"
+		}
+		return string(b)
+	}
+	if !write(map[string]fileProjection{"a": {[]byte("1"), 0o644}, "sub/b": {[]byte("2"), 0o600}}) {
+		t.Error("first write reported no change")
+	}
+	if read("a") != "1" || read("sub/b") != "2" {
+		t.Errorf("a=%s sub/b=%s", read("a"), read("sub/b"))
+	}
+	if fi, _ := os.Stat(filepath.Join(dir, "sub/b")); fi.Mode().Perm() != 0o600 {
+		t.Errorf("mode %v", fi.Mode())
+	}
+	target1, _ := os.Readlink(filepath.Join(dir, "..data"))
+	if write(map[string]fileProjection{"a": {[]byte("1"), 0o644}, "sub/b": {[]byte("2"), 0o600}}) {
+		t.Error("same payload reported a change")
+	}
+	if !write(map[string]fileProjection{"a": {[]byte("one"), 0o644}, "c": {[]byte("3"), 0o644}}) {
+		t.Error("new payload reported no change")
+	}
+	if read("a") != "one" || read("c") != "3" {
+		t.Errorf("after update a=%s c=%s", read("a"), read("c"))
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "sub")); !os.IsNotExist(err) {
+		t.Errorf("sub left behind: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, target1)); !os.IsNotExist(err) {
+		t.Errorf("old version %s left behind: %v", target1, err)
+	}
+	entries, _ := os.ReadDir(dir)
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	sort.Strings(names)
+	if len(names) != 4 || !strings.HasPrefix(names[0], "..2") || names[1] != "..data" || names[2] != "a" || names[3] != "c" {
+		t.Errorf("dir holds %v", names)
+	}
+	for _, bad := range []string{"../x", "/abs", "..data", "a/../../b"} {
+		if _, err := writeAtomic(dir, map[string]fileProjection{bad: {}}, -1); err == nil {
+			t.Errorf("path %q accepted", bad)
+		}
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	b := newBackoff(10*time.Second, 40*time.Second)
+	now := time.Unix(1000, 0)
+	if d := b.remaining("k", now, now); d != 0 {
+		t.Errorf("no entry: remaining %s", d)
+	}
+	var delays []time.Duration
+	for i := 0; i < 4; i++ {
+		delays = append(delays, b.next("k", now))
+	}
+	if want := []time.Duration{10 * time.Second, 20 * time.Second, 40 * time.Second, 40 * time.Second}; !equalDurations(delays, want) {
+		t.Errorf("delays %v, want %v", delays, want)
+	}
+	if d := b.remaining("k", now, now.Add(15*time.Second)); d != 25*time.Second {
+		t.Errorf("remaining %s, want 25s", d)
+	}
+	// Untouched for 2*max: starts over.
+	later := now.Add(81 * time.Second)
+	if d := b.remaining("k", later, later); d != 0 {
+		t.Errorf("expired entry: remaining %s", d)
+	}
+	if d := b.next("k", later); d != 10*time.Second {
+		t.Errorf("after expiry %s, want 10s", d)
+	}
+	b.forgetPrefix("k")
+	if b.delay("k") != 0 {
+		t.Error("forgotten key kept its delay")
+	}
+}
+
+func equalDurations(a, b []time.Duration) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestPhase(t *testing.T) {
+	running := corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}
+	exited := func(code int32) corev1.ContainerState {
+		return corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: code}}
+	}
+	waiting := corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}}
+	crashLoop := corev1.ContainerStatus{State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff"}},
+		LastTerminationState: exited(1)}
+	cs := func(s corev1.ContainerState) corev1.ContainerStatus { return corev1.ContainerStatus{State: s} }
+	cases := []struct {
+		policy  corev1.RestartPolicy
+		init    []corev1.ContainerStatus
+		regular []corev1.ContainerStatus
+		want    corev1.PodPhase
+	}{
+		{"", nil, []corev1.ContainerStatus{cs(waiting)}, corev1.PodPending},
+		{"", nil, []corev1.ContainerStatus{cs(running), cs(waiting)}, corev1.PodPending},
+		{"", nil, []corev1.ContainerStatus{cs(running), crashLoop}, corev1.PodRunning},
+		{"", nil, []corev1.ContainerStatus{crashLoop}, corev1.PodRunning},
+		{corev1.RestartPolicyNever, nil, []corev1.ContainerStatus{cs(exited(0))}, corev1.PodSucceeded},
+		{corev1.RestartPolicyNever, nil, []corev1.ContainerStatus{cs(exited(0)), cs(exited(2))}, corev1.PodFailed},
+		{corev1.RestartPolicyOnFailure, nil, []corev1.ContainerStatus{cs(exited(0))}, corev1.PodSucceeded},
+		{corev1.RestartPolicyOnFailure, nil, []corev1.ContainerStatus{crashLoop}, corev1.PodRunning},
+		{"", []corev1.ContainerStatus{cs(running)}, []corev1.ContainerStatus{cs(waiting)}, corev1.PodPending},
+		{corev1.RestartPolicyNever, []corev1.ContainerStatus{cs(exited(1))}, []corev1.ContainerStatus{cs(waiting)}, corev1.PodFailed},
+		{"", []corev1.ContainerStatus{cs(exited(0))}, []corev1.ContainerStatus{cs(running)}, corev1.PodRunning},
+	}
+	for i, c := range cases {
+		pod := &corev1.Pod{Spec: corev1.PodSpec{RestartPolicy: c.policy}}
+		if got := phase(pod, &corev1.PodStatus{InitContainerStatuses: c.init, ContainerStatuses: c.regular}); got != c.want {
+			t.Errorf("case %d: phase %s, want %s", i, got, c.want)
+		}
+	}
+}
+
+func TestValidatePod(t *testing.T) {
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", UID: "u1"},
+		Spec: corev1.PodSpec{
+			Volumes: []corev1.Volume{{Name: "v"}},
+			Containers: []corev1.Container{
+				{Name: "a", Image: "img", VolumeMounts: []corev1.VolumeMount{{Name: "v", MountPath: "/v"}}},
+			}}}
+	if msg := validatePod(pod); msg != "" {
+		t.Fatalf("good pod: %s", msg)
+	}
+	bad := pod.DeepCopy()
+	bad.Spec.Containers = append(bad.Spec.Containers, corev1.Container{Name: "a", Image: "",
+		VolumeMounts:  []corev1.VolumeMount{{Name: "w", MountPath: "rel"}},
+		LivenessProbe: &corev1.Probe{}})
+	msg := validatePod(bad)
+	for _, want := range []string{`spec.containers[1].name: "a" is used twice`, "spec.containers[1].image: empty",
+		`volume "w" is not defined`, `mountPath: "rel" is not absolute`, "livenessProbe: needs exactly one handler"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("message %q lacks %q", msg, want)
+		}
+	}
+}
+
+func TestConfigDefaults(t *testing.T) {
+	var c Config
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Endpoint != "/run/containerd/containerd.sock" || c.PodLogDir != "/var/log/pods" || c.CgroupParent != "/tether" ||
+		c.BackoffInitial.Duration != 10*time.Second || c.BackoffMax.Duration != 5*time.Minute {
+		t.Errorf("defaults: %+v", c)
+	}
+	c = Config{Endpoint: "unix:///tmp/x.sock"}
+	if err := c.Validate(); err != nil || c.Endpoint != "/tmp/x.sock" {
+		t.Errorf("unix URL: %v %s", err, c.Endpoint)
+	}
+}
+
+func TestQOSAndResources(t *testing.T) {
+	r := &Runtime{nodeMem: resource.MustParse("1Gi")}
+	c := corev1.Container{Resources: corev1.ResourceRequirements{
+		Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("256Mi")},
+		Limits:   corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("500m"), corev1.ResourceMemory: resource.MustParse("512Mi")},
+	}}
+	pod := &corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{c}}}
+	if q := qos(pod); q != corev1.PodQOSBurstable {
+		t.Errorf("qos %s", q)
+	}
+	res := r.resources(pod, &c)
+	if res.CpuShares != 102 || res.CpuQuota != 50000 || res.CpuPeriod != 100000 || res.MemoryLimitInBytes != 512<<20 || res.OomScoreAdj != 750 {
+		t.Errorf("resources %+v", res)
+	}
+	best := &corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{{}}}}
+	if q := qos(best); q != corev1.PodQOSBestEffort {
+		t.Errorf("qos %s", q)
+	}
+	if res := r.resources(best, &best.Spec.Containers[0]); res.CpuShares != 2 || res.CpuQuota != 0 || res.OomScoreAdj != 1000 {
+		t.Errorf("best effort resources %+v", res)
+	}
+}
