@@ -551,3 +551,177 @@ func TestBadPodsLeaveOthersRunning(t *testing.T) {
 		t.Errorf("good pod disturbed:\n%s", describe(st))
 	}
 }
+
+func TestVolumeKinds(t *testing.T) {
+	objs := newObjects()
+	objs.setConfigMap("default", "cm", map[string]string{"app.conf": "level=1", "other": "x"})
+	objs.setSecret("default", "sec", map[string][]byte{"password": []byte("pw-1")})
+	r := newRuntime(t, objs)
+	hostDir := t.TempDir()
+	os.WriteFile(filepath.Join(hostDir, "host.txt"), []byte("from-host"), 0o644)
+
+	pod := busyboxPod("volumes", `while true; do `+
+		`echo "cm=$(cat /cm/conf) sec=$(cat /sec/password) secmode=$(stat -c %a /sec/..data/password) `+
+		`proj=$(cat /proj/conf)/$(cat /proj/password)/$(cat /proj/podname) dapi=$(cat /dapi/labels) `+
+		`host=$(cat /host/host.txt) sub=$(cat /sub.conf) tmp=$(df /sec | tail -1 | cut -c1-5)"; sleep 0.3; done`)
+	pod.Labels = map[string]string{"app": "vol"}
+	mode := int32(0o400)
+	ref := func(n string) corev1.LocalObjectReference { return corev1.LocalObjectReference{Name: n} }
+	pod.Spec.Volumes = []corev1.Volume{
+		{Name: "cm", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: ref("cm"),
+			Items: []corev1.KeyToPath{{Key: "app.conf", Path: "conf"}}}}},
+		{Name: "sec", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "sec", DefaultMode: &mode}}},
+		{Name: "proj", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{Sources: []corev1.VolumeProjection{
+			{ConfigMap: &corev1.ConfigMapProjection{LocalObjectReference: ref("cm"), Items: []corev1.KeyToPath{{Key: "app.conf", Path: "conf"}}}},
+			{Secret: &corev1.SecretProjection{LocalObjectReference: ref("sec")}},
+			{DownwardAPI: &corev1.DownwardAPIProjection{Items: []corev1.DownwardAPIVolumeFile{
+				{Path: "podname", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}}}},
+			{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "token"}},
+			{ConfigMap: &corev1.ConfigMapProjection{LocalObjectReference: ref("kube-root-ca.crt")}},
+		}}}},
+		{Name: "dapi", VolumeSource: corev1.VolumeSource{DownwardAPI: &corev1.DownwardAPIVolumeSource{Items: []corev1.DownwardAPIVolumeFile{
+			{Path: "labels", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.labels"}}}}}},
+		{Name: "host", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: hostDir}}},
+		{Name: "scratch", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+	}
+	pod.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{
+		{Name: "cm", MountPath: "/cm"}, {Name: "sec", MountPath: "/sec"}, {Name: "proj", MountPath: "/proj"},
+		{Name: "dapi", MountPath: "/dapi"}, {Name: "host", MountPath: "/host", ReadOnly: true},
+		{Name: "cm", MountPath: "/sub.conf", SubPath: "conf"}, {Name: "scratch", MountPath: "/scratch"},
+	}
+	syncUntil(t, r, pod, 10*time.Second, "running", running("app"))
+	log := logPath(r, pod, "app", 0)
+	waitLog(t, log, `cm=level=1 sec=pw-1 secmode=400 proj=level=1/pw-1/volumes dapi=app="vol" host=from-host sub=level=1 tmp=tmpfs`, 10*time.Second)
+
+	// The secret and the configmap change: both volumes follow (the subPath
+	// mount does not, as in Kubernetes).
+	objs.setConfigMap("default", "cm", map[string]string{"app.conf": "level=2"})
+	objs.setSecret("default", "sec", map[string][]byte{"password": []byte("pw-2")})
+	if _, err := r.SyncPod(t.Context(), pod); err != nil {
+		t.Fatal(err)
+	}
+	waitLog(t, log, `cm=level=2 sec=pw-2 secmode=400 proj=level=2/pw-2/volumes`, 10*time.Second)
+	if b, _ := os.ReadFile(log); strings.Contains(string(b), "sub=level=2") {
+		t.Error("the subPath mount followed the update")
+	}
+
+	// The tmpfs of the secret volume is unmounted by KillPod.
+	secDir := r.volumeDir(string(pod.UID), "sec")
+	if !isMountPoint(secDir) {
+		t.Errorf("%s is not a mount point", secDir)
+	}
+	if err := r.KillPod(t.Context(), pod.UID, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(b), r.podDir(string(pod.UID))) {
+		t.Errorf("mounts left under %s", r.podDir(string(pod.UID)))
+	}
+}
+
+func TestSandboxLossAndAdoption(t *testing.T) {
+	objs := newObjects()
+	r := newRuntime(t, objs)
+	pod := busyboxPod("phoenix", `trap "exit 0" TERM; echo started; while true; do sleep 0.2; done`)
+	st := syncUntil(t, r, pod, 10*time.Second, "running", running("app"))
+	id := containerStatus(st, "app").ContainerID
+
+	// A second Runtime on the same containerd and directories (edgecore
+	// restarted) adopts the pod: nothing restarts.
+	r2, err := New(t.Context(), r.cfg, objs, r.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	st2, err := r2.SyncPod(t.Context(), pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cs := containerStatus(st2, "app"); cs.ContainerID != id || cs.RestartCount != 0 || cs.State.Running == nil || st2.PodIP != st.PodIP {
+		t.Errorf("adopted pod changed:\n%s\n%s", describe(st), describe(st2))
+	}
+
+	// The sandbox dies: a new one is made and the container starts again,
+	// its restart count going on.
+	sbs, err := r.listSandboxes(t.Context(), pod.UID)
+	if err != nil || len(sbs) != 1 {
+		t.Fatal(sbs, err)
+	}
+	if _, err := r.rs.StopPodSandbox(t.Context(), &runtimeapi.StopPodSandboxRequest{PodSandboxId: sbs[0].Id}); err != nil {
+		t.Fatal(err)
+	}
+	st = syncUntil(t, r, pod, 20*time.Second, "running in a new sandbox", func(st *corev1.PodStatus) bool {
+		cs := containerStatus(st, "app")
+		return cs.State.Running != nil && cs.ContainerID != id
+	})
+	if cs := containerStatus(st, "app"); cs.RestartCount != 1 {
+		t.Errorf("restart count after a new sandbox:\n%s", describe(st))
+	}
+	sbs, _ = r.listSandboxes(t.Context(), pod.UID)
+	if len(sbs) != 1 || sbs[0].Metadata.Attempt != 1 {
+		t.Errorf("sandboxes after recovery: %v", sbs)
+	}
+
+	// With restartPolicy Never, a pod whose sandbox died stays down.
+	once := busyboxPod("once", `exec sleep 3600`)
+	once.Spec.RestartPolicy = corev1.RestartPolicyNever
+	syncUntil(t, r, once, 10*time.Second, "running", running("app"))
+	sbs, _ = r.listSandboxes(t.Context(), once.UID)
+	if _, err := r.rs.StopPodSandbox(t.Context(), &runtimeapi.StopPodSandboxRequest{PodSandboxId: sbs[0].Id}); err != nil {
+		t.Fatal(err)
+	}
+	st = syncUntil(t, r, once, 10*time.Second, "failed", func(st *corev1.PodStatus) bool { return st.Phase == corev1.PodFailed })
+	if sbs, _ := r.listSandboxes(t.Context(), once.UID); len(sbs) != 1 || sbs[0].State == runtimeapi.PodSandboxState_SANDBOX_READY {
+		t.Errorf("a Never pod got a new sandbox: %v\n%s", sbs, describe(st))
+	}
+}
+
+func TestRelistNotifiesOnExit(t *testing.T) {
+	objs := newObjects()
+	r := newRuntime(t, objs)
+	notified := make(chan struct{}, 16)
+	r.cfg.Notify = func() {
+		select {
+		case notified <- struct{}{}:
+		default:
+		}
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error)
+	go func() { done <- r.Start(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	pod := busyboxPod("short", `sleep 2`)
+	pod.Spec.RestartPolicy = corev1.RestartPolicyNever
+	syncUntil(t, r, pod, 10*time.Second, "running", running("app"))
+	time.Sleep(1500 * time.Millisecond) // the relist has seen it running
+	for len(notified) > 0 {
+		<-notified
+	}
+	select {
+	case <-notified:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no notification when the container exited")
+	}
+	st, err := r.SyncPod(t.Context(), pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Phase != corev1.PodSucceeded {
+		t.Errorf("after the notification:\n%s", describe(st))
+	}
+}
+
+func TestPullAlwaysUsesPresentImageWithoutRegistry(t *testing.T) {
+	r := newRuntime(t, newObjects())
+	pod := busyboxPod("always", `exec sleep 3600`)
+	pod.Spec.Containers[0].ImagePullPolicy = corev1.PullAlways
+	st, err := r.SyncPod(t.Context(), pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if containerStatus(st, "app").State.Running == nil {
+		t.Fatalf("PullAlways with the image present and no registry:\n%s", describe(st))
+	}
+}
