@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -48,6 +49,11 @@ type Config struct {
 	// (default 10s doubling to 5m, as the kubelet does).
 	BackoffInitial metav1.Duration `json:"backoffInitial,omitempty"`
 	BackoffMax     metav1.Duration `json:"backoffMax,omitempty"`
+	// ContainerLogMaxSize is the size at which a container's log is
+	// rotated (default 10Mi); ContainerLogMaxFiles how many files of a
+	// container's log are kept, the current one included (default 5).
+	ContainerLogMaxSize  resource.Quantity `json:"containerLogMaxSize,omitempty"`
+	ContainerLogMaxFiles int               `json:"containerLogMaxFiles,omitempty"`
 	// RelistPeriod is how often containers are listed to notice state
 	// changes between syncs (default 1s).
 	RelistPeriod metav1.Duration `json:"relistPeriod,omitempty"`
@@ -123,6 +129,18 @@ func (c *Config) Validate() error {
 		if d.v.Duration == 0 {
 			d.v.Duration = d.def
 		}
+	}
+	if c.ContainerLogMaxSize.Sign() < 0 {
+		return fmt.Errorf("containerLogMaxSize: %s is negative", c.ContainerLogMaxSize.String())
+	}
+	if c.ContainerLogMaxSize.IsZero() {
+		c.ContainerLogMaxSize = resource.MustParse("10Mi")
+	}
+	if c.ContainerLogMaxFiles < 0 || c.ContainerLogMaxFiles == 1 {
+		return fmt.Errorf("containerLogMaxFiles: %d, want at least 2", c.ContainerLogMaxFiles)
+	}
+	if c.ContainerLogMaxFiles == 0 {
+		c.ContainerLogMaxFiles = 5
 	}
 	if c.BackoffMax.Duration < c.BackoffInitial.Duration {
 		return fmt.Errorf("backoffMax: %s is below backoffInitial %s", c.BackoffMax.Duration, c.BackoffInitial.Duration)

@@ -5,7 +5,10 @@ package cri
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -724,4 +727,82 @@ func TestPullAlwaysUsesPresentImageWithoutRegistry(t *testing.T) {
 	if containerStatus(st, "app").State.Running == nil {
 		t.Fatalf("PullAlways with the image present and no registry:\n%s", describe(st))
 	}
+}
+
+func TestLogRotation(t *testing.T) {
+	r := newRuntime(t, newObjects())
+	r.cfg.ContainerLogMaxSize = resource.MustParse("4Ki")
+	r.cfg.ContainerLogMaxFiles = 3
+	pod := busyboxPod("chatty", `i=0; while true; do i=$((i+1)); echo "line $i ................................................................"; sleep 0.01; done`)
+	syncUntil(t, r, pod, 10*time.Second, "running", running("app"))
+	log := logPath(r, pod, "app", 0)
+	for i := 0; i < 6; i++ {
+		time.Sleep(500 * time.Millisecond)
+		if _, err := r.SyncPod(t.Context(), pod); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rotated, _ := filepath.Glob(log + ".*")
+	if len(rotated) != 2 {
+		t.Errorf("rotated files %v, want 2 (containerLogMaxFiles 3)", rotated)
+	}
+	// The container goes on writing to the reopened file.
+	fi1, err := os.Stat(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	fi2, _ := os.Stat(log)
+	if fi2.Size() <= fi1.Size() && fi2.ModTime().Equal(fi1.ModTime()) {
+		t.Errorf("log %s not written after rotation", log)
+	}
+}
+
+func TestHostPort(t *testing.T) {
+	ip := nodeAddress(t)
+	r := newRuntime(t, newObjects())
+	port := 20000 + int32(time.Now().UnixNano()%10000)
+	pod := busyboxPod("hostport", `mkdir -p /www; echo hello-hostport > /www/index.html; exec httpd -f -p 8080 -h /www`)
+	pod.Spec.Containers[0].Ports = []corev1.ContainerPort{{ContainerPort: 8080, HostPort: port, Protocol: corev1.ProtocolTCP}}
+	syncUntil(t, r, pod, 10*time.Second, "running", running("app"))
+	url := fmt.Sprintf("http://%s/index.html", net.JoinHostPort(ip, fmt.Sprint(port)))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get(url)
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if strings.Contains(string(b), "hello-hostport") {
+				return
+			}
+			err = fmt.Errorf("status %d: %s", resp.StatusCode, b)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET %s: %v", url, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// nodeAddress is a non-loopback IPv4 address of this machine, not on a
+// test bridge.
+func nodeAddress(t *testing.T) string {
+	ifaces, err := net.Interfaces()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range ifaces {
+		if i.Flags&net.FlagLoopback != 0 || i.Flags&net.FlagUp == 0 ||
+			strings.HasPrefix(i.Name, "tt") || strings.HasPrefix(i.Name, "veth") || strings.HasPrefix(i.Name, "cni") {
+			continue
+		}
+		addrs, _ := i.Addrs()
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil {
+				return n.IP.String()
+			}
+		}
+	}
+	t.Skip("no non-loopback IPv4 address")
+	return ""
 }

@@ -287,3 +287,26 @@ func TestQOSAndResources(t *testing.T) {
 		t.Errorf("best effort resources %+v", res)
 	}
 }
+
+func TestPullAuth(t *testing.T) {
+	cfg := `{"auths":{"https://index.docker.io/v1/":{"auth":"` + "dTE6cDE=" + `"},"registry.example:5000":{"username":"u2","password":"p2"}}}`
+	objs := mapObjects{secrets: map[string]*corev1.Secret{"regcred": {Type: corev1.SecretTypeDockerConfigJson,
+		Data: map[string][]byte{corev1.DockerConfigJsonKey: []byte(cfg)}}}}
+	pod := &corev1.Pod{Spec: corev1.PodSpec{ImagePullSecrets: []corev1.LocalObjectReference{{Name: "missing"}, {Name: "regcred"}}}}
+	s := &podSync{pod: pod, env: &podEnv{objs: objs, pod: pod}}
+	for image, want := range map[string]string{
+		"busybox":                        "u1:p1@docker.io",
+		"library/busybox:1":              "u1:p1@docker.io",
+		"registry.example:5000/app:v1":   "u2:p2@registry.example:5000",
+		"other.example/app:v1":           "",
+		"docker.io/library/busybox:1.36": "u1:p1@docker.io",
+	} {
+		got := ""
+		if a := s.pullAuth(image); a != nil {
+			got = a.Username + ":" + a.Password + "@" + a.ServerAddress
+		}
+		if got != want {
+			t.Errorf("%s: auth %q, want %q", image, got, want)
+		}
+	}
+}

@@ -69,7 +69,7 @@ func (s *podSync) image(ctx context.Context, c *corev1.Container) (string, *core
 		}
 		r.mu.Unlock()
 		if policy == corev1.PullAlways {
-			r.pull(c.Image, s.now, false)
+			r.pull(c.Image, s.pullAuth(c.Image), s.now, false)
 		}
 		return c.Image, nil
 	}
@@ -91,15 +91,16 @@ func (s *podSync) image(ctx context.Context, c *corev1.Container) (string, *core
 		return "", w
 	}
 	r.mu.Unlock()
-	r.pull(c.Image, s.now, true)
+	r.pull(c.Image, s.pullAuth(c.Image), s.now, true)
 	return "", &corev1.ContainerStateWaiting{Reason: "ContainerCreating",
 		Message: fmt.Sprintf("pulling image %q", c.Image)}
 }
 
-// pull starts a background pull of image unless one runs or the last one
+// pull starts a background pull of image (with auth, from the pod's
+// imagePullSecrets, if any) unless one runs or the last one
 // failed less than its back-off ago (when force is false, also unless one
 // succeeded less than BackoffInitial ago). Notify is called when it ends.
-func (r *Runtime) pull(image string, now time.Time, force bool) {
+func (r *Runtime) pull(image string, auth *runtimeapi.AuthConfig, now time.Time, force bool) {
 	r.mu.Lock()
 	p := r.pulls[image]
 	if p != nil && (p.running || now.Before(p.retryAt)) {
@@ -117,7 +118,7 @@ func (r *Runtime) pull(image string, now time.Time, force bool) {
 		defer r.wg.Done()
 		start := time.Now()
 		ctx, cancel := context.WithTimeout(r.bg, r.cfg.PullTimeout.Duration)
-		_, err := r.is.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}})
+		_, err := r.is.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}, Auth: auth})
 		cancel()
 		if r.bg.Err() != nil {
 			return

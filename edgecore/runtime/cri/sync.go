@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"time"
 
@@ -121,6 +122,11 @@ func (s *podSync) run(ctx context.Context) error {
 		errs = append(errs, s.observe(ctx))
 	}
 	errs = append(errs, s.gc(ctx))
+	for _, insts := range s.containers {
+		if insts[0].State == runtimeapi.ContainerState_CONTAINER_RUNNING {
+			s.r.rotateLog(ctx, insts[0])
+		}
+	}
 	s.updateProber()
 	return errors.Join(errs...)
 }
@@ -462,6 +468,10 @@ func (s *podSync) gc(ctx context.Context) error {
 			}
 			if st.LogPath != "" {
 				os.Remove(st.LogPath)
+				rotated, _ := filepath.Glob(st.LogPath + ".*")
+				for _, p := range rotated {
+					os.Remove(p)
+				}
 			}
 			if p := st.Annotations[annotationTermMsgHostPath]; p != "" {
 				os.Remove(p)

@@ -1,0 +1,51 @@
+// Package metaserver is a read-only Kubernetes API on the edge node's
+// loopback interface, served from the edge store, so that an application at
+// the edge using client-go (a clientset, informers) keeps working whether or
+// not the cloud is reachable.
+//
+// # What it serves
+//
+// Group v1 only (/api, /api/v1; /apis lists no groups), JSON only:
+//
+//   - pods, configmaps and secrets: those the store holds, which are the
+//     ones the cloud sent this node (its pods and what they use), as last
+//     received: a pod's status is the cloud's, not the runtime's.
+//   - nodes: this node only, as the edge describes itself (its name, the
+//     labels it asks for with the kubelet's defaults and the edge role,
+//     and its status from nodestatus, rebuilt every Config.NodeInterval).
+//     Its UID is not the API server's.
+//   - services: always empty, as services are not synced to the edge yet.
+//
+// For each: GET of one object (also .../status), LIST namespaced or across
+// namespaces with labelSelector and fieldSelector (the API server's fields
+// per resource; any other is 400 Bad Request), and WATCH (?watch=true or the
+// legacy /api/v1/watch/... paths). limit is ignored: a list always comes
+// whole, without a continue token, as the API server does from its watch
+// cache. Every other method is 405 Method Not Allowed. Secrets go to
+// loopback clients only, and the server listens on loopback only (Config.Addr
+// is refused otherwise): there is no authentication, every local process may
+// read every object the node holds, as it could read the store.
+//
+// # Versions and watches
+//
+// The cache (cache.go) holds per resource the objects, encoded as the store
+// holds them (protobuf, not decoded), and a ring of the latest
+// Config.History changes. On each commit (agent.Observer.ObjectsChanged) it
+// is levelled with the store: every object whose cloud resourceVersion
+// changed is read again and makes an ADDED or MODIFIED event, every object
+// gone a DELETED one carrying its last state.
+//
+// resourceVersions are the metaserver's own: one counter across resources,
+// advanced by every event, as etcd's revision. An object's resourceVersion
+// is the version of its last change; a LIST's is the version it is the
+// state at, and a WATCH from it gets every later change. A WATCH from a
+// version whose later events are no longer in the ring gets, like from the
+// API server, an ERROR event with a 410 Expired status, and a reflector
+// lists again. Each start of the server takes a new range of versions (the
+// count of starts is kept in Config.StateDir, not taken from the clock), so
+// a version from before a restart is always too old, never mistaken for one
+// of this run. A WATCH without a version (or 0) starts with the current
+// objects as ADDED events; with allowWatchBookmarks it gets a BOOKMARK every
+// Config.BookmarkInterval, and with sendInitialEvents one after the initial
+// events, marked with the k8s.io/initial-events-end annotation.
+package metaserver

@@ -1,0 +1,469 @@
+package metaserver
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/version"
+	"k8s.io/apimachinery/pkg/watch"
+
+	"github.com/tether-edge/tether/edgecore/nodestatus"
+)
+
+// Handler returns the Server's HTTP handler.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/api", s.readOnly(s.serveAPIVersions))
+	mux.HandleFunc("/api/v1", s.readOnly(s.serveResourceList))
+	mux.HandleFunc("/api/v1/", s.readOnly(s.serveResource))
+	mux.HandleFunc("/apis", s.readOnly(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, &metav1.APIGroupList{TypeMeta: metav1.TypeMeta{Kind: "APIGroupList", APIVersion: "v1"},
+			Groups: []metav1.APIGroup{}})
+	}))
+	mux.HandleFunc("/version", s.readOnly(func(w http.ResponseWriter, r *http.Request) {
+		v := strings.TrimPrefix(nodestatus.KubeletVersion, "v")
+		major, minor, _ := strings.Cut(v, ".")
+		minor, _, _ = strings.Cut(minor, ".")
+		writeJSON(w, http.StatusOK, &version.Info{Major: major, Minor: minor, GitVersion: nodestatus.KubeletVersion,
+			Platform: "tether-metaserver"})
+	}))
+	for _, p := range []string{"/healthz", "/livez", "/readyz"} {
+		mux.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			w.Write([]byte("ok"))
+		})
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { writeStatus(w, notFound()) })
+	return mux
+}
+
+// readOnly answers every method but GET and HEAD with 405.
+func (s *Server) readOnly(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			writeStatus(w, &apierrors.StatusError{ErrStatus: metav1.Status{
+				Status: metav1.StatusFailure, Code: http.StatusMethodNotAllowed, Reason: metav1.StatusReasonMethodNotAllowed,
+				Message: fmt.Sprintf("%s is not allowed: the edge metaserver is read-only; write to the cloud's API server", r.Method)}})
+			return
+		}
+		h(w, r)
+	}
+}
+
+func (s *Server) serveAPIVersions(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, &metav1.APIVersions{TypeMeta: metav1.TypeMeta{Kind: "APIVersions"}, Versions: []string{"v1"},
+		ServerAddressByClientCIDRs: []metav1.ServerAddressByClientCIDR{{ClientCIDR: "0.0.0.0/0", ServerAddress: r.Host}}})
+}
+
+func (s *Server) serveResourceList(w http.ResponseWriter, r *http.Request) {
+	l := &metav1.APIResourceList{TypeMeta: metav1.TypeMeta{Kind: "APIResourceList", APIVersion: "v1"}, GroupVersion: "v1"}
+	verbs := metav1.Verbs{"get", "list", "watch"}
+	for _, name := range resourceNames {
+		res := resources[name]
+		l.APIResources = append(l.APIResources, metav1.APIResource{Name: res.name, SingularName: res.singular,
+			Namespaced: res.namespaced, Kind: res.kind, Verbs: verbs, ShortNames: res.shortNames})
+		if res.name == resPods || res.name == resNodes {
+			l.APIResources = append(l.APIResources, metav1.APIResource{Name: res.name + "/status",
+				Namespaced: res.namespaced, Kind: res.kind, Verbs: metav1.Verbs{"get"}})
+		}
+	}
+	writeJSON(w, http.StatusOK, l)
+}
+
+// request is a parsed request for a resource.
+type request struct {
+	res       *resource
+	namespace string // "" for all namespaces and cluster-scoped resources
+	name      string
+	watch     bool
+	labels    labels.Selector
+	fields    fields.Selector
+}
+
+// parse reads /api/v1/[watch/][namespaces/NS/]RESOURCE[/NAME[/status]].
+func parse(r *http.Request) (*request, *apierrors.StatusError) {
+	segs := strings.Split(strings.Trim(strings.TrimPrefix(r.URL.Path, "/api/v1/"), "/"), "/")
+	req := &request{}
+	if segs[0] == "watch" {
+		req.watch, segs = true, segs[1:]
+	}
+	if len(segs) >= 3 && segs[0] == "namespaces" {
+		req.namespace, segs = segs[1], segs[2:]
+	}
+	if len(segs) == 0 || len(segs) > 3 || len(segs) == 3 && segs[2] != "status" || slices.Contains(segs, "") {
+		return nil, notFound()
+	}
+	req.res = resources[segs[0]]
+	if req.res == nil {
+		return nil, notFound()
+	}
+	if len(segs) > 1 {
+		req.name = segs[1]
+	}
+	// Namespaced objects are named within a namespace, and cluster-scoped
+	// ones in none.
+	if req.res.namespaced && req.namespace == "" && req.name != "" || !req.res.namespaced && req.namespace != "" {
+		return nil, notFound()
+	}
+	q := r.URL.Query()
+	if v := q.Get("watch"); v != "" {
+		w, err := strconv.ParseBool(v)
+		if err != nil {
+			return nil, apierrors.NewBadRequest(fmt.Sprintf("watch: %q is not a boolean", v))
+		}
+		req.watch = req.watch || w
+	}
+	if req.watch && len(segs) == 3 {
+		return nil, apierrors.NewMethodNotSupported(schema.GroupResource{Resource: req.res.name + "/status"}, "watch")
+	}
+	var err error
+	if req.labels, err = labels.Parse(q.Get("labelSelector")); err != nil {
+		return nil, apierrors.NewBadRequest(fmt.Sprintf("labelSelector: %v", err))
+	}
+	if req.fields, err = fields.ParseSelector(q.Get("fieldSelector")); err != nil {
+		return nil, apierrors.NewBadRequest(fmt.Sprintf("fieldSelector: %v", err))
+	}
+	for _, f := range req.fields.Requirements() {
+		if !slices.Contains(req.res.fieldNames, f.Field) {
+			return nil, apierrors.NewBadRequest(fmt.Sprintf("field label not supported: %s (%s supports %s)",
+				f.Field, req.res.name, strings.Join(req.res.fieldNames, ", ")))
+		}
+	}
+	if req.name != "" && req.watch {
+		req.fields = fields.AndSelectors(req.fields, fields.OneTermEqualSelector("metadata.name", req.name))
+	}
+	if q.Get("continue") != "" {
+		return nil, apierrors.NewBadRequest("continue: the metaserver never splits lists, so it has no continue tokens")
+	}
+	return req, nil
+}
+
+func (s *Server) serveResource(w http.ResponseWriter, r *http.Request) {
+	req, serr := parse(r)
+	if serr != nil {
+		writeStatus(w, serr)
+		return
+	}
+	if req.res.name == resSecrets && !fromLoopback(r) {
+		writeStatus(w, apierrors.NewForbidden(schema.GroupResource{Resource: resSecrets}, req.name,
+			errors.New("secrets are served to loopback clients only")))
+		return
+	}
+	switch {
+	case req.watch:
+		s.serveWatch(w, r, req)
+	case req.name != "":
+		s.serveGet(w, req)
+	default:
+		s.serveList(w, r, req)
+	}
+}
+
+func fromLoopback(r *http.Request) bool {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// decode returns the object of e as served at version rv.
+func (req *request) decode(data []byte, rv uint64) (object, error) {
+	o, err := req.res.decode(data)
+	if err != nil {
+		return nil, err
+	}
+	o.SetResourceVersion(strconv.FormatUint(rv, 10))
+	return o, nil
+}
+
+func (req *request) matches(o object) bool {
+	if req.namespace != "" && o.GetNamespace() != req.namespace {
+		return false
+	}
+	return req.labels.Matches(labels.Set(o.GetLabels())) && req.fields.Matches(req.res.fields(o))
+}
+
+func (req *request) setKind(o object) {
+	o.GetObjectKind().SetGroupVersionKind(schema.GroupVersionKind{Version: "v1", Kind: req.res.kind})
+}
+
+func (s *Server) serveGet(w http.ResponseWriter, req *request) {
+	e := s.cache.get(req.res.name, req.namespace, req.name)
+	if e == nil {
+		writeStatus(w, apierrors.NewNotFound(schema.GroupResource{Resource: req.res.name}, req.name))
+		return
+	}
+	o, err := req.decode(e.data, e.rv)
+	if err != nil {
+		s.internalError(w, err)
+		return
+	}
+	req.setKind(o)
+	writeJSON(w, http.StatusOK, o)
+}
+
+func (s *Server) serveList(w http.ResponseWriter, r *http.Request, req *request) {
+	entries, rv := s.cache.list(req.res.name, req.namespace)
+	q := r.URL.Query()
+	if v := q.Get("resourceVersion"); v != "" {
+		asked, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			writeStatus(w, apierrors.NewBadRequest(fmt.Sprintf("resourceVersion: %q is not a resource version", v)))
+			return
+		}
+		// The state served is the latest, which is not older than any
+		// version; only an exact match of an older one cannot be served.
+		if metav1.ResourceVersionMatch(q.Get("resourceVersionMatch")) == metav1.ResourceVersionMatchExact && asked != rv {
+			writeStatus(w, apierrors.NewResourceExpired(fmt.Sprintf("too old resource version: %d (%d)", asked, rv)))
+			return
+		}
+	}
+	items := make([]json.RawMessage, 0, len(entries))
+	for _, e := range entries {
+		o, err := req.decode(e.data, e.rv)
+		if err != nil {
+			s.internalError(w, err)
+			return
+		}
+		if !req.matches(o) {
+			continue
+		}
+		b, err := json.Marshal(o)
+		if err != nil {
+			s.internalError(w, err)
+			return
+		}
+		items = append(items, b)
+	}
+	writeJSON(w, http.StatusOK, &struct {
+		metav1.TypeMeta `json:",inline"`
+		Metadata        metav1.ListMeta   `json:"metadata"`
+		Items           []json.RawMessage `json:"items"`
+	}{TypeMeta: metav1.TypeMeta{Kind: req.res.kind + "List", APIVersion: "v1"},
+		Metadata: metav1.ListMeta{ResourceVersion: strconv.FormatUint(rv, 10)}, Items: items})
+}
+
+// serveWatch streams watch events as the API server does: one JSON
+// metav1.WatchEvent after another, flushed as they come.
+func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, req *request) {
+	q := r.URL.Query()
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		s.internalError(w, errors.New("response writer cannot flush"))
+		return
+	}
+	// Like the API server's default (--min-request-timeout 30m, times 1 to 2).
+	timeout := time.Duration(float64(30*time.Minute) * (1 + rand.Float64()))
+	if v := q.Get("timeoutSeconds"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			writeStatus(w, apierrors.NewBadRequest(fmt.Sprintf("timeoutSeconds: %q is not a number of seconds", v)))
+			return
+		}
+		if n > 0 {
+			timeout = time.Duration(n) * time.Second
+		}
+	}
+	bookmarks := q.Get("allowWatchBookmarks") == "true"
+	initialEvents := q.Get("sendInitialEvents") == "true"
+	rvParam := q.Get("resourceVersion")
+	var from uint64
+	if rvParam != "" && rvParam != "0" && !initialEvents {
+		var err error
+		if from, err = strconv.ParseUint(rvParam, 10, 64); err != nil {
+			writeStatus(w, apierrors.NewBadRequest(fmt.Sprintf("resourceVersion: %q is not a resource version", rvParam)))
+			return
+		}
+	}
+
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-cache, private")
+	w.WriteHeader(http.StatusOK)
+	enc := &watchEncoder{w: w, req: req}
+	if from == 0 {
+		// No version (or 0) means: the current state as ADDED events first.
+		entries, rv := s.cache.list(req.res.name, req.namespace)
+		for _, e := range entries {
+			if err := enc.object(watch.Added, e.data, e.rv); err != nil {
+				s.watchEnded(req, err)
+				return
+			}
+		}
+		if initialEvents && bookmarks {
+			if err := enc.bookmark(rv, true); err != nil {
+				s.watchEnded(req, err)
+				return
+			}
+		}
+		from = rv
+	}
+	flusher.Flush()
+
+	ctx := r.Context()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	var tick <-chan time.Time
+	if bookmarks && s.cfg.BookmarkInterval > 0 {
+		t := time.NewTicker(s.cfg.BookmarkInterval)
+		defer t.Stop()
+		tick = t.C
+	}
+	bookmarkDue := false
+	for {
+		events, rv, changed, err := s.cache.since(req.res.name, from)
+		if errors.Is(err, errExpired) {
+			// As the API server: an ERROR event with a 410 Expired status, so
+			// that a reflector lists again.
+			st := apierrors.NewResourceExpired(err.Error()).ErrStatus
+			st.TypeMeta = metav1.TypeMeta{Kind: "Status", APIVersion: "v1"}
+			enc.raw(watch.Error, &st)
+			flusher.Flush()
+			return
+		}
+		for _, ev := range events {
+			if err := enc.event(ev); err != nil {
+				s.watchEnded(req, err)
+				return
+			}
+		}
+		from = rv
+		if bookmarkDue {
+			if err := enc.bookmark(rv, false); err != nil {
+				s.watchEnded(req, err)
+				return
+			}
+			bookmarkDue = false
+		}
+		flusher.Flush()
+		select {
+		case <-changed:
+		case <-tick:
+			bookmarkDue = true
+		case <-deadline.C:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (s *Server) watchEnded(req *request, err error) {
+	s.log.Debug("metaserver watch ended", slog.String("resource", req.res.name), slog.Any("err", err))
+}
+
+// watchEncoder writes the watch events of one request.
+type watchEncoder struct {
+	w   http.ResponseWriter
+	req *request
+}
+
+// event writes ev as the request sees it: an object that starts matching
+// its selectors is ADDED, one that stops matching DELETED.
+func (e *watchEncoder) event(ev event) error {
+	typ, data := ev.typ, ev.data
+	if ev.typ == watch.Modified {
+		cur, err := e.req.decode(ev.data, ev.rv)
+		if err != nil {
+			return err
+		}
+		prev, err := e.req.decode(ev.prev, ev.rv)
+		if err != nil {
+			return err
+		}
+		switch now, before := e.req.matches(cur), e.req.matches(prev); {
+		case now && before:
+		case now:
+			typ = watch.Added
+		case before:
+			// The previous state, at the event's version, as the API server.
+			typ, data = watch.Deleted, ev.prev
+		default:
+			return nil
+		}
+	}
+	return e.object(typ, data, ev.rv)
+}
+
+func (e *watchEncoder) object(typ watch.EventType, data []byte, rv uint64) error {
+	o, err := e.req.decode(data, rv)
+	if err != nil {
+		return err
+	}
+	if !e.req.matches(o) {
+		return nil
+	}
+	e.req.setKind(o)
+	return e.raw(typ, o)
+}
+
+// bookmark writes a BOOKMARK at version rv; initialEnd marks the end of the
+// initial events of a watch that asked for them (sendInitialEvents).
+func (e *watchEncoder) bookmark(rv uint64, initialEnd bool) error {
+	o, err := e.req.res.decode(nil)
+	if err != nil {
+		return err
+	}
+	e.req.setKind(o)
+	o.SetResourceVersion(strconv.FormatUint(rv, 10))
+	if initialEnd {
+		o.SetAnnotations(map[string]string{metav1.InitialEventsAnnotationKey: "true"})
+	}
+	return e.raw(watch.Bookmark, o)
+}
+
+func (e *watchEncoder) raw(typ watch.EventType, o runtime.Object) error {
+	b, err := json.Marshal(o)
+	if err != nil {
+		return err
+	}
+	b, err = json.Marshal(&metav1.WatchEvent{Type: string(typ), Object: runtime.RawExtension{Raw: b}})
+	if err != nil {
+		return err
+	}
+	_, err = e.w.Write(append(b, '\n'))
+	return err
+}
+
+func (s *Server) internalError(w http.ResponseWriter, err error) {
+	s.log.Error("metaserver request failed", slog.Any("err", err))
+	writeStatus(w, apierrors.NewInternalError(err))
+}
+
+func notFound() *apierrors.StatusError {
+	return &apierrors.StatusError{ErrStatus: metav1.Status{Status: metav1.StatusFailure, Code: http.StatusNotFound,
+		Reason: metav1.StatusReasonNotFound, Message: "the server could not find the requested resource"}}
+}
+
+func writeStatus(w http.ResponseWriter, e *apierrors.StatusError) {
+	st := e.ErrStatus
+	st.TypeMeta = metav1.TypeMeta{Kind: "Status", APIVersion: "v1"}
+	writeJSON(w, int(st.Code), &st)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		code, b = http.StatusInternalServerError, []byte(`{"kind":"Status","apiVersion":"v1","status":"Failure","code":500}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	w.Write(append(b, '\n'))
+}

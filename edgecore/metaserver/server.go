@@ -1,0 +1,336 @@
+package metaserver
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/tether-edge/tether/edgecore/store"
+	"github.com/tether-edge/tether/protocol"
+)
+
+// DefaultAddr is where the metaserver listens unless told otherwise.
+const DefaultAddr = "127.0.0.1:10550"
+
+// Config configures the Server.
+type Config struct {
+	// Addr is the loopback address to listen on, host:port (default
+	// DefaultAddr). Port 0 picks a free port; Server.Addr tells which.
+	Addr string
+	// NodeName is the node's name.
+	NodeName string
+	// NodeLabels are the labels the node asks for on its Node.
+	NodeLabels map[string]string
+	// NodeStatus returns the node's status now (required).
+	NodeStatus func() *corev1.NodeStatus
+	// NodeInterval is how often the served Node is rebuilt from NodeStatus
+	// and the cache checked against the store (default 1m).
+	NodeInterval time.Duration
+	// StateDir holds the file counting the Server's starts, which keeps
+	// resourceVersions of different runs apart (required).
+	StateDir string
+	// History is how many changes are kept per resource for watches to
+	// resume from (default 1000). A client further behind gets 410 Gone and
+	// lists again.
+	History int
+	// BookmarkInterval is how often a watch that allows bookmarks gets one
+	// (default 1m).
+	BookmarkInterval time.Duration
+	// Logger is where the Server logs (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// ValidateAddr checks that addr is host:port with a loopback host: the
+// metaserver has no authentication and serves secrets, so it must not be
+// reachable from other machines.
+func ValidateAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port: %w", addr, err)
+	}
+	if p, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("%q: port %q is not a number from 0 to 65535", addr, port)
+	} else if p == 0 && port != "0" {
+		return fmt.Errorf("%q: bad port %q", addr, port)
+	}
+	if host == "localhost" {
+		return nil
+	}
+	ip := net.ParseIP(host)
+	if ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("%q: host %q is not a loopback address (127.0.0.1, ::1 or localhost); the metaserver serves secrets without authentication", addr, host)
+	}
+	return nil
+}
+
+func (c *Config) validate() error {
+	if c.Addr == "" {
+		c.Addr = DefaultAddr
+	}
+	if err := ValidateAddr(c.Addr); err != nil {
+		return fmt.Errorf("metaserver: addr: %w", err)
+	}
+	if err := protocol.ValidateNodeName(c.NodeName); err != nil {
+		return fmt.Errorf("metaserver: %w", err)
+	}
+	if c.NodeStatus == nil {
+		return errors.New("metaserver: no NodeStatus")
+	}
+	if c.StateDir == "" {
+		return errors.New("metaserver: no StateDir")
+	}
+	if c.NodeInterval == 0 {
+		c.NodeInterval = time.Minute
+	}
+	if c.History == 0 {
+		c.History = 1000
+	}
+	if c.BookmarkInterval == 0 {
+		c.BookmarkInterval = time.Minute
+	}
+	if c.NodeInterval < 0 || c.History < 1 || c.BookmarkInterval < 0 {
+		return fmt.Errorf("metaserver: bad interval or history in %+v", *c)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// Server is the metaserver. It implements agent.Observer.
+type Server struct {
+	cfg   Config
+	db    *store.DB
+	log   *slog.Logger
+	cache *cache
+	kickc chan struct{}
+	ready chan struct{}
+
+	mu sync.Mutex
+	// addr is the address listened on; guarded by mu.
+	addr string
+}
+
+// epochFile counts the starts of the Server in Config.StateDir.
+const epochFile = "metaserver-epoch"
+
+// epochSpan is the room of versions of one run: versions of run e are
+// e*epochSpan and up, so that they stay apart from those of every other
+// run without trusting the clock (edge machines often have no RTC).
+const epochSpan = 1_000_000_000_000
+
+// nextEpoch increments and returns the count of starts kept in dir.
+func nextEpoch(dir string) (uint64, error) {
+	path := filepath.Join(dir, epochFile)
+	var epoch uint64
+	b, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return 0, err
+	default:
+		if epoch, err = strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); err != nil {
+			return 0, fmt.Errorf("%s: %w", path, err)
+		}
+	}
+	epoch++
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return 0, err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(strconv.FormatUint(epoch, 10)+"\n"), 0o600); err != nil {
+		return 0, err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return 0, err
+	}
+	return epoch, nil
+}
+
+// New builds a Server and loads the store's objects; it serves nothing
+// until Start.
+func New(cfg Config, db *store.DB) (*Server, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	epoch, err := nextEpoch(cfg.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("metaserver: epoch: %w", err)
+	}
+	s := &Server{cfg: cfg, db: db, log: cfg.Logger, kickc: make(chan struct{}, 1), ready: make(chan struct{}),
+		cache: newCache(epoch*epochSpan, cfg.History, resourceNames)}
+	if err := s.sync(true); err != nil {
+		return nil, err
+	}
+	if err := s.refreshNode(true); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// ObjectsChanged implements agent.Observer. It never blocks.
+func (s *Server) ObjectsChanged(map[protocol.Kind]bool) {
+	select {
+	case s.kickc <- struct{}{}:
+	default:
+	}
+}
+
+// Connected implements agent.Observer.
+func (s *Server) Connected() {}
+
+// Ready is closed once the Server listens.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// Addr returns the address the Server listens on, "" before it does.
+func (s *Server) Addr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.addr
+}
+
+// Start listens on Config.Addr and serves until ctx ends.
+func (s *Server) Start(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("metaserver: %w", err)
+	}
+	if a, ok := ln.Addr().(*net.TCPAddr); !ok || !a.IP.IsLoopback() {
+		ln.Close()
+		return fmt.Errorf("metaserver: %s is not a loopback address", ln.Addr())
+	}
+	s.mu.Lock()
+	s.addr = ln.Addr().String()
+	s.mu.Unlock()
+	close(s.ready)
+	srv := &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		// Watches end with ctx.
+		BaseContext: func(net.Listener) context.Context { return ctx },
+		ErrorLog:    slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	s.log.Info("metaserver listening", slog.String("addr", s.Addr()))
+
+	t := time.NewTicker(s.cfg.NodeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.kickc:
+			if err := s.sync(false); err != nil {
+				s.log.Error("metaserver sync", slog.Any("err", err))
+			}
+		case <-t.C:
+			if err := s.refreshNode(false); err != nil {
+				s.log.Error("metaserver node", slog.Any("err", err))
+			}
+			if err := s.sync(false); err != nil {
+				s.log.Error("metaserver sync", slog.Any("err", err))
+			}
+		case err := <-errc:
+			return fmt.Errorf("metaserver: serve: %w", err)
+		case <-ctx.Done():
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := srv.Shutdown(sctx); err != nil {
+				srv.Close()
+			}
+			<-errc
+			return nil
+		}
+	}
+}
+
+// sync brings the cache level with the store: every object whose version
+// differs from the one the cache holds is read again, every object gone is
+// deleted. With initial set, the objects make no events.
+func (s *Server) sync(initial bool) error {
+	err := s.db.View(func(tx *store.Tx) error {
+		inv, err := tx.Inventory()
+		if err != nil {
+			return err
+		}
+		held := map[protocol.Kind]map[string]string{}
+		for _, ref := range inv {
+			if held[ref.Kind] == nil {
+				held[ref.Kind] = map[string]string{}
+			}
+			held[ref.Kind][ref.UID] = ref.ResourceVersion
+		}
+		for _, name := range resourceNames {
+			r := resources[name]
+			if r.store == 0 {
+				continue
+			}
+			cached := s.cache.sources(name)
+			var deleted []string
+			for uid := range cached {
+				if _, ok := held[r.store][uid]; !ok {
+					deleted = append(deleted, uid)
+				}
+			}
+			var ups []upsert
+			for uid, rv := range held[r.store] {
+				if v, ok := cached[uid]; ok && v == rv {
+					continue
+				}
+				o, err := tx.Object(r.store, uid)
+				if err != nil {
+					return err
+				}
+				if o != nil {
+					ups = append(ups, upsert{uid: uid, namespace: o.Namespace, name: o.Name, source: o.ResourceVersion, data: o.Data})
+				}
+			}
+			if len(deleted) == 0 && len(ups) == 0 {
+				continue
+			}
+			slices.Sort(deleted)
+			slices.SortFunc(ups, func(a, b upsert) int { return strings.Compare(a.uid, b.uid) })
+			s.cache.apply(name, deleted, ups, initial)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("metaserver: read store: %w", err)
+	}
+	return nil
+}
+
+// refreshNode rebuilds the served Node from the node's status.
+func (s *Server) refreshNode(initial bool) error {
+	var prev *corev1.Node
+	cur := s.cache.get(resNodes, "", s.cfg.NodeName)
+	if cur != nil {
+		o, err := resources[resNodes].decode(cur.data)
+		if err != nil {
+			return err
+		}
+		prev = o.(*corev1.Node)
+	}
+	n := buildNode(s.cfg.NodeName, s.cfg.NodeLabels, s.cfg.NodeStatus(), prev, time.Now())
+	data, err := n.Marshal()
+	if err != nil {
+		return fmt.Errorf("encode node: %w", err)
+	}
+	if cur != nil && bytes.Equal(cur.data, data) {
+		return nil
+	}
+	s.cache.apply(resNodes, nil, []upsert{{uid: string(n.UID), name: n.Name, data: data}}, initial)
+	return nil
+}
