@@ -3,7 +3,6 @@ package cri
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -23,11 +22,13 @@ var (
 	defaultReadonlyPaths = []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"}
 )
 
-// containerHash identifies a container's spec; a running container whose
-// hash differs (the image changed) is replaced.
+// containerHash identifies what of a container's spec may change while the
+// pod lives: its image (the API server allows no other change that needs a
+// new container). A container whose hash differs is replaced. Hashing the
+// whole spec would restart every container when an upgrade of k8s.io/api
+// adds a field.
 func containerHash(c *corev1.Container) string {
-	b, _ := json.Marshal(c)
-	s := sha256.Sum256(b)
+	s := sha256.Sum256([]byte(c.Image))
 	return hex.EncodeToString(s[:8])
 }
 

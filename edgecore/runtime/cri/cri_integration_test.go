@@ -643,6 +643,17 @@ func TestSandboxLossAndAdoption(t *testing.T) {
 		t.Errorf("adopted pod changed:\n%s\n%s", describe(st), describe(st2))
 	}
 
+	// The image changes: the container is replaced at once.
+	pod.Spec.Containers[0].Image, pod.Spec.Containers[0].Command = containerd.PauseImage, nil
+	st = syncUntil(t, r, pod, 20*time.Second, "running the new image", func(st *corev1.PodStatus) bool {
+		cs := containerStatus(st, "app")
+		return cs.State.Running != nil && cs.ContainerID != id
+	})
+	if cs := containerStatus(st, "app"); cs.RestartCount != 1 || cs.Image != containerd.PauseImage {
+		t.Errorf("after an image change:\n%s", describe(st))
+	}
+	id = containerStatus(st, "app").ContainerID
+
 	// The sandbox dies: a new one is made and the container starts again,
 	// its restart count going on.
 	sbs, err := r.listSandboxes(t.Context(), pod.UID)
@@ -656,7 +667,7 @@ func TestSandboxLossAndAdoption(t *testing.T) {
 		cs := containerStatus(st, "app")
 		return cs.State.Running != nil && cs.ContainerID != id
 	})
-	if cs := containerStatus(st, "app"); cs.RestartCount != 1 {
+	if cs := containerStatus(st, "app"); cs.RestartCount != 2 {
 		t.Errorf("restart count after a new sandbox:\n%s", describe(st))
 	}
 	sbs, _ = r.listSandboxes(t.Context(), pod.UID)

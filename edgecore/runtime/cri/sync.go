@@ -488,7 +488,10 @@ func (s *podSync) updateProber() {
 		return
 	}
 	if s.ps.prober == nil {
-		s.ps.prober = s.r.newProber(s.pod)
+		p := s.r.newProber(s.pod)
+		s.r.mu.Lock() // Close reads it
+		s.ps.prober = p
+		s.r.mu.Unlock()
 	}
 	ip, _ := s.podIPs()
 	for _, c := range s.pod.Spec.Containers {
