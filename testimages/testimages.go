@@ -137,7 +137,7 @@ func WriteOCIArchive(w io.Writer, name string, files []File, cfg Config) error {
 		MediaType: mediaManifest, Digest: digest(manifest), Size: int64(len(manifest)),
 		Platform: &platform{Architecture: goruntime.GOARCH, OS: "linux"},
 		Annotations: map[string]string{
-			"io.containerd.image.name":         name,
+			"io.containerd.image.name":          name,
 			"org.opencontainers.image.ref.name": tag,
 		},
 	}}})
