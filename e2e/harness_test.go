@@ -207,6 +207,7 @@ func (e *edge) start() {
 		ReconnectMax:      metav1.Duration{Duration: 2 * time.Second},
 		PodResyncInterval: metav1.Duration{Duration: 2 * time.Second},
 		StaticPodPath:     filepath.Join(e.dir, "manifests"),
+		MetaServer:        edgecore.MetaServerConfig{Addr: "127.0.0.1:0"}, // a port per edge
 		Logger:            testLogger(e.t).With(slog.String("side", "edge")),
 	})
 	if err != nil {

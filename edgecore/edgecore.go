@@ -23,6 +23,7 @@ import (
 
 	"github.com/tether-edge/tether/edgecore/agent"
 	"github.com/tether-edge/tether/edgecore/link"
+	"github.com/tether-edge/tether/edgecore/metaserver"
 	"github.com/tether-edge/tether/edgecore/nodestatus"
 	"github.com/tether-edge/tether/edgecore/pods"
 	"github.com/tether-edge/tether/edgecore/runtime"
@@ -73,6 +74,9 @@ type Config struct {
 	// OutboxMax bounds the updates queued while the cloud is away
 	// (default 10000; statuses are coalesced per pod, events dropped first).
 	OutboxMax int `json:"outboxMax,omitempty"`
+	// MetaServer is the read-only Kubernetes API on loopback for the
+	// node's applications (see package metaserver).
+	MetaServer MetaServerConfig `json:"metaserver,omitempty"`
 
 	// Logger is where edgecore logs (default slog.Default()).
 	Logger *slog.Logger `json:"-"`
@@ -92,6 +96,16 @@ type CloudConfig struct {
 	CAFile string `json:"caFile,omitempty"`
 	// DialTimeout bounds connecting and the handshake (default 15s).
 	DialTimeout metav1.Duration `json:"dialTimeout,omitempty"`
+}
+
+// MetaServerConfig configures the metaserver.
+type MetaServerConfig struct {
+	// Enable runs the metaserver (default true).
+	Enable *bool `json:"enable,omitempty"`
+	// Addr is the loopback address it listens on (default 127.0.0.1:10550;
+	// any other host than a loopback one is refused, as it has no
+	// authentication and serves secrets).
+	Addr string `json:"addr,omitempty"`
 }
 
 func (c *Config) validate() error {
@@ -183,6 +197,16 @@ func (c *Config) validate() error {
 	if c.OutboxMax < 0 {
 		return fmt.Errorf("outboxMax: %d is negative", c.OutboxMax)
 	}
+	if c.MetaServer.Enable == nil {
+		on := true
+		c.MetaServer.Enable = &on
+	}
+	if c.MetaServer.Addr == "" {
+		c.MetaServer.Addr = metaserver.DefaultAddr
+	}
+	if err := metaserver.ValidateAddr(c.MetaServer.Addr); err != nil {
+		return fmt.Errorf("metaserver.addr: %w", err)
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -196,6 +220,8 @@ type EdgeCore struct {
 	Agent  *agent.Agent
 	Pods   *pods.Manager
 	Static *staticpods.Source
+	// MetaServer is the local Kubernetes API; nil when disabled.
+	MetaServer *metaserver.Server
 	// Runtime is the container runtime the pods run in.
 	Runtime runtime.Runtime
 	// criRuntime is the CRI runtime edgecore made, if it made one: Run
@@ -267,6 +293,17 @@ func New(cfg Config) (*EdgeCore, error) {
 		return nil, err
 	}
 	podManager = ec.Pods
+	obs := observers{ec.Pods}
+	if *cfg.MetaServer.Enable {
+		ec.MetaServer, err = metaserver.New(metaserver.Config{Addr: cfg.MetaServer.Addr, NodeName: cfg.NodeName,
+			NodeLabels: cfg.Labels, NodeStatus: ns.Status, NodeInterval: cfg.NodeStatusInterval.Duration,
+			StateDir: cfg.DataDir, Logger: log.With(slog.String("component", "metaserver"))}, db)
+		if err != nil {
+			closeAll()
+			return nil, err
+		}
+		obs = append(obs, ec.MetaServer)
+	}
 	ag, err = agent.New(agent.Config{
 		NodeName:           cfg.NodeName,
 		Labels:             cfg.Labels,
@@ -275,7 +312,7 @@ func New(cfg Config) (*EdgeCore, error) {
 		OutboxMax:          cfg.OutboxMax,
 	}, db, &link.Dialer{URL: cfg.Cloud.URL, Token: cfg.Cloud.Token, TLS: tlsCfg, Timeout: cfg.Cloud.DialTimeout.Duration},
 		func() ([]byte, error) { return protocol.EncodeNodeStatus(ns.Status()) },
-		ec.Pods,
+		obs,
 		log.With(slog.String("component", "agent")))
 	if err != nil {
 		closeAll()
@@ -299,7 +336,26 @@ func (ec *EdgeCore) Run(ctx context.Context) error {
 		g.Go(func() error { return ec.criRuntime.Start(ctx) })
 	}
 	g.Go(func() error { return ec.Agent.Start(ctx) })
+	if ec.MetaServer != nil {
+		g.Go(func() error { return ec.MetaServer.Start(ctx) })
+	}
 	return g.Wait()
+}
+
+// observers hands what the agent reports to each component that follows
+// the store.
+type observers []agent.Observer
+
+func (l observers) ObjectsChanged(kinds map[protocol.Kind]bool) {
+	for _, o := range l {
+		o.ObjectsChanged(kinds)
+	}
+}
+
+func (l observers) Connected() {
+	for _, o := range l {
+		o.Connected()
+	}
 }
 
 // badManifest reports a static pod manifest that cannot be used as a

@@ -202,20 +202,11 @@ func (s *Server) Addr() string {
 	return s.addr
 }
 
-// Start listens on Config.Addr and serves until ctx ends.
+// Start listens on Config.Addr and serves until ctx ends. If the address
+// cannot be bound (say, another process holds the port) it logs the error
+// and tries again, with back-off: the rest of edgecore does not depend on
+// the metaserver and keeps running.
 func (s *Server) Start(ctx context.Context) error {
-	ln, err := net.Listen("tcp", s.cfg.Addr)
-	if err != nil {
-		return fmt.Errorf("metaserver: %w", err)
-	}
-	if a, ok := ln.Addr().(*net.TCPAddr); !ok || !a.IP.IsLoopback() {
-		ln.Close()
-		return fmt.Errorf("metaserver: %s is not a loopback address", ln.Addr())
-	}
-	s.mu.Lock()
-	s.addr = ln.Addr().String()
-	s.mu.Unlock()
-	close(s.ready)
 	srv := &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -224,13 +215,43 @@ func (s *Server) Start(ctx context.Context) error {
 		ErrorLog:    slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	s.log.Info("metaserver listening", slog.String("addr", s.Addr()))
+	serving := false
+	var retry <-chan time.Time
+	delay := time.Second
+	listen := func() error {
+		ln, err := net.Listen("tcp", s.cfg.Addr)
+		if err != nil {
+			s.log.Error("metaserver cannot listen", slog.String("addr", s.cfg.Addr), slog.Any("err", err),
+				slog.Duration("retry_in", delay))
+			retry = time.After(delay)
+			delay = min(2*delay, 30*time.Second)
+			return nil
+		}
+		if a, ok := ln.Addr().(*net.TCPAddr); !ok || !a.IP.IsLoopback() {
+			ln.Close()
+			return fmt.Errorf("metaserver: %s is not a loopback address", ln.Addr())
+		}
+		s.mu.Lock()
+		s.addr = ln.Addr().String()
+		s.mu.Unlock()
+		close(s.ready)
+		retry, serving = nil, true
+		go func() { errc <- srv.Serve(ln) }()
+		s.log.Info("metaserver listening", slog.String("addr", s.Addr()))
+		return nil
+	}
+	if err := listen(); err != nil {
+		return err
+	}
 
 	t := time.NewTicker(s.cfg.NodeInterval)
 	defer t.Stop()
 	for {
 		select {
+		case <-retry:
+			if err := listen(); err != nil {
+				return err
+			}
 		case <-s.kickc:
 			if err := s.sync(false); err != nil {
 				s.log.Error("metaserver sync", slog.Any("err", err))
@@ -245,6 +266,9 @@ func (s *Server) Start(ctx context.Context) error {
 		case err := <-errc:
 			return fmt.Errorf("metaserver: serve: %w", err)
 		case <-ctx.Done():
+			if !serving {
+				return nil
+			}
 			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			if err := srv.Shutdown(sctx); err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -590,4 +591,37 @@ func TestClientGo(t *testing.T) {
 	if !errors.As(apierrors.FromObject(ev.Object), &se) || !apierrors.IsResourceExpired(se) {
 		t.Fatalf("not an expired error: %+v", ev.Object)
 	}
+}
+
+// A port held by another process does not stop the Server: it listens once
+// the port is free.
+func TestStartWaitsForTheAddress(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, Config{Addr: ln.Addr().String()})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- f.s.Start(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Start: %v", err)
+		}
+	}()
+	if f.s.Addr() != "" {
+		t.Fatal("listening on a port in use")
+	}
+	ln.Close()
+	select {
+	case <-f.s.Ready():
+	case <-time.After(10 * time.Second):
+		t.Fatal("not listening after the port was freed")
+	}
+	resp, err := http.Get("http://" + f.s.Addr() + "/healthz")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("healthz: %v %v", resp, err)
+	}
+	resp.Body.Close()
 }
