@@ -706,16 +706,20 @@ func TestRelistNotifiesOnExit(t *testing.T) {
 		cancel()
 		<-done
 	}()
-	pod := busyboxPod("short", `sleep 2`)
+	ctl := t.TempDir()
+	pod := busyboxPod("short", `while [ ! -f /ctl/exit ]; do sleep 0.1; done`)
 	pod.Spec.RestartPolicy = corev1.RestartPolicyNever
+	pod.Spec.Volumes = []corev1.Volume{{Name: "ctl", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: ctl}}}}
+	pod.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "ctl", MountPath: "/ctl"}}
 	syncUntil(t, r, pod, 10*time.Second, "running", running("app"))
-	time.Sleep(1500 * time.Millisecond) // the relist has seen it running
+	time.Sleep(2500 * time.Millisecond) // the relist has seen it running
 	for len(notified) > 0 {
 		<-notified
 	}
+	os.WriteFile(filepath.Join(ctl, "exit"), nil, 0o644)
 	select {
 	case <-notified:
-	case <-time.After(5 * time.Second):
+	case <-time.After(10 * time.Second):
 		t.Fatal("no notification when the container exited")
 	}
 	st, err := r.SyncPod(t.Context(), pod)
@@ -744,16 +748,25 @@ func TestLogRotation(t *testing.T) {
 	r := newRuntime(t, newObjects())
 	r.cfg.ContainerLogMaxSize = resource.MustParse("4Ki")
 	r.cfg.ContainerLogMaxFiles = 3
-	pod := busyboxPod("chatty", `i=0; while true; do i=$((i+1)); echo "line $i ................................................................"; sleep 0.01; done`)
+	pod := busyboxPod("chatty", `i=0; while true; do i=$((i+1)); for j in 0 1 2 3 4 5 6 7 8 9; do `+
+		`echo "line $i.$j ..........................................................................................."; done; sleep 0.05; done`)
 	syncUntil(t, r, pod, 10*time.Second, "running", running("app"))
 	log := logPath(r, pod, "app", 0)
-	for i := 0; i < 6; i++ {
-		time.Sleep(500 * time.Millisecond)
+	var rotated []string
+	for i := 0; i < 40 && len(rotated) < 2; i++ {
+		time.Sleep(300 * time.Millisecond)
+		if _, err := r.SyncPod(t.Context(), pod); err != nil {
+			t.Fatal(err)
+		}
+		rotated, _ = filepath.Glob(log + ".*")
+	}
+	for i := 0; i < 3; i++ { // more rotations keep two old files
+		time.Sleep(300 * time.Millisecond)
 		if _, err := r.SyncPod(t.Context(), pod); err != nil {
 			t.Fatal(err)
 		}
 	}
-	rotated, _ := filepath.Glob(log + ".*")
+	rotated, _ = filepath.Glob(log + ".*")
 	if len(rotated) != 2 {
 		t.Errorf("rotated files %v, want 2 (containerLogMaxFiles 3)", rotated)
 	}
