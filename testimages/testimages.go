@@ -13,6 +13,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"debug/elf"
 	_ "embed" // the pause program's source
 	"encoding/hex"
 	"encoding/json"
@@ -276,6 +277,9 @@ func BuildBusybox(ctx context.Context, dir string) (string, error) {
 	} else if err != nil {
 		return "", fmt.Errorf("build busybox: %w", err)
 	}
+	if err := checkStatic(BusyboxBinary); err != nil {
+		return "", fmt.Errorf("build busybox: %w", err)
+	}
 	out, err := exec.CommandContext(ctx, BusyboxBinary, "--list-full").Output()
 	if err != nil {
 		return "", fmt.Errorf("build busybox: list applets: %w", err)
@@ -301,6 +305,22 @@ func BuildBusybox(ctx context.Context, dir string) (string, error) {
 		Cmd: []string{"sh"},
 		Env: []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
 	})
+}
+
+// checkStatic fails when the binary needs a dynamic loader, which the image
+// does not hold (Debian's busybox package, rather than busybox-static).
+func checkStatic(path string) error {
+	f, err := elf.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return fmt.Errorf("%s is dynamically linked (apt-get install busybox-static)", path)
+		}
+	}
+	return nil
 }
 
 func writeArchive(dir, file, name string, files []File, cfg Config) (string, error) {
