@@ -5,15 +5,16 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/pem"
+	"errors"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
 	"time"
+
+	tpki "github.com/tether-edge/tether/pki"
 )
 
 // The users of the static token file. The controller manager and scheduler
@@ -54,47 +55,18 @@ func writePKI(dir string, ips []net.IP, dnsNames []string) (*pki, error) {
 		tokens:     map[string]string{},
 	}
 
-	now := time.Now()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := tpki.NewCA("tether-controlplane-ca")
 	if err != nil {
-		return nil, fmt.Errorf("generate ca key: %w", err)
+		return nil, err
 	}
-	caTmpl := &x509.Certificate{
-		SerialNumber:          serial(),
-		Subject:               pkix.Name{CommonName: "tether-controlplane-ca"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(10 * 365 * 24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	p.caPEM = ca.CertPEM()
+	caKeyPEM, err := ca.KeyPEM()
 	if err != nil {
-		return nil, fmt.Errorf("create ca cert: %w", err)
+		return nil, err
 	}
-	ca, err := x509.ParseCertificate(caDER)
+	srvCert, srvKey, err := ca.IssueServer("kube-apiserver", dnsNames, ips, 10*365*24*time.Hour)
 	if err != nil {
-		return nil, fmt.Errorf("parse ca cert: %w", err)
-	}
-	p.caPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
-
-	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("generate apiserver key: %w", err)
-	}
-	srvTmpl := &x509.Certificate{
-		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: "kube-apiserver"},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(10 * 365 * 24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses:  ips,
-		DNSNames:     dnsNames,
-	}
-	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, ca, &srvKey.PublicKey, caKey)
-	if err != nil {
-		return nil, fmt.Errorf("create apiserver cert: %w", err)
+		return nil, fmt.Errorf("apiserver certificate: %w", err)
 	}
 
 	saKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -106,23 +78,23 @@ func writePKI(dir string, ips []net.IP, dnsNames []string) (*pki, error) {
 		return nil, fmt.Errorf("marshal service-account public key: %w", err)
 	}
 
+	saKeyBlock := ecKeyBlock(saKey)
+	if saKeyBlock == nil {
+		return nil, errors.New("marshal service-account key")
+	}
 	files := []struct {
-		path  string
-		block *pem.Block
-		err   error
+		path string
+		data []byte
 	}{
-		{path: p.caCert, block: &pem.Block{Type: "CERTIFICATE", Bytes: caDER}},
-		{path: p.caKey, block: ecKeyBlock(caKey)},
-		{path: p.serverCert, block: &pem.Block{Type: "CERTIFICATE", Bytes: srvDER}},
-		{path: p.serverKey, block: ecKeyBlock(srvKey)},
-		{path: p.saKey, block: ecKeyBlock(saKey)},
-		{path: p.saPub, block: &pem.Block{Type: "PUBLIC KEY", Bytes: saPubDER}},
+		{p.caCert, p.caPEM},
+		{p.caKey, caKeyPEM},
+		{p.serverCert, srvCert},
+		{p.serverKey, srvKey},
+		{p.saKey, pem.EncodeToMemory(saKeyBlock)},
+		{p.saPub, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: saPubDER})},
 	}
 	for _, f := range files {
-		if f.block == nil {
-			return nil, fmt.Errorf("marshal key for %s", f.path)
-		}
-		if err := os.WriteFile(f.path, pem.EncodeToMemory(f.block), 0o600); err != nil {
+		if err := os.WriteFile(f.path, f.data, 0o600); err != nil {
 			return nil, fmt.Errorf("write %s: %w", filepath.Base(f.path), err)
 		}
 	}
@@ -157,15 +129,6 @@ func ecKeyBlock(k *ecdsa.PrivateKey) *pem.Block {
 		return nil
 	}
 	return &pem.Block{Type: "EC PRIVATE KEY", Bytes: der}
-}
-
-func serial() *big.Int {
-	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-	if err != nil {
-		// crypto/rand does not fail on Linux; a fixed serial is still valid.
-		return big.NewInt(time.Now().UnixNano())
-	}
-	return n
 }
 
 func randomToken() (string, error) {
