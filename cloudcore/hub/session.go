@@ -224,10 +224,8 @@ func readError(err error, timeout time.Duration) *protocol.Error {
 			Message: fmt.Sprintf("frame exceeds the maximum frame size of %d bytes", protocol.MaxFrameSize)}
 	case errors.As(err, &ne) && ne.Timeout():
 		return &protocol.Error{Code: protocol.ErrorBadFrame, Message: fmt.Sprintf("edge silent for %s", timeout)}
-	case websocket.IsCloseError(err, websocket.CloseNormalClosure, websocket.CloseGoingAway):
-		return nil
 	}
-	return nil
+	return nil // the edge closed the connection, or it broke: nobody to tell
 }
 
 func (s *session) writeLoop() {

@@ -94,8 +94,8 @@ func (d *Dialer) Dial(ctx context.Context, hello *protocol.Hello) (*Conn, error)
 var ErrTooLarge = protocol.ErrTooLarge
 
 // Read returns the next frame. Decode errors that leave the session usable
-// are returned as *DecodeError; any other error ends the session. timeout, if
-// positive, bounds the wait.
+// are returned as *DecodeError; any other error ends the session. See
+// SetReadTimeout for bounding the wait.
 func (c *Conn) Read() (*protocol.Frame, error) {
 	_, b, err := c.ws.ReadMessage()
 	if err != nil {
