@@ -25,6 +25,8 @@ import (
 	"github.com/tether-edge/tether/cloudcore"
 	"github.com/tether-edge/tether/controlplane"
 	"github.com/tether-edge/tether/edgecore"
+	"github.com/tether-edge/tether/edgecore/runtime/cri"
+	"github.com/tether-edge/tether/edgecore/runtime/cri/critest"
 	"github.com/tether-edge/tether/edgecore/store"
 	"github.com/tether-edge/tether/protocol"
 )
@@ -86,7 +88,60 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	return m.Run()
+	code := m.Run()
+	if err := stopContainerd(); err != nil {
+		fmt.Fprintln(os.Stderr, "stop containerd:", err)
+		code = 1
+	}
+	return code
+}
+
+// The private containerd of the tests that run edges with the CRI runtime
+// (critest: its own socket, root, CNI network and locally built images),
+// started by the first such test and stopped by TestMain.
+var (
+	ctdOnce sync.Once
+	ctd     *critest.Containerd
+	ctdErr  error
+)
+
+// criCgroupParent is the parent of the CRI edges' pod cgroups, removed by
+// stopContainerd.
+const criCgroupParent = "/tether-e2e"
+
+// containerd returns the private containerd, starting it on first use.
+func containerd(t *testing.T) *critest.Containerd {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("the CRI runtime needs root to run containerd")
+	}
+	ctdOnce.Do(func() {
+		start := time.Now()
+		ctd, ctdErr = critest.Start(context.Background(), critest.Options{StartTimeout: 3 * time.Minute})
+		if ctdErr == nil {
+			fmt.Printf("private containerd at %s ready in %s (subnet %s)\n", ctd.Endpoint,
+				time.Since(start).Round(time.Millisecond), ctd.Subnet)
+		}
+	})
+	if ctdErr != nil {
+		t.Fatal(ctdErr)
+	}
+	return ctd
+}
+
+// stopContainerd stops the private containerd, if a test started it, and
+// removes the parent of the pod cgroups.
+func stopContainerd() error {
+	if ctd == nil {
+		return nil
+	}
+	err := ctd.Stop()
+	entries, _ := os.ReadDir("/sys/fs/cgroup")
+	for _, e := range entries { // cgroup v1: one hierarchy per controller
+		os.Remove(filepath.Join("/sys/fs/cgroup", e.Name(), criCgroupParent))
+	}
+	os.Remove(filepath.Join("/sys/fs/cgroup", criCgroupParent))
+	return err
 }
 
 func testLogger(t *testing.T) *slog.Logger {
@@ -170,11 +225,13 @@ func (c *cloud) caFile() string { return filepath.Join(c.dataDir, "pki", "ca.crt
 // edge is an edgecore running in this process, reaching its cloud through a
 // link that the test can cut.
 type edge struct {
-	t      *testing.T
-	name   string
-	dir    string
-	link   *cutLink
-	ca     string
+	t    *testing.T
+	name string
+	dir  string
+	link *cutLink
+	ca   string
+	// cri, if set, runs the edge's pods in containerd (newCRIEdge).
+	cri    *cri.Config
 	ec     *edgecore.EdgeCore
 	cancel context.CancelFunc
 	done   chan error
@@ -196,9 +253,74 @@ func newEdge(t *testing.T, c *cloud, name string) *edge {
 	return e
 }
 
+// criBackoff bounds the CRI edges' restart and pull back-off: short, so
+// that restarts are seen within a test, but long enough to be observed.
+var criBackoff = struct{ initial, max time.Duration }{2 * time.Second, 8 * time.Second}
+
+// newCRIEdge prepares an edge, without starting it, whose pods run in the
+// private containerd: volumes under its dir, container logs under
+// dir/logs. At cleanup, after the edge stopped, every pod in containerd is
+// killed, so the tests' pods do not outlive them. containerd is shared:
+// run one CRI edge at a time, as each takes every pod it finds for its own.
+func newCRIEdge(t *testing.T, c *cloud, name string) *edge {
+	t.Helper()
+	ctd := containerd(t)
+	var e *edge
+	// Registered before newEdge's e.stop, so it runs after it.
+	t.Cleanup(func() {
+		if e != nil {
+			killCRIPods(t, *e.cri)
+		}
+	})
+	e = newEdge(t, c, name)
+	e.cri = &cri.Config{
+		Endpoint:       ctd.Endpoint,
+		PauseImage:     ctd.PauseImage,
+		RootDir:        e.dir,
+		PodLogDir:      filepath.Join(e.dir, "logs"),
+		CgroupParent:   criCgroupParent,
+		BackoffInitial: metav1.Duration{Duration: criBackoff.initial},
+		BackoffMax:     metav1.Duration{Duration: criBackoff.max},
+	}
+	return e
+}
+
+// killCRIPods kills every pod edgecore made in the private containerd.
+func killCRIPods(t *testing.T, cfg cri.Config) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	r, err := cri.New(ctx, cfg, noObjects{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Errorf("kill CRI pods: %v", err)
+		return
+	}
+	defer r.Close()
+	uids, err := r.Pods(ctx)
+	if err != nil {
+		t.Errorf("kill CRI pods: %v", err)
+	}
+	for _, uid := range uids {
+		if err := r.KillPod(ctx, uid, 0); err != nil {
+			t.Errorf("kill CRI pod %s: %v", uid, err)
+		}
+	}
+}
+
+// noObjects is a cri.Objects with no configmaps or secrets: killing pods
+// needs none.
+type noObjects struct{}
+
+func (noObjects) ConfigMap(ns, name string) (*corev1.ConfigMap, error) {
+	return nil, fmt.Errorf("configmap %s/%s: none while killing pods", ns, name)
+}
+
+func (noObjects) Secret(ns, name string) (*corev1.Secret, error) {
+	return nil, fmt.Errorf("secret %s/%s: none while killing pods", ns, name)
+}
+
 func (e *edge) start() {
 	e.t.Helper()
-	ec, err := edgecore.New(edgecore.Config{
+	cfg := edgecore.Config{
 		NodeName:          e.name,
 		Cloud:             edgecore.CloudConfig{URL: "wss://" + e.link.addr() + "/v1/connect", Token: token, CAFile: e.ca},
 		DataDir:           e.dir,
@@ -209,7 +331,11 @@ func (e *edge) start() {
 		StaticPodPath:     filepath.Join(e.dir, "manifests"),
 		MetaServer:        edgecore.MetaServerConfig{Addr: "127.0.0.1:0"}, // a port per edge
 		Logger:            testLogger(e.t).With(slog.String("side", "edge")),
-	})
+	}
+	if e.cri != nil {
+		cfg.Runtime, cfg.CRI = "cri", *e.cri
+	}
+	ec, err := edgecore.New(cfg)
 	if err != nil {
 		e.t.Fatal(err)
 	}
