@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/tether-edge/tether/controlplane"
 )
@@ -189,8 +190,7 @@ func TestAPIServerOnly(t *testing.T) {
 // makeNode registers a node with room for pods, as an edge agent would.
 func makeNode(t *testing.T, ctx context.Context, cs kubernetes.Interface, name string) string {
 	t.Helper()
-	n, err := cs.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
-	if err != nil {
+	if _, err := cs.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("create node: %v", err)
 	}
 	res := corev1.ResourceList{
@@ -198,16 +198,26 @@ func makeNode(t *testing.T, ctx context.Context, cs kubernetes.Interface, name s
 		corev1.ResourceCPU:    resource.MustParse("2"),
 		corev1.ResourceMemory: resource.MustParse("1Gi"),
 	}
-	now := metav1.Now()
-	n.Status = corev1.NodeStatus{
-		Capacity:    res,
-		Allocatable: res,
-		Conditions: []corev1.NodeCondition{{
-			Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "Test",
-			LastHeartbeatTime: now, LastTransitionTime: now,
-		}},
-	}
-	if _, err := cs.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{}); err != nil {
+	// The controller manager may change the new node (taints, CIDRs) at the
+	// same time: read it again and retry on a conflict.
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		n, err := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		now := metav1.Now()
+		n.Status = corev1.NodeStatus{
+			Capacity:    res,
+			Allocatable: res,
+			Conditions: []corev1.NodeCondition{{
+				Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "Test",
+				LastHeartbeatTime: now, LastTransitionTime: now,
+			}},
+		}
+		_, err = cs.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{})
+		return err
+	})
+	if err != nil {
 		t.Fatalf("update node status: %v", err)
 	}
 	return name
