@@ -127,6 +127,9 @@ func (m *Manager) Start(ctx context.Context) error {
 	}
 }
 
+// flushEvery bounds how long a status waits in a long sync pass.
+const flushEvery = 100 * time.Millisecond
+
 type queuedFrame struct {
 	key   string
 	frame *protocol.Frame
@@ -164,6 +167,7 @@ func (m *Manager) sync(ctx context.Context) error {
 		out = m.syncMirrors(statics, mirrors, out)
 	}
 	want := make(map[types.UID]bool, len(pods))
+	lastFlush := time.Now()
 	for _, p := range pods {
 		want[p.UID] = true
 		if p.DeletionTimestamp != nil {
@@ -211,6 +215,14 @@ func (m *Manager) sync(ctx context.Context) error {
 		want[uid] = true
 		out = append(out, queuedFrame{store.OutboxPodStatus(string(uid)), &protocol.Frame{
 			PodStatus: &protocol.PodStatus{UID: string(uid), Namespace: p.Namespace, Name: p.Name, Status: b}}})
+		// A pass that starts many containers takes a while: report what is
+		// done every flushEvery instead of holding every status to the end.
+		if time.Since(lastFlush) > flushEvery {
+			if err := m.flush(out); err != nil {
+				return err
+			}
+			out, lastFlush = out[:0], time.Now()
+		}
 	}
 	// Pods the runtime runs that the store no longer holds: deleted by force
 	// or while the edge was away.
@@ -236,10 +248,15 @@ func (m *Manager) sync(ctx context.Context) error {
 			delete(m.terminated, uid)
 		}
 	}
+	return m.flush(out)
+}
+
+// flush queues out in the outbox in one transaction and tells the agent.
+func (m *Manager) flush(out []queuedFrame) error {
 	if len(out) == 0 {
 		return nil
 	}
-	err = m.db.Update(func(tx *store.Tx) error {
+	err := m.db.Update(func(tx *store.Tx) error {
 		for _, q := range out {
 			if _, err := tx.Enqueue(q.key, q.frame, m.cfg.OutboxMax); err != nil {
 				return err
