@@ -181,7 +181,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Die with the test binary; a containerd left behind would hold its
 	// bolt lock.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// Its own process group: a Ctrl-C at the terminal reaches the parent
+	// only, which removes the sandboxes (and their network namespaces)
+	// before it stops containerd. Pdeathsig still ends it with the parent.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("critest: start containerd: %w", err)
 	}
