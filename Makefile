@@ -10,13 +10,16 @@ CMD_PKGS := $(patsubst %,./%/...,$(CMD_DIRS))
 CMD_BINS := $(addprefix bin/,$(notdir $(wildcard $(addsuffix /*,$(CMD_DIRS)))))
 
 .DEFAULT_GOAL := help
-.PHONY: help build kube-binaries test test-unit test-integration bench demo clean distclean
+.PHONY: help deps build kube-binaries test test-unit test-integration bench demo clean distclean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## Build the Tether commands (*/cmd/...) into bin/
 	$(GO) build -o bin/ $(CMD_PKGS)
+
+deps: ## Install the Debian packages the demo and the tests need (as root)
+	hack/install-deps.sh
 
 kube-binaries: ## Build kube-apiserver, kube-controller-manager, kube-scheduler into bin/ (once per pinned version)
 	hack/kube-binaries.sh
