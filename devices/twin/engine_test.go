@@ -335,3 +335,60 @@ func BenchmarkTwinUpdate(b *testing.B) {
 		}
 	}
 }
+
+func TestModelChange(t *testing.T) {
+	e := New("edge-1")
+	for _, in := range []Input{upsertThermo, TwinUpdate{Device: thermo, Msg: decoded(t, peersTwinUpdate)}, TwinUpdate{Device: thermo, Msg: report("h", "humidity", "40")}} {
+		if out := e.Step(time.UnixMilli(t0), in); out.Err != nil {
+			t.Fatal(out.Err)
+		}
+	}
+	// temperature becomes DOUBLE (its values are dropped), label goes.
+	changed := DeviceUpserted{Device: thermo, Version: 4, Desired: map[string]string{"temperature": "25"}, Model: Model{Properties: []Property{
+		{Name: "temperature", Type: TypeDouble, Access: ReadWrite},
+		{Name: "humidity", Type: TypeInt, Access: ReadOnly},
+		{Name: "on", Type: TypeBoolean, Access: ReadWrite},
+	}}}
+	const (
+		hum   = `{"actual":{"value":"40","metadata":{"timestamp":1718000001000}},"metadata":{"type":"int"},"actual_version":{"cloud":0,"edge":1}}`
+		tempD = `{"expected":{"value":"25","metadata":{"timestamp":1718000002000}},"metadata":{"type":"double"},"expected_version":{"cloud":4,"edge":0}}`
+	)
+	steps := []step{
+		{t1, changed, "" +
+			`publish ` + document + ` {"event_id":"twin-6","timestamp":1718000002000,"twin":{"temperature":{"last":null,"current":` + tempD + `}}}` + "\n" +
+			`publish ` + delta + ` {"event_id":"twin-7","timestamp":1718000002000,"twin":{"humidity":` + hum + `,"on":{"metadata":{"type":"boolean"}},"temperature":` + tempD + `},"delta":{"temperature":"25"}}` + "\n"},
+		// The pending temperature report went with its type; humidity stays.
+		{t1, Flush{}, `status default/thermo state="" lastOnline=0 humidity=40@1718000001000` + "\n"},
+		{t2, TwinUpdate{Device: thermo, Msg: report("l", "label", "x")},
+			rejected(updResult, "l", t2, 400, `property "label" is not in the device model`)},
+	}
+	for i, s := range steps {
+		if got := render(e.Step(time.UnixMilli(s.at), s.in)); got != s.want {
+			t.Errorf("step %d (%T):\n got:\n%s\nwant:\n%s", i, s.in, got, s.want)
+		}
+	}
+}
+
+func TestModelValidate(t *testing.T) {
+	tests := []struct {
+		p    []Property
+		want string
+	}{
+		{[]Property{{Name: "a", Type: TypeInt, Access: ReadWrite}, {Name: "a", Type: TypeInt, Access: ReadOnly}}, `model: property "a" appears twice`},
+		{[]Property{{Name: "a b", Type: TypeInt, Access: ReadWrite}}, `model: invalid property name "a b": character ' ' not in [A-Za-z0-9-_.,:/@#]`},
+		{[]Property{{Name: "a", Type: TypeInt, Access: "WriteOnly"}}, `model: property "a": access mode "WriteOnly" is neither ReadWrite nor ReadOnly`},
+		{[]Property{{Name: "a", Type: TypeString, Access: ReadWrite, Max: bound(1)}}, `model: property "a": minimum or maximum on a STRING property`},
+		{[]Property{{Name: "a", Type: TypeDouble, Access: ReadWrite, Min: bound(2), Max: bound(1)}}, `model: property "a": minimum 2 above maximum 1`},
+		{[]Property{{Name: "a", Type: TypeBytes, Access: ReadOnly}, {Name: "b", Type: TypeInt, Access: ReadWrite, Min: bound(1), Max: bound(1)}}, ""},
+	}
+	for _, tt := range tests {
+		err := Model{Properties: tt.p}.Validate()
+		got := ""
+		if err != nil {
+			got = err.Error()
+		}
+		if got != tt.want {
+			t.Errorf("Validate(%+v) = %q, want %q", tt.p, got, tt.want)
+		}
+	}
+}
