@@ -8,9 +8,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -28,9 +27,8 @@ import (
 
 	"github.com/tether-edge/tether/controlplane"
 	"github.com/tether-edge/tether/devices/api"
+	"github.com/tether-edge/tether/manifests/crds"
 )
-
-const crdDir = "../../manifests/crds"
 
 // A KubeEdge v1beta1 model and device, written as in KubeEdge's docs, with
 // only apiVersion changed. pushMethod is a KubeEdge field Tether does not
@@ -137,13 +135,16 @@ func TestCRDs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	crds := loadCRDs(t)
-	for _, crd := range crds {
+	all, err := crds.CRDs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, crd := range all {
 		if _, err := ext.ApiextensionsV1().CustomResourceDefinitions().Create(ctx, crd, metav1.CreateOptions{}); err != nil {
 			t.Fatalf("create CRD %s: %v", crd.Name, err)
 		}
 	}
-	for _, crd := range crds {
+	for _, crd := range all {
 		waitEstablished(t, ext, crd.Name)
 	}
 
@@ -155,7 +156,8 @@ func TestCRDs(t *testing.T) {
 	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("create namespace: %v", err)
 	}
-	rc := restClient(t, cfg)
+	warnings := &warningRecorder{}
+	rc := restClient(t, cfg, warnings)
 
 	// The KubeEdge example, sent as the user wrote it.
 	var model api.DeviceModel
@@ -175,6 +177,18 @@ func TestCRDs(t *testing.T) {
 		t.Errorf("ValidateDevice(example) = %v", errs.ToAggregate())
 	}
 	checkExampleDevice(t, &dev)
+	// The field Tether does not declare is dropped, with a warning (what
+	// kubectl apply prints).
+	if got := warnings.take(); len(got) != 1 || !strings.Contains(got[0], `unknown field "spec.properties[0].pushMethod"`) {
+		t.Errorf("warnings creating the example device = %q, want one on pushMethod", got)
+	}
+	raw, err := rc.Get().Namespace(ns).Resource(api.DevicesResource).Name(dev.Name).DoRaw(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(raw), "pushMethod") {
+		t.Errorf("stored device still has pushMethod: %s", raw)
+	}
 
 	// A model with a defaulted accessMode.
 	var defaulted api.DeviceModel
@@ -458,29 +472,6 @@ func findRow(t *testing.T, table *metav1.Table, name string) metav1.TableRow {
 	return metav1.TableRow{}
 }
 
-// loadCRDs reads every CRD in manifests/crds, refusing unknown fields so a
-// typo in the YAML fails here instead of being dropped.
-func loadCRDs(t *testing.T) []*apiextensionsv1.CustomResourceDefinition {
-	t.Helper()
-	files, err := filepath.Glob(filepath.Join(crdDir, "*.yaml"))
-	if err != nil || len(files) != 2 {
-		t.Fatalf("CRD files in %s: %v, %v; want 2", crdDir, files, err)
-	}
-	var crds []*apiextensionsv1.CustomResourceDefinition
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		crd := new(apiextensionsv1.CustomResourceDefinition)
-		if err := yaml.UnmarshalStrict(b, crd); err != nil {
-			t.Fatalf("%s: %v", f, err)
-		}
-		crds = append(crds, crd)
-	}
-	return crds
-}
-
 func waitEstablished(t *testing.T, ext apiextensions.Interface, name string) {
 	t.Helper()
 	err := wait.PollUntilContextTimeout(t.Context(), 100*time.Millisecond, 30*time.Second, true,
@@ -506,7 +497,7 @@ func waitEstablished(t *testing.T, ext apiextensions.Interface, name string) {
 
 // restClient returns a typed REST client for the group, built on the
 // package's AddToScheme.
-func restClient(t *testing.T, cfg *rest.Config) *rest.RESTClient {
+func restClient(t *testing.T, cfg *rest.Config, warnings rest.WarningHandler) *rest.RESTClient {
 	t.Helper()
 	scheme := runtime.NewScheme()
 	if err := api.AddToScheme(scheme); err != nil {
@@ -516,11 +507,33 @@ func restClient(t *testing.T, cfg *rest.Config) *rest.RESTClient {
 	c.GroupVersion = &api.SchemeGroupVersion
 	c.APIPath = "/apis"
 	c.NegotiatedSerializer = serializer.NewCodecFactory(scheme).WithoutConversion()
+	c.WarningHandler = warnings
 	rc, err := rest.RESTClientFor(c)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return rc
+}
+
+// warningRecorder keeps the API server's warnings (Warning headers).
+type warningRecorder struct {
+	mu   sync.Mutex
+	msgs []string // guarded by mu
+}
+
+func (w *warningRecorder) HandleWarningHeader(code int, agent, text string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.msgs = append(w.msgs, text)
+}
+
+// take returns the warnings received since the last call.
+func (w *warningRecorder) take() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	msgs := w.msgs
+	w.msgs = nil
+	return msgs
 }
 
 func yamlToJSON(t *testing.T, y string) []byte {

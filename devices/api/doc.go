@@ -10,10 +10,14 @@
 // does not yet use (methods, pushMethod) are not declared: the API server
 // prunes them.
 //
-// The CustomResourceDefinitions are in manifests/crds; their OpenAPI schema
-// refuses what Validate* here refuses, so the cloud rejects a bad spec at
-// kubectl apply and the edge, which reuses these helpers (ValidateValue on
-// every twin update), applies the same rules.
+// The CustomResourceDefinitions are in manifests/crds (package crds embeds
+// them). Their OpenAPI schema refuses what ValidateDeviceModel and
+// ValidateDevice refuse, so the API server rejects a bad spec at kubectl
+// apply, with a message naming the field, and the edge, which reuses these
+// helpers (ModelProperty.ValidateValue on every twin update), applies the
+// same rules. Tests in manifests/crds check that the schema and these types
+// agree field for field and limit for limit; crd_integration_test.go
+// (build tag integration) applies the CRDs to a real API server.
 //
 // The package imports nothing of Tether's and only apimachinery of
 // Kubernetes, so both cloudcore and edgecore can use it.
