@@ -63,6 +63,9 @@ func TestDependencyRules(t *testing.T) {
 		{"protocol", []string{""}}, // nothing of ours
 		{"edgecore", []string{"cloudcore", "controlplane"}},
 		{"cloudcore", []string{"edgecore", "controlplane"}},
+		{"devices/mqtt", []string{""}},
+		{"devices/api", []string{""}},
+		{"devices/twin", []string{"cloudcore", "edgecore", "controlplane", "devices/api"}},
 	}
 	for _, p := range listPackages(t) {
 		rel := strings.TrimPrefix(strings.TrimPrefix(p.ImportPath, module), "/")
