@@ -79,29 +79,20 @@ var suffix = [numKinds]string{
 	KindDataUpdate:          "data/update",
 }
 
-var kindName = [numKinds]string{
-	KindInvalid:             "invalid",
-	KindTwinUpdate:          "twin/update",
-	KindTwinUpdateResult:    "twin/update/result",
-	KindTwinUpdateDelta:     "twin/update/delta",
-	KindTwinUpdateDocument:  "twin/update/document",
-	KindTwinGet:             "twin/get",
-	KindTwinGetResult:       "twin/get/result",
-	KindStateUpdate:         "state/update",
-	KindStateUpdateResult:   "state/update/result",
-	KindDeviceUpdated:       "updated",
-	KindMembershipGet:       "membership/get",
-	KindMembershipGetResult: "membership/get/result",
-	KindMembershipUpdated:   "membership/updated",
-	KindConnected:           "connected",
-	KindDisconnected:        "disconnected",
-	KindUpload:              "upload",
-	KindDataUpdate:          "data/update",
+// kindName names the kinds that have no suffix of their own.
+var kindName = map[Kind]string{
+	KindInvalid:      "invalid",
+	KindConnected:    "connected",
+	KindDisconnected: "disconnected",
+	KindUpload:       "upload",
 }
 
 func (k Kind) String() string {
-	if k < numKinds {
-		return kindName[k]
+	if n, ok := kindName[k]; ok {
+		return n
+	}
+	if k < numKinds && suffix[k] != "" {
+		return suffix[k]
 	}
 	return fmt.Sprintf("Kind(%d)", uint8(k))
 }
