@@ -207,12 +207,12 @@ func (m *Manager) sync(ctx context.Context) error {
 				continue
 			}
 			uid = mp.UID
+			want[uid] = true // keeps the mirror's last status below
 		}
 		if bytes.Equal(b, m.lastStatus[uid]) {
 			continue
 		}
 		m.lastStatus[uid] = b
-		want[uid] = true
 		out = append(out, queuedFrame{store.OutboxPodStatus(string(uid)), &protocol.Frame{
 			PodStatus: &protocol.PodStatus{UID: string(uid), Namespace: p.Namespace, Name: p.Name, Status: b}}})
 		// A pass that starts many containers takes a while: report what is
@@ -239,7 +239,7 @@ func (m *Manager) sync(ctx context.Context) error {
 		}
 	}
 	for uid := range m.lastStatus {
-		if !want[uid] && !isMirrorUID(mirrors, uid) {
+		if !want[uid] {
 			delete(m.lastStatus, uid)
 		}
 	}
@@ -280,15 +280,6 @@ func (m *Manager) flush(out []queuedFrame) error {
 	}
 	m.queued()
 	return nil
-}
-
-func isMirrorUID(mirrors map[string]*corev1.Pod, uid types.UID) bool {
-	for _, mp := range mirrors {
-		if mp.UID == uid {
-			return true
-		}
-	}
-	return false
 }
 
 // syncMirrors queues the mirror pod requests that make the cloud's mirror
