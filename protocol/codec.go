@@ -108,6 +108,7 @@ func (f *Frame) message() validator {
 	add(f.Event != nil, f.Event)
 	add(f.Error != nil, f.Error)
 	add(f.MirrorPod != nil, f.MirrorPod)
+	add(f.DeviceStatus != nil, f.DeviceStatus)
 	if len(set) != 1 {
 		return nil
 	}
@@ -127,7 +128,7 @@ func (f *Frame) Validate() error {
 		return fmt.Errorf("frame holds %d messages, want 1", f.count())
 	}
 	needSeq := f.Upsert != nil || f.Delete != nil || f.NodeStatus != nil || f.PodStatus != nil ||
-		f.PodTerminated != nil || f.Event != nil || f.MirrorPod != nil
+		f.PodTerminated != nil || f.Event != nil || f.MirrorPod != nil || f.DeviceStatus != nil
 	if needSeq && f.Seq == 0 {
 		return fmt.Errorf("%s needs a Seq", f.Type())
 	}
@@ -144,7 +145,8 @@ func (f *Frame) count() int {
 	n := 0
 	for _, set := range []bool{f.Hello != nil, f.Welcome != nil, f.Upsert != nil, f.Delete != nil,
 		f.Ack != nil, f.Heartbeat != nil, f.ResyncDone != nil, f.NodeStatus != nil, f.PodStatus != nil,
-		f.PodTerminated != nil, f.Event != nil, f.Error != nil, f.MirrorPod != nil} {
+		f.PodTerminated != nil, f.Event != nil, f.Error != nil, f.MirrorPod != nil,
+		f.DeviceStatus != nil} {
 		if set {
 			n++
 		}

@@ -14,7 +14,10 @@ import (
 //	1 (2026-11-22): Hello, Welcome, Upsert, Delete, Ack, Heartbeat,
 //	  ResyncDone, NodeStatus, PodStatus, PodTerminated, Event, Error;
 //	  MirrorPod added later without a bump (a hub that does not know it
-//	  answers ErrorUnknownMessage and the edge keeps it queued).
+//	  answers ErrorUnknownMessage and the edge keeps it queued); then kinds
+//	  DeviceModel and Device and the DeviceStatus message, also without a
+//	  bump (an edge that does not know a kind rejects the Upsert in its Ack,
+//	  and the hub does not send it again unchanged).
 const Version uint32 = 1
 
 // MinVersion is the oldest protocol version this build still speaks.
@@ -34,11 +37,16 @@ const (
 	KindPod       Kind = 1
 	KindConfigMap Kind = 2
 	KindSecret    Kind = 3
+	// KindDeviceModel and KindDevice are the devices.tether.io/v1beta1
+	// custom resources; their Data is JSON (custom resources have no
+	// protobuf encoding).
+	KindDeviceModel Kind = 4
+	KindDevice      Kind = 5
 )
 
 // Kinds lists every known Kind in the order the hub sends upserts: objects
 // that others refer to come first.
-var Kinds = []Kind{KindConfigMap, KindSecret, KindPod}
+var Kinds = []Kind{KindConfigMap, KindSecret, KindDeviceModel, KindDevice, KindPod}
 
 func (k Kind) String() string {
 	switch k {
@@ -48,13 +56,17 @@ func (k Kind) String() string {
 		return "ConfigMap"
 	case KindSecret:
 		return "Secret"
+	case KindDeviceModel:
+		return "DeviceModel"
+	case KindDevice:
+		return "Device"
 	}
 	return fmt.Sprintf("Kind(%d)", uint8(k))
 }
 
 // Valid reports whether k is a kind this build knows.
 func (k Kind) Valid() bool {
-	return k >= KindPod && k <= KindSecret
+	return k >= KindPod && k <= KindDevice
 }
 
 // ObjectRef identifies one version of one object. The edge lists what it holds
@@ -73,7 +85,8 @@ type Object struct {
 	Name            string `cbor:"4,keyasint"`
 	ResourceVersion string `cbor:"5,keyasint"`
 	// Data is the Kubernetes protobuf encoding of the k8s.io/api type named
-	// by Kind (see EncodePod and friends).
+	// by Kind (see EncodePod and friends); for DeviceModel and Device, the
+	// JSON of the devices.tether.io/v1beta1 object.
 	Data []byte `cbor:"6,keyasint"`
 }
 
@@ -104,6 +117,7 @@ type Frame struct {
 	Event         *Event         `cbor:"11,keyasint,omitempty"`
 	Error         *Error         `cbor:"12,keyasint,omitempty"`
 	MirrorPod     *MirrorPod     `cbor:"13,keyasint,omitempty"`
+	DeviceStatus  *DeviceStatus  `cbor:"14,keyasint,omitempty"`
 }
 
 // Hello is the first frame of a session, sent by the edge.
@@ -243,6 +257,37 @@ type MirrorPod struct {
 	// annotation set to the static pod's config hash. Empty with Delete.
 	Pod    []byte `cbor:"3,keyasint,omitempty"`
 	Delete bool   `cbor:"4,keyasint,omitempty"`
+}
+
+// DeviceStatus reports what the edge's twin holds of one device: the latest
+// reported value of every property the device reported, and its state. Sent
+// by the edge, with a Seq, after reported values or the state changed. It
+// always carries the whole reported set, never a delta, so that a newer
+// DeviceStatus queued at the edge can replace an older unsent one (the
+// outbox coalesces per device) without losing a property.
+type DeviceStatus struct {
+	UID       string `cbor:"1,keyasint"`
+	Namespace string `cbor:"2,keyasint"`
+	Name      string `cbor:"3,keyasint"`
+	// Twins are sorted by Name; names are unique.
+	Twins []DeviceTwin `cbor:"4,keyasint,omitempty"`
+	// State is the device's state as its mapper reported it ("online",
+	// "offline", "ok", "unhealthy", "unknown"); empty if never reported.
+	State string `cbor:"5,keyasint,omitempty"`
+	// LastOnline is when the device last reported itself online, in
+	// milliseconds since the epoch; 0 if never.
+	LastOnline int64 `cbor:"6,keyasint,omitempty"`
+}
+
+// DeviceTwin is the reported side of one property of a device.
+type DeviceTwin struct {
+	Name  string `cbor:"1,keyasint"`
+	Value string `cbor:"2,keyasint"`
+	// Timestamp of the value, in milliseconds since the epoch.
+	Timestamp int64 `cbor:"3,keyasint,omitempty"`
+	// ObservedDesired is the desired value the edge held for the property
+	// when the value was reported; nil if it held none.
+	ObservedDesired *string `cbor:"4,keyasint,omitempty"`
 }
 
 // ErrorCode classifies an Error.

@@ -109,6 +109,9 @@ func TestRoundTrip(t *testing.T) {
 		{Error: &Error{Code: ErrorVersion, Message: "no"}},
 		{Seq: 13, MirrorPod: &MirrorPod{Namespace: "n", Name: "p-edge", Pod: []byte{1}}},
 		{Seq: 14, MirrorPod: &MirrorPod{Namespace: "n", Name: "p-edge", Delete: true}},
+		{Seq: 15, DeviceStatus: &DeviceStatus{UID: "d", Namespace: "n", Name: "thermo", State: "online", LastOnline: 5,
+			Twins: []DeviceTwin{{Name: "humidity", Value: "40", Timestamp: 3}, {Name: "temp", Value: "21.5", ObservedDesired: new("22")}}}},
+		{Seq: 16, Upsert: &Upsert{Object: Object{Kind: KindDevice, UID: "d", Namespace: "n", Name: "thermo", ResourceVersion: "7", Data: []byte("{}")}}},
 	}
 	for _, f := range frames {
 		b, err := Encode(f)
@@ -163,6 +166,10 @@ func TestDecodeRefuses(t *testing.T) {
 		{"delete without seq", noSeq, "needs a Seq"},
 		{"unknown kind", badKind, "unknown kind 42"},
 		{"bad node name", badNode, "node name"},
+		{"unsorted twins", must(encMode.Marshal(&Frame{Seq: 1, DeviceStatus: &DeviceStatus{UID: "u", Namespace: "n", Name: "d",
+			Twins: []DeviceTwin{{Name: "b"}, {Name: "a"}}}})), "not after"},
+		{"twin without name", must(encMode.Marshal(&Frame{Seq: 1, DeviceStatus: &DeviceStatus{UID: "u", Namespace: "n", Name: "d",
+			Twins: []DeviceTwin{{Value: "1"}}}})), "name is empty"},
 		{"duplicate key", dup, "duplicate"},
 		{"too large", make([]byte, MaxFrameSize+1), ErrTooLarge.Error()},
 	}

@@ -195,3 +195,27 @@ func (m *MirrorPod) validate() error {
 	}
 	return nil
 }
+
+// MaxDeviceTwins bounds the properties of one DeviceStatus.
+const MaxDeviceTwins = 1024
+
+func (d *DeviceStatus) validate() error {
+	if err := validateUID(d.UID); err != nil {
+		return err
+	}
+	if err := validateMeta(d.Namespace, d.Name, true); err != nil {
+		return err
+	}
+	if len(d.Twins) > MaxDeviceTwins {
+		return fmt.Errorf("%d twins, more than %d", len(d.Twins), MaxDeviceTwins)
+	}
+	for i, t := range d.Twins {
+		if t.Name == "" {
+			return fmt.Errorf("twins[%d]: name is empty", i)
+		}
+		if i > 0 && d.Twins[i-1].Name >= t.Name {
+			return fmt.Errorf("twins[%d]: %q not after %q (twins are sorted by unique name)", i, t.Name, d.Twins[i-1].Name)
+		}
+	}
+	return nil
+}

@@ -29,6 +29,10 @@ func OutboxPodStatus(uid string) string { return "pod/" + uid }
 // OutboxPodTerminated is the outbox key of the termination of the pod with uid.
 func OutboxPodTerminated(uid string) string { return "podterm/" + uid }
 
+// OutboxDeviceStatus is the outbox key of the reported twins and state of
+// the device with uid.
+func OutboxDeviceStatus(uid string) string { return "device/" + uid }
+
 // OutboxEvent is the outbox key of an event; id tells events apart (events
 // about the same thing with the same reason may share an id and coalesce).
 func OutboxEvent(id string) string { return "event/" + id }
