@@ -69,7 +69,8 @@ type Config struct {
 	// (default 10s).
 	PodResyncInterval metav1.Duration `json:"podResyncInterval,omitempty"`
 	// StaticPodPath is the directory of static pod manifests (default
-	// /etc/tether/manifests; a missing directory is watched for).
+	// /etc/tether/manifests; a missing directory is watched for). "-"
+	// turns static pods off (no directory is read or watched).
 	StaticPodPath string `json:"staticPodPath,omitempty"`
 	// OutboxMax bounds the updates queued while the cloud is away
 	// (default 10000; statuses are coalesced per pod, events dropped first).
@@ -213,12 +214,16 @@ func (c *Config) validate() error {
 	return nil
 }
 
+// NoStaticPods as StaticPodPath turns static pods off.
+const NoStaticPods = "-"
+
 // EdgeCore is a configured edgecore.
 type EdgeCore struct {
 	cfg    Config
 	DB     *store.DB
 	Agent  *agent.Agent
 	Pods   *pods.Manager
+	// Static is the static pod source; nil when static pods are off.
 	Static *staticpods.Source
 	// MetaServer is the local Kubernetes API; nil when disabled.
 	MetaServer *metaserver.Server
@@ -319,9 +324,11 @@ func New(cfg Config) (*EdgeCore, error) {
 		return nil, err
 	}
 	ec.Agent = ag
-	ec.Static = staticpods.New(cfg.StaticPodPath, cfg.NodeName, ec.Pods.Changed, ec.badManifest,
-		log.With(slog.String("component", "staticpods")))
-	ec.Pods.SetStaticPods(ec.Static)
+	if cfg.StaticPodPath != NoStaticPods {
+		ec.Static = staticpods.New(cfg.StaticPodPath, cfg.NodeName, ec.Pods.Changed, ec.badManifest,
+			log.With(slog.String("component", "staticpods")))
+		ec.Pods.SetStaticPods(ec.Static)
+	}
 	return ec, nil
 }
 
@@ -329,8 +336,10 @@ func New(cfg Config) (*EdgeCore, error) {
 // from the store at once, whether or not the cloud can be reached.
 func (ec *EdgeCore) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
-	ec.Static.Scan() // static pods start with the others, before any watch
-	g.Go(func() error { return ec.Static.Start(ctx) })
+	if ec.Static != nil {
+		ec.Static.Scan() // static pods start with the others, before any watch
+		g.Go(func() error { return ec.Static.Start(ctx) })
+	}
 	g.Go(func() error { return ec.Pods.Start(ctx) })
 	if ec.criRuntime != nil {
 		g.Go(func() error { return ec.criRuntime.Start(ctx) })
