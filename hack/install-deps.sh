@@ -13,8 +13,10 @@ apt-get update
 # containernetworking-plugins: the edge's container runtime. busybox-static:
 # the busybox image built locally for the demo and the CRI tests.
 # mosquitto, mosquitto-clients: the MQTT broker for devices. curl: the demo
-# fetches a page from a pod.
-pkgs=(etcd-server containerd runc containernetworking-plugins busybox-static mosquitto mosquitto-clients curl)
+# fetches a page from a pod. python3-pymodbus (run with /usr/bin/python3),
+# mbpoll: a Modbus TCP device and master for the mapper's tests.
+pkgs=(etcd-server containerd runc containernetworking-plugins busybox-static mosquitto mosquitto-clients curl
+  python3-pymodbus mbpoll)
 # kubectl is not a Debian package on bookworm; take it when some configured
 # source has it. The tests do not need it (they use client-go); the demo uses
 # it to apply its workload and show it.
