@@ -92,6 +92,8 @@ type Agent struct {
 	obs        Observer
 	log        *slog.Logger
 	kickc      chan struct{}
+	// committed, if set, hears every commit of objects (SetCommitHook).
+	committed func(Commit)
 
 	mu sync.Mutex
 	// state is the public view of the link; guarded by mu.
@@ -130,6 +132,22 @@ func New(cfg Config, db *store.DB, dialer Dialer, nodeStatus func() ([]byte, err
 	return &Agent{cfg: cfg, db: db, dialer: dialer, nodeStatus: nodeStatus, obs: obs, log: log,
 		kickc: make(chan struct{}, 1)}, nil
 }
+
+// SetDialer replaces the dialer New was given. Call it before Start. The
+// simulator routes each hollow node's link through a dialer of its own
+// (a net.Conn it can cut and whose bytes it counts).
+func (a *Agent) SetDialer(d Dialer) { a.dialer = d }
+
+// Commit is what one transaction took from the hub: the objects upserted
+// and deleted (a Delete's ref has no ResourceVersion).
+type Commit struct {
+	Upserted, Deleted []protocol.ObjectRef
+}
+
+// SetCommitHook makes the Agent call f after each commit of objects from the
+// hub, before they are acknowledged. f must not block. Call it before Start.
+// The simulator times dispatch (API watch event to edge commit) with it.
+func (a *Agent) SetCommitHook(f func(Commit)) { a.committed = f }
 
 // OutboxChanged tells the Agent there is something new in the outbox. It
 // never blocks.
@@ -448,6 +466,9 @@ func (a *Agent) apply(batch []*protocol.Frame, conn *link.Conn, up *upstream) er
 		a.mu.Lock()
 		a.state.ObjectFrames += objects
 		a.mu.Unlock()
+		if a.committed != nil {
+			a.committed(committedRefs(batch, ack.Rejected))
+		}
 		if err := conn.Write(&protocol.Frame{Ack: &ack}); err != nil {
 			return fmt.Errorf("send ack: %w", err)
 		}
@@ -462,6 +483,20 @@ func (a *Agent) apply(batch []*protocol.Frame, conn *link.Conn, up *upstream) er
 		return up.send()
 	}
 	return nil
+}
+
+// committedRefs lists the objects of batch that apply committed.
+func committedRefs(batch []*protocol.Frame, rej []protocol.Rejection) Commit {
+	var c Commit
+	for _, f := range batch {
+		switch {
+		case f.Upsert != nil && !rejected(rej, f.Seq):
+			c.Upserted = append(c.Upserted, f.Upsert.Object.Ref())
+		case f.Delete != nil:
+			c.Deleted = append(c.Deleted, protocol.ObjectRef{Kind: f.Delete.Kind, UID: f.Delete.UID})
+		}
+	}
+	return c
 }
 
 func rejected(rs []protocol.Rejection, seq uint64) bool {

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -30,6 +31,10 @@ type Dialer struct {
 	TLS *tls.Config
 	// Timeout bounds the dial and the handshake.
 	Timeout time.Duration
+	// NetDial, if set, opens the TCP connection instead of a net.Dialer
+	// (TLS still runs on top of it). The simulator uses it to cut a hollow
+	// node's link and count its bytes.
+	NetDial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // Conn is an open session.
@@ -51,6 +56,7 @@ func (d *Dialer) Dial(ctx context.Context, hello *protocol.Hello) (*Conn, error)
 		HandshakeTimeout: d.Timeout,
 		ReadBufferSize:   4096,
 		WriteBufferSize:  4096,
+		NetDialContext:   d.NetDial,
 	}
 	hdr := http.Header{"Authorization": {"Bearer " + d.Token}}
 	ws, resp, err := wd.DialContext(ctx, d.URL, hdr)

@@ -1,0 +1,211 @@
+package agent
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/tether-edge/tether/edgecore/link"
+	"github.com/tether-edge/tether/edgecore/store"
+	"github.com/tether-edge/tether/protocol"
+)
+
+// fakeHub is a websocket server that speaks just enough of the hub's side:
+// it answers Hello with Welcome, sends the frames of script, and hands every
+// frame the edge sends to frames.
+type fakeHub struct {
+	srv    *httptest.Server
+	script []*protocol.Frame
+	frames chan *protocol.Frame
+}
+
+func newFakeHub(t *testing.T, script ...*protocol.Frame) *fakeHub {
+	h := &fakeHub{script: script, frames: make(chan *protocol.Frame, 64)}
+	h.srv = httptest.NewTLSServer(http.HandlerFunc(h.serve))
+	t.Cleanup(h.srv.Close)
+	return h
+}
+
+func (h *fakeHub) serve(w http.ResponseWriter, r *http.Request) {
+	up := websocket.Upgrader{}
+	conn, err := up.Upgrade(w, r, nil)
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	write := func(f *protocol.Frame) error {
+		b, err := protocol.Encode(f)
+		if err != nil {
+			return err
+		}
+		return conn.WriteMessage(websocket.BinaryMessage, b)
+	}
+	if _, _, err := conn.ReadMessage(); err != nil { // Hello
+		return
+	}
+	if write(&protocol.Frame{Welcome: &protocol.Welcome{ProtocolVersion: protocol.Version,
+		HeartbeatInterval: protocol.DurationOf(time.Second), SessionTimeout: protocol.DurationOf(5 * time.Second),
+		MaxFrameSize: protocol.MaxFrameSize}}) != nil {
+		return
+	}
+	for _, f := range h.script {
+		if write(f) != nil {
+			return
+		}
+	}
+	for {
+		_, b, err := conn.ReadMessage()
+		if err != nil {
+			return
+		}
+		f, err := protocol.Decode(b)
+		if err != nil {
+			continue
+		}
+		select {
+		case h.frames <- f:
+		default:
+		}
+	}
+}
+
+func (h *fakeHub) dialer(t *testing.T, netDial func(ctx context.Context, network, addr string) (net.Conn, error)) *link.Dialer {
+	pool := x509.NewCertPool()
+	pool.AddCert(h.srv.Certificate())
+	tlsCfg := h.srv.Client().Transport.(*http.Transport).TLSClientConfig.Clone()
+	tlsCfg.RootCAs = pool
+	return &link.Dialer{URL: "wss" + h.srv.URL[len("https"):] + "/v1/connect", Token: "t",
+		TLS: tlsCfg, Timeout: 5 * time.Second, NetDial: netDial}
+}
+
+type noObserver struct{}
+
+func (noObserver) ObjectsChanged(map[protocol.Kind]bool) {}
+func (noObserver) Connected()                            {}
+
+type refusingDialer struct{}
+
+func (refusingDialer) Dial(context.Context, *protocol.Hello) (*link.Conn, error) {
+	return nil, errors.New("the dialer given to New must not be used")
+}
+
+func podObject(t *testing.T, uid, rv string) protocol.Object {
+	t.Helper()
+	b, err := protocol.EncodePod(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p-" + uid,
+		UID: types.UID(uid), ResourceVersion: rv}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return protocol.Object{Kind: protocol.KindPod, UID: uid, Namespace: "ns", Name: "p-" + uid, ResourceVersion: rv, Data: b}
+}
+
+// The dialer set by SetDialer replaces New's; the commit hook hears what was
+// committed, with the objects already in the store, before the hub gets the
+// Ack.
+func TestSetDialerAndCommitHook(t *testing.T) {
+	old := podObject(t, "old", "1")
+	hub := newFakeHub(t,
+		&protocol.Frame{Seq: 1, Upsert: &protocol.Upsert{Object: podObject(t, "u1", "7")}},
+		&protocol.Frame{Seq: 2, Delete: &protocol.Delete{Kind: protocol.KindPod, UID: "old", Namespace: "ns", Name: "p-old"}},
+	)
+	db, err := store.Open(filepath.Join(t.TempDir(), "edge.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if err := db.Update(func(tx *store.Tx) error { return tx.PutObject(&old) }); err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(Config{NodeName: "n1"}, db, refusingDialer{},
+		func() ([]byte, error) { return protocol.EncodeNodeStatus(&corev1.NodeStatus{}) },
+		noObserver{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dials atomic.Int32
+	a.SetDialer(hub.dialer(t, func(ctx context.Context, network, addr string) (net.Conn, error) {
+		dials.Add(1)
+		var d net.Dialer
+		return d.DialContext(ctx, network, addr)
+	}))
+	type seen struct {
+		c       Commit
+		inStore bool
+		goneOld bool
+	}
+	commits := make(chan seen, 8)
+	a.SetCommitHook(func(c Commit) {
+		var s seen
+		s.c = c
+		db.View(func(tx *store.Tx) error {
+			o, _ := tx.Object(protocol.KindPod, "u1")
+			s.inStore = o != nil && o.ResourceVersion == "7"
+			o, _ = tx.Object(protocol.KindPod, "old")
+			s.goneOld = o == nil
+			return nil
+		})
+		commits <- s
+	})
+
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- a.Start(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Start: %v", err)
+		}
+	}()
+
+	var got Commit
+	acked := map[uint64]bool{}
+	deadline := time.After(20 * time.Second)
+	for !acked[1] || !acked[2] {
+		select {
+		case f := <-hub.frames:
+			if f.Ack == nil {
+				continue
+			}
+			// Whatever is acknowledged was heard by the hook first.
+			for more := true; more; {
+				select {
+				case s := <-commits:
+					if !s.inStore && len(s.c.Upserted) > 0 || !s.goneOld && len(s.c.Deleted) > 0 {
+						t.Errorf("hook called before the commit: %+v", s)
+					}
+					got.Upserted = append(got.Upserted, s.c.Upserted...)
+					got.Deleted = append(got.Deleted, s.c.Deleted...)
+				default:
+					more = false
+				}
+			}
+			for _, seq := range f.Ack.Seqs {
+				acked[seq] = true
+			}
+		case <-deadline:
+			t.Fatalf("no Ack of both objects; acked %v", acked)
+		}
+	}
+	want := Commit{Upserted: []protocol.ObjectRef{{Kind: protocol.KindPod, UID: "u1", ResourceVersion: "7"}},
+		Deleted: []protocol.ObjectRef{{Kind: protocol.KindPod, UID: "old"}}}
+	if len(got.Upserted) != 1 || got.Upserted[0] != want.Upserted[0] || len(got.Deleted) != 1 || got.Deleted[0] != want.Deleted[0] {
+		t.Errorf("hook heard %+v, want %+v", got, want)
+	}
+	if dials.Load() == 0 {
+		t.Error("the NetDial of the dialer given to SetDialer was not used")
+	}
+}
