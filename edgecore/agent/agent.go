@@ -11,12 +11,14 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
+	devicesapi "github.com/tether-edge/tether/devices/api"
 	"github.com/tether-edge/tether/edgecore/link"
 	"github.com/tether-edge/tether/edgecore/store"
 	"github.com/tether-edge/tether/protocol"
@@ -519,6 +521,10 @@ func checkObject(o *protocol.Object) error {
 		_, err = protocol.DecodeConfigMap(o.Data)
 	case protocol.KindSecret:
 		_, err = protocol.DecodeSecret(o.Data)
+	case protocol.KindDeviceModel:
+		err = json.Unmarshal(o.Data, new(devicesapi.DeviceModel))
+	case protocol.KindDevice:
+		err = json.Unmarshal(o.Data, new(devicesapi.Device))
 	default:
 		err = fmt.Errorf("unknown kind %d", o.Kind)
 	}
