@@ -24,4 +24,10 @@
 //   - The delta lists the properties whose expected value differs from the
 //     actual one; it follows every accepted update and every change of the
 //     desired values, as long as it is not empty.
+//
+// Persistence is the caller's: Flush lists the devices whose twin changed
+// (Output.Changed), Snapshot gives the twin to save (values, timestamps,
+// versions, state), and after a restart DeviceRestored puts it back under
+// the device the cloud last sent. Republish publishes what a mapper needs
+// after the broker connection was down (membership and deltas).
 package twin

@@ -12,8 +12,9 @@ import (
 	"github.com/tether-edge/tether/devices/mqtt"
 )
 
-// Input is one event for the engine: DeviceUpserted, DeviceRemoved,
-// TwinUpdate, TwinGet, StateUpdate, MembershipGet, BadRequest or Flush.
+// Input is one event for the engine: DeviceUpserted, DeviceRestored,
+// DeviceRemoved, TwinUpdate, TwinGet, StateUpdate, MembershipGet,
+// BadRequest, Republish or Flush.
 type Input interface{ input() }
 
 // DeviceUpserted: the cloud created or changed a device bound to this node.
@@ -27,6 +28,21 @@ type DeviceUpserted struct {
 	// resourceVersion); an upsert older than the last one is ignored. It is
 	// the cloud part of the expected values' versions.
 	Version int64
+}
+
+// DeviceRestored: a device the engine does not hold yet, as the cloud last
+// sent it (DeviceUpserted), with the twin the edge saved of it before
+// (Engine.Snapshot, kept across a restart). It applies as a DeviceUpserted
+// whose previous twin was Saved: reported values, state and last online
+// time carry over for properties whose type did not change. The saved
+// expected values, including those set at the edge, carry over too when
+// Saved.Version equals Version (the cloud has not changed the device
+// since); otherwise the cloud's desired values apply. It publishes
+// membership/updated and, if some expected value differs from the actual
+// one, the delta.
+type DeviceRestored struct {
+	DeviceUpserted
+	Saved Saved
 }
 
 // DeviceRemoved: the device is gone or no longer bound to this node.
@@ -66,17 +82,28 @@ type BadRequest struct {
 	Err   error
 }
 
+// Republish: the MQTT connection to the broker opened or came back, and
+// what was published while it was down is lost. The engine publishes
+// membership/updated listing every device as added (KubeEdge mappers treat
+// an added device they know as an update) and the delta of every device
+// whose expected values differ from the actual ones.
+type Republish struct{}
+
 // Flush asks for the status to send to the cloud: one Status per device
-// whose reported values or state changed since the last Flush.
+// whose reported values or state changed since the last Flush, and the
+// devices whose twin changed at all (Output.Changed) for the caller to
+// save.
 type Flush struct{}
 
 func (DeviceUpserted) input() {}
+func (DeviceRestored) input() {}
 func (DeviceRemoved) input()  {}
 func (TwinUpdate) input()     {}
 func (TwinGet) input()        {}
 func (StateUpdate) input()    {}
 func (MembershipGet) input()  {}
 func (BadRequest) input()     {}
+func (Republish) input()      {}
 func (Flush) input()          {}
 
 // Output is what the IO loop does after an input.
@@ -85,6 +112,10 @@ type Output struct {
 	Publish []Publication
 	// Status lists the status to send to the cloud (only after Flush).
 	Status []Status
+	// Changed lists, sorted, the devices whose twin (values, versions,
+	// state) changed since the last Flush, for the caller to save with
+	// Snapshot (only after Flush). Removed devices are not listed.
+	Changed []mqtt.DeviceID
 	// Err says why the input was refused, in whole or in part; the error
 	// result among Publish already tells the device. Nil when applied.
 	Err error
@@ -114,6 +145,9 @@ type Reported struct {
 	// Timestamp (ms) of the value: the device's if it gave one, else when
 	// the edge received it.
 	Timestamp int64
+	// ObservedDesired is the expected value the property had when the
+	// value was reported; nil if it had none.
+	ObservedDesired *string
 }
 
 // Engine is the device twin of one edge node: per device its model, desired
@@ -125,6 +159,8 @@ type Engine struct {
 	devices map[mqtt.DeviceID]*device
 	// dirty holds the devices with status not yet flushed.
 	dirty map[mqtt.DeviceID]*pending
+	// unsaved holds the devices whose twin changed since the last Flush.
+	unsaved map[mqtt.DeviceID]bool
 	// seq numbers the events the engine originates (delta, document,
 	// membership/updated): their event_id is "twin-<seq>".
 	seq uint64
@@ -148,6 +184,9 @@ type prop struct {
 type value struct {
 	v  string
 	ts int64
+	// observed is, for a reported value, the expected value when it was
+	// reported.
+	observed *string
 }
 
 type pending struct {
@@ -161,6 +200,7 @@ func New(node string) *Engine {
 		node:    node,
 		devices: make(map[mqtt.DeviceID]*device),
 		dirty:   make(map[mqtt.DeviceID]*pending),
+		unsaved: make(map[mqtt.DeviceID]bool),
 	}
 }
 
@@ -169,7 +209,9 @@ func (e *Engine) Step(now time.Time, in Input) Output {
 	ms := now.UnixMilli()
 	switch in := in.(type) {
 	case DeviceUpserted:
-		return e.upsert(ms, in)
+		return e.upsert(ms, in, nil)
+	case DeviceRestored:
+		return e.upsert(ms, in.DeviceUpserted, &in.Saved)
 	case DeviceRemoved:
 		return e.remove(ms, in)
 	case TwinUpdate:
@@ -182,8 +224,10 @@ func (e *Engine) Step(now time.Time, in Input) Output {
 		return e.membershipGet(ms, in)
 	case BadRequest:
 		return e.badRequest(ms, in)
+	case Republish:
+		return e.republish(ms)
 	case Flush:
-		return Output{Status: e.flush()}
+		return Output{Status: e.flush(), Changed: e.changed()}
 	}
 	return Output{Err: fmt.Errorf("twin: unknown input %T", in)}
 }
@@ -193,7 +237,8 @@ func (e *Engine) nextID() string {
 	return "twin-" + strconv.FormatUint(e.seq, 10)
 }
 
-func (e *Engine) upsert(now int64, in DeviceUpserted) Output {
+// upsert applies a DeviceUpserted, or a DeviceRestored when saved is set.
+func (e *Engine) upsert(now int64, in DeviceUpserted, saved *Saved) Output {
 	if err := in.Device.Validate(); err != nil {
 		return Output{Err: fmt.Errorf("upsert device: %w", err)}
 	}
@@ -201,7 +246,17 @@ func (e *Engine) upsert(now int64, in DeviceUpserted) Output {
 		return Output{Err: fmt.Errorf("upsert device %s: %w", in.Device, err)}
 	}
 	old := e.devices[in.Device]
-	if old != nil && in.Version < old.version {
+	isNew := old == nil
+	// keepDesired: restoring, and the cloud has not changed the device
+	// since the twin was saved, so the saved expected values stand.
+	keepDesired := false
+	if saved != nil {
+		if old != nil {
+			return Output{Err: fmt.Errorf("restore device %s: already held, ignored", in.Device)}
+		}
+		old = fromSaved(in.Device, saved)
+		keepDesired = saved.Version == in.Version
+	} else if old != nil && in.Version < old.version {
 		return Output{Err: fmt.Errorf("upsert device %s: version %d older than %d, ignored", in.Device, in.Version, old.version)}
 	}
 	d := &device{id: in.Device, version: in.Version, props: make(map[string]*prop, len(in.Model.Properties)), state: mqtt.StateUnknown}
@@ -222,6 +277,8 @@ func (e *Engine) upsert(now int64, in DeviceUpserted) Output {
 		last := p.msg()
 		want, ok := in.Desired[mp.Name]
 		switch {
+		case keepDesired && p.desired != nil && mp.Access == ReadWrite && p.checkValue(p.desired.v) == nil:
+			// Restored as saved; last is the restored value, so no document.
 		case ok && mp.Access == ReadOnly:
 			errs = append(errs, fmt.Errorf("property %q is ReadOnly: desired value ignored", mp.Name))
 			p.desired = nil
@@ -250,6 +307,7 @@ func (e *Engine) upsert(now int64, in DeviceUpserted) Output {
 	}
 	slices.Sort(d.names)
 	e.devices[in.Device] = d
+	e.unsaved[in.Device] = true
 	if pd := e.dirty[in.Device]; pd != nil {
 		for name := range pd.props {
 			if d.props[name] == nil || d.props[name].reported == nil {
@@ -263,7 +321,7 @@ func (e *Engine) upsert(now int64, in DeviceUpserted) Output {
 		slices.SortFunc(errs, func(a, b error) int { return cmp.Compare(a.Error(), b.Error()) })
 		out.Err = fmt.Errorf("upsert device %s: %w", in.Device, errors.Join(errs...))
 	}
-	if old == nil {
+	if isNew {
 		out.Publish = append(out.Publish, e.publish(mqtt.NodeTopic(mqtt.KindMembershipUpdated, e.node), mqtt.MembershipUpdated{
 			BaseMessage:    mqtt.BaseMessage{EventID: e.nextID(), Timestamp: now},
 			AddedDevices:   []mqtt.Device{d.member()},
@@ -276,6 +334,8 @@ func (e *Engine) upsert(now int64, in DeviceUpserted) Output {
 			BaseMessage: mqtt.BaseMessage{EventID: id, Timestamp: now},
 			Twin:        doc,
 		}))
+	}
+	if len(doc) > 0 || saved != nil {
 		if p, ok := e.delta(now, d); ok {
 			out.Publish = append(out.Publish, p)
 		}
@@ -297,6 +357,7 @@ func (e *Engine) remove(now int64, in DeviceRemoved) Output {
 	}
 	delete(e.devices, in.Device)
 	delete(e.dirty, in.Device)
+	delete(e.unsaved, in.Device)
 	return Output{Publish: []Publication{e.publish(mqtt.NodeTopic(mqtt.KindMembershipUpdated, e.node), mqtt.MembershipUpdated{
 		BaseMessage:    mqtt.BaseMessage{EventID: e.nextID(), Timestamp: now},
 		AddedDevices:   []mqtt.Device{},
@@ -341,6 +402,10 @@ func (e *Engine) twinUpdate(now int64, in TwinUpdate) Output {
 				ts = mt.Actual.Metadata.Timestamp
 			}
 			p.reported = &value{v: *mt.Actual.Value, ts: ts}
+			if p.desired != nil {
+				obs := p.desired.v
+				p.reported.observed = &obs
+			}
 			p.reportedVer.Edge++
 			e.markDirty(d.id).props[name] = true
 		}
@@ -348,6 +413,7 @@ func (e *Engine) twinUpdate(now int64, in TwinUpdate) Output {
 		result[name] = cur
 		doc[name] = &mqtt.TwinDoc{Last: last, Current: cur}
 	}
+	e.unsaved[d.id] = true
 	base := mqtt.BaseMessage{EventID: in.Msg.EventID, Timestamp: now}
 	out := Output{Publish: []Publication{
 		e.publish(resultTopic, mqtt.TwinUpdate{BaseMessage: base, Twin: result}),
@@ -416,10 +482,12 @@ func (e *Engine) stateUpdate(now int64, in StateUpdate) Output {
 	}
 	if in.State == mqtt.StateOnline && d.state != mqtt.StateOnline {
 		d.lastOnline = now
+		e.unsaved[d.id] = true
 	}
 	if in.State != d.state {
 		d.state = in.State
 		e.markDirty(d.id).state = true
+		e.unsaved[d.id] = true
 	}
 	return Output{Publish: []Publication{e.publish(topic, mqtt.StateUpdate{
 		BaseMessage: mqtt.BaseMessage{EventID: in.EventID, Timestamp: now},
@@ -428,11 +496,7 @@ func (e *Engine) stateUpdate(now int64, in StateUpdate) Output {
 }
 
 func (e *Engine) membershipGet(now int64, in MembershipGet) Output {
-	ids := make([]mqtt.DeviceID, 0, len(e.devices))
-	for id := range e.devices {
-		ids = append(ids, id)
-	}
-	slices.SortFunc(ids, cmpID)
+	ids := e.sortedIDs()
 	devs := make([]mqtt.Device, 0, len(ids))
 	for _, id := range ids {
 		devs = append(devs, e.devices[id].member())
@@ -441,6 +505,37 @@ func (e *Engine) membershipGet(now int64, in MembershipGet) Output {
 		BaseMessage: mqtt.BaseMessage{EventID: in.EventID, Timestamp: now},
 		Devices:     devs,
 	})}}
+}
+
+func (e *Engine) republish(now int64) Output {
+	if len(e.devices) == 0 {
+		return Output{}
+	}
+	ids := e.sortedIDs()
+	added := make([]mqtt.Device, 0, len(ids))
+	for _, id := range ids {
+		added = append(added, e.devices[id].member())
+	}
+	out := Output{Publish: []Publication{e.publish(mqtt.NodeTopic(mqtt.KindMembershipUpdated, e.node), mqtt.MembershipUpdated{
+		BaseMessage:    mqtt.BaseMessage{EventID: e.nextID(), Timestamp: now},
+		AddedDevices:   added,
+		RemovedDevices: []mqtt.Device{},
+	})}}
+	for _, id := range ids {
+		if p, ok := e.delta(now, e.devices[id]); ok {
+			out.Publish = append(out.Publish, p)
+		}
+	}
+	return out
+}
+
+func (e *Engine) sortedIDs() []mqtt.DeviceID {
+	ids := make([]mqtt.DeviceID, 0, len(e.devices))
+	for id := range e.devices {
+		ids = append(ids, id)
+	}
+	slices.SortFunc(ids, cmpID)
+	return ids
 }
 
 func (e *Engine) badRequest(now int64, in BadRequest) Output {
@@ -514,7 +609,8 @@ func (e *Engine) flush() []Status {
 		}
 		for _, name := range d.names {
 			if p := d.props[name]; pd.props[name] && p.reported != nil {
-				st.Reported = append(st.Reported, Reported{Name: name, Value: p.reported.v, Timestamp: p.reported.ts})
+				st.Reported = append(st.Reported, Reported{Name: name, Value: p.reported.v, Timestamp: p.reported.ts,
+					ObservedDesired: p.reported.observed})
 			}
 		}
 		if st.State != "" || len(st.Reported) > 0 {
@@ -523,6 +619,19 @@ func (e *Engine) flush() []Status {
 	}
 	clear(e.dirty)
 	return out
+}
+
+func (e *Engine) changed() []mqtt.DeviceID {
+	if len(e.unsaved) == 0 {
+		return nil
+	}
+	ids := make([]mqtt.DeviceID, 0, len(e.unsaved))
+	for id := range e.unsaved {
+		ids = append(ids, id)
+	}
+	slices.SortFunc(ids, cmpID)
+	clear(e.unsaved)
+	return ids
 }
 
 // publish encodes a payload. The payload types hold only strings, numbers,
