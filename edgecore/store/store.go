@@ -1,7 +1,8 @@
 // Package store is edgecore's persistent state: every object the node
-// received from the cloud, and the outbox of updates waiting to go up. It is
-// one bbolt file; callers work inside View and Update closures with typed
-// helpers on Tx, one bucket per kind.
+// received from the cloud, the outbox of updates waiting to go up, and the
+// twins of the node's devices (twins.go). It is one bbolt file; callers
+// work inside View and Update closures with typed helpers on Tx, one bucket
+// per kind.
 //
 // Values read inside a transaction are copied out, so they stay valid after
 // the transaction ends.
@@ -61,7 +62,7 @@ func Open(path string) (*DB, error) {
 		} else if err := meta.Put(keySchema, u64(schemaVersion)); err != nil {
 			return err
 		}
-		names := [][]byte{bucketOutbox, bucketOutboxSeq}
+		names := [][]byte{bucketOutbox, bucketOutboxSeq, bucketTwins}
 		for _, k := range protocol.Kinds {
 			names = append(names, objectBucket(k), nameBucket(k))
 		}
