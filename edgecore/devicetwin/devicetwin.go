@@ -1,0 +1,380 @@
+// Package devicetwin serves the device twins of an edge node over MQTT, the
+// way KubeEdge's edge does, so that KubeEdge mappers and apps work unchanged:
+// it subscribes to the twin topics (devices/mqtt.EdgeSubscriptions) on a
+// broker (edgecore's embedded one, devices/broker, or an external one such
+// as Mosquitto), answers twin/update, twin/get, state/update and
+// membership/get, and publishes membership, deltas and documents.
+//
+// One goroutine (Start) owns a devices/twin.Engine and feeds it typed
+// inputs: MQTT messages decoded by devices/mqtt (a payload that does not
+// decode, oversized ones included, is a BadRequest, answered with a 400
+// error result), the Device and DeviceModel objects of the edge store
+// (turned into DeviceUpserted, DeviceRestored and DeviceRemoved; a device
+// whose model is missing or invalid waits for it), a Republish whenever the
+// broker connection opens, and Flush on a timer. paho's callbacks only hand
+// messages and connection events to that goroutine over channels.
+//
+// Flush saves, in one store transaction, the twin of every device that
+// changed (reported values with their timestamps, state, last online time
+// and expected values, including those set at the edge: store.Tx.PutTwin)
+// and queues one protocol.DeviceStatus per device whose reported values or
+// state changed in the outbox, under store.OutboxDeviceStatus(uid). The
+// DeviceStatus always carries the whole reported set, so the outbox, which
+// keeps one entry per key, coalesces the reports of a device made while the
+// cloud is away into one entry with the latest value of each property, and
+// nothing is lost if the node restarts meanwhile. After a restart the saved
+// twins come back (DeviceRestored) under the devices the store holds.
+//
+// Which properties go up: as in KubeEdge, where the mapper sends a property
+// to the cloud only if the Device's spec.properties[].reportToCloud is
+// true, the DeviceStatus lists only the reported values of properties with
+// reportToCloud set. Every reported value is still checked, saved and served
+// on MQTT (twin/get, documents, deltas). The device state and last online
+// time always go up.
+//
+// Flush timing: a change is flushed FlushDelay after it arrives (gathering
+// what arrives meanwhile), but no sooner than ReportInterval after the
+// previous flush; so a lone report reaches the outbox within about
+// FlushDelay, and a steady stream of reports is saved and queued once per
+// ReportInterval. A report accepted (and answered) less than that before a
+// crash is lost.
+package devicetwin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/tether-edge/tether/devices/mqtt"
+	"github.com/tether-edge/tether/devices/twin"
+	"github.com/tether-edge/tether/edgecore/store"
+	"github.com/tether-edge/tether/protocol"
+)
+
+// Config configures the twin component.
+type Config struct {
+	// NodeName is the node's name: the <node> of the membership topics.
+	NodeName string
+	// BrokerURL is the MQTT broker, tcp://host:port (mqtt:// is the same).
+	BrokerURL string
+	// Username and Password, if Username is set, are sent to the broker.
+	Username string
+	Password string
+	// ClientID is the MQTT client id (default tether-edgecore-<node>).
+	ClientID string
+	// ReportInterval is the least time between two flushes (default 1s).
+	ReportInterval time.Duration
+	// FlushDelay is how long a change waits for others before it is
+	// flushed (default 20ms).
+	FlushDelay time.Duration
+	// ReconnectMax bounds the wait between two attempts to reach the broker
+	// (default 10s; the first retries come after 1s).
+	ReconnectMax time.Duration
+	// OutboxMax bounds the outbox (see store.Tx.Enqueue; default 10000).
+	OutboxMax int
+	// QueueLen is how many received MQTT messages may wait for the owner
+	// goroutine before the client stops reading from the broker (default
+	// 1024).
+	QueueLen int
+	// Logger receives the component's logs (default slog.Default()).
+	Logger *slog.Logger
+}
+
+func (c *Config) validate() error {
+	if err := protocol.ValidateNodeName(c.NodeName); err != nil {
+		return fmt.Errorf("devicetwin: %w", err)
+	}
+	if err := ValidateBrokerURL(c.BrokerURL); err != nil {
+		return fmt.Errorf("devicetwin: %w", err)
+	}
+	if c.Username == "" && c.Password != "" {
+		return errors.New("devicetwin: a password without a username")
+	}
+	if c.ClientID == "" {
+		c.ClientID = "tether-edgecore-" + c.NodeName
+	}
+	if c.ReportInterval == 0 {
+		c.ReportInterval = time.Second
+	}
+	if c.FlushDelay == 0 {
+		c.FlushDelay = 20 * time.Millisecond
+	}
+	if c.ReconnectMax == 0 {
+		c.ReconnectMax = 10 * time.Second
+	}
+	if c.OutboxMax == 0 {
+		c.OutboxMax = 10000
+	}
+	if c.QueueLen == 0 {
+		c.QueueLen = 1024
+	}
+	if c.ReportInterval < 0 || c.FlushDelay < 0 || c.ReconnectMax < time.Second || c.OutboxMax < 0 || c.QueueLen < 0 {
+		return fmt.Errorf("devicetwin: bad timers or bounds: reportInterval %s, flushDelay %s, reconnectMax %s (at least 1s), outboxMax %d, queueLen %d",
+			c.ReportInterval, c.FlushDelay, c.ReconnectMax, c.OutboxMax, c.QueueLen)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// ValidateBrokerURL checks an MQTT broker URL: tcp://host:port or
+// mqtt://host:port, with a port and nothing after it.
+func ValidateBrokerURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || s == "" {
+		return fmt.Errorf("broker url %q is not a URL like tcp://127.0.0.1:1883", s)
+	}
+	if u.Scheme != "tcp" && u.Scheme != "mqtt" {
+		return fmt.Errorf("broker url %q: scheme %q, want tcp or mqtt", s, u.Scheme)
+	}
+	if u.Hostname() == "" || u.Port() == "" {
+		return fmt.Errorf("broker url %q: want host and port", s)
+	}
+	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
+		return fmt.Errorf("broker url %q: want only tcp://host:port (credentials go in username and password)", s)
+	}
+	return nil
+}
+
+// Twin is the device twin component of one edge node.
+type Twin struct {
+	cfg    Config
+	db     *store.DB
+	queued func()
+	log    *slog.Logger
+
+	msgc      chan message  // MQTT messages, from paho's router
+	connc     chan struct{} // the broker connection opened and we subscribed
+	objc      chan struct{} // device or model objects changed in the store
+	stopping  chan struct{} // closed when Start ends, releases paho's callbacks
+	client    paho.Client   // set in Start
+	engine    *twin.Engine  // owned by Start's goroutine, like the rest below
+	devs      map[mqtt.DeviceID]*entry
+	retry     pendingFlush                      // what a failed flush left to do
+	sent      map[string]*protocol.DeviceStatus // the DeviceStatus last queued, per device UID
+	lastFlush time.Time
+	flushAt   time.Time // zero when no flush is scheduled
+	timer     *time.Timer
+	// cleaned is set once twins of devices gone while edgecore was down
+	// were deleted.
+	cleaned bool
+}
+
+type message struct {
+	topic   string
+	payload []byte
+}
+
+// New builds the component. queued is called after statuses were added to
+// the outbox (the agent's OutboxChanged).
+func New(cfg Config, db *store.DB, queued func()) (*Twin, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	t := &Twin{
+		cfg: cfg, db: db, queued: queued, log: cfg.Logger,
+		msgc:     make(chan message, cfg.QueueLen),
+		connc:    make(chan struct{}, 1),
+		objc:     make(chan struct{}, 1),
+		stopping: make(chan struct{}),
+		engine:   twin.New(cfg.NodeName),
+		devs:     map[mqtt.DeviceID]*entry{},
+		sent:     map[string]*protocol.DeviceStatus{},
+	}
+	t.client = paho.NewClient(paho.NewClientOptions().AddBroker(cfg.BrokerURL).SetClientID(cfg.ClientID).
+		SetUsername(cfg.Username).SetPassword(cfg.Password).
+		SetCleanSession(true).SetOrderMatters(true).
+		SetAutoReconnect(true).SetConnectRetry(true).SetConnectRetryInterval(time.Second).
+		SetMaxReconnectInterval(cfg.ReconnectMax).SetConnectTimeout(10 * time.Second).
+		SetKeepAlive(30 * time.Second).SetWriteTimeout(10 * time.Second).
+		SetOnConnectHandler(t.onConnect).
+		SetConnectionLostHandler(func(_ paho.Client, err error) {
+			t.log.Warn("mqtt connection lost", slog.String("broker", cfg.BrokerURL), slog.Any("err", err))
+		}))
+	return t, nil
+}
+
+// ObjectsChanged implements agent.Observer: the component rereads the
+// devices and models when either changed. It never blocks.
+func (t *Twin) ObjectsChanged(kinds map[protocol.Kind]bool) {
+	if kinds[protocol.KindDevice] || kinds[protocol.KindDeviceModel] {
+		kick(t.objc)
+	}
+}
+
+// Connected implements agent.Observer. Nothing in the cloud changes a
+// Device's status but the edge, and the outbox holds every status not yet
+// acknowledged, so a new session needs nothing sent again.
+func (t *Twin) Connected() {}
+
+func kick(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// Start serves the twins until ctx ends; then it flushes what changed and
+// disconnects from the broker. It returns an error only if the store
+// cannot be read at start.
+func (t *Twin) Start(ctx context.Context) error {
+	defer func() {
+		// Release a paho callback blocked on the owner before Disconnect
+		// waits for paho's goroutines.
+		close(t.stopping)
+		t.client.Disconnect(250)
+	}()
+	t.timer = time.NewTimer(time.Hour)
+	t.timer.Stop()
+	defer t.timer.Stop()
+	if err := t.syncObjects(time.Now()); err != nil {
+		return fmt.Errorf("devicetwin: load devices: %w", err)
+	}
+
+	t.client.Connect() // with ConnectRetry it keeps trying; onConnect reports success
+
+	for {
+		select {
+		case <-ctx.Done():
+			t.flush(time.Now())
+			return nil
+		case m := <-t.msgc:
+			t.handle(time.Now(), m)
+		case <-t.connc:
+			t.publish(t.engine.Step(time.Now(), twin.Republish{}))
+		case <-t.objc:
+			if err := t.syncObjects(time.Now()); err != nil {
+				t.log.Error("read devices from the store", slog.Any("err", err))
+			}
+		case <-t.timer.C:
+			t.flushAt = time.Time{}
+			t.flush(time.Now())
+		}
+	}
+}
+
+// onConnect runs in its own goroutine (paho starts it) after each
+// connection to the broker: it subscribes, then tells the owner.
+func (t *Twin) onConnect(c paho.Client) {
+	filters := map[string]byte{}
+	for _, f := range mqtt.EdgeSubscriptions() {
+		filters[f] = 1
+	}
+	tok := c.SubscribeMultiple(filters, t.onMessage)
+	if !tok.WaitTimeout(30 * time.Second) {
+		t.log.Error("mqtt subscribe timed out", slog.String("broker", t.cfg.BrokerURL))
+		return
+	}
+	if err := tok.Error(); err != nil {
+		t.log.Error("mqtt subscribe failed", slog.String("broker", t.cfg.BrokerURL), slog.Any("err", err))
+		return
+	}
+	t.log.Info("mqtt connected and subscribed", slog.String("broker", t.cfg.BrokerURL),
+		slog.String("clientID", t.cfg.ClientID))
+	kick(t.connc)
+}
+
+// onMessage runs in paho's router goroutine, one message at a time: when
+// the owner falls behind, it blocks, and paho stops reading the broker.
+func (t *Twin) onMessage(_ paho.Client, m paho.Message) {
+	select {
+	case t.msgc <- message{topic: m.Topic(), payload: m.Payload()}:
+	case <-t.stopping:
+	}
+}
+
+// handle decodes one MQTT message into an engine input and applies it.
+func (t *Twin) handle(now time.Time, m message) {
+	topic, err := mqtt.ParseTopic(m.topic)
+	if err != nil {
+		t.log.Debug("mqtt message on an unknown topic ignored", slog.String("topic", m.topic), slog.Any("err", err))
+		return
+	}
+	var in twin.Input
+	switch topic.Kind {
+	case mqtt.KindTwinUpdate:
+		msg, err := mqtt.DecodeTwinUpdate(m.payload)
+		in = twin.TwinUpdate{Device: topic.Device, Msg: msg}
+		if err != nil {
+			in = twin.BadRequest{Topic: topic, Err: err}
+		}
+	case mqtt.KindTwinGet:
+		base, err := mqtt.DecodeBase(m.payload)
+		in = twin.TwinGet{Device: topic.Device, EventID: base.EventID}
+		if err != nil {
+			in = twin.BadRequest{Topic: topic, Err: err}
+		}
+	case mqtt.KindStateUpdate:
+		msg, err := mqtt.DecodeStateUpdate(m.payload)
+		in = twin.StateUpdate{Device: topic.Device, EventID: msg.EventID, State: msg.State}
+		if err != nil {
+			in = twin.BadRequest{Topic: topic, Err: err}
+		}
+	case mqtt.KindMembershipGet:
+		if topic.Node != t.cfg.NodeName {
+			return // another node's, on a shared broker
+		}
+		base, err := mqtt.DecodeBase(m.payload)
+		in = twin.MembershipGet{EventID: base.EventID}
+		if err != nil {
+			in = twin.BadRequest{Topic: topic, Err: err}
+		}
+	default:
+		// $hw/events/upload/# (KubeEdge forwards it to the cloud; Tether
+		// has no use for it yet) and topics of other kinds.
+		t.log.Debug("mqtt message ignored", slog.String("topic", m.topic))
+		return
+	}
+	out := t.engine.Step(now, in)
+	t.publish(out)
+	if out.Err != nil {
+		t.log.Debug("mqtt request refused", slog.String("topic", m.topic), slog.Any("err", out.Err))
+		return
+	}
+	switch in.(type) {
+	case twin.TwinUpdate, twin.StateUpdate:
+		t.changed(now)
+	}
+}
+
+// publish sends the engine's publications, QoS 1, without waiting for the
+// broker's acknowledgement. While the broker is away they are dropped:
+// requests cannot arrive then, and Republish covers the rest on reconnect.
+func (t *Twin) publish(out twin.Output) {
+	if !t.client.IsConnectionOpen() {
+		if len(out.Publish) > 0 {
+			t.log.Debug("mqtt not connected: publications dropped", slog.Int("count", len(out.Publish)))
+		}
+		return
+	}
+	for _, p := range out.Publish {
+		tok := t.client.Publish(p.Topic.String(), 1, false, p.Payload)
+		select {
+		case <-tok.Done():
+			if err := tok.Error(); err != nil {
+				t.log.Warn("mqtt publish failed", slog.String("topic", p.Topic.String()), slog.Any("err", err))
+			}
+		default: // in flight
+		}
+	}
+}
+
+// changed schedules a flush: FlushDelay from now, but not before
+// ReportInterval after the last flush.
+func (t *Twin) changed(now time.Time) {
+	if !t.flushAt.IsZero() {
+		return
+	}
+	at := now.Add(t.cfg.FlushDelay)
+	if next := t.lastFlush.Add(t.cfg.ReportInterval); next.After(at) {
+		at = next
+	}
+	t.flushAt = at
+	t.timer.Reset(at.Sub(now))
+}

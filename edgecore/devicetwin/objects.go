@@ -1,0 +1,311 @@
+package devicetwin
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"strconv"
+	"time"
+
+	devicesapi "github.com/tether-edge/tether/devices/api"
+	"github.com/tether-edge/tether/devices/mqtt"
+	"github.com/tether-edge/tether/devices/twin"
+	"github.com/tether-edge/tether/edgecore/store"
+	"github.com/tether-edge/tether/protocol"
+)
+
+// entry is what the component knows of one Device the store holds.
+type entry struct {
+	uid string
+	// inEngine says whether the engine holds the device; applied is the
+	// upsert it last got.
+	inEngine bool
+	applied  twin.DeviceUpserted
+	// report names the properties whose reported values go to the cloud.
+	report map[string]bool
+	// waiting says why the device is not in the engine ("" when it is);
+	// logged once per reason.
+	waiting string
+}
+
+// wanted is a Device of the store, ready for the engine or not.
+type wanted struct {
+	uid    string
+	upsert twin.DeviceUpserted
+	report map[string]bool
+	// why is set when the device cannot be served yet.
+	why string
+}
+
+// syncObjects compares the store's devices and models with what the engine
+// holds, and upserts, restores and removes devices to match. An upsert is
+// made only when the model, the desired values or the version changed:
+// Device objects also change when the cloud writes their status.
+func (t *Twin) syncObjects(now time.Time) error {
+	var want map[mqtt.DeviceID]*wanted
+	err := t.db.View(func(tx *store.Tx) error {
+		var err error
+		want, err = t.readDevices(tx)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+
+	var gone []string // UIDs of devices no longer in the store: their twins go
+	leaving := false  // a device leaves the engine but stays in the store
+	for id, e := range t.devs {
+		w := want[id]
+		switch {
+		case w == nil || w.uid != e.uid:
+			gone = append(gone, e.uid)
+		case e.inEngine && w.why != "":
+			leaving = true
+		}
+	}
+	if leaving {
+		// Save the twins (and queue the statuses) of devices about to
+		// leave the engine, so they come back as they were.
+		t.flush(now)
+	}
+	var saves []func(*store.Tx) error
+	for id, e := range t.devs {
+		w := want[id]
+		if w != nil && w.uid == e.uid && !(e.inEngine && w.why != "") {
+			continue
+		}
+		if e.inEngine {
+			if w != nil && w.uid == e.uid {
+				snap, _ := t.engine.Snapshot(id)
+				uid := e.uid
+				saves = append(saves, func(tx *store.Tx) error { return tx.PutTwin(uid, &snap) })
+			}
+			t.publish(t.engine.Step(now, twin.DeviceRemoved{Device: id}))
+			e.inEngine = false
+		}
+		if w == nil || w.uid != e.uid {
+			delete(t.devs, id)
+			delete(t.sent, e.uid)
+		}
+	}
+
+	var restore []mqtt.DeviceID
+	for id, w := range want {
+		e := t.devs[id]
+		if e == nil {
+			e = &entry{uid: w.uid}
+			t.devs[id] = e
+		}
+		e.report = w.report
+		if w.why != "" {
+			if e.waiting != w.why {
+				t.log.Warn("device waits", slog.String("device", id.String()), slog.String("reason", w.why))
+			}
+			e.waiting = w.why
+			continue
+		}
+		if e.waiting != "" {
+			t.log.Info("device ready", slog.String("device", id.String()))
+			e.waiting = ""
+		}
+		if e.inEngine {
+			if reflect.DeepEqual(e.applied, w.upsert) {
+				continue
+			}
+			e.applied = w.upsert
+			out := t.engine.Step(now, w.upsert)
+			t.publish(out)
+			if out.Err != nil {
+				t.log.Warn("device upsert", slog.String("device", id.String()), slog.Any("err", out.Err))
+			}
+			t.changed(now)
+			continue
+		}
+		restore = append(restore, id)
+	}
+
+	// Devices new to the engine: restored from their saved twin, if any.
+	if len(restore) > 0 {
+		saved := map[mqtt.DeviceID]*twin.Saved{}
+		err := t.db.View(func(tx *store.Tx) error {
+			for _, id := range restore {
+				s, err := tx.Twin(t.devs[id].uid)
+				if err != nil {
+					return err
+				}
+				saved[id] = s
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, id := range restore {
+			e, w := t.devs[id], want[id]
+			var in twin.Input = w.upsert
+			if s := saved[id]; s != nil {
+				in = twin.DeviceRestored{DeviceUpserted: w.upsert, Saved: *s}
+			}
+			out := t.engine.Step(now, in)
+			t.publish(out)
+			if out.Err != nil {
+				t.log.Warn("device upsert", slog.String("device", id.String()), slog.Any("err", out.Err))
+			}
+			e.inEngine, e.applied = true, w.upsert
+			t.changed(now)
+		}
+	}
+
+	if len(gone) > 0 || len(saves) > 0 || !t.cleaned {
+		err := t.db.Update(func(tx *store.Tx) error {
+			for _, uid := range gone {
+				if err := tx.DeleteTwin(uid); err != nil {
+					return err
+				}
+			}
+			for _, s := range saves {
+				if err := s(tx); err != nil {
+					return err
+				}
+			}
+			if t.cleaned {
+				return nil
+			}
+			// Twins of devices deleted while edgecore was down.
+			held := map[string]bool{}
+			for _, e := range t.devs {
+				held[e.uid] = true
+			}
+			var orphans []string
+			if err := tx.ForEachTwin(func(uid string, _ *twin.Saved) error {
+				if !held[uid] {
+					orphans = append(orphans, uid)
+				}
+				return nil
+			}); err != nil {
+				return err
+			}
+			for _, uid := range orphans {
+				if err := tx.DeleteTwin(uid); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("save twins: %w", err)
+		}
+		t.cleaned = true
+	}
+	return nil
+}
+
+// readDevices reads the store's devices and models and builds the engine
+// input of each device.
+func (t *Twin) readDevices(tx *store.Tx) (map[mqtt.DeviceID]*wanted, error) {
+	type model struct {
+		m   *devicesapi.DeviceModel
+		err error
+	}
+	models := map[string]model{} // "<ns>/<name>"
+	err := tx.ForEachObject(protocol.KindDeviceModel, func(o *protocol.Object) error {
+		m := new(devicesapi.DeviceModel)
+		err := json.Unmarshal(o.Data, m)
+		if err == nil {
+			if errs := devicesapi.ValidateDeviceModel(m); len(errs) > 0 {
+				err = errs.ToAggregate()
+			}
+		}
+		models[o.Namespace+"/"+o.Name] = model{m, err}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	want := map[mqtt.DeviceID]*wanted{}
+	err = tx.ForEachObject(protocol.KindDevice, func(o *protocol.Object) error {
+		id := mqtt.DeviceID{Namespace: o.Namespace, Name: o.Name}
+		w := &wanted{uid: o.UID, report: map[string]bool{}}
+		if prev := want[id]; prev != nil {
+			// Two UIDs under one name: the store is between a delete and
+			// a create; keep the one seen first, the next sync settles it.
+			return nil
+		}
+		want[id] = w
+		d := new(devicesapi.Device)
+		if err := json.Unmarshal(o.Data, d); err != nil {
+			w.why = fmt.Sprintf("data does not decode: %v", err)
+			return nil
+		}
+		if err := id.Validate(); err != nil {
+			w.why = err.Error()
+			return nil
+		}
+		if d.Spec.NodeName != t.cfg.NodeName {
+			w.why = fmt.Sprintf("spec.nodeName is %q, not this node", d.Spec.NodeName)
+			return nil
+		}
+		if errs := devicesapi.ValidateDevice(d, nil); len(errs) > 0 {
+			w.why = "invalid: " + errs.ToAggregate().Error()
+			return nil
+		}
+		ref := d.Spec.DeviceModelRef.Name
+		m, ok := models[o.Namespace+"/"+ref]
+		switch {
+		case !ok:
+			w.why = fmt.Sprintf("model %s/%s is not on this node yet", o.Namespace, ref)
+			return nil
+		case m.err != nil:
+			w.why = fmt.Sprintf("model %s/%s is invalid: %v", o.Namespace, ref, m.err)
+			return nil
+		}
+		if errs := devicesapi.ValidateDevice(d, m.m); len(errs) > 0 {
+			// Unknown properties and bad desired values: the engine
+			// ignores them and says so when the device is upserted.
+			t.log.Debug("device does not match its model", slog.String("device", id.String()), slog.Any("err", errs.ToAggregate()))
+		}
+		tm, err := toModel(m.m)
+		if err != nil {
+			w.why = fmt.Sprintf("model %s/%s: %v", o.Namespace, ref, err)
+			return nil
+		}
+		w.upsert = twin.DeviceUpserted{Device: id, Model: tm, Desired: map[string]string{}, Version: d.Generation}
+		for _, p := range d.Spec.Properties {
+			if p.Desired.Value != "" {
+				w.upsert.Desired[p.Name] = p.Desired.Value
+			}
+			if p.ReportToCloud {
+				w.report[p.Name] = true
+			}
+		}
+		return nil
+	})
+	return want, err
+}
+
+// toModel converts a valid DeviceModel to the engine's model.
+func toModel(m *devicesapi.DeviceModel) (twin.Model, error) {
+	var tm twin.Model
+	for _, p := range m.Spec.Properties {
+		tp := twin.Property{Name: p.Name, Type: twin.Type(p.Type), Access: twin.ReadOnly}
+		if p.Writable() {
+			tp.Access = twin.ReadWrite
+		}
+		for _, b := range []struct {
+			s   string
+			dst **float64
+		}{{p.Minimum, &tp.Min}, {p.Maximum, &tp.Max}} {
+			if b.s == "" {
+				continue
+			}
+			f, err := strconv.ParseFloat(b.s, 64)
+			if err != nil {
+				return tm, fmt.Errorf("property %s: bound %q: %w", p.Name, b.s, err)
+			}
+			*b.dst = &f
+		}
+		tm.Properties = append(tm.Properties, tp)
+	}
+	return tm, tm.Validate()
+}
