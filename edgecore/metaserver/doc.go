@@ -5,7 +5,9 @@
 //
 // # What it serves
 //
-// Group v1 only (/api, /api/v1; /apis lists no groups), JSON only:
+// The core group v1 (/api, /api/v1) and Tether's device group
+// devices.tether.io/v1beta1 (/apis, /apis/devices.tether.io/v1beta1), JSON
+// only:
 //
 //   - pods, configmaps and secrets: those the store holds, which are the
 //     ones the cloud sent this node (its pods and what they use), as last
@@ -15,6 +17,11 @@
 //     and its status from nodestatus, rebuilt every Config.NodeInterval).
 //     Its UID is not the API server's.
 //   - services: always empty, as services are not synced to the edge yet.
+//   - devices and devicemodels (devices.tether.io/v1beta1): those the store
+//     holds, which the cloud sent this node (its devices and their models),
+//     so that a device mapper at the edge learns them with client-go and
+//     keeps them with the cloud away. Their field selectors are the API
+//     server's for custom resources: metadata.name and metadata.namespace.
 //
 // For each: GET of one object (also .../status), LIST namespaced or across
 // namespaces with labelSelector and fieldSelector (the API server's fields

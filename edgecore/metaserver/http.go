@@ -29,12 +29,27 @@ import (
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/api", s.readOnly(s.serveAPIVersions))
-	mux.HandleFunc("/api/v1", s.readOnly(s.serveResourceList))
-	mux.HandleFunc("/api/v1/", s.readOnly(s.serveResource))
 	mux.HandleFunc("/apis", s.readOnly(func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, &metav1.APIGroupList{TypeMeta: metav1.TypeMeta{Kind: "APIGroupList", APIVersion: "v1"},
-			Groups: []metav1.APIGroup{}})
+		l := &metav1.APIGroupList{TypeMeta: metav1.TypeMeta{Kind: "APIGroupList", APIVersion: "v1"}, Groups: []metav1.APIGroup{}}
+		for _, g := range groupVersions {
+			if g.gv.Group != "" {
+				l.Groups = append(l.Groups, apiGroup(g))
+			}
+		}
+		writeJSON(w, http.StatusOK, l)
 	}))
+	for _, g := range groupVersions {
+		path := strings.TrimSuffix(g.prefix, "/")
+		if g.gv.Group != "" {
+			mux.HandleFunc("/apis/"+g.gv.Group, s.readOnly(func(w http.ResponseWriter, r *http.Request) {
+				ag := apiGroup(g)
+				ag.TypeMeta = metav1.TypeMeta{Kind: "APIGroup", APIVersion: "v1"}
+				writeJSON(w, http.StatusOK, &ag)
+			}))
+		}
+		mux.HandleFunc(path, s.readOnly(func(w http.ResponseWriter, r *http.Request) { s.serveResourceList(w, g) }))
+		mux.HandleFunc(g.prefix, s.readOnly(func(w http.ResponseWriter, r *http.Request) { s.serveResource(w, r, g) }))
+	}
 	mux.HandleFunc("/version", s.readOnly(func(w http.ResponseWriter, r *http.Request) {
 		v := strings.TrimPrefix(nodestatus.KubeletVersion, "v")
 		major, minor, _ := strings.Cut(v, ".")
@@ -71,14 +86,19 @@ func (s *Server) serveAPIVersions(w http.ResponseWriter, r *http.Request) {
 		ServerAddressByClientCIDRs: []metav1.ServerAddressByClientCIDR{{ClientCIDR: "0.0.0.0/0", ServerAddress: r.Host}}})
 }
 
-func (s *Server) serveResourceList(w http.ResponseWriter, r *http.Request) {
-	l := &metav1.APIResourceList{TypeMeta: metav1.TypeMeta{Kind: "APIResourceList", APIVersion: "v1"}, GroupVersion: "v1"}
+func apiGroup(g *groupVersion) metav1.APIGroup {
+	v := metav1.GroupVersionForDiscovery{GroupVersion: g.gv.String(), Version: g.gv.Version}
+	return metav1.APIGroup{Name: g.gv.Group, Versions: []metav1.GroupVersionForDiscovery{v}, PreferredVersion: v}
+}
+
+func (s *Server) serveResourceList(w http.ResponseWriter, g *groupVersion) {
+	l := &metav1.APIResourceList{TypeMeta: metav1.TypeMeta{Kind: "APIResourceList", APIVersion: "v1"}, GroupVersion: g.gv.String()}
 	verbs := metav1.Verbs{"get", "list", "watch"}
-	for _, name := range resourceNames {
+	for _, name := range g.names {
 		res := resources[name]
 		l.APIResources = append(l.APIResources, metav1.APIResource{Name: res.name, SingularName: res.singular,
-			Namespaced: res.namespaced, Kind: res.kind, Verbs: verbs, ShortNames: res.shortNames})
-		if res.name == resPods || res.name == resNodes {
+			Namespaced: res.namespaced, Kind: res.kind, Verbs: verbs, ShortNames: res.shortNames, Categories: res.categories})
+		if res.status {
 			l.APIResources = append(l.APIResources, metav1.APIResource{Name: res.name + "/status",
 				Namespaced: res.namespaced, Kind: res.kind, Verbs: metav1.Verbs{"get"}})
 		}
@@ -96,9 +116,10 @@ type request struct {
 	fields    fields.Selector
 }
 
-// parse reads /api/v1/[watch/][namespaces/NS/]RESOURCE[/NAME[/status]].
-func parse(r *http.Request) (*request, *apierrors.StatusError) {
-	segs := strings.Split(strings.Trim(strings.TrimPrefix(r.URL.Path, "/api/v1/"), "/"), "/")
+// parse reads PREFIX[watch/][namespaces/NS/]RESOURCE[/NAME[/status]], where
+// PREFIX is the group version's (/api/v1/, /apis/GROUP/VERSION/).
+func parse(r *http.Request, g *groupVersion) (*request, *apierrors.StatusError) {
+	segs := strings.Split(strings.Trim(strings.TrimPrefix(r.URL.Path, g.prefix), "/"), "/")
 	req := &request{}
 	if segs[0] == "watch" {
 		req.watch, segs = true, segs[1:]
@@ -110,7 +131,7 @@ func parse(r *http.Request) (*request, *apierrors.StatusError) {
 		return nil, notFound()
 	}
 	req.res = resources[segs[0]]
-	if req.res == nil {
+	if req.res == nil || req.res.gv != g.gv {
 		return nil, notFound()
 	}
 	if len(segs) > 1 {
@@ -130,7 +151,7 @@ func parse(r *http.Request) (*request, *apierrors.StatusError) {
 		req.watch = req.watch || w
 	}
 	if req.watch && len(segs) == 3 {
-		return nil, apierrors.NewMethodNotSupported(schema.GroupResource{Resource: req.res.name + "/status"}, "watch")
+		return nil, apierrors.NewMethodNotSupported(schema.GroupResource{Group: req.res.gv.Group, Resource: req.res.name + "/status"}, "watch")
 	}
 	var err error
 	if req.labels, err = labels.Parse(q.Get("labelSelector")); err != nil {
@@ -154,8 +175,8 @@ func parse(r *http.Request) (*request, *apierrors.StatusError) {
 	return req, nil
 }
 
-func (s *Server) serveResource(w http.ResponseWriter, r *http.Request) {
-	req, serr := parse(r)
+func (s *Server) serveResource(w http.ResponseWriter, r *http.Request, g *groupVersion) {
+	req, serr := parse(r, g)
 	if serr != nil {
 		writeStatus(w, serr)
 		return
@@ -202,13 +223,13 @@ func (req *request) matches(o object) bool {
 }
 
 func (req *request) setKind(o object) {
-	o.GetObjectKind().SetGroupVersionKind(schema.GroupVersionKind{Version: "v1", Kind: req.res.kind})
+	o.GetObjectKind().SetGroupVersionKind(req.res.gv.WithKind(req.res.kind))
 }
 
 func (s *Server) serveGet(w http.ResponseWriter, req *request) {
 	e := s.cache.get(req.res.name, req.namespace, req.name)
 	if e == nil {
-		writeStatus(w, apierrors.NewNotFound(schema.GroupResource{Resource: req.res.name}, req.name))
+		writeStatus(w, apierrors.NewNotFound(schema.GroupResource{Group: req.res.gv.Group, Resource: req.res.name}, req.name))
 		return
 	}
 	o, err := req.decode(e.data, e.rv)
@@ -246,6 +267,9 @@ func (s *Server) serveList(w http.ResponseWriter, r *http.Request, req *request)
 		if !req.matches(o) {
 			continue
 		}
+		if req.res.custom {
+			req.setKind(o)
+		}
 		b, err := json.Marshal(o)
 		if err != nil {
 			s.internalError(w, err)
@@ -257,7 +281,7 @@ func (s *Server) serveList(w http.ResponseWriter, r *http.Request, req *request)
 		metav1.TypeMeta `json:",inline"`
 		Metadata        metav1.ListMeta   `json:"metadata"`
 		Items           []json.RawMessage `json:"items"`
-	}{TypeMeta: metav1.TypeMeta{Kind: req.res.kind + "List", APIVersion: "v1"},
+	}{TypeMeta: metav1.TypeMeta{Kind: req.res.kind + "List", APIVersion: req.res.gv.String()},
 		Metadata: metav1.ListMeta{ResourceVersion: strconv.FormatUint(rv, 10)}, Items: items})
 }
 

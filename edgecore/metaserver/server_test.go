@@ -190,7 +190,8 @@ func TestDiscovery(t *testing.T) {
 		}
 	}
 	var groups metav1.APIGroupList
-	if code := f.get("/apis", &groups); code != 200 || len(groups.Groups) != 0 {
+	if code := f.get("/apis", &groups); code != 200 || len(groups.Groups) != 1 || groups.Groups[0].Name != "devices.tether.io" ||
+		groups.Groups[0].PreferredVersion.GroupVersion != "devices.tether.io/v1beta1" {
 		t.Fatalf("/apis: %d %+v", code, groups)
 	}
 	if code := f.get("/version", nil); code != 200 {
