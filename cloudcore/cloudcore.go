@@ -3,6 +3,12 @@
 // the status writer (what nodes report, written to the API server). The
 // binary in cmd/cloudcore reads a Config and calls Run; tests and the
 // simulator embed it the same way.
+//
+// At start, before anything else, Run installs the device CRDs
+// (manifests/crds) unless Config.SkipCRDInstall is set: it creates the
+// missing ones, updates those that differ and waits until the API server
+// serves them. manifests/cloudcore/rbac.yaml holds the rights cloudcore
+// needs.
 package cloudcore
 
 import (
@@ -17,7 +23,9 @@ import (
 	"time"
 
 	"crypto/tls"
+
 	"golang.org/x/sync/errgroup"
+	apiextensions "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -68,6 +76,14 @@ type Config struct {
 	StatusWorkers int `json:"statusWorkers,omitempty"`
 	// InformerResync is the informers' resync period (default 0: none).
 	InformerResync metav1.Duration `json:"informerResync,omitempty"`
+	// SkipCRDInstall leaves the device CRDs (manifests/crds) to the
+	// operator: cloudcore neither creates nor updates them, and needs no
+	// rights on customresourcedefinitions. Without the CRDs it dispatches
+	// pods and no devices, and checks for them every DeviceCRDPoll.
+	SkipCRDInstall bool `json:"skipCRDInstall,omitempty"`
+	// DeviceCRDPoll is how often cloudcore checks whether the device CRDs
+	// are served when they were not at start (default 30s).
+	DeviceCRDPoll metav1.Duration `json:"deviceCRDPoll,omitempty"`
 	// Autonomy keeps the pods of an edge node whose link dropped from being
 	// evicted (package cloudcore/autonomy); on unless Autonomy.Disabled.
 	Autonomy autonomy.Config `json:"autonomy,omitempty"`
@@ -141,6 +157,15 @@ func (c *Config) validate() error {
 	if c.StatusWorkers < 0 {
 		return errors.New("statusWorkers must not be negative")
 	}
+	if c.InformerResync.Duration < 0 {
+		return fmt.Errorf("informerResync %s: must not be negative", c.InformerResync)
+	}
+	if c.DeviceCRDPoll.Duration == 0 {
+		c.DeviceCRDPoll.Duration = 30 * time.Second
+	}
+	if c.DeviceCRDPoll.Duration < 0 {
+		return fmt.Errorf("deviceCRDPoll %s: must not be negative", c.DeviceCRDPoll)
+	}
 	for i, ip := range c.CertIPs {
 		if net.ParseIP(ip) == nil {
 			return fmt.Errorf("certIPs[%d]: %q is not an IP address", i, ip)
@@ -167,6 +192,8 @@ type CloudCore struct {
 	// their own certificate).
 	CAFile string
 	tls    *tls.Config
+	// crdClient installs the CRDs; nil with Config.SkipCRDInstall.
+	crdClient apiextensions.Interface
 }
 
 // New checks cfg and builds cloudcore; nothing runs until Run.
@@ -207,11 +234,23 @@ func New(cfg Config) (*CloudCore, error) {
 	}
 	cc.tls = &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
 
-	cc.Dispatcher, err = dispatch.New(client, cfg.InformerResync.Duration, log.With(slog.String("component", "dispatch")))
+	if !cfg.SkipCRDInstall {
+		if cc.crdClient, err = apiextensions.NewForConfig(rc); err != nil {
+			return nil, fmt.Errorf("apiextensions client: %w", err)
+		}
+	}
+	devices, err := dispatch.NewDevicesClient(rc)
 	if err != nil {
 		return nil, err
 	}
-	cc.Status, err = status.New(client, status.InformerLister(cc.Dispatcher.Pods(), cc.Dispatcher.Nodes()),
+	cc.Dispatcher, err = dispatch.New(client, devices,
+		dispatch.Config{Resync: cfg.InformerResync.Duration, DevicePoll: cfg.DeviceCRDPoll.Duration},
+		log.With(slog.String("component", "dispatch")))
+	if err != nil {
+		return nil, err
+	}
+	cc.Status, err = status.New(client, status.RESTDeviceClient(devices),
+		status.InformerLister(cc.Dispatcher.Pods(), cc.Dispatcher.Nodes(), cc.Dispatcher),
 		status.Config{Workers: cfg.StatusWorkers, LeaseDuration: cfg.LeaseDuration.Duration},
 		log.With(slog.String("component", "status")))
 	if err != nil {
@@ -253,9 +292,15 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 	return rc, nil
 }
 
-// Run runs cloudcore until ctx ends or a component fails. The hub starts
-// listening once the dispatcher's caches are synced.
+// Run runs cloudcore until ctx ends or a component fails. It installs the
+// device CRDs first (unless Config.SkipCRDInstall); the hub starts listening
+// once the dispatcher's caches are synced.
 func (cc *CloudCore) Run(ctx context.Context) error {
+	if cc.crdClient != nil {
+		if err := installCRDs(ctx, cc.crdClient, cc.cfg.Logger.With(slog.String("component", "crds"))); err != nil {
+			return err
+		}
+	}
 	g, ctx := errgroup.WithContext(ctx)
 	synced := make(chan struct{})
 	g.Go(func() error {

@@ -1,11 +1,27 @@
 // Package dispatch decides which Kubernetes objects each edge node holds: the
-// pods bound to it, and the configmaps and secrets those pods use. It keeps
-// client-go informers and answers the hub's questions from their caches; it
-// keeps no per-node state of its own, so it cannot drift from the cluster.
+// pods bound to it, the configmaps and secrets those pods use, the Devices
+// (devices.tether.io) whose spec.nodeName is the node and the DeviceModels
+// those devices refer to. It keeps client-go informers and answers the hub's
+// questions from their caches; it keeps no per-node state of its own, so it
+// cannot drift from the cluster.
 //
 // When an object changes, dispatch tells the hub which nodes are affected
 // (Notifier); the hub then compares the node's desired set (Desired) with
-// what the node acknowledged and sends the difference.
+// what the node acknowledged and sends the difference. A Device moved to
+// another node notifies both nodes: the old one no longer has it in its
+// desired set, so the hub deletes it there. A DeviceModel change notifies
+// every node with a device of that model.
+//
+// Devices and DeviceModels travel as JSON (apiVersion and kind set). Their
+// version, as the hub and the edge compare it, is metadata.generation, not
+// resourceVersion: the API server bumps the generation only when the spec
+// changes, so the status the edge reports and cloudcore writes into a Device
+// does not send the Device back down.
+//
+// When the device CRDs are not served (not installed, or not readable by
+// cloudcore), pods are dispatched as usual, no device is sent or deleted
+// (Serves is false for the device kinds) and dispatch checks again every
+// Config.DevicePoll.
 package dispatch
 
 import (
@@ -22,6 +38,7 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/tether-edge/tether/protocol"
@@ -53,13 +70,45 @@ type Dispatcher struct {
 	secrets  corelisters.SecretLister
 	nodes    corelisters.NodeLister
 	notifier Notifier
+	dev      *devices
 
 	factories []informers.SharedInformerFactory
 }
 
-// New builds a Dispatcher. notifier may be set later with SetNotifier, but
-// before Start.
-func New(client kubernetes.Interface, resync time.Duration, log *slog.Logger) (*Dispatcher, error) {
+// Config configures a Dispatcher. A zero field takes its default.
+type Config struct {
+	// Resync is the informers' resync period (default 0: none).
+	Resync time.Duration
+	// DevicePoll is how often dispatch checks whether devices.tether.io
+	// is served, when it was not at Start (default 30s).
+	DevicePoll time.Duration
+}
+
+func (c *Config) validate() error {
+	if c.Resync < 0 || c.DevicePoll < 0 {
+		return fmt.Errorf("dispatch: resync %s and device poll %s: want neither negative", c.Resync, c.DevicePoll)
+	}
+	if c.DevicePoll == 0 {
+		c.DevicePoll = 30 * time.Second
+	}
+	return nil
+}
+
+// New builds a Dispatcher that reads core objects through client and
+// Devices and DeviceModels through devices, a client of NewDevicesClient.
+// The notifier may be set later with SetNotifier, but before Start.
+func New(client kubernetes.Interface, devices rest.Interface, cfg Config, log *slog.Logger) (*Dispatcher, error) {
+	if devices == nil {
+		return nil, errors.New("dispatch: no devices client")
+	}
+	return newDispatcher(client, restDeviceSource(devices), cfg, log)
+}
+
+func newDispatcher(client kubernetes.Interface, src deviceSource, cfg Config, log *slog.Logger) (*Dispatcher, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	resync := cfg.Resync
 	d := &Dispatcher{log: log}
 	d.factory = informers.NewSharedInformerFactory(client, resync)
 	// Only pods bound to a node: pending pods have nowhere to go yet.
@@ -79,6 +128,10 @@ func New(client kubernetes.Interface, resync time.Duration, log *slog.Logger) (*
 	d.nodeInf = d.factory.Core().V1().Nodes().Informer()
 	d.nodes = d.factory.Core().V1().Nodes().Lister()
 	d.factories = []informers.SharedInformerFactory{d.factory, podFactory}
+	var err error
+	if d.dev, err = newDevices(src, resync, cfg.DevicePoll, log); err != nil {
+		return nil, err
+	}
 	return d, nil
 }
 
@@ -104,17 +157,36 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 			return fmt.Errorf("dispatch: add handler: %w", err)
 		}
 	}
+	if _, err := d.dev.devInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { d.deviceChanged(nil, obj) },
+		UpdateFunc: d.deviceChanged,
+		DeleteFunc: func(obj any) { d.deviceChanged(nil, obj) },
+	}); err != nil {
+		return fmt.Errorf("dispatch: add handler: %w", err)
+	}
+	if _, err := d.dev.modelInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    d.modelChanged,
+		UpdateFunc: func(_, obj any) { d.modelChanged(obj) },
+		DeleteFunc: d.modelChanged,
+	}); err != nil {
+		return fmt.Errorf("dispatch: add handler: %w", err)
+	}
 	for _, f := range d.factories {
 		f.Start(ctx.Done())
 	}
 	for _, f := range d.factories {
 		for typ, ok := range f.WaitForCacheSync(ctx.Done()) {
 			if !ok {
-				return fmt.Errorf("dispatch: %v cache did not sync", typ)
+				return fmt.Errorf("dispatch: %v cache did not sync: %w", typ, ctx.Err())
 			}
 		}
 	}
-	d.log.Info("dispatch caches synced")
+	// The node cache is synced: a late start of the device informers can
+	// tell every edge node.
+	if err := d.dev.start(ctx, d.devicesAvailable); err != nil {
+		return err
+	}
+	d.log.Info("dispatch caches synced", slog.Bool("devices", d.dev.available.Load()))
 	return nil
 }
 
@@ -123,11 +195,27 @@ func (d *Dispatcher) Shutdown() {
 	for _, f := range d.factories {
 		f.Shutdown()
 	}
+	d.dev.wg.Wait()
 }
 
-// Ready reports whether every cache has synced.
+// Ready reports whether every cache has synced. The device caches count
+// only if devices.tether.io was served at Start.
 func (d *Dispatcher) Ready() bool {
-	return d.podsInf.HasSynced() && d.cmInf.HasSynced() && d.secInf.HasSynced() && d.nodeInf.HasSynced()
+	return d.podsInf.HasSynced() && d.cmInf.HasSynced() && d.secInf.HasSynced() && d.nodeInf.HasSynced() &&
+		d.dev.ready()
+}
+
+// Serves reports whether Desired lists every object of kind a node should
+// hold. It is false for the device kinds until their caches synced; the hub
+// then deletes no object of those kinds from a node.
+func (d *Dispatcher) Serves(kind protocol.Kind) bool {
+	switch kind {
+	case protocol.KindPod, protocol.KindConfigMap, protocol.KindSecret:
+		return true
+	case protocol.KindDevice, protocol.KindDeviceModel:
+		return d.dev.available.Load()
+	}
+	return false
 }
 
 // Pods and Nodes expose the listers for the status writer.
@@ -178,8 +266,9 @@ func (d *Dispatcher) changed(kind protocol.Kind, obj any) {
 }
 
 // Desired appends to dst every object node should hold now, with Data unset,
-// configmaps and secrets first, and returns it. Pods of a node that is not an
-// edge node are still listed: the hub only asks for nodes that connected.
+// in the order of protocol.Kinds (configmaps and secrets, device models,
+// devices, pods), and returns it. Objects of a node that is not an edge node
+// are still listed: the hub only asks for nodes that connected.
 func (d *Dispatcher) Desired(node string, dst []protocol.Object) []protocol.Object {
 	objs, err := d.podsInf.GetIndexer().ByIndex(indexNode, node)
 	if err != nil {
@@ -203,6 +292,7 @@ func (d *Dispatcher) Desired(node string, dst []protocol.Object) []protocol.Obje
 			}
 		}
 	}
+	dst = d.desiredDevices(node, dst)
 	return append(dst, pods...)
 }
 
@@ -247,6 +337,8 @@ func (d *Dispatcher) Encode(o *protocol.Object) (ok bool, err error) {
 			uid, rv = string(s.UID), s.ResourceVersion
 			data, err = protocol.EncodeSecret(s)
 		}
+	case protocol.KindDevice, protocol.KindDeviceModel:
+		uid, rv, data, err = d.encodeDevice(o)
 	default:
 		return false, fmt.Errorf("encode: unknown kind %d", o.Kind)
 	}

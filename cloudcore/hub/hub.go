@@ -39,8 +39,12 @@ type Source interface {
 	// refused until they are.
 	Ready() bool
 	// Desired appends every object node should hold now to dst, with Data
-	// unset, objects that others use first.
+	// unset, in the order of protocol.Kinds (objects that others use first).
 	Desired(node string, dst []protocol.Object) []protocol.Object
+	// Serves reports whether Desired lists every object of kind a node
+	// should hold. The hub deletes no object of a kind not served (its
+	// cache is not there yet) from a node.
+	Serves(kind protocol.Kind) bool
 	// Encode fills o.Data with the object's current version and updates
 	// o.ResourceVersion. ok is false if the object no longer exists.
 	Encode(o *protocol.Object) (ok bool, err error)
@@ -55,6 +59,7 @@ type Upstream interface {
 	PodTerminated(node string, m *protocol.PodTerminated, done func(error))
 	Event(node string, m *protocol.Event, done func(error))
 	MirrorPod(node string, m *protocol.MirrorPod, done func(error))
+	DeviceStatus(node string, m *protocol.DeviceStatus, done func(error))
 	Heartbeat(node string)
 }
 

@@ -2,6 +2,7 @@ package hub
 
 import (
 	"crypto/tls"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -22,10 +23,18 @@ const testToken = "hub-test-token-0123456789"
 type memSource struct {
 	mu   sync.Mutex
 	objs map[string]protocol.Object // by uid; guarded by mu
-	hub  *Hub
+	// unserved are the kinds Serves denies; guarded by mu.
+	unserved map[protocol.Kind]bool
+	hub      *Hub
 }
 
 func (m *memSource) Ready() bool { return true }
+
+func (m *memSource) Serves(k protocol.Kind) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return !m.unserved[k]
+}
 
 func (m *memSource) Desired(node string, dst []protocol.Object) []protocol.Object {
 	m.mu.Lock()
@@ -66,7 +75,22 @@ func (m *memSource) del(uid string) {
 	m.hub.NodeChanged("n1")
 }
 
-type nopUpstream struct{}
+// nopUpstream acknowledges pod and device status at once, and hands each
+// device status to devices if it is not nil.
+type nopUpstream struct {
+	devices chan<- *protocol.DeviceStatus
+}
+
+func (u nopUpstream) DeviceStatus(_ string, m *protocol.DeviceStatus, done func(error)) {
+	if u.devices != nil {
+		u.devices <- m
+	}
+	if m.Name == "not-mine" {
+		done(fmt.Errorf("%w: device is attached to another node", protocol.ErrRejected))
+		return
+	}
+	done(nil)
+}
 
 func (nopUpstream) NodeStatus(string, *protocol.NodeStatus, func(error))        {}
 func (nopUpstream) PodStatus(_ string, _ *protocol.PodStatus, done func(error)) { done(nil) }
@@ -76,9 +100,14 @@ func (nopUpstream) Heartbeat(string)                                            
 
 func startHub(t *testing.T, cfg Config) (*memSource, string) {
 	t.Helper()
-	src := &memSource{objs: map[string]protocol.Object{}}
+	return startHubWith(t, cfg, nopUpstream{})
+}
+
+func startHubWith(t *testing.T, cfg Config, up Upstream) (*memSource, string) {
+	t.Helper()
+	src := &memSource{objs: map[string]protocol.Object{}, unserved: map[protocol.Kind]bool{}}
 	cfg.Addr, cfg.Tokens = "unused:0", []string{testToken}
-	h, err := New(cfg, src, nopUpstream{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	h, err := New(cfg, src, up, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -292,3 +321,82 @@ func TestConfigValidate(t *testing.T) {
 }
 
 func (nopUpstream) MirrorPod(string, *protocol.MirrorPod, func(error)) {}
+
+// A DeviceStatus frame reaches Upstream and is acknowledged once its write
+// is done; a rejected one comes back in Ack.Rejected.
+func TestDeviceStatusIsAcknowledged(t *testing.T) {
+	got := make(chan *protocol.DeviceStatus, 2)
+	_, url := startHubWith(t, Config{}, nopUpstream{devices: got})
+	e := connect(t, url, nil)
+	e.recv() // ResyncDone
+	desired := "25"
+	sent := &protocol.DeviceStatus{UID: "u1", Namespace: "ns", Name: "thermo", State: "online", LastOnline: 1718000000000,
+		Twins: []protocol.DeviceTwin{{Name: "humidity", Value: "40", Timestamp: 1718000000000},
+			{Name: "temperature", Value: "24", Timestamp: 1718000000001, ObservedDesired: &desired}}}
+	e.send(&protocol.Frame{Seq: 7, DeviceStatus: sent})
+	select {
+	case m := <-got:
+		if m.UID != "u1" || m.Name != "thermo" || len(m.Twins) != 2 || m.Twins[1].ObservedDesired == nil ||
+			*m.Twins[1].ObservedDesired != "25" || m.LastOnline != sent.LastOnline {
+			t.Fatalf("upstream got %+v", m)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("DeviceStatus did not reach Upstream")
+	}
+	if f := e.recv(); f.Ack == nil || len(f.Ack.Seqs) != 1 || f.Ack.Seqs[0] != 7 {
+		t.Fatalf("want Ack 7, got %+v", f)
+	}
+
+	e.send(&protocol.Frame{Seq: 8, DeviceStatus: &protocol.DeviceStatus{UID: "u2", Namespace: "ns", Name: "not-mine"}})
+	<-got
+	f := e.recv()
+	if f.Ack == nil || len(f.Ack.Seqs) != 0 || len(f.Ack.Rejected) != 1 || f.Ack.Rejected[0].Seq != 8 ||
+		!strings.Contains(f.Ack.Rejected[0].Reason, "another node") {
+		t.Fatalf("want Ack rejecting 8, got %+v", f)
+	}
+}
+
+// Objects of a kind the Source does not serve yet are neither deleted nor
+// counted as gone; once served, those not desired are deleted.
+func TestUnservedKindIsKept(t *testing.T) {
+	src, url := startHub(t, Config{})
+	src.unserved[protocol.KindDevice] = true
+	src.unserved[protocol.KindDeviceModel] = true
+	e := connect(t, url, []protocol.ObjectRef{
+		{Kind: protocol.KindDevice, UID: "dev", ResourceVersion: "1"},
+		{Kind: protocol.KindDeviceModel, UID: "model", ResourceVersion: "1"},
+	})
+	if f := e.recv(); f.ResyncDone == nil || f.ResyncDone.Deletes != 0 {
+		t.Fatalf("want ResyncDone without deletes, got %+v", f)
+	}
+	src.mu.Lock()
+	src.unserved = map[protocol.Kind]bool{}
+	src.mu.Unlock()
+	src.hub.NodeChanged("n1")
+	first, second := e.recv(), e.recv()
+	if first.Delete == nil || first.Delete.UID != "dev" || second.Delete == nil || second.Delete.UID != "model" {
+		t.Fatalf("want Delete dev then Delete model, got %+v then %+v", first, second)
+	}
+}
+
+// Deletes go users first: pods, devices, models, secrets, configmaps.
+func TestDeleteOrder(t *testing.T) {
+	_, url := startHub(t, Config{})
+	var inv []protocol.ObjectRef
+	for _, k := range protocol.Kinds {
+		inv = append(inv, protocol.ObjectRef{Kind: k, UID: k.String(), ResourceVersion: "1"})
+	}
+	e := connect(t, url, inv)
+	var got []string
+	for range inv {
+		f := e.recv()
+		if f.Delete == nil {
+			t.Fatalf("want a Delete, got %+v", f)
+		}
+		got = append(got, f.Delete.UID)
+	}
+	want := "Pod Device DeviceModel Secret ConfigMap"
+	if strings.Join(got, " ") != want {
+		t.Fatalf("deletes in order %v, want %s", got, want)
+	}
+}

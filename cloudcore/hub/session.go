@@ -15,6 +15,14 @@ import (
 	"github.com/tether-edge/tether/protocol"
 )
 
+// kindRank is the place of each kind in protocol.Kinds.
+var kindRank = func() (r [256]uint8) {
+	for i, k := range protocol.Kinds {
+		r[k] = uint8(i)
+	}
+	return r
+}()
+
 type objKey struct {
 	kind protocol.Kind
 	uid  string
@@ -290,6 +298,8 @@ func (s *session) handle(f *protocol.Frame) {
 		s.h.upstream.Event(s.node, f.Event, s.upstreamDone(f.Seq))
 	case f.MirrorPod != nil:
 		s.h.upstream.MirrorPod(s.node, f.MirrorPod, s.upstreamDone(f.Seq))
+	case f.DeviceStatus != nil:
+		s.h.upstream.DeviceStatus(s.node, f.DeviceStatus, s.upstreamDone(f.Seq))
 	case f.Error != nil:
 		s.log.Warn("edge reported an error", slog.String("code", f.Error.Code.String()),
 			slog.String("message", f.Error.Message), slog.Uint64("seq", f.Error.Seq))
@@ -384,18 +394,14 @@ func (s *session) reconcile() {
 		if seq, ok := s.byKey[k]; ok && s.inflight[seq].del {
 			continue
 		}
+		if !s.h.source.Serves(k.kind) {
+			continue // not known yet whether the node should keep it
+		}
 		dels = append(dels, k)
 	}
-	// Pods go before the configmaps and secrets they use.
-	slices.SortFunc(dels, func(a, b objKey) int {
-		if a.kind == protocol.KindPod && b.kind != protocol.KindPod {
-			return -1
-		}
-		if b.kind == protocol.KindPod && a.kind != protocol.KindPod {
-			return 1
-		}
-		return 0
-	})
+	// Users go before what they use: pods before configmaps and secrets,
+	// devices before their models (the reverse of protocol.Kinds).
+	slices.SortFunc(dels, func(a, b objKey) int { return int(kindRank[b.kind]) - int(kindRank[a.kind]) })
 	for _, k := range dels {
 		if len(s.inflight) >= s.h.cfg.Window {
 			s.blocked = true

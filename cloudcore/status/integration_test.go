@@ -36,7 +36,8 @@ func TestAgainstAPIServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := New(client, clientLister{ctx: ctx, client: client}, Config{}, log)
+	devs := newFakeDevices() // devices are tested against an API server in package cloudcore
+	w, err := New(client, devs, clientLister{ctx: ctx, client: client, fakeDevices: devs}, Config{}, log)
 	if err != nil {
 		t.Fatal(err)
 	}

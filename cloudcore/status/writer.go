@@ -8,9 +8,11 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/workqueue"
 
@@ -22,6 +24,10 @@ import (
 // is not the node's own, is gone or was replaced. The edge must not resend it.
 // It is protocol.ErrRejected, so that the hub needs to know only that one.
 var ErrRejected = protocol.ErrRejected
+
+// deviceSweep is how often the Writer drops the Device writes it remembers
+// that the cache shows by now (deviceWrite).
+const deviceSweep = 10 * time.Minute
 
 // ErrStopped is the error of messages given up because the Writer stopped.
 // The edge may resend them to the next hub.
@@ -37,6 +43,7 @@ const (
 	kindEvent
 	kindLease
 	kindMirrorPod
+	kindDeviceStatus
 )
 
 func (k kind) String() string {
@@ -53,6 +60,8 @@ func (k kind) String() string {
 		return "Lease"
 	case kindMirrorPod:
 		return "MirrorPod"
+	case kindDeviceStatus:
+		return "DeviceStatus"
 	}
 	return "kind(" + strconv.Itoa(int(k)) + ")"
 }
@@ -61,8 +70,9 @@ func (k kind) String() string {
 type key struct {
 	kind kind
 	node string
-	// id is the pod UID for pod messages, a sequence number for events (which
-	// are never coalesced) and empty for node status and Leases.
+	// id is the pod UID for pod messages, the device UID for device
+	// status, namespace/name for mirror pods, a sequence number for events
+	// (which are never coalesced) and empty for node status and Leases.
 	id string
 }
 
@@ -73,7 +83,8 @@ type heartbeat struct{}
 type entry struct {
 	// msg is the newest message of the key not yet taken by a worker, or nil.
 	// It is a *protocol.NodeStatus, *protocol.PodStatus,
-	// *protocol.PodTerminated, *protocol.Event or heartbeat.
+	// *protocol.PodTerminated, *protocol.Event, *protocol.MirrorPod,
+	// *protocol.DeviceStatus or heartbeat.
 	msg any
 	// dones are the callbacks of msg and of the messages it replaced.
 	dones []func(error)
@@ -97,10 +108,11 @@ type entry struct {
 // message replaced by a newer one of the same object has its done called
 // with the newer one's result. done must not block: it holds up a worker.
 type Writer struct {
-	client kubernetes.Interface
-	lister Lister
-	cfg    Config
-	log    *slog.Logger
+	client  kubernetes.Interface
+	devices DeviceClient
+	lister  Lister
+	cfg     Config
+	log     *slog.Logger
 
 	eventSeq atomic.Uint64
 	stats    counters
@@ -120,13 +132,19 @@ type Writer struct {
 	// leases holds, per node, the Lease last read or written. Guarded by
 	// leaseMu.
 	leases map[string]*coordinationv1.Lease
+
+	devMu sync.Mutex
+	// devWrites holds, per Device UID, the status last written that the
+	// cache may not show yet. Guarded by devMu.
+	devWrites map[types.UID]*deviceWrite
 }
 
-// New returns a Writer that writes with client and reads current objects from
-// lister. Nothing is written until Start.
-func New(client kubernetes.Interface, lister Lister, cfg Config, log *slog.Logger) (*Writer, error) {
-	if client == nil || lister == nil {
-		return nil, errors.New("status writer: client and lister are required")
+// New returns a Writer that writes core objects with client and Device
+// status with devices, and reads current objects from lister. Nothing is
+// written until Start.
+func New(client kubernetes.Interface, devices DeviceClient, lister Lister, cfg Config, log *slog.Logger) (*Writer, error) {
+	if client == nil || devices == nil || lister == nil {
+		return nil, errors.New("status writer: client, device client and lister are required")
 	}
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("status writer config: %w", err)
@@ -135,12 +153,14 @@ func New(client kubernetes.Interface, lister Lister, cfg Config, log *slog.Logge
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Writer{
-		client:  client,
-		lister:  lister,
-		cfg:     cfg,
-		log:     log,
-		entries: make(map[key]*entry),
-		leases:  make(map[string]*coordinationv1.Lease),
+		client:    client,
+		devices:   devices,
+		lister:    lister,
+		cfg:       cfg,
+		log:       log,
+		entries:   make(map[key]*entry),
+		leases:    make(map[string]*coordinationv1.Lease),
+		devWrites: make(map[types.UID]*deviceWrite),
 	}, nil
 }
 
@@ -169,6 +189,18 @@ func (w *Writer) Start(ctx context.Context) error {
 	for range w.cfg.Workers {
 		wg.Go(func() { w.work(ctx, q) })
 	}
+	wg.Go(func() {
+		t := w.cfg.Clock.NewTicker(deviceSweep)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C():
+				w.forgetDeviceWrites()
+			}
+		}
+	})
 	<-ctx.Done()
 	q.ShutDown()
 	wg.Wait()
@@ -366,6 +398,8 @@ func (w *Writer) write(ctx context.Context, k key, msg any) error {
 		return w.renewLease(ctx, k.node)
 	case *protocol.MirrorPod:
 		return w.writeMirrorPod(ctx, k.node, m)
+	case *protocol.DeviceStatus:
+		return w.writeDeviceStatus(ctx, k.node, m)
 	}
 	return reject(fmt.Errorf("no writer for %T", msg))
 }
@@ -427,9 +461,13 @@ type Stats struct {
 	LeaseRenewals int64
 	// MirrorWrites counts mirror pod creations and deletions.
 	MirrorWrites int64
+	// DeviceStatuses counts Device status writes; DeviceUnchanged the
+	// device status messages that needed none (also in Unchanged).
+	DeviceStatuses  int64
+	DeviceUnchanged int64
 	// Unchanged counts messages that needed no write: an empty status
 	// patch, a pod already deleted, an event already created, a heartbeat
-	// within RenewInterval of the last renewal.
+	// within RenewInterval of the last renewal, an unchanged device status.
 	Unchanged int64
 	// Coalesced counts messages replaced by a newer one of the same object
 	// before they were written.
@@ -449,7 +487,7 @@ type Stats struct {
 // counters backs Stats.
 type counters struct {
 	nodeCreates, nodeStatuses, podStatuses, podDeletes, events, leaseCreates, leaseRenewals atomic.Int64
-	mirrorWrites                                                                            atomic.Int64
+	mirrorWrites, deviceStatuses, deviceUnchanged                                           atomic.Int64
 	unchanged, coalesced, retries, rejected, givenUp, apiErrors                             atomic.Int64
 }
 
@@ -457,19 +495,21 @@ type counters struct {
 func (w *Writer) Stats() Stats {
 	c := &w.stats
 	return Stats{
-		NodeCreates:   c.nodeCreates.Load(),
-		NodeStatuses:  c.nodeStatuses.Load(),
-		PodStatuses:   c.podStatuses.Load(),
-		PodDeletes:    c.podDeletes.Load(),
-		Events:        c.events.Load(),
-		LeaseCreates:  c.leaseCreates.Load(),
-		LeaseRenewals: c.leaseRenewals.Load(),
-		MirrorWrites:  c.mirrorWrites.Load(),
-		Unchanged:     c.unchanged.Load(),
-		Coalesced:     c.coalesced.Load(),
-		Retries:       c.retries.Load(),
-		Rejected:      c.rejected.Load(),
-		GivenUp:       c.givenUp.Load(),
-		APIErrors:     c.apiErrors.Load(),
+		NodeCreates:     c.nodeCreates.Load(),
+		NodeStatuses:    c.nodeStatuses.Load(),
+		PodStatuses:     c.podStatuses.Load(),
+		PodDeletes:      c.podDeletes.Load(),
+		Events:          c.events.Load(),
+		LeaseCreates:    c.leaseCreates.Load(),
+		LeaseRenewals:   c.leaseRenewals.Load(),
+		MirrorWrites:    c.mirrorWrites.Load(),
+		DeviceStatuses:  c.deviceStatuses.Load(),
+		DeviceUnchanged: c.deviceUnchanged.Load(),
+		Unchanged:       c.unchanged.Load(),
+		Coalesced:       c.coalesced.Load(),
+		Retries:         c.retries.Load(),
+		Rejected:        c.rejected.Load(),
+		GivenUp:         c.givenUp.Load(),
+		APIErrors:       c.apiErrors.Load(),
 	}
 }

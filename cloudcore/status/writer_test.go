@@ -29,11 +29,12 @@ import (
 	"github.com/tether-edge/tether/protocol"
 )
 
-// clientLister is a Lister that reads through the fake clientset, so it is
-// never stale.
+// clientLister is a Lister that reads pods and nodes through the fake
+// clientset, so they are never stale, and devices from fakeDevices.
 type clientLister struct {
 	ctx    context.Context
 	client kubernetes.Interface
+	*fakeDevices
 }
 
 func (l clientLister) Pod(namespace, name string) (*corev1.Pod, error) {
@@ -51,7 +52,8 @@ func newWriter(t testing.TB, cfg Config, objs ...runtime.Object) (*Writer, *fake
 	if tt, ok := t.(*testing.T); ok {
 		log = slog.New(slog.NewTextHandler(tt.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	w, err := New(client, clientLister{ctx: t.Context(), client: client}, cfg, log)
+	devs := newFakeDevices()
+	w, err := New(client, devs, clientLister{ctx: t.Context(), client: client, fakeDevices: devs}, cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,9 @@
 // Command cloudcore runs Tether's cloud side next to the Kubernetes API
 // server: it holds one websocket session per edge node and syncs pods,
-// configmaps and secrets down and node and pod status up.
+// configmaps, secrets, devices and device models down and node, pod and
+// device status up. At start it installs the device CRDs unless
+// --skip-crd-install (or skipCRDInstall in the file) says the operator
+// applies manifests/crds.
 //
 //	cloudcore --config cloudcore.yaml
 //	cloudcore --kubeconfig ~/.kube/config --token-file tokens --data-dir /var/lib/tether/cloudcore
@@ -35,6 +38,7 @@ func run() error {
 		dataDir    = flag.String("data-dir", "", "directory for generated certificates (overrides the file)")
 		tokenFile  = flag.String("token-file", "", "file of bootstrap tokens, one a line (overrides the file)")
 		logLevel   = flag.String("log-level", "info", "debug, info, warn or error")
+		skipCRDs   = flag.Bool("skip-crd-install", false, "do not create or update the device CRDs (sets skipCRDInstall)")
 	)
 	flag.Parse()
 	var level slog.Level
@@ -57,6 +61,9 @@ func run() error {
 	override(&cfg.ListenAddr, *listen)
 	override(&cfg.DataDir, *dataDir)
 	override(&cfg.TokenFile, *tokenFile)
+	if *skipCRDs {
+		cfg.SkipCRDInstall = true
+	}
 	cfg.Logger = log
 
 	cc, err := cloudcore.New(cfg)

@@ -1,0 +1,374 @@
+//go:build integration
+
+package cloudcore
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apiextensions "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/tether-edge/tether/cloudcore/dispatch"
+	"github.com/tether-edge/tether/cloudcore/status"
+	"github.com/tether-edge/tether/controlplane"
+	"github.com/tether-edge/tether/devices/api"
+	"github.com/tether-edge/tether/manifests/crds"
+	"github.com/tether-edge/tether/protocol"
+)
+
+const (
+	testToken = "devices-test-token-0123456789"
+	// cloudcoreUser is the ServiceAccount of manifests/cloudcore/rbac.yaml.
+	cloudcoreUser = "system:serviceaccount:tether-system:tether-cloudcore"
+	devNS         = "plant"
+)
+
+// TestDevices runs cloudcore against a real API server, as the
+// ServiceAccount of manifests/cloudcore/rbac.yaml: a cloudcore told to skip
+// the CRDs runs without them; another installs them; both then dispatch a
+// Device and its model to the Device's node, follow it to another node,
+// and write the status its node reports, once.
+func TestDevices(t *testing.T) {
+	ctx := t.Context()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		log = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	cp, err := controlplane.Start(ctx, controlplane.Options{Dir: t.TempDir(), Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cp.Stop() })
+	admin := cp.RESTConfig()
+	client, err := kubernetes.NewForConfig(admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	applyRBAC(t, client)
+
+	// Without rights on CRDs, the installer says what is missing.
+	nobody := rest.CopyConfig(admin)
+	nobody.Impersonate = rest.ImpersonationConfig{UserName: "nobody"}
+	err = installCRDs(ctx, apiextensions.NewForConfigOrDie(nobody), log)
+	if err == nil || !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "skipCRDInstall") ||
+		!strings.Contains(err.Error(), "customresourcedefinitions") {
+		t.Fatalf("install without rights: %v, want forbidden, naming the resource and skipCRDInstall", err)
+	}
+
+	kubeconfig := writeKubeconfig(t, cp, cloudcoreUser)
+	// A cloudcore that leaves the CRDs to the operator runs without them.
+	skipper := runCloudcore(t, Config{Kubeconfig: kubeconfig, SkipCRDInstall: true,
+		DeviceCRDPoll: metav1.Duration{Duration: 200 * time.Millisecond}, Logger: log.With("cloudcore", "skipper")})
+	if skipper.Dispatcher.Serves(protocol.KindDevice) {
+		t.Fatal("serves devices without the CRDs")
+	}
+	// One that installs them.
+	cc := runCloudcore(t, Config{Kubeconfig: kubeconfig, Logger: log.With("cloudcore", "installer")})
+	ext := apiextensions.NewForConfigOrDie(admin)
+	all, err := crds.CRDs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rvs := map[string]string{}
+	for _, want := range all {
+		got, err := ext.ApiextensionsV1().CustomResourceDefinitions().Get(ctx, want.Name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatalf("CRD %s after cloudcore started: %v", want.Name, err)
+		}
+		rvs[got.Name] = got.ResourceVersion
+	}
+	if !cc.Dispatcher.Serves(protocol.KindDevice) || !cc.Dispatcher.Serves(protocol.KindDeviceModel) {
+		t.Fatal("the installing cloudcore does not serve devices")
+	}
+	poll(t, "the skipping cloudcore to find the CRDs", func() bool { return skipper.Dispatcher.Serves(protocol.KindDevice) })
+	// Installing again writes nothing.
+	if err := installCRDs(ctx, ext, log); err != nil {
+		t.Fatal(err)
+	}
+	for name, rv := range rvs {
+		got, _ := ext.ApiextensionsV1().CustomResourceDefinitions().Get(ctx, name, metav1.GetOptions{})
+		if got.ResourceVersion != rv {
+			t.Errorf("CRD %s rewritten by a second install: resourceVersion %s -> %s", name, rv, got.ResourceVersion)
+		}
+	}
+
+	// The node registers as cloudcore's ServiceAccount.
+	sendOK(t, func(done func(error)) { cc.Status.NodeStatus("edge-a", nodeStatusMsg(t), done) })
+	cc.Status.Heartbeat("edge-a")
+	poll(t, "the node lease", func() bool { return cc.Status.Stats().LeaseCreates == 1 })
+
+	// A model and a device of node edge-a.
+	dc, err := dispatch.NewDevicesClient(admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: devNS}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var model api.DeviceModel
+	if err := dc.Post().Namespace(devNS).Resource(api.DeviceModelsResource).Body(&api.DeviceModel{
+		TypeMeta:   metav1.TypeMeta{APIVersion: api.SchemeGroupVersion.String(), Kind: api.DeviceModelKind},
+		ObjectMeta: metav1.ObjectMeta{Name: "thermometer"},
+		Spec: api.DeviceModelSpec{Protocol: "modbus", Properties: []api.ModelProperty{
+			{Name: "temperature", Type: api.TypeInt}, {Name: "firmware", Type: api.TypeString, AccessMode: api.ReadOnly}}},
+	}).Do(ctx).Into(&model); err != nil {
+		t.Fatalf("create model: %v", err)
+	}
+	var dev api.Device
+	if err := dc.Post().Namespace(devNS).Resource(api.DevicesResource).Body(&api.Device{
+		TypeMeta:   metav1.TypeMeta{APIVersion: api.SchemeGroupVersion.String(), Kind: api.DeviceKind},
+		ObjectMeta: metav1.ObjectMeta{Name: "t1"},
+		Spec: api.DeviceSpec{DeviceModelRef: &api.DeviceModelRef{Name: "thermometer"}, NodeName: "edge-a",
+			Properties: []api.DeviceProperty{{Name: "temperature", Desired: api.TwinProperty{Value: "25"}, ReportToCloud: true}}},
+	}).Do(ctx).Into(&dev); err != nil {
+		t.Fatalf("create device: %v", err)
+	}
+	for _, c := range []*CloudCore{cc, skipper} {
+		poll(t, "the device in Desired(edge-a)", func() bool {
+			return slices.Equal(desired(c, "edge-a"), []string{"DeviceModel/thermometer@1", "Device/t1@1"})
+		})
+	}
+	o := protocol.Object{Kind: protocol.KindDevice, UID: string(dev.UID), Namespace: devNS, Name: "t1"}
+	if ok, err := cc.Dispatcher.Encode(&o); !ok || err != nil ||
+		!bytes.Contains(o.Data, []byte(`"apiVersion":"devices.tether.io/v1beta1"`)) || !bytes.Contains(o.Data, []byte(`"kind":"Device"`)) {
+		t.Fatalf("Encode device: %v %v %s", ok, err, o.Data)
+	}
+
+	// Moved to edge-b.
+	dev.Spec.NodeName = "edge-b"
+	if err := dc.Put().Namespace(devNS).Resource(api.DevicesResource).Name("t1").Body(&dev).Do(ctx).Into(&dev); err != nil {
+		t.Fatalf("move device: %v", err)
+	}
+	poll(t, "the device to move to edge-b", func() bool {
+		return len(desired(cc, "edge-a")) == 0 &&
+			slices.Equal(desired(cc, "edge-b"), []string{"DeviceModel/thermometer@1", "Device/t1@2"})
+	})
+
+	// Its node reports its status; the old node may not.
+	observed := "25"
+	report := &protocol.DeviceStatus{UID: string(dev.UID), Namespace: devNS, Name: "t1", State: api.StateOnline,
+		LastOnline: 1718000000000, Twins: []protocol.DeviceTwin{
+			{Name: "firmware", Value: "1.2.0", Timestamp: 1717999990000},
+			{Name: "temperature", Value: "24", Timestamp: 1718000000000, ObservedDesired: &observed}}}
+	if err := send(t, func(done func(error)) { cc.Status.DeviceStatus("edge-a", report, done) }); !errors.Is(err, status.ErrRejected) ||
+		!strings.Contains(err.Error(), `attached to node "edge-b"`) {
+		t.Fatalf("report from the old node: %v, want a rejection", err)
+	}
+	sendOK(t, func(done func(error)) { cc.Status.DeviceStatus("edge-b", report, done) })
+	var got api.Device
+	if err := dc.Get().Namespace(devNS).Resource(api.DevicesResource).Name("t1").Do(ctx).Into(&got); err != nil {
+		t.Fatal(err)
+	}
+	st := got.Status
+	if st.State != api.StateOnline || st.LastOnlineTime != "2024-06-10T06:13:20Z" || len(st.Twins) != 2 ||
+		st.Twins[1].PropertyName != "temperature" || st.Twins[1].Reported.Value != "24" ||
+		st.Twins[1].Reported.Metadata["timestamp"] != "1718000000000" || st.Twins[1].Reported.Metadata["type"] != "int" ||
+		st.Twins[1].ObservedDesired.Value != "25" || st.Twins[0].Reported.Metadata["type"] != "string" {
+		t.Fatalf("status %+v", st)
+	}
+	// The same report again: no write, at once (the cache may not show the
+	// first write yet) and once the cache caught up.
+	sendOK(t, func(done func(error)) { cc.Status.DeviceStatus("edge-b", report, done) })
+	poll(t, "the cache to show the status", func() bool {
+		c, err := cc.Dispatcher.Device(devNS, "t1")
+		return err == nil && c.ResourceVersion == got.ResourceVersion
+	})
+	sendOK(t, func(done func(error)) { cc.Status.DeviceStatus("edge-b", report, done) })
+	var again api.Device
+	if err := dc.Get().Namespace(devNS).Resource(api.DevicesResource).Name("t1").Do(ctx).Into(&again); err != nil {
+		t.Fatal(err)
+	}
+	if again.ResourceVersion != got.ResourceVersion {
+		t.Errorf("resourceVersion %s -> %s after identical reports", got.ResourceVersion, again.ResourceVersion)
+	}
+	if s := cc.Status.Stats(); s.DeviceStatuses != 1 || s.DeviceUnchanged != 2 || s.Rejected != 1 || s.GivenUp != 0 {
+		t.Errorf("stats %+v: want 1 device status write, 2 unchanged, 1 rejected", s)
+	}
+	// The status write did not change the device's version: nothing goes
+	// back down to the node.
+	if d := desired(cc, "edge-b"); !slices.Equal(d, []string{"DeviceModel/thermometer@1", "Device/t1@2"}) {
+		t.Errorf("Desired(edge-b) after the status write = %v", d)
+	}
+
+	// The precondition: the API server refuses a status patch over another
+	// version (the first one of the Device).
+	_, err = status.RESTDeviceClient(dc).PatchDeviceStatus(ctx, devNS, "t1",
+		[]byte(`{"metadata":{"resourceVersion":"`+dev.ResourceVersion+`"},"status":{"state":"offline"}}`))
+	if !apierrors.IsConflict(err) {
+		t.Errorf("status patch over resourceVersion %s: %v, want Conflict", dev.ResourceVersion, err)
+	}
+	// A UID in the patch is no precondition for a custom resource's status:
+	// the API server keeps the stored metadata. (Why the Writer uses the
+	// resourceVersion.)
+	if _, err := status.RESTDeviceClient(dc).PatchDeviceStatus(ctx, devNS, "t1",
+		[]byte(`{"metadata":{"uid":"not-the-uid"},"status":{}}`)); err != nil {
+		t.Errorf("status patch naming another uid: %v; if the API server refuses it now, the uid could be a precondition too", err)
+	}
+
+	// Deleted: gone from its node.
+	if err := dc.Delete().Namespace(devNS).Resource(api.DevicesResource).Name("t1").Do(ctx).Error(); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, "the device to leave edge-b", func() bool { return len(desired(cc, "edge-b")) == 0 })
+}
+
+func desired(cc *CloudCore, node string) []string {
+	var out []string
+	for _, o := range cc.Dispatcher.Desired(node, nil) {
+		out = append(out, o.Kind.String()+"/"+o.Name+"@"+o.ResourceVersion)
+	}
+	return out
+}
+
+// runCloudcore runs cloudcore until the test ends and returns once its
+// caches are synced.
+func runCloudcore(t *testing.T, cfg Config) *CloudCore {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Listener, cfg.DataDir, cfg.Tokens = ln, t.TempDir(), []string{testToken}
+	cc, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- cc.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("cloudcore: %v", err)
+		}
+	})
+	for deadline := time.Now().Add(time.Minute); !cc.Dispatcher.Ready(); time.Sleep(50 * time.Millisecond) {
+		select {
+		case err := <-done:
+			t.Fatalf("cloudcore stopped: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("cloudcore not ready within a minute")
+		}
+	}
+	return cc
+}
+
+// applyRBAC creates the objects of manifests/cloudcore/rbac.yaml.
+func applyRBAC(t *testing.T, client kubernetes.Interface) {
+	t.Helper()
+	ctx := t.Context()
+	b, err := os.ReadFile(filepath.Join("..", "manifests", "cloudcore", "rbac.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(b)))
+	for {
+		doc, err := r.Read()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode(doc, nil, nil)
+		if err != nil {
+			t.Fatalf("rbac.yaml: %v", err)
+		}
+		switch o := obj.(type) {
+		case *corev1.Namespace:
+			_, err = client.CoreV1().Namespaces().Create(ctx, o, metav1.CreateOptions{})
+		case *corev1.ServiceAccount:
+			_, err = client.CoreV1().ServiceAccounts(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+		case *rbacv1.ClusterRole:
+			_, err = client.RbacV1().ClusterRoles().Create(ctx, o, metav1.CreateOptions{})
+		case *rbacv1.ClusterRoleBinding:
+			_, err = client.RbacV1().ClusterRoleBindings().Create(ctx, o, metav1.CreateOptions{})
+		default:
+			t.Fatalf("rbac.yaml: unexpected %T", obj)
+		}
+		if err != nil {
+			t.Fatalf("create %T: %v", obj, err)
+		}
+	}
+}
+
+// writeKubeconfig writes a kubeconfig of the admin that acts as user.
+func writeKubeconfig(t *testing.T, cp *controlplane.ControlPlane, user string) string {
+	t.Helper()
+	rc := cp.RESTConfig()
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["cp"] = &clientcmdapi.Cluster{Server: rc.Host, CertificateAuthorityData: rc.CAData}
+	cfg.AuthInfos["as"] = &clientcmdapi.AuthInfo{Token: rc.BearerToken, Impersonate: user}
+	cfg.Contexts["cp"] = &clientcmdapi.Context{Cluster: "cp", AuthInfo: "as"}
+	cfg.CurrentContext = "cp"
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func nodeStatusMsg(t *testing.T) *protocol.NodeStatus {
+	t.Helper()
+	res := corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("2"), corev1.ResourcePods: resource.MustParse("110")}
+	b, err := protocol.EncodeNodeStatus(&corev1.NodeStatus{Capacity: res, Allocatable: res,
+		Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &protocol.NodeStatus{Status: b}
+}
+
+// send hands a message over and waits for its done.
+func send(t *testing.T, write func(done func(error))) error {
+	t.Helper()
+	ch := make(chan error, 1)
+	write(func(err error) { ch <- err })
+	select {
+	case err := <-ch:
+		return err
+	case <-time.After(time.Minute):
+		t.Fatal("done not called within a minute")
+		return nil
+	}
+}
+
+func sendOK(t *testing.T, write func(done func(error))) {
+	t.Helper()
+	if err := send(t, write); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func poll(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); !cond(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s within a minute", what)
+		}
+	}
+}
