@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"testing"
@@ -318,5 +319,75 @@ func TestCloseAndSweep(t *testing.T) {
 	have := namespaces(t)
 	if slices.Contains(have, dead) || !slices.Contains(have, live) {
 		t.Errorf("after sweep: %v", have)
+	}
+}
+
+// A WAN carries thousands of connections dialled at once from the edges
+// namespace to a server on the host's side, without a thread per dial.
+func TestWANManyDials(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("network namespaces need root")
+	}
+	ctx := t.Context()
+	w, err := NewWAN(ctx, Options{Prefix: testPrefix, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
+		Impairment{Delay: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := w.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+	addr, err := w.FreeHubAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	echo(t, ln)
+
+	threads := func() int { return pprof.Lookup("threadcreate").Count() }
+	before := threads()
+	const n = 2000
+	errs := make(chan error, n)
+	conns := make(chan net.Conn, n)
+	start := time.Now()
+	for i := range n {
+		go func() {
+			c, err := w.Dial(ctx, "tcp", addr)
+			if err != nil {
+				errs <- err
+				return
+			}
+			conns <- c
+			_, err = roundTrip(c, bufio.NewReader(c), fmt.Sprintf("node %d", i), 60*time.Second)
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	took := time.Since(start)
+	close(conns)
+	for c := range conns {
+		if got := c.LocalAddr().(*net.TCPAddr).IP.String(); got != w.Link.B.Addr.String() {
+			t.Fatalf("dialled from %s, want the edges' address %s", got, w.Link.B.Addr)
+		}
+		c.Close()
+	}
+	grown := threads() - before
+	st := w.Link.Stats()
+	t.Logf("%d connections and echoes in %s; %d threads made; link %+v", n, took, grown, st)
+	if grown > 200 {
+		t.Errorf("%d threads made for %d dials", grown, n)
+	}
+	// Each connection: a handshake, a line each way, acknowledgements.
+	if st.BToA.Packets < 3*n || st.AToB.Packets < 3*n {
+		t.Errorf("link counted %d packets up, %d down for %d connections", st.BToA.Packets, st.AToB.Packets, n)
 	}
 }

@@ -1,0 +1,255 @@
+package simulator
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/tether-edge/tether/cloudcore"
+	"github.com/tether-edge/tether/cloudcore/hub"
+)
+
+// cloud is the cloudcore the fleet connects to: in this process, or its own
+// process. Either listens on the same loopback address across restarts, so
+// that nodes find it where they expect it.
+type cloud interface {
+	// start starts cloudcore and returns once its hub accepts sessions.
+	start(ctx context.Context) error
+	// stop stops it (the nodes see their sessions end).
+	stop() error
+	// hub is the hub when cloudcore runs in this process, else nil.
+	hub() *hub.Hub
+	// pid is cloudcore's process id when it runs on its own, else 0.
+	pid() int
+	// addr is where the hub listens (host:port); caFile the CA it uses.
+	addr() string
+	caFile() string
+}
+
+// cloudBase is what both kinds of cloud share.
+type cloudBase struct {
+	cfg     cloudcore.Config // the template: Listener and ListenAddr are set here
+	dataDir string
+	address string
+}
+
+func newCloudBase(cfg cloudcore.Config, dataDir string) (*cloudBase, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("pick the hub's port: %w", err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cfg.DataDir = dataDir
+	cfg.ListenAddr = addr
+	return &cloudBase{cfg: cfg, dataDir: dataDir, address: addr}, nil
+}
+
+func (c *cloudBase) addr() string   { return c.address }
+func (c *cloudBase) caFile() string { return filepath.Join(c.dataDir, "pki", "ca.crt") }
+
+// waitReady polls the hub's /healthz until it answers 200 (the dispatcher's
+// caches are synced) or ctx ends; exited, if it fires, means cloudcore
+// stopped on its own.
+func (c *cloudBase) waitReady(ctx context.Context, exited <-chan struct{}) error {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	var lastErr error
+	var client *http.Client
+	for {
+		if client == nil {
+			if pem, err := os.ReadFile(c.caFile()); err == nil {
+				pool := x509.NewCertPool()
+				pool.AppendCertsFromPEM(pem)
+				client = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
+					TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, DisableKeepAlives: true}}
+			} else {
+				lastErr = err
+			}
+		}
+		if client != nil {
+			resp, err := client.Get("https://" + c.address + "/healthz")
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					return nil
+				}
+				err = fmt.Errorf("healthz: %s", resp.Status)
+			}
+			lastErr = err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("cloudcore not ready: %w (last error: %v)", ctx.Err(), lastErr)
+		case <-exited:
+			return fmt.Errorf("cloudcore exited while starting (last error: %v)", lastErr)
+		case <-tick.C:
+		}
+	}
+}
+
+// inProcessCloud runs cloudcore in this process.
+type inProcessCloud struct {
+	*cloudBase
+	cc     *cloudcore.CloudCore
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func (c *inProcessCloud) start(ctx context.Context) error {
+	if c.cc != nil {
+		return errors.New("cloudcore runs already")
+	}
+	var ln net.Listener
+	var err error
+	for range 100 { // the old socket may linger a moment
+		if ln, err = net.Listen("tcp", c.address); err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		return fmt.Errorf("hub listen: %w", err)
+	}
+	cfg := c.cfg
+	cfg.Listener = ln
+	cc, err := cloudcore.New(cfg)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	done, exited := make(chan error, 1), make(chan struct{})
+	go func() {
+		err := cc.Run(runCtx)
+		ln.Close()
+		done <- err
+		close(exited)
+	}()
+	c.cc, c.cancel, c.done = cc, cancel, done
+	if err := c.waitReady(ctx, exited); err != nil {
+		c.stop()
+		return err
+	}
+	return nil
+}
+
+func (c *inProcessCloud) stop() error {
+	if c.cc == nil {
+		return nil
+	}
+	c.cancel()
+	err := <-c.done
+	c.cc = nil
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return fmt.Errorf("cloudcore: %w", err)
+	}
+	return nil
+}
+
+func (c *inProcessCloud) hub() *hub.Hub {
+	if c.cc == nil {
+		return nil
+	}
+	return c.cc.Hub
+}
+
+func (c *inProcessCloud) pid() int { return 0 }
+
+// processCloud runs the cloudcore binary as a child process, so that its
+// memory and CPU are its own and can be read from /proc.
+type processCloud struct {
+	*cloudBase
+	binary string
+	cmd    *exec.Cmd
+	exited chan struct{} // closed when cmd exited
+	err    error         // cmd.Wait's error; set before exited closes
+}
+
+func (c *processCloud) start(ctx context.Context) error {
+	if c.cmd != nil {
+		return errors.New("cloudcore runs already")
+	}
+	cfg := c.cfg
+	cfg.Logger = nil
+	b, err := yaml.Marshal(cfg)
+	if err != nil {
+		return fmt.Errorf("cloudcore config: %w", err)
+	}
+	cfgFile := filepath.Join(c.dataDir, "cloudcore.yaml")
+	if err := os.MkdirAll(c.dataDir, 0o700); err != nil {
+		return err
+	}
+	if err := os.WriteFile(cfgFile, b, 0o600); err != nil {
+		return err
+	}
+	logf, err := os.OpenFile(filepath.Join(c.dataDir, "cloudcore.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(c.binary, "--config", cfgFile, "--log-level", "warn")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// Its own process group: a Ctrl-C meant for the simulator reaches
+	// cloudcore through stop, after the nodes.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("start %s: %w", c.binary, err)
+	}
+	exited := make(chan struct{})
+	c.cmd, c.exited = cmd, exited
+	go func() {
+		c.err = cmd.Wait()
+		logf.Close()
+		close(exited)
+	}()
+	if err := c.waitReady(ctx, exited); err != nil {
+		c.stop()
+		return fmt.Errorf("%w; see %s", err, logf.Name())
+	}
+	return nil
+}
+
+func (c *processCloud) stop() error {
+	if c.cmd == nil {
+		return nil
+	}
+	c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.exited:
+	case <-time.After(20 * time.Second):
+		c.cmd.Process.Kill()
+		<-c.exited
+	}
+	c.cmd = nil
+	var ee *exec.ExitError
+	if c.err != nil && !(errors.As(c.err, &ee) && !ee.Exited()) { // killed by our signal is fine
+		return fmt.Errorf("cloudcore: %w", c.err)
+	}
+	return nil
+}
+
+func (c *processCloud) hub() *hub.Hub { return nil }
+
+func (c *processCloud) pid() int {
+	if c.cmd == nil {
+		return 0
+	}
+	select {
+	case <-c.exited:
+		return 0
+	default:
+		return c.cmd.Process.Pid
+	}
+}

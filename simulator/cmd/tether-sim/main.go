@@ -1,0 +1,146 @@
+// Command tether-sim runs scenario scripts against thousands of hollow edge
+// nodes in this process, one cloudcore and a Kubernetes control plane (see
+// package simulator). It prints each command's output, a progress line
+// every few seconds and a summary at the end; it exits 1 if a command
+// failed or an output differed from the one the script expects.
+//
+//	tether-sim simulator/testdata/bench/connect-1000.txt
+//	tether-sim --cloudcore bin/cloudcore --dir /dev/shm/sim script.txt
+//	tether-sim --kubeconfig ~/.kube/config script.txt
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/http"
+	_ "net/http/pprof" // served only with --pprof
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/tether-edge/tether/simulator"
+)
+
+func main() {
+	code, err := run()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "tether-sim:", err)
+		if code == 0 {
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+func run() (int, error) {
+	var (
+		cfg        simulator.Config
+		cloudcore  = flag.String("cloudcore", "", "cloudcore binary to run as its own process (empty: in this process)")
+		logFile    = flag.String("log", "", "file for the warnings and errors of nodes and cloudcore (default: counted, not written)")
+		pprofAddr  = flag.String("pprof", "", "serve net/http/pprof on this address, e.g. 127.0.0.1:6060")
+		metrics    = flag.Bool("metrics", false, "list the metrics expect knows and exit")
+		heartbeat  = flag.Duration("heartbeat", 0, "hub heartbeat interval (default: cloudcore's, 10s)")
+		lease      = flag.Duration("lease-duration", 0, "node lease duration (default: cloudcore's, 40s)")
+		kubeQPS    = flag.Float64("kube-qps", 0, "cloudcore's API server QPS (default: cloudcore's)")
+		kubeBurst  = flag.Int("kube-burst", 0, "cloudcore's API server burst (default: cloudcore's)")
+		statusWork = flag.Int("status-workers", 0, "cloudcore's status writers (default: cloudcore's)")
+	)
+	flag.StringVar(&cfg.Name, "name", "", "run name: namespace and node name prefix (default: random)")
+	flag.StringVar(&cfg.Dir, "dir", "", "directory for node stores and cloudcore (default: a new one in /dev/shm)")
+	flag.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "cluster to use (default: start etcd, kube-apiserver, controller manager and scheduler)")
+	flag.StringVar(&cfg.BinDir, "bin-dir", "", "directory of the Kubernetes binaries (default: bin/ of the repository)")
+	flag.DurationVar(&cfg.ReconnectInitial, "reconnect-initial", 0, "nodes' first reconnect delay (default: edgecore's, 1s)")
+	flag.DurationVar(&cfg.ReconnectMax, "reconnect-max", 0, "nodes' longest reconnect delay (default: edgecore's, 60s)")
+	flag.DurationVar(&cfg.NodeStatusInterval, "node-status-interval", 0, "nodes' status report interval (default: edgecore's, 1m)")
+	flag.DurationVar(&cfg.PodResyncInterval, "pod-resync", 0, "nodes' pod resync interval (default: edgecore's, 10s)")
+	flag.Float64Var(&cfg.ConnectRate, "connect-rate", 0, "nodes started per second by connect without rate= (default 200)")
+	flag.DurationVar(&cfg.ProgressInterval, "progress", 5*time.Second, "progress line interval")
+	flag.Usage = func() {
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: tether-sim [flags] script.txt...\n\n")
+		flag.PrintDefaults()
+	}
+	flag.Parse()
+	if *metrics {
+		fmt.Print(simulator.MetricDocs())
+		return 0, nil
+	}
+	if flag.NArg() == 0 {
+		flag.Usage()
+		return 2, nil
+	}
+	var scripts [][]simulator.Directive
+	for _, f := range flag.Args() {
+		r, err := os.Open(f)
+		if err != nil {
+			return 2, err
+		}
+		d, err := simulator.ParseScript(r)
+		r.Close()
+		if err != nil {
+			return 2, fmt.Errorf("%s: %w", f, err)
+		}
+		scripts = append(scripts, d)
+	}
+	cfg.CloudcoreBinary = *cloudcore
+	cfg.Cloud.HeartbeatInterval = metav1.Duration{Duration: *heartbeat}
+	cfg.Cloud.LeaseDuration = metav1.Duration{Duration: *lease}
+	cfg.Cloud.KubeQPS, cfg.Cloud.KubeBurst, cfg.Cloud.StatusWorkers = float32(*kubeQPS), *kubeBurst, *statusWork
+	cfg.Progress = os.Stdout
+	if *logFile != "" {
+		f, err := os.OpenFile(*logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return 2, err
+		}
+		defer f.Close()
+		cfg.Log = slog.NewTextHandler(f, &slog.HandlerOptions{Level: slog.LevelWarn})
+	}
+	if *pprofAddr != "" {
+		go func() { fmt.Fprintln(os.Stderr, "pprof:", http.ListenAndServe(*pprofAddr, nil)) }()
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	startCtx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	s, err := simulator.New(startCtx, cfg)
+	cancel()
+	if err != nil {
+		return 1, err
+	}
+	code := 0
+	for i, script := range scripts {
+		fmt.Printf("== %s\n", flag.Arg(i))
+		for _, d := range script {
+			out, err := s.Exec(ctx, d)
+			fmt.Printf("%s\n----\n%s\n", d, out)
+			if err != nil {
+				fmt.Printf("ERROR %v\n\n", err)
+				code = 1
+				if errors.Is(err, context.Canceled) || ctx.Err() != nil {
+					break
+				}
+				continue
+			}
+			if strings.Contains(out, "FAIL") || d.HasExpected && d.Expected != "" && d.Expected != out {
+				if d.Expected != "" && d.Expected != out {
+					fmt.Printf("MISMATCH (line %d) expected:\n%s\n", d.Line, d.Expected)
+				}
+				code = 1
+			}
+			fmt.Println()
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if err := s.Close(); err != nil {
+		return 1, err
+	}
+	return code, nil
+}

@@ -1,0 +1,84 @@
+// Package simulator runs thousands of hollow edge nodes in one process
+// against a real cloudcore and a real Kubernetes control plane, drives them
+// with scenario scripts and measures what the benchmarks report.
+//
+// # Design
+//
+// A Sim has three parts:
+//
+//   - The control plane: etcd, kube-apiserver, kube-controller-manager and
+//     kube-scheduler started by package controlplane, or any cluster given
+//     by a kubeconfig. The Sim watches its run's pods (one namespace, named
+//     after the run) and its Nodes (metadata only, by SimLabel) with
+//     informers.
+//   - One cloudcore, in this process (its hub's counters are readable) or
+//     as its own process from the cloudcore binary (its memory and CPU are
+//     its own, read from /proc). Either listens on the same loopback port
+//     across restarts.
+//   - The fleet: N hollow nodes. Each is the real edgecore stack from
+//     edgecore.New and Run (store, agent with its websocket tunnel, pod
+//     manager, outbox) with the in-memory runtime (package
+//     edgecore/runtime/fake), no metaserver and no static pods, and its own
+//     bbolt file under Config.Dir (tmpfs by default). Nothing in a hollow
+//     node is simulated but the containers.
+//
+// A node's link goes through a wire, set as the agent's dialer's NetDial:
+// a net.Conn wrapper that counts bytes (TLS records) and can be cut (the
+// connection closes at once, dials fail until healed). It costs no
+// goroutine and no socket, so ten thousand nodes cost ten thousand client
+// sockets and the goroutines edgecore needs (four a node: Run, the pod
+// manager, the agent and its session's reader), nothing more. Rebooting a
+// node offline stops its edgecore, keeps its store, and starts it again
+// with an empty runtime and its link cut.
+//
+// # Measurements
+//
+// Every moment is taken on this process's clock. The dispatch time of a
+// pod runs from the Sim's informer seeing it bound to a node (the same
+// watch stream the hub's dispatcher follows) to the node's agent committing
+// it (agent.SetCommitHook), just before the node acknowledges it. Create to
+// Running runs from the create call to the informer seeing the pod Running,
+// which the node's status report puts there. A reconnect storm (RestartHub,
+// WaitResynced) runs from the restarted hub answering until every node that
+// was connected has a new session and its ResyncDone; its size is the sum
+// of those ResyncDone reports and of the nodes' link bytes. Idle bandwidth
+// is the links' bytes over a quiet window. Memory per node is this
+// process's growth from before the first node to after WaitConnected.
+//
+// # Scenarios
+//
+// Scenarios are text scripts in the format of
+// github.com/cockroachdb/datadriven: a command line, "----", and the
+// expected output. Exec runs one command; ParseScript reads a file. The
+// integration tests run testdata/*.txt with datadriven (-rewrite updates
+// the expected output); cmd/tether-sim runs any script, testdata/bench/*.txt
+// among them, showing progress lines and a summary. Commands:
+//
+//	nodes n=N                             add N nodes (not started)
+//	connect [nodes=S] [rate=R/s]          start nodes, R a second
+//	wait-connected [timeout=D]            every running node with an intact link
+//	                                      connected and registered
+//	pods create n=N [rate=R/s] [nodes=S]  create pods bound round-robin to nodes
+//	pods delete (n=N|all) [rate=R/s] [nodes=S]
+//	                                      delete pods gracefully (through the edge)
+//	cut [nodes=S]                         cut links (default every node)
+//	heal [nodes=S]                        heal links (default every cut one)
+//	reboot-offline nodes=S                restart edgecore with its store and the
+//	                                      link cut, runtime empty
+//	restart-hub [down=D]                  stop cloudcore, wait D, start it again
+//	wait-resynced [timeout=D]             the storm after restart-hub is over
+//	idle [for=D]                          measure idle bandwidth over D
+//	reset-latencies                       latencies from here on only
+//	sleep for=D
+//	expect METRIC=V|METRIC<=V|METRIC>=V ... [within=D] [nodes=S]
+//	                                      check metrics (see MetricDocs), waiting
+//	                                      up to D for all of them to hold
+//	report                                the summary (not deterministic: for
+//	                                      the command line, not for tests)
+//
+// A node selection S is all, an index, a range lo-hi, or a list (0-9, 12).
+// Commands report failed expectations in their output ("FAIL: ..."), so a
+// script shows every result; an error is a command that could not run.
+// Config.Commands adds commands: the place for device commands (devices
+// and twins at the hollow nodes) once edgecore runs devices.
+package simulator

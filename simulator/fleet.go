@@ -1,0 +1,255 @@
+package simulator
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/tether-edge/tether/edgecore"
+	"github.com/tether-edge/tether/edgecore/agent"
+	"github.com/tether-edge/tether/edgecore/link"
+	"github.com/tether-edge/tether/edgecore/runtime/fake"
+	"github.com/tether-edge/tether/edgecore/store"
+	"github.com/tether-edge/tether/protocol"
+)
+
+// fleetConfig is what every hollow node of a fleet shares.
+type fleetConfig struct {
+	// prefix names the nodes: <prefix>-<index, 5 digits>.
+	prefix string
+	// dir holds one directory per node, dir/<node name>/edge.db.
+	dir string
+	// url and token reach the hub; tls verifies it (shared by every node:
+	// a tls.Config is safe for concurrent use).
+	url, token string
+	tls        *tls.Config
+	labels     map[string]string
+	// The edges' timers (zero: edgecore's defaults).
+	reconnectInitial, reconnectMax, nodeStatusInterval, podResyncInterval time.Duration
+	// log is every node's logger.
+	log *slog.Logger
+	// committed hears every node's commits.
+	committed func(node int, c agent.Commit)
+}
+
+// fleet is the hollow nodes. Each node is the real edgecore stack (store,
+// agent with its tunnel client, pod manager) from edgecore.New, with the
+// in-memory runtime, no metaserver, no static pods, and its link through a
+// wire of its own.
+//
+// The fleet's methods are called by one goroutine at a time (the Sim's
+// caller); mu lets the progress reporter and the checks read the nodes
+// meanwhile.
+type fleet struct {
+	cfg fleetConfig
+	// failed counts edgecores that stopped with an error on their own.
+	failed atomic.Int64
+
+	mu sync.RWMutex
+	// nodes, and each node's run state (ec, rt, cancel, done), are guarded
+	// by mu.
+	nodes []*node
+}
+
+// node is one hollow node.
+type node struct {
+	index int
+	name  string
+	dir   string
+	ip    string
+	wire  wire
+
+	// Run state, guarded by fleet.mu; nil while stopped.
+	ec     *edgecore.EdgeCore
+	rt     *fake.Runtime
+	cancel context.CancelFunc
+	done   chan struct{} // closed when Run returned
+}
+
+// add makes n more nodes, not started, and returns their indexes.
+func (f *fleet) add(n int) []int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	idx := make([]int, 0, n)
+	for range n {
+		i := len(f.nodes)
+		name := fmt.Sprintf("%s-%05d", f.cfg.prefix, i)
+		// Addresses from 100.64.0.0/10 (shared address space): reported,
+		// never used.
+		ip := fmt.Sprintf("100.%d.%d.%d", 64+(i>>16)&63, (i>>8)&255, i&255)
+		f.nodes = append(f.nodes, &node{index: i, name: name, dir: filepath.Join(f.cfg.dir, name), ip: ip})
+		idx = append(idx, i)
+	}
+	return idx
+}
+
+func (f *fleet) size() int {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return len(f.nodes)
+}
+
+func (f *fleet) node(i int) *node {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.nodes[i]
+}
+
+// start starts node i's edgecore (its store is opened, or created on the
+// first start) under ctx. It does nothing if the node runs.
+func (f *fleet) start(ctx context.Context, i int) error {
+	n := f.node(i)
+	f.mu.RLock()
+	running := n.ec != nil
+	f.mu.RUnlock()
+	if running {
+		return nil
+	}
+	off := false
+	rt := fake.New(n.ip)
+	ec, err := edgecore.New(edgecore.Config{
+		NodeName: n.name,
+		// No CAFile: the dialer set below, not the one New builds, verifies
+		// the hub, with the fleet's shared tls.Config.
+		Cloud:              edgecore.CloudConfig{URL: f.cfg.url, Token: f.cfg.token},
+		DataDir:            n.dir,
+		NodeIP:             n.ip,
+		Labels:             f.cfg.labels,
+		ReconnectInitial:   metav1.Duration{Duration: f.cfg.reconnectInitial},
+		ReconnectMax:       metav1.Duration{Duration: f.cfg.reconnectMax},
+		NodeStatusInterval: metav1.Duration{Duration: f.cfg.nodeStatusInterval},
+		PodResyncInterval:  metav1.Duration{Duration: f.cfg.podResyncInterval},
+		StaticPodPath:      edgecore.NoStaticPods,
+		MetaServer:         edgecore.MetaServerConfig{Enable: &off},
+		Logger:             f.cfg.log,
+		RuntimeImpl:        rt,
+	})
+	if err != nil {
+		return fmt.Errorf("node %s: %w", n.name, err)
+	}
+	ec.Agent.SetDialer(&link.Dialer{URL: f.cfg.url, Token: f.cfg.token, TLS: f.cfg.tls,
+		Timeout: 15 * time.Second, NetDial: n.wire.dial})
+	if f.cfg.committed != nil {
+		ec.Agent.SetCommitHook(func(c agent.Commit) { f.cfg.committed(i, c) })
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	f.mu.Lock()
+	n.ec, n.rt, n.cancel, n.done = ec, rt, cancel, done
+	f.mu.Unlock()
+	go func() {
+		defer close(done)
+		if err := ec.Run(ctx); err != nil && ctx.Err() == nil && !errors.Is(err, context.Canceled) {
+			f.failed.Add(1)
+			f.cfg.log.Error("hollow node stopped", slog.String("node", n.name), slog.Any("err", err))
+		}
+	}()
+	return nil
+}
+
+// stop stops node i's edgecore and closes its store; the store file stays.
+func (f *fleet) stop(i int) error {
+	n := f.node(i)
+	f.mu.Lock()
+	ec, cancel, done := n.ec, n.cancel, n.done
+	n.ec, n.rt, n.cancel, n.done = nil, nil, nil, nil
+	f.mu.Unlock()
+	if ec == nil {
+		return nil
+	}
+	cancel()
+	<-done
+	if err := ec.Close(); err != nil {
+		return fmt.Errorf("node %s: close store: %w", n.name, err)
+	}
+	return nil
+}
+
+// stopAll stops every node, a few at a time.
+func (f *fleet) stopAll() error {
+	f.mu.RLock()
+	n := len(f.nodes)
+	f.mu.RUnlock()
+	var (
+		wg   sync.WaitGroup
+		emu  sync.Mutex
+		errs []error
+	)
+	sem := make(chan struct{}, 64)
+	for i := range n {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if err := f.stop(i); err != nil {
+				emu.Lock()
+				errs = append(errs, err)
+				emu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// nodeView is a node as the checks and the progress reporter see it.
+type nodeView struct {
+	index   int
+	name    string
+	running bool
+	cut     bool
+	state   agent.State
+	ec      *edgecore.EdgeCore
+	rt      *fake.Runtime
+	up      int64
+	down    int64
+}
+
+// each calls fn for every node in sel (nil: every node), holding the read
+// lock: fn must be quick and must not call the fleet.
+func (f *fleet) each(sel []int, fn func(v nodeView)) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	visit := func(n *node) {
+		v := nodeView{index: n.index, name: n.name, running: n.ec != nil, cut: n.wire.isCut(),
+			ec: n.ec, rt: n.rt, up: n.wire.up.Load(), down: n.wire.down.Load()}
+		if n.ec != nil {
+			v.state = n.ec.Agent.State()
+		}
+		fn(v)
+	}
+	if sel == nil {
+		for _, n := range f.nodes {
+			visit(n)
+		}
+		return
+	}
+	for _, i := range sel {
+		if i >= 0 && i < len(f.nodes) {
+			visit(f.nodes[i])
+		}
+	}
+}
+
+// heldPods returns the pods node's store holds: UID to resourceVersion.
+func heldPods(db *store.DB) (map[string]string, error) {
+	held := map[string]string{}
+	err := db.View(func(tx *store.Tx) error {
+		refs, err := tx.Inventory()
+		for _, r := range refs {
+			if r.Kind == protocol.KindPod {
+				held[r.UID] = r.ResourceVersion
+			}
+		}
+		return err
+	})
+	return held, err
+}

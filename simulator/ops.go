@@ -1,0 +1,579 @@
+package simulator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/tether-edge/tether/cloudcore/hub"
+)
+
+// AddNodes makes n more hollow nodes, not started, and returns their
+// indexes.
+func (s *Sim) AddNodes(n int) []int { return s.fleet.add(n) }
+
+// Connect starts the nodes in sel (nil: every node not running) at rate
+// nodes a second (0: Config.ConnectRate). Their links connect in the
+// background; WaitConnected waits for them.
+func (s *Sim) Connect(ctx context.Context, sel []int, rate float64) (started int, err error) {
+	if sel == nil {
+		sel = allNodes(s.fleet.size())
+	}
+	if rate <= 0 {
+		rate = s.cfg.ConnectRate
+	}
+	if s.memBase == nil {
+		m := sampleMemory()
+		s.memBase = &m
+	}
+	if s.connectStart.IsZero() {
+		s.connectStart = time.Now()
+	}
+	t0 := time.Now()
+	for k, i := range sel {
+		if err := sleepUntil(ctx, t0.Add(time.Duration(float64(k)/rate*float64(time.Second)))); err != nil {
+			return started, err
+		}
+		running := false
+		s.fleet.each([]int{i}, func(v nodeView) { running = v.running })
+		if running {
+			continue
+		}
+		if err := s.fleet.start(s.ctx, i); err != nil {
+			return started, err
+		}
+		started++
+	}
+	return started, nil
+}
+
+func sleepUntil(ctx context.Context, t time.Time) error {
+	d := time.Until(t)
+	if d <= 0 {
+		return ctx.Err()
+	}
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-tm.C:
+		return nil
+	}
+}
+
+// ConnectResult is what WaitConnected saw.
+type ConnectResult struct {
+	// Nodes is the number of running nodes with a healthy link (not cut),
+	// Connected how many had a session and Registered how many had a Node
+	// in the API server when WaitConnected returned.
+	Nodes, Connected, Registered int
+	// ConnectTime runs from the first Connect after the previous
+	// WaitConnected until every node had a session; RegisterTime until
+	// every node's Node was in the API server.
+	ConnectTime, RegisterTime time.Duration
+	// Memory is this process's memory per node afterwards.
+	Memory Memory
+}
+
+// WaitConnected waits until every running node whose link is not cut has a
+// session with the hub and a Node in the API server, or ctx ends; then it
+// measures memory per node.
+func (s *Sim) WaitConnected(ctx context.Context) (ConnectResult, error) {
+	start := s.connectStart
+	if start.IsZero() {
+		start = time.Now()
+	}
+	var r ConnectResult
+	err := poll(ctx, 100*time.Millisecond, func() bool {
+		r.Nodes, r.Connected, r.Registered = 0, 0, 0
+		s.fleet.each(nil, func(v nodeView) {
+			if !v.running || v.cut {
+				return
+			}
+			r.Nodes++
+			if v.state.Connected {
+				r.Connected++
+			}
+			if s.registered(v.name) {
+				r.Registered++
+			}
+		})
+		if r.Connected == r.Nodes && r.ConnectTime == 0 {
+			r.ConnectTime = time.Since(start)
+		}
+		if r.Registered == r.Nodes && r.RegisterTime == 0 {
+			r.RegisterTime = time.Since(start)
+		}
+		return r.Connected == r.Nodes && r.Registered == r.Nodes
+	})
+	if err != nil {
+		return r, fmt.Errorf("wait connected: %d/%d connected, %d/%d registered: %w", r.Connected, r.Nodes, r.Registered, r.Nodes, err)
+	}
+	s.connectStart = time.Time{}
+	if s.memBase != nil && r.Nodes > 0 {
+		m := sampleMemory()
+		s.memory = m.perNode(*s.memBase, s.fleet.size(), s.cloud.pid() == 0)
+		r.Memory = s.memory
+	}
+	s.connects = append(s.connects, r)
+	return r, nil
+}
+
+func (s *Sim) registered(node string) bool {
+	_, ok, _ := s.nodesReg.GetStore().GetByKey(node)
+	return ok
+}
+
+// poll calls cond every interval until it is true or ctx ends.
+func poll(ctx context.Context, interval time.Duration, cond func() bool) error {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		if cond() {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// Memory is this process's memory divided among the hollow nodes: what grew
+// from before the first node started until after WaitConnected.
+type Memory struct {
+	Nodes int
+	// RSSPerNode is resident memory, HeapPerNode the Go heap in use and
+	// StackPerNode goroutine stacks, in bytes per node.
+	RSSPerNode, HeapPerNode, StackPerNode float64
+	// GoroutinesPerNode is the goroutines per node.
+	GoroutinesPerNode float64
+	// CloudInProcess says cloudcore ran in this process, so its share
+	// (sessions, informers) is in the figures.
+	CloudInProcess bool
+}
+
+func (m Memory) String() string {
+	if m.Nodes == 0 {
+		return "not measured"
+	}
+	where := "cloudcore in its own process"
+	if m.CloudInProcess {
+		where = "cloudcore's share included: it runs in this process"
+	}
+	return fmt.Sprintf("%.1f KiB RSS, %.1f KiB heap, %.1f KiB stacks, %.1f goroutines per node over %d nodes (%s)",
+		m.RSSPerNode/1024, m.HeapPerNode/1024, m.StackPerNode/1024, m.GoroutinesPerNode, m.Nodes, where)
+}
+
+type memSample struct {
+	rss, heap, stacks int64
+	goroutines        int
+}
+
+func sampleMemory() memSample {
+	heap, stacks, g := goMemory()
+	ps, _ := ReadProc(0)
+	return memSample{rss: ps.RSS, heap: heap, stacks: stacks, goroutines: g}
+}
+
+func (m memSample) perNode(base memSample, nodes int, cloudHere bool) Memory {
+	n := float64(nodes)
+	return Memory{Nodes: nodes, RSSPerNode: float64(m.rss-base.rss) / n, HeapPerNode: float64(m.heap-base.heap) / n,
+		StackPerNode: float64(m.stacks-base.stacks) / n, GoroutinesPerNode: float64(m.goroutines-base.goroutines) / n,
+		CloudInProcess: cloudHere}
+}
+
+// PodSpec is the pod the simulator creates: bound to its node (no
+// scheduler), one container, 30s grace period so that deleting it goes
+// through the edge.
+func (s *Sim) podSpec(name, node string) *corev1.Pod {
+	grace := int64(30)
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: s.cfg.Name, Name: name, Labels: map[string]string{SimLabel: s.cfg.Name}},
+		Spec: corev1.PodSpec{
+			NodeName:                      node,
+			TerminationGracePeriodSeconds: &grace,
+			AutomountServiceAccountToken:  new(bool),
+			Containers:                    []corev1.Container{{Name: "main", Image: "tether.io/sim-hollow:1"}},
+		},
+	}
+}
+
+// createWorkers is how many create or delete calls run at once.
+const createWorkers = 16
+
+// CreatePods creates n pods at rate a second (0: as fast as the API server
+// takes them), spread round-robin over the nodes in sel (nil: every node).
+func (s *Sim) CreatePods(ctx context.Context, n int, rate float64, sel []int) (created int, err error) {
+	if sel == nil {
+		sel = allNodes(s.fleet.size())
+	}
+	if len(sel) == 0 {
+		return 0, errors.New("create pods: no nodes")
+	}
+	names := make([]string, len(sel))
+	for k, i := range sel {
+		names[k] = s.fleet.node(i).name
+	}
+	first := s.podSeq
+	s.podSeq += n
+	return paced(ctx, n, rate, func(ctx context.Context, k int) error {
+		p := s.podSpec(fmt.Sprintf("%s-p%06d", s.cfg.Name, first+k), names[k%len(names)])
+		t := time.Now()
+		got, err := s.client.CoreV1().Pods(p.Namespace).Create(ctx, p, metav1.CreateOptions{})
+		if err != nil {
+			return fmt.Errorf("create pod %s: %w", p.Name, err)
+		}
+		s.rec.created(got.UID, t)
+		return nil
+	})
+}
+
+// DeletePods deletes n of the pods on the nodes in sel (nil: every node)
+// that are not being deleted already (n < 0: all of them), at rate a
+// second, gracefully: each goes once its node reported it stopped.
+func (s *Sim) DeletePods(ctx context.Context, n int, rate float64, sel []int) (deleted int, err error) {
+	var on map[string]bool
+	if sel != nil {
+		on = map[string]bool{}
+		for _, i := range sel {
+			on[s.fleet.node(i).name] = true
+		}
+	}
+	// From the API server, not the informer, which may not have seen the
+	// latest pods yet.
+	list, err := s.client.CoreV1().Pods(s.cfg.Name).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return 0, fmt.Errorf("list pods: %w", err)
+	}
+	var names []string
+	for _, p := range list.Items {
+		if p.DeletionTimestamp == nil && (on == nil || on[p.Spec.NodeName]) {
+			names = append(names, p.Name)
+		}
+	}
+	slices.Sort(names)
+	if n >= 0 && n < len(names) {
+		names = names[:n]
+	}
+	return paced(ctx, len(names), rate, func(ctx context.Context, k int) error {
+		err := s.client.CoreV1().Pods(s.cfg.Name).Delete(ctx, names[k], metav1.DeleteOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("delete pod %s: %w", names[k], err)
+		}
+		return nil
+	})
+}
+
+// paced calls do(k) for k in [0, n) at rate calls a second (0: no pacing)
+// with createWorkers calls at a time. It returns how many succeeded and the
+// first error; it goes on after errors.
+func paced(ctx context.Context, n int, rate float64, do func(ctx context.Context, k int) error) (int, error) {
+	work := make(chan int)
+	var (
+		ok       atomic.Int64
+		wg       sync.WaitGroup
+		errOnce  sync.Once
+		firstErr error
+	)
+	for range min(createWorkers, max(n, 1)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := range work {
+				if err := do(ctx, k); err != nil {
+					errOnce.Do(func() { firstErr = err })
+					continue
+				}
+				ok.Add(1)
+			}
+		}()
+	}
+	t0 := time.Now()
+	var err error
+	for k := range n {
+		if rate > 0 {
+			if err = sleepUntil(ctx, t0.Add(time.Duration(float64(k)/rate*float64(time.Second)))); err != nil {
+				break
+			}
+		}
+		select {
+		case work <- k:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+		if err != nil {
+			break
+		}
+	}
+	close(work)
+	wg.Wait()
+	if err == nil {
+		err = firstErr
+	}
+	return int(ok.Load()), err
+}
+
+// Cut cuts the links of the nodes in sel (nil: every node): their
+// connections close and dials fail until Heal.
+func (s *Sim) Cut(sel []int) int {
+	if sel == nil {
+		sel = allNodes(s.fleet.size())
+	}
+	for _, i := range sel {
+		s.fleet.node(i).wire.setCut(true)
+	}
+	return len(sel)
+}
+
+// Heal heals the links of the nodes in sel (nil: every node that is cut).
+func (s *Sim) Heal(sel []int) int {
+	if sel == nil {
+		s.fleet.each(nil, func(v nodeView) {
+			if v.cut {
+				sel = append(sel, v.index)
+			}
+		})
+	}
+	for _, i := range sel {
+		sessions := 0
+		s.fleet.each([]int{i}, func(v nodeView) { sessions = v.state.Sessions })
+		s.heal[i] = healedState{sessions: sessions}
+		s.fleet.node(i).wire.setCut(false)
+	}
+	return len(sel)
+}
+
+// RebootOffline reboots the nodes in sel with their links cut: edgecore
+// stops, its store stays, and it starts again with an empty runtime (the
+// machine's containers went with the reboot) and no cloud. Heal brings the
+// cloud back.
+func (s *Sim) RebootOffline(ctx context.Context, sel []int) error {
+	for _, i := range sel {
+		s.fleet.node(i).wire.setCut(true)
+		if err := s.fleet.stop(i); err != nil {
+			return err
+		}
+		if err := s.fleet.start(s.ctx, i); err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
+}
+
+// stormState is the start of a reconnect storm.
+type stormState struct {
+	stopped, ready time.Time
+	before         map[int]int // running, uncut node -> sessions before the restart
+	up, down       int64       // wire bytes of all nodes when the hub was ready
+}
+
+// Storm is a reconnect storm: the hub restarted and every node reconnected.
+type Storm struct {
+	// Nodes is how many running, uncut nodes had to reconnect; Resynced
+	// how many had reconnected and finished their resync at the end.
+	Nodes, Resynced int
+	// Down is how long the hub was away (stop called until it answered
+	// again); Took the time from then until every node was resynced.
+	Down, Took time.Duration
+	// Upserts, Deletes and Bytes add up what the hub reported in each
+	// node's ResyncDone: the object messages of the resyncs and their size.
+	Upserts, Deletes int
+	Bytes            int64
+	// WireUp and WireDown are every node's link bytes (TLS records:
+	// handshakes, Hello and its inventory, resync, heartbeats) from the
+	// hub's return until the end.
+	WireUp, WireDown int64
+	// Hub is the restarted hub's counters at the end, when cloudcore runs
+	// in this process.
+	Hub *hub.StatsSnapshot
+}
+
+func (st Storm) String() string {
+	s := fmt.Sprintf("%d/%d nodes resynced in %s after %s down; resync %d upserts %d deletes %d bytes; link %d B up %d B down",
+		st.Resynced, st.Nodes, roundDur(st.Took), roundDur(st.Down), st.Upserts, st.Deletes, st.Bytes, st.WireUp, st.WireDown)
+	if st.Hub != nil {
+		s += fmt.Sprintf("; hub %d resync messages %d resync bytes", st.Hub.ResyncMessages, st.Hub.ResyncBytes)
+	}
+	return s
+}
+
+// RestartHub stops cloudcore, waits down, and starts it again; every
+// connected node loses its session. WaitResynced measures the storm that
+// follows.
+func (s *Sim) RestartHub(ctx context.Context, down time.Duration) error {
+	st := &stormState{before: map[int]int{}}
+	s.fleet.each(nil, func(v nodeView) {
+		if v.running && !v.cut {
+			st.before[v.index] = v.state.Sessions
+		}
+	})
+	st.stopped = time.Now()
+	if err := s.cloudStop(); err != nil {
+		return err
+	}
+	if err := sleepUntil(ctx, time.Now().Add(down)); err != nil {
+		return err
+	}
+	if err := s.cloudStart(ctx); err != nil {
+		return err
+	}
+	st.ready = time.Now()
+	st.up, st.down = s.wireTotals()
+	s.storm = st
+	return nil
+}
+
+func (s *Sim) wireTotals() (up, down int64) {
+	s.fleet.each(nil, func(v nodeView) { up += v.up; down += v.down })
+	return up, down
+}
+
+// WaitResynced waits until every node that was connected before the last
+// RestartHub, and still runs with its link up, has a new session whose
+// resync is done, or ctx ends.
+func (s *Sim) WaitResynced(ctx context.Context) (Storm, error) {
+	st := s.storm
+	if st == nil {
+		return Storm{}, errors.New("wait resynced: no restart-hub before")
+	}
+	var r Storm
+	count := func() bool {
+		r = Storm{Down: st.ready.Sub(st.stopped)}
+		sel := make([]int, 0, len(st.before))
+		for i := range st.before {
+			sel = append(sel, i)
+		}
+		s.fleet.each(sel, func(v nodeView) {
+			if !v.running || v.cut {
+				return
+			}
+			r.Nodes++
+			if v.state.Connected && v.state.Sessions > st.before[v.index] && v.state.LastResync != nil {
+				r.Resynced++
+				r.Upserts += int(v.state.LastResync.Upserts)
+				r.Deletes += int(v.state.LastResync.Deletes)
+				r.Bytes += int64(v.state.LastResync.Bytes)
+			}
+		})
+		return r.Resynced == r.Nodes
+	}
+	err := poll(ctx, 100*time.Millisecond, count)
+	r.Took = time.Since(st.ready)
+	up, down := s.wireTotals()
+	r.WireUp, r.WireDown = up-st.up, down-st.down
+	if hs, ok := s.HubStats(); ok {
+		r.Hub = &hs
+	}
+	s.storms = append(s.storms, r)
+	if err != nil {
+		return r, fmt.Errorf("wait resynced: %d/%d: %w", r.Resynced, r.Nodes, err)
+	}
+	return r, nil
+}
+
+// Bandwidth is link traffic per node over a window.
+type Bandwidth struct {
+	// Nodes is how many nodes were connected at both ends of the window.
+	Nodes  int
+	Window time.Duration
+	// UpBitsPerSecond (edge to cloud) and DownBitsPerSecond are per node,
+	// counted as TLS records (websocket frames plus TLS overhead; no TCP/IP
+	// headers).
+	UpBitsPerSecond, DownBitsPerSecond float64
+}
+
+func (b Bandwidth) String() string {
+	return fmt.Sprintf("%.1f bit/s up, %.1f bit/s down per node (%d nodes, %s)",
+		b.UpBitsPerSecond, b.DownBitsPerSecond, b.Nodes, roundDur(b.Window))
+}
+
+// Idle measures the traffic of the connected nodes over d, with nothing
+// changing (the caller makes sure of that).
+func (s *Sim) Idle(ctx context.Context, d time.Duration) (Bandwidth, error) {
+	type counts struct{ up, down int64 }
+	snap := func() map[int]counts {
+		m := map[int]counts{}
+		s.fleet.each(nil, func(v nodeView) {
+			if v.running && v.state.Connected {
+				m[v.index] = counts{v.up, v.down}
+			}
+		})
+		return m
+	}
+	t0, a := time.Now(), snap()
+	if err := sleepUntil(ctx, t0.Add(d)); err != nil {
+		return Bandwidth{}, err
+	}
+	t1, b := time.Now(), snap()
+	var r Bandwidth
+	r.Window = t1.Sub(t0)
+	var up, down int64
+	for i, x := range b {
+		if y, ok := a[i]; ok {
+			r.Nodes++
+			up += x.up - y.up
+			down += x.down - y.down
+		}
+	}
+	if r.Nodes > 0 {
+		secs := r.Window.Seconds()
+		r.UpBitsPerSecond = float64(up*8) / secs / float64(r.Nodes)
+		r.DownBitsPerSecond = float64(down*8) / secs / float64(r.Nodes)
+	}
+	s.idles = append(s.idles, r)
+	return r, nil
+}
+
+// Dispatch summarizes the pods' dispatch times: from the simulator's
+// informer seeing a pod bound to a node to the node committing it.
+func (s *Sim) Dispatch() Latency {
+	d, _, _ := s.rec.samples()
+	return Summarize(d)
+}
+
+// DispatchSamples returns the dispatch times themselves, and how many
+// pods the edge committed before the simulator's informer saw them bound
+// (counted as zero).
+func (s *Sim) DispatchSamples() (d []time.Duration, early int) {
+	d, _, early = s.rec.samples()
+	return d, early
+}
+
+// CreateToRunning summarizes the pods' times from the create call to the
+// informer seeing them Running.
+func (s *Sim) CreateToRunning() Latency {
+	_, r, _ := s.rec.samples()
+	return Summarize(r)
+}
+
+// CreateToRunningSamples returns those times themselves.
+func (s *Sim) CreateToRunningSamples() []time.Duration {
+	_, r, _ := s.rec.samples()
+	return r
+}
+
+// ResetLatencies forgets the pods seen so far, so that the next figures
+// cover only what follows.
+func (s *Sim) ResetLatencies() { s.rec.reset() }
+
+// Memory is the memory per node measured at the last WaitConnected.
+func (s *Sim) Memory() Memory { return s.memory }
+
+func allNodes(n int) []int {
+	sel := make([]int, n)
+	for i := range sel {
+		sel[i] = i
+	}
+	return sel
+}

@@ -1,0 +1,473 @@
+package simulator
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/metadata/metadatainformer"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/tether-edge/tether/cloudcore"
+	"github.com/tether-edge/tether/cloudcore/hub"
+	"github.com/tether-edge/tether/controlplane"
+)
+
+// SimLabel is on every hollow node's Node and every pod the simulator
+// creates; its value is the run's Name.
+const SimLabel = "tether.io/sim"
+
+// token is the bootstrap token the hollow nodes present.
+const token = "tether-simulator-bootstrap-token"
+
+// Config configures a Sim. Zero values take the defaults validate fills in.
+type Config struct {
+	// Name names the run: nodes are <Name>-<index>, pods live in namespace
+	// Name. Default "sim-" and six random hex digits. It must be a DNS
+	// label.
+	Name string
+	// Dir holds the nodes' stores (Dir/nodes/<node>/edge.db), cloudcore's
+	// data and, if the Sim starts one, the control plane. Default: a new
+	// directory in /dev/shm (tmpfs: bbolt's fsyncs cost nothing) or, where
+	// there is none, in os.TempDir(); a directory the Sim made is removed
+	// by Close.
+	Dir string
+
+	// Kubeconfig reaches the API server. Its cluster needs a controller
+	// manager (service accounts, node lifecycle) and should have a
+	// scheduler. Empty: the Sim starts etcd, kube-apiserver,
+	// kube-controller-manager and kube-scheduler (package controlplane)
+	// in Dir/controlplane, with binaries from BinDir.
+	Kubeconfig string
+	// BinDir holds the Kubernetes binaries (see controlplane.Options).
+	BinDir string
+
+	// CloudcoreBinary, if set, runs cloudcore as its own process from this
+	// binary, so that its memory and CPU are its own (CloudProc); empty
+	// runs it in this process, where HubStats can read its hub.
+	CloudcoreBinary string
+	// Cloud is cloudcore's configuration; the Sim sets Kubeconfig,
+	// ListenAddr (a loopback port kept across restarts), DataDir, Tokens,
+	// Listener and Logger. HeartbeatInterval, LeaseDuration, KubeQPS and
+	// the rest are as given here (zero: cloudcore's defaults).
+	Cloud cloudcore.Config
+
+	// The hollow nodes' timers (zero: edgecore's defaults: reconnect
+	// back-off 1s to 60s, node status every minute, pod resync every 10s).
+	ReconnectInitial   time.Duration
+	ReconnectMax       time.Duration
+	NodeStatusInterval time.Duration
+	PodResyncInterval  time.Duration
+
+	// ConnectRate is how many nodes Connect starts per second when its
+	// caller gives no rate (default 200).
+	ConnectRate float64
+
+	// Progress, if set, receives a line every ProgressInterval (default 5s)
+	// and the summary at Close.
+	Progress         io.Writer
+	ProgressInterval time.Duration
+
+	// Commands adds scenario commands to the built-in ones (see Exec): the
+	// place for device commands once devices land in edgecore.
+	Commands map[string]Command
+
+	// Log receives the warnings and errors of the hollow nodes, cloudcore
+	// (in this process) and the control plane. Default: discarded (they
+	// are counted either way).
+	Log slog.Handler
+}
+
+func (c *Config) validate() error {
+	if c.Name == "" {
+		b := make([]byte, 3)
+		rand.Read(b)
+		c.Name = "sim-" + hex.EncodeToString(b)
+	}
+	if len(c.Name) > 40 {
+		return fmt.Errorf("name: %q is longer than 40 characters", c.Name)
+	}
+	for i, r := range c.Name {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' && i > 0 && i < len(c.Name)-1) {
+			return fmt.Errorf("name: %q is not a DNS label (lower case letters, digits, inner '-')", c.Name)
+		}
+	}
+	if c.CloudcoreBinary != "" {
+		if _, err := os.Stat(c.CloudcoreBinary); err != nil {
+			return fmt.Errorf("cloudcoreBinary: %w", err)
+		}
+	}
+	for name, d := range map[string]time.Duration{"reconnectInitial": c.ReconnectInitial, "reconnectMax": c.ReconnectMax,
+		"nodeStatusInterval": c.NodeStatusInterval, "podResyncInterval": c.PodResyncInterval,
+		"progressInterval": c.ProgressInterval} {
+		if d < 0 {
+			return fmt.Errorf("%s: %s is negative", name, d)
+		}
+	}
+	if c.ConnectRate < 0 {
+		return fmt.Errorf("connectRate: %g is negative", c.ConnectRate)
+	}
+	if c.ConnectRate == 0 {
+		c.ConnectRate = 200
+	}
+	if c.ProgressInterval == 0 {
+		c.ProgressInterval = 5 * time.Second
+	}
+	if c.Log == nil {
+		c.Log = slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelError + 100})
+	}
+	return nil
+}
+
+// Sim is a running simulation: the control plane, one cloudcore and a
+// fleet of hollow edge nodes. Its methods are meant to be called by one
+// goroutine at a time (a scenario runs one command after another); the
+// progress reporter reads alongside.
+type Sim struct {
+	cfg     Config
+	dir     string
+	madeDir bool
+	start   time.Time
+
+	// ctx bounds the nodes and the informers; cancel ends them.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	cp       *controlplane.ControlPlane // nil if Kubeconfig was given
+	rest     *rest.Config
+	client   kubernetes.Interface
+	pods     cache.SharedIndexInformer
+	nodesReg cache.SharedIndexInformer // the run's Nodes, metadata only
+
+	cloud    cloud
+	hubPtr   atomic.Pointer[hub.Hub] // the running in-process hub, if any
+	cloudPid atomic.Int64            // the running cloudcore process, if any
+
+	fleet *fleet
+	rec   *recorder
+	logs  logCounter
+	log   *slog.Logger
+
+	progressStop func()
+	// outMu serializes the lines written to Config.Progress.
+	outMu sync.Mutex
+
+	// Scenario state, owned by the caller's goroutine.
+	podSeq       int                 // pods created so far, for names
+	connectStart time.Time           // start of the Connect not yet waited for
+	memBase      *memSample          // before the first node started
+	memory       Memory              // per-node memory at the last WaitConnected
+	connects     []ConnectResult     // each WaitConnected
+	storm        *stormState         // the last RestartHub
+	storms       []Storm             // each WaitResynced
+	idles        []Bandwidth         // each Idle
+	heal         map[int]healedState // nodes healed, for resync checks
+	mu           sync.Mutex          // guards lastCheck
+	lastCheck    string              // the last failed expectation, for the summary
+}
+
+// healedState is a node's session count when its link was healed.
+type healedState struct{ sessions int }
+
+// New starts the control plane (unless cfg.Kubeconfig is given) and
+// cloudcore, and returns a Sim with no nodes yet.
+func New(ctx context.Context, cfg Config) (*Sim, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("simulator: config: %w", err)
+	}
+	raiseFileLimit()
+	s := &Sim{cfg: cfg, dir: cfg.Dir, start: time.Now(), rec: newRecorder(), heal: map[int]healedState{}}
+	s.log = newCountingLogger(&s.logs, cfg.Log)
+	if s.dir == "" {
+		base := os.TempDir()
+		if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
+			base = "/dev/shm"
+		}
+		d, err := os.MkdirTemp(base, "tether-"+cfg.Name+"-")
+		if err != nil {
+			return nil, fmt.Errorf("simulator: %w", err)
+		}
+		s.dir, s.madeDir = d, true
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	ok := false
+	defer func() {
+		if !ok {
+			s.Close()
+		}
+	}()
+	if err := s.startKube(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.startCloud(ctx); err != nil {
+		return nil, err
+	}
+	pem, err := os.ReadFile(s.cloud.caFile())
+	if err != nil {
+		return nil, fmt.Errorf("simulator: hub CA: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("simulator: hub CA %s holds no certificate", s.cloud.caFile())
+	}
+	s.fleet = &fleet{cfg: fleetConfig{
+		prefix:             cfg.Name,
+		dir:                filepath.Join(s.dir, "nodes"),
+		url:                "wss://" + s.cloud.addr() + hub.Path,
+		token:              token,
+		tls:                &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
+		labels:             map[string]string{SimLabel: cfg.Name},
+		reconnectInitial:   cfg.ReconnectInitial,
+		reconnectMax:       cfg.ReconnectMax,
+		nodeStatusInterval: cfg.NodeStatusInterval,
+		podResyncInterval:  cfg.PodResyncInterval,
+		log:                s.log.With(slog.String("side", "edge")),
+		committed:          s.rec.committed,
+	}}
+	if cfg.Progress != nil {
+		s.progressStop = s.startProgress(cfg.Progress, cfg.ProgressInterval)
+	}
+	ok = true
+	return s, nil
+}
+
+// raiseFileLimit lifts this process's open file limit as far as it may go:
+// each hollow node holds a socket and its store open, and cloudcore in the
+// same process the other end of each socket.
+func raiseFileLimit() {
+	var l syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l) != nil {
+		return
+	}
+	want := syscall.Rlimit{Cur: 1 << 20, Max: 1 << 20}
+	if want.Max < l.Max {
+		want = l
+	}
+	if syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want) != nil { // not root: as far as the hard limit
+		l.Cur = l.Max
+		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
+	}
+}
+
+func (s *Sim) startKube(ctx context.Context) error {
+	var err error
+	if s.cfg.Kubeconfig == "" {
+		s.cp, err = controlplane.Start(ctx, controlplane.Options{
+			Dir:                   filepath.Join(s.dir, "controlplane"),
+			BinDir:                s.cfg.BinDir,
+			WithControllerManager: true,
+			WithScheduler:         true,
+			Logger:                slog.New(s.cfg.Log),
+			// Room for thousands of nodes' leases and statuses.
+			APIServerArgs: []string{"--max-requests-inflight=2000", "--max-mutating-requests-inflight=1000"},
+		})
+		if err != nil {
+			return fmt.Errorf("simulator: control plane: %w", err)
+		}
+		s.cfg.Kubeconfig = s.cp.Kubeconfig()
+		s.rest = s.cp.RESTConfig()
+	} else if s.rest, err = clientcmd.BuildConfigFromFlags("", s.cfg.Kubeconfig); err != nil {
+		return fmt.Errorf("simulator: kubeconfig: %w", err)
+	}
+	s.rest.QPS, s.rest.Burst = 2000, 4000
+	s.rest.UserAgent = "tether-sim"
+	if s.client, err = kubernetes.NewForConfig(s.rest); err != nil {
+		return fmt.Errorf("simulator: %w", err)
+	}
+	meta, err := metadata.NewForConfig(s.rest)
+	if err != nil {
+		return fmt.Errorf("simulator: %w", err)
+	}
+	ns := s.cfg.Name
+	_, err = s.client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
+		Name: ns, Labels: map[string]string{SimLabel: s.cfg.Name}}}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("simulator: namespace %s: %w", ns, err)
+	}
+	if err := s.waitServiceAccount(ctx, ns); err != nil {
+		return err
+	}
+
+	pf := informers.NewSharedInformerFactoryWithOptions(s.client, 0, informers.WithNamespace(ns))
+	s.pods = pf.Core().V1().Pods().Informer()
+	s.pods.SetTransform(func(o any) (any, error) {
+		if p, ok := o.(*corev1.Pod); ok {
+			p.ManagedFields = nil
+		}
+		return o, nil
+	})
+	observe := func(o any) {
+		if p, ok := o.(*corev1.Pod); ok {
+			s.rec.observed(p)
+		}
+	}
+	s.pods.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: observe,
+		UpdateFunc: func(_, o any) { observe(o) }})
+	mf := metadatainformer.NewFilteredSharedInformerFactory(meta, 0, "", func(o *metav1.ListOptions) {
+		o.LabelSelector = SimLabel + "=" + s.cfg.Name
+	})
+	s.nodesReg = mf.ForResource(corev1.SchemeGroupVersion.WithResource("nodes")).Informer()
+	pf.Start(s.ctx.Done())
+	mf.Start(s.ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), s.pods.HasSynced, s.nodesReg.HasSynced) {
+		return fmt.Errorf("simulator: informers not synced: %w", ctx.Err())
+	}
+	return nil
+}
+
+func (s *Sim) waitServiceAccount(ctx context.Context, ns string) error {
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		_, err := s.client.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{})
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("simulator: service account %s/default (is kube-controller-manager running?): %w (last error: %v)",
+				ns, ctx.Err(), err)
+		case <-tick.C:
+		}
+	}
+}
+
+func (s *Sim) startCloud(ctx context.Context) error {
+	cfg := s.cfg.Cloud
+	cfg.Kubeconfig = s.cfg.Kubeconfig
+	cfg.Tokens = []string{token}
+	cfg.TokenFile = ""
+	cfg.Logger = s.log.With(slog.String("side", "cloud"))
+	base, err := newCloudBase(cfg, filepath.Join(s.dir, "cloudcore"))
+	if err != nil {
+		return fmt.Errorf("simulator: %w", err)
+	}
+	if s.cfg.CloudcoreBinary != "" {
+		s.cloud = &processCloud{cloudBase: base, binary: s.cfg.CloudcoreBinary}
+	} else {
+		s.cloud = &inProcessCloud{cloudBase: base}
+	}
+	return s.cloudStart(ctx)
+}
+
+func (s *Sim) cloudStart(ctx context.Context) error {
+	if err := s.cloud.start(ctx); err != nil {
+		return fmt.Errorf("simulator: %w", err)
+	}
+	s.hubPtr.Store(s.cloud.hub())
+	s.cloudPid.Store(int64(s.cloud.pid()))
+	return nil
+}
+
+func (s *Sim) cloudStop() error {
+	s.hubPtr.Store(nil)
+	s.cloudPid.Store(0)
+	if err := s.cloud.stop(); err != nil {
+		return fmt.Errorf("simulator: %w", err)
+	}
+	return nil
+}
+
+// Name is the run's name (namespace, node name prefix, SimLabel value).
+func (s *Sim) Name() string { return s.cfg.Name }
+
+// Client is a client of the API server.
+func (s *Sim) Client() kubernetes.Interface { return s.client }
+
+// Nodes is the number of hollow nodes made so far.
+func (s *Sim) Nodes() int { return s.fleet.size() }
+
+// NodeName is the name of node i.
+func (s *Sim) NodeName(i int) string { return s.fleet.node(i).name }
+
+// HubStats returns the hub's counters when cloudcore runs in this process
+// (ok is false otherwise, or while it is stopped).
+func (s *Sim) HubStats() (st hub.StatsSnapshot, ok bool) {
+	h := s.hubPtr.Load()
+	if h == nil {
+		return st, false
+	}
+	return h.Stats(), true
+}
+
+// CloudPid is the pid of the cloudcore process, or 0 when cloudcore runs in
+// this process or is stopped.
+func (s *Sim) CloudPid() int { return int(s.cloudPid.Load()) }
+
+// CloudProc reads the cloudcore process's memory and CPU time.
+func (s *Sim) CloudProc() (ProcStat, error) {
+	pid := s.CloudPid()
+	if pid == 0 {
+		return ProcStat{}, errors.New("cloudcore does not run as its own process (Config.CloudcoreBinary)")
+	}
+	return ReadProc(pid)
+}
+
+// Close stops the nodes, cloudcore and the control plane the Sim started,
+// removes the run's namespace and Nodes from the API server and the
+// directory the Sim made, and writes the summary to Progress.
+func (s *Sim) Close() error {
+	var errs []error
+	if s.progressStop != nil {
+		s.progressStop()
+		s.progressStop = nil
+		fmt.Fprint(s.cfg.Progress, s.Summary())
+	}
+	if s.fleet != nil {
+		if err := s.fleet.stopAll(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if s.cloud != nil {
+		if err := s.cloudStop(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if s.client != nil && s.cp == nil { // a cluster that outlives the run
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := s.client.CoreV1().Namespaces().Delete(ctx, s.cfg.Name, metav1.DeleteOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("delete namespace: %w", err))
+		}
+		err = s.client.CoreV1().Nodes().DeleteCollection(ctx, metav1.DeleteOptions{},
+			metav1.ListOptions{LabelSelector: SimLabel + "=" + s.cfg.Name})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("delete nodes: %w", err))
+		}
+		cancel()
+	}
+	if s.cancel != nil {
+		s.cancel()
+	}
+	if s.cp != nil {
+		if err := s.cp.Stop(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if s.madeDir {
+		if err := os.RemoveAll(s.dir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

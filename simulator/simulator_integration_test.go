@@ -1,0 +1,116 @@
+//go:build integration
+
+package simulator
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/datadriven"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/tether-edge/tether/cloudcore"
+	"github.com/tether-edge/tether/controlplane"
+)
+
+// cp is the control plane every scenario shares; each scenario has its own
+// namespace, nodes and cloudcore.
+var cp *controlplane.ControlPlane
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "tether-sim-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cp, err = controlplane.Start(ctx, controlplane.Options{
+		Dir:                   filepath.Join(dir, "cp"),
+		WithControllerManager: true,
+		WithScheduler:         true,
+		Logger:                slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "start control plane:", err)
+		return 1
+	}
+	defer cp.Stop()
+	return m.Run()
+}
+
+// testConfig is a Sim for a scenario of a few dozen nodes on a loaded
+// machine: short timers, so that links come back within a second or two
+// and heartbeats renew leases often.
+func testConfig(t *testing.T, name string) Config {
+	cfg := Config{
+		Name:              name,
+		Dir:               t.TempDir(),
+		Kubeconfig:        cp.Kubeconfig(),
+		Cloud:             cloudcore.Config{HeartbeatInterval: metav1.Duration{Duration: 2 * time.Second}},
+		ReconnectInitial:  200 * time.Millisecond,
+		ReconnectMax:      2 * time.Second,
+		PodResyncInterval: 2 * time.Second,
+		ProgressInterval:  5 * time.Second,
+	}
+	if testing.Verbose() {
+		cfg.Progress = t.Output()
+		cfg.Log = slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})
+	}
+	return cfg
+}
+
+// TestScenarios runs testdata/*.txt, each against a Sim of its own. Run
+// with -rewrite to update the expected output.
+func TestScenarios(t *testing.T) {
+	files, err := filepath.Glob("testdata/*.txt")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no scenarios in testdata (%v)", err)
+	}
+	for _, f := range files {
+		name := strings.TrimSuffix(filepath.Base(f), ".txt")
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+			defer cancel()
+			s, err := New(ctx, testConfig(t, "t-"+name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				if err := s.Close(); err != nil {
+					t.Errorf("close: %v", err)
+				}
+			})
+			datadriven.RunTest(t, f, func(t *testing.T, d *datadriven.TestData) string {
+				out, err := s.Exec(ctx, fromTestData(d))
+				if err != nil {
+					t.Fatalf("%s: %v\n%s", d.Pos, err, s.Summary())
+				}
+				return out + "\n"
+			})
+			if t.Failed() {
+				t.Log(s.Summary())
+			}
+		})
+	}
+}
+
+func fromTestData(d *datadriven.TestData) Directive {
+	dir := Directive{Cmd: d.Cmd, Input: d.Input, Expected: d.Expected, HasExpected: true}
+	for _, a := range d.CmdArgs {
+		dir.Args = append(dir.Args, Arg{Key: a.Key, Vals: a.Vals})
+	}
+	return dir
+}

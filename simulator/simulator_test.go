@@ -1,0 +1,256 @@
+package simulator
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/datadriven"
+)
+
+// ParseScript reads every scenario as datadriven does, so that the command
+// line runs the same directives the tests run.
+func TestParseScriptAgreesWithDatadriven(t *testing.T) {
+	files, _ := filepath.Glob("testdata/*.txt")
+	bench, _ := filepath.Glob("testdata/bench/*.txt")
+	files = append(files, bench...)
+	if len(files) < 5 {
+		t.Fatalf("found only %d scripts", len(files))
+	}
+	for _, f := range files {
+		t.Run(f, func(t *testing.T) {
+			var want []Directive
+			datadriven.RunTest(t, f, func(t *testing.T, d *datadriven.TestData) string {
+				want = append(want, fromDatadriven(d))
+				return d.Expected
+			})
+			r, err := os.Open(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			got, err := ParseScript(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(want) {
+				t.Fatalf("ParseScript found %d directives, datadriven %d", len(got), len(want))
+			}
+			for i := range got {
+				g, w := got[i], want[i]
+				g.Line, w.Line = 0, 0
+				if len(g.Args) == 0 {
+					g.Args = nil
+				}
+				if !reflect.DeepEqual(g, w) {
+					t.Errorf("directive %d:\n got %#v\nwant %#v", i, g, w)
+				}
+			}
+		})
+	}
+}
+
+func fromDatadriven(d *datadriven.TestData) Directive {
+	dir := Directive{Cmd: d.Cmd, Input: d.Input, Expected: strings.TrimSuffix(d.Expected, "\n"), HasExpected: true}
+	for _, a := range d.CmdArgs {
+		dir.Args = append(dir.Args, Arg{Key: a.Key, Vals: a.Vals})
+	}
+	return dir
+}
+
+func TestParseScriptForms(t *testing.T) {
+	src := `# comment
+nodes n=3
+----
+nodes +3 (3)
+
+expect pods-running=5 resync-bytes<=100 nodes=(0-1, 4) within=1s
+----
+----
+ok: a
+
+ok: b
+----
+----
+
+idle
+`
+	got, err := ParseScript(strings.NewReader(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Directive{
+		{Cmd: "nodes", Args: []Arg{{"n", []string{"3"}}}, Expected: "nodes +3 (3)", HasExpected: true, Line: 2},
+		{Cmd: "expect", Args: []Arg{{"pods-running", []string{"5"}}, {"resync-bytes<", []string{"100"}},
+			{"nodes", []string{"0-1", "4"}}, {"within", []string{"1s"}}}, Expected: "ok: a\n\nok: b", HasExpected: true, Line: 6},
+		{Cmd: "idle", Line: 15},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got  %#v\nwant %#v", got, want)
+	}
+	for _, bad := range []string{"x a=(1, 2", "x =3", "x\n----\n----\nno end"} {
+		if _, err := ParseScript(strings.NewReader(bad)); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+}
+
+func TestArgs(t *testing.T) {
+	s := &Sim{fleet: &fleet{cfg: fleetConfig{prefix: "t"}}}
+	s.fleet.add(10)
+	_, list, err := ParseLine("cmd nodes=(0-2, 5, 2) rate=50/s for=2s n=7 create")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := newArgs(list)
+	sel, err := a.nodes(s, "nodes", nil)
+	if err != nil || !reflect.DeepEqual(sel, []int{0, 1, 2, 5}) {
+		t.Errorf("nodes: %v %v", sel, err)
+	}
+	if r, err := a.rate("rate", 0); r != 50 || err != nil {
+		t.Errorf("rate: %v %v", r, err)
+	}
+	if d, err := a.duration("for", 0); d != 2*time.Second || err != nil {
+		t.Errorf("for: %v %v", d, err)
+	}
+	if err := a.unused(); err == nil || !strings.Contains(err.Error(), "n, create") {
+		t.Errorf("unused: %v", err)
+	}
+	for _, bad := range []string{"nodes=10", "nodes=3-1", "nodes=x", "nodes=-1"} {
+		_, l, _ := ParseLine("cmd " + bad)
+		if _, err := newArgs(l).nodes(s, "nodes", nil); err == nil {
+			t.Errorf("%s: no error", bad)
+		}
+	}
+	_, l, _ := ParseLine("cmd nodes=all")
+	if sel, err := newArgs(l).nodes(s, "nodes", nil); len(sel) != 10 || err != nil {
+		t.Errorf("all: %v %v", sel, err)
+	}
+}
+
+func TestSummarize(t *testing.T) {
+	var d []time.Duration
+	for i := 100; i >= 1; i-- {
+		d = append(d, time.Duration(i)*time.Millisecond)
+	}
+	l := Summarize(d)
+	if l.Samples != 100 || l.P50 != 50*time.Millisecond || l.P99 != 99*time.Millisecond || l.Max != 100*time.Millisecond {
+		t.Errorf("%+v", l)
+	}
+	if l := Summarize(nil); l.Samples != 0 {
+		t.Errorf("empty: %+v", l)
+	}
+}
+
+// A wire counts both directions and, cut, closes its connection and
+// refuses dials until healed.
+func TestWire(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.Close() }()
+		}
+	}()
+	var w wire
+	c, err := w.dial(t.Context(), "tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(c, buf); err != nil {
+		t.Fatal(err)
+	}
+	if w.up.Load() != 5 || w.down.Load() != 5 {
+		t.Errorf("up %d down %d, want 5 and 5", w.up.Load(), w.down.Load())
+	}
+	w.setCut(true)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(buf); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("read after cut: %v, want the connection closed", err)
+	}
+	if _, err := w.dial(t.Context(), "tcp", ln.Addr().String()); !errors.Is(err, errCut) {
+		t.Errorf("dial while cut: %v", err)
+	}
+	w.setCut(false)
+	c2, err := w.dial(t.Context(), "tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatalf("dial after heal: %v", err)
+	}
+	c2.Close()
+	if len(w.conns) != 0 {
+		t.Errorf("%d connections remembered after close", len(w.conns))
+	}
+}
+
+func TestCountingLogger(t *testing.T) {
+	var c logCounter
+	var out strings.Builder
+	log := newCountingLogger(&c, slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelError}))
+	l := log.With(slog.String("node", "n1"))
+	l.Info("quiet")
+	l.Warn("careful")
+	l.Error("broken", slog.Any("err", errors.New("boom")))
+	if c.warns.Load() != 1 || c.errors.Load() != 1 {
+		t.Errorf("warns %d errors %d", c.warns.Load(), c.errors.Load())
+	}
+	if got := c.last(); got != "broken node=n1 err=boom" {
+		t.Errorf("last error %q", got)
+	}
+	if s := out.String(); !strings.Contains(s, "broken") || strings.Contains(s, "careful") || !strings.Contains(s, "node=n1") {
+		t.Errorf("forwarded %q", s)
+	}
+	if newCountingLogger(&c, nil).Enabled(context.Background(), slog.LevelInfo) {
+		t.Error("info enabled")
+	}
+}
+
+func TestReadProc(t *testing.T) {
+	p, err := ReadProc(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.RSS < 1<<20 || p.CPU <= 0 {
+		t.Errorf("%+v", p)
+	}
+	if _, err := ReadProc(1 << 30); err == nil {
+		t.Error("no error for a pid that does not exist")
+	}
+}
+
+func TestExpectations(t *testing.T) {
+	for _, c := range []struct {
+		op   string
+		want float64
+		got  float64
+		ok   bool
+	}{{"=", 3, 3, true}, {"=", 3, 4, false}, {"<=", 3, 2, true}, {"<=", 3, 4, false}, {">=", 3, 3, true}, {">=", 3, 2, false}} {
+		if got := (expectation{op: c.op, want: c.want}).holds(c.got); got != c.ok {
+			t.Errorf("%v %s %v: %v", c.got, c.op, c.want, got)
+		}
+	}
+	if v, err := parseValue(duration, "100ms"); err != nil || v != float64(100*time.Millisecond) {
+		t.Errorf("duration: %v %v", v, err)
+	}
+	if _, err := parseValue(count, "1.5"); err == nil {
+		t.Error("count 1.5 accepted")
+	}
+}

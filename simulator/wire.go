@@ -1,0 +1,103 @@
+package simulator
+
+import (
+	"context"
+	"errors"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+)
+
+// errCut is what a dial returns while a node's link is cut.
+var errCut = errors.New("simulator: link cut")
+
+// wire is a hollow node's network: every TCP connection its link opens goes
+// through wire.dial (link.Dialer.NetDial), so the simulator counts the bytes
+// (TLS records, the layer below the websocket) and cuts the link, with no
+// goroutine and no socket of its own.
+//
+// A cut closes the open connection, as when a WAN link drops and both ends
+// see it at once (the e2e tests' cutLink does the same with a relay), and
+// refuses dials until heal.
+type wire struct {
+	// up and down count bytes from the edge to the cloud and back, over
+	// every connection since the node was made.
+	up, down atomic.Int64
+
+	mu sync.Mutex
+	// cut refuses dials; guarded by mu.
+	cut bool
+	// conns are the open connections; guarded by mu.
+	conns []*wireConn
+}
+
+// dial is a link.Dialer's NetDial.
+func (w *wire) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	if w.isCut() {
+		return nil, errCut
+	}
+	var d net.Dialer
+	c, err := d.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	wc := &wireConn{Conn: c, w: w}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.cut { // cut while dialing
+		c.Close()
+		return nil, errCut
+	}
+	w.conns = append(w.conns, wc)
+	return wc, nil
+}
+
+func (w *wire) isCut() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.cut
+}
+
+// setCut cuts the link (closing what is open) or heals it.
+func (w *wire) setCut(cut bool) {
+	w.mu.Lock()
+	w.cut = cut
+	var open []*wireConn
+	if cut {
+		open, w.conns = w.conns, nil
+	}
+	w.mu.Unlock()
+	for _, c := range open {
+		c.Conn.Close()
+	}
+}
+
+func (w *wire) forget(c *wireConn) {
+	w.mu.Lock()
+	w.conns = slices.DeleteFunc(w.conns, func(x *wireConn) bool { return x == c })
+	w.mu.Unlock()
+}
+
+// wireConn is a connection through a wire.
+type wireConn struct {
+	net.Conn
+	w *wire
+}
+
+func (c *wireConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	c.w.down.Add(int64(n))
+	return n, err
+}
+
+func (c *wireConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	c.w.up.Add(int64(n))
+	return n, err
+}
+
+func (c *wireConn) Close() error {
+	c.w.forget(c)
+	return c.Conn.Close()
+}
