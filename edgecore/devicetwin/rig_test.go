@@ -114,84 +114,107 @@ func (c *component) stop() {
 	c.cancel = nil
 }
 
-// device is an MQTT client playing devices and apps: it records every
-// message under $hw/events/.
-type device struct {
+// recorder keeps the messages a client received, by topic, for expect.
+type recorder struct {
 	t    testing.TB
-	c    paho.Client
 	mu   sync.Mutex
 	msgs map[string][][]byte // by topic, in arrival order
 	read map[string]int      // how many of each topic expect consumed
 	more chan struct{}
-	seq  atomic.Int64
 }
 
-func connectDevice(t testing.TB, url, id string) *device {
-	t.Helper()
-	d := &device{t: t, msgs: map[string][][]byte{}, read: map[string]int{}, more: make(chan struct{}, 1)}
-	o := paho.NewClientOptions().AddBroker(url).SetClientID(id).SetAutoReconnect(true).
-		SetConnectRetry(true).SetConnectRetryInterval(200 * time.Millisecond).SetMaxReconnectInterval(time.Second).
-		SetOnConnectHandler(func(c paho.Client) {
-			c.Subscribe("$hw/events/#", 1, func(_ paho.Client, m paho.Message) {
-				d.mu.Lock()
-				d.msgs[m.Topic()] = append(d.msgs[m.Topic()], m.Payload())
-				d.mu.Unlock()
-				select {
-				case d.more <- struct{}{}:
-				default:
-				}
-			}).WaitTimeout(wait)
-		})
-	d.c = paho.NewClient(o)
-	if tok := d.c.Connect(); !tok.WaitTimeout(wait) || tok.Error() != nil {
-		t.Fatalf("device client: connect: %v", tok.Error())
-	}
-	t.Cleanup(func() { d.c.Disconnect(100) })
-	return d
+func newRecorder(t testing.TB) *recorder {
+	return &recorder{t: t, msgs: map[string][][]byte{}, read: map[string]int{}, more: make(chan struct{}, 1)}
 }
 
-func (d *device) publish(topic, payload string) {
-	d.t.Helper()
-	if tok := d.c.Publish(topic, 1, false, payload); !tok.WaitTimeout(wait) || tok.Error() != nil {
-		d.t.Fatalf("publish %s: %v", topic, tok.Error())
+func (r *recorder) add(topic string, payload []byte) {
+	r.mu.Lock()
+	r.msgs[topic] = append(r.msgs[topic], payload)
+	r.mu.Unlock()
+	select {
+	case r.more <- struct{}{}:
+	default:
 	}
 }
 
 // expect waits for the next message on topic that match accepts (messages
 // before it on the topic are skipped) and returns it decoded.
-func (d *device) expect(topic string, match func(map[string]any) bool) map[string]any {
-	d.t.Helper()
+func (r *recorder) expect(topic string, match func(map[string]any) bool) map[string]any {
+	r.t.Helper()
 	deadline := time.After(wait)
 	for {
-		d.mu.Lock()
-		for d.read[topic] < len(d.msgs[topic]) {
-			b := d.msgs[topic][d.read[topic]]
-			d.read[topic]++
+		r.mu.Lock()
+		for r.read[topic] < len(r.msgs[topic]) {
+			b := r.msgs[topic][r.read[topic]]
+			r.read[topic]++
 			var m map[string]any
 			if err := json.Unmarshal(b, &m); err != nil {
-				d.mu.Unlock()
-				d.t.Fatalf("%s: payload %q: %v", topic, b, err)
+				r.mu.Unlock()
+				r.t.Fatalf("%s: payload %q: %v", topic, b, err)
 			}
 			if match == nil || match(m) {
-				d.mu.Unlock()
+				r.mu.Unlock()
 				return m
 			}
 		}
-		d.mu.Unlock()
+		r.mu.Unlock()
 		select {
-		case <-d.more:
+		case <-r.more:
 		case <-deadline:
-			d.t.Fatalf("no matching message on %s within %s", topic, wait)
+			r.t.Fatalf("no matching message on %s within %s", topic, wait)
 		}
 	}
 }
 
-// skipAll marks every message received so far as read.
-func (d *device) skipAll() {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for topic, ms := range d.msgs {
-		d.read[topic] = len(ms)
+// seen reports whether a message on topic holds s.
+func (r *recorder) seen(topic, s string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, b := range r.msgs[topic] {
+		if strings.Contains(string(b), s) {
+			return true
+		}
+	}
+	return false
+}
+
+// device is an MQTT client playing devices and apps: it records every
+// message under $hw/events/ and publishes with pub.
+type device struct {
+	*recorder
+	// pub publishes one message, QoS 1.
+	pub func(topic, payload string) error
+	seq atomic.Int64
+}
+
+// connectDevice is a device on a paho client.
+func connectDevice(t testing.TB, url, id string) *device {
+	t.Helper()
+	d := &device{recorder: newRecorder(t)}
+	o := paho.NewClientOptions().AddBroker(url).SetClientID(id).SetAutoReconnect(true).
+		SetConnectRetry(true).SetConnectRetryInterval(200 * time.Millisecond).SetMaxReconnectInterval(time.Second).
+		SetOnConnectHandler(func(c paho.Client) {
+			c.Subscribe("$hw/events/#", 1, func(_ paho.Client, m paho.Message) { d.add(m.Topic(), m.Payload()) }).WaitTimeout(wait)
+		})
+	c := paho.NewClient(o)
+	if tok := c.Connect(); !tok.WaitTimeout(wait) || tok.Error() != nil {
+		t.Fatalf("device client: connect: %v", tok.Error())
+	}
+	t.Cleanup(func() { c.Disconnect(100) })
+	d.pub = func(topic, payload string) error {
+		tok := c.Publish(topic, 1, false, payload)
+		if !tok.WaitTimeout(wait) {
+			return fmt.Errorf("publish %s: timed out", topic)
+		}
+		return tok.Error()
+	}
+	return d
+}
+
+func (d *device) publish(topic, payload string) {
+	d.t.Helper()
+	if err := d.pub(topic, payload); err != nil {
+		d.t.Fatalf("publish %s: %v", topic, err)
 	}
 }
 
@@ -217,18 +240,11 @@ func (d *device) waitReady() {
 	for time.Now().Before(deadline) {
 		id := fmt.Sprintf("ready%d", d.seq.Add(1))
 		// Errors are retried: the client may be reconnecting.
-		d.c.Publish(topic, 1, false, `{"event_id":"`+id+`","timestamp":0}`).WaitTimeout(time.Second)
-		until := time.Now().Add(300 * time.Millisecond)
-		for time.Now().Before(until) {
-			d.mu.Lock()
-			for _, b := range d.msgs[topic+"/result"] {
-				if strings.Contains(string(b), `"event_id":"`+id+`"`) {
-					d.mu.Unlock()
-					return
-				}
+		d.pub(topic, `{"event_id":"`+id+`","timestamp":0}`)
+		for until := time.Now().Add(500 * time.Millisecond); time.Now().Before(until); time.Sleep(20 * time.Millisecond) {
+			if d.seen(topic+"/result", `"event_id":"`+id+`"`) {
+				return
 			}
-			d.mu.Unlock()
-			time.Sleep(20 * time.Millisecond)
 		}
 	}
 	d.t.Fatalf("the edge did not answer membership/get within %s", wait)
