@@ -1,0 +1,64 @@
+// Command modbus-mapper bridges the Modbus TCP devices of an edge node to
+// the device twin topics on MQTT (package devices/mapper): it learns the
+// node's devices from the edge's metaserver, reads their properties on
+// their collect cycle, reports values and state, and writes desired values.
+//
+//	modbus-mapper --node store-0421-pi [--metaserver http://127.0.0.1:10550]
+//	    [--broker tcp://127.0.0.1:1883] [--username u --password-file f]
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/tether-edge/tether/devices/mapper"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "modbus-mapper:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	var cfg mapper.Config
+	flag.StringVar(&cfg.NodeName, "node", "", "the edge node whose devices to serve (required)")
+	flag.StringVar(&cfg.Metaserver, "metaserver", mapper.DefaultMetaserver, "URL of the edge's metaserver")
+	flag.StringVar(&cfg.BrokerURL, "broker", mapper.DefaultBrokerURL, "MQTT broker of the edge's device twin, tcp://host:port")
+	flag.StringVar(&cfg.Username, "username", "", "MQTT username, if the broker wants one")
+	passwordFile := flag.String("password-file", "", "file holding the MQTT password")
+	flag.StringVar(&cfg.ClientID, "client-id", "", "MQTT client id (default tether-modbus-mapper-<node>)")
+	flag.DurationVar(&cfg.CollectCycle, "collect-cycle", mapper.DefaultCollectCycle, "how often a property is read when its Device says nothing")
+	flag.DurationVar(&cfg.Timeout, "timeout", mapper.DefaultTimeout, "bound of one Modbus request when the device says nothing")
+	logLevel := flag.String("log-level", "info", "debug, info, warn or error")
+	flag.Parse()
+	if flag.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", flag.Args())
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	if *passwordFile != "" {
+		b, err := os.ReadFile(*passwordFile)
+		if err != nil {
+			return fmt.Errorf("--password-file: %w", err)
+		}
+		cfg.Password = strings.TrimRight(string(b), "\r\n")
+	}
+	m, err := mapper.New(cfg)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return m.Start(ctx)
+}
