@@ -193,7 +193,7 @@ func (dv *devices) start(ctx context.Context, onAvailable func()) error {
 			}
 			if err := dv.src.probe(ctx); err != nil {
 				if ctx.Err() == nil {
-					dv.log.Warn("devices.tether.io still not served", slog.Any("err", err))
+					dv.log.Debug("devices.tether.io still not served", slog.Any("err", err))
 				}
 				continue
 			}
