@@ -216,12 +216,21 @@ func TestDesiredDevices(t *testing.T) {
 		t.Fatalf("notified %v, want only a (status-only update of v1 on b)", got)
 	}
 
+	// A change of a model's metadata only (same generation) notifies
+	// nobody: the next model change's notification is the only one.
+	labelled := model("thermo", 1)
+	labelled.Labels = map[string]string{"site": "s1"}
+	src.models.Modify(labelled)
+	src.models.Modify(model("valve", 4))
+	if got := rec.waitFor(t, "b"); !slices.Equal(got, []string{"b"}) {
+		t.Fatalf("notified %v, want only b (metadata-only update of thermo, used on a and b)", got)
+	}
 	// A model change notifies every node with a device of it.
 	src.models.Modify(model("thermo", 2))
 	if got := rec.waitFor(t, "a", "b"); len(got) != 2 {
 		t.Fatalf("notified %v, want a and b once", got)
 	}
-	checkDesired(t, d, "b", "DeviceModel/thermo@2", "DeviceModel/valve@3", "Device/t1@2", "Device/v1@1")
+	checkDesired(t, d, "b", "DeviceModel/thermo@2", "DeviceModel/valve@4", "Device/t1@2", "Device/v1@1")
 
 	// The missing model appears: its devices' node hears of it.
 	src.models.Add(model("missing", 1))
@@ -232,7 +241,7 @@ func TestDesiredDevices(t *testing.T) {
 	src.devices.Delete(dev("t2", "uid-t2", "a", "thermo", 2))
 	rec.waitFor(t, "a")
 	checkDesired(t, d, "a", "DeviceModel/missing@1", "Device/x1@2")
-	src.models.Delete(model("valve", 3))
+	src.models.Delete(model("valve", 4))
 	rec.waitFor(t, "b")
 	checkDesired(t, d, "b", "DeviceModel/thermo@2", "Device/t1@2", "Device/v1@1")
 	if ok, err := d.Encode(&protocol.Object{Kind: protocol.KindDevice, UID: "uid-t2", Namespace: ns, Name: "t2"}); ok || err != nil {

@@ -41,6 +41,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/tether-edge/tether/devices/api"
 	"github.com/tether-edge/tether/protocol"
 )
 
@@ -166,7 +167,14 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 	}
 	if _, err := d.dev.modelInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    d.modelChanged,
-		UpdateFunc: func(_, obj any) { d.modelChanged(obj) },
+		UpdateFunc: func(old, obj any) {
+			o, ok1 := old.(*api.DeviceModel)
+			m, ok2 := obj.(*api.DeviceModel)
+			if ok1 && ok2 && o.ResourceVersion != m.ResourceVersion && o.Generation == m.Generation {
+				return // metadata only: not sent to the edge
+			}
+			d.modelChanged(obj)
+		},
 		DeleteFunc: d.modelChanged,
 	}); err != nil {
 		return fmt.Errorf("dispatch: add handler: %w", err)
