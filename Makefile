@@ -36,8 +36,17 @@ test-integration: kube-binaries ## Integration tests against real etcd, Kubernet
 	$(GO) vet -tags integration ./...
 	$(GO) test -tags integration -race -count=1 -timeout 40m ./...
 
-bench: ## Run the benchmarks (placeholder: every Benchmark in the module)
-	$(GO) test -run '^$$' -bench . ./...
+# make bench: node counts of the suite (BENCH_NODES=100,1000 for a short
+# run) and any other tether-bench flags (BENCH_FLAGS="--idle 30s").
+BENCH_NODES ?= 100,1000,5000,10000
+BENCH_FLAGS ?= --profile-nodes 1000
+BENCH_OUT ?= bench/out
+
+bench: build kube-binaries ## Go micro-benchmarks, then the suite (bench/out: report.json, report.txt, latency.png); BENCH_NODES=100,1000 for less
+	mkdir -p $(BENCH_OUT)
+	$(GO) test -run '^$$' -bench . ./... > $(BENCH_OUT)/gobench.txt 2>&1 || { cat $(BENCH_OUT)/gobench.txt; exit 1; }
+	cat $(BENCH_OUT)/gobench.txt
+	bin/tether-bench --nodes $(BENCH_NODES) --out $(BENCH_OUT) --bin bin --gobench $(BENCH_OUT)/gobench.txt $(BENCH_FLAGS)
 
 demo: build kube-binaries ## Run the demo until Ctrl-C (hack/demo.sh)
 	hack/demo.sh

@@ -32,7 +32,7 @@ func sample() *Report {
 			Dispatch:       &Latency{Samples: 500, P50Ms: 3 + float64(n)/1000, P99Ms: 20 + float64(n)/100, MaxMs: 300},
 			Churn:          &Churn{Pods: 500, PerSecond: 20, Seconds: 25},
 			Storm:          &Storm{Nodes: n, Seconds: float64(n) / 500, BytesSent: int64(n) * 2000, Resynced: n},
-			IdleBandwidth:  &Bandwidth{Seconds: 60, UplinkBitsPerSecond: 80, DownlinkBitsPerSecond: 40, Layer: "websocket"},
+			IdleBandwidth:  &Bandwidth{Seconds: 60, UplinkBitsPerSecond: 80, DownlinkBitsPerSecond: 40, Layer: "tls"},
 		}
 		if n == 100 {
 			s.SetUnavailable("createToRunning", errors.New("watch failed"))

@@ -162,9 +162,10 @@ type Bandwidth struct {
 	// edge, each per node.
 	UplinkBitsPerSecond   float64 `json:"uplinkBitsPerSecond"`
 	DownlinkBitsPerSecond float64 `json:"downlinkBitsPerSecond"`
-	// Layer says what was counted: "websocket" (frame bytes as the hub
-	// counts them) or "ip" (interface bytes: TLS, TCP and IP headers and
-	// acknowledgements included).
+	// Layer says what was counted: "tls" (TLS records as each node's
+	// connection reads and writes them: websocket frames and TLS overhead)
+	// or "ip" (IP packets on an emulated link: TCP and IP headers and
+	// acknowledgements too).
 	Layer string `json:"layer"`
 }
 

@@ -1,0 +1,223 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/tether-edge/tether/bench"
+	"github.com/tether-edge/tether/cloudcore"
+	"github.com/tether-edge/tether/controlplane"
+	"github.com/tether-edge/tether/edgecore"
+)
+
+const (
+	edgeNode  = "bench-edgecore-idle"
+	edgeToken = "tether-bench-edgecore-token-0123"
+	// edgeSettle is how long after the node turned Ready RSS is read: past
+	// the start's allocations and a few heartbeats.
+	edgeSettle = 10 * time.Second
+)
+
+// edgecoreIdle runs the real cloudcore and edgecore binaries, one node with
+// the fake runtime, and reads edgecore's RSS once the node is Ready and
+// settled (as e2e's TestCRIEdgecoreBinaryRSS does with the CRI runtime).
+func edgecoreIdle(ctx context.Context, cp *controlplane.ControlPlane, binDir, dir string, log *slog.Logger) (*bench.EdgecoreIdle, error) {
+	log.Info("edgecore idle RSS")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	ccDir := filepath.Join(dir, "cloudcore")
+	ccCfg := cloudcore.Config{Kubeconfig: cp.Kubeconfig(), ListenAddr: addr, DataDir: ccDir, Tokens: []string{edgeToken}}
+	cc, err := startProcess(ctx, filepath.Join(binDir, "cloudcore"), ccCfg, filepath.Join(dir, "cloudcore"))
+	if err != nil {
+		return nil, err
+	}
+	defer cc.stop()
+	caFile := filepath.Join(ccDir, "pki", "ca.crt")
+	if err := poll(ctx, 100*time.Millisecond, func() (bool, error) {
+		if cc.exited() {
+			return false, errors.New("cloudcore exited; see " + cc.logFile)
+		}
+		_, err := os.Stat(caFile)
+		return err == nil, nil
+	}); err != nil {
+		return nil, err
+	}
+
+	off := "-"
+	ecCfg := edgecore.Config{
+		NodeName:      edgeNode,
+		Cloud:         edgecore.CloudConfig{URL: "wss://" + addr + "/v1/connect", Token: edgeToken, CAFile: caFile},
+		DataDir:       filepath.Join(dir, "edgecore"),
+		Runtime:       "fake",
+		NodeIP:        "127.0.0.1",
+		StaticPodPath: off,
+		MetaServer:    edgecore.MetaServerConfig{Addr: "127.0.0.1:0"},
+	}
+	ec, err := startProcess(ctx, filepath.Join(binDir, "edgecore"), ecCfg, filepath.Join(dir, "edgecore"))
+	if err != nil {
+		return nil, err
+	}
+	defer ec.stop()
+
+	client, err := kubernetes.NewForConfig(cp.RESTConfig())
+	if err != nil {
+		return nil, err
+	}
+	defer client.CoreV1().Nodes().Delete(context.Background(), edgeNode, metav1.DeleteOptions{})
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	if err := poll(rctx, 250*time.Millisecond, func() (bool, error) {
+		if ec.exited() {
+			return false, errors.New("edgecore exited; see " + ec.logFile)
+		}
+		n, err := client.CoreV1().Nodes().Get(rctx, edgeNode, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		} else if err != nil {
+			return false, err
+		}
+		for _, c := range n.Status.Conditions {
+			if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
+				return true, nil
+			}
+		}
+		return false, nil
+	}); err != nil {
+		return nil, fmt.Errorf("node %s Ready: %w", edgeNode, err)
+	}
+	select {
+	case <-time.After(edgeSettle):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	p, err := bench.ReadProc(ec.cmd.Process.Pid)
+	if err != nil {
+		return nil, fmt.Errorf("edgecore: %w", err)
+	}
+	log.Info("edgecore idle", slog.Int64("rss", p.RSSBytes))
+	return &bench.EdgecoreIdle{RSSBytes: p.RSSBytes, Runtime: "fake", SettleSeconds: edgeSettle.Seconds()}, nil
+}
+
+// process is a binary run with its configuration as a YAML (JSON) file.
+type process struct {
+	cmd     *exec.Cmd
+	logFile string
+	done    chan struct{}
+}
+
+// startProcess writes cfg to base.yaml and runs bin --config base.yaml,
+// logging to base.log.
+func startProcess(ctx context.Context, bin string, cfg any, base string) (*process, error) {
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(base+".yaml", b, 0o600); err != nil {
+		return nil, err
+	}
+	logf, err := os.Create(base + ".log")
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, "--config", base+".yaml")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("start %s: %w", bin, err)
+	}
+	p := &process{cmd: cmd, logFile: logf.Name(), done: make(chan struct{})}
+	go func() {
+		cmd.Wait()
+		logf.Close()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+func (p *process) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// stop sends SIGTERM and, after 20s, SIGKILL.
+func (p *process) stop() {
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(20 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// goBenchmarks reads cfg.GoBench into rep and takes the twin figures from
+// it.
+func goBenchmarks(cfg Config, rep *bench.Report) {
+	if cfg.GoBench == "" {
+		rep.SetUnavailable("goBenchmarks", errors.New("no --gobench file"))
+		rep.SetUnavailable("twin", errors.New("no --gobench file to take BenchmarkTwinUpdate from"))
+		return
+	}
+	f, err := os.Open(cfg.GoBench)
+	if err != nil {
+		rep.SetUnavailable("goBenchmarks", err)
+		rep.SetUnavailable("twin", err)
+		return
+	}
+	defer f.Close()
+	bs, err := bench.ParseGoBenchmarks(f)
+	if err != nil {
+		rep.SetUnavailable("goBenchmarks", err)
+	}
+	rep.GoBenchmarks = bs
+	rep.Twin = twinFigures(bs)
+	if rep.Twin == nil {
+		rep.SetUnavailable("twin", fmt.Errorf("no BenchmarkTwinUpdate in %s", cfg.GoBench))
+	} else if rep.Twin.DeviceToAPI == nil {
+		rep.SetUnavailable("twin.deviceToAPI", errors.New("not available: no benchmark measures device to API server lag yet"))
+	}
+}
+
+// twinFigures takes the twin update throughput from BenchmarkTwinUpdate of
+// devices/twin (the engine alone: no MQTT, no cloud).
+func twinFigures(bs []bench.GoBenchmark) *bench.Twin {
+	for _, b := range bs {
+		if b.Name != "BenchmarkTwinUpdate" || !strings.HasSuffix(b.Package, "/devices/twin") {
+			continue
+		}
+		ns, ok := b.Metrics["ns/op"]
+		if !ok || ns <= 0 {
+			continue
+		}
+		return &bench.Twin{UpdatesPerSecond: 1e9 / ns,
+			Source: "BenchmarkTwinUpdate, devices/twin engine alone (no MQTT, no cloud), one core"}
+	}
+	return nil
+}

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tether-edge/tether/bench"
+)
+
+func TestParseCounts(t *testing.T) {
+	got, err := parseCounts("1000, 100,5k,1k,10000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []int{100, 1000, 5000, 10000}; !reflect.DeepEqual(got, want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+	if _, err := parseCounts("100,x"); err == nil || !strings.Contains(err.Error(), `"x"`) {
+		t.Errorf("bad count: %v", err)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	bin := t.TempDir()
+	for _, b := range []string{"cloudcore", "edgecore", "kube-apiserver"} {
+		if err := os.WriteFile(filepath.Join(bin, b), nil, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	good := func() Config {
+		return Config{Nodes: []int{100, 1000}, Out: t.TempDir(), BinDir: bin, Pods: 10, PodRate: 5, ConnectRate: 100,
+			Idle: time.Second, StormTimeout: time.Second, ConnectTimeout: time.Second}
+	}
+	c := good()
+	if err := c.validate(); err != nil {
+		t.Fatalf("good config: %v", err)
+	}
+	for name, tc := range map[string]struct {
+		mod  func(*Config)
+		want string
+	}{
+		"no nodes":      {func(c *Config) { c.Nodes = nil }, "--nodes"},
+		"zero nodes":    {func(c *Config) { c.Nodes = []int{0} }, "--nodes: 0"},
+		"not ascending": {func(c *Config) { c.Nodes = []int{10, 10} }, "ascending"},
+		"no out":        {func(c *Config) { c.Out = "" }, "--out"},
+		"no binaries":   {func(c *Config) { c.BinDir = t.TempDir() }, "--bin"},
+		"zero rate":     {func(c *Config) { c.PodRate = 0 }, "--pod-rate"},
+		"no idle":       {func(c *Config) { c.Idle = 0 }, "--idle"},
+		"neg profile":   {func(c *Config) { c.ProfileNodes = -1 }, "--profile-nodes"},
+	} {
+		c := good()
+		tc.mod(&c)
+		if err := c.validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: got %v, want an error naming %s", name, err, tc.want)
+		}
+	}
+}
+
+func TestTwinFigures(t *testing.T) {
+	bs := []bench.GoBenchmark{
+		{Package: "github.com/tether-edge/tether/protocol", Name: "BenchmarkCodec", Metrics: map[string]float64{"ns/op": 10}},
+		{Package: "github.com/tether-edge/tether/devices/twin", Name: "BenchmarkTwinUpdate", Metrics: map[string]float64{"ns/op": 2500}},
+	}
+	tw := twinFigures(bs)
+	if tw == nil || tw.UpdatesPerSecond != 400000 || tw.DeviceToAPI != nil {
+		t.Fatalf("got %+v", tw)
+	}
+	if twinFigures(bs[:1]) != nil {
+		t.Error("twin figures without BenchmarkTwinUpdate")
+	}
+
+	// Through the report: the lag is marked not available, never zero.
+	f := filepath.Join(t.TempDir(), "gobench.txt")
+	out := "pkg: github.com/tether-edge/tether/devices/twin\nBenchmarkTwinUpdate-2   1000   2500 ns/op   10 B/op   1 allocs/op\n"
+	if err := os.WriteFile(f, []byte(out), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var rep bench.Report
+	goBenchmarks(Config{GoBench: f}, &rep)
+	if rep.Twin == nil || rep.Twin.UpdatesPerSecond != 400000 {
+		t.Errorf("twin %+v", rep.Twin)
+	}
+	if !strings.HasPrefix(rep.Unavailable["twin.deviceToAPI"], "not available") {
+		t.Errorf("unavailable %v", rep.Unavailable)
+	}
+	var none bench.Report
+	goBenchmarks(Config{}, &none)
+	if none.Twin != nil || none.Unavailable["twin"] == "" {
+		t.Errorf("no file: %+v", none)
+	}
+}

@@ -1,0 +1,370 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/tether-edge/tether/bench"
+	"github.com/tether-edge/tether/cloudcore"
+	"github.com/tether-edge/tether/controlplane"
+	"github.com/tether-edge/tether/simulator"
+)
+
+// suite runs everything and fills rep. A step that fails is recorded as
+// unavailable with its error; suite returns an error only when the run
+// could not go on (the control plane did not start, ctx ended).
+func suite(ctx context.Context, cfg Config, rep *bench.Report, log *slog.Logger) error {
+	tmp, err := os.MkdirTemp(tmpBase(), "tether-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	binDir, err := filepath.Abs(cfg.BinDir)
+	if err != nil {
+		return err
+	}
+
+	log.Info("starting the control plane", slog.String("dir", tmp))
+	cp, err := controlplane.Start(ctx, controlplane.Options{
+		Dir:                   filepath.Join(tmp, "controlplane"),
+		BinDir:                binDir,
+		WithControllerManager: true,
+		WithScheduler:         true,
+		Logger:                slog.New(slog.NewTextHandler(io.Discard, nil)),
+		// Room for thousands of nodes' leases and statuses (as the
+		// simulator does for its own control plane).
+		APIServerArgs: []string{"--max-requests-inflight=2000", "--max-mutating-requests-inflight=1000"},
+	})
+	if err != nil {
+		return fmt.Errorf("control plane: %w", err)
+	}
+	defer cp.Stop()
+
+	if err := scales(ctx, cfg, rep, cp, binDir, log); err != nil {
+		return err
+	}
+	if cfg.Edgecore {
+		e, err := edgecoreIdle(ctx, cp, binDir, filepath.Join(tmp, "edgecore"), log)
+		if err != nil {
+			log.Error("edgecore idle RSS", slog.Any("err", err))
+			rep.SetUnavailable("edgecoreIdle", err)
+		} else {
+			rep.EdgecoreIdle = e
+		}
+	} else {
+		rep.SetUnavailable("edgecoreIdle", errors.New("not asked for (--edgecore=false)"))
+	}
+	goBenchmarks(cfg, rep)
+	if cfg.ProfileNodes > 0 {
+		if err := profile(ctx, cfg, cp, log); err != nil {
+			log.Error("profile", slog.Any("err", err))
+			rep.Errors = append(rep.Errors, "profile: "+err.Error())
+		}
+	}
+	return ctx.Err()
+}
+
+// cloudConfig is cloudcore's configuration for the simulator.
+func cloudConfig(cfg Config) cloudcore.Config {
+	return cloudcore.Config{KubeQPS: float32(cfg.CloudQPS), KubeBurst: cfg.CloudBurst}
+}
+
+func copyFile(from, to string) error {
+	b, err := os.ReadFile(from)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(to, b, 0o644)
+}
+
+// tmpBase is /dev/shm where there is one (the nodes' stores on tmpfs).
+func tmpBase() string {
+	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
+		return "/dev/shm"
+	}
+	return os.TempDir()
+}
+
+// scales grows one simulator's fleet through cfg.Nodes and measures each
+// count.
+func scales(ctx context.Context, cfg Config, rep *bench.Report, cp *controlplane.ControlPlane, binDir string, log *slog.Logger) error {
+	sim, err := simulator.New(ctx, simulator.Config{
+		Name:             "bench",
+		Kubeconfig:       cp.Kubeconfig(),
+		BinDir:           binDir,
+		CloudcoreBinary:  filepath.Join(binDir, "cloudcore"),
+		ConnectRate:      cfg.ConnectRate,
+		Progress:         os.Stderr,
+		ProgressInterval: 10 * time.Second,
+	})
+	if err != nil {
+		return fmt.Errorf("simulator: %w", err)
+	}
+	defer func() {
+		if err := sim.Close(); err != nil {
+			log.Error("simulator close", slog.Any("err", err))
+		}
+	}()
+	for _, n := range cfg.Nodes {
+		log.Info("node count", slog.Int("nodes", n))
+		s, err := scale(ctx, cfg, sim, n, log)
+		if aerr := rep.AddScale(s); aerr != nil {
+			return aerr
+		}
+		if err != nil {
+			// The fleet could not reach n: larger counts would not either.
+			rep.Errors = append(rep.Errors, fmt.Sprintf("%d nodes: %v", n, err))
+			log.Error("node count failed; stopping", slog.Int("nodes", n), slog.Any("err", err))
+			break
+		}
+	}
+	return ctx.Err()
+}
+
+// scale brings the fleet to n nodes and measures. A measurement that fails
+// is recorded in the scale; the error is for a fleet that did not connect.
+func scale(ctx context.Context, cfg Config, sim *simulator.Sim, n int, log *slog.Logger) (bench.Scale, error) {
+	s := bench.Scale{Nodes: n}
+	if add := n - sim.Nodes(); add > 0 {
+		idx := sim.AddNodes(add)
+		if _, err := sim.Connect(ctx, idx, cfg.ConnectRate); err != nil {
+			return s, fmt.Errorf("connect: %w", err)
+		}
+	}
+	cctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
+	r, err := sim.WaitConnected(cctx)
+	cancel()
+	s.Connected, s.ConnectSeconds = r.Connected, r.ConnectTime.Seconds()
+	if err != nil {
+		for _, f := range []string{"cloudcoreIdle", "cloudcoreChurn", "dispatch", "createToRunning", "storm", "idleBandwidth"} {
+			s.SetUnavailable(f, err)
+		}
+		return s, err
+	}
+	log.Info("connected", slog.Int("nodes", r.Connected), slog.Duration("took", r.ConnectTime.Round(time.Millisecond)))
+
+	// Idle: cloudcore's use and the links' traffic over the same window.
+	var bw simulator.Bandwidth
+	u, err := sampleCloud(ctx, sim, func(ctx context.Context) error {
+		var err error
+		bw, err = sim.Idle(ctx, cfg.Idle)
+		return err
+	})
+	if err != nil {
+		s.SetUnavailable("cloudcoreIdle", err)
+		s.SetUnavailable("idleBandwidth", err)
+	} else {
+		s.CloudcoreIdle = bench.PerNode(u, n)
+		s.IdleBandwidth = &bench.Bandwidth{Seconds: bw.Window.Seconds(), UplinkBitsPerSecond: bw.UpBitsPerSecond,
+			DownlinkBitsPerSecond: bw.DownBitsPerSecond, Layer: "tls"}
+		log.Info("idle", slog.String("bandwidth", bw.String()), slog.Float64("cloudcoreCores", u.CPUCores),
+			slog.Int64("cloudcoreRSS", u.RSSPeakBytes))
+	}
+	if ctx.Err() != nil {
+		return s, ctx.Err()
+	}
+
+	// Churn: create pods at a rate, wait for them all to be committed at
+	// the edge and Running, delete them, wait for them to go.
+	if cfg.Pods > 0 {
+		sim.ResetLatencies()
+		start := time.Now()
+		u, err := sampleCloud(ctx, sim, func(ctx context.Context) error { return churn(ctx, cfg, sim) })
+		s.Churn = &bench.Churn{Pods: cfg.Pods, PerSecond: cfg.PodRate, Seconds: time.Since(start).Seconds()}
+		if err != nil {
+			s.SetUnavailable("cloudcoreChurn", err)
+		} else {
+			s.CloudcoreChurn = bench.PerNode(u, n)
+		}
+		d, _ := sim.DispatchSamples()
+		if s.Dispatch = fromSamples(d); s.Dispatch == nil {
+			s.SetUnavailable("dispatch", orNoSamples(err))
+		}
+		if s.CreateToRunning = fromSamples(sim.CreateToRunningSamples()); s.CreateToRunning == nil {
+			s.SetUnavailable("createToRunning", orNoSamples(err))
+		}
+		log.Info("churn", slog.String("dispatch", sim.Dispatch().String()),
+			slog.String("createToRunning", sim.CreateToRunning().String()), slog.Any("err", err))
+	} else {
+		for _, f := range []string{"cloudcoreChurn", "dispatch", "createToRunning"} {
+			s.SetUnavailable(f, errors.New("--pods 0"))
+		}
+	}
+	if ctx.Err() != nil {
+		return s, ctx.Err()
+	}
+
+	// Storm: restart the hub; every node reconnects and resyncs.
+	if err := sim.RestartHub(ctx, cfg.StormDown); err != nil {
+		s.SetUnavailable("storm", err)
+		return s, nil
+	}
+	sctx, cancel := context.WithTimeout(ctx, cfg.StormTimeout)
+	st, err := sim.WaitResynced(sctx)
+	cancel()
+	s.Storm = &bench.Storm{Nodes: st.Nodes, Resynced: st.Resynced, Seconds: st.Took.Seconds(),
+		BytesSent: st.WireDown, BytesReceived: st.WireUp}
+	log.Info("storm", slog.String("storm", st.String()), slog.Any("err", err))
+	if err != nil && st.Resynced < st.Nodes {
+		// The nodes that had not resynced may still be connecting: give
+		// them the rest of the connect timeout before the next count.
+		wctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
+		sim.WaitConnected(wctx)
+		cancel()
+	}
+	return s, nil
+}
+
+func orNoSamples(err error) error {
+	if err != nil {
+		return err
+	}
+	return errors.New("no samples")
+}
+
+// sampleCloud follows the cloudcore process while work runs.
+func sampleCloud(ctx context.Context, sim *simulator.Sim, work func(context.Context) error) (bench.Usage, error) {
+	pid := sim.CloudPid()
+	if pid == 0 {
+		return bench.Usage{}, errors.New("cloudcore does not run as its own process")
+	}
+	return bench.Sampler{PID: pid, Every: time.Second}.Measure(ctx, work)
+}
+
+func fromSamples(d []time.Duration) *bench.Latency { return bench.Summarize(d) }
+
+// churn creates cfg.Pods pods over every node, waits until each was
+// committed at its edge and seen Running, then deletes them and waits for
+// them to be gone.
+func churn(ctx context.Context, cfg Config, sim *simulator.Sim) error {
+	created, err := sim.CreatePods(ctx, cfg.Pods, cfg.PodRate, nil)
+	if err != nil {
+		return fmt.Errorf("create pods: %d of %d: %w", created, cfg.Pods, err)
+	}
+	wait := 2*time.Minute + time.Duration(float64(cfg.Pods)/cfg.PodRate*float64(time.Second))
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	var dispatched, running int
+	err = poll(wctx, 250*time.Millisecond, func() (bool, error) {
+		d, _ := sim.DispatchSamples()
+		dispatched, running = len(d), len(sim.CreateToRunningSamples())
+		return dispatched >= created && running >= created, nil
+	})
+	if err != nil {
+		return fmt.Errorf("pods: %d created, %d committed at the edge, %d Running: %w", created, dispatched, running, err)
+	}
+	if _, err := sim.DeletePods(ctx, -1, cfg.PodRate, nil); err != nil {
+		return fmt.Errorf("delete pods: %w", err)
+	}
+	var left int
+	err = poll(wctx, time.Second, func() (bool, error) {
+		l, err := sim.Client().CoreV1().Pods(sim.Name()).List(wctx, metav1.ListOptions{})
+		if err != nil {
+			return false, err
+		}
+		left = len(l.Items)
+		return left == 0, nil
+	})
+	if err != nil {
+		return fmt.Errorf("delete pods: %d left: %w", left, err)
+	}
+	return nil
+}
+
+// poll calls cond every interval until it is true, fails or ctx ends.
+func poll(ctx context.Context, interval time.Duration, cond func() (bool, error)) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	var last error
+	for {
+		ok, err := cond()
+		if ok {
+			return nil
+		}
+		if err != nil {
+			last = err
+		}
+		select {
+		case <-ctx.Done():
+			if last != nil {
+				return fmt.Errorf("%w (last error: %v)", ctx.Err(), last)
+			}
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// profile runs cloudcore inside this process with cfg.ProfileNodes nodes
+// and writes a CPU profile of connect, churn and a storm (cpu.pprof) and a
+// heap profile at the end (heap.pprof). The profiles hold the hollow nodes
+// too: read them with `go tool pprof -top -focus cloudcore`.
+func profile(ctx context.Context, cfg Config, cp *controlplane.ControlPlane, log *slog.Logger) error {
+	log.Info("profile run", slog.Int("nodes", cfg.ProfileNodes))
+	sim, err := simulator.New(ctx, simulator.Config{
+		Name:             "bench-profile",
+		Kubeconfig:       cp.Kubeconfig(),
+		Cloud:            cloudConfig(cfg),
+		ConnectRate:      cfg.ConnectRate,
+		Progress:         os.Stderr,
+		ProgressInterval: 10 * time.Second,
+	})
+	if err != nil {
+		return err
+	}
+	defer sim.Close()
+	f, err := os.Create(filepath.Join(cfg.Out, "cpu.pprof"))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := pprof.StartCPUProfile(f); err != nil {
+		return err
+	}
+	stopped := false
+	stopCPU := func() {
+		if !stopped {
+			pprof.StopCPUProfile()
+			stopped = true
+		}
+	}
+	defer stopCPU()
+	idx := sim.AddNodes(cfg.ProfileNodes)
+	if _, err := sim.Connect(ctx, idx, cfg.ConnectRate); err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
+	_, err = sim.WaitConnected(cctx)
+	cancel()
+	if err != nil {
+		return err
+	}
+	if cfg.Pods > 0 {
+		if err := churn(ctx, cfg, sim); err != nil {
+			return err
+		}
+	}
+	if err := sim.RestartHub(ctx, cfg.StormDown); err != nil {
+		return err
+	}
+	sctx, cancel := context.WithTimeout(ctx, cfg.StormTimeout)
+	_, err = sim.WaitResynced(sctx)
+	cancel()
+	stopCPU()
+	runtime.GC()
+	h, herr := os.Create(filepath.Join(cfg.Out, "heap.pprof"))
+	if herr == nil {
+		herr = errors.Join(pprof.Lookup("heap").WriteTo(h, 0), h.Close())
+	}
+	return errors.Join(err, herr)
+}
