@@ -2,7 +2,9 @@
 # Runs the Tether demo until Ctrl-C. `make demo` builds bin/ first.
 # It starts a local Kubernetes control plane (bin/controlplane), cloudcore,
 # one edgecore (node demo-edge-1), applies manifests/demo/web.yaml and shows
-# the pods Running on the edge node.
+# the pods Running on the edge node; then a Modbus thermostat and its mapper
+# (manifests/demo/thermostat.yaml), with the thermostat's reported values in
+# its Device status and a desired setpoint that reaches the device.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -93,6 +95,17 @@ bin/edgecore --config "$run/edgecore.yaml" >"$run/edgecore.log" 2>&1 &
 pids+=($!)
 echo "demo: starting edgecore (log: $run/edgecore.log)"
 
+# A Modbus device on the edge: bin/modbus-thermostat plays a thermostat on
+# 127.0.0.1:1502, and bin/modbus-mapper bridges it to the edge's device twin
+# (devices from the metaserver on 127.0.0.1:10550, MQTT on edgecore's
+# embedded broker on 127.0.0.1:1883). manifests/demo/thermostat.yaml
+# describes it.
+bin/modbus-thermostat --addr 127.0.0.1:1502 >"$run/thermostat.log" 2>&1 &
+pids+=($!)
+bin/modbus-mapper --node demo-edge-1 >"$run/modbus-mapper.log" 2>&1 &
+pids+=($!)
+echo "demo: starting a Modbus thermostat and the Modbus mapper (logs: $run/thermostat.log, $run/modbus-mapper.log)"
+
 if command -v kubectl >/dev/null; then
   kubectl wait --for=condition=Ready node/demo-edge-1 --timeout=60s
   kubectl apply -f manifests/demo/web.yaml
@@ -103,6 +116,26 @@ if command -v kubectl >/dev/null; then
     echo "demo: curl http://$pod_ip:8080/ (served by busybox httpd in a container on the edge node):"
     curl -s --max-time 5 "http://$pod_ip:8080/" || true
   fi
+  # The thermostat: its reported values reach the Device status; a desired
+  # setpoint set in the API server reaches its holding register.
+  kubectl apply -f manifests/demo/thermostat.yaml
+  twin() { kubectl get device thermostat-1 -o jsonpath="{.status.twins[?(@.propertyName==\"$1\")].reported.value}" 2>/dev/null || true; }
+  temp=""
+  for _ in $(seq 120); do
+    temp=$(twin temperature)
+    [[ -n $temp ]] && break
+    sleep 0.5
+  done
+  kubectl get devices -o wide
+  echo "demo: thermostat-1 reports temperature ${temp:-(nothing yet)} C, setpoint $(twin setpoint) C"
+  echo "demo: kubectl patch device thermostat-1: desired setpoint 23.5"
+  kubectl patch device thermostat-1 --type=json \
+    -p '[{"op":"replace","path":"/spec/properties/1/desired/value","value":"23.5"}]'
+  for _ in $(seq 120); do
+    [[ $(twin setpoint) == 23.5 ]] && break
+    sleep 0.5
+  done
+  echo "demo: thermostat-1 reports setpoint $(twin setpoint) C (the mapper wrote its register)"
 else
   echo "demo: kubectl is not installed; the demo runs, but apply manifests/demo/web.yaml yourself" >&2
 fi
@@ -114,8 +147,11 @@ Tether demo is running: the control plane, cloudcore and one edge node.
   export KUBECONFIG=$kubeconfig
   kubectl get nodes,pods -o wide
   kubectl scale deployment store-web --replicas=4
+  kubectl get devices
+  kubectl get device thermostat-1 -o yaml
 
-Logs: $run/cloudcore.log, $run/edgecore.log, $run/logs/ (control plane)
+Logs: $run/cloudcore.log, $run/edgecore.log, $run/logs/ (control plane),
+$run/thermostat.log, $run/modbus-mapper.log
 Press Ctrl-C to stop everything.
 MSG
 
