@@ -85,7 +85,9 @@ func TestDevices(t *testing.T) {
 		t.Fatal("serves devices without the CRDs")
 	}
 	// One that installs them.
+	began := time.Now()
 	cc := runCloudcore(t, Config{Kubeconfig: kubeconfig, Logger: log.With("cloudcore", "installer")})
+	t.Logf("cloudcore installed the CRDs and synced its caches in %s", time.Since(began).Round(time.Millisecond))
 	ext := apiextensions.NewForConfigOrDie(admin)
 	all, err := crds.CRDs()
 	if err != nil {
@@ -103,6 +105,7 @@ func TestDevices(t *testing.T) {
 		t.Fatal("the installing cloudcore does not serve devices")
 	}
 	poll(t, "the skipping cloudcore to find the CRDs", func() bool { return skipper.Dispatcher.Serves(protocol.KindDevice) })
+	t.Logf("the cloudcore without CRDs served devices %s after the other one started (poll 200ms)", time.Since(began).Round(time.Millisecond))
 	// Installing again writes nothing.
 	if err := installCRDs(ctx, ext, log); err != nil {
 		t.Fatal(err)
@@ -158,6 +161,7 @@ func TestDevices(t *testing.T) {
 
 	// Moved to edge-b.
 	dev.Spec.NodeName = "edge-b"
+	began = time.Now()
 	if err := dc.Put().Namespace(devNS).Resource(api.DevicesResource).Name("t1").Body(&dev).Do(ctx).Into(&dev); err != nil {
 		t.Fatalf("move device: %v", err)
 	}
@@ -165,6 +169,7 @@ func TestDevices(t *testing.T) {
 		return len(desired(cc, "edge-a")) == 0 &&
 			slices.Equal(desired(cc, "edge-b"), []string{"DeviceModel/thermometer@1", "Device/t1@2"})
 	})
+	t.Logf("move: update to Desired(edge-b) in %s", time.Since(began).Round(time.Millisecond))
 
 	// Its node reports its status; the old node may not.
 	observed := "25"
@@ -176,7 +181,9 @@ func TestDevices(t *testing.T) {
 		!strings.Contains(err.Error(), `attached to node "edge-b"`) {
 		t.Fatalf("report from the old node: %v, want a rejection", err)
 	}
+	began = time.Now()
 	sendOK(t, func(done func(error)) { cc.Status.DeviceStatus("edge-b", report, done) })
+	t.Logf("device status written in %s", time.Since(began).Round(time.Microsecond))
 	var got api.Device
 	if err := dc.Get().Namespace(devNS).Resource(api.DevicesResource).Name("t1").Do(ctx).Into(&got); err != nil {
 		t.Fatal(err)
