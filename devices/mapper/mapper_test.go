@@ -60,7 +60,7 @@ func (r *recorder) Publish(topic string, payload []byte) error {
 
 // next returns the first message that matches, skipping others, within
 // the deadline.
-func (r *recorder) next(t *testing.T, what string, match func(published) bool) published {
+func (r *recorder) next(t testing.TB, what string, match func(published) bool) published {
 	t.Helper()
 	deadline := time.After(20 * time.Second)
 	for {
@@ -105,7 +105,7 @@ func state(id mqtt.DeviceID, s string) func(published) bool {
 
 // startModbus runs our Modbus server as a thermostat on addr ("" for a free
 // port) until stop is called or the test ends.
-func startModbus(t *testing.T, addr string) (s *modbus.Server, stop func()) {
+func startModbus(t testing.TB, addr string) (s *modbus.Server, stop func()) {
 	t.Helper()
 	if addr == "" {
 		addr = "127.0.0.1:0"
@@ -137,7 +137,7 @@ func startModbus(t *testing.T, addr string) (s *modbus.Server, stop func()) {
 	return s, stop
 }
 
-func portOf(t *testing.T, addr string) int {
+func portOf(t testing.TB, addr string) int {
 	_, p, err := net.SplitHostPort(addr)
 	if err != nil {
 		t.Fatal(err)

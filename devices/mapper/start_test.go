@@ -16,6 +16,7 @@ import (
 
 	"github.com/tether-edge/tether/devices/api"
 	"github.com/tether-edge/tether/devices/broker"
+	"github.com/tether-edge/tether/devices/modbus"
 	"github.com/tether-edge/tether/devices/mqtt"
 	"github.com/tether-edge/tether/edgecore/metaserver"
 	"github.com/tether-edge/tether/edgecore/store"
@@ -31,7 +32,7 @@ type edge struct {
 	mqtt string // broker URL
 }
 
-func startEdge(t *testing.T, brokerURL string) *edge {
+func startEdge(t testing.TB, brokerURL string) *edge {
 	t.Helper()
 	db, err := store.Open(filepath.Join(t.TempDir(), "edge.db"))
 	if err != nil {
@@ -69,7 +70,7 @@ func startEdge(t *testing.T, brokerURL string) *edge {
 
 // put stores device resources as the edge agent does (JSON data, a new
 // resourceVersion each time) and tells the metaserver.
-func (e *edge) put(t *testing.T, objs ...interface {
+func (e *edge) put(t testing.TB, objs ...interface {
 	metav1.Object
 	runtime.Object
 }) {
@@ -103,7 +104,7 @@ func (e *edge) put(t *testing.T, objs ...interface {
 	e.ms.ObjectsChanged(nil)
 }
 
-func (e *edge) startMapper(t *testing.T) {
+func (e *edge) startMapper(t testing.TB) {
 	t.Helper()
 	m, err := New(Config{NodeName: "edge-1", Metaserver: "http://" + e.ms.Addr(), BrokerURL: e.mqtt,
 		CollectCycle: 100 * time.Millisecond, Logger: testLogger()})
@@ -128,7 +129,7 @@ type watcher struct {
 	c paho.Client
 }
 
-func newWatcher(t *testing.T, brokerURL string) *watcher {
+func newWatcher(t testing.TB, brokerURL string) *watcher {
 	t.Helper()
 	w := &watcher{recorder: newRecorder()}
 	w.c = paho.NewClient(paho.NewClientOptions().AddBroker(brokerURL).SetClientID("test-watcher-" + t.Name()))
@@ -145,7 +146,7 @@ func newWatcher(t *testing.T, brokerURL string) *watcher {
 	return w
 }
 
-func (w *watcher) delta(t *testing.T, id mqtt.DeviceID, delta map[string]string) {
+func (w *watcher) delta(t testing.TB, id mqtt.DeviceID, delta map[string]string) {
 	t.Helper()
 	b, _ := json.Marshal(mqtt.TwinDelta{BaseMessage: mqtt.BaseMessage{EventID: "d1", Timestamp: time.Now().UnixMilli()},
 		Twin: map[string]*mqtt.MsgTwin{}, Delta: delta})
@@ -186,4 +187,42 @@ func TestMapperStart(t *testing.T) {
 	d2 := thermostat("t2", "127.0.0.1", portOf(t, dev.Addr()))
 	e.put(t, d2)
 	w.next(t, "t2 online", state(mqtt.DeviceID{Namespace: "home", Name: "t2"}, mqtt.StateOnline))
+}
+
+// A desired value through the embedded broker: from the delta's publication
+// to the register written (ns/op is the whole round trip: delta, write,
+// read back, reported value seen on MQTT).
+func BenchmarkDeltaToRegister(b *testing.B) {
+	writes := make(chan time.Time, 16)
+	dev, err := modbus.NewServer(modbus.ServerConfig{Addr: "127.0.0.1:0", Logger: testLogger(),
+		OnWrite: func(modbus.Write) { writes <- time.Now() }})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go dev.Start(ctx)
+	<-dev.Ready()
+	dev.SetHoldingRegisters(1, 200)
+	e := startEdge(b, "")
+	w := newWatcher(b, e.mqtt)
+	id := mqtt.DeviceID{Namespace: "home", Name: "t1"}
+	d := thermostat("t1", "127.0.0.1", portOf(b, dev.Addr()))
+	d.Spec.Properties = d.Spec.Properties[1:2] // the setpoint only
+	d.Spec.Properties[0].CollectCycle = 60_000 // reads do not get in the way
+	e.put(b, thermostatModel(), d)
+	e.startMapper(b)
+	w.next(b, "setpoint 20", actual(id, "setpoint", "20"))
+
+	var toRegister time.Duration
+	i := 0
+	for b.Loop() {
+		i++
+		v := strconv.Itoa(10 + i%20)
+		sent := time.Now()
+		w.delta(b, id, map[string]string{"setpoint": v})
+		toRegister += (<-writes).Sub(sent)
+		w.next(b, "setpoint "+v, actual(id, "setpoint", v))
+	}
+	b.ReportMetric(float64(toRegister.Microseconds())/float64(b.N), "µs-to-register/op")
 }
