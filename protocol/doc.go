@@ -20,8 +20,9 @@
 //     objects that are gone. When nothing changed it sends no object message
 //     at all. Then ResyncDone, with the counts, once all of them are acked.
 //  4. From then on the hub sends Upsert and Delete as the cluster changes; the
-//     edge sends NodeStatus, PodStatus, PodTerminated and Event from its
-//     persistent outbox, and Heartbeat on a timer.
+//     edge sends NodeStatus, PodStatus, PodTerminated, MirrorPod,
+//     DeviceStatus and Event from its persistent outbox, and Heartbeat on a
+//     timer.
 //
 // # Delivery and ordering
 //
@@ -35,10 +36,13 @@
 // objects the node should hold and the version the node last acknowledged,
 // and sends whatever differs. A newer version of an object therefore replaces
 // an older one that was not sent yet, and an object that is unacknowledged
-// after a while is sent again at its then current version. Within one batch
-// the hub sends configmaps and secrets before the pods that use them, and
-// deletes pods before the configmaps and secrets they used. Nothing else about
-// the order of different objects is promised.
+// after a while is sent again at its then current version. The version of a
+// core object is its resourceVersion; that of a DeviceModel or Device is its
+// metadata.generation, so that the status the edge itself reports does not
+// send the object back down. Within one batch the hub sends upserts in the
+// order of Kinds (configmaps and secrets, device models, devices, then pods:
+// what is referred to before what refers to it) and deletes in the reverse
+// order. Nothing else about the order of different objects is promised.
 //
 // Upstream delivery is at-least-once and coalesced per object at the edge: a
 // newer status of a pod replaces an older unsent one. The edge sends its
