@@ -180,13 +180,32 @@ func TestEvaluate(t *testing.T) {
 	}
 	check("cloudcore-rss", NotMeasured, -1)
 	check("storm-resync", NotMeasured, -1)
-	check("edgecore-idle-rss", NotMeasured, -1)
 	if n := got["storm-resync"].Note; n != "no run at 10000 nodes; 2 s at 1000 nodes" {
 		t.Errorf("storm note %q", n)
+	}
+	// The edgecore binary's IP-layer figure, when there is one, is the one
+	// judged.
+	r.EdgecoreIdle = &EdgecoreIdle{RSSBytes: 20e6, Runtime: "fake",
+		Link: &Bandwidth{Seconds: 60, UplinkBitsPerSecond: 120, DownlinkBitsPerSecond: 90, Layer: "ip"}, LinkDelayMs: 25}
+	Evaluate(r)
+	got = map[string]TargetResult{}
+	for _, tr := range r.Targets {
+		got[tr.Name] = tr
+	}
+	check("idle-uplink", Missed, 0.12)
+	if n := got["idle-uplink"].Note; !strings.Contains(n, "ip layer") {
+		t.Errorf("idle-uplink note %q", n)
 	}
 	if got["cloudcore-rss"].Value != nil {
 		t.Error("an unmeasured target has a value")
 	}
+	r.EdgecoreIdle = nil
+	Evaluate(r)
+	got = map[string]TargetResult{}
+	for _, tr := range r.Targets {
+		got[tr.Name] = tr
+	}
+	check("edgecore-idle-rss", NotMeasured, -1)
 	if n := got["edgecore-idle-rss"].Note; n != "bin/edgecore missing" {
 		t.Errorf("edgecore note %q", n)
 	}

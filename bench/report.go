@@ -177,6 +177,11 @@ type EdgecoreIdle struct {
 	Runtime string `json:"runtime"`
 	// SettleSeconds is how long after the node became Ready RSS was read.
 	SettleSeconds float64 `json:"settleSeconds"`
+	// Link is the node's traffic while idle, when it ran in a network
+	// namespace of its own behind an emulated link (Layer "ip"), with the
+	// link's one-way delay.
+	Link        *Bandwidth `json:"link,omitempty"`
+	LinkDelayMs float64    `json:"linkDelayMs,omitempty"`
 }
 
 // Twin holds the device twin figures.

@@ -124,7 +124,8 @@ func evalScale(r *Report, t TargetResult, value func(*Scale) (float64, string)) 
 	return t
 }
 
-// evalIdleUplink judges the idle uplink at the largest scale measured.
+// evalIdleUplink judges the idle uplink at the IP layer when the edgecore
+// binary ran behind an emulated link, else at the largest scale measured.
 func evalIdleUplink(r *Report) TargetResult {
 	t := TargetResult{
 		Name:        "idle-uplink",
@@ -132,19 +133,23 @@ func evalIdleUplink(r *Report) TargetResult {
 		Limit:       TargetIdleUplinkKbps, Unit: "kbit/s",
 		Status: NotMeasured,
 	}
-	for i := len(r.Scales) - 1; i >= 0; i-- {
-		s := &r.Scales[i]
-		if s.IdleBandwidth == nil {
-			continue
-		}
-		v := s.IdleBandwidth.UplinkBitsPerSecond / 1000
-		t.Value, t.Nodes = &v, s.Nodes
-		t.Note = "counted at the " + s.IdleBandwidth.Layer + " layer"
+	judge := func(b *Bandwidth, nodes int, note string) TargetResult {
+		v := b.UplinkBitsPerSecond / 1000
+		t.Value, t.Nodes = &v, nodes
+		t.Note = fmt.Sprintf("counted at the %s layer%s", b.Layer, note)
 		t.Status = Met
 		if v >= t.Limit {
 			t.Status = Missed
 		}
 		return t
+	}
+	if e := r.EdgecoreIdle; e != nil && e.Link != nil {
+		return judge(e.Link, 0, ", edgecore binary behind an emulated link")
+	}
+	for i := len(r.Scales) - 1; i >= 0; i-- {
+		if s := &r.Scales[i]; s.IdleBandwidth != nil {
+			return judge(s.IdleBandwidth, s.Nodes, "")
+		}
 	}
 	t.Note = "no scale measured idle bandwidth"
 	return t

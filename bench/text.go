@@ -61,6 +61,10 @@ func WriteText(w io.Writer, r *Report) error {
 
 	if e := r.EdgecoreIdle; e != nil {
 		fmt.Fprintf(&b, "edgecore binary RSS, one node idle (runtime %s): %.1f MB\n", e.Runtime, float64(e.RSSBytes)/1e6)
+		if e.Link != nil {
+			fmt.Fprintf(&b, "edgecore binary idle traffic behind an emulated link (%.0f ms each way), IP layer: up / down %s\n",
+				e.LinkDelayMs, bandwidth(e.Link))
+		}
 	}
 	if t := r.Twin; t != nil {
 		fmt.Fprintf(&b, "twin updates: %.0f/s", t.UpdatesPerSecond)

@@ -23,6 +23,7 @@ import (
 	"github.com/tether-edge/tether/cloudcore"
 	"github.com/tether-edge/tether/controlplane"
 	"github.com/tether-edge/tether/edgecore"
+	"github.com/tether-edge/tether/simulator/netns"
 )
 
 const (
@@ -36,20 +37,39 @@ const (
 // edgecoreIdle runs the real cloudcore and edgecore binaries, one node with
 // the fake runtime, and reads edgecore's RSS once the node is Ready and
 // settled (as e2e's TestCRIEdgecoreBinaryRSS does with the CRI runtime).
-func edgecoreIdle(ctx context.Context, cp *controlplane.ControlPlane, binDir, dir string, log *slog.Logger) (*bench.EdgecoreIdle, error) {
-	log.Info("edgecore idle RSS")
+// With cfg.Netns, edgecore runs in a network namespace of its own behind an
+// emulated link to cloudcore (package simulator/netns), and the link counts
+// its idle traffic at the IP layer over cfg.Idle.
+func edgecoreIdle(ctx context.Context, cfg Config, cp *controlplane.ControlPlane, binDir, dir string, log *slog.Logger) (*bench.EdgecoreIdle, error) {
+	log.Info("edgecore idle RSS", slog.Bool("netns", cfg.Netns))
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	var (
+		wan    *netns.WAN
+		edgeNS *netns.Namespace // nil: the host's
+		host   = "127.0.0.1"
+		nodeIP = "127.0.0.1"
+	)
+	if cfg.Netns {
+		var err error
+		wan, err = netns.NewWAN(ctx, netns.Options{Logger: log}, netns.Impairment{Delay: cfg.NetnsDelay, Loss: cfg.NetnsLoss})
+		if err != nil {
+			return nil, err
+		}
+		defer wan.Close()
+		edgeNS, host, nodeIP = wan.Edges, wan.HubHost(), wan.Link.B.Addr.String()
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		return nil, err
 	}
 	addr := ln.Addr().String()
 	ln.Close()
 	ccDir := filepath.Join(dir, "cloudcore")
-	ccCfg := cloudcore.Config{Kubeconfig: cp.Kubeconfig(), ListenAddr: addr, DataDir: ccDir, Tokens: []string{edgeToken}}
-	cc, err := startProcess(ctx, filepath.Join(binDir, "cloudcore"), ccCfg, filepath.Join(dir, "cloudcore"))
+	ccCfg := cloudcore.Config{Kubeconfig: cp.Kubeconfig(), ListenAddr: addr, DataDir: ccDir, Tokens: []string{edgeToken},
+		CertIPs: []string{host}}
+	cc, err := startProcess(nil, filepath.Join(binDir, "cloudcore"), ccCfg, filepath.Join(dir, "cloudcore"))
 	if err != nil {
 		return nil, err
 	}
@@ -71,11 +91,11 @@ func edgecoreIdle(ctx context.Context, cp *controlplane.ControlPlane, binDir, di
 		Cloud:         edgecore.CloudConfig{URL: "wss://" + addr + "/v1/connect", Token: edgeToken, CAFile: caFile},
 		DataDir:       filepath.Join(dir, "edgecore"),
 		Runtime:       "fake",
-		NodeIP:        "127.0.0.1",
+		NodeIP:        nodeIP,
 		StaticPodPath: off,
 		MetaServer:    edgecore.MetaServerConfig{Addr: "127.0.0.1:0"},
 	}
-	ec, err := startProcess(ctx, filepath.Join(binDir, "edgecore"), ecCfg, filepath.Join(dir, "edgecore"))
+	ec, err := startProcess(edgeNS, filepath.Join(binDir, "edgecore"), ecCfg, filepath.Join(dir, "edgecore"))
 	if err != nil {
 		return nil, err
 	}
@@ -117,7 +137,28 @@ func edgecoreIdle(ctx context.Context, cp *controlplane.ControlPlane, binDir, di
 		return nil, fmt.Errorf("edgecore: %w", err)
 	}
 	log.Info("edgecore idle", slog.Int64("rss", p.RSSBytes))
-	return &bench.EdgecoreIdle{RSSBytes: p.RSSBytes, Runtime: "fake", SettleSeconds: edgeSettle.Seconds()}, nil
+	e := &bench.EdgecoreIdle{RSSBytes: p.RSSBytes, Runtime: "fake", SettleSeconds: edgeSettle.Seconds()}
+	if wan == nil {
+		return e, nil
+	}
+	t0, a := time.Now(), wan.Link.Stats()
+	select {
+	case <-time.After(cfg.Idle):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if ec.exited() {
+		return nil, errors.New("edgecore exited; see " + ec.logFile)
+	}
+	secs, b := time.Since(t0).Seconds(), wan.Link.Stats()
+	// The link's B end is edgecore's: B to A is up.
+	e.Link = &bench.Bandwidth{Seconds: secs, Layer: "ip",
+		UplinkBitsPerSecond:   float64(b.BToA.Bytes-a.BToA.Bytes) * 8 / secs,
+		DownlinkBitsPerSecond: float64(b.AToB.Bytes-a.AToB.Bytes) * 8 / secs}
+	e.LinkDelayMs = float64(cfg.NetnsDelay) / float64(time.Millisecond)
+	log.Info("edgecore idle link", slog.Float64("upBitsPerSecond", e.Link.UplinkBitsPerSecond),
+		slog.Float64("downBitsPerSecond", e.Link.DownlinkBitsPerSecond))
+	return e, nil
 }
 
 // process is a binary run with its configuration as a YAML (JSON) file.
@@ -127,9 +168,9 @@ type process struct {
 	done    chan struct{}
 }
 
-// startProcess writes cfg to base.yaml and runs bin --config base.yaml,
-// logging to base.log.
-func startProcess(ctx context.Context, bin string, cfg any, base string) (*process, error) {
+// startProcess writes cfg to base.yaml and runs bin --config base.yaml in
+// ns (nil: the host's namespace), logging to base.log.
+func startProcess(ns *netns.Namespace, bin string, cfg any, base string) (*process, error) {
 	b, err := json.Marshal(cfg)
 	if err != nil {
 		return nil, err
@@ -141,7 +182,8 @@ func startProcess(ctx context.Context, bin string, cfg any, base string) (*proce
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, "--config", base+".yaml")
+	// Not bound to a context: stop ends it, SIGTERM first.
+	cmd := ns.Command(context.Background(), bin, "--config", base+".yaml")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	if err := cmd.Start(); err != nil {

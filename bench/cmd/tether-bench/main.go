@@ -67,6 +67,12 @@ type Config struct {
 	// kubeBurst (its API write rate limit).
 	CloudQPS   float64
 	CloudBurst int
+	// Netns runs the edgecore binary of the idle measurement in a network
+	// namespace of its own, behind an emulated link with NetnsDelay each
+	// way and NetnsLoss of the packets lost (root).
+	Netns      bool
+	NetnsDelay time.Duration
+	NetnsLoss  float64
 	// ProfileNodes, if > 0, profiles an in-process cloudcore with this many
 	// nodes (cpu.pprof, heap.pprof in Out).
 	ProfileNodes int
@@ -100,6 +106,18 @@ func (c *Config) validate() error {
 	}
 	if c.CloudQPS < 0 || c.CloudBurst < 0 {
 		return fmt.Errorf("--cloud-qps %g, --cloud-burst %d: must not be negative", c.CloudQPS, c.CloudBurst)
+	}
+	if c.NetnsDelay < 0 || c.NetnsLoss < 0 || c.NetnsLoss > 1 {
+		return fmt.Errorf("--netns-delay %s, --netns-loss %g: want delay >= 0 and loss in [0, 1]", c.NetnsDelay, c.NetnsLoss)
+	}
+	if (c.NetnsDelay > 0 || c.NetnsLoss > 0) && !c.Netns {
+		return errors.New("--netns-delay and --netns-loss need --netns")
+	}
+	if c.Netns && !c.Edgecore {
+		return errors.New("--netns: it applies to the edgecore measurement, which --edgecore=false turns off")
+	}
+	if c.Netns && os.Geteuid() != 0 {
+		return errors.New("--netns: network namespaces need root")
 	}
 	if c.ProfileNodes < 0 {
 		return fmt.Errorf("--profile-nodes %d: want >= 0", c.ProfileNodes)
@@ -147,6 +165,9 @@ func run() error {
 	flag.BoolVar(&cfg.Edgecore, "edgecore", true, "measure the edgecore binary's idle RSS")
 	flag.Float64Var(&cfg.CloudQPS, "cloud-qps", 0, "cloudcore's kubeQPS (0: its default)")
 	flag.IntVar(&cfg.CloudBurst, "cloud-burst", 0, "cloudcore's kubeBurst (0: its default)")
+	flag.BoolVar(&cfg.Netns, "netns", false, "run the edgecore binary behind an emulated link in a network namespace and count its idle IP traffic (root)")
+	flag.DurationVar(&cfg.NetnsDelay, "netns-delay", 0, "the emulated link's delay each way (with --netns)")
+	flag.Float64Var(&cfg.NetnsLoss, "netns-loss", 0, "share of packets the emulated link drops, 0 to 1 (with --netns)")
 	flag.IntVar(&cfg.ProfileNodes, "profile-nodes", 0, "profile an in-process cloudcore with this many nodes (0: no)")
 	flag.Parse()
 	var err error

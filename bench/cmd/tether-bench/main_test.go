@@ -33,7 +33,7 @@ func TestConfigValidate(t *testing.T) {
 	}
 	good := func() Config {
 		return Config{Nodes: []int{100, 1000}, Out: t.TempDir(), BinDir: bin, Pods: 10, PodRate: 5, ConnectRate: 100,
-			Idle: time.Second, StormTimeout: time.Second, ConnectTimeout: time.Second}
+			Idle: time.Second, StormTimeout: time.Second, ConnectTimeout: time.Second, Edgecore: true}
 	}
 	c := good()
 	if err := c.validate(); err != nil {
@@ -51,6 +51,9 @@ func TestConfigValidate(t *testing.T) {
 		"zero rate":     {func(c *Config) { c.PodRate = 0 }, "--pod-rate"},
 		"no idle":       {func(c *Config) { c.Idle = 0 }, "--idle"},
 		"neg profile":   {func(c *Config) { c.ProfileNodes = -1 }, "--profile-nodes"},
+		"delay alone":   {func(c *Config) { c.NetnsDelay = time.Millisecond }, "need --netns"},
+		"loss > 1":      {func(c *Config) { c.Netns, c.NetnsLoss = true, 2 }, "--netns-loss"},
+		"netns no edge": {func(c *Config) { c.Netns, c.Edgecore = true, false }, "--edgecore=false"},
 	} {
 		c := good()
 		tc.mod(&c)

@@ -54,7 +54,7 @@ func suite(ctx context.Context, cfg Config, rep *bench.Report, log *slog.Logger)
 		return err
 	}
 	if cfg.Edgecore {
-		e, err := edgecoreIdle(ctx, cp, binDir, filepath.Join(tmp, "edgecore"), log)
+		e, err := edgecoreIdle(ctx, cfg, cp, binDir, filepath.Join(tmp, "edgecore"), log)
 		if err != nil {
 			log.Error("edgecore idle RSS", slog.Any("err", err))
 			rep.SetUnavailable("edgecoreIdle", err)
