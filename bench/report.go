@@ -186,8 +186,12 @@ type EdgecoreIdle struct {
 
 // Twin holds the device twin figures.
 type Twin struct {
-	// UpdatesPerSecond is the twin update throughput.
+	// UpdatesPerSecond is the twin update throughput end to end at the
+	// edge (MQTT in, twin, store, MQTT out), 0 if not measured.
 	UpdatesPerSecond float64 `json:"updatesPerSecond"`
+	// EngineUpdatesPerSecond is the twin engine alone (no MQTT, no store),
+	// 0 if not measured.
+	EngineUpdatesPerSecond float64 `json:"engineUpdatesPerSecond,omitempty"`
 	// DeviceToAPI is the lag from a device reporting a value to the API
 	// server holding it; nil if not measured.
 	DeviceToAPI *Latency `json:"deviceToAPI,omitempty"`

@@ -67,7 +67,7 @@ func WriteText(w io.Writer, r *Report) error {
 		}
 	}
 	if t := r.Twin; t != nil {
-		fmt.Fprintf(&b, "twin updates: %.0f/s", t.UpdatesPerSecond)
+		fmt.Fprintf(&b, "twin updates: %.0f/s end to end, %.0f/s engine alone", t.UpdatesPerSecond, t.EngineUpdatesPerSecond)
 		if t.DeviceToAPI != nil {
 			fmt.Fprintf(&b, ", device→API lag p50/p99 %s", latency(t.DeviceToAPI))
 		}

@@ -64,27 +64,39 @@ func TestConfigValidate(t *testing.T) {
 }
 
 func TestTwinFigures(t *testing.T) {
+	const twin, dt = "github.com/tether-edge/tether/devices/twin", "github.com/tether-edge/tether/edgecore/devicetwin"
 	bs := []bench.GoBenchmark{
 		{Package: "github.com/tether-edge/tether/protocol", Name: "BenchmarkCodec", Metrics: map[string]float64{"ns/op": 10}},
-		{Package: "github.com/tether-edge/tether/devices/twin", Name: "BenchmarkTwinUpdate", Metrics: map[string]float64{"ns/op": 2500}},
+		{Package: twin, Name: "BenchmarkTwinUpdate", Metrics: map[string]float64{"ns/op": 2500}},
+		{Package: dt, Name: "BenchmarkTwinUpdates/devices=1/window=1", Metrics: map[string]float64{"updates/s": 3000}},
+		{Package: dt, Name: "BenchmarkTwinUpdates/devices=100/window=64", Metrics: map[string]float64{"updates/s": 9000}},
+		{Package: dt, Name: "BenchmarkTwinUpdates/devices=1/window=64", Metrics: map[string]float64{"updates/s": 12000}},
 	}
 	tw := twinFigures(bs)
-	if tw == nil || tw.UpdatesPerSecond != 400000 || tw.DeviceToAPI != nil {
+	if tw == nil || tw.UpdatesPerSecond != 9000 || tw.EngineUpdatesPerSecond != 400000 || tw.DeviceToAPI != nil {
 		t.Fatalf("got %+v", tw)
 	}
+	if !strings.Contains(tw.Source, "devices=100/window=64") {
+		t.Errorf("source %q", tw.Source)
+	}
+	// Without the 100-device case, the fastest.
+	tw = twinFigures(append(bs[:3:3], bs[4]))
+	if tw.UpdatesPerSecond != 12000 {
+		t.Errorf("fastest case: %+v", tw)
+	}
 	if twinFigures(bs[:1]) != nil {
-		t.Error("twin figures without BenchmarkTwinUpdate")
+		t.Error("twin figures without a twin benchmark")
 	}
 
 	// Through the report: the lag is marked not available, never zero.
 	f := filepath.Join(t.TempDir(), "gobench.txt")
-	out := "pkg: github.com/tether-edge/tether/devices/twin\nBenchmarkTwinUpdate-2   1000   2500 ns/op   10 B/op   1 allocs/op\n"
+	out := "pkg: " + twin + "\nBenchmarkTwinUpdate-2   1000   2500 ns/op   10 B/op   1 allocs/op\n"
 	if err := os.WriteFile(f, []byte(out), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	var rep bench.Report
 	goBenchmarks(Config{GoBench: f}, &rep)
-	if rep.Twin == nil || rep.Twin.UpdatesPerSecond != 400000 {
+	if rep.Twin == nil || rep.Twin.EngineUpdatesPerSecond != 400000 || rep.Twin.UpdatesPerSecond != 0 {
 		t.Errorf("twin %+v", rep.Twin)
 	}
 	if !strings.HasPrefix(rep.Unavailable["twin.deviceToAPI"], "not available") {
