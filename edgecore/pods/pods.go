@@ -4,6 +4,26 @@
 // each pod's status in the outbox when it changed. It needs nothing from the
 // cloud, so pods keep running, and come back after a restart, while the link
 // is down.
+//
+// Pods are worked on in parallel, like the kubelet's pod workers but
+// bounded. One goroutine, Start's, owns the manager's state: the pods the
+// last pass read, the statuses queued, the work queue. A pass puts every pod
+// in the queue and hands the queue, in order, to at most Config.PodWorkers
+// worker goroutines, each running one SyncPod or KillPod and sending its
+// result back. A pod is never worked on by two workers at once: a pod that
+// changes while its worker runs goes to the back of the queue once the
+// worker is done, and a queued pod is looked up when its worker starts, so
+// it runs with the newest spec the store held. Workers exist only while
+// there is work: an idle manager is one goroutine however many pods it
+// runs, which matters to the simulator's thousands of nodes in one process.
+//
+// Changes come in bursts (a batch from the cloud, a container's exit seen
+// by the runtime), each a kick that says something changed, not what.
+// While pods wait for a worker, a kick makes a light pass that queues only
+// the pods that are new, changed or gone, and the full pass, which syncs
+// every pod, follows once none waits: otherwise every kick during a big
+// start would sync again every pod started so far, taking the workers from
+// the pods still waiting.
 package pods
 
 import (
@@ -11,6 +31,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -29,7 +50,17 @@ type Config struct {
 	ResyncInterval time.Duration
 	// OutboxMax bounds the outbox (see store.Tx.Enqueue; default 10000).
 	OutboxMax int
+	// PodWorkers is how many pods are synced or killed at once (default
+	// DefaultPodWorkers). One pod's syncs and kill never overlap.
+	PodWorkers int
 }
+
+// DefaultPodWorkers is Config.PodWorkers' default. On containerd a pod's
+// first sync (sandbox, network, container) takes 150-250 ms, most of it
+// waiting for containerd, runc and the CNI plugins: a few at once start a
+// batch of pods several times faster even on two cores, and more than that
+// only queues in containerd.
+const DefaultPodWorkers = 8
 
 func (c *Config) validate() error {
 	if c.ResyncInterval == 0 {
@@ -38,8 +69,14 @@ func (c *Config) validate() error {
 	if c.OutboxMax == 0 {
 		c.OutboxMax = 10000
 	}
+	if c.PodWorkers == 0 {
+		c.PodWorkers = DefaultPodWorkers
+	}
 	if c.ResyncInterval < 0 || c.OutboxMax < 0 {
 		return fmt.Errorf("pods: resync interval %s and outbox max %d must not be negative", c.ResyncInterval, c.OutboxMax)
+	}
+	if c.PodWorkers < 0 {
+		return fmt.Errorf("pods: podWorkers %d must not be negative", c.PodWorkers)
 	}
 	return nil
 }
@@ -53,8 +90,13 @@ type Manager struct {
 	// queued is called after statuses were queued in the outbox.
 	queued func()
 	kickc  chan struct{}
-	// resend asks the next sync to report every status again.
+	// resend asks the next pass to report every status again.
 	resend atomic.Bool
+	// results carries the workers' results to the Start goroutine; its
+	// buffer holds one per worker, so a worker never waits.
+	results chan result
+	// wg joins the workers.
+	wg sync.WaitGroup
 
 	// static, if set, adds the node's static pods.
 	static StaticPods
@@ -63,6 +105,52 @@ type Manager struct {
 	lastStatus map[types.UID][]byte // the last status queued per reported pod UID
 	terminated map[types.UID]bool   // pods whose termination is queued
 	lastMirror map[string]string    // ns/name -> config hash (or "" for delete) of the mirror request queued
+	// fullPending: a kick came while pods waited for a worker; a full pass
+	// is due once none waits.
+	fullPending bool
+	// pods are the pods to run, by UID, and mirrors the mirror pods, by
+	// ns/name, as the last pass read them. They are kept only while work
+	// is queued or running (workers look pods up when they start) and
+	// dropped when the last work is done, so an idle manager holds no
+	// decoded pods.
+	pods    map[types.UID]*corev1.Pod
+	mirrors map[string]*corev1.Pod
+	// work holds the pods queued or being worked on; queue the queued ones,
+	// oldest first; running counts the workers.
+	work    map[types.UID]*podWork
+	queue   []types.UID
+	running int
+	// out holds the frames not yet queued in the outbox; lastFlush is when
+	// they last were; flushTimer, when flushArmed, fires when out is due.
+	out        []queuedFrame
+	lastFlush  time.Time
+	flushTimer *time.Timer
+	flushArmed bool
+}
+
+// podWork is a pod's place in the work queue.
+type podWork struct {
+	// running: a worker syncs or kills the pod. Otherwise it is queued.
+	running bool
+	// again: the pod changed while its worker ran; queue it again after.
+	again bool
+}
+
+// job is one worker's task: sync pod, or kill the pod with uid (pod is nil
+// when the store no longer holds it).
+type job struct {
+	uid   types.UID
+	pod   *corev1.Pod
+	kill  bool
+	grace time.Duration
+}
+
+// result is what a worker did.
+type result struct {
+	job
+	// status is the encoded status SyncPod returned, if it returned one.
+	status []byte
+	err    error
 }
 
 // StaticPods gives the node's static pods (see package staticpods).
@@ -85,7 +173,9 @@ func New(cfg Config, db *store.DB, rt runtime.Runtime, queued func(), log *slog.
 		return nil, err
 	}
 	return &Manager{cfg: cfg, db: db, rt: rt, log: log, queued: queued, kickc: make(chan struct{}, 1),
-		lastStatus: map[types.UID][]byte{}, terminated: map[types.UID]bool{}, lastMirror: map[string]string{}}, nil
+		results:    make(chan result, cfg.PodWorkers),
+		lastStatus: map[types.UID][]byte{}, terminated: map[types.UID]bool{}, lastMirror: map[string]string{},
+		work: map[types.UID]*podWork{}}, nil
 }
 
 // SetStaticPods adds a source of static pods. Call it before Start.
@@ -110,24 +200,44 @@ func (m *Manager) Connected() {
 	m.Changed()
 }
 
-// Start syncs pods until ctx ends.
+// Start syncs pods until ctx ends. Before it returns, the workers end (the
+// runtime's calls see ctx end) and the statuses they reported are queued.
 func (m *Manager) Start(ctx context.Context) error {
 	t := time.NewTicker(m.cfg.ResyncInterval)
 	defer t.Stop()
+	m.flushTimer = time.NewTimer(time.Hour)
+	m.flushTimer.Stop()
+	defer m.flushTimer.Stop()
+	defer m.stop(ctx)
+	m.pass(ctx, true)
 	for {
-		if err := m.sync(ctx); err != nil && ctx.Err() == nil {
-			m.log.Error("pod sync failed", slog.Any("err", err))
-		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-m.kickc:
+			m.kick(ctx)
 		case <-t.C:
+			m.kick(ctx)
+		case r := <-m.results:
+			m.done(ctx, r)
+		case <-m.flushTimer.C:
+			m.flushArmed = false
+			m.flush()
 		}
 	}
 }
 
-// flushEvery bounds how long a status waits in a long sync pass.
+// stop waits for the running workers and queues what they reported.
+func (m *Manager) stop(ctx context.Context) {
+	for m.running > 0 {
+		m.done(ctx, <-m.results)
+	}
+	m.wg.Wait()
+	m.flush()
+}
+
+// flushEvery bounds how long a status waits while pods are worked on: the
+// statuses that came in meanwhile are queued in one transaction.
 const flushEvery = 100 * time.Millisecond
 
 type queuedFrame struct {
@@ -135,8 +245,25 @@ type queuedFrame struct {
 	frame *protocol.Frame
 }
 
-func (m *Manager) sync(ctx context.Context) error {
-	if m.resend.Swap(false) {
+// kick makes a full pass, or while pods wait for a worker a light one,
+// and the full one once none waits.
+func (m *Manager) kick(ctx context.Context) {
+	if len(m.queue) > 0 {
+		m.fullPending = true
+		m.pass(ctx, false)
+		return
+	}
+	m.fullPending = false
+	m.pass(ctx, true)
+}
+
+// pass reads the pods and queues work, then starts workers. A full pass
+// queues every pod for a sync (or a kill), the pods the runtime runs that
+// the store no longer holds for a kill, and reports every status again if
+// Connected asked. A light pass queues only the pods that are new or
+// changed since the last pass and those the store no longer holds.
+func (m *Manager) pass(ctx context.Context, full bool) {
+	if full && m.resend.Swap(false) {
 		clear(m.lastStatus)
 		clear(m.lastMirror)
 	}
@@ -158,83 +285,54 @@ func (m *Manager) sync(ctx context.Context) error {
 		})
 	})
 	if err != nil {
-		return fmt.Errorf("read pods: %w", err)
+		m.log.Error("pod sync failed", slog.Any("err", fmt.Errorf("read pods: %w", err)))
+		return
 	}
-	var out []queuedFrame
 	if m.static != nil {
 		statics := m.static.Pods()
 		pods = append(pods, statics...)
-		out = m.syncMirrors(statics, mirrors, out)
+		m.syncMirrors(statics, mirrors)
 	}
+	last := m.pods
+	m.pods, m.mirrors = make(map[types.UID]*corev1.Pod, len(pods)), mirrors
+	// want: the pods whose last status is kept, mirror pods included.
 	want := make(map[types.UID]bool, len(pods))
-	lastFlush := time.Now()
 	for _, p := range pods {
+		m.pods[p.UID] = p
 		want[p.UID] = true
-		if p.DeletionTimestamp != nil {
-			if m.terminated[p.UID] {
-				continue
-			}
-			grace := 30 * time.Second
-			if p.DeletionGracePeriodSeconds != nil {
-				grace = time.Duration(*p.DeletionGracePeriodSeconds) * time.Second
-			}
-			if err := m.rt.KillPod(ctx, p.UID, grace); err != nil {
-				m.log.Error("kill pod", slog.String("pod", p.Namespace+"/"+p.Name), slog.Any("err", err))
-				continue
-			}
-			m.terminated[p.UID] = true
-			out = append(out, queuedFrame{store.OutboxPodTerminated(string(p.UID)), &protocol.Frame{
-				PodTerminated: &protocol.PodTerminated{UID: string(p.UID), Namespace: p.Namespace, Name: p.Name}}})
-			continue
-		}
-		st, err := m.rt.SyncPod(ctx, p)
-		if err != nil {
-			m.log.Error("sync pod", slog.String("pod", p.Namespace+"/"+p.Name), slog.Any("err", err))
-			if st == nil {
-				continue
-			}
-		}
-		b, err := protocol.EncodePodStatus(st)
-		if err != nil {
-			return fmt.Errorf("encode status of %s/%s: %w", p.Namespace, p.Name, err)
-		}
-		// A static pod's status goes to its mirror pod, once the mirror
-		// exists.
-		uid := p.UID
-		if hash, ok := p.Annotations[configHashAnnotation]; ok && p.Annotations["kubernetes.io/config.source"] == "file" {
-			mp := mirrors[p.Namespace+"/"+p.Name]
-			if mp == nil || mp.Annotations[mirrorAnnotation] != hash || mp.DeletionTimestamp != nil {
-				continue
-			}
-			uid = mp.UID
-			want[uid] = true // keeps the mirror's last status below
-		}
-		if bytes.Equal(b, m.lastStatus[uid]) {
-			continue
-		}
-		m.lastStatus[uid] = b
-		out = append(out, queuedFrame{store.OutboxPodStatus(string(uid)), &protocol.Frame{
-			PodStatus: &protocol.PodStatus{UID: string(uid), Namespace: p.Namespace, Name: p.Name, Status: b}}})
-		// A pass that starts many containers takes a while: report what is
-		// done every flushEvery instead of holding every status to the end.
-		if time.Since(lastFlush) > flushEvery {
-			if err := m.flush(out); err != nil {
-				return err
-			}
-			out, lastFlush = out[:0], time.Now()
+		if mp := m.mirrorOf(p); mp != nil {
+			want[mp.UID] = true
 		}
 	}
-	// Pods the runtime runs that the store no longer holds: deleted by force
+	for _, p := range pods {
+		if lp := last[p.UID]; full || lp == nil || lp.ResourceVersion != p.ResourceVersion {
+			m.schedule(p.UID)
+		}
+	}
+	// Pods the store no longer holds are killed, once their worker is done
+	// if one works on them.
+	for uid := range last {
+		if m.pods[uid] == nil {
+			m.schedule(uid)
+		}
+	}
+	for uid := range m.work {
+		if m.pods[uid] == nil {
+			m.schedule(uid)
+		}
+	}
+	// Pods the runtime runs that the store does not hold: deleted by force
 	// or while the edge was away.
-	running, err := m.rt.Pods(ctx)
-	if err != nil {
-		return fmt.Errorf("list runtime pods: %w", err)
-	}
-	for _, uid := range running {
-		if !want[uid] {
-			m.log.Info("killing pod no longer wanted", slog.String("uid", string(uid)))
-			if err := m.rt.KillPod(ctx, uid, 0); err != nil {
-				m.log.Error("kill pod", slog.String("uid", string(uid)), slog.Any("err", err))
+	if full {
+		if running, err := m.rt.Pods(ctx); err != nil {
+			if ctx.Err() == nil {
+				m.log.Error("pod sync failed", slog.Any("err", fmt.Errorf("list runtime pods: %w", err)))
+			}
+		} else {
+			for _, uid := range running {
+				if m.pods[uid] == nil {
+					m.schedule(uid)
+				}
 			}
 		}
 	}
@@ -248,14 +346,215 @@ func (m *Manager) sync(ctx context.Context) error {
 			delete(m.terminated, uid)
 		}
 	}
-	return m.flush(out)
+	m.launch(ctx)
+	m.maybeFlush()
+}
+
+// schedule queues the pod with uid for a worker, unless it is queued
+// already; a pod being worked on is queued again once its worker is done.
+func (m *Manager) schedule(uid types.UID) {
+	switch w := m.work[uid]; {
+	case w == nil:
+		m.work[uid] = &podWork{}
+		m.queue = append(m.queue, uid)
+	case w.running:
+		w.again = true
+	}
+}
+
+// launch starts workers for the queued pods, oldest first, while fewer
+// than PodWorkers run.
+func (m *Manager) launch(ctx context.Context) {
+	if ctx.Err() != nil {
+		return // Start is ending
+	}
+	for m.running < m.cfg.PodWorkers && len(m.queue) > 0 {
+		uid := m.queue[0]
+		m.queue = m.queue[1:]
+		j, ok := m.jobFor(uid)
+		if !ok {
+			delete(m.work, uid)
+			continue
+		}
+		if j.kill && j.pod == nil {
+			m.log.Info("killing pod no longer wanted", slog.String("uid", string(uid)))
+		}
+		m.work[uid].running = true
+		m.running++
+		m.wg.Add(1)
+		go m.runJob(ctx, j)
+	}
+	if len(m.queue) == 0 {
+		m.queue = nil // let a long queue's array go
+	}
+	m.dropIfIdle()
+}
+
+// jobFor is what to do now about the pod with uid, from the newest pods
+// read: sync it, kill it (it is being deleted, or the store no longer holds
+// it), or nothing (its termination is queued already).
+func (m *Manager) jobFor(uid types.UID) (job, bool) {
+	p := m.pods[uid]
+	switch {
+	case p == nil:
+		return job{uid: uid, kill: true}, true
+	case p.DeletionTimestamp != nil:
+		if m.terminated[uid] {
+			return job{}, false
+		}
+		grace := 30 * time.Second
+		if p.DeletionGracePeriodSeconds != nil {
+			grace = time.Duration(*p.DeletionGracePeriodSeconds) * time.Second
+		}
+		return job{uid: uid, pod: p, kill: true, grace: grace}, true
+	}
+	return job{uid: uid, pod: p}, true
+}
+
+// runJob is a worker: it runs j and sends the result back.
+func (m *Manager) runJob(ctx context.Context, j job) {
+	defer m.wg.Done()
+	r := result{job: j}
+	if j.kill {
+		r.err = m.rt.KillPod(ctx, j.uid, j.grace)
+	} else {
+		st, err := m.rt.SyncPod(ctx, j.pod)
+		r.err = err
+		if st != nil {
+			b, err := protocol.EncodePodStatus(st)
+			if err != nil {
+				r.err = fmt.Errorf("encode status: %w", err)
+			}
+			r.status = b
+		}
+	}
+	m.results <- r
+}
+
+// done takes a worker's result: it queues the pod's status or termination
+// and queues the pod again if it changed meanwhile.
+func (m *Manager) done(ctx context.Context, r result) {
+	m.running--
+	uid := r.uid
+	name := string(uid)
+	if r.pod != nil {
+		name = r.pod.Namespace + "/" + r.pod.Name
+	}
+	switch {
+	case r.err != nil && r.kill:
+		if ctx.Err() == nil {
+			m.log.Error("kill pod", slog.String("pod", name), slog.Any("err", r.err))
+		}
+	case r.kill:
+		// A deleted pod's containers all stopped: the cloud may remove it.
+		if p := m.pods[uid]; r.pod != nil && p != nil && p.DeletionTimestamp != nil && !m.terminated[uid] {
+			m.terminated[uid] = true
+			m.out = append(m.out, queuedFrame{store.OutboxPodTerminated(string(uid)), &protocol.Frame{
+				PodTerminated: &protocol.PodTerminated{UID: string(uid), Namespace: p.Namespace, Name: p.Name}}})
+		}
+	case r.err != nil:
+		if ctx.Err() == nil {
+			m.log.Error("sync pod", slog.String("pod", name), slog.Any("err", r.err))
+		}
+	}
+	if !r.kill && r.status != nil {
+		m.report(uid, r.status)
+	}
+	w := m.work[uid]
+	// A pod killed because the store no longer holds it is done with.
+	gone := r.kill && r.err == nil && m.pods[uid] == nil
+	if w.again && !gone {
+		w.running, w.again = false, false
+		m.queue = append(m.queue, uid)
+	} else {
+		delete(m.work, uid)
+	}
+	m.launch(ctx)
+	if m.fullPending && len(m.queue) == 0 && ctx.Err() == nil {
+		m.fullPending = false
+		m.pass(ctx, true)
+	}
+	m.maybeFlush()
+}
+
+// report queues the pod's status unless it is the one last queued. A
+// static pod's status goes to its mirror pod, once the mirror exists. The
+// status of a pod the store no longer holds, or whose termination is
+// queued, is dropped.
+func (m *Manager) report(uid types.UID, status []byte) {
+	p := m.pods[uid]
+	if p == nil || m.terminated[uid] {
+		return
+	}
+	if isStatic(p) {
+		mp := m.mirrorOf(p)
+		if mp == nil {
+			return
+		}
+		uid = mp.UID
+	}
+	if bytes.Equal(status, m.lastStatus[uid]) {
+		return
+	}
+	m.lastStatus[uid] = status
+	m.out = append(m.out, queuedFrame{store.OutboxPodStatus(string(uid)), &protocol.Frame{
+		PodStatus: &protocol.PodStatus{UID: string(uid), Namespace: p.Namespace, Name: p.Name, Status: status}}})
+}
+
+func isStatic(p *corev1.Pod) bool {
+	_, ok := p.Annotations[configHashAnnotation]
+	return ok && p.Annotations["kubernetes.io/config.source"] == "file"
+}
+
+// mirrorOf is the static pod p's current mirror pod: the one of its name
+// with its hash, not being deleted. It is nil for other pods.
+func (m *Manager) mirrorOf(p *corev1.Pod) *corev1.Pod {
+	if !isStatic(p) {
+		return nil
+	}
+	mp := m.mirrors[p.Namespace+"/"+p.Name]
+	if mp == nil || mp.Annotations[mirrorAnnotation] != p.Annotations[configHashAnnotation] || mp.DeletionTimestamp != nil {
+		return nil
+	}
+	return mp
+}
+
+// dropIfIdle forgets the pods read when no work is left.
+func (m *Manager) dropIfIdle() {
+	if len(m.work) == 0 {
+		m.pods, m.mirrors = nil, nil
+	}
+}
+
+// maybeFlush queues the frames in out in the outbox now if no pod is being
+// worked on or the last flush is flushEvery old, else when it will be.
+func (m *Manager) maybeFlush() {
+	if len(m.out) == 0 {
+		return
+	}
+	since := time.Since(m.lastFlush)
+	if len(m.work) > 0 && since < flushEvery {
+		if !m.flushArmed {
+			m.flushTimer.Reset(flushEvery - since)
+			m.flushArmed = true
+		}
+		return
+	}
+	m.flush()
 }
 
 // flush queues out in the outbox in one transaction and tells the agent.
-func (m *Manager) flush(out []queuedFrame) error {
-	if len(out) == 0 {
-		return nil
+func (m *Manager) flush() {
+	if m.flushArmed {
+		m.flushTimer.Stop()
+		m.flushArmed = false
 	}
+	m.lastFlush = time.Now()
+	if len(m.out) == 0 {
+		return
+	}
+	out := m.out
+	m.out = nil
 	err := m.db.Update(func(tx *store.Tx) error {
 		for _, q := range out {
 			if _, err := tx.Enqueue(q.key, q.frame, m.cfg.OutboxMax); err != nil {
@@ -265,7 +564,7 @@ func (m *Manager) flush(out []queuedFrame) error {
 		return nil
 	})
 	if err != nil {
-		// Forget what was not queued, so the next sync tries again.
+		// Forget what was not queued, so the next pass tries again.
 		for _, q := range out {
 			switch f := q.frame; {
 			case f.PodStatus != nil:
@@ -276,16 +575,16 @@ func (m *Manager) flush(out []queuedFrame) error {
 				delete(m.lastMirror, f.MirrorPod.Namespace+"/"+f.MirrorPod.Name)
 			}
 		}
-		return fmt.Errorf("queue statuses: %w", err)
+		m.log.Error("pod sync failed", slog.Any("err", fmt.Errorf("queue statuses: %w", err)))
+		return
 	}
 	m.queued()
-	return nil
 }
 
 // syncMirrors queues the mirror pod requests that make the cloud's mirror
 // pods match the static pods: a create for each static pod whose mirror is
 // missing or stale, a delete for each mirror whose static pod is gone.
-func (m *Manager) syncMirrors(statics []*corev1.Pod, mirrors map[string]*corev1.Pod, out []queuedFrame) []queuedFrame {
+func (m *Manager) syncMirrors(statics []*corev1.Pod, mirrors map[string]*corev1.Pod) {
 	want := map[string]bool{}
 	for _, p := range statics {
 		name := p.Namespace + "/" + p.Name
@@ -307,7 +606,7 @@ func (m *Manager) syncMirrors(statics []*corev1.Pod, mirrors map[string]*corev1.
 			continue
 		}
 		m.lastMirror[name] = hash
-		out = append(out, queuedFrame{"mirror/" + name, &protocol.Frame{
+		m.out = append(m.out, queuedFrame{"mirror/" + name, &protocol.Frame{
 			MirrorPod: &protocol.MirrorPod{Namespace: p.Namespace, Name: p.Name, Pod: b}}})
 	}
 	for name, mp := range mirrors {
@@ -318,7 +617,7 @@ func (m *Manager) syncMirrors(statics []*corev1.Pod, mirrors map[string]*corev1.
 			continue
 		}
 		m.lastMirror[name] = ""
-		out = append(out, queuedFrame{"mirror/" + name, &protocol.Frame{
+		m.out = append(m.out, queuedFrame{"mirror/" + name, &protocol.Frame{
 			MirrorPod: &protocol.MirrorPod{Namespace: mp.Namespace, Name: mp.Name, Delete: true}}})
 	}
 	for name := range m.lastMirror {
@@ -326,5 +625,4 @@ func (m *Manager) syncMirrors(statics []*corev1.Pod, mirrors map[string]*corev1.
 			delete(m.lastMirror, name)
 		}
 	}
-	return out
 }

@@ -1,6 +1,6 @@
 // Package runtime defines what edgecore needs from a container runtime. The
 // implementations live in subpackages: fake (in memory, for the simulator
-// and unit tests) and, later, cri (containerd through the CRI API).
+// and unit tests) and cri (containerd through the CRI API).
 package runtime
 
 import (
@@ -11,7 +11,9 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 )
 
-// Runtime runs pods.
+// Runtime runs pods. Its methods are called from several goroutines at
+// once (pods.Manager syncs pods in parallel), but never two SyncPod or
+// KillPod calls for the same pod at once.
 type Runtime interface {
 	// SyncPod makes the runtime run pod as its spec says (starting what is
 	// missing, restarting per policy) and returns the pod's current status.
