@@ -259,9 +259,10 @@ var criBackoff = struct{ initial, max time.Duration }{2 * time.Second, 8 * time.
 
 // newCRIEdge prepares an edge, without starting it, whose pods run in the
 // private containerd: volumes under its dir, container logs under
-// dir/logs. At cleanup, after the edge stopped, every pod in containerd is
-// killed, so the tests' pods do not outlive them. containerd is shared:
-// run one CRI edge at a time, as each takes every pod it finds for its own.
+// dir/logs. At cleanup, after the edge stopped, every pod it made in
+// containerd is killed, so the tests' pods do not outlive them. containerd
+// is shared; each edge's runtime touches only the pods labelled with its
+// node name.
 func newCRIEdge(t *testing.T, c *cloud, name string) *edge {
 	t.Helper()
 	ctd := containerd(t)
@@ -274,6 +275,7 @@ func newCRIEdge(t *testing.T, c *cloud, name string) *edge {
 	})
 	e = newEdge(t, c, name)
 	e.cri = &cri.Config{
+		NodeName:       name, // edgecore sets it too; killCRIPods needs it
 		Endpoint:       ctd.Endpoint,
 		PauseImage:     ctd.PauseImage,
 		RootDir:        e.dir,
@@ -285,7 +287,8 @@ func newCRIEdge(t *testing.T, c *cloud, name string) *edge {
 	return e
 }
 
-// killCRIPods kills every pod edgecore made in the private containerd.
+// killCRIPods kills every pod the edge of cfg.NodeName made in the private
+// containerd.
 func killCRIPods(t *testing.T, cfg cri.Config) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

@@ -85,7 +85,7 @@ func (s *podSync) containerConfig(c *corev1.Container, attempt uint32, image str
 		Mounts:     mounts,
 		Labels: map[string]string{
 			labelPodUID: string(pod.UID), labelPodName: pod.Name, labelPodNamespace: pod.Namespace,
-			labelContainerName: c.Name, labelManaged: managedBy,
+			labelContainerName: c.Name, labelManaged: managedBy, labelNode: s.r.cfg.NodeName,
 		},
 		Annotations: annotations,
 		LogPath:     filepath.Join(c.Name, strconv.FormatUint(uint64(attempt), 10)+".log"),

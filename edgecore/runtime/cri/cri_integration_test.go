@@ -105,6 +105,12 @@ func (o *objects) setSecret(ns, name string, data map[string][]byte) {
 // log directories and short back-offs; every pod left is killed at cleanup.
 func newRuntime(t *testing.T, objs Objects) *Runtime {
 	t.Helper()
+	return newNodeRuntime(t, objs, "edge-test")
+}
+
+// newNodeRuntime is newRuntime for the node named node.
+func newNodeRuntime(t *testing.T, objs Objects, node string) *Runtime {
+	t.Helper()
 	r, err := New(t.Context(), Config{
 		Endpoint:       containerd.Endpoint,
 		PauseImage:     containerd.PauseImage,
@@ -113,7 +119,7 @@ func newRuntime(t *testing.T, objs Objects) *Runtime {
 		CgroupParent:   testCgroupParent,
 		BackoffInitial: metav1.Duration{Duration: time.Second},
 		BackoffMax:     metav1.Duration{Duration: 4 * time.Second},
-		NodeName:       "edge-test",
+		NodeName:       node,
 		NodeIP:         "127.0.0.1",
 	}, objs, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
 	if err != nil {

@@ -34,4 +34,22 @@
 // KillPod stops containers with the grace period, removes the sandboxes,
 // the pod's volume directory, its log directory and its pod cgroup, which
 // containerd leaves behind. No image is ever removed.
+//
+// Calls for different pods may run at once (pods.Manager syncs pods in
+// parallel); what a pod's calls keep between syncs belongs to the one call
+// running for it, and what pods share (image pulls, back-offs, background
+// kills) is guarded by locks.
+//
+// Several edgecores may share one containerd (the e2e tests' edges do):
+// every sandbox and container carries its node's name in the
+// tether.io/node label, and a runtime lists, adopts, syncs and kills only
+// those with its own node name. Sandboxes and containers made by an older
+// edgecore carry no node name. SyncPod and KillPod still take them, so an
+// upgraded edgecore adopts the containers of the pods in its store instead
+// of starting them a second time; that is safe because a pod's UID names
+// one pod bound to one node (a static pod's UID hashes its node's name).
+// Pods never lists them, so they are never killed as unknown: an edgecore
+// cannot tell whether such a sandbox is another node's. One whose pod was
+// deleted while the old edgecore was down keeps running; Pods logs the
+// unlabelled sandboxes once, and an operator removes them with crictl rmp.
 package cri

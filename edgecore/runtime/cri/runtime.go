@@ -41,6 +41,10 @@ const (
 	// nothing else.
 	labelManaged = "tether.io/managed-by"
 	managedBy    = "edgecore"
+	// labelNode names the node whose edgecore made a sandbox or container,
+	// so that edgecores sharing a containerd leave each other's pods alone
+	// (see ours).
+	labelNode = "tether.io/node"
 
 	annotationHash            = "io.kubernetes.container.hash"
 	annotationRestartCount    = "io.kubernetes.container.restartCount"
@@ -49,9 +53,10 @@ const (
 	annotationTermMsgHostPath = "tether.io/termination-message-host-path"
 )
 
-// Runtime runs pods in containerd through the CRI API. Build it with New;
-// SyncPod and KillPod calls for one pod must not overlap (pods.Manager makes
-// them from one goroutine).
+// Runtime runs pods in containerd through the CRI API. Build it with New.
+// Its methods may be called from several goroutines at once, but SyncPod
+// and KillPod calls for one pod must not overlap (pods.Manager never makes
+// two for one pod at once): the pod's podState belongs to the call.
 type Runtime struct {
 	cfg     Config
 	objs    Objects
@@ -81,11 +86,14 @@ type Runtime struct {
 	// kills are the container IDs being stopped in the background; guarded
 	// by mu.
 	kills map[string]bool
+	// legacyLogged: sandboxes without labelNode were reported; guarded by
+	// mu.
+	legacyLogged bool
 }
 
 // podState is what the runtime keeps about a pod between syncs. Only the
-// goroutine calling SyncPod and KillPod touches it, except prober, which
-// has its own lock.
+// goroutine calling SyncPod or KillPod for the pod touches it, one at a
+// time; prober has its own lock, and Close reads it with Runtime.mu held.
 type podState struct {
 	pod    *corev1.Pod
 	prober *prober
@@ -118,6 +126,9 @@ func New(ctx context.Context, cfg Config, objs Objects, log *slog.Logger) (*Runt
 	}
 	if objs == nil {
 		return nil, errors.New("cri: no Objects")
+	}
+	if cfg.NodeName == "" {
+		return nil, errors.New("cri: no NodeName (sandboxes carry it, so that edgecores sharing a containerd keep apart)")
 	}
 	if log == nil {
 		log = slog.Default()
@@ -208,7 +219,9 @@ func (r *Runtime) Start(ctx context.Context) error {
 		failing = false
 		now := make(map[string]runtimeapi.ContainerState, len(list.Containers))
 		for _, c := range list.Containers {
-			now[c.Id] = c.State
+			if r.ours(c.Labels) {
+				now[c.Id] = c.State
+			}
 		}
 		if last != nil && !mapsEqual(last, now) {
 			r.notify()
@@ -247,8 +260,17 @@ func (r *Runtime) call(ctx context.Context) (context.Context, context.CancelFunc
 	return context.WithTimeout(ctx, r.cfg.RequestTimeout.Duration)
 }
 
+// ours reports whether a sandbox or container with labels belongs to this
+// node: it carries this node's name, or no node name at all (made by an
+// older edgecore; see the package doc).
+func (r *Runtime) ours(labels map[string]string) bool {
+	n, ok := labels[labelNode]
+	return !ok || n == r.cfg.NodeName
+}
+
 // Pods implements runtime.Runtime: the UIDs of the pods with a sandbox made
-// by edgecore, ready or not.
+// by this node's edgecore, ready or not. A sandbox without a node name is
+// never listed, so never killed as unknown: it may be another node's.
 func (r *Runtime) Pods(ctx context.Context) ([]types.UID, error) {
 	cctx, cancel := r.call(ctx)
 	defer cancel()
@@ -257,10 +279,27 @@ func (r *Runtime) Pods(ctx context.Context) ([]types.UID, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list sandboxes: %w", err)
 	}
-	var uids []types.UID
+	var uids, legacy []types.UID
 	for _, s := range list.Items {
-		if u := types.UID(s.Labels[labelPodUID]); u != "" && !slices.Contains(uids, u) {
+		u := types.UID(s.Labels[labelPodUID])
+		n, labelled := s.Labels[labelNode]
+		switch {
+		case u == "" || slices.Contains(uids, u):
+		case !labelled:
+			legacy = append(legacy, u)
+		case n == r.cfg.NodeName:
 			uids = append(uids, u)
+		}
+	}
+	if len(legacy) > 0 {
+		r.mu.Lock()
+		logged := r.legacyLogged
+		r.legacyLogged = true
+		r.mu.Unlock()
+		if !logged {
+			r.log.Warn("sandboxes without a node label, made by an older edgecore: each is run by the edgecore "+
+				"whose store holds its pod, and never killed as unknown; remove those of deleted pods with crictl rmp",
+				slog.Any("pods", legacy))
 		}
 	}
 	slices.Sort(uids)
@@ -281,15 +320,29 @@ func (r *Runtime) state(pod *corev1.Pod) *podState {
 	return ps
 }
 
+// listSandboxes lists this node's sandboxes of the pod, newest first.
 func (r *Runtime) listSandboxes(ctx context.Context, uid types.UID) ([]*runtimeapi.PodSandbox, error) {
+	items, _, err := r.podSandboxes(ctx, uid)
+	return items, err
+}
+
+// podSandboxes lists this node's sandboxes of the pod, newest first, and
+// says which other node, if any, has sandboxes of it.
+func (r *Runtime) podSandboxes(ctx context.Context, uid types.UID) (items []*runtimeapi.PodSandbox, other string, err error) {
 	cctx, cancel := r.call(ctx)
 	defer cancel()
 	list, err := r.rs.ListPodSandbox(cctx, &runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{
 		LabelSelector: map[string]string{labelPodUID: string(uid), labelManaged: managedBy}}})
 	if err != nil {
-		return nil, fmt.Errorf("list sandboxes: %w", err)
+		return nil, "", fmt.Errorf("list sandboxes: %w", err)
 	}
-	items := list.Items
+	for _, s := range list.Items {
+		if r.ours(s.Labels) {
+			items = append(items, s)
+		} else {
+			other = s.Labels[labelNode]
+		}
+	}
 	// Newest first.
 	slices.SortFunc(items, func(a, b *runtimeapi.PodSandbox) int {
 		if a.Metadata.GetAttempt() != b.Metadata.GetAttempt() {
@@ -297,7 +350,7 @@ func (r *Runtime) listSandboxes(ctx context.Context, uid types.UID) ([]*runtimea
 		}
 		return int((b.CreatedAt - a.CreatedAt) / int64(time.Millisecond))
 	})
-	return items, nil
+	return items, other, nil
 }
 
 // listContainers lists the containers of a sandbox, or of a pod when
@@ -310,13 +363,14 @@ func (r *Runtime) listContainers(ctx context.Context, uid types.UID, sandboxID s
 	if err != nil {
 		return nil, fmt.Errorf("list containers: %w", err)
 	}
-	return list.Containers, nil
+	return slices.DeleteFunc(list.Containers, func(c *runtimeapi.Container) bool { return !r.ours(c.Labels) }), nil
 }
 
 // KillPod implements runtime.Runtime. It stops the probes, stops the
 // containers (running preStop hooks, waiting at most grace, all at once),
 // stops and removes the sandboxes, and removes the pod's volumes, logs and
-// cgroup.
+// cgroup. A pod whose sandboxes are another node's is left alone, its logs
+// and cgroup too.
 func (r *Runtime) KillPod(ctx context.Context, uid types.UID, grace time.Duration) error {
 	if uid == "" || strings.ContainsAny(string(uid), "/*?[\\") {
 		return fmt.Errorf("kill pod: bad uid %q", uid)
@@ -332,9 +386,13 @@ func (r *Runtime) KillPod(ctx context.Context, uid types.UID, grace time.Duratio
 	if ps != nil {
 		pod = ps.pod
 	}
-	sandboxes, err := r.listSandboxes(ctx, uid)
+	sandboxes, other, err := r.podSandboxes(ctx, uid)
 	if err != nil {
 		return fmt.Errorf("kill pod %s: %w", uid, err)
+	}
+	if len(sandboxes) == 0 && other != "" {
+		r.log.Warn("not killing another node's pod", slog.String("uid", string(uid)), slog.String("node", other))
+		return nil
 	}
 	containers, err := r.listContainers(ctx, uid, "")
 	if err != nil {

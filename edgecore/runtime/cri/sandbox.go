@@ -31,6 +31,7 @@ func (r *Runtime) sandboxConfig(pod *corev1.Pod, attempt uint32) *runtimeapi.Pod
 	labels[labelPodName] = pod.Name
 	labels[labelPodNamespace] = pod.Namespace
 	labels[labelManaged] = managedBy
+	labels[labelNode] = r.cfg.NodeName
 	annotations := maps.Clone(pod.Annotations)
 	if annotations == nil {
 		annotations = map[string]string{}
