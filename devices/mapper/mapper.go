@@ -168,7 +168,10 @@ func (o *owner) reconcile(ctx context.Context, key string) {
 		problem = errors.Join(propErrs...).Error()
 	}
 	if problem != o.problems[id] {
-		if problem != "" {
+		switch {
+		case errors.Is(err, errNoModel):
+			o.log.Info("modbus device waits for its model", slog.String("device", id.String()), slog.String("err", problem))
+		case problem != "":
 			o.log.Error("modbus device configuration", slog.String("device", id.String()), slog.String("err", problem),
 				slog.Bool("served", err == nil))
 		}

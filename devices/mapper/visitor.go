@@ -1,6 +1,7 @@
 package mapper
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -97,6 +98,11 @@ type defaults struct {
 	timeout      time.Duration
 }
 
+// errNoModel says the device's model is not (yet) known: the metaserver's
+// devices and models come in on separate watches, so a new device may come
+// before its model.
+var errNoModel = errors.New("model not found")
+
 // minCycle bounds how often a property is read.
 const minCycle = 10 * time.Millisecond
 
@@ -110,7 +116,7 @@ func resolve(d *api.Device, m *api.DeviceModel, def defaults) (cfg deviceConfig,
 		return cfg, nil, err
 	}
 	if m == nil {
-		return cfg, nil, fmt.Errorf("spec.deviceModelRef: model %s/%s not found", d.Namespace, modelName(d))
+		return cfg, nil, fmt.Errorf("spec.deviceModelRef: %w: %s/%s", errNoModel, d.Namespace, modelName(d))
 	}
 	cd := configData{data: d.Spec.Protocol.ConfigData, path: "spec.protocol.configData"}
 	ip, err := cd.str("ip", "")

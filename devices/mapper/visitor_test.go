@@ -167,7 +167,7 @@ func TestResolveErrors(t *testing.T) {
 		})
 	}
 	if _, _, err := resolve(thermostat("t1", "127.0.0.1", 1502), nil, testDefaults); err == nil ||
-		!strings.Contains(err.Error(), "spec.deviceModelRef: model home/thermostat not found") {
+		!strings.Contains(err.Error(), "spec.deviceModelRef: model not found: home/thermostat") {
 		t.Fatalf("no model: %v", err)
 	}
 
