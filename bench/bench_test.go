@@ -389,6 +389,13 @@ ok  	github.com/tether-edge/tether/edgecore/store	0.5s
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got %+v\nwant %+v", got, want)
 	}
+	fails, err := GoBenchFailures(strings.NewReader(out + "panic: test timed out after 5m0s\nFAIL\tgithub.com/x/y\t300.1s\n--- FAIL: BenchmarkZ\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"panic: test timed out after 5m0s", "FAIL\tgithub.com/x/y\t300.1s", "--- FAIL: BenchmarkZ"}; !reflect.DeepEqual(fails, want) {
+		t.Errorf("failures %q, want %q", fails, want)
+	}
 	if _, err := ParseGoBenchmarks(strings.NewReader("BenchmarkBad-2 10 x ns/op\n")); err == nil {
 		t.Error("a bad value parsed")
 	}

@@ -8,6 +8,22 @@ import (
 	"strings"
 )
 
+// GoBenchFailures returns the failure lines of `go test -bench` output:
+// "FAIL <package>", "--- FAIL: <benchmark>" and panics (a benchmark past
+// -timeout panics with "test timed out").
+func GoBenchFailures(r io.Reader) ([]string, error) {
+	var out []string
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		l := strings.TrimSpace(sc.Text())
+		if strings.HasPrefix(l, "FAIL\t") || strings.HasPrefix(l, "FAIL ") || strings.HasPrefix(l, "--- FAIL") || strings.HasPrefix(l, "panic: ") {
+			out = append(out, l)
+		}
+	}
+	return out, sc.Err()
+}
+
 // ParseGoBenchmarks reads the output of `go test -bench` (any number of
 // packages) and returns its result lines. Other lines are skipped; a line
 // that starts like a result but does not parse is an error naming it.

@@ -238,6 +238,12 @@ func goBenchmarks(cfg Config, rep *bench.Report) {
 	if err != nil {
 		rep.SetUnavailable("goBenchmarks", err)
 	}
+	if _, err := f.Seek(0, 0); err == nil {
+		fails, _ := bench.GoBenchFailures(f)
+		for _, l := range fails {
+			rep.Errors = append(rep.Errors, "go test -bench: "+l)
+		}
+	}
 	rep.GoBenchmarks = bs
 	rep.Twin = twinFigures(bs)
 	if rep.Twin == nil {
