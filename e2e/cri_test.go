@@ -649,6 +649,7 @@ func TestCRIEdgecoreBinaryRSS(t *testing.T) {
 		PodResyncInterval: metav1.Duration{Duration: 2 * time.Second},
 		StaticPodPath:     filepath.Join(e.dir, "manifests"),
 		MetaServer:        edgecore.MetaServerConfig{Addr: "127.0.0.1:0"},
+		Devices:           edgecore.DevicesConfig{MQTT: edgecore.MQTTConfig{Addr: "127.0.0.1:0"}},
 	}
 	b, err := json.Marshal(cfg)
 	if err != nil {

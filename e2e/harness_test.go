@@ -231,10 +231,13 @@ type edge struct {
 	link *cutLink
 	ca   string
 	// cri, if set, runs the edge's pods in containerd (newCRIEdge).
-	cri    *cri.Config
-	ec     *edgecore.EdgeCore
-	cancel context.CancelFunc
-	done   chan error
+	cri *cri.Config
+	// devices is the edge's devices config; start gives an embedded broker
+	// a free port unless addr is set (1883 may be taken on the machine).
+	devices edgecore.DevicesConfig
+	ec      *edgecore.EdgeCore
+	cancel  context.CancelFunc
+	done    chan error
 }
 
 func startEdge(t *testing.T, c *cloud, name string) *edge {
@@ -333,10 +336,14 @@ func (e *edge) start() {
 		PodResyncInterval: metav1.Duration{Duration: 2 * time.Second},
 		StaticPodPath:     filepath.Join(e.dir, "manifests"),
 		MetaServer:        edgecore.MetaServerConfig{Addr: "127.0.0.1:0"}, // a port per edge
+		Devices:           e.devices,
 		Logger:            testLogger(e.t).With(slog.String("side", "edge")),
 	}
 	if e.cri != nil {
 		cfg.Runtime, cfg.CRI = "cri", *e.cri
+	}
+	if m := &cfg.Devices.MQTT; m.Broker != edgecore.BrokerExternal && m.Addr == "" {
+		m.Addr = "127.0.0.1:0"
 	}
 	ec, err := edgecore.New(cfg)
 	if err != nil {

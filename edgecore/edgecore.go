@@ -1,6 +1,7 @@
 // Package edgecore wires the edge side of Tether: the store (bbolt), the
-// agent (the session with the cloud hub), the pod manager and the container
-// runtime. The binary in cmd/edgecore reads a Config and calls Run; the
+// agent (the session with the cloud hub), the pod manager, the container
+// runtime, the metaserver, and the device twins over MQTT with their
+// embedded broker. The binary in cmd/edgecore reads a Config and calls Run; the
 // simulator runs many of them in one process the same way.
 package edgecore
 
@@ -21,7 +22,9 @@ import (
 	"golang.org/x/sync/errgroup"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/tether-edge/tether/devices/broker"
 	"github.com/tether-edge/tether/edgecore/agent"
+	"github.com/tether-edge/tether/edgecore/devicetwin"
 	"github.com/tether-edge/tether/edgecore/link"
 	"github.com/tether-edge/tether/edgecore/metaserver"
 	"github.com/tether-edge/tether/edgecore/nodestatus"
@@ -78,6 +81,9 @@ type Config struct {
 	// MetaServer is the read-only Kubernetes API on loopback for the
 	// node's applications (see package metaserver).
 	MetaServer MetaServerConfig `json:"metaserver,omitempty"`
+	// Devices configures the device twins over MQTT (see package
+	// devicetwin) and the broker they use.
+	Devices DevicesConfig `json:"devices,omitempty"`
 
 	// Logger is where edgecore logs (default slog.Default()).
 	Logger *slog.Logger `json:"-"`
@@ -108,6 +114,48 @@ type MetaServerConfig struct {
 	// authentication and serves secrets).
 	Addr string `json:"addr,omitempty"`
 }
+
+// DevicesConfig configures the device twins.
+type DevicesConfig struct {
+	// Enable serves the device twins (default true).
+	Enable *bool `json:"enable,omitempty"`
+	// MQTT says which broker devices and mappers meet the edge on.
+	MQTT MQTTConfig `json:"mqtt,omitempty"`
+	// ReportInterval is the least time between two saves of the twins,
+	// each of which queues the changed devices' status for the cloud
+	// (default 1s; a change after a quiet spell is saved within about
+	// 20ms).
+	ReportInterval metav1.Duration `json:"reportInterval,omitempty"`
+}
+
+// MQTTConfig says which MQTT broker to use.
+type MQTTConfig struct {
+	// Broker is "embedded" (default: edgecore runs the broker, see
+	// package broker) or "external" (a broker such as Mosquitto at URL).
+	Broker string `json:"broker,omitempty"`
+	// Addr is where the embedded broker listens (default 127.0.0.1:1883,
+	// the port KubeEdge mappers use; a non-loopback host lets devices on
+	// the network in, so set a username then).
+	Addr string `json:"addr,omitempty"`
+	// URL is the external broker, tcp://host:port (default
+	// tcp://127.0.0.1:1883).
+	URL string `json:"url,omitempty"`
+	// Username and Password (or PasswordFile, a file holding it): the
+	// embedded broker then admits only these credentials, and edgecore
+	// gives them to either broker. Empty: no authentication.
+	Username     string `json:"username,omitempty"`
+	Password     string `json:"password,omitempty"`
+	PasswordFile string `json:"passwordFile,omitempty"`
+	// ClientID is edgecore's MQTT client id (default
+	// tether-edgecore-<nodeName>).
+	ClientID string `json:"clientID,omitempty"`
+}
+
+// The brokers of MQTTConfig.Broker.
+const (
+	BrokerEmbedded = "embedded"
+	BrokerExternal = "external"
+)
 
 func (c *Config) validate() error {
 	if c.NodeName == "" {
@@ -208,8 +256,69 @@ func (c *Config) validate() error {
 	if err := metaserver.ValidateAddr(c.MetaServer.Addr); err != nil {
 		return fmt.Errorf("metaserver.addr: %w", err)
 	}
+	if err := c.Devices.validate(); err != nil {
+		return err
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+func (d *DevicesConfig) validate() error {
+	if d.Enable == nil {
+		on := true
+		d.Enable = &on
+	}
+	if !*d.Enable {
+		return nil
+	}
+	m := &d.MQTT
+	if m.Broker == "" {
+		m.Broker = BrokerEmbedded
+	}
+	switch m.Broker {
+	case BrokerEmbedded:
+		if m.URL != "" {
+			return fmt.Errorf("devices.mqtt.url: only for broker %s (the embedded broker listens on devices.mqtt.addr)", BrokerExternal)
+		}
+		if m.Addr == "" {
+			m.Addr = broker.DefaultAddr
+		}
+		if _, _, err := net.SplitHostPort(m.Addr); err != nil {
+			return fmt.Errorf("devices.mqtt.addr: %q is not host:port: %w", m.Addr, err)
+		}
+	case BrokerExternal:
+		if m.Addr != "" {
+			return fmt.Errorf("devices.mqtt.addr: only for broker %s (an external broker is at devices.mqtt.url)", BrokerEmbedded)
+		}
+		if m.URL == "" {
+			m.URL = "tcp://127.0.0.1:1883"
+		}
+		if err := devicetwin.ValidateBrokerURL(m.URL); err != nil {
+			return fmt.Errorf("devices.mqtt.url: %w", err)
+		}
+	default:
+		return fmt.Errorf("devices.mqtt.broker: %q is neither %s nor %s", m.Broker, BrokerEmbedded, BrokerExternal)
+	}
+	if m.PasswordFile != "" {
+		if m.Password != "" {
+			return errors.New("devices.mqtt.passwordFile: set password or passwordFile, not both")
+		}
+		b, err := os.ReadFile(m.PasswordFile)
+		if err != nil {
+			return fmt.Errorf("devices.mqtt.passwordFile: %w", err)
+		}
+		m.Password = strings.TrimSpace(string(b))
+	}
+	if m.Password != "" && m.Username == "" {
+		return errors.New("devices.mqtt.password: set without devices.mqtt.username")
+	}
+	if d.ReportInterval.Duration < 0 {
+		return fmt.Errorf("devices.reportInterval: %s is negative", d.ReportInterval.Duration)
+	}
+	if d.ReportInterval.Duration == 0 {
+		d.ReportInterval.Duration = time.Second
 	}
 	return nil
 }
@@ -219,14 +328,19 @@ const NoStaticPods = "-"
 
 // EdgeCore is a configured edgecore.
 type EdgeCore struct {
-	cfg    Config
-	DB     *store.DB
-	Agent  *agent.Agent
-	Pods   *pods.Manager
+	cfg   Config
+	DB    *store.DB
+	Agent *agent.Agent
+	Pods  *pods.Manager
 	// Static is the static pod source; nil when static pods are off.
 	Static *staticpods.Source
 	// MetaServer is the local Kubernetes API; nil when disabled.
 	MetaServer *metaserver.Server
+	// Devices serves the device twins over MQTT; nil when disabled.
+	Devices *devicetwin.Twin
+	// Broker is the embedded MQTT broker; nil when devices are disabled or
+	// use an external broker.
+	Broker *broker.Broker
 	// Runtime is the container runtime the pods run in.
 	Runtime runtime.Runtime
 	// criRuntime is the CRI runtime edgecore made, if it made one: Run
@@ -286,6 +400,9 @@ func New(cfg Config) (*EdgeCore, error) {
 		if criRT != nil {
 			criRT.Close()
 		}
+		if ec.Broker != nil {
+			ec.Broker.Close()
+		}
 		db.Close()
 	}
 	ns := &nodestatus.Source{NodeName: cfg.NodeName, InternalIP: cfg.NodeIP, MaxPods: cfg.MaxPods,
@@ -308,6 +425,27 @@ func New(cfg Config) (*EdgeCore, error) {
 			return nil, err
 		}
 		obs = append(obs, ec.MetaServer)
+	}
+	if d := cfg.Devices; *d.Enable {
+		url := d.MQTT.URL
+		if d.MQTT.Broker == BrokerEmbedded {
+			ec.Broker, err = broker.New(broker.Config{Addr: d.MQTT.Addr, Username: d.MQTT.Username, Password: d.MQTT.Password,
+				Logger: log.With(slog.String("component", "broker"))})
+			if err != nil {
+				closeAll()
+				return nil, fmt.Errorf("devices.mqtt.addr: %w", err)
+			}
+			url = ec.Broker.URL()
+		}
+		ec.Devices, err = devicetwin.New(devicetwin.Config{NodeName: cfg.NodeName, BrokerURL: url,
+			Username: d.MQTT.Username, Password: d.MQTT.Password, ClientID: d.MQTT.ClientID,
+			ReportInterval: d.ReportInterval.Duration, OutboxMax: cfg.OutboxMax,
+			Logger: log.With(slog.String("component", "devicetwin"))}, db, func() { ag.OutboxChanged() })
+		if err != nil {
+			closeAll()
+			return nil, err
+		}
+		obs = append(obs, ec.Devices)
 	}
 	ag, err = agent.New(agent.Config{
 		NodeName:           cfg.NodeName,
@@ -347,6 +485,12 @@ func (ec *EdgeCore) Run(ctx context.Context) error {
 	g.Go(func() error { return ec.Agent.Start(ctx) })
 	if ec.MetaServer != nil {
 		g.Go(func() error { return ec.MetaServer.Start(ctx) })
+	}
+	if ec.Broker != nil {
+		g.Go(func() error { return ec.Broker.Start(ctx) })
+	}
+	if ec.Devices != nil {
+		g.Go(func() error { return ec.Devices.Start(ctx) })
 	}
 	return g.Wait()
 }
@@ -391,10 +535,14 @@ func truncate(s string, n int) string {
 	return s
 }
 
-// Close closes the runtime edgecore made, if any, and the store.
+// Close closes the runtime edgecore made, if any, the embedded broker's
+// listener (in case Run never ran) and the store.
 func (ec *EdgeCore) Close() error {
 	if ec.criRuntime != nil {
 		ec.criRuntime.Close()
+	}
+	if ec.Broker != nil {
+		ec.Broker.Close()
 	}
 	return ec.DB.Close()
 }

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"sigs.k8s.io/yaml"
 )
@@ -24,6 +25,15 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{good + "maxPods: -1\n", "maxPods"},
 		{good + "reconnectInitial: 10s\nreconnectMax: 1s\n", "reconnectMax"},
 		{good + "podResyncInterval: -5s\n", "podResyncInterval"},
+		{good + "devices:\n  mqtt:\n    broker: mosquitto\n", "devices.mqtt.broker"},
+		{good + "devices:\n  mqtt:\n    url: tcp://127.0.0.1:1883\n", "devices.mqtt.url"},
+		{good + "devices:\n  mqtt:\n    broker: external\n    addr: 127.0.0.1:1883\n", "devices.mqtt.addr"},
+		{good + "devices:\n  mqtt:\n    broker: external\n    url: ssl://broker:8883\n", "devices.mqtt.url"},
+		{good + "devices:\n  mqtt:\n    addr: localhost\n", "devices.mqtt.addr"},
+		{good + "devices:\n  mqtt:\n    password: p\n", "devices.mqtt.password"},
+		{good + "devices:\n  mqtt:\n    username: u\n    passwordFile: " + ca + ".missing\n", "devices.mqtt.passwordFile"},
+		{good + "devices:\n  mqtt:\n    username: u\n    password: p\n    passwordFile: " + ca + "\n", "devices.mqtt.passwordFile"},
+		{good + "devices:\n  reportInterval: -1s\n", "devices.reportInterval"},
 	}
 	for _, c := range cases {
 		var cfg Config
@@ -47,5 +57,20 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 	}
 	if cfg.MaxPods != 110 || cfg.Runtime != "fake" || cfg.ReconnectMax.Duration == 0 {
 		t.Errorf("defaults not filled: %+v", cfg)
+	}
+	if d := cfg.Devices; !*d.Enable || d.MQTT.Broker != "embedded" || d.MQTT.Addr != "127.0.0.1:1883" || d.ReportInterval.Duration != time.Second {
+		t.Errorf("device defaults not filled: %+v", d)
+	}
+	cfg = Config{}
+	pw := filepath.Join(dir, "mqtt-password")
+	os.WriteFile(pw, []byte("s3cret\n"), 0o600)
+	if err := yaml.UnmarshalStrict([]byte(good+"devices:\n  mqtt:\n    broker: external\n    username: edge\n    passwordFile: "+pw+"\n"), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.validate(); err != nil {
+		t.Fatal(err)
+	}
+	if m := cfg.Devices.MQTT; m.URL != "tcp://127.0.0.1:1883" || m.Password != "s3cret" || m.Addr != "" {
+		t.Errorf("external broker defaults: %+v", m)
 	}
 }

@@ -33,6 +33,7 @@ func TestEdgecoreRunsStorePodsInContainerd(t *testing.T) {
 		NodeIP:            "127.0.0.1",
 		Runtime:           "cri",
 		PodResyncInterval: metav1.Duration{Duration: time.Hour},
+		Devices:           edgecore.DevicesConfig{MQTT: edgecore.MQTTConfig{Addr: "127.0.0.1:0"}}, // 1883 may be taken
 		CRI: cri.Config{Endpoint: env.Endpoint, PauseImage: env.PauseImage, PodLogDir: t.TempDir(),
 			CgroupParent: cri.IntegrationCgroupParent},
 		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),

@@ -1,0 +1,174 @@
+package edgecore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	devicesapi "github.com/tether-edge/tether/devices/api"
+	"github.com/tether-edge/tether/devices/broker"
+	"github.com/tether-edge/tether/edgecore/store"
+	"github.com/tether-edge/tether/protocol"
+)
+
+// deviceEdge runs an edgecore with no reachable cloud, whose store holds a
+// DeviceModel and a Device, with the devices config given.
+func deviceEdge(t *testing.T, devices DevicesConfig) *EdgeCore {
+	t.Helper()
+	dir := t.TempDir()
+	db, err := store.Open(filepath.Join(dir, "edge.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	model := devicesapi.DeviceModel{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "thermometer"},
+		Spec: devicesapi.DeviceModelSpec{Properties: []devicesapi.ModelProperty{{Name: "temperature", Type: devicesapi.TypeFloat}}}}
+	dev := devicesapi.Device{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "thermo", Generation: 1},
+		Spec: devicesapi.DeviceSpec{DeviceModelRef: &devicesapi.DeviceModelRef{Name: "thermometer"}, NodeName: "edge-1",
+			Properties: []devicesapi.DeviceProperty{{Name: "temperature", ReportToCloud: true, Desired: devicesapi.TwinProperty{Value: "21"}}}}}
+	err = db.Update(func(tx *store.Tx) error {
+		for _, o := range []struct {
+			kind protocol.Kind
+			v    any
+		}{{protocol.KindDeviceModel, model}, {protocol.KindDevice, dev}} {
+			b, _ := json.Marshal(o.v)
+			name := "thermometer"
+			if o.kind == protocol.KindDevice {
+				name = "thermo"
+			}
+			if err := tx.PutObject(&protocol.Object{Kind: o.kind, UID: "uid-" + name, Namespace: "default", Name: name,
+				ResourceVersion: "1", Data: b}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	off := false
+	ec, err := New(Config{NodeName: "edge-1", Cloud: CloudConfig{URL: "wss://127.0.0.1:1/v1/connect", Token: "x"},
+		DataDir: dir, StaticPodPath: NoStaticPods, MetaServer: MetaServerConfig{Enable: &off}, Devices: devices,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ec.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("Run: %v", err)
+		}
+		ec.Close()
+	})
+	return ec
+}
+
+// ask publishes request on topic until a message arrives on topic/result,
+// and returns it.
+func ask(t *testing.T, url, user, pass, topic, request string) string {
+	t.Helper()
+	got := make(chan string, 16)
+	c := paho.NewClient(paho.NewClientOptions().AddBroker(url).SetClientID("test-device").SetUsername(user).SetPassword(pass))
+	if tok := c.Connect(); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect to %s: %v", url, tok.Error())
+	}
+	defer c.Disconnect(100)
+	if tok := c.Subscribe(topic+"/result", 1, func(_ paho.Client, m paho.Message) { got <- string(m.Payload()) }); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	deadline := time.After(30 * time.Second)
+	for {
+		c.Publish(topic, 1, false, request).WaitTimeout(time.Second)
+		select {
+		case r := <-got:
+			return r
+		case <-time.After(300 * time.Millisecond): // edgecore may not be subscribed yet
+		case <-deadline:
+			t.Fatalf("no answer on %s/result", topic)
+		}
+	}
+}
+
+// TestDevicesEmbeddedBroker: edgecore runs the embedded broker, serves the
+// store's devices on it and queues the reports in the outbox.
+func TestDevicesEmbeddedBroker(t *testing.T) {
+	ec := deviceEdge(t, DevicesConfig{MQTT: MQTTConfig{Addr: "127.0.0.1:0"}})
+	if ec.Broker == nil || ec.Devices == nil {
+		t.Fatal("no broker or no twin component")
+	}
+	r := ask(t, ec.Broker.URL(), "", "", "$hw/events/node/edge-1/membership/get", `{"event_id":"m","timestamp":0}`)
+	if !strings.Contains(r, `"id":"default/thermo"`) || !strings.Contains(r, `"expected":{"value":"21"`) {
+		t.Fatalf("membership %s", r)
+	}
+	r = ask(t, ec.Broker.URL(), "", "", "$hw/events/device/default/thermo/twin/update",
+		`{"event_id":"u","timestamp":0,"twin":{"temperature":{"actual":{"value":"20.5"}}}}`)
+	if strings.Contains(r, `"code"`) {
+		t.Fatalf("update result %s", r)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var ds *protocol.DeviceStatus
+		ec.DB.View(func(tx *store.Tx) error {
+			return tx.Outbox(0, func(it store.OutboxItem) bool {
+				if f, err := protocol.Decode(it.Frame); err == nil && f.DeviceStatus != nil {
+					ds = f.DeviceStatus
+				}
+				return true
+			})
+		})
+		if ds != nil {
+			if ds.UID != "uid-thermo" || len(ds.Twins) != 1 || ds.Twins[0].Value != "20.5" {
+				t.Fatalf("DeviceStatus %+v", ds)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no DeviceStatus in the outbox")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	// A second edgecore cannot take the same address.
+	off := false
+	_, err := New(Config{NodeName: "edge-2", Cloud: CloudConfig{URL: "wss://127.0.0.1:1/v1/connect", Token: "x"},
+		DataDir: t.TempDir(), StaticPodPath: NoStaticPods, MetaServer: MetaServerConfig{Enable: &off},
+		Devices: DevicesConfig{MQTT: MQTTConfig{Addr: ec.Broker.Addr()}}})
+	if err == nil || !strings.HasPrefix(err.Error(), "devices.mqtt.addr:") || !strings.Contains(err.Error(), "address already in use") {
+		t.Errorf("second broker on %s: %v", ec.Broker.Addr(), err)
+	}
+}
+
+// TestDevicesExternalBroker: edgecore uses a broker it does not run, with
+// credentials.
+func TestDevicesExternalBroker(t *testing.T) {
+	b, err := broker.New(broker.Config{Addr: "127.0.0.1:0", Username: "edge", Password: "s3cret",
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.Start(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	ec := deviceEdge(t, DevicesConfig{MQTT: MQTTConfig{Broker: BrokerExternal, URL: b.URL(), Username: "edge", Password: "s3cret"}})
+	if ec.Broker != nil {
+		t.Error("an embedded broker runs beside the external one")
+	}
+	r := ask(t, b.URL(), "edge", "s3cret", "$hw/events/device/default/thermo/twin/get", `{"event_id":"g","timestamp":0}`)
+	if !strings.Contains(r, `"temperature":{"expected":{"value":"21"`) {
+		t.Fatalf("twin/get %s", r)
+	}
+}
