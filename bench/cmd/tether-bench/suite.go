@@ -50,7 +50,7 @@ func suite(ctx context.Context, cfg Config, rep *bench.Report, log *slog.Logger)
 	}
 	defer cp.Stop()
 
-	if err := scales(ctx, cfg, rep, cp, binDir, log); err != nil {
+	if err := scales(ctx, cfg, rep, cp, binDir, filepath.Join(tmp, "sim"), log); err != nil {
 		return err
 	}
 	if cfg.Edgecore {
@@ -95,17 +95,27 @@ func tmpBase() string {
 	return os.TempDir()
 }
 
-// scales grows one simulator's fleet through cfg.Nodes and measures each
-// count.
-func scales(ctx context.Context, cfg Config, rep *bench.Report, cp *controlplane.ControlPlane, binDir string, log *slog.Logger) error {
+// scales grows one simulator's fleet (its stores in simDir) through
+// cfg.Nodes and measures each count.
+func scales(ctx context.Context, cfg Config, rep *bench.Report, cp *controlplane.ControlPlane, binDir, simDir string, log *slog.Logger) error {
+	// The hollow nodes' warnings and cloudcore's log go to the output
+	// directory.
+	warnings, err := os.Create(filepath.Join(cfg.Out, "sim-warnings.log"))
+	if err != nil {
+		return err
+	}
+	defer warnings.Close()
 	sim, err := simulator.New(ctx, simulator.Config{
 		Name:             "bench",
+		Dir:              simDir,
 		Kubeconfig:       cp.Kubeconfig(),
 		BinDir:           binDir,
 		CloudcoreBinary:  filepath.Join(binDir, "cloudcore"),
+		Cloud:            cloudConfig(cfg),
 		ConnectRate:      cfg.ConnectRate,
 		Progress:         os.Stderr,
 		ProgressInterval: 10 * time.Second,
+		Log:              slog.NewTextHandler(warnings, &slog.HandlerOptions{Level: slog.LevelWarn}),
 	})
 	if err != nil {
 		return fmt.Errorf("simulator: %w", err)
@@ -113,6 +123,9 @@ func scales(ctx context.Context, cfg Config, rep *bench.Report, cp *controlplane
 	defer func() {
 		if err := sim.Close(); err != nil {
 			log.Error("simulator close", slog.Any("err", err))
+		}
+		if err := copyFile(filepath.Join(simDir, "cloudcore", "cloudcore.log"), filepath.Join(cfg.Out, "cloudcore.log")); err != nil {
+			log.Warn("cloudcore log", slog.Any("err", err))
 		}
 	}()
 	for _, n := range cfg.Nodes {
