@@ -267,7 +267,13 @@ func (t *Twin) onConnect(c paho.Client) {
 		filters[f] = 1
 	}
 	tok := c.SubscribeMultiple(filters, t.onMessage)
-	if !tok.WaitTimeout(30 * time.Second) {
+	ok := tok.WaitTimeout(30 * time.Second)
+	select {
+	case <-t.stopping:
+		return // the subscription raced with the end of Start
+	default:
+	}
+	if !ok {
 		t.log.Error("mqtt subscribe timed out", slog.String("broker", t.cfg.BrokerURL))
 		return
 	}
