@@ -400,3 +400,30 @@ ok  	github.com/tether-edge/tether/edgecore/store	0.5s
 		t.Error("a bad value parsed")
 	}
 }
+
+// A fleet behind an emulated link: the IP-layer figures show in the text
+// and are the ones judged.
+func TestEmulatedLinkFigures(t *testing.T) {
+	r := sample()
+	r.Link = &Link{DelayMs: 25}
+	for i := range r.Scales {
+		s := &r.Scales[i]
+		s.IdleLink = &Bandwidth{Seconds: 60, UplinkBitsPerSecond: 150, DownlinkBitsPerSecond: 100, Layer: "ip"}
+		s.Storm.LinkBytesSent = 3 << 20
+	}
+	Evaluate(r)
+	for _, tr := range r.Targets {
+		if tr.Name == "idle-uplink" && (tr.Status != Missed || *tr.Value != 0.15 || !strings.Contains(tr.Note, "ip layer")) {
+			t.Errorf("idle-uplink %+v", tr)
+		}
+	}
+	var b bytes.Buffer
+	if err := WriteText(&b, r); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"behind an emulated link: 25 ms each way", "storm sent (IP)", "3.0 MiB", "0.150 / 0.100 kbit/s"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("text lacks %q:\n%s", want, b.String())
+		}
+	}
+}

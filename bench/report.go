@@ -27,6 +27,9 @@ type Report struct {
 	Machine Machine `json:"machine"`
 	// Args are the suite's command-line arguments.
 	Args []string `json:"args,omitempty"`
+	// Link is the emulated network between the hollow nodes and cloudcore,
+	// nil for loopback.
+	Link *Link `json:"link,omitempty"`
 	// Scales holds the figures measured at each node count, in increasing
 	// order of Nodes.
 	Scales []Scale `json:"scales"`
@@ -45,6 +48,13 @@ type Report struct {
 	Unavailable map[string]string `json:"unavailable,omitempty"`
 	// Errors are failures of the run that did not stop it.
 	Errors []string `json:"errors,omitempty"`
+}
+
+// Link is an emulated link (package simulator/netns).
+type Link struct {
+	// DelayMs is the delay each way, LossPercent the packets dropped.
+	DelayMs     float64 `json:"delayMs"`
+	LossPercent float64 `json:"lossPercent"`
 }
 
 // Scale is what the suite measured with Nodes hollow edge nodes connected to
@@ -74,6 +84,9 @@ type Scale struct {
 	Storm *Storm `json:"storm,omitempty"`
 	// IdleBandwidth is the traffic per node with nothing changing.
 	IdleBandwidth *Bandwidth `json:"idleBandwidth,omitempty"`
+	// IdleLink is the same window counted at the IP layer on the emulated
+	// link, when the fleet ran behind one (Report.Link).
+	IdleLink *Bandwidth `json:"idleLink,omitempty"`
 	// Unavailable maps the JSON name of a figure above that this scale could
 	// not obtain to the reason.
 	Unavailable map[string]string `json:"unavailable,omitempty"`
@@ -153,6 +166,11 @@ type Storm struct {
 	// Resynced is how many nodes were resynced when the storm ended (equal
 	// to Nodes unless the deadline passed).
 	Resynced int `json:"resynced"`
+	// LinkBytesSent and LinkBytesReceived are the IP bytes on the emulated
+	// link from the hub's stop until every node resynced, down and up,
+	// when the fleet ran behind one.
+	LinkBytesSent     int64 `json:"linkBytesSent,omitempty"`
+	LinkBytesReceived int64 `json:"linkBytesReceived,omitempty"`
 }
 
 // Bandwidth is traffic per node over a window of Seconds.

@@ -147,6 +147,11 @@ func evalIdleUplink(r *Report) TargetResult {
 		return judge(e.Link, 0, ", edgecore binary behind an emulated link")
 	}
 	for i := len(r.Scales) - 1; i >= 0; i-- {
+		if s := &r.Scales[i]; s.IdleLink != nil {
+			return judge(s.IdleLink, s.Nodes, ", the fleet behind an emulated link")
+		}
+	}
+	for i := len(r.Scales) - 1; i >= 0; i-- {
 		if s := &r.Scales[i]; s.IdleBandwidth != nil {
 			return judge(s.IdleBandwidth, s.Nodes, "")
 		}

@@ -29,7 +29,13 @@ func WriteText(w io.Writer, r *Report) error {
 			parts = append(parts, p)
 		}
 	}
-	b.WriteString(strings.Join(parts, ", ") + "\n\n")
+	b.WriteString(strings.Join(parts, ", ") + "\n")
+	if r.Link != nil {
+		fmt.Fprintf(&b, "hollow nodes behind an emulated link: %g ms each way, %g%% loss\n", r.Link.DelayMs, r.Link.LossPercent)
+	} else {
+		b.WriteString("hollow nodes on loopback\n")
+	}
+	b.WriteString("\n")
 
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "nodes\tconnected\tconnect\tcloudcore RSS idle\tper node\tCPU idle\tRSS churn\tCPU churn\t")
@@ -44,10 +50,23 @@ func WriteText(w io.Writer, r *Report) error {
 	}
 	b.WriteString("\n")
 	tw = tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "nodes\tdispatch p50 / p99\tcreate→Running p50 / p99\tstorm\tstorm sent\tidle up / down per node\t")
+	link := r.Link != nil
+	hdr := "nodes\tdispatch p50 / p99\tcreate→Running p50 / p99\tstorm\tstorm sent\tidle up / down per node (TLS)\t"
+	if link {
+		hdr += "storm sent (IP)\tidle up / down per node (IP)\t"
+	}
+	fmt.Fprintln(tw, hdr)
 	for _, s := range r.Scales {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t\n",
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t",
 			s.Nodes, latency(s.Dispatch), latency(s.CreateToRunning), storm(s.Storm), stormBytes(s.Storm), bandwidth(s.IdleBandwidth))
+		if link {
+			sent := "-"
+			if s.Storm != nil && s.Storm.LinkBytesSent > 0 {
+				sent = bytesText(s.Storm.LinkBytesSent)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t", sent, bandwidth(s.IdleLink))
+		}
+		fmt.Fprintln(tw)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -198,10 +217,14 @@ func stormBytes(s *Storm) string {
 	if s == nil {
 		return "-"
 	}
-	if s.BytesSent >= 1<<20 {
-		return fmt.Sprintf("%.1f MiB", float64(s.BytesSent)/(1<<20))
+	return bytesText(s.BytesSent)
+}
+
+func bytesText(n int64) string {
+	if n >= 1<<20 {
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
 	}
-	return fmt.Sprintf("%.0f KiB", float64(s.BytesSent)/1024)
+	return fmt.Sprintf("%.0f KiB", float64(n)/1024)
 }
 
 func bandwidth(b *Bandwidth) string {
