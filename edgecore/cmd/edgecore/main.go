@@ -1,5 +1,6 @@
 // Command edgecore runs Tether's edge side on an edge machine: it keeps the
-// objects the cloud sent in a local store, runs the node's pods, and reports
+// objects the cloud sent in a local store, runs the node's pods, serves its
+// devices' twins over MQTT (on its embedded broker by default), and reports
 // their status, whether or not the cloud is reachable.
 //
 //	edgecore --config /etc/tether/edgecore.yaml
