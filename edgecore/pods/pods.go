@@ -18,12 +18,14 @@
 // runs, which matters to the simulator's thousands of nodes in one process.
 //
 // Changes come in bursts (a batch from the cloud, a container's exit seen
-// by the runtime), each a kick that says something changed, not what.
-// While pods wait for a worker, a kick makes a light pass that queues only
-// the pods that are new, changed or gone, and the full pass, which syncs
-// every pod, follows once none waits: otherwise every kick during a big
-// start would sync again every pod started so far, taking the workers from
-// the pods still waiting.
+// by the runtime), each a kick that says when something changed, not
+// what. A pass for a kick syncs every pod except those whose last sync
+// started after the change with the same spec: they saw it. While pods
+// wait for a worker, a kick makes a light pass that queues only the pods
+// that are new, changed or gone, and the full pass follows once none
+// waits: otherwise every kick during a big start would sync again every
+// pod started so far, taking the workers from the pods still waiting. The
+// resync timer syncs every pod.
 package pods
 
 import (
@@ -90,6 +92,9 @@ type Manager struct {
 	// queued is called after statuses were queued in the outbox.
 	queued func()
 	kickc  chan struct{}
+	// kickedAt is when the oldest change not yet passed was announced, in
+	// Unix nanoseconds (0: none).
+	kickedAt atomic.Int64
 	// resend asks the next pass to report every status again.
 	resend atomic.Bool
 	// results carries the workers' results to the Start goroutine; its
@@ -100,14 +105,21 @@ type Manager struct {
 
 	// static, if set, adds the node's static pods.
 	static StaticPods
+	// idleHook, if set, is called by the Start goroutine when the last work
+	// is done (for tests).
+	idleHook func()
 
 	// Owned by the Start goroutine:
 	lastStatus map[types.UID][]byte // the last status queued per reported pod UID
 	terminated map[types.UID]bool   // pods whose termination is queued
 	lastMirror map[string]string    // ns/name -> config hash (or "" for delete) of the mirror request queued
 	// fullPending: a kick came while pods waited for a worker; a full pass
-	// is due once none waits.
-	fullPending bool
+	// for the changes since pendingSince is due once none waits.
+	fullPending  bool
+	pendingSince time.Time
+	// synced holds when each pod's last successful sync started and the
+	// resourceVersion it synced.
+	synced map[types.UID]syncMark
 	// pods are the pods to run, by UID, and mirrors the mirror pods, by
 	// ns/name, as the last pass read them. They are kept only while work
 	// is queued or running (workers look pods up when they start) and
@@ -134,6 +146,17 @@ type podWork struct {
 	running bool
 	// again: the pod changed while its worker ran; queue it again after.
 	again bool
+	// sync: the worker syncs (rather than kills) the pod, which it started
+	// to at started, with the spec of resourceVersion rv.
+	sync    bool
+	started time.Time
+	rv      string
+}
+
+// syncMark is when a sync started and the resourceVersion it synced.
+type syncMark struct {
+	started time.Time
+	rv      string
 }
 
 // job is one worker's task: sync pod, or kill the pod with uid (pod is nil
@@ -175,7 +198,7 @@ func New(cfg Config, db *store.DB, rt runtime.Runtime, queued func(), log *slog.
 	return &Manager{cfg: cfg, db: db, rt: rt, log: log, queued: queued, kickc: make(chan struct{}, 1),
 		results:    make(chan result, cfg.PodWorkers),
 		lastStatus: map[types.UID][]byte{}, terminated: map[types.UID]bool{}, lastMirror: map[string]string{},
-		work: map[types.UID]*podWork{}}, nil
+		work: map[types.UID]*podWork{}, synced: map[types.UID]syncMark{}}, nil
 }
 
 // SetStaticPods adds a source of static pods. Call it before Start.
@@ -184,6 +207,7 @@ func (m *Manager) SetStaticPods(s StaticPods) { m.static = s }
 // Changed tells the Manager that pods or what they use changed. It never
 // blocks.
 func (m *Manager) Changed() {
+	m.kickedAt.CompareAndSwap(0, time.Now().UnixNano())
 	select {
 	case m.kickc <- struct{}{}:
 	default:
@@ -209,15 +233,22 @@ func (m *Manager) Start(ctx context.Context) error {
 	m.flushTimer.Stop()
 	defer m.flushTimer.Stop()
 	defer m.stop(ctx)
-	m.pass(ctx, true)
+	m.pass(ctx, true, time.Now())
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-m.kickc:
-			m.kick(ctx)
+			// The changes announced before this are all seen by what
+			// starts after it; a kick with none announced was passed
+			// already.
+			var since time.Time
+			if ns := m.kickedAt.Swap(0); ns != 0 {
+				since = time.Unix(0, ns)
+			}
+			m.kick(ctx, since)
 		case <-t.C:
-			m.kick(ctx)
+			m.kick(ctx, time.Now())
 		case r := <-m.results:
 			m.done(ctx, r)
 		case <-m.flushTimer.C:
@@ -245,27 +276,40 @@ type queuedFrame struct {
 	frame *protocol.Frame
 }
 
-// kick makes a full pass, or while pods wait for a worker a light one,
-// and the full one once none waits.
-func (m *Manager) kick(ctx context.Context) {
+// kick makes a full pass for the changes since since (none if it is
+// zero), or while pods wait for a worker a light one, and the full one
+// once none waits.
+func (m *Manager) kick(ctx context.Context, since time.Time) {
+	if m.fullPending {
+		since = earliest(since, m.pendingSince)
+	}
 	if len(m.queue) > 0 {
-		m.fullPending = true
-		m.pass(ctx, false)
+		m.fullPending, m.pendingSince = true, since
+		m.pass(ctx, false, time.Time{})
 		return
 	}
-	m.fullPending = false
-	m.pass(ctx, true)
+	m.fullPending, m.pendingSince = false, time.Time{}
+	m.pass(ctx, true, since)
 }
 
-// pass reads the pods and queues work, then starts workers. A full pass
-// queues every pod for a sync (or a kill), the pods the runtime runs that
-// the store no longer holds for a kill, and reports every status again if
-// Connected asked. A light pass queues only the pods that are new or
-// changed since the last pass and those the store no longer holds.
-func (m *Manager) pass(ctx context.Context, full bool) {
+// earliest is the earlier of two times, zero meaning none.
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || !b.IsZero() && b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// pass reads the pods and queues work, then starts workers. It queues the
+// pods that are new, changed or gone since the last pass and, for changes
+// since since, every pod not synced since then. A full pass also queues
+// the pods the runtime runs that the store does not hold, and reports
+// every status again if Connected asked.
+func (m *Manager) pass(ctx context.Context, full bool, since time.Time) {
 	if full && m.resend.Swap(false) {
 		clear(m.lastStatus)
 		clear(m.lastMirror)
+		since = time.Now()
 	}
 	var pods []*corev1.Pod
 	mirrors := map[string]*corev1.Pod{} // ns/name
@@ -305,7 +349,7 @@ func (m *Manager) pass(ctx context.Context, full bool) {
 		}
 	}
 	for _, p := range pods {
-		if lp := last[p.UID]; full || lp == nil || lp.ResourceVersion != p.ResourceVersion {
+		if !m.syncedSince(p, since) {
 			m.schedule(p.UID)
 		}
 	}
@@ -346,8 +390,25 @@ func (m *Manager) pass(ctx context.Context, full bool) {
 			delete(m.terminated, uid)
 		}
 	}
+	for uid := range m.synced {
+		if m.pods[uid] == nil {
+			delete(m.synced, uid)
+		}
+	}
 	m.launch(ctx)
+	m.dropIfIdle()
 	m.maybeFlush()
+}
+
+// syncedSince reports whether the pod's last sync, running or done and
+// successful, started with its current spec and not before since: it saw
+// the changes before since (with since zero, every change passed already).
+func (m *Manager) syncedSince(p *corev1.Pod, since time.Time) bool {
+	mark, ok := m.synced[p.UID]
+	if w := m.work[p.UID]; w != nil {
+		mark, ok = syncMark{w.started, w.rv}, w.running && w.sync
+	}
+	return ok && mark.rv == p.ResourceVersion && !mark.started.Before(since)
 }
 
 // schedule queues the pod with uid for a worker, unless it is queued
@@ -379,7 +440,11 @@ func (m *Manager) launch(ctx context.Context) {
 		if j.kill && j.pod == nil {
 			m.log.Info("killing pod no longer wanted", slog.String("uid", string(uid)))
 		}
-		m.work[uid].running = true
+		w := m.work[uid]
+		w.running, w.sync, w.started = true, !j.kill, time.Now()
+		if j.pod != nil {
+			w.rv = j.pod.ResourceVersion
+		}
 		m.running++
 		m.wg.Add(1)
 		go m.runJob(ctx, j)
@@ -387,7 +452,6 @@ func (m *Manager) launch(ctx context.Context) {
 	if len(m.queue) == 0 {
 		m.queue = nil // let a long queue's array go
 	}
-	m.dropIfIdle()
 }
 
 // jobFor is what to do now about the pod with uid, from the newest pods
@@ -461,6 +525,11 @@ func (m *Manager) done(ctx context.Context, r result) {
 		m.report(uid, r.status)
 	}
 	w := m.work[uid]
+	if w.sync && r.err == nil {
+		m.synced[uid] = syncMark{w.started, w.rv}
+	} else {
+		delete(m.synced, uid)
+	}
 	// A pod killed because the store no longer holds it is done with.
 	gone := r.kill && r.err == nil && m.pods[uid] == nil
 	if w.again && !gone {
@@ -471,9 +540,11 @@ func (m *Manager) done(ctx context.Context, r result) {
 	}
 	m.launch(ctx)
 	if m.fullPending && len(m.queue) == 0 && ctx.Err() == nil {
-		m.fullPending = false
-		m.pass(ctx, true)
+		since := m.pendingSince
+		m.fullPending, m.pendingSince = false, time.Time{}
+		m.pass(ctx, true, since)
 	}
+	m.dropIfIdle()
 	m.maybeFlush()
 }
 
@@ -521,8 +592,11 @@ func (m *Manager) mirrorOf(p *corev1.Pod) *corev1.Pod {
 
 // dropIfIdle forgets the pods read when no work is left.
 func (m *Manager) dropIfIdle() {
-	if len(m.work) == 0 {
+	if len(m.work) == 0 && m.pods != nil {
 		m.pods, m.mirrors = nil, nil
+		if m.idleHook != nil {
+			m.idleHook()
+		}
 	}
 }
 
@@ -565,6 +639,7 @@ func (m *Manager) flush() {
 	})
 	if err != nil {
 		// Forget what was not queued, so the next pass tries again.
+		clear(m.synced)
 		for _, q := range out {
 			switch f := q.frame; {
 			case f.PodStatus != nil:

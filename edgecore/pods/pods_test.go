@@ -180,6 +180,25 @@ type testEnv struct {
 	db     *store.DB
 	rt     *testRuntime
 	static *staticPods
+	// idle gets a value each time the manager's last work is done.
+	idle chan struct{}
+}
+
+// forgetIdle drops the idle signals so far.
+func (e *testEnv) forgetIdle() {
+	for len(e.idle) > 0 {
+		<-e.idle
+	}
+}
+
+// waitIdle waits for the manager to have no work left after forgetIdle.
+func (e *testEnv) waitIdle(t *testing.T) {
+	t.Helper()
+	select {
+	case <-e.idle:
+	case <-time.After(10 * time.Second):
+		t.Fatal("manager not idle")
+	}
 }
 
 // start runs a manager with workers on a store in t.TempDir(); the resync
@@ -191,7 +210,8 @@ func start(t *testing.T, rt *testRuntime, workers int, statics []*corev1.Pod, po
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	e := &testEnv{db: db, rt: rt, static: &staticPods{pods: statics, passes: make(chan struct{}, 1000)}}
+	e := &testEnv{db: db, rt: rt, static: &staticPods{pods: statics, passes: make(chan struct{}, 1000)},
+		idle: make(chan struct{}, 1000)}
 	for _, p := range pods {
 		e.put(t, p)
 	}
@@ -201,6 +221,12 @@ func start(t *testing.T, rt *testRuntime, workers int, statics []*corev1.Pod, po
 		t.Fatal(err)
 	}
 	e.m.SetStaticPods(e.static)
+	e.m.idleHook = func() {
+		select {
+		case e.idle <- struct{}{}:
+		default:
+		}
+	}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error)
 	go func() { done <- e.m.Start(ctx) }()
@@ -430,6 +456,30 @@ func TestKicksWhilePodsWait(t *testing.T) {
 	}
 	if ob := e.outbox(t); ob[store.OutboxPodStatus(string(uids[2]))] != nil {
 		t.Error("status of the dropped pod queued")
+	}
+}
+
+// A kick syncs again the pods whose last sync started before the change it
+// announces, not those that started after: they saw it.
+func TestKickSyncsPodsThatDidNotSeeTheChange(t *testing.T) {
+	rt := newTestRuntime()
+	pods, uids := testPods(2)
+	rt.hold(uids[0])
+	e := start(t, rt, 1, nil, pods...)
+	rt.waitEntered(t, "sync", uids[0])
+	e.forgetIdle()
+	e.kick(t) // while the second pod waits for the one worker
+	rt.release(uids[0])
+	e.waitIdle(t)
+	// The first pod synced before the change, so again; the second after.
+	if a, b := len(rt.callsOf(uids[0])), len(rt.callsOf(uids[1])); a != 2 || b != 1 {
+		t.Errorf("syncs after a change seen by the second pod's only sync: %d and %d, want 2 and 1", a, b)
+	}
+	e.forgetIdle()
+	e.kick(t)
+	e.waitIdle(t)
+	if a, b := len(rt.callsOf(uids[0])), len(rt.callsOf(uids[1])); a != 3 || b != 2 {
+		t.Errorf("syncs after a change none saw: %d and %d, want 3 and 2", a, b)
 	}
 }
 
