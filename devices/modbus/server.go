@@ -66,7 +66,7 @@ func (c *ServerConfig) validate() error {
 // tests, the demo and the simulator as a device.
 //
 // Each connection has its own goroutine; requests on one connection are
-// answered in order.
+// answered in order. A Server serves once: call Start or Serve one time.
 type Server struct {
 	cfg ServerConfig
 	log *slog.Logger
