@@ -36,10 +36,12 @@ import (
 const DefaultAddr = "127.0.0.1:1883"
 
 // MaxPacketBytes bounds the packets the broker accepts; a client that sends
-// a larger one is disconnected. It is well above the largest twin payload
+// a larger one is disconnected. It is far above the largest twin payload
 // the edge decodes (devices/mqtt.MaxPayloadBytes), so that an oversized
-// twin update still reaches the edge and gets an error result.
-const MaxPacketBytes = 1 << 20
+// twin update still reaches the edge and gets an error result, and above
+// the edge's own largest message, the membership/get result listing every
+// device of the node with its twin.
+const MaxPacketBytes = 16 << 20
 
 // Config configures the broker.
 type Config struct {

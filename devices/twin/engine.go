@@ -85,8 +85,9 @@ type BadRequest struct {
 // Republish: the MQTT connection to the broker opened or came back, and
 // what was published while it was down is lost. The engine publishes
 // membership/updated listing every device as added (KubeEdge mappers treat
-// an added device they know as an update) and the delta of every device
-// whose expected values differ from the actual ones.
+// an added device they know as an update), RepublishChunk devices per
+// message, and the delta of every device whose expected values differ from
+// the actual ones.
 type Republish struct{}
 
 // Flush asks for the status to send to the cloud: one Status per device
@@ -507,20 +508,28 @@ func (e *Engine) membershipGet(now int64, in MembershipGet) Output {
 	})}}
 }
 
+// RepublishChunk is the most devices one membership/updated of Republish
+// lists, so that a node with many devices does not make one message larger
+// than a broker takes.
+const RepublishChunk = 100
+
 func (e *Engine) republish(now int64) Output {
 	if len(e.devices) == 0 {
 		return Output{}
 	}
 	ids := e.sortedIDs()
-	added := make([]mqtt.Device, 0, len(ids))
-	for _, id := range ids {
-		added = append(added, e.devices[id].member())
+	var out Output
+	for chunk := range slices.Chunk(ids, RepublishChunk) {
+		added := make([]mqtt.Device, 0, len(chunk))
+		for _, id := range chunk {
+			added = append(added, e.devices[id].member())
+		}
+		out.Publish = append(out.Publish, e.publish(mqtt.NodeTopic(mqtt.KindMembershipUpdated, e.node), mqtt.MembershipUpdated{
+			BaseMessage:    mqtt.BaseMessage{EventID: e.nextID(), Timestamp: now},
+			AddedDevices:   added,
+			RemovedDevices: []mqtt.Device{},
+		}))
 	}
-	out := Output{Publish: []Publication{e.publish(mqtt.NodeTopic(mqtt.KindMembershipUpdated, e.node), mqtt.MembershipUpdated{
-		BaseMessage:    mqtt.BaseMessage{EventID: e.nextID(), Timestamp: now},
-		AddedDevices:   added,
-		RemovedDevices: []mqtt.Device{},
-	})}}
 	for _, id := range ids {
 		if p, ok := e.delta(now, e.devices[id]); ok {
 			out.Publish = append(out.Publish, p)

@@ -1,6 +1,8 @@
 package twin
 
 import (
+	"encoding/json"
+	"fmt"
 	"reflect"
 	"slices"
 	"strings"
@@ -164,5 +166,30 @@ func TestRepublish(t *testing.T) {
 		`publish ` + delta + ` {"event_id":"twin-6","timestamp":1718000002000,"twin":{` + others + `,"temperature":` + tempDesired + `},"delta":{"temperature":"25"}}` + "\n"
 	if got != want {
 		t.Errorf("republish:\n got:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+func TestRepublishChunks(t *testing.T) {
+	e := New("edge-1")
+	n := 2*RepublishChunk + 1
+	for i := range n {
+		mustStep(t, e, t0, DeviceUpserted{Device: mqtt.DeviceID{Namespace: "ns", Name: fmt.Sprintf("d%03d", i)},
+			Model: Model{Properties: []Property{{Name: "switch", Type: TypeBoolean, Access: ReadWrite}}}, Version: 1})
+	}
+	out := mustStep(t, e, t1, Republish{})
+	var sizes []int
+	seen := map[string]bool{}
+	for _, p := range out.Publish {
+		var m mqtt.MembershipUpdated
+		if err := json.Unmarshal(p.Payload, &m); err != nil {
+			t.Fatal(err)
+		}
+		sizes = append(sizes, len(m.AddedDevices))
+		for _, d := range m.AddedDevices {
+			seen[d.ID] = true
+		}
+	}
+	if !slices.Equal(sizes, []int{RepublishChunk, RepublishChunk, 1}) || len(seen) != n {
+		t.Errorf("membership messages of %v devices, %d distinct, want %d, %d, 1 and %d", sizes, len(seen), RepublishChunk, RepublishChunk, n)
 	}
 }
