@@ -344,11 +344,14 @@ func TestSamplerSeesOwnCPUAndMemory(t *testing.T) {
 	if u.Samples < 2 || u.Seconds <= 0 {
 		t.Errorf("samples %d over %.3fs", u.Samples, u.Seconds)
 	}
-	if u.RSSPeakBytes-u.RSSStartBytes < 48<<20 {
-		t.Errorf("RSS went from %d to peak %d: the 64 MiB touched were not seen", u.RSSStartBytes, u.RSSPeakBytes)
+	// 64 MiB are live and touched at the end: they are resident (the
+	// growth from the start may be less, if freed pages were reused).
+	if u.RSSEndBytes < 64<<20 || u.RSSPeakBytes < u.RSSEndBytes {
+		t.Errorf("RSS start %d, end %d, peak %d: the 64 MiB touched were not seen", u.RSSStartBytes, u.RSSEndBytes, u.RSSPeakBytes)
 	}
-	if u.RSSMeanBytes < u.RSSStartBytes || u.RSSMeanBytes > u.RSSPeakBytes {
-		t.Errorf("mean %d outside start %d .. peak %d", u.RSSMeanBytes, u.RSSStartBytes, u.RSSPeakBytes)
+	// RSS may fall below the start (the runtime returns freed pages).
+	if u.RSSMeanBytes <= 0 || u.RSSMeanBytes > u.RSSPeakBytes {
+		t.Errorf("mean %d, peak %d", u.RSSMeanBytes, u.RSSPeakBytes)
 	}
 }
 

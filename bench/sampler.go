@@ -104,13 +104,18 @@ type Sampler struct {
 // a last time and returns the usage over that window. It fails if the
 // process cannot be read, at the start or later (it exited).
 func (s Sampler) Run(ctx context.Context) (Usage, error) {
-	every := s.Every
-	if every <= 0 {
-		every = time.Second
-	}
 	first, err := ReadProc(s.PID)
 	if err != nil {
 		return Usage{}, err
+	}
+	return s.run(ctx, first)
+}
+
+// run samples from first on.
+func (s Sampler) run(ctx context.Context, first ProcStat) (Usage, error) {
+	every := s.Every
+	if every <= 0 {
+		every = time.Second
 	}
 	u := Usage{RSSStartBytes: first.RSSBytes, RSSPeakBytes: first.RSSBytes, Samples: 1}
 	sum := first.RSSBytes
@@ -145,9 +150,15 @@ func (s Sampler) Run(ctx context.Context) (Usage, error) {
 	return u, nil
 }
 
-// Measure runs s while work runs and returns the usage over that window; the
-// error joins work's and the sampler's.
+// Measure runs s while work runs and returns the usage over that window
+// (from a reading just before work starts to one just after it returns);
+// the error joins work's and the sampler's.
 func (s Sampler) Measure(ctx context.Context, work func(context.Context) error) (Usage, error) {
+	// The first reading comes before work starts.
+	first, err := ReadProc(s.PID)
+	if err != nil {
+		return Usage{}, err
+	}
 	sctx, stop := context.WithCancel(ctx)
 	type result struct {
 		u   Usage
@@ -155,7 +166,7 @@ func (s Sampler) Measure(ctx context.Context, work func(context.Context) error) 
 	}
 	done := make(chan result, 1)
 	go func() {
-		u, err := s.Run(sctx)
+		u, err := s.run(sctx, first)
 		done <- result{u, err}
 	}()
 	werr := work(ctx)
