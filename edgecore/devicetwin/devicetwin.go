@@ -153,9 +153,11 @@ type Twin struct {
 	connc     chan struct{} // the broker connection opened and we subscribed
 	objc      chan struct{} // device or model objects changed in the store
 	stopping  chan struct{} // closed when Start ends, releases paho's callbacks
-	client    paho.Client   // set in Start
+	client    paho.Client   // made by New, connected by Start
 	engine    *twin.Engine  // owned by Start's goroutine, like the rest below
 	devs      map[mqtt.DeviceID]*entry
+	models    map[string]*parsedModel           // by UID: the store's models, decoded
+	parsed    map[string]*parsedDevice          // by UID: the store's devices, decoded
 	retry     pendingFlush                      // what a failed flush left to do
 	sent      map[string]*protocol.DeviceStatus // the DeviceStatus last queued, per device UID
 	lastFlush time.Time
@@ -185,6 +187,8 @@ func New(cfg Config, db *store.DB, queued func()) (*Twin, error) {
 		stopping: make(chan struct{}),
 		engine:   twin.New(cfg.NodeName),
 		devs:     map[mqtt.DeviceID]*entry{},
+		models:   map[string]*parsedModel{},
+		parsed:   map[string]*parsedDevice{},
 		sent:     map[string]*protocol.DeviceStatus{},
 	}
 	t.client = paho.NewClient(paho.NewClientOptions().AddBroker(cfg.BrokerURL).SetClientID(cfg.ClientID).

@@ -1,6 +1,7 @@
 package devicetwin
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -201,76 +202,86 @@ func (t *Twin) syncObjects(now time.Time) error {
 	return nil
 }
 
+// parsedModel is a DeviceModel of the store, decoded and checked.
+type parsedModel struct {
+	rv    string
+	model *devicesapi.DeviceModel
+	tm    twin.Model
+	err   error // why the model cannot be used
+}
+
+// parsedDevice is a Device of the store, decoded and checked on its own
+// (not against its model).
+type parsedDevice struct {
+	rv  string
+	dev *devicesapi.Device
+	why string // why the device cannot be served, whatever its model
+}
+
 // readDevices reads the store's devices and models and builds the engine
-// input of each device.
+// input of each device. Objects are decoded and checked once per
+// resourceVersion (t.models and t.parsed cache them by UID): the agent
+// reports changes by kind, so each sync reads every device and model.
 func (t *Twin) readDevices(tx *store.Tx) (map[mqtt.DeviceID]*wanted, error) {
-	type model struct {
-		m   *devicesapi.DeviceModel
-		err error
-	}
-	models := map[string]model{} // "<ns>/<name>"
+	models := map[string]*parsedModel{} // by "<ns>/<name>"
+	seen := map[string]bool{}
 	err := tx.ForEachObject(protocol.KindDeviceModel, func(o *protocol.Object) error {
-		m := new(devicesapi.DeviceModel)
-		err := json.Unmarshal(o.Data, m)
-		if err == nil {
-			if errs := devicesapi.ValidateDeviceModel(m); len(errs) > 0 {
-				err = errs.ToAggregate()
-			}
+		seen[o.UID] = true
+		pm := t.models[o.UID]
+		if pm == nil || pm.rv != o.ResourceVersion {
+			pm = parseModel(o)
+			t.models[o.UID] = pm
 		}
-		models[o.Namespace+"/"+o.Name] = model{m, err}
+		models[o.Namespace+"/"+o.Name] = pm
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
+	for uid := range t.models {
+		if !seen[uid] {
+			delete(t.models, uid)
+		}
+	}
+	clear(seen)
 	want := map[mqtt.DeviceID]*wanted{}
 	err = tx.ForEachObject(protocol.KindDevice, func(o *protocol.Object) error {
 		id := mqtt.DeviceID{Namespace: o.Namespace, Name: o.Name}
-		w := &wanted{uid: o.UID, report: map[string]bool{}}
-		if prev := want[id]; prev != nil {
+		if want[id] != nil {
 			// Two UIDs under one name: the store is between a delete and
 			// a create; keep the one seen first, the next sync settles it.
 			return nil
 		}
+		seen[o.UID] = true
+		pd := t.parsed[o.UID]
+		if pd == nil || pd.rv != o.ResourceVersion {
+			pd = t.parseDevice(id, o)
+			t.parsed[o.UID] = pd
+		}
+		w := &wanted{uid: o.UID, report: map[string]bool{}, why: pd.why}
 		want[id] = w
-		d := new(devicesapi.Device)
-		if err := json.Unmarshal(o.Data, d); err != nil {
-			w.why = fmt.Sprintf("data does not decode: %v", err)
+		if w.why != "" {
 			return nil
 		}
-		if err := id.Validate(); err != nil {
-			w.why = err.Error()
-			return nil
-		}
-		if d.Spec.NodeName != t.cfg.NodeName {
-			w.why = fmt.Sprintf("spec.nodeName is %q, not this node", d.Spec.NodeName)
-			return nil
-		}
-		if errs := devicesapi.ValidateDevice(d, nil); len(errs) > 0 {
-			w.why = "invalid: " + errs.ToAggregate().Error()
-			return nil
-		}
+		d := pd.dev
 		ref := d.Spec.DeviceModelRef.Name
-		m, ok := models[o.Namespace+"/"+ref]
+		pm := models[o.Namespace+"/"+ref]
 		switch {
-		case !ok:
+		case pm == nil:
 			w.why = fmt.Sprintf("model %s/%s is not on this node yet", o.Namespace, ref)
 			return nil
-		case m.err != nil:
-			w.why = fmt.Sprintf("model %s/%s is invalid: %v", o.Namespace, ref, m.err)
+		case pm.err != nil:
+			w.why = fmt.Sprintf("model %s/%s is invalid: %v", o.Namespace, ref, pm.err)
 			return nil
 		}
-		if errs := devicesapi.ValidateDevice(d, m.m); len(errs) > 0 {
-			// Unknown properties and bad desired values: the engine
-			// ignores them and says so when the device is upserted.
-			t.log.Debug("device does not match its model", slog.String("device", id.String()), slog.Any("err", errs.ToAggregate()))
+		if t.log.Enabled(context.Background(), slog.LevelDebug) {
+			if errs := devicesapi.ValidateDevice(d, pm.model); len(errs) > 0 {
+				// Unknown properties and bad desired values: the engine
+				// ignores them and says so when the device is upserted.
+				t.log.Debug("device does not match its model", slog.String("device", id.String()), slog.Any("err", errs.ToAggregate()))
+			}
 		}
-		tm, err := toModel(m.m)
-		if err != nil {
-			w.why = fmt.Sprintf("model %s/%s: %v", o.Namespace, ref, err)
-			return nil
-		}
-		w.upsert = twin.DeviceUpserted{Device: id, Model: tm, Desired: map[string]string{}, Version: d.Generation}
+		w.upsert = twin.DeviceUpserted{Device: id, Model: pm.tm, Desired: map[string]string{}, Version: d.Generation}
 		for _, p := range d.Spec.Properties {
 			if p.Desired.Value != "" {
 				w.upsert.Desired[p.Name] = p.Desired.Value
@@ -281,7 +292,40 @@ func (t *Twin) readDevices(tx *store.Tx) (map[mqtt.DeviceID]*wanted, error) {
 		}
 		return nil
 	})
+	for uid := range t.parsed {
+		if !seen[uid] {
+			delete(t.parsed, uid)
+		}
+	}
 	return want, err
+}
+
+func parseModel(o *protocol.Object) *parsedModel {
+	pm := &parsedModel{rv: o.ResourceVersion, model: new(devicesapi.DeviceModel)}
+	if pm.err = json.Unmarshal(o.Data, pm.model); pm.err != nil {
+		return pm
+	}
+	if errs := devicesapi.ValidateDeviceModel(pm.model); len(errs) > 0 {
+		pm.err = errs.ToAggregate()
+		return pm
+	}
+	pm.tm, pm.err = toModel(pm.model)
+	return pm
+}
+
+func (t *Twin) parseDevice(id mqtt.DeviceID, o *protocol.Object) *parsedDevice {
+	pd := &parsedDevice{rv: o.ResourceVersion, dev: new(devicesapi.Device)}
+	d := pd.dev
+	if err := json.Unmarshal(o.Data, d); err != nil {
+		pd.why = fmt.Sprintf("data does not decode: %v", err)
+	} else if err := id.Validate(); err != nil {
+		pd.why = err.Error()
+	} else if d.Spec.NodeName != t.cfg.NodeName {
+		pd.why = fmt.Sprintf("spec.nodeName is %q, not this node", d.Spec.NodeName)
+	} else if errs := devicesapi.ValidateDevice(d, nil); len(errs) > 0 {
+		pd.why = "invalid: " + errs.ToAggregate().Error()
+	}
+	return pd
 }
 
 // toModel converts a valid DeviceModel to the engine's model.
