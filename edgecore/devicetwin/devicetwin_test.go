@@ -356,3 +356,25 @@ func TestStopWithoutBroker(t *testing.T) {
 		t.Errorf("saved twin %+v", s)
 	}
 }
+
+// TestDeviceNotServed: a Device for another node, or with an invalid spec,
+// is not served until the store holds a good one.
+func TestDeviceNotServed(t *testing.T) {
+	db, c, d, _ := setup(t)
+	other := thermoDevice("lamp", "", 1)
+	other.Spec.NodeName = "edge-2"
+	putObjects(t, db, c, other)
+	if res := d.request(devTopic("lamp", "twin/get"), `{"event_id":"%s","timestamp":0}`); res["code"] != float64(404) {
+		t.Fatalf("device of another node served: %v", res)
+	}
+	bad := thermoDevice("lamp", "", 1)
+	bad.Spec.DeviceModelRef = nil
+	putObjects(t, db, c, bad)
+	if res := d.request(devTopic("lamp", "twin/get"), `{"event_id":"%s","timestamp":0}`); res["code"] != float64(404) {
+		t.Fatalf("device without a model reference served: %v", res)
+	}
+	putObjects(t, db, c, thermoDevice("lamp", "", 1))
+	eventually(t, "lamp served", func() bool {
+		return d.request(devTopic("lamp", "twin/get"), `{"event_id":"%s","timestamp":0}`)["code"] == nil
+	})
+}
