@@ -66,6 +66,12 @@ func TestDependencyRules(t *testing.T) {
 		{"devices/mqtt", []string{""}},
 		{"devices/api", []string{""}},
 		{"devices/twin", []string{"cloudcore", "edgecore", "controlplane", "devices/api"}},
+		{"devices/modbus", []string{""}},
+		{"devices/broker", []string{""}},
+		// A mapper is its own process: it meets the edge on MQTT and the
+		// metaserver's HTTP API only.
+		{"devices/mapper", []string{"cloudcore", "edgecore", "controlplane", "devices/twin"}},
+		{"devices/cmd", []string{"cloudcore", "edgecore", "controlplane", "devices/twin"}},
 	}
 	for _, p := range listPackages(t) {
 		rel := strings.TrimPrefix(strings.TrimPrefix(p.ImportPath, module), "/")
