@@ -53,6 +53,9 @@ var metrics = map[string]metric{
 	"pods-terminating": {count, func(s *Sim, sel []int) (float64, error) {
 		return s.countPods(sel, func(p *corev1.Pod) bool { return p.DeletionTimestamp != nil }), nil
 	}, "pods being deleted (waiting for their node)"},
+	"pods-quiet": {duration, func(s *Sim, _ []int) (float64, error) {
+		return float64(s.rec.quiet(s.start)), nil
+	}, "time since the API server last changed a pod of the run (pods-quiet>=5s: settled)"},
 	"pods-held": {count, func(s *Sim, sel []int) (float64, error) {
 		return s.sumNodes(sel, func(v nodeView) (int, error) {
 			h, err := heldPods(v.ec.DB)

@@ -129,8 +129,10 @@ func (f *fleet) start(ctx context.Context, i int) error {
 		PodResyncInterval:  metav1.Duration{Duration: f.cfg.podResyncInterval},
 		StaticPodPath:      edgecore.NoStaticPods,
 		MetaServer:         edgecore.MetaServerConfig{Enable: &off},
-		Logger:             f.cfg.log,
-		RuntimeImpl:        rt,
+		// No broker per node yet: device simulation is still to come.
+		Devices:     edgecore.DevicesConfig{Enable: &off},
+		Logger:      f.cfg.log,
+		RuntimeImpl: rt,
 	})
 	if err != nil {
 		return fmt.Errorf("node %s: %w", n.name, err)

@@ -33,6 +33,8 @@ type recorder struct {
 	// early counts pods the edge committed before the simulator's informer
 	// saw them bound; guarded by mu. Their dispatch time counts as zero.
 	early int
+	// lastEvent is when the informer last saw a pod change; guarded by mu.
+	lastEvent time.Time
 }
 
 type podTimes struct {
@@ -65,6 +67,7 @@ func (r *recorder) observed(pod *corev1.Pod) {
 	now := time.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.lastEvent = now
 	p := r.getLocked(pod.UID)
 	if pod.Spec.NodeName != "" && p.bound.IsZero() {
 		p.bound = now
@@ -75,6 +78,23 @@ func (r *recorder) observed(pod *corev1.Pod) {
 	if pod.Status.Phase == corev1.PodRunning && p.running.IsZero() {
 		p.running = now
 	}
+}
+
+// deleted records a pod's deletion.
+func (r *recorder) deleted() {
+	r.mu.Lock()
+	r.lastEvent = time.Now()
+	r.mu.Unlock()
+}
+
+// quiet returns how long no pod changed (since start if none did).
+func (r *recorder) quiet(start time.Time) time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.lastEvent.After(start) {
+		start = r.lastEvent
+	}
+	return time.Since(start)
 }
 
 // committed records a node's commit.

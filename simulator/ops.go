@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -29,6 +30,9 @@ func (s *Sim) Connect(ctx context.Context, sel []int, rate float64) (started int
 	}
 	if rate <= 0 {
 		rate = s.cfg.ConnectRate
+	}
+	if err := s.checkFileLimit(len(sel)); err != nil {
+		return 0, err
 	}
 	if s.memBase == nil {
 		m := sampleMemory()
@@ -53,6 +57,28 @@ func (s *Sim) Connect(ctx context.Context, sel []int, rate float64) (started int
 		started++
 	}
 	return started, nil
+}
+
+// checkFileLimit fails if starting more nodes would run this process out
+// of file descriptors: each running node holds its store and its socket
+// open, and cloudcore in this process the other end of the socket.
+func (s *Sim) checkFileLimit(more int) error {
+	var l syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
+		return nil
+	}
+	perNode := 2
+	if s.cloud.pid() == 0 {
+		perNode = 3
+	}
+	running := int(s.countNodes(nil, func(v nodeView) bool { return v.running }))
+	const reserve = 64 // informers, the API server, logs, pprof
+	if need := (running+more)*perNode + reserve; uint64(need) > l.Cur {
+		return fmt.Errorf("%d running nodes need about %d file descriptors (%d each and %d more), over this process's limit of %d "+
+			"(RLIMIT_NOFILE; raising it needs CAP_SYS_RESOURCE): at most %d nodes here",
+			running+more, need, perNode, reserve, l.Cur, (int(l.Cur)-reserve)/perNode)
+	}
+	return nil
 }
 
 func sleepUntil(ctx context.Context, t time.Time) error {

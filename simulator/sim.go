@@ -322,7 +322,7 @@ func (s *Sim) startKube(ctx context.Context) error {
 		}
 	}
 	s.pods.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: observe,
-		UpdateFunc: func(_, o any) { observe(o) }})
+		UpdateFunc: func(_, o any) { observe(o) }, DeleteFunc: func(any) { s.rec.deleted() }})
 	mf := metadatainformer.NewFilteredSharedInformerFactory(meta, 0, "", func(o *metav1.ListOptions) {
 		o.LabelSelector = SimLabel + "=" + s.cfg.Name
 	})

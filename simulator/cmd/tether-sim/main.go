@@ -2,7 +2,8 @@
 // nodes in this process, one cloudcore and a Kubernetes control plane (see
 // package simulator). It prints each command's output, a progress line
 // every few seconds and a summary at the end; it exits 1 if a command
-// failed or an output differed from the one the script expects.
+// failed (the script stops there) or an output differed from the one the
+// script expects.
 //
 //	tether-sim simulator/testdata/bench/connect-1000.txt
 //	tether-sim --cloudcore bin/cloudcore --dir /dev/shm/sim script.txt
@@ -11,7 +12,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -120,12 +120,11 @@ func run() (int, error) {
 			out, err := s.Exec(ctx, d)
 			fmt.Printf("%s\n----\n%s\n", d, out)
 			if err != nil {
+				// What follows a command that could not run would tell
+				// nothing: stop, as the tests do.
 				fmt.Printf("ERROR %v\n\n", err)
 				code = 1
-				if errors.Is(err, context.Canceled) || ctx.Err() != nil {
-					break
-				}
-				continue
+				break
 			}
 			if strings.Contains(out, "FAIL") || d.HasExpected && d.Expected != "" && d.Expected != out {
 				if d.Expected != "" && d.Expected != out {
@@ -135,7 +134,7 @@ func run() (int, error) {
 			}
 			fmt.Println()
 		}
-		if ctx.Err() != nil {
+		if code != 0 && ctx.Err() != nil {
 			break
 		}
 	}
