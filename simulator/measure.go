@@ -21,24 +21,29 @@ import (
 )
 
 // recorder keeps, per pod, the moments the simulator saw it pass, all on
-// this process's clock: created (before the create call), bound (the first
-// watch event with a node name, from the simulator's own informer, which
-// watches the same API server as the hub's), committed (the first commit of
-// the pod in its node's store, from the agent's commit hook) and running
-// (the first watch event with phase Running).
+// this process's clock: created (before the create call) and createdDone
+// (after it), bound (the first watch event with a node name, from the
+// simulator's own informer, which watches the same API server as the hub's
+// dispatcher), committed (the first commit of the pod in its node's store,
+// from the agent's commit hook) and running (the first watch event with
+// phase Running).
+//
+// A pod's dispatch time runs from bound, or createdDone if earlier (a pod
+// created bound is bound once the create call returns; the informer, in a
+// process busy with thousands of nodes, may see it later than the hub
+// does), to committed.
 type recorder struct {
 	mu sync.Mutex
 	// pods is guarded by mu.
 	pods map[types.UID]*podTimes
-	// early counts pods the edge committed before the simulator's informer
-	// saw them bound; guarded by mu. Their dispatch time counts as zero.
-	early int
 	// lastEvent is when the informer last saw a pod change; guarded by mu.
 	lastEvent time.Time
 }
 
 type podTimes struct {
-	created, bound, committed, running time.Time
+	created, createdDone, bound, committed, running time.Time
+	// boundAtCreate says the pod was created bound (createdDone counts).
+	boundAtCreate bool
 }
 
 func newRecorder() *recorder { return &recorder{pods: map[types.UID]*podTimes{}} }
@@ -52,14 +57,23 @@ func (r *recorder) getLocked(uid types.UID) *podTimes {
 	return p
 }
 
-// created records the start of a pod's create call.
-func (r *recorder) created(uid types.UID, at time.Time) {
+// created records the start and the end of the create call of a pod
+// created bound to its node.
+func (r *recorder) created(uid types.UID, start, done time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	p := r.getLocked(uid)
 	if p.created.IsZero() {
-		p.created = at
+		p.created, p.createdDone, p.boundAtCreate = start, done, true
 	}
+}
+
+// boundAt is when the pod was known bound.
+func (p *podTimes) boundAt() time.Time {
+	if p.boundAtCreate && (p.bound.IsZero() || p.createdDone.Before(p.bound)) {
+		return p.createdDone
+	}
+	return p.bound
 }
 
 // observed records what a watch event says of a pod.
@@ -71,9 +85,6 @@ func (r *recorder) observed(pod *corev1.Pod) {
 	p := r.getLocked(pod.UID)
 	if pod.Spec.NodeName != "" && p.bound.IsZero() {
 		p.bound = now
-		if !p.committed.IsZero() {
-			r.early++
-		}
 	}
 	if pod.Status.Phase == corev1.PodRunning && p.running.IsZero() {
 		p.running = now
@@ -118,24 +129,26 @@ func (r *recorder) reset() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	clear(r.pods)
-	r.early = 0
 }
 
 // samples returns the dispatch times (bound to committed) and the create
 // to Running times of the pods that have both ends, and how many pods the
-// edge committed before the informer saw them bound.
+// edge committed before the simulator knew them bound.
 func (r *recorder) samples() (dispatch, toRunning []time.Duration, early int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, p := range r.pods {
-		if !p.bound.IsZero() && !p.committed.IsZero() {
-			dispatch = append(dispatch, max(0, p.committed.Sub(p.bound)))
+		if b := p.boundAt(); !b.IsZero() && !p.committed.IsZero() {
+			if p.committed.Before(b) {
+				early++
+			}
+			dispatch = append(dispatch, max(0, p.committed.Sub(b)))
 		}
 		if !p.created.IsZero() && !p.running.IsZero() {
 			toRunning = append(toRunning, p.running.Sub(p.created))
 		}
 	}
-	return dispatch, toRunning, r.early
+	return dispatch, toRunning, early
 }
 
 // counts returns how many pods reached each stage.

@@ -260,7 +260,7 @@ func (s *Sim) CreatePods(ctx context.Context, n int, rate float64, sel []int) (c
 		if err != nil {
 			return fmt.Errorf("create pod %s: %w", p.Name, err)
 		}
-		s.rec.created(got.UID, t)
+		s.rec.created(got.UID, t, time.Now())
 		return nil
 	})
 }
@@ -372,9 +372,6 @@ func (s *Sim) Heal(sel []int) int {
 		})
 	}
 	for _, i := range sel {
-		sessions := 0
-		s.fleet.each([]int{i}, func(v nodeView) { sessions = v.state.Sessions })
-		s.heal[i] = healedState{sessions: sessions}
 		s.fleet.node(i).wire.setCut(false)
 	}
 	return len(sel)
@@ -561,16 +558,18 @@ func (s *Sim) Idle(ctx context.Context, d time.Duration) (Bandwidth, error) {
 	return r, nil
 }
 
-// Dispatch summarizes the pods' dispatch times: from the simulator's
-// informer seeing a pod bound to a node to the node committing it.
+// Dispatch summarizes the pods' dispatch times: from the pod being bound to
+// a node (the simulator's informer seeing it so, or, for a pod created
+// bound, its create call returning, whichever came first) to the node
+// committing it.
 func (s *Sim) Dispatch() Latency {
 	d, _, _ := s.rec.samples()
 	return Summarize(d)
 }
 
 // DispatchSamples returns the dispatch times themselves, and how many
-// pods the edge committed before the simulator's informer saw them bound
-// (counted as zero).
+// pods the edge committed before the simulator knew them bound (counted as
+// zero).
 func (s *Sim) DispatchSamples() (d []time.Duration, early int) {
 	d, _, early = s.rec.samples()
 	return d, early

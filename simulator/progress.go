@@ -161,9 +161,9 @@ func (s *Sim) Summary() string {
 	}
 	fmt.Fprintf(&b, "  memory: %s\n", s.memory)
 	d, early := s.DispatchSamples()
-	fmt.Fprintf(&b, "  dispatch (watch event to edge commit): %s", Summarize(d))
+	fmt.Fprintf(&b, "  dispatch (bound to edge commit): %s", Summarize(d))
 	if early > 0 {
-		fmt.Fprintf(&b, "; %d committed before the simulator's informer saw them", early)
+		fmt.Fprintf(&b, "; %d committed before the simulator knew them bound (counted as 0)", early)
 	}
 	fmt.Fprintf(&b, "\n  create to Running: %s\n", s.CreateToRunning())
 	for _, st := range s.storms {

@@ -173,21 +173,17 @@ type Sim struct {
 	outMu sync.Mutex
 
 	// Scenario state, owned by the caller's goroutine.
-	podSeq       int                 // pods created so far, for names
-	connectStart time.Time           // start of the Connect not yet waited for
-	memBase      *memSample          // before the first node started
-	memory       Memory              // per-node memory at the last WaitConnected
-	connects     []ConnectResult     // each WaitConnected
-	storm        *stormState         // the last RestartHub
-	storms       []Storm             // each WaitResynced
-	idles        []Bandwidth         // each Idle
-	heal         map[int]healedState // nodes healed, for resync checks
-	mu           sync.Mutex          // guards lastCheck
-	lastCheck    string              // the last failed expectation, for the summary
+	podSeq       int             // pods created so far, for names
+	connectStart time.Time       // start of the Connect not yet waited for
+	memBase      *memSample      // before the first node started
+	memory       Memory          // per-node memory at the last WaitConnected
+	connects     []ConnectResult // each WaitConnected
+	storm        *stormState     // the last RestartHub
+	storms       []Storm         // each WaitResynced
+	idles        []Bandwidth     // each Idle
+	mu           sync.Mutex      // guards lastCheck
+	lastCheck    string          // the last failed expectation, for the summary
 }
-
-// healedState is a node's session count when its link was healed.
-type healedState struct{ sessions int }
 
 // New starts the control plane (unless cfg.Kubeconfig is given) and
 // cloudcore, and returns a Sim with no nodes yet.
@@ -196,7 +192,7 @@ func New(ctx context.Context, cfg Config) (*Sim, error) {
 		return nil, fmt.Errorf("simulator: config: %w", err)
 	}
 	raiseFileLimit()
-	s := &Sim{cfg: cfg, dir: cfg.Dir, start: time.Now(), rec: newRecorder(), heal: map[int]healedState{}}
+	s := &Sim{cfg: cfg, dir: cfg.Dir, start: time.Now(), rec: newRecorder()}
 	s.log = newCountingLogger(&s.logs, cfg.Log)
 	if s.dir == "" {
 		base := os.TempDir()

@@ -9,11 +9,13 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cockroachdb/datadriven"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // ParseScript reads every scenario as datadriven does, so that the command
@@ -252,5 +254,38 @@ func TestExpectations(t *testing.T) {
 	}
 	if _, err := parseValue(count, "1.5"); err == nil {
 		t.Error("count 1.5 accepted")
+	}
+}
+
+// A pod's dispatch time starts at the earlier of the informer seeing it
+// bound and its create call returning; a commit before both counts as zero.
+func TestRecorderDispatch(t *testing.T) {
+	r := newRecorder()
+	t0 := time.Now()
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	set := func(uid string, f func(p *podTimes)) {
+		r.mu.Lock()
+		f(r.getLocked(types.UID(uid)))
+		r.mu.Unlock()
+	}
+	// Informer first: 10ms to the commit.
+	r.created("a", at(0), at(20))
+	set("a", func(p *podTimes) { p.bound, p.committed, p.running = at(5), at(15), at(40) })
+	// Create call back first: 30ms.
+	r.created("b", at(0), at(10))
+	set("b", func(p *podTimes) { p.bound, p.committed = at(25), at(40) })
+	// Committed before either: zero, counted as early.
+	r.created("c", at(0), at(30))
+	set("c", func(p *podTimes) { p.bound, p.committed = at(35), at(20) })
+	// Bound later by someone else (not created bound): the informer only.
+	set("d", func(p *podTimes) { p.bound, p.committed = at(50), at(57) })
+	d, running, early := r.samples()
+	slices.Sort(d)
+	want := []time.Duration{0, 7 * time.Millisecond, 10 * time.Millisecond, 30 * time.Millisecond}
+	if !slices.Equal(d, want) || early != 1 {
+		t.Errorf("dispatch %v early %d, want %v and 1", d, early, want)
+	}
+	if len(running) != 1 || running[0] != 40*time.Millisecond {
+		t.Errorf("create to Running %v, want [40ms]", running)
 	}
 }
