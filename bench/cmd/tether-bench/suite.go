@@ -165,6 +165,11 @@ func scale(ctx context.Context, cfg Config, sim *simulator.Sim, n int, log *slog
 		return s, err
 	}
 	log.Info("connected", slog.Int("nodes", r.Connected), slog.Duration("took", r.ConnectTime.Round(time.Millisecond)))
+	// Let the new nodes' first statuses and Leases reach the API server
+	// before anything is called idle.
+	if err := sleep(ctx, cfg.Settle); err != nil {
+		return s, err
+	}
 
 	// Idle: cloudcore's use and the links' traffic over the same window.
 	var bw simulator.Bandwidth
@@ -292,6 +297,17 @@ func churn(ctx context.Context, cfg Config, sim *simulator.Sim) error {
 		return fmt.Errorf("delete pods: %d left: %w", left, err)
 	}
 	return nil
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // poll calls cond every interval until it is true, fails or ctx ends.
