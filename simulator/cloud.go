@@ -32,8 +32,8 @@ type cloud interface {
 	hub() *hub.Hub
 	// pid is cloudcore's process id when it runs on its own, else 0.
 	pid() int
-	// addr is where the hub listens (host:port); caFile the CA it uses.
-	addr() string
+	// url is the hub's websocket URL; caFile the CA it uses.
+	url() string
 	caFile() string
 }
 
@@ -56,7 +56,7 @@ func newCloudBase(cfg cloudcore.Config, dataDir string) (*cloudBase, error) {
 	return &cloudBase{cfg: cfg, dataDir: dataDir, address: addr}, nil
 }
 
-func (c *cloudBase) addr() string   { return c.address }
+func (c *cloudBase) url() string    { return "wss://" + c.address + hub.Path }
 func (c *cloudBase) caFile() string { return filepath.Join(c.dataDir, "pki", "ca.crt") }
 
 // waitReady polls the hub's /healthz until it answers 200 (the dispatcher's
@@ -253,3 +253,18 @@ func (c *processCloud) pid() int {
 		return c.cmd.Process.Pid
 	}
 }
+
+// joinedCloud is a hub another Sim runs: the nodes connect to it, nothing
+// more.
+type joinedCloud struct {
+	hubURL, ca string
+}
+
+var errJoined = errors.New("the hub belongs to another process (Config.Hub)")
+
+func (c *joinedCloud) start(context.Context) error { return errJoined }
+func (c *joinedCloud) stop() error                 { return errJoined }
+func (c *joinedCloud) hub() *hub.Hub               { return nil }
+func (c *joinedCloud) pid() int                    { return 0 }
+func (c *joinedCloud) url() string                 { return c.hubURL }
+func (c *joinedCloud) caFile() string              { return c.ca }

@@ -68,7 +68,7 @@ func (s *Sim) checkFileLimit(more int) error {
 		return nil
 	}
 	perNode := 2
-	if s.cloud.pid() == 0 {
+	if s.cloudHere() {
 		perNode = 3
 	}
 	running := int(s.countNodes(nil, func(v nodeView) bool { return v.running }))
@@ -147,7 +147,7 @@ func (s *Sim) WaitConnected(ctx context.Context) (ConnectResult, error) {
 	s.connectStart = time.Time{}
 	if s.memBase != nil && r.Nodes > 0 {
 		m := sampleMemory()
-		s.memory = m.perNode(*s.memBase, s.fleet.size(), s.cloud.pid() == 0)
+		s.memory = m.perNode(*s.memBase, s.fleet.size(), s.cloudHere())
 		r.Memory = s.memory
 	}
 	s.connects = append(s.connects, r)

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sync"
@@ -66,6 +67,13 @@ type Config struct {
 	// binary, so that its memory and CPU are its own (CloudProc); empty
 	// runs it in this process, where HubStats can read its hub.
 	CloudcoreBinary string
+	// Hub, if set, is a hub that runs already, another Sim's (each prints
+	// its hub's URL and CA file at start): the nodes connect to it, and
+	// no cloudcore is started. It lets two processes hold more nodes than
+	// one process's file descriptors allow. restart-hub and the hub's
+	// figures are then the other Sim's business.
+	Hub *HubConfig
+
 	// Cloud is cloudcore's configuration; the Sim sets Kubeconfig,
 	// ListenAddr (a loopback port kept across restarts), DataDir, Tokens,
 	// Listener and Logger. HeartbeatInterval, LeaseDuration, KubeQPS and
@@ -98,6 +106,12 @@ type Config struct {
 	Log slog.Handler
 }
 
+// HubConfig is a running hub to join.
+type HubConfig struct {
+	// URL is the hub's wss:// URL, CAFile the CA its certificate is from.
+	URL, CAFile string
+}
+
 func (c *Config) validate() error {
 	if c.Name == "" {
 		b := make([]byte, 3)
@@ -115,6 +129,18 @@ func (c *Config) validate() error {
 	if c.CloudcoreBinary != "" {
 		if _, err := os.Stat(c.CloudcoreBinary); err != nil {
 			return fmt.Errorf("cloudcoreBinary: %w", err)
+		}
+	}
+	if c.Hub != nil {
+		u, err := url.Parse(c.Hub.URL)
+		if err != nil || u.Scheme != "wss" || u.Host == "" {
+			return fmt.Errorf("hub.url: %q is not a URL like wss://127.0.0.1:10000/v1/connect", c.Hub.URL)
+		}
+		if _, err := os.Stat(c.Hub.CAFile); err != nil {
+			return fmt.Errorf("hub.caFile: %w", err)
+		}
+		if c.CloudcoreBinary != "" {
+			return errors.New("hub and cloudcoreBinary: a Sim joins a hub or runs its own cloudcore, not both")
 		}
 	}
 	for name, d := range map[string]time.Duration{"reconnectInitial": c.ReconnectInitial, "reconnectMax": c.ReconnectMax,
@@ -169,6 +195,7 @@ type Sim struct {
 	log   *slog.Logger
 
 	progressStop func()
+	closed       bool // Close ran
 	// outMu serializes the lines written to Config.Progress.
 	outMu sync.Mutex
 
@@ -229,7 +256,7 @@ func New(ctx context.Context, cfg Config) (*Sim, error) {
 	s.fleet = &fleet{cfg: fleetConfig{
 		prefix:             cfg.Name,
 		dir:                filepath.Join(s.dir, "nodes"),
-		url:                "wss://" + s.cloud.addr() + hub.Path,
+		url:                s.cloud.url(),
 		token:              token,
 		tls:                &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
 		labels:             map[string]string{SimLabel: cfg.Name},
@@ -241,6 +268,8 @@ func New(ctx context.Context, cfg Config) (*Sim, error) {
 		committed:          s.rec.committed,
 	}}
 	if cfg.Progress != nil {
+		s.note("hub %s, its CA %s, kubeconfig %s (another tether-sim joins with --join-hub, --join-ca and --kubeconfig)",
+			s.cloud.url(), s.cloud.caFile(), s.cfg.Kubeconfig)
 		s.progressStop = s.startProgress(cfg.Progress, cfg.ProgressInterval)
 	}
 	ok = true
@@ -354,6 +383,10 @@ func (s *Sim) startCloud(ctx context.Context) error {
 	cfg.Tokens = []string{token}
 	cfg.TokenFile = ""
 	cfg.Logger = s.log.With(slog.String("side", "cloud"))
+	if s.cfg.Hub != nil {
+		s.cloud = &joinedCloud{hubURL: s.cfg.Hub.URL, ca: s.cfg.Hub.CAFile}
+		return nil
+	}
 	base, err := newCloudBase(cfg, filepath.Join(s.dir, "cloudcore"))
 	if err != nil {
 		return fmt.Errorf("simulator: %w", err)
@@ -364,6 +397,12 @@ func (s *Sim) startCloud(ctx context.Context) error {
 		s.cloud = &inProcessCloud{cloudBase: base}
 	}
 	return s.cloudStart(ctx)
+}
+
+// cloudHere says cloudcore runs in this process.
+func (s *Sim) cloudHere() bool {
+	_, ok := s.cloud.(*inProcessCloud)
+	return ok
 }
 
 func (s *Sim) cloudStart(ctx context.Context) error {
@@ -421,8 +460,13 @@ func (s *Sim) CloudProc() (ProcStat, error) {
 
 // Close stops the nodes, cloudcore and the control plane the Sim started,
 // removes the run's namespace and Nodes from the API server and the
-// directory the Sim made, and writes the summary to Progress.
+// directory the Sim made, and writes the summary to Progress. Later calls
+// do nothing.
 func (s *Sim) Close() error {
+	if s.closed {
+		return nil
+	}
+	s.closed = true
 	var errs []error
 	if s.progressStop != nil {
 		s.progressStop()
@@ -434,7 +478,7 @@ func (s *Sim) Close() error {
 			errs = append(errs, err)
 		}
 	}
-	if s.cloud != nil {
+	if _, joined := s.cloud.(*joinedCloud); s.cloud != nil && !joined {
 		if err := s.cloudStop(); err != nil {
 			errs = append(errs, err)
 		}

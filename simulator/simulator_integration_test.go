@@ -114,3 +114,42 @@ func fromTestData(d *datadriven.TestData) Directive {
 	}
 	return dir
 }
+
+// A second Sim joins the first one's hub: its nodes connect there, and it
+// refuses to restart a hub it does not run.
+func TestJoinHub(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	a, err := New(ctx, testConfig(t, "t-join-a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	bcfg := testConfig(t, "t-join-b")
+	bcfg.Hub = &HubConfig{URL: a.cloud.url(), CAFile: a.cloud.caFile()}
+	b, err := New(ctx, bcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	for _, s := range []*Sim{a, b} {
+		s.AddNodes(3)
+		if _, err := s.Connect(ctx, nil, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, s := range []*Sim{a, b} {
+		if r, err := s.WaitConnected(ctx); err != nil || r.Connected != 3 {
+			t.Fatalf("%s: %+v %v", s.Name(), r, err)
+		}
+	}
+	if st, ok := a.HubStats(); !ok || st.Sessions != 6 {
+		t.Errorf("hub sessions %d (%v), want 6", st.Sessions, ok)
+	}
+	if err := b.RestartHub(ctx, 0); err == nil {
+		t.Error("the joined Sim restarted a hub it does not run")
+	}
+	if err := b.Close(); err != nil {
+		t.Errorf("close the joined Sim: %v", err)
+	}
+}

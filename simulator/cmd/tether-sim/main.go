@@ -8,6 +8,10 @@
 //	tether-sim simulator/testdata/bench/connect-1000.txt
 //	tether-sim --cloudcore bin/cloudcore --dir /dev/shm/sim script.txt
 //	tether-sim --kubeconfig ~/.kube/config script.txt
+//
+// A second tether-sim adds nodes to the first one's hub (one process may
+// hold only so many sockets and stores): --join-hub, --join-ca and
+// --kubeconfig as the first one prints them at start.
 package main
 
 import (
@@ -51,6 +55,8 @@ func run() (int, error) {
 		kubeQPS    = flag.Float64("kube-qps", 0, "cloudcore's API server QPS (default: cloudcore's)")
 		kubeBurst  = flag.Int("kube-burst", 0, "cloudcore's API server burst (default: cloudcore's)")
 		statusWork = flag.Int("status-workers", 0, "cloudcore's status writers (default: cloudcore's)")
+		joinHub    = flag.String("join-hub", "", "connect the nodes to this running hub (another tether-sim's) instead of starting cloudcore")
+		joinCA     = flag.String("join-ca", "", "the CA file of --join-hub's certificate")
 	)
 	flag.StringVar(&cfg.Name, "name", "", "run name: namespace and node name prefix (default: random)")
 	flag.StringVar(&cfg.Dir, "dir", "", "directory for node stores and cloudcore (default: a new one in /dev/shm)")
@@ -89,6 +95,9 @@ func run() (int, error) {
 		scripts = append(scripts, d)
 	}
 	cfg.CloudcoreBinary = *cloudcore
+	if *joinHub != "" {
+		cfg.Hub = &simulator.HubConfig{URL: *joinHub, CAFile: *joinCA}
+	}
 	cfg.Cloud.HeartbeatInterval = metav1.Duration{Duration: *heartbeat}
 	cfg.Cloud.LeaseDuration = metav1.Duration{Duration: *lease}
 	cfg.Cloud.KubeQPS, cfg.Cloud.KubeBurst, cfg.Cloud.StatusWorkers = float32(*kubeQPS), *kubeBurst, *statusWork
