@@ -38,6 +38,8 @@ type fleetConfig struct {
 	log *slog.Logger
 	// committed hears every node's commits.
 	committed func(node int, c agent.Commit)
+	// edge, if set, adjusts a node's configuration (Config.Edge).
+	edge func(node int, cfg *edgecore.Config)
 }
 
 // fleet is the hollow nodes. Each node is the real edgecore stack (store,
@@ -115,7 +117,7 @@ func (f *fleet) start(ctx context.Context, i int) error {
 	}
 	off := false
 	rt := fake.New(n.ip)
-	ec, err := edgecore.New(edgecore.Config{
+	cfg := edgecore.Config{
 		NodeName: n.name,
 		// No CAFile: the dialer set below, not the one New builds, verifies
 		// the hub, with the fleet's shared tls.Config.
@@ -129,11 +131,18 @@ func (f *fleet) start(ctx context.Context, i int) error {
 		PodResyncInterval:  metav1.Duration{Duration: f.cfg.podResyncInterval},
 		StaticPodPath:      edgecore.NoStaticPods,
 		MetaServer:         edgecore.MetaServerConfig{Enable: &off},
-		// No broker per node yet: device simulation is still to come.
+		// No MQTT broker per node unless Config.Edge asks for one.
 		Devices:     edgecore.DevicesConfig{Enable: &off},
 		Logger:      f.cfg.log,
 		RuntimeImpl: rt,
-	})
+	}
+	if f.cfg.edge != nil {
+		f.cfg.edge(i, &cfg)
+		if cfg.RuntimeImpl != rt {
+			return fmt.Errorf("node %s: Config.Edge replaced the in-memory runtime", n.name)
+		}
+	}
+	ec, err := edgecore.New(cfg)
 	if err != nil {
 		return fmt.Errorf("node %s: %w", n.name, err)
 	}

@@ -32,6 +32,7 @@ import (
 	"github.com/tether-edge/tether/cloudcore"
 	"github.com/tether-edge/tether/cloudcore/hub"
 	"github.com/tether-edge/tether/controlplane"
+	"github.com/tether-edge/tether/edgecore"
 )
 
 // SimLabel is on every hollow node's Node and every pod the simulator
@@ -96,8 +97,14 @@ type Config struct {
 	Progress         io.Writer
 	ProgressInterval time.Duration
 
+	// Edge, if set, adjusts hollow node i's edgecore configuration before
+	// the node starts (each start: Connect, RebootOffline). Hollow nodes
+	// run without metaserver, static pods and devices; this is where a
+	// scenario turns devices on for some of them (an MQTT broker each, or
+	// one external broker for all). It must leave RuntimeImpl alone.
+	Edge func(i int, cfg *edgecore.Config)
 	// Commands adds scenario commands to the built-in ones (see Exec): the
-	// place for device commands once devices land in edgecore.
+	// place for device commands (device updates through MQTT, twin checks).
 	Commands map[string]Command
 
 	// Log receives the warnings and errors of the hollow nodes, cloudcore
@@ -266,6 +273,7 @@ func New(ctx context.Context, cfg Config) (*Sim, error) {
 		podResyncInterval:  cfg.PodResyncInterval,
 		log:                s.log.With(slog.String("side", "edge")),
 		committed:          s.rec.committed,
+		edge:               cfg.Edge,
 	}}
 	if cfg.Progress != nil {
 		s.note("hub %s, its CA %s, kubeconfig %s (another tether-sim joins with --join-hub, --join-ca and --kubeconfig)",

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 
 	"github.com/tether-edge/tether/cloudcore"
 	"github.com/tether-edge/tether/controlplane"
+	"github.com/tether-edge/tether/edgecore"
 )
 
 // cp is the control plane every scenario shares; each scenario has its own
@@ -127,6 +129,11 @@ func TestJoinHub(t *testing.T) {
 	defer a.Close()
 	bcfg := testConfig(t, "t-join-b")
 	bcfg.Hub = &HubConfig{URL: a.cloud.url(), CAFile: a.cloud.caFile()}
+	var edited atomic.Int32
+	bcfg.Edge = func(i int, cfg *edgecore.Config) {
+		edited.Add(1)
+		cfg.Labels = map[string]string{SimLabel: "t-join-b", "tether.io/joined": "yes"}
+	}
 	b, err := New(ctx, bcfg)
 	if err != nil {
 		t.Fatal(err)
@@ -145,6 +152,13 @@ func TestJoinHub(t *testing.T) {
 	}
 	if st, ok := a.HubStats(); !ok || st.Sessions != 6 {
 		t.Errorf("hub sessions %d (%v), want 6", st.Sessions, ok)
+	}
+	if edited.Load() != 3 {
+		t.Errorf("Config.Edge called %d times, want 3", edited.Load())
+	}
+	n, err := b.Client().CoreV1().Nodes().Get(ctx, b.NodeName(0), metav1.GetOptions{})
+	if err != nil || n.Labels["tether.io/joined"] != "yes" {
+		t.Errorf("node %s: labels %v (%v), want tether.io/joined=yes from Config.Edge", b.NodeName(0), n.Labels, err)
 	}
 	if err := b.RestartHub(ctx, 0); err == nil {
 		t.Error("the joined Sim restarted a hub it does not run")
