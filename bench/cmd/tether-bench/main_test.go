@@ -108,3 +108,10 @@ func TestTwinFigures(t *testing.T) {
 		t.Errorf("no file: %+v", none)
 	}
 }
+
+func TestMaxNodesFitsTheFileLimit(t *testing.T) {
+	n, l := maxNodes(), fileLimit()
+	if n <= 0 || n%100 != 0 || uint64(2*n+64) > l {
+		t.Errorf("maxNodes %d with a file limit of %d", n, l)
+	}
+}
