@@ -51,7 +51,12 @@ func suite(ctx context.Context, cfg Config, rep *bench.Report, log *slog.Logger)
 	defer cp.Stop()
 
 	if err := scales(ctx, cfg, rep, cp, binDir, filepath.Join(tmp, "sim"), log); err != nil {
-		return err
+		if ctx.Err() != nil {
+			return err
+		}
+		// The other measurements do not need the fleet.
+		log.Error("node counts", slog.Any("err", err))
+		rep.Errors = append(rep.Errors, err.Error())
 	}
 	if cfg.Edgecore {
 		e, err := edgecoreIdle(ctx, cfg, cp, binDir, filepath.Join(tmp, "edgecore"), log)
