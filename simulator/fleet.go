@@ -222,6 +222,8 @@ type nodeView struct {
 	rt      *fake.Runtime
 	up      int64
 	down    int64
+	// connectedAt is when the node's link last connected (zero: never).
+	connectedAt time.Time
 }
 
 // each calls fn for every node in sel (nil: every node), holding the read
@@ -232,6 +234,9 @@ func (f *fleet) each(sel []int, fn func(v nodeView)) {
 	visit := func(n *node) {
 		v := nodeView{index: n.index, name: n.name, running: n.ec != nil, cut: n.wire.isCut(),
 			ec: n.ec, rt: n.rt, up: n.wire.up.Load(), down: n.wire.down.Load()}
+		if t := n.wire.connectedAt.Load(); t != 0 {
+			v.connectedAt = time.Unix(0, t)
+		}
 		if n.ec != nil {
 			v.state = n.ec.Agent.State()
 		}

@@ -396,9 +396,10 @@ func (s *Sim) RebootOffline(ctx context.Context, sel []int) error {
 
 // stormState is the start of a reconnect storm.
 type stormState struct {
+	// stopped is when the hub was stopped, ready when it answered again.
 	stopped, ready time.Time
 	before         map[int]int // running, uncut node -> sessions before the restart
-	up, down       int64       // wire bytes of all nodes when the hub was ready
+	up, down       int64       // wire bytes of all nodes when the hub was stopped
 }
 
 // Storm is a reconnect storm: the hub restarted and every node reconnected.
@@ -406,8 +407,10 @@ type Storm struct {
 	// Nodes is how many running, uncut nodes had to reconnect; Resynced
 	// how many had reconnected and finished their resync at the end.
 	Nodes, Resynced int
-	// Down is how long the hub was away (stop called until it answered
-	// again); Took the time from then until every node was resynced.
+	// Down is how long the hub was away: from its stop until it accepted
+	// the first node again (or answered its health check, if that was
+	// earlier). Took is the time from then until every node was resynced
+	// (or the wait gave up), to a tenth of a second.
 	Down, Took time.Duration
 	// Upserts, Deletes and Bytes add up what the hub reported in each
 	// node's ResyncDone: the object messages of the resyncs and their size.
@@ -415,7 +418,7 @@ type Storm struct {
 	Bytes            int64
 	// WireUp and WireDown are every node's link bytes (TLS records:
 	// handshakes, Hello and its inventory, resync, heartbeats) from the
-	// hub's return until the end.
+	// hub's stop until the end.
 	WireUp, WireDown int64
 	// Hub is the restarted hub's counters at the end, when cloudcore runs
 	// in this process.
@@ -441,7 +444,9 @@ func (s *Sim) RestartHub(ctx context.Context, down time.Duration) error {
 			st.before[v.index] = v.state.Sessions
 		}
 	})
+	st.up, st.down = s.wireTotals()
 	st.stopped = time.Now()
+	s.storm = st
 	if err := s.cloudStop(); err != nil {
 		return err
 	}
@@ -452,8 +457,6 @@ func (s *Sim) RestartHub(ctx context.Context, down time.Duration) error {
 		return err
 	}
 	st.ready = time.Now()
-	st.up, st.down = s.wireTotals()
-	s.storm = st
 	return nil
 }
 
@@ -467,17 +470,23 @@ func (s *Sim) wireTotals() (up, down int64) {
 // resync is done, or ctx ends.
 func (s *Sim) WaitResynced(ctx context.Context) (Storm, error) {
 	st := s.storm
-	if st == nil {
+	if st == nil || st.ready.IsZero() {
 		return Storm{}, errors.New("wait resynced: no restart-hub before")
 	}
-	var r Storm
+	var (
+		r    Storm
+		back = st.ready // the hub's return: the first node it accepted
+	)
+	sel := make([]int, 0, len(st.before))
+	for i := range st.before {
+		sel = append(sel, i)
+	}
 	count := func() bool {
-		r = Storm{Down: st.ready.Sub(st.stopped)}
-		sel := make([]int, 0, len(st.before))
-		for i := range st.before {
-			sel = append(sel, i)
-		}
+		r = Storm{}
 		s.fleet.each(sel, func(v nodeView) {
+			if v.connectedAt.After(st.stopped) && v.connectedAt.Before(back) {
+				back = v.connectedAt
+			}
 			if !v.running || v.cut {
 				return
 			}
@@ -492,7 +501,7 @@ func (s *Sim) WaitResynced(ctx context.Context) (Storm, error) {
 		return r.Resynced == r.Nodes
 	}
 	err := poll(ctx, 100*time.Millisecond, count)
-	r.Took = time.Since(st.ready)
+	r.Down, r.Took = back.Sub(st.stopped), time.Since(back)
 	up, down := s.wireTotals()
 	r.WireUp, r.WireDown = up-st.up, down-st.down
 	if hs, ok := s.HubStats(); ok {

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // errCut is what a dial returns while a node's link is cut.
@@ -24,6 +25,9 @@ type wire struct {
 	// up and down count bytes from the edge to the cloud and back, over
 	// every connection since the node was made.
 	up, down atomic.Int64
+	// connectedAt is when the last dial connected (Unix nanoseconds): the
+	// hub accepted it.
+	connectedAt atomic.Int64
 
 	mu sync.Mutex
 	// cut refuses dials; guarded by mu.
@@ -50,6 +54,7 @@ func (w *wire) dial(ctx context.Context, network, addr string) (net.Conn, error)
 		return nil, errCut
 	}
 	w.conns = append(w.conns, wc)
+	w.connectedAt.Store(time.Now().UnixNano())
 	return wc, nil
 }
 
