@@ -170,9 +170,13 @@ func TestWire(t *testing.T) {
 		}
 	}()
 	var w wire
+	before := time.Now()
 	c, err := w.dial(t.Context(), "tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
+	}
+	if at := time.Unix(0, w.connectedAt.Load()); at.Before(before) || at.After(time.Now()) {
+		t.Errorf("connectedAt %s, want the time of the dial", at)
 	}
 	if _, err := c.Write([]byte("hello")); err != nil {
 		t.Fatal(err)
