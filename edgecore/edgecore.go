@@ -78,6 +78,9 @@ type Config struct {
 	// OutboxMax bounds the updates queued while the cloud is away
 	// (default 10000; statuses are coalesced per pod, events dropped first).
 	OutboxMax int `json:"outboxMax,omitempty"`
+	// PodWorkers is how many pods are synced or killed at once (default 8;
+	// one pod is never synced twice at once).
+	PodWorkers int `json:"podWorkers,omitempty"`
 	// MetaServer is the read-only Kubernetes API on loopback for the
 	// node's applications (see package metaserver).
 	MetaServer MetaServerConfig `json:"metaserver,omitempty"`
@@ -246,6 +249,9 @@ func (c *Config) validate() error {
 	if c.OutboxMax < 0 {
 		return fmt.Errorf("outboxMax: %d is negative", c.OutboxMax)
 	}
+	if c.PodWorkers < 0 {
+		return fmt.Errorf("podWorkers: %d is negative", c.PodWorkers)
+	}
 	if c.MetaServer.Enable == nil {
 		on := true
 		c.MetaServer.Enable = &on
@@ -408,7 +414,8 @@ func New(cfg Config) (*EdgeCore, error) {
 	ns := &nodestatus.Source{NodeName: cfg.NodeName, InternalIP: cfg.NodeIP, MaxPods: cfg.MaxPods,
 		DataDir: cfg.DataDir, RuntimeVersion: runtimeVersion}
 	var ag *agent.Agent
-	ec.Pods, err = pods.New(pods.Config{ResyncInterval: cfg.PodResyncInterval.Duration, OutboxMax: cfg.OutboxMax},
+	ec.Pods, err = pods.New(pods.Config{ResyncInterval: cfg.PodResyncInterval.Duration, OutboxMax: cfg.OutboxMax,
+		PodWorkers: cfg.PodWorkers},
 		db, rt, func() { ag.OutboxChanged() }, log.With(slog.String("component", "pods")))
 	if err != nil {
 		closeAll()

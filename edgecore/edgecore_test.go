@@ -25,6 +25,7 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{good + "maxPods: -1\n", "maxPods"},
 		{good + "reconnectInitial: 10s\nreconnectMax: 1s\n", "reconnectMax"},
 		{good + "podResyncInterval: -5s\n", "podResyncInterval"},
+		{good + "podWorkers: -2\n", "podWorkers"},
 		{good + "devices:\n  mqtt:\n    broker: mosquitto\n", "devices.mqtt.broker"},
 		{good + "devices:\n  mqtt:\n    url: tcp://127.0.0.1:1883\n", "devices.mqtt.url"},
 		{good + "devices:\n  mqtt:\n    broker: external\n    addr: 127.0.0.1:1883\n", "devices.mqtt.addr"},
