@@ -8,9 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"reflect"
 	"slices"
 	"strconv"
@@ -30,6 +28,7 @@ import (
 	"k8s.io/client-go/dynamic"
 
 	devicesapi "github.com/tether-edge/tether/devices/api"
+	"github.com/tether-edge/tether/devices/broker/mosquittotest"
 	"github.com/tether-edge/tether/edgecore"
 	"github.com/tether-edge/tether/edgecore/store"
 	"github.com/tether-edge/tether/protocol"
@@ -126,89 +125,21 @@ func e2eThermometer(ns, node, name, desired string) (*devicesapi.DeviceModel, *d
 	return model, dev
 }
 
-// mqttEndpoint is a broker and the credentials it wants.
-type mqttEndpoint struct {
-	host, port, user, pass string
-}
-
-func (m mqttEndpoint) url() string { return "tcp://" + net.JoinHostPort(m.host, m.port) }
-
-func e2eLookPath(t *testing.T, name string) string {
-	t.Helper()
-	for _, p := range []string{name, "/usr/sbin/" + name, "/usr/bin/" + name} {
-		if path, err := exec.LookPath(p); err == nil {
-			return path
-		}
-	}
-	t.Fatalf("%s not found: install mosquitto and mosquitto-clients (make deps)", name)
-	return ""
-}
-
-// startMosquittoBroker runs Debian's mosquitto on a free loopback port
-// with a password file until the test ends.
-func startMosquittoBroker(t *testing.T) mqttEndpoint {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	ln.Close()
-	ep := mqttEndpoint{host: "127.0.0.1", port: port, user: "edge", pass: "s3cret"}
-	dir := t.TempDir()
-	pw := filepath.Join(dir, "passwords")
-	if err := os.WriteFile(pw, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command(e2eLookPath(t, "mosquitto_passwd"), "-b", pw, ep.user, ep.pass).CombinedOutput(); err != nil {
-		t.Fatalf("mosquitto_passwd: %v: %s", err, out)
-	}
-	conf := filepath.Join(dir, "mosquitto.conf")
-	// "user root" keeps a mosquitto started as root from switching to the
-	// mosquitto user, who could not read the test's files.
-	if err := os.WriteFile(conf, []byte(fmt.Sprintf("listener %s 127.0.0.1\nallow_anonymous false\npassword_file %s\n"+
-		"persistence false\nuser root\nmax_queued_messages 100000\nlog_dest stderr\nlog_type error\nlog_type warning\n", port, pw)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(e2eLookPath(t, "mosquitto"), "-c", conf)
-	var logs strings.Builder
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("mosquitto: %s", logs.String())
-		}
-	})
-	eventually(t, 30*time.Second, "mosquitto listening", func() (bool, error) {
-		c, err := net.DialTimeout("tcp", net.JoinHostPort(ep.host, ep.port), time.Second)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil, err
-	})
-	return ep
-}
-
 // mqttDevice plays devices and apps with mosquitto_sub (every message under
 // $hw/events/) and mosquitto_pub.
 type mqttDevice struct {
 	t    *testing.T
-	ep   mqttEndpoint
+	ep   *mosquittotest.Broker
 	mu   sync.Mutex
 	msgs map[string][]string // payloads by topic, in arrival order
 	read map[string]int      // how many of each topic waitMsg consumed
 	more chan struct{}
 }
 
-func startMQTTDevice(t *testing.T, ep mqttEndpoint) *mqttDevice {
+func startMQTTDevice(t *testing.T, ep *mosquittotest.Broker) *mqttDevice {
 	t.Helper()
 	d := &mqttDevice{t: t, ep: ep, msgs: map[string][]string{}, read: map[string]int{}, more: make(chan struct{}, 1)}
-	sub := exec.Command(e2eLookPath(t, "mosquitto_sub"), append(d.conn(), "-t", "$hw/events/#", "-v")...)
+	sub := exec.Command(mosquittotest.LookPath(t, "mosquitto_sub"), append(d.conn(), "-t", "$hw/events/#", "-v")...)
 	out, err := sub.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -257,14 +188,14 @@ func startMQTTDevice(t *testing.T, ep mqttEndpoint) *mqttDevice {
 }
 
 func (d *mqttDevice) conn() []string {
-	return []string{"-h", d.ep.host, "-p", d.ep.port, "-u", d.ep.user, "-P", d.ep.pass, "-q", "1"}
+	return append(d.ep.ClientArgs(), "-q", "1")
 }
 
 func (d *mqttDevice) publish(topic, payload string) {
 	d.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, e2eLookPath(d.t, "mosquitto_pub"), append(d.conn(), "-t", topic, "-s")...)
+	cmd := exec.CommandContext(ctx, mosquittotest.LookPath(d.t, "mosquitto_pub"), append(d.conn(), "-t", topic, "-s")...)
 	cmd.Stdin = strings.NewReader(payload)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		d.t.Fatalf("mosquitto_pub %s: %v: %s", topic, err, out)
@@ -355,18 +286,18 @@ func devicesScenario(t *testing.T, mosquitto bool) {
 		node = "e2e-dev-mosquitto"
 	}
 	e := newEdge(t, c, node)
-	var ep mqttEndpoint
+	var ep *mosquittotest.Broker
 	if mosquitto {
-		ep = startMosquittoBroker(t)
-		e.devices = edgecore.DevicesConfig{MQTT: edgecore.MQTTConfig{Broker: edgecore.BrokerExternal, URL: ep.url(),
-			Username: ep.user, Password: ep.pass}}
+		ep = mosquittotest.Start(t)
+		e.devices = edgecore.DevicesConfig{MQTT: edgecore.MQTTConfig{Broker: edgecore.BrokerExternal, URL: ep.URL(),
+			Username: ep.User, Password: ep.Pass}}
 	} else {
 		e.devices = edgecore.DevicesConfig{MQTT: edgecore.MQTTConfig{Username: "edge", Password: "s3cret"}}
 	}
 	e.start()
 	if !mosquitto {
 		host, port, _ := net.SplitHostPort(e.ec.Broker.Addr())
-		ep = mqttEndpoint{host: host, port: port, user: "edge", pass: "s3cret"}
+		ep = &mosquittotest.Broker{Host: host, Port: port, User: "edge", Pass: "s3cret"}
 	}
 	d := startMQTTDevice(t, ep)
 	dc := dynClient(t)

@@ -7,99 +7,28 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/tether-edge/tether/devices/api"
+	"github.com/tether-edge/tether/devices/broker/mosquittotest"
 	"github.com/tether-edge/tether/devices/modbus"
 	"github.com/tether-edge/tether/devices/modbus/modbustest"
 	"github.com/tether-edge/tether/devices/mqtt"
 )
 
-// mosquitto is Debian's broker on a free loopback port, with a password.
-type mosquitto struct {
-	port       string
-	user, pass string
-}
-
-func (m mosquitto) url() string { return "tcp://127.0.0.1:" + m.port }
-
-func (m mosquitto) args() []string {
-	return []string{"-h", "127.0.0.1", "-p", m.port, "-u", m.user, "-P", m.pass}
-}
-
-func lookPath(t *testing.T, name string) string {
-	t.Helper()
-	for _, p := range []string{name, "/usr/sbin/" + name, "/usr/bin/" + name} {
-		if path, err := exec.LookPath(p); err == nil {
-			return path
-		}
-	}
-	t.Fatalf("%s not found: install mosquitto and mosquitto-clients (make deps)", name)
-	return ""
-}
-
-func startMosquitto(t *testing.T) mosquitto {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	ln.Close()
-	m := mosquitto{port: port, user: "mapper", pass: "s3cret"}
-	dir := t.TempDir()
-	pw := filepath.Join(dir, "passwd")
-	if out, err := exec.Command(lookPath(t, "mosquitto_passwd"), "-c", "-b", pw, m.user, m.pass).CombinedOutput(); err != nil {
-		t.Fatalf("mosquitto_passwd: %v: %s", err, out)
-	}
-	conf := filepath.Join(dir, "mosquitto.conf")
-	// "user root": a mosquitto started as root would otherwise switch to
-	// the mosquitto user, who cannot read the test's files.
-	if err := os.WriteFile(conf, fmt.Appendf(nil, "listener %s 127.0.0.1\nallow_anonymous false\npassword_file %s\nuser root\n", port, pw), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(lookPath(t, "mosquitto"), "-c", conf)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	var log strings.Builder
-	cmd.Stdout, cmd.Stderr = &log, &log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-done
-		if t.Failed() {
-			t.Logf("mosquitto:\n%s", log.String())
-		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		c, err := net.Dial("tcp", "127.0.0.1:"+port)
-		if err == nil {
-			c.Close()
-			return m
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("mosquitto does not listen on %s: %v\n%s", port, err, log.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+// mosquitto is Debian's broker, which the tests reach with
+// mosquitto_sub and mosquitto_pub.
+type mosquitto struct{ *mosquittotest.Broker }
 
 // subscribe records every device message on the broker with mosquitto_sub
 // (an outside client).
 func (m mosquitto) subscribe(t *testing.T) *recorder {
 	t.Helper()
 	rec := newRecorder()
-	cmd := exec.Command(lookPath(t, "mosquitto_sub"), append(m.args(), "-t", "$hw/events/device/#", "-v", "-q", "1")...)
+	cmd := exec.Command(mosquittotest.LookPath(t, "mosquitto_sub"), append(m.ClientArgs(), "-t", "$hw/events/device/#", "-v", "-q", "1")...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -147,7 +76,7 @@ func (m mosquitto) publish(t *testing.T, topic, payload string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if out, err := exec.CommandContext(ctx, lookPath(t, "mosquitto_pub"), append(m.args(), "-q", "1", "-t", topic, "-m", payload)...).CombinedOutput(); err != nil {
+	if out, err := exec.CommandContext(ctx, mosquittotest.LookPath(t, "mosquitto_pub"), append(m.ClientArgs(), "-q", "1", "-t", topic, "-m", payload)...).CombinedOutput(); err != nil {
 		t.Fatalf("mosquitto_pub: %v: %s", err, out)
 	}
 }
@@ -174,15 +103,15 @@ func pymodbusThermostat(addr string) (*api.DeviceModel, *api.Device) {
 // an outside client changes the device's register, the reported value
 // follows on twin/update; the device killed, the state goes offline.
 func TestMapperMosquittoPymodbus(t *testing.T) {
-	mq := startMosquitto(t)
+	mq := mosquitto{mosquittotest.Start(t)}
 	py := modbustest.Start(t, 0)
-	e := startEdge(t, mq.url())
+	e := startEdge(t, mq.URL())
 	rec := mq.subscribe(t)
 
 	model, d := pymodbusThermostat(py.Addr)
 	e.put(t, model, d)
-	m, err := New(Config{NodeName: "edge-1", Metaserver: "http://" + e.ms.Addr(), BrokerURL: mq.url(),
-		Username: mq.user, Password: mq.pass, Logger: testLogger()})
+	m, err := New(Config{NodeName: "edge-1", Metaserver: "http://" + e.ms.Addr(), BrokerURL: mq.URL(),
+		Username: mq.User, Password: mq.Pass, Logger: testLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,9 +7,7 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"syscall"
@@ -17,6 +15,7 @@ import (
 	"time"
 
 	"github.com/tether-edge/tether/devices/broker"
+	"github.com/tether-edge/tether/devices/broker/mosquittotest"
 	"github.com/tether-edge/tether/devices/mqtt"
 	"github.com/tether-edge/tether/protocol"
 )
@@ -25,101 +24,13 @@ import (
 // embedded broker, each requiring a username and password, and play the
 // devices with mosquitto_pub and mosquitto_sub (package mosquitto-clients).
 
-// brokerEnv is a running broker and the credentials it wants.
-type brokerEnv struct {
-	host, port, user, pass string
-}
-
-func (b brokerEnv) url() string { return "tcp://" + net.JoinHostPort(b.host, b.port) }
-
-func (b brokerEnv) auth(c *Config) { c.Username, c.Password = b.user, b.pass }
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	return port
-}
-
-func lookPath(t *testing.T, name string) string {
-	t.Helper()
-	for _, p := range []string{name, "/usr/sbin/" + name, "/usr/bin/" + name} {
-		if path, err := exec.LookPath(p); err == nil {
-			return path
-		}
-	}
-	t.Fatalf("%s not found: install mosquitto and mosquitto-clients (make deps)", name)
-	return ""
-}
-
-// startMosquitto runs Debian's mosquitto on a free loopback port with a
-// password file, until the test ends.
-func startMosquitto(t *testing.T) brokerEnv {
-	t.Helper()
-	env := brokerEnv{host: "127.0.0.1", port: freePort(t), user: "edge", pass: "s3cret"}
-	dir := t.TempDir()
-	pw := filepath.Join(dir, "passwords")
-	if err := os.WriteFile(pw, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command(lookPath(t, "mosquitto_passwd"), "-b", pw, env.user, env.pass).CombinedOutput(); err != nil {
-		t.Fatalf("mosquitto_passwd: %v: %s", err, out)
-	}
-	conf := filepath.Join(dir, "mosquitto.conf")
-	// "user root" keeps a mosquitto started as root from switching to the
-	// mosquitto user, who could not read the test's files.
-	err := os.WriteFile(conf, []byte(fmt.Sprintf(`listener %s 127.0.0.1
-allow_anonymous false
-password_file %s
-persistence false
-user root
-max_queued_messages 100000
-log_dest stderr
-log_type error
-log_type warning
-`, env.port, pw)), 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(lookPath(t, "mosquitto"), "-c", conf)
-	logf, err := os.Create(filepath.Join(dir, "mosquitto.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		logf.Close()
-		if t.Failed() {
-			b, _ := os.ReadFile(logf.Name())
-			t.Logf("mosquitto log:\n%s", b)
-		}
-	})
-	deadline := time.Now().Add(wait)
-	for {
-		c, err := net.DialTimeout("tcp", net.JoinHostPort(env.host, env.port), time.Second)
-		if err == nil {
-			c.Close()
-			return env
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("mosquitto does not listen on %s: %v", env.port, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+// auth sets the credentials env wants in a Config.
+func auth(env *mosquittotest.Broker) func(*Config) {
+	return func(c *Config) { c.Username, c.Password = env.User, env.Pass }
 }
 
 // startEmbedded runs the embedded broker with a username and password.
-func startEmbedded(t *testing.T) brokerEnv {
+func startEmbedded(t *testing.T) *mosquittotest.Broker {
 	t.Helper()
 	b, err := broker.New(broker.Config{Addr: "127.0.0.1:0", Username: "edge", Password: "s3cret", Logger: testLogger(t)})
 	if err != nil {
@@ -130,16 +41,16 @@ func startEmbedded(t *testing.T) brokerEnv {
 	go func() { done <- b.Start(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 	host, port, _ := net.SplitHostPort(b.Addr())
-	return brokerEnv{host: host, port: port, user: "edge", pass: "s3cret"}
+	return &mosquittotest.Broker{Host: host, Port: port, User: "edge", Pass: "s3cret"}
 }
 
 // outsideDevice is a device played by mosquitto_sub (every message under
 // $hw/events/) and mosquitto_pub (each publication).
-func outsideDevice(t *testing.T, env brokerEnv) *device {
+func outsideDevice(t *testing.T, env *mosquittotest.Broker) *device {
 	t.Helper()
 	d := &device{recorder: newRecorder(t)}
-	conn := []string{"-h", env.host, "-p", env.port, "-u", env.user, "-P", env.pass, "-q", "1"}
-	sub := exec.Command(lookPath(t, "mosquitto_sub"), append(conn, "-t", "$hw/events/#", "-v")...)
+	conn := append(env.ClientArgs(), "-q", "1")
+	sub := exec.Command(mosquittotest.LookPath(t, "mosquitto_sub"), append(conn, "-t", "$hw/events/#", "-v")...)
 	out, err := sub.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -168,7 +79,7 @@ func outsideDevice(t *testing.T, env brokerEnv) *device {
 			t.Logf("mosquitto_sub: %s", stderr.String())
 		}
 	})
-	pubPath := lookPath(t, "mosquitto_pub")
+	pubPath := mosquittotest.LookPath(t, "mosquitto_pub")
 	d.pub = func(topic, payload string) error {
 		ctx, cancel := context.WithTimeout(context.Background(), wait)
 		defer cancel()
@@ -196,17 +107,17 @@ func outsideDevice(t *testing.T, env brokerEnv) *device {
 	}
 }
 
-func TestMosquitto(t *testing.T) { scenario(t, startMosquitto(t)) }
+func TestMosquitto(t *testing.T) { scenario(t, mosquittotest.Start(t)) }
 
 func TestEmbeddedBroker(t *testing.T) { scenario(t, startEmbedded(t)) }
 
 // scenario runs the twin component against the broker env, with
 // mosquitto_pub and mosquitto_sub as the devices.
-func scenario(t *testing.T, env brokerEnv) {
+func scenario(t *testing.T, env *mosquittotest.Broker) {
 	db := openStore(t)
 	putObjects(t, db, nil, thermoModel, thermoDevice("thermo", "22", 1))
 	d := outsideDevice(t, env) // subscribed before the edge connects
-	c := startTwin(t, db, env.url(), env.auth)
+	c := startTwin(t, db, env.URL(), auth(env))
 
 	// The store's device is announced, with the delta of its desired value.
 	m := d.expect(membership, nil)
@@ -319,7 +230,7 @@ func scenario(t *testing.T, env brokerEnv) {
 		d.t = t
 		before := d.request(devTopic("thermo2", "twin/get"), `{"event_id":"%s","timestamp":0}`)
 		c.stop()
-		startTwin(t, db, env.url(), env.auth)
+		startTwin(t, db, env.URL(), auth(env))
 		d.waitReady()
 		after := d.request(devTopic("thermo2", "twin/get"), `{"event_id":"%s","timestamp":0}`)
 		if !reflect.DeepEqual(before["twin"], after["twin"]) || actualOf(after, "temperature") != "19" {
