@@ -430,3 +430,19 @@ func TestEmulatedLinkFigures(t *testing.T) {
 		}
 	}
 }
+
+func TestUnfinishedChurnIsShown(t *testing.T) {
+	r := sample()
+	s := r.Scale(1000)
+	s.CreateToRunning.Samples = 300
+	s.Churn.Error = "pods: 500 created, 300 Running: context deadline exceeded"
+	var b bytes.Buffer
+	if err := WriteText(&b, r); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"40ms / 900ms (300 of 500)", "1000 nodes, churn of 500 pods did not finish: pods: 500 created, 300 Running"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("text lacks %q:\n%s", want, b.String())
+		}
+	}
+}

@@ -150,6 +150,13 @@ type Churn struct {
 	PerSecond float64 `json:"perSecond"`
 	// Seconds is how long the churn ran.
 	Seconds float64 `json:"seconds"`
+	// DispatchEarly is how many pods the edge committed before the
+	// simulator's own watch saw them bound: their dispatch time counts as
+	// zero, so the dispatch figures are a lower bound.
+	DispatchEarly int `json:"dispatchEarly"`
+	// Error says why the churn did not finish (pods not Running or not
+	// deleted in time); the latencies then cover the pods that made it.
+	Error string `json:"error,omitempty"`
 }
 
 // Storm is a reconnect storm: the hub restarts and every node reconnects.

@@ -58,7 +58,8 @@ func WriteText(w io.Writer, r *Report) error {
 	fmt.Fprintln(tw, hdr)
 	for _, s := range r.Scales {
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t",
-			s.Nodes, latency(s.Dispatch), latency(s.CreateToRunning), storm(s.Storm), stormBytes(s.Storm), bandwidth(s.IdleBandwidth))
+			s.Nodes, latency(s.Dispatch), partial(latency(s.CreateToRunning), s.CreateToRunning, s.Churn),
+			storm(s.Storm), stormBytes(s.Storm), bandwidth(s.IdleBandwidth))
 		if link {
 			sent := "-"
 			if s.Storm != nil && s.Storm.LinkBytesSent > 0 {
@@ -72,6 +73,9 @@ func WriteText(w io.Writer, r *Report) error {
 		return err
 	}
 	for _, s := range r.Scales {
+		if c := s.Churn; c != nil && c.Error != "" {
+			fmt.Fprintf(&b, "  %d nodes, churn of %d pods did not finish: %s\n", s.Nodes, c.Pods, c.Error)
+		}
 		for _, k := range sortedKeys(s.Unavailable) {
 			fmt.Fprintf(&b, "  %d nodes, %s: %s\n", s.Nodes, k, s.Unavailable[k])
 		}
@@ -187,6 +191,14 @@ func latency(l *Latency) string {
 		return "-"
 	}
 	return fmt.Sprintf("%s / %s", ms(l.P50Ms), ms(l.P99Ms))
+}
+
+// partial marks a latency over fewer pods than the churn created.
+func partial(text string, l *Latency, c *Churn) string {
+	if l != nil && c != nil && l.Samples < c.Pods {
+		return fmt.Sprintf("%s (%d of %d)", text, l.Samples, c.Pods)
+	}
+	return text
 }
 
 func ms(v float64) string {

@@ -202,20 +202,30 @@ func scale(ctx context.Context, cfg Config, sim *simulator.Sim, n int, log *slog
 	if cfg.Pods > 0 {
 		sim.ResetLatencies()
 		start := time.Now()
-		u, err := sampleCloud(ctx, sim, func(ctx context.Context) error { return churn(ctx, cfg, sim) })
-		s.Churn = &bench.Churn{Pods: cfg.Pods, PerSecond: cfg.PodRate, Seconds: time.Since(start).Seconds()}
+		var churnErr error
+		u, err := sampleCloud(ctx, sim, func(ctx context.Context) error {
+			churnErr = churn(ctx, cfg, sim)
+			return nil
+		})
+		d, early := sim.DispatchSamples()
+		s.Churn = &bench.Churn{Pods: cfg.Pods, PerSecond: cfg.PodRate, Seconds: time.Since(start).Seconds(), DispatchEarly: early}
+		if churnErr != nil {
+			s.Churn.Error = churnErr.Error()
+		}
+		// cloudcore's use during the churn is worth having even when the
+		// churn did not finish.
 		if err != nil {
 			s.SetUnavailable("cloudcoreChurn", err)
 		} else {
 			s.CloudcoreChurn = bench.PerNode(u, n)
 		}
-		d, _ := sim.DispatchSamples()
 		if s.Dispatch = fromSamples(d); s.Dispatch == nil {
-			s.SetUnavailable("dispatch", orNoSamples(err))
+			s.SetUnavailable("dispatch", orNoSamples(churnErr))
 		}
 		if s.CreateToRunning = fromSamples(sim.CreateToRunningSamples()); s.CreateToRunning == nil {
-			s.SetUnavailable("createToRunning", orNoSamples(err))
+			s.SetUnavailable("createToRunning", orNoSamples(churnErr))
 		}
+		err = churnErr
 		log.Info("churn", slog.String("dispatch", sim.Dispatch().String()),
 			slog.String("createToRunning", sim.CreateToRunning().String()), slog.Any("err", err))
 	} else {
