@@ -6,6 +6,7 @@ import (
 	"image/color"
 	"io"
 	"os"
+	"strconv"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -47,8 +48,13 @@ func PlotLatency(w io.Writer, r *Report, width, height int) error {
 	minX, maxX := p50[0].X, p50[len(p50)-1].X
 	if maxX > 10*minX {
 		p.X.Scale = plot.LogScale{}
-		p.X.Tick.Marker = plot.LogTicks{Prec: -1}
 	}
+	// A tick at each node count measured.
+	var ticks []plot.Tick
+	for _, xy := range p50 {
+		ticks = append(ticks, plot.Tick{Value: xy.X, Label: strconv.FormatFloat(xy.X, 'f', -1, 64)})
+	}
+	p.X.Tick.Marker = plot.ConstantTicks(ticks)
 	for i, line := range []struct {
 		name string
 		xys  plotter.XYs
