@@ -151,8 +151,8 @@ type Churn struct {
 	// Seconds is how long the churn ran.
 	Seconds float64 `json:"seconds"`
 	// DispatchEarly is how many pods the edge committed before the
-	// simulator's own watch saw them bound: their dispatch time counts as
-	// zero, so the dispatch figures are a lower bound.
+	// simulator knew them bound (its watch event, or the create call's
+	// return for a pod created bound): their dispatch time counts as zero.
 	DispatchEarly int `json:"dispatchEarly"`
 	// Error says why the churn did not finish (pods not Running or not
 	// deleted in time); the latencies then cover the pods that made it.
