@@ -310,7 +310,10 @@ func (s *Sim) startKube(ctx context.Context) error {
 			BinDir:                s.cfg.BinDir,
 			WithControllerManager: true,
 			WithScheduler:         true,
-			Logger:                slog.New(s.cfg.Log),
+			// An API server holding thousands of nodes takes longer than
+			// the default 15s to stop.
+			StopTimeout: time.Minute,
+			Logger:      slog.New(s.cfg.Log),
 			// Room for thousands of nodes' leases and statuses.
 			APIServerArgs: []string{"--max-requests-inflight=2000", "--max-mutating-requests-inflight=1000"},
 		})
