@@ -70,15 +70,28 @@
 //	idle [for=D]                          measure idle bandwidth over D
 //	reset-latencies                       latencies from here on only
 //	sleep for=D
-//	expect METRIC=V|METRIC<=V|METRIC>=V ... [within=D] [nodes=S]
+//	expect METRIC=V|METRIC<=V|METRIC>=V ... [within=D] [stable=D2] [nodes=S]
 //	                                      check metrics (see MetricDocs), waiting
-//	                                      up to D for all of them to hold
+//	                                      up to D for all of them to hold (for
+//	                                      D2 without a break)
 //	report                                the summary (not deterministic: for
 //	                                      the command line, not for tests)
 //
 // A node selection S is all, an index, a range lo-hi, or a list (0-9, 12).
 // Commands report failed expectations in their output ("FAIL: ..."), so a
 // script shows every result; an error is a command that could not run.
-// Config.Commands adds commands: the place for device commands (devices
-// and twins at the hollow nodes) once edgecore runs devices.
+//
+// # Extending
+//
+// Config.Edge adjusts each hollow node's edgecore configuration (devices
+// on, with a broker, for some nodes) and Config.Commands adds scenario
+// commands (device updates, twin checks): the places for device
+// simulation, which the fleet does not do yet.
+//
+// # Limits
+//
+// A hollow node holds two file descriptors (its socket and its store;
+// three with cloudcore in the same process), so a process's RLIMIT_NOFILE
+// bounds the fleet: Connect refuses to go past it. A second Sim joins the
+// first one's hub (Config.Hub) to add more nodes from another process.
 package simulator
