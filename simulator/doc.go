@@ -34,16 +34,19 @@
 // # Measurements
 //
 // Every moment is taken on this process's clock. The dispatch time of a
-// pod runs from the Sim's informer seeing it bound to a node (the same
-// watch stream the hub's dispatcher follows) to the node's agent committing
-// it (agent.SetCommitHook), just before the node acknowledges it. Create to
-// Running runs from the create call to the informer seeing the pod Running,
-// which the node's status report puts there. A reconnect storm (RestartHub,
-// WaitResynced) runs from the restarted hub answering until every node that
-// was connected has a new session and its ResyncDone; its size is the sum
-// of those ResyncDone reports and of the nodes' link bytes. Idle bandwidth
-// is the links' bytes over a quiet window. Memory per node is this
-// process's growth from before the first node to after WaitConnected.
+// pod runs from its being bound to a node (the Sim's informer, on the same
+// watch stream the hub's dispatcher follows, seeing it so, or the create
+// call of a pod created bound returning, whichever is first) to the node's
+// agent committing it (agent.SetCommitHook), just before the node
+// acknowledges it. Create to Running runs from the create call to the
+// informer seeing the pod Running, which the node's status report puts
+// there. A reconnect storm (RestartHub, WaitResynced) runs from the
+// restarted hub accepting its first node (the wire's connect time) until
+// every node that was connected has a new session and its ResyncDone; its
+// size is the sum of those ResyncDone reports and of the nodes' link bytes
+// from the stop. Idle bandwidth is the links' bytes over a quiet window.
+// Memory per node is this process's growth from before the first node to
+// after WaitConnected.
 //
 // # Scenarios
 //
