@@ -31,7 +31,13 @@ func (s *Sim) Connect(ctx context.Context, sel []int, rate float64) (started int
 	if rate <= 0 {
 		rate = s.cfg.ConnectRate
 	}
-	if err := s.checkFileLimit(len(sel)); err != nil {
+	more := 0
+	s.fleet.each(sel, func(v nodeView) {
+		if !v.running {
+			more++
+		}
+	})
+	if err := s.checkFileLimit(more); err != nil {
 		return 0, err
 	}
 	if s.memBase == nil {
@@ -42,14 +48,14 @@ func (s *Sim) Connect(ctx context.Context, sel []int, rate float64) (started int
 		s.connectStart = time.Now()
 	}
 	t0 := time.Now()
-	for k, i := range sel {
-		if err := sleepUntil(ctx, t0.Add(time.Duration(float64(k)/rate*float64(time.Second)))); err != nil {
-			return started, err
-		}
+	for _, i := range sel {
 		running := false
 		s.fleet.each([]int{i}, func(v nodeView) { running = v.running })
 		if running {
 			continue
+		}
+		if err := sleepUntil(ctx, t0.Add(time.Duration(float64(started)/rate*float64(time.Second)))); err != nil {
+			return started, err
 		}
 		if err := s.fleet.start(s.ctx, i); err != nil {
 			return started, err

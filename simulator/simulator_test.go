@@ -230,7 +230,16 @@ func TestCountingLogger(t *testing.T) {
 }
 
 func TestReadProc(t *testing.T) {
-	p, err := ReadProc(0)
+	// Spin until the kernel counts CPU time (10ms ticks) for this process.
+	var p ProcStat
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		if p, err = ReadProc(0); err != nil || p.CPU > 0 {
+			break
+		}
+		for spin := time.Now(); time.Since(spin) < 20*time.Millisecond; {
+		}
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
