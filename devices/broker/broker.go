@@ -144,6 +144,7 @@ type listener struct {
 
 	mu     sync.Mutex
 	closed bool
+	conns  map[net.Conn]struct{}
 	wg     sync.WaitGroup
 }
 
@@ -168,10 +169,19 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 			conn.Close()
 			return
 		}
+		if l.conns == nil {
+			l.conns = make(map[net.Conn]struct{})
+		}
+		l.conns[conn] = struct{}{}
 		l.wg.Add(1)
 		l.mu.Unlock()
 		go func() {
 			defer l.wg.Done()
+			defer func() {
+				l.mu.Lock()
+				delete(l.conns, conn)
+				l.mu.Unlock()
+			}()
 			if err := establish(l.ID(), conn); err != nil && !isClosing(err) {
 				l.log.Debug("mqtt client ended", slog.String("remote", conn.RemoteAddr().String()), slog.Any("err", err))
 			}
@@ -184,15 +194,24 @@ func isClosing(err error) bool {
 	return errors.Is(err, net.ErrClosed) || errors.Is(err, packets.CodeDisconnect)
 }
 
-func (l *listener) Close(closeClients listeners.CloseFn) {
+// Close stops accepting, closes every client connection and waits for the
+// clients' goroutines. It closes the connections itself instead of calling
+// mochi's closeClients: that one read-locks mochi's client map twice
+// (GetByListener, then Len inside it), which deadlocks when a client that is
+// going away waits for the write lock in between (seen in CI: edgecore's
+// Run never returned).
+func (l *listener) Close(listeners.CloseFn) {
 	l.mu.Lock()
-	first := !l.closed
 	l.closed = true
-	l.mu.Unlock()
-	if first {
-		closeClients(l.ID())
+	conns := make([]net.Conn, 0, len(l.conns))
+	for c := range l.conns {
+		conns = append(conns, c)
 	}
+	l.mu.Unlock()
 	l.ln.Close()
+	for _, c := range conns {
+		c.Close()
+	}
 	l.wg.Wait()
 }
 

@@ -386,8 +386,10 @@ func TestWANManyDials(t *testing.T) {
 	if grown > 200 {
 		t.Errorf("%d threads made for %d dials", grown, n)
 	}
-	// Each connection: a handshake, a line each way, acknowledgements.
-	if st.BToA.Packets < 3*n || st.AToB.Packets < 3*n {
+	// Each connection crosses the link: at least a handshake packet and a
+	// line each way (TCP may fold acknowledgements into data, so no more
+	// is promised: 2.9 per connection one way was seen in CI).
+	if st.BToA.Packets < 2*n || st.AToB.Packets < 2*n {
 		t.Errorf("link counted %d packets up, %d down for %d connections", st.BToA.Packets, st.AToB.Packets, n)
 	}
 }
