@@ -166,7 +166,7 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 		return fmt.Errorf("dispatch: add handler: %w", err)
 	}
 	if _, err := d.dev.modelInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    d.modelChanged,
+		AddFunc: d.modelChanged,
 		UpdateFunc: func(old, obj any) {
 			o, ok1 := old.(*api.DeviceModel)
 			m, ok2 := obj.(*api.DeviceModel)
