@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/tether-edge/tether/devices/broker"
@@ -66,7 +67,10 @@ type Config struct {
 	ReconnectInitial metav1.Duration `json:"reconnectInitial,omitempty"`
 	ReconnectMax     metav1.Duration `json:"reconnectMax,omitempty"`
 	// NodeStatusInterval is how often the node status is reported when
-	// nothing changed (default 1m).
+	// nothing in it changed (default 5m); it is checked for changes every
+	// minute (or NodeStatusInterval, if shorter) and a change is reported
+	// at once. The node's liveness does not depend on it: the cloud renews
+	// the node's Lease while the link is up.
 	NodeStatusInterval metav1.Duration `json:"nodeStatusInterval,omitempty"`
 	// PodResyncInterval is how often every pod is synced with the runtime
 	// (default 10s).
@@ -461,7 +465,7 @@ func New(cfg Config) (*EdgeCore, error) {
 		NodeStatusInterval: cfg.NodeStatusInterval.Duration,
 		OutboxMax:          cfg.OutboxMax,
 	}, db, &link.Dialer{URL: cfg.Cloud.URL, Token: cfg.Cloud.Token, TLS: tlsCfg, Timeout: cfg.Cloud.DialTimeout.Duration},
-		func() ([]byte, error) { return protocol.EncodeNodeStatus(ns.Status()) },
+		func() (*corev1.NodeStatus, error) { return ns.Status(), nil },
 		obs,
 		log.With(slog.String("component", "agent")))
 	if err != nil {

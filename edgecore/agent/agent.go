@@ -10,13 +10,18 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	devicesapi "github.com/tether-edge/tether/devices/api"
 	"github.com/tether-edge/tether/edgecore/link"
@@ -39,8 +44,15 @@ type Config struct {
 	// unacknowledged this long (default 60s).
 	ResendAfter time.Duration
 	// NodeStatusInterval is how often the node status is reported when
-	// nothing else changed (default 1m). Liveness goes by heartbeats.
+	// nothing in it changed (default 5m, as the kubelet's
+	// nodeStatusReportFrequency). Liveness goes by heartbeats and the
+	// cloud's Lease renewals, not by node status.
 	NodeStatusInterval time.Duration
+	// NodeStatusCheck is how often the node status is built and compared
+	// with the one last reported; a change (other than the conditions'
+	// timestamps) is reported at once (default 1m, at most
+	// NodeStatusInterval).
+	NodeStatusCheck time.Duration
 	// OutboxMax bounds the outbox (default 10000).
 	OutboxMax int
 	// StableAfter is how long a session must last for the back-off to start
@@ -65,7 +77,10 @@ func (c *Config) validate() error {
 		c.ResendAfter = time.Minute
 	}
 	if c.NodeStatusInterval == 0 {
-		c.NodeStatusInterval = time.Minute
+		c.NodeStatusInterval = 5 * time.Minute
+	}
+	if c.NodeStatusCheck == 0 {
+		c.NodeStatusCheck = min(time.Minute, c.NodeStatusInterval)
 	}
 	if c.OutboxMax == 0 {
 		c.OutboxMax = 10000
@@ -74,7 +89,7 @@ func (c *Config) validate() error {
 		c.StableAfter = 30 * time.Second
 	}
 	if c.Backoff.Initial < 0 || c.Backoff.Max < c.Backoff.Initial || c.Window < 1 || c.ResendAfter < 0 ||
-		c.NodeStatusInterval < 0 || c.OutboxMax < 0 {
+		c.NodeStatusInterval < 0 || c.NodeStatusCheck < 0 || c.NodeStatusCheck > c.NodeStatusInterval || c.OutboxMax < 0 {
 		return fmt.Errorf("agent: bad timers or bounds in %+v", *c)
 	}
 	return nil
@@ -90,12 +105,16 @@ type Agent struct {
 	cfg        Config
 	db         *store.DB
 	dialer     Dialer
-	nodeStatus func() ([]byte, error)
+	nodeStatus func() (*corev1.NodeStatus, error)
 	obs        Observer
 	log        *slog.Logger
 	kickc      chan struct{}
 	// committed, if set, hears every commit of objects (SetCommitHook).
 	committed func(Commit)
+	// sentStatus is the node status last queued, without the conditions'
+	// timestamps, and sentStatusAt when; owned by Start's goroutine.
+	sentStatus   []byte
+	sentStatusAt time.Time
 
 	mu sync.Mutex
 	// state is the public view of the link; guarded by mu.
@@ -125,8 +144,8 @@ type Observer interface {
 	Connected()
 }
 
-// New builds an Agent. nodeStatus returns the encoded node status to report.
-func New(cfg Config, db *store.DB, dialer Dialer, nodeStatus func() ([]byte, error),
+// New builds an Agent. nodeStatus returns the node status to report.
+func New(cfg Config, db *store.DB, dialer Dialer, nodeStatus func() (*corev1.NodeStatus, error),
 	obs Observer, log *slog.Logger) (*Agent, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -171,7 +190,7 @@ func (a *Agent) State() State {
 func (a *Agent) Start(ctx context.Context) error {
 	bo := a.cfg.Backoff
 	for ctx.Err() == nil {
-		if err := a.queueNodeStatus(); err != nil {
+		if err := a.queueNodeStatus(true); err != nil {
 			a.log.Error("queue node status", slog.Any("err", err))
 		}
 		hello, err := a.hello()
@@ -241,16 +260,45 @@ func (a *Agent) hello() (*protocol.Hello, error) {
 		NodeName: a.cfg.NodeName, Inventory: inv, Agent: "tether-edgecore"}, nil
 }
 
-func (a *Agent) queueNodeStatus() error {
+func (a *Agent) queueNodeStatus(force bool) error {
 	st, err := a.nodeStatus()
 	if err != nil {
 		return err
 	}
-	return a.db.Update(func(tx *store.Tx) error {
+	fp, err := statusFingerprint(st)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	if !force && bytes.Equal(fp, a.sentStatus) && now.Sub(a.sentStatusAt) < a.cfg.NodeStatusInterval {
+		return nil
+	}
+	b, err := protocol.EncodeNodeStatus(st)
+	if err != nil {
+		return err
+	}
+	err = a.db.Update(func(tx *store.Tx) error {
 		_, err := tx.Enqueue(store.OutboxNodeStatus, &protocol.Frame{NodeStatus: &protocol.NodeStatus{
-			Labels: a.cfg.Labels, Status: st}}, a.cfg.OutboxMax)
+			Labels: a.cfg.Labels, Status: b}}, a.cfg.OutboxMax)
 		return err
 	})
+	if err != nil {
+		return err
+	}
+	a.sentStatus, a.sentStatusAt = fp, now
+	return nil
+}
+
+// statusFingerprint is the encoding of st without the conditions'
+// heartbeat and transition times, which change on every build.
+func statusFingerprint(st *corev1.NodeStatus) ([]byte, error) {
+	c := *st
+	c.Conditions = slices.Clone(st.Conditions)
+	for i := range c.Conditions {
+		c.Conditions[i].LastHeartbeatTime = metav1.Time{}
+		c.Conditions[i].LastTransitionTime = metav1.Time{}
+	}
+	return protocol.EncodeNodeStatus(&c)
 }
 
 // session runs one connection until it fails or ctx ends.
@@ -290,7 +338,7 @@ func (a *Agent) session(ctx context.Context, conn *link.Conn) error {
 	}
 	hb := time.NewTicker(w.HeartbeatInterval.D())
 	defer hb.Stop()
-	ns := time.NewTicker(a.cfg.NodeStatusInterval)
+	ns := time.NewTicker(a.cfg.NodeStatusCheck)
 	defer ns.Stop()
 	resend := time.NewTicker(max(a.cfg.ResendAfter/4, 10*time.Millisecond))
 	defer resend.Stop()
@@ -318,7 +366,7 @@ func (a *Agent) session(ctx context.Context, conn *link.Conn) error {
 				return fmt.Errorf("send heartbeat: %w", err)
 			}
 		case <-ns.C:
-			if err := a.queueNodeStatus(); err != nil {
+			if err := a.queueNodeStatus(false); err != nil {
 				a.log.Error("queue node status", slog.Any("err", err))
 			}
 			if err := s.send(); err != nil {

@@ -131,7 +131,7 @@ func TestSetDialerAndCommitHook(t *testing.T) {
 		t.Fatal(err)
 	}
 	a, err := New(Config{NodeName: "n1"}, db, refusingDialer{},
-		func() ([]byte, error) { return protocol.EncodeNodeStatus(&corev1.NodeStatus{}) },
+		func() (*corev1.NodeStatus, error) { return &corev1.NodeStatus{}, nil },
 		noObserver{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -208,4 +208,57 @@ func TestSetDialerAndCommitHook(t *testing.T) {
 	if dials.Load() == 0 {
 		t.Error("the NetDial of the dialer given to SetDialer was not used")
 	}
+}
+
+// TestNodeStatusOnlyWhenChanged checks that a periodic check queues the node
+// status only when something other than the conditions' timestamps changed,
+// or when NodeStatusInterval passed, and that a forced one always goes.
+func TestNodeStatusOnlyWhenChanged(t *testing.T) {
+	db, err := store.Open(filepath.Join(t.TempDir(), "edge.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	ip := "10.0.0.1"
+	clock := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	build := func() (*corev1.NodeStatus, error) {
+		clock = clock.Add(time.Minute) // every build has new timestamps
+		now := metav1.NewTime(clock)
+		return &corev1.NodeStatus{
+			Addresses:  []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip}},
+			Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, LastHeartbeatTime: now, LastTransitionTime: now}},
+		}, nil
+	}
+	a, err := New(Config{NodeName: "n1", NodeStatusInterval: time.Hour}, db, refusingDialer{}, build,
+		noObserver{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lastSeq := func() uint64 {
+		var seq uint64
+		if err := db.View(func(tx *store.Tx) error {
+			return tx.Outbox(0, func(it store.OutboxItem) bool { seq = it.Seq; return true })
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return seq
+	}
+	step := func(name string, force, wantQueued bool) {
+		t.Helper()
+		before := lastSeq()
+		if err := a.queueNodeStatus(force); err != nil {
+			t.Fatal(err)
+		}
+		if queued := lastSeq() != before; queued != wantQueued {
+			t.Fatalf("%s: queued %v, want %v", name, queued, wantQueued)
+		}
+	}
+	step("first", true, true)
+	step("unchanged", false, false)
+	step("forced", true, true)
+	ip = "10.0.0.2"
+	step("address changed", false, true)
+	step("unchanged again", false, false)
+	a.sentStatusAt = time.Now().Add(-time.Hour)
+	step("interval passed", false, true)
 }

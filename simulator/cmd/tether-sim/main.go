@@ -64,7 +64,7 @@ func run() (int, error) {
 	flag.StringVar(&cfg.BinDir, "bin-dir", "", "directory of the Kubernetes binaries (default: bin/ of the repository)")
 	flag.DurationVar(&cfg.ReconnectInitial, "reconnect-initial", 0, "nodes' first reconnect delay (default: edgecore's, 1s)")
 	flag.DurationVar(&cfg.ReconnectMax, "reconnect-max", 0, "nodes' longest reconnect delay (default: edgecore's, 60s)")
-	flag.DurationVar(&cfg.NodeStatusInterval, "node-status-interval", 0, "nodes' status report interval (default: edgecore's, 1m)")
+	flag.DurationVar(&cfg.NodeStatusInterval, "node-status-interval", 0, "nodes' status report interval when unchanged (default: edgecore's, 5m)")
 	flag.DurationVar(&cfg.PodResyncInterval, "pod-resync", 0, "nodes' pod resync interval (default: edgecore's, 10s)")
 	flag.Float64Var(&cfg.ConnectRate, "connect-rate", 0, "nodes started per second by connect without rate= (default 200)")
 	flag.DurationVar(&cfg.ProgressInterval, "progress", 5*time.Second, "progress line interval")
