@@ -60,79 +60,17 @@ func edgecoreIdle(ctx context.Context, cfg Config, cp *controlplane.ControlPlane
 		defer wan.Close()
 		edgeNS, host, nodeIP = wan.Edges, wan.HubHost(), wan.Link.B.Addr.String()
 	}
-	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	run, err := startEdge(ctx, cp, binDir, dir, edgeSpec{node: edgeNode, ns: edgeNS, host: host, nodeIP: nodeIP})
 	if err != nil {
 		return nil, err
 	}
-	addr := ln.Addr().String()
-	ln.Close()
-	ccDir := filepath.Join(dir, "cloudcore")
-	ccCfg := cloudcore.Config{Kubeconfig: cp.Kubeconfig(), ListenAddr: addr, DataDir: ccDir, Tokens: []string{edgeToken},
-		CertIPs: []string{host}}
-	cc, err := startProcess(nil, filepath.Join(binDir, "cloudcore"), ccCfg, filepath.Join(dir, "cloudcore"))
-	if err != nil {
-		return nil, err
-	}
-	defer cc.stop()
-	caFile := filepath.Join(ccDir, "pki", "ca.crt")
-	if err := poll(ctx, 100*time.Millisecond, func() (bool, error) {
-		if cc.exited() {
-			return false, errors.New("cloudcore exited; see " + cc.logFile)
-		}
-		_, err := os.Stat(caFile)
-		return err == nil, nil
-	}); err != nil {
-		return nil, err
-	}
-
-	off := "-"
-	ecCfg := edgecore.Config{
-		NodeName:      edgeNode,
-		Cloud:         edgecore.CloudConfig{URL: "wss://" + addr + "/v1/connect", Token: edgeToken, CAFile: caFile},
-		DataDir:       filepath.Join(dir, "edgecore"),
-		Runtime:       "fake",
-		NodeIP:        nodeIP,
-		StaticPodPath: off,
-		MetaServer:    edgecore.MetaServerConfig{Addr: "127.0.0.1:0"},
-	}
-	ec, err := startProcess(edgeNS, filepath.Join(binDir, "edgecore"), ecCfg, filepath.Join(dir, "edgecore"))
-	if err != nil {
-		return nil, err
-	}
-	defer ec.stop()
-
-	client, err := kubernetes.NewForConfig(cp.RESTConfig())
-	if err != nil {
-		return nil, err
-	}
-	defer client.CoreV1().Nodes().Delete(context.Background(), edgeNode, metav1.DeleteOptions{})
-	rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	if err := poll(rctx, 250*time.Millisecond, func() (bool, error) {
-		if ec.exited() {
-			return false, errors.New("edgecore exited; see " + ec.logFile)
-		}
-		n, err := client.CoreV1().Nodes().Get(rctx, edgeNode, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			return false, nil
-		} else if err != nil {
-			return false, err
-		}
-		for _, c := range n.Status.Conditions {
-			if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
-				return true, nil
-			}
-		}
-		return false, nil
-	}); err != nil {
-		return nil, fmt.Errorf("node %s Ready: %w", edgeNode, err)
-	}
+	defer run.stop()
 	select {
 	case <-time.After(edgeSettle):
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	p, err := bench.ReadProc(ec.cmd.Process.Pid)
+	p, err := bench.ReadProc(run.edgecore.cmd.Process.Pid)
 	if err != nil {
 		return nil, fmt.Errorf("edgecore: %w", err)
 	}
@@ -147,8 +85,8 @@ func edgecoreIdle(ctx context.Context, cfg Config, cp *controlplane.ControlPlane
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	if ec.exited() {
-		return nil, errors.New("edgecore exited; see " + ec.logFile)
+	if run.edgecore.exited() {
+		return nil, errors.New("edgecore exited; see " + run.edgecore.logFile)
 	}
 	secs, b := time.Since(t0).Seconds(), wan.Link.Stats()
 	// The link's B end is edgecore's: B to A is up.
@@ -159,6 +97,116 @@ func edgecoreIdle(ctx context.Context, cfg Config, cp *controlplane.ControlPlane
 	log.Info("edgecore idle link", slog.Float64("upBitsPerSecond", e.Link.UplinkBitsPerSecond),
 		slog.Float64("downBitsPerSecond", e.Link.DownlinkBitsPerSecond))
 	return e, nil
+}
+
+// edgeSpec is what startEdge runs: cloudcore listening on host and one
+// edgecore in ns (nil: the host's namespace) with nodeIP, both with the
+// fake runtime's defaults unless cloud and edge adjust their
+// configurations.
+type edgeSpec struct {
+	node         string
+	ns           *netns.Namespace
+	host, nodeIP string
+	cloud        func(*cloudcore.Config)
+	edge         func(*edgecore.Config)
+}
+
+// edgeRun is cloudcore and one edgecore binary running, the edge's node
+// Ready.
+type edgeRun struct {
+	cloudcore, edgecore *process
+	node                string
+	client              kubernetes.Interface
+}
+
+// startEdge runs the cloudcore and edgecore binaries of spec (their files
+// in dir) and waits until the node is Ready. On error it stops what it
+// started.
+func startEdge(ctx context.Context, cp *controlplane.ControlPlane, binDir, dir string, spec edgeSpec) (_ *edgeRun, err error) {
+	client, err := kubernetes.NewForConfig(cp.RESTConfig())
+	if err != nil {
+		return nil, err
+	}
+	r := &edgeRun{node: spec.node, client: client}
+	defer func() {
+		if err != nil {
+			r.stop()
+		}
+	}()
+	ln, err := net.Listen("tcp", net.JoinHostPort(spec.host, "0"))
+	if err != nil {
+		return nil, err
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	ccDir := filepath.Join(dir, "cloudcore")
+	ccCfg := cloudcore.Config{Kubeconfig: cp.Kubeconfig(), ListenAddr: addr, DataDir: ccDir, Tokens: []string{edgeToken},
+		CertIPs: []string{spec.host}}
+	if spec.cloud != nil {
+		spec.cloud(&ccCfg)
+	}
+	if r.cloudcore, err = startProcess(nil, filepath.Join(binDir, "cloudcore"), ccCfg, filepath.Join(dir, "cloudcore")); err != nil {
+		return nil, err
+	}
+	caFile := filepath.Join(ccDir, "pki", "ca.crt")
+	if err := poll(ctx, 100*time.Millisecond, func() (bool, error) {
+		if r.cloudcore.exited() {
+			return false, errors.New("cloudcore exited; see " + r.cloudcore.logFile)
+		}
+		_, err := os.Stat(caFile)
+		return err == nil, nil
+	}); err != nil {
+		return nil, err
+	}
+
+	ecCfg := edgecore.Config{
+		NodeName:      spec.node,
+		Cloud:         edgecore.CloudConfig{URL: "wss://" + addr + "/v1/connect", Token: edgeToken, CAFile: caFile},
+		DataDir:       filepath.Join(dir, "edgecore"),
+		Runtime:       "fake",
+		NodeIP:        spec.nodeIP,
+		StaticPodPath: "-",
+		MetaServer:    edgecore.MetaServerConfig{Addr: "127.0.0.1:0"},
+	}
+	if spec.edge != nil {
+		spec.edge(&ecCfg)
+	}
+	if r.edgecore, err = startProcess(spec.ns, filepath.Join(binDir, "edgecore"), ecCfg, filepath.Join(dir, "edgecore")); err != nil {
+		return nil, err
+	}
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	if err := poll(rctx, 250*time.Millisecond, func() (bool, error) {
+		if r.edgecore.exited() {
+			return false, errors.New("edgecore exited; see " + r.edgecore.logFile)
+		}
+		n, err := client.CoreV1().Nodes().Get(rctx, spec.node, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		} else if err != nil {
+			return false, err
+		}
+		for _, c := range n.Status.Conditions {
+			if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
+				return true, nil
+			}
+		}
+		return false, nil
+	}); err != nil {
+		return nil, fmt.Errorf("node %s Ready: %w", spec.node, err)
+	}
+	return r, nil
+}
+
+// stop deletes the node and stops edgecore and cloudcore.
+func (r *edgeRun) stop() {
+	r.client.CoreV1().Nodes().Delete(context.Background(), r.node, metav1.DeleteOptions{})
+	if r.edgecore != nil {
+		r.edgecore.stop()
+	}
+	if r.cloudcore != nil {
+		r.cloudcore.stop()
+	}
 }
 
 // process is a binary run with its configuration as a YAML (JSON) file.
