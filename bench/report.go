@@ -38,13 +38,17 @@ type Report struct {
 	EdgecoreIdle *EdgecoreIdle `json:"edgecoreIdle,omitempty"`
 	// Twin holds the device twin figures.
 	Twin *Twin `json:"twin,omitempty"`
+	// DeviceLag is the time from a device's twin report on MQTT to the
+	// reported value in its Device's status in the API server, with the
+	// real edgecore and cloudcore binaries.
+	DeviceLag *DeviceLag `json:"deviceLag,omitempty"`
 	// GoBenchmarks are the module's Go micro-benchmarks, as `go test -bench`
 	// printed them.
 	GoBenchmarks []GoBenchmark `json:"goBenchmarks,omitempty"`
 	// Targets is the verdict on each target, filled by Evaluate.
 	Targets []TargetResult `json:"targets"`
 	// Unavailable maps the name of a top-level figure (edgecoreIdle, twin,
-	// goBenchmarks) the run could not obtain to the reason.
+	// deviceLag, goBenchmarks) the run could not obtain to the reason.
 	Unavailable map[string]string `json:"unavailable,omitempty"`
 	// Errors are failures of the run that did not stop it.
 	Errors []string `json:"errors,omitempty"`
@@ -222,6 +226,41 @@ type Twin struct {
 	DeviceToAPI *Latency `json:"deviceToAPI,omitempty"`
 	// Source names what produced the figures (a Go benchmark or a scenario).
 	Source string `json:"source"`
+}
+
+// DeviceLag is the lag from a device reporting a value to the API server
+// holding it: Devices devices of one edge node (the edgecore binary, its
+// embedded MQTT broker) each publish a twin/update, and a watch on the API
+// server sees the value in the Device's status (edgecore saves and queues
+// it, the link carries it, cloudcore writes the status, rate limited by
+// its kubeQPS).
+type DeviceLag struct {
+	// Devices is the number of devices on the node.
+	Devices int `json:"devices"`
+	// ServedSeconds is the time from the first Device's creation in the
+	// API server until the edge served all of them on MQTT.
+	ServedSeconds float64 `json:"servedSeconds"`
+	// Burst is every device reporting at once; Steady is reports at a
+	// steady rate. Nil when the round did not run.
+	Burst  *LagRound `json:"burst,omitempty"`
+	Steady *LagRound `json:"steady,omitempty"`
+}
+
+// LagRound is one round of device reports, each device reporting at most
+// once.
+type LagRound struct {
+	// Reports is the number of reports published, PerSecond the rate aimed
+	// at (0: all at once) and PublishSeconds how long publishing took.
+	Reports        int     `json:"reports"`
+	PerSecond      float64 `json:"perSecond"`
+	PublishSeconds float64 `json:"publishSeconds"`
+	// Latency summarizes the lag of the reports that reached the API
+	// server (its Samples); P90Ms is its 90th percentile.
+	Latency
+	P90Ms float64 `json:"p90Ms"`
+	// Error says why the round ended before every report reached the API
+	// server.
+	Error string `json:"error,omitempty"`
 }
 
 // GoBenchmark is one line of `go test -bench` output.

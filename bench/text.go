@@ -96,6 +96,15 @@ func WriteText(w io.Writer, r *Report) error {
 		}
 		fmt.Fprintf(&b, " (%s)\n", t.Source)
 	}
+	if d := r.DeviceLag; d != nil {
+		fmt.Fprintf(&b, "device→API server lag, %d devices on the edgecore binary: all at once %s; steady %s\n",
+			d.Devices, lagRound(d.Burst), lagRound(d.Steady))
+		for _, l := range []*LagRound{d.Burst, d.Steady} {
+			if l != nil && l.Error != "" {
+				fmt.Fprintf(&b, "  device lag round of %d reports did not finish: %s\n", l.Reports, l.Error)
+			}
+		}
+	}
 	for _, k := range sortedKeys(r.Unavailable) {
 		fmt.Fprintf(&b, "%s: %s\n", k, r.Unavailable[k])
 	}
@@ -191,6 +200,26 @@ func latency(l *Latency) string {
 		return "-"
 	}
 	return fmt.Sprintf("%s / %s", ms(l.P50Ms), ms(l.P99Ms))
+}
+
+// lagRound is a LagRound's rate and p50 / p90 / p99 / max, with the
+// share of reports that arrived when some did not.
+func lagRound(l *LagRound) string {
+	if l == nil {
+		return "-"
+	}
+	out := ""
+	if l.PerSecond > 0 {
+		out = fmt.Sprintf("%.0f/s ", l.PerSecond)
+	}
+	if l.Samples == 0 {
+		return out + "no report arrived"
+	}
+	out += fmt.Sprintf("p50/p90/p99/max %s / %s / %s / %s", ms(l.P50Ms), ms(l.P90Ms), ms(l.P99Ms), ms(l.MaxMs))
+	if l.Samples < l.Reports {
+		out += fmt.Sprintf(" (%d of %d)", l.Samples, l.Reports)
+	}
+	return out
 }
 
 // partial marks a latency over fewer pods than the churn created.
