@@ -42,10 +42,15 @@ type cloudBase struct {
 	cfg     cloudcore.Config // the template: Listener and ListenAddr are set here
 	dataDir string
 	address string
+	ns      Namespace // where cloudcore runs
 }
 
-func newCloudBase(cfg cloudcore.Config, dataDir string) (*cloudBase, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// newCloudBase picks the hub's address: a free port on host in ns.
+func newCloudBase(cfg cloudcore.Config, dataDir, host string, ns Namespace) (*cloudBase, error) {
+	if host != "127.0.0.1" {
+		cfg.CertIPs = append(cfg.CertIPs, host)
+	}
+	ln, err := ns.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		return nil, fmt.Errorf("pick the hub's port: %w", err)
 	}
@@ -53,7 +58,7 @@ func newCloudBase(cfg cloudcore.Config, dataDir string) (*cloudBase, error) {
 	ln.Close()
 	cfg.DataDir = dataDir
 	cfg.ListenAddr = addr
-	return &cloudBase{cfg: cfg, dataDir: dataDir, address: addr}, nil
+	return &cloudBase{cfg: cfg, dataDir: dataDir, address: addr, ns: ns}, nil
 }
 
 func (c *cloudBase) url() string    { return "wss://" + c.address + hub.Path }
@@ -72,7 +77,10 @@ func (c *cloudBase) waitReady(ctx context.Context, exited <-chan struct{}) error
 			if pem, err := os.ReadFile(c.caFile()); err == nil {
 				pool := x509.NewCertPool()
 				pool.AppendCertsFromPEM(pem)
+				// Dialled from cloudcore's namespace: the check crosses no
+				// emulated link.
 				client = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
+					DialContext:     c.ns.DialContext,
 					TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, DisableKeepAlives: true}}
 			} else {
 				lastErr = err
@@ -114,7 +122,7 @@ func (c *inProcessCloud) start(ctx context.Context) error {
 	var ln net.Listener
 	var err error
 	for range 100 { // the old socket may linger a moment
-		if ln, err = net.Listen("tcp", c.address); err == nil {
+		if ln, err = c.ns.Listen("tcp", c.address); err == nil {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -198,7 +206,8 @@ func (c *processCloud) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(c.binary, "--config", cfgFile, "--log-level", "warn")
+	// Not bound to a context: stop ends it, SIGTERM first.
+	cmd := c.ns.Command(context.Background(), c.binary, "--config", cfgFile, "--log-level", "warn")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own process group: a Ctrl-C meant for the simulator reaches
 	// cloudcore through stop, after the nodes.

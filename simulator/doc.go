@@ -31,6 +31,12 @@
 // node offline stops its edgecore, keeps its store, and starts it again
 // with an empty runtime and its link cut.
 //
+// Everything talks over this process's loopback unless Config puts
+// cloudcore and the nodes in network namespaces (CloudNamespace,
+// NodeNamespace, HubHost): package simulator/netns makes two joined by an
+// emulated link, with delay, loss and partitions, whose counters are the
+// nodes' traffic at the IP layer.
+//
 // # Measurements
 //
 // Every moment is taken on this process's clock. The dispatch time of a

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -38,6 +39,8 @@ type fleetConfig struct {
 	log *slog.Logger
 	// committed hears every node's commits.
 	committed func(node int, c agent.Commit)
+	// dial opens the nodes' connections (Config.NodeNamespace).
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// edge, if set, adjusts a node's configuration (Config.Edge).
 	edge func(node int, cfg *edgecore.Config)
 }
@@ -87,7 +90,7 @@ func (f *fleet) add(n int) []int {
 		// Addresses from 100.64.0.0/10 (shared address space): reported,
 		// never used.
 		ip := fmt.Sprintf("100.%d.%d.%d", 64+(i>>16)&63, (i>>8)&255, i&255)
-		f.nodes = append(f.nodes, &node{index: i, name: name, dir: filepath.Join(f.cfg.dir, name), ip: ip})
+		f.nodes = append(f.nodes, &node{index: i, name: name, dir: filepath.Join(f.cfg.dir, name), ip: ip, wire: wire{connect: f.cfg.dial}})
 		idx = append(idx, i)
 	}
 	return idx

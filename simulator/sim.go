@@ -10,8 +10,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/netip"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -88,6 +91,20 @@ type Config struct {
 	NodeStatusInterval time.Duration
 	PodResyncInterval  time.Duration
 
+	// CloudNamespace is the network namespace cloudcore runs in: the hub
+	// listens there and the cloudcore binary runs there. NodeNamespace is
+	// the one the hollow nodes dial from (their wires count and cut on top
+	// of it). Default: this process's own. A *netns.Namespace (package
+	// simulator/netns) is one: two namespaces joined by an emulated link
+	// put the nodes' traffic across it.
+	CloudNamespace Namespace
+	NodeNamespace  Namespace
+	// HubHost is the IP address the hub listens on in CloudNamespace and
+	// the nodes dial; it goes into the hub's certificate. Default
+	// 127.0.0.1; required with CloudNamespace (a namespace's loopback is
+	// its own).
+	HubHost string
+
 	// ConnectRate is how many nodes Connect starts per second when its
 	// caller gives no rate (default 200).
 	ConnectRate float64
@@ -111,6 +128,33 @@ type Config struct {
 	// (in this process) and the control plane. Default: discarded (they
 	// are counted either way).
 	Log slog.Handler
+}
+
+// Namespace is a network namespace, as package simulator/netns makes
+// them (*netns.Namespace).
+type Namespace interface {
+	// Listen opens a listener in the namespace (net.Listen's arguments).
+	Listen(network, addr string) (net.Listener, error)
+	// DialContext opens a TCP connection to an ip:port from the namespace.
+	DialContext(ctx context.Context, network, addr string) (net.Conn, error)
+	// Command returns a command that runs a program in the namespace.
+	Command(ctx context.Context, name string, args ...string) *exec.Cmd
+}
+
+// hostNamespace is this process's own network namespace.
+type hostNamespace struct{}
+
+func (hostNamespace) Listen(network, addr string) (net.Listener, error) {
+	return net.Listen(network, addr)
+}
+
+func (hostNamespace) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	var d net.Dialer
+	return d.DialContext(ctx, network, addr)
+}
+
+func (hostNamespace) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
+	return exec.CommandContext(ctx, name, args...)
 }
 
 // HubConfig is a running hub to join.
@@ -149,6 +193,24 @@ func (c *Config) validate() error {
 		if c.CloudcoreBinary != "" {
 			return errors.New("hub and cloudcoreBinary: a Sim joins a hub or runs its own cloudcore, not both")
 		}
+		if c.CloudNamespace != nil || c.HubHost != "" {
+			return errors.New("hub and cloudNamespace or hubHost: a Sim that joins a hub runs none (the hub's URL says where it is)")
+		}
+	}
+	if c.HubHost != "" {
+		if a, err := netip.ParseAddr(c.HubHost); err != nil || a.Zone() != "" {
+			return fmt.Errorf("hubHost: %q is not an IP address", c.HubHost)
+		}
+	} else if c.CloudNamespace != nil {
+		return errors.New("hubHost: required with cloudNamespace: the nodes cannot reach the loopback of cloudcore's namespace")
+	} else if c.Hub == nil {
+		c.HubHost = "127.0.0.1"
+	}
+	if c.CloudNamespace == nil {
+		c.CloudNamespace = hostNamespace{}
+	}
+	if c.NodeNamespace == nil {
+		c.NodeNamespace = hostNamespace{}
 	}
 	for name, d := range map[string]time.Duration{"reconnectInitial": c.ReconnectInitial, "reconnectMax": c.ReconnectMax,
 		"nodeStatusInterval": c.NodeStatusInterval, "podResyncInterval": c.PodResyncInterval,
@@ -273,6 +335,7 @@ func New(ctx context.Context, cfg Config) (*Sim, error) {
 		podResyncInterval:  cfg.PodResyncInterval,
 		log:                s.log.With(slog.String("side", "edge")),
 		committed:          s.rec.committed,
+		dial:               cfg.NodeNamespace.DialContext,
 		edge:               cfg.Edge,
 	}}
 	if cfg.Progress != nil {
@@ -398,7 +461,7 @@ func (s *Sim) startCloud(ctx context.Context) error {
 		s.cloud = &joinedCloud{hubURL: s.cfg.Hub.URL, ca: s.cfg.Hub.CAFile}
 		return nil
 	}
-	base, err := newCloudBase(cfg, filepath.Join(s.dir, "cloudcore"))
+	base, err := newCloudBase(cfg, filepath.Join(s.dir, "cloudcore"), s.cfg.HubHost, s.cfg.CloudNamespace)
 	if err != nil {
 		return fmt.Errorf("simulator: %w", err)
 	}
@@ -436,6 +499,10 @@ func (s *Sim) cloudStop() error {
 
 // Name is the run's name (namespace, node name prefix, SimLabel value).
 func (s *Sim) Name() string { return s.cfg.Name }
+
+// Hub is the hub the nodes connect to, as another Sim joins it
+// (Config.Hub).
+func (s *Sim) Hub() HubConfig { return HubConfig{URL: s.cloud.url(), CAFile: s.cloud.caFile()} }
 
 // Client is a client of the API server.
 func (s *Sim) Client() kubernetes.Interface { return s.client }

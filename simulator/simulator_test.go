@@ -302,3 +302,59 @@ func TestRecorderDispatch(t *testing.T) {
 		t.Errorf("create to Running %v, want [40ms]", running)
 	}
 }
+
+// fakeNamespace is a Namespace that is this process's own under another
+// type, for the configuration checks.
+type fakeNamespace struct{ hostNamespace }
+
+// validate fills the network defaults and refuses network settings that
+// cannot work, naming the field.
+func TestConfigValidateNetwork(t *testing.T) {
+	ca := filepath.Join(t.TempDir(), "ca.crt")
+	if err := os.WriteFile(ca, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	join := &HubConfig{URL: "wss://127.0.0.1:10000/v1/connect", CAFile: ca}
+
+	var c Config
+	if err := c.validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.HubHost != "127.0.0.1" || c.CloudNamespace != (hostNamespace{}) || c.NodeNamespace != (hostNamespace{}) {
+		t.Errorf("defaults: hubHost %q, cloudNamespace %#v, nodeNamespace %#v", c.HubHost, c.CloudNamespace, c.NodeNamespace)
+	}
+	c = Config{CloudNamespace: fakeNamespace{}, NodeNamespace: fakeNamespace{}, HubHost: "198.18.0.1"}
+	if err := c.validate(); err != nil {
+		t.Errorf("namespaces with a hub host: %v", err)
+	}
+	if c.HubHost != "198.18.0.1" || c.CloudNamespace != (fakeNamespace{}) {
+		t.Errorf("kept: hubHost %q, cloudNamespace %#v", c.HubHost, c.CloudNamespace)
+	}
+	c = Config{Hub: join, NodeNamespace: fakeNamespace{}}
+	if err := c.validate(); err != nil {
+		t.Errorf("a joined Sim dialling from a namespace: %v", err)
+	}
+	if c.HubHost != "" {
+		t.Errorf("a joined Sim got hubHost %q", c.HubHost)
+	}
+
+	for name, tc := range map[string]struct {
+		cfg  Config
+		want string
+	}{
+		"host name":             {Config{HubHost: "hub.example"}, "hubHost"},
+		"host with port":        {Config{HubHost: "127.0.0.1:10000"}, "hubHost"},
+		"host with zone":        {Config{HubHost: "fe80::1%eth0"}, "hubHost"},
+		"namespace no host":     {Config{CloudNamespace: fakeNamespace{}}, "hubHost: required with cloudNamespace"},
+		"joined with host":      {Config{Hub: join, HubHost: "198.18.0.1"}, "hub and cloudNamespace or hubHost"},
+		"joined cloud netns":    {Config{Hub: join, CloudNamespace: fakeNamespace{}}, "hub and cloudNamespace or hubHost"},
+		"joined with cloudcore": {Config{Hub: join, CloudcoreBinary: ca}, "hub and cloudcoreBinary"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			err := tc.cfg.validate()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("validate: %v, want an error with %q", err, tc.want)
+			}
+		})
+	}
+}

@@ -22,6 +22,9 @@ var errCut = errors.New("simulator: link cut")
 // see it at once (the e2e tests' cutLink does the same with a relay), and
 // refuses dials until heal.
 type wire struct {
+	// connect opens the connections (nil: a net.Dialer's).
+	connect func(ctx context.Context, network, addr string) (net.Conn, error)
+
 	// up and down count bytes from the edge to the cloud and back, over
 	// every connection since the node was made.
 	up, down atomic.Int64
@@ -41,8 +44,12 @@ func (w *wire) dial(ctx context.Context, network, addr string) (net.Conn, error)
 	if w.isCut() {
 		return nil, errCut
 	}
-	var d net.Dialer
-	c, err := d.DialContext(ctx, network, addr)
+	connect := w.connect
+	if connect == nil {
+		var d net.Dialer
+		connect = d.DialContext
+	}
+	c, err := connect(ctx, network, addr)
 	if err != nil {
 		return nil, err
 	}

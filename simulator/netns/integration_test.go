@@ -323,7 +323,7 @@ func TestCloseAndSweep(t *testing.T) {
 }
 
 // A WAN carries thousands of connections dialled at once from the edges
-// namespace to a server on the host's side, without a thread per dial.
+// namespace to a server in the cloud namespace, without a thread per dial.
 func TestWANManyDials(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("network namespaces need root")
@@ -343,7 +343,7 @@ func TestWANManyDials(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", addr)
+	ln, err := w.Cloud.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -391,5 +391,49 @@ func TestWANManyDials(t *testing.T) {
 	// is promised: 2.9 per connection one way was seen in CI).
 	if st.BToA.Packets < 2*n || st.AToB.Packets < 2*n {
 		t.Errorf("link counted %d packets up, %d down for %d connections", st.BToA.Packets, st.AToB.Packets, n)
+	}
+}
+
+// A WAN's cloud namespace reaches a server on the host's loopback at the
+// same address through ForwardHost; the edges namespace does not, and
+// reaches the cloud only across the link.
+func TestWANForwardHost(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("network namespaces need root")
+	}
+	ctx := t.Context()
+	w, err := NewWAN(ctx, Options{Prefix: testPrefix, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, Impairment{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := w.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+	host, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	echo(t, host)
+	if err := w.ForwardHost(host.Addr().String()); err != nil {
+		t.Fatal(err)
+	}
+	c, err := w.Cloud.DialContext(ctx, "tcp", host.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := roundTrip(c, bufio.NewReader(c), "from the cloud", 10*time.Second); err != nil {
+		t.Fatalf("through the forward: %v", err)
+	}
+	dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if c, err := w.Edges.DialContext(dctx, "tcp", host.Addr().String()); err == nil {
+		c.Close()
+		t.Errorf("the edges namespace reached the host's loopback")
+	}
+	if st := w.Link.Stats(); st.AToB.Bytes+st.BToA.Bytes != 0 {
+		t.Errorf("the forward crossed the link: %+v", st)
 	}
 }

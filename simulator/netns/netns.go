@@ -115,7 +115,7 @@ func (ns *Namespace) String() string {
 func (ns *Namespace) path() string { return filepath.Join(runDir, ns.Name) }
 
 // Namespace makes a namespace named <prefix><pid>-<name> with its loopback
-// up. name: lower-case letters, digits and '-', at most 24 characters.
+// up and IPv6 off. name: lower-case letters, digits and '-', at most 24 characters.
 func (n *Network) Namespace(ctx context.Context, name string) (*Namespace, error) {
 	if err := checkName(name, 24); err != nil {
 		return nil, fmt.Errorf("netns: namespace name: %w", err)
@@ -137,6 +137,13 @@ func (n *Network) Namespace(ctx context.Context, name string) (*Namespace, error
 	n.namespaces = append(n.namespaces, ns)
 	if err := ip(ctx, ns, "link", "set", "lo", "up"); err != nil {
 		return nil, err
+	}
+	// Links carry IPv4 only: without IPv6 no router solicitations or
+	// neighbour discovery add to their counters.
+	for _, k := range []string{"net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6"} {
+		if err := ns.Sysctl(ctx, k, "1"); err != nil {
+			return nil, err
+		}
 	}
 	n.log.Debug("namespace made", slog.String("netns", ns.Name))
 	return ns, nil
