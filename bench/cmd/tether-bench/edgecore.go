@@ -37,30 +37,19 @@ const (
 // edgecoreIdle runs the real cloudcore and edgecore binaries, one node with
 // the fake runtime, and reads edgecore's RSS once the node is Ready and
 // settled (as e2e's TestCRIEdgecoreBinaryRSS does with the CRI runtime).
-// With cfg.Netns, edgecore runs in a network namespace of its own behind an
-// emulated link to cloudcore (package simulator/netns), and the link counts
-// its idle traffic at the IP layer over cfg.Idle.
-func edgecoreIdle(ctx context.Context, cfg Config, cp *controlplane.ControlPlane, binDir, dir string, log *slog.Logger) (*bench.EdgecoreIdle, error) {
-	log.Info("edgecore idle RSS", slog.Bool("netns", cfg.Netns))
+// With a WAN (--netns), cloudcore and edgecore run in its namespaces, on
+// either side of its emulated link, and the link counts edgecore's idle
+// traffic at the IP layer over cfg.Idle.
+func edgecoreIdle(ctx context.Context, cfg Config, cp *controlplane.ControlPlane, wan *netns.WAN, binDir, dir string, log *slog.Logger) (*bench.EdgecoreIdle, error) {
+	log.Info("edgecore idle RSS", slog.Bool("netns", wan != nil))
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	var (
-		wan    *netns.WAN
-		edgeNS *netns.Namespace // nil: the host's
-		host   = "127.0.0.1"
-		nodeIP = "127.0.0.1"
-	)
-	if cfg.Netns {
-		var err error
-		wan, err = netns.NewWAN(ctx, netns.Options{Logger: log}, netns.Impairment{Delay: cfg.NetnsDelay, Loss: cfg.NetnsLoss})
-		if err != nil {
-			return nil, err
-		}
-		defer wan.Close()
-		edgeNS, host, nodeIP = wan.Edges, wan.HubHost(), wan.Link.B.Addr.String()
+	spec := edgeSpec{node: edgeNode, host: "127.0.0.1", nodeIP: "127.0.0.1"}
+	if wan != nil {
+		spec.cloudNS, spec.ns, spec.host, spec.nodeIP = wan.Cloud, wan.Edges, wan.HubHost(), wan.Link.B.Addr.String()
 	}
-	run, err := startEdge(ctx, cp, binDir, dir, edgeSpec{node: edgeNode, ns: edgeNS, host: host, nodeIP: nodeIP})
+	run, err := startEdge(ctx, cp, binDir, dir, spec)
 	if err != nil {
 		return nil, err
 	}
@@ -99,13 +88,13 @@ func edgecoreIdle(ctx context.Context, cfg Config, cp *controlplane.ControlPlane
 	return e, nil
 }
 
-// edgeSpec is what startEdge runs: cloudcore listening on host and one
-// edgecore in ns (nil: the host's namespace) with nodeIP, both with the
-// fake runtime's defaults unless cloud and edge adjust their
+// edgeSpec is what startEdge runs: cloudcore in cloudNS listening on host
+// and one edgecore in ns (nil: the host's namespace) with nodeIP, both with
+// the fake runtime's defaults unless cloud and edge adjust their
 // configurations.
 type edgeSpec struct {
 	node         string
-	ns           *netns.Namespace
+	cloudNS, ns  *netns.Namespace
 	host, nodeIP string
 	cloud        func(*cloudcore.Config)
 	edge         func(*edgecore.Config)
@@ -133,7 +122,7 @@ func startEdge(ctx context.Context, cp *controlplane.ControlPlane, binDir, dir s
 			r.stop()
 		}
 	}()
-	ln, err := net.Listen("tcp", net.JoinHostPort(spec.host, "0"))
+	ln, err := spec.cloudNS.Listen("tcp", net.JoinHostPort(spec.host, "0"))
 	if err != nil {
 		return nil, err
 	}
@@ -145,7 +134,7 @@ func startEdge(ctx context.Context, cp *controlplane.ControlPlane, binDir, dir s
 	if spec.cloud != nil {
 		spec.cloud(&ccCfg)
 	}
-	if r.cloudcore, err = startProcess(nil, filepath.Join(binDir, "cloudcore"), ccCfg, filepath.Join(dir, "cloudcore")); err != nil {
+	if r.cloudcore, err = startProcess(spec.cloudNS, filepath.Join(binDir, "cloudcore"), ccCfg, filepath.Join(dir, "cloudcore")); err != nil {
 		return nil, err
 	}
 	caFile := filepath.Join(ccDir, "pki", "ca.crt")

@@ -71,9 +71,10 @@ type Config struct {
 	// kubeBurst (its API write rate limit).
 	CloudQPS   float64
 	CloudBurst int
-	// Netns runs the edgecore binary of the idle measurement in a network
-	// namespace of its own, behind an emulated link with NetnsDelay each
-	// way and NetnsLoss of the packets lost (root).
+	// Netns runs the hollow nodes, and the edgecore binary of the idle
+	// measurement, in network namespaces of their own, behind emulated
+	// links with NetnsDelay each way and NetnsLoss of the packets lost
+	// (root).
 	Netns      bool
 	NetnsDelay time.Duration
 	NetnsLoss  float64
@@ -116,9 +117,6 @@ func (c *Config) validate() error {
 	}
 	if (c.NetnsDelay > 0 || c.NetnsLoss > 0) && !c.Netns {
 		return errors.New("--netns-delay and --netns-loss need --netns")
-	}
-	if c.Netns && !c.Edgecore {
-		return errors.New("--netns: it applies to the edgecore measurement, which --edgecore=false turns off")
 	}
 	if c.Netns && os.Geteuid() != 0 {
 		return errors.New("--netns: network namespaces need root")
@@ -190,7 +188,7 @@ func run() error {
 	flag.BoolVar(&cfg.Edgecore, "edgecore", true, "measure the edgecore binary's idle RSS")
 	flag.Float64Var(&cfg.CloudQPS, "cloud-qps", 0, "cloudcore's kubeQPS (0: its default)")
 	flag.IntVar(&cfg.CloudBurst, "cloud-burst", 0, "cloudcore's kubeBurst (0: its default)")
-	flag.BoolVar(&cfg.Netns, "netns", false, "run the edgecore binary behind an emulated link in a network namespace and count its idle IP traffic (root)")
+	flag.BoolVar(&cfg.Netns, "netns", false, "run the hollow nodes and the edgecore binary behind emulated links in network namespaces and count their IP traffic (root)")
 	flag.DurationVar(&cfg.NetnsDelay, "netns-delay", 0, "the emulated link's delay each way (with --netns)")
 	flag.Float64Var(&cfg.NetnsLoss, "netns-loss", 0, "share of packets the emulated link drops, 0 to 1 (with --netns)")
 	flag.IntVar(&cfg.ProfileNodes, "profile-nodes", 0, "profile an in-process cloudcore with this many nodes (0: no)")

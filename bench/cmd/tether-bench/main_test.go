@@ -53,7 +53,6 @@ func TestConfigValidate(t *testing.T) {
 		"neg profile":   {func(c *Config) { c.ProfileNodes = -1 }, "--profile-nodes"},
 		"delay alone":   {func(c *Config) { c.NetnsDelay = time.Millisecond }, "need --netns"},
 		"loss > 1":      {func(c *Config) { c.Netns, c.NetnsLoss = true, 2 }, "--netns-loss"},
-		"netns no edge": {func(c *Config) { c.Netns, c.Edgecore = true, false }, "--edgecore=false"},
 	} {
 		c := good()
 		tc.mod(&c)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -18,6 +19,7 @@ import (
 	"github.com/tether-edge/tether/cloudcore"
 	"github.com/tether-edge/tether/controlplane"
 	"github.com/tether-edge/tether/simulator"
+	"github.com/tether-edge/tether/simulator/netns"
 )
 
 // suite runs everything and fills rep. A step that fails is recorded as
@@ -50,7 +52,18 @@ func suite(ctx context.Context, cfg Config, rep *bench.Report, log *slog.Logger)
 	}
 	defer cp.Stop()
 
-	if err := scales(ctx, cfg, rep, cp, binDir, filepath.Join(tmp, "sim"), log); err != nil {
+	// With --netns, cloudcore and the edges run in network namespaces of
+	// their own, joined by an emulated link.
+	var wan *netns.WAN
+	if cfg.Netns {
+		if wan, err = newWAN(ctx, cfg, cp, log); err != nil {
+			return err
+		}
+		defer wan.Close()
+		rep.Link = &bench.Link{DelayMs: float64(cfg.NetnsDelay) / float64(time.Millisecond), LossPercent: 100 * cfg.NetnsLoss}
+	}
+
+	if err := scales(ctx, cfg, rep, cp, wan, binDir, filepath.Join(tmp, "sim"), log); err != nil {
 		if ctx.Err() != nil {
 			return err
 		}
@@ -59,7 +72,7 @@ func suite(ctx context.Context, cfg Config, rep *bench.Report, log *slog.Logger)
 		rep.Errors = append(rep.Errors, err.Error())
 	}
 	if cfg.Edgecore {
-		e, err := edgecoreIdle(ctx, cfg, cp, binDir, filepath.Join(tmp, "edgecore"), log)
+		e, err := edgecoreIdle(ctx, cfg, cp, wan, binDir, filepath.Join(tmp, "edgecore"), log)
 		if err != nil {
 			log.Error("edgecore idle RSS", slog.Any("err", err))
 			rep.SetUnavailable("edgecoreIdle", err)
@@ -77,6 +90,25 @@ func suite(ctx context.Context, cfg Config, rep *bench.Report, log *slog.Logger)
 		}
 	}
 	return ctx.Err()
+}
+
+// newWAN makes the namespaces of --netns: cloudcore's, which reaches the
+// API server on the host's loopback, and the edges', joined by a link with
+// --netns-delay and --netns-loss.
+func newWAN(ctx context.Context, cfg Config, cp *controlplane.ControlPlane, log *slog.Logger) (*netns.WAN, error) {
+	api, err := url.Parse(cp.URL())
+	if err != nil {
+		return nil, fmt.Errorf("API server URL: %w", err)
+	}
+	wan, err := netns.NewWAN(ctx, netns.Options{Logger: log}, netns.Impairment{Delay: cfg.NetnsDelay, Loss: cfg.NetnsLoss})
+	if err != nil {
+		return nil, err
+	}
+	if err := wan.ForwardHost(api.Host); err != nil {
+		wan.Close()
+		return nil, err
+	}
+	return wan, nil
 }
 
 // cloudConfig is cloudcore's configuration for the simulator.
@@ -102,7 +134,7 @@ func tmpBase() string {
 
 // scales grows one simulator's fleet (its stores in simDir) through
 // cfg.Nodes and measures each count.
-func scales(ctx context.Context, cfg Config, rep *bench.Report, cp *controlplane.ControlPlane, binDir, simDir string, log *slog.Logger) error {
+func scales(ctx context.Context, cfg Config, rep *bench.Report, cp *controlplane.ControlPlane, wan *netns.WAN, binDir, simDir string, log *slog.Logger) error {
 	// The hollow nodes' warnings and cloudcore's log go to the output
 	// directory.
 	warnings, err := os.Create(filepath.Join(cfg.Out, "sim-warnings.log"))
@@ -110,7 +142,7 @@ func scales(ctx context.Context, cfg Config, rep *bench.Report, cp *controlplane
 		return err
 	}
 	defer warnings.Close()
-	sim, err := simulator.New(ctx, simulator.Config{
+	simCfg := simulator.Config{
 		Name:             "bench",
 		Dir:              simDir,
 		Kubeconfig:       cp.Kubeconfig(),
@@ -121,7 +153,13 @@ func scales(ctx context.Context, cfg Config, rep *bench.Report, cp *controlplane
 		Progress:         os.Stderr,
 		ProgressInterval: 10 * time.Second,
 		Log:              slog.NewTextHandler(warnings, &slog.HandlerOptions{Level: slog.LevelWarn}),
-	})
+	}
+	if wan != nil {
+		// cloudcore in its namespace, the nodes dialling from theirs,
+		// across the link.
+		simCfg.CloudNamespace, simCfg.NodeNamespace, simCfg.HubHost = wan.Cloud, wan.Edges, wan.HubHost()
+	}
+	sim, err := simulator.New(ctx, simCfg)
 	if err != nil {
 		return fmt.Errorf("simulator: %w", err)
 	}
@@ -135,7 +173,7 @@ func scales(ctx context.Context, cfg Config, rep *bench.Report, cp *controlplane
 	}()
 	for _, n := range cfg.Nodes {
 		log.Info("node count", slog.Int("nodes", n))
-		s, err := scale(ctx, cfg, sim, n, log)
+		s, err := scale(ctx, cfg, sim, wan, n, log)
 		if aerr := rep.AddScale(s); aerr != nil {
 			return aerr
 		}
@@ -151,7 +189,7 @@ func scales(ctx context.Context, cfg Config, rep *bench.Report, cp *controlplane
 
 // scale brings the fleet to n nodes and measures. A measurement that fails
 // is recorded in the scale; the error is for a fleet that did not connect.
-func scale(ctx context.Context, cfg Config, sim *simulator.Sim, n int, log *slog.Logger) (bench.Scale, error) {
+func scale(ctx context.Context, cfg Config, sim *simulator.Sim, wan *netns.WAN, n int, log *slog.Logger) (bench.Scale, error) {
 	s := bench.Scale{Nodes: n}
 	if add := n - sim.Nodes(); add > 0 {
 		idx := sim.AddNodes(add)
@@ -177,12 +215,30 @@ func scale(ctx context.Context, cfg Config, sim *simulator.Sim, n int, log *slog
 	}
 
 	// Idle: cloudcore's use and the links' traffic over the same window.
-	var bw simulator.Bandwidth
+	var (
+		bw       simulator.Bandwidth
+		l0, l1   netns.LinkStats
+		tl0, tl1 time.Time
+	)
 	u, err := sampleCloud(ctx, sim, func(ctx context.Context) error {
 		var err error
+		if wan != nil {
+			tl0, l0 = time.Now(), wan.Link.Stats()
+		}
 		bw, err = sim.Idle(ctx, cfg.Idle)
+		if wan != nil {
+			tl1, l1 = time.Now(), wan.Link.Stats()
+		}
 		return err
 	})
+	if wan != nil && err == nil && bw.Nodes > 0 {
+		secs := tl1.Sub(tl0).Seconds()
+		per := secs * float64(bw.Nodes) / 8
+		// The link's B end is the fleet's: B to A is up.
+		s.IdleLink = &bench.Bandwidth{Seconds: secs, Layer: "ip",
+			UplinkBitsPerSecond:   float64(l1.BToA.Bytes-l0.BToA.Bytes) / per,
+			DownlinkBitsPerSecond: float64(l1.AToB.Bytes-l0.AToB.Bytes) / per}
+	}
 	if err != nil {
 		s.SetUnavailable("cloudcoreIdle", err)
 		s.SetUnavailable("idleBandwidth", err)
@@ -238,6 +294,10 @@ func scale(ctx context.Context, cfg Config, sim *simulator.Sim, n int, log *slog
 	}
 
 	// Storm: restart the hub; every node reconnects and resyncs.
+	var ls0 netns.LinkStats
+	if wan != nil {
+		ls0 = wan.Link.Stats()
+	}
 	if err := sim.RestartHub(ctx, cfg.StormDown); err != nil {
 		s.SetUnavailable("storm", err)
 		return s, nil
@@ -247,6 +307,10 @@ func scale(ctx context.Context, cfg Config, sim *simulator.Sim, n int, log *slog
 	cancel()
 	s.Storm = &bench.Storm{Nodes: st.Nodes, Resynced: st.Resynced, Seconds: st.Took.Seconds(),
 		BytesSent: st.WireDown, BytesReceived: st.WireUp}
+	if wan != nil {
+		ls1 := wan.Link.Stats()
+		s.Storm.LinkBytesSent, s.Storm.LinkBytesReceived = ls1.AToB.Bytes-ls0.AToB.Bytes, ls1.BToA.Bytes-ls0.BToA.Bytes
+	}
 	log.Info("storm", slog.String("storm", st.String()), slog.Any("err", err))
 	if err != nil && st.Resynced < st.Nodes {
 		// The nodes that had not resynced may still be connecting: give
