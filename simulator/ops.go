@@ -429,6 +429,10 @@ type Storm struct {
 	// Hub is the restarted hub's counters at the end, when cloudcore runs
 	// in this process.
 	Hub *hub.StatsSnapshot
+	// Back and End are the moments Took runs between, on the machine's
+	// clock, to join the storms of Sims in other processes that share the
+	// hub.
+	Back, End time.Time
 }
 
 func (st Storm) String() string {
@@ -444,15 +448,10 @@ func (st Storm) String() string {
 // connected node loses its session. WaitResynced measures the storm that
 // follows.
 func (s *Sim) RestartHub(ctx context.Context, down time.Duration) error {
-	st := &stormState{before: map[int]int{}}
-	s.fleet.each(nil, func(v nodeView) {
-		if v.running && !v.cut {
-			st.before[v.index] = v.state.Sessions
-		}
-	})
-	st.up, st.down = s.wireTotals()
-	st.stopped = time.Now()
-	s.storm = st
+	if _, joined := s.cloud.(*joinedCloud); joined {
+		return fmt.Errorf("restart-hub: %w", errJoined)
+	}
+	st := s.markStorm()
 	if err := s.cloudStop(); err != nil {
 		return err
 	}
@@ -466,23 +465,49 @@ func (s *Sim) RestartHub(ctx context.Context, down time.Duration) error {
 	return nil
 }
 
+// MarkStorm is RestartHub for a Sim that joined another's hub (Config.Hub):
+// the other Sim is about to restart it. WaitResynced then measures this
+// Sim's nodes' storm, from the first of them that the hub accepts again.
+func (s *Sim) MarkStorm() { s.markStorm() }
+
+// markStorm notes each node's sessions and the links' bytes now: the start
+// of a storm.
+func (s *Sim) markStorm() *stormState {
+	st := &stormState{before: map[int]int{}}
+	s.fleet.each(nil, func(v nodeView) {
+		if v.running && !v.cut {
+			st.before[v.index] = v.state.Sessions
+		}
+	})
+	st.up, st.down = s.wireTotals()
+	st.stopped = time.Now()
+	s.storm = st
+	return st
+}
+
 func (s *Sim) wireTotals() (up, down int64) {
 	s.fleet.each(nil, func(v nodeView) { up += v.up; down += v.down })
 	return up, down
 }
 
 // WaitResynced waits until every node that was connected before the last
-// RestartHub, and still runs with its link up, has a new session whose
-// resync is done, or ctx ends.
+// RestartHub (or MarkStorm), and still runs with its link up, has a new
+// session whose resync is done, or ctx ends.
 func (s *Sim) WaitResynced(ctx context.Context) (Storm, error) {
 	st := s.storm
-	if st == nil || st.ready.IsZero() {
+	_, joined := s.cloud.(*joinedCloud)
+	if st == nil || st.ready.IsZero() && !joined {
 		return Storm{}, errors.New("wait resynced: no restart-hub before")
 	}
 	var (
-		r    Storm
-		back = st.ready // the hub's return: the first node it accepted
+		r Storm
+		// The hub's return: the first node it accepted, or its answering
+		// the health check if earlier. A joined Sim knows only the former.
+		back = st.ready
 	)
+	if back.IsZero() {
+		back = time.Now().Add(24 * time.Hour)
+	}
 	sel := make([]int, 0, len(st.before))
 	for i := range st.before {
 		sel = append(sel, i)
@@ -507,7 +532,11 @@ func (s *Sim) WaitResynced(ctx context.Context) (Storm, error) {
 		return r.Resynced == r.Nodes
 	}
 	err := poll(ctx, 100*time.Millisecond, count)
-	r.Down, r.Took = back.Sub(st.stopped), time.Since(back)
+	r.End = time.Now()
+	if back.After(r.End) { // no node came back
+		back = r.End
+	}
+	r.Back, r.Down, r.Took = back, back.Sub(st.stopped), r.End.Sub(back)
 	up, down := s.wireTotals()
 	r.WireUp, r.WireDown = up-st.up, down-st.down
 	if hs, ok := s.HubStats(); ok {

@@ -75,7 +75,8 @@ type Config struct {
 	// its hub's URL and CA file at start): the nodes connect to it, and
 	// no cloudcore is started. It lets two processes hold more nodes than
 	// one process's file descriptors allow. restart-hub and the hub's
-	// figures are then the other Sim's business.
+	// figures are then the other Sim's business; MarkStorm and
+	// WaitResynced measure this Sim's share of a storm.
 	Hub *HubConfig
 
 	// Cloud is cloudcore's configuration; the Sim sets Kubeconfig,

@@ -163,6 +163,33 @@ func TestJoinHub(t *testing.T) {
 	if err := b.RestartHub(ctx, 0); err == nil {
 		t.Error("the joined Sim restarted a hub it does not run")
 	}
+	// A storm across both: b marks it, a restarts the hub, each measures
+	// its own nodes' share on the one clock.
+	marked := time.Now()
+	b.MarkStorm()
+	if err := a.RestartHub(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := a.WaitResynced(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb, err := b.WaitResynced(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("storm: a %s; b %s", sa, sb)
+	if sb.Nodes != 3 || sb.Resynced != 3 {
+		t.Errorf("the joined Sim's storm: %d/%d resynced, want 3/3", sb.Resynced, sb.Nodes)
+	}
+	for _, st := range []Storm{sa, sb} {
+		if st.Back.IsZero() || st.End.Before(st.Back) || st.End.Sub(st.Back) != st.Took {
+			t.Errorf("storm back %s, end %s, took %s", st.Back, st.End, st.Took)
+		}
+	}
+	if !sb.Back.After(marked) || sb.Down <= 0 {
+		t.Errorf("the joined Sim's nodes came back at %s (down %s), marked at %s", sb.Back, sb.Down, marked)
+	}
 	if err := b.Close(); err != nil {
 		t.Errorf("close the joined Sim: %v", err)
 	}

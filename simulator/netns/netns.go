@@ -149,6 +149,19 @@ func (n *Network) Namespace(ctx context.Context, name string) (*Namespace, error
 	return ns, nil
 }
 
+// Lookup returns the namespace named name that runs already (another
+// process's Network made it), e.g. to dial from it in a second process.
+func Lookup(name string) (*Namespace, error) {
+	ns := &Namespace{Name: name}
+	if err := checkName(name, 64); err != nil {
+		return nil, fmt.Errorf("netns: %w", err)
+	}
+	if _, err := os.Stat(ns.path()); err != nil {
+		return nil, fmt.Errorf("netns: namespace %s: %w", name, err)
+	}
+	return ns, nil
+}
+
 // Close stops the links and removes the namespaces the network made. It
 // returns every failure, and removes what it can.
 func (n *Network) Close() error {

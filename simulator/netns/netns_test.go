@@ -77,3 +77,12 @@ func TestImpairmentValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestLookup(t *testing.T) {
+	if _, err := Lookup("tethertest-no-such-namespace"); err == nil {
+		t.Error("found a namespace that does not exist")
+	}
+	if _, err := Lookup("../etc"); err == nil || !strings.Contains(err.Error(), "only a-z") {
+		t.Errorf("a path as a name: %v", err)
+	}
+}
