@@ -3,18 +3,14 @@
 package e2e
 
 import (
-	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
 	"net"
-	"os/exec"
 	"reflect"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -128,110 +124,34 @@ func e2eThermometer(ns, node, name, desired string) (*devicesapi.DeviceModel, *d
 // mqttDevice plays devices and apps with mosquitto_sub (every message under
 // $hw/events/) and mosquitto_pub.
 type mqttDevice struct {
-	t    *testing.T
-	ep   *mosquittotest.Broker
-	mu   sync.Mutex
-	msgs map[string][]string // payloads by topic, in arrival order
-	read map[string]int      // how many of each topic waitMsg consumed
-	more chan struct{}
+	t   *testing.T
+	ep  *mosquittotest.Broker
+	rec *mosquittotest.Recorder
 }
 
 func startMQTTDevice(t *testing.T, ep *mosquittotest.Broker) *mqttDevice {
 	t.Helper()
-	d := &mqttDevice{t: t, ep: ep, msgs: map[string][]string{}, read: map[string]int{}, more: make(chan struct{}, 1)}
-	sub := exec.Command(mosquittotest.LookPath(t, "mosquitto_sub"), append(d.conn(), "-t", "$hw/events/#", "-v")...)
-	out, err := sub.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr strings.Builder
-	sub.Stderr = &stderr
-	sub.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := sub.Start(); err != nil {
-		t.Fatal(err)
-	}
-	read := make(chan struct{})
-	go func() {
-		defer close(read)
-		sc := bufio.NewScanner(out)
-		sc.Buffer(make([]byte, 0, 1<<16), 4<<20)
-		for sc.Scan() {
-			topic, payload, _ := strings.Cut(sc.Text(), " ")
-			d.mu.Lock()
-			d.msgs[topic] = append(d.msgs[topic], payload)
-			d.mu.Unlock()
-			select {
-			case d.more <- struct{}{}:
-			default:
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		sub.Process.Kill()
-		<-read
-		sub.Wait()
-		if t.Failed() && stderr.Len() > 0 {
-			t.Logf("mosquitto_sub: %s", stderr.String())
-		}
-	})
-	// mosquitto_sub does not say when it has subscribed: probe.
-	for i := 0; ; i++ {
-		probe := fmt.Sprintf(`{"probe":%d}`, i)
-		d.publish("$hw/events/probe", probe)
-		if d.waitFor("$hw/events/probe", 300*time.Millisecond, func(p string) bool { return p == probe }) != "" {
-			return d
-		}
-		if i > 100 {
-			t.Fatalf("mosquitto_sub did not subscribe: %s", stderr.String())
-		}
-	}
-}
-
-func (d *mqttDevice) conn() []string {
-	return append(d.ep.ClientArgs(), "-q", "1")
+	d := &mqttDevice{t: t, ep: ep, rec: mosquittotest.NewRecorder()}
+	mosquittotest.Subscribe(t, ep, "$hw/events/#", d.rec)
+	return d
 }
 
 func (d *mqttDevice) publish(topic, payload string) {
 	d.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, mosquittotest.LookPath(d.t, "mosquitto_pub"), append(d.conn(), "-t", topic, "-s")...)
-	cmd.Stdin = strings.NewReader(payload)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		d.t.Fatalf("mosquitto_pub %s: %v: %s", topic, err, out)
+	if err := mosquittotest.Publish(d.t, d.ep, topic, payload); err != nil {
+		d.t.Fatal(err)
 	}
 }
 
-// waitFor returns the next payload on topic that match accepts, or "" if
-// none came within timeout.
-func (d *mqttDevice) waitFor(topic string, timeout time.Duration, match func(string) bool) string {
-	deadline := time.After(timeout)
-	for {
-		d.mu.Lock()
-		for d.read[topic] < len(d.msgs[topic]) {
-			p := d.msgs[topic][d.read[topic]]
-			d.read[topic]++
-			if match(p) {
-				d.mu.Unlock()
-				return p
-			}
-		}
-		d.mu.Unlock()
-		select {
-		case <-d.more:
-		case <-deadline:
-			return ""
-		}
-	}
-}
-
+// expect returns the next payload on topic that match accepts, waiting up
+// to a minute.
 func (d *mqttDevice) expect(topic string, match func(string) bool) string {
 	d.t.Helper()
-	p := d.waitFor(topic, time.Minute, match)
-	if p == "" {
+	p, ok := d.rec.Next(topic, time.Minute, func(p []byte) bool { return match(string(p)) })
+	if !ok {
 		d.t.Fatalf("no matching message on %s within a minute", topic)
 	}
-	return p
+	return string(p)
 }
 
 // queuedDeviceStatus is the DeviceStatus of device ns/name in the edge's

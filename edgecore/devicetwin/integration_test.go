@@ -3,14 +3,11 @@
 package devicetwin
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"net"
-	"os/exec"
 	"reflect"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -48,63 +45,10 @@ func startEmbedded(t *testing.T) *mosquittotest.Broker {
 // $hw/events/) and mosquitto_pub (each publication).
 func outsideDevice(t *testing.T, env *mosquittotest.Broker) *device {
 	t.Helper()
-	d := &device{recorder: newRecorder(t)}
-	conn := append(env.ClientArgs(), "-q", "1")
-	sub := exec.Command(mosquittotest.LookPath(t, "mosquitto_sub"), append(conn, "-t", "$hw/events/#", "-v")...)
-	out, err := sub.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr strings.Builder
-	sub.Stderr = &stderr
-	sub.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := sub.Start(); err != nil {
-		t.Fatal(err)
-	}
-	read := make(chan struct{})
-	go func() {
-		defer close(read)
-		sc := bufio.NewScanner(out)
-		sc.Buffer(make([]byte, 0, 1<<16), 4<<20) // oversized payloads come back too
-		for sc.Scan() {
-			topic, payload, _ := strings.Cut(sc.Text(), " ")
-			d.add(topic, []byte(payload))
-		}
-	}()
-	t.Cleanup(func() {
-		sub.Process.Kill()
-		<-read
-		sub.Wait()
-		if t.Failed() && stderr.Len() > 0 {
-			t.Logf("mosquitto_sub: %s", stderr.String())
-		}
-	})
-	pubPath := mosquittotest.LookPath(t, "mosquitto_pub")
-	d.pub = func(topic, payload string) error {
-		ctx, cancel := context.WithTimeout(context.Background(), wait)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, pubPath, append(conn, "-t", topic, "-s")...)
-		cmd.Stdin = strings.NewReader(payload)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("mosquitto_pub: %v: %s", err, out)
-		}
-		return nil
-	}
-	// mosquitto_sub says nothing when it has subscribed: probe until it
-	// prints what mosquitto_pub sends.
-	deadline := time.Now().Add(wait)
-	for i := 0; ; i++ {
-		probe := fmt.Sprintf(`{"probe":%d}`, i)
-		d.publish("$hw/events/probe", probe)
-		for until := time.Now().Add(300 * time.Millisecond); time.Now().Before(until); time.Sleep(10 * time.Millisecond) {
-			if d.seen("$hw/events/probe", probe) {
-				return d
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("mosquitto_sub did not subscribe: %s", stderr.String())
-		}
-	}
+	d := &device{t: t, rec: mosquittotest.NewRecorder()}
+	mosquittotest.Subscribe(t, env, "$hw/events/#", d.rec)
+	d.pub = func(topic, payload string) error { return mosquittotest.Publish(t, env, topic, payload) }
+	return d
 }
 
 func TestMosquitto(t *testing.T) { scenario(t, mosquittotest.Start(t)) }

@@ -19,6 +19,7 @@ import (
 
 	devicesapi "github.com/tether-edge/tether/devices/api"
 	"github.com/tether-edge/tether/devices/broker"
+	"github.com/tether-edge/tether/devices/broker/mosquittotest"
 	"github.com/tether-edge/tether/devices/mqtt"
 	"github.com/tether-edge/tether/devices/twin"
 	"github.com/tether-edge/tether/edgecore/store"
@@ -114,87 +115,50 @@ func (c *component) stop() {
 	c.cancel = nil
 }
 
-// recorder keeps the messages a client received, by topic, for expect.
-type recorder struct {
-	t    testing.TB
-	mu   sync.Mutex
-	msgs map[string][][]byte // by topic, in arrival order
-	read map[string]int      // how many of each topic expect consumed
-	more chan struct{}
-}
-
-func newRecorder(t testing.TB) *recorder {
-	return &recorder{t: t, msgs: map[string][][]byte{}, read: map[string]int{}, more: make(chan struct{}, 1)}
-}
-
-func (r *recorder) add(topic string, payload []byte) {
-	r.mu.Lock()
-	r.msgs[topic] = append(r.msgs[topic], payload)
-	r.mu.Unlock()
-	select {
-	case r.more <- struct{}{}:
-	default:
-	}
-}
-
-// expect waits for the next message on topic that match accepts (messages
-// before it on the topic are skipped) and returns it decoded.
-func (r *recorder) expect(topic string, match func(map[string]any) bool) map[string]any {
-	r.t.Helper()
-	deadline := time.After(wait)
-	for {
-		r.mu.Lock()
-		for r.read[topic] < len(r.msgs[topic]) {
-			b := r.msgs[topic][r.read[topic]]
-			r.read[topic]++
-			var m map[string]any
-			if err := json.Unmarshal(b, &m); err != nil {
-				r.mu.Unlock()
-				r.t.Fatalf("%s: payload %q: %v", topic, b, err)
-			}
-			if match == nil || match(m) {
-				r.mu.Unlock()
-				return m
-			}
-		}
-		r.mu.Unlock()
-		select {
-		case <-r.more:
-		case <-deadline:
-			r.t.Fatalf("no matching message on %s within %s", topic, wait)
-		}
-	}
-}
-
-// seen reports whether a message on topic holds s.
-func (r *recorder) seen(topic, s string) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, b := range r.msgs[topic] {
-		if strings.Contains(string(b), s) {
-			return true
-		}
-	}
-	return false
-}
-
 // device is an MQTT client playing devices and apps: it records every
 // message under $hw/events/ and publishes with pub.
 type device struct {
-	*recorder
+	t   testing.TB
+	rec *mosquittotest.Recorder
 	// pub publishes one message, QoS 1.
 	pub func(topic, payload string) error
 	seq atomic.Int64
 }
 
+// expect waits for the next message on topic that match accepts (messages
+// before it on the topic are skipped) and returns it decoded.
+func (d *device) expect(topic string, match func(map[string]any) bool) map[string]any {
+	d.t.Helper()
+	var m map[string]any
+	var bad error
+	_, ok := d.rec.Next(topic, wait, func(p []byte) bool {
+		m = nil
+		if err := json.Unmarshal(p, &m); err != nil {
+			bad = fmt.Errorf("%s: payload %q: %w", topic, p, err)
+			return true
+		}
+		return match == nil || match(m)
+	})
+	if bad != nil {
+		d.t.Fatal(bad)
+	}
+	if !ok {
+		d.t.Fatalf("no matching message on %s within %s", topic, wait)
+	}
+	return m
+}
+
+// seen reports whether a message on topic holds s.
+func (d *device) seen(topic, s string) bool { return d.rec.Seen(topic, s) }
+
 // connectDevice is a device on a paho client.
 func connectDevice(t testing.TB, url, id string) *device {
 	t.Helper()
-	d := &device{recorder: newRecorder(t)}
+	d := &device{t: t, rec: mosquittotest.NewRecorder()}
 	o := paho.NewClientOptions().AddBroker(url).SetClientID(id).SetAutoReconnect(true).
 		SetConnectRetry(true).SetConnectRetryInterval(200 * time.Millisecond).SetMaxReconnectInterval(time.Second).
 		SetOnConnectHandler(func(c paho.Client) {
-			c.Subscribe("$hw/events/#", 1, func(_ paho.Client, m paho.Message) { d.add(m.Topic(), m.Payload()) }).WaitTimeout(wait)
+			c.Subscribe("$hw/events/#", 1, func(_ paho.Client, m paho.Message) { d.rec.Add(m.Topic(), m.Payload()) }).WaitTimeout(wait)
 		})
 	c := paho.NewClient(o)
 	if tok := c.Connect(); !tok.WaitTimeout(wait) || tok.Error() != nil {

@@ -5,6 +5,10 @@
 //
 // A Broker is also the address and credentials of any other MQTT broker
 // (edgecore's embedded one), so that a test talks to either the same way.
+//
+// Subscribe runs mosquitto_sub into a Recorder, which keeps messages by
+// topic for a test to wait for (a paho client's handler can fill one too),
+// and Publish runs mosquitto_pub.
 package mosquittotest
 
 import (

@@ -31,3 +31,20 @@ func TestStart(t *testing.T) {
 		t.Fatalf("something still listens on %s after the test that started mosquitto", b.Port)
 	}
 }
+
+// Subscribe returns subscribed: a message published right after reaches the
+// Recorder, the probes do not.
+func TestSubscribe(t *testing.T) {
+	b := Start(t)
+	rec := NewRecorder()
+	Subscribe(t, b, "$hw/events/#", rec)
+	if err := Publish(t, b, "$hw/events/device/ns/d/twin/update", `{"event_id":"x"}`); err != nil {
+		t.Fatal(err)
+	}
+	if p, ok := rec.Next("$hw/events/device/ns/d/twin/update", time.Minute, nil); !ok || string(p) != `{"event_id":"x"}` {
+		t.Fatalf("got %q, %v", p, ok)
+	}
+	if rec.Seen(ProbeTopic("$hw/events/#"), "probe") {
+		t.Error("a probe was recorded")
+	}
+}
