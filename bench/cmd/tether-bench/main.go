@@ -9,9 +9,11 @@
 // grows from one count to the next. At each count the suite measures
 // cloudcore (its own process) idle and under pod churn, pod dispatch and
 // create-to-Running latencies, idle bandwidth, and a reconnect storm. Then
-// it measures the real edgecore binary's idle RSS, takes the twin figures
-// from the Go benchmarks' output (--gobench), and, with --profile-nodes,
-// profiles a cloudcore running inside this process.
+// it measures the real edgecore binary's idle RSS and, with --devices
+// devices on another edgecore binary, the lag from a device's twin report
+// on MQTT to the Device's status in the API server (devices.go); it takes
+// the twin figures from the Go benchmarks' output (--gobench), and, with
+// --profile-nodes, profiles a cloudcore running inside this process.
 package main
 
 import (
@@ -81,6 +83,9 @@ type Config struct {
 	// ProfileNodes, if > 0, profiles an in-process cloudcore with this many
 	// nodes (cpu.pprof, heap.pprof in Out).
 	ProfileNodes int
+	// Devices is how many devices the device lag step puts on one edgecore
+	// binary (0: the step does not run).
+	Devices int
 }
 
 func (c *Config) validate() error {
@@ -120,6 +125,9 @@ func (c *Config) validate() error {
 	}
 	if c.Netns && os.Geteuid() != 0 {
 		return errors.New("--netns: network namespaces need root")
+	}
+	if c.Devices < 0 {
+		return fmt.Errorf("--devices %d: want >= 0", c.Devices)
 	}
 	if c.ProfileNodes < 0 {
 		return fmt.Errorf("--profile-nodes %d: want >= 0", c.ProfileNodes)
@@ -192,6 +200,7 @@ func run() error {
 	flag.DurationVar(&cfg.NetnsDelay, "netns-delay", 0, "the emulated link's delay each way (with --netns)")
 	flag.Float64Var(&cfg.NetnsLoss, "netns-loss", 0, "share of packets the emulated link drops, 0 to 1 (with --netns)")
 	flag.IntVar(&cfg.ProfileNodes, "profile-nodes", 0, "profile an in-process cloudcore with this many nodes (0: no)")
+	flag.IntVar(&cfg.Devices, "devices", 1000, "devices on one edgecore binary for the device to API server lag (0: skip it)")
 	flag.Parse()
 	var err error
 	if cfg.Nodes, err = parseCounts(*nodes); err != nil {

@@ -82,6 +82,16 @@ func suite(ctx context.Context, cfg Config, rep *bench.Report, log *slog.Logger)
 	} else {
 		rep.SetUnavailable("edgecoreIdle", errors.New("not asked for (--edgecore=false)"))
 	}
+	if cfg.Devices > 0 {
+		d, err := deviceLag(ctx, cfg, cp, binDir, filepath.Join(tmp, "devices"), log)
+		if err != nil {
+			log.Error("device lag", slog.Any("err", err))
+			rep.SetUnavailable("deviceLag", err)
+		}
+		rep.DeviceLag = d
+	} else {
+		rep.SetUnavailable("deviceLag", errors.New("not asked for (--devices 0)"))
+	}
 	goBenchmarks(cfg, rep)
 	if cfg.ProfileNodes > 0 {
 		if err := profile(ctx, cfg, cp, log); err != nil {
