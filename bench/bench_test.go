@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"fmt"
 	"context"
 	"errors"
 	"image/png"
@@ -444,5 +445,24 @@ func TestUnfinishedChurnIsShown(t *testing.T) {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("text lacks %q:\n%s", want, b.String())
 		}
+	}
+}
+
+// A scale whose nodes spanned simulator processes says so; one process
+// says nothing.
+func TestProcessesShown(t *testing.T) {
+	r := sample()
+	r.Scales[len(r.Scales)-1].Processes = 2
+	r.Scales[0].Processes = 1
+	var b bytes.Buffer
+	if err := WriteText(&b, r); err != nil {
+		t.Fatal(err)
+	}
+	last := r.Scales[len(r.Scales)-1].Nodes
+	if want := fmt.Sprintf("%d nodes in 2 simulator processes", last); !strings.Contains(b.String(), want) {
+		t.Errorf("text lacks %q:\n%s", want, b.String())
+	}
+	if strings.Count(b.String(), "simulator processes") != 1 {
+		t.Errorf("a scale in one process is shown as spanning processes:\n%s", b.String())
 	}
 }

@@ -66,6 +66,11 @@ type Link struct {
 type Scale struct {
 	// Nodes is the number of hollow edge nodes started.
 	Nodes int `json:"nodes"`
+	// Processes is the number of simulator processes the nodes ran in
+	// (past one process's file limit the rest join its hub from others);
+	// 0 in reports from before it was counted. The churn's pods, so the
+	// latencies, are on the first process's nodes.
+	Processes int `json:"processes,omitempty"`
 	// Connected is how many of them were connected when the measurements
 	// started, and ConnectSeconds how long it took from the first start
 	// until then.

@@ -73,6 +73,9 @@ func WriteText(w io.Writer, r *Report) error {
 		return err
 	}
 	for _, s := range r.Scales {
+		if s.Processes > 1 {
+			fmt.Fprintf(&b, "  %d nodes in %d simulator processes joined to one cloudcore; pods on the first one's nodes\n", s.Nodes, s.Processes)
+		}
 		if c := s.Churn; c != nil && c.Error != "" {
 			fmt.Fprintf(&b, "  %d nodes, churn of %d pods did not finish: %s\n", s.Nodes, c.Pods, c.Error)
 		}
