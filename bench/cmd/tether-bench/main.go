@@ -6,7 +6,10 @@
 //	tether-bench --nodes 100,1000,5000,10000 --out bench/out
 //
 // One control plane and one simulator serve every node count: the fleet
-// grows from one count to the next. At each count the suite measures
+// grows from one count to the next. Past what one process holds (its file
+// limit: two files a node, or --nodes-per-process) the extra nodes run in
+// simulator processes of their own joined to the same cloudcore
+// (joined.go). At each count the suite measures
 // cloudcore (its own process) idle and under pod churn, pod dispatch and
 // create-to-Running latencies, idle bandwidth, and a reconnect storm. Then
 // it measures the real edgecore binary's idle RSS and, with --devices
@@ -35,6 +38,13 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == joinedCommand {
+		if err := runJoined(os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "tether-bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "tether-bench:", err)
 		os.Exit(1)
@@ -83,6 +93,10 @@ type Config struct {
 	// ProfileNodes, if > 0, profiles an in-process cloudcore with this many
 	// nodes (cpu.pprof, heap.pprof in Out).
 	ProfileNodes int
+	// NodesPerProcess is the most hollow nodes one simulator process holds
+	// (0: as many as its file limit allows, maxNodes); the nodes past it
+	// run in joined simulator processes (joined.go).
+	NodesPerProcess int
 	// Devices is how many devices the device lag step puts on one edgecore
 	// binary (0: the step does not run).
 	Devices int
@@ -129,6 +143,12 @@ func (c *Config) validate() error {
 	if c.Devices < 0 {
 		return fmt.Errorf("--devices %d: want >= 0", c.Devices)
 	}
+	if c.NodesPerProcess < 0 {
+		return fmt.Errorf("--nodes-per-process %d: want >= 0", c.NodesPerProcess)
+	}
+	if c.NodesPerProcess == 0 {
+		c.NodesPerProcess = maxNodes()
+	}
 	if c.ProfileNodes < 0 {
 		return fmt.Errorf("--profile-nodes %d: want >= 0", c.ProfileNodes)
 	}
@@ -145,8 +165,8 @@ func fileLimit() uint64 {
 	return l.Max
 }
 
-// maxNodes is the largest hundred of hollow nodes the file limit allows:
-// the simulator counts two files a node and 64 more.
+// maxNodes is the largest hundred of hollow nodes one simulator process's
+// file limit allows: the simulator counts two files a node and 64 more.
 func maxNodes() int {
 	l := fileLimit()
 	if l > 1<<24 {
@@ -200,6 +220,7 @@ func run() error {
 	flag.DurationVar(&cfg.NetnsDelay, "netns-delay", 0, "the emulated link's delay each way (with --netns)")
 	flag.Float64Var(&cfg.NetnsLoss, "netns-loss", 0, "share of packets the emulated link drops, 0 to 1 (with --netns)")
 	flag.IntVar(&cfg.ProfileNodes, "profile-nodes", 0, "profile an in-process cloudcore with this many nodes (0: no)")
+	flag.IntVar(&cfg.NodesPerProcess, "nodes-per-process", 0, "most hollow nodes in one simulator process; more run in joined ones (0: as the file limit allows)")
 	flag.IntVar(&cfg.Devices, "devices", 1000, "devices on one edgecore binary for the device to API server lag (0: skip it)")
 	flag.Parse()
 	var err error
@@ -221,21 +242,6 @@ func run() error {
 		Started: time.Now().UTC(),
 		Machine: bench.ThisMachine(ctx, ""),
 		Args:    os.Args[1:],
-	}
-	if max := maxNodes(); cfg.Nodes[len(cfg.Nodes)-1] > max {
-		// The simulator holds two files per node (socket, store): past the
-		// limit the largest count cannot run here; measure the most that can.
-		var fit []int
-		for _, n := range cfg.Nodes {
-			if n < max {
-				fit = append(fit, n)
-			}
-		}
-		msg := fmt.Sprintf("%d nodes: this process may open %d files (RLIMIT_NOFILE, hard limit; raising it needs CAP_SYS_RESOURCE) and the simulator needs 2 a node: measured %d nodes instead",
-			cfg.Nodes[len(cfg.Nodes)-1], fileLimit(), max)
-		log.Warn("node count lowered", slog.String("why", msg))
-		rep.Errors = append(rep.Errors, msg)
-		cfg.Nodes = append(fit, max)
 	}
 	runErr := suite(ctx, cfg, rep, log)
 	if runErr != nil {

@@ -173,7 +173,28 @@ func scales(ctx context.Context, cfg Config, rep *bench.Report, cp *controlplane
 	if err != nil {
 		return fmt.Errorf("simulator: %w", err)
 	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	fl := &fleet{sim: sim, parts: []part{localPart{sim}}, perProcess: cfg.NodesPerProcess,
+		addPart: func(ctx context.Context, i int) (part, error) {
+			dir := joinedDir(simDir, i)
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				return nil, err
+			}
+			jc := joinedConfig{Name: fmt.Sprintf("bench-j%d", i), Dir: dir, Kubeconfig: cp.Kubeconfig(), Hub: sim.Hub(),
+				Warnings: filepath.Join(cfg.Out, fmt.Sprintf("sim-warnings-j%d.log", i))}
+			if wan != nil {
+				jc.Netns = wan.Edges.Name
+			}
+			log.Info("starting a joined simulator process", slog.Int("process", i), slog.String("log", filepath.Join(cfg.Out, fmt.Sprintf("joined-%d.log", i))))
+			return startJoined(ctx, exe, jc, filepath.Join(cfg.Out, fmt.Sprintf("joined-%d.log", i)))
+		}}
 	defer func() {
+		if err := fl.close(); err != nil {
+			log.Error("joined simulator processes", slog.Any("err", err))
+		}
 		if err := sim.Close(); err != nil {
 			log.Error("simulator close", slog.Any("err", err))
 		}
@@ -182,8 +203,8 @@ func scales(ctx context.Context, cfg Config, rep *bench.Report, cp *controlplane
 		}
 	}()
 	for _, n := range cfg.Nodes {
-		log.Info("node count", slog.Int("nodes", n))
-		s, err := scale(ctx, cfg, sim, wan, n, log)
+		log.Info("node count", slog.Int("nodes", n), slog.Int("processes", processes(n, fl.perProcess)))
+		s, err := scale(ctx, cfg, fl, wan, n, log)
 		if aerr := rep.AddScale(s); aerr != nil {
 			return aerr
 		}
@@ -199,17 +220,13 @@ func scales(ctx context.Context, cfg Config, rep *bench.Report, cp *controlplane
 
 // scale brings the fleet to n nodes and measures. A measurement that fails
 // is recorded in the scale; the error is for a fleet that did not connect.
-func scale(ctx context.Context, cfg Config, sim *simulator.Sim, wan *netns.WAN, n int, log *slog.Logger) (bench.Scale, error) {
-	s := bench.Scale{Nodes: n}
-	if add := n - sim.Nodes(); add > 0 {
-		idx := sim.AddNodes(add)
-		if _, err := sim.Connect(ctx, idx, cfg.ConnectRate); err != nil {
-			return s, fmt.Errorf("connect: %w", err)
-		}
+func scale(ctx context.Context, cfg Config, fl *fleet, wan *netns.WAN, n int, log *slog.Logger) (bench.Scale, error) {
+	s := bench.Scale{Nodes: n, Processes: processes(n, fl.perProcess)}
+	sim := fl.sim
+	if err := fl.grow(ctx, n, cfg.ConnectRate); err != nil {
+		return s, fmt.Errorf("connect: %w", err)
 	}
-	cctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
-	r, err := sim.WaitConnected(cctx)
-	cancel()
+	r, err := fl.waitConnected(ctx, cfg.ConnectTimeout)
 	s.Connected, s.ConnectSeconds = r.Connected, r.ConnectTime.Seconds()
 	if err != nil {
 		for _, f := range []string{"cloudcoreIdle", "cloudcoreChurn", "dispatch", "createToRunning", "storm", "idleBandwidth"} {
@@ -235,13 +252,15 @@ func scale(ctx context.Context, cfg Config, sim *simulator.Sim, wan *netns.WAN, 
 		if wan != nil {
 			tl0, l0 = time.Now(), wan.Link.Stats()
 		}
-		bw, err = sim.Idle(ctx, cfg.Idle)
+		bw, err = fl.idle(ctx, cfg.Idle)
 		if wan != nil {
 			tl1, l1 = time.Now(), wan.Link.Stats()
 		}
 		return err
 	})
 	if wan != nil && err == nil && bw.Nodes > 0 {
+		// The link carries every node's traffic: per node is its bytes
+		// over the nodes and the window.
 		secs := tl1.Sub(tl0).Seconds()
 		per := secs * float64(bw.Nodes) / 8
 		// The link's B end is the fleet's: B to A is up.
@@ -308,13 +327,15 @@ func scale(ctx context.Context, cfg Config, sim *simulator.Sim, wan *netns.WAN, 
 	if wan != nil {
 		ls0 = wan.Link.Stats()
 	}
+	if err := fl.markStorm(ctx); err != nil {
+		s.SetUnavailable("storm", err)
+		return s, nil
+	}
 	if err := sim.RestartHub(ctx, cfg.StormDown); err != nil {
 		s.SetUnavailable("storm", err)
 		return s, nil
 	}
-	sctx, cancel := context.WithTimeout(ctx, cfg.StormTimeout)
-	st, err := sim.WaitResynced(sctx)
-	cancel()
+	st, err := fl.waitResynced(ctx, cfg.StormTimeout)
 	s.Storm = &bench.Storm{Nodes: st.Nodes, Resynced: st.Resynced, Seconds: st.Took.Seconds(),
 		BytesSent: st.WireDown, BytesReceived: st.WireUp}
 	if wan != nil {
@@ -325,9 +346,7 @@ func scale(ctx context.Context, cfg Config, sim *simulator.Sim, wan *netns.WAN, 
 	if err != nil && st.Resynced < st.Nodes {
 		// The nodes that had not resynced may still be connecting: give
 		// them the rest of the connect timeout before the next count.
-		wctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
-		sim.WaitConnected(wctx)
-		cancel()
+		fl.waitConnected(ctx, cfg.ConnectTimeout)
 	}
 	return s, nil
 }
