@@ -1,6 +1,7 @@
 package devicetwin
 
 import (
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -9,6 +10,10 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/tether-edge/tether/devices/mqtt"
+	"github.com/tether-edge/tether/edgecore/store"
+	"github.com/tether-edge/tether/protocol"
 )
 
 // BenchmarkTwinUpdates measures twin updates per second through the twin
@@ -87,4 +92,58 @@ func topicOf(i int) string { return devTopic("d"+strconv.Itoa(i), "twin/update")
 func update(i, v int) string {
 	return `{"event_id":"b` + strconv.Itoa(i) + `","timestamp":0,"twin":{"temperature":{"actual":{"value":"` +
 		strconv.Itoa(v%100) + `"}}}}`
+}
+
+// BenchmarkDeviceChange measures what one Device change costs the
+// component with 10,000 devices of one model stored (all served): its
+// desired value changes in the store (not timed), then the component
+// reads the store and upserts the device into the engine. reread=all is
+// after ObjectsChanged, which reads every device and model again;
+// reread=changed after ObjectsCommitted, which reads that device only.
+func BenchmarkDeviceChange(b *testing.B) {
+	const devices = 10000
+	db := openStore(b)
+	objs := []any{thermoModel}
+	for i := range devices {
+		objs = append(objs, thermoDevice(fmt.Sprintf("d%05d", i), "22", 1))
+	}
+	putObjects(b, db, nil, objs...)
+	tw := offline(b, db)
+	if err := tw.syncObjects(time.Now(), changes{all: true}); err != nil {
+		b.Fatal(err)
+	}
+	if len(tw.devs) != devices {
+		b.Fatalf("%d devices, want %d", len(tw.devs), devices)
+	}
+	for _, all := range []bool{true, false} {
+		name := "reread=changed"
+		if all {
+			name = "reread=all"
+		}
+		b.Run(name, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				d := thermoDevice("d00042", strconv.Itoa(20+i%50), int64(i+2))
+				d.Generation = tw.devs[mqtt.DeviceID{Namespace: "default", Name: "d00042"}].applied.Version + 1
+				data, err := json.Marshal(d)
+				if err != nil {
+					b.Fatal(err)
+				}
+				o := &protocol.Object{Kind: protocol.KindDevice, UID: "uid-Device-d00042", Namespace: "default", Name: "d00042",
+					ResourceVersion: strconv.FormatInt(rvSeq.Add(1), 10), Data: data}
+				if err := db.Update(func(tx *store.Tx) error { return tx.PutObject(o) }); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+				c := changes{all: true}
+				if !all {
+					c = changes{}
+					c.add([]protocol.ObjectRef{o.Ref()})
+				}
+				if err := tw.syncObjects(time.Now(), c); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }

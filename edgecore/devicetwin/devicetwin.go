@@ -14,6 +14,13 @@
 // broker connection opens, and Flush on a timer. paho's callbacks only hand
 // messages and connection events to that goroutine over channels.
 //
+// Store objects are read again when the agent reports a commit: with
+// ObjectsCommitted, only the Devices and DeviceModels the commit touched,
+// and the devices of those models (an index by model keeps them), so a
+// change costs the same whatever the number of devices stored; with
+// ObjectsChanged, which names only kinds, every device and model. Decoding
+// and checking are cached by UID and resourceVersion either way.
+//
 // Flush saves, in one store transaction, the twin of every device that
 // changed (reported values with their timestamps, state, last online time
 // and expected values, including those set at the edge: store.Tx.PutTwin)
@@ -46,6 +53,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"sync"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
@@ -149,15 +157,21 @@ type Twin struct {
 	queued func()
 	log    *slog.Logger
 
-	msgc      chan message  // MQTT messages, from paho's router
-	connc     chan struct{} // the broker connection opened and we subscribed
-	objc      chan struct{} // device or model objects changed in the store
-	stopping  chan struct{} // closed when Start ends, releases paho's callbacks
-	client    paho.Client   // made by New, connected by Start
-	engine    *twin.Engine  // owned by Start's goroutine, like the rest below
+	msgc     chan message  // MQTT messages, from paho's router
+	connc    chan struct{} // the broker connection opened and we subscribed
+	objc     chan struct{} // device or model objects changed in the store: see pending
+	stopping chan struct{} // closed when Start ends, releases paho's callbacks
+	// pendingMu guards pending: the objects ObjectsChanged and
+	// ObjectsCommitted reported changed, for Start's goroutine to read
+	// when objc fires.
+	pendingMu sync.Mutex
+	pending   changes
+	client    paho.Client  // made by New, connected by Start
+	engine    *twin.Engine // owned by Start's goroutine, like the rest below
 	devs      map[mqtt.DeviceID]*entry
 	models    map[string]*parsedModel           // by UID: the store's models, decoded
 	parsed    map[string]*parsedDevice          // by UID: the store's devices, decoded
+	byModel   map[string]map[mqtt.DeviceID]bool // the devices of t.devs by their model's "<ns>/<name>"
 	retry     pendingFlush                      // what a failed flush left to do
 	sent      map[string]*protocol.DeviceStatus // the DeviceStatus last queued, per device UID
 	lastFlush time.Time
@@ -189,8 +203,11 @@ func New(cfg Config, db *store.DB, queued func()) (*Twin, error) {
 		devs:     map[mqtt.DeviceID]*entry{},
 		models:   map[string]*parsedModel{},
 		parsed:   map[string]*parsedDevice{},
+		byModel:  map[string]map[mqtt.DeviceID]bool{},
 		sent:     map[string]*protocol.DeviceStatus{},
+		timer:    time.NewTimer(time.Hour),
 	}
+	t.timer.Stop()
 	t.client = paho.NewClient(paho.NewClientOptions().AddBroker(cfg.BrokerURL).SetClientID(cfg.ClientID).
 		SetUsername(cfg.Username).SetPassword(cfg.Password).
 		SetCleanSession(true).SetOrderMatters(true).
@@ -204,12 +221,38 @@ func New(cfg Config, db *store.DB, queued func()) (*Twin, error) {
 	return t, nil
 }
 
-// ObjectsChanged implements agent.Observer: the component rereads the
-// devices and models when either changed. It never blocks.
+// ObjectsChanged implements agent.Observer: the component rereads every
+// device and model when either kind changed. It never blocks.
 func (t *Twin) ObjectsChanged(kinds map[protocol.Kind]bool) {
 	if kinds[protocol.KindDevice] || kinds[protocol.KindDeviceModel] {
+		t.pendingMu.Lock()
+		t.pending.all = true
+		t.pendingMu.Unlock()
 		kick(t.objc)
 	}
+}
+
+// ObjectsCommitted tells the component which objects a commit of the store
+// upserted or deleted (refs of other kinds are ignored): it rereads only
+// those devices, and the devices of those models, which costs a change the
+// same whatever the number of devices stored. Use it instead of
+// ObjectsChanged where the commit's objects are known. It never blocks.
+func (t *Twin) ObjectsCommitted(refs []protocol.ObjectRef) {
+	t.pendingMu.Lock()
+	kicked := t.pending.add(refs)
+	t.pendingMu.Unlock()
+	if kicked {
+		kick(t.objc)
+	}
+}
+
+// takeChanges returns the pending changes and forgets them.
+func (t *Twin) takeChanges() changes {
+	t.pendingMu.Lock()
+	defer t.pendingMu.Unlock()
+	c := t.pending
+	t.pending = changes{}
+	return c
 }
 
 // Connected implements agent.Observer. Nothing in the cloud changes a
@@ -234,10 +277,9 @@ func (t *Twin) Start(ctx context.Context) error {
 		close(t.stopping)
 		t.client.Disconnect(250)
 	}()
-	t.timer = time.NewTimer(time.Hour)
-	t.timer.Stop()
 	defer t.timer.Stop()
-	if err := t.syncObjects(time.Now()); err != nil {
+	t.takeChanges() // the first sync reads everything
+	if err := t.syncObjects(time.Now(), changes{all: true}); err != nil {
 		return fmt.Errorf("devicetwin: load devices: %w", err)
 	}
 
@@ -253,7 +295,11 @@ func (t *Twin) Start(ctx context.Context) error {
 		case <-t.connc:
 			t.publish(t.engine.Step(time.Now(), twin.Republish{}))
 		case <-t.objc:
-			if err := t.syncObjects(time.Now()); err != nil {
+			if err := t.syncObjects(time.Now(), t.takeChanges()); err != nil {
+				// The next change reads everything again.
+				t.pendingMu.Lock()
+				t.pending.all = true
+				t.pendingMu.Unlock()
 				t.log.Error("read devices from the store", slog.Any("err", err))
 			}
 		case <-t.timer.C:

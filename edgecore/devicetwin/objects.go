@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"reflect"
 	"strconv"
+	"strings"
 	"time"
 
 	devicesapi "github.com/tether-edge/tether/devices/api"
@@ -25,6 +26,9 @@ type entry struct {
 	applied  twin.DeviceUpserted
 	// report names the properties whose reported values go to the cloud.
 	report map[string]bool
+	// model is the "<ns>/<name>" of the device's model ("" if the device
+	// is unusable whatever its model): its key in Twin.byModel.
+	model string
 	// waiting says why the device is not in the engine ("" when it is);
 	// logged once per reason.
 	waiting string
@@ -35,19 +39,67 @@ type wanted struct {
 	uid    string
 	upsert twin.DeviceUpserted
 	report map[string]bool
+	model  string // as in entry
 	// why is set when the device cannot be served yet.
 	why string
 }
 
-// syncObjects compares the store's devices and models with what the engine
-// holds, and upserts, restores and removes devices to match. An upsert is
-// made only when the model, the desired values or the version changed:
-// Device objects also change when the cloud writes their status.
-func (t *Twin) syncObjects(now time.Time) error {
-	var want map[mqtt.DeviceID]*wanted
+// changes is what the agent reported changed in the store and the
+// component has not read yet.
+type changes struct {
+	// all: every device and model is to be read again.
+	all bool
+	// devices and models hold the UIDs of the Devices and DeviceModels
+	// upserted or deleted.
+	devices, models map[string]bool
+}
+
+// add adds the devices and models among refs and reports whether any was.
+func (c *changes) add(refs []protocol.ObjectRef) bool {
+	added := false
+	for _, r := range refs {
+		var m *map[string]bool
+		switch r.Kind {
+		case protocol.KindDevice:
+			m = &c.devices
+		case protocol.KindDeviceModel:
+			m = &c.models
+		default:
+			continue
+		}
+		if *m == nil {
+			*m = map[string]bool{}
+		}
+		(*m)[r.UID] = true
+		added = true
+	}
+	return added
+}
+
+// syncObjects compares the store's devices that c names (all of them with
+// c.all) with what the engine holds, and upserts, restores and removes
+// devices to match. An upsert is made only when the model, the desired
+// values or the version changed: Device objects also change when the cloud
+// writes their status.
+func (t *Twin) syncObjects(now time.Time, c changes) error {
+	var (
+		want map[mqtt.DeviceID]*wanted
+		ids  map[mqtt.DeviceID]bool // the devices to compare: want's and maybe gone ones
+	)
 	err := t.db.View(func(tx *store.Tx) error {
 		var err error
-		want, err = t.readDevices(tx)
+		if c.all {
+			want, err = t.readDevices(tx)
+			ids = make(map[mqtt.DeviceID]bool, len(want))
+			for id := range t.devs {
+				ids[id] = true
+			}
+			for id := range want {
+				ids[id] = true
+			}
+			return err
+		}
+		want, ids, err = t.readChanged(tx, c)
 		return err
 	})
 	if err != nil {
@@ -56,8 +108,11 @@ func (t *Twin) syncObjects(now time.Time) error {
 
 	var gone []string // UIDs of devices no longer in the store: their twins go
 	leaving := false  // a device leaves the engine but stays in the store
-	for id, e := range t.devs {
-		w := want[id]
+	for id := range ids {
+		e, w := t.devs[id], want[id]
+		if e == nil {
+			continue
+		}
 		switch {
 		case w == nil || w.uid != e.uid:
 			gone = append(gone, e.uid)
@@ -71,8 +126,11 @@ func (t *Twin) syncObjects(now time.Time) error {
 		t.flush(now)
 	}
 	var saves []func(*store.Tx) error
-	for id, e := range t.devs {
-		w := want[id]
+	for id := range ids {
+		e, w := t.devs[id], want[id]
+		if e == nil {
+			continue
+		}
 		if w != nil && w.uid == e.uid && !(e.inEngine && w.why != "") {
 			continue
 		}
@@ -86,6 +144,7 @@ func (t *Twin) syncObjects(now time.Time) error {
 			e.inEngine = false
 		}
 		if w == nil || w.uid != e.uid {
+			t.setModel(id, e.model, "")
 			delete(t.devs, id)
 			delete(t.sent, e.uid)
 		}
@@ -99,6 +158,8 @@ func (t *Twin) syncObjects(now time.Time) error {
 			t.devs[id] = e
 		}
 		e.report = w.report
+		t.setModel(id, e.model, w.model)
+		e.model = w.model
 		if w.why != "" {
 			if e.waiting != w.why {
 				t.log.Warn("device waits", slog.String("device", id.String()), slog.String("reason", w.why))
@@ -205,6 +266,7 @@ func (t *Twin) syncObjects(now time.Time) error {
 // parsedModel is a DeviceModel of the store, decoded and checked.
 type parsedModel struct {
 	rv    string
+	key   string // "<ns>/<name>"
 	model *devicesapi.DeviceModel
 	tm    twin.Model
 	err   error // why the model cannot be used
@@ -214,25 +276,40 @@ type parsedModel struct {
 // (not against its model).
 type parsedDevice struct {
 	rv  string
+	id  mqtt.DeviceID
 	dev *devicesapi.Device
 	why string // why the device cannot be served, whatever its model
 }
 
-// readDevices reads the store's devices and models and builds the engine
-// input of each device. Objects are decoded and checked once per
-// resourceVersion (t.models and t.parsed cache them by UID): the agent
-// reports changes by kind, so each sync reads every device and model.
+// setModel moves device id from the devices of model from to those of
+// model to in t.byModel ("" is none).
+func (t *Twin) setModel(id mqtt.DeviceID, from, to string) {
+	if from == to {
+		return
+	}
+	if from != "" {
+		delete(t.byModel[from], id)
+		if len(t.byModel[from]) == 0 {
+			delete(t.byModel, from)
+		}
+	}
+	if to != "" {
+		if t.byModel[to] == nil {
+			t.byModel[to] = map[mqtt.DeviceID]bool{}
+		}
+		t.byModel[to][id] = true
+	}
+}
+
+// readDevices reads every device and model of the store and builds the
+// engine input of each device. Objects are decoded and checked once per
+// resourceVersion (t.models and t.parsed cache them by UID).
 func (t *Twin) readDevices(tx *store.Tx) (map[mqtt.DeviceID]*wanted, error) {
 	models := map[string]*parsedModel{} // by "<ns>/<name>"
 	seen := map[string]bool{}
 	err := tx.ForEachObject(protocol.KindDeviceModel, func(o *protocol.Object) error {
 		seen[o.UID] = true
-		pm := t.models[o.UID]
-		if pm == nil || pm.rv != o.ResourceVersion {
-			pm = parseModel(o)
-			t.models[o.UID] = pm
-		}
-		models[o.Namespace+"/"+o.Name] = pm
+		models[o.Namespace+"/"+o.Name] = t.parsedModel(o)
 		return nil
 	})
 	if err != nil {
@@ -253,43 +330,7 @@ func (t *Twin) readDevices(tx *store.Tx) (map[mqtt.DeviceID]*wanted, error) {
 			return nil
 		}
 		seen[o.UID] = true
-		pd := t.parsed[o.UID]
-		if pd == nil || pd.rv != o.ResourceVersion {
-			pd = t.parseDevice(id, o)
-			t.parsed[o.UID] = pd
-		}
-		w := &wanted{uid: o.UID, report: map[string]bool{}, why: pd.why}
-		want[id] = w
-		if w.why != "" {
-			return nil
-		}
-		d := pd.dev
-		ref := d.Spec.DeviceModelRef.Name
-		pm := models[o.Namespace+"/"+ref]
-		switch {
-		case pm == nil:
-			w.why = fmt.Sprintf("model %s/%s is not on this node yet", o.Namespace, ref)
-			return nil
-		case pm.err != nil:
-			w.why = fmt.Sprintf("model %s/%s is invalid: %v", o.Namespace, ref, pm.err)
-			return nil
-		}
-		if t.log.Enabled(context.Background(), slog.LevelDebug) {
-			if errs := devicesapi.ValidateDevice(d, pm.model); len(errs) > 0 {
-				// Unknown properties and bad desired values: the engine
-				// ignores them and says so when the device is upserted.
-				t.log.Debug("device does not match its model", slog.String("device", id.String()), slog.Any("err", errs.ToAggregate()))
-			}
-		}
-		w.upsert = twin.DeviceUpserted{Device: id, Model: pm.tm, Desired: map[string]string{}, Version: d.Generation}
-		for _, p := range d.Spec.Properties {
-			if p.Desired.Value != "" {
-				w.upsert.Desired[p.Name] = p.Desired.Value
-			}
-			if p.ReportToCloud {
-				w.report[p.Name] = true
-			}
-		}
+		want[id] = t.wantDevice(o, func(key string) *parsedModel { return models[key] })
 		return nil
 	})
 	for uid := range t.parsed {
@@ -300,8 +341,137 @@ func (t *Twin) readDevices(tx *store.Tx) (map[mqtt.DeviceID]*wanted, error) {
 	return want, err
 }
 
+// readChanged reads the devices and models c names, and builds the engine
+// input of each device they concern: the devices named, and the devices
+// of the models named (before and after the change). It returns them and
+// the devices concerned; a device concerned but missing from want is gone
+// from the store. A name held by two UIDs (between a delete and a create)
+// resolves to the one the store's name index holds, the newer.
+func (t *Twin) readChanged(tx *store.Tx, c changes) (map[mqtt.DeviceID]*wanted, map[mqtt.DeviceID]bool, error) {
+	ids := map[mqtt.DeviceID]bool{}
+	addModel := func(key string) {
+		for id := range t.byModel[key] {
+			ids[id] = true
+		}
+	}
+	for uid := range c.models {
+		if pm := t.models[uid]; pm != nil {
+			addModel(pm.key)
+		}
+		o, err := tx.Object(protocol.KindDeviceModel, uid)
+		if err != nil {
+			return nil, nil, err
+		}
+		if o == nil {
+			delete(t.models, uid)
+			continue
+		}
+		addModel(o.Namespace + "/" + o.Name)
+	}
+	for uid := range c.devices {
+		if pd := t.parsed[uid]; pd != nil {
+			ids[pd.id] = true
+		}
+		o, err := tx.Object(protocol.KindDevice, uid)
+		if err != nil {
+			return nil, nil, err
+		}
+		if o == nil {
+			delete(t.parsed, uid)
+			continue
+		}
+		ids[mqtt.DeviceID{Namespace: o.Namespace, Name: o.Name}] = true
+	}
+
+	models := map[string]*parsedModel{} // by "<ns>/<name>", nil if none
+	var merr error
+	model := func(key string) *parsedModel {
+		if pm, ok := models[key]; ok {
+			return pm
+		}
+		ns, name, _ := strings.Cut(key, "/")
+		o, err := tx.ObjectByName(protocol.KindDeviceModel, ns, name)
+		if err != nil {
+			merr = err
+		}
+		var pm *parsedModel
+		if o != nil {
+			pm = t.parsedModel(o)
+		}
+		models[key] = pm
+		return pm
+	}
+	want := map[mqtt.DeviceID]*wanted{}
+	for id := range ids {
+		o, err := tx.ObjectByName(protocol.KindDevice, id.Namespace, id.Name)
+		if err != nil {
+			return nil, nil, err
+		}
+		if o != nil {
+			want[id] = t.wantDevice(o, model)
+		}
+	}
+	return want, ids, merr
+}
+
+// parsedModel returns the model o decoded and checked, from t.models if
+// it holds o's resourceVersion.
+func (t *Twin) parsedModel(o *protocol.Object) *parsedModel {
+	pm := t.models[o.UID]
+	if pm == nil || pm.rv != o.ResourceVersion {
+		pm = parseModel(o)
+		t.models[o.UID] = pm
+	}
+	return pm
+}
+
+// wantDevice builds the engine input of the store's device o, whose model
+// model finds by "<ns>/<name>" (nil if the store has none). The device is
+// decoded and checked once per resourceVersion (t.parsed).
+func (t *Twin) wantDevice(o *protocol.Object, model func(key string) *parsedModel) *wanted {
+	id := mqtt.DeviceID{Namespace: o.Namespace, Name: o.Name}
+	pd := t.parsed[o.UID]
+	if pd == nil || pd.rv != o.ResourceVersion {
+		pd = t.parseDevice(id, o)
+		t.parsed[o.UID] = pd
+	}
+	w := &wanted{uid: o.UID, report: map[string]bool{}, why: pd.why}
+	if w.why != "" {
+		return w
+	}
+	d := pd.dev
+	ref := d.Spec.DeviceModelRef.Name
+	w.model = o.Namespace + "/" + ref
+	pm := model(w.model)
+	switch {
+	case pm == nil:
+		w.why = fmt.Sprintf("model %s/%s is not on this node yet", o.Namespace, ref)
+		return w
+	case pm.err != nil:
+		w.why = fmt.Sprintf("model %s/%s is invalid: %v", o.Namespace, ref, pm.err)
+		return w
+	}
+	if t.log.Enabled(context.Background(), slog.LevelDebug) {
+		if errs := devicesapi.ValidateDevice(d, pm.model); len(errs) > 0 {
+			// Unknown properties and bad desired values: the engine
+			// ignores them and says so when the device is upserted.
+			t.log.Debug("device does not match its model", slog.String("device", id.String()), slog.Any("err", errs.ToAggregate()))
+		}
+	}
+	w.upsert = twin.DeviceUpserted{Device: id, Model: pm.tm, Desired: map[string]string{}, Version: d.Generation}
+	for _, p := range d.Spec.Properties {
+		if p.Desired.Value != "" {
+			w.upsert.Desired[p.Name] = p.Desired.Value
+		}
+		if p.ReportToCloud {
+			w.report[p.Name] = true
+		}
+	}
+	return w
+}
+
 func parseModel(o *protocol.Object) *parsedModel {
-	pm := &parsedModel{rv: o.ResourceVersion, model: new(devicesapi.DeviceModel)}
+	pm := &parsedModel{rv: o.ResourceVersion, key: o.Namespace + "/" + o.Name, model: new(devicesapi.DeviceModel)}
 	if pm.err = json.Unmarshal(o.Data, pm.model); pm.err != nil {
 		return pm
 	}
@@ -314,7 +484,7 @@ func parseModel(o *protocol.Object) *parsedModel {
 }
 
 func (t *Twin) parseDevice(id mqtt.DeviceID, o *protocol.Object) *parsedDevice {
-	pd := &parsedDevice{rv: o.ResourceVersion, dev: new(devicesapi.Device)}
+	pd := &parsedDevice{rv: o.ResourceVersion, id: id, dev: new(devicesapi.Device)}
 	d := pd.dev
 	if err := json.Unmarshal(o.Data, d); err != nil {
 		pd.why = fmt.Sprintf("data does not decode: %v", err)

@@ -246,10 +246,10 @@ func thermoDevice(name, desired string, gen int64) *devicesapi.Device {
 var rvSeq atomic.Int64
 
 // putObjects writes objects to the store as the agent does and tells the
-// component.
+// component which (ObjectsCommitted).
 func putObjects(t testing.TB, db *store.DB, c *component, objs ...any) {
 	t.Helper()
-	kinds := map[protocol.Kind]bool{}
+	var refs []protocol.ObjectRef
 	err := db.Update(func(tx *store.Tx) error {
 		for _, o := range objs {
 			var kind protocol.Kind
@@ -270,11 +270,12 @@ func putObjects(t testing.TB, db *store.DB, c *component, objs ...any) {
 			if uid == "" {
 				uid = "uid-" + kind.String() + "-" + meta.Name
 			}
-			kinds[kind] = true
-			if err := tx.PutObject(&protocol.Object{Kind: kind, UID: uid, Namespace: meta.Namespace, Name: meta.Name,
-				ResourceVersion: fmt.Sprint(rvSeq.Add(1)), Data: data}); err != nil {
+			o := &protocol.Object{Kind: kind, UID: uid, Namespace: meta.Namespace, Name: meta.Name,
+				ResourceVersion: fmt.Sprint(rvSeq.Add(1)), Data: data}
+			if err := tx.PutObject(o); err != nil {
 				return err
 			}
+			refs = append(refs, o.Ref())
 		}
 		return nil
 	})
@@ -282,7 +283,7 @@ func putObjects(t testing.TB, db *store.DB, c *component, objs ...any) {
 		t.Fatal(err)
 	}
 	if c != nil {
-		c.tw.ObjectsChanged(kinds)
+		c.tw.ObjectsCommitted(refs)
 	}
 }
 
@@ -291,7 +292,7 @@ func deleteObject(t testing.TB, db *store.DB, c *component, kind protocol.Kind, 
 	if err := db.Update(func(tx *store.Tx) error { _, err := tx.DeleteObject(kind, uid); return err }); err != nil {
 		t.Fatal(err)
 	}
-	c.tw.ObjectsChanged(map[protocol.Kind]bool{kind: true})
+	c.tw.ObjectsCommitted([]protocol.ObjectRef{{Kind: kind, UID: uid}})
 }
 
 // outbox returns the DeviceStatus entries queued in the outbox, by key.
