@@ -62,18 +62,29 @@ type Config struct {
 	// more, one a line.
 	Tokens    []string `json:"tokens,omitempty"`
 	TokenFile string   `json:"tokenFile,omitempty"`
-	// HeartbeatInterval is how often edges send heartbeats (default 10s);
-	// a session silent for SessionTimeout (default 3x) is closed.
+	// HeartbeatInterval is how often edges send heartbeats (default 30s);
+	// a session silent for SessionTimeout (default 2.5x) is closed. Node
+	// Leases do not wait for heartbeats: cloudcore renews the Lease of every
+	// connected node each leaseDuration/4, so a link that dies without a
+	// word shows as the node NotReady after at most sessionTimeout plus the
+	// controller manager's node-monitor-grace-period.
 	HeartbeatInterval metav1.Duration `json:"heartbeatInterval,omitempty"`
 	SessionTimeout    metav1.Duration `json:"sessionTimeout,omitempty"`
 	// LeaseDuration of node Leases (default 40s).
 	LeaseDuration metav1.Duration `json:"leaseDuration,omitempty"`
-	// KubeQPS and KubeBurst limit cloudcore's writes to the API server
-	// (default 100 and 200).
+	// KubeQPS and KubeBurst limit cloudcore's requests to the API server
+	// (default 100 and 200), Lease renewals apart: those have a client of
+	// their own with no client-side limit, as each kubelet renews its own
+	// Lease. Renewals are bounded by one per connected node every
+	// leaseDuration/4 and by LeaseWorkers in flight, so thousands of nodes
+	// do not eat the budget of pod and device statuses.
 	KubeQPS   float32 `json:"kubeQPS,omitempty"`
 	KubeBurst int     `json:"kubeBurst,omitempty"`
-	// StatusWorkers is the number of concurrent API writers (default 8).
+	// StatusWorkers is the number of concurrent API writers of statuses,
+	// events and mirror pods (default 8).
 	StatusWorkers int `json:"statusWorkers,omitempty"`
+	// LeaseWorkers is the number of concurrent Lease renewals (default 32).
+	LeaseWorkers int `json:"leaseWorkers,omitempty"`
 	// InformerResync is the informers' resync period (default 0: none).
 	InformerResync metav1.Duration `json:"informerResync,omitempty"`
 	// SkipCRDInstall leaves the device CRDs (manifests/crds) to the
@@ -127,10 +138,10 @@ func (c *Config) validate() error {
 		}
 	}
 	if c.HeartbeatInterval.Duration == 0 {
-		c.HeartbeatInterval.Duration = 10 * time.Second
+		c.HeartbeatInterval.Duration = 30 * time.Second
 	}
 	if c.SessionTimeout.Duration == 0 {
-		c.SessionTimeout.Duration = 3 * c.HeartbeatInterval.Duration
+		c.SessionTimeout.Duration = c.HeartbeatInterval.Duration * 5 / 2
 	}
 	if c.HeartbeatInterval.Duration < 0 || c.SessionTimeout.Duration <= c.HeartbeatInterval.Duration {
 		return fmt.Errorf("heartbeatInterval %s, sessionTimeout %s: want 0 < heartbeatInterval < sessionTimeout",
@@ -139,8 +150,8 @@ func (c *Config) validate() error {
 	if c.LeaseDuration.Duration == 0 {
 		c.LeaseDuration.Duration = 40 * time.Second
 	}
-	if c.LeaseDuration.Duration < c.HeartbeatInterval.Duration {
-		return fmt.Errorf("leaseDuration %s: shorter than heartbeatInterval %s", c.LeaseDuration, c.HeartbeatInterval)
+	if c.LeaseDuration.Duration < 2*time.Second {
+		return fmt.Errorf("leaseDuration %s: want at least 2s", c.LeaseDuration)
 	}
 	if c.KubeQPS == 0 {
 		c.KubeQPS = 100
@@ -154,8 +165,8 @@ func (c *Config) validate() error {
 	if c.StatusWorkers == 0 {
 		c.StatusWorkers = 8
 	}
-	if c.StatusWorkers < 0 {
-		return errors.New("statusWorkers must not be negative")
+	if c.StatusWorkers < 0 || c.LeaseWorkers < 0 {
+		return errors.New("statusWorkers and leaseWorkers must not be negative")
 	}
 	if c.InformerResync.Duration < 0 {
 		return fmt.Errorf("informerResync %s: must not be negative", c.InformerResync)
@@ -212,6 +223,13 @@ func New(cfg Config) (*CloudCore, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
+	lrc := rest.CopyConfig(rc)
+	lrc.QPS, lrc.Burst = -1, 0 // no client-side limit, see KubeQPS
+	lrc.UserAgent = "tether-cloudcore-leases"
+	leaseClient, err := kubernetes.NewForConfig(lrc)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes lease client: %w", err)
+	}
 	cc := &CloudCore{cfg: cfg}
 	certFile, keyFile := cfg.TLSCertFile, cfg.TLSKeyFile
 	if certFile == "" {
@@ -251,7 +269,8 @@ func New(cfg Config) (*CloudCore, error) {
 	}
 	cc.Status, err = status.New(client, status.RESTDeviceClient(devices),
 		status.InformerLister(cc.Dispatcher.Pods(), cc.Dispatcher.Nodes(), cc.Dispatcher),
-		status.Config{Workers: cfg.StatusWorkers, LeaseDuration: cfg.LeaseDuration.Duration},
+		status.Config{Workers: cfg.StatusWorkers, LeaseWorkers: cfg.LeaseWorkers, LeaseClient: leaseClient,
+			LeaseDuration: cfg.LeaseDuration.Duration},
 		log.With(slog.String("component", "status")))
 	if err != nil {
 		return nil, err
@@ -262,6 +281,9 @@ func New(cfg Config) (*CloudCore, error) {
 		Tokens:            cfg.Tokens,
 		HeartbeatInterval: cfg.HeartbeatInterval.Duration,
 		SessionTimeout:    cfg.SessionTimeout.Duration,
+		// Twice per renewal interval (LeaseDuration/4): a renewal is
+		// never more than half an interval late.
+		AliveInterval: cfg.LeaseDuration.Duration / 8,
 	}, cc.Dispatcher, cc.Status, log.With(slog.String("component", "hub")))
 	if err != nil {
 		return nil, err

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -398,5 +399,42 @@ func TestDeleteOrder(t *testing.T) {
 	want := "Pod Device DeviceModel Secret ConfigMap"
 	if strings.Join(got, " ") != want {
 		t.Fatalf("deletes in order %v, want %s", got, want)
+	}
+}
+
+// aliveUpstream counts Heartbeat calls.
+type aliveUpstream struct {
+	nopUpstream
+	beats atomic.Int32
+}
+
+func (u *aliveUpstream) Heartbeat(node string) {
+	if node == "n1" {
+		u.beats.Add(1)
+	}
+}
+
+// A connected node is reported alive at the start of its session and every
+// AliveInterval, though it sends no heartbeat; once it is gone, no more.
+func TestAliveWhileConnected(t *testing.T) {
+	up := &aliveUpstream{}
+	_, url := startHubWith(t, Config{AliveInterval: 20 * time.Millisecond, HeartbeatInterval: time.Hour}, up)
+	e := connect(t, url, nil)
+	e.recv() // ResyncDone
+	deadline := time.Now().Add(10 * time.Second)
+	for up.beats.Load() < 5 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d alive reports in 10s, want 5", up.beats.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	e.ws.Close()
+	for range e.frames { // the hub saw the close
+	}
+	time.Sleep(100 * time.Millisecond) // the session's owner stops
+	n := up.beats.Load()
+	time.Sleep(200 * time.Millisecond)
+	if m := up.beats.Load(); m != n {
+		t.Fatalf("%d alive reports after the edge left", m-n)
 	}
 }

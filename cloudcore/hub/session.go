@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"slices"
 	"sync"
@@ -148,6 +149,9 @@ func (s *session) run(ctx context.Context) {
 
 	resend := time.NewTicker(max(s.h.cfg.ResendAfter/2, 10*time.Millisecond))
 	defer resend.Stop()
+	alive := time.NewTimer(jitter(s.h.cfg.AliveInterval))
+	defer alive.Stop()
+	s.h.upstream.Heartbeat(s.node)
 	s.reconcile()
 loop:
 	for {
@@ -174,6 +178,11 @@ loop:
 			if s.expire() {
 				s.reconcile()
 			}
+		case <-alive.C:
+			// The read deadline ends a session silent for SessionTimeout:
+			// while it lasts, the node is alive.
+			s.h.upstream.Heartbeat(s.node)
+			alive.Reset(jitter(s.h.cfg.AliveInterval))
 		case <-ctx.Done():
 			s.stop(&protocol.Error{Code: protocol.ErrorShuttingDown, Message: "cloudcore is stopping"})
 		case <-s.stopc:
@@ -452,4 +461,10 @@ func (s *session) flushUpstreamAcks() {
 		return
 	}
 	s.sendFrame(&protocol.Frame{Ack: &protocol.Ack{Seqs: acks, Rejected: rej}})
+}
+
+// jitter returns d ±25%, so that sessions started together (after a hub
+// restart) do not report at the same instant for ever.
+func jitter(d time.Duration) time.Duration {
+	return d*3/4 + rand.N(d/2+1)
 }

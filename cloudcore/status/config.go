@@ -4,14 +4,27 @@ import (
 	"fmt"
 	"time"
 
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/clock"
 )
 
 // Config configures a Writer. A zero field takes its default.
 type Config struct {
-	// Workers is the number of concurrent API writers (default 8). It bounds
-	// the writes in flight on top of the client's own QPS and Burst.
+	// Workers is the number of concurrent API writers of everything but
+	// Leases (default 8). It bounds the writes in flight on top of the
+	// client's own QPS and Burst.
 	Workers int
+
+	// LeaseWorkers is the number of concurrent Lease renewals (default 32).
+	// Leases have a lane of their own, so that renewals (one per connected
+	// node every RenewInterval) and status writes never wait for each
+	// other: a pod status does not queue behind thousands of renewals, and
+	// a burst of pod statuses does not let Leases expire.
+	LeaseWorkers int
+
+	// LeaseClient, if set, renews the Leases; cloudcore gives it a rate
+	// limit of its own (default: the client of everything else).
+	LeaseClient kubernetes.Interface
 
 	// LeaseDuration is spec.leaseDurationSeconds of node Leases (default
 	// 40s). It is a whole number of seconds, at least one.
@@ -49,6 +62,12 @@ func (c *Config) validate() error {
 	}
 	if c.Workers == 0 {
 		c.Workers = 8
+	}
+	if c.LeaseWorkers < 0 {
+		return fmt.Errorf("lease workers %d is negative", c.LeaseWorkers)
+	}
+	if c.LeaseWorkers == 0 {
+		c.LeaseWorkers = 32
 	}
 	if c.LeaseDuration == 0 {
 		c.LeaseDuration = 40 * time.Second

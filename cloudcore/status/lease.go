@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 )
 
 // leaseDue reports whether node's Lease should be renewed at now: it is not
@@ -41,7 +42,7 @@ func (w *Writer) cacheLease(node string, l *coordinationv1.Lease) {
 // It starts from the Lease it last wrote and reads the current one only when
 // it has none or the API server reports a conflict.
 func (w *Writer) renewLease(ctx context.Context, node string) error {
-	leases := w.client.CoordinationV1().Leases(corev1.NamespaceNodeLease)
+	leases := w.leaseClient().CoordinationV1().Leases(corev1.NamespaceNodeLease)
 	now := w.cfg.Clock.Now()
 	w.leaseMu.Lock()
 	lease := w.leases[node]
@@ -91,10 +92,18 @@ func (w *Writer) renewLease(ctx context.Context, node string) error {
 	}
 }
 
+// leaseClient is the client of the Lease lane.
+func (w *Writer) leaseClient() kubernetes.Interface {
+	if w.cfg.LeaseClient != nil {
+		return w.cfg.LeaseClient
+	}
+	return w.client
+}
+
 // getLease reads node's Lease from the API server; it returns nil and no
 // error when there is none.
 func (w *Writer) getLease(ctx context.Context, node string) (*coordinationv1.Lease, error) {
-	l, err := w.client.CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(ctx, node, metav1.GetOptions{})
+	l, err := w.leaseClient().CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(ctx, node, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
 		w.cacheLease(node, nil)

@@ -118,9 +118,9 @@ type Writer struct {
 	stats    counters
 
 	mu sync.Mutex
-	// queue holds the keys with a message to write; nil until Start.
-	// Guarded by mu.
-	queue workqueue.TypedRateLimitingInterface[key]
+	// queue holds the keys with a message to write, but Leases; leaseQueue
+	// the Leases to renew. Both nil until Start. Guarded by mu.
+	queue, leaseQueue workqueue.TypedRateLimitingInterface[key]
 	// entries holds every key with a message pending or being written.
 	// Guarded by mu.
 	entries map[key]*entry
@@ -173,21 +173,27 @@ func (w *Writer) Start(ctx context.Context) error {
 		w.mu.Unlock()
 		return errors.New("status writer started twice")
 	}
-	q := workqueue.NewTypedRateLimitingQueueWithConfig(
-		workqueue.NewTypedItemExponentialFailureRateLimiter[key](w.cfg.RetryBaseDelay, w.cfg.RetryMaxDelay),
-		workqueue.TypedRateLimitingQueueConfig[key]{Name: "cloudcore_status", Clock: w.cfg.Clock},
-	)
-	w.queue = q
+	newQueue := func(name string) workqueue.TypedRateLimitingInterface[key] {
+		return workqueue.NewTypedRateLimitingQueueWithConfig(
+			workqueue.NewTypedItemExponentialFailureRateLimiter[key](w.cfg.RetryBaseDelay, w.cfg.RetryMaxDelay),
+			workqueue.TypedRateLimitingQueueConfig[key]{Name: name, Clock: w.cfg.Clock},
+		)
+	}
+	q, lq := newQueue("cloudcore_status"), newQueue("cloudcore_leases")
+	w.queue, w.leaseQueue = q, lq
 	for k, e := range w.entries {
 		e.queued = true
-		q.Add(k)
+		w.queueOf(k).Add(k)
 	}
 	w.mu.Unlock()
-	w.log.Info("status writer started", slog.Int("workers", w.cfg.Workers))
+	w.log.Info("status writer started", slog.Int("workers", w.cfg.Workers), slog.Int("lease_workers", w.cfg.LeaseWorkers))
 
 	var wg sync.WaitGroup
 	for range w.cfg.Workers {
 		wg.Go(func() { w.work(ctx, q) })
+	}
+	for range w.cfg.LeaseWorkers {
+		wg.Go(func() { w.work(ctx, lq) })
 	}
 	wg.Go(func() {
 		t := w.cfg.Clock.NewTicker(deviceSweep)
@@ -203,6 +209,7 @@ func (w *Writer) Start(ctx context.Context) error {
 	})
 	<-ctx.Done()
 	q.ShutDown()
+	lq.ShutDown()
 	wg.Wait()
 
 	// Keys waiting for a retry, and keys added after the shutdown, are left.
@@ -290,9 +297,17 @@ func (w *Writer) enqueue(k key, msg any, done func(error)) {
 	}
 	if w.queue != nil && !e.busy && !e.queued {
 		e.queued = true
-		w.queue.Add(k)
+		w.queueOf(k).Add(k)
 	}
 	w.mu.Unlock()
+}
+
+// queueOf returns the queue of k's lane. Call with mu held, after Start.
+func (w *Writer) queueOf(k key) workqueue.TypedRateLimitingInterface[key] {
+	if k.kind == kindLease {
+		return w.leaseQueue
+	}
+	return w.queue
 }
 
 // work writes the keys of q until q shuts down.

@@ -29,6 +29,17 @@ import (
 	"github.com/tether-edge/tether/protocol"
 )
 
+// splitLister is a clientLister that reads nodes through a clientset of
+// their own.
+type splitLister struct {
+	clientLister
+	nodes kubernetes.Interface
+}
+
+func (l splitLister) Node(name string) (*corev1.Node, error) {
+	return l.nodes.CoreV1().Nodes().Get(l.ctx, name, metav1.GetOptions{})
+}
+
 // clientLister is a Lister that reads pods and nodes through the fake
 // clientset, so they are never stale, and devices from fakeDevices.
 type clientLister struct {
@@ -663,4 +674,66 @@ func BenchmarkPodStatusCoalesce(b *testing.B) {
 	s := w.Stats()
 	b.ReportMetric(float64(s.PodStatuses)/float64(b.N), "patches/op")
 	b.ReportMetric(float64(s.Coalesced)/float64(b.N), "coalesced/op")
+}
+
+// TestLeaseLane checks that Lease renewals do not wait behind status writes
+// (and the other way round): with one status worker stuck in a pod status
+// patch, a Lease is still renewed, and with every lease worker stuck, a pod
+// status is still written. (The fake clientset runs one call at a time, so
+// Leases go through a clientset of their own, as in cloudcore.)
+func TestLeaseLane(t *testing.T) {
+	p := pod("p1", "uid-1", edge1)
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: edge1, UID: "node-uid", Labels: map[string]string{EdgeRoleLabel: ""}}}
+	client, leases := fake.NewClientset(p, node), fake.NewClientset(node)
+	devs := newFakeDevices()
+	// Nodes are read from the lease clientset, as from an informer cache
+	// that does not wait for the stuck call.
+	lister := splitLister{clientLister{ctx: t.Context(), client: client, fakeDevices: devs}, leases}
+	w, err := New(client, devs, lister, Config{Workers: 1, LeaseWorkers: 1, LeaseClient: leases},
+		slog.New(slog.NewTextHandler(t.Output(), nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	podEntered, podRelease := make(chan struct{}), make(chan struct{})
+	var podPatches atomic.Int32
+	client.PrependReactor("patch", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if podPatches.Add(1) == 1 {
+			close(podEntered)
+			<-podRelease
+		}
+		return false, nil, nil
+	})
+	leaseEntered, leaseRelease := make(chan struct{}), make(chan struct{})
+	var leaseCreates atomic.Int32
+	leases.PrependReactor("create", "leases", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if leaseCreates.Add(1) == 2 {
+			close(leaseEntered)
+			<-leaseRelease
+		}
+		return false, nil, nil
+	})
+	start(t, w)
+
+	r1 := newResult(t)
+	w.PodStatus(edge1, podStatusMsg(t, p, running("1")), r1.done)
+	<-podEntered
+	w.Heartbeat(edge1)
+	waitFor(t, "lease created while the status worker is busy", func() bool { return w.Stats().LeaseCreates == 1 })
+	close(podRelease)
+	if err := r1.wait(); err != nil {
+		t.Fatal(err)
+	}
+
+	w.Heartbeat("edge-2") // the second create blocks the only lease worker
+	<-leaseEntered
+	r2 := newResult(t)
+	w.PodStatus(edge1, podStatusMsg(t, p, running("2")), r2.done)
+	if err := r2.wait(); err != nil {
+		t.Fatal(err)
+	}
+	close(leaseRelease)
+	waitFor(t, "second lease", func() bool { return w.Stats().LeaseCreates == 2 })
+	if n := len(actions(client, "create", "leases")); n != 0 {
+		t.Fatalf("%d Lease creates through the status client, want none", n)
+	}
 }
