@@ -93,7 +93,8 @@ type Config struct {
 	// ResendAfter resends an object message unacknowledged this long
 	// (default 30s).
 	ResendAfter time.Duration
-	// SendQueue is the length of each session's send queue (default 1024).
+	// SendQueue is the most frames waiting in a session's send queue
+	// (default 1024; the queue takes memory only for the frames waiting).
 	// A session whose queue overflows is closed: the peer is not reading.
 	SendQueue int
 	// HandshakeTimeout bounds the TLS, websocket and Hello exchange

@@ -438,3 +438,33 @@ func TestAliveWhileConnected(t *testing.T) {
 		t.Fatalf("%d alive reports after the edge left", m-n)
 	}
 }
+
+func TestSendQueue(t *testing.T) {
+	q := newSendQueue(3)
+	for i := range 3 {
+		if !q.push([]byte{byte(i)}) {
+			t.Fatalf("push %d refused", i)
+		}
+	}
+	if q.push([]byte{3}) {
+		t.Fatal("push past the limit accepted")
+	}
+	select {
+	case <-q.ready:
+	default:
+		t.Fatal("no ready token after a push")
+	}
+	got := q.take(nil)
+	if len(got) != 3 || got[0][0] != 0 || got[2][0] != 2 {
+		t.Fatalf("took %v, want 0 1 2", got)
+	}
+	if !q.push([]byte{4}) {
+		t.Fatal("push after take refused")
+	}
+	if got = q.take(got); len(got) != 1 || got[0][0] != 4 {
+		t.Fatalf("took %v, want 4", got)
+	}
+	if got = q.take(got); len(got) != 0 {
+		t.Fatalf("took %v from an empty queue", got)
+	}
+}
