@@ -1,7 +1,6 @@
 package devicetwin
 
 import (
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -12,7 +11,6 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/tether-edge/tether/devices/mqtt"
-	"github.com/tether-edge/tether/edgecore/store"
 	"github.com/tether-edge/tether/protocol"
 )
 
@@ -115,25 +113,20 @@ func BenchmarkDeviceChange(b *testing.B) {
 	if len(tw.devs) != devices {
 		b.Fatalf("%d devices, want %d", len(tw.devs), devices)
 	}
+	id := mqtt.DeviceID{Namespace: "default", Name: "d00042"}
 	for _, all := range []bool{true, false} {
 		name := "reread=changed"
 		if all {
 			name = "reread=all"
 		}
 		b.Run(name, func(b *testing.B) {
+			var desired string
 			for i := 0; i < b.N; i++ {
 				b.StopTimer()
-				d := thermoDevice("d00042", strconv.Itoa(20+i%50), int64(i+2))
-				d.Generation = tw.devs[mqtt.DeviceID{Namespace: "default", Name: "d00042"}].applied.Version + 1
-				data, err := json.Marshal(d)
-				if err != nil {
-					b.Fatal(err)
-				}
-				o := &protocol.Object{Kind: protocol.KindDevice, UID: "uid-Device-d00042", Namespace: "default", Name: "d00042",
-					ResourceVersion: strconv.FormatInt(rvSeq.Add(1), 10), Data: data}
-				if err := db.Update(func(tx *store.Tx) error { return tx.PutObject(o) }); err != nil {
-					b.Fatal(err)
-				}
+				desired = strconv.Itoa(20 + i%50)
+				d := thermoDevice(id.Name, desired, tw.devs[id].applied.Version+1)
+				o := object(b, d, "", rvSeq.Add(1))
+				storeOp{put: []*protocol.Object{o}}.apply(b, db)
 				b.StartTimer()
 				c := changes{all: true}
 				if !all {
@@ -143,6 +136,10 @@ func BenchmarkDeviceChange(b *testing.B) {
 				if err := tw.syncObjects(time.Now(), c); err != nil {
 					b.Fatal(err)
 				}
+			}
+			b.StopTimer()
+			if got := tw.devs[id].applied.Desired["temperature"]; got != desired {
+				b.Fatalf("desired temperature %q in the engine, want %q", got, desired)
 			}
 		})
 	}

@@ -9,9 +9,6 @@ import (
 	"testing"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
-
 	"github.com/tether-edge/tether/devices/mqtt"
 	"github.com/tether-edge/tether/devices/twin"
 	"github.com/tether-edge/tether/edgecore/store"
@@ -28,46 +25,6 @@ func offline(t testing.TB, db *store.DB) *Twin {
 		t.Fatal(err)
 	}
 	return tw
-}
-
-// storeOp is one commit of the agent: objects put and objects deleted.
-type storeOp struct {
-	put []*protocol.Object
-	del []protocol.ObjectRef
-}
-
-// apply commits op to db and returns the refs of what it touched.
-func (op storeOp) apply(t testing.TB, db *store.DB) []protocol.ObjectRef {
-	t.Helper()
-	var refs []protocol.ObjectRef
-	err := db.Update(func(tx *store.Tx) error {
-		for _, r := range op.del {
-			if _, err := tx.DeleteObject(r.Kind, r.UID); err != nil {
-				return err
-			}
-			refs = append(refs, r)
-		}
-		for _, o := range op.put {
-			if err := tx.PutObject(o); err != nil {
-				return err
-			}
-			refs = append(refs, o.Ref())
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return refs
-}
-
-func object(t testing.TB, kind protocol.Kind, uid string, meta metav1.ObjectMeta, v any, rv int) *protocol.Object {
-	t.Helper()
-	data, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &protocol.Object{Kind: kind, UID: uid, Namespace: meta.Namespace, Name: meta.Name, ResourceVersion: fmt.Sprint(rv), Data: data}
 }
 
 // twinView is what a Twin holds, for comparing two of them.
@@ -136,7 +93,6 @@ func changedMatchesAll(t *testing.T, seed uint64) {
 	}
 
 	const nModels, nDevices = 3, 8
-	rv := 0
 	gen := map[string]int64{}       // device name to its generation
 	uids := map[string]string{}     // object key ("m0", "d3") to its UID in the store
 	incarnation := map[string]int{} // object key to how many times it was created
@@ -152,15 +108,13 @@ func changedMatchesAll(t *testing.T, seed uint64) {
 		case 1:
 			m.Spec.Properties = m.Spec.Properties[:2] // no label
 		}
-		rv++
-		return object(t, protocol.KindDeviceModel, uids[key], m.ObjectMeta, &m, rv)
+		return object(t, &m, uids[key], rvSeq.Add(1))
 	}
 	deviceObj := func(i int) *protocol.Object {
 		key := fmt.Sprint("d", i)
 		name := fmt.Sprint("dev", i)
 		gen[name]++
 		d := thermoDevice(name, fmt.Sprint(rng.IntN(3)+20), gen[name])
-		d.UID = types.UID(uids[key])
 		d.Spec.DeviceModelRef.Name = fmt.Sprint("model", rng.IntN(nModels+1)) // model3 never exists
 		switch rng.IntN(6) {
 		case 0:
@@ -168,8 +122,7 @@ func changedMatchesAll(t *testing.T, seed uint64) {
 		case 1:
 			d.Spec.Properties[1].ReportToCloud = false
 		}
-		rv++
-		return object(t, protocol.KindDevice, uids[key], d.ObjectMeta, d, rv)
+		return object(t, d, uids[key], rvSeq.Add(1))
 	}
 	create := func(key string) {
 		incarnation[key]++

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -245,33 +246,24 @@ func thermoDevice(name, desired string, gen int64) *devicesapi.Device {
 
 var rvSeq atomic.Int64
 
-// putObjects writes objects to the store as the agent does and tells the
-// component which (ObjectsCommitted).
-func putObjects(t testing.TB, db *store.DB, c *component, objs ...any) {
+// storeOp is one commit of the agent: objects put and objects deleted.
+type storeOp struct {
+	put []*protocol.Object
+	del []protocol.ObjectRef
+}
+
+// apply commits op to db and returns the refs of what it touched.
+func (op storeOp) apply(t testing.TB, db *store.DB) []protocol.ObjectRef {
 	t.Helper()
 	var refs []protocol.ObjectRef
 	err := db.Update(func(tx *store.Tx) error {
-		for _, o := range objs {
-			var kind protocol.Kind
-			var meta metav1.ObjectMeta
-			switch o := o.(type) {
-			case *devicesapi.DeviceModel:
-				kind, meta = protocol.KindDeviceModel, o.ObjectMeta
-			case *devicesapi.Device:
-				kind, meta = protocol.KindDevice, o.ObjectMeta
-			default:
-				t.Fatalf("object %T", o)
-			}
-			data, err := json.Marshal(o)
-			if err != nil {
+		for _, r := range op.del {
+			if _, err := tx.DeleteObject(r.Kind, r.UID); err != nil {
 				return err
 			}
-			uid := string(meta.UID)
-			if uid == "" {
-				uid = "uid-" + kind.String() + "-" + meta.Name
-			}
-			o := &protocol.Object{Kind: kind, UID: uid, Namespace: meta.Namespace, Name: meta.Name,
-				ResourceVersion: fmt.Sprint(rvSeq.Add(1)), Data: data}
+			refs = append(refs, r)
+		}
+		for _, o := range op.put {
 			if err := tx.PutObject(o); err != nil {
 				return err
 			}
@@ -282,6 +274,47 @@ func putObjects(t testing.TB, db *store.DB, c *component, objs ...any) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return refs
+}
+
+// object is v, a *devicesapi.Device or *devicesapi.DeviceModel, as the
+// agent stores it, with resourceVersion rv. Its UID is uid, else v's,
+// else "uid-<kind>-<name>".
+func object(t testing.TB, v any, uid string, rv int64) *protocol.Object {
+	t.Helper()
+	var kind protocol.Kind
+	var meta metav1.ObjectMeta
+	switch v := v.(type) {
+	case *devicesapi.DeviceModel:
+		kind, meta = protocol.KindDeviceModel, v.ObjectMeta
+	case *devicesapi.Device:
+		kind, meta = protocol.KindDevice, v.ObjectMeta
+	default:
+		t.Fatalf("object %T", v)
+	}
+	data, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if uid == "" {
+		uid = string(meta.UID)
+	}
+	if uid == "" {
+		uid = "uid-" + kind.String() + "-" + meta.Name
+	}
+	return &protocol.Object{Kind: kind, UID: uid, Namespace: meta.Namespace, Name: meta.Name,
+		ResourceVersion: strconv.FormatInt(rv, 10), Data: data}
+}
+
+// putObjects writes objects to the store as the agent does and tells the
+// component which (ObjectsCommitted).
+func putObjects(t testing.TB, db *store.DB, c *component, objs ...any) {
+	t.Helper()
+	var op storeOp
+	for _, v := range objs {
+		op.put = append(op.put, object(t, v, "", rvSeq.Add(1)))
+	}
+	refs := op.apply(t, db)
 	if c != nil {
 		c.tw.ObjectsCommitted(refs)
 	}
@@ -289,10 +322,7 @@ func putObjects(t testing.TB, db *store.DB, c *component, objs ...any) {
 
 func deleteObject(t testing.TB, db *store.DB, c *component, kind protocol.Kind, uid string) {
 	t.Helper()
-	if err := db.Update(func(tx *store.Tx) error { _, err := tx.DeleteObject(kind, uid); return err }); err != nil {
-		t.Fatal(err)
-	}
-	c.tw.ObjectsCommitted([]protocol.ObjectRef{{Kind: kind, UID: uid}})
+	c.tw.ObjectsCommitted(storeOp{del: []protocol.ObjectRef{{Kind: kind, UID: uid}}}.apply(t, db))
 }
 
 // outbox returns the DeviceStatus entries queued in the outbox, by key.

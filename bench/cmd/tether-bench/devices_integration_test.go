@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -23,17 +22,8 @@ func TestDeviceLag(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
 	defer cancel()
 	bin := t.TempDir()
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		goBin = "/usr/local/go/bin/go"
-	}
-	for _, cmd := range []string{"cloudcore", "edgecore"} {
-		out, err := exec.CommandContext(ctx, goBin, "build", "-o", filepath.Join(bin, cmd),
-			"github.com/tether-edge/tether/"+cmd+"/cmd/"+cmd).CombinedOutput()
-		if err != nil {
-			t.Fatalf("go build %s: %v: %s", cmd, err, out)
-		}
-	}
+	goBuild(t, ctx, bin, "cloudcore/cmd/cloudcore")
+	goBuild(t, ctx, bin, "edgecore/cmd/edgecore")
 	cp, err := controlplane.Start(ctx, controlplane.Options{Dir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
