@@ -47,7 +47,8 @@ const (
 // node, waits until the edge serves them all on MQTT, then publishes one
 // twin/update per device with paho, all at once, and then at deviceRate a
 // second for deviceSteady; a watch on the Devices times each report from
-// its publication to the status holding its value.
+// its publication to the status holding its value. cloudcore writes the
+// statuses within its kubeQPS (--cloud-qps), which bounds the burst.
 func deviceLag(ctx context.Context, cfg Config, cp *controlplane.ControlPlane, binDir, dir string, log *slog.Logger) (*bench.DeviceLag, error) {
 	n := cfg.Devices
 	log.Info("device lag", slog.Int("devices", n))
