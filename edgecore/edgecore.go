@@ -510,9 +510,9 @@ func (ec *EdgeCore) Run(ctx context.Context) error {
 // the store.
 type observers []agent.Observer
 
-func (l observers) ObjectsChanged(kinds map[protocol.Kind]bool) {
+func (l observers) ObjectsChanged(kinds map[protocol.Kind]bool, refs []protocol.ObjectRef) {
 	for _, o := range l {
-		o.ObjectsChanged(kinds)
+		o.ObjectsChanged(kinds, refs)
 	}
 }
 

@@ -101,7 +101,7 @@ func (e *edge) put(t testing.TB, objs ...interface {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.ms.ObjectsChanged(nil)
+	e.ms.ObjectsChanged(nil, nil)
 }
 
 func (e *edge) startMapper(t testing.TB) {

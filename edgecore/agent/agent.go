@@ -135,8 +135,10 @@ type State struct {
 
 // Observer hears what the Agent did. Its methods must not block.
 type Observer interface {
-	// ObjectsChanged is called after a commit with the kinds that changed.
-	ObjectsChanged(kinds map[protocol.Kind]bool)
+	// ObjectsChanged is called after a commit with the kinds that changed
+	// and the objects upserted or deleted (refs; nil means not known:
+	// anything of those kinds may have changed).
+	ObjectsChanged(kinds map[protocol.Kind]bool, refs []protocol.ObjectRef)
 	// Connected is called when a session starts. The cloud may have changed
 	// statuses while the link was down (the node lifecycle controller marks
 	// the pods of an unreachable node not ready), so they should be reported
@@ -516,14 +518,15 @@ func (a *Agent) apply(batch []*protocol.Frame, conn *link.Conn, up *upstream) er
 		a.mu.Lock()
 		a.state.ObjectFrames += objects
 		a.mu.Unlock()
+		c := committedRefs(batch, ack.Rejected)
 		if a.committed != nil {
-			a.committed(committedRefs(batch, ack.Rejected))
+			a.committed(c)
 		}
 		if err := conn.Write(&protocol.Frame{Ack: &ack}); err != nil {
 			return fmt.Errorf("send ack: %w", err)
 		}
 		if len(kinds) > 0 {
-			a.obs.ObjectsChanged(kinds)
+			a.obs.ObjectsChanged(kinds, append(c.Upserted, c.Deleted...))
 		}
 	}
 	if len(upAcked) > 0 {

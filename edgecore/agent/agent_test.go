@@ -94,8 +94,8 @@ func (h *fakeHub) dialer(t *testing.T, netDial func(ctx context.Context, network
 
 type noObserver struct{}
 
-func (noObserver) ObjectsChanged(map[protocol.Kind]bool) {}
-func (noObserver) Connected()                            {}
+func (noObserver) ObjectsChanged(map[protocol.Kind]bool, []protocol.ObjectRef) {}
+func (noObserver) Connected()                                                  {}
 
 type refusingDialer struct{}
 

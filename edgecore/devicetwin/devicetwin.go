@@ -221,9 +221,14 @@ func New(cfg Config, db *store.DB, queued func()) (*Twin, error) {
 	return t, nil
 }
 
-// ObjectsChanged implements agent.Observer: the component rereads every
-// device and model when either kind changed. It never blocks.
-func (t *Twin) ObjectsChanged(kinds map[protocol.Kind]bool) {
+// ObjectsChanged implements agent.Observer: the component rereads the
+// devices and models of refs (ObjectsCommitted), or every device and model
+// when refs is nil and either kind changed. It never blocks.
+func (t *Twin) ObjectsChanged(kinds map[protocol.Kind]bool, refs []protocol.ObjectRef) {
+	if refs != nil {
+		t.ObjectsCommitted(refs)
+		return
+	}
 	if kinds[protocol.KindDevice] || kinds[protocol.KindDeviceModel] {
 		t.pendingMu.Lock()
 		t.pending.all = true

@@ -182,7 +182,7 @@ func changedMatchesAll(t *testing.T, seed uint64) {
 			changed.flush(now)
 		} else {
 			op.apply(t, dbAll)
-			all.ObjectsChanged(map[protocol.Kind]bool{protocol.KindDevice: true, protocol.KindDeviceModel: true})
+			all.ObjectsChanged(map[protocol.Kind]bool{protocol.KindDevice: true, protocol.KindDeviceModel: true}, nil)
 			if c := all.takeChanges(); !c.all {
 				t.Fatalf("ObjectsChanged: %+v", c)
 			}

@@ -238,7 +238,7 @@ func TestDevicesClientGo(t *testing.T) {
 	d := testDevice("home", "t1", "thermostat", "23")
 	d.ResourceVersion = "1"
 	f.putCustom(d, testDevice("home", "t2", "thermostat", "20"))
-	f.s.ObjectsChanged(nil)
+	f.s.ObjectsChanged(nil, nil)
 	f.sync()
 	got := map[string]bool{}
 	for range 2 {

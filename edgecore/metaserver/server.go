@@ -182,7 +182,7 @@ func New(cfg Config, db *store.DB) (*Server, error) {
 }
 
 // ObjectsChanged implements agent.Observer. It never blocks.
-func (s *Server) ObjectsChanged(map[protocol.Kind]bool) {
+func (s *Server) ObjectsChanged(map[protocol.Kind]bool, []protocol.ObjectRef) {
 	select {
 	case s.kickc <- struct{}{}:
 	default:

@@ -565,14 +565,14 @@ func TestClientGo(t *testing.T) {
 
 	p3 := testPod("a", "web-3", nil, corev1.PodPending)
 	f.put(p3)
-	f.s.ObjectsChanged(map[protocol.Kind]bool{protocol.KindPod: true})
+	f.s.ObjectsChanged(map[protocol.Kind]bool{protocol.KindPod: true}, nil)
 	expect("add web-3")
 	p3.Status.Phase = corev1.PodRunning
 	f.put(p3)
-	f.s.ObjectsChanged(map[protocol.Kind]bool{protocol.KindPod: true})
+	f.s.ObjectsChanged(map[protocol.Kind]bool{protocol.KindPod: true}, nil)
 	expect("update web-3 Running")
 	f.del(protocol.KindPod, "uid-a-web-1")
-	f.s.ObjectsChanged(map[protocol.Kind]bool{protocol.KindPod: true})
+	f.s.ObjectsChanged(map[protocol.Kind]bool{protocol.KindPod: true}, nil)
 	expect("delete web-1")
 	if got := len(inf.GetStore().List()); got != 2 {
 		t.Fatalf("informer holds %d pods, want 2", got)

@@ -215,7 +215,7 @@ func (m *Manager) Changed() {
 }
 
 // ObjectsChanged implements agent.Observer.
-func (m *Manager) ObjectsChanged(map[protocol.Kind]bool) { m.Changed() }
+func (m *Manager) ObjectsChanged(map[protocol.Kind]bool, []protocol.ObjectRef) { m.Changed() }
 
 // Connected implements agent.Observer: every pod's status is reported again
 // (the status writer in the cloud skips those that did not change).
