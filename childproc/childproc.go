@@ -40,8 +40,6 @@ type Options struct {
 	// it first.
 	Log    string
 	Header string
-	// OnExit, if set, runs once the child has exited and been reaped.
-	OnExit func(*Process)
 }
 
 // Process is a child started by Start.
@@ -94,9 +92,6 @@ func Start(cmd *exec.Cmd, opts Options) (*Process, error) {
 		started <- nil
 		p.err = cmd.Wait()
 		close(p.done)
-		if opts.OnExit != nil {
-			opts.OnExit(p)
-		}
 	}()
 	if err := <-started; err != nil {
 		return nil, fmt.Errorf("childproc: start %s: %w", cmd.Path, err)

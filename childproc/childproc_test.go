@@ -106,24 +106,21 @@ func TestStopKillAfterGrace(t *testing.T) {
 	}
 }
 
-// An exit status is reported as it is, and OnExit runs after the child
-// was reaped.
+// An exit status is reported as it is.
 func TestExitStatus(t *testing.T) {
-	exited := make(chan error, 1)
-	p, err := Start(exec.Command("sh", "-c", "exit 3"), Options{OnExit: func(p *Process) { exited <- p.Err() }})
+	p, err := Start(exec.Command("sh", "-c", "exit 3"), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case err := <-exited:
+	case <-p.Done():
 		var ee *exec.ExitError
-		if !errors.As(err, &ee) || ee.ExitCode() != 3 || Signalled(err) {
-			t.Errorf("OnExit saw %v, want exit status 3", err)
+		if err := p.Err(); !errors.As(err, &ee) || ee.ExitCode() != 3 || Signalled(err) {
+			t.Errorf("exit %v, want exit status 3", err)
 		}
 	case <-time.After(30 * time.Second):
-		t.Fatal("OnExit did not run")
+		t.Fatal("the child did not exit")
 	}
-	<-p.Done()
 	if r := p.Stop(time.Second); r.Killed || r.Leftovers {
 		t.Errorf("Stop after the exit: %+v", r)
 	}

@@ -8,17 +8,18 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"time"
+
+	"github.com/tether-edge/tether/childproc"
 )
 
-// process is one running component.
+// process is one running component, a child process that dies with us
+// (package childproc: its own process group, Pdeathsig, its log file).
 type process struct {
 	component Component
-	cmd       *exec.Cmd
+	proc      *childproc.Process
 	logPath   string
 
 	done     chan struct{} // closed once the process has exited and been reaped
@@ -28,48 +29,27 @@ type process struct {
 }
 
 // startProcess starts bin with args, its stdout and stderr appended to
-// logPath. The child gets its own process group, so stop can signal
-// everything it spawned, and Pdeathsig=SIGKILL, so it dies with us.
-//
-// Pdeathsig fires when the thread that forked the child exits, not the
-// process. The Go runtime may retire threads, so the child is started and
-// waited for by one goroutine locked to its OS thread: the thread lives
-// exactly as long as the child. onExit runs after the child was reaped.
+// logPath, with childproc (its own process group, so stop can signal
+// everything it spawned, and Pdeathsig=SIGKILL from a thread that lives as
+// long as the child, so it dies with us). onExit runs after the child was
+// reaped.
 func startProcess(component Component, bin string, args []string, logPath string, onExit func(*process)) (*process, error) {
-	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("open %s log: %w", component, err)
-	}
-	fmt.Fprintf(logFile, "==== %s tether/controlplane: %s %s\n",
-		time.Now().UTC().Format(time.RFC3339), bin, strings.Join(args, " "))
-
 	cmd := exec.Command(bin, args...)
-	cmd.Stdout = logFile
-	cmd.Stderr = logFile
 	cmd.Env = childEnv()
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	p := &process{component: component, cmd: cmd, logPath: logPath, done: make(chan struct{})}
-
-	started := make(chan error, 1)
+	proc, err := childproc.Start(cmd, childproc.Options{Log: logPath,
+		Header: fmt.Sprintf("==== %s tether/controlplane: %s %s", time.Now().UTC().Format(time.RFC3339), bin, strings.Join(args, " "))})
+	if err != nil {
+		return nil, fmt.Errorf("start %s: %w", component, err)
+	}
+	p := &process{component: component, proc: proc, logPath: logPath, done: make(chan struct{})}
 	go func() {
-		// Never unlocked: when this goroutine returns, the runtime ends the
-		// thread, which is fine because the child is gone by then.
-		runtime.LockOSThread()
-		defer logFile.Close()
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		p.waitErr = cmd.Wait()
+		<-proc.Done()
+		p.waitErr = proc.Err()
 		close(p.done)
 		if onExit != nil {
 			onExit(p)
 		}
 	}()
-	if err := <-started; err != nil {
-		return nil, fmt.Errorf("start %s: %w", component, err)
-	}
 	return p, nil
 }
 
@@ -86,9 +66,9 @@ func childEnv() []string {
 	return env
 }
 
-func (p *process) pid() int { return p.cmd.Process.Pid }
+func (p *process) pid() int { return p.proc.Pid() }
 
-// exited reports whether the process has exited.
+// exited reports whether the process has exited (and waitErr is set).
 func (p *process) exited() bool {
 	select {
 	case <-p.done:
@@ -108,26 +88,16 @@ func (p *process) exitError() error {
 // of its group is left. It reports whether SIGKILL was needed.
 func (p *process) stop(grace time.Duration, log *slog.Logger) (killed bool) {
 	p.stopping.Store(true)
-	pgid := p.pid() // Setpgid makes the child the leader of a group with its pid.
-	if !p.exited() {
-		_ = syscall.Kill(-pgid, syscall.SIGTERM)
-		t := time.NewTimer(grace)
-		defer t.Stop()
-		select {
-		case <-p.done:
-		case <-t.C:
-			log.Warn("component ignored SIGTERM, killing it",
-				slog.String("component", string(p.component)), slog.Duration("grace", grace))
-			killed = true
-			_ = syscall.Kill(-pgid, syscall.SIGKILL)
-			<-p.done
-		}
+	r := p.proc.Stop(grace)
+	<-p.done
+	if r.Killed {
+		log.Warn("component ignored SIGTERM, killed it",
+			slog.String("component", string(p.component)), slog.Duration("grace", grace))
 	}
-	// Anything the component spawned that is still in its group.
-	if err := syscall.Kill(-pgid, syscall.SIGKILL); err == nil {
+	if r.Leftovers {
 		log.Warn("killed leftover processes of component", slog.String("component", string(p.component)))
 	}
-	return killed
+	return r.Killed
 }
 
 // tail returns the last n lines of the file at path.

@@ -9,13 +9,12 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/tether-edge/tether/childproc"
 	"github.com/tether-edge/tether/cloudcore"
 	"github.com/tether-edge/tether/cloudcore/hub"
 )
@@ -180,13 +179,11 @@ func (c *inProcessCloud) pid() int { return 0 }
 type processCloud struct {
 	*cloudBase
 	binary string
-	cmd    *exec.Cmd
-	exited chan struct{} // closed when cmd exited
-	err    error         // cmd.Wait's error; set before exited closes
+	proc   *childproc.Process // nil while stopped
 }
 
 func (c *processCloud) start(ctx context.Context) error {
-	if c.cmd != nil {
+	if c.proc != nil {
 		return errors.New("cloudcore runs already")
 	}
 	cfg := c.cfg
@@ -202,49 +199,31 @@ func (c *processCloud) start(ctx context.Context) error {
 	if err := os.WriteFile(cfgFile, b, 0o600); err != nil {
 		return err
 	}
-	logf, err := os.OpenFile(filepath.Join(c.dataDir, "cloudcore.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	// Not bound to a context: stop ends it, SIGTERM first. In its own
+	// process group (childproc), a Ctrl-C meant for the simulator reaches
+	// cloudcore through stop, after the nodes.
+	cmd := c.ns.Command(context.Background(), c.binary, "--config", cfgFile, "--log-level", "warn")
+	proc, err := childproc.Start(cmd, childproc.Options{Log: filepath.Join(c.dataDir, "cloudcore.log")})
 	if err != nil {
 		return err
 	}
-	// Not bound to a context: stop ends it, SIGTERM first.
-	cmd := c.ns.Command(context.Background(), c.binary, "--config", cfgFile, "--log-level", "warn")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	// Its own process group: a Ctrl-C meant for the simulator reaches
-	// cloudcore through stop, after the nodes.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return fmt.Errorf("start %s: %w", c.binary, err)
-	}
-	exited := make(chan struct{})
-	c.cmd, c.exited = cmd, exited
-	go func() {
-		c.err = cmd.Wait()
-		logf.Close()
-		close(exited)
-	}()
-	if err := c.waitReady(ctx, exited); err != nil {
+	c.proc = proc
+	if err := c.waitReady(ctx, proc.Done()); err != nil {
 		c.stop()
-		return fmt.Errorf("%w; see %s", err, logf.Name())
+		return fmt.Errorf("%w; see %s", err, proc.Log())
 	}
 	return nil
 }
 
 func (c *processCloud) stop() error {
-	if c.cmd == nil {
+	if c.proc == nil {
 		return nil
 	}
-	c.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-c.exited:
-	case <-time.After(20 * time.Second):
-		c.cmd.Process.Kill()
-		<-c.exited
-	}
-	c.cmd = nil
-	var ee *exec.ExitError
-	if c.err != nil && !(errors.As(c.err, &ee) && !ee.Exited()) { // killed by our signal is fine
-		return fmt.Errorf("cloudcore: %w", c.err)
+	c.proc.Stop(20 * time.Second)
+	err := c.proc.Err()
+	c.proc = nil
+	if err != nil && !childproc.Signalled(err) { // killed by our signal is fine
+		return fmt.Errorf("cloudcore: %w", err)
 	}
 	return nil
 }
@@ -252,15 +231,10 @@ func (c *processCloud) stop() error {
 func (c *processCloud) hub() *hub.Hub { return nil }
 
 func (c *processCloud) pid() int {
-	if c.cmd == nil {
+	if c.proc == nil || c.proc.Exited() {
 		return 0
 	}
-	select {
-	case <-c.exited:
-		return 0
-	default:
-		return c.cmd.Process.Pid
-	}
+	return c.proc.Pid()
 }
 
 // joinedCloud is a hub another Sim runs: the nodes connect to it, nothing

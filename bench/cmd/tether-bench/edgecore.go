@@ -8,10 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -20,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/tether-edge/tether/bench"
+	"github.com/tether-edge/tether/childproc"
 	"github.com/tether-edge/tether/cloudcore"
 	"github.com/tether-edge/tether/controlplane"
 	"github.com/tether-edge/tether/edgecore"
@@ -59,7 +58,7 @@ func edgecoreIdle(ctx context.Context, cfg Config, cp *controlplane.ControlPlane
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	p, err := bench.ReadProc(run.edgecore.cmd.Process.Pid)
+	p, err := bench.ReadProc(run.edgecore.proc.Pid())
 	if err != nil {
 		return nil, fmt.Errorf("edgecore: %w", err)
 	}
@@ -200,9 +199,8 @@ func (r *edgeRun) stop() {
 
 // process is a binary run with its configuration as a YAML (JSON) file.
 type process struct {
-	cmd     *exec.Cmd
+	proc    *childproc.Process
 	logFile string
-	done    chan struct{}
 }
 
 // startProcess writes cfg to base.yaml and runs bin --config base.yaml in
@@ -215,46 +213,18 @@ func startProcess(ns *netns.Namespace, bin string, cfg any, base string) (*proce
 	if err := os.WriteFile(base+".yaml", b, 0o600); err != nil {
 		return nil, err
 	}
-	logf, err := os.Create(base + ".log")
+	// Not bound to a context: stop ends it, SIGTERM first.
+	p, err := childproc.Start(ns.Command(context.Background(), bin, "--config", base+".yaml"), childproc.Options{Log: base + ".log"})
 	if err != nil {
 		return nil, err
 	}
-	// Not bound to a context: stop ends it, SIGTERM first.
-	cmd := ns.Command(context.Background(), bin, "--config", base+".yaml")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return nil, fmt.Errorf("start %s: %w", bin, err)
-	}
-	p := &process{cmd: cmd, logFile: logf.Name(), done: make(chan struct{})}
-	go func() {
-		cmd.Wait()
-		logf.Close()
-		close(p.done)
-	}()
-	return p, nil
+	return &process{proc: p, logFile: base + ".log"}, nil
 }
 
-func (p *process) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
+func (p *process) exited() bool { return p.proc.Exited() }
 
 // stop sends SIGTERM and, after 20s, SIGKILL.
-func (p *process) stop() {
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(20 * time.Second):
-		p.cmd.Process.Kill()
-		<-p.done
-	}
-}
+func (p *process) stop() { p.proc.Stop(20 * time.Second) }
 
 // goBenchmarks reads cfg.GoBench into rep and takes the twin figures from
 // it.

@@ -318,24 +318,27 @@ func (j *joinedProcess) grow(ctx context.Context, n int, rate float64) error {
 	return err
 }
 
-func (j *joinedProcess) waitConnected(ctx context.Context, timeout time.Duration) (simulator.ConnectResult, error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout+slack)
+// ask sends r, whose operation takes up to d, and returns the figure get
+// takes from the reply.
+func ask[T any](ctx context.Context, j *joinedProcess, r joinedRequest, d time.Duration, get func(joinedReply) *T) (T, error) {
+	ctx, cancel := context.WithTimeout(ctx, d+slack)
 	defer cancel()
-	rep, err := j.call(ctx, joinedRequest{Op: opWaitConnected, Timeout: timeout})
-	if rep.Connect == nil {
-		return simulator.ConnectResult{}, err
+	rep, err := j.call(ctx, r)
+	var v T
+	if p := get(rep); p != nil {
+		v = *p
 	}
-	return *rep.Connect, err
+	return v, err
+}
+
+func (j *joinedProcess) waitConnected(ctx context.Context, timeout time.Duration) (simulator.ConnectResult, error) {
+	return ask(ctx, j, joinedRequest{Op: opWaitConnected, Timeout: timeout}, timeout,
+		func(r joinedReply) *simulator.ConnectResult { return r.Connect })
 }
 
 func (j *joinedProcess) idle(ctx context.Context, window time.Duration) (simulator.Bandwidth, error) {
-	ctx, cancel := context.WithTimeout(ctx, window+slack)
-	defer cancel()
-	rep, err := j.call(ctx, joinedRequest{Op: opIdle, Window: window})
-	if rep.Bandwidth == nil {
-		return simulator.Bandwidth{}, err
-	}
-	return *rep.Bandwidth, err
+	return ask(ctx, j, joinedRequest{Op: opIdle, Window: window}, window,
+		func(r joinedReply) *simulator.Bandwidth { return r.Bandwidth })
 }
 
 func (j *joinedProcess) markStorm(ctx context.Context) error {
@@ -344,13 +347,8 @@ func (j *joinedProcess) markStorm(ctx context.Context) error {
 }
 
 func (j *joinedProcess) waitResynced(ctx context.Context, timeout time.Duration) (simulator.Storm, error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout+slack)
-	defer cancel()
-	rep, err := j.call(ctx, joinedRequest{Op: opWaitResynced, Timeout: timeout})
-	if rep.Storm == nil {
-		return simulator.Storm{}, err
-	}
-	return *rep.Storm, err
+	return ask(ctx, j, joinedRequest{Op: opWaitResynced, Timeout: timeout}, timeout,
+		func(r joinedReply) *simulator.Storm { return r.Storm })
 }
 
 // close ends the process's input, which makes it close its Sim (stopping

@@ -63,7 +63,9 @@ func (f *fakePart) grow(_ context.Context, n int, _ float64) error { f.nodes = n
 func (f *fakePart) waitConnected(context.Context, time.Duration) (simulator.ConnectResult, error) {
 	return f.connect, f.err
 }
-func (f *fakePart) idle(context.Context, time.Duration) (simulator.Bandwidth, error) { return f.bw, f.err }
+func (f *fakePart) idle(context.Context, time.Duration) (simulator.Bandwidth, error) {
+	return f.bw, f.err
+}
 func (f *fakePart) waitResynced(context.Context, time.Duration) (simulator.Storm, error) {
 	return f.storm, f.err
 }
