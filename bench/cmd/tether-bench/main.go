@@ -143,11 +143,14 @@ func (c *Config) validate() error {
 	if c.Devices < 0 {
 		return fmt.Errorf("--devices %d: want >= 0", c.Devices)
 	}
-	if c.NodesPerProcess < 0 {
-		return fmt.Errorf("--nodes-per-process %d: want >= 0", c.NodesPerProcess)
-	}
-	if c.NodesPerProcess == 0 {
-		c.NodesPerProcess = maxNodes()
+	if max := maxNodes(); c.NodesPerProcess < 0 || c.NodesPerProcess > max {
+		return fmt.Errorf("--nodes-per-process %d: want 0 to %d (this process may open %d files, 2 a node)",
+			c.NodesPerProcess, max, fileLimit())
+	} else if c.NodesPerProcess == 0 {
+		if max == 0 {
+			return fmt.Errorf("--nodes-per-process: this process may open %d files: too few for a hundred nodes", fileLimit())
+		}
+		c.NodesPerProcess = max
 	}
 	if c.ProfileNodes < 0 {
 		return fmt.Errorf("--profile-nodes %d: want >= 0", c.ProfileNodes)

@@ -46,17 +46,18 @@ func TestConfigValidate(t *testing.T) {
 		mod  func(*Config)
 		want string
 	}{
-		"no nodes":        {func(c *Config) { c.Nodes = nil }, "--nodes"},
-		"zero nodes":      {func(c *Config) { c.Nodes = []int{0} }, "--nodes: 0"},
-		"not ascending":   {func(c *Config) { c.Nodes = []int{10, 10} }, "ascending"},
-		"no out":          {func(c *Config) { c.Out = "" }, "--out"},
-		"no binaries":     {func(c *Config) { c.BinDir = t.TempDir() }, "--bin"},
-		"zero rate":       {func(c *Config) { c.PodRate = 0 }, "--pod-rate"},
-		"no idle":         {func(c *Config) { c.Idle = 0 }, "--idle"},
-		"neg profile":     {func(c *Config) { c.ProfileNodes = -1 }, "--profile-nodes"},
-		"delay alone":     {func(c *Config) { c.NetnsDelay = time.Millisecond }, "need --netns"},
-		"loss > 1":        {func(c *Config) { c.Netns, c.NetnsLoss = true, 2 }, "--netns-loss"},
-		"neg per process": {func(c *Config) { c.NodesPerProcess = -1 }, "--nodes-per-process"},
+		"no nodes":           {func(c *Config) { c.Nodes = nil }, "--nodes"},
+		"zero nodes":         {func(c *Config) { c.Nodes = []int{0} }, "--nodes: 0"},
+		"not ascending":      {func(c *Config) { c.Nodes = []int{10, 10} }, "ascending"},
+		"no out":             {func(c *Config) { c.Out = "" }, "--out"},
+		"no binaries":        {func(c *Config) { c.BinDir = t.TempDir() }, "--bin"},
+		"zero rate":          {func(c *Config) { c.PodRate = 0 }, "--pod-rate"},
+		"no idle":            {func(c *Config) { c.Idle = 0 }, "--idle"},
+		"neg profile":        {func(c *Config) { c.ProfileNodes = -1 }, "--profile-nodes"},
+		"delay alone":        {func(c *Config) { c.NetnsDelay = time.Millisecond }, "need --netns"},
+		"loss > 1":           {func(c *Config) { c.Netns, c.NetnsLoss = true, 2 }, "--netns-loss"},
+		"neg per process":    {func(c *Config) { c.NodesPerProcess = -1 }, "--nodes-per-process"},
+		"too many a process": {func(c *Config) { c.NodesPerProcess = maxNodes() + 1 }, "--nodes-per-process"},
 	} {
 		c := good()
 		tc.mod(&c)
