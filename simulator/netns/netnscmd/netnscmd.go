@@ -7,8 +7,9 @@
 //	link heal                               end the partition
 //	link stats                              packets and bytes so far
 //
-// The commands act on the link only; the fleet crosses it when the Sim's
-// nodes dial through it (netns.WAN.Dial) to a hub on netns.WAN.HubHost.
+// The commands act on the link only; the fleet crosses it when the Sim
+// runs in a WAN's namespaces (simulator.Config.CloudNamespace = WAN.Cloud,
+// NodeNamespace = WAN.Edges, HubHost = WAN.HubHost()).
 package netnscmd
 
 import (
