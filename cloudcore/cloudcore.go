@@ -72,16 +72,20 @@ type Config struct {
 	SessionTimeout    metav1.Duration `json:"sessionTimeout,omitempty"`
 	// LeaseDuration of node Leases (default 40s).
 	LeaseDuration metav1.Duration `json:"leaseDuration,omitempty"`
-	// KubeQPS and KubeBurst limit cloudcore's requests to the API server
-	// (default 100 and 200), Lease renewals apart: those have a client of
+	// KubeQPS and KubeBurst limit cloudcore's requests to the API server,
+	// Lease renewals apart. Unset, the limit follows the nodes connected:
+	// 100 requests/s, or 0.2 per connected node if that is more (2,000/s
+	// at 10,000 nodes), with a burst of twice that; cloudcore speaks for
+	// all its nodes, where each kubelet would have a budget of its own.
+	// KubeBurst defaults to twice KubeQPS. Lease renewals have a client of
 	// their own with no client-side limit, as each kubelet renews its own
-	// Lease. Renewals are bounded by one per connected node every
-	// leaseDuration/4 and by LeaseWorkers in flight, so thousands of nodes
-	// do not eat the budget of pod and device statuses.
+	// Lease: they are bounded by one per connected node every
+	// leaseDuration/4 and by LeaseWorkers in flight, and never wait behind
+	// pod and device statuses, nor these behind them.
 	KubeQPS   float32 `json:"kubeQPS,omitempty"`
 	KubeBurst int     `json:"kubeBurst,omitempty"`
 	// StatusWorkers is the number of concurrent API writers of statuses,
-	// events and mirror pods (default 8).
+	// events and mirror pods (default 32).
 	StatusWorkers int `json:"statusWorkers,omitempty"`
 	// LeaseWorkers is the number of concurrent Lease renewals (default 32).
 	LeaseWorkers int `json:"leaseWorkers,omitempty"`
@@ -153,17 +157,17 @@ func (c *Config) validate() error {
 	if c.LeaseDuration.Duration < 2*time.Second {
 		return fmt.Errorf("leaseDuration %s: want at least 2s", c.LeaseDuration)
 	}
-	if c.KubeQPS == 0 {
-		c.KubeQPS = 100
-	}
-	if c.KubeBurst == 0 {
-		c.KubeBurst = 200
-	}
 	if c.KubeQPS < 0 || c.KubeBurst < 0 {
 		return errors.New("kubeQPS and kubeBurst must not be negative")
 	}
+	if c.KubeBurst > 0 && c.KubeQPS == 0 {
+		return errors.New("kubeBurst is set but kubeQPS is not: the burst of the scaled limit follows it")
+	}
+	if c.KubeQPS > 0 && c.KubeBurst == 0 {
+		c.KubeBurst = max(1, int(2*c.KubeQPS))
+	}
 	if c.StatusWorkers == 0 {
-		c.StatusWorkers = 8
+		c.StatusWorkers = 32
 	}
 	if c.StatusWorkers < 0 || c.LeaseWorkers < 0 {
 		return errors.New("statusWorkers and leaseWorkers must not be negative")
@@ -205,6 +209,9 @@ type CloudCore struct {
 	tls    *tls.Config
 	// crdClient installs the CRDs; nil with Config.SkipCRDInstall.
 	crdClient apiextensions.Interface
+	// limiter is the client's rate limit when Config.KubeQPS is unset; nil
+	// otherwise.
+	limiter *scaledLimiter
 }
 
 // New checks cfg and builds cloudcore; nothing runs until Run.
@@ -217,20 +224,26 @@ func New(cfg Config) (*CloudCore, error) {
 	if err != nil {
 		return nil, err
 	}
-	rc.QPS, rc.Burst = cfg.KubeQPS, cfg.KubeBurst
+	var limiter *scaledLimiter
+	if cfg.KubeQPS > 0 {
+		rc.QPS, rc.Burst = cfg.KubeQPS, cfg.KubeBurst
+	} else {
+		limiter = newScaledLimiter()
+		rc.RateLimiter = limiter
+	}
 	rc.UserAgent = "tether-cloudcore"
 	client, err := kubernetes.NewForConfig(rc)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
 	lrc := rest.CopyConfig(rc)
-	lrc.QPS, lrc.Burst = -1, 0 // no client-side limit, see KubeQPS
+	lrc.RateLimiter, lrc.QPS, lrc.Burst = nil, -1, 0 // no client-side limit, see KubeQPS
 	lrc.UserAgent = "tether-cloudcore-leases"
 	leaseClient, err := kubernetes.NewForConfig(lrc)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes lease client: %w", err)
 	}
-	cc := &CloudCore{cfg: cfg}
+	cc := &CloudCore{cfg: cfg, limiter: limiter}
 	certFile, keyFile := cfg.TLSCertFile, cfg.TLSKeyFile
 	if certFile == "" {
 		dns := append([]string{"localhost"}, cfg.CertDNSNames...)
@@ -335,6 +348,20 @@ func (cc *CloudCore) Run(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error { return cc.Status.Start(ctx) })
+	if cc.limiter != nil {
+		g.Go(func() error {
+			t := time.NewTicker(limiterResize)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-t.C:
+					cc.limiter.resize(int(cc.Hub.Stats().Sessions))
+				}
+			}
+		})
+	}
 	if cc.Autonomy != nil {
 		g.Go(func() error { return cc.Autonomy.Start(ctx) })
 	}
