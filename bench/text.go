@@ -88,8 +88,8 @@ func WriteText(w io.Writer, r *Report) error {
 	if e := r.EdgecoreIdle; e != nil {
 		fmt.Fprintf(&b, "edgecore binary RSS, one node idle (runtime %s): %.1f MB\n", e.Runtime, float64(e.RSSBytes)/1e6)
 		if e.Link != nil {
-			fmt.Fprintf(&b, "edgecore binary idle traffic behind an emulated link (%.0f ms each way), IP layer: up / down %s\n",
-				e.LinkDelayMs, bandwidth(e.Link))
+			fmt.Fprintf(&b, "edgecore binary idle traffic behind an emulated link (%.0f ms each way), IP layer, %.0fs: up / down %s\n",
+				e.LinkDelayMs, e.Link.Seconds, bandwidth(e.Link))
 		}
 	}
 	if t := r.Twin; t != nil {

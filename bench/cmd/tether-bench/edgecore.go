@@ -38,7 +38,7 @@ const (
 // settled (as e2e's TestCRIEdgecoreBinaryRSS does with the CRI runtime).
 // With a WAN (--netns), cloudcore and edgecore run in its namespaces, on
 // either side of its emulated link, and the link counts edgecore's idle
-// traffic at the IP layer over cfg.Idle.
+// traffic at the IP layer over cfg.EdgeIdle.
 func edgecoreIdle(ctx context.Context, cfg Config, cp *controlplane.ControlPlane, wan *netns.WAN, binDir, dir string, log *slog.Logger) (*bench.EdgecoreIdle, error) {
 	log.Info("edgecore idle RSS", slog.Bool("netns", wan != nil))
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -69,7 +69,7 @@ func edgecoreIdle(ctx context.Context, cfg Config, cp *controlplane.ControlPlane
 	}
 	t0, a := time.Now(), wan.Link.Stats()
 	select {
-	case <-time.After(cfg.Idle):
+	case <-time.After(cfg.EdgeIdle):
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}

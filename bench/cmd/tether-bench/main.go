@@ -67,9 +67,14 @@ type Config struct {
 	// Settle is the pause after a node count's nodes connected, before the
 	// idle measurements.
 	Settle time.Duration
-	// Idle is the window of the idle measurements; a minute holds one
-	// node status report of every node.
+	// Idle is the window of the fleet's idle measurements. Edges report
+	// their node status every 5 minutes when it is unchanged, so a window
+	// shorter than that holds heartbeats (every 30s) only.
 	Idle time.Duration
+	// EdgeIdle is the window of the edgecore binary's idle traffic (with
+	// --netns), which judges the idle uplink target: long enough to hold a
+	// node status report (default 5m15s).
+	EdgeIdle time.Duration
 	// StormDown is how long the hub stays down in the storm;
 	// StormTimeout how long the nodes get to resync.
 	StormDown, StormTimeout time.Duration
@@ -125,8 +130,8 @@ func (c *Config) validate() error {
 	if c.Pods < 0 || c.PodRate <= 0 || c.ConnectRate <= 0 {
 		return fmt.Errorf("--pods %d, --pod-rate %g, --connect-rate %g: want pods >= 0 and rates > 0", c.Pods, c.PodRate, c.ConnectRate)
 	}
-	if c.Idle <= 0 || c.Settle < 0 || c.StormDown < 0 || c.StormTimeout <= 0 || c.ConnectTimeout <= 0 {
-		return errors.New("--idle, --storm-timeout and --connect-timeout must be positive, --settle and --storm-down not negative")
+	if c.Idle <= 0 || c.EdgeIdle <= 0 || c.Settle < 0 || c.StormDown < 0 || c.StormTimeout <= 0 || c.ConnectTimeout <= 0 {
+		return errors.New("--idle, --edge-idle, --storm-timeout and --connect-timeout must be positive, --settle and --storm-down not negative")
 	}
 	if c.CloudQPS < 0 || c.CloudBurst < 0 {
 		return fmt.Errorf("--cloud-qps %g, --cloud-burst %d: must not be negative", c.CloudQPS, c.CloudBurst)
@@ -211,7 +216,8 @@ func run() error {
 	flag.Float64Var(&cfg.PodRate, "pod-rate", 50, "pods created a second during churn")
 	flag.Float64Var(&cfg.ConnectRate, "connect-rate", 200, "nodes started a second")
 	flag.DurationVar(&cfg.Settle, "settle", 30*time.Second, "pause after the nodes connected, before the idle window")
-	flag.DurationVar(&cfg.Idle, "idle", 60*time.Second, "idle window (bandwidth, cloudcore idle); 1m holds one node status per node")
+	flag.DurationVar(&cfg.Idle, "idle", 60*time.Second, "the fleet's idle window (bandwidth, cloudcore idle); under 5m it holds heartbeats only")
+	flag.DurationVar(&cfg.EdgeIdle, "edge-idle", 5*time.Minute+15*time.Second, "the edgecore binary's idle traffic window (with --netns); 5m holds one node status")
 	flag.DurationVar(&cfg.StormDown, "storm-down", 2*time.Second, "how long the hub stays down in the storm")
 	flag.DurationVar(&cfg.StormTimeout, "storm-timeout", 5*time.Minute, "how long the nodes get to resync after the storm")
 	flag.DurationVar(&cfg.ConnectTimeout, "connect-timeout", 10*time.Minute, "how long a node count's nodes get to connect")

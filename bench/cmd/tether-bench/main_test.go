@@ -33,7 +33,7 @@ func TestConfigValidate(t *testing.T) {
 	}
 	good := func() Config {
 		return Config{Nodes: []int{100, 1000}, Out: t.TempDir(), BinDir: bin, Pods: 10, PodRate: 5, ConnectRate: 100,
-			Idle: time.Second, StormTimeout: time.Second, ConnectTimeout: time.Second, Edgecore: true}
+			Idle: time.Second, EdgeIdle: time.Second, StormTimeout: time.Second, ConnectTimeout: time.Second, Edgecore: true}
 	}
 	c := good()
 	if err := c.validate(); err != nil {
@@ -53,6 +53,7 @@ func TestConfigValidate(t *testing.T) {
 		"no binaries":        {func(c *Config) { c.BinDir = t.TempDir() }, "--bin"},
 		"zero rate":          {func(c *Config) { c.PodRate = 0 }, "--pod-rate"},
 		"no idle":            {func(c *Config) { c.Idle = 0 }, "--idle"},
+		"no edge idle":       {func(c *Config) { c.EdgeIdle = 0 }, "--edge-idle"},
 		"neg profile":        {func(c *Config) { c.ProfileNodes = -1 }, "--profile-nodes"},
 		"delay alone":        {func(c *Config) { c.NetnsDelay = time.Millisecond }, "need --netns"},
 		"loss > 1":           {func(c *Config) { c.Netns, c.NetnsLoss = true, 2 }, "--netns-loss"},
