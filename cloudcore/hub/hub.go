@@ -195,6 +195,7 @@ func (h *Hub) Start(ctx context.Context) error {
 
 // Serve is Start on a listener of the caller's.
 func (h *Hub) Serve(ctx context.Context, ln net.Listener) error {
+	ln = quietListener{ln}
 	if h.cfg.TLS != nil {
 		ln = tls.NewListener(ln, h.cfg.TLS)
 	}
@@ -443,4 +444,18 @@ func (h *Hub) Stats() StatsSnapshot {
 		ObjectMessages: s.objectMessages.Load(), BadFrames: s.badFrames.Load(), Resyncs: s.resyncs.Load(),
 		ResyncMessages: s.resyncMessages.Load(), ResyncBytes: s.resyncBytes.Load(),
 	}
+}
+
+// quietListener turns TCP keep-alives off on the connections it accepts.
+// Heartbeats already tell a dead link; Go's default keep-alive probes every
+// 15 s of silence would cost an idle edge more than its heartbeats do (a
+// probe and its ACK each way, 52 bytes apiece).
+type quietListener struct{ net.Listener }
+
+func (l quietListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetKeepAlive(false)
+	}
+	return c, err
 }

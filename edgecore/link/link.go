@@ -32,8 +32,10 @@ type Dialer struct {
 	// Timeout bounds the dial and the handshake.
 	Timeout time.Duration
 	// NetDial, if set, opens the TCP connection instead of a net.Dialer
-	// (TLS still runs on top of it). The simulator uses it to cut a hollow
-	// node's link and count its bytes.
+	// without TCP keep-alives (heartbeats tell a dead link; keep-alive
+	// probes would cost an idle edge more than they do). TLS still runs on
+	// top of it. The simulator uses it to cut a hollow node's link and
+	// count its bytes.
 	NetDial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
@@ -51,12 +53,16 @@ type Conn struct {
 func (d *Dialer) Dial(ctx context.Context, hello *protocol.Hello) (*Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, d.Timeout)
 	defer cancel()
+	dial := d.NetDial
+	if dial == nil {
+		dial = (&net.Dialer{KeepAlive: -1}).DialContext
+	}
 	wd := websocket.Dialer{
 		TLSClientConfig:  d.TLS,
 		HandshakeTimeout: d.Timeout,
 		ReadBufferSize:   4096,
 		WriteBufferSize:  4096,
-		NetDialContext:   d.NetDial,
+		NetDialContext:   dial,
 	}
 	hdr := http.Header{"Authorization": {"Bearer " + d.Token}}
 	ws, resp, err := wd.DialContext(ctx, d.URL, hdr)
