@@ -233,8 +233,12 @@ func (s *Sim) Exec(ctx context.Context, d Directive) (string, error) {
 		out = strings.TrimRight(s.Summary(), "\n")
 	default:
 		if c, ok := s.cfg.Commands[d.Cmd]; ok {
+			// An extension command checks its own arguments.
 			out, err = c(ctx, s, d.Args)
-			break
+			if err != nil {
+				return out, fmt.Errorf("line %d: %s: %w", d.Line, d.Cmd, err)
+			}
+			return out, nil
 		}
 		return "", fmt.Errorf("line %d: unknown command %q", d.Line, d.Cmd)
 	}

@@ -358,3 +358,29 @@ func TestConfigValidateNetwork(t *testing.T) {
 		})
 	}
 }
+
+// An extension command (Config.Commands) gets its arguments and checks them
+// itself: Exec does not call them unknown.
+func TestExtensionCommand(t *testing.T) {
+	var got []Arg
+	s := &Sim{cfg: Config{Commands: map[string]Command{
+		"link": func(_ context.Context, _ *Sim, args []Arg) (string, error) {
+			got = args
+			if len(args) != 1 {
+				return "", errors.New("want one argument")
+			}
+			return "did " + args[0].Key, nil
+		},
+	}}}
+	out, err := s.Exec(t.Context(), Directive{Cmd: "link", Args: []Arg{{Key: "partition"}}, Line: 3})
+	if err != nil || out != "did partition" || len(got) != 1 {
+		t.Fatalf("link partition: %q, %v", out, err)
+	}
+	_, err = s.Exec(t.Context(), Directive{Cmd: "link", Line: 4})
+	if err == nil || !strings.Contains(err.Error(), "line 4: link: want one argument") {
+		t.Fatalf("link without arguments: %v", err)
+	}
+	if _, err := s.Exec(t.Context(), Directive{Cmd: "nope", Line: 5}); err == nil {
+		t.Fatal("unknown command accepted")
+	}
+}

@@ -12,10 +12,19 @@
 // A second tether-sim adds nodes to the first one's hub (one process may
 // hold only so many sockets and stores): --join-hub, --join-ca and
 // --kubeconfig as the first one prints them at start.
+//
+// With --netns (root), cloudcore (in this process) and the nodes run in
+// network namespaces of their own, across one emulated link (package
+// simulator/netns; this kernel has no netem): scripts then also take the
+// link commands of package simulator/netns/netnscmd (link delay=25ms
+// loss=1%, link partition, link heal, link stats).
+//
+//	tether-sim --netns --netns-delay 25ms simulator/testdata/cut-heal.txt
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -30,6 +39,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/tether-edge/tether/simulator"
+	"github.com/tether-edge/tether/simulator/netns"
+	"github.com/tether-edge/tether/simulator/netns/netnscmd"
 )
 
 func main() {
@@ -50,13 +61,16 @@ func run() (int, error) {
 		logFile    = flag.String("log", "", "file for the warnings and errors of nodes and cloudcore (default: counted, not written)")
 		pprofAddr  = flag.String("pprof", "", "serve net/http/pprof on this address, e.g. 127.0.0.1:6060")
 		metrics    = flag.Bool("metrics", false, "list the metrics expect knows and exit")
-		heartbeat  = flag.Duration("heartbeat", 0, "hub heartbeat interval (default: cloudcore's, 10s)")
+		heartbeat  = flag.Duration("heartbeat", 0, "hub heartbeat interval (default: cloudcore's, 30s)")
 		lease      = flag.Duration("lease-duration", 0, "node lease duration (default: cloudcore's, 40s)")
 		kubeQPS    = flag.Float64("kube-qps", 0, "cloudcore's API server QPS (default: cloudcore's)")
 		kubeBurst  = flag.Int("kube-burst", 0, "cloudcore's API server burst (default: cloudcore's)")
 		statusWork = flag.Int("status-workers", 0, "cloudcore's status writers (default: cloudcore's)")
 		joinHub    = flag.String("join-hub", "", "connect the nodes to this running hub (another tether-sim's) instead of starting cloudcore")
 		joinCA     = flag.String("join-ca", "", "the CA file of --join-hub's certificate")
+		netnsOn    = flag.Bool("netns", false, "run cloudcore and the nodes in network namespaces across an emulated link; scripts take link commands (root)")
+		netnsDelay = flag.Duration("netns-delay", 0, "with --netns: the link's delay each way")
+		netnsLoss  = flag.Float64("netns-loss", 0, "with --netns: share of packets the link drops, 0 to 1")
 	)
 	flag.StringVar(&cfg.Name, "name", "", "run name: namespace and node name prefix (default: random)")
 	flag.StringVar(&cfg.Dir, "dir", "", "directory for node stores and cloudcore (default: a new one in /dev/shm)")
@@ -116,6 +130,20 @@ func run() (int, error) {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if err := netnsFlags(*netnsOn, *netnsDelay, *netnsLoss, &cfg); err != nil {
+		return 2, err
+	}
+	if *netnsOn {
+		wan, err := netns.NewWAN(ctx, netns.Options{}, netns.Impairment{Delay: *netnsDelay, Loss: *netnsLoss})
+		if err != nil {
+			return 1, err
+		}
+		defer wan.Close()
+		cfg.CloudNamespace, cfg.NodeNamespace, cfg.HubHost = wan.Cloud, wan.Edges, wan.HubHost()
+		cfg.Commands = netnscmd.Commands(wan.Link)
+		fmt.Printf("nodes in netns %s, hub in netns %s at %s; link delay %v each way, loss %v\n",
+			wan.Edges.Name, wan.Cloud.Name, wan.HubHost(), *netnsDelay, *netnsLoss)
+	}
 	startCtx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	s, err := simulator.New(startCtx, cfg)
 	cancel()
@@ -151,4 +179,23 @@ func run() (int, error) {
 		return 1, err
 	}
 	return code, nil
+}
+
+// netnsFlags checks the --netns flags against the rest of cfg.
+func netnsFlags(on bool, delay time.Duration, loss float64, cfg *simulator.Config) error {
+	switch {
+	case !on && (delay != 0 || loss != 0):
+		return errors.New("--netns-delay and --netns-loss need --netns")
+	case !on:
+		return nil
+	case delay < 0 || loss < 0 || loss > 1:
+		return fmt.Errorf("--netns-delay %v and --netns-loss %v: want a delay of 0 or more and a loss from 0 to 1", delay, loss)
+	case cfg.Hub != nil:
+		return errors.New("--netns and --join-hub: the hub's process places the nodes' link")
+	case cfg.CloudcoreBinary != "":
+		return errors.New("--netns and --cloudcore: with --netns cloudcore runs in this process (its hub listens in the cloud namespace)")
+	case os.Geteuid() != 0:
+		return errors.New("--netns: network namespaces need root")
+	}
+	return nil
 }
