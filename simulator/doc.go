@@ -35,7 +35,9 @@
 // cloudcore and the nodes in network namespaces (CloudNamespace,
 // NodeNamespace, HubHost): package simulator/netns makes two joined by an
 // emulated link, with delay, loss and partitions, whose counters are the
-// nodes' traffic at the IP layer.
+// nodes' traffic at the IP layer; package simulator/netns/netnscmd gives
+// scripts the link commands (`tether-sim --netns`, and
+// simulator/netns/netnscmd/testdata).
 //
 // # Measurements
 //
