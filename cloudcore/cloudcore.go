@@ -18,11 +18,10 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
-	"strings"
 	"time"
 
 	"crypto/tls"
+	"crypto/x509"
 
 	"golang.org/x/sync/errgroup"
 	apiextensions "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
@@ -32,7 +31,9 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/tether-edge/tether/cloudcore/autonomy"
+	"github.com/tether-edge/tether/cloudcore/certs"
 	"github.com/tether-edge/tether/cloudcore/dispatch"
+	"github.com/tether-edge/tether/cloudcore/enroll"
 	"github.com/tether-edge/tether/cloudcore/hub"
 	"github.com/tether-edge/tether/cloudcore/status"
 	"github.com/tether-edge/tether/pki"
@@ -47,19 +48,36 @@ type Config struct {
 	// ListenAddr is where the hub listens for edge nodes (default
 	// 0.0.0.0:10000).
 	ListenAddr string `json:"listenAddr,omitempty"`
-	// DataDir holds generated certificates (default /var/lib/tether/cloudcore).
-	DataDir string `json:"dataDir,omitempty"`
-	// TLSCertFile and TLSKeyFile are the hub's serving certificate. When both
-	// are empty, cloudcore makes a CA and a certificate in DataDir/pki and
-	// edges trust DataDir/pki/ca.crt.
+	// Namespace holds cloudcore's CA Secret (default tether-system), named
+	// CASecret (default tether-ca). Every replica loads it; the first one
+	// creates it (package cloudcore/certs).
+	Namespace string `json:"namespace,omitempty"`
+	CASecret  string `json:"caSecret,omitempty"`
+	// TLSCertFile and TLSKeyFile are an operator's serving certificate for
+	// the hub, reloaded when the files change; TLSCAFile is then required:
+	// the CA bundle that certificate chains to, which edges are given at
+	// join. When both are empty, the hub serves a certificate issued by
+	// cloudcore's CA, renewed after two thirds of ServingCertValidity.
 	TLSCertFile string `json:"tlsCertFile,omitempty"`
 	TLSKeyFile  string `json:"tlsKeyFile,omitempty"`
-	// CertDNSNames and CertIPs go into a generated certificate (default
-	// localhost, the host name, 127.0.0.1).
+	TLSCAFile   string `json:"tlsCAFile,omitempty"`
+	// CertDNSNames and CertIPs go into the hub's certificate (default
+	// localhost, the host name, 127.0.0.1): the names edges reach it by.
 	CertDNSNames []string `json:"certDNSNames,omitempty"`
 	CertIPs      []string `json:"certIPs,omitempty"`
-	// Tokens are the bootstrap tokens edges present. TokenFile, if set, holds
-	// more, one a line.
+	// ServingCertValidity is the life of the hub's certificate (default
+	// 90 days).
+	ServingCertValidity metav1.Duration `json:"servingCertValidity,omitempty"`
+	// ClientCertValidity is the life of a node's client certificate
+	// (default 1 year); edges renew it after 70-90% of it.
+	ClientCertValidity metav1.Duration `json:"clientCertValidity,omitempty"`
+	// RenewGracePeriod is how long after expiry a node (offline meanwhile)
+	// may still renew its certificate with it (default 90 days); later it
+	// must join again with a new token.
+	RenewGracePeriod metav1.Duration `json:"renewGracePeriod,omitempty"`
+	// Tokens and TokenFile are refused: shared bootstrap tokens are gone.
+	// Each edge joins with a join token (`cloudcore token create`) and
+	// connects with a certificate of its own.
 	Tokens    []string `json:"tokens,omitempty"`
 	TokenFile string   `json:"tokenFile,omitempty"`
 	// HeartbeatInterval is how often edges send heartbeats (default 30s);
@@ -116,30 +134,35 @@ func (c *Config) validate() error {
 	if _, _, err := net.SplitHostPort(c.ListenAddr); err != nil && c.Listener == nil {
 		return fmt.Errorf("listenAddr %q: %w", c.ListenAddr, err)
 	}
-	if c.DataDir == "" {
-		c.DataDir = "/var/lib/tether/cloudcore"
+	if c.Namespace == "" {
+		c.Namespace = certs.DefaultNamespace
+	}
+	if c.CASecret == "" {
+		c.CASecret = certs.DefaultCASecret
 	}
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		return errors.New("tlsCertFile and tlsKeyFile: set both or neither")
 	}
-	if c.TokenFile != "" {
-		b, err := os.ReadFile(c.TokenFile)
-		if err != nil {
-			return fmt.Errorf("tokenFile: %w", err)
-		}
-		for _, l := range strings.Split(string(b), "\n") {
-			if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
-				c.Tokens = append(c.Tokens, l)
-			}
-		}
+	if c.TLSCertFile != "" && c.TLSCAFile == "" {
+		return errors.New("tlsCAFile: required with tlsCertFile (the CA bundle edges verify the hub with)")
 	}
-	if len(c.Tokens) == 0 {
-		return errors.New("tokens: at least one bootstrap token is required (tokens or tokenFile)")
+	if len(c.Tokens) > 0 || c.TokenFile != "" {
+		return errors.New("tokens, tokenFile: shared bootstrap tokens are no longer accepted; " +
+			"create a join token per edge with `cloudcore token create` and join it with `edgecore join`")
 	}
-	for i, t := range c.Tokens {
-		if len(t) < 16 {
-			return fmt.Errorf("tokens[%d]: shorter than 16 characters", i)
-		}
+	if c.ServingCertValidity.Duration == 0 {
+		c.ServingCertValidity.Duration = 90 * 24 * time.Hour
+	}
+	if c.ClientCertValidity.Duration == 0 {
+		c.ClientCertValidity.Duration = 365 * 24 * time.Hour
+	}
+	if c.RenewGracePeriod.Duration == 0 {
+		c.RenewGracePeriod.Duration = 90 * 24 * time.Hour
+	}
+	if c.ServingCertValidity.Duration < 3*time.Second || c.ClientCertValidity.Duration < time.Minute ||
+		c.RenewGracePeriod.Duration < 0 {
+		return fmt.Errorf("servingCertValidity %s (at least 3s), clientCertValidity %s (at least 1m), "+
+			"renewGracePeriod %s (not negative)", c.ServingCertValidity, c.ClientCertValidity, c.RenewGracePeriod)
 	}
 	if c.HeartbeatInterval.Duration == 0 {
 		c.HeartbeatInterval.Duration = 30 * time.Second
@@ -203,10 +226,15 @@ type CloudCore struct {
 	Status     *status.Writer
 	// Autonomy is nil when Config.Autonomy.Disabled.
 	Autonomy *autonomy.Controller
-	// CAFile is the CA edges must trust (empty when the operator brought
-	// their own certificate).
-	CAFile string
-	tls    *tls.Config
+	// CA is cloudcore's certificate authority (from its Secret).
+	CA *pki.CA
+	// Bundle is the PEM edges trust the hub with; its pin (pki.Hash) is in
+	// every join token.
+	Bundle []byte
+	// Enroll joins nodes and checks their identity.
+	Enroll  *enroll.Service
+	serving *certs.Serving
+	client  kubernetes.Interface
 	// crdClient installs the CRDs; nil with Config.SkipCRDInstall.
 	crdClient apiextensions.Interface
 	// limiter is the client's rate limit when Config.KubeQPS is unset; nil
@@ -243,27 +271,10 @@ func New(cfg Config) (*CloudCore, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes lease client: %w", err)
 	}
-	cc := &CloudCore{cfg: cfg, limiter: limiter}
-	certFile, keyFile := cfg.TLSCertFile, cfg.TLSKeyFile
-	if certFile == "" {
-		dns := append([]string{"localhost"}, cfg.CertDNSNames...)
-		if h, err := os.Hostname(); err == nil {
-			dns = append(dns, h)
-		}
-		ips := []net.IP{net.IPv4(127, 0, 0, 1)}
-		for _, s := range cfg.CertIPs {
-			ips = append(ips, net.ParseIP(s))
-		}
-		cc.CAFile, certFile, keyFile, err = pki.ServingFiles(filepath.Join(cfg.DataDir, "pki"), dns, ips)
-		if err != nil {
-			return nil, err
-		}
+	cc := &CloudCore{cfg: cfg, limiter: limiter, client: client}
+	if err := cc.loadCerts(); err != nil {
+		return nil, err
 	}
-	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		return nil, fmt.Errorf("hub certificate: %w", err)
-	}
-	cc.tls = &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
 
 	if !cfg.SkipCRDInstall {
 		if cc.crdClient, err = apiextensions.NewForConfig(rc); err != nil {
@@ -288,10 +299,24 @@ func New(cfg Config) (*CloudCore, error) {
 	if err != nil {
 		return nil, err
 	}
+	cc.Enroll, err = enroll.New(enroll.Config{
+		CA:             cc.CA,
+		Bundle:         cc.Bundle,
+		ClientValidity: cfg.ClientCertValidity.Duration,
+		RenewGrace:     cfg.RenewGracePeriod.Duration,
+		Tokens:         joinTokens{client},
+		Nodes:          &nodeRegistry{client: client, nodes: cc.Dispatcher.Nodes()},
+		Log:            log.With(slog.String("component", "enroll")),
+	})
+	if err != nil {
+		return nil, err
+	}
 	cc.Hub, err = hub.New(hub.Config{
-		Addr:              cfg.ListenAddr,
-		TLS:               cc.tls,
-		Tokens:            cfg.Tokens,
+		Addr: cfg.ListenAddr,
+		TLS: &tls.Config{GetCertificate: cc.serving.GetCertificate, MinVersion: tls.VersionTLS12,
+			ClientAuth: tls.RequestClientCert},
+		Auth:              cc.Enroll,
+		Handlers:          cc.Enroll.Handlers(),
 		HeartbeatInterval: cfg.HeartbeatInterval.Duration,
 		SessionTimeout:    cfg.SessionTimeout.Duration,
 		// Twice per renewal interval (LeaseDuration/4): a renewal is
@@ -311,6 +336,45 @@ func New(cfg Config) (*CloudCore, error) {
 	}
 	return cc, nil
 }
+
+// loadCerts loads (or creates) the CA from its Secret and makes the hub's
+// serving certificate.
+func (cc *CloudCore) loadCerts() error {
+	cfg := cc.cfg
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ca, err := certs.LoadOrCreateCA(ctx, cc.client, cfg.Namespace, cfg.CASecret, cfg.Logger)
+	if err != nil {
+		return err
+	}
+	cc.CA, cc.Bundle = ca, ca.CertPEM()
+	if cfg.TLSCertFile != "" {
+		b, err := os.ReadFile(cfg.TLSCAFile)
+		if err != nil {
+			return fmt.Errorf("tlsCAFile: %w", err)
+		}
+		if _, err := pki.ParseCertsPEM(b); err != nil {
+			return fmt.Errorf("tlsCAFile %s: %w", cfg.TLSCAFile, err)
+		}
+		cc.Bundle = append(cc.Bundle, b...)
+		cc.serving, err = certs.NewFileServing(cfg.TLSCertFile, cfg.TLSKeyFile, cfg.Logger)
+		return err
+	}
+	dns := append([]string{"localhost"}, cfg.CertDNSNames...)
+	if h, err := os.Hostname(); err == nil {
+		dns = append(dns, h)
+	}
+	ips := []net.IP{net.IPv4(127, 0, 0, 1)}
+	for _, s := range cfg.CertIPs {
+		ips = append(ips, net.ParseIP(s))
+	}
+	cc.serving, err = certs.NewIssuedServing(ca, dns, ips, cfg.ServingCertValidity.Duration,
+		cfg.Logger.With(slog.String("component", "certs")))
+	return err
+}
+
+// Serving is the hub's serving certificate now.
+func (cc *CloudCore) Serving() *x509.Certificate { return cc.serving.Leaf() }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {
 	if kubeconfig == "" {
@@ -348,6 +412,7 @@ func (cc *CloudCore) Run(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error { return cc.Status.Start(ctx) })
+	g.Go(func() error { return cc.serving.Start(ctx) })
 	if cc.limiter != nil {
 		g.Go(func() error {
 			t := time.NewTicker(limiterResize)

@@ -7,7 +7,6 @@ package edgecore
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -25,6 +24,7 @@ import (
 
 	"github.com/tether-edge/tether/devices/broker"
 	"github.com/tether-edge/tether/edgecore/agent"
+	"github.com/tether-edge/tether/edgecore/credentials"
 	"github.com/tether-edge/tether/edgecore/devicetwin"
 	"github.com/tether-edge/tether/edgecore/link"
 	"github.com/tether-edge/tether/edgecore/metaserver"
@@ -102,14 +102,25 @@ type Config struct {
 type CloudConfig struct {
 	// URL is the hub's address, wss://host:port/v1/connect.
 	URL string `json:"url"`
-	// Token is the bootstrap token; TokenFile a file holding it.
+	// CAFile is the CA bundle the hub's certificate must chain to
+	// (required; edgecore join writes it after checking it against the
+	// join token's pin). The system's roots are never trusted.
+	CAFile string `json:"caFile"`
+	// CredentialsFile holds the node's private key and client certificate
+	// (PEM, mode 0600; written by edgecore join, replaced on each renewal).
+	// The certificate names the node: nodeName must match it.
+	CredentialsFile string `json:"credentialsFile"`
+	// Token and TokenFile are refused: shared bootstrap tokens are gone;
+	// run edgecore join.
 	Token     string `json:"token,omitempty"`
 	TokenFile string `json:"tokenFile,omitempty"`
-	// CAFile is the CA that signed the hub's certificate (default: the
-	// system's roots).
-	CAFile string `json:"caFile,omitempty"`
 	// DialTimeout bounds connecting and the handshake (default 15s).
 	DialTimeout metav1.Duration `json:"dialTimeout,omitempty"`
+
+	// Dialer, if set, opens sessions instead of a dialer built from the
+	// fields above (the simulator's hollow nodes); CredentialsFile is then
+	// not read.
+	Dialer agent.Dialer `json:"-"`
 }
 
 // MetaServerConfig configures the metaserver.
@@ -186,20 +197,18 @@ func (c *Config) validate() error {
 		u.Path = "/v1/connect"
 		c.Cloud.URL = u.String()
 	}
-	if c.Cloud.TokenFile != "" {
-		b, err := os.ReadFile(c.Cloud.TokenFile)
-		if err != nil {
-			return fmt.Errorf("cloud.tokenFile: %w", err)
-		}
-		c.Cloud.Token = strings.TrimSpace(string(b))
+	if c.Cloud.Token != "" || c.Cloud.TokenFile != "" {
+		return errors.New("cloud.token, cloud.tokenFile: shared bootstrap tokens are no longer accepted; " +
+			"join this node with `edgecore join --cloud HOST:PORT --token T` (the token from `cloudcore token create`)")
 	}
-	if c.Cloud.Token == "" {
-		return errors.New("cloud.token: empty (set cloud.token or cloud.tokenFile)")
+	if c.Cloud.CAFile == "" {
+		return errors.New("cloud.caFile: required (edgecore join writes it)")
 	}
-	if c.Cloud.CAFile != "" {
-		if _, err := os.Stat(c.Cloud.CAFile); err != nil {
-			return fmt.Errorf("cloud.caFile: %w", err)
-		}
+	if _, err := os.Stat(c.Cloud.CAFile); err != nil {
+		return fmt.Errorf("cloud.caFile: %w", err)
+	}
+	if c.Cloud.CredentialsFile == "" && c.Cloud.Dialer == nil {
+		return errors.New("cloud.credentialsFile: required (edgecore join writes it)")
 	}
 	if c.Cloud.DialTimeout.Duration == 0 {
 		c.Cloud.DialTimeout.Duration = 15 * time.Second
@@ -365,17 +374,28 @@ func New(cfg Config) (*EdgeCore, error) {
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	log := cfg.Logger.With(slog.String("node", cfg.NodeName))
-	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
-	if cfg.Cloud.CAFile != "" {
+	dialer := cfg.Cloud.Dialer
+	var creds *credentials.Credentials
+	if dialer == nil {
 		pem, err := os.ReadFile(cfg.Cloud.CAFile)
 		if err != nil {
 			return nil, fmt.Errorf("cloud.caFile: %w", err)
 		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
+		roots := x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(pem) {
 			return nil, fmt.Errorf("cloud.caFile: %s holds no PEM certificate", cfg.Cloud.CAFile)
 		}
-		tlsCfg.RootCAs = pool
+		creds, err = credentials.Load(cfg.Cloud.CredentialsFile, log.With(slog.String("component", "credentials")))
+		if err != nil {
+			return nil, fmt.Errorf("cloud.credentialsFile: %w", err)
+		}
+		if n := creds.Node(); n != cfg.NodeName {
+			return nil, fmt.Errorf("cloud.credentialsFile: the certificate is for node %q, nodeName is %q", n, cfg.NodeName)
+		}
+		dialer = &renewingDialer{
+			link:  &link.Dialer{URL: cfg.Cloud.URL, TLS: creds.ClientTLS(roots), Timeout: cfg.Cloud.DialTimeout.Duration},
+			creds: creds, roots: roots, hub: hubHTTPS(cfg.Cloud.URL),
+		}
 	}
 	db, err := store.Open(filepath.Join(cfg.DataDir, "edge.db"))
 	if err != nil {
@@ -464,7 +484,8 @@ func New(cfg Config) (*EdgeCore, error) {
 		Backoff:            link.Backoff{Initial: cfg.ReconnectInitial.Duration, Max: cfg.ReconnectMax.Duration},
 		NodeStatusInterval: cfg.NodeStatusInterval.Duration,
 		OutboxMax:          cfg.OutboxMax,
-	}, db, &link.Dialer{URL: cfg.Cloud.URL, Token: cfg.Cloud.Token, TLS: tlsCfg, Timeout: cfg.Cloud.DialTimeout.Duration},
+		Credentials:        agentCredentials(creds),
+	}, db, dialer,
 		func() (*corev1.NodeStatus, error) { return ns.Status(), nil },
 		obs,
 		log.With(slog.String("component", "agent")))

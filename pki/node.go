@@ -19,14 +19,14 @@ import (
 
 // Node identities. A node's client certificate has the common name
 // NodeCNPrefix+name, the organization NodeOrganization, and one URI SAN,
-// NodeUIDScheme+":"+uid, naming the UID of the Node object the certificate
-// was issued for. A Node deleted and created again has a new UID, so the
-// certificates of the old one are refused from then on without any list of
-// revoked serials.
+// NodeIDScheme+":"+id, naming the identity the node was given when it joined
+// (cloudcore records it on the Node object). A join gives a new identity, and
+// a deleted Node has none, so the certificates of a node that joined again or
+// was deleted are refused from then on without any list of revoked serials.
 const (
 	NodeCNPrefix     = "system:node:"
 	NodeOrganization = "tether:edge-nodes"
-	NodeUIDScheme    = "urn:tether:node-uid"
+	NodeIDScheme     = "urn:tether:node-identity"
 )
 
 // NewKey makes an ECDSA P-256 key.
@@ -106,15 +106,16 @@ func ParseNodeCSR(b []byte) (*ecdsa.PublicKey, error) {
 	return pub, nil
 }
 
-// IssueNode issues a client certificate for node (the Node object's uid) to
-// pub, valid for validity from now. It returns the certificate as PEM.
-func (ca *CA) IssueNode(pub crypto.PublicKey, node, uid string, validity time.Duration) ([]byte, error) {
-	if node == "" || uid == "" {
-		return nil, errors.New("issue node certificate: node name and uid are required")
+// IssueNode issues a client certificate for node (with the identity id it
+// was given at join) to pub, valid for validity from now (at most as long as
+// the CA). It returns the certificate as PEM.
+func (ca *CA) IssueNode(pub crypto.PublicKey, node, id string, validity time.Duration) ([]byte, error) {
+	if node == "" || id == "" {
+		return nil, errors.New("issue node certificate: node name and identity are required")
 	}
-	u, err := url.Parse(NodeUIDScheme + ":" + uid)
+	u, err := url.Parse(NodeIDScheme + ":" + id)
 	if err != nil {
-		return nil, fmt.Errorf("issue node certificate: uid %q: %w", uid, err)
+		return nil, fmt.Errorf("issue node certificate: identity %q: %w", id, err)
 	}
 	now := time.Now()
 	notAfter := now.Add(validity)
@@ -139,24 +140,24 @@ func (ca *CA) IssueNode(pub crypto.PublicKey, node, uid string, validity time.Du
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
 }
 
-// NodeIdentity returns the node name and Node uid a certificate issued by
+// NodeIdentity returns the node name and identity a certificate issued by
 // IssueNode names. It does not verify the certificate.
-func NodeIdentity(c *x509.Certificate) (node, uid string, err error) {
+func NodeIdentity(c *x509.Certificate) (node, id string, err error) {
 	node, ok := strings.CutPrefix(c.Subject.CommonName, NodeCNPrefix)
 	if !ok || node == "" {
 		return "", "", fmt.Errorf("certificate %q does not name a node", c.Subject.CommonName)
 	}
 	for _, u := range c.URIs {
-		if v, ok := strings.CutPrefix(u.String(), NodeUIDScheme+":"); ok && v != "" {
+		if v, ok := strings.CutPrefix(u.String(), NodeIDScheme+":"); ok && v != "" {
 			return node, v, nil
 		}
 	}
-	return "", "", fmt.Errorf("certificate of node %s carries no node uid", node)
+	return "", "", fmt.Errorf("certificate of node %s carries no node identity", node)
 }
 
 // VerifyNode checks that c was issued by ca for client authentication and is
 // valid at time at, and returns the identity it names.
-func (ca *CA) VerifyNode(c *x509.Certificate, at time.Time) (node, uid string, err error) {
+func (ca *CA) VerifyNode(c *x509.Certificate, at time.Time) (node, id string, err error) {
 	roots := x509.NewCertPool()
 	roots.AddCert(ca.Cert)
 	if _, err := c.Verify(x509.VerifyOptions{Roots: roots, CurrentTime: at,

@@ -62,7 +62,9 @@ func Encode(f *Frame) ([]byte, error) {
 }
 
 // Decode parses and validates one frame. Errors wrap ErrTooLarge or
-// ErrUnknownMessage where those apply.
+// ErrUnknownMessage where those apply. With ErrUnknownMessage it also returns
+// the frame, holding only its Seq, so that the receiver can name the message
+// it cannot take in its Error (and the sender stop sending it).
 func Decode(b []byte) (*Frame, error) {
 	if len(b) > MaxFrameSize {
 		return nil, fmt.Errorf("frame of %d bytes: %w", len(b), ErrTooLarge)
@@ -72,6 +74,9 @@ func Decode(b []byte) (*Frame, error) {
 		return nil, fmt.Errorf("decode frame: %w", err)
 	}
 	if err := f.Validate(); err != nil {
+		if errors.Is(err, ErrUnknownMessage) {
+			return &Frame{Seq: f.Seq}, err
+		}
 		return nil, err
 	}
 	return f, nil
@@ -109,6 +114,8 @@ func (f *Frame) message() validator {
 	add(f.Error != nil, f.Error)
 	add(f.MirrorPod != nil, f.MirrorPod)
 	add(f.DeviceStatus != nil, f.DeviceStatus)
+	add(f.CertRequest != nil, f.CertRequest)
+	add(f.CertIssued != nil, f.CertIssued)
 	if len(set) != 1 {
 		return nil
 	}
@@ -146,7 +153,7 @@ func (f *Frame) count() int {
 	for _, set := range []bool{f.Hello != nil, f.Welcome != nil, f.Upsert != nil, f.Delete != nil,
 		f.Ack != nil, f.Heartbeat != nil, f.ResyncDone != nil, f.NodeStatus != nil, f.PodStatus != nil,
 		f.PodTerminated != nil, f.Event != nil, f.Error != nil, f.MirrorPod != nil,
-		f.DeviceStatus != nil} {
+		f.DeviceStatus != nil, f.CertRequest != nil, f.CertIssued != nil} {
 		if set {
 			n++
 		}

@@ -18,7 +18,15 @@ import (
 //	  DeviceModel and Device and the DeviceStatus message, also without a
 //	  bump (an edge that does not know a kind rejects the Upsert in its Ack,
 //	  and the hub does not send it again unchanged).
-const Version uint32 = 1
+//	2 (2026-12-06): per-node identity. The edge authenticates with its
+//	  client certificate, not a bearer token, and Hello.NodeName must be the
+//	  node the certificate names (ErrorUnauthorized otherwise).
+//	  CertRequest (edge) and CertIssued (hub) renew the client certificate
+//	  in the session; an edge sends CertRequest only when the Welcome says
+//	  2 or more, so a version 1 hub never sees one. A Seq'd message answered
+//	  ErrorUnknownMessage is not sent again in that session. Error codes
+//	  Revoked and Expired.
+const Version uint32 = 2
 
 // MinVersion is the oldest protocol version this build still speaks.
 const MinVersion uint32 = 1
@@ -118,6 +126,9 @@ type Frame struct {
 	Error         *Error         `cbor:"12,keyasint,omitempty"`
 	MirrorPod     *MirrorPod     `cbor:"13,keyasint,omitempty"`
 	DeviceStatus  *DeviceStatus  `cbor:"14,keyasint,omitempty"`
+	// Since version 2.
+	CertRequest *CertRequest `cbor:"15,keyasint,omitempty"`
+	CertIssued  *CertIssued  `cbor:"16,keyasint,omitempty"`
 }
 
 // Hello is the first frame of a session, sent by the edge.
@@ -131,7 +142,8 @@ type Hello struct {
 	// Inventory lists every object the edge holds in its store, so that the
 	// hub sends only the difference.
 	Inventory []ObjectRef `cbor:"4,keyasint,omitempty"`
-	// Agent names the edge software and its build, for logs.
+	// Agent names the edge software and its build ("tether-edgecore/<module
+	// version> (<vcs revision>)"), for logs.
 	Agent string `cbor:"5,keyasint,omitempty"`
 }
 
@@ -292,6 +304,23 @@ type DeviceTwin struct {
 	ObservedDesired *string `cbor:"4,keyasint,omitempty"`
 }
 
+// CertRequest asks the hub for a new client certificate for the node of the
+// session, for the public key of the enclosed certificate request (PEM).
+// Sent by the edge, without a Seq, when its certificate has used 70-90% of
+// its life, only to a hub that welcomed it with version 2 or more. The hub
+// answers CertIssued, or Error (not fatal) if it refuses; the edge asks again
+// later if neither came.
+type CertRequest struct {
+	CSR []byte `cbor:"1,keyasint"`
+}
+
+// CertIssued carries a client certificate (PEM) issued for the node of the
+// session, for the key of its last CertRequest. Sent by the hub, without a
+// Seq. The edge uses it from its next connection on.
+type CertIssued struct {
+	Certificate []byte `cbor:"1,keyasint"`
+}
+
 // ErrorCode classifies an Error.
 type ErrorCode uint16
 
@@ -313,6 +342,12 @@ const (
 	ErrorReplaced ErrorCode = 7
 	// ErrorShuttingDown: the sender is stopping. Fatal; reconnect later.
 	ErrorShuttingDown ErrorCode = 8
+	// ErrorRevoked: the node's identity was revoked (its Node deleted or
+	// joined again). Fatal; the node must join again with a new token.
+	// Since version 2.
+	ErrorRevoked ErrorCode = 9
+	// ErrorCertificate: a CertRequest was refused. Not fatal. Since version 2.
+	ErrorCertificate ErrorCode = 10
 )
 
 func (c ErrorCode) String() string {
@@ -333,6 +368,10 @@ func (c ErrorCode) String() string {
 		return "Replaced"
 	case ErrorShuttingDown:
 		return "ShuttingDown"
+	case ErrorRevoked:
+		return "Revoked"
+	case ErrorCertificate:
+		return "Certificate"
 	}
 	return fmt.Sprintf("ErrorCode(%d)", uint16(c))
 }
@@ -349,7 +388,7 @@ type Error struct {
 // Fatal reports whether the session ends after this error.
 func (e *Error) Fatal() bool {
 	switch e.Code {
-	case ErrorBadFrame, ErrorUnknownMessage, ErrorUnexpected:
+	case ErrorBadFrame, ErrorUnknownMessage, ErrorUnexpected, ErrorCertificate:
 		return false
 	}
 	return true

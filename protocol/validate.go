@@ -219,3 +219,20 @@ func (d *DeviceStatus) validate() error {
 	}
 	return nil
 }
+
+// MaxCertSize bounds the PEM of a certificate request or a certificate.
+const MaxCertSize = 8 << 10
+
+func (c *CertRequest) validate() error {
+	if len(c.CSR) == 0 || len(c.CSR) > MaxCertSize {
+		return fmt.Errorf("certificate request of %d bytes: want 1 to %d", len(c.CSR), MaxCertSize)
+	}
+	return nil
+}
+
+func (c *CertIssued) validate() error {
+	if len(c.Certificate) == 0 || len(c.Certificate) > MaxCertSize {
+		return fmt.Errorf("certificate of %d bytes: want 1 to %d", len(c.Certificate), MaxCertSize)
+	}
+	return nil
+}

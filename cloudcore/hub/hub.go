@@ -2,6 +2,13 @@
 // that upgrades each edge node's connection to a websocket and runs one
 // session per node.
 //
+// Identity: the edge presents its client certificate (package enroll issues
+// it at join); the Authenticator verifies it and checks the node it names,
+// and the Hello must name that same node. The hub checks every session's
+// node again every RevokeCheck, so that a revoked node (its Node deleted or
+// joined again) or an expired certificate loses its session within seconds.
+// Join tokens are never accepted on the tunnel.
+//
 // A session has three goroutines joined together: a reader that decodes
 // frames, a writer that drains a bounded send queue, and the owner, which
 // alone holds the node's delivery state: the version of every object the
@@ -13,14 +20,13 @@ package hub
 
 import (
 	"context"
-	"crypto/subtle"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -68,15 +74,39 @@ type Upstream interface {
 	Heartbeat(node string)
 }
 
+// Authenticator tells who a tunnel connection is, and whether a node may
+// still be served.
+type Authenticator interface {
+	// Authenticate verifies a client certificate chain (the peer's, as the
+	// TLS handshake received it) and checks the node it names. It returns
+	// the node, the identity its certificate carries and the certificate's
+	// expiry, or why the connection is refused (an error for a person).
+	Authenticate(ctx context.Context, certs []*x509.Certificate) (node, id string, notAfter time.Time, err error)
+	// Check reports whether node, with identity id, may still be served
+	// (nil), or why not. It may read a cache.
+	Check(ctx context.Context, node, id string, live bool) error
+	// Renew issues a new client certificate (PEM) for the key of csr to a
+	// node whose session is live.
+	Renew(ctx context.Context, node, id string, csr []byte) ([]byte, error)
+}
+
 // Config configures the hub.
 type Config struct {
 	// Addr is the address the hub listens on, host:port.
 	Addr string
-	// TLS is the server's TLS configuration (certificate required).
+	// TLS is the server's TLS configuration (certificate required). Its
+	// ClientAuth must ask for client certificates (tls.RequestClientCert:
+	// the Authenticator verifies them, and the join endpoint takes
+	// connections without one).
 	TLS *tls.Config
-	// Tokens are the bootstrap tokens an edge may present as
-	// "Authorization: Bearer <token>". At least one is required.
-	Tokens []string
+	// Auth authenticates edges. Required.
+	Auth Authenticator
+	// Handlers are more endpoints on the hub's listener, by path (the join
+	// and renewal endpoints of package enroll).
+	Handlers map[string]http.Handler
+	// RevokeCheck is how often every session's node is checked again
+	// (default 2s).
+	RevokeCheck time.Duration
 	// HeartbeatInterval is how often edges send a heartbeat (default 30s).
 	// Each costs an idle edge about 150 bytes up at the IP layer (the
 	// heartbeat and the ACK of the hub's answer), so it is kept long.
@@ -106,13 +136,17 @@ func (c *Config) validate() error {
 	if c.Addr == "" {
 		return errors.New("hub: Addr is empty")
 	}
-	if len(c.Tokens) == 0 {
-		return errors.New("hub: no bootstrap token")
+	if c.Auth == nil {
+		return errors.New("hub: no Authenticator")
 	}
-	for i, t := range c.Tokens {
-		if len(t) < 16 {
-			return fmt.Errorf("hub: Tokens[%d] is shorter than 16 characters", i)
-		}
+	if c.TLS == nil || c.TLS.ClientAuth != tls.RequestClientCert {
+		return errors.New("hub: TLS with ClientAuth tls.RequestClientCert is required")
+	}
+	if c.RevokeCheck == 0 {
+		c.RevokeCheck = 2 * time.Second
+	}
+	if c.RevokeCheck < 0 {
+		return fmt.Errorf("hub: revoke check %s is negative", c.RevokeCheck)
 	}
 	if c.HeartbeatInterval == 0 {
 		c.HeartbeatInterval = 30 * time.Second
@@ -201,6 +235,9 @@ func (h *Hub) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	mux := http.NewServeMux()
 	mux.Handle(Path, h)
+	for p, hd := range h.cfg.Handlers {
+		mux.Handle(p, hd)
+	}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		if !h.source.Ready() {
 			http.Error(w, "caches not synced", http.StatusServiceUnavailable)
@@ -214,10 +251,18 @@ func (h *Hub) Serve(ctx context.Context, ln net.Listener) error {
 	h.log.Info("hub listening", slog.String("addr", ln.Addr().String()))
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("hub: serve: %w", err)
-	case <-ctx.Done():
+	revoke := time.NewTicker(h.cfg.RevokeCheck)
+	defer revoke.Stop()
+serve:
+	for {
+		select {
+		case err := <-errc:
+			return fmt.Errorf("hub: serve: %w", err)
+		case <-revoke.C:
+			h.checkSessions(ctx)
+		case <-ctx.Done():
+			break serve
+		}
 	}
 	h.mu.Lock()
 	h.closing = true
@@ -253,13 +298,45 @@ func (h *Hub) Connected() []string {
 	return nodes
 }
 
+// checkSessions stops the sessions of nodes that were revoked or whose
+// certificate expired.
+func (h *Hub) checkSessions(ctx context.Context) {
+	h.mu.Lock()
+	live := make([]*session, 0, len(h.sessions))
+	for _, s := range h.sessions {
+		live = append(live, s)
+	}
+	h.mu.Unlock()
+	now := time.Now()
+	for _, s := range live {
+		var e *protocol.Error
+		if now.After(s.notAfter) {
+			e = &protocol.Error{Code: protocol.ErrorUnauthorized, Message: "the client certificate expired at " +
+				s.notAfter.UTC().Format(time.RFC3339)}
+		} else if err := h.cfg.Auth.Check(ctx, s.node, s.id, false); err != nil {
+			e = &protocol.Error{Code: protocol.ErrorRevoked, Message: err.Error()}
+		}
+		if e != nil {
+			h.stats.revoked.Add(1)
+			h.log.Warn("session ended: node no longer authorized", slog.String("node", s.node),
+				slog.String("reason", e.Message))
+			s.stop(e)
+		}
+	}
+}
+
 // ServeHTTP authenticates the edge, upgrades to a websocket, runs the
 // handshake and then the session until it ends.
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if !h.authorized(r) {
+	var peer []*x509.Certificate
+	if r.TLS != nil {
+		peer = r.TLS.PeerCertificates
+	}
+	node, id, notAfter, err := h.cfg.Auth.Authenticate(r.Context(), peer)
+	if err != nil {
 		h.stats.refused.Add(1)
-		h.log.Warn("edge refused: bad token", slog.String("remote", r.RemoteAddr))
-		http.Error(w, "invalid or missing bootstrap token", http.StatusUnauthorized)
+		h.log.Warn("edge refused", slog.String("remote", r.RemoteAddr), slog.String("reason", err.Error()))
+		http.Error(w, err.Error(), http.StatusUnauthorized)
 		return
 	}
 	if !h.source.Ready() {
@@ -272,14 +349,16 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	conn.SetReadLimit(protocol.MaxFrameSize)
-	hello, err := h.handshake(conn)
+	hello, err := h.handshake(conn, node)
 	if err != nil {
 		h.stats.refused.Add(1)
-		h.log.Warn("edge handshake failed", slog.String("remote", r.RemoteAddr), slog.Any("err", err))
+		h.log.Warn("edge handshake failed", slog.String("node", node), slog.String("remote", r.RemoteAddr),
+			slog.Any("err", err))
 		conn.Close()
 		return
 	}
 	s := newSession(h, conn, hello)
+	s.id, s.notAfter = id, notAfter
 	if !h.register(s) {
 		writeError(conn, &protocol.Error{Code: protocol.ErrorShuttingDown, Message: "cloudcore is stopping"})
 		conn.Close()
@@ -290,22 +369,9 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.unregister(s)
 }
 
-func (h *Hub) authorized(r *http.Request) bool {
-	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok {
-		return false
-	}
-	for _, t := range h.cfg.Tokens {
-		if subtle.ConstantTimeCompare([]byte(tok), []byte(t)) == 1 {
-			return true
-		}
-	}
-	return false
-}
-
-// handshake reads the Hello, checks it and answers Welcome, or answers Error
-// and fails.
-func (h *Hub) handshake(conn *websocket.Conn) (*protocol.Hello, error) {
+// handshake reads the Hello, checks it (it must name node, the node of the
+// client certificate) and answers Welcome, or answers Error and fails.
+func (h *Hub) handshake(conn *websocket.Conn, node string) (*protocol.Hello, error) {
 	conn.SetReadDeadline(time.Now().Add(h.cfg.HandshakeTimeout))
 	_, b, err := conn.ReadMessage()
 	if err != nil {
@@ -322,6 +388,13 @@ func (h *Hub) handshake(conn *websocket.Conn) (*protocol.Hello, error) {
 		return nil, e
 	}
 	hello := f.Hello
+	if hello.NodeName != node {
+		h.stats.identityRefused.Add(1)
+		e := &protocol.Error{Code: protocol.ErrorUnauthorized, Message: fmt.Sprintf(
+			"the client certificate is for node %s, the Hello names node %s", node, hello.NodeName)}
+		writeError(conn, e)
+		return nil, e
+	}
 	if hello.ProtocolVersion < protocol.MinVersion || hello.MinVersion > protocol.Version {
 		e := &protocol.Error{Code: protocol.ErrorVersion, Message: fmt.Sprintf(
 			"edge speaks protocol %d-%d, cloudcore %d-%d", hello.MinVersion, hello.ProtocolVersion,
@@ -330,6 +403,10 @@ func (h *Hub) handshake(conn *websocket.Conn) (*protocol.Hello, error) {
 		return nil, e
 	}
 	version := min(hello.ProtocolVersion, protocol.Version)
+	if hello.Agent != "" {
+		h.log.Debug("edge agent", slog.String("node", node), slog.String("agent", truncate(hello.Agent, 200)),
+			slog.Uint64("protocol", uint64(version)))
+	}
 	welcome := &protocol.Frame{Welcome: &protocol.Welcome{
 		ProtocolVersion:   version,
 		HeartbeatInterval: protocol.DurationOf(h.cfg.HeartbeatInterval),
@@ -350,7 +427,9 @@ func (h *Hub) handshake(conn *websocket.Conn) (*protocol.Hello, error) {
 }
 
 // register makes s the node's session, replacing (and stopping) an older
-// one. It fails once the hub is closing.
+// one: both were authenticated as the node (the certificate and the Node's
+// current identity), so the newer connection is the node coming back. It
+// fails once the hub is closing.
 func (h *Hub) register(s *session) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -407,8 +486,12 @@ func truncate(s string, n int) string {
 
 // Stats are the hub's counters since start.
 type Stats struct {
-	sessions       atomic.Int64
-	refused        atomic.Int64
+	sessions        atomic.Int64
+	refused         atomic.Int64
+	identityRefused atomic.Int64
+	revoked         atomic.Int64
+	certsIssued     atomic.Int64
+	certsRefused    atomic.Int64
 	framesIn       atomic.Int64
 	framesOut      atomic.Int64
 	bytesIn        atomic.Int64
@@ -422,8 +505,18 @@ type Stats struct {
 
 // StatsSnapshot is a copy of the counters.
 type StatsSnapshot struct {
-	Sessions       int64 `json:"sessions"`
-	Refused        int64 `json:"refused"`
+	Sessions int64 `json:"sessions"`
+	// Refused counts connections refused before a session (no or a bad
+	// certificate, a revoked node, a bad Hello); IdentityRefused those of
+	// them whose Hello named another node than the certificate.
+	Refused         int64 `json:"refused"`
+	IdentityRefused int64 `json:"identityRefused"`
+	// Revoked counts sessions ended because their node was revoked or its
+	// certificate expired.
+	Revoked int64 `json:"revoked"`
+	// CertsIssued and CertsRefused count in-session renewals.
+	CertsIssued  int64 `json:"certsIssued"`
+	CertsRefused int64 `json:"certsRefused"`
 	FramesIn       int64 `json:"framesIn"`
 	FramesOut      int64 `json:"framesOut"`
 	BytesIn        int64 `json:"bytesIn"`
@@ -439,7 +532,9 @@ type StatsSnapshot struct {
 func (h *Hub) Stats() StatsSnapshot {
 	s := &h.stats
 	return StatsSnapshot{
-		Sessions: s.sessions.Load(), Refused: s.refused.Load(), FramesIn: s.framesIn.Load(),
+		Sessions: s.sessions.Load(), Refused: s.refused.Load(), IdentityRefused: s.identityRefused.Load(),
+		Revoked: s.revoked.Load(), CertsIssued: s.certsIssued.Load(), CertsRefused: s.certsRefused.Load(),
+		FramesIn: s.framesIn.Load(),
 		FramesOut: s.framesOut.Load(), BytesIn: s.bytesIn.Load(), BytesOut: s.bytesOut.Load(),
 		ObjectMessages: s.objectMessages.Load(), BadFrames: s.badFrames.Load(), Resyncs: s.resyncs.Load(),
 		ResyncMessages: s.resyncMessages.Load(), ResyncBytes: s.resyncBytes.Load(),

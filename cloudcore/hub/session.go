@@ -9,6 +9,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -45,8 +46,17 @@ type flight struct {
 // session is one node's connection. Fields below "owner state" belong to the
 // goroutine running run and are touched by nothing else.
 type session struct {
-	h     *Hub
-	node  string
+	h    *Hub
+	node string
+	// id is the identity of the node's certificate, notAfter its expiry;
+	// set before run.
+	id       string
+	notAfter time.Time
+	// version is the protocol version of the session.
+	version uint32
+	// renewing is set while a CertRequest is being answered; another one
+	// meanwhile is refused.
+	renewing atomic.Bool
 	conn  *websocket.Conn
 	log   *slog.Logger
 	sendq *sendQueue
@@ -85,6 +95,7 @@ func newSession(h *Hub, conn *websocket.Conn, hello *protocol.Hello) *session {
 	s := &session{
 		h:        h,
 		node:     hello.NodeName,
+		version:  min(hello.ProtocolVersion, protocol.Version),
 		conn:     conn,
 		log:      h.log.With(slog.String("node", hello.NodeName)),
 		sendq:    newSendQueue(h.cfg.SendQueue),
@@ -216,12 +227,12 @@ func (s *session) readLoop(frames chan<- *protocol.Frame) {
 		f, err := protocol.Decode(b)
 		if err != nil {
 			s.h.stats.badFrames.Add(1)
-			code := protocol.ErrorBadFrame
+			code, seq := protocol.ErrorBadFrame, uint64(0)
 			if errors.Is(err, protocol.ErrUnknownMessage) {
-				code = protocol.ErrorUnknownMessage
+				code, seq = protocol.ErrorUnknownMessage, f.Seq
 			}
 			s.log.Warn("bad frame from edge", slog.Int("bytes", len(b)), slog.Any("err", err))
-			s.sendFrame(&protocol.Frame{Error: &protocol.Error{Code: code, Message: err.Error()}})
+			s.sendFrame(&protocol.Frame{Error: &protocol.Error{Code: code, Seq: seq, Message: err.Error()}})
 			continue
 		}
 		select {
@@ -367,6 +378,8 @@ func (s *session) handle(f *protocol.Frame) {
 		s.h.upstream.MirrorPod(s.node, f.MirrorPod, s.upstreamDone(f.Seq))
 	case f.DeviceStatus != nil:
 		s.h.upstream.DeviceStatus(s.node, f.DeviceStatus, s.upstreamDone(f.Seq))
+	case f.CertRequest != nil && s.version >= 2:
+		s.renew(f.CertRequest.CSR)
 	case f.Error != nil:
 		s.log.Warn("edge reported an error", slog.String("code", f.Error.Code.String()),
 			slog.String("message", f.Error.Message), slog.Uint64("seq", f.Error.Seq))
@@ -525,4 +538,30 @@ func (s *session) flushUpstreamAcks() {
 // restart) do not report at the same instant for ever.
 func jitter(d time.Duration) time.Duration {
 	return d*3/4 + rand.N(d/2+1)
+}
+
+// renew issues a certificate for a CertRequest, off the owner goroutine (it
+// reads the Node from the API server), and queues the answer.
+func (s *session) renew(csr []byte) {
+	if !s.renewing.CompareAndSwap(false, true) {
+		s.h.stats.certsRefused.Add(1)
+		s.sendFrame(&protocol.Frame{Error: &protocol.Error{Code: protocol.ErrorCertificate,
+			Message: "a certificate request is being answered already"}})
+		return
+	}
+	go func() {
+		defer s.renewing.Store(false)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		cert, err := s.h.cfg.Auth.Renew(ctx, s.node, s.id, csr)
+		if err != nil {
+			s.h.stats.certsRefused.Add(1)
+			s.log.Warn("certificate renewal refused", slog.String("reason", err.Error()))
+			s.sendFrame(&protocol.Frame{Error: &protocol.Error{Code: protocol.ErrorCertificate, Message: err.Error()}})
+			return
+		}
+		s.h.stats.certsIssued.Add(1)
+		s.log.Info("client certificate renewed")
+		s.sendFrame(&protocol.Frame{CertIssued: &protocol.CertIssued{Certificate: cert}})
+	}()
 }

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"time"
@@ -58,6 +59,18 @@ type Config struct {
 	// StableAfter is how long a session must last for the back-off to start
 	// over (default 30s).
 	StableAfter time.Duration
+	// Credentials, if set, renews the node's client certificate in the
+	// session (protocol version 2 and later).
+	Credentials Credentials
+}
+
+// Credentials are the node's client certificate, renewed through the hub.
+type Credentials interface {
+	// RenewalRequest returns a certificate request (PEM) if the
+	// certificate is due for renewal at now, and when to ask again.
+	RenewalRequest(now time.Time) (csr []byte, next time.Time, err error)
+	// Issued installs the certificate the hub issued.
+	Issued(cert []byte) error
 }
 
 func (c *Config) validate() error {
@@ -259,7 +272,7 @@ func (a *Agent) hello() (*protocol.Hello, error) {
 		return nil, fmt.Errorf("agent: inventory: %w", err)
 	}
 	return &protocol.Hello{ProtocolVersion: protocol.Version, MinVersion: protocol.MinVersion,
-		NodeName: a.cfg.NodeName, Inventory: inv, Agent: "tether-edgecore"}, nil
+		NodeName: a.cfg.NodeName, Inventory: inv, Agent: Build()}, nil
 }
 
 func (a *Agent) queueNodeStatus(force bool) error {
@@ -344,6 +357,16 @@ func (a *Agent) session(ctx context.Context, conn *link.Conn) error {
 	defer ns.Stop()
 	resend := time.NewTicker(max(a.cfg.ResendAfter/4, 10*time.Millisecond))
 	defer resend.Stop()
+	// renew fires when the client certificate is due for renewal; never
+	// for a hub older than protocol version 2, which cannot take a
+	// CertRequest.
+	var renew <-chan time.Time
+	if a.cfg.Credentials != nil && w.ProtocolVersion >= 2 {
+		t := time.NewTimer(0)
+		defer t.Stop()
+		renew = t.C
+		s.renewTimer = t
+	}
 	for {
 		select {
 		case f := <-frames:
@@ -374,6 +397,18 @@ func (a *Agent) session(ctx context.Context, conn *link.Conn) error {
 			if err := s.send(); err != nil {
 				return err
 			}
+		case <-renew:
+			csr, next, err := a.cfg.Credentials.RenewalRequest(time.Now())
+			if err != nil {
+				a.log.Error("certificate request", slog.Any("err", err))
+			}
+			if csr != nil {
+				a.log.Info("asking the hub to renew the client certificate")
+				if err := conn.Write(&protocol.Frame{CertRequest: &protocol.CertRequest{CSR: csr}}); err != nil {
+					return fmt.Errorf("send certificate request: %w", err)
+				}
+			}
+			s.renewTimer.Reset(time.Until(next))
 		case <-resend.C:
 			if s.stale(a.cfg.ResendAfter) {
 				a.log.Warn("outbox unacknowledged, sending it again", slog.Int("inflight", len(s.inflight)))
@@ -399,6 +434,11 @@ type upstream struct {
 	conn     *link.Conn
 	sentUpTo uint64
 	inflight map[uint64]time.Time
+	// refused are outbox frames the hub answered ErrorUnknownMessage (an
+	// older hub): not sent again in this session, kept for a newer hub.
+	refused map[uint64]bool
+	// renewTimer paces certificate requests; nil without them.
+	renewTimer *time.Timer
 }
 
 // send writes outbox frames after sentUpTo until the window is full.
@@ -410,6 +450,10 @@ func (u *upstream) send() error {
 	var items []store.OutboxItem
 	err := u.a.db.View(func(tx *store.Tx) error {
 		return tx.Outbox(u.sentUpTo, func(it store.OutboxItem) bool {
+			if u.refused[it.Seq] {
+				u.sentUpTo = it.Seq
+				return true
+			}
 			items = append(items, it)
 			return len(items) < room
 		})
@@ -477,11 +521,27 @@ func (a *Agent) apply(batch []*protocol.Frame, conn *link.Conn, up *upstream) er
 			a.mu.Unlock()
 			a.log.Info("resync complete", slog.Uint64("upserts", uint64(r.Upserts)),
 				slog.Uint64("deletes", uint64(r.Deletes)), slog.Uint64("bytes", r.Bytes))
+		case f.CertIssued != nil:
+			if a.cfg.Credentials == nil {
+				break
+			}
+			if err := a.cfg.Credentials.Issued(f.CertIssued.Certificate); err != nil {
+				a.log.Error("install renewed certificate", slog.Any("err", err))
+			}
 		case f.Error != nil:
 			a.log.Warn("hub reported an error", slog.String("code", f.Error.Code.String()),
 				slog.String("message", f.Error.Message), slog.Uint64("seq", f.Error.Seq))
 			if f.Error.Fatal() {
 				return f.Error
+			}
+			if f.Error.Code == protocol.ErrorUnknownMessage && up.inflight[f.Error.Seq] != (time.Time{}) {
+				// An older hub cannot take this message: keep it for a
+				// newer one, but do not send it again to this one.
+				if up.refused == nil {
+					up.refused = map[uint64]bool{}
+				}
+				up.refused[f.Error.Seq] = true
+				delete(up.inflight, f.Error.Seq)
 			}
 		default:
 			conn.Write(&protocol.Frame{Error: &protocol.Error{Code: protocol.ErrorUnexpected, Seq: f.Seq,
@@ -550,6 +610,36 @@ func committedRefs(batch []*protocol.Frame, rej []protocol.Rejection) Commit {
 		}
 	}
 	return c
+}
+
+// Build names this edgecore for Hello.Agent: the module version and the VCS
+// revision it was built from.
+func Build() string {
+	name := "tether-edgecore"
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return name
+	}
+	v := bi.Main.Version
+	var rev, modified string
+	for _, kv := range bi.Settings {
+		switch kv.Key {
+		case "vcs.revision":
+			rev = kv.Value
+		case "vcs.modified":
+			if kv.Value == "true" {
+				modified = "+dirty"
+			}
+		}
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	s := name + "/" + v
+	if rev != "" {
+		s += " (" + rev + modified + ")"
+	}
+	return s + " " + bi.GoVersion
 }
 
 func rejected(rs []protocol.Rejection, seq uint64) bool {

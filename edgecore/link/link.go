@@ -1,5 +1,6 @@
 // Package link is the edge end of the cloud-edge tunnel: it dials the hub
-// over TLS, authenticates with the bootstrap token, runs the Hello/Welcome
+// over TLS, authenticates with the node's client certificate (the TLS
+// configuration presents it; package credentials), runs the Hello/Welcome
 // handshake and then reads and writes frames. Reconnecting is the caller's
 // loop; Backoff gives it exponential, jittered, capped delays so that a hub
 // restart does not bring every node back in the same second.
@@ -11,8 +12,9 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"io"
 	"net"
-	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,9 +27,8 @@ import (
 type Dialer struct {
 	// URL is the hub's websocket URL, wss://host:port/v1/connect.
 	URL string
-	// Token is the bootstrap token.
-	Token string
-	// TLS verifies the hub (its RootCAs hold the cloud's CA).
+	// TLS verifies the hub (its RootCAs hold the cloud's CA) and presents
+	// the node's client certificate.
 	TLS *tls.Config
 	// Timeout bounds the dial and the handshake.
 	Timeout time.Duration
@@ -64,11 +65,13 @@ func (d *Dialer) Dial(ctx context.Context, hello *protocol.Hello) (*Conn, error)
 		WriteBufferSize:  4096,
 		NetDialContext:   dial,
 	}
-	hdr := http.Header{"Authorization": {"Bearer " + d.Token}}
-	ws, resp, err := wd.DialContext(ctx, d.URL, hdr)
+	ws, resp, err := wd.DialContext(ctx, d.URL, nil)
 	if err != nil {
 		if resp != nil {
-			return nil, fmt.Errorf("dial %s: %s: %w", d.URL, resp.Status, err)
+			// The hub says why it refused in the body (a person reads it).
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+			resp.Body.Close()
+			return nil, fmt.Errorf("dial %s: %s: %s", d.URL, resp.Status, strings.TrimSpace(string(b)))
 		}
 		return nil, fmt.Errorf("dial %s: %w", d.URL, err)
 	}

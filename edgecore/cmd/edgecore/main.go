@@ -3,7 +3,11 @@
 // devices' twins over MQTT (on its embedded broker by default), and reports
 // their status, whether or not the cloud is reachable.
 //
+//	edgecore join --cloud HOST:PORT --token TOKEN [--node-name NAME] [--config /etc/tether/edgecore.yaml]
 //	edgecore --config /etc/tether/edgecore.yaml
+//
+// join makes the node's key, gets its certificate with a join token from
+// `cloudcore token create` and writes the configuration edgecore runs with.
 package main
 
 import (
@@ -14,10 +18,12 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"sigs.k8s.io/yaml"
 
 	"github.com/tether-edge/tether/edgecore"
+	"github.com/tether-edge/tether/edgecore/join"
 )
 
 func main() {
@@ -28,6 +34,9 @@ func main() {
 }
 
 func run() error {
+	if len(os.Args) > 1 && os.Args[1] == "join" {
+		return runJoin(os.Args[2:])
+	}
 	configFile := flag.String("config", "/etc/tether/edgecore.yaml", "YAML configuration file (see edgecore.Config)")
 	logLevel := flag.String("log-level", "info", "debug, info, warn or error")
 	flag.Parse()
@@ -53,4 +62,32 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return ec.Run(ctx)
+}
+
+func runJoin(args []string) error {
+	fs := flag.NewFlagSet("edgecore join", flag.ContinueOnError)
+	var o join.Options
+	fs.StringVar(&o.Cloud, "cloud", "", "the hub's HOST:PORT (required)")
+	fs.StringVar(&o.Token, "token", "", "join token from `cloudcore token create` (required)")
+	fs.StringVar(&o.NodeName, "node-name", "", "the node's name (default: the host name)")
+	fs.StringVar(&o.ConfigPath, "config", "/etc/tether/edgecore.yaml",
+		"edgecore configuration to write (settings already in it are kept)")
+	fs.StringVar(&o.PKIDir, "pki-dir", "", "where to write ca.crt and node.pem (default: pki/ beside --config)")
+	fs.DurationVar(&o.Timeout, "timeout", 30*time.Second, "bound of each request to the cloud")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if o.Cloud == "" || o.Token == "" {
+		return fmt.Errorf("join: --cloud and --token are required (see `cloudcore token create`)")
+	}
+	start := time.Now()
+	res, err := join.Join(context.Background(), o)
+	if err != nil {
+		return fmt.Errorf("join: %w", err)
+	}
+	fmt.Printf("node %s joined in %s; certificate valid until %s\n", res.NodeName,
+		time.Since(start).Round(time.Millisecond), res.NotAfter.UTC().Format(time.RFC3339))
+	fmt.Printf("wrote %s, %s, %s\nrun: edgecore --config %s\n", res.ConfigPath, res.CAFile, res.CredentialsFile,
+		res.ConfigPath)
+	return nil
 }
