@@ -492,15 +492,15 @@ type Stats struct {
 	revoked         atomic.Int64
 	certsIssued     atomic.Int64
 	certsRefused    atomic.Int64
-	framesIn       atomic.Int64
-	framesOut      atomic.Int64
-	bytesIn        atomic.Int64
-	bytesOut       atomic.Int64
-	objectMessages atomic.Int64
-	badFrames      atomic.Int64
-	resyncs        atomic.Int64
-	resyncMessages atomic.Int64
-	resyncBytes    atomic.Int64
+	framesIn        atomic.Int64
+	framesOut       atomic.Int64
+	bytesIn         atomic.Int64
+	bytesOut        atomic.Int64
+	objectMessages  atomic.Int64
+	badFrames       atomic.Int64
+	resyncs         atomic.Int64
+	resyncMessages  atomic.Int64
+	resyncBytes     atomic.Int64
 }
 
 // StatsSnapshot is a copy of the counters.
@@ -515,8 +515,8 @@ type StatsSnapshot struct {
 	// certificate expired.
 	Revoked int64 `json:"revoked"`
 	// CertsIssued and CertsRefused count in-session renewals.
-	CertsIssued  int64 `json:"certsIssued"`
-	CertsRefused int64 `json:"certsRefused"`
+	CertsIssued    int64 `json:"certsIssued"`
+	CertsRefused   int64 `json:"certsRefused"`
 	FramesIn       int64 `json:"framesIn"`
 	FramesOut      int64 `json:"framesOut"`
 	BytesIn        int64 `json:"bytesIn"`
@@ -534,7 +534,7 @@ func (h *Hub) Stats() StatsSnapshot {
 	return StatsSnapshot{
 		Sessions: s.sessions.Load(), Refused: s.refused.Load(), IdentityRefused: s.identityRefused.Load(),
 		Revoked: s.revoked.Load(), CertsIssued: s.certsIssued.Load(), CertsRefused: s.certsRefused.Load(),
-		FramesIn: s.framesIn.Load(),
+		FramesIn:  s.framesIn.Load(),
 		FramesOut: s.framesOut.Load(), BytesIn: s.bytesIn.Load(), BytesOut: s.bytesOut.Load(),
 		ObjectMessages: s.objectMessages.Load(), BadFrames: s.badFrames.Load(), Resyncs: s.resyncs.Load(),
 		ResyncMessages: s.resyncMessages.Load(), ResyncBytes: s.resyncBytes.Load(),

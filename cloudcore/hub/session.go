@@ -57,12 +57,12 @@ type session struct {
 	// renewing is set while a CertRequest is being answered; another one
 	// meanwhile is refused.
 	renewing atomic.Bool
-	conn  *websocket.Conn
-	log   *slog.Logger
-	sendq *sendQueue
-	kickc chan struct{}
-	upc   chan struct{}
-	stopc chan struct{}
+	conn     *websocket.Conn
+	log      *slog.Logger
+	sendq    *sendQueue
+	kickc    chan struct{}
+	upc      chan struct{}
+	stopc    chan struct{}
 
 	stopOnce sync.Once
 	// stopErr is why the session stops; written once, before stopc closes.
