@@ -305,7 +305,7 @@ func New(cfg Config) (*CloudCore, error) {
 		ClientValidity: cfg.ClientCertValidity.Duration,
 		RenewGrace:     cfg.RenewGracePeriod.Duration,
 		Tokens:         joinTokens{client},
-		Nodes:          &nodeRegistry{client: client, nodes: cc.Dispatcher.Nodes()},
+		Nodes:          &enroll.KubeNodes{Client: client, Lister: cc.Dispatcher.Nodes()},
 		Log:            log.With(slog.String("component", "enroll")),
 	})
 	if err != nil {

@@ -2,71 +2,12 @@ package cloudcore
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
-	corelisters "k8s.io/client-go/listers/core/v1"
 
-	"github.com/tether-edge/tether/cloudcore/enroll"
 	"github.com/tether-edge/tether/cloudcore/jointoken"
 )
-
-// nodeRegistry is enroll.Nodes over the API server and the dispatcher's Node
-// cache.
-type nodeRegistry struct {
-	client kubernetes.Interface
-	nodes  corelisters.NodeLister
-}
-
-func (r *nodeRegistry) Get(ctx context.Context, name string, live bool) (*corev1.Node, error) {
-	if !live {
-		return r.nodes.Get(name)
-	}
-	return r.client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
-}
-
-// Register creates the Node of a joining edge node with its identity, or
-// records the new identity on the Node of one that joins again.
-func (r *nodeRegistry) Register(ctx context.Context, name, id string) error {
-	nodes := r.client.CoreV1().Nodes()
-	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{
-		Name: name,
-		Labels: map[string]string{
-			enroll.EdgeRoleLabel: "",
-			corev1.LabelHostname: name,
-			corev1.LabelOSStable: "linux",
-		},
-		Annotations: map[string]string{enroll.AnnotationIdentity: id},
-	}}
-	_, err := nodes.Create(ctx, n, metav1.CreateOptions{})
-	if !apierrors.IsAlreadyExists(err) {
-		return err
-	}
-	// Joining again: only an edge node's identity is replaced (the caller
-	// checked; the patch checks again through its precondition).
-	cur, err := nodes.Get(ctx, name, metav1.GetOptions{})
-	if err != nil {
-		return err
-	}
-	if _, edge := cur.Labels[enroll.EdgeRoleLabel]; !edge {
-		return fmt.Errorf("node %s is not an edge node", name)
-	}
-	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{
-		"resourceVersion": cur.ResourceVersion,
-		"annotations":     map[string]string{enroll.AnnotationIdentity: id},
-	}})
-	if err != nil {
-		return err
-	}
-	_, err = nodes.Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{})
-	return err
-}
 
 // joinTokens is enroll.Tokens over bootstrap-token Secrets.
 type joinTokens struct{ client kubernetes.Interface }

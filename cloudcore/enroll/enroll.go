@@ -22,6 +22,7 @@ package enroll
 
 import (
 	"context"
+	"crypto"
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/hex"
@@ -429,4 +430,20 @@ func answerError(w http.ResponseWriter, err error) {
 func answer(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(v)
+}
+
+// Direct registers node and issues it a certificate for pub without a join
+// token: for the simulator's hollow nodes and tests, which hold the CA.
+func (s *Service) Direct(ctx context.Context, node string, pub crypto.PublicKey) ([]byte, error) {
+	if err := protocol.ValidateNodeName(node); err != nil {
+		return nil, err
+	}
+	id, err := newIdentity()
+	if err != nil {
+		return nil, err
+	}
+	if err := s.cfg.Nodes.Register(ctx, node, id); err != nil {
+		return nil, fmt.Errorf("register node %s: %w", node, err)
+	}
+	return s.cfg.CA.IssueNode(pub, node, id, s.cfg.ClientValidity)
 }

@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -19,8 +18,6 @@ import (
 
 	"github.com/tether-edge/tether/protocol"
 )
-
-const testToken = "hub-test-token-0123456789"
 
 // memSource is a Source backed by a map; objects are all for node "n1".
 type memSource struct {
@@ -109,13 +106,18 @@ func startHub(t *testing.T, cfg Config) (*memSource, string) {
 func startHubWith(t *testing.T, cfg Config, up Upstream) (*memSource, string) {
 	t.Helper()
 	src := &memSource{objs: map[string]protocol.Object{}, unserved: map[protocol.Kind]bool{}}
-	cfg.Addr, cfg.Tokens = "unused:0", []string{testToken}
+	cfg.Addr = "unused:0"
+	cfg.TLS = &tls.Config{ClientAuth: tls.RequestClientCert}
+	if cfg.Auth == nil {
+		cfg.Auth = newTestAuth(t)
+	}
 	h, err := New(cfg, src, up, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	src.hub = h
 	srv := httptest.NewUnstartedServer(h)
+	srv.TLS = &tls.Config{ClientAuth: tls.RequestClientCert}
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
 	return src, "wss" + strings.TrimPrefix(srv.URL, "https") + Path
@@ -130,10 +132,29 @@ type fakeEdge struct {
 
 func connect(t *testing.T, url string, inv []protocol.ObjectRef) *fakeEdge {
 	t.Helper()
-	d := websocket.Dialer{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
-	ws, _, err := d.Dial(url, http.Header{"Authorization": {"Bearer " + testToken}})
+	e, err := dialAs(t, url, issueCert(t, "n1", "id-n1"), "n1", inv)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return e
+}
+
+// dialAs connects with the client certificate cert (none if nil), says
+// Hello as node, and waits for the Welcome; a refusal is the error.
+func dialAs(t *testing.T, url string, cert *tls.Certificate, node string, inv []protocol.ObjectRef) (*fakeEdge, error) {
+	t.Helper()
+	tc := &tls.Config{InsecureSkipVerify: true}
+	if cert != nil {
+		tc.Certificates = []tls.Certificate{*cert}
+	}
+	d := websocket.Dialer{TLSClientConfig: tc}
+	ws, resp, err := d.Dial(url, nil)
+	if err != nil {
+		if resp != nil {
+			b, _ := io.ReadAll(resp.Body)
+			return nil, fmt.Errorf("%s: %s", resp.Status, b)
+		}
+		return nil, err
 	}
 	t.Cleanup(func() { ws.Close() })
 	e := &fakeEdge{t: t, ws: ws, frames: make(chan *protocol.Frame, 100)}
@@ -152,11 +173,17 @@ func connect(t *testing.T, url string, inv []protocol.ObjectRef) *fakeEdge {
 			e.frames <- f
 		}
 	}()
-	e.send(&protocol.Frame{Hello: &protocol.Hello{ProtocolVersion: protocol.Version, MinVersion: 1, NodeName: "n1", Inventory: inv}})
-	if f := e.recv(); f.Welcome == nil {
-		t.Fatalf("want Welcome, got %s", f.Type())
+	e.send(&protocol.Frame{Hello: &protocol.Hello{ProtocolVersion: protocol.Version, MinVersion: 1, NodeName: node, Inventory: inv}})
+	f, ok := <-e.frames
+	switch {
+	case !ok:
+		return nil, fmt.Errorf("connection closed before Welcome")
+	case f.Error != nil:
+		return nil, f.Error
+	case f.Welcome == nil:
+		return nil, fmt.Errorf("want Welcome, got %s", f.Type())
 	}
-	return e
+	return e, nil
 }
 
 func (e *fakeEdge) send(f *protocol.Frame) {
@@ -310,12 +337,16 @@ func TestUpstreamIsAcknowledged(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
+	auth := newTestAuth(t)
+	mtls := &tls.Config{ClientAuth: tls.RequestClientCert}
 	for _, c := range []Config{
-		{Tokens: []string{testToken}},
-		{Addr: ":1"},
-		{Addr: ":1", Tokens: []string{"short"}},
-		{Addr: ":1", Tokens: []string{testToken}, HeartbeatInterval: time.Second, SessionTimeout: time.Second},
-		{Addr: ":1", Tokens: []string{testToken}, Window: 100, SendQueue: 10},
+		{Auth: auth, TLS: mtls},
+		{Addr: ":1", TLS: mtls},
+		{Addr: ":1", Auth: auth},
+		{Addr: ":1", Auth: auth, TLS: &tls.Config{}},
+		{Addr: ":1", Auth: auth, TLS: mtls, HeartbeatInterval: time.Second, SessionTimeout: time.Second},
+		{Addr: ":1", Auth: auth, TLS: mtls, Window: 100, SendQueue: 10},
+		{Addr: ":1", Auth: auth, TLS: mtls, RevokeCheck: -time.Second},
 	} {
 		if err := c.validate(); err == nil {
 			t.Errorf("%+v: validated", c)

@@ -1,0 +1,241 @@
+package hub
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tether-edge/tether/pki"
+	"github.com/tether-edge/tether/protocol"
+)
+
+// testCA issues the certificates of every hub test.
+var testCA = sync.OnceValue(func() *pki.CA {
+	ca, err := pki.NewCA("hub-test-ca")
+	if err != nil {
+		panic(err)
+	}
+	return ca
+})
+
+// testAuth is an Authenticator over testCA: node N's valid identity is
+// "id-N" unless set otherwise; deleted nodes have none.
+type testAuth struct {
+	mu      sync.Mutex
+	ids     map[string]string // guarded by mu
+	deleted map[string]bool   // guarded by mu
+}
+
+func newTestAuth(*testing.T) *testAuth {
+	return &testAuth{ids: map[string]string{}, deleted: map[string]bool{}}
+}
+
+func (a *testAuth) revoke(node string) {
+	a.mu.Lock()
+	a.deleted[node] = true
+	a.mu.Unlock()
+}
+
+func (a *testAuth) Authenticate(ctx context.Context, certs []*x509.Certificate) (string, string, time.Time, error) {
+	if len(certs) == 0 {
+		return "", "", time.Time{}, errors.New("no client certificate")
+	}
+	node, id, err := testCA().VerifyNode(certs[0], time.Now())
+	if err != nil {
+		return "", "", time.Time{}, err
+	}
+	if err := a.Check(ctx, node, id, false); err != nil {
+		return "", "", time.Time{}, err
+	}
+	return node, id, certs[0].NotAfter, nil
+}
+
+func (a *testAuth) Check(_ context.Context, node, id string, _ bool) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	want, ok := a.ids[node]
+	if !ok {
+		want = "id-" + node
+	}
+	if a.deleted[node] || id != want {
+		return fmt.Errorf("node %s was revoked", node)
+	}
+	return nil
+}
+
+func (a *testAuth) Renew(ctx context.Context, node, id string, csr []byte) ([]byte, error) {
+	if err := a.Check(ctx, node, id, true); err != nil {
+		return nil, err
+	}
+	pub, err := pki.ParseNodeCSR(csr)
+	if err != nil {
+		return nil, err
+	}
+	return testCA().IssueNode(pub, node, id, time.Hour)
+}
+
+// issueCert makes a key and a certificate for node with identity id.
+func issueCert(t *testing.T, node, id string) *tls.Certificate {
+	t.Helper()
+	key, err := pki.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, err := testCA().IssueNode(&key.PublicKey, node, id, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM, err := pki.KeyPEM(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &pair
+}
+
+// An edge without a certificate, or with one of another CA, gets no
+// session.
+func TestNoCertificateNoSession(t *testing.T) {
+	_, url := startHub(t, Config{})
+	if _, err := dialAs(t, url, nil, "n1", nil); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("no certificate: want 401, got %v", err)
+	}
+	other, err := pki.NewCA("other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := pki.NewKey()
+	certPEM, _ := other.IssueNode(&key.PublicKey, "n1", "id-n1", time.Hour)
+	keyPEM, _ := pki.KeyPEM(key)
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dialAs(t, url, &pair, "n1", nil); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("certificate of another CA: want 401, got %v", err)
+	}
+}
+
+// A node holding a certificate for A that says Hello as B is refused and
+// counted; the sessions of A and B are undisturbed.
+func TestHelloAsAnotherNodeRefused(t *testing.T) {
+	src, url := startHub(t, Config{})
+	a, err := dialAs(t, url, issueCert(t, "n1", "id-n1"), "n1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.recv() // ResyncDone
+	b, err := dialAs(t, url, issueCert(t, "n2", "id-n2"), "n2", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.recv() // ResyncDone
+	_, err = dialAs(t, url, issueCert(t, "n1", "id-n1"), "n2", nil)
+	var pe *protocol.Error
+	if !errors.As(err, &pe) || pe.Code != protocol.ErrorUnauthorized || !strings.Contains(pe.Message, "node n1") {
+		t.Fatalf("Hello as n2 with n1's certificate: want Unauthorized naming n1, got %v", err)
+	}
+	if st := src.hub.Stats(); st.IdentityRefused != 1 || st.Refused != 1 {
+		t.Errorf("stats: %+v, want 1 identity refusal", st)
+	}
+	if !a.quiet(300*time.Millisecond) || !b.quiet(10*time.Millisecond) {
+		t.Fatal("a live session heard something after the forged Hello")
+	}
+	if got := len(src.hub.Connected()); got != 2 {
+		t.Fatalf("%d sessions after the forged Hello, want 2", got)
+	}
+}
+
+// A revoked node loses its session within RevokeCheck and cannot connect
+// again; a certificate of an older identity is refused.
+func TestRevokedNodeCutOff(t *testing.T) {
+	auth := newTestAuth(t)
+	src, url := startHub(t, Config{Auth: auth, RevokeCheck: 50 * time.Millisecond})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	go src.hub.Serve(ctx, ln) // runs the revocation sweep; sessions come by url
+	e := connect(t, url, nil)
+	e.recv() // ResyncDone
+	auth.revoke("n1")
+	deadline := time.After(2 * time.Second)
+	for {
+		select {
+		case f, ok := <-e.frames:
+			if !ok {
+				t.Fatal("closed without an Error")
+			}
+			if f.Error == nil {
+				continue
+			}
+			if f.Error.Code != protocol.ErrorRevoked {
+				t.Fatalf("want Revoked, got %v", f.Error)
+			}
+		case <-deadline:
+			t.Fatal("revoked session still open after 2s")
+		}
+		break
+	}
+	if _, err := dialAs(t, url, issueCert(t, "n1", "id-n1"), "n1", nil); err == nil {
+		t.Fatal("revoked node connected again")
+	}
+	if src.hub.Stats().Revoked != 1 {
+		t.Errorf("revoked counter %d, want 1", src.hub.Stats().Revoked)
+	}
+	auth.mu.Lock()
+	delete(auth.deleted, "n1")
+	auth.ids["n1"] = "id-n1-rejoined"
+	auth.mu.Unlock()
+	if _, err := dialAs(t, url, issueCert(t, "n1", "id-n1"), "n1", nil); err == nil {
+		t.Fatal("a certificate of the identity before a re-join connected")
+	}
+	if _, err := dialAs(t, url, issueCert(t, "n1", "id-n1-rejoined"), "n1", nil); err != nil {
+		t.Fatalf("the new identity: %v", err)
+	}
+}
+
+// CertRequest in a version 2 session gets a certificate for the session's
+// node and the request's key, whatever name the request says.
+func TestCertRequest(t *testing.T) {
+	src, url := startHub(t, Config{})
+	e := connect(t, url, nil)
+	e.recv() // ResyncDone
+	key, _ := pki.NewKey()
+	csr, err := pki.NodeCSR(key, "someone-else")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.send(&protocol.Frame{CertRequest: &protocol.CertRequest{CSR: csr}})
+	f := e.recv()
+	if f.CertIssued == nil {
+		t.Fatalf("want CertIssued, got %s %v", f.Type(), f.Error)
+	}
+	certs, err := pki.ParseCertsPEM(f.CertIssued.Certificate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	node, id, err := testCA().VerifyNode(certs[0], time.Now())
+	if err != nil || node != "n1" || id != "id-n1" {
+		t.Fatalf("issued for %q %q (%v), want n1 id-n1", node, id, err)
+	}
+	e.send(&protocol.Frame{CertRequest: &protocol.CertRequest{CSR: []byte("-----BEGIN CERTIFICATE REQUEST-----\ngarbage\n-----END CERTIFICATE REQUEST-----\n")}})
+	if f := e.recv(); f.Error == nil || f.Error.Code != protocol.ErrorCertificate {
+		t.Fatalf("malformed request: want Error Certificate, got %s", f.Type())
+	}
+	if st := src.hub.Stats(); st.CertsIssued != 1 || st.CertsRefused != 1 {
+		t.Errorf("stats %+v: want 1 issued, 1 refused", st)
+	}
+}
