@@ -201,14 +201,16 @@ func (c *Config) validate() error {
 		return errors.New("cloud.token, cloud.tokenFile: shared bootstrap tokens are no longer accepted; " +
 			"join this node with `edgecore join --cloud HOST:PORT --token T` (the token from `cloudcore token create`)")
 	}
-	if c.Cloud.CAFile == "" {
-		return errors.New("cloud.caFile: required (edgecore join writes it)")
-	}
-	if _, err := os.Stat(c.Cloud.CAFile); err != nil {
-		return fmt.Errorf("cloud.caFile: %w", err)
-	}
-	if c.Cloud.CredentialsFile == "" && c.Cloud.Dialer == nil {
-		return errors.New("cloud.credentialsFile: required (edgecore join writes it)")
+	if c.Cloud.Dialer == nil {
+		if c.Cloud.CAFile == "" {
+			return errors.New("cloud.caFile: required (edgecore join writes it)")
+		}
+		if _, err := os.Stat(c.Cloud.CAFile); err != nil {
+			return fmt.Errorf("cloud.caFile: %w", err)
+		}
+		if c.Cloud.CredentialsFile == "" {
+			return errors.New("cloud.credentialsFile: required (edgecore join writes it)")
+		}
 	}
 	if c.Cloud.DialTimeout.Duration == 0 {
 		c.Cloud.DialTimeout.Duration = 15 * time.Second

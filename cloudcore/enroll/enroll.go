@@ -90,16 +90,18 @@ type Config struct {
 	// RenewGrace is how long after its expiry a certificate may still be
 	// renewed (default 90 days).
 	RenewGrace time.Duration
-	Tokens     Tokens
-	Nodes      Nodes
-	Log        *slog.Logger
+	// Tokens checks join tokens; nil refuses every join (a Service used
+	// for Direct only).
+	Tokens Tokens
+	Nodes  Nodes
+	Log    *slog.Logger
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
 
 func (c *Config) validate() error {
-	if c.CA == nil || len(c.Bundle) == 0 || c.Tokens == nil || c.Nodes == nil || c.Log == nil {
-		return errors.New("enroll: CA, Bundle, Tokens, Nodes and Log are required")
+	if c.CA == nil || len(c.Bundle) == 0 || c.Nodes == nil || c.Log == nil {
+		return errors.New("enroll: CA, Bundle, Nodes and Log are required")
 	}
 	if c.ClientValidity == 0 {
 		c.ClientValidity = 365 * 24 * time.Hour
@@ -232,7 +234,7 @@ func (s *Service) join(ctx context.Context, req *JoinRequest) ([]byte, error) {
 	if err != nil {
 		return nil, refuse(http.StatusBadRequest, "%v", err)
 	}
-	if req.Token == "" {
+	if req.Token == "" || s.cfg.Tokens == nil {
 		return nil, refuse(http.StatusUnauthorized, "no join token")
 	}
 	existing := false

@@ -6,7 +6,7 @@
 // applies manifests/crds.
 //
 //	cloudcore --config cloudcore.yaml
-//	cloudcore --kubeconfig ~/.kube/config --token-file tokens --data-dir /var/lib/tether/cloudcore
+//	cloudcore --kubeconfig ~/.kube/config --listen 0.0.0.0:10000
 package main
 
 import (
@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/tether-edge/tether/cloudcore"
+	"github.com/tether-edge/tether/pki"
 )
 
 func main() {
@@ -35,8 +36,6 @@ func run() error {
 		configFile = flag.String("config", "", "YAML configuration file (see cloudcore.Config)")
 		kubeconfig = flag.String("kubeconfig", "", "kubeconfig of the API server (overrides the file)")
 		listen     = flag.String("listen", "", "address the hub listens on (overrides the file)")
-		dataDir    = flag.String("data-dir", "", "directory for generated certificates (overrides the file)")
-		tokenFile  = flag.String("token-file", "", "file of bootstrap tokens, one a line (overrides the file)")
 		logLevel   = flag.String("log-level", "info", "debug, info, warn or error")
 		skipCRDs   = flag.Bool("skip-crd-install", false, "do not create or update the device CRDs (sets skipCRDInstall)")
 	)
@@ -59,8 +58,6 @@ func run() error {
 	}
 	override(&cfg.Kubeconfig, *kubeconfig)
 	override(&cfg.ListenAddr, *listen)
-	override(&cfg.DataDir, *dataDir)
-	override(&cfg.TokenFile, *tokenFile)
 	if *skipCRDs {
 		cfg.SkipCRDInstall = true
 	}
@@ -70,9 +67,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	if cc.CAFile != "" {
-		log.Info("edges must trust this CA", slog.String("caFile", cc.CAFile))
-	}
+	log.Info("edges join with `cloudcore token create`; the CA's pin", slog.String("hash", pki.Hash(cc.CA.Cert)))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return cc.Run(ctx)
