@@ -39,7 +39,6 @@ import (
 )
 
 const (
-	testToken = "devices-test-token-0123456789"
 	// cloudcoreUser is the ServiceAccount of manifests/cloudcore/rbac.yaml.
 	cloudcoreUser = "system:serviceaccount:tether-system:tether-cloudcore"
 	devNS         = "plant"
@@ -257,7 +256,7 @@ func runCloudcore(t *testing.T, cfg Config) *CloudCore {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Listener, cfg.DataDir, cfg.Tokens = ln, t.TempDir(), []string{testToken}
+	cfg.Listener = ln
 	cc, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)

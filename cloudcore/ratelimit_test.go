@@ -26,7 +26,7 @@ func TestScaledLimiter(t *testing.T) {
 }
 
 func TestConfigKubeQPS(t *testing.T) {
-	base := func() Config { return Config{DataDir: t.TempDir(), Tokens: []string{"0123456789abcdef"}} }
+	base := func() Config { return Config{} }
 	c := base()
 	if err := c.validate(); err != nil || c.KubeQPS != 0 || c.KubeBurst != 0 {
 		t.Fatalf("unset: %v, qps %v burst %d; want the scaled limit (0, 0)", err, c.KubeQPS, c.KubeBurst)

@@ -639,7 +639,7 @@ func TestCRIEdgecoreBinaryRSS(t *testing.T) {
 	// The configuration of e.start, as edgecore.yaml (JSON is YAML).
 	cfg := edgecore.Config{
 		NodeName:          e.name,
-		Cloud:             edgecore.CloudConfig{URL: "wss://" + e.link.addr() + "/v1/connect", Token: token, CAFile: e.ca},
+		Cloud:             e.cloudConfig(),
 		DataDir:           e.dir,
 		NodeIP:            "127.0.0.1",
 		Runtime:           "cri",

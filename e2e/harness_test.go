@@ -7,6 +7,7 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -23,15 +24,16 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/tether-edge/tether/cloudcore"
+	"github.com/tether-edge/tether/cloudcore/jointoken"
 	"github.com/tether-edge/tether/controlplane"
 	"github.com/tether-edge/tether/edgecore"
+	"github.com/tether-edge/tether/edgecore/join"
 	"github.com/tether-edge/tether/edgecore/runtime/cri"
 	"github.com/tether-edge/tether/edgecore/runtime/cri/critest"
 	"github.com/tether-edge/tether/edgecore/store"
+	"github.com/tether-edge/tether/pki"
 	"github.com/tether-edge/tether/protocol"
 )
-
-const token = "e2e-bootstrap-token-0123456789"
 
 var (
 	cp     *controlplane.ControlPlane
@@ -158,12 +160,11 @@ func testLogger(t *testing.T) *slog.Logger {
 // cloud is a cloudcore running in this process on a fixed loopback address,
 // so that it can be stopped and started again where edges expect it.
 type cloud struct {
-	t       *testing.T
-	addr    string
-	dataDir string
-	cc      *cloudcore.CloudCore
-	cancel  context.CancelFunc
-	done    chan error
+	t      *testing.T
+	addr   string
+	cc     *cloudcore.CloudCore
+	cancel context.CancelFunc
+	done   chan error
 }
 
 func startCloud(t *testing.T) *cloud {
@@ -172,7 +173,7 @@ func startCloud(t *testing.T) *cloud {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &cloud{t: t, addr: ln.Addr().String(), dataDir: t.TempDir()}
+	c := &cloud{t: t, addr: ln.Addr().String()}
 	c.start(ln)
 	t.Cleanup(c.stop)
 	return c
@@ -194,8 +195,6 @@ func (c *cloud) start(ln net.Listener) {
 	}
 	cc, err := cloudcore.New(cloudcore.Config{
 		Kubeconfig:        cp.Kubeconfig(),
-		DataDir:           c.dataDir,
-		Tokens:            []string{token},
 		HeartbeatInterval: metav1.Duration{Duration: heartbeat},
 		LeaseDuration:     metav1.Duration{Duration: leaseDuration},
 		Listener:          ln,
@@ -220,7 +219,16 @@ func (c *cloud) stop() {
 	c.cancel = nil
 }
 
-func (c *cloud) caFile() string { return filepath.Join(c.dataDir, "pki", "ca.crt") }
+// joinToken creates a one-use join token for node (any node if empty), as
+// `cloudcore token create` does.
+func (c *cloud) joinToken(node string) string {
+	c.t.Helper()
+	tok, err := jointoken.Create(c.t.Context(), client, jointoken.Options{TTL: time.Hour, Uses: 1, Node: node}, time.Now())
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return jointoken.JoinString(tok, pki.Hash(c.cc.CA.Cert))
+}
 
 // edge is an edgecore running in this process, reaching its cloud through a
 // link that the test can cut.
@@ -229,7 +237,8 @@ type edge struct {
 	name string
 	dir  string
 	link *cutLink
-	ca   string
+	// caFile and credsFile are what edgecore join wrote.
+	caFile, credsFile string
 	// cri, if set, runs the edge's pods in containerd (newCRIEdge).
 	cri *cri.Config
 	// devices is the edge's devices config; start gives an embedded broker
@@ -248,10 +257,17 @@ func startEdge(t *testing.T, c *cloud, name string) *edge {
 }
 
 // newEdge prepares an edge without starting it, for tests that set up its
-// directory or cut its link first.
+// directory or cut its link first. It joins through its link with a join
+// token, as `edgecore join` does.
 func newEdge(t *testing.T, c *cloud, name string) *edge {
 	t.Helper()
-	e := &edge{t: t, name: name, dir: t.TempDir(), link: newCutLink(t, c.addr), ca: c.caFile()}
+	e := &edge{t: t, name: name, dir: t.TempDir(), link: newCutLink(t, c.addr)}
+	res, err := join.Join(t.Context(), join.Options{Cloud: e.link.addr(), Token: c.joinToken(name), NodeName: name,
+		ConfigPath: filepath.Join(e.dir, "joined.yaml")})
+	if err != nil {
+		t.Fatalf("join %s: %v", name, err)
+	}
+	e.caFile, e.credsFile = res.CAFile, res.CredentialsFile
 	t.Cleanup(e.stop)
 	return e
 }
@@ -324,11 +340,17 @@ func (noObjects) Secret(ns, name string) (*corev1.Secret, error) {
 	return nil, fmt.Errorf("secret %s/%s: none while killing pods", ns, name)
 }
 
+// cloudConfig is the cloud part of the edge's configuration.
+func (e *edge) cloudConfig() edgecore.CloudConfig {
+	return edgecore.CloudConfig{URL: "wss://" + e.link.addr() + "/v1/connect", CAFile: e.caFile,
+		CredentialsFile: e.credsFile}
+}
+
 func (e *edge) start() {
 	e.t.Helper()
 	cfg := edgecore.Config{
 		NodeName:          e.name,
-		Cloud:             edgecore.CloudConfig{URL: "wss://" + e.link.addr() + "/v1/connect", Token: token, CAFile: e.ca},
+		Cloud:             e.cloudConfig(),
 		DataDir:           e.dir,
 		NodeIP:            "127.0.0.1",
 		ReconnectInitial:  metav1.Duration{Duration: 200 * time.Millisecond},
@@ -566,4 +588,27 @@ func waitSettled(t *testing.T, ns string, edges ...*edge) {
 		}
 		return stable >= 10, nil // a second without change
 	})
+}
+
+// enrollCert registers node directly (no join token) and returns its client
+// certificate, for tests that speak the protocol by hand.
+func enrollCert(t *testing.T, c *cloud, node string) *tls.Certificate {
+	t.Helper()
+	key, err := pki.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, err := c.cc.Enroll.Direct(t.Context(), node, &key.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM, err := pki.KeyPEM(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &pair
 }

@@ -342,27 +342,33 @@ func TestBadInputIsRefused(t *testing.T) {
 	good := startEdge(t, c, "e2e-bad-good")
 	waitNodeReady(t, good.name, corev1.ConditionTrue, 30*time.Second)
 
-	pem, err := os.ReadFile(c.caFile())
-	if err != nil {
-		t.Fatal(err)
-	}
 	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(pem)
-	dialer := websocket.Dialer{TLSClientConfig: &tls.Config{RootCAs: pool}, HandshakeTimeout: 5 * time.Second}
+	pool.AddCert(c.cc.CA.Cert)
 	url := "wss://" + c.addr + hub.Path
-	dial := func(tok string) (*websocket.Conn, *http.Response, error) {
-		return dialer.DialContext(t.Context(), url, http.Header{"Authorization": {"Bearer " + tok}})
+	dial := func(cert *tls.Certificate) (*websocket.Conn, *http.Response, error) {
+		tc := &tls.Config{RootCAs: pool}
+		if cert != nil {
+			tc.Certificates = []tls.Certificate{*cert}
+		}
+		dialer := websocket.Dialer{TLSClientConfig: tc, HandshakeTimeout: 5 * time.Second}
+		return dialer.DialContext(t.Context(), url, nil)
 	}
 
-	// A wrong token: 401 before any websocket.
-	_, resp, err := dial("not-the-token-0123456789")
+	// No client certificate, or a join token as a bearer token: 401 before
+	// any websocket (join tokens are never accepted on the tunnel).
+	_, resp, err := dial(nil)
 	if err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
-		t.Fatalf("wrong token: got %v, response %v; want 401", err, resp)
+		t.Fatalf("no certificate: got %v, response %v; want 401", err, resp)
+	}
+	bearer := websocket.Dialer{TLSClientConfig: &tls.Config{RootCAs: pool}, HandshakeTimeout: 5 * time.Second}
+	_, resp, err = bearer.DialContext(t.Context(), url, http.Header{"Authorization": {"Bearer " + c.joinToken("")}})
+	if err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("join token as bearer: got %v, response %v; want 401", err, resp)
 	}
 
 	// A session that says Hello properly, then misbehaves.
 	session := func(node string) *websocket.Conn {
-		ws, _, err := dial(token)
+		ws, _, err := dial(enrollCert(t, c, node))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -409,7 +415,7 @@ func TestBadInputIsRefused(t *testing.T) {
 	t.Logf("oversized frame refused: %v", closeErr)
 
 	// A Hello of an unsupported version: an Error naming both versions.
-	ws2, _, err := dial(token)
+	ws2, _, err := dial(enrollCert(t, c, "e2e-bad-version"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package edgecore
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"io"
@@ -16,6 +17,7 @@ import (
 
 	devicesapi "github.com/tether-edge/tether/devices/api"
 	"github.com/tether-edge/tether/devices/broker"
+	"github.com/tether-edge/tether/edgecore/link"
 	"github.com/tether-edge/tether/edgecore/store"
 	"github.com/tether-edge/tether/protocol"
 )
@@ -56,7 +58,7 @@ func deviceEdge(t *testing.T, devices DevicesConfig) *EdgeCore {
 		t.Fatal(err)
 	}
 	off := false
-	ec, err := New(Config{NodeName: "edge-1", Cloud: CloudConfig{URL: "wss://127.0.0.1:1/v1/connect", Token: "x"},
+	ec, err := New(Config{NodeName: "edge-1", Cloud: unreachableCloud(),
 		DataDir: dir, StaticPodPath: NoStaticPods, MetaServer: MetaServerConfig{Enable: &off}, Devices: devices,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
@@ -142,7 +144,7 @@ func TestDevicesEmbeddedBroker(t *testing.T) {
 
 	// A second edgecore cannot take the same address.
 	off := false
-	_, err := New(Config{NodeName: "edge-2", Cloud: CloudConfig{URL: "wss://127.0.0.1:1/v1/connect", Token: "x"},
+	_, err := New(Config{NodeName: "edge-2", Cloud: unreachableCloud(),
 		DataDir: t.TempDir(), StaticPodPath: NoStaticPods, MetaServer: MetaServerConfig{Enable: &off},
 		Devices: DevicesConfig{MQTT: MQTTConfig{Addr: ec.Broker.Addr()}}})
 	if err == nil || !strings.HasPrefix(err.Error(), "devices.mqtt.addr:") || !strings.Contains(err.Error(), "address already in use") {
@@ -171,4 +173,11 @@ func TestDevicesExternalBroker(t *testing.T) {
 	if !strings.Contains(r, `"temperature":{"expected":{"value":"21"`) {
 		t.Fatalf("twin/get %s", r)
 	}
+}
+
+// unreachableCloud is a cloud configuration whose dials fail (nothing
+// listens on port 1), for tests of the edge alone.
+func unreachableCloud() CloudConfig {
+	const url = "wss://127.0.0.1:1/v1/connect"
+	return CloudConfig{URL: url, Dialer: &link.Dialer{URL: url, TLS: &tls.Config{}, Timeout: time.Second}}
 }

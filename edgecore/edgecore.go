@@ -198,7 +198,7 @@ func (c *Config) validate() error {
 		c.Cloud.URL = u.String()
 	}
 	if c.Cloud.Token != "" || c.Cloud.TokenFile != "" {
-		return errors.New("cloud.token, cloud.tokenFile: shared bootstrap tokens are no longer accepted; " +
+		return errors.New("cloud.token: shared bootstrap tokens (cloud.token, cloud.tokenFile) are no longer accepted; " +
 			"join this node with `edgecore join --cloud HOST:PORT --token T` (the token from `cloudcore token create`)")
 	}
 	if c.Cloud.Dialer == nil {

@@ -14,12 +14,15 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 	dir := t.TempDir()
 	ca := filepath.Join(dir, "ca.crt")
 	os.WriteFile(ca, []byte("x"), 0o600)
-	good := "nodeName: edge-1\ncloud:\n  url: wss://cloud:10000/v1/connect\n  token: tok\n  caFile: " + ca + "\ndataDir: " + dir + "\n"
+	good := "nodeName: edge-1\ncloud:\n  url: wss://cloud:10000/v1/connect\n  credentialsFile: " + ca +
+		"\n  caFile: " + ca + "\ndataDir: " + dir + "\n"
 	cases := []struct{ yaml, field string }{
 		{strings.Replace(good, "edge-1", "Edge_1", 1), "nodeName"},
 		{strings.Replace(good, "wss://", "http://", 1), "cloud.url"},
-		{strings.Replace(good, "  token: tok\n", "", 1), "cloud.token"},
-		{strings.Replace(good, ca, ca+".missing", 1), "cloud.caFile"},
+		{strings.Replace(good, "  credentialsFile: "+ca+"\n", "", 1), "cloud.credentialsFile"},
+		{strings.Replace(good, "  caFile: "+ca, "  caFile: "+ca+".missing", 1), "cloud.caFile"},
+		{strings.Replace(good, "  caFile: "+ca+"\n", "", 1), "cloud.caFile"},
+		{strings.Replace(good, "cloud:\n", "cloud:\n  token: abcdef.0123456789abcdef\n", 1), "cloud.token"},
 		{good + "runtime: docker\n", "runtime"},
 		{good + "nodeIP: 300.1.1.1\n", "nodeIP"},
 		{good + "maxPods: -1\n", "maxPods"},

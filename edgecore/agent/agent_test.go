@@ -88,7 +88,7 @@ func (h *fakeHub) dialer(t *testing.T, netDial func(ctx context.Context, network
 	pool.AddCert(h.srv.Certificate())
 	tlsCfg := h.srv.Client().Transport.(*http.Transport).TLSClientConfig.Clone()
 	tlsCfg.RootCAs = pool
-	return &link.Dialer{URL: "wss" + h.srv.URL[len("https"):] + "/v1/connect", Token: "t",
+	return &link.Dialer{URL: "wss" + h.srv.URL[len("https"):] + "/v1/connect",
 		TLS: tlsCfg, Timeout: 5 * time.Second, NetDial: netDial}
 }
 

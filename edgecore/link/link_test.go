@@ -62,7 +62,7 @@ func TestDialThroughNetDial(t *testing.T) {
 	pool := x509.NewCertPool()
 	pool.AddCert(srv.Certificate())
 	var dialed []string
-	d := &Dialer{URL: "wss" + strings.TrimPrefix(srv.URL, "https") + "/v1/connect", Token: "t",
+	d := &Dialer{URL: "wss" + strings.TrimPrefix(srv.URL, "https") + "/v1/connect",
 		TLS: &tls.Config{RootCAs: pool}, Timeout: 5 * time.Second,
 		NetDial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			dialed = append(dialed, network+" "+addr)
