@@ -169,11 +169,17 @@ type cloud struct {
 
 func startCloud(t *testing.T) *cloud {
 	t.Helper()
+	return startCloudWith(t, nil)
+}
+
+// startCloudWith starts a cloudcore whose configuration tweak changes.
+func startCloudWith(t *testing.T, tweak func(*cloudcore.Config)) *cloud {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &cloud{t: t, addr: ln.Addr().String()}
+	c := &cloud{t: t, addr: ln.Addr().String(), tweak: tweak}
 	c.start(ln)
 	t.Cleanup(c.stop)
 	return c
@@ -193,13 +199,17 @@ func (c *cloud) start(ln net.Listener) {
 			c.t.Fatal(err)
 		}
 	}
-	cc, err := cloudcore.New(cloudcore.Config{
+	cfg := cloudcore.Config{
 		Kubeconfig:        cp.Kubeconfig(),
 		HeartbeatInterval: metav1.Duration{Duration: heartbeat},
 		LeaseDuration:     metav1.Duration{Duration: leaseDuration},
 		Listener:          ln,
 		Logger:            testLogger(c.t).With(slog.String("side", "cloud")),
-	})
+	}
+	if c.tweak != nil {
+		c.tweak(&cfg)
+	}
+	cc, err := cloudcore.New(cfg)
 	if err != nil {
 		c.t.Fatal(err)
 	}
