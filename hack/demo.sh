@@ -41,15 +41,12 @@ kubeconfig=$(cat "$run/controlplane.ready")
 
 export KUBECONFIG=$kubeconfig
 
-# cloudcore: the hub on 127.0.0.1:10000, certificates made in $run/cloudcore.
-token_file=$run/bootstrap-token
-[[ -s $token_file ]] || head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$token_file"
-rm -rf "$run/cloudcore/pki"
-bin/cloudcore --kubeconfig "$kubeconfig" --listen 127.0.0.1:10000 --data-dir "$run/cloudcore" \
-  --token-file "$token_file" >"$run/cloudcore.log" 2>&1 &
+# cloudcore: the hub on 127.0.0.1:10000. Its CA is kept in the Secret
+# tether-system/tether-ca (created on first start).
+bin/cloudcore --kubeconfig "$kubeconfig" --listen 127.0.0.1:10000 >"$run/cloudcore.log" 2>&1 &
 pids+=($!)
 echo "demo: starting cloudcore (log: $run/cloudcore.log)"
-until [[ -s $run/cloudcore/pki/ca.crt ]] && grep -q "hub listening" "$run/cloudcore.log"; do
+until grep -q "hub listening" "$run/cloudcore.log"; do
   kill -0 "${pids[-1]}" 2>/dev/null || { tail -n 20 "$run/cloudcore.log" >&2; exit 1; }
   sleep 0.2
 done
@@ -78,19 +75,28 @@ else
   echo "demo: not root or containerd/busybox-static missing: the edge runs the in-memory runtime" >&2
 fi
 
-# One edge node. Its store is made anew with the control plane's data.
-rm -rf "$run/edge-1"
+# One edge node. Its store is made anew with the control plane's data. It
+# joins as an operator adds a board: a join token made on the cloud side
+# (`cloudcore token create`, which prints the command to run on the board),
+# then `edgecore join`, which checks the cloud's CA against the token, makes
+# the node's key and writes its certificate and edgecore.yaml (keeping the
+# settings below).
+rm -rf "$run/edge-1" "$run/edge-pki"
 cat >"$run/edgecore.yaml" <<EOF
-nodeName: demo-edge-1
-cloud:
-  url: wss://127.0.0.1:10000/v1/connect
-  tokenFile: $token_file
-  caFile: $run/cloudcore/pki/ca.crt
 dataDir: $run/edge-1
 labels:
   tether.io/site: demo-store
 $runtime_cfg
 EOF
+join_cmd=$(bin/cloudcore token create --kubeconfig "$kubeconfig" --cloud 127.0.0.1:10000 \
+  --node demo-edge-1 --uses 1 --ttl 1h --description "tether demo")
+echo "demo: cloudcore token create printed: ${join_cmd%%--token*}--token <token> ..."
+read -r -a join_args <<<"$join_cmd"
+if [[ ${join_args[0]:-} != edgecore || ${join_args[1]:-} != join ]]; then
+  echo "demo: unexpected output of cloudcore token create: $join_cmd" >&2
+  exit 1
+fi
+bin/"${join_args[@]}" --config "$run/edgecore.yaml" --pki-dir "$run/edge-pki"
 bin/edgecore --config "$run/edgecore.yaml" >"$run/edgecore.log" 2>&1 &
 pids+=($!)
 echo "demo: starting edgecore (log: $run/edgecore.log)"
