@@ -162,6 +162,7 @@ func testLogger(t *testing.T) *slog.Logger {
 type cloud struct {
 	t      *testing.T
 	addr   string
+	tweak  func(*cloudcore.Config)
 	cc     *cloudcore.CloudCore
 	cancel context.CancelFunc
 	done   chan error

@@ -7,7 +7,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"

@@ -1,46 +1,90 @@
 package pki
 
 import (
-	"encoding/hex"
+	"errors"
 	"fmt"
-	"regexp"
 	"strings"
 )
 
-// A join token as printed by `cloudcore token create` and given to
-// `edgecore join`: "<id>.<secret>.<pin>", where <id>.<secret> is the
-// Kubernetes bootstrap token (6 and 16 characters of [a-z0-9]) that the hub
-// checks, and <pin> is the 64 hex digits of Hash of the CA bundle, which the
-// edge checks before it sends the secret anywhere.
-var bootstrapRE = regexp.MustCompile(`^[a-z0-9]{6}\.[a-z0-9]{16}$`)
+// Join tokens. A bootstrap token is "<id>.<secret>": an id of
+// BootstrapIDLen and a secret of BootstrapSecretLen characters a-z and 0-9,
+// the shape of a Kubernetes bootstrap token. A join token, the string an
+// operator hands to `edgecore join`, appends the pin of the cloud's CA:
+// "<id>.<secret>.<hex>", where <hex> is the 64 hex digits of Hash without
+// its "sha256:" prefix. The edge checks the hub's CA against the pin before
+// it sends the bootstrap token, so a token is never shown to an impostor.
+//
+// These live here, not in cloudcore/jointoken, because both the cloud and
+// the edge parse them and the edge may not import the cloud.
+const (
+	BootstrapIDLen     = 6
+	BootstrapSecretLen = 16
+	hashPrefix         = "sha256:"
+	hashHexLen         = 64
+)
 
-// FormatJoinToken makes the join token of a bootstrap token and a CA pin
-// ("sha256:<hex>").
-func FormatJoinToken(bootstrap, pin string) string {
-	return bootstrap + "." + strings.TrimPrefix(pin, "sha256:")
+// ErrMalformedToken is wrapped by every error of ParseBootstrapToken and
+// ParseJoinToken. The messages say which part is wrong but never repeat the
+// input, which holds a secret.
+var ErrMalformedToken = errors.New("malformed join token")
+
+// JoinToken returns "<bootstrap>.<hex>" for a bootstrap token "<id>.<secret>"
+// and a CA pin "sha256:<hex>" as Hash returns it.
+func JoinToken(bootstrap, caHash string) string {
+	return bootstrap + "." + strings.TrimPrefix(caHash, hashPrefix)
 }
 
-// ParseJoinToken splits a join token into its bootstrap token and its CA
-// pin ("sha256:<hex>"). Errors never repeat the token.
-func ParseJoinToken(s string) (bootstrap, pin string, err error) {
+// ParseBootstrapToken splits a bootstrap token "<id>.<secret>" and checks
+// the length and characters of both parts.
+func ParseBootstrapToken(s string) (id, secret string, err error) {
 	parts := strings.Split(strings.TrimSpace(s), ".")
-	if len(parts) != 3 {
-		return "", "", fmt.Errorf("join token: want <id>.<secret>.<ca hash> (three parts separated by dots), got %d parts", len(parts))
+	switch {
+	case len(parts) == 3:
+		return "", "", fmt.Errorf("%w: want <id>.<secret>, got three parts: is it a join token with its CA pin?", ErrMalformedToken)
+	case len(parts) != 2:
+		return "", "", fmt.Errorf("%w: want <id>.<secret>, got %d part(s) separated by dots", ErrMalformedToken, len(parts))
 	}
-	bootstrap = parts[0] + "." + parts[1]
-	if err := ValidateBootstrapToken(bootstrap); err != nil {
+	if err := checkPart("id", parts[0], BootstrapIDLen); err != nil {
 		return "", "", err
 	}
-	if b, err := hex.DecodeString(parts[2]); err != nil || len(b) != 32 {
-		return "", "", fmt.Errorf("join token: the CA hash must be 64 hex digits")
+	if err := checkPart("secret", parts[1], BootstrapSecretLen); err != nil {
+		return "", "", err
 	}
-	return bootstrap, "sha256:" + strings.ToLower(parts[2]), nil
+	return parts[0], parts[1], nil
 }
 
-// ValidateBootstrapToken checks the shape of "<id>.<secret>".
-func ValidateBootstrapToken(s string) error {
-	if !bootstrapRE.MatchString(s) {
-		return fmt.Errorf("join token: the token part must be 6 and 16 characters of [a-z0-9] separated by a dot")
+// ParseJoinToken splits a join token "<id>.<secret>.<hex>" into the
+// bootstrap token "<id>.<secret>" and the CA pin in Hash's form,
+// "sha256:<hex>" (hex in lower case).
+func ParseJoinToken(s string) (bootstrap, caHash string, err error) {
+	parts := strings.Split(strings.TrimSpace(s), ".")
+	switch {
+	case len(parts) == 2:
+		return "", "", fmt.Errorf("%w: it has no CA pin: want <id>.<secret>.<ca-hash>, as `cloudcore token create` prints it", ErrMalformedToken)
+	case len(parts) != 3:
+		return "", "", fmt.Errorf("%w: want <id>.<secret>.<ca-hash>, got %d part(s) separated by dots", ErrMalformedToken, len(parts))
+	}
+	if err := checkPart("id", parts[0], BootstrapIDLen); err != nil {
+		return "", "", err
+	}
+	if err := checkPart("secret", parts[1], BootstrapSecretLen); err != nil {
+		return "", "", err
+	}
+	h := strings.ToLower(parts[2])
+	if len(h) != hashHexLen || strings.Trim(h, "0123456789abcdef") != "" {
+		return "", "", fmt.Errorf("%w: the CA hash must be %d hex digits, got %d characters", ErrMalformedToken, hashHexLen, len(parts[2]))
+	}
+	return parts[0] + "." + parts[1], hashPrefix + h, nil
+}
+
+// checkPart checks that v is n characters a-z, 0-9. Its error names the part
+// and its length, never its value.
+func checkPart(name, v string, n int) error {
+	if len(v) != n {
+		return fmt.Errorf("%w: the %s must be %d characters, got %d", ErrMalformedToken, name, n, len(v))
+	}
+	if strings.Trim(v, "abcdefghijklmnopqrstuvwxyz0123456789") != "" {
+		return fmt.Errorf("%w: the %s must be lower-case letters and digits only", ErrMalformedToken, name)
 	}
 	return nil
 }

@@ -7,10 +7,23 @@
 //
 //	cloudcore --config cloudcore.yaml
 //	cloudcore --kubeconfig ~/.kube/config --listen 0.0.0.0:10000
+//
+// `cloudcore token` manages the join tokens edge nodes join with (package
+// cloudcore/jointoken), with the operator's kubeconfig:
+//
+//	cloudcore token create --cloud hub.example.com:10000 --uses 1 --node edge-1
+//	cloudcore token list
+//	cloudcore token delete ID
+//
+// create prints the command to run on the node, `edgecore join --cloud ...
+// --token <id>.<secret>.<CA hash>`, the CA hash pinning the CA that
+// cloudcore keeps in the Secret tether-system/tether-ca (created if
+// missing).
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -25,7 +38,18 @@ import (
 )
 
 func main() {
-	if err := run(); err != nil {
+	var err error
+	if len(os.Args) > 1 && os.Args[1] == "token" {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		err = runToken(ctx, os.Args[2:], os.Stdout, os.Stderr)
+		stop()
+	} else {
+		err = run()
+	}
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		os.Exit(2)
+	case err != nil:
 		fmt.Fprintln(os.Stderr, "cloudcore:", err)
 		os.Exit(1)
 	}
