@@ -3,14 +3,12 @@
 package cloudcore
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -18,14 +16,11 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	apiextensions "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
@@ -34,13 +29,14 @@ import (
 	"github.com/tether-edge/tether/cloudcore/status"
 	"github.com/tether-edge/tether/controlplane"
 	"github.com/tether-edge/tether/devices/api"
+	manifests "github.com/tether-edge/tether/manifests/cloudcore"
 	"github.com/tether-edge/tether/manifests/crds"
 	"github.com/tether-edge/tether/protocol"
 )
 
 const (
-	// cloudcoreUser is the ServiceAccount of manifests/cloudcore/rbac.yaml.
-	cloudcoreUser = "system:serviceaccount:tether-system:tether-cloudcore"
+	// cloudcoreUser is the ServiceAccount of manifests/cloudcore.
+	cloudcoreUser = manifests.ServiceAccount
 	devNS         = "plant"
 )
 
@@ -283,42 +279,13 @@ func runCloudcore(t *testing.T, cfg Config) *CloudCore {
 	return cc
 }
 
-// applyRBAC creates the objects of manifests/cloudcore/rbac.yaml.
+// applyRBAC applies manifests/cloudcore: rbac.yaml and policy.yaml.
 func applyRBAC(t *testing.T, client kubernetes.Interface) {
 	t.Helper()
-	ctx := t.Context()
-	b, err := os.ReadFile(filepath.Join("..", "manifests", "cloudcore", "rbac.yaml"))
-	if err != nil {
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	if err := manifests.Apply(ctx, client); err != nil {
 		t.Fatal(err)
-	}
-	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(b)))
-	for {
-		doc, err := r.Read()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode(doc, nil, nil)
-		if err != nil {
-			t.Fatalf("rbac.yaml: %v", err)
-		}
-		switch o := obj.(type) {
-		case *corev1.Namespace:
-			_, err = client.CoreV1().Namespaces().Create(ctx, o, metav1.CreateOptions{})
-		case *corev1.ServiceAccount:
-			_, err = client.CoreV1().ServiceAccounts(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
-		case *rbacv1.ClusterRole:
-			_, err = client.RbacV1().ClusterRoles().Create(ctx, o, metav1.CreateOptions{})
-		case *rbacv1.ClusterRoleBinding:
-			_, err = client.RbacV1().ClusterRoleBindings().Create(ctx, o, metav1.CreateOptions{})
-		default:
-			t.Fatalf("rbac.yaml: unexpected %T", obj)
-		}
-		if err != nil {
-			t.Fatalf("create %T: %v", obj, err)
-		}
 	}
 }
 

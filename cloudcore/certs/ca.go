@@ -73,7 +73,16 @@ func LoadOrCreateCA(ctx context.Context, client kubernetes.Interface, namespace,
 		case apierrors.IsAlreadyExists(err):
 			continue // another replica won: load its CA
 		case apierrors.IsNotFound(err):
-			return nil, fmt.Errorf("ca secret %s/%s: namespace %s does not exist: %w", namespace, name, namespace, err)
+			// The namespace is missing: a cloudcore run with an admin's
+			// kubeconfig (the demo) makes it; in the cluster it exists,
+			// holding cloudcore's ServiceAccount.
+			_, nerr := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}},
+				metav1.CreateOptions{})
+			if nerr != nil && !apierrors.IsAlreadyExists(nerr) {
+				return nil, fmt.Errorf("ca secret %s/%s: namespace %s does not exist and cannot be created: %w",
+					namespace, name, namespace, nerr)
+			}
+			continue
 		default:
 			return nil, fmt.Errorf("create ca secret %s/%s: %w", namespace, name, err)
 		}

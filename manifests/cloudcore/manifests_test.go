@@ -1,0 +1,46 @@
+package cloudcore_test
+
+import (
+	"testing"
+
+	rbacv1 "k8s.io/api/rbac/v1"
+
+	manifests "github.com/tether-edge/tether/manifests/cloudcore"
+)
+
+// TestObjects loads the manifests strictly and checks that Leases are
+// granted in kube-node-lease only.
+func TestObjects(t *testing.T) {
+	objs, err := manifests.Objects()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(objs) < 10 {
+		t.Fatalf("%d objects", len(objs))
+	}
+	for _, o := range objs {
+		var rules []rbacv1.PolicyRule
+		ns := ""
+		switch r := o.(type) {
+		case *rbacv1.ClusterRole:
+			rules = r.Rules
+		case *rbacv1.Role:
+			rules, ns = r.Rules, r.Namespace
+		}
+		for _, rule := range rules {
+			for _, g := range rule.APIGroups {
+				if g == "coordination.k8s.io" && ns != "kube-node-lease" {
+					t.Errorf("Leases granted outside kube-node-lease: %s %+v", ns, rule)
+				}
+				if g == "*" {
+					t.Errorf("a wildcard group: %+v", rule)
+				}
+			}
+			for _, v := range rule.Verbs {
+				if v == "*" || v == "escalate" || v == "bind" || v == "impersonate" {
+					t.Errorf("verb %s: %+v", v, rule)
+				}
+			}
+		}
+	}
+}
