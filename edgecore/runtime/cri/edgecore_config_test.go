@@ -1,6 +1,8 @@
 package cri_test
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -12,7 +14,13 @@ import (
 // edgecore's config takes `runtime: cri` with a `cri:` section whose errors
 // name the field.
 func TestEdgecoreConfigNamesCRIFields(t *testing.T) {
-	good := "nodeName: edge-1\ncloud:\n  url: wss://cloud:10000/v1/connect\n  token: tok\ndataDir: " + t.TempDir() + "\nruntime: cri\n"
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.crt")
+	if err := os.WriteFile(ca, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	good := "nodeName: edge-1\ncloud:\n  url: wss://cloud:10000/v1/connect\n  caFile: " + ca +
+		"\n  credentialsFile: " + ca + "\ndataDir: " + dir + "\nruntime: cri\n"
 	cases := []struct{ yaml, field string }{
 		{good + "cri:\n  endpoint: run/containerd.sock\n", "cri.endpoint"},
 		{good + "cri:\n  podLogDir: logs\n", "cri.podLogDir"},
