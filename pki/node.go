@@ -47,11 +47,18 @@ func KeyPEM(key *ecdsa.PrivateKey) ([]byte, error) {
 	return pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: b}), nil
 }
 
-// ParseKeyPEM decodes an ECDSA key written by KeyPEM (or PKCS#8).
+// ParseKeyPEM decodes the first ECDSA key (written by KeyPEM, or PKCS#8)
+// in b, skipping certificates.
 func ParseKeyPEM(b []byte) (*ecdsa.PrivateKey, error) {
-	blk, _ := pem.Decode(b)
-	if blk == nil {
-		return nil, errors.New("no PEM block")
+	var blk *pem.Block
+	for {
+		blk, b = pem.Decode(b)
+		if blk == nil {
+			return nil, errors.New("no PEM private key")
+		}
+		if strings.HasSuffix(blk.Type, "PRIVATE KEY") {
+			break
+		}
 	}
 	if k, err := x509.ParseECPrivateKey(blk.Bytes); err == nil {
 		return k, nil
