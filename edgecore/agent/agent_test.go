@@ -31,6 +31,9 @@ type fakeHub struct {
 	srv    *httptest.Server
 	script []*protocol.Frame
 	frames chan *protocol.Frame
+	// version is the protocol version the hub welcomes with (default
+	// protocol.Version).
+	version uint32
 }
 
 func newFakeHub(t *testing.T, script ...*protocol.Frame) *fakeHub {
@@ -57,7 +60,11 @@ func (h *fakeHub) serve(w http.ResponseWriter, r *http.Request) {
 	if _, _, err := conn.ReadMessage(); err != nil { // Hello
 		return
 	}
-	if write(&protocol.Frame{Welcome: &protocol.Welcome{ProtocolVersion: protocol.Version,
+	v := h.version
+	if v == 0 {
+		v = protocol.Version
+	}
+	if write(&protocol.Frame{Welcome: &protocol.Welcome{ProtocolVersion: v,
 		HeartbeatInterval: protocol.DurationOf(time.Second), SessionTimeout: protocol.DurationOf(5 * time.Second),
 		MaxFrameSize: protocol.MaxFrameSize}}) != nil {
 		return
@@ -261,4 +268,92 @@ func TestNodeStatusOnlyWhenChanged(t *testing.T) {
 	step("unchanged again", false, false)
 	a.sentStatusAt = time.Now().Add(-time.Hour)
 	step("interval passed", false, true)
+}
+
+// alwaysDue are Credentials always due for renewal.
+type alwaysDue struct{ issued atomic.Int32 }
+
+func (c *alwaysDue) RenewalRequest(now time.Time) ([]byte, time.Time, error) {
+	return []byte("csr"), now.Add(50 * time.Millisecond), nil
+}
+
+func (c *alwaysDue) Issued([]byte) error { c.issued.Add(1); return nil }
+
+// startAgent runs an agent against hub until the test ends.
+func startAgent(t *testing.T, hub *fakeHub, cfg Config) *Agent {
+	t.Helper()
+	db, err := store.Open(filepath.Join(t.TempDir(), "edge.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	cfg.NodeName = "n1"
+	a, err := New(cfg, db, hub.dialer(t, nil), func() (*corev1.NodeStatus, error) { return &corev1.NodeStatus{}, nil },
+		noObserver{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- a.Start(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return a
+}
+
+// A certificate request goes only to a hub of protocol version 2 or more;
+// the certificate it answers is installed.
+func TestCertRequestGatedOnVersion(t *testing.T) {
+	for _, v := range []uint32{1, 2} {
+		hub := newFakeHub(t, &protocol.Frame{CertIssued: &protocol.CertIssued{Certificate: []byte("cert")}})
+		hub.version = v
+		creds := &alwaysDue{}
+		startAgent(t, hub, Config{Credentials: creds})
+		requests := 0
+		deadline := time.After(time.Second)
+	loop:
+		for {
+			select {
+			case f := <-hub.frames:
+				if f.CertRequest != nil {
+					requests++
+				}
+			case <-deadline:
+				break loop
+			}
+		}
+		if v == 1 && requests != 0 {
+			t.Errorf("version 1 hub got %d certificate requests", requests)
+		}
+		if v == 2 && (requests == 0 || creds.issued.Load() != 1) {
+			t.Errorf("version 2 hub: %d requests, %d certificates installed; want some and 1", requests, creds.issued.Load())
+		}
+	}
+}
+
+// An outbox message the hub answers ErrorUnknownMessage (an older hub) is
+// not sent again in that session, however often the outbox is resent.
+func TestUnknownMessageNotResent(t *testing.T) {
+	// The node status queued at start is the outbox's first message.
+	hub := newFakeHub(t, &protocol.Frame{Error: &protocol.Error{Code: protocol.ErrorUnknownMessage, Seq: 1,
+		Message: "frame holds no known message type"}})
+	startAgent(t, hub, Config{ResendAfter: 100 * time.Millisecond})
+	sent := 0
+	deadline := time.After(1500 * time.Millisecond)
+	for {
+		select {
+		case f := <-hub.frames:
+			if f.NodeStatus != nil {
+				sent++
+			}
+			continue
+		case <-deadline:
+		}
+		break
+	}
+	if sent != 1 {
+		t.Fatalf("the refused message was sent %d times, want once", sent)
+	}
 }
