@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
+
 	"github.com/tether-edge/tether/pki"
 	"github.com/tether-edge/tether/protocol"
 )
@@ -237,5 +239,41 @@ func TestCertRequest(t *testing.T) {
 	}
 	if st := src.hub.Stats(); st.CertsIssued != 1 || st.CertsRefused != 1 {
 		t.Errorf("stats %+v: want 1 issued, 1 refused", st)
+	}
+}
+
+// An edge of protocol version 1 is welcomed with version 1, and a
+// CertRequest in such a session is not taken.
+func TestVersionOneEdge(t *testing.T) {
+	_, url := startHub(t, Config{})
+	tc := &tls.Config{InsecureSkipVerify: true, Certificates: []tls.Certificate{*issueCert(t, "n1", "id-n1")}}
+	ws, _, err := (&websocket.Dialer{TLSClientConfig: tc}).Dial(url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	e := &fakeEdge{t: t, ws: ws, frames: make(chan *protocol.Frame, 100)}
+	go func() {
+		defer close(e.frames)
+		for {
+			_, b, err := ws.ReadMessage()
+			if err != nil {
+				return
+			}
+			if f, err := protocol.Decode(b); err == nil {
+				e.frames <- f
+			}
+		}
+	}()
+	e.send(&protocol.Frame{Hello: &protocol.Hello{ProtocolVersion: 1, MinVersion: 1, NodeName: "n1"}})
+	if f := e.recv(); f.Welcome == nil || f.Welcome.ProtocolVersion != 1 {
+		t.Fatalf("want Welcome version 1, got %+v", f)
+	}
+	e.recv() // ResyncDone
+	key, _ := pki.NewKey()
+	csr, _ := pki.NodeCSR(key, "n1")
+	e.send(&protocol.Frame{CertRequest: &protocol.CertRequest{CSR: csr}})
+	if f := e.recv(); f.Error == nil || f.Error.Code != protocol.ErrorUnexpected {
+		t.Fatalf("CertRequest in a version 1 session: want Error Unexpected, got %s", f.Type())
 	}
 }

@@ -280,13 +280,18 @@ func (c *alwaysDue) RenewalRequest(now time.Time) ([]byte, time.Time, error) {
 func (c *alwaysDue) Issued([]byte) error { c.issued.Add(1); return nil }
 
 // startAgent runs an agent against hub until the test ends.
-func startAgent(t *testing.T, hub *fakeHub, cfg Config) *Agent {
+func startAgent(t *testing.T, hub *fakeHub, cfg Config, prepare ...func(*store.Tx) error) *Agent {
 	t.Helper()
 	db, err := store.Open(filepath.Join(t.TempDir(), "edge.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
+	for _, p := range prepare {
+		if err := db.Update(p); err != nil {
+			t.Fatal(err)
+		}
+	}
 	cfg.NodeName = "n1"
 	a, err := New(cfg, db, hub.dialer(t, nil), func() (*corev1.NodeStatus, error) { return &corev1.NodeStatus{}, nil },
 		noObserver{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
@@ -336,24 +341,36 @@ func TestCertRequestGatedOnVersion(t *testing.T) {
 // An outbox message the hub answers ErrorUnknownMessage (an older hub) is
 // not sent again in that session, however often the outbox is resent.
 func TestUnknownMessageNotResent(t *testing.T) {
-	// The node status queued at start is the outbox's first message.
-	hub := newFakeHub(t, &protocol.Frame{Error: &protocol.Error{Code: protocol.ErrorUnknownMessage, Seq: 1,
+	// The outbox: an event (seq 1), never acknowledged, so that the outbox
+	// is sent again and again; then the node status queued at start (seq
+	// 2), which the hub cannot take.
+	hub := newFakeHub(t, &protocol.Frame{Error: &protocol.Error{Code: protocol.ErrorUnknownMessage, Seq: 2,
 		Message: "frame holds no known message type"}})
-	startAgent(t, hub, Config{ResendAfter: 100 * time.Millisecond})
-	sent := 0
+	startAgent(t, hub, Config{ResendAfter: 100 * time.Millisecond}, func(tx *store.Tx) error {
+		_, err := tx.Enqueue(store.OutboxEvent("e1"), &protocol.Frame{Event: &protocol.Event{InvolvedKind: "Node",
+			Name: "n1", Type: "Normal", Reason: "Starting"}}, 100)
+		return err
+	})
+	statuses, events := 0, 0
 	deadline := time.After(1500 * time.Millisecond)
 	for {
 		select {
 		case f := <-hub.frames:
-			if f.NodeStatus != nil {
-				sent++
+			switch {
+			case f.NodeStatus != nil:
+				statuses++
+			case f.Event != nil:
+				events++
 			}
 			continue
 		case <-deadline:
 		}
 		break
 	}
-	if sent != 1 {
-		t.Fatalf("the refused message was sent %d times, want once", sent)
+	if events < 2 {
+		t.Fatalf("the outbox was sent %d times; the test needs it resent", events)
+	}
+	if statuses != 1 {
+		t.Fatalf("the refused message was sent %d times, want once", statuses)
 	}
 }
