@@ -4,6 +4,12 @@
 // binary in cmd/cloudcore reads a Config and calls Run; tests and the
 // simulator embed it the same way.
 //
+// New loads cloudcore's CA from its Secret (tether-system/tether-ca), or
+// creates it (package certs), and issues the hub's serving certificate from
+// it. Edges join through the hub's join endpoint with a join token (package
+// enroll, tokens from package jointoken) and connect with the client
+// certificate they get.
+//
 // At start, before anything else, Run installs the device CRDs
 // (manifests/crds) unless Config.SkipCRDInstall is set: it creates the
 // missing ones, updates those that differ and waits until the API server

@@ -4,7 +4,10 @@
 //
 // # Transport
 //
-// One websocket per edge node, opened by the edge over TLS to the cloud hub.
+// One websocket per edge node, opened by the edge over TLS to the cloud hub,
+// authenticated by the node's client certificate (issued at join; the node
+// name is its common name, system:node:<name>). Since version 2 the hub
+// refuses a Hello that names another node than the certificate.
 // Every websocket message is a binary message holding exactly one Frame, at
 // most MaxFrameSize bytes; both sides refuse larger frames (the reader sets
 // its read limit, the writer checks before sending).

@@ -210,12 +210,13 @@ type ResyncDone struct {
 }
 
 // NodeStatus reports the node's status. Sent by the edge, with a Seq, when it
-// changes and at least every node status report interval. The first one after
-// a connect registers the node: the hub creates the Node object if it is
-// missing.
+// changes and at least every node status report interval. The Node object
+// was created when the node joined; a NodeStatus for a Node that no longer
+// exists (deleted, which revokes the node) is rejected.
 type NodeStatus struct {
-	// Labels are the labels the edge asks for when its Node is created. The
-	// hub adds the edge role label. Ignored for an existing Node.
+	// Labels are the labels the edge asks for on its Node. The hub adds
+	// those an edge may set (the kubelet's rules) that the Node lacks, and
+	// never removes or changes the edge role label.
 	Labels map[string]string `cbor:"1,keyasint,omitempty"`
 	// Status is the Kubernetes protobuf encoding of a k8s.io/api/core/v1
 	// NodeStatus.
