@@ -109,9 +109,17 @@ func edgeNode(name string, edge bool) *corev1.Node {
 	return n
 }
 
-func startDispatcher(t *testing.T, src *fakeSources) (*Dispatcher, *recorder) {
+func startDispatcher(t *testing.T, src *fakeSources, objs ...runtime.Object) (*Dispatcher, *recorder) {
 	t.Helper()
-	client := fake.NewClientset(edgeNode("a", true), edgeNode("b", true), edgeNode("cloud", false))
+	d, rec, _ := startDispatcherClient(t, src, objs...)
+	return d, rec
+}
+
+// startDispatcherClient starts a Dispatcher over a fake clientset holding
+// edge nodes a and b, the non-edge node cloud, and objs.
+func startDispatcherClient(t *testing.T, src *fakeSources, objs ...runtime.Object) (*Dispatcher, *recorder, *fake.Clientset) {
+	t.Helper()
+	client := fake.NewClientset(append([]runtime.Object{edgeNode("a", true), edgeNode("b", true), edgeNode("cloud", false)}, objs...)...)
 	d, err := newDispatcher(client, src.source(), Config{DevicePoll: 20 * time.Millisecond},
 		slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
@@ -124,7 +132,7 @@ func startDispatcher(t *testing.T, src *fakeSources) (*Dispatcher, *recorder) {
 	if err := d.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	return d, rec
+	return d, rec, client
 }
 
 // desired lists Desired(node) as "Kind/name@version".
@@ -257,6 +265,7 @@ func TestDevicesServedLater(t *testing.T) {
 	src.models.Add(model("thermo", 1))
 	src.devices.Add(dev("t1", "uid-t1", "a", "thermo", 1))
 	d, rec := startDispatcher(t, src)
+	rec.waitFor(t, "a", "b") // the edge Nodes added to the cache
 	if !d.Ready() {
 		t.Fatal("not ready without the device CRDs")
 	}

@@ -5,6 +5,13 @@
 // questions from their caches; it keeps no per-node state of its own, so it
 // cannot drift from the cluster.
 //
+// Only edge nodes hold anything: a node whose Node is missing or lacks
+// EdgeRoleLabel has an empty desired set, whatever is bound to it, so a
+// kubelet's node name gets none of its pods, secrets or configmaps. Objects
+// that only mirror pods reference are never sent: a mirror pod is the edge's
+// own report of a static pod, and must not pull anything down (the node
+// authorizer of Kubernetes likewise ignores mirror pods' references).
+//
 // When an object changes, dispatch tells the hub which nodes are affected
 // (Notifier); the hub then compares the node's desired set (Desired) with
 // what the node acknowledged and sends the difference. A Device moved to
@@ -158,6 +165,28 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 			return fmt.Errorf("dispatch: add handler: %w", err)
 		}
 	}
+	// A Node that becomes an edge node (created at join, or labelled) or
+	// stops being one (deleted, which revokes it, or unlabelled) changes
+	// its desired set from nothing to everything or back.
+	if _, err := d.nodeInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) {
+			if isEdge(obj) {
+				d.notifyNode(obj)
+			}
+		},
+		UpdateFunc: func(old, obj any) {
+			if isEdge(old) != isEdge(obj) {
+				d.notifyNode(obj)
+			}
+		},
+		DeleteFunc: func(obj any) {
+			if isEdge(obj) {
+				d.notifyNode(obj)
+			}
+		},
+	}); err != nil {
+		return fmt.Errorf("dispatch: add handler: %w", err)
+	}
 	if _, err := d.dev.devInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { d.deviceChanged(nil, obj) },
 		UpdateFunc: d.deviceChanged,
@@ -230,7 +259,8 @@ func (d *Dispatcher) Serves(kind protocol.Kind) bool {
 func (d *Dispatcher) Pods() corelisters.PodLister   { return d.pods }
 func (d *Dispatcher) Nodes() corelisters.NodeLister { return d.nodes }
 
-// IsEdgeNode reports whether node exists and carries the edge role label.
+// IsEdgeNode reports whether node exists in the informer cache and carries
+// the edge role label. Desired lists nothing for other nodes.
 func (d *Dispatcher) IsEdgeNode(node string) bool {
 	n, err := d.nodes.Get(node)
 	if err != nil {
@@ -238,6 +268,29 @@ func (d *Dispatcher) IsEdgeNode(node string) bool {
 	}
 	_, ok := n.Labels[EdgeRoleLabel]
 	return ok
+}
+
+// isEdge reports whether obj is a Node with EdgeRoleLabel.
+func isEdge(obj any) bool {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
+	n, ok := obj.(*corev1.Node)
+	if !ok {
+		return false
+	}
+	_, ok = n.Labels[EdgeRoleLabel]
+	return ok
+}
+
+// notifyNode tells the node obj (a Node or its tombstone) names.
+func (d *Dispatcher) notifyNode(obj any) {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
+	if n, ok := obj.(*corev1.Node); ok {
+		d.notifier.NodeChanged(n.Name)
+	}
 }
 
 func (d *Dispatcher) changed(kind protocol.Kind, obj any) {
@@ -275,9 +328,21 @@ func (d *Dispatcher) changed(kind protocol.Kind, obj any) {
 
 // Desired appends to dst every object node should hold now, with Data unset,
 // in the order of protocol.Kinds (configmaps and secrets, device models,
-// devices, pods), and returns it. Objects of a node that is not an edge node
-// are still listed: the hub only asks for nodes that connected.
+// devices, pods), and returns it. A node that is not an edge node (no Node in
+// the cache, or one without EdgeRoleLabel) should hold nothing: dst is
+// returned as it is, and none of its pods, secrets, configmaps or devices is
+// looked at. A Node created after the session asked is announced by the
+// node informer (NodeChanged), so the hub asks again.
+//
+// A mirror pod is listed, but nothing it references is: mirror pods are
+// created by edges, and a reference in one must not pull a configmap or a
+// secret down to the node. Only pods the API server's scheduler or users
+// bound to the node do.
 func (d *Dispatcher) Desired(node string, dst []protocol.Object) []protocol.Object {
+	if !d.IsEdgeNode(node) {
+		d.log.Debug("desired set of a node that is not an edge node is empty", slog.String("node", node))
+		return dst
+	}
 	objs, err := d.podsInf.GetIndexer().ByIndex(indexNode, node)
 	if err != nil {
 		d.log.Error("pods by node", slog.String("node", node), slog.Any("err", err))
@@ -289,6 +354,9 @@ func (d *Dispatcher) Desired(node string, dst []protocol.Object) []protocol.Obje
 		p := o.(*corev1.Pod)
 		pods = append(pods, protocol.Object{Kind: protocol.KindPod, UID: string(p.UID), Namespace: p.Namespace,
 			Name: p.Name, ResourceVersion: p.ResourceVersion})
+		if IsMirrorPod(p) {
+			continue
+		}
 		for _, r := range PodRefs(p) {
 			k := refKey(r.Kind, p.Namespace, r.Name)
 			if seen[k] {
@@ -368,9 +436,11 @@ func podNodeIndex(obj any) ([]string, error) {
 	return []string{p.Spec.NodeName}, nil
 }
 
+// podRefsIndex indexes pods by the configmaps and secrets they reference;
+// mirror pods are left out, as Desired ignores their references.
 func podRefsIndex(obj any) ([]string, error) {
 	p, ok := obj.(*corev1.Pod)
-	if !ok {
+	if !ok || IsMirrorPod(p) {
 		return nil, nil
 	}
 	refs := PodRefs(p)
@@ -383,6 +453,14 @@ func podRefsIndex(obj any) ([]string, error) {
 
 func refKey(kind protocol.Kind, ns, name string) string {
 	return kind.String() + "/" + ns + "/" + name
+}
+
+// IsMirrorPod reports whether p is a mirror pod: an edge's (or a kubelet's)
+// copy of a static pod, marked with the kubernetes.io/config.mirror
+// annotation.
+func IsMirrorPod(p *corev1.Pod) bool {
+	_, ok := p.Annotations[corev1.MirrorPodAnnotationKey]
+	return ok
 }
 
 // Ref names a configmap or secret in the pod's namespace.

@@ -2,7 +2,11 @@ package status
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 	"time"
+
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/clock"
@@ -49,6 +53,13 @@ type Config struct {
 
 	// WriteTimeout bounds each API call (default 10s).
 	WriteTimeout time.Duration
+
+	// MirrorNamespaces are the namespaces an edge may create mirror pods
+	// in. Empty means every namespace but the system ones: kube-system,
+	// kube-public and kube-node-lease. A list replaces that default
+	// entirely, so a cluster that wants edges to mirror static pods into
+	// kube-system lists it (with every other namespace it allows).
+	MirrorNamespaces []string
 
 	// Clock tells the time for Lease renewals and retry back-off (default
 	// the real clock). Tests inject a fake one.
@@ -103,8 +114,26 @@ func (c *Config) validate() error {
 	if c.WriteTimeout == 0 {
 		c.WriteTimeout = 10 * time.Second
 	}
+	for _, ns := range c.MirrorNamespaces {
+		if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
+			return fmt.Errorf("mirror namespace %q: %s", ns, strings.Join(errs, "; "))
+		}
+	}
 	if c.Clock == nil {
 		c.Clock = clock.RealClock{}
 	}
 	return nil
+}
+
+// systemNamespaces are the namespaces no mirror pod goes to unless
+// Config.MirrorNamespaces lists them.
+var systemNamespaces = []string{"kube-system", "kube-public", "kube-node-lease"}
+
+// mirrorNamespaceAllowed reports whether an edge may create a mirror pod in
+// namespace ns.
+func (c *Config) mirrorNamespaceAllowed(ns string) bool {
+	if len(c.MirrorNamespaces) > 0 {
+		return slices.Contains(c.MirrorNamespaces, ns)
+	}
+	return !slices.Contains(systemNamespaces, ns)
 }

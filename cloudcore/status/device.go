@@ -138,14 +138,14 @@ func (w *Writer) writeDeviceStatus(ctx context.Context, node string, m *protocol
 	}
 }
 
-// ownDevice returns a rejection unless dev has the UID the edge names and
-// is attached to node.
+// ownDevice returns a rejection unless dev has the UID the edge names, and
+// a refusal (RefusedNotOwnDevice) unless it is attached to node.
 func ownDevice(node string, dev *api.Device, uid string) error {
+	if dev.Spec.NodeName != node {
+		return refuse(RefusedNotOwnDevice, fmt.Errorf("device %s/%s is attached to node %q, not %s", dev.Namespace, dev.Name, dev.Spec.NodeName, node))
+	}
 	if string(dev.UID) != uid {
 		return reject(fmt.Errorf("device %s/%s has uid %s, not %s", dev.Namespace, dev.Name, dev.UID, uid))
-	}
-	if dev.Spec.NodeName != node {
-		return reject(fmt.Errorf("device %s/%s is attached to node %q, not %s", dev.Namespace, dev.Name, dev.Spec.NodeName, node))
 	}
 	return nil
 }

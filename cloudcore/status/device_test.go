@@ -412,7 +412,7 @@ func TestDeviceStatusConflict(t *testing.T) {
 	devs.devices[devNS+"/t1"].ResourceVersion = strconv.Itoa(devs.rv)
 	devs.mu.Unlock()
 	err := send(t, w, edge1, &protocol.DeviceStatus{UID: "uid-1", Namespace: devNS, Name: "t1", State: "offline"})
-	if !errors.Is(err, ErrRejected) || !strings.Contains(err.Error(), "has uid uid-new") {
+	if !errors.Is(err, ErrRejected) || !strings.Contains(err.Error(), `attached to node "edge-2"`) {
 		t.Fatalf("report for a replaced device: %v, want a rejection", err)
 	}
 }

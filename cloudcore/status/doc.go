@@ -17,9 +17,25 @@
 // Writes follow the kubelet where it has a rule: strategic-merge patches of
 // status computed as a two-way merge from the status in the informer cache,
 // the pod UID as a precondition, deletions with a zero grace period, Leases in
-// kube-node-lease owned by their Node. A node writes only its own objects: its
-// own Node, pods bound to it, events about those, Devices whose
-// spec.nodeName is the node.
+// kube-node-lease owned by their Node.
+//
+// The Writer is the node authorizer and NodeRestriction of edge nodes: the
+// node a message comes with is the authenticated identity of its session,
+// and it writes only its own objects. Only an edge node writes anything: its
+// Node must exist and carry EdgeRoleLabel (checked in the informer cache,
+// and in the API server on a cache miss), or every message, heartbeats
+// included, is refused; so a kubelet's node name gets no pod status, no
+// Lease, nothing. The Writer creates no Node: RegisterNode does at join,
+// with the labels of NodeLabels, and a deleted Node (which revokes the node)
+// is not brought back by a late NodeStatus. NodeStatus adds only labels the
+// edge may set (EdgeMaySet, NodeRestriction's rule) that the Node lacks. An
+// edge node writes its own Node and Lease, the status of pods bound to it,
+// the status of Devices whose spec.nodeName is it, events about those three
+// and mirror pods of the shapes NodeRestriction allows a kubelet
+// (checkMirrorPod: no secrets, configmaps, service account, claims,
+// projected or ephemeral volumes, only its own node, an allowed namespace).
+// Each refusal is answered with ErrRejected and a reason the edge can read,
+// logged and counted by reason (Refusal, Stats.Refused), and writes nothing.
 //
 // A Device's status is replaced whole by a JSON merge patch of the status
 // subresource, with the resourceVersion it was compared with as the

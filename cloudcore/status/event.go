@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/tether-edge/tether/devices/api"
 	"github.com/tether-edge/tether/protocol"
 )
 
@@ -21,12 +22,13 @@ import (
 // Writer creates.
 const EventComponent = "tether-edgecore"
 
-// writeEvent creates an event about the node or a pod bound to it.
-func (w *Writer) writeEvent(ctx context.Context, node string, m *protocol.Event) error {
+// writeEvent creates an event about the node's Node n, a pod bound to it or
+// a Device attached to it.
+func (w *Writer) writeEvent(ctx context.Context, n *corev1.Node, m *protocol.Event) error {
 	if m == nil {
 		return reject(errors.New("event is empty"))
 	}
-	ev, err := w.newEvent(node, m)
+	ev, err := w.newEvent(n, m)
 	if err != nil {
 		return err
 	}
@@ -43,15 +45,23 @@ func (w *Writer) writeEvent(ctx context.Context, node string, m *protocol.Event)
 	return nil
 }
 
-// newEvent returns the core/v1 Event for m, or a rejection when m is not about
-// the node or a pod bound to it.
-func (w *Writer) newEvent(node string, m *protocol.Event) (*corev1.Event, error) {
+// newEvent returns the core/v1 Event for m, or a refusal
+// (RefusedEventNotOwn) when its involved object is not the node's Node n, a
+// pod bound to it or a Device attached to it.
+func (w *Writer) newEvent(n *corev1.Node, m *protocol.Event) (*corev1.Event, error) {
+	node := n.Name
 	involved := corev1.ObjectReference{APIVersion: "v1", Kind: m.InvolvedKind, Name: m.Name, UID: types.UID(m.UID)}
 	var namespace string
+	notOwn := func(err error) error {
+		if refusalOf(err) != 0 {
+			return refuse(RefusedEventNotOwn, fmt.Errorf("event: %w", err))
+		}
+		return err
+	}
 	switch m.InvolvedKind {
 	case "Node":
 		if m.Name != node {
-			return nil, reject(fmt.Errorf("event about node %q, not %s", m.Name, node))
+			return nil, refuse(RefusedEventNotOwn, fmt.Errorf("event about node %q, not %s", m.Name, node))
 		}
 		namespace = metav1.NamespaceDefault
 	case "Pod":
@@ -67,12 +77,30 @@ func (w *Writer) newEvent(node string, m *protocol.Event) (*corev1.Event, error)
 			uid = string(pod.UID)
 		}
 		if err := ownPod(node, pod, uid); err != nil {
-			return nil, err
+			return nil, notOwn(err)
 		}
 		involved.Namespace, involved.UID = pod.Namespace, pod.UID
 		namespace = pod.Namespace
+	case api.DeviceKind:
+		dev, err := w.lister.Device(m.Namespace, m.Name)
+		switch {
+		case apierrors.IsNotFound(err):
+			return nil, reject(fmt.Errorf("event about device %s/%s, which is gone", m.Namespace, m.Name))
+		case err != nil:
+			return nil, fmt.Errorf("get device %s/%s: %w", m.Namespace, m.Name, err)
+		}
+		uid := m.UID
+		if uid == "" {
+			uid = string(dev.UID)
+		}
+		if err := ownDevice(node, dev, uid); err != nil {
+			return nil, notOwn(err)
+		}
+		involved.APIVersion = api.SchemeGroupVersion.String()
+		involved.Namespace, involved.UID = dev.Namespace, dev.UID
+		namespace = dev.Namespace
 	default:
-		return nil, reject(fmt.Errorf("event about a %q: only Node and Pod events are written", m.InvolvedKind))
+		return nil, refuse(RefusedEventNotOwn, fmt.Errorf("event about a %q: only events about the node, its pods and its devices are written", m.InvolvedKind))
 	}
 
 	now := w.cfg.Clock.Now()

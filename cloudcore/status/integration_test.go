@@ -5,6 +5,7 @@ package status
 import (
 	"errors"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -56,7 +57,10 @@ func TestAgainstAPIServer(t *testing.T) {
 		}
 	}
 
-	// Register the node, renew its Lease.
+	// Register the node as the join does, then its status, its Lease.
+	if _, err := RegisterNode(ctx, client, edge1, map[string]string{"site": "s1", "node-role.kubernetes.io/master": ""}); err != nil {
+		t.Fatal(err)
+	}
 	if err := send(func(done func(error)) {
 		w.NodeStatus(edge1, nodeStatusMsg(t, map[string]string{"site": "s1"}, nodeStatus("10.0.0.1", corev1.ConditionTrue)), done)
 	}); err != nil {
@@ -68,6 +72,10 @@ func TestAgainstAPIServer(t *testing.T) {
 	}
 	if node.Status.Allocatable.Cpu().String() != "4" {
 		t.Fatalf("node status %+v: want the reported allocatable", node.Status)
+	}
+	if node.Labels[corev1.LabelOSStable] != "linux" || node.Labels["site"] != "s1" || !hasLabel(node, EdgeRoleLabel) ||
+		hasLabel(node, "node-role.kubernetes.io/master") {
+		t.Fatalf("node labels %v: want site, the edge role, os from the status, and no master role", node.Labels)
 	}
 	w.Heartbeat(edge1)
 	poll("lease", func() bool { return w.Stats().LeaseCreates == 1 })
@@ -153,7 +161,40 @@ func TestAgainstAPIServer(t *testing.T) {
 	if _, err := client.CoreV1().Pods(podNS).Get(ctx, "web", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("pod after PodTerminated: %v, want NotFound", err)
 	}
-	if s := w.Stats(); s.Rejected != 0 || s.GivenUp != 0 || s.NodeStatuses != 1 || s.PodDeletes != 1 || s.Events != 2 {
+	if s := w.Stats(); s.Rejected != 0 || s.GivenUp != 0 || s.NodeStatuses != 2 || s.NodeLabelPatches != 1 || s.PodDeletes != 1 || s.Events != 2 {
 		t.Fatalf("stats %+v", s)
 	}
+
+	// A kubelet's node (no edge role label) with a pod bound to it: its
+	// name gets nothing written, pod status and Lease included.
+	if _, err := client.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "worker-1"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	payments, err := client.CoreV1().Pods(podNS).Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "payments"},
+		Spec: corev1.PodSpec{NodeName: "worker-1", AutomountServiceAccountToken: &no,
+			Containers: []corev1.Container{{Name: "c", Image: "payments"}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake := running("fake")
+	fake.PodIP = "6.6.6.6"
+	err = send(func(done func(error)) { w.PodStatus("worker-1", podStatusMsg(t, payments, fake), done) })
+	if !errors.Is(err, ErrRejected) || !strings.Contains(err.Error(), "not an edge node") {
+		t.Fatalf("pod status from a kubelet's node name: %v, want a refusal", err)
+	}
+	w.Heartbeat("worker-1")
+	poll("lease refusal", func() bool { return w.Stats().Refused.NotEdgeNode == 2 })
+	if p, err := client.CoreV1().Pods(podNS).Get(ctx, "payments", metav1.GetOptions{}); err != nil || p.Status.PodIP != "" {
+		t.Fatalf("pod %v, %v: want its status untouched", p.Status, err)
+	}
+	if _, err := client.CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(ctx, "worker-1", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("lease of worker-1: %v, want NotFound", err)
+	}
+}
+
+func hasLabel(n *corev1.Node, key string) bool {
+	_, ok := n.Labels[key]
+	return ok
 }

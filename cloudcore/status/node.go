@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 
@@ -15,81 +16,68 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/strategicpatch"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/tether-edge/tether/protocol"
 )
 
-// EdgeRoleLabel marks the Nodes of edge nodes. The Writer sets it on the
-// Nodes it creates and writes the status of no Node without it.
+// EdgeRoleLabel marks the Nodes of edge nodes. RegisterNode sets it; the
+// Writer writes nothing for a node whose Node lacks it, and never removes or
+// changes it.
 const EdgeRoleLabel = "node-role.kubernetes.io/edge"
 
-// writeNodeStatus creates the Node if it is missing, then patches its status.
-func (w *Writer) writeNodeStatus(ctx context.Context, node string, m *protocol.NodeStatus) error {
-	if m == nil || len(m.Status) == 0 {
-		return reject(errors.New("node status is empty"))
+// RegisterNode creates the Node of a joining edge node, with the labels of
+// NodeLabels(name, asked), and returns it. A Node of that name that exists
+// and carries EdgeRoleLabel is returned as it is (a join retried); one that
+// exists without it is refused with ErrNotEdgeNode: a join never takes over
+// a kubelet's node. Labels asked for that the edge may not set are dropped
+// (EdgeMaySet tells which).
+//
+// The Node is created without status: the edge's first NodeStatus writes
+// it. Until then the API server's admission keeps the node.kubernetes.io/
+// not-ready taint on it.
+func RegisterNode(ctx context.Context, client kubernetes.Interface, name string, asked map[string]string) (*corev1.Node, error) {
+	if err := protocol.ValidateNodeName(name); err != nil {
+		return nil, fmt.Errorf("register node: %w", err)
 	}
-	status, err := protocol.DecodeNodeStatus(m.Status)
-	if err != nil {
-		return reject(err)
-	}
-	cur, err := w.lister.Node(node)
-	if apierrors.IsNotFound(err) {
-		cur, err = w.createNode(ctx, node, m.Labels, status)
-	}
-	if err != nil {
-		return fmt.Errorf("node %s: %w", node, err)
-	}
-	if _, ok := cur.Labels[EdgeRoleLabel]; !ok {
-		return reject(fmt.Errorf("node %s has no %s label: not an edge node", node, EdgeRoleLabel))
-	}
-	patch, err := nodeStatusPatch(&cur.Status, status)
-	if err != nil {
-		return reject(err)
-	}
-	if string(patch) == "{}" {
-		w.stats.unchanged.Add(1)
-		return nil
-	}
-	_, err = w.client.CoreV1().Nodes().Patch(ctx, node, types.StrategicMergePatchType, patch, metav1.PatchOptions{}, "status")
-	if err != nil {
-		return fmt.Errorf("patch node %s status: %w", node, err)
-	}
-	w.stats.nodeStatuses.Add(1)
-	return nil
-}
-
-// createNode registers the node like the kubelet does, status included, and
-// returns the Node as stored. A Node that exists already is returned as is.
-func (w *Writer) createNode(ctx context.Context, node string, asked map[string]string, status *corev1.NodeStatus) (*corev1.Node, error) {
-	labels, dropped := nodeLabels(node, asked, status)
-	if len(dropped) > 0 {
-		w.log.Warn("node labels dropped", slog.String("node", node), slog.Any("labels", dropped))
-	}
-	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node, Labels: labels}, Status: *status}
-	created, err := w.client.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{})
-	if apierrors.IsAlreadyExists(err) {
-		// The lister has not seen it yet.
-		created, err = w.client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
-		if err != nil {
-			return nil, fmt.Errorf("get: %w", err)
-		}
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: NodeLabels(name, asked)}}
+	created, err := client.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{})
+	if err == nil {
 		return created, nil
 	}
-	if err != nil {
-		return nil, fmt.Errorf("create: %w", err)
+	if !apierrors.IsAlreadyExists(err) {
+		return nil, fmt.Errorf("register node %s: %w", name, err)
 	}
-	w.stats.nodeCreates.Add(1)
-	w.log.Info("node registered", slog.String("node", node), slog.String("uid", string(created.UID)))
-	return created, nil
+	cur, err := client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("register node %s: get: %w", name, err)
+	}
+	if _, ok := cur.Labels[EdgeRoleLabel]; !ok {
+		return nil, fmt.Errorf("register node %s: it exists without the %s label: %w", name, EdgeRoleLabel, ErrNotEdgeNode)
+	}
+	if cur.DeletionTimestamp != nil {
+		return nil, fmt.Errorf("register node %s: it is being deleted; join again once it is gone", name)
+	}
+	return cur, nil
 }
 
-// nodeLabels returns the labels of a new Node: those the edge asked for and
-// may set, the kubelet's well-known ones it did not set (hostname, os, arch)
-// and EdgeRoleLabel. It also returns the keys it dropped.
-func nodeLabels(node string, asked map[string]string, status *corev1.NodeStatus) (labels map[string]string, dropped []string) {
+// NodeLabels returns the labels of a new edge Node: those of asked that an
+// edge may set (EdgeMaySet), kubernetes.io/hostname set to node unless
+// asked, and EdgeRoleLabel. The join code creates Nodes with them
+// (RegisterNode).
+func NodeLabels(node string, asked map[string]string) map[string]string {
+	labels, _ := wantedLabels(node, asked, nil)
+	labels[EdgeRoleLabel] = ""
+	return labels
+}
+
+// wantedLabels returns the labels the edge asks for and may set, with the
+// kubelet's well-known ones it did not set (hostname, and os and arch from
+// status if given), and the keys of asked it may not set, sorted.
+func wantedLabels(node string, asked map[string]string, status *corev1.NodeStatus) (labels map[string]string, dropped []string) {
 	labels = make(map[string]string, len(asked)+4)
 	for k, v := range asked {
-		if !edgeMaySet(k) {
+		if !EdgeMaySet(k) {
 			dropped = append(dropped, k)
 			continue
 		}
@@ -102,10 +90,74 @@ func nodeLabels(node string, asked map[string]string, status *corev1.NodeStatus)
 		}
 	}
 	setDefault(corev1.LabelHostname, node)
-	setDefault(corev1.LabelOSStable, status.NodeInfo.OperatingSystem)
-	setDefault(corev1.LabelArchStable, status.NodeInfo.Architecture)
-	labels[EdgeRoleLabel] = ""
+	if status != nil {
+		setDefault(corev1.LabelOSStable, status.NodeInfo.OperatingSystem)
+		setDefault(corev1.LabelArchStable, status.NodeInfo.Architecture)
+	}
 	return labels, dropped
+}
+
+// writeNodeStatus adds the labels the edge asks for and the Node lacks,
+// then patches the Node's status. cur is the Node as cached, an edge node's
+// (edgeNode).
+func (w *Writer) writeNodeStatus(ctx context.Context, cur *corev1.Node, m *protocol.NodeStatus) error {
+	if m == nil || len(m.Status) == 0 {
+		return reject(errors.New("node status is empty"))
+	}
+	status, err := protocol.DecodeNodeStatus(m.Status)
+	if err != nil {
+		return reject(err)
+	}
+	if err := w.addNodeLabels(ctx, cur, m.Labels, status); err != nil {
+		return err
+	}
+	patch, err := nodeStatusPatch(&cur.Status, status)
+	if err != nil {
+		return reject(err)
+	}
+	if string(patch) == "{}" {
+		w.stats.unchanged.Add(1)
+		return nil
+	}
+	_, err = w.client.CoreV1().Nodes().Patch(ctx, cur.Name, types.StrategicMergePatchType, patch, metav1.PatchOptions{}, "status")
+	if err != nil {
+		return fmt.Errorf("patch node %s status: %w", cur.Name, err)
+	}
+	w.stats.nodeStatuses.Add(1)
+	return nil
+}
+
+// addNodeLabels adds to the Node the labels the edge asks for (with the
+// well-known ones of its status) that it may set and the Node does not
+// have. It changes no label the Node has, EdgeRoleLabel included, and sets
+// none the edge may not set. The patch carries the cached resourceVersion as
+// a precondition, so that a label set meanwhile by someone else is not
+// overwritten: a conflict is retried once the cache caught up.
+func (w *Writer) addNodeLabels(ctx context.Context, cur *corev1.Node, asked map[string]string, status *corev1.NodeStatus) error {
+	want, dropped := wantedLabels(cur.Name, asked, status)
+	if len(dropped) > 0 {
+		w.log.Debug("node labels the edge may not set ignored", slog.String("node", cur.Name), slog.Any("labels", dropped))
+	}
+	add := map[string]string{}
+	for k, v := range want {
+		if _, ok := cur.Labels[k]; !ok && k != EdgeRoleLabel {
+			add[k] = v
+		}
+	}
+	if len(add) == 0 {
+		return nil
+	}
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{
+		"resourceVersion": cur.ResourceVersion, "labels": add}})
+	if err != nil {
+		return reject(fmt.Errorf("node labels patch: %w", err))
+	}
+	if _, err := w.client.CoreV1().Nodes().Patch(ctx, cur.Name, types.StrategicMergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		return fmt.Errorf("patch node %s labels: %w", cur.Name, err)
+	}
+	w.stats.nodeLabelPatches.Add(1)
+	w.log.Info("node labels added", slog.String("node", cur.Name), slog.Any("labels", slices.Sorted(maps.Keys(add))))
+	return nil
 }
 
 // kubeletLabels are the labels in the Kubernetes namespaces that the
@@ -124,10 +176,14 @@ var kubeletLabels = map[string]bool{
 	corev1.LabelTopologyZone:            true,
 }
 
-// edgeMaySet reports whether an edge node may set label key on its Node. The
+// EdgeMaySet reports whether an edge node may set label key on its Node. The
 // rule is NodeRestriction's for kubelets, so that an edge cannot, say, give
-// itself a control-plane role to attract workloads meant for other nodes.
-func edgeMaySet(key string) bool {
+// itself a control-plane role to attract workloads meant for other nodes:
+// unprefixed keys and keys outside kubernetes.io and k8s.io may be set, and
+// within them only the kubelet's well-known labels and the
+// kubelet.kubernetes.io and node.kubernetes.io prefixes, never
+// node-restriction.kubernetes.io (nor EdgeRoleLabel).
+func EdgeMaySet(key string) bool {
 	prefix, _, ok := strings.Cut(key, "/")
 	if !ok {
 		return true

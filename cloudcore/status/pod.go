@@ -61,14 +61,14 @@ func (w *Writer) writePodStatus(ctx context.Context, node string, m *protocol.Po
 	return nil
 }
 
-// ownPod returns a rejection unless pod has the UID the edge names and is
-// bound to node.
+// ownPod returns a rejection unless pod has the UID the edge names, and a
+// refusal (RefusedNotOwnPod) unless it is bound to node.
 func ownPod(node string, pod *corev1.Pod, uid string) error {
+	if pod.Spec.NodeName != node {
+		return refuse(RefusedNotOwnPod, fmt.Errorf("pod %s/%s is bound to node %q, not %s", pod.Namespace, pod.Name, pod.Spec.NodeName, node))
+	}
 	if string(pod.UID) != uid {
 		return reject(fmt.Errorf("pod %s/%s has uid %s, not %s", pod.Namespace, pod.Name, pod.UID, uid))
-	}
-	if pod.Spec.NodeName != node {
-		return reject(fmt.Errorf("pod %s/%s is bound to node %q, not %s", pod.Namespace, pod.Name, pod.Spec.NodeName, node))
 	}
 	return nil
 }

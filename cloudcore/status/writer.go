@@ -229,8 +229,10 @@ func (w *Writer) Start(ctx context.Context) error {
 	return nil
 }
 
-// NodeStatus writes the status of the node's Node, creating the Node (with
-// m.Labels the edge may set, and EdgeRoleLabel) if it is missing.
+// NodeStatus writes the status of the node's Node and adds the labels of
+// m.Labels the edge may set (EdgeMaySet) that the Node lacks. It creates no
+// Node: a Node is registered at join (RegisterNode), and a NodeStatus for a
+// missing Node is refused (RefusedNodeMissing).
 func (w *Writer) NodeStatus(node string, m *protocol.NodeStatus, done func(error)) {
 	w.enqueue(key{kind: kindNodeStatus, node: node}, m, done)
 }
@@ -254,8 +256,8 @@ func (w *Writer) PodTerminated(node string, m *protocol.PodTerminated, done func
 	w.enqueue(key{kind: kindPodTerminated, node: node, id: uid}, m, done)
 }
 
-// Event creates an event about the node or a pod bound to it. Events are not
-// coalesced.
+// Event creates an event about the node's Node, a pod bound to it or a
+// Device attached to it. Events are not coalesced.
 func (w *Writer) Event(node string, m *protocol.Event, done func(error)) {
 	id := strconv.FormatUint(w.eventSeq.Add(1), 10)
 	w.enqueue(key{kind: kindEvent, node: node, id: id}, m, done)
@@ -378,7 +380,11 @@ func (w *Writer) process(ctx context.Context, q workqueue.TypedRateLimitingInter
 	case err == nil:
 	case errors.Is(err, ErrRejected):
 		w.stats.rejected.Add(int64(len(dones)))
-		w.log.Info("status message rejected", logKey(k), slog.Any("error", err))
+		if reason := refusalOf(err); reason != 0 {
+			w.countRefusal(k, reason, len(dones), err)
+		} else {
+			w.log.Info("status message rejected", logKey(k), slog.Any("error", err))
+		}
 	default:
 		w.stats.givenUp.Add(int64(len(dones)))
 		w.log.Warn("status message given up", logKey(k), slog.Int("attempts", attempt), slog.Any("error", err))
@@ -400,19 +406,33 @@ func (w *Writer) write(ctx context.Context, k key, msg any) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, w.cfg.WriteTimeout)
 	defer cancel()
+	// Only edge nodes write anything, Leases included. The Lease lane
+	// reads a Node missing from the cache through its own client, so that
+	// renewals do not queue behind status writes.
+	client := w.client
+	if k.kind == kindLease {
+		client = w.leaseClient()
+	}
+	n, err := w.edgeNode(ctx, client, k.node)
+	if err != nil {
+		if k.kind == kindLease && errors.Is(err, ErrRejected) {
+			w.cacheLease(k.node, nil)
+		}
+		return err
+	}
 	switch m := msg.(type) {
 	case *protocol.NodeStatus:
-		return w.writeNodeStatus(ctx, k.node, m)
+		return w.writeNodeStatus(ctx, n, m)
 	case *protocol.PodStatus:
 		return w.writePodStatus(ctx, k.node, m)
 	case *protocol.PodTerminated:
 		return w.deletePod(ctx, k.node, m)
 	case *protocol.Event:
-		return w.writeEvent(ctx, k.node, m)
+		return w.writeEvent(ctx, n, m)
 	case heartbeat:
 		return w.renewLease(ctx, k.node)
 	case *protocol.MirrorPod:
-		return w.writeMirrorPod(ctx, k.node, m)
+		return w.writeMirrorPod(ctx, n, m)
 	case *protocol.DeviceStatus:
 		return w.writeDeviceStatus(ctx, k.node, m)
 	}
@@ -465,15 +485,16 @@ func retryable(err error) bool {
 
 // Stats counts what a Writer did since New.
 type Stats struct {
-	// NodeCreates, NodeStatuses, PodStatuses, PodDeletes, Events,
+	// NodeLabelPatches, NodeStatuses, PodStatuses, PodDeletes, Events,
 	// LeaseCreates and LeaseRenewals count successful API writes by kind.
-	NodeCreates   int64
-	NodeStatuses  int64
-	PodStatuses   int64
-	PodDeletes    int64
-	Events        int64
-	LeaseCreates  int64
-	LeaseRenewals int64
+	// (The Writer creates no Node: RegisterNode does, at join.)
+	NodeLabelPatches int64
+	NodeStatuses     int64
+	PodStatuses      int64
+	PodDeletes       int64
+	Events           int64
+	LeaseCreates     int64
+	LeaseRenewals    int64
 	// MirrorWrites counts mirror pod creations and deletions.
 	MirrorWrites int64
 	// DeviceStatuses counts Device status writes; DeviceUnchanged the
@@ -489,8 +510,12 @@ type Stats struct {
 	Coalesced int64
 	// Retries counts writes retried after a retryable error.
 	Retries int64
-	// Rejected counts messages refused for good (ErrRejected).
+	// Rejected counts messages refused for good (ErrRejected), refusals
+	// included.
 	Rejected int64
+	// Refused counts, by reason, the messages refused because the node may
+	// not write the object (see Refusal).
+	Refused Refusals
 	// GivenUp counts messages given up otherwise: out of retries, a
 	// non-retryable error, or the Writer stopped.
 	GivenUp int64
@@ -501,30 +526,32 @@ type Stats struct {
 
 // counters backs Stats.
 type counters struct {
-	nodeCreates, nodeStatuses, podStatuses, podDeletes, events, leaseCreates, leaseRenewals atomic.Int64
-	mirrorWrites, deviceStatuses, deviceUnchanged                                           atomic.Int64
-	unchanged, coalesced, retries, rejected, givenUp, apiErrors                             atomic.Int64
+	nodeLabelPatches, nodeStatuses, podStatuses, podDeletes, events, leaseCreates, leaseRenewals atomic.Int64
+	mirrorWrites, deviceStatuses, deviceUnchanged                                                atomic.Int64
+	unchanged, coalesced, retries, rejected, givenUp, apiErrors                                  atomic.Int64
+	refused                                                                                      refusalCounters
 }
 
 // Stats returns the counts so far, for logs and benchmarks.
 func (w *Writer) Stats() Stats {
 	c := &w.stats
 	return Stats{
-		NodeCreates:     c.nodeCreates.Load(),
-		NodeStatuses:    c.nodeStatuses.Load(),
-		PodStatuses:     c.podStatuses.Load(),
-		PodDeletes:      c.podDeletes.Load(),
-		Events:          c.events.Load(),
-		LeaseCreates:    c.leaseCreates.Load(),
-		LeaseRenewals:   c.leaseRenewals.Load(),
-		MirrorWrites:    c.mirrorWrites.Load(),
-		DeviceStatuses:  c.deviceStatuses.Load(),
-		DeviceUnchanged: c.deviceUnchanged.Load(),
-		Unchanged:       c.unchanged.Load(),
-		Coalesced:       c.coalesced.Load(),
-		Retries:         c.retries.Load(),
-		Rejected:        c.rejected.Load(),
-		GivenUp:         c.givenUp.Load(),
-		APIErrors:       c.apiErrors.Load(),
+		NodeLabelPatches: c.nodeLabelPatches.Load(),
+		NodeStatuses:     c.nodeStatuses.Load(),
+		PodStatuses:      c.podStatuses.Load(),
+		PodDeletes:       c.podDeletes.Load(),
+		Events:           c.events.Load(),
+		LeaseCreates:     c.leaseCreates.Load(),
+		LeaseRenewals:    c.leaseRenewals.Load(),
+		MirrorWrites:     c.mirrorWrites.Load(),
+		DeviceStatuses:   c.deviceStatuses.Load(),
+		DeviceUnchanged:  c.deviceUnchanged.Load(),
+		Unchanged:        c.unchanged.Load(),
+		Coalesced:        c.coalesced.Load(),
+		Retries:          c.retries.Load(),
+		Rejected:         c.rejected.Load(),
+		GivenUp:          c.givenUp.Load(),
+		APIErrors:        c.apiErrors.Load(),
+		Refused:          c.refused.load(),
 	}
 }

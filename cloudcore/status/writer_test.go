@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -56,8 +57,20 @@ func (l clientLister) Node(name string) (*corev1.Node, error) {
 	return l.client.CoreV1().Nodes().Get(l.ctx, name, metav1.GetOptions{})
 }
 
+// edgeNodeObj is the Node of an edge node, as RegisterNode creates it.
+func edgeNodeObj(name string) *corev1.Node {
+	return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, UID: types.UID("uid-" + name), Labels: NodeLabels(name, nil)}}
+}
+
+// newWriter returns a Writer over a fake clientset holding objs and, unless
+// objs has Nodes of those names, the Nodes of edge nodes edge-1 and edge-2.
 func newWriter(t testing.TB, cfg Config, objs ...runtime.Object) (*Writer, *fake.Clientset) {
 	t.Helper()
+	for _, name := range []string{edge1, edge2} {
+		if !slices.ContainsFunc(objs, func(o runtime.Object) bool { n, ok := o.(*corev1.Node); return ok && n.Name == name }) {
+			objs = append(objs, edgeNodeObj(name))
+		}
+	}
 	client := fake.NewClientset(objs...)
 	log := slog.New(slog.DiscardHandler)
 	if tt, ok := t.(*testing.T); ok {
@@ -124,6 +137,7 @@ func actions(c *fake.Clientset, verb, resource string) []k8stesting.Action {
 
 const (
 	edge1 = "edge-1"
+	edge2 = "edge-2"
 	podNS = "shop"
 )
 
@@ -381,8 +395,45 @@ func nodeStatusMsg(t testing.TB, labels map[string]string, s corev1.NodeStatus) 
 	return &protocol.NodeStatus{Labels: labels, Status: b}
 }
 
+func TestRegisterNode(t *testing.T) {
+	kubelet := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "worker-1", Labels: map[string]string{"team": "a"}}}
+	client := fake.NewClientset(kubelet)
+	asked := map[string]string{"site": "store-1", "node-role.kubernetes.io/control-plane": "", "node.kubernetes.io/pool": "a",
+		"node-restriction.kubernetes.io/secure": "true", corev1.LabelOSStable: "linux", EdgeRoleLabel: "taken-over"}
+	n, err := RegisterNode(t.Context(), client, edge1, asked)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"site": "store-1", "node.kubernetes.io/pool": "a", EdgeRoleLabel: "",
+		corev1.LabelHostname: edge1, corev1.LabelOSStable: "linux"}
+	if fmt.Sprint(n.Labels) != fmt.Sprint(want) {
+		t.Fatalf("labels %v, want %v", n.Labels, want)
+	}
+	// A join retried gets the Node as it is.
+	again, err := RegisterNode(t.Context(), client, edge1, map[string]string{"site": "other"})
+	if err != nil || again.Labels["site"] != "store-1" {
+		t.Fatalf("second RegisterNode: %v, %v", again, err)
+	}
+	// A kubelet's node is not taken over, nor changed.
+	if _, err := RegisterNode(t.Context(), client, "worker-1", nil); !errors.Is(err, ErrNotEdgeNode) {
+		t.Fatalf("RegisterNode of a kubelet's node: %v, want ErrNotEdgeNode", err)
+	}
+	if _, err := RegisterNode(t.Context(), client, "Bad_Name", nil); err == nil {
+		t.Fatal("RegisterNode of an invalid name succeeded")
+	}
+	if n := len(actions(client, "update", "nodes")) + len(actions(client, "patch", "nodes")); n != 0 {
+		t.Fatalf("%d node updates, want none", n)
+	}
+	if w, _ := client.CoreV1().Nodes().Get(t.Context(), "worker-1", metav1.GetOptions{}); fmt.Sprint(w.Labels) != "map[team:a]" {
+		t.Fatalf("kubelet node labels %v", w.Labels)
+	}
+}
+
 func TestNodeStatus(t *testing.T) {
-	w, client := newWriter(t, Config{})
+	node := edgeNodeObj(edge1)
+	node.Labels["site"] = "store-1"
+	node.ResourceVersion = "7"
+	w, client := newWriter(t, Config{}, node)
 	start(t, w)
 	send := func(m *protocol.NodeStatus) error {
 		r := newResult(t)
@@ -390,9 +441,20 @@ func TestNodeStatus(t *testing.T) {
 		return r.wait()
 	}
 
-	labels := map[string]string{"site": "store-1", "node-role.kubernetes.io/control-plane": "", "node.kubernetes.io/pool": "a"}
-	if err := send(nodeStatusMsg(t, labels, nodeStatus("10.0.0.1", corev1.ConditionTrue))); err != nil {
+	// The labels the edge asks for (and os and arch from its status) that
+	// the Node lacks are added; those it may not set are not, and no label
+	// it has is changed.
+	asked := map[string]string{"site": "store-2", "node-role.kubernetes.io/control-plane": "", "node.kubernetes.io/pool": "a",
+		EdgeRoleLabel: "x"}
+	if err := send(nodeStatusMsg(t, asked, nodeStatus("10.0.0.1", corev1.ConditionTrue))); err != nil {
 		t.Fatal(err)
+	}
+	labelPatches := actions(client, "patch", "nodes")
+	if len(labelPatches) != 2 || labelPatches[0].(k8stesting.PatchAction).GetSubresource() != "" {
+		t.Fatalf("want a patch of the Node's labels, then of its status; got %v", labelPatches)
+	}
+	if p := string(labelPatches[0].(k8stesting.PatchAction).GetPatch()); !strings.Contains(p, `"resourceVersion":"7"`) {
+		t.Fatalf("label patch %s has no resourceVersion precondition", p)
 	}
 	n, err := client.CoreV1().Nodes().Get(t.Context(), edge1, metav1.GetOptions{})
 	if err != nil {
@@ -406,21 +468,18 @@ func TestNodeStatus(t *testing.T) {
 	if n.Status.Allocatable.Cpu().String() != "4" || len(n.Spec.Taints) != 0 {
 		t.Fatalf("node %+v: want allocatable cpu 4 and no taints", n)
 	}
-	if len(actions(client, "patch", "nodes")) != 0 {
-		t.Fatal("status patched although the Node was created with it")
-	}
 
 	// Another agent's condition, which the edge does not report.
 	n.Status.Conditions = append(n.Status.Conditions, corev1.NodeCondition{Type: corev1.NodeNetworkUnavailable, Status: corev1.ConditionFalse})
 	if _, err := client.CoreV1().Nodes().UpdateStatus(t.Context(), n, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := send(nodeStatusMsg(t, nil, nodeStatus("10.0.0.2", corev1.ConditionFalse))); err != nil {
+	if err := send(nodeStatusMsg(t, asked, nodeStatus("10.0.0.2", corev1.ConditionFalse))); err != nil {
 		t.Fatal(err)
 	}
 	patches := actions(client, "patch", "nodes")
-	if len(patches) != 1 || patches[0].(k8stesting.PatchAction).GetSubresource() != "status" {
-		t.Fatalf("want one patch of nodes/status, got %v", patches)
+	if len(patches) != 3 || patches[2].(k8stesting.PatchAction).GetSubresource() != "status" {
+		t.Fatalf("want one more patch, of nodes/status, got %v", patches)
 	}
 	n, _ = client.CoreV1().Nodes().Get(t.Context(), edge1, metav1.GetOptions{})
 	if len(n.Status.Addresses) != 2 || n.Status.Addresses[0].Address != "10.0.0.2" {
@@ -434,10 +493,13 @@ func TestNodeStatus(t *testing.T) {
 	if err := send(nodeStatusMsg(t, nil, nodeStatus("10.0.0.2", corev1.ConditionFalse))); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(actions(client, "patch", "nodes")); n != 1 {
-		t.Fatalf("%d patches after an unchanged status, want 1", n)
+	if n := len(actions(client, "patch", "nodes")); n != 3 {
+		t.Fatalf("%d patches after an unchanged status, want 3", n)
 	}
-	if s := w.Stats(); s.NodeCreates != 1 || s.NodeStatuses != 1 || s.Unchanged != 2 {
+	if len(actions(client, "create", "nodes")) != 0 {
+		t.Fatal("a Node was created")
+	}
+	if s := w.Stats(); s.NodeLabelPatches != 1 || s.NodeStatuses != 2 || s.Unchanged != 1 {
 		t.Fatalf("stats %+v", s)
 	}
 }
@@ -449,19 +511,25 @@ func TestNodeStatusRejected(t *testing.T) {
 	for _, c := range []struct {
 		name, node string
 		m          *protocol.NodeStatus
+		want       string
 	}{
-		{"not an edge node", "worker-1", nodeStatusMsg(t, nil, nodeStatus("10.0.0.1", corev1.ConditionTrue))},
-		{"bad name", "Edge_1", nodeStatusMsg(t, nil, nodeStatus("10.0.0.1", corev1.ConditionTrue))},
-		{"empty status", edge1, &protocol.NodeStatus{}},
+		{"not an edge node", "worker-1", nodeStatusMsg(t, nil, nodeStatus("10.0.0.1", corev1.ConditionTrue)), "not an edge node"},
+		{"missing", "edge-9", nodeStatusMsg(t, map[string]string{"site": "s"}, nodeStatus("10.0.0.1", corev1.ConditionTrue)),
+			"node edge-9 does not exist: it was deleted, which revokes it; join it again with a new token (edgecore join)"},
+		{"bad name", "Edge_1", nodeStatusMsg(t, nil, nodeStatus("10.0.0.1", corev1.ConditionTrue)), "Edge_1"},
+		{"empty status", edge1, &protocol.NodeStatus{}, "node status is empty"},
 	} {
 		r := newResult(t)
 		w.NodeStatus(c.node, c.m, r.done)
-		if err := r.wait(); !errors.Is(err, ErrRejected) {
-			t.Errorf("%s: got %v, want ErrRejected", c.name, err)
+		if err := r.wait(); !errors.Is(err, ErrRejected) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: got %v, want a rejection saying %q", c.name, err, c.want)
 		}
 	}
 	if n := len(actions(client, "patch", "nodes")) + len(actions(client, "create", "nodes")); n != 0 {
 		t.Fatalf("%d node writes, want none", n)
+	}
+	if s := w.Stats(); s.Refused.NotEdgeNode != 1 || s.Refused.NodeMissing != 1 || s.Refused.Total() != 2 || s.Rejected != 4 {
+		t.Fatalf("stats %+v", s)
 	}
 }
 
@@ -684,11 +752,12 @@ func BenchmarkPodStatusCoalesce(b *testing.B) {
 func TestLeaseLane(t *testing.T) {
 	p := pod("p1", "uid-1", edge1)
 	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: edge1, UID: "node-uid", Labels: map[string]string{EdgeRoleLabel: ""}}}
-	client, leases := fake.NewClientset(p, node), fake.NewClientset(node)
+	node2 := edgeNodeObj(edge2)
+	client, leases := fake.NewClientset(p, node, node2), fake.NewClientset(node, node2)
 	devs := newFakeDevices()
-	// Nodes are read from the lease clientset, as from an informer cache
-	// that does not wait for the stuck call.
-	lister := splitLister{clientLister{ctx: t.Context(), client: client, fakeDevices: devs}, leases}
+	// Nodes are read from a clientset of their own, as from an informer
+	// cache that does not wait for either stuck call.
+	lister := splitLister{clientLister{ctx: t.Context(), client: client, fakeDevices: devs}, fake.NewClientset(node, node2)}
 	w, err := New(client, devs, lister, Config{Workers: 1, LeaseWorkers: 1, LeaseClient: leases},
 		slog.New(slog.NewTextHandler(t.Output(), nil)))
 	if err != nil {
@@ -724,7 +793,7 @@ func TestLeaseLane(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	w.Heartbeat("edge-2") // the second create blocks the only lease worker
+	w.Heartbeat(edge2) // the second create blocks the only lease worker
 	<-leaseEntered
 	r2 := newResult(t)
 	w.PodStatus(edge1, podStatusMsg(t, p, running("2")), r2.done)
