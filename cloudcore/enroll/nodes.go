@@ -11,6 +11,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
+
+	"github.com/tether-edge/tether/cloudcore/status"
 )
 
 // KubeNodes is Nodes over the API server and, if Lister is set, a Node
@@ -31,13 +33,11 @@ func (r *KubeNodes) Get(ctx context.Context, name string, live bool) (*corev1.No
 // records the new identity on the Node of one that joins again.
 func (r *KubeNodes) Register(ctx context.Context, name, id string) error {
 	nodes := r.Client.CoreV1().Nodes()
+	// The labels of a kubelet's registration that an edge may have (the
+	// edge adds the ones it asks for with its first NodeStatus).
 	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{
-		Name: name,
-		Labels: map[string]string{
-			EdgeRoleLabel:        "",
-			corev1.LabelHostname: name,
-			corev1.LabelOSStable: "linux",
-		},
+		Name:        name,
+		Labels:      status.NodeLabels(name, nil),
 		Annotations: map[string]string{AnnotationIdentity: id},
 	}}
 	_, err := nodes.Create(ctx, n, metav1.CreateOptions{})
