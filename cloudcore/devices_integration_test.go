@@ -31,6 +31,7 @@ import (
 	"github.com/tether-edge/tether/devices/api"
 	manifests "github.com/tether-edge/tether/manifests/cloudcore"
 	"github.com/tether-edge/tether/manifests/crds"
+	"github.com/tether-edge/tether/pki"
 	"github.com/tether-edge/tether/protocol"
 )
 
@@ -112,7 +113,17 @@ func TestDevices(t *testing.T) {
 		}
 	}
 
-	// The node registers as cloudcore's ServiceAccount.
+	// The nodes join (the Node is created, as cloudcore's ServiceAccount)
+	// and edge-a reports its status.
+	for _, n := range []string{"edge-a", "edge-b"} {
+		key, err := pki.NewKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cc.Enroll.Direct(ctx, n, &key.PublicKey); err != nil {
+			t.Fatalf("enroll %s: %v", n, err)
+		}
+	}
 	sendOK(t, func(done func(error)) { cc.Status.NodeStatus("edge-a", nodeStatusMsg(t), done) })
 	cc.Status.Heartbeat("edge-a")
 	poll(t, "the node lease", func() bool { return cc.Status.Stats().LeaseCreates == 1 })
