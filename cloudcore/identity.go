@@ -2,7 +2,6 @@ package cloudcore
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"k8s.io/client-go/kubernetes"
@@ -14,16 +13,11 @@ import (
 // cloudcore/jointoken).
 type joinTokens struct{ client kubernetes.Interface }
 
-func (t joinTokens) Consume(ctx context.Context, bootstrap, node string, scopedOnly bool) error {
-	now := time.Now()
-	if scopedOnly {
-		tok, err := jointoken.Check(ctx, t.client, bootstrap, node, now)
-		if err != nil {
-			return err
-		}
-		if tok.Node != node {
-			return fmt.Errorf("join token %s is not for node %s", tok.ID, node)
-		}
-	}
-	return jointoken.Consume(ctx, t.client, bootstrap, node, now)
+func (t joinTokens) Check(ctx context.Context, bootstrap, node string) (string, error) {
+	tok, err := jointoken.Check(ctx, t.client, bootstrap, node, time.Now())
+	return tok.Node, err
+}
+
+func (t joinTokens) Consume(ctx context.Context, bootstrap, node string) error {
+	return jointoken.Consume(ctx, t.client, bootstrap, node, time.Now())
 }

@@ -57,13 +57,14 @@ const (
 // MaxRequestSize bounds a join or renewal request body.
 const MaxRequestSize = 32 << 10
 
-// Tokens checks join tokens.
+// Tokens checks join tokens (bootstrap: a join token without its CA pin).
+// Errors are meant for the person joining and never hold the token.
 type Tokens interface {
-	// Consume checks bootstrap (a join token without its CA pin) for
-	// joining node and uses it once. With scopedOnly, only a token created
-	// for that node name is good. Errors are meant for the person joining
-	// and never hold the token.
-	Consume(ctx context.Context, bootstrap, node string, scopedOnly bool) error
+	// Check reports whether bootstrap may join node now, without using
+	// it, and the node name it is scoped to ("" for any).
+	Check(ctx context.Context, bootstrap, node string) (scope string, err error)
+	// Consume checks again and uses the token once.
+	Consume(ctx context.Context, bootstrap, node string) error
 }
 
 // Nodes reads and registers Node objects.
@@ -237,7 +238,12 @@ func (s *Service) join(ctx context.Context, req *JoinRequest) ([]byte, error) {
 	if req.Token == "" || s.cfg.Tokens == nil {
 		return nil, refuse(http.StatusUnauthorized, "no join token")
 	}
-	existing := false
+	// The token first: a caller without a good one learns nothing about
+	// the cluster's nodes.
+	scope, err := s.cfg.Tokens.Check(ctx, req.Token, req.NodeName)
+	if err != nil {
+		return nil, refuse(http.StatusForbidden, "%v", err)
+	}
 	n, err := s.cfg.Nodes.Get(ctx, req.NodeName, true)
 	switch {
 	case err == nil:
@@ -245,17 +251,18 @@ func (s *Service) join(ctx context.Context, req *JoinRequest) ([]byte, error) {
 			return nil, refuse(http.StatusForbidden, "node %s exists and is not an edge node (no %s label): "+
 				"no certificate is issued for it", req.NodeName, EdgeRoleLabel)
 		}
-		existing = true
+		// Joining again replaces the node's identity (revoking its
+		// certificates): only with a token made for that name.
+		if scope != req.NodeName {
+			return nil, refuse(http.StatusForbidden, "node %s exists already: join it again with a token "+
+				"created for it (`cloudcore token create --node %s`), or delete the node first",
+				req.NodeName, req.NodeName)
+		}
 	case apierrors.IsNotFound(err):
 	default:
 		return nil, refuse(http.StatusServiceUnavailable, "cannot read node %s: %v", req.NodeName, err)
 	}
-	if err := s.cfg.Tokens.Consume(ctx, req.Token, req.NodeName, existing); err != nil {
-		if existing {
-			return nil, refuse(http.StatusForbidden, "%v (node %s exists already: join it again with a token "+
-				"created for it, `cloudcore token create --node %s`, or delete the node first)", err,
-				req.NodeName, req.NodeName)
-		}
+	if err := s.cfg.Tokens.Consume(ctx, req.Token, req.NodeName); err != nil {
 		return nil, refuse(http.StatusForbidden, "%v", err)
 	}
 	id, err := newIdentity()

@@ -58,27 +58,41 @@ func (m *memNodes) Register(_ context.Context, name, id string) error {
 	return nil
 }
 
-// memTokens takes "aaaaaa.bbbbbbbbbbbbbbbb" for any node, once, and
+// memTokens takes "aaaaaa.bbbbbbbbbbbbbbbb" for any node, once,
+// "eeeeee.ffffffffffffffff" for any node, any number of times, and
 // "cccccc.dddddddddddddddd" for node "scoped" only.
 type memTokens struct {
 	mu   sync.Mutex
 	used bool
 }
 
-func (m *memTokens) Consume(_ context.Context, bootstrap, node string, scopedOnly bool) error {
+func (m *memTokens) Check(_ context.Context, bootstrap, node string) (string, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	switch {
 	case bootstrap == "cccccc.dddddddddddddddd" && node == "scoped":
-		return nil
-	case bootstrap == "aaaaaa.bbbbbbbbbbbbbbbb" && !scopedOnly:
+		return "scoped", nil
+	case bootstrap == "eeeeee.ffffffffffffffff":
+		return "", nil
+	case bootstrap == "aaaaaa.bbbbbbbbbbbbbbbb":
 		if m.used {
-			return errors.New("join token used up")
+			return "", errors.New("join token used up")
 		}
-		m.used = true
-		return nil
+		return "", nil
 	}
-	return errors.New("unknown join token")
+	return "", errors.New("unknown join token")
+}
+
+func (m *memTokens) Consume(ctx context.Context, bootstrap, node string) error {
+	if _, err := m.Check(ctx, bootstrap, node); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if bootstrap == "aaaaaa.bbbbbbbbbbbbbbbb" {
+		m.used = true
+	}
+	return nil
 }
 
 type rig struct {
@@ -177,10 +191,13 @@ func TestJoin(t *testing.T) {
 			CSR: "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"}, 400, "certificate request"},
 		{"no token", JoinRequest{NodeName: "edge-1", CSR: c}, 401, "no join token"},
 		{"unknown token", JoinRequest{Token: "zzzzzz.bbbbbbbbbbbbbbbb", NodeName: "edge-1", CSR: c}, 403, "unknown"},
+		// A bad token learns nothing of the nodes: not that kubelet-1 exists.
+		{"unknown token, kubelet node", JoinRequest{Token: "zzzzzz.bbbbbbbbbbbbbbbb", NodeName: "kubelet-1", CSR: c}, 403,
+			"unknown join token"},
 		{"kubelet node", JoinRequest{Token: "aaaaaa.bbbbbbbbbbbbbbbb", NodeName: "kubelet-1", CSR: c}, 403, "not an edge node"},
 		{"good", JoinRequest{Token: "aaaaaa.bbbbbbbbbbbbbbbb", NodeName: "edge-1", CSR: c}, 200, "BEGIN CERTIFICATE"},
 		{"used up", JoinRequest{Token: "aaaaaa.bbbbbbbbbbbbbbbb", NodeName: "edge-2", CSR: c}, 403, "used up"},
-		{"existing node, unscoped token", JoinRequest{Token: "aaaaaa.bbbbbbbbbbbbbbbb", NodeName: "edge-1", CSR: c}, 403,
+		{"existing node, unscoped token", JoinRequest{Token: "eeeeee.ffffffffffffffff", NodeName: "edge-1", CSR: c}, 403,
 			"cloudcore token create --node edge-1"},
 	}
 	for _, tc := range cases {
@@ -196,8 +213,8 @@ func TestJoin(t *testing.T) {
 	if status, says := r.post(t, PathJoin, map[string]string{"color": "x"}, nil); status != 400 || !strings.Contains(says, "unknown field") {
 		t.Errorf("unknown field: %d %q", status, says)
 	}
-	if st := r.svc.Stats(); st.Joined != 1 || st.JoinRefused != 10 {
-		t.Errorf("stats %+v: want 1 joined, 10 refused", st)
+	if st := r.svc.Stats(); st.Joined != 1 || st.JoinRefused != 11 {
+		t.Errorf("stats %+v: want 1 joined, 11 refused", st)
 	}
 }
 
