@@ -55,9 +55,9 @@ type fakePart struct {
 	nodes, enrolled int
 	enrollTook      time.Duration
 	connect         simulator.ConnectResult
-	bw      simulator.Bandwidth
-	storm   simulator.Storm
-	err     error
+	bw              simulator.Bandwidth
+	storm           simulator.Storm
+	err             error
 }
 
 func (f *fakePart) enroll(_ context.Context, n int) (simulator.Enrollment, error) {
