@@ -134,13 +134,13 @@ func (f *fleet) start(ctx context.Context, i int) error {
 	}
 	off := false
 	rt := fake.New(n.ip)
+	// The node's own dialer: its certificate in memory (no CAFile or
+	// CredentialsFile, no renewal: it is valid for a year) and its link
+	// through the wire.
+	dialer := &link.Dialer{URL: f.cfg.url, TLS: tlsCfg, Timeout: 15 * time.Second, NetDial: n.wire.dial}
 	cfg := edgecore.Config{
-		NodeName: n.name,
-		// The node's own dialer: its certificate in memory (no CAFile or
-		// CredentialsFile, no renewal: it is valid for a year) and its
-		// link through the wire.
-		Cloud: edgecore.CloudConfig{URL: f.cfg.url, Dialer: &link.Dialer{URL: f.cfg.url, TLS: tlsCfg,
-			Timeout: 15 * time.Second, NetDial: n.wire.dial}},
+		NodeName:           n.name,
+		Cloud:              edgecore.CloudConfig{URL: f.cfg.url, Dialer: dialer},
 		DataDir:            n.dir,
 		NodeIP:             n.ip,
 		Labels:             f.cfg.labels,
@@ -159,6 +159,9 @@ func (f *fleet) start(ctx context.Context, i int) error {
 		f.cfg.edge(i, &cfg)
 		if cfg.RuntimeImpl != rt {
 			return fmt.Errorf("node %s: Config.Edge replaced the in-memory runtime", n.name)
+		}
+		if cfg.Cloud.Dialer != agent.Dialer(dialer) {
+			return fmt.Errorf("node %s: Config.Edge replaced the node's dialer (Cloud.Dialer)", n.name)
 		}
 	}
 	ec, err := edgecore.New(cfg)

@@ -51,10 +51,9 @@ type Config struct {
 	Name string
 	// Dir holds the nodes' stores (Dir/nodes/<node>/edge.db), the
 	// cloudcore binary's configuration and log and, if the Sim starts one,
-	// the control plane. Default: a new
-	// directory in /dev/shm (tmpfs: bbolt's fsyncs cost nothing) or, where
-	// there is none, in os.TempDir(); a directory the Sim made is removed
-	// by Close.
+	// the control plane. Default: a new directory in /dev/shm (tmpfs:
+	// bbolt's fsyncs cost nothing) or, where there is none, in
+	// os.TempDir(); a directory the Sim made is removed by Close.
 	Dir string
 
 	// Kubeconfig reaches the API server. Its cluster needs a controller
@@ -121,7 +120,8 @@ type Config struct {
 	// the node starts (each start: Connect, RebootOffline). Hollow nodes
 	// run without metaserver, static pods and devices; this is where a
 	// scenario turns devices on for some of them (an MQTT broker each, or
-	// one external broker for all). It must leave RuntimeImpl alone.
+	// one external broker for all). It must leave RuntimeImpl and
+	// Cloud.Dialer (the node's certificate and wire) alone.
 	Edge func(i int, cfg *edgecore.Config)
 	// Commands adds scenario commands to the built-in ones (see Exec): the
 	// place for device commands (device updates through MQTT, twin checks).

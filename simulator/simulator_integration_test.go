@@ -192,6 +192,12 @@ func TestJoinHub(t *testing.T) {
 	if !sb.Back.After(marked) || sb.Down <= 0 {
 		t.Errorf("the joined Sim's nodes came back at %s (down %s), marked at %s", sb.Back, sb.Down, marked)
 	}
+	// The nodes came back with the certificates they were enrolled with.
+	for _, s := range []*Sim{a, b} {
+		if e := s.Enrollments(); len(e) != 1 || e[0].Nodes != 3 {
+			t.Errorf("%s: enrollments %v, want one of 3 nodes", s.Name(), e)
+		}
+	}
 	if err := b.Close(); err != nil {
 		t.Errorf("close the joined Sim: %v", err)
 	}
