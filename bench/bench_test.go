@@ -27,7 +27,7 @@ func sample() *Report {
 		Args:     []string{"--nodes", "100,1000"},
 	}
 	for _, n := range []int{1000, 100, 10000} {
-		s := Scale{Nodes: n, Connected: n, ConnectSeconds: float64(n) / 400,
+		s := Scale{Nodes: n, Connected: n, ConnectSeconds: float64(n) / 400, Enrolled: n, EnrollSeconds: float64(n) / 500,
 			CloudcoreIdle:  PerNode(Usage{Seconds: 30, CPUSeconds: 3, CPUCores: 0.1, RSSPeakBytes: int64(n) * 100 << 10, Samples: 31}, n),
 			CloudcoreChurn: PerNode(Usage{Seconds: 60, CPUSeconds: 30, CPUCores: 0.5, RSSPeakBytes: int64(n) * 120 << 10, Samples: 61}, n),
 			Dispatch:       &Latency{Samples: 500, P50Ms: 3 + float64(n)/1000, P99Ms: 20 + float64(n)/100, MaxMs: 300},
@@ -221,6 +221,7 @@ func TestWriteText(t *testing.T) {
 	for _, want := range []string{
 		"commit 0123456789ab (dirty), 2 cores",
 		"13ms / 120ms", // 10000 nodes dispatch
+		"10000 in 20s", // 10000 nodes enrolled
 		"100 nodes, createToRunning: watch failed",
 		"twin: not available",
 		"pod dispatch p99 at 1000 nodes",

@@ -76,6 +76,14 @@ type Scale struct {
 	// until then.
 	Connected      int     `json:"connected"`
 	ConnectSeconds float64 `json:"connectSeconds"`
+	// Enrolled is how many nodes were enrolled for this count (those not
+	// enrolled for a smaller one), and EnrollSeconds how long that took,
+	// before the connect started: each node's key made, its Node
+	// registered (registration happens at enrollment, no longer on a
+	// node's first status report) and its client certificate issued.
+	// Zero in reports from before nodes had certificates of their own.
+	Enrolled      int     `json:"enrolled,omitempty"`
+	EnrollSeconds float64 `json:"enrollSeconds,omitempty"`
 	// CloudcoreIdle is cloudcore's resource use with every node connected
 	// and nothing changing; CloudcoreChurn while pods are created and
 	// deleted.

@@ -38,10 +38,10 @@ func WriteText(w io.Writer, r *Report) error {
 	b.WriteString("\n")
 
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "nodes\tconnected\tconnect\tcloudcore RSS idle\tper node\tCPU idle\tRSS churn\tCPU churn\t")
+	fmt.Fprintln(tw, "nodes\tenrolled\tconnected\tconnect\tcloudcore RSS idle\tper node\tCPU idle\tRSS churn\tCPU churn\t")
 	for _, s := range r.Scales {
-		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
-			s.Nodes, s.Connected, secs(s.ConnectSeconds),
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
+			s.Nodes, enrolled(s), s.Connected, secs(s.ConnectSeconds),
 			usageRSS(s.CloudcoreIdle), perNodeRSS(s.CloudcoreIdle), usageCPU(s.CloudcoreIdle),
 			usageRSS(s.CloudcoreChurn), usageCPU(s.CloudcoreChurn))
 	}
@@ -165,6 +165,14 @@ func mib(b int64) string {
 	default:
 		return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20))
 	}
+}
+
+// enrolled is the nodes a scale enrolled and the time it took.
+func enrolled(s Scale) string {
+	if s.Enrolled == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%d in %s", s.Enrolled, secs(s.EnrollSeconds))
 }
 
 func secs(s float64) string {

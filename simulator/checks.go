@@ -38,7 +38,10 @@ var metrics = map[string]metric{
 	}, "nodes with a session"},
 	"registered": {count, func(s *Sim, sel []int) (float64, error) {
 		return s.countNodes(sel, func(v nodeView) bool { return s.registered(v.name) }), nil
-	}, "nodes with a Node in the API server"},
+	}, "nodes with a Node in the API server (registered when enrolled)"},
+	"enrolled": {count, func(s *Sim, sel []int) (float64, error) {
+		return s.countNodes(sel, func(v nodeView) bool { return v.enrolled }), nil
+	}, "nodes with a client certificate"},
 	"running-nodes": {count, func(s *Sim, sel []int) (float64, error) {
 		return s.countNodes(sel, func(v nodeView) bool { return v.running }), nil
 	}, "nodes whose edgecore runs"},

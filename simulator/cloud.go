@@ -31,21 +31,22 @@ type cloud interface {
 	hub() *hub.Hub
 	// pid is cloudcore's process id when it runs on its own, else 0.
 	pid() int
-	// url is the hub's websocket URL; caFile the CA it uses.
+	// url is the hub's websocket URL.
 	url() string
-	caFile() string
 }
 
 // cloudBase is what both kinds of cloud share.
 type cloudBase struct {
-	cfg     cloudcore.Config // the template: Listener and ListenAddr are set here
+	cfg cloudcore.Config // the template: Listener and ListenAddr are set here
+	// dataDir holds the cloudcore binary's configuration and log.
 	dataDir string
 	address string
-	ns      Namespace // where cloudcore runs
+	ns      Namespace      // where cloudcore runs
+	roots   *x509.CertPool // the CA bundle the hub's certificate chains to
 }
 
 // newCloudBase picks the hub's address: a free port on host in ns.
-func newCloudBase(cfg cloudcore.Config, dataDir, host string, ns Namespace) (*cloudBase, error) {
+func newCloudBase(cfg cloudcore.Config, dataDir, host string, ns Namespace, roots *x509.CertPool) (*cloudBase, error) {
 	if host != "127.0.0.1" {
 		cfg.CertIPs = append(cfg.CertIPs, host)
 	}
@@ -55,13 +56,11 @@ func newCloudBase(cfg cloudcore.Config, dataDir, host string, ns Namespace) (*cl
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	cfg.DataDir = dataDir
 	cfg.ListenAddr = addr
-	return &cloudBase{cfg: cfg, dataDir: dataDir, address: addr, ns: ns}, nil
+	return &cloudBase{cfg: cfg, dataDir: dataDir, address: addr, ns: ns, roots: roots}, nil
 }
 
-func (c *cloudBase) url() string    { return "wss://" + c.address + hub.Path }
-func (c *cloudBase) caFile() string { return filepath.Join(c.dataDir, "pki", "ca.crt") }
+func (c *cloudBase) url() string { return "wss://" + c.address + hub.Path }
 
 // waitReady polls the hub's /healthz until it answers 200 (the dispatcher's
 // caches are synced) or ctx ends; exited, if it fires, means cloudcore
@@ -70,32 +69,22 @@ func (c *cloudBase) waitReady(ctx context.Context, exited <-chan struct{}) error
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	var lastErr error
-	var client *http.Client
+	// Dialled from cloudcore's namespace: the check crosses no emulated
+	// link. /healthz asks for no client certificate.
+	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
+		DialContext:     c.ns.DialContext,
+		TLSClientConfig: &tls.Config{RootCAs: c.roots, MinVersion: tls.VersionTLS12}, DisableKeepAlives: true}}
+	defer client.CloseIdleConnections()
 	for {
-		if client == nil {
-			if pem, err := os.ReadFile(c.caFile()); err == nil {
-				pool := x509.NewCertPool()
-				pool.AppendCertsFromPEM(pem)
-				// Dialled from cloudcore's namespace: the check crosses no
-				// emulated link.
-				client = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
-					DialContext:     c.ns.DialContext,
-					TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, DisableKeepAlives: true}}
-			} else {
-				lastErr = err
+		resp, err := client.Get("https://" + c.address + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
 			}
+			err = fmt.Errorf("healthz: %s", resp.Status)
 		}
-		if client != nil {
-			resp, err := client.Get("https://" + c.address + "/healthz")
-			if err == nil {
-				resp.Body.Close()
-				if resp.StatusCode == http.StatusOK {
-					return nil
-				}
-				err = fmt.Errorf("healthz: %s", resp.Status)
-			}
-			lastErr = err
-		}
+		lastErr = err
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("cloudcore not ready: %w (last error: %v)", ctx.Err(), lastErr)
@@ -240,7 +229,7 @@ func (c *processCloud) pid() int {
 // joinedCloud is a hub another Sim runs: the nodes connect to it, nothing
 // more.
 type joinedCloud struct {
-	hubURL, ca string
+	hubURL string
 }
 
 var errJoined = errors.New("the hub belongs to another process (Config.Hub)")
@@ -250,4 +239,3 @@ func (c *joinedCloud) stop() error                 { return errJoined }
 func (c *joinedCloud) hub() *hub.Hub               { return nil }
 func (c *joinedCloud) pid() int                    { return 0 }
 func (c *joinedCloud) url() string                 { return c.hubURL }
-func (c *joinedCloud) caFile() string              { return c.ca }

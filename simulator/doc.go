@@ -22,7 +22,16 @@
 //     bbolt file under Config.Dir (tmpfs by default). Nothing in a hollow
 //     node is simulated but the containers.
 //
-// A node's link goes through a wire, set as the agent's dialer's NetDial:
+// Each node has an identity of its own, as a real edge node has after
+// `edgecore join`: Enroll (which Connect calls for the nodes it starts)
+// makes its key, registers its Node (with SimLabel and the identity
+// annotation the hub checks) and issues its client certificate from
+// cloudcore's CA, which lives in a Secret (package cloudcore/certs) that the
+// Sim loads, or creates before cloudcore does. Enrollment runs 32 nodes at a
+// time and is timed apart from the connect time; a node keeps its key and
+// certificate, in memory, across restarts (reboot-offline, restart-hub).
+//
+// A node's link goes through a wire, set as its dialer's NetDial:
 // a net.Conn wrapper that counts bytes (TLS records) and can be cut (the
 // connection closes at once, dials fail until healed). It costs no
 // goroutine and no socket, so ten thousand nodes cost ten thousand client
@@ -66,7 +75,10 @@
 // among them, showing progress lines and a summary. Commands:
 //
 //	nodes n=N                             add N nodes (not started)
-//	connect [nodes=S] [rate=R/s]          start nodes, R a second
+//	enroll [nodes=S]                      give nodes their identity: a key, the
+//	                                      Node registered, a client certificate
+//	connect [nodes=S] [rate=R/s]          start nodes, R a second (enrolling
+//	                                      those that are not, first)
 //	wait-connected [timeout=D]            every running node with an intact link
 //	                                      connected and registered
 //	pods create n=N [rate=R/s] [nodes=S]  create pods bound round-robin to nodes

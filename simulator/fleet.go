@@ -2,7 +2,9 @@ package simulator
 
 import (
 	"context"
+	"crypto"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/tether-edge/tether/edgecore"
@@ -19,6 +22,7 @@ import (
 	"github.com/tether-edge/tether/edgecore/link"
 	"github.com/tether-edge/tether/edgecore/runtime/fake"
 	"github.com/tether-edge/tether/edgecore/store"
+	"github.com/tether-edge/tether/pki"
 	"github.com/tether-edge/tether/protocol"
 )
 
@@ -28,11 +32,14 @@ type fleetConfig struct {
 	prefix string
 	// dir holds one directory per node, dir/<node name>/edge.db.
 	dir string
-	// url and token reach the hub; tls verifies it (shared by every node:
-	// a tls.Config is safe for concurrent use).
-	url, token string
-	tls        *tls.Config
-	labels     map[string]string
+	// url reaches the hub; roots verify it (shared by every node's
+	// tls.Config).
+	url   string
+	roots *x509.CertPool
+	// enroll registers a node's Node and issues its client certificate
+	// for pub (enroll.Service.Direct).
+	enroll func(ctx context.Context, node string, pub crypto.PublicKey) (certPEM []byte, err error)
+	labels map[string]string
 	// The edges' timers (zero: edgecore's defaults).
 	reconnectInitial, reconnectMax, nodeStatusInterval, podResyncInterval time.Duration
 	// log is every node's logger.
@@ -71,6 +78,10 @@ type node struct {
 	dir   string
 	ip    string
 	wire  wire
+	// tls presents the node's client certificate and verifies the hub;
+	// nil until the node is enrolled, then kept across restarts. Guarded
+	// by fleet.mu.
+	tls *tls.Config
 
 	// Run state, guarded by fleet.mu; nil while stopped.
 	ec     *edgecore.EdgeCore
@@ -113,18 +124,23 @@ func (f *fleet) node(i int) *node {
 func (f *fleet) start(ctx context.Context, i int) error {
 	n := f.node(i)
 	f.mu.RLock()
-	running := n.ec != nil
+	running, tlsCfg := n.ec != nil, n.tls
 	f.mu.RUnlock()
 	if running {
 		return nil
 	}
+	if tlsCfg == nil {
+		return fmt.Errorf("node %s: not enrolled", n.name)
+	}
 	off := false
 	rt := fake.New(n.ip)
+	// The node's own dialer: its certificate in memory (no CAFile or
+	// CredentialsFile, no renewal: it is valid for a year) and its link
+	// through the wire.
+	dialer := &link.Dialer{URL: f.cfg.url, TLS: tlsCfg, Timeout: 15 * time.Second, NetDial: n.wire.dial}
 	cfg := edgecore.Config{
-		NodeName: n.name,
-		// No CAFile: the dialer set below, not the one New builds, verifies
-		// the hub, with the fleet's shared tls.Config.
-		Cloud:              edgecore.CloudConfig{URL: f.cfg.url, Token: f.cfg.token},
+		NodeName:           n.name,
+		Cloud:              edgecore.CloudConfig{URL: f.cfg.url, Dialer: dialer},
 		DataDir:            n.dir,
 		NodeIP:             n.ip,
 		Labels:             f.cfg.labels,
@@ -144,13 +160,14 @@ func (f *fleet) start(ctx context.Context, i int) error {
 		if cfg.RuntimeImpl != rt {
 			return fmt.Errorf("node %s: Config.Edge replaced the in-memory runtime", n.name)
 		}
+		if cfg.Cloud.Dialer != agent.Dialer(dialer) {
+			return fmt.Errorf("node %s: Config.Edge replaced the node's dialer (Cloud.Dialer)", n.name)
+		}
 	}
 	ec, err := edgecore.New(cfg)
 	if err != nil {
 		return fmt.Errorf("node %s: %w", n.name, err)
 	}
-	ec.Agent.SetDialer(&link.Dialer{URL: f.cfg.url, Token: f.cfg.token, TLS: f.cfg.tls,
-		Timeout: 15 * time.Second, NetDial: n.wire.dial})
 	if f.cfg.committed != nil {
 		ec.Agent.SetCommitHook(func(c agent.Commit) { f.cfg.committed(i, c) })
 	}
@@ -167,6 +184,72 @@ func (f *fleet) start(ctx context.Context, i int) error {
 		}
 	}()
 	return nil
+}
+
+// enrollWorkers is how many nodes enroll at once: each enrollment is a
+// Node created on the API server.
+const enrollWorkers = 32
+
+// enroll gives each node in sel that has none its identity, as edgecore
+// join does: a key made here and a certificate for it from f.cfg.enroll,
+// which registers the node's Node. A node keeps both across restarts. It
+// returns how many nodes it enrolled; on error, those that were enrolled
+// stay so.
+func (f *fleet) enroll(ctx context.Context, sel []int) (int, error) {
+	var todo []*node
+	f.mu.RLock()
+	for _, i := range sel {
+		if i >= 0 && i < len(f.nodes) && f.nodes[i].tls == nil {
+			todo = append(todo, f.nodes[i])
+		}
+	}
+	f.mu.RUnlock()
+	var done atomic.Int64
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(enrollWorkers)
+	for _, n := range todo {
+		if gctx.Err() != nil {
+			break
+		}
+		g.Go(func() error {
+			c, err := f.credentials(gctx, n.name)
+			if err != nil {
+				return fmt.Errorf("enroll node %s: %w", n.name, err)
+			}
+			f.mu.Lock()
+			n.tls = c
+			f.mu.Unlock()
+			done.Add(1)
+			return nil
+		})
+	}
+	err := g.Wait()
+	if err == nil {
+		err = ctx.Err()
+	}
+	return int(done.Load()), err
+}
+
+// credentials makes a key for node, has it certified and returns the
+// node's TLS configuration.
+func (f *fleet) credentials(ctx context.Context, node string) (*tls.Config, error) {
+	key, err := pki.NewKey()
+	if err != nil {
+		return nil, err
+	}
+	certPEM, err := f.cfg.enroll(ctx, node, &key.PublicKey)
+	if err != nil {
+		return nil, err
+	}
+	keyPEM, err := pki.KeyPEM(key)
+	if err != nil {
+		return nil, err
+	}
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Config{RootCAs: f.cfg.roots, MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{pair}}, nil
 }
 
 // stop stops node i's edgecore and closes its store; the store file stays.
@@ -219,12 +302,14 @@ type nodeView struct {
 	index   int
 	name    string
 	running bool
-	cut     bool
-	state   agent.State
-	ec      *edgecore.EdgeCore
-	rt      *fake.Runtime
-	up      int64
-	down    int64
+	// enrolled says the node has its certificate.
+	enrolled bool
+	cut      bool
+	state    agent.State
+	ec       *edgecore.EdgeCore
+	rt       *fake.Runtime
+	up       int64
+	down     int64
 	// connectedAt is when the node's link last connected (zero: never).
 	connectedAt time.Time
 }
@@ -235,7 +320,7 @@ func (f *fleet) each(sel []int, fn func(v nodeView)) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	visit := func(n *node) {
-		v := nodeView{index: n.index, name: n.name, running: n.ec != nil, cut: n.wire.isCut(),
+		v := nodeView{index: n.index, name: n.name, running: n.ec != nil, enrolled: n.tls != nil, cut: n.wire.isCut(),
 			ec: n.ec, rt: n.rt, up: n.wire.up.Load(), down: n.wire.down.Load()}
 		if t := n.wire.connectedAt.Load(); t != 0 {
 			v.connectedAt = time.Unix(0, t)

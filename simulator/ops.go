@@ -22,8 +22,9 @@ import (
 func (s *Sim) AddNodes(n int) []int { return s.fleet.add(n) }
 
 // Connect starts the nodes in sel (nil: every node not running) at rate
-// nodes a second (0: Config.ConnectRate). Their links connect in the
-// background; WaitConnected waits for them.
+// nodes a second (0: Config.ConnectRate), after enrolling those that are
+// not (Enroll). Their links connect in the background; WaitConnected waits
+// for them.
 func (s *Sim) Connect(ctx context.Context, sel []int, rate float64) (started int, err error) {
 	if sel == nil {
 		sel = allNodes(s.fleet.size())
@@ -40,9 +41,8 @@ func (s *Sim) Connect(ctx context.Context, sel []int, rate float64) (started int
 	if err := s.checkFileLimit(more); err != nil {
 		return 0, err
 	}
-	if s.memBase == nil {
-		m := sampleMemory()
-		s.memBase = &m
+	if _, err := s.Enroll(ctx, sel); err != nil {
+		return 0, err
 	}
 	if s.connectStart.IsZero() {
 		s.connectStart = time.Now()
@@ -106,12 +106,13 @@ func sleepUntil(ctx context.Context, t time.Time) error {
 type ConnectResult struct {
 	// Nodes is the number of running nodes with a healthy link (not cut),
 	// Connected how many had a session and Registered how many had a Node
-	// in the API server when WaitConnected returned.
+	// in the API server (made when the node was enrolled) when
+	// WaitConnected returned.
 	Nodes, Connected, Registered int
 	// ConnectTime runs from the first Connect after the previous
-	// WaitConnected until every node had a session; RegisterTime until
-	// every node's Node was in the API server.
-	ConnectTime, RegisterTime time.Duration
+	// WaitConnected (once its nodes were enrolled) until every node had a
+	// session.
+	ConnectTime time.Duration
 	// Memory is this process's memory per node afterwards.
 	Memory Memory
 }
@@ -141,9 +142,6 @@ func (s *Sim) WaitConnected(ctx context.Context) (ConnectResult, error) {
 		})
 		if r.Connected == r.Nodes && r.ConnectTime == 0 {
 			r.ConnectTime = time.Since(start)
-		}
-		if r.Registered == r.Nodes && r.RegisterTime == 0 {
-			r.RegisterTime = time.Since(start)
 		}
 		return r.Connected == r.Nodes && r.Registered == r.Nodes
 	})

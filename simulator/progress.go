@@ -156,8 +156,11 @@ func (s *Sim) Summary() string {
 	})
 	fmt.Fprintf(&b, "  nodes: %d made, %d running, %d connected, %d registered, %d stopped with an error\n",
 		made, running, connected, len(s.nodesReg.GetStore().ListKeys()), s.fleet.failed.Load())
+	for _, e := range s.enrollments {
+		fmt.Fprintf(&b, "  enroll: %s\n", e)
+	}
 	for _, c := range s.connects {
-		fmt.Fprintf(&b, "  connect: %d nodes connected in %s, registered in %s\n", c.Nodes, roundDur(c.ConnectTime), roundDur(c.RegisterTime))
+		fmt.Fprintf(&b, "  connect: %d nodes connected in %s\n", c.Nodes, roundDur(c.ConnectTime))
 	}
 	fmt.Fprintf(&b, "  memory: %s\n", s.memory)
 	d, early := s.DispatchSamples()

@@ -189,6 +189,13 @@ func (s *Sim) Exec(ctx context.Context, d Directive) (string, error) {
 	switch d.Cmd {
 	case "nodes":
 		out, err = s.cmdNodes(a)
+	case "enroll":
+		var sel []int
+		if sel, err = a.nodes(s, "nodes", nil); err == nil {
+			var e Enrollment
+			e, err = s.Enroll(ctx, sel)
+			out = fmt.Sprintf("enrolled %d", e.Nodes)
+		}
 	case "connect":
 		out, err = s.cmdConnect(ctx, a)
 	case "wait-connected":
@@ -284,8 +291,7 @@ func (s *Sim) cmdWaitConnected(ctx context.Context, a *args) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	r, err := s.WaitConnected(ctx)
-	s.note("connect: %d nodes: all connected in %s, registered in %s; memory %s", r.Nodes,
-		roundDur(r.ConnectTime), roundDur(r.RegisterTime), r.Memory)
+	s.note("connect: %d nodes: all connected in %s; memory %s", r.Nodes, roundDur(r.ConnectTime), r.Memory)
 	out := fmt.Sprintf("connected %d/%d, registered %d/%d", r.Connected, r.Nodes, r.Registered, r.Nodes)
 	if err != nil {
 		return "FAIL " + out + " after " + timeout.String(), nil

@@ -3,7 +3,6 @@ package simulator
 import (
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
@@ -33,6 +32,8 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/tether-edge/tether/cloudcore"
+	"github.com/tether-edge/tether/cloudcore/certs"
+	"github.com/tether-edge/tether/cloudcore/enroll"
 	"github.com/tether-edge/tether/cloudcore/hub"
 	"github.com/tether-edge/tether/controlplane"
 	"github.com/tether-edge/tether/edgecore"
@@ -42,20 +43,17 @@ import (
 // creates; its value is the run's Name.
 const SimLabel = "tether.io/sim"
 
-// token is the bootstrap token the hollow nodes present.
-const token = "tether-simulator-bootstrap-token"
-
 // Config configures a Sim. Zero values take the defaults validate fills in.
 type Config struct {
 	// Name names the run: nodes are <Name>-<index>, pods live in namespace
 	// Name. Default "sim-" and six random hex digits. It must be a DNS
 	// label.
 	Name string
-	// Dir holds the nodes' stores (Dir/nodes/<node>/edge.db), cloudcore's
-	// data and, if the Sim starts one, the control plane. Default: a new
-	// directory in /dev/shm (tmpfs: bbolt's fsyncs cost nothing) or, where
-	// there is none, in os.TempDir(); a directory the Sim made is removed
-	// by Close.
+	// Dir holds the nodes' stores (Dir/nodes/<node>/edge.db), the
+	// cloudcore binary's configuration and log and, if the Sim starts one,
+	// the control plane. Default: a new directory in /dev/shm (tmpfs:
+	// bbolt's fsyncs cost nothing) or, where there is none, in
+	// os.TempDir(); a directory the Sim made is removed by Close.
 	Dir string
 
 	// Kubeconfig reaches the API server. Its cluster needs a controller
@@ -72,7 +70,7 @@ type Config struct {
 	// runs it in this process, where HubStats can read its hub.
 	CloudcoreBinary string
 	// Hub, if set, is a hub that runs already, another Sim's (each prints
-	// its hub's URL and CA file at start): the nodes connect to it, and
+	// its hub's URL and CA Secret at start): the nodes connect to it, and
 	// no cloudcore is started. It lets two processes hold more nodes than
 	// one process's file descriptors allow. restart-hub and the hub's
 	// figures are then the other Sim's business; MarkStorm and
@@ -80,9 +78,12 @@ type Config struct {
 	Hub *HubConfig
 
 	// Cloud is cloudcore's configuration; the Sim sets Kubeconfig,
-	// ListenAddr (a loopback port kept across restarts), DataDir, Tokens,
-	// Listener and Logger. HeartbeatInterval, LeaseDuration, KubeQPS and
-	// the rest are as given here (zero: cloudcore's defaults).
+	// ListenAddr (a loopback port kept across restarts), Listener and
+	// Logger. HeartbeatInterval, LeaseDuration, KubeQPS and the rest are
+	// as given here (zero: cloudcore's defaults). Namespace and CASecret
+	// name the Secret of cloudcore's CA (default tether-system/tether-ca),
+	// which the Sim creates, with the namespace, if it is missing, and
+	// enrolls its nodes with.
 	Cloud cloudcore.Config
 
 	// The hollow nodes' timers (zero: edgecore's defaults: reconnect
@@ -119,7 +120,8 @@ type Config struct {
 	// the node starts (each start: Connect, RebootOffline). Hollow nodes
 	// run without metaserver, static pods and devices; this is where a
 	// scenario turns devices on for some of them (an MQTT broker each, or
-	// one external broker for all). It must leave RuntimeImpl alone.
+	// one external broker for all). It must leave RuntimeImpl and
+	// Cloud.Dialer (the node's certificate and wire) alone.
 	Edge func(i int, cfg *edgecore.Config)
 	// Commands adds scenario commands to the built-in ones (see Exec): the
 	// place for device commands (device updates through MQTT, twin checks).
@@ -160,8 +162,14 @@ func (hostNamespace) Command(ctx context.Context, name string, args ...string) *
 
 // HubConfig is a running hub to join.
 type HubConfig struct {
-	// URL is the hub's wss:// URL, CAFile the CA its certificate is from.
-	URL, CAFile string
+	// URL is the hub's wss:// URL.
+	URL string
+	// Namespace and CASecret name the Secret of the hub's CA, in the
+	// cluster of Config.Kubeconfig (default tether-system/tether-ca,
+	// cloudcore's default): the joined Sim trusts the hub with it and
+	// enrolls its nodes with it, as the hub's own Sim does.
+	Namespace string `json:",omitempty"`
+	CASecret  string `json:",omitempty"`
 }
 
 func (c *Config) validate() error {
@@ -188,8 +196,13 @@ func (c *Config) validate() error {
 		if err != nil || u.Scheme != "wss" || u.Host == "" {
 			return fmt.Errorf("hub.url: %q is not a URL like wss://127.0.0.1:10000/v1/connect", c.Hub.URL)
 		}
-		if _, err := os.Stat(c.Hub.CAFile); err != nil {
-			return fmt.Errorf("hub.caFile: %w", err)
+		h := *c.Hub // the defaults go into a copy of the caller's
+		c.Hub = &h
+		if c.Hub.Namespace == "" {
+			c.Hub.Namespace = certs.DefaultNamespace
+		}
+		if c.Hub.CASecret == "" {
+			c.Hub.CASecret = certs.DefaultCASecret
 		}
 		if c.CloudcoreBinary != "" {
 			return errors.New("hub and cloudcoreBinary: a Sim joins a hub or runs its own cloudcore, not both")
@@ -206,6 +219,12 @@ func (c *Config) validate() error {
 		return errors.New("hubHost: required with cloudNamespace: the nodes cannot reach the loopback of cloudcore's namespace")
 	} else if c.Hub == nil {
 		c.HubHost = "127.0.0.1"
+	}
+	if c.Cloud.Namespace == "" {
+		c.Cloud.Namespace = certs.DefaultNamespace
+	}
+	if c.Cloud.CASecret == "" {
+		c.Cloud.CASecret = certs.DefaultCASecret
 	}
 	if c.CloudNamespace == nil {
 		c.CloudNamespace = hostNamespace{}
@@ -255,6 +274,11 @@ type Sim struct {
 	pods     cache.SharedIndexInformer
 	nodesReg cache.SharedIndexInformer // the run's Nodes, metadata only
 
+	// enroller gives the hollow nodes their identity; roots verify the
+	// hub.
+	enroller *enroll.Service
+	roots    *x509.CertPool
+
 	cloud    cloud
 	hubPtr   atomic.Pointer[hub.Hub] // the running in-process hub, if any
 	cloudPid atomic.Int64            // the running cloudcore process, if any
@@ -274,6 +298,7 @@ type Sim struct {
 	connectStart time.Time       // start of the Connect not yet waited for
 	memBase      *memSample      // before the first node started
 	memory       Memory          // per-node memory at the last WaitConnected
+	enrollments  []Enrollment    // each Enroll that enrolled nodes
 	connects     []ConnectResult // each WaitConnected
 	storm        *stormState     // the last RestartHub
 	storms       []Storm         // each WaitResynced
@@ -312,24 +337,20 @@ func New(ctx context.Context, cfg Config) (*Sim, error) {
 	if err := s.startKube(ctx); err != nil {
 		return nil, err
 	}
+	if err := s.startEnroll(ctx); err != nil {
+		return nil, err
+	}
 	if err := s.startCloud(ctx); err != nil {
 		return nil, err
 	}
-	pem, err := os.ReadFile(s.cloud.caFile())
-	if err != nil {
-		return nil, fmt.Errorf("simulator: hub CA: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("simulator: hub CA %s holds no certificate", s.cloud.caFile())
-	}
+	labels := map[string]string{SimLabel: cfg.Name}
 	s.fleet = &fleet{cfg: fleetConfig{
 		prefix:             cfg.Name,
 		dir:                filepath.Join(s.dir, "nodes"),
 		url:                s.cloud.url(),
-		token:              token,
-		tls:                &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
-		labels:             map[string]string{SimLabel: cfg.Name},
+		roots:              s.roots,
+		enroll:             s.enroller.Direct,
+		labels:             labels,
 		reconnectInitial:   cfg.ReconnectInitial,
 		reconnectMax:       cfg.ReconnectMax,
 		nodeStatusInterval: cfg.NodeStatusInterval,
@@ -340,8 +361,9 @@ func New(ctx context.Context, cfg Config) (*Sim, error) {
 		edge:               cfg.Edge,
 	}}
 	if cfg.Progress != nil {
-		s.note("hub %s, its CA %s, kubeconfig %s (another tether-sim joins with --join-hub, --join-ca and --kubeconfig)",
-			s.cloud.url(), s.cloud.caFile(), s.cfg.Kubeconfig)
+		h := s.Hub()
+		s.note("hub %s, its CA in Secret %s/%s, kubeconfig %s (another tether-sim joins with --join-hub, --ca-secret and --kubeconfig)",
+			h.URL, h.Namespace, h.CASecret, s.cfg.Kubeconfig)
 		s.progressStop = s.startProgress(cfg.Progress, cfg.ProgressInterval)
 	}
 	ok = true
@@ -455,14 +477,12 @@ func (s *Sim) waitServiceAccount(ctx context.Context, ns string) error {
 func (s *Sim) startCloud(ctx context.Context) error {
 	cfg := s.cfg.Cloud
 	cfg.Kubeconfig = s.cfg.Kubeconfig
-	cfg.Tokens = []string{token}
-	cfg.TokenFile = ""
 	cfg.Logger = s.log.With(slog.String("side", "cloud"))
 	if s.cfg.Hub != nil {
-		s.cloud = &joinedCloud{hubURL: s.cfg.Hub.URL, ca: s.cfg.Hub.CAFile}
+		s.cloud = &joinedCloud{hubURL: s.cfg.Hub.URL}
 		return nil
 	}
-	base, err := newCloudBase(cfg, filepath.Join(s.dir, "cloudcore"), s.cfg.HubHost, s.cfg.CloudNamespace)
+	base, err := newCloudBase(cfg, filepath.Join(s.dir, "cloudcore"), s.cfg.HubHost, s.cfg.CloudNamespace, s.roots)
 	if err != nil {
 		return fmt.Errorf("simulator: %w", err)
 	}
@@ -503,7 +523,12 @@ func (s *Sim) Name() string { return s.cfg.Name }
 
 // Hub is the hub the nodes connect to, as another Sim joins it
 // (Config.Hub).
-func (s *Sim) Hub() HubConfig { return HubConfig{URL: s.cloud.url(), CAFile: s.cloud.caFile()} }
+func (s *Sim) Hub() HubConfig {
+	if s.cfg.Hub != nil {
+		return *s.cfg.Hub
+	}
+	return HubConfig{URL: s.cloud.url(), Namespace: s.cfg.Cloud.Namespace, CASecret: s.cfg.Cloud.CASecret}
+}
 
 // Client is a client of the API server.
 func (s *Sim) Client() kubernetes.Interface { return s.client }

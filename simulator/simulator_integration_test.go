@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/tether-edge/tether/cloudcore"
+	"github.com/tether-edge/tether/cloudcore/enroll"
 	"github.com/tether-edge/tether/controlplane"
 	"github.com/tether-edge/tether/edgecore"
 )
@@ -128,12 +129,10 @@ func TestJoinHub(t *testing.T) {
 	}
 	defer a.Close()
 	bcfg := testConfig(t, "t-join-b")
-	bcfg.Hub = &HubConfig{URL: a.cloud.url(), CAFile: a.cloud.caFile()}
+	hub := a.Hub()
+	bcfg.Hub = &hub
 	var edited atomic.Int32
-	bcfg.Edge = func(i int, cfg *edgecore.Config) {
-		edited.Add(1)
-		cfg.Labels = map[string]string{SimLabel: "t-join-b", "tether.io/joined": "yes"}
-	}
+	bcfg.Edge = func(i int, cfg *edgecore.Config) { edited.Add(1) }
 	b, err := New(ctx, bcfg)
 	if err != nil {
 		t.Fatal(err)
@@ -156,9 +155,12 @@ func TestJoinHub(t *testing.T) {
 	if edited.Load() != 3 {
 		t.Errorf("Config.Edge called %d times, want 3", edited.Load())
 	}
+	// The joined Sim enrolled its nodes itself, with the CA from the
+	// hub's Secret.
 	n, err := b.Client().CoreV1().Nodes().Get(ctx, b.NodeName(0), metav1.GetOptions{})
-	if err != nil || n.Labels["tether.io/joined"] != "yes" {
-		t.Errorf("node %s: labels %v (%v), want tether.io/joined=yes from Config.Edge", b.NodeName(0), n.Labels, err)
+	if err != nil || n.Labels[SimLabel] != "t-join-b" || n.Annotations[enroll.AnnotationIdentity] == "" {
+		t.Errorf("node %s: labels %v, annotations %v (%v), want %s=t-join-b and an identity", b.NodeName(0),
+			n.Labels, n.Annotations, err, SimLabel)
 	}
 	if err := b.RestartHub(ctx, 0); err == nil {
 		t.Error("the joined Sim restarted a hub it does not run")
@@ -189,6 +191,12 @@ func TestJoinHub(t *testing.T) {
 	}
 	if !sb.Back.After(marked) || sb.Down <= 0 {
 		t.Errorf("the joined Sim's nodes came back at %s (down %s), marked at %s", sb.Back, sb.Down, marked)
+	}
+	// The nodes came back with the certificates they were enrolled with.
+	for _, s := range []*Sim{a, b} {
+		if e := s.Enrollments(); len(e) != 1 || e[0].Nodes != 3 {
+			t.Errorf("%s: enrollments %v, want one of 3 nodes", s.Name(), e)
+		}
 	}
 	if err := b.Close(); err != nil {
 		t.Errorf("close the joined Sim: %v", err)

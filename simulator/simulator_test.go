@@ -310,11 +310,11 @@ type fakeNamespace struct{ hostNamespace }
 // validate fills the network defaults and refuses network settings that
 // cannot work, naming the field.
 func TestConfigValidateNetwork(t *testing.T) {
-	ca := filepath.Join(t.TempDir(), "ca.crt")
-	if err := os.WriteFile(ca, []byte("x"), 0o600); err != nil {
+	bin := filepath.Join(t.TempDir(), "cloudcore")
+	if err := os.WriteFile(bin, []byte("x"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	join := &HubConfig{URL: "wss://127.0.0.1:10000/v1/connect", CAFile: ca}
+	join := &HubConfig{URL: "wss://127.0.0.1:10000/v1/connect"}
 
 	var c Config
 	if err := c.validate(); err != nil {
@@ -322,6 +322,9 @@ func TestConfigValidateNetwork(t *testing.T) {
 	}
 	if c.HubHost != "127.0.0.1" || c.CloudNamespace != (hostNamespace{}) || c.NodeNamespace != (hostNamespace{}) {
 		t.Errorf("defaults: hubHost %q, cloudNamespace %#v, nodeNamespace %#v", c.HubHost, c.CloudNamespace, c.NodeNamespace)
+	}
+	if c.Cloud.Namespace != "tether-system" || c.Cloud.CASecret != "tether-ca" {
+		t.Errorf("defaults: the CA in Secret %s/%s, want cloudcore's tether-system/tether-ca", c.Cloud.Namespace, c.Cloud.CASecret)
 	}
 	c = Config{CloudNamespace: fakeNamespace{}, NodeNamespace: fakeNamespace{}, HubHost: "198.18.0.1"}
 	if err := c.validate(); err != nil {
@@ -337,6 +340,9 @@ func TestConfigValidateNetwork(t *testing.T) {
 	if c.HubHost != "" {
 		t.Errorf("a joined Sim got hubHost %q", c.HubHost)
 	}
+	if c.Hub.Namespace != "tether-system" || c.Hub.CASecret != "tether-ca" {
+		t.Errorf("a joined Sim looks for the hub's CA in Secret %s/%s, want tether-system/tether-ca", c.Hub.Namespace, c.Hub.CASecret)
+	}
 
 	for name, tc := range map[string]struct {
 		cfg  Config
@@ -348,7 +354,7 @@ func TestConfigValidateNetwork(t *testing.T) {
 		"namespace no host":     {Config{CloudNamespace: fakeNamespace{}}, "hubHost: required with cloudNamespace"},
 		"joined with host":      {Config{Hub: join, HubHost: "198.18.0.1"}, "hub and cloudNamespace or hubHost"},
 		"joined cloud netns":    {Config{Hub: join, CloudNamespace: fakeNamespace{}}, "hub and cloudNamespace or hubHost"},
-		"joined with cloudcore": {Config{Hub: join, CloudcoreBinary: ca}, "hub and cloudcoreBinary"},
+		"joined with cloudcore": {Config{Hub: join, CloudcoreBinary: bin}, "hub and cloudcoreBinary"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			err := tc.cfg.validate()

@@ -20,14 +20,17 @@ import (
 	"github.com/tether-edge/tether/bench"
 	"github.com/tether-edge/tether/childproc"
 	"github.com/tether-edge/tether/cloudcore"
+	"github.com/tether-edge/tether/cloudcore/certs"
+	"github.com/tether-edge/tether/cloudcore/enroll"
 	"github.com/tether-edge/tether/controlplane"
 	"github.com/tether-edge/tether/edgecore"
+	"github.com/tether-edge/tether/edgecore/credentials"
+	"github.com/tether-edge/tether/pki"
 	"github.com/tether-edge/tether/simulator/netns"
 )
 
 const (
-	edgeNode  = "bench-edgecore-idle"
-	edgeToken = "tether-bench-edgecore-token-0123"
+	edgeNode = "bench-edgecore-idle"
 	// edgeSettle is how long after the node turned Ready RSS is read: past
 	// the start's allocations and a few heartbeats.
 	edgeSettle = 10 * time.Second
@@ -127,29 +130,24 @@ func startEdge(ctx context.Context, cp *controlplane.ControlPlane, binDir, dir s
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	ccDir := filepath.Join(dir, "cloudcore")
-	ccCfg := cloudcore.Config{Kubeconfig: cp.Kubeconfig(), ListenAddr: addr, DataDir: ccDir, Tokens: []string{edgeToken},
-		CertIPs: []string{spec.host}}
+	// The node's identity first: the CA Secret then exists when cloudcore
+	// starts and loads it.
+	caFile, credFile, err := enrollEdge(ctx, client, spec.node, dir)
+	if err != nil {
+		return nil, err
+	}
+	ccCfg := cloudcore.Config{Kubeconfig: cp.Kubeconfig(), ListenAddr: addr, CertIPs: []string{spec.host}}
 	if spec.cloud != nil {
 		spec.cloud(&ccCfg)
 	}
 	if r.cloudcore, err = startProcess(spec.cloudNS, filepath.Join(binDir, "cloudcore"), ccCfg, filepath.Join(dir, "cloudcore")); err != nil {
 		return nil, err
 	}
-	caFile := filepath.Join(ccDir, "pki", "ca.crt")
-	if err := poll(ctx, 100*time.Millisecond, func() (bool, error) {
-		if r.cloudcore.exited() {
-			return false, errors.New("cloudcore exited; see " + r.cloudcore.logFile)
-		}
-		_, err := os.Stat(caFile)
-		return err == nil, nil
-	}); err != nil {
-		return nil, err
-	}
 
 	ecCfg := edgecore.Config{
-		NodeName:      spec.node,
-		Cloud:         edgecore.CloudConfig{URL: "wss://" + addr + "/v1/connect", Token: edgeToken, CAFile: caFile},
+		NodeName: spec.node,
+		Cloud: edgecore.CloudConfig{URL: "wss://" + addr + "/v1/connect", CAFile: caFile,
+			CredentialsFile: credFile},
 		DataDir:       filepath.Join(dir, "edgecore"),
 		Runtime:       "fake",
 		NodeIP:        spec.nodeIP,
@@ -165,6 +163,9 @@ func startEdge(ctx context.Context, cp *controlplane.ControlPlane, binDir, dir s
 	rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	if err := poll(rctx, 250*time.Millisecond, func() (bool, error) {
+		if r.cloudcore.exited() {
+			return false, errors.New("cloudcore exited; see " + r.cloudcore.logFile)
+		}
 		if r.edgecore.exited() {
 			return false, errors.New("edgecore exited; see " + r.edgecore.logFile)
 		}
@@ -184,6 +185,50 @@ func startEdge(ctx context.Context, cp *controlplane.ControlPlane, binDir, dir s
 		return nil, fmt.Errorf("node %s Ready: %w", spec.node, err)
 	}
 	return r, nil
+}
+
+// enrollEdge gives node its identity as `edgecore join` would, and writes
+// what join writes into dir: the CA bundle (ca.crt) and the node's key and
+// certificate (credentials.pem, mode 0600). It registers the Node and
+// issues the certificate directly from cloudcore's CA (its Secret, created
+// with its namespace if missing) rather than through a join token: the
+// bench measures a joined edgecore, and `edgecore join` itself is
+// exercised by the e2e tests.
+func enrollEdge(ctx context.Context, client kubernetes.Interface, node, dir string) (caFile, credFile string, err error) {
+	_, err = client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: certs.DefaultNamespace}},
+		metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		return "", "", fmt.Errorf("namespace %s: %w", certs.DefaultNamespace, err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	ca, err := certs.LoadOrCreateCA(ctx, client, certs.DefaultNamespace, certs.DefaultCASecret, log)
+	if err != nil {
+		return "", "", err
+	}
+	svc, err := enroll.New(enroll.Config{CA: ca, Bundle: ca.CertPEM(), Nodes: &enroll.KubeNodes{Client: client}, Log: log})
+	if err != nil {
+		return "", "", err
+	}
+	key, err := pki.NewKey()
+	if err != nil {
+		return "", "", err
+	}
+	certPEM, err := svc.Direct(ctx, node, &key.PublicKey)
+	if err != nil {
+		return "", "", fmt.Errorf("enroll %s: %w", node, err)
+	}
+	cred, err := credentials.Encode(certPEM, key)
+	if err != nil {
+		return "", "", err
+	}
+	caFile, credFile = filepath.Join(dir, "ca.crt"), filepath.Join(dir, "credentials.pem")
+	if err := os.WriteFile(caFile, ca.CertPEM(), 0o644); err != nil {
+		return "", "", err
+	}
+	if err := os.WriteFile(credFile, cred, 0o600); err != nil {
+		return "", "", err
+	}
+	return caFile, credFile, nil
 }
 
 // stop deletes the node and stops edgecore and cloudcore.

@@ -39,7 +39,9 @@ type joinedConfig struct {
 	// its nodes' stores.
 	Name, Dir  string
 	Kubeconfig string
-	Hub        simulator.HubConfig
+	// Hub is the hub to join and the Secret of its CA, which the process
+	// enrolls its nodes with.
+	Hub simulator.HubConfig
 	// Netns, if set, names the network namespace the nodes dial from.
 	Netns string
 	// Warnings is the file for the nodes' warnings.
@@ -48,6 +50,7 @@ type joinedConfig struct {
 
 // The requests' operations.
 const (
+	opEnroll        = "enroll"         // to Nodes nodes, enrolled
 	opGrow          = "grow"           // to Nodes nodes, started at Rate a second
 	opWaitConnected = "wait-connected" // within Timeout
 	opIdle          = "idle"           // traffic over Window
@@ -68,6 +71,7 @@ type joinedRequest struct {
 // then say how far it got).
 type joinedReply struct {
 	Error     string                   `json:"error,omitempty"`
+	Enroll    *simulator.Enrollment    `json:"enroll,omitempty"`
 	Connect   *simulator.ConnectResult `json:"connect,omitempty"`
 	Bandwidth *simulator.Bandwidth     `json:"bandwidth,omitempty"`
 	Storm     *simulator.Storm         `json:"storm,omitempty"`
@@ -153,10 +157,11 @@ func serveJoined(ctx context.Context, sim *simulator.Sim, r joinedRequest) joine
 		err error
 	)
 	switch r.Op {
+	case opEnroll:
+		e, eerr := enrollTo(ctx, sim, r.Nodes)
+		rep.Enroll, err = &e, eerr
 	case opGrow:
-		if add := r.Nodes - sim.Nodes(); add > 0 {
-			_, err = sim.Connect(ctx, sim.AddNodes(add), r.Rate)
-		}
+		err = growTo(ctx, sim, r.Nodes, r.Rate)
 	case opWaitConnected:
 		tctx, cancel := context.WithTimeout(ctx, r.Timeout)
 		c, werr := sim.WaitConnected(tctx)
@@ -181,8 +186,28 @@ func serveJoined(ctx context.Context, sim *simulator.Sim, r joinedRequest) joine
 	return rep
 }
 
+// enrollTo brings sim to n nodes and enrolls those that are not.
+func enrollTo(ctx context.Context, sim *simulator.Sim, n int) (simulator.Enrollment, error) {
+	if add := n - sim.Nodes(); add > 0 {
+		sim.AddNodes(add)
+	}
+	return sim.Enroll(ctx, nil)
+}
+
+// growTo brings sim to n nodes and starts those that do not run, at rate
+// a second (enrolling those that are not enrolled first).
+func growTo(ctx context.Context, sim *simulator.Sim, n int, rate float64) error {
+	if add := n - sim.Nodes(); add > 0 {
+		sim.AddNodes(add)
+	}
+	_, err := sim.Connect(ctx, nil, rate)
+	return err
+}
+
 // part is the share of the fleet one simulator process holds.
 type part interface {
+	// enroll brings the part to n nodes and enrolls them.
+	enroll(ctx context.Context, n int) (simulator.Enrollment, error)
 	// grow brings the part to n nodes, started at rate a second.
 	grow(ctx context.Context, n int, rate float64) error
 	waitConnected(ctx context.Context, timeout time.Duration) (simulator.ConnectResult, error)
@@ -193,12 +218,12 @@ type part interface {
 // localPart is the suite's own Sim.
 type localPart struct{ sim *simulator.Sim }
 
+func (l localPart) enroll(ctx context.Context, n int) (simulator.Enrollment, error) {
+	return enrollTo(ctx, l.sim, n)
+}
+
 func (l localPart) grow(ctx context.Context, n int, rate float64) error {
-	if add := n - l.sim.Nodes(); add > 0 {
-		_, err := l.sim.Connect(ctx, l.sim.AddNodes(add), rate)
-		return err
-	}
-	return nil
+	return growTo(ctx, l.sim, n, rate)
 }
 
 func (l localPart) waitConnected(ctx context.Context, timeout time.Duration) (simulator.ConnectResult, error) {
@@ -313,6 +338,14 @@ func (j *joinedProcess) reply(ctx context.Context) (joinedReply, error) {
 // operation was given.
 const slack = time.Minute
 
+// enrollTimeout bounds a joined process's enrollment.
+const enrollTimeout = 10 * time.Minute
+
+func (j *joinedProcess) enroll(ctx context.Context, n int) (simulator.Enrollment, error) {
+	return ask(ctx, j, joinedRequest{Op: opEnroll, Nodes: n}, enrollTimeout,
+		func(r joinedReply) *simulator.Enrollment { return r.Enroll })
+}
+
 func (j *joinedProcess) grow(ctx context.Context, n int, rate float64) error {
 	_, err := j.call(ctx, joinedRequest{Op: opGrow, Nodes: n, Rate: rate})
 	return err
@@ -386,18 +419,47 @@ func share(n, perProcess, i int) int {
 // processes is how many processes n nodes take.
 func processes(n, perProcess int) int { return (n + perProcess - 1) / perProcess }
 
+// part returns part i, starting it (a joined process) if it is the next.
+func (f *fleet) part(ctx context.Context, i int) (part, error) {
+	if i == len(f.parts) {
+		p, err := f.addPart(ctx, i)
+		if err != nil {
+			return nil, fmt.Errorf("joined process %d: %w", i, err)
+		}
+		f.parts = append(f.parts, p)
+	}
+	return f.parts[i], nil
+}
+
+// enroll brings the fleet to n nodes, all enrolled, starting joined
+// processes as needed. The parts enroll one after the other: the figures
+// add up to the time n nodes took, with one process's workers at a time.
+func (f *fleet) enroll(ctx context.Context, n int) (simulator.Enrollment, error) {
+	var e simulator.Enrollment
+	for i := range processes(n, f.perProcess) {
+		p, err := f.part(ctx, i)
+		if err != nil {
+			return e, err
+		}
+		pe, err := p.enroll(ctx, share(n, f.perProcess, i))
+		e.Nodes += pe.Nodes
+		e.Took += pe.Took
+		if err != nil {
+			return e, err
+		}
+	}
+	return e, nil
+}
+
 // grow brings the fleet to n nodes, starting joined processes as needed,
 // one part after the other so that nodes start at rate a second in all.
 func (f *fleet) grow(ctx context.Context, n int, rate float64) error {
 	for i := range processes(n, f.perProcess) {
-		if i == len(f.parts) {
-			p, err := f.addPart(ctx, i)
-			if err != nil {
-				return fmt.Errorf("joined process %d: %w", i, err)
-			}
-			f.parts = append(f.parts, p)
+		p, err := f.part(ctx, i)
+		if err != nil {
+			return err
 		}
-		if err := f.parts[i].grow(ctx, share(n, f.perProcess, i), rate); err != nil {
+		if err := p.grow(ctx, share(n, f.perProcess, i), rate); err != nil {
 			return err
 		}
 	}
@@ -433,7 +495,6 @@ func (f *fleet) waitConnected(ctx context.Context, timeout time.Duration) (simul
 		r.Connected += x.Connected
 		r.Registered += x.Registered
 		r.ConnectTime = max(r.ConnectTime, x.ConnectTime)
-		r.RegisterTime = max(r.RegisterTime, x.RegisterTime)
 	}
 	return r, err
 }

@@ -52,13 +52,19 @@ func TestShare(t *testing.T) {
 
 // fakePart is a part with set answers; it records what it was asked.
 type fakePart struct {
-	nodes   int
-	connect simulator.ConnectResult
-	bw      simulator.Bandwidth
-	storm   simulator.Storm
-	err     error
+	nodes, enrolled int
+	enrollTook      time.Duration
+	connect         simulator.ConnectResult
+	bw              simulator.Bandwidth
+	storm           simulator.Storm
+	err             error
 }
 
+func (f *fakePart) enroll(_ context.Context, n int) (simulator.Enrollment, error) {
+	e := simulator.Enrollment{Nodes: n - f.enrolled, Took: f.enrollTook}
+	f.enrolled = n
+	return e, nil
+}
 func (f *fakePart) grow(_ context.Context, n int, _ float64) error { f.nodes = n; return nil }
 func (f *fakePart) waitConnected(context.Context, time.Duration) (simulator.ConnectResult, error) {
 	return f.connect, f.err
@@ -77,13 +83,22 @@ func TestFleetJoinsParts(t *testing.T) {
 	var joined []*fakePart
 	fl := &fleet{parts: []part{local}, perProcess: 50}
 	fl.addPart = func(context.Context, int) (part, error) {
-		p := &fakePart{}
+		p := &fakePart{enrollTook: time.Second}
 		joined = append(joined, p)
 		return p, nil
 	}
 	ctx := t.Context()
+	local.enrollTook = time.Second
+	if e, err := fl.enroll(ctx, 30); err != nil || e.Nodes != 30 || e.Took != time.Second || len(joined) != 0 {
+		t.Fatalf("30 nodes enrolled: %+v %v, %d joined", e, err, len(joined))
+	}
 	if err := fl.grow(ctx, 30, 100); err != nil || local.nodes != 30 || len(joined) != 0 {
 		t.Fatalf("30 nodes: %v, local %d, %d joined", err, local.nodes, len(joined))
+	}
+	// The parts enroll one after the other: their times add up.
+	e, err := fl.enroll(ctx, 100)
+	if err != nil || e.Nodes != 70 || e.Took != 2*time.Second || len(joined) != 1 || joined[0].enrolled != 50 {
+		t.Fatalf("100 nodes enrolled: %+v %v, %d joined", e, err, len(joined))
 	}
 	if err := fl.grow(ctx, 100, 100); err != nil || local.nodes != 50 || len(joined) != 1 || joined[0].nodes != 50 {
 		t.Fatalf("100 nodes: %v, local %d, %d joined", err, local.nodes, len(joined))

@@ -223,6 +223,15 @@ func scales(ctx context.Context, cfg Config, rep *bench.Report, cp *controlplane
 func scale(ctx context.Context, cfg Config, fl *fleet, wan *netns.WAN, n int, log *slog.Logger) (bench.Scale, error) {
 	s := bench.Scale{Nodes: n, Processes: processes(n, fl.perProcess)}
 	sim := fl.sim
+	// Enrolled first, apart: the connect time is the nodes' starting and
+	// connecting only.
+	e, err := fl.enroll(ctx, n)
+	s.Enrolled, s.EnrollSeconds = e.Nodes, e.Took.Seconds()
+	if err != nil {
+		return s, fmt.Errorf("enroll: %w", err)
+	}
+	log.Info("enrolled", slog.Int("nodes", e.Nodes), slog.Duration("took", e.Took.Round(time.Millisecond)),
+		slog.Float64("perSecond", float64(e.Nodes)/max(e.Took.Seconds(), 1e-9)))
 	if err := fl.grow(ctx, n, cfg.ConnectRate); err != nil {
 		return s, fmt.Errorf("connect: %w", err)
 	}

@@ -10,8 +10,9 @@
 //	tether-sim --kubeconfig ~/.kube/config script.txt
 //
 // A second tether-sim adds nodes to the first one's hub (one process may
-// hold only so many sockets and stores): --join-hub, --join-ca and
-// --kubeconfig as the first one prints them at start.
+// hold only so many sockets and stores): --join-hub, --ca-secret and
+// --kubeconfig as the first one prints them at start. It enrolls its nodes
+// with the CA in that Secret, as the first one does.
 //
 // With --netns (root), cloudcore (in this process) and the nodes run in
 // network namespaces of their own, across one emulated link (package
@@ -67,7 +68,7 @@ func run() (int, error) {
 		kubeBurst  = flag.Int("kube-burst", 0, "cloudcore's API server burst (default: cloudcore's)")
 		statusWork = flag.Int("status-workers", 0, "cloudcore's status writers (default: cloudcore's)")
 		joinHub    = flag.String("join-hub", "", "connect the nodes to this running hub (another tether-sim's) instead of starting cloudcore")
-		joinCA     = flag.String("join-ca", "", "the CA file of --join-hub's certificate")
+		caSecret   = flag.String("ca-secret", "", "namespace/name of cloudcore's CA Secret, which the nodes are enrolled with (default: cloudcore's, tether-system/tether-ca)")
 		netnsOn    = flag.Bool("netns", false, "run cloudcore and the nodes in network namespaces across an emulated link; scripts take link commands (root)")
 		netnsDelay = flag.Duration("netns-delay", 0, "with --netns: the link's delay each way")
 		netnsLoss  = flag.Float64("netns-loss", 0, "with --netns: share of packets the link drops, 0 to 1")
@@ -109,8 +110,15 @@ func run() (int, error) {
 		scripts = append(scripts, d)
 	}
 	cfg.CloudcoreBinary = *cloudcore
+	if *caSecret != "" {
+		ns, name, ok := strings.Cut(*caSecret, "/")
+		if !ok || ns == "" || name == "" {
+			return 2, fmt.Errorf("--ca-secret %q: want namespace/name", *caSecret)
+		}
+		cfg.Cloud.Namespace, cfg.Cloud.CASecret = ns, name
+	}
 	if *joinHub != "" {
-		cfg.Hub = &simulator.HubConfig{URL: *joinHub, CAFile: *joinCA}
+		cfg.Hub = &simulator.HubConfig{URL: *joinHub, Namespace: cfg.Cloud.Namespace, CASecret: cfg.Cloud.CASecret}
 	}
 	cfg.Cloud.HeartbeatInterval = metav1.Duration{Duration: *heartbeat}
 	cfg.Cloud.LeaseDuration = metav1.Duration{Duration: *lease}
