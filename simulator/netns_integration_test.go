@@ -115,7 +115,9 @@ func TestAcrossNamespaces(t *testing.T) {
 	if err != nil || strings.Contains(out, "FAIL") {
 		t.Fatalf("the pod across the link: %q %v\n%s", out, err, s.Summary())
 	}
-	if d := s.Dispatch(); d.Samples != 1 || d.P50 < delay {
+	// A millisecond of slack: the emulated link's timers and the two
+	// clocks of the measure round a little either way.
+	if d := s.Dispatch(); d.Samples != 1 || d.P50 < delay-time.Millisecond {
 		t.Errorf("dispatch %s: want one sample of at least the link's %s", d, delay)
 	}
 	after := w.Link.Stats()

@@ -4,6 +4,7 @@ package cri_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/tether-edge/tether/edgecore"
+	"github.com/tether-edge/tether/edgecore/link"
 	"github.com/tether-edge/tether/edgecore/runtime/cri"
 	"github.com/tether-edge/tether/edgecore/store"
 	"github.com/tether-edge/tether/protocol"
@@ -26,8 +28,10 @@ import (
 func TestEdgecoreRunsStorePodsInContainerd(t *testing.T) {
 	env := cri.IntegrationContainerd()
 	ec, err := edgecore.New(edgecore.Config{
-		NodeName:          "edge-wiring",
-		Cloud:             edgecore.CloudConfig{URL: "wss://127.0.0.1:1/v1/connect", Token: "tok"},
+		NodeName: "edge-wiring",
+		// No cloud: nothing listens on port 1.
+		Cloud: edgecore.CloudConfig{URL: "wss://127.0.0.1:1/v1/connect", Dialer: &link.Dialer{
+			URL: "wss://127.0.0.1:1/v1/connect", TLS: &tls.Config{}, Timeout: time.Second}},
 		DataDir:           t.TempDir(),
 		StaticPodPath:     t.TempDir(),
 		NodeIP:            "127.0.0.1",
