@@ -284,3 +284,62 @@ func TestVersionOneEdge(t *testing.T) {
 		t.Fatalf("CertRequest in a version 1 session: want Error Unexpected, got %s", f.Type())
 	}
 }
+
+// A session ends when its certificate expires, unless the node renewed it
+// in the session.
+func TestSessionEndsWithItsCertificate(t *testing.T) {
+	src, url := startHub(t, Config{RevokeCheck: 50 * time.Millisecond})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go src.hub.Serve(t.Context(), ln) // runs the sweep
+	short := func(node string) *tls.Certificate {
+		key, _ := pki.NewKey()
+		certPEM, _ := testCA().IssueNode(&key.PublicKey, node, "id-"+node, 1500*time.Millisecond)
+		keyPEM, _ := pki.KeyPEM(key)
+		pair, err := tls.X509KeyPair(certPEM, keyPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &pair
+	}
+	stale, err := dialAs(t, url, short("n1"), "n1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	renewed, err := dialAs(t, url, short("n2"), "n2", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	renewed.recv() // ResyncDone
+	key, _ := pki.NewKey()
+	csr, _ := pki.NodeCSR(key, "n2")
+	renewed.send(&protocol.Frame{CertRequest: &protocol.CertRequest{CSR: csr}})
+	if f := renewed.recv(); f.CertIssued == nil {
+		t.Fatalf("want CertIssued, got %s", f.Type())
+	}
+	deadline := time.After(3 * time.Second)
+	for ended := false; !ended; {
+		select {
+		case f, ok := <-stale.frames:
+			if !ok {
+				t.Fatal("closed without an Error")
+			}
+			if f.Error != nil {
+				if f.Error.Code != protocol.ErrorUnauthorized || !strings.Contains(f.Error.Message, "expired") {
+					t.Fatalf("want Unauthorized: expired, got %v", f.Error)
+				}
+				ended = true
+			}
+		case <-deadline:
+			t.Fatal("the session outlived its certificate")
+		}
+	}
+	if !renewed.quiet(500 * time.Millisecond) {
+		t.Fatal("the session that renewed its certificate heard something")
+	}
+	if got := src.hub.Connected(); len(got) != 1 || got[0] != "n2" {
+		t.Fatalf("connected %v, want [n2]", got)
+	}
+}

@@ -310,9 +310,9 @@ func (h *Hub) checkSessions(ctx context.Context) {
 	now := time.Now()
 	for _, s := range live {
 		var e *protocol.Error
-		if now.After(s.notAfter) {
+		if notAfter := time.Unix(0, s.notAfter.Load()); now.After(notAfter) {
 			e = &protocol.Error{Code: protocol.ErrorUnauthorized, Message: "the client certificate expired at " +
-				s.notAfter.UTC().Format(time.RFC3339)}
+				notAfter.UTC().Format(time.RFC3339)}
 		} else if err := h.cfg.Auth.Check(ctx, s.node, s.id, false); err != nil {
 			e = &protocol.Error{Code: protocol.ErrorRevoked, Message: err.Error()}
 		}
@@ -358,7 +358,8 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s := newSession(h, conn, hello)
-	s.id, s.notAfter = id, notAfter
+	s.id = id
+	s.notAfter.Store(notAfter.UnixNano())
 	if !h.register(s) {
 		writeError(conn, &protocol.Error{Code: protocol.ErrorShuttingDown, Message: "cloudcore is stopping"})
 		conn.Close()

@@ -14,6 +14,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/tether-edge/tether/pki"
 	"github.com/tether-edge/tether/protocol"
 )
 
@@ -48,10 +49,12 @@ type flight struct {
 type session struct {
 	h    *Hub
 	node string
-	// id is the identity of the node's certificate, notAfter its expiry;
-	// set before run.
-	id       string
-	notAfter time.Time
+	// id is the identity of the node's certificate; set before run.
+	id string
+	// notAfter is the expiry of the node's newest certificate (unix
+	// nanoseconds): the one it connected with, then the one it renewed in
+	// the session (it proved it holds the key by signing the request).
+	notAfter atomic.Int64
 	// version is the protocol version of the session.
 	version uint32
 	// renewing is set while a CertRequest is being answered; another one
@@ -561,6 +564,9 @@ func (s *session) renew(csr []byte) {
 			return
 		}
 		s.h.stats.certsIssued.Add(1)
+		if certs, err := pki.ParseCertsPEM(cert); err == nil {
+			s.notAfter.Store(certs[0].NotAfter.UnixNano())
+		}
 		s.log.Info("client certificate renewed")
 		s.sendFrame(&protocol.Frame{CertIssued: &protocol.CertIssued{Certificate: cert}})
 	}()
