@@ -259,11 +259,13 @@ func desired(cc *CloudCore, node string) []string {
 // caches are synced.
 func runCloudcore(t *testing.T, cfg Config) *CloudCore {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	if cfg.Listener == nil {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Listener = ln
 	}
-	cfg.Listener = ln
 	cc, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
