@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -414,6 +415,20 @@ func TestServingCertificateRenewed(t *testing.T) {
 	e.link.Heal()
 	eventually(t, 20*time.Second, "edge reconnects to the renewed certificate", func() (bool, error) {
 		return e.ec.Agent.State().Connected, nil
+	})
+	// Restarted with other names: the certificate has them (an expired or
+	// outdated one is never reused), and the edge comes back by itself.
+	c.stop()
+	c.tweak = func(cfg *cloudcore.Config) {
+		cfg.ServingCertValidity = metav1.Duration{Duration: time.Hour}
+		cfg.CertDNSNames = []string{"hub.renamed.example"}
+	}
+	c.start(nil)
+	if names := c.cc.Serving().DNSNames; !slices.Contains(names, "hub.renamed.example") {
+		t.Fatalf("names after a restart with new ones: %v", names)
+	}
+	eventually(t, 30*time.Second, "edge reconnects to the restarted hub", func() (bool, error) {
+		return e.ec.Agent.State().Connected && e.ec.Agent.State().Sessions >= 3, nil
 	})
 }
 
