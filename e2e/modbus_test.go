@@ -29,6 +29,7 @@ import (
 	devicesapi "github.com/tether-edge/tether/devices/api"
 	"github.com/tether-edge/tether/devices/mapper"
 	"github.com/tether-edge/tether/devices/modbus"
+	"github.com/tether-edge/tether/edgecore/metaserver"
 )
 
 // devicesClient is a REST client of devices.tether.io/v1beta1 on the API
@@ -155,7 +156,8 @@ func TestModbusDevice(t *testing.T) {
 		t.Fatal("metaserver not listening")
 	}
 	m, err := mapper.New(mapper.Config{NodeName: e.name, Metaserver: "http://" + e.ec.MetaServer.Addr(),
-		BrokerURL: e.ec.Broker.URL(), Logger: testLogger(t).With(slog.String("side", "mapper"))})
+		MetaserverTokenFile: metaserver.TokenFile(e.ec.CredentialsDir(), metaserver.DevicesClient),
+		BrokerURL:           e.ec.Broker.URL(), Logger: testLogger(t).With(slog.String("side", "mapper"))})
 	if err != nil {
 		t.Fatal(err)
 	}

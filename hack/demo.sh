@@ -108,7 +108,14 @@ echo "demo: starting edgecore (log: $run/edgecore.log)"
 # describes it.
 bin/modbus-thermostat --addr 127.0.0.1:1502 >"$run/thermostat.log" 2>&1 &
 pids+=($!)
-bin/modbus-mapper --node demo-edge-1 >"$run/modbus-mapper.log" 2>&1 &
+# The mapper reads the metaserver with the token edgecore provisions for
+# device mappers (devices and the node only; no pods, configmaps, secrets).
+ms_token=$run/edge-1/credentials/metaserver-devices.token
+until [[ -s $ms_token ]]; do
+  kill -0 "${pids[-2]}" 2>/dev/null || { tail -n 20 "$run/edgecore.log" >&2; exit 1; }
+  sleep 0.2
+done
+bin/modbus-mapper --node demo-edge-1 --metaserver-token-file "$ms_token" >"$run/modbus-mapper.log" 2>&1 &
 pids+=($!)
 echo "demo: starting a Modbus thermostat and the Modbus mapper (logs: $run/thermostat.log, $run/modbus-mapper.log)"
 

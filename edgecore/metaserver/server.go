@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -34,6 +35,10 @@ type Config struct {
 	NodeName string
 	// NodeLabels are the labels the node asks for on its Node.
 	NodeLabels map[string]string
+	// Clients are the callers served, by bearer token (LocalClients makes
+	// edgecore's). Empty refuses every caller: the metaserver serves the
+	// node's secrets, so there is no anonymous access.
+	Clients []Client
 	// NodeStatus returns the node's status now (required).
 	NodeStatus func() *corev1.NodeStatus
 	// NodeInterval is how often the served Node is rebuilt from NodeStatus
@@ -54,8 +59,8 @@ type Config struct {
 }
 
 // ValidateAddr checks that addr is host:port with a loopback host: the
-// metaserver has no authentication and serves secrets, so it must not be
-// reachable from other machines.
+// metaserver serves secrets to local clients over plain HTTP, so it must not
+// be reachable from other machines.
 func ValidateAddr(addr string) error {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -89,6 +94,11 @@ func (c *Config) validate() error {
 	if c.NodeStatus == nil {
 		return errors.New("metaserver: no NodeStatus")
 	}
+	for i, cl := range c.Clients {
+		if len(cl.Token) < 32 {
+			return fmt.Errorf("metaserver: clients[%d] (%s): a token of at least 32 characters is required", i, cl.Name)
+		}
+	}
 	if c.StateDir == "" {
 		return errors.New("metaserver: no StateDir")
 	}
@@ -118,6 +128,9 @@ type Server struct {
 	cache *cache
 	kickc chan struct{}
 	ready chan struct{}
+	// refused counts requests refused: no or a bad token, a Host that is
+	// not loopback, a resource the client may not read.
+	refused atomic.Int64
 
 	mu sync.Mutex
 	// addr is the address listened on; guarded by mu.
@@ -358,3 +371,7 @@ func (s *Server) refreshNode(initial bool) error {
 	s.cache.apply(resNodes, nil, []upsert{{uid: string(n.UID), name: n.Name, data: data}}, initial)
 	return nil
 }
+
+// Refused is how many requests the Server refused (authentication, Host,
+// authorization).
+func (s *Server) Refused() int64 { return s.refused.Load() }

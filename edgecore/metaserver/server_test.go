@@ -61,6 +61,9 @@ func (f *fixture) newServer(cfg Config) *Server {
 	if cfg.Addr == "" {
 		cfg.Addr = "127.0.0.1:0"
 	}
+	if cfg.Clients == nil {
+		cfg.Clients = testClients
+	}
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	s, err := New(cfg, f.db)
 	if err != nil {
@@ -142,6 +145,8 @@ func (f *fixture) sync() {
 func (f *fixture) request(method, path, remote string, out any) int {
 	f.t.Helper()
 	r := httptest.NewRequest(method, path, nil)
+	r.Host = "127.0.0.1:10550"
+	r.Header.Set("Authorization", "Bearer "+nodeToken)
 	r.RemoteAddr = "127.0.0.1:40000"
 	if remote != "" {
 		r.RemoteAddr = remote
@@ -336,7 +341,7 @@ func TestWatchResumesAndExpires(t *testing.T) {
 	web := testPod("a", "web", map[string]string{"app": "web"}, corev1.PodPending)
 	f.put(web)
 	f.sync()
-	srv := httptest.NewServer(f.s.Handler())
+	srv := httptest.NewServer(withToken(f.s.Handler(), nodeToken))
 	t.Cleanup(srv.Close) // after the watches' cleanups
 	var l corev1.PodList
 	f.get("/api/v1/namespaces/a/pods", &l)
@@ -437,7 +442,7 @@ func TestVersionsOfAnotherRunExpire(t *testing.T) {
 	if a <= b || len(after.Items) != 1 {
 		t.Fatalf("versions %d then %d, %d pods", b, a, len(after.Items))
 	}
-	srv := httptest.NewServer(f.s.Handler())
+	srv := httptest.NewServer(withToken(f.s.Handler(), nodeToken))
 	t.Cleanup(srv.Close) // after the watches' cleanups
 	if ev := openWatch(t, srv, "/api/v1/pods?watch=true&resourceVersion="+before.ResourceVersion)(); ev.Type != "ERROR" || ev.Status.Code != 410 {
 		t.Fatalf("watch from the previous run: %+v", ev)
@@ -473,7 +478,7 @@ func (f *fixture) start(ctx context.Context) kubernetes.Interface {
 	case err := <-done:
 		f.t.Fatal(err)
 	}
-	cs, err := kubernetes.NewForConfig(&rest.Config{Host: "http://" + f.s.Addr()})
+	cs, err := kubernetes.NewForConfig(&rest.Config{Host: "http://" + f.s.Addr(), BearerToken: nodeToken})
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -625,4 +630,22 @@ func TestStartWaitsForTheAddress(t *testing.T) {
 		t.Fatalf("healthz: %v %v", resp, err)
 	}
 	resp.Body.Close()
+}
+
+// The tokens of the tests' clients.
+const (
+	nodeToken    = "node-token-0123456789abcdef0123456789"
+	devicesToken = "devices-token-0123456789abcdef012345"
+)
+
+var testClients = []Client{{Name: NodeClient, Token: nodeToken},
+	{Name: DevicesClient, Token: devicesToken, Resources: DevicesResources}}
+
+// withToken sends every request to h with the bearer token tok, as a
+// client-go configured with it does.
+func withToken(h http.Handler, tok string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Header.Set("Authorization", "Bearer "+tok)
+		h.ServeHTTP(w, r)
+	})
 }
