@@ -613,13 +613,9 @@ func enrollCert(t *testing.T, c *cloud, node string) *tls.Certificate {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keyPEM, err := pki.KeyPEM(key)
+	pair, err := pki.TLSPair(certPEM, key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pair, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &pair
+	return pair
 }
