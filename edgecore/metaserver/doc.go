@@ -63,7 +63,9 @@
 // lists again. Each start of the server takes a new range of versions (the
 // count of starts is kept in Config.StateDir, not taken from the clock), so
 // a version from before a restart is always too old, never mistaken for one
-// of this run. A WATCH without a version (or 0) starts with the current
+// of this run. A count that cannot be read or saved (a torn file after a
+// power loss, a full disk) does not stop the start: a random range, far
+// above those reached by counting, is taken instead, with a warning. A WATCH without a version (or 0) starts with the current
 // objects as ADDED events; with allowWatchBookmarks it gets a BOOKMARK every
 // Config.BookmarkInterval, and with sendInitialEvents one after the initial
 // events, marked with the k8s.io/initial-events-end annotation.

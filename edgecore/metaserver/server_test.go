@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -648,4 +649,83 @@ func withToken(h http.Handler, tok string) http.Handler {
 		r.Header.Set("Authorization", "Bearer "+tok)
 		h.ServeHTTP(w, r)
 	})
+}
+
+// TestEpochFileUnusable: an empty, torn or corrupt count of starts (a power
+// loss, a bad disk) does not stop the Server: it takes a random epoch above
+// the counted ones, saves it, and versions of the earlier run still expire.
+func TestEpochFileUnusable(t *testing.T) {
+	for name, content := range map[string]string{
+		"empty":    "",
+		"torn":     "\x00\x00\x00",
+		"garbage":  "seven\n",
+		"overflow": "99999999999999999999\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t, Config{})
+			var before corev1.PodList
+			f.get("/api/v1/pods", &before)
+			path := filepath.Join(f.stateDir, epochFile)
+			if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			f.s = f.newServer(Config{}) // fails the test if New fails
+			var after corev1.PodList
+			f.get("/api/v1/pods", &after)
+			b, _ := strconv.ParseUint(before.ResourceVersion, 10, 64)
+			a, _ := strconv.ParseUint(after.ResourceVersion, 10, 64)
+			if a < maxEpoch/2*epochSpan || a <= b {
+				t.Fatalf("version %d after %d, want a fallback epoch", a, b)
+			}
+			saved, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.TrimSpace(string(saved)); got != strconv.FormatUint(a/epochSpan, 10) {
+				t.Fatalf("saved count %q, want the epoch used, %d", got, a/epochSpan)
+			}
+			// The next start counts on from the fallback.
+			f.s = f.newServer(Config{})
+			var next corev1.PodList
+			f.get("/api/v1/pods", &next)
+			if n, _ := strconv.ParseUint(next.ResourceVersion, 10, 64); n/epochSpan != a/epochSpan+1 {
+				t.Fatalf("next start at version %d, want epoch %d", n, a/epochSpan+1)
+			}
+		})
+	}
+}
+
+// TestEpochNotSaved: when the count cannot be saved (here the state
+// directory cannot be made; a full disk is tested in package edgecore),
+// the Server starts with a random epoch rather than the counted one, which
+// the next start would count again.
+func TestEpochNotSaved(t *testing.T) {
+	f := newFixture(t, Config{})
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f.stateDir = filepath.Join(file, "state") // below a regular file: cannot be made
+	f.s = f.newServer(Config{})
+	var l corev1.PodList
+	f.get("/api/v1/pods", &l)
+	if v, _ := strconv.ParseUint(l.ResourceVersion, 10, 64); v < maxEpoch/2*epochSpan {
+		t.Fatalf("version %d, want a fallback epoch", v)
+	}
+}
+
+// TestEpochCounts: the count of starts is saved with no temporary file
+// left behind.
+func TestEpochCounts(t *testing.T) {
+	dir := t.TempDir()
+	for want := uint64(1); want <= 3; want++ {
+		got, warn := nextEpoch(dir)
+		if got != want || warn != nil {
+			t.Fatalf("epoch %d (%v), want %d", got, warn, want)
+		}
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 || entries[0].Name() != epochFile {
+		t.Fatalf("state dir holds %v", entries)
+	}
 }
