@@ -205,6 +205,7 @@ func (c *cloud) start(ln net.Listener) {
 		HeartbeatInterval: metav1.Duration{Duration: heartbeat},
 		LeaseDuration:     metav1.Duration{Duration: leaseDuration},
 		Listener:          ln,
+		HealthAddr:        "127.0.0.1:0", // tests run side by side
 		Logger:            testLogger(c.t).With(slog.String("side", "cloud")),
 	}
 	if c.tweak != nil {

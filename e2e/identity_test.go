@@ -367,7 +367,8 @@ func TestOneCAForTwoCloudcores(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cfg := cloudcore.Config{Kubeconfig: cp.Kubeconfig(), ListenAddr: "127.0.0.1:0", Logger: testLogger(t)}
+			cfg := cloudcore.Config{Kubeconfig: cp.Kubeconfig(), ListenAddr: "127.0.0.1:0", HealthAddr: "127.0.0.1:0",
+				Logger: testLogger(t)}
 			tweak(&cfg)
 			cc, err := cloudcore.New(cfg)
 			if err == nil {
