@@ -164,6 +164,9 @@ type Config struct {
 
 	// Listener, if set, is used instead of listening on ListenAddr (tests).
 	Listener net.Listener `json:"-"`
+	// HealthListener, if set, is used instead of listening on HealthAddr
+	// (tests, and the simulator's cloudcore in a network namespace).
+	HealthListener net.Listener `json:"-"`
 	// Logger is where cloudcore logs (default slog.Default()).
 	Logger *slog.Logger `json:"-"`
 }
@@ -392,6 +395,7 @@ func New(cfg Config) (*CloudCore, error) {
 		UpstreamRate:        cfg.UpstreamRate,
 		UpstreamBurst:       cfg.UpstreamBurst,
 		HealthAddr:          cfg.healthAddr(),
+		HealthListener:      cfg.HealthListener,
 	}, cc.Dispatcher, cc.Status, log.With(slog.String("component", "hub")))
 	if err != nil {
 		return nil, err

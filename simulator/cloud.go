@@ -135,9 +135,24 @@ func (c *inProcessCloud) start(ctx context.Context) error {
 	}
 	cfg := c.cfg
 	cfg.Listener = ln
+	// The health listener too is in cloudcore's namespace, where
+	// waitReady looks for it.
+	var hln net.Listener
+	for range 100 { // as the hub's, after a restart
+		if hln, err = c.ns.Listen("tcp", c.health); err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("health listen: %w", err)
+	}
+	cfg.HealthListener = hln
 	cc, err := cloudcore.New(cfg)
 	if err != nil {
 		ln.Close()
+		hln.Close()
 		return err
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
@@ -145,6 +160,7 @@ func (c *inProcessCloud) start(ctx context.Context) error {
 	go func() {
 		err := cc.Run(runCtx)
 		ln.Close()
+		hln.Close()
 		done <- err
 		close(exited)
 	}()
