@@ -105,10 +105,21 @@ echo "demo: starting edgecore (log: $run/edgecore.log)"
 # 127.0.0.1:1502, and bin/modbus-mapper bridges it to the edge's device twin
 # (devices from the metaserver on 127.0.0.1:10550, MQTT on edgecore's
 # embedded broker on 127.0.0.1:1883). manifests/demo/thermostat.yaml
-# describes it.
+# describes it. The broker wants credentials: edgecore writes the mappers'
+# password at its first start into its data directory
+# ($run/edge-1/credentials/mqtt-mapper.password, user "mapper").
 bin/modbus-thermostat --addr 127.0.0.1:1502 >"$run/thermostat.log" 2>&1 &
 pids+=($!)
-bin/modbus-mapper --node demo-edge-1 >"$run/modbus-mapper.log" 2>&1 &
+mapper_pw=$run/edge-1/credentials/mqtt-mapper.password
+for _ in $(seq 100); do
+  [[ -s $mapper_pw ]] && break
+  sleep 0.2
+done
+if [[ ! -s $mapper_pw ]]; then
+  echo "demo: edgecore wrote no $mapper_pw (see $run/edgecore.log)" >&2
+  exit 1
+fi
+bin/modbus-mapper --node demo-edge-1 --username mapper --password-file "$mapper_pw" >"$run/modbus-mapper.log" 2>&1 &
 pids+=($!)
 echo "demo: starting a Modbus thermostat and the Modbus mapper (logs: $run/thermostat.log, $run/modbus-mapper.log)"
 
