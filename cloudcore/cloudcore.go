@@ -123,6 +123,41 @@ type Config struct {
 	// DeviceCRDPoll is how often cloudcore checks whether the device CRDs
 	// are served when they were not at start (default 30s).
 	DeviceCRDPoll metav1.Duration `json:"deviceCRDPoll,omitempty"`
+	// HealthAddr is a plain HTTP listener for /healthz (cloudcore serves)
+	// and /readyz (caches synced and the hub listening), kept off the
+	// tunnel's port, which serves edges only (default 127.0.0.1:10001;
+	// "-": none). It opens with the hub, once the caches are synced.
+	HealthAddr string `json:"healthAddr,omitempty"`
+	// HandshakeTimeout closes a connection that has not finished its TLS
+	// handshake and request header, and bounds the websocket and Hello
+	// exchange (default 10s). IdleTimeout closes a keep-alive connection
+	// idle between requests (default 30s); ReadTimeout bounds a whole
+	// request to the join and renewal endpoints (default 30s). Sessions
+	// have their own timeout (SessionTimeout).
+	HandshakeTimeout metav1.Duration `json:"handshakeTimeout,omitempty"`
+	IdleTimeout      metav1.Duration `json:"idleTimeout,omitempty"`
+	ReadTimeout      metav1.Duration `json:"readTimeout,omitempty"`
+	// MaxConns caps the hub's open connections (default 12,000, for
+	// 10,000 nodes; at most RLIMIT_NOFILE less 1,024), MaxConnsPerIP those
+	// from one address (default 32: the boxes of a store behind one NAT;
+	// raise it behind a TCP proxy or a carrier-grade NAT), and
+	// AcceptRate/AcceptBurst new connections per second (defaults 200 and
+	// 1,000). A connection past one is closed at once.
+	MaxConns      int     `json:"maxConns,omitempty"`
+	MaxConnsPerIP int     `json:"maxConnsPerIP,omitempty"`
+	AcceptRate    float64 `json:"acceptRate,omitempty"`
+	AcceptBurst   int     `json:"acceptBurst,omitempty"`
+	// MaxInventory is the most objects an edge's Hello may list (default
+	// 20,000).
+	MaxInventory int `json:"maxInventory,omitempty"`
+	// MaxUpstreamInFlight is the most messages of one node waiting for
+	// their API write (default 256): at it, the hub stops reading the
+	// node's session. UpstreamRate and UpstreamBurst limit each node's
+	// messages (defaults 50/s and 200; heartbeats and acks not counted):
+	// statuses past it wait, Events past it are dropped (and counted).
+	MaxUpstreamInFlight int     `json:"maxUpstreamInFlight,omitempty"`
+	UpstreamRate        float64 `json:"upstreamRate,omitempty"`
+	UpstreamBurst       int     `json:"upstreamBurst,omitempty"`
 	// Autonomy keeps the pods of an edge node whose link dropped from being
 	// evicted (package cloudcore/autonomy); on unless Autonomy.Disabled.
 	Autonomy autonomy.Config `json:"autonomy,omitempty"`
@@ -218,10 +253,27 @@ func (c *Config) validate() error {
 	if err := c.Autonomy.Validate(); err != nil {
 		return fmt.Errorf("autonomy: %w", err)
 	}
+	switch c.HealthAddr {
+	case "":
+		c.HealthAddr = "127.0.0.1:10001"
+	case "-":
+	default:
+		if _, _, err := net.SplitHostPort(c.HealthAddr); err != nil {
+			return fmt.Errorf("healthAddr %q: %w", c.HealthAddr, err)
+		}
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
 	return nil
+}
+
+// healthAddr is HealthAddr for the hub ("" for none).
+func (c *Config) healthAddr() string {
+	if c.HealthAddr == "-" {
+		return ""
+	}
+	return c.HealthAddr
 }
 
 // CloudCore is a configured cloudcore.
@@ -327,7 +379,19 @@ func New(cfg Config) (*CloudCore, error) {
 		SessionTimeout:    cfg.SessionTimeout.Duration,
 		// Twice per renewal interval (LeaseDuration/4): a renewal is
 		// never more than half an interval late.
-		AliveInterval: cfg.LeaseDuration.Duration / 8,
+		AliveInterval:       cfg.LeaseDuration.Duration / 8,
+		HandshakeTimeout:    cfg.HandshakeTimeout.Duration,
+		IdleTimeout:         cfg.IdleTimeout.Duration,
+		ReadTimeout:         cfg.ReadTimeout.Duration,
+		MaxConns:            cfg.MaxConns,
+		MaxConnsPerIP:       cfg.MaxConnsPerIP,
+		AcceptRate:          cfg.AcceptRate,
+		AcceptBurst:         cfg.AcceptBurst,
+		MaxInventory:        cfg.MaxInventory,
+		MaxUpstreamInFlight: cfg.MaxUpstreamInFlight,
+		UpstreamRate:        cfg.UpstreamRate,
+		UpstreamBurst:       cfg.UpstreamBurst,
+		HealthAddr:          cfg.healthAddr(),
 	}, cc.Dispatcher, cc.Status, log.With(slog.String("component", "hub")))
 	if err != nil {
 		return nil, err

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -266,6 +267,12 @@ func runCloudcore(t *testing.T, cfg Config) *CloudCore {
 		}
 		cfg.Listener = ln
 	}
+	hln, err := net.Listen("tcp", "127.0.0.1:0") // a free port: tests run side by side
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.HealthAddr = hln.Addr().String()
+	hln.Close()
 	cc, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -287,6 +294,19 @@ func runCloudcore(t *testing.T, cfg Config) *CloudCore {
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("cloudcore not ready within a minute")
+		}
+	}
+	// The health listener, not the tunnel, says so.
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
+		resp, err := http.Get("http://" + cfg.HealthAddr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz not ok within a minute: %v %v", resp, err)
 		}
 	}
 	return cc

@@ -205,6 +205,7 @@ func (c *cloud) start(ln net.Listener) {
 		HeartbeatInterval: metav1.Duration{Duration: heartbeat},
 		LeaseDuration:     metav1.Duration{Duration: leaseDuration},
 		Listener:          ln,
+		HealthAddr:        "127.0.0.1:0", // tests run side by side
 		Logger:            testLogger(c.t).With(slog.String("side", "cloud")),
 	}
 	if c.tweak != nil {
@@ -613,13 +614,9 @@ func enrollCert(t *testing.T, c *cloud, node string) *tls.Certificate {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keyPEM, err := pki.KeyPEM(key)
+	pair, err := pki.TLSPair(certPEM, key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pair, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &pair
+	return pair
 }

@@ -367,7 +367,8 @@ func TestOneCAForTwoCloudcores(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cfg := cloudcore.Config{Kubeconfig: cp.Kubeconfig(), ListenAddr: "127.0.0.1:0", Logger: testLogger(t)}
+			cfg := cloudcore.Config{Kubeconfig: cp.Kubeconfig(), ListenAddr: "127.0.0.1:0", HealthAddr: "127.0.0.1:0",
+				Logger: testLogger(t)}
 			tweak(&cfg)
 			cc, err := cloudcore.New(cfg)
 			if err == nil {
@@ -436,17 +437,13 @@ func TestServingCertificateRenewed(t *testing.T) {
 // node; the error says why it was refused.
 func dialHub(t *testing.T, c *cloud, certPEM []byte, key *ecdsa.PrivateKey, node string) (*websocket.Conn, error) {
 	t.Helper()
-	keyPEM, err := pki.KeyPEM(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	pair, err := pki.TLSPair(certPEM, key)
 	if err != nil {
 		t.Fatal(err)
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(c.cc.CA.Cert)
-	d := websocket.Dialer{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}},
+	d := websocket.Dialer{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{*pair}},
 		HandshakeTimeout: 5 * time.Second}
 	ws, resp, err := d.DialContext(t.Context(), "wss://"+c.addr+hub.Path, nil)
 	if err != nil {

@@ -29,7 +29,8 @@ func (e *edge) metaserverClient() kubernetes.Interface {
 	case <-time.After(10 * time.Second):
 		e.t.Fatal("metaserver not listening")
 	}
-	cs, err := kubernetes.NewForConfig(&rest.Config{Host: "http://" + ms.Addr()})
+	cs, err := kubernetes.NewForConfig(&rest.Config{Host: "http://" + ms.Addr(),
+		BearerTokenFile: metaserver.TokenFile(e.ec.CredentialsDir(), metaserver.NodeClient)})
 	if err != nil {
 		e.t.Fatal(err)
 	}

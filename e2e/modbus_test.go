@@ -30,6 +30,7 @@ import (
 	"github.com/tether-edge/tether/devices/mapper"
 	"github.com/tether-edge/tether/devices/modbus"
 	"github.com/tether-edge/tether/edgecore"
+	"github.com/tether-edge/tether/edgecore/metaserver"
 )
 
 // devicesClient is a REST client of devices.tether.io/v1beta1 on the API
@@ -162,7 +163,9 @@ func TestModbusDevice(t *testing.T) {
 		t.Fatal(err)
 	}
 	m, err := mapper.New(mapper.Config{NodeName: e.name, Metaserver: "http://" + e.ec.MetaServer.Addr(),
-		BrokerURL: e.ec.Broker.URL(), Username: edgecore.MapperUsername, Password: strings.TrimSpace(string(pw)), Logger: testLogger(t).With(slog.String("side", "mapper"))})
+		MetaserverTokenFile: metaserver.TokenFile(e.ec.CredentialsDir(), metaserver.DevicesClient),
+		BrokerURL:           e.ec.Broker.URL(), Username: edgecore.MapperUsername, Password: strings.TrimSpace(string(pw)),
+		Logger: testLogger(t).With(slog.String("side", "mapper"))})
 	if err != nil {
 		t.Fatal(err)
 	}

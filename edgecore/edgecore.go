@@ -128,8 +128,10 @@ type MetaServerConfig struct {
 	// Enable runs the metaserver (default true).
 	Enable *bool `json:"enable,omitempty"`
 	// Addr is the loopback address it listens on (default 127.0.0.1:10550;
-	// any other host than a loopback one is refused, as it has no
-	// authentication and serves secrets).
+	// any other host than a loopback one is refused: it serves secrets over
+	// plain HTTP). Callers need a token from dataDir/credentials
+	// (metaserver-node.token reads everything, metaserver-devices.token
+	// the node and its devices; see package metaserver).
 	Addr string `json:"addr,omitempty"`
 }
 
@@ -500,7 +502,14 @@ func New(cfg Config) (*EdgeCore, error) {
 	podManager = ec.Pods
 	obs := observers{ec.Pods}
 	if *cfg.MetaServer.Enable {
+		clients, err := metaserver.LocalClients(ec.CredentialsDir())
+		if err != nil {
+			// Served to nobody rather than not at all: a full disk must
+			// not stop the node.
+			log.Error("metaserver: no credentials: every request will be refused", slog.Any("err", err))
+		}
 		ec.MetaServer, err = metaserver.New(metaserver.Config{Addr: cfg.MetaServer.Addr, NodeName: cfg.NodeName,
+			Clients:    clients,
 			NodeLabels: cfg.Labels, NodeStatus: ns.Status, NodeInterval: cfg.NodeStatusInterval.Duration,
 			StateDir: cfg.DataDir, Logger: log.With(slog.String("component", "metaserver"))}, db)
 		if err != nil {
@@ -634,3 +643,7 @@ func (ec *EdgeCore) Close() error {
 	}
 	return ec.DB.Close()
 }
+
+// CredentialsDir holds the local credentials edgecore makes for the node's
+// processes (the metaserver's tokens, metaserver.TokenFile): dataDir/credentials.
+func (ec *EdgeCore) CredentialsDir() string { return filepath.Join(ec.cfg.DataDir, "credentials") }

@@ -110,16 +110,17 @@ echo "demo: starting edgecore (log: $run/edgecore.log)"
 # ($run/edge-1/credentials/mqtt-mapper.password, user "mapper").
 bin/modbus-thermostat --addr 127.0.0.1:1502 >"$run/thermostat.log" 2>&1 &
 pids+=($!)
+# The mapper reads the metaserver with the token edgecore provisions for
+# device mappers (devices and the node only; no pods, configmaps, secrets),
+# and the broker as user "mapper" with the password edgecore wrote.
+ms_token=$run/edge-1/credentials/metaserver-devices.token
 mapper_pw=$run/edge-1/credentials/mqtt-mapper.password
-for _ in $(seq 100); do
-  [[ -s $mapper_pw ]] && break
+until [[ -s $ms_token && -s $mapper_pw ]]; do
+  kill -0 "${pids[-2]}" 2>/dev/null || { tail -n 20 "$run/edgecore.log" >&2; exit 1; }
   sleep 0.2
 done
-if [[ ! -s $mapper_pw ]]; then
-  echo "demo: edgecore wrote no $mapper_pw (see $run/edgecore.log)" >&2
-  exit 1
-fi
-bin/modbus-mapper --node demo-edge-1 --username mapper --password-file "$mapper_pw" >"$run/modbus-mapper.log" 2>&1 &
+bin/modbus-mapper --node demo-edge-1 --metaserver-token-file "$ms_token" --username mapper --password-file "$mapper_pw" \
+  >"$run/modbus-mapper.log" 2>&1 &
 pids+=($!)
 echo "demo: starting a Modbus thermostat and the Modbus mapper (logs: $run/thermostat.log, $run/modbus-mapper.log)"
 

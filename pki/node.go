@@ -6,6 +6,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
@@ -237,4 +238,18 @@ func LifetimeUsed(c *x509.Certificate, now time.Time) float64 {
 		return 1
 	}
 	return float64(now.Sub(c.NotBefore)) / float64(total)
+}
+
+// TLSPair makes the tls.Certificate of a PEM certificate (chain) and its
+// key, for a client or a server to present.
+func TLSPair(certPEM []byte, key *ecdsa.PrivateKey) (*tls.Certificate, error) {
+	keyPEM, err := KeyPEM(key)
+	if err != nil {
+		return nil, err
+	}
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("key pair: %w", err)
+	}
+	return &pair, nil
 }

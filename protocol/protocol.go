@@ -337,7 +337,8 @@ const (
 	ErrorUnauthorized ErrorCode = 4
 	// ErrorUnexpected: a valid message at the wrong point of the session.
 	ErrorUnexpected ErrorCode = 5
-	// ErrorTooLarge: a frame over MaxFrameSize. Fatal.
+	// ErrorTooLarge: a frame over MaxFrameSize, or a Hello whose inventory
+	// lists more objects than the hub takes. Fatal.
 	ErrorTooLarge ErrorCode = 6
 	// ErrorReplaced: a newer session of the same node took over. Fatal.
 	ErrorReplaced ErrorCode = 7

@@ -2,7 +2,6 @@ package simulator
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -41,8 +40,10 @@ type cloudBase struct {
 	// dataDir holds the cloudcore binary's configuration and log.
 	dataDir string
 	address string
-	ns      Namespace      // where cloudcore runs
-	roots   *x509.CertPool // the CA bundle the hub's certificate chains to
+	// health is cloudcore's health listener, on loopback in ns.
+	health string
+	ns     Namespace      // where cloudcore runs
+	roots  *x509.CertPool // the CA bundle the hub's certificate chains to
 }
 
 // newCloudBase picks the hub's address: a free port on host in ns.
@@ -57,32 +58,46 @@ func newCloudBase(cfg cloudcore.Config, dataDir, host string, ns Namespace, root
 	addr := ln.Addr().String()
 	ln.Close()
 	cfg.ListenAddr = addr
-	return &cloudBase{cfg: cfg, dataDir: dataDir, address: addr, ns: ns, roots: roots}, nil
+	if ln, err = ns.Listen("tcp", "127.0.0.1:0"); err != nil {
+		return nil, fmt.Errorf("pick cloudcore's health port: %w", err)
+	}
+	health := ln.Addr().String()
+	ln.Close()
+	cfg.HealthAddr = health
+	// Every hollow node dials from the same address, as fast as
+	// ConnectRate: the hub's limits per address and on new connections
+	// are for the field, not for one host that is many nodes.
+	if cfg.MaxConnsPerIP == 0 {
+		cfg.MaxConnsPerIP = 1 << 30
+	}
+	if cfg.AcceptRate == 0 {
+		cfg.AcceptRate, cfg.AcceptBurst = 1e6, 1e6
+	}
+	return &cloudBase{cfg: cfg, dataDir: dataDir, address: addr, health: health, ns: ns, roots: roots}, nil
 }
 
 func (c *cloudBase) url() string { return "wss://" + c.address + hub.Path }
 
-// waitReady polls the hub's /healthz until it answers 200 (the dispatcher's
-// caches are synced) or ctx ends; exited, if it fires, means cloudcore
+// waitReady polls cloudcore's /readyz until it answers 200 (the
+// dispatcher's caches are synced and the hub listens) or ctx ends; exited, if it fires, means cloudcore
 // stopped on its own.
 func (c *cloudBase) waitReady(ctx context.Context, exited <-chan struct{}) error {
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	var lastErr error
-	// Dialled from cloudcore's namespace: the check crosses no emulated
-	// link. /healthz asks for no client certificate.
+	// Dialled from cloudcore's namespace, on its loopback: the health
+	// listener is not on the tunnel's port.
 	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
-		DialContext:     c.ns.DialContext,
-		TLSClientConfig: &tls.Config{RootCAs: c.roots, MinVersion: tls.VersionTLS12}, DisableKeepAlives: true}}
+		DialContext: c.ns.DialContext, DisableKeepAlives: true}}
 	defer client.CloseIdleConnections()
 	for {
-		resp, err := client.Get("https://" + c.address + "/healthz")
+		resp, err := client.Get("http://" + c.health + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return nil
 			}
-			err = fmt.Errorf("healthz: %s", resp.Status)
+			err = fmt.Errorf("readyz: %s", resp.Status)
 		}
 		lastErr = err
 		select {

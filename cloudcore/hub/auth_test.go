@@ -94,15 +94,11 @@ func issueCert(t *testing.T, node, id string) *tls.Certificate {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keyPEM, err := pki.KeyPEM(key)
+	pair, err := pki.TLSPair(certPEM, key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pair, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &pair
+	return pair
 }
 
 // An edge without a certificate, or with one of another CA, gets no
@@ -118,12 +114,11 @@ func TestNoCertificateNoSession(t *testing.T) {
 	}
 	key, _ := pki.NewKey()
 	certPEM, _ := other.IssueNode(&key.PublicKey, "n1", "id-n1", time.Hour)
-	keyPEM, _ := pki.KeyPEM(key)
-	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	pair, err := pki.TLSPair(certPEM, key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := dialAs(t, url, &pair, "n1", nil); err == nil || !strings.Contains(err.Error(), "401") {
+	if _, err := dialAs(t, url, pair, "n1", nil); err == nil || !strings.Contains(err.Error(), "401") {
 		t.Fatalf("certificate of another CA: want 401, got %v", err)
 	}
 }
@@ -297,12 +292,11 @@ func TestSessionEndsWithItsCertificate(t *testing.T) {
 	short := func(node string) *tls.Certificate {
 		key, _ := pki.NewKey()
 		certPEM, _ := testCA().IssueNode(&key.PublicKey, node, "id-"+node, 1500*time.Millisecond)
-		keyPEM, _ := pki.KeyPEM(key)
-		pair, err := tls.X509KeyPair(certPEM, keyPEM)
+		pair, err := pki.TLSPair(certPEM, key)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return &pair
+		return pair
 	}
 	stale, err := dialAs(t, url, short("n1"), "n1", nil)
 	if err != nil {

@@ -9,6 +9,12 @@
 // joined again) or an expired certificate loses its session within seconds.
 // Join tokens are never accepted on the tunnel.
 //
+// Limits: connections are capped in total, per source address and in rate
+// of new ones (connLimiter), and closed when silent or idle (HandshakeTimeout,
+// IdleTimeout); per session, the upstream messages in flight and their rate
+// are capped, and so is the Hello's inventory. /healthz and /readyz are on a
+// listener of their own (HealthAddr).
+//
 // A session has three goroutines joined together: a reader that decodes
 // frames, a writer that drains a bounded send queue, and the owner, which
 // alone holds the node's delivery state: the version of every object the
@@ -128,8 +134,67 @@ type Config struct {
 	// A session whose queue overflows is closed: the peer is not reading.
 	SendQueue int
 	// HandshakeTimeout bounds the TLS, websocket and Hello exchange
-	// (default 10s).
+	// (default 10s): a connection that has not finished its TLS handshake
+	// and request header within it is closed (http.Server's
+	// ReadHeaderTimeout, which also bounds the TLS handshake).
 	HandshakeTimeout time.Duration
+	// ReadTimeout bounds the reading of a whole request to the other
+	// endpoints (Handlers), body included (default 30s). Websocket
+	// sessions are not subject to it: the session sets its own deadlines
+	// once upgraded.
+	ReadTimeout time.Duration
+	// IdleTimeout closes a keep-alive connection idle between requests
+	// this long (default 30s).
+	IdleTimeout time.Duration
+
+	// MaxConns is the most connections open at once, sessions included
+	// (default 12,000: 10,000 nodes and a fifth more for reconnects, whose
+	// old connections linger until SessionTimeout, and joins). It must stay
+	// 1,024 below the process's open file limit (RLIMIT_NOFILE); unset, it
+	// is lowered to that if need be. A connection past it is closed at
+	// once.
+	MaxConns int
+	// MaxConnsPerIP is the most connections open at once from one source
+	// address (default 32). The boxes of a store often share one NAT
+	// address, and each may hold a stale connection until SessionTimeout
+	// after a reconnect; behind a TCP proxy or a carrier-grade NAT every
+	// edge has the same address, and this must be raised to MaxConns.
+	MaxConnsPerIP int
+	// AcceptRate is how many new connections per second the hub takes on
+	// average, and AcceptBurst how many at once (defaults 200 and 1,000:
+	// 10,000 nodes that reconnect together after a restart are back within
+	// a minute, with their back-off). A connection past it is closed
+	// before its TLS handshake.
+	AcceptRate  float64
+	AcceptBurst int
+
+	// MaxInventory is the most objects a Hello may list (default 20,000).
+	// A kubelet holds at most 110 pods by default; with their config maps
+	// and secrets and the node's devices a node holds hundreds to a few
+	// thousand objects. A larger Hello is refused (ErrorTooLarge).
+	MaxInventory int
+	// MaxUpstreamInFlight is the most upstream messages of a session handed
+	// to Upstream and not done yet (default 256). At it, the session stops
+	// reading from the edge until some are done: TCP pushes back.
+	MaxUpstreamInFlight int
+	// UpstreamRate is each node's rate of upstream messages per second,
+	// UpstreamBurst its burst (defaults 50 and 200; a node reports its
+	// status every minute and its pods' statuses when they change).
+	// Heartbeats, acks and certificate requests are not counted. A status
+	// past it waits (the session stops reading until the rate allows it);
+	// an Event past it is dropped and answered with Ack.Rejected
+	// ("dropped: event rate limit") so that the edge does not send it
+	// again.
+	UpstreamRate  float64
+	UpstreamBurst int
+
+	// HealthAddr, if set, is a plain HTTP listener (host:port; keep it on
+	// loopback or a private network) serving /healthz (the hub serves) and
+	// /readyz (the Source's caches are synced and the hub listens). The
+	// tunnel's listener serves edges only.
+	HealthAddr string
+	// HealthListener, if set, is used instead of listening on HealthAddr.
+	HealthListener net.Listener
 }
 
 func (c *Config) validate() error {
@@ -180,7 +245,52 @@ func (c *Config) validate() error {
 		return fmt.Errorf("hub: window %d, send queue %d: want window >= 1 and send queue >= window+16",
 			c.Window, c.SendQueue)
 	}
+	return c.validateLimits(fdLimit())
+}
+
+// validateLimits checks and fills the limits; fds is the process's open
+// file limit (0: unknown).
+func (c *Config) validateLimits(fds uint64) error {
+	setDefault(&c.ReadTimeout, 30*time.Second)
+	setDefault(&c.IdleTimeout, 30*time.Second)
+	if c.ReadTimeout < 0 || c.IdleTimeout < 0 {
+		return fmt.Errorf("hub: read timeout %s, idle timeout %s: must not be negative", c.ReadTimeout, c.IdleTimeout)
+	}
+	maxConns := 1 << 30
+	if fds > 0 {
+		maxConns = int(min(fds, 1<<30)) - fdReserve
+	}
+	if c.MaxConns == 0 {
+		c.MaxConns = min(12000, maxConns)
+		if c.MaxConns < 1 {
+			return fmt.Errorf("hub: the open file limit %d leaves no room for connections (%d are kept for the rest)",
+				fds, fdReserve)
+		}
+	}
+	if c.MaxConns > maxConns {
+		return fmt.Errorf("hub: max conns %d: the open file limit (RLIMIT_NOFILE) is %d; "+
+			"want at most %d below it", c.MaxConns, fds, fdReserve)
+	}
+	setDefault(&c.MaxConnsPerIP, 32)
+	setDefault(&c.AcceptRate, 200)
+	setDefault(&c.AcceptBurst, 1000)
+	setDefault(&c.MaxInventory, 20000)
+	setDefault(&c.MaxUpstreamInFlight, 256)
+	setDefault(&c.UpstreamRate, 50)
+	setDefault(&c.UpstreamBurst, 200)
+	if c.MaxConns < 1 || c.MaxConnsPerIP < 1 || c.AcceptRate < 0 || c.AcceptBurst < 1 || c.MaxInventory < 1 ||
+		c.MaxUpstreamInFlight < 1 || c.UpstreamRate < 0 || c.UpstreamBurst < 1 {
+		return fmt.Errorf("hub: limits must be positive: max conns %d, per IP %d, accept rate %g burst %d, "+
+			"max inventory %d, upstream in flight %d, upstream rate %g burst %d", c.MaxConns, c.MaxConnsPerIP,
+			c.AcceptRate, c.AcceptBurst, c.MaxInventory, c.MaxUpstreamInFlight, c.UpstreamRate, c.UpstreamBurst)
+	}
 	return nil
+}
+
+func setDefault[T int | float64 | time.Duration](v *T, d T) {
+	if *v == 0 {
+		*v = d
+	}
 }
 
 // Hub accepts edge sessions.
@@ -191,6 +301,10 @@ type Hub struct {
 	log      *slog.Logger
 	upgrader websocket.Upgrader
 	stats    Stats
+	// listening is set while Serve serves.
+	listening atomic.Bool
+	// logTimeout and logRefused rate-limit log lines of limits hit.
+	logTimeout, logRefused *limitLog
 
 	mu sync.Mutex
 	// sessions holds the live session of each node; guarded by mu.
@@ -206,7 +320,8 @@ func New(cfg Config, source Source, upstream Upstream, log *slog.Logger) (*Hub, 
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	h := &Hub{cfg: cfg, source: source, upstream: upstream, log: log, sessions: map[string]*session{}}
+	h := &Hub{cfg: cfg, source: source, upstream: upstream, log: log, sessions: map[string]*session{},
+		logTimeout: newLimitLog(), logRefused: newLimitLog()}
 	h.upgrader = websocket.Upgrader{
 		HandshakeTimeout:  cfg.HandshakeTimeout,
 		ReadBufferSize:    4096,
@@ -227,9 +342,18 @@ func (h *Hub) Start(ctx context.Context) error {
 	return h.Serve(ctx, ln)
 }
 
-// Serve is Start on a listener of the caller's.
+// Serve is Start on a listener of the caller's. It listens on HealthAddr
+// too, if set.
 func (h *Hub) Serve(ctx context.Context, ln net.Listener) error {
-	ln = quietListener{ln}
+	hln := h.cfg.HealthListener
+	if hln == nil && h.cfg.HealthAddr != "" {
+		var err error
+		if hln, err = net.Listen("tcp", h.cfg.HealthAddr); err != nil {
+			ln.Close()
+			return fmt.Errorf("hub: health listener: %w", err)
+		}
+	}
+	ln = newConnLimiter(quietListener{ln}, h)
 	if h.cfg.TLS != nil {
 		ln = tls.NewListener(ln, h.cfg.TLS)
 	}
@@ -238,19 +362,24 @@ func (h *Hub) Serve(ctx context.Context, ln net.Listener) error {
 	for p, hd := range h.cfg.Handlers {
 		mux.Handle(p, hd)
 	}
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
-		if !h.source.Ready() {
-			http.Error(w, "caches not synced", http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ok")
-	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: h.cfg.HandshakeTimeout,
+	srv := &http.Server{Handler: mux,
+		ReadHeaderTimeout: h.cfg.HandshakeTimeout, ReadTimeout: h.cfg.ReadTimeout, IdleTimeout: h.cfg.IdleTimeout,
+		ConnState:   h.connState,
 		ErrorLog:    slog.NewLogLogger(h.log.Handler(), slog.LevelDebug),
 		BaseContext: func(net.Listener) context.Context { return ctx }}
 	h.log.Info("hub listening", slog.String("addr", ln.Addr().String()))
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
+	var health *http.Server
+	if hln != nil {
+		health = &http.Server{Handler: h.healthHandler(), ReadHeaderTimeout: 5 * time.Second,
+			ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second, IdleTimeout: h.cfg.IdleTimeout,
+			ErrorLog: slog.NewLogLogger(h.log.Handler(), slog.LevelDebug)}
+		h.log.Info("health endpoints listening", slog.String("addr", hln.Addr().String()))
+		go func() { errc <- health.Serve(hln) }()
+	}
+	h.listening.Store(true)
+	defer h.listening.Store(false)
 	revoke := time.NewTicker(h.cfg.RevokeCheck)
 	defer revoke.Stop()
 serve:
@@ -273,8 +402,31 @@ serve:
 	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	srv.Shutdown(shutCtx)
+	if health != nil {
+		health.Shutdown(shutCtx)
+	}
 	h.wg.Wait()
 	return nil
+}
+
+// healthHandler serves /healthz (the hub serves) and /readyz (the Source's
+// caches are synced and the hub listens).
+func (h *Hub) healthHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case !h.source.Ready():
+			http.Error(w, "caches not synced", http.StatusServiceUnavailable)
+		case !h.listening.Load():
+			http.Error(w, "not listening", http.StatusServiceUnavailable)
+		default:
+			fmt.Fprintln(w, "ok")
+		}
+	})
+	return mux
 }
 
 // NodeChanged tells the node's session, if there is one, to reconcile.
@@ -403,6 +555,13 @@ func (h *Hub) handshake(conn *websocket.Conn, node string) (*protocol.Hello, err
 		writeError(conn, e)
 		return nil, e
 	}
+	if n := len(hello.Inventory); n > h.cfg.MaxInventory {
+		h.stats.inventoryRefused.Add(1)
+		e := &protocol.Error{Code: protocol.ErrorTooLarge, Message: fmt.Sprintf(
+			"the Hello lists %d objects; the hub takes at most %d (MaxInventory)", n, h.cfg.MaxInventory)}
+		writeError(conn, e)
+		return nil, e
+	}
 	version := min(hello.ProtocolVersion, protocol.Version)
 	if hello.Agent != "" {
 		h.log.Debug("edge agent", slog.String("node", node), slog.String("agent", truncate(hello.Agent, 200)),
@@ -502,6 +661,20 @@ type Stats struct {
 	resyncs         atomic.Int64
 	resyncMessages  atomic.Int64
 	resyncBytes     atomic.Int64
+
+	conns        atomic.Int64
+	refusedTotal atomic.Int64
+	refusedPerIP atomic.Int64
+	refusedRate  atomic.Int64
+	closedNew    atomic.Int64
+	closedIdle   atomic.Int64
+
+	inventoryRefused  atomic.Int64
+	upstreamPaused    atomic.Int64
+	upstreamThrottled atomic.Int64
+	eventsDropped     atomic.Int64
+	deleteScans       atomic.Int64
+	deleteScanned     atomic.Int64
 }
 
 // StatsSnapshot is a copy of the counters.
@@ -527,6 +700,35 @@ type StatsSnapshot struct {
 	Resyncs        int64 `json:"resyncs"`
 	ResyncMessages int64 `json:"resyncMessages"`
 	ResyncBytes    int64 `json:"resyncBytes"`
+
+	// Conns is the connections open now (sessions included).
+	Conns int64 `json:"conns"`
+	// ConnsRefusedTotal, ConnsRefusedPerIP and ConnsRefusedRate count
+	// connections closed at accept by MaxConns, MaxConnsPerIP and
+	// AcceptRate.
+	ConnsRefusedTotal int64 `json:"connsRefusedTotal"`
+	ConnsRefusedPerIP int64 `json:"connsRefusedPerIP"`
+	ConnsRefusedRate  int64 `json:"connsRefusedRate"`
+	// ConnsClosedNew counts connections closed before they made a request
+	// (silent, or a TLS handshake or header unfinished in HandshakeTimeout,
+	// or a failed TLS handshake); ConnsClosedIdle keep-alive connections
+	// closed idle (IdleTimeout, or the peer left).
+	ConnsClosedNew  int64 `json:"connsClosedNew"`
+	ConnsClosedIdle int64 `json:"connsClosedIdle"`
+	// InventoryRefused counts Hellos refused by MaxInventory.
+	InventoryRefused int64 `json:"inventoryRefused"`
+	// UpstreamPaused counts the times a session stopped reading at
+	// MaxUpstreamInFlight; UpstreamThrottled the statuses that waited for
+	// UpstreamRate; EventsDropped the Events it dropped.
+	UpstreamPaused    int64 `json:"upstreamPaused"`
+	UpstreamThrottled int64 `json:"upstreamThrottled"`
+	EventsDropped     int64 `json:"eventsDropped"`
+	// DeleteScans counts the walks of a node's acknowledged objects that
+	// look for those to delete, DeleteScanned the objects they visited:
+	// one walk per resync, then one per reconcile once its deletes are
+	// sent.
+	DeleteScans   int64 `json:"deleteScans"`
+	DeleteScanned int64 `json:"deleteScanned"`
 }
 
 // Stats returns the hub's counters.
@@ -539,6 +741,11 @@ func (h *Hub) Stats() StatsSnapshot {
 		FramesOut: s.framesOut.Load(), BytesIn: s.bytesIn.Load(), BytesOut: s.bytesOut.Load(),
 		ObjectMessages: s.objectMessages.Load(), BadFrames: s.badFrames.Load(), Resyncs: s.resyncs.Load(),
 		ResyncMessages: s.resyncMessages.Load(), ResyncBytes: s.resyncBytes.Load(),
+		Conns: s.conns.Load(), ConnsRefusedTotal: s.refusedTotal.Load(), ConnsRefusedPerIP: s.refusedPerIP.Load(),
+		ConnsRefusedRate: s.refusedRate.Load(), ConnsClosedNew: s.closedNew.Load(), ConnsClosedIdle: s.closedIdle.Load(),
+		InventoryRefused: s.inventoryRefused.Load(), UpstreamPaused: s.upstreamPaused.Load(),
+		UpstreamThrottled: s.upstreamThrottled.Load(), EventsDropped: s.eventsDropped.Load(),
+		DeleteScans: s.deleteScans.Load(), DeleteScanned: s.deleteScanned.Load(),
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"golang.org/x/time/rate"
 
 	"github.com/tether-edge/tether/pki"
 	"github.com/tether-edge/tether/protocol"
@@ -77,6 +78,13 @@ type session struct {
 	upAcks     []uint64
 	upRejected []protocol.Rejection
 
+	// upInFlight counts the upstream messages read and not done yet: the
+	// reader stops at MaxUpstreamInFlight and waits for a token in upRoom.
+	upInFlight atomic.Int64
+	upRoom     chan struct{}
+	// upLimit is the node's UpstreamRate; the reader's alone.
+	upLimit *rate.Limiter
+
 	// owner state
 	acked    map[objKey]held
 	inflight map[uint64]*flight
@@ -86,6 +94,14 @@ type session struct {
 	buf      []protocol.Object
 	want     map[objKey]struct{}
 	resync   *resyncState
+	// dels are the deletes found by the last walk of acked, in the order
+	// they go out; those before delsNext went (or were no longer due).
+	// Until all went, reconciles take them from here rather than walking
+	// acked again: a Hello may list many more objects than the node
+	// should hold, and a resync reconciles at every batch of acks.
+	dels     []objKey
+	delsNext int
+	delsDue  bool
 }
 
 type resyncState struct {
@@ -110,6 +126,8 @@ func newSession(h *Hub, conn *websocket.Conn, hello *protocol.Hello) *session {
 		byKey:    map[objKey]uint64{},
 		want:     map[objKey]struct{}{},
 		resync:   &resyncState{start: time.Now()},
+		upRoom:   make(chan struct{}, 1),
+		upLimit:  rate.NewLimiter(rate.Limit(h.cfg.UpstreamRate), h.cfg.UpstreamBurst),
 	}
 	for _, r := range hello.Inventory {
 		s.acked[objKey{r.Kind, r.UID}] = held{rv: r.ResourceVersion}
@@ -135,6 +153,12 @@ func (s *session) stop(e *protocol.Error) {
 
 func (s *session) upstreamDone(seq uint64) func(error) {
 	return func(err error) {
+		if s.upInFlight.Add(-1) < int64(s.h.cfg.MaxUpstreamInFlight) {
+			select {
+			case s.upRoom <- struct{}{}:
+			default:
+			}
+		}
 		s.upMu.Lock()
 		switch {
 		case err == nil:
@@ -219,6 +243,9 @@ loop:
 
 func (s *session) readLoop(frames chan<- *protocol.Frame) {
 	for {
+		if !s.waitUpstreamRoom() {
+			return
+		}
 		s.conn.SetReadDeadline(time.Now().Add(s.h.cfg.SessionTimeout))
 		_, b, err := s.conn.ReadMessage()
 		if err != nil {
@@ -238,11 +265,94 @@ func (s *session) readLoop(frames chan<- *protocol.Frame) {
 			s.sendFrame(&protocol.Frame{Error: &protocol.Error{Code: code, Seq: seq, Message: err.Error()}})
 			continue
 		}
+		if upstream(f) {
+			if f.Event != nil {
+				if !s.upLimit.Allow() {
+					s.dropEvent(f.Seq)
+					continue
+				}
+			} else if !s.throttle() {
+				return
+			}
+			s.upInFlight.Add(1)
+		}
 		select {
 		case frames <- f:
 		case <-s.stopc:
 			return
 		}
+	}
+}
+
+// upstream reports whether f is a message for Upstream, which calls done.
+func upstream(f *protocol.Frame) bool {
+	return f.NodeStatus != nil || f.PodStatus != nil || f.PodTerminated != nil || f.Event != nil ||
+		f.MirrorPod != nil || f.DeviceStatus != nil
+}
+
+// waitUpstreamRoom waits until fewer than MaxUpstreamInFlight upstream
+// messages are in flight: meanwhile the session reads nothing, and TCP
+// pushes back on the edge. It reports false if the session stops.
+func (s *session) waitUpstreamRoom() bool {
+	limit := int64(s.h.cfg.MaxUpstreamInFlight)
+	if s.upInFlight.Load() < limit {
+		return true
+	}
+	n := s.h.stats.upstreamPaused.Add(1)
+	s.h.logRefused.do(func() {
+		s.log.Info("session paused: upstream messages in flight at the limit",
+			slog.Int("maxUpstreamInFlight", s.h.cfg.MaxUpstreamInFlight), slog.Int64("pausedSoFar", n))
+	})
+	for s.upInFlight.Load() >= limit {
+		select {
+		case <-s.upRoom:
+		case <-s.stopc:
+			return false
+		}
+	}
+	return true
+}
+
+// throttle waits for the node's UpstreamRate to allow a message. It
+// reports false if the session stops.
+func (s *session) throttle() bool {
+	r := s.upLimit.Reserve()
+	d := r.Delay()
+	if d <= 0 {
+		return true
+	}
+	n := s.h.stats.upstreamThrottled.Add(1)
+	s.h.logRefused.do(func() {
+		s.log.Info("session throttled: upstream rate limit", slog.Float64("upstreamRate", s.h.cfg.UpstreamRate),
+			slog.Int64("throttledSoFar", n))
+	})
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-s.stopc:
+		return false
+	}
+}
+
+// eventDropped is the reason an Event past the node's rate is rejected.
+const eventDropped = "dropped: event rate limit"
+
+// dropEvent drops an Event past the node's rate: it is answered in
+// Ack.Rejected, so that the edge does not send it again.
+func (s *session) dropEvent(seq uint64) {
+	n := s.h.stats.eventsDropped.Add(1)
+	s.h.logRefused.do(func() {
+		s.log.Warn("events dropped: upstream rate limit", slog.Float64("upstreamRate", s.h.cfg.UpstreamRate),
+			slog.Int64("droppedSoFar", n))
+	})
+	s.upMu.Lock()
+	s.upRejected = append(s.upRejected, protocol.Rejection{Seq: seq, Reason: eventDropped})
+	s.upMu.Unlock()
+	select {
+	case s.upc <- struct{}{}:
+	default:
 	}
 }
 
@@ -469,27 +579,20 @@ func (s *session) reconcile() {
 		}
 		s.track(k, false, held{o.ResourceVersion, o.Namespace, o.Name}, now, n)
 	}
-	var dels []objKey
-	for k := range s.acked {
-		if _, ok := s.want[k]; ok {
-			continue
-		}
-		if seq, ok := s.byKey[k]; ok && s.inflight[seq].del {
-			continue
-		}
-		if !s.h.source.Serves(k.kind) {
-			continue // not known yet whether the node should keep it
-		}
-		dels = append(dels, k)
+	if !s.delsDue {
+		s.scanDeletes()
 	}
-	// Users go before what they use: pods before configmaps and secrets,
-	// devices before their models (the reverse of protocol.Kinds).
-	slices.SortFunc(dels, func(a, b objKey) int { return int(kindRank[b.kind]) - int(kindRank[a.kind]) })
-	for _, k := range dels {
+	for s.delsNext < len(s.dels) {
+		k := s.dels[s.delsNext]
+		if !s.deleteDue(k) {
+			s.delsNext++
+			continue
+		}
 		if len(s.inflight) >= s.h.cfg.Window {
 			s.blocked = true
 			break
 		}
+		s.delsNext++
 		h := s.acked[k]
 		s.seq++
 		n := s.sendFrame(&protocol.Frame{Seq: s.seq, Delete: &protocol.Delete{Kind: k.kind, UID: k.uid,
@@ -498,6 +601,14 @@ func (s *session) reconcile() {
 			return
 		}
 		s.track(k, true, h, now, n)
+	}
+	if s.delsNext >= len(s.dels) {
+		// All went: the next reconcile walks acked again.
+		s.delsDue, s.delsNext = false, 0
+		if clear(s.dels); cap(s.dels) > 1024 {
+			s.dels = nil
+		}
+		s.dels = s.dels[:0]
 	}
 	if s.resync != nil && !s.blocked && len(s.inflight) == 0 {
 		r := s.resync
@@ -508,6 +619,39 @@ func (s *session) reconcile() {
 		s.log.Info("resync complete", slog.Int("upserts", r.upserts), slog.Int("deletes", r.deletes),
 			slog.Int64("bytes", r.bytes), slog.Duration("took", time.Since(r.start)))
 	}
+}
+
+// scanDeletes walks acked for the objects to delete, in the order they go
+// out, into dels.
+func (s *session) scanDeletes() {
+	s.h.stats.deleteScans.Add(1)
+	s.h.stats.deleteScanned.Add(int64(len(s.acked)))
+	s.dels, s.delsNext, s.delsDue = s.dels[:0], 0, true
+	for k := range s.acked {
+		if s.deleteDue(k) {
+			s.dels = append(s.dels, k)
+		}
+	}
+	// Users go before what they use: pods before configmaps and secrets,
+	// devices before their models (the reverse of protocol.Kinds).
+	slices.SortFunc(s.dels, func(a, b objKey) int { return int(kindRank[b.kind]) - int(kindRank[a.kind]) })
+}
+
+// deleteDue reports whether the node holds k, should not, and was not sent
+// its delete yet.
+func (s *session) deleteDue(k objKey) bool {
+	if _, ok := s.acked[k]; !ok {
+		return false
+	}
+	if _, ok := s.want[k]; ok {
+		return false
+	}
+	if seq, ok := s.byKey[k]; ok && s.inflight[seq].del {
+		return false
+	}
+	// Of a kind not served, it is not known yet whether the node should
+	// keep it.
+	return s.h.source.Serves(k.kind)
 }
 
 func (s *session) track(k objKey, del bool, h held, now time.Time, n int) {

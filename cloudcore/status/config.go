@@ -40,8 +40,8 @@ type Config struct {
 	RenewInterval time.Duration
 
 	// MaxRetries is how often a write that failed with a retryable error
-	// (a timeout, 429, a 5xx, a conflict on a Node or Lease, a transport
-	// error) is retried before its messages are given up (default 5).
+	// (a timeout, 429, a 5xx, a 403, a conflict on a Node or Lease, a
+	// transport error) is retried before its messages are given up (default 5).
 	MaxRetries int
 
 	// RetryBaseDelay is the back-off before the first retry of an object;

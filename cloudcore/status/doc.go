@@ -11,8 +11,12 @@
 // reporting at once cost at most Config.Workers requests in flight, on top of
 // the client's own QPS limit. A key is never written by two workers at once,
 // so the messages of one object are written in the order they came, newest
-// last. Failed writes that may succeed later are retried with exponential
-// back-off and given up after Config.MaxRetries.
+// last. Failed writes that may succeed later (timeouts, 429, 5xx, and 403,
+// which RBAC still propagating or a webhook that is down answers for a
+// while) are retried with exponential back-off and given up after
+// Config.MaxRetries; the edge sends a message given up again later. Only
+// refusals that cannot change (Invalid, BadRequest, an object that is gone
+// or not the node's) reject a message for good.
 //
 // Writes follow the kubelet where it has a rule: strategic-merge patches of
 // status computed as a two-way merge from the status in the informer cache,

@@ -20,7 +20,7 @@ import (
 )
 
 // ErrRejected marks a message that is refused for good: it is invalid, the
-// API server refused it as invalid or forbidden, or it is about an object that
+// API server refused it as invalid or as a bad request, or it is about an object that
 // is not the node's own, is gone or was replaced. The edge must not resend it.
 // It is protocol.ErrRejected, so that the hub needs to know only that one.
 var ErrRejected = protocol.ErrRejected
@@ -445,11 +445,16 @@ func reject(err error) error {
 }
 
 // classify marks the API server's permanent refusals as rejections.
+// Forbidden is not one of them: RBAC that is still propagating, or an
+// admission webhook that denies while it is down, answers 403 for a while,
+// and the message would be lost for good (the edge drops a rejected outbox
+// entry). It is retried instead (see retryable) and, if it persists, given
+// up, which lets the edge send it again later.
 func classify(err error) error {
 	if err == nil || errors.Is(err, ErrRejected) {
 		return err
 	}
-	if apierrors.IsInvalid(err) || apierrors.IsForbidden(err) || apierrors.IsBadRequest(err) ||
+	if apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) ||
 		apierrors.IsRequestEntityTooLargeError(err) || apierrors.IsMethodNotSupported(err) ||
 		apierrors.IsNotAcceptable(err) || apierrors.IsUnsupportedMediaType(err) {
 		return reject(err)
@@ -480,7 +485,7 @@ func retryable(err error) bool {
 	}
 	code := status.Status().Code
 	return code >= 500 || apierrors.IsTooManyRequests(err) || apierrors.IsServerTimeout(err) ||
-		apierrors.IsTimeout(err) || apierrors.IsConflict(err)
+		apierrors.IsTimeout(err) || apierrors.IsConflict(err) || apierrors.IsForbidden(err)
 }
 
 // Stats counts what a Writer did since New.

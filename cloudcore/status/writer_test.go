@@ -806,3 +806,47 @@ func TestLeaseLane(t *testing.T) {
 		t.Fatalf("%d Lease creates through the status client, want none", n)
 	}
 }
+
+// TestTransientErrorsRetried: a 403 (RBAC still propagating, a webhook
+// that denies while it is down), a 429 or a 5xx is retried with back-off;
+// the status arrives and the edge gets an Ack, not a rejection.
+func TestTransientErrorsRetried(t *testing.T) {
+	p := pod("p1", "uid-1", edge1)
+	gr := schema.GroupResource{Resource: "pods"}
+	for _, c := range []struct {
+		name string
+		err  error
+	}{
+		{"forbidden", apierrors.NewForbidden(gr, "p1", errors.New(`admission webhook "policy.example.com" denied the request: no endpoints available`))},
+		{"too many requests", apierrors.NewTooManyRequests("slow down", 0)},
+		{"internal error", apierrors.NewInternalError(errors.New("etcd leader changed"))},
+		{"timeout", apierrors.NewTimeoutError("request did not complete", 0)},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			w, client := newWriter(t, Config{RetryBaseDelay: time.Millisecond, RetryMaxDelay: 2 * time.Millisecond}, p)
+			var n atomic.Int32
+			client.PrependReactor("patch", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+				if n.Add(1) == 1 {
+					return true, nil, c.err
+				}
+				return false, nil, nil
+			})
+			start(t, w)
+			r := newResult(t)
+			w.PodStatus(edge1, podStatusMsg(t, p, running("after "+c.name)), r.done)
+			if err := r.wait(); err != nil {
+				t.Fatalf("done(%v), want nil (an Ack)", err)
+			}
+			got, err := client.CoreV1().Pods(podNS).Get(t.Context(), "p1", metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Status.Message != "after "+c.name {
+				t.Fatalf("status message %q, want the edge's", got.Status.Message)
+			}
+			if s := w.Stats(); s.Retries != 1 || s.Rejected != 0 {
+				t.Fatalf("stats %+v", s)
+			}
+		})
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -14,10 +15,13 @@ import (
 
 // Defaults of Config.
 const (
-	DefaultMetaserver   = "http://127.0.0.1:10550"
-	DefaultBrokerURL    = "tcp://127.0.0.1:1883"
-	DefaultCollectCycle = time.Second
-	DefaultTimeout      = time.Second
+	DefaultMetaserver = "http://127.0.0.1:10550"
+	// DefaultMetaserverTokenFile is where an edgecore with the default
+	// dataDir writes the devices client's token.
+	DefaultMetaserverTokenFile = "/var/lib/tether/edgecore/credentials/metaserver-devices.token"
+	DefaultBrokerURL           = "tcp://127.0.0.1:1883"
+	DefaultCollectCycle        = time.Second
+	DefaultTimeout             = time.Second
 )
 
 // Config configures the mapper (modbus-mapper's flags set it).
@@ -29,6 +33,12 @@ type Config struct {
 	// lists and watches devices and models (default DefaultMetaserver).
 	// http only: the metaserver listens on loopback without TLS.
 	Metaserver string
+	// MetaserverTokenFile holds the bearer token the metaserver knows the
+	// mapper by (default DefaultMetaserverTokenFile: the devices client
+	// edgecore provisions, which reads the node, its devices and models,
+	// and nothing else). It is read again on every request, so a new one
+	// is picked up.
+	MetaserverTokenFile string
 	// BrokerURL is the MQTT broker the edge's twin uses, tcp://host:port
 	// (mqtt:// is the same; default DefaultBrokerURL), or ssl://host:port
 	// (mqtts:// is the same) for MQTT over TLS.
@@ -63,6 +73,12 @@ func (c *Config) validate() error {
 	}
 	if u, err := url.Parse(c.Metaserver); err != nil || u.Scheme != "http" || u.Host == "" || (u.Path != "" && u.Path != "/") {
 		return fmt.Errorf("mapper: metaserver %q: want http://host:port, the edge metaserver's address", c.Metaserver)
+	}
+	if c.MetaserverTokenFile == "" {
+		c.MetaserverTokenFile = DefaultMetaserverTokenFile
+	}
+	if _, err := os.Stat(c.MetaserverTokenFile); err != nil {
+		return fmt.Errorf("mapper: metaserverTokenFile: %w (edgecore writes it in its credentials directory)", err)
 	}
 	if c.BrokerURL == "" {
 		c.BrokerURL = DefaultBrokerURL

@@ -110,7 +110,7 @@ func TestMapperMosquittoPymodbus(t *testing.T) {
 
 	model, d := pymodbusThermostat(py.Addr)
 	e.put(t, model, d)
-	m, err := New(Config{NodeName: "edge-1", Metaserver: "http://" + e.ms.Addr(), BrokerURL: mq.URL(),
+	m, err := New(Config{NodeName: "edge-1", Metaserver: "http://" + e.ms.Addr(), MetaserverTokenFile: e.tokenFile, BrokerURL: mq.URL(),
 		Username: mq.User, Password: mq.Pass, Logger: testLogger()})
 	if err != nil {
 		t.Fatal(err)

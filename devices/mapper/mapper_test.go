@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -338,7 +339,11 @@ func TestMapperExceptions(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
-	ok := Config{NodeName: "edge-1"}
+	tok := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tok, []byte("t"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ok := Config{NodeName: "edge-1", MetaserverTokenFile: tok}
 	if err := ok.validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -351,15 +356,16 @@ func TestConfigValidate(t *testing.T) {
 		want string
 	}{
 		{Config{}, "nodeName: required"},
-		{Config{NodeName: "Edge_1"}, `nodeName "Edge_1"`},
-		{Config{NodeName: "e", Metaserver: "https://127.0.0.1:10550"}, "metaserver"},
-		{Config{NodeName: "e", Metaserver: "127.0.0.1:10550"}, "metaserver"},
-		{Config{NodeName: "e", BrokerURL: "ws://127.0.0.1:1883"}, `brokerURL: "ws://127.0.0.1:1883": scheme "ws"`},
-		{Config{NodeName: "e", BrokerURL: "tcp://127.0.0.1"}, "want host and port"},
-		{Config{NodeName: "e", BrokerURL: "tcp://u:p@127.0.0.1:1883"}, "credentials go in username and password"},
-		{Config{NodeName: "e", Password: "x"}, "password: set without a username"},
-		{Config{NodeName: "e", CollectCycle: time.Millisecond}, "collectCycle 1ms: want at least 10ms"},
-		{Config{NodeName: "e", Timeout: -1}, "timeout"},
+		{Config{NodeName: "e", MetaserverTokenFile: tok + ".missing"}, "metaserverTokenFile"},
+		{Config{NodeName: "Edge_1", MetaserverTokenFile: tok}, `nodeName "Edge_1"`},
+		{Config{NodeName: "e", MetaserverTokenFile: tok, Metaserver: "https://127.0.0.1:10550"}, "metaserver"},
+		{Config{NodeName: "e", MetaserverTokenFile: tok, Metaserver: "127.0.0.1:10550"}, "metaserver"},
+		{Config{NodeName: "e", MetaserverTokenFile: tok, BrokerURL: "ws://127.0.0.1:1883"}, `brokerURL: "ws://127.0.0.1:1883": scheme "ws"`},
+		{Config{NodeName: "e", MetaserverTokenFile: tok, BrokerURL: "tcp://127.0.0.1"}, "want host and port"},
+		{Config{NodeName: "e", MetaserverTokenFile: tok, BrokerURL: "tcp://u:p@127.0.0.1:1883"}, "credentials go in username and password"},
+		{Config{NodeName: "e", MetaserverTokenFile: tok, Password: "x"}, "password: set without a username"},
+		{Config{NodeName: "e", MetaserverTokenFile: tok, CollectCycle: time.Millisecond}, "collectCycle 1ms: want at least 10ms"},
+		{Config{NodeName: "e", MetaserverTokenFile: tok, Timeout: -1}, "timeout"},
 	} {
 		if err := tc.cfg.validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: %v, want %q", tc.cfg, err, tc.want)

@@ -33,7 +33,7 @@ func New(cfg Config) (*Mapper, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	rc, err := NewRESTClient(cfg.Metaserver)
+	rc, err := NewRESTClient(cfg.Metaserver, cfg.MetaserverTokenFile)
 	if err != nil {
 		return nil, fmt.Errorf("mapper: metaserver client: %w", err)
 	}
@@ -41,13 +41,14 @@ func New(cfg Config) (*Mapper, error) {
 }
 
 // NewRESTClient returns a client-go REST client of the device group
-// (devices.tether.io/v1beta1) at host, such as the edge's metaserver.
-func NewRESTClient(host string) (*rest.RESTClient, error) {
+// (devices.tether.io/v1beta1) at host, such as the edge's metaserver, that
+// sends the bearer token in tokenFile.
+func NewRESTClient(host, tokenFile string) (*rest.RESTClient, error) {
 	scheme := runtime.NewScheme()
 	if err := api.AddToScheme(scheme); err != nil {
 		return nil, err
 	}
-	return rest.RESTClientFor(&rest.Config{Host: host, APIPath: "/apis", ContentConfig: rest.ContentConfig{
+	return rest.RESTClientFor(&rest.Config{Host: host, APIPath: "/apis", BearerTokenFile: tokenFile, ContentConfig: rest.ContentConfig{
 		GroupVersion:         &api.SchemeGroupVersion,
 		NegotiatedSerializer: serializer.NewCodecFactory(scheme).WithoutConversion(),
 	}})

@@ -26,10 +26,12 @@ import (
 // edge is the part of an edge node the mapper talks to: its store served
 // by the metaserver, and a broker.
 type edge struct {
-	db   *store.DB
-	ms   *metaserver.Server
-	rvs  map[string]int
-	mqtt string // broker URL
+	db *store.DB
+	ms *metaserver.Server
+	// tokenFile is the metaserver's token for device mappers.
+	tokenFile string
+	rvs       map[string]int
+	mqtt      string // broker URL
 }
 
 func startEdge(t testing.TB, brokerURL string) *edge {
@@ -39,7 +41,13 @@ func startEdge(t testing.TB, brokerURL string) *edge {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
+	creds := filepath.Join(t.TempDir(), "credentials")
+	clients, err := metaserver.LocalClients(creds)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ms, err := metaserver.New(metaserver.Config{Addr: "127.0.0.1:0", NodeName: "edge-1", StateDir: t.TempDir(),
+		Clients:    clients,
 		NodeStatus: func() *corev1.NodeStatus { return &corev1.NodeStatus{} }, Logger: testLogger()}, db)
 	if err != nil {
 		t.Fatal(err)
@@ -68,7 +76,8 @@ func startEdge(t testing.TB, brokerURL string) *edge {
 		})
 		brokerURL = b.URL()
 	}
-	return &edge{db: db, ms: ms, rvs: map[string]int{}, mqtt: brokerURL}
+	return &edge{db: db, ms: ms, rvs: map[string]int{}, mqtt: brokerURL,
+		tokenFile: metaserver.TokenFile(creds, metaserver.DevicesClient)}
 }
 
 // The users of the embedded broker of startEdge: the mapper has a mapper's
@@ -118,7 +127,7 @@ func (e *edge) put(t testing.TB, objs ...interface {
 
 func (e *edge) startMapper(t testing.TB) {
 	t.Helper()
-	m, err := New(Config{NodeName: "edge-1", Metaserver: "http://" + e.ms.Addr(), BrokerURL: e.mqtt,
+	m, err := New(Config{NodeName: "edge-1", Metaserver: "http://" + e.ms.Addr(), MetaserverTokenFile: e.tokenFile, BrokerURL: e.mqtt,
 		Username: mapperUser, Password: mapperPass, CollectCycle: 100 * time.Millisecond, Logger: testLogger()})
 	if err != nil {
 		t.Fatal(err)

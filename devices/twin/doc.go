@@ -28,6 +28,8 @@
 // Persistence is the caller's: Flush lists the devices whose twin changed
 // (Output.Changed), Snapshot gives the twin to save (values, timestamps,
 // versions, state), and after a restart DeviceRestored puts it back under
-// the device the cloud last sent. Republish publishes what a mapper needs
+// the device the cloud last sent. The answer to a change (Output.AfterSave)
+// is published only once the Flush after it is saved, so a device is never
+// told a report was taken that a crash can still lose. Republish publishes what a mapper needs
 // after the broker connection was down (membership and deltas).
 package twin

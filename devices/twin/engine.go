@@ -111,6 +111,14 @@ func (Flush) input()          {}
 type Output struct {
 	// Publish lists MQTT publications, in order.
 	Publish []Publication
+	// AfterSave is set when Publish answers a change that must be durable
+	// before anyone is told of it: an accepted twin/update (its result,
+	// document and delta) or a state/update that changed the state. The
+	// caller holds Publish until the twins of the next Flush's Changed
+	// are saved (committed), then publishes it, in order with the others
+	// held; a device told that its report was taken can count on it
+	// surviving a crash.
+	AfterSave bool
 	// Status lists the status to send to the cloud (only after Flush).
 	Status []Status
 	// Changed lists, sorted, the devices whose twin (values, versions,
@@ -416,7 +424,7 @@ func (e *Engine) twinUpdate(now int64, in TwinUpdate) Output {
 	}
 	e.unsaved[d.id] = true
 	base := mqtt.BaseMessage{EventID: in.Msg.EventID, Timestamp: now}
-	out := Output{Publish: []Publication{
+	out := Output{AfterSave: true, Publish: []Publication{
 		e.publish(resultTopic, mqtt.TwinUpdate{BaseMessage: base, Twin: result}),
 		e.publish(mqtt.DeviceTopic(mqtt.KindTwinUpdateDocument, d.id), mqtt.TwinDocument{BaseMessage: base, Twin: doc}),
 	}}
@@ -481,16 +489,20 @@ func (e *Engine) stateUpdate(now int64, in StateUpdate) Output {
 		return e.fail(now, topic, in.EventID, mqtt.CodeBadRequest,
 			fmt.Sprintf("state %q is none of ok, online, offline, unhealthy, unknown", in.State))
 	}
+	changed := false
 	if in.State == mqtt.StateOnline && d.state != mqtt.StateOnline {
 		d.lastOnline = now
-		e.unsaved[d.id] = true
+		changed = true
 	}
 	if in.State != d.state {
 		d.state = in.State
 		e.markDirty(d.id).state = true
+		changed = true
+	}
+	if changed {
 		e.unsaved[d.id] = true
 	}
-	return Output{Publish: []Publication{e.publish(topic, mqtt.StateUpdate{
+	return Output{AfterSave: changed, Publish: []Publication{e.publish(topic, mqtt.StateUpdate{
 		BaseMessage: mqtt.BaseMessage{EventID: in.EventID, Timestamp: now},
 		State:       d.state,
 	})}}

@@ -99,6 +99,9 @@ func render(out Output) string {
 		}
 		b.WriteString("\n")
 	}
+	if out.AfterSave {
+		b.WriteString("after save\n")
+	}
 	if out.Err != nil {
 		fmt.Fprintf(&b, "err %v\n", out.Err)
 	}
@@ -164,7 +167,8 @@ func TestEngine(t *testing.T) {
 				{t1, TwinUpdate{Device: thermo, Msg: decoded(t, peersTwinUpdate)}, "" +
 					`publish ` + updResult + ` {"event_id":"e1","timestamp":1718000002000,"twin":{"temperature":` + tempPeers + `}}` + "\n" +
 					`publish ` + document + ` {"event_id":"e1","timestamp":1718000002000,"twin":{"temperature":{"last":` + tempDesired + `,"current":` + tempPeers + `}}}` + "\n" +
-					`publish ` + delta + ` {"event_id":"twin-4","timestamp":1718000002000,"twin":{` + others + `,"temperature":` + tempPeers + `},"delta":{"temperature":"25"}}` + "\n"},
+					`publish ` + delta + ` {"event_id":"twin-4","timestamp":1718000002000,"twin":{` + others + `,"temperature":` + tempPeers + `},"delta":{"temperature":"25"}}` + "\n" +
+					"after save\n"},
 				{t2, Flush{}, `status default/thermo state="" lastOnline=0 temperature=23.5@1718000000000` + "\n"},
 				{t3, Flush{}, ""},
 			},
@@ -176,10 +180,12 @@ func TestEngine(t *testing.T) {
 				{t1, TwinUpdate{Device: thermo, Msg: report("a", "temperature", "24")}, "" +
 					`publish ` + updResult + ` {"event_id":"a","timestamp":1718000002000,"twin":{"temperature":{"expected":{"value":"25","metadata":{"timestamp":1718000001000}},"actual":{"value":"24","metadata":{"timestamp":1718000002000}},"metadata":{"type":"float"},"expected_version":{"cloud":3,"edge":0},"actual_version":{"cloud":0,"edge":1}}}}` + "\n" +
 					`publish ` + document + ` {"event_id":"a","timestamp":1718000002000,"twin":{"temperature":{"last":` + tempDesired + `,"current":{"expected":{"value":"25","metadata":{"timestamp":1718000001000}},"actual":{"value":"24","metadata":{"timestamp":1718000002000}},"metadata":{"type":"float"},"expected_version":{"cloud":3,"edge":0},"actual_version":{"cloud":0,"edge":1}}}}}` + "\n" +
-					`publish ` + delta + ` {"event_id":"twin-4","timestamp":1718000002000,"twin":{` + others + `,"temperature":{"expected":{"value":"25","metadata":{"timestamp":1718000001000}},"actual":{"value":"24","metadata":{"timestamp":1718000002000}},"metadata":{"type":"float"},"expected_version":{"cloud":3,"edge":0},"actual_version":{"cloud":0,"edge":1}}},"delta":{"temperature":"25"}}` + "\n"},
+					`publish ` + delta + ` {"event_id":"twin-4","timestamp":1718000002000,"twin":{` + others + `,"temperature":{"expected":{"value":"25","metadata":{"timestamp":1718000001000}},"actual":{"value":"24","metadata":{"timestamp":1718000002000}},"metadata":{"type":"float"},"expected_version":{"cloud":3,"edge":0},"actual_version":{"cloud":0,"edge":1}}},"delta":{"temperature":"25"}}` + "\n" +
+					"after save\n"},
 				{t2, TwinUpdate{Device: thermo, Msg: report("b", "temperature", "25", "humidity", "40")}, "" +
 					`publish ` + updResult + ` {"event_id":"b","timestamp":1718000003000,"twin":{"humidity":{"actual":{"value":"40","metadata":{"timestamp":1718000003000}},"metadata":{"type":"int"},"actual_version":{"cloud":0,"edge":1}},"temperature":{"expected":{"value":"25","metadata":{"timestamp":1718000001000}},"actual":{"value":"25","metadata":{"timestamp":1718000003000}},"metadata":{"type":"float"},"expected_version":{"cloud":3,"edge":0},"actual_version":{"cloud":0,"edge":2}}}}` + "\n" +
-					`publish ` + document + ` {"event_id":"b","timestamp":1718000003000,"twin":{"humidity":{"last":null,"current":{"actual":{"value":"40","metadata":{"timestamp":1718000003000}},"metadata":{"type":"int"},"actual_version":{"cloud":0,"edge":1}}},"temperature":{"last":{"expected":{"value":"25","metadata":{"timestamp":1718000001000}},"actual":{"value":"24","metadata":{"timestamp":1718000002000}},"metadata":{"type":"float"},"expected_version":{"cloud":3,"edge":0},"actual_version":{"cloud":0,"edge":1}},"current":{"expected":{"value":"25","metadata":{"timestamp":1718000001000}},"actual":{"value":"25","metadata":{"timestamp":1718000003000}},"metadata":{"type":"float"},"expected_version":{"cloud":3,"edge":0},"actual_version":{"cloud":0,"edge":2}}}}}` + "\n"},
+					`publish ` + document + ` {"event_id":"b","timestamp":1718000003000,"twin":{"humidity":{"last":null,"current":{"actual":{"value":"40","metadata":{"timestamp":1718000003000}},"metadata":{"type":"int"},"actual_version":{"cloud":0,"edge":1}}},"temperature":{"last":{"expected":{"value":"25","metadata":{"timestamp":1718000001000}},"actual":{"value":"24","metadata":{"timestamp":1718000002000}},"metadata":{"type":"float"},"expected_version":{"cloud":3,"edge":0},"actual_version":{"cloud":0,"edge":1}},"current":{"expected":{"value":"25","metadata":{"timestamp":1718000001000}},"actual":{"value":"25","metadata":{"timestamp":1718000003000}},"metadata":{"type":"float"},"expected_version":{"cloud":3,"edge":0},"actual_version":{"cloud":0,"edge":2}}}}}` + "\n" +
+					"after save\n"},
 				{t3, Flush{}, `status default/thermo state="" lastOnline=0 humidity=40@1718000003000 temperature=25@1718000003000` + "\n"},
 			},
 		},
@@ -225,7 +231,8 @@ func TestEngine(t *testing.T) {
 				{t1, TwinUpdate{Device: thermo, Msg: expect("s", "label", "hello world")}, "" +
 					`publish ` + updResult + ` {"event_id":"s","timestamp":1718000002000,"twin":{"label":{"expected":{"value":"hello world","metadata":{"timestamp":1718000002000}},"metadata":{"type":"string"},"expected_version":{"cloud":0,"edge":1}}}}` + "\n" +
 					`publish ` + document + ` {"event_id":"s","timestamp":1718000002000,"twin":{"label":{"last":null,"current":{"expected":{"value":"hello world","metadata":{"timestamp":1718000002000}},"metadata":{"type":"string"},"expected_version":{"cloud":0,"edge":1}}}}}` + "\n" +
-					`publish ` + delta + ` {"event_id":"twin-4","timestamp":1718000002000,"twin":{"humidity":{"metadata":{"type":"int"}},"label":{"expected":{"value":"hello world","metadata":{"timestamp":1718000002000}},"metadata":{"type":"string"},"expected_version":{"cloud":0,"edge":1}},"on":{"metadata":{"type":"boolean"}},"temperature":` + tempDesired + `},"delta":{"label":"hello world","temperature":"25"}}` + "\n"},
+					`publish ` + delta + ` {"event_id":"twin-4","timestamp":1718000002000,"twin":{"humidity":{"metadata":{"type":"int"}},"label":{"expected":{"value":"hello world","metadata":{"timestamp":1718000002000}},"metadata":{"type":"string"},"expected_version":{"cloud":0,"edge":1}},"on":{"metadata":{"type":"boolean"}},"temperature":` + tempDesired + `},"delta":{"label":"hello world","temperature":"25"}}` + "\n" +
+					"after save\n"},
 				{t1, Flush{}, ""},
 				{t2, upsertThermo, "" +
 					`publish ` + document + ` {"event_id":"twin-5","timestamp":1718000003000,"twin":{"label":{"last":{"expected":{"value":"hello world","metadata":{"timestamp":1718000002000}},"metadata":{"type":"string"},"expected_version":{"cloud":0,"edge":1}},"current":null}}}` + "\n" +
@@ -247,7 +254,8 @@ func TestEngine(t *testing.T) {
 			setup: []Input{upsertThermo},
 			steps: []step{
 				{t1, StateUpdate{Device: thermo, EventID: "s1", State: "online"},
-					`publish ` + stateResult + ` {"event_id":"s1","timestamp":1718000002000,"state":"online"}` + "\n"},
+					`publish ` + stateResult + ` {"event_id":"s1","timestamp":1718000002000,"state":"online"}` + "\n" +
+						"after save\n"},
 				{t2, StateUpdate{Device: thermo, EventID: "s2", State: "online"},
 					`publish ` + stateResult + ` {"event_id":"s2","timestamp":1718000003000,"state":"online"}` + "\n"},
 				{t2, StateUpdate{Device: thermo, EventID: "s3", State: "sleepy"},
@@ -255,7 +263,8 @@ func TestEngine(t *testing.T) {
 				{t2, StateUpdate{Device: ghost, EventID: "s4", State: "ok"},
 					rejected("$hw/events/device/default/ghost/state/update/result", "s4", t2, 404, `device default/ghost not found`)},
 				{t3, StateUpdate{Device: thermo, EventID: "s5", State: "offline"},
-					`publish ` + stateResult + ` {"event_id":"s5","timestamp":1718000004000,"state":"offline"}` + "\n"},
+					`publish ` + stateResult + ` {"event_id":"s5","timestamp":1718000004000,"state":"offline"}` + "\n" +
+						"after save\n"},
 				// Coalesced: the latest state, and when it last went online.
 				{t3, Flush{}, `status default/thermo state="offline" lastOnline=1718000002000` + "\n"},
 				{t3, Flush{}, ""},

@@ -43,8 +43,22 @@
 // what arrives meanwhile), but no sooner than ReportInterval after the
 // previous flush; so a lone report reaches the outbox within about
 // FlushDelay, and a steady stream of reports is saved and queued once per
-// ReportInterval. A report accepted (and answered) less than that before a
-// crash is lost.
+// ReportInterval.
+//
+// Answers wait for the save: the result of an accepted twin/update (with
+// its document and delta) and of a state/update that changed the state
+// (twin.Output.AfterSave) are held until the flush that saves the change has
+// committed, then published together. A device that got a success result
+// can count on its report surviving a crash; a report not yet answered when
+// edgecore dies may be lost, and the device, which got no answer, may send
+// it again. While the store cannot be written (a full disk) the flush is
+// retried every ReportInterval and the answers wait, at most maxHeld of
+// them (the oldest are dropped beyond that).
+//
+// When the agent connects to the cloud (Connected), the current status of
+// every device is queued again: a status the hub refused, or that was lost
+// between the edge and the API server, would otherwise stay stale until the
+// device reports a change.
 package devicetwin
 
 import (
@@ -177,6 +191,7 @@ type Twin struct {
 
 	msgc     chan message  // MQTT messages, from paho's router
 	connc    chan struct{} // the broker connection opened and we subscribed
+	resendc  chan struct{} // the agent connected to the cloud: queue every status again
 	objc     chan struct{} // device or model objects changed in the store: see pending
 	stopping chan struct{} // closed when Start ends, releases paho's callbacks
 	// pendingMu guards pending: the objects ObjectsChanged and
@@ -191,6 +206,8 @@ type Twin struct {
 	parsed    map[string]*parsedDevice          // by UID: the store's devices, decoded
 	byModel   map[string]map[mqtt.DeviceID]bool // the devices of t.devs by their model's "<ns>/<name>"
 	retry     pendingFlush                      // what a failed flush left to do
+	held      []twin.Publication                // answers waiting for a flush to commit (Output.AfterSave)
+	dropped   int                               // held answers dropped beyond maxHeld since the last commit
 	sent      map[string]*protocol.DeviceStatus // the DeviceStatus last queued, per device UID
 	lastFlush time.Time
 	flushAt   time.Time // zero when no flush is scheduled
@@ -215,6 +232,7 @@ func New(cfg Config, db *store.DB, queued func()) (*Twin, error) {
 		cfg: cfg, db: db, queued: queued, log: cfg.Logger,
 		msgc:     make(chan message, cfg.QueueLen),
 		connc:    make(chan struct{}, 1),
+		resendc:  make(chan struct{}, 1),
 		objc:     make(chan struct{}, 1),
 		stopping: make(chan struct{}),
 		engine:   twin.New(cfg.NodeName),
@@ -278,10 +296,12 @@ func (t *Twin) takeChanges() changes {
 	return c
 }
 
-// Connected implements agent.Observer. Nothing in the cloud changes a
-// Device's status but the edge, and the outbox holds every status not yet
-// acknowledged, so a new session needs nothing sent again.
-func (t *Twin) Connected() {}
+// Connected implements agent.Observer: the current status of every device
+// is queued again, at the next flush. The outbox keeps what was not
+// acknowledged, but a status the hub refused, or answered before a
+// transient failure upstream was known, is gone from it; this sends it
+// again. It never blocks.
+func (t *Twin) Connected() { kick(t.resendc) }
 
 func kick(c chan struct{}) {
 	select {
@@ -291,8 +311,8 @@ func kick(c chan struct{}) {
 }
 
 // Start serves the twins until ctx ends; then it flushes what changed and
-// disconnects from the broker. It returns an error only if the store
-// cannot be read at start.
+// disconnects from the broker. A store that cannot be read or written (a
+// full disk) is retried every ReportInterval; it does not end Start.
 func (t *Twin) Start(ctx context.Context) error {
 	defer func() {
 		// Release a paho callback blocked on the owner before Disconnect
@@ -301,9 +321,18 @@ func (t *Twin) Start(ctx context.Context) error {
 		t.client.Disconnect(250)
 	}()
 	defer t.timer.Stop()
-	t.takeChanges() // the first sync reads everything
+	t.takeChanges()             // the first sync reads everything
+	var resync <-chan time.Time // set while a failed sync waits to be tried again
+	syncFailed := func(err error) {
+		// The next sync reads everything again.
+		t.pendingMu.Lock()
+		t.pending.all = true
+		t.pendingMu.Unlock()
+		resync = time.After(t.cfg.ReportInterval)
+		t.log.Error("read devices from the store", slog.Any("err", err))
+	}
 	if err := t.syncObjects(time.Now(), changes{all: true}); err != nil {
-		return fmt.Errorf("devicetwin: load devices: %w", err)
+		syncFailed(err)
 	}
 
 	t.client.Connect() // with ConnectRetry it keeps trying; onConnect reports success
@@ -316,14 +345,15 @@ func (t *Twin) Start(ctx context.Context) error {
 		case m := <-t.msgc:
 			t.handle(time.Now(), m)
 		case <-t.connc:
-			t.publish(t.engine.Step(time.Now(), twin.Republish{}))
+			t.publish(t.engine.Step(time.Now(), twin.Republish{}).Publish)
+		case <-t.resendc:
+			t.resendStatuses(time.Now())
+		case <-resync:
+			kick(t.objc)
 		case <-t.objc:
+			resync = nil
 			if err := t.syncObjects(time.Now(), t.takeChanges()); err != nil {
-				// The next change reads everything again.
-				t.pendingMu.Lock()
-				t.pending.all = true
-				t.pendingMu.Unlock()
-				t.log.Error("read devices from the store", slog.Any("err", err))
+				syncFailed(err)
 			}
 		case <-t.timer.C:
 			t.flushAt = time.Time{}
@@ -411,7 +441,11 @@ func (t *Twin) handle(now time.Time, m message) {
 		return
 	}
 	out := t.engine.Step(now, in)
-	t.publish(out)
+	if out.AfterSave {
+		t.hold(out.Publish)
+	} else {
+		t.publish(out.Publish)
+	}
 	if out.Err != nil {
 		t.log.Debug("mqtt request refused", slog.String("topic", m.topic), slog.Any("err", out.Err))
 		return
@@ -425,14 +459,14 @@ func (t *Twin) handle(now time.Time, m message) {
 // publish sends the engine's publications, QoS 1, without waiting for the
 // broker's acknowledgement. While the broker is away they are dropped:
 // requests cannot arrive then, and Republish covers the rest on reconnect.
-func (t *Twin) publish(out twin.Output) {
+func (t *Twin) publish(pubs []twin.Publication) {
 	if !t.client.IsConnectionOpen() {
-		if len(out.Publish) > 0 {
-			t.log.Debug("mqtt not connected: publications dropped", slog.Int("count", len(out.Publish)))
+		if len(pubs) > 0 {
+			t.log.Debug("mqtt not connected: publications dropped", slog.Int("count", len(pubs)))
 		}
 		return
 	}
-	for _, p := range out.Publish {
+	for _, p := range pubs {
 		tok := t.client.Publish(p.Topic.String(), 1, false, p.Payload)
 		select {
 		case <-tok.Done():

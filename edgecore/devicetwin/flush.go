@@ -37,6 +37,7 @@ func (t *Twin) flush(now time.Time) {
 		t.retry.save[id] = true
 	}
 	if len(t.retry.save) == 0 && len(t.retry.status) == 0 {
+		t.release() // nothing unsaved: what the held answers answer is durable
 		return
 	}
 
@@ -86,17 +87,63 @@ func (t *Twin) flush(now time.Time) {
 	if err != nil {
 		// Keep it all for the next flush, one report interval from now.
 		t.log.Error("save twins and queue device statuses", slog.Int("twins", len(puts)),
-			slog.Int("statuses", len(statuses)), slog.Any("err", err))
+			slog.Int("statuses", len(statuses)), slog.Int("answersHeld", len(t.held)), slog.Any("err", err))
 		t.changed(now)
 		return
 	}
 	clear(t.retry.save)
 	clear(t.retry.status)
+	t.release()
 	for _, ds := range statuses {
 		t.sent[ds.UID] = ds
 	}
 	if len(statuses) > 0 {
 		t.queued()
+	}
+}
+
+// maxHeld bounds the answers held for a flush to commit; beyond it the
+// oldest are dropped (their devices get no answer, as if the request was
+// lost, and may send it again).
+const maxHeld = 10000
+
+// hold keeps answers until the next flush commits (twin.Output.AfterSave).
+func (t *Twin) hold(pubs []twin.Publication) {
+	t.held = append(t.held, pubs...)
+	if over := len(t.held) - maxHeld; over > 0 {
+		t.held = append(t.held[:0], t.held[over:]...)
+		t.dropped += over
+	}
+}
+
+// release publishes the held answers: what they answer is saved.
+func (t *Twin) release() {
+	if t.dropped > 0 {
+		t.log.Warn("answers dropped while the store could not be written", slog.Int("count", t.dropped))
+		t.dropped = 0
+	}
+	if len(t.held) == 0 {
+		return
+	}
+	t.publish(t.held)
+	clear(t.held)
+	t.held = t.held[:0]
+}
+
+// resendStatuses queues the status of every device at the next flush, even
+// one queued before (Connected).
+func (t *Twin) resendStatuses(now time.Time) {
+	t.retry.init()
+	n := 0
+	for id, e := range t.devs {
+		if e.inEngine {
+			t.retry.status[id] = true
+			n++
+		}
+	}
+	clear(t.sent)
+	if n > 0 {
+		t.changed(now)
 	}
 }
 

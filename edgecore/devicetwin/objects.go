@@ -140,7 +140,7 @@ func (t *Twin) syncObjects(now time.Time, c changes) error {
 				uid := e.uid
 				saves = append(saves, func(tx *store.Tx) error { return tx.PutTwin(uid, &snap) })
 			}
-			t.publish(t.engine.Step(now, twin.DeviceRemoved{Device: id}))
+			t.publish(t.engine.Step(now, twin.DeviceRemoved{Device: id}).Publish)
 			e.inEngine = false
 		}
 		if w == nil || w.uid != e.uid {
@@ -177,7 +177,7 @@ func (t *Twin) syncObjects(now time.Time, c changes) error {
 			}
 			e.applied = w.upsert
 			out := t.engine.Step(now, w.upsert)
-			t.publish(out)
+			t.publish(out.Publish)
 			if out.Err != nil {
 				t.log.Warn("device upsert", slog.String("device", id.String()), slog.Any("err", out.Err))
 			}
@@ -210,7 +210,7 @@ func (t *Twin) syncObjects(now time.Time, c changes) error {
 				in = twin.DeviceRestored{DeviceUpserted: w.upsert, Saved: *s}
 			}
 			out := t.engine.Step(now, in)
-			t.publish(out)
+			t.publish(out.Publish)
 			if out.Err != nil {
 				t.log.Warn("device upsert", slog.String("device", id.String()), slog.Any("err", out.Err))
 			}

@@ -175,7 +175,7 @@ func TestDevicesClientGo(t *testing.T) {
 	f := newFixture(t, Config{})
 	f.putCustom(testModel("home", "thermostat"), testDevice("home", "t1", "thermostat", "21"))
 	f.sync()
-	srv := httptest.NewServer(f.s.Handler())
+	srv := httptest.NewServer(withToken(f.s.Handler(), nodeToken))
 	t.Cleanup(srv.Close)
 
 	dc, err := discovery.NewDiscoveryClientForConfig(&rest.Config{Host: srv.URL})

@@ -28,10 +28,22 @@
 // per resource; any other is 400 Bad Request), and WATCH (?watch=true or the
 // legacy /api/v1/watch/... paths). limit is ignored: a list always comes
 // whole, without a continue token, as the API server does from its watch
-// cache. Every other method is 405 Method Not Allowed. Secrets go to
-// loopback clients only, and the server listens on loopback only (Config.Addr
-// is refused otherwise): there is no authentication, every local process may
-// read every object the node holds, as it could read the store.
+// cache. Every other method is 405 Method Not Allowed.
+//
+// # Who may read
+//
+// The server listens on loopback only (Config.Addr is refused otherwise)
+// and answers only requests whose Host is a loopback address or localhost,
+// so that a web page in a browser on the node cannot read it by DNS
+// rebinding. Every request but /healthz, /livez and /readyz needs a bearer
+// token of a Config.Client (401 without one), and a client reads only its
+// resources (403 otherwise). edgecore provisions two (LocalClients), their
+// tokens in files of mode 0600 in dataDir/credentials: "node" reads all the
+// node holds, secrets included, as the node itself may in the cluster (for
+// root on the node); "devices" reads the node, its devices and device
+// models, and no pod, configmap or secret (for device mappers). A process
+// that cannot read a token file reads nothing. Refusals are counted
+// (Server.Refused). Pods' own service-account tokens are not taken yet.
 //
 // # Versions and watches
 //
@@ -51,7 +63,9 @@
 // lists again. Each start of the server takes a new range of versions (the
 // count of starts is kept in Config.StateDir, not taken from the clock), so
 // a version from before a restart is always too old, never mistaken for one
-// of this run. A WATCH without a version (or 0) starts with the current
+// of this run. A count that cannot be read or saved (a torn file after a
+// power loss, a full disk) does not stop the start: a random range, far
+// above those reached by counting, is taken instead, with a warning. A WATCH without a version (or 0) starts with the current
 // objects as ADDED events; with allowWatchBookmarks it gets a BOOKMARK every
 // Config.BookmarkInterval, and with sendInitialEvents one after the initial
 // events, marked with the k8s.io/initial-events-end annotation.

@@ -48,7 +48,9 @@ func (s *Server) Handler() http.Handler {
 			}))
 		}
 		mux.HandleFunc(path, s.readOnly(func(w http.ResponseWriter, r *http.Request) { s.serveResourceList(w, g) }))
-		mux.HandleFunc(g.prefix, s.readOnly(func(w http.ResponseWriter, r *http.Request) { s.serveResource(w, r, g) }))
+		mux.HandleFunc(g.prefix, s.readOnlyAs(func(w http.ResponseWriter, r *http.Request, c *Client) {
+			s.serveResource(w, r, g, c)
+		}))
 	}
 	mux.HandleFunc("/version", s.readOnly(func(w http.ResponseWriter, r *http.Request) {
 		v := strings.TrimPrefix(nodestatus.KubeletVersion, "v")
@@ -63,13 +65,19 @@ func (s *Server) Handler() http.Handler {
 			w.Write([]byte("ok"))
 		})
 	}
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { writeStatus(w, notFound()) })
+	mux.HandleFunc("/", s.guard(func(w http.ResponseWriter, r *http.Request, _ *Client) { writeStatus(w, notFound()) }))
 	return mux
 }
 
-// readOnly answers every method but GET and HEAD with 405.
+// readOnly serves authenticated clients with a loopback Host (guard) and
+// answers every method but GET and HEAD with 405.
 func (s *Server) readOnly(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
+	return s.readOnlyAs(func(w http.ResponseWriter, r *http.Request, _ *Client) { h(w, r) })
+}
+
+// readOnlyAs is readOnly for a handler that needs the client.
+func (s *Server) readOnlyAs(h func(w http.ResponseWriter, r *http.Request, c *Client)) http.HandlerFunc {
+	return s.guard(func(w http.ResponseWriter, r *http.Request, c *Client) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header().Set("Allow", "GET, HEAD")
 			writeStatus(w, &apierrors.StatusError{ErrStatus: metav1.Status{
@@ -77,8 +85,8 @@ func (s *Server) readOnly(h http.HandlerFunc) http.HandlerFunc {
 				Message: fmt.Sprintf("%s is not allowed: the edge metaserver is read-only; write to the cloud's API server", r.Method)}})
 			return
 		}
-		h(w, r)
-	}
+		h(w, r, c)
+	})
 }
 
 func (s *Server) serveAPIVersions(w http.ResponseWriter, r *http.Request) {
@@ -175,10 +183,14 @@ func parse(r *http.Request, g *groupVersion) (*request, *apierrors.StatusError) 
 	return req, nil
 }
 
-func (s *Server) serveResource(w http.ResponseWriter, r *http.Request, g *groupVersion) {
+func (s *Server) serveResource(w http.ResponseWriter, r *http.Request, g *groupVersion, c *Client) {
 	req, serr := parse(r, g)
 	if serr != nil {
 		writeStatus(w, serr)
+		return
+	}
+	if !c.may(req.res.name) {
+		s.forbidden(w, c, req.res.name)
 		return
 	}
 	if req.res.name == resSecrets && !fromLoopback(r) {

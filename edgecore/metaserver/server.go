@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -14,11 +16,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/tether-edge/tether/edgecore/store"
+	"github.com/tether-edge/tether/pki"
 	"github.com/tether-edge/tether/protocol"
 )
 
@@ -34,6 +38,10 @@ type Config struct {
 	NodeName string
 	// NodeLabels are the labels the node asks for on its Node.
 	NodeLabels map[string]string
+	// Clients are the callers served, by bearer token (LocalClients makes
+	// edgecore's). Empty refuses every caller: the metaserver serves the
+	// node's secrets, so there is no anonymous access.
+	Clients []Client
 	// NodeStatus returns the node's status now (required).
 	NodeStatus func() *corev1.NodeStatus
 	// NodeInterval is how often the served Node is rebuilt from NodeStatus
@@ -54,8 +62,8 @@ type Config struct {
 }
 
 // ValidateAddr checks that addr is host:port with a loopback host: the
-// metaserver has no authentication and serves secrets, so it must not be
-// reachable from other machines.
+// metaserver serves secrets to local clients over plain HTTP, so it must not
+// be reachable from other machines.
 func ValidateAddr(addr string) error {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -89,6 +97,11 @@ func (c *Config) validate() error {
 	if c.NodeStatus == nil {
 		return errors.New("metaserver: no NodeStatus")
 	}
+	for i, cl := range c.Clients {
+		if len(cl.Token) < 32 {
+			return fmt.Errorf("metaserver: clients[%d] (%s): a token of at least 32 characters is required", i, cl.Name)
+		}
+	}
 	if c.StateDir == "" {
 		return errors.New("metaserver: no StateDir")
 	}
@@ -118,6 +131,9 @@ type Server struct {
 	cache *cache
 	kickc chan struct{}
 	ready chan struct{}
+	// refused counts requests refused: no or a bad token, a Host that is
+	// not loopback, a resource the client may not read.
+	refused atomic.Int64
 
 	mu sync.Mutex
 	// addr is the address listened on; guarded by mu.
@@ -132,32 +148,61 @@ const epochFile = "metaserver-epoch"
 // run without trusting the clock (edge machines often have no RTC).
 const epochSpan = 1_000_000_000_000
 
-// nextEpoch increments and returns the count of starts kept in dir.
-func nextEpoch(dir string) (uint64, error) {
+// maxEpoch is the largest epoch whose versions fit in a uint64.
+const maxEpoch = math.MaxUint64/epochSpan - 1
+
+// nextEpoch returns the epoch of this start: one more than the count of
+// starts kept in dir, which it saves (fsynced, file and directory, so that a
+// power loss leaves the old count or the new one, not an empty file).
+//
+// A count that cannot be read (an empty or torn file, garbage) or cannot be
+// saved (a full disk) is no reason not to start: the epoch is then a random
+// one (fallbackEpoch), far above any count reached by counting, and warn
+// says what went wrong, for the caller to log. When only the save failed,
+// the counted epoch is not used, since the next start would count it again.
+func nextEpoch(dir string) (epoch uint64, warn error) {
 	path := filepath.Join(dir, epochFile)
-	var epoch uint64
 	b, err := os.ReadFile(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
+		epoch = 1
 	case err != nil:
-		return 0, err
+		warn = fmt.Errorf("read %s: %w", path, err)
 	default:
-		if epoch, err = strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); err != nil {
-			return 0, fmt.Errorf("%s: %w", path, err)
+		prev, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+		switch {
+		case err != nil:
+			warn = fmt.Errorf("%s: %w", path, err)
+		case prev >= maxEpoch:
+			warn = fmt.Errorf("%s: count %d is above %d", path, prev, maxEpoch-1)
+		default:
+			epoch = prev + 1
 		}
 	}
-	epoch++
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return 0, err
+	if warn != nil {
+		epoch = fallbackEpoch()
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(strconv.FormatUint(epoch, 10)+"\n"), 0o600); err != nil {
-		return 0, err
+	err = os.MkdirAll(dir, 0o700)
+	if err == nil {
+		err = pki.WriteFileSync(path, []byte(strconv.FormatUint(epoch, 10)+"\n"), 0o600)
 	}
-	if err := os.Rename(tmp, path); err != nil {
-		return 0, err
+	if err != nil {
+		if warn == nil {
+			epoch = fallbackEpoch()
+		}
+		warn = errors.Join(warn, fmt.Errorf("save the count of starts: %w", err))
 	}
-	return epoch, nil
+	return epoch, warn
+}
+
+// fallbackEpoch is a random epoch in the third quarter of the range: above
+// every count of starts a node reaches by counting from 1 (half the range is
+// over nine million starts), with a quarter of the range left to count on
+// from it. Two fallbacks may draw epochs close together, but the chance that
+// the versions of two runs overlap is about the number of starts between
+// them over 4.6 million.
+func fallbackEpoch() uint64 {
+	return maxEpoch/2 + rand.Uint64N(maxEpoch/4)
 }
 
 // New builds a Server and loads the store's objects; it serves nothing
@@ -166,9 +211,10 @@ func New(cfg Config, db *store.DB) (*Server, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	epoch, err := nextEpoch(cfg.StateDir)
-	if err != nil {
-		return nil, fmt.Errorf("metaserver: epoch: %w", err)
+	epoch, warn := nextEpoch(cfg.StateDir)
+	if warn != nil {
+		cfg.Logger.Warn("metaserver: count of starts unusable, a random epoch is used", slog.Uint64("epoch", epoch),
+			slog.Any("err", warn))
 	}
 	s := &Server{cfg: cfg, db: db, log: cfg.Logger, kickc: make(chan struct{}, 1), ready: make(chan struct{}),
 		cache: newCache(epoch*epochSpan, cfg.History, resourceNames)}
@@ -358,3 +404,7 @@ func (s *Server) refreshNode(initial bool) error {
 	s.cache.apply(resNodes, nil, []upsert{{uid: string(n.UID), name: n.Name, data: data}}, initial)
 	return nil
 }
+
+// Refused is how many requests the Server refused (authentication, Host,
+// authorization).
+func (s *Server) Refused() int64 { return s.refused.Load() }

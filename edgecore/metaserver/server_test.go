@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -60,6 +61,9 @@ func (f *fixture) newServer(cfg Config) *Server {
 	}
 	if cfg.Addr == "" {
 		cfg.Addr = "127.0.0.1:0"
+	}
+	if cfg.Clients == nil {
+		cfg.Clients = testClients
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	s, err := New(cfg, f.db)
@@ -142,6 +146,8 @@ func (f *fixture) sync() {
 func (f *fixture) request(method, path, remote string, out any) int {
 	f.t.Helper()
 	r := httptest.NewRequest(method, path, nil)
+	r.Host = "127.0.0.1:10550"
+	r.Header.Set("Authorization", "Bearer "+nodeToken)
 	r.RemoteAddr = "127.0.0.1:40000"
 	if remote != "" {
 		r.RemoteAddr = remote
@@ -336,7 +342,7 @@ func TestWatchResumesAndExpires(t *testing.T) {
 	web := testPod("a", "web", map[string]string{"app": "web"}, corev1.PodPending)
 	f.put(web)
 	f.sync()
-	srv := httptest.NewServer(f.s.Handler())
+	srv := httptest.NewServer(withToken(f.s.Handler(), nodeToken))
 	t.Cleanup(srv.Close) // after the watches' cleanups
 	var l corev1.PodList
 	f.get("/api/v1/namespaces/a/pods", &l)
@@ -437,7 +443,7 @@ func TestVersionsOfAnotherRunExpire(t *testing.T) {
 	if a <= b || len(after.Items) != 1 {
 		t.Fatalf("versions %d then %d, %d pods", b, a, len(after.Items))
 	}
-	srv := httptest.NewServer(f.s.Handler())
+	srv := httptest.NewServer(withToken(f.s.Handler(), nodeToken))
 	t.Cleanup(srv.Close) // after the watches' cleanups
 	if ev := openWatch(t, srv, "/api/v1/pods?watch=true&resourceVersion="+before.ResourceVersion)(); ev.Type != "ERROR" || ev.Status.Code != 410 {
 		t.Fatalf("watch from the previous run: %+v", ev)
@@ -473,7 +479,7 @@ func (f *fixture) start(ctx context.Context) kubernetes.Interface {
 	case err := <-done:
 		f.t.Fatal(err)
 	}
-	cs, err := kubernetes.NewForConfig(&rest.Config{Host: "http://" + f.s.Addr()})
+	cs, err := kubernetes.NewForConfig(&rest.Config{Host: "http://" + f.s.Addr(), BearerToken: nodeToken})
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -625,4 +631,101 @@ func TestStartWaitsForTheAddress(t *testing.T) {
 		t.Fatalf("healthz: %v %v", resp, err)
 	}
 	resp.Body.Close()
+}
+
+// The tokens of the tests' clients.
+const (
+	nodeToken    = "node-token-0123456789abcdef0123456789"
+	devicesToken = "devices-token-0123456789abcdef012345"
+)
+
+var testClients = []Client{{Name: NodeClient, Token: nodeToken},
+	{Name: DevicesClient, Token: devicesToken, Resources: DevicesResources}}
+
+// withToken sends every request to h with the bearer token tok, as a
+// client-go configured with it does.
+func withToken(h http.Handler, tok string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Header.Set("Authorization", "Bearer "+tok)
+		h.ServeHTTP(w, r)
+	})
+}
+
+// TestEpochFileUnusable: an empty, torn or corrupt count of starts (a power
+// loss, a bad disk) does not stop the Server: it takes a random epoch above
+// the counted ones, saves it, and versions of the earlier run still expire.
+func TestEpochFileUnusable(t *testing.T) {
+	for name, content := range map[string]string{
+		"empty":    "",
+		"torn":     "\x00\x00\x00",
+		"garbage":  "seven\n",
+		"overflow": "99999999999999999999\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t, Config{})
+			var before corev1.PodList
+			f.get("/api/v1/pods", &before)
+			path := filepath.Join(f.stateDir, epochFile)
+			if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			f.s = f.newServer(Config{}) // fails the test if New fails
+			var after corev1.PodList
+			f.get("/api/v1/pods", &after)
+			b, _ := strconv.ParseUint(before.ResourceVersion, 10, 64)
+			a, _ := strconv.ParseUint(after.ResourceVersion, 10, 64)
+			if a < maxEpoch/2*epochSpan || a <= b {
+				t.Fatalf("version %d after %d, want a fallback epoch", a, b)
+			}
+			saved, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.TrimSpace(string(saved)); got != strconv.FormatUint(a/epochSpan, 10) {
+				t.Fatalf("saved count %q, want the epoch used, %d", got, a/epochSpan)
+			}
+			// The next start counts on from the fallback.
+			f.s = f.newServer(Config{})
+			var next corev1.PodList
+			f.get("/api/v1/pods", &next)
+			if n, _ := strconv.ParseUint(next.ResourceVersion, 10, 64); n/epochSpan != a/epochSpan+1 {
+				t.Fatalf("next start at version %d, want epoch %d", n, a/epochSpan+1)
+			}
+		})
+	}
+}
+
+// TestEpochNotSaved: when the count cannot be saved (here the state
+// directory cannot be made; a full disk is tested in package edgecore),
+// the Server starts with a random epoch rather than the counted one, which
+// the next start would count again.
+func TestEpochNotSaved(t *testing.T) {
+	f := newFixture(t, Config{})
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f.stateDir = filepath.Join(file, "state") // below a regular file: cannot be made
+	f.s = f.newServer(Config{})
+	var l corev1.PodList
+	f.get("/api/v1/pods", &l)
+	if v, _ := strconv.ParseUint(l.ResourceVersion, 10, 64); v < maxEpoch/2*epochSpan {
+		t.Fatalf("version %d, want a fallback epoch", v)
+	}
+}
+
+// TestEpochCounts: the count of starts is saved with no temporary file
+// left behind.
+func TestEpochCounts(t *testing.T) {
+	dir := t.TempDir()
+	for want := uint64(1); want <= 3; want++ {
+		got, warn := nextEpoch(dir)
+		if got != want || warn != nil {
+			t.Fatalf("epoch %d (%v), want %d", got, warn, want)
+		}
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 || entries[0].Name() != epochFile {
+		t.Fatalf("state dir holds %v", entries)
+	}
 }

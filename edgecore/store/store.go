@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/fxamacker/cbor/v2"
@@ -39,6 +40,9 @@ func nameBucket(k protocol.Kind) []byte   { return []byte("names/" + k.String())
 // DB is an open store.
 type DB struct {
 	db *bolt.DB
+	// failedWrites counts transactions whose changes could not be written
+	// (FailedWrites).
+	failedWrites atomic.Int64
 }
 
 // Open opens or creates the store at path.
@@ -87,9 +91,21 @@ func (d *DB) Close() error { return d.db.Close() }
 func (d *DB) Path() string { return d.db.Path() }
 
 // Update runs fn in a read-write transaction, committed if fn returns nil.
+// A commit that fails (a full disk, an IO error) leaves the store as it
+// was, is counted (FailedWrites), and is the caller's to try again.
 func (d *DB) Update(fn func(*Tx) error) error {
-	return d.db.Update(func(tx *bolt.Tx) error { return fn(&Tx{tx: tx}) })
+	var fnErr error
+	err := d.db.Update(func(tx *bolt.Tx) error { fnErr = fn(&Tx{tx: tx}); return fnErr })
+	if err != nil && fnErr == nil {
+		d.failedWrites.Add(1)
+	}
+	return err
 }
+
+// FailedWrites counts the Update transactions since Open whose changes
+// could not be written: a full disk (ENOSPC) or another IO error at
+// commit. Errors of the transaction's own function are not counted.
+func (d *DB) FailedWrites() int64 { return d.failedWrites.Load() }
 
 // View runs fn in a read-only transaction.
 func (d *DB) View(fn func(*Tx) error) error {

@@ -136,7 +136,8 @@ func startEdge(ctx context.Context, cp *controlplane.ControlPlane, binDir, dir s
 	if err != nil {
 		return nil, err
 	}
-	ccCfg := cloudcore.Config{Kubeconfig: cp.Kubeconfig(), ListenAddr: addr, CertIPs: []string{spec.host}}
+	ccCfg := cloudcore.Config{Kubeconfig: cp.Kubeconfig(), ListenAddr: addr, HealthAddr: "127.0.0.1:0",
+		CertIPs: []string{spec.host}}
 	if spec.cloud != nil {
 		spec.cloud(&ccCfg)
 	}

@@ -39,6 +39,8 @@ func run() error {
 	var cfg mapper.Config
 	flag.StringVar(&cfg.NodeName, "node", "", "the edge node whose devices to serve (required)")
 	flag.StringVar(&cfg.Metaserver, "metaserver", mapper.DefaultMetaserver, "URL of the edge's metaserver")
+	flag.StringVar(&cfg.MetaserverTokenFile, "metaserver-token-file", mapper.DefaultMetaserverTokenFile,
+		"the metaserver's token for device mappers (edgecore's credentials/metaserver-devices.token)")
 	flag.StringVar(&cfg.BrokerURL, "broker", mapper.DefaultBrokerURL, "MQTT broker of the edge's device twin, tcp://host:port")
 	flag.StringVar(&cfg.Username, "username", "", "MQTT username, if the broker wants one")
 	passwordFile := flag.String("password-file", "", "file holding the MQTT password (edgecore's embedded broker: <dataDir>/credentials/mqtt-mapper.password, user mapper)")

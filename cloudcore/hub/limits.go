@@ -1,0 +1,176 @@
+package hub
+
+import (
+	"crypto/tls"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// fdReserve is how many file descriptors below the process's limit
+// (RLIMIT_NOFILE) MaxConns must stay: cloudcore's API server connections,
+// the health listener, files and a margin.
+const fdReserve = 1024
+
+// fdLimit is the process's soft limit of open files, or 0 if unknown.
+func fdLimit() uint64 {
+	var l syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l) != nil {
+		return 0
+	}
+	return l.Cur
+}
+
+// limitLog logs a line at most every 10 s: limits hit by a flood would
+// otherwise flood the log.
+type limitLog struct{ s rate.Sometimes }
+
+func newLimitLog() *limitLog { return &limitLog{s: rate.Sometimes{Interval: 10 * time.Second}} }
+
+func (l *limitLog) do(f func()) { l.s.Do(f) }
+
+// connLimiter is a listener that closes, at once, a new connection past
+// MaxConns open, past MaxConnsPerIP open from its source address, or past
+// the AcceptRate (a token bucket): before its TLS handshake, so that a
+// refused connection costs the hub an accept and a close.
+type connLimiter struct {
+	net.Listener
+	h       *Hub
+	rate    *rate.Limiter
+	total   atomic.Int64
+	logRate *limitLog
+	logCap  *limitLog
+
+	mu sync.Mutex
+	// perIP counts the open connections of each source address; guarded
+	// by mu. An address with none has no entry.
+	perIP map[string]int
+}
+
+func newConnLimiter(ln net.Listener, h *Hub) *connLimiter {
+	return &connLimiter{Listener: ln, h: h, perIP: map[string]int{},
+		rate:    rate.NewLimiter(rate.Limit(h.cfg.AcceptRate), h.cfg.AcceptBurst),
+		logRate: newLimitLog(), logCap: newLimitLog()}
+}
+
+func (l *connLimiter) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if lc := l.admit(c); lc != nil {
+			return lc, nil
+		}
+		c.Close()
+	}
+}
+
+// admit returns c wrapped to release its place when closed, or nil if a
+// limit refuses it.
+func (l *connLimiter) admit(c net.Conn) net.Conn {
+	st, cfg := &l.h.stats, &l.h.cfg
+	ip := hostOf(c.RemoteAddr())
+	if !l.rate.Allow() {
+		n := st.refusedRate.Add(1)
+		l.logRate.do(func() {
+			l.h.log.Warn("connection refused: accept rate limit", slog.String("remote", ip),
+				slog.Float64("acceptRate", cfg.AcceptRate), slog.Int64("refusedSoFar", n))
+		})
+		return nil
+	}
+	if l.total.Add(1) > int64(cfg.MaxConns) {
+		l.total.Add(-1)
+		n := st.refusedTotal.Add(1)
+		l.logCap.do(func() {
+			l.h.log.Warn("connection refused: connection limit", slog.String("remote", ip),
+				slog.Int("maxConns", cfg.MaxConns), slog.Int64("refusedSoFar", n))
+		})
+		return nil
+	}
+	l.mu.Lock()
+	if l.perIP[ip] >= cfg.MaxConnsPerIP {
+		l.mu.Unlock()
+		l.total.Add(-1)
+		n := st.refusedPerIP.Add(1)
+		l.logCap.do(func() {
+			l.h.log.Warn("connection refused: connection limit per address", slog.String("remote", ip),
+				slog.Int("maxConnsPerIP", cfg.MaxConnsPerIP), slog.Int64("refusedSoFar", n))
+		})
+		return nil
+	}
+	l.perIP[ip]++
+	l.mu.Unlock()
+	st.conns.Add(1)
+	return &limitedConn{Conn: c, l: l, ip: ip}
+}
+
+func (l *connLimiter) release(ip string) {
+	l.mu.Lock()
+	if l.perIP[ip]--; l.perIP[ip] <= 0 {
+		delete(l.perIP, ip)
+	}
+	l.mu.Unlock()
+	l.total.Add(-1)
+	l.h.stats.conns.Add(-1)
+}
+
+func hostOf(a net.Addr) string {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.IP.String()
+	}
+	host, _, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	return host
+}
+
+// limitedConn gives its place back once closed, and remembers the last
+// http.ConnState the server gave it.
+type limitedConn struct {
+	net.Conn
+	l     *connLimiter
+	ip    string
+	once  sync.Once
+	state atomic.Int32
+}
+
+func (c *limitedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { c.l.release(c.ip) })
+	return err
+}
+
+// connState counts the connections the server closes before they made a
+// request (silent, a TLS handshake or request header that did not finish in
+// HandshakeTimeout) and those closed idle (IdleTimeout, or the peer left).
+func (h *Hub) connState(c net.Conn, st http.ConnState) {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	lc, ok := c.(*limitedConn)
+	if !ok {
+		return
+	}
+	prev := http.ConnState(lc.state.Swap(int32(st)))
+	if st != http.StateClosed {
+		return
+	}
+	switch prev {
+	case http.StateNew:
+		n := h.stats.closedNew.Add(1)
+		h.logTimeout.do(func() {
+			h.log.Info("connection closed before a request", slog.String("remote", lc.ip),
+				slog.Duration("handshakeTimeout", h.cfg.HandshakeTimeout), slog.Int64("closedSoFar", n))
+		})
+	case http.StateIdle:
+		h.stats.closedIdle.Add(1)
+	}
+}
