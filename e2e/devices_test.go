@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"os"
 	"reflect"
 	"slices"
 	"strconv"
@@ -334,7 +335,13 @@ func TestDevicesLag(t *testing.T) {
 	})
 	t.Logf("all %d Devices at the edge %s after the first create", n, time.Since(start).Round(time.Millisecond))
 
-	pc := paho.NewClient(paho.NewClientOptions().AddBroker(e.ec.Broker.URL()).SetClientID("lag"))
+	// As a mapper would: with the mappers' credentials edgecore made.
+	pw, err := os.ReadFile(edgecore.MapperPasswordFile(e.dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc := paho.NewClient(paho.NewClientOptions().AddBroker(e.ec.Broker.URL()).SetClientID("lag").
+		SetUsername(edgecore.MapperUsername).SetPassword(strings.TrimSpace(string(pw))))
 	if tok := pc.Connect(); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
 		t.Fatal(tok.Error())
 	}

@@ -29,6 +29,7 @@ import (
 	devicesapi "github.com/tether-edge/tether/devices/api"
 	"github.com/tether-edge/tether/devices/mapper"
 	"github.com/tether-edge/tether/devices/modbus"
+	"github.com/tether-edge/tether/edgecore"
 	"github.com/tether-edge/tether/edgecore/metaserver"
 )
 
@@ -155,9 +156,16 @@ func TestModbusDevice(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("metaserver not listening")
 	}
+	// The mappers' credentials, from the file edgecore made (as
+	// hack/demo.sh gives them to bin/modbus-mapper).
+	pw, err := os.ReadFile(edgecore.MapperPasswordFile(e.dir))
+	if err != nil {
+		t.Fatal(err)
+	}
 	m, err := mapper.New(mapper.Config{NodeName: e.name, Metaserver: "http://" + e.ec.MetaServer.Addr(),
 		MetaserverTokenFile: metaserver.TokenFile(e.ec.CredentialsDir(), metaserver.DevicesClient),
-		BrokerURL:           e.ec.Broker.URL(), Logger: testLogger(t).With(slog.String("side", "mapper"))})
+		BrokerURL:           e.ec.Broker.URL(), Username: edgecore.MapperUsername, Password: strings.TrimSpace(string(pw)),
+		Logger: testLogger(t).With(slog.String("side", "mapper"))})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,10 +3,12 @@ package edgecore
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -19,6 +21,7 @@ import (
 	"github.com/tether-edge/tether/devices/broker"
 	"github.com/tether-edge/tether/edgecore/link"
 	"github.com/tether-edge/tether/edgecore/store"
+	"github.com/tether-edge/tether/pki"
 	"github.com/tether-edge/tether/protocol"
 )
 
@@ -77,12 +80,34 @@ func deviceEdge(t *testing.T, devices DevicesConfig) *EdgeCore {
 	return ec
 }
 
+// mapperSecret is the mappers' password edgecore made in its data
+// directory, checking the file's and directory's modes.
+func mapperSecret(t *testing.T, ec *EdgeCore) string {
+	t.Helper()
+	for path, mode := range map[string]os.FileMode{CredentialsDir(ec.cfg.DataDir): 0o700 | os.ModeDir, MapperPasswordFile(ec.cfg.DataDir): 0o600} {
+		if fi, err := os.Stat(path); err != nil || fi.Mode() != mode {
+			t.Fatalf("%s: %v, mode %v, want %v", path, err, fi.Mode(), mode)
+		}
+	}
+	b, err := os.ReadFile(MapperPasswordFile(ec.cfg.DataDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
 // ask publishes request on topic until a message arrives on topic/result,
 // and returns it.
 func ask(t *testing.T, url, user, pass, topic, request string) string {
 	t.Helper()
+	return askTLS(t, url, nil, user, pass, topic, request)
+}
+
+func askTLS(t *testing.T, url string, tc *tls.Config, user, pass, topic, request string) string {
+	t.Helper()
 	got := make(chan string, 16)
-	c := paho.NewClient(paho.NewClientOptions().AddBroker(url).SetClientID("test-device").SetUsername(user).SetPassword(pass))
+	c := paho.NewClient(paho.NewClientOptions().AddBroker(url).SetClientID("test-device").SetUsername(user).SetPassword(pass).
+		SetTLSConfig(tc))
 	if tok := c.Connect(); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
 		t.Fatalf("connect to %s: %v", url, tok.Error())
 	}
@@ -110,11 +135,21 @@ func TestDevicesEmbeddedBroker(t *testing.T) {
 	if ec.Broker == nil || ec.Devices == nil {
 		t.Fatal("no broker or no twin component")
 	}
-	r := ask(t, ec.Broker.URL(), "", "", "$hw/events/node/edge-1/membership/get", `{"event_id":"m","timestamp":0}`)
+	pw := mapperSecret(t, ec)
+	// Anonymous clients and wrong passwords are refused (audit M3).
+	for _, u := range [][2]string{{"", ""}, {MapperUsername, "wrong"}, {edgeUsername, pw}} {
+		c := paho.NewClient(paho.NewClientOptions().AddBroker(ec.Broker.URL()).SetClientID("intruder").
+			SetUsername(u[0]).SetPassword(u[1]).SetAutoReconnect(false))
+		if tok := c.Connect(); !tok.WaitTimeout(30*time.Second) || tok.Error() == nil {
+			c.Disconnect(0)
+			t.Errorf("user %q password %q let in", u[0], u[1])
+		}
+	}
+	r := ask(t, ec.Broker.URL(), MapperUsername, pw, "$hw/events/node/edge-1/membership/get", `{"event_id":"m","timestamp":0}`)
 	if !strings.Contains(r, `"id":"default/thermo"`) || !strings.Contains(r, `"expected":{"value":"21"`) {
 		t.Fatalf("membership %s", r)
 	}
-	r = ask(t, ec.Broker.URL(), "", "", "$hw/events/device/default/thermo/twin/update",
+	r = ask(t, ec.Broker.URL(), MapperUsername, pw, "$hw/events/device/default/thermo/twin/update",
 		`{"event_id":"u","timestamp":0,"twin":{"temperature":{"actual":{"value":"20.5"}}}}`)
 	if strings.Contains(r, `"code"`) {
 		t.Fatalf("update result %s", r)
@@ -155,7 +190,7 @@ func TestDevicesEmbeddedBroker(t *testing.T) {
 // TestDevicesExternalBroker: edgecore uses a broker it does not run, with
 // credentials.
 func TestDevicesExternalBroker(t *testing.T) {
-	b, err := broker.New(broker.Config{Addr: "127.0.0.1:0", Username: "edge", Password: "s3cret",
+	b, err := broker.New(broker.Config{Addr: "127.0.0.1:0", Users: []broker.User{{Name: "edge", Password: "s3cret", Role: broker.RoleEdge}},
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
@@ -172,6 +207,37 @@ func TestDevicesExternalBroker(t *testing.T) {
 	r := ask(t, b.URL(), "edge", "s3cret", "$hw/events/device/default/thermo/twin/get", `{"event_id":"g","timestamp":0}`)
 	if !strings.Contains(r, `"temperature":{"expected":{"value":"21"`) {
 		t.Fatalf("twin/get %s", r)
+	}
+}
+
+// TestDevicesEmbeddedBrokerTLS: with certFile and keyFile the embedded
+// broker speaks TLS only; edgecore connects to it (pinning the
+// certificate, which names no 127.0.0.1 here) and a mapper trusting the CA
+// is served.
+func TestDevicesEmbeddedBrokerTLS(t *testing.T) {
+	ca, err := pki.NewCA("devices-ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, keyPEM, err := ca.IssueServer("edge-1", []string{"edge-1.example"}, nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "mqtt.crt"), filepath.Join(dir, "mqtt.key")
+	os.WriteFile(certFile, certPEM, 0o600)
+	os.WriteFile(keyFile, keyPEM, 0o600)
+	ec := deviceEdge(t, DevicesConfig{MQTT: MQTTConfig{Addr: "127.0.0.1:0", CertFile: certFile, KeyFile: keyFile}})
+	if !strings.HasPrefix(ec.Broker.URL(), "ssl://") {
+		t.Fatalf("broker URL %s", ec.Broker.URL())
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(ca.CertPEM())
+	tc := &tls.Config{RootCAs: roots, ServerName: "edge-1.example", MinVersion: tls.VersionTLS12}
+	r := askTLS(t, ec.Broker.URL(), tc, MapperUsername, mapperSecret(t, ec), "$hw/events/device/default/thermo/twin/get",
+		`{"event_id":"g","timestamp":0}`)
+	if !strings.Contains(r, `"temperature":{"expected":{"value":"21"`) {
+		t.Fatalf("twin/get over TLS %s", r)
 	}
 }
 

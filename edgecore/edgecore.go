@@ -149,23 +149,49 @@ type DevicesConfig struct {
 }
 
 // MQTTConfig says which MQTT broker to use.
+//
+// The embedded broker (see package devices/broker) always wants
+// credentials. edgecore connects with username and password when set (the
+// broker gives them edgecore's rights), else with a random password it
+// makes at each start. A mapper connects as user MapperUsername with the
+// password in MapperPasswordFile(dataDir) (made at the first start, mode
+// 0600 in a 0700 directory, kept across restarts): it may publish reports
+// and requests and read what edgecore answers, not drive devices. An
+// external broker's users and ACLs are its operator's (for Mosquitto: a
+// password_file, and an acl_file that lets only edgecore's user write
+// $hw/events/device/+/+/twin/update/delta, .../result, .../document and
+// .../updated, and $hw/events/node/+/membership/{updated,get/result}).
 type MQTTConfig struct {
 	// Broker is "embedded" (default: edgecore runs the broker, see
 	// package broker) or "external" (a broker such as Mosquitto at URL).
 	Broker string `json:"broker,omitempty"`
 	// Addr is where the embedded broker listens (default 127.0.0.1:1883,
 	// the port KubeEdge mappers use; a non-loopback host lets devices on
-	// the network in, so set a username then).
+	// the network in: set certFile and keyFile then).
 	Addr string `json:"addr,omitempty"`
-	// URL is the external broker, tcp://host:port (default
-	// tcp://127.0.0.1:1883).
+	// URL is the external broker, tcp://host:port or ssl://host:port
+	// (default tcp://127.0.0.1:1883).
 	URL string `json:"url,omitempty"`
-	// Username and Password (or PasswordFile, a file holding it): the
-	// embedded broker then admits only these credentials, and edgecore
-	// gives them to either broker. Empty: no authentication.
+	// Username and Password (or PasswordFile, a file holding it) are
+	// edgecore's credentials on either broker. Empty with the embedded
+	// broker: a random password, made at each start; with an external
+	// one: no credentials.
 	Username     string `json:"username,omitempty"`
 	Password     string `json:"password,omitempty"`
 	PasswordFile string `json:"passwordFile,omitempty"`
+	// AllowAnonymous lets clients without credentials into the embedded
+	// broker, with a mapper's rights (default false; loopback addr only).
+	AllowAnonymous bool `json:"allowAnonymous,omitempty"`
+	// CertFile and KeyFile (PEM) make the embedded broker serve MQTT over
+	// TLS only (mappers then connect to ssl://addr, trusting the CA that
+	// issued the certificate).
+	CertFile string `json:"certFile,omitempty"`
+	KeyFile  string `json:"keyFile,omitempty"`
+	// CAFile is the CA bundle an external broker's certificate must chain
+	// to: required with an ssl:// url.
+	CAFile string `json:"caFile,omitempty"`
+	// MaxClients bounds the embedded broker's clients (default 64).
+	MaxClients int `json:"maxClients,omitempty"`
 	// ClientID is edgecore's MQTT client id (default
 	// tether-edgecore-<nodeName>).
 	ClientID string `json:"clientID,omitempty"`
@@ -300,30 +326,6 @@ func (d *DevicesConfig) validate() error {
 	if m.Broker == "" {
 		m.Broker = BrokerEmbedded
 	}
-	switch m.Broker {
-	case BrokerEmbedded:
-		if m.URL != "" {
-			return fmt.Errorf("devices.mqtt.url: only for broker %s (the embedded broker listens on devices.mqtt.addr)", BrokerExternal)
-		}
-		if m.Addr == "" {
-			m.Addr = broker.DefaultAddr
-		}
-		if _, _, err := net.SplitHostPort(m.Addr); err != nil {
-			return fmt.Errorf("devices.mqtt.addr: %q is not host:port: %w", m.Addr, err)
-		}
-	case BrokerExternal:
-		if m.Addr != "" {
-			return fmt.Errorf("devices.mqtt.addr: only for broker %s (an external broker is at devices.mqtt.url)", BrokerEmbedded)
-		}
-		if m.URL == "" {
-			m.URL = "tcp://127.0.0.1:1883"
-		}
-		if err := devicetwin.ValidateBrokerURL(m.URL); err != nil {
-			return fmt.Errorf("devices.mqtt.url: %w", err)
-		}
-	default:
-		return fmt.Errorf("devices.mqtt.broker: %q is neither %s nor %s", m.Broker, BrokerEmbedded, BrokerExternal)
-	}
 	if m.PasswordFile != "" {
 		if m.Password != "" {
 			return errors.New("devices.mqtt.passwordFile: set password or passwordFile, not both")
@@ -336,6 +338,54 @@ func (d *DevicesConfig) validate() error {
 	}
 	if m.Password != "" && m.Username == "" {
 		return errors.New("devices.mqtt.password: set without devices.mqtt.username")
+	}
+	switch m.Broker {
+	case BrokerEmbedded:
+		for field, set := range map[string]bool{"url": m.URL != "", "caFile": m.CAFile != ""} {
+			if set {
+				return fmt.Errorf("devices.mqtt.%s: only for broker %s (the embedded broker listens on devices.mqtt.addr)", field, BrokerExternal)
+			}
+		}
+		if m.Addr == "" {
+			m.Addr = broker.DefaultAddr
+		}
+		if _, _, err := net.SplitHostPort(m.Addr); err != nil {
+			return fmt.Errorf("devices.mqtt.addr: %q is not host:port: %w", m.Addr, err)
+		}
+		if m.AllowAnonymous && !broker.IsLoopback(m.Addr) {
+			return fmt.Errorf("devices.mqtt.allowAnonymous: the embedded broker listens on %s, not a loopback address: "+
+				"anyone on the network could drive readings; turn allowAnonymous off (mappers then use %s's credentials)", m.Addr, MapperUsername)
+		}
+		if m.Username == MapperUsername {
+			return fmt.Errorf("devices.mqtt.username: %q is the mappers' user", MapperUsername)
+		}
+		if m.Username != "" && m.Password == "" {
+			return errors.New("devices.mqtt.username: set without a password (the embedded broker admits no empty password)")
+		}
+		if (m.CertFile == "") != (m.KeyFile == "") {
+			return errors.New("devices.mqtt.certFile: set with keyFile, or neither")
+		}
+		if m.MaxClients < 0 {
+			return fmt.Errorf("devices.mqtt.maxClients: %d is negative", m.MaxClients)
+		}
+	case BrokerExternal:
+		for field, set := range map[string]bool{"addr": m.Addr != "", "certFile": m.CertFile != "", "keyFile": m.KeyFile != "",
+			"allowAnonymous": m.AllowAnonymous, "maxClients": m.MaxClients != 0} {
+			if set {
+				return fmt.Errorf("devices.mqtt.%s: only for broker %s (an external broker is at devices.mqtt.url, and its operator configures it)", field, BrokerEmbedded)
+			}
+		}
+		if m.URL == "" {
+			m.URL = "tcp://127.0.0.1:1883"
+		}
+		if err := devicetwin.ValidateBrokerURL(m.URL); err != nil {
+			return fmt.Errorf("devices.mqtt.url: %w", err)
+		}
+		if devicetwin.IsTLSURL(m.URL) != (m.CAFile != "") {
+			return fmt.Errorf("devices.mqtt.caFile: required with an ssl:// url and only with one (url %s)", m.URL)
+		}
+	default:
+		return fmt.Errorf("devices.mqtt.broker: %q is neither %s nor %s", m.Broker, BrokerEmbedded, BrokerExternal)
 	}
 	if d.ReportInterval.Duration < 0 {
 		return fmt.Errorf("devices.reportInterval: %s is negative", d.ReportInterval.Duration)
@@ -469,18 +519,22 @@ func New(cfg Config) (*EdgeCore, error) {
 		obs = append(obs, ec.MetaServer)
 	}
 	if d := cfg.Devices; *d.Enable {
+		m, err := mqttSetup(cfg.DataDir, cfg.NodeName, d.MQTT, log.With(slog.String("component", "broker")))
+		if err != nil {
+			closeAll()
+			return nil, err
+		}
 		url := d.MQTT.URL
-		if d.MQTT.Broker == BrokerEmbedded {
-			ec.Broker, err = broker.New(broker.Config{Addr: d.MQTT.Addr, Username: d.MQTT.Username, Password: d.MQTT.Password,
-				Logger: log.With(slog.String("component", "broker"))})
+		if m.broker != nil {
+			ec.Broker, err = broker.New(*m.broker)
 			if err != nil {
 				closeAll()
 				return nil, fmt.Errorf("devices.mqtt.addr: %w", err)
 			}
 			url = ec.Broker.URL()
 		}
-		ec.Devices, err = devicetwin.New(devicetwin.Config{NodeName: cfg.NodeName, BrokerURL: url,
-			Username: d.MQTT.Username, Password: d.MQTT.Password, ClientID: d.MQTT.ClientID,
+		ec.Devices, err = devicetwin.New(devicetwin.Config{NodeName: cfg.NodeName, BrokerURL: url, TLS: m.clientTLS,
+			Username: m.username, Password: m.password, ClientID: d.MQTT.ClientID,
 			ReportInterval: d.ReportInterval.Duration, OutboxMax: cfg.OutboxMax,
 			Logger: log.With(slog.String("component", "devicetwin"))}, db, func() { ag.OutboxChanged() })
 		if err != nil {

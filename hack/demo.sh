@@ -105,17 +105,22 @@ echo "demo: starting edgecore (log: $run/edgecore.log)"
 # 127.0.0.1:1502, and bin/modbus-mapper bridges it to the edge's device twin
 # (devices from the metaserver on 127.0.0.1:10550, MQTT on edgecore's
 # embedded broker on 127.0.0.1:1883). manifests/demo/thermostat.yaml
-# describes it.
+# describes it. The broker wants credentials: edgecore writes the mappers'
+# password at its first start into its data directory
+# ($run/edge-1/credentials/mqtt-mapper.password, user "mapper").
 bin/modbus-thermostat --addr 127.0.0.1:1502 >"$run/thermostat.log" 2>&1 &
 pids+=($!)
 # The mapper reads the metaserver with the token edgecore provisions for
-# device mappers (devices and the node only; no pods, configmaps, secrets).
+# device mappers (devices and the node only; no pods, configmaps, secrets),
+# and the broker as user "mapper" with the password edgecore wrote.
 ms_token=$run/edge-1/credentials/metaserver-devices.token
-until [[ -s $ms_token ]]; do
+mapper_pw=$run/edge-1/credentials/mqtt-mapper.password
+until [[ -s $ms_token && -s $mapper_pw ]]; do
   kill -0 "${pids[-2]}" 2>/dev/null || { tail -n 20 "$run/edgecore.log" >&2; exit 1; }
   sleep 0.2
 done
-bin/modbus-mapper --node demo-edge-1 --metaserver-token-file "$ms_token" >"$run/modbus-mapper.log" 2>&1 &
+bin/modbus-mapper --node demo-edge-1 --metaserver-token-file "$ms_token" --username mapper --password-file "$mapper_pw" \
+  >"$run/modbus-mapper.log" 2>&1 &
 pids+=($!)
 echo "demo: starting a Modbus thermostat and the Modbus mapper (logs: $run/thermostat.log, $run/modbus-mapper.log)"
 

@@ -1,15 +1,34 @@
 // Package broker is the MQTT broker edgecore embeds, so that a node needs no
 // separate Mosquitto for its devices: mochi-mqtt (MQTT 3.1, 3.1.1 and 5) on
-// one TCP listener, loopback by default.
+// one TCP listener, loopback by default, optionally with TLS.
 //
 // The default address is 127.0.0.1:1883, the port KubeEdge's mappers and
 // apps connect to (KubeEdge's edge uses an external broker there by default;
 // its own internal broker, when turned on, listens on 127.0.0.1:1884).
-// Without a username the broker lets every client in, as Mosquitto does with
-// allow_anonymous on a loopback listener; with one, a client must give that
-// username and password, and any other is refused (CONNACK "not
-// authorized" in MQTT 3.1.1, "bad user name or password" in MQTT 5). Every
-// client let in may publish and subscribe to every topic.
+//
+// Authentication: a client must give the username and password of one of
+// Config.Users; any other, and a client without a username, is refused
+// (CONNACK "not authorized" in MQTT 3.1.1, "bad user name or password" in
+// MQTT 5). Config.AllowAnonymous lets clients without a username in with
+// RoleDevice rights, on a loopback address only. A client id in use by a
+// client of another user is refused too, so that a mapper cannot take over
+// edgecore's session (MQTT hands the newcomer the old session).
+//
+// Topic rules (acl.go) depend on the user's Role: RoleEdge (edgecore) may
+// publish and subscribe under $hw/events/ and $ke/events/; RoleDevice (a
+// mapper, a device, an app) may publish the device → edge topics and
+// subscribe to the edge → device ones, and nothing else: it cannot publish a
+// twin/update/delta (which makes a mapper write a device) or a result. A
+// will message is a publish at disconnect: its topic is checked at CONNECT.
+//
+// Memory bounds: a RoleDevice or anonymous client's packets are at most
+// ClientMaxPacketBytes (the connection is closed at the first larger one,
+// before it is read); edgecore's at most EdgeMaxPacketBytes, as its
+// membership/get result lists every device with its twin. Retained messages
+// are off (a retained publish is delivered but not kept); at most
+// Config.MaxClients clients; disconnected sessions are kept at most
+// SessionExpiry, undelivered QoS 1 and 2 messages at most MessageExpiry, and
+// each client has at most 1024 of those in flight.
 //
 // New binds the address, so a port in use is an error at configuration
 // time and Addr is known before Start (port 0 picks a free port, for tests).
@@ -18,14 +37,14 @@
 package broker
 
 import (
-	"bytes"
 	"context"
-	"crypto/subtle"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"sync"
+	"time"
 
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
@@ -35,24 +54,162 @@ import (
 // DefaultAddr is where the broker listens unless told otherwise.
 const DefaultAddr = "127.0.0.1:1883"
 
-// MaxPacketBytes bounds the packets the broker accepts; a client that sends
-// a larger one is disconnected. It is far above the largest twin payload
-// the edge decodes (devices/mqtt.MaxPayloadBytes), so that an oversized
-// twin update still reaches the edge and gets an error result, and above
-// the edge's own largest message, the membership/get result listing every
-// device of the node with its twin.
-const MaxPacketBytes = 16 << 20
+// Bounds of the broker.
+const (
+	// ClientMaxPacketBytes bounds the packets of RoleDevice and anonymous
+	// clients. It is above the largest twin payload the edge decodes
+	// (devices/mqtt.MaxPayloadBytes, 64 KiB) with room for the topic, so
+	// that an oversized twin update still reaches the edge and gets an
+	// error result.
+	ClientMaxPacketBytes = 128 << 10
+	// EdgeMaxPacketBytes bounds the packets of RoleEdge clients: edgecore's
+	// membership/get result lists every device of the node with its twin
+	// (about 1 KiB a device with a few properties, so some thousands of
+	// devices).
+	EdgeMaxPacketBytes = 4 << 20
+	// DefaultMaxClients is Config.MaxClients's default: edgecore, a mapper
+	// per protocol and a few apps.
+	DefaultMaxClients = 64
+	// SessionExpiry bounds how long a disconnected client's session (its
+	// subscriptions and undelivered messages) is kept.
+	SessionExpiry = 5 * time.Minute
+	// MessageExpiry bounds how long an undelivered message is kept.
+	MessageExpiry = 5 * time.Minute
+	// maxInflight bounds the QoS 1 and 2 messages stored per client.
+	maxInflight = 1024
+	// receiveMaximum bounds the QoS 1 and 2 publishes a client may have
+	// unacknowledged (MQTT 5).
+	receiveMaximum = 256
+	// writesPending bounds the packets queued to one client; past it,
+	// messages to that client are dropped. A burst of one report from
+	// each of a thousand devices fits.
+	writesPending = 4096
+	// connectTimeout bounds the TLS handshake and the CONNECT packet.
+	connectTimeout = 10 * time.Second
+)
+
+// Role is what a user may do on the topics (see acl.go).
+type Role uint8
+
+const (
+	// RoleDevice is a mapper's, a device's or an app's: publish the device
+	// → edge topics (twin/update, twin/get, state/update, membership/get of
+	// Config.NodeName, upload, data/update), subscribe to the edge →
+	// device ones (results, delta, document, updated, membership).
+	RoleDevice Role = iota + 1
+	// RoleEdge is edgecore's: publish and subscribe anything under
+	// $hw/events/ and $ke/events/.
+	RoleEdge
+)
+
+func (r Role) String() string {
+	switch r {
+	case RoleDevice:
+		return "device"
+	case RoleEdge:
+		return "edge"
+	}
+	return fmt.Sprintf("Role(%d)", uint8(r))
+}
+
+// User is a username, its password and its role.
+type User struct {
+	Name     string
+	Password string
+	Role     Role
+}
 
 // Config configures the broker.
 type Config struct {
 	// Addr is the TCP address to listen on (default DefaultAddr).
 	Addr string
-	// Username and Password, when Username is set, are the only
-	// credentials accepted. An empty Username lets every client in.
-	Username string
-	Password string
+	// NodeName is the node whose membership topics RoleDevice clients may
+	// use; empty: any node's.
+	NodeName string
+	// Users are the credentials the broker admits. At least one is
+	// required unless AllowAnonymous is set.
+	Users []User
+	// AllowAnonymous lets clients without a username in, with RoleDevice
+	// rights (KubeEdge mappers that know no credentials). Only on a
+	// loopback Addr.
+	AllowAnonymous bool
+	// TLS, if set, is the TLS configuration of the listener (with its
+	// certificate): every client must then speak TLS. See LoadTLS.
+	TLS *tls.Config
+	// MaxClients bounds the connected clients (default
+	// DefaultMaxClients); past it, a CONNECT is answered "server
+	// unavailable". Connections that have not sent their CONNECT yet are
+	// bounded too, by twice that.
+	MaxClients int
 	// Logger receives the broker's logs (default slog.Default()).
 	Logger *slog.Logger
+}
+
+// IsLoopback reports whether the host of addr (host:port) is a loopback
+// address or localhost. An empty host (every address) is not.
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// Validate checks cfg without binding anything, and fills its defaults.
+func (cfg *Config) Validate() error {
+	if cfg.Addr == "" {
+		cfg.Addr = DefaultAddr
+	}
+	if _, _, err := net.SplitHostPort(cfg.Addr); err != nil {
+		return fmt.Errorf("addr %q: %w", cfg.Addr, err)
+	}
+	if len(cfg.Users) == 0 && !cfg.AllowAnonymous {
+		return errors.New("no users: every client would be refused (give users, or allow anonymous clients on loopback)")
+	}
+	if cfg.AllowAnonymous && !IsLoopback(cfg.Addr) {
+		return fmt.Errorf("addr %q is not a loopback address: anonymous clients are allowed only on loopback", cfg.Addr)
+	}
+	seen := map[string]bool{}
+	for _, u := range cfg.Users {
+		switch {
+		case u.Name == "":
+			return errors.New("a user without a name")
+		case u.Password == "":
+			return fmt.Errorf("user %q: empty password", u.Name)
+		case u.Role != RoleDevice && u.Role != RoleEdge:
+			return fmt.Errorf("user %q: bad role %s", u.Name, u.Role)
+		case seen[u.Name]:
+			return fmt.Errorf("user %q: given twice", u.Name)
+		}
+		seen[u.Name] = true
+	}
+	if cfg.TLS != nil && len(cfg.TLS.Certificates) == 0 && cfg.TLS.GetCertificate == nil {
+		return errors.New("tls: no certificate")
+	}
+	if cfg.MaxClients == 0 {
+		cfg.MaxClients = DefaultMaxClients
+	}
+	if cfg.MaxClients < 0 {
+		return fmt.Errorf("maxClients: %d is negative", cfg.MaxClients)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return nil
+}
+
+// LoadTLS is a server TLS configuration (TLS 1.2 and up) serving the
+// certificate and key of PEM files.
+func LoadTLS(certFile, keyFile string) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("tls: %w", err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
 }
 
 // Broker is an embedded MQTT broker.
@@ -67,24 +224,27 @@ type Broker struct {
 // New checks cfg and binds the listening address. Call Start to serve, or
 // Close to release the address without serving.
 func New(cfg Config) (*Broker, error) {
-	if cfg.Addr == "" {
-		cfg.Addr = DefaultAddr
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
 	}
-	if _, _, err := net.SplitHostPort(cfg.Addr); err != nil {
-		return nil, fmt.Errorf("broker: addr %q: %w", cfg.Addr, err)
-	}
-	if cfg.Username == "" && cfg.Password != "" {
-		return nil, errors.New("broker: a password without a username")
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
+	if !IsLoopback(cfg.Addr) && cfg.TLS == nil {
+		cfg.Logger.Warn("mqtt broker listens beyond loopback without TLS: passwords cross the network in clear",
+			slog.String("addr", cfg.Addr))
 	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
 	caps := mochi.NewDefaultServerCapabilities()
-	caps.MaximumPacketSize = MaxPacketBytes
+	caps.MaximumPacketSize = EdgeMaxPacketBytes // the smaller per-client bound is the listener's
+	caps.MaximumClients = int64(cfg.MaxClients)
+	caps.RetainAvailable = 0
+	caps.SharedSubAvailable = 0 // nothing here needs them
+	caps.MaximumSessionExpiryInterval = uint32(SessionExpiry / time.Second)
+	caps.MaximumMessageExpiryInterval = int64(MessageExpiry / time.Second)
+	caps.MaximumInflight = maxInflight
+	caps.ReceiveMaximum = receiveMaximum
+	caps.MaximumClientWritesPending = writesPending
 	server := mochi.New(&mochi.Options{
 		Capabilities: caps,
 		Logger:       cfg.Logger,
@@ -93,12 +253,12 @@ func New(cfg Config) (*Broker, error) {
 		SysTopicResendInterval: 60,
 	})
 	b := &Broker{cfg: cfg, ln: ln, server: server}
-	hook := &authHook{username: []byte(cfg.Username), password: []byte(cfg.Password)}
+	hook := newAuthHook(cfg, server)
 	if err := server.AddHook(hook, nil); err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("broker: auth hook: %w", err)
 	}
-	if err := server.AddListener(&listener{ln: ln}); err != nil {
+	if err := server.AddListener(&listener{ln: ln, tls: cfg.TLS, maxConns: 2 * cfg.MaxClients}); err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("broker: %w", err)
 	}
@@ -109,8 +269,14 @@ func New(cfg Config) (*Broker, error) {
 // Config.Addr had port 0).
 func (b *Broker) Addr() string { return b.ln.Addr().String() }
 
-// URL is the address as an MQTT client URL, tcp://host:port.
-func (b *Broker) URL() string { return "tcp://" + b.Addr() }
+// URL is the address as an MQTT client URL: tcp://host:port, or
+// ssl://host:port with TLS.
+func (b *Broker) URL() string {
+	if b.cfg.TLS != nil {
+		return "ssl://" + b.Addr()
+	}
+	return "tcp://" + b.Addr()
+}
 
 // Start serves clients until ctx ends, then disconnects them, closes the
 // listener and returns nil.
@@ -119,8 +285,8 @@ func (b *Broker) Start(ctx context.Context) error {
 		b.Close()
 		return fmt.Errorf("broker: %w", err)
 	}
-	b.cfg.Logger.Info("mqtt broker listening", slog.String("addr", b.Addr()),
-		slog.Bool("auth", b.cfg.Username != ""))
+	b.cfg.Logger.Info("mqtt broker listening", slog.String("addr", b.Addr()), slog.Int("users", len(b.cfg.Users)),
+		slog.Bool("anonymous", b.cfg.AllowAnonymous), slog.Bool("tls", b.cfg.TLS != nil))
 	<-ctx.Done()
 	b.Close()
 	return nil
@@ -137,12 +303,17 @@ func (b *Broker) Close() {
 	})
 }
 
-// listener serves mochi from a net.Listener that New opened.
+// listener serves mochi from a net.Listener that New opened: it bounds the
+// connections, wraps each in TLS if configured and in a limitConn, and gives
+// the handshake and CONNECT connectTimeout (mochi sets its own deadlines
+// from the keepalive after CONNECT).
 type listener struct {
-	ln  net.Listener
-	log *slog.Logger
+	ln       net.Listener
+	tls      *tls.Config
+	maxConns int
+	log      *slog.Logger
 
-	mu     sync.Mutex
+	mu     sync.Mutex // guards closed and conns
 	closed bool
 	conns  map[net.Conn]struct{}
 	wg     sync.WaitGroup
@@ -159,31 +330,47 @@ func (l *listener) Init(log *slog.Logger) error {
 
 func (l *listener) Serve(establish listeners.EstablishFn) {
 	for {
-		conn, err := l.ln.Accept()
+		raw, err := l.ln.Accept()
 		if err != nil {
 			return // closed
 		}
 		l.mu.Lock()
 		if l.closed {
 			l.mu.Unlock()
-			conn.Close()
+			raw.Close()
 			return
+		}
+		if len(l.conns) >= l.maxConns {
+			l.mu.Unlock()
+			l.log.Warn("mqtt connection refused: too many connections", slog.String("remote", raw.RemoteAddr().String()),
+				slog.Int("max", l.maxConns))
+			raw.Close()
+			continue
 		}
 		if l.conns == nil {
 			l.conns = make(map[net.Conn]struct{})
 		}
-		l.conns[conn] = struct{}{}
+		l.conns[raw] = struct{}{}
 		l.wg.Add(1)
 		l.mu.Unlock()
 		go func() {
 			defer l.wg.Done()
 			defer func() {
 				l.mu.Lock()
-				delete(l.conns, conn)
+				delete(l.conns, raw)
 				l.mu.Unlock()
 			}()
-			if err := establish(l.ID(), conn); err != nil && !isClosing(err) {
-				l.log.Debug("mqtt client ended", slog.String("remote", conn.RemoteAddr().String()), slog.Any("err", err))
+			raw.SetDeadline(time.Now().Add(connectTimeout))
+			conn := raw
+			if l.tls != nil {
+				conn = tls.Server(raw, l.tls)
+			}
+			lc := newLimitConn(conn, ClientMaxPacketBytes)
+			err := establish(l.ID(), lc)
+			if tl := lc.tooLarge(); tl != nil {
+				l.log.Warn("mqtt client disconnected", slog.String("remote", raw.RemoteAddr().String()), slog.Any("err", tl))
+			} else if err != nil && !isClosing(err) {
+				l.log.Debug("mqtt client ended", slog.String("remote", raw.RemoteAddr().String()), slog.Any("err", err))
 			}
 		}()
 	}
@@ -214,32 +401,3 @@ func (l *listener) Close(listeners.CloseFn) {
 	}
 	l.wg.Wait()
 }
-
-// authHook lets a client in when no username is configured, or when it
-// gives the configured username and password; it allows every topic.
-type authHook struct {
-	mochi.HookBase
-	username, password []byte
-}
-
-func (h *authHook) ID() string { return "tether-auth" }
-
-func (h *authHook) Provides(b byte) bool {
-	return b == mochi.OnConnectAuthenticate || b == mochi.OnACLCheck
-}
-
-func (h *authHook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bool {
-	if len(h.username) == 0 {
-		return true
-	}
-	userOK := subtle.ConstantTimeCompare(pk.Connect.Username, h.username) == 1
-	passOK := subtle.ConstantTimeCompare(pk.Connect.Password, h.password) == 1
-	if !userOK || !passOK {
-		h.Log.Warn("mqtt client refused: bad username or password", slog.String("client", cl.ID),
-			slog.String("username", string(bytes.ToValidUTF8(pk.Connect.Username, []byte("?")))))
-		return false
-	}
-	return true
-}
-
-func (h *authHook) OnACLCheck(*mochi.Client, string, bool) bool { return true }

@@ -2,25 +2,42 @@ package broker
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/tether-edge/tether/pki"
 )
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-// start runs a broker on a free loopback port until the test ends.
+// The users of the brokers of these tests.
+var (
+	edgeUser   = User{Name: "edgecore", Password: "edge-s3cret", Role: RoleEdge}
+	mapperUser = User{Name: "mapper", Password: "mapper-s3cret", Role: RoleDevice}
+)
+
+// start runs a broker on a free loopback port until the test ends; without
+// users and anonymous clients, with edgeUser and mapperUser.
 func start(t *testing.T, cfg Config) *Broker {
 	t.Helper()
 	if cfg.Addr == "" {
 		cfg.Addr = "127.0.0.1:0"
+	}
+	if cfg.Users == nil && !cfg.AllowAnonymous {
+		cfg.Users = []User{edgeUser, mapperUser}
 	}
 	cfg.Logger = quiet()
 	b, err := New(cfg)
@@ -39,11 +56,28 @@ func start(t *testing.T, cfg Config) *Broker {
 	return b
 }
 
-func connect(t *testing.T, url, id, user, pass string) (paho.Client, error) {
+// client is a connected paho client and whether its connection was lost.
+type client struct {
+	paho.Client
+	lost chan struct{}
+}
+
+func options(url, id string, u User) *paho.ClientOptions {
+	return paho.NewClientOptions().AddBroker(url).SetClientID(id).SetUsername(u.Name).SetPassword(u.Password).
+		SetAutoReconnect(false).SetConnectTimeout(10 * time.Second).SetProtocolVersion(4)
+}
+
+func connect(t *testing.T, url, id string, u User) (*client, error) {
 	t.Helper()
-	o := paho.NewClientOptions().AddBroker(url).SetClientID(id).SetUsername(user).SetPassword(pass).
-		SetAutoReconnect(false).SetConnectTimeout(10 * time.Second)
-	c := paho.NewClient(o)
+	return connectWith(t, options(url, id, u))
+}
+
+func connectWith(t *testing.T, o *paho.ClientOptions) (*client, error) {
+	t.Helper()
+	c := &client{lost: make(chan struct{})}
+	var once sync.Once
+	o.SetConnectionLostHandler(func(paho.Client, error) { once.Do(func() { close(c.lost) }) })
+	c.Client = paho.NewClient(o)
 	tok := c.Connect()
 	if !tok.WaitTimeout(20 * time.Second) {
 		return nil, errors.New("connect timed out")
@@ -55,78 +89,351 @@ func connect(t *testing.T, url, id, user, pass string) (paho.Client, error) {
 	return c, nil
 }
 
+func mustConnect(t *testing.T, url, id string, u User) *client {
+	t.Helper()
+	c, err := connect(t, url, id, u)
+	if err != nil {
+		t.Fatalf("connect %s as %q: %v", id, u.Name, err)
+	}
+	return c
+}
+
+// subscribe subscribes c to filter, sending every message to the channel
+// it returns; it fails the test if the broker refuses.
+func subscribe(t *testing.T, c *client, filter string) chan paho.Message {
+	t.Helper()
+	got := make(chan paho.Message, 100)
+	if code := trySubscribe(t, c, filter, func(_ paho.Client, m paho.Message) { got <- m }); code > 2 {
+		t.Fatalf("subscribe %s: refused (code %#x)", filter, code)
+	}
+	return got
+}
+
+// trySubscribe returns the SUBACK code of filter (0 to 2: granted QoS;
+// 0x80: refused).
+func trySubscribe(t *testing.T, c *client, filter string, h paho.MessageHandler) byte {
+	t.Helper()
+	tok := c.Subscribe(filter, 1, h)
+	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe %s: %v", filter, tok.Error())
+	}
+	res := tok.(*paho.SubscribeToken).Result()
+	if len(res) != 1 {
+		t.Fatalf("subscribe %s: results %v", filter, res)
+	}
+	for _, code := range res { // keyed by the filter, without a $share/ prefix
+		return code
+	}
+	return 0
+}
+
+func publish(c *client, topic string, qos byte, retain bool, payload any) error {
+	tok := c.Publish(topic, qos, retain, payload)
+	if !tok.WaitTimeout(10 * time.Second) {
+		return errors.New("publish timed out")
+	}
+	return tok.Error()
+}
+
+// none fails the test if a message arrives on got within d.
+func none(t *testing.T, got chan paho.Message, d time.Duration) {
+	t.Helper()
+	select {
+	case m := <-got:
+		t.Fatalf("delivered: %s %.80q", m.Topic(), m.Payload())
+	case <-time.After(d):
+	}
+}
+
 func TestPublishSubscribe(t *testing.T) {
 	b := start(t, Config{})
 	if !strings.HasPrefix(b.Addr(), "127.0.0.1:") || b.URL() != "tcp://"+b.Addr() {
 		t.Fatalf("Addr %q URL %q", b.Addr(), b.URL())
 	}
-	sub, err := connect(t, b.URL(), "sub", "", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := make(chan string, 1)
-	tok := sub.Subscribe("$hw/events/device/+/+/twin/+", 1, func(_ paho.Client, m paho.Message) {
-		got <- m.Topic() + " " + string(m.Payload())
-	})
-	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatalf("subscribe: %v", tok.Error())
-	}
-	pub, err := connect(t, b.URL(), "pub", "", "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	edge := mustConnect(t, b.URL(), "edge", edgeUser)
+	got := subscribe(t, edge, "$hw/events/device/+/+/twin/+")
+	mapper := mustConnect(t, b.URL(), "mapper", mapperUser)
+	deltas := subscribe(t, mapper, "$hw/events/device/+/+/twin/update/delta")
 	// A payload above the twin decoder's limit still goes through: the
 	// edge must see it to answer it with an error result.
 	big := strings.Repeat("x", 100<<10)
-	if tok := pub.Publish("$hw/events/device/ns/d/twin/update", 1, false, big); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatalf("publish: %v", tok.Error())
+	if err := publish(mapper, "$hw/events/device/ns/d/twin/update", 1, false, big); err != nil {
+		t.Fatal(err)
 	}
 	select {
 	case m := <-got:
-		if m != "$hw/events/device/ns/d/twin/update "+big {
-			t.Fatalf("got %.80q...", m)
+		if m.Topic() != "$hw/events/device/ns/d/twin/update" || string(m.Payload()) != big {
+			t.Fatalf("got %s %.80q...", m.Topic(), m.Payload())
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("no message")
 	}
+	// edgecore's own messages may be larger (membership with every
+	// device): 1 MiB reaches the mapper.
+	huge := strings.Repeat("y", 1<<20)
+	if err := publish(edge, "$hw/events/device/ns/d/twin/update/delta", 1, false, huge); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-deltas:
+		if len(m.Payload()) != len(huge) {
+			t.Fatalf("delta of %d bytes", len(m.Payload()))
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no delta")
+	}
 }
 
+// TestCredentials: an anonymous CONNECT, a wrong password, an unknown user
+// and another user's password are refused.
 func TestCredentials(t *testing.T) {
-	b := start(t, Config{Username: "edge", Password: "s3cret"})
-	if _, err := connect(t, b.URL(), "good", "edge", "s3cret"); err != nil {
-		t.Fatalf("good credentials refused: %v", err)
-	}
-	for _, c := range []struct{ user, pass string }{{"", ""}, {"edge", "wrong"}, {"other", "s3cret"}, {"edge", ""}} {
-		if _, err := connect(t, b.URL(), "bad", c.user, c.pass); err == nil {
-			t.Errorf("user %q password %q let in", c.user, c.pass)
+	b := start(t, Config{})
+	mustConnect(t, b.URL(), "good", mapperUser)
+	for _, u := range []User{{}, {Name: "mapper", Password: "wrong"}, {Name: "other", Password: "mapper-s3cret"},
+		{Name: "mapper"}, {Name: "mapper", Password: edgeUser.Password}, {Password: "mapper-s3cret"}} {
+		if _, err := connect(t, b.URL(), "bad", u); err == nil {
+			t.Errorf("user %q password %q let in", u.Name, u.Password)
 		} else if !strings.Contains(err.Error(), "not Authorized") {
 			// MQTT 3.1.1 has one return code for both (5, not authorized).
-			t.Errorf("user %q password %q: %v, want not authorized", c.user, c.pass, err)
+			t.Errorf("user %q password %q: %v, want not authorized", u.Name, u.Password, err)
 		}
 	}
 }
 
+// TestAnonymous: with AllowAnonymous, a client without a username has the
+// rights of RoleDevice, not more.
+func TestAnonymous(t *testing.T) {
+	b := start(t, Config{AllowAnonymous: true, NodeName: "n1"})
+	c := mustConnect(t, b.URL(), "anon", User{})
+	if code := trySubscribe(t, c, "$hw/events/device/+/+/twin/update/delta", nil); code != 1 {
+		t.Errorf("anonymous subscribe to deltas: code %#x", code)
+	}
+	if code := trySubscribe(t, c, "$hw/events/#", nil); code != 0x80 {
+		t.Errorf("anonymous subscribe to everything: code %#x, want refused", code)
+	}
+}
+
+// TestTopicRules: a mapper cannot drive a device (publish a delta), forge
+// results, read other topic trees, nor do it through a will; edgecore can.
+func TestTopicRules(t *testing.T) {
+	b := start(t, Config{NodeName: "n1"})
+	edge := mustConnect(t, b.URL(), "edge", edgeUser)
+	spy := subscribe(t, edge, "$hw/events/#")
+	victim := mustConnect(t, b.URL(), "victim", mapperUser)
+	deltas := subscribe(t, victim, "$hw/events/device/+/+/twin/update/delta")
+
+	mapper := mustConnect(t, b.URL(), "mapper", mapperUser)
+	for _, f := range []string{"#", "$hw/events/#", "$hw/events/device/+/+/twin/+", "$hw/events/device/+/+/twin/update",
+		"$hw/events/device/ns/d/#", "$hw/events/node/n2/membership/get/result", "$hw/events/node/+/membership/get",
+		"$SYS/#", "$ke/events/device/+/+/data/update", "$hw/events/upload/#", "other/topic", "$share/g/$hw/events/#"} {
+		if code := trySubscribe(t, mapper, f, nil); code != 0x80 {
+			t.Errorf("mapper subscribe %q: code %#x, want 0x80 (refused)", f, code)
+		}
+	}
+	for _, f := range []string{"$hw/events/device/+/+/twin/update/delta", "$hw/events/device/ns/d/twin/get/result",
+		"$hw/events/node/n1/membership/updated", "$hw/events/node/+/membership/get/result"} {
+		if code := trySubscribe(t, mapper, f, nil); code > 2 {
+			t.Errorf("mapper subscribe %q: refused", f)
+		}
+	}
+
+	// QoS 0: dropped silently. QoS 1 in MQTT 3.1.1: the client is
+	// disconnected (there is no negative PUBACK before MQTT 5).
+	if err := publish(mapper, "$hw/events/device/ns/d/twin/update/delta", 0, false, `{"delta":{"temperature":"99"}}`); err != nil {
+		t.Fatal(err)
+	}
+	forger := mustConnect(t, b.URL(), "forger", mapperUser)
+	publish(forger, "$hw/events/device/ns/d/twin/update/result", 1, false, `{"code":0}`)
+	select {
+	case <-forger.lost:
+	case <-time.After(20 * time.Second):
+		t.Error("a mapper publishing a result (QoS 1) stayed connected")
+	}
+	none(t, deltas, 500*time.Millisecond)
+	none(t, spy, 0)
+
+	// A will is a publish at disconnect: refused at CONNECT.
+	o := options(b.URL(), "willer", mapperUser).SetWill("$hw/events/device/ns/d/twin/update/delta", `{"delta":{"t":"99"}}`, 1, false)
+	if _, err := connectWith(t, o); err == nil || !strings.Contains(err.Error(), "not Authorized") {
+		t.Errorf("a mapper with a delta will: %v, want not authorized", err)
+	}
+
+	// What a mapper may publish reaches the edge.
+	if err := publish(mapper, "$hw/events/device/ns/d/twin/update", 1, false, "report"); err != nil {
+		t.Fatal(err)
+	}
+	if m := <-spy; m.Topic() != "$hw/events/device/ns/d/twin/update" {
+		t.Fatalf("edge got %s", m.Topic())
+	}
+	// Only edgecore drives devices.
+	if err := publish(edge, "$hw/events/device/ns/d/twin/update/delta", 1, false, "delta"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-deltas:
+	case <-time.After(20 * time.Second):
+		t.Fatal("edgecore's delta not delivered")
+	}
+}
+
+// TestClientIDTakeover: a mapper connecting with edgecore's client id is
+// refused and edgecore stays connected.
+func TestClientIDTakeover(t *testing.T) {
+	b := start(t, Config{})
+	edge := mustConnect(t, b.URL(), "tether-edgecore-n1", edgeUser)
+	if _, err := connect(t, b.URL(), "tether-edgecore-n1", mapperUser); err == nil {
+		t.Fatal("a mapper took edgecore's client id")
+	}
+	select {
+	case <-edge.lost:
+		t.Fatal("edgecore lost its connection")
+	case <-time.After(300 * time.Millisecond):
+	}
+	// The same user may replace its own session (a reconnect).
+	mustConnect(t, b.URL(), "m", mapperUser)
+	mustConnect(t, b.URL(), "m", mapperUser)
+}
+
+// TestPacketAndRetainBounds: the audit's 40 retained messages of 8 MiB are
+// refused at the packet bound (ClientMaxPacketBytes, 128 KiB) and the heap
+// does not grow; a small retained message is delivered but not kept.
+func TestPacketAndRetainBounds(t *testing.T) {
+	b := start(t, Config{})
+	edge := mustConnect(t, b.URL(), "edge", edgeUser)
+	got := subscribe(t, edge, "$hw/events/#")
+	heap := func() uint64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	payload := make([]byte, 8<<20)
+	before := heap()
+	for i := range 40 {
+		c := mustConnect(t, b.URL(), "flood", mapperUser)
+		c.Publish("$hw/events/device/ns/d/twin/update", 1, true, payload)
+		select {
+		case <-c.lost:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("message %d: the client stayed connected", i)
+		}
+		c.Disconnect(0)
+	}
+	after := heap()
+	t.Logf("heap before %d KiB, after 40 x 8 MiB: %d KiB", before>>10, after>>10)
+	if after > before+32<<20 {
+		t.Errorf("heap grew from %d to %d KiB", before>>10, after>>10)
+	}
+	none(t, got, 0)
+
+	c := mustConnect(t, b.URL(), "retainer", mapperUser)
+	if err := publish(c, "$hw/events/device/ns/d/twin/update", 1, true, "kept?"); err != nil {
+		t.Fatal(err)
+	}
+	<-got // delivered to the current subscriber
+	late := mustConnect(t, b.URL(), "late", edgeUser)
+	none(t, subscribe(t, late, "$hw/events/#"), 500*time.Millisecond)
+}
+
+// TestMaxClients: past MaxClients, a CONNECT is refused.
+func TestMaxClients(t *testing.T) {
+	b := start(t, Config{MaxClients: 2})
+	mustConnect(t, b.URL(), "c1", mapperUser)
+	mustConnect(t, b.URL(), "c2", mapperUser)
+	if _, err := connect(t, b.URL(), "c3", mapperUser); err == nil || !strings.Contains(err.Error(), "server Unavailable") {
+		t.Fatalf("third client: %v, want server unavailable", err)
+	}
+}
+
+// TestTLS: with a certificate from package pki, a TLS client verifying it
+// connects and a plain one is refused on the same port.
+func TestTLS(t *testing.T) {
+	ca, err := pki.NewCA("test-ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, keyPEM, err := ca.IssueServer("broker", []string{"localhost"}, []net.IP{net.ParseIP("127.0.0.1")}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	for f, b := range map[string][]byte{certFile: certPEM, keyFile: keyPEM} {
+		if err := os.WriteFile(f, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tc, err := LoadTLS(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := start(t, Config{TLS: tc})
+	if !strings.HasPrefix(b.URL(), "ssl://") {
+		t.Fatalf("URL %s", b.URL())
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(ca.CertPEM())
+	c, err := connectWith(t, options(b.URL(), "tls", mapperUser).SetTLSConfig(&tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}))
+	if err != nil {
+		t.Fatalf("TLS client: %v", err)
+	}
+	if code := trySubscribe(t, c, "$hw/events/device/+/+/twin/update/delta", nil); code != 1 {
+		t.Fatalf("subscribe over TLS: %#x", code)
+	}
+	if _, err := connect(t, "tcp://"+b.Addr(), "plain", mapperUser); err == nil {
+		t.Fatal("a plain client connected to the TLS port")
+	}
+	other, _ := pki.NewCA("other")
+	otherRoots := x509.NewCertPool()
+	otherRoots.AppendCertsFromPEM(other.CertPEM())
+	if _, err := connectWith(t, options(b.URL(), "mitm", mapperUser).SetTLSConfig(&tls.Config{RootCAs: otherRoots})); err == nil {
+		t.Fatal("a client trusting another CA connected")
+	}
+}
+
 func TestConfigErrors(t *testing.T) {
-	b, err := New(Config{Addr: "127.0.0.1:0", Logger: quiet()})
+	users := []User{mapperUser}
+	b, err := New(Config{Addr: "127.0.0.1:0", Users: users, Logger: quiet()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	if _, err := New(Config{Addr: b.Addr(), Logger: quiet()}); err == nil || !strings.Contains(err.Error(), "address already in use") {
-		t.Errorf("second broker on %s: %v, want address already in use", b.Addr(), err)
+	for _, c := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{Addr: b.Addr(), Users: users}, "address already in use"},
+		{Config{Addr: "localhost", Users: users}, `addr "localhost"`},
+		{Config{Addr: "127.0.0.1:0"}, "no users"},
+		{Config{Addr: "0.0.0.0:0", AllowAnonymous: true}, "anonymous clients are allowed only on loopback"},
+		{Config{Addr: ":0", AllowAnonymous: true, Users: users}, "only on loopback"},
+		{Config{Addr: "127.0.0.1:0", Users: []User{{Name: "u", Role: RoleDevice}}}, "empty password"},
+		{Config{Addr: "127.0.0.1:0", Users: []User{{Name: "u", Password: "p"}}}, "bad role"},
+		{Config{Addr: "127.0.0.1:0", Users: []User{mapperUser, mapperUser}}, "given twice"},
+		{Config{Addr: "127.0.0.1:0", Users: users, MaxClients: -1}, "negative"},
+		{Config{Addr: "127.0.0.1:0", Users: users, TLS: &tls.Config{}}, "no certificate"},
+	} {
+		c.cfg.Logger = quiet()
+		if b, err := New(c.cfg); err == nil || !strings.Contains(err.Error(), c.want) {
+			if err == nil {
+				b.Close()
+			}
+			t.Errorf("%+v: %v, want %q", c.cfg, err, c.want)
+		}
 	}
-	if _, err := New(Config{Addr: "localhost", Logger: quiet()}); err == nil || !strings.Contains(err.Error(), `addr "localhost"`) {
-		t.Errorf("addr without port: %v", err)
-	}
-	if _, err := New(Config{Addr: "127.0.0.1:0", Password: "x", Logger: quiet()}); err == nil || !strings.Contains(err.Error(), "password without a username") {
-		t.Errorf("password alone: %v", err)
+	// Beyond loopback with users: allowed (with a warning without TLS).
+	if b, err := New(Config{Addr: "0.0.0.0:0", Users: users, Logger: quiet()}); err != nil {
+		t.Errorf("0.0.0.0 with users: %v", err)
+	} else {
+		b.Close()
 	}
 }
 
 // TestShutdown checks that the end of Start disconnects clients and frees
 // the address, and that Close without Start frees it too.
 func TestShutdown(t *testing.T) {
-	b, err := New(Config{Addr: "127.0.0.1:0", Logger: quiet()})
+	users := []User{mapperUser}
+	b, err := New(Config{Addr: "127.0.0.1:0", Users: users, Logger: quiet()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,28 +442,16 @@ func TestShutdown(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- b.Start(ctx) }()
 
-	var mu sync.Mutex
-	lost := make(chan struct{})
-	o := paho.NewClientOptions().AddBroker(b.URL()).SetClientID("c").SetAutoReconnect(false).
-		SetConnectionLostHandler(func(paho.Client, error) {
-			mu.Lock()
-			defer mu.Unlock()
-			select {
-			case <-lost:
-			default:
-				close(lost)
-			}
-		})
-	c := paho.NewClient(o)
-	if tok := c.Connect(); !tok.WaitTimeout(20*time.Second) || tok.Error() != nil {
-		t.Fatalf("connect: %v", tok.Error())
+	c, err := connect(t, b.URL(), "c", mapperUser)
+	if err != nil {
+		t.Fatal(err)
 	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case <-lost:
+	case <-c.lost:
 	case <-time.After(20 * time.Second):
 		t.Fatal("client still connected after the broker stopped")
 	}
@@ -166,7 +461,7 @@ func TestShutdown(t *testing.T) {
 	}
 	ln.Close()
 
-	b2, err := New(Config{Addr: addr, Logger: quiet()})
+	b2, err := New(Config{Addr: addr, Users: users, Logger: quiet()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package mapper
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -39,8 +40,12 @@ type Config struct {
 	// is picked up.
 	MetaserverTokenFile string
 	// BrokerURL is the MQTT broker the edge's twin uses, tcp://host:port
-	// (mqtt:// is the same; default DefaultBrokerURL).
+	// (mqtt:// is the same; default DefaultBrokerURL), or ssl://host:port
+	// (mqtts:// is the same) for MQTT over TLS.
 	BrokerURL string
+	// TLS is the client TLS configuration (the CA to trust) of an ssl://
+	// BrokerURL: required with one, refused without.
+	TLS *tls.Config
 	// Username and Password, when Username is set, are sent to the broker.
 	Username string
 	Password string
@@ -81,6 +86,9 @@ func (c *Config) validate() error {
 	if err := validateBrokerURL(c.BrokerURL); err != nil {
 		return fmt.Errorf("mapper: brokerURL: %w", err)
 	}
+	if u, _ := url.Parse(c.BrokerURL); (u.Scheme == "ssl" || u.Scheme == "mqtts") != (c.TLS != nil) {
+		return fmt.Errorf("mapper: brokerURL %q: a TLS configuration (CA file) is required with ssl:// and refused with tcp://", c.BrokerURL)
+	}
 	if c.Username == "" && c.Password != "" {
 		return errors.New("mapper: password: set without a username")
 	}
@@ -108,14 +116,17 @@ func (c *Config) validate() error {
 	return nil
 }
 
-// validateBrokerURL checks tcp://host:port or mqtt://host:port.
+// validateBrokerURL checks tcp://host:port or mqtt://host:port, or with
+// TLS ssl://host:port or mqtts://host:port.
 func validateBrokerURL(s string) error {
 	u, err := url.Parse(s)
 	if err != nil {
 		return fmt.Errorf("%q is not a URL like tcp://127.0.0.1:1883", s)
 	}
-	if u.Scheme != "tcp" && u.Scheme != "mqtt" {
-		return fmt.Errorf("%q: scheme %q, want tcp or mqtt", s, u.Scheme)
+	switch u.Scheme {
+	case "tcp", "mqtt", "ssl", "mqtts":
+	default:
+		return fmt.Errorf("%q: scheme %q, want tcp, mqtt, ssl or mqtts", s, u.Scheme)
 	}
 	if u.Hostname() == "" || u.Port() == "" {
 		return fmt.Errorf("%q: want host and port", s)

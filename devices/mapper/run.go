@@ -104,6 +104,9 @@ func (m *Mapper) mqttOptions(ctx context.Context) *paho.ClientOptions {
 	if m.cfg.Username != "" {
 		opts.SetUsername(m.cfg.Username).SetPassword(m.cfg.Password)
 	}
+	if m.cfg.TLS != nil {
+		opts.SetTLSConfig(m.cfg.TLS)
+	}
 	opts.SetConnectionLostHandler(func(_ paho.Client, err error) {
 		m.log.Warn("mqtt connection lost", slog.Any("err", err))
 	})

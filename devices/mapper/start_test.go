@@ -61,7 +61,10 @@ func startEdge(t testing.TB, brokerURL string) *edge {
 	})
 	<-ms.Ready()
 	if brokerURL == "" {
-		b, err := broker.New(broker.Config{Addr: "127.0.0.1:0", Logger: testLogger()})
+		b, err := broker.New(broker.Config{Addr: "127.0.0.1:0", Logger: testLogger(), Users: []broker.User{
+			{Name: watcherUser, Password: watcherPass, Role: broker.RoleEdge},
+			{Name: mapperUser, Password: mapperPass, Role: broker.RoleDevice},
+		}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -76,6 +79,15 @@ func startEdge(t testing.TB, brokerURL string) *edge {
 	return &edge{db: db, ms: ms, rvs: map[string]int{}, mqtt: brokerURL,
 		tokenFile: metaserver.TokenFile(creds, metaserver.DevicesClient)}
 }
+
+// The users of the embedded broker of startEdge: the mapper has a mapper's
+// rights (broker.RoleDevice), the watcher plays the edge.
+const (
+	mapperUser  = "mapper"
+	mapperPass  = "mapper-s3cret"
+	watcherUser = "edge"
+	watcherPass = "edge-s3cret"
+)
 
 // put stores device resources as the edge agent does (JSON data, a new
 // resourceVersion each time) and tells the metaserver.
@@ -116,7 +128,7 @@ func (e *edge) put(t testing.TB, objs ...interface {
 func (e *edge) startMapper(t testing.TB) {
 	t.Helper()
 	m, err := New(Config{NodeName: "edge-1", Metaserver: "http://" + e.ms.Addr(), MetaserverTokenFile: e.tokenFile, BrokerURL: e.mqtt,
-		CollectCycle: 100 * time.Millisecond, Logger: testLogger()})
+		Username: mapperUser, Password: mapperPass, CollectCycle: 100 * time.Millisecond, Logger: testLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +153,8 @@ type watcher struct {
 func newWatcher(t testing.TB, brokerURL string) *watcher {
 	t.Helper()
 	w := &watcher{recorder: newRecorder()}
-	w.c = paho.NewClient(paho.NewClientOptions().AddBroker(brokerURL).SetClientID("test-watcher-" + t.Name()))
+	w.c = paho.NewClient(paho.NewClientOptions().AddBroker(brokerURL).SetClientID("test-watcher-" + t.Name()).
+		SetUsername(watcherUser).SetPassword(watcherPass))
 	if tok := w.c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		t.Fatalf("connect: %v", tok.Error())
 	}

@@ -40,7 +40,7 @@ func benchTwinUpdates(b *testing.B, devices, window int) {
 
 	var answered, failed atomic.Int64
 	slots := make(chan struct{}, window)
-	c := paho.NewClient(paho.NewClientOptions().AddBroker(br.URL()).SetClientID("bench"))
+	c := paho.NewClient(paho.NewClientOptions().AddBroker(br.URL()).SetClientID("bench").SetUsername(testUser).SetPassword(testPass))
 	if tok := c.Connect(); !tok.WaitTimeout(wait) || tok.Error() != nil {
 		b.Fatal(tok.Error())
 	}

@@ -63,6 +63,7 @@ package devicetwin
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -82,8 +83,12 @@ import (
 type Config struct {
 	// NodeName is the node's name: the <node> of the membership topics.
 	NodeName string
-	// BrokerURL is the MQTT broker, tcp://host:port (mqtt:// is the same).
+	// BrokerURL is the MQTT broker, tcp://host:port (mqtt:// is the same),
+	// or ssl://host:port (mqtts:// is the same) for MQTT over TLS.
 	BrokerURL string
+	// TLS is the client TLS configuration of an ssl:// BrokerURL (which
+	// CA or certificate to trust); required with one, refused without.
+	TLS *tls.Config
 	// Username and Password, if Username is set, are sent to the broker.
 	Username string
 	Password string
@@ -113,6 +118,9 @@ func (c *Config) validate() error {
 	}
 	if err := ValidateBrokerURL(c.BrokerURL); err != nil {
 		return fmt.Errorf("devicetwin: %w", err)
+	}
+	if IsTLSURL(c.BrokerURL) != (c.TLS != nil) {
+		return fmt.Errorf("devicetwin: broker url %q: a TLS configuration is required with ssl:// and refused with tcp://", c.BrokerURL)
 	}
 	if c.Username == "" && c.Password != "" {
 		return errors.New("devicetwin: a password without a username")
@@ -146,14 +154,17 @@ func (c *Config) validate() error {
 }
 
 // ValidateBrokerURL checks an MQTT broker URL: tcp://host:port or
-// mqtt://host:port, with a port and nothing after it.
+// mqtt://host:port, or ssl://host:port or mqtts://host:port (TLS), with a
+// port and nothing after it.
 func ValidateBrokerURL(s string) error {
 	u, err := url.Parse(s)
 	if err != nil || s == "" {
 		return fmt.Errorf("broker url %q is not a URL like tcp://127.0.0.1:1883", s)
 	}
-	if u.Scheme != "tcp" && u.Scheme != "mqtt" {
-		return fmt.Errorf("broker url %q: scheme %q, want tcp or mqtt", s, u.Scheme)
+	switch u.Scheme {
+	case "tcp", "mqtt", "ssl", "mqtts":
+	default:
+		return fmt.Errorf("broker url %q: scheme %q, want tcp, mqtt, ssl or mqtts", s, u.Scheme)
 	}
 	if u.Hostname() == "" || u.Port() == "" {
 		return fmt.Errorf("broker url %q: want host and port", s)
@@ -162,6 +173,13 @@ func ValidateBrokerURL(s string) error {
 		return fmt.Errorf("broker url %q: want only tcp://host:port (credentials go in username and password)", s)
 	}
 	return nil
+}
+
+// IsTLSURL reports whether a valid broker URL is MQTT over TLS (ssl:// or
+// mqtts://).
+func IsTLSURL(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "ssl" || u.Scheme == "mqtts")
 }
 
 // Twin is the device twin component of one edge node.
@@ -227,7 +245,7 @@ func New(cfg Config, db *store.DB, queued func()) (*Twin, error) {
 	}
 	t.timer.Stop()
 	t.client = paho.NewClient(paho.NewClientOptions().AddBroker(cfg.BrokerURL).SetClientID(cfg.ClientID).
-		SetUsername(cfg.Username).SetPassword(cfg.Password).
+		SetUsername(cfg.Username).SetPassword(cfg.Password).SetTLSConfig(cfg.TLS).
 		SetCleanSession(true).SetOrderMatters(true).
 		SetAutoReconnect(true).SetConnectRetry(true).SetConnectRetryInterval(time.Second).
 		SetMaxReconnectInterval(cfg.ReconnectMax).SetConnectTimeout(10 * time.Second).

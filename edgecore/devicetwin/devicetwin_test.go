@@ -1,6 +1,7 @@
 package devicetwin
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"net"
 	"reflect"
@@ -319,7 +320,9 @@ func TestCredentials(t *testing.T) {
 		want string
 	}{
 		{Config{NodeName: node, BrokerURL: "tcp://127.0.0.1:1883", Password: "p"}, "password without a username"},
-		{Config{NodeName: node, BrokerURL: "ssl://127.0.0.1:8883"}, `scheme "ssl"`},
+		{Config{NodeName: node, BrokerURL: "ws://127.0.0.1:8883"}, `scheme "ws"`},
+		{Config{NodeName: node, BrokerURL: "ssl://127.0.0.1:8883"}, "TLS configuration is required"},
+		{Config{NodeName: node, BrokerURL: "tcp://127.0.0.1:1883", TLS: &tls.Config{}}, "TLS configuration is required"},
 		{Config{NodeName: node, BrokerURL: "tcp://127.0.0.1"}, "want host and port"},
 		{Config{NodeName: node, BrokerURL: "tcp://u:p@127.0.0.1:1883"}, "credentials go in username"},
 		{Config{NodeName: "Bad_Node", BrokerURL: "tcp://127.0.0.1:1883"}, "node"},

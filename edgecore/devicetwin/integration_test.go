@@ -29,7 +29,8 @@ func auth(env *mosquittotest.Broker) func(*Config) {
 // startEmbedded runs the embedded broker with a username and password.
 func startEmbedded(t *testing.T) *mosquittotest.Broker {
 	t.Helper()
-	b, err := broker.New(broker.Config{Addr: "127.0.0.1:0", Username: "edge", Password: "s3cret", Logger: testLogger(t)})
+	b, err := broker.New(broker.Config{Addr: "127.0.0.1:0", Users: []broker.User{{Name: "edge", Password: "s3cret", Role: broker.RoleEdge}},
+		Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

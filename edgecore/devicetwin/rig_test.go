@@ -54,11 +54,19 @@ func openStore(t testing.TB) *store.DB {
 	return db
 }
 
+// The credentials of the rig's broker: the component and the test devices
+// (which also watch everything under $hw/events/) use them.
+const (
+	testUser = "edge"
+	testPass = "s3cret"
+)
+
 // startBroker runs an embedded broker on addr ("127.0.0.1:0" for a free
 // port) until stop is called or the test ends.
 func startBroker(t testing.TB, addr string) (b *broker.Broker, stop func()) {
 	t.Helper()
-	b, err := broker.New(broker.Config{Addr: addr, Logger: testLogger(t)})
+	b, err := broker.New(broker.Config{Addr: addr, Users: []broker.User{{Name: testUser, Password: testPass, Role: broker.RoleEdge}},
+		Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +97,7 @@ type component struct {
 // startTwin runs a Twin on db against the broker at url until stop.
 func startTwin(t testing.TB, db *store.DB, url string, tweak func(*Config)) *component {
 	t.Helper()
-	cfg := Config{NodeName: node, BrokerURL: url, ReportInterval: 20 * time.Millisecond, FlushDelay: 5 * time.Millisecond,
+	cfg := Config{NodeName: node, BrokerURL: url, Username: testUser, Password: testPass, ReportInterval: 20 * time.Millisecond, FlushDelay: 5 * time.Millisecond,
 		ReconnectMax: time.Second, Logger: testLogger(t)}
 	if tweak != nil {
 		tweak(&cfg)
@@ -156,7 +164,7 @@ func (d *device) seen(topic, s string) bool { return d.rec.Seen(topic, s) }
 func connectDevice(t testing.TB, url, id string) *device {
 	t.Helper()
 	d := &device{t: t, rec: mosquittotest.NewRecorder()}
-	o := paho.NewClientOptions().AddBroker(url).SetClientID(id).SetAutoReconnect(true).
+	o := paho.NewClientOptions().AddBroker(url).SetClientID(id).SetUsername(testUser).SetPassword(testPass).SetAutoReconnect(true).
 		SetConnectRetry(true).SetConnectRetryInterval(200 * time.Millisecond).SetMaxReconnectInterval(time.Second).
 		SetOnConnectHandler(func(c paho.Client) {
 			c.Subscribe("$hw/events/#", 1, func(_ paho.Client, m paho.Message) { d.rec.Add(m.Topic(), m.Payload()) }).WaitTimeout(wait)

@@ -5,10 +5,18 @@
 //
 //	modbus-mapper --node store-0421-pi [--metaserver http://127.0.0.1:10550]
 //	    [--broker tcp://127.0.0.1:1883] [--username u --password-file f]
+//	    [--ca-file ca.crt, with --broker ssl://host:8883]
+//
+// edgecore's embedded broker wants credentials: the mappers' user is
+// "mapper" and its password is in <edgecore dataDir>/credentials/mqtt-mapper.password
+// (edgecore makes it at its first start). With that user the mapper may
+// report and read what edgecore answers; only edgecore may publish deltas.
 package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -35,7 +43,8 @@ func run() error {
 		"the metaserver's token for device mappers (edgecore's credentials/metaserver-devices.token)")
 	flag.StringVar(&cfg.BrokerURL, "broker", mapper.DefaultBrokerURL, "MQTT broker of the edge's device twin, tcp://host:port")
 	flag.StringVar(&cfg.Username, "username", "", "MQTT username, if the broker wants one")
-	passwordFile := flag.String("password-file", "", "file holding the MQTT password")
+	passwordFile := flag.String("password-file", "", "file holding the MQTT password (edgecore's embedded broker: <dataDir>/credentials/mqtt-mapper.password, user mapper)")
+	caFile := flag.String("ca-file", "", "CA bundle (PEM) the broker's certificate must chain to, with --broker ssl://host:port")
 	flag.StringVar(&cfg.ClientID, "client-id", "", "MQTT client id (default tether-modbus-mapper-<node>)")
 	flag.DurationVar(&cfg.CollectCycle, "collect-cycle", mapper.DefaultCollectCycle, "how often a property is read when its Device says nothing")
 	flag.DurationVar(&cfg.Timeout, "timeout", mapper.DefaultTimeout, "bound of one Modbus request when the device says nothing")
@@ -55,6 +64,17 @@ func run() error {
 			return fmt.Errorf("--password-file: %w", err)
 		}
 		cfg.Password = strings.TrimRight(string(b), "\r\n")
+	}
+	if *caFile != "" {
+		pem, err := os.ReadFile(*caFile)
+		if err != nil {
+			return fmt.Errorf("--ca-file: %w", err)
+		}
+		roots := x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("--ca-file: %s holds no PEM certificate", *caFile)
+		}
+		cfg.TLS = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
 	}
 	m, err := mapper.New(cfg)
 	if err != nil {

@@ -1,0 +1,151 @@
+package edgecore
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/tether-edge/tether/devices/broker"
+	"github.com/tether-edge/tether/pki"
+)
+
+// MapperUsername is the embedded broker's user for mappers (see
+// MQTTConfig); its password is in MapperPasswordFile.
+const MapperUsername = "mapper"
+
+// edgeUsername is edgecore's own user on the embedded broker when
+// devices.mqtt.username is not set.
+const edgeUsername = "edgecore"
+
+// CredentialsDir is the directory (mode 0700) of the node's local
+// credentials, under the data directory.
+func CredentialsDir(dataDir string) string { return filepath.Join(dataDir, "credentials") }
+
+// MapperPasswordFile is the file holding the password of MapperUsername on
+// the embedded broker: give it to mappers (modbus-mapper --password-file).
+func MapperPasswordFile(dataDir string) string {
+	return filepath.Join(CredentialsDir(dataDir), "mqtt-"+MapperUsername+".password")
+}
+
+// mqttClient is how edgecore's twin connects to its broker, and the
+// embedded broker's configuration (nil with an external broker).
+type mqttClient struct {
+	broker             *broker.Config
+	username, password string
+	clientTLS          *tls.Config
+}
+
+// mqttSetup makes the credentials and TLS configurations of cfg (checked by
+// validate): for the embedded broker, edgecore's user (the configured one,
+// or edgeUsername with a random password) and the mappers' (its password
+// read from MapperPasswordFile, or made and written there).
+func mqttSetup(dataDir, node string, cfg MQTTConfig, log *slog.Logger) (*mqttClient, error) {
+	m := &mqttClient{username: cfg.Username, password: cfg.Password}
+	if cfg.Broker == BrokerExternal {
+		if cfg.CAFile != "" {
+			pem, err := os.ReadFile(cfg.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("devices.mqtt.caFile: %w", err)
+			}
+			roots := x509.NewCertPool()
+			if !roots.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("devices.mqtt.caFile: %s holds no PEM certificate", cfg.CAFile)
+			}
+			m.clientTLS = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+		}
+		return m, nil
+	}
+	if m.username == "" {
+		pw, err := randomPassword()
+		if err != nil {
+			return nil, err
+		}
+		m.username, m.password = edgeUsername, pw
+	}
+	mapperPW, err := mapperPassword(dataDir)
+	if err != nil {
+		return nil, fmt.Errorf("devices.mqtt: mapper credentials: %w", err)
+	}
+	b := &broker.Config{Addr: cfg.Addr, NodeName: node, AllowAnonymous: cfg.AllowAnonymous, MaxClients: cfg.MaxClients,
+		Logger: log, Users: []broker.User{
+			{Name: m.username, Password: m.password, Role: broker.RoleEdge},
+			{Name: MapperUsername, Password: mapperPW, Role: broker.RoleDevice},
+		}}
+	if cfg.CertFile != "" {
+		b.TLS, err = broker.LoadTLS(cfg.CertFile, cfg.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("devices.mqtt.certFile: %w", err)
+		}
+		m.clientTLS = pinned(b.TLS.Certificates[0].Certificate[0])
+	}
+	m.broker = b
+	return m, nil
+}
+
+// pinned is a client TLS configuration that accepts exactly the
+// certificate leaf (DER): edgecore dials its own broker, whose certificate
+// it loaded, perhaps for names other than the address it dials.
+func pinned(leaf []byte) *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		// The chain and name are not what is checked: VerifyConnection
+		// compares the certificate with the one the broker serves.
+		InsecureSkipVerify: true, //nolint:gosec // pinned in VerifyConnection
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 || !bytes.Equal(cs.PeerCertificates[0].Raw, leaf) {
+				return errors.New("mqtt: the broker's certificate is not the embedded broker's")
+			}
+			return nil
+		},
+	}
+}
+
+// mapperPassword reads the mappers' password, or makes one and writes it
+// (mode 0600, atomically and durably) in the credentials directory (mode
+// 0700), where it stays across restarts so that running mappers keep
+// working.
+func mapperPassword(dataDir string) (string, error) {
+	dir, file := CredentialsDir(dataDir), MapperPasswordFile(dataDir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return "", err
+	}
+	b, err := os.ReadFile(file)
+	if err == nil {
+		if err := os.Chmod(file, 0o600); err != nil {
+			return "", err
+		}
+		if pw := strings.TrimSpace(string(b)); pw != "" {
+			return pw, nil
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	pw, err := randomPassword()
+	if err != nil {
+		return "", err
+	}
+	if err := pki.WriteFileSync(file, []byte(pw+"\n"), 0o600); err != nil {
+		return "", err
+	}
+	return pw, nil
+}
+
+// randomPassword is 256 random bits, base64url without padding.
+func randomPassword() (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("random password: %w", err)
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}
