@@ -167,6 +167,20 @@ type MQTTConfig struct {
 	// ClientID is edgecore's MQTT client id (default
 	// tether-edgecore-<nodeName>).
 	ClientID string `json:"clientID,omitempty"`
+
+	// filePassword is what validate read from PasswordFile. It is kept
+	// apart from Password so that validating again does not see both set,
+	// and so that the password never shows in the configuration written
+	// out.
+	filePassword string
+}
+
+// password is the password to use: Password, or PasswordFile's.
+func (m *MQTTConfig) password() string {
+	if m.PasswordFile != "" {
+		return m.filePassword
+	}
+	return m.Password
 }
 
 // The brokers of MQTTConfig.Broker.
@@ -330,9 +344,9 @@ func (d *DevicesConfig) validate() error {
 		if err != nil {
 			return fmt.Errorf("devices.mqtt.passwordFile: %w", err)
 		}
-		m.Password = strings.TrimSpace(string(b))
+		m.filePassword = strings.TrimSpace(string(b))
 	}
-	if m.Password != "" && m.Username == "" {
+	if m.password() != "" && m.Username == "" {
 		return errors.New("devices.mqtt.password: set without devices.mqtt.username")
 	}
 	if d.ReportInterval.Duration < 0 {
@@ -462,7 +476,7 @@ func New(cfg Config) (*EdgeCore, error) {
 	if d := cfg.Devices; *d.Enable {
 		url := d.MQTT.URL
 		if d.MQTT.Broker == BrokerEmbedded {
-			ec.Broker, err = broker.New(broker.Config{Addr: d.MQTT.Addr, Username: d.MQTT.Username, Password: d.MQTT.Password,
+			ec.Broker, err = broker.New(broker.Config{Addr: d.MQTT.Addr, Username: d.MQTT.Username, Password: d.MQTT.password(),
 				Logger: log.With(slog.String("component", "broker"))})
 			if err != nil {
 				closeAll()
@@ -471,7 +485,7 @@ func New(cfg Config) (*EdgeCore, error) {
 			url = ec.Broker.URL()
 		}
 		ec.Devices, err = devicetwin.New(devicetwin.Config{NodeName: cfg.NodeName, BrokerURL: url,
-			Username: d.MQTT.Username, Password: d.MQTT.Password, ClientID: d.MQTT.ClientID,
+			Username: d.MQTT.Username, Password: d.MQTT.password(), ClientID: d.MQTT.ClientID,
 			ReportInterval: d.ReportInterval.Duration, OutboxMax: cfg.OutboxMax,
 			Logger: log.With(slog.String("component", "devicetwin"))}, db, func() { ag.OutboxChanged() })
 		if err != nil {
