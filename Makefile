@@ -10,7 +10,7 @@ CMD_PKGS := $(patsubst %,./%/...,$(CMD_DIRS))
 CMD_BINS := $(addprefix bin/,$(notdir $(wildcard $(addsuffix /*,$(CMD_DIRS)))))
 
 .DEFAULT_GOAL := help
-.PHONY: help deps build kube-binaries test test-unit test-integration bench demo clean distclean
+.PHONY: help deps build kube-binaries test test-unit test-integration fuzz bench demo clean distclean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -35,6 +35,23 @@ test-unit: ## go vet and the unit tests, with the race detector
 test-integration: kube-binaries ## Integration tests against real etcd, Kubernetes and containerd (run as root)
 	$(GO) vet -tags integration ./...
 	$(GO) test -tags integration -race -count=1 -timeout 40m ./...
+
+# make fuzz: every Fuzz* target of the module (go test -list, in the packages
+# whose tests have one), one after the other, each for FUZZTIME (FUZZTIME=5m
+# for longer; a count such as 10000x also works).
+# FUZZPARALLEL is go test's -parallel: the fuzzing workers of one target.
+# New crashers are written to the package's testdata/fuzz/<FuzzName>/, where
+# `go test` (make test-unit) runs them from then on with the seed corpus.
+FUZZTIME ?= 30s
+FUZZPARALLEL ?= 1
+
+fuzz: ## Run each Go fuzz target for FUZZTIME (default 30s); crashers land in testdata/fuzz
+	@set -e; for pkg in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
+	  for name in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$name"; \
+	    $(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) -parallel $(FUZZPARALLEL) $$pkg; \
+	  done; \
+	done
 
 # make bench: node counts of the suite (BENCH_NODES=100,1000 for a short
 # run) and any other tether-bench flags (BENCH_FLAGS="--idle 30s"). As

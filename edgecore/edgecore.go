@@ -195,6 +195,20 @@ type MQTTConfig struct {
 	// ClientID is edgecore's MQTT client id (default
 	// tether-edgecore-<nodeName>).
 	ClientID string `json:"clientID,omitempty"`
+
+	// filePassword is what validate read from PasswordFile. It is kept
+	// apart from Password so that validating again does not see both set,
+	// and so that the password never shows in the configuration written
+	// out.
+	filePassword string
+}
+
+// password is the password to use: Password, or PasswordFile's.
+func (m *MQTTConfig) password() string {
+	if m.PasswordFile != "" {
+		return m.filePassword
+	}
+	return m.Password
 }
 
 // The brokers of MQTTConfig.Broker.
@@ -334,9 +348,9 @@ func (d *DevicesConfig) validate() error {
 		if err != nil {
 			return fmt.Errorf("devices.mqtt.passwordFile: %w", err)
 		}
-		m.Password = strings.TrimSpace(string(b))
+		m.filePassword = strings.TrimSpace(string(b))
 	}
-	if m.Password != "" && m.Username == "" {
+	if m.password() != "" && m.Username == "" {
 		return errors.New("devices.mqtt.password: set without devices.mqtt.username")
 	}
 	switch m.Broker {
@@ -646,4 +660,4 @@ func (ec *EdgeCore) Close() error {
 
 // CredentialsDir holds the local credentials edgecore makes for the node's
 // processes (the metaserver's tokens, metaserver.TokenFile): dataDir/credentials.
-func (ec *EdgeCore) CredentialsDir() string { return filepath.Join(ec.cfg.DataDir, "credentials") }
+func (ec *EdgeCore) CredentialsDir() string { return CredentialsDir(ec.cfg.DataDir) }

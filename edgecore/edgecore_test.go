@@ -85,7 +85,7 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 	if err := cfg.validate(); err != nil {
 		t.Fatal(err)
 	}
-	if m := cfg.Devices.MQTT; m.URL != "tcp://127.0.0.1:1883" || m.Password != "s3cret" || m.Addr != "" {
+	if m := cfg.Devices.MQTT; m.URL != "tcp://127.0.0.1:1883" || m.password() != "s3cret" || m.Addr != "" {
 		t.Errorf("external broker defaults: %+v", m)
 	}
 }

@@ -48,7 +48,7 @@ type mqttClient struct {
 // or edgeUsername with a random password) and the mappers' (its password
 // read from MapperPasswordFile, or made and written there).
 func mqttSetup(dataDir, node string, cfg MQTTConfig, log *slog.Logger) (*mqttClient, error) {
-	m := &mqttClient{username: cfg.Username, password: cfg.Password}
+	m := &mqttClient{username: cfg.Username, password: cfg.password()}
 	if cfg.Broker == BrokerExternal {
 		if cfg.CAFile != "" {
 			pem, err := os.ReadFile(cfg.CAFile)
@@ -72,7 +72,14 @@ func mqttSetup(dataDir, node string, cfg MQTTConfig, log *slog.Logger) (*mqttCli
 	}
 	mapperPW, err := mapperPassword(dataDir)
 	if err != nil {
-		return nil, fmt.Errorf("devices.mqtt: mapper credentials: %w", err)
+		// A full disk must not stop the node: the mappers' user gets a
+		// password nobody knows until the file can be written (at a later
+		// start), and the device twin itself runs.
+		log.Error("devices.mqtt: cannot write the mappers' password: mappers cannot connect until it can be",
+			slog.String("file", MapperPasswordFile(dataDir)), slog.Any("err", err))
+		if mapperPW, err = randomPassword(); err != nil {
+			return nil, err
+		}
 	}
 	b := &broker.Config{Addr: cfg.Addr, NodeName: node, AllowAnonymous: cfg.AllowAnonymous, MaxClients: cfg.MaxClients,
 		Logger: log, Users: []broker.User{

@@ -32,13 +32,13 @@ import (
 const node = "edge-1"
 
 type fixture struct {
-	t        *testing.T
+	t        testing.TB
 	db       *store.DB
 	stateDir string
 	s        *Server
 }
 
-func newFixture(t *testing.T, cfg Config) *fixture {
+func newFixture(t testing.TB, cfg Config) *fixture {
 	t.Helper()
 	db, err := store.Open(filepath.Join(t.TempDir(), "edge.db"))
 	if err != nil {

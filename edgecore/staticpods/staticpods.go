@@ -189,15 +189,24 @@ func Read(path, node string) (*corev1.Pod, error) {
 	if err != nil {
 		return nil, err
 	}
+	p, err := parse(b, node)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Base(path), err)
+	}
+	return p, nil
+}
+
+// parse is Read of the manifest b.
+func parse(b []byte, node string) (*corev1.Pod, error) {
 	var p corev1.Pod
 	if err := yaml.UnmarshalStrict(b, &p); err != nil {
-		return nil, fmt.Errorf("%s: %w", filepath.Base(path), err)
+		return nil, err
 	}
 	if p.Kind != "Pod" || p.APIVersion != "v1" {
-		return nil, fmt.Errorf("%s: apiVersion %q kind %q, want v1 Pod", filepath.Base(path), p.APIVersion, p.Kind)
+		return nil, fmt.Errorf("apiVersion %q kind %q, want v1 Pod", p.APIVersion, p.Kind)
 	}
-	if err := validate(&p); err != nil {
-		return nil, fmt.Errorf("%s: %w", filepath.Base(path), err)
+	if err := validate(&p, node); err != nil {
+		return nil, err
 	}
 	sum := sha256.Sum256(append(append([]byte(node), 0), b...))
 	hash := hex.EncodeToString(sum[:16])
@@ -216,12 +225,21 @@ func Read(path, node string) (*corev1.Pod, error) {
 	return &p, nil
 }
 
-func validate(p *corev1.Pod) error {
+// validate checks a manifest's pod before Read names it for node. The name
+// with the node's suffix must still be a valid name, and the namespace a
+// valid one: both go into the pod's log directory and its mirror pod.
+func validate(p *corev1.Pod, node string) error {
 	if p.Name == "" {
 		return errors.New("metadata.name is empty")
 	}
 	if errs := validation.IsDNS1123Subdomain(p.Name); len(errs) > 0 {
 		return fmt.Errorf("metadata.name %q: %s", p.Name, strings.Join(errs, "; "))
+	}
+	if errs := validation.IsDNS1123Subdomain(p.Name + "-" + node); len(errs) > 0 {
+		return fmt.Errorf("metadata.name %q (with the node's suffix -%s): %s", p.Name, node, strings.Join(errs, "; "))
+	}
+	if errs := validation.IsDNS1123Label(p.Namespace); p.Namespace != "" && len(errs) > 0 {
+		return fmt.Errorf("metadata.namespace %q: %s", p.Namespace, strings.Join(errs, "; "))
 	}
 	if len(p.Spec.Containers) == 0 {
 		return errors.New("spec.containers: at least one container is required")
