@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -84,7 +86,14 @@ func deviceLag(ctx context.Context, cfg Config, cp *controlplane.ControlPlane, b
 	for i := range n {
 		l.index[deviceName(i)] = i
 	}
-	if err := l.connect("tcp://" + brokerAddr); err != nil {
+	// The devices' side of the broker: the mappers' user, whose password
+	// edgecore wrote into its data directory (as hack/demo.sh gives it to
+	// the Modbus mapper).
+	pw, err := os.ReadFile(edgecore.MapperPasswordFile(filepath.Join(dir, "edgecore")))
+	if err != nil {
+		return nil, fmt.Errorf("the mappers' MQTT password: %w", err)
+	}
+	if err := l.connect("tcp://"+brokerAddr, edgecore.MapperUsername, strings.TrimSpace(string(pw))); err != nil {
 		return nil, err
 	}
 	defer l.pc.Disconnect(250)
@@ -150,10 +159,11 @@ type lagRun struct {
 	lastRefuse atomic.Value // its payload, a string
 }
 
-// connect connects the paho client and subscribes to the results the
-// measurement reads.
-func (l *lagRun) connect(url string) error {
+// connect connects the paho client as user and subscribes to the results
+// the measurement reads.
+func (l *lagRun) connect(url, user, password string) error {
 	l.pc = paho.NewClient(paho.NewClientOptions().AddBroker(url).SetClientID("tether-bench-devices").
+		SetUsername(user).SetPassword(password).
 		SetConnectRetry(true).SetConnectRetryInterval(200 * time.Millisecond).SetAutoReconnect(true))
 	if tok := l.pc.Connect(); !tok.WaitTimeout(time.Minute) || tok.Error() != nil {
 		return fmt.Errorf("mqtt connect %s: %v", url, tok.Error())
