@@ -465,7 +465,7 @@ func New(cfg Config) (*EdgeCore, error) {
 			creds: creds, roots: roots, hub: hubHTTPS(cfg.Cloud.URL),
 		}
 	}
-	db, err := store.Open(filepath.Join(cfg.DataDir, "edge.db"))
+	db, _, err := store.OpenOrRecover(filepath.Join(cfg.DataDir, "edge.db"), log)
 	if err != nil {
 		return nil, err
 	}

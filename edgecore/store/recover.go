@@ -1,0 +1,86 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// ErrCorrupt marks a store file that cannot be used: bbolt refused it, or
+// panicked reading it, or its consistency check failed.
+var ErrCorrupt = errors.New("store file is corrupt")
+
+// openChecked opens the store at path and checks every page of it; a
+// corrupt file (which bbolt may panic on, at open or later on first use)
+// comes back as an error wrapping ErrCorrupt.
+func openChecked(path string) (db *DB, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			// bbolt keeps the file open (and locked) after a panic in
+			// Open, until the process ends: the caller moves the file
+			// aside and opens a new one at the path.
+			db, err = nil, fmt.Errorf("open store %s: %w: %v", path, ErrCorrupt, r)
+		}
+	}()
+	db, err = Open(path)
+	if err != nil {
+		if errors.Is(err, bolt.ErrInvalid) || errors.Is(err, bolt.ErrChecksum) || errors.Is(err, bolt.ErrVersionMismatch) {
+			return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
+		}
+		return nil, err
+	}
+	// Every key of every bucket is read here, in this goroutine, so that
+	// a page bbolt finds broken panics where it is recovered (bbolt's own
+	// Tx.Check walks in a goroutine of its own, where a panic would end
+	// the process).
+	err = db.db.View(func(tx *bolt.Tx) error {
+		return tx.ForEach(func(_ []byte, b *bolt.Bucket) error { return walk(b) })
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("check store %s: %w: %w", path, ErrCorrupt, err)
+	}
+	return db, nil
+}
+
+// OpenOrRecover opens the store at path like Open, checking it first. A
+// corrupt file (a torn write on a bad card, a truncated copy) does not stop
+// the node in a crash loop: it is moved aside to path.corrupt-<unix time>
+// for a post-mortem, and a new, empty store is made. The node then holds no
+// objects until the hub resyncs it at the next connect (its Hello lists
+// nothing, so the hub sends everything it should hold); statuses queued in
+// the lost outbox are reported again as the pods and devices are seen anew.
+// recovered says whether that happened.
+func OpenOrRecover(path string, log *slog.Logger) (db *DB, recovered bool, err error) {
+	db, err = openChecked(path)
+	if err == nil || !errors.Is(err, ErrCorrupt) {
+		return db, false, err
+	}
+	aside := fmt.Sprintf("%s.corrupt-%d", path, time.Now().Unix())
+	if rerr := os.Rename(path, aside); rerr != nil {
+		return nil, false, fmt.Errorf("%w (and moving it aside failed: %v)", err, rerr)
+	}
+	log.Error("store file corrupt: moved aside, starting with an empty store; the hub resyncs it",
+		slog.String("file", path), slog.String("movedTo", aside), slog.Any("err", err))
+	db, err = Open(path)
+	if err != nil {
+		return nil, false, err
+	}
+	return db, true, nil
+}
+
+// walk reads every key and value of b and of the buckets in it.
+func walk(b *bolt.Bucket) error {
+	return b.ForEach(func(k, v []byte) error {
+		if v == nil {
+			if nb := b.Bucket(k); nb != nil {
+				return walk(nb)
+			}
+		}
+		return nil
+	})
+}

@@ -1,0 +1,99 @@
+package store
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/tether-edge/tether/protocol"
+)
+
+// A store file that is truncated, overwritten or zeroed in the middle (a
+// torn write on a bad card) is moved aside and replaced by an empty store,
+// instead of edgecore panicking on it at every start; a sound one is
+// opened as it is.
+func TestOpenOrRecover(t *testing.T) {
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	for _, tc := range []struct {
+		name    string
+		mangle  func([]byte) []byte
+		corrupt bool
+	}{
+		{"sound", func(b []byte) []byte { return b }, false},
+		{"truncated", func(b []byte) []byte { return b[:len(b)/3] }, true},
+		{"garbage", func([]byte) []byte { return []byte("not a bbolt file, just some bytes") }, true},
+		{"meta pages zeroed", func(b []byte) []byte {
+			c := append([]byte(nil), b...)
+			clear(c[:8192])
+			return c
+		}, true},
+		{"data pages overwritten", func(b []byte) []byte {
+			c := append([]byte(nil), b...)
+			for i := 4 * 4096; i < len(c) && i < 12*4096; i++ {
+				c[i] = 0xff
+			}
+			return c
+		}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "edge.db")
+			db, err := Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = db.Update(func(tx *Tx) error {
+				for i := range 300 {
+					o := protocol.Object{Kind: protocol.KindConfigMap, UID: fmt.Sprintf("uid-%d", i), Namespace: "ns",
+						Name: fmt.Sprintf("cm-%d", i), ResourceVersion: "1", Data: make([]byte, 400)}
+					if err := tx.PutObject(&o); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			db.Close()
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(path, tc.mangle(b), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			db, recovered, err := OpenOrRecover(path, quiet)
+			if err != nil {
+				t.Fatalf("OpenOrRecover: %v", err)
+			}
+			defer db.Close()
+			if recovered != tc.corrupt {
+				t.Fatalf("recovered %v, want %v", recovered, tc.corrupt)
+			}
+			var inv []protocol.ObjectRef
+			if err := db.View(func(tx *Tx) (err error) { inv, err = tx.Inventory(); return err }); err != nil {
+				t.Fatal(err)
+			}
+			want := 300
+			if tc.corrupt {
+				want = 0
+				aside, _ := filepath.Glob(path + ".corrupt-*")
+				if len(aside) != 1 {
+					t.Fatalf("the corrupt file was not kept aside: %v", aside)
+				}
+			}
+			if len(inv) != want {
+				t.Fatalf("%d objects after open, want %d", len(inv), want)
+			}
+			if err := db.Update(func(tx *Tx) error {
+				return tx.PutObject(&protocol.Object{Kind: protocol.KindPod, UID: "p", Namespace: "ns", Name: "p",
+					ResourceVersion: "1", Data: []byte{1}})
+			}); err != nil {
+				t.Fatalf("write after open: %v", err)
+			}
+		})
+	}
+}
