@@ -30,6 +30,7 @@ import (
 	"github.com/tether-edge/tether/cloudcore/enroll"
 	"github.com/tether-edge/tether/cloudcore/hub"
 	"github.com/tether-edge/tether/cloudcore/jointoken"
+	"github.com/tether-edge/tether/cloudcore/status"
 	"github.com/tether-edge/tether/edgecore/credentials"
 	"github.com/tether-edge/tether/edgecore/join"
 	"github.com/tether-edge/tether/pki"
@@ -51,7 +52,7 @@ func TestJoin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := n.Labels[enroll.EdgeRoleLabel]; !ok || n.Annotations[enroll.AnnotationIdentity] == "" {
+	if _, ok := n.Labels[status.EdgeRoleLabel]; !ok || n.Annotations[enroll.AnnotationIdentity] == "" {
 		t.Errorf("joined Node: labels %v, annotations %v", n.Labels, n.Annotations)
 	}
 	if fi, err := os.Stat(e.credsFile); err != nil || fi.Mode().Perm() != 0o600 {
@@ -152,7 +153,7 @@ func TestKubeletNodeRefused(t *testing.T) {
 		t.Fatalf("session as a kubelet node: %v", err)
 	}
 	if n, _ := client.CoreV1().Nodes().Get(t.Context(), name, metav1.GetOptions{}); n != nil {
-		if _, edge := n.Labels[enroll.EdgeRoleLabel]; edge {
+		if _, edge := n.Labels[status.EdgeRoleLabel]; edge {
 			t.Fatal("the kubelet node got the edge label")
 		}
 	}

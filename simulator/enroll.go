@@ -3,17 +3,14 @@ package simulator
 import (
 	"context"
 	"crypto/x509"
-	"encoding/json"
 	"fmt"
 	"log/slog"
-	"maps"
 	"os"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/tether-edge/tether/cloudcore/certs"
 	"github.com/tether-edge/tether/cloudcore/enroll"
@@ -62,47 +59,14 @@ func (s *Sim) startEnroll(ctx context.Context) error {
 	s.enroller, err = enroll.New(enroll.Config{
 		CA:     ca,
 		Bundle: bundle,
-		Nodes:  &fleetNodes{KubeNodes: &enroll.KubeNodes{Client: s.client}, labels: map[string]string{SimLabel: s.cfg.Name}},
-		Log:    s.log.With(slog.String("side", "enroll")),
+		// SimLabel: the Sim's informer and Close find its Nodes by it.
+		Nodes: &enroll.KubeNodes{Client: s.client, Labels: map[string]string{SimLabel: s.cfg.Name}},
+		Log:   s.log.With(slog.String("side", "enroll")),
 	})
 	if err != nil {
 		return fmt.Errorf("simulator: %w", err)
 	}
 	return nil
-}
-
-// fleetNodes is enroll.Nodes for the hollow nodes: it registers a Node as
-// enroll.KubeNodes does, with the run's labels too (SimLabel: the Sim's
-// informer and Close find its Nodes by it), in one call.
-type fleetNodes struct {
-	*enroll.KubeNodes
-	labels map[string]string
-}
-
-func (r *fleetNodes) Register(ctx context.Context, name, id string) error {
-	labels := map[string]string{
-		enroll.EdgeRoleLabel: "",
-		corev1.LabelHostname: name,
-		corev1.LabelOSStable: "linux",
-	}
-	maps.Copy(labels, r.labels)
-	nodes := r.Client.CoreV1().Nodes()
-	_, err := nodes.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels,
-		Annotations: map[string]string{enroll.AnnotationIdentity: id}}}, metav1.CreateOptions{})
-	if !apierrors.IsAlreadyExists(err) {
-		return err
-	}
-	// Left by an earlier run of the same name on a cluster that outlived
-	// it: a new identity, and the run's labels.
-	if err := r.KubeNodes.Register(ctx, name, id); err != nil {
-		return err
-	}
-	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"labels": r.labels}})
-	if err != nil {
-		return err
-	}
-	_, err = nodes.Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{})
-	return err
 }
 
 // Enrollment is what one Enroll did.

@@ -37,15 +37,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
+	"github.com/tether-edge/tether/cloudcore/status"
 	"github.com/tether-edge/tether/pki"
 	"github.com/tether-edge/tether/protocol"
 )
 
 // AnnotationIdentity on a Node holds the identity its certificates carry.
 const AnnotationIdentity = "tether.io/node-identity"
-
-// EdgeRoleLabel marks edge nodes.
-const EdgeRoleLabel = "node-role.kubernetes.io/edge"
 
 // Paths of the endpoints.
 const (
@@ -247,9 +245,9 @@ func (s *Service) join(ctx context.Context, req *JoinRequest) ([]byte, error) {
 	n, err := s.cfg.Nodes.Get(ctx, req.NodeName, true)
 	switch {
 	case err == nil:
-		if _, edge := n.Labels[EdgeRoleLabel]; !edge {
+		if _, edge := n.Labels[status.EdgeRoleLabel]; !edge {
 			return nil, refuse(http.StatusForbidden, "node %s exists and is not an edge node (no %s label): "+
-				"no certificate is issued for it", req.NodeName, EdgeRoleLabel)
+				"no certificate is issued for it", req.NodeName, status.EdgeRoleLabel)
 		}
 		// Joining again replaces the node's identity (revoking its
 		// certificates): only with a token made for that name.
@@ -378,8 +376,8 @@ func (s *Service) Check(ctx context.Context, node, id string, live bool) error {
 	case err != nil:
 		return refuse(http.StatusServiceUnavailable, "cannot read node %s: %v", node, err)
 	}
-	if _, edge := n.Labels[EdgeRoleLabel]; !edge {
-		return refuse(http.StatusForbidden, "node %s is not an edge node (no %s label)", node, EdgeRoleLabel)
+	if _, edge := n.Labels[status.EdgeRoleLabel]; !edge {
+		return refuse(http.StatusForbidden, "node %s is not an edge node (no %s label)", node, status.EdgeRoleLabel)
 	}
 	if n.Annotations[AnnotationIdentity] != id {
 		return &Revoked{Node: node, Reason: "it joined again since this certificate was issued"}

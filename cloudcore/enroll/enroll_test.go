@@ -21,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
+	"github.com/tether-edge/tether/cloudcore/status"
 	"github.com/tether-edge/tether/pki"
 )
 
@@ -45,10 +46,10 @@ func (m *memNodes) Register(_ context.Context, name, id string) error {
 	defer m.mu.Unlock()
 	n, ok := m.nodes[name]
 	if !ok {
-		n = &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{EdgeRoleLabel: ""}}}
+		n = &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{status.EdgeRoleLabel: ""}}}
 		m.nodes[name] = n
 	}
-	if _, edge := n.Labels[EdgeRoleLabel]; !edge {
+	if _, edge := n.Labels[status.EdgeRoleLabel]; !edge {
 		return errors.New("not an edge node")
 	}
 	if n.Annotations == nil {

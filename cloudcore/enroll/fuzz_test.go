@@ -16,6 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/tether-edge/tether/cloudcore/status"
 	"github.com/tether-edge/tether/pki"
 )
 
@@ -30,7 +31,7 @@ type fuzzRig struct {
 func newFuzzRig(tb testing.TB, ca *pki.CA) *fuzzRig {
 	r := &fuzzRig{log: new(bytes.Buffer), nodes: &memNodes{nodes: map[string]*corev1.Node{
 		"kubelet-1": {ObjectMeta: metav1.ObjectMeta{Name: "kubelet-1"}},
-		"scoped": {ObjectMeta: metav1.ObjectMeta{Name: "scoped", Labels: map[string]string{EdgeRoleLabel: ""},
+		"scoped": {ObjectMeta: metav1.ObjectMeta{Name: "scoped", Labels: map[string]string{status.EdgeRoleLabel: ""},
 			Annotations: map[string]string{AnnotationIdentity: "0123456789abcdef"}}},
 	}}}
 	var err error

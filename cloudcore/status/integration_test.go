@@ -58,7 +58,7 @@ func TestAgainstAPIServer(t *testing.T) {
 	}
 
 	// Register the node as the join does, then its status, its Lease.
-	if _, err := RegisterNode(ctx, client, edge1, map[string]string{"site": "s1", "node-role.kubernetes.io/master": ""}); err != nil {
+	if _, err := RegisterNode(ctx, client, edge1, map[string]string{"site": "s1", "node-role.kubernetes.io/master": ""}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := send(func(done func(error)) {

@@ -36,11 +36,14 @@ const EdgeRoleLabel = "node-role.kubernetes.io/edge"
 // The Node is created without status: the edge's first NodeStatus writes
 // it. Until then the API server's admission keeps the node.kubernetes.io/
 // not-ready taint on it.
-func RegisterNode(ctx context.Context, client kubernetes.Interface, name string, asked map[string]string) (*corev1.Node, error) {
+//
+// A Node it creates carries annotations; an existing one is returned
+// without them (the caller updates it if it must).
+func RegisterNode(ctx context.Context, client kubernetes.Interface, name string, asked, annotations map[string]string) (*corev1.Node, error) {
 	if err := protocol.ValidateNodeName(name); err != nil {
 		return nil, fmt.Errorf("register node: %w", err)
 	}
-	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: NodeLabels(name, asked)}}
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: NodeLabels(name, asked), Annotations: annotations}}
 	created, err := client.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{})
 	if err == nil {
 		return created, nil

@@ -400,7 +400,7 @@ func TestRegisterNode(t *testing.T) {
 	client := fake.NewClientset(kubelet)
 	asked := map[string]string{"site": "store-1", "node-role.kubernetes.io/control-plane": "", "node.kubernetes.io/pool": "a",
 		"node-restriction.kubernetes.io/secure": "true", corev1.LabelOSStable: "linux", EdgeRoleLabel: "taken-over"}
-	n, err := RegisterNode(t.Context(), client, edge1, asked)
+	n, err := RegisterNode(t.Context(), client, edge1, asked, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -410,15 +410,15 @@ func TestRegisterNode(t *testing.T) {
 		t.Fatalf("labels %v, want %v", n.Labels, want)
 	}
 	// A join retried gets the Node as it is.
-	again, err := RegisterNode(t.Context(), client, edge1, map[string]string{"site": "other"})
+	again, err := RegisterNode(t.Context(), client, edge1, map[string]string{"site": "other"}, nil)
 	if err != nil || again.Labels["site"] != "store-1" {
 		t.Fatalf("second RegisterNode: %v, %v", again, err)
 	}
 	// A kubelet's node is not taken over, nor changed.
-	if _, err := RegisterNode(t.Context(), client, "worker-1", nil); !errors.Is(err, ErrNotEdgeNode) {
+	if _, err := RegisterNode(t.Context(), client, "worker-1", nil, nil); !errors.Is(err, ErrNotEdgeNode) {
 		t.Fatalf("RegisterNode of a kubelet's node: %v, want ErrNotEdgeNode", err)
 	}
-	if _, err := RegisterNode(t.Context(), client, "Bad_Name", nil); err == nil {
+	if _, err := RegisterNode(t.Context(), client, "Bad_Name", nil, nil); err == nil {
 		t.Fatal("RegisterNode of an invalid name succeeded")
 	}
 	if n := len(actions(client, "update", "nodes")) + len(actions(client, "patch", "nodes")); n != 0 {
