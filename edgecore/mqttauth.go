@@ -2,16 +2,13 @@ package edgecore
 
 import (
 	"bytes"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/tether-edge/tether/devices/broker"
 	"github.com/tether-edge/tether/pki"
@@ -64,7 +61,7 @@ func mqttSetup(dataDir, node string, cfg MQTTConfig, log *slog.Logger) (*mqttCli
 		return m, nil
 	}
 	if m.username == "" {
-		pw, err := randomPassword()
+		pw, err := pki.RandomSecret()
 		if err != nil {
 			return nil, err
 		}
@@ -77,7 +74,7 @@ func mqttSetup(dataDir, node string, cfg MQTTConfig, log *slog.Logger) (*mqttCli
 		// start), and the device twin itself runs.
 		log.Error("devices.mqtt: cannot write the mappers' password: mappers cannot connect until it can be",
 			slog.String("file", MapperPasswordFile(dataDir)), slog.Any("err", err))
-		if mapperPW, err = randomPassword(); err != nil {
+		if mapperPW, err = pki.RandomSecret(); err != nil {
 			return nil, err
 		}
 	}
@@ -120,39 +117,5 @@ func pinned(leaf []byte) *tls.Config {
 // 0700), where it stays across restarts so that running mappers keep
 // working.
 func mapperPassword(dataDir string) (string, error) {
-	dir, file := CredentialsDir(dataDir), MapperPasswordFile(dataDir)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", err
-	}
-	if err := os.Chmod(dir, 0o700); err != nil {
-		return "", err
-	}
-	b, err := os.ReadFile(file)
-	if err == nil {
-		if err := os.Chmod(file, 0o600); err != nil {
-			return "", err
-		}
-		if pw := strings.TrimSpace(string(b)); pw != "" {
-			return pw, nil
-		}
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return "", err
-	}
-	pw, err := randomPassword()
-	if err != nil {
-		return "", err
-	}
-	if err := pki.WriteFileSync(file, []byte(pw+"\n"), 0o600); err != nil {
-		return "", err
-	}
-	return pw, nil
-}
-
-// randomPassword is 256 random bits, base64url without padding.
-func randomPassword() (string, error) {
-	b := make([]byte, 32)
-	if _, err := rand.Read(b); err != nil {
-		return "", fmt.Errorf("random password: %w", err)
-	}
-	return base64.RawURLEncoding.EncodeToString(b), nil
+	return pki.SecretFile(MapperPasswordFile(dataDir), 1)
 }

@@ -241,15 +241,11 @@ func (f *fleet) credentials(ctx context.Context, node string) (*tls.Config, erro
 	if err != nil {
 		return nil, err
 	}
-	keyPEM, err := pki.KeyPEM(key)
+	pair, err := pki.TLSPair(certPEM, key)
 	if err != nil {
 		return nil, err
 	}
-	pair, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		return nil, err
-	}
-	return &tls.Config{RootCAs: f.cfg.roots, MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{pair}}, nil
+	return &tls.Config{RootCAs: f.cfg.roots, MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{*pair}}, nil
 }
 
 // stop stops node i's edgecore and closes its store; the store file stays.

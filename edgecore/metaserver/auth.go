@@ -1,14 +1,11 @@
 package metaserver
 
 import (
-	"crypto/rand"
 	"crypto/subtle"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -59,23 +56,11 @@ func TokenFile(dir, client string) string { return filepath.Join(dir, "metaserve
 // a process must be able to read one (root, or whom the operator lets) to
 // call the metaserver.
 func LocalClients(dir string) ([]Client, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("metaserver credentials: %w", err)
-	}
 	var clients []Client
 	for _, c := range []Client{{Name: NodeClient}, {Name: DevicesClient, Resources: DevicesResources}} {
-		path := TokenFile(dir, c.Name)
-		b, err := os.ReadFile(path)
-		tok := strings.TrimSpace(string(b))
-		if err != nil || len(tok) < 32 {
-			raw := make([]byte, 32)
-			if _, err := rand.Read(raw); err != nil {
-				return nil, fmt.Errorf("metaserver credentials: %w", err)
-			}
-			tok = hex.EncodeToString(raw)
-			if err := pki.WriteFileSync(path, []byte(tok+"\n"), 0o600); err != nil {
-				return nil, fmt.Errorf("metaserver credentials: %w", err)
-			}
+		tok, err := pki.SecretFile(TokenFile(dir, c.Name), 32)
+		if err != nil {
+			return nil, fmt.Errorf("metaserver credentials: %w", err)
 		}
 		c.Token = tok
 		clients = append(clients, c)
