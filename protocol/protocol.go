@@ -243,7 +243,10 @@ type PodTerminated struct {
 }
 
 // Event is a Kubernetes event about an object of the node. Sent by the edge,
-// with a Seq.
+// with a Seq. An Event sent again about the same thing (same involved object
+// and field path, type, reason, message and FirstTime) with a higher Count
+// or a later LastTime updates the Event written for the first one: the edge
+// aggregates repeats as the kubelet's event correlator does.
 type Event struct {
 	// InvolvedKind is the Kubernetes kind of the object ("Pod", "Node").
 	InvolvedKind string `cbor:"1,keyasint"`
@@ -258,6 +261,11 @@ type Event struct {
 	// FirstTime and LastTime are milliseconds since the epoch.
 	FirstTime int64 `cbor:"9,keyasint,omitempty"`
 	LastTime  int64 `cbor:"10,keyasint,omitempty"`
+	// FieldPath names the part of the object the event is about, as the
+	// kubelet's involvedObject.fieldPath does: "spec.containers{web}" for a
+	// container of a pod. Optional (added 2026-12-06 without a bump: an
+	// older hub ignores it).
+	FieldPath string `cbor:"11,keyasint,omitempty"`
 }
 
 // MirrorPod asks the hub to make the API server's mirror of one of the edge's

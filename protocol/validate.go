@@ -176,8 +176,18 @@ func (e *Event) validate() error {
 	if e.Reason == "" {
 		return errors.New("reason is empty")
 	}
+	if len(e.FieldPath) > MaxEventFieldPath {
+		return fmt.Errorf("field path of %d bytes, at most %d", len(e.FieldPath), MaxEventFieldPath)
+	}
+	if e.Count < 0 {
+		return fmt.Errorf("count %d is negative", e.Count)
+	}
 	return nil
 }
+
+// MaxEventFieldPath bounds Event.FieldPath ("spec.containers{name}" with a
+// container name of at most 63 bytes).
+const MaxEventFieldPath = 256
 
 func (e *Error) validate() error {
 	if e.Code == 0 {

@@ -23,7 +23,12 @@ import (
 const EventComponent = "tether-edgecore"
 
 // writeEvent creates an event about the node's Node n, a pod bound to it or
-// a Device attached to it.
+// a Device attached to it. When the edge sends an event again with a higher
+// count or a later last time (it aggregates repeats, as the kubelet's
+// correlator does), the Event created the first time is updated instead:
+// its name is a hash of what does not change (see eventName). Only an
+// Event that this node's events made is updated: one of that name with
+// another source or involved object is refused.
 func (w *Writer) writeEvent(ctx context.Context, n *corev1.Node, m *protocol.Event) error {
 	if m == nil {
 		return reject(errors.New("event is empty"))
@@ -32,16 +37,38 @@ func (w *Writer) writeEvent(ctx context.Context, n *corev1.Node, m *protocol.Eve
 	if err != nil {
 		return err
 	}
-	_, err = w.client.CoreV1().Events(ev.Namespace).Create(ctx, ev, metav1.CreateOptions{})
+	events := w.client.CoreV1().Events(ev.Namespace)
+	_, err = events.Create(ctx, ev, metav1.CreateOptions{})
 	switch {
 	case apierrors.IsAlreadyExists(err):
-		// A resend of an event that was written: the name is a hash of it.
-		w.stats.unchanged.Add(1)
-		return nil
 	case err != nil:
 		return fmt.Errorf("create event %s/%s: %w", ev.Namespace, ev.Name, err)
+	default:
+		w.stats.events.Add(1)
+		return nil
 	}
-	w.stats.events.Add(1)
+	cur, err := events.Get(ctx, ev.Name, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("get event %s/%s: %w", ev.Namespace, ev.Name, err)
+	}
+	if cur.Source.Host != ev.Source.Host || cur.Source.Component != ev.Source.Component ||
+		cur.InvolvedObject != ev.InvolvedObject || cur.Reason != ev.Reason || cur.Type != ev.Type || cur.Message != ev.Message {
+		return refuse(RefusedEventNotOwn, fmt.Errorf("event %s/%s exists and is not this event of node %s", ev.Namespace, ev.Name, n.Name))
+	}
+	if cur.Count >= ev.Count && !ev.LastTimestamp.After(cur.LastTimestamp.Time) {
+		// A resend of what was written, or an older count.
+		w.stats.unchanged.Add(1)
+		return nil
+	}
+	cur.Count = max(cur.Count, ev.Count)
+	if ev.LastTimestamp.After(cur.LastTimestamp.Time) {
+		cur.LastTimestamp = ev.LastTimestamp
+	}
+	// A conflict (another writer updated it meanwhile) is retried.
+	if _, err := events.Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("update event %s/%s: %w", ev.Namespace, ev.Name, err)
+	}
+	w.stats.eventUpdates.Add(1)
 	return nil
 }
 
@@ -50,7 +77,8 @@ func (w *Writer) writeEvent(ctx context.Context, n *corev1.Node, m *protocol.Eve
 // pod bound to it or a Device attached to it.
 func (w *Writer) newEvent(n *corev1.Node, m *protocol.Event) (*corev1.Event, error) {
 	node := n.Name
-	involved := corev1.ObjectReference{APIVersion: "v1", Kind: m.InvolvedKind, Name: m.Name, UID: types.UID(m.UID)}
+	involved := corev1.ObjectReference{APIVersion: "v1", Kind: m.InvolvedKind, Name: m.Name, UID: types.UID(m.UID),
+		FieldPath: m.FieldPath}
 	var namespace string
 	notOwn := func(err error) error {
 		if refusalOf(err) != 0 {
@@ -132,12 +160,13 @@ func msTime(ms int64, def time.Time) time.Time {
 	return time.UnixMilli(ms)
 }
 
-// eventName names the event after its object and a hash of its content, so
-// that a resent event is created once.
+// eventName names the event after its object and a hash of what an
+// aggregated event keeps (all but its count and last time), so that a
+// resent event is created once and a newer count updates it.
 func eventName(node string, m *protocol.Event) string {
 	h := fnv.New64a()
-	for _, s := range []string{node, m.InvolvedKind, m.Namespace, m.Name, m.UID, m.Type, m.Reason, m.Message,
-		strconv.FormatInt(int64(m.Count), 10), strconv.FormatInt(m.FirstTime, 10), strconv.FormatInt(m.LastTime, 10)} {
+	for _, s := range []string{node, m.InvolvedKind, m.Namespace, m.Name, m.UID, m.FieldPath, m.Type, m.Reason, m.Message,
+		strconv.FormatInt(m.FirstTime, 10)} {
 		h.Write([]byte(s))
 		h.Write([]byte{0})
 	}

@@ -71,8 +71,8 @@ type key struct {
 	kind kind
 	node string
 	// id is the pod UID for pod messages, the device UID for device
-	// status, namespace/name for mirror pods, a sequence number for events
-	// (which are never coalesced) and empty for node status and Leases.
+	// status, namespace/name for mirror pods, the Event's name for events
+	// and empty for node status and Leases.
 	id string
 }
 
@@ -114,8 +114,7 @@ type Writer struct {
 	cfg     Config
 	log     *slog.Logger
 
-	eventSeq atomic.Uint64
-	stats    counters
+	stats counters
 
 	mu sync.Mutex
 	// queue holds the keys with a message to write, but Leases; leaseQueue
@@ -257,10 +256,15 @@ func (w *Writer) PodTerminated(node string, m *protocol.PodTerminated, done func
 }
 
 // Event creates an event about the node's Node, a pod bound to it or a
-// Device attached to it. Events are not coalesced.
+// Device attached to it, or updates the count and last time of the one
+// created for the same event (see protocol.Event). Messages about one event
+// are coalesced: the newest is written.
 func (w *Writer) Event(node string, m *protocol.Event, done func(error)) {
-	id := strconv.FormatUint(w.eventSeq.Add(1), 10)
-	w.enqueue(key{kind: kindEvent, node: node, id: id}, m, done)
+	if m == nil {
+		w.enqueue(key{kind: kindEvent, node: node}, m, done)
+		return
+	}
+	w.enqueue(key{kind: kindEvent, node: node, id: eventName(node, m)}, m, done)
 }
 
 // Heartbeat renews the node's Lease, unless it was renewed less than
@@ -500,6 +504,9 @@ type Stats struct {
 	Events           int64
 	LeaseCreates     int64
 	LeaseRenewals    int64
+	// EventUpdates counts updates of an Event's count and last time (an
+	// event the edge aggregated).
+	EventUpdates int64
 	// MirrorWrites counts mirror pod creations and deletions.
 	MirrorWrites int64
 	// DeviceStatuses counts Device status writes; DeviceUnchanged the
@@ -532,7 +539,7 @@ type Stats struct {
 // counters backs Stats.
 type counters struct {
 	nodeLabelPatches, nodeStatuses, podStatuses, podDeletes, events, leaseCreates, leaseRenewals atomic.Int64
-	mirrorWrites, deviceStatuses, deviceUnchanged                                                atomic.Int64
+	mirrorWrites, deviceStatuses, deviceUnchanged, eventUpdates                                  atomic.Int64
 	unchanged, coalesced, retries, rejected, givenUp, apiErrors                                  atomic.Int64
 	refused                                                                                      refusalCounters
 }
@@ -548,6 +555,7 @@ func (w *Writer) Stats() Stats {
 		Events:           c.events.Load(),
 		LeaseCreates:     c.leaseCreates.Load(),
 		LeaseRenewals:    c.leaseRenewals.Load(),
+		EventUpdates:     c.eventUpdates.Load(),
 		MirrorWrites:     c.mirrorWrites.Load(),
 		DeviceStatuses:   c.deviceStatuses.Load(),
 		DeviceUnchanged:  c.deviceUnchanged.Load(),

@@ -850,3 +850,70 @@ func TestTransientErrorsRetried(t *testing.T) {
 		})
 	}
 }
+
+// An event the edge sends again with a higher count updates the Event
+// created the first time; an older count changes nothing; an Event of that
+// name that another node (or anyone else) made is not touched.
+func TestEventAggregated(t *testing.T) {
+	mine := pod("mine", "uid-1", edge1)
+	first := &protocol.Event{InvolvedKind: "Pod", Namespace: podNS, Name: "mine", UID: "uid-1",
+		FieldPath: "spec.containers{c}", Type: "Warning", Reason: "BackOff",
+		Message: "Back-off restarting failed container c in pod mine_shop(uid-1)", Count: 1,
+		FirstTime: 1_700_000_000_000, LastTime: 1_700_000_000_000}
+	forged := *first
+	forged.Name, forged.UID, forged.Message = "theirs", "uid-9", "x"
+	squat := &corev1.Event{ObjectMeta: metav1.ObjectMeta{Namespace: podNS, Name: eventName(edge1, &forged)},
+		InvolvedObject: corev1.ObjectReference{Kind: "Pod", Namespace: podNS, Name: "theirs", UID: "uid-9"},
+		Source:         corev1.EventSource{Component: EventComponent, Host: edge2}, Count: 7, Reason: "BackOff", Type: "Warning", Message: "x"}
+	theirs := pod("theirs", "uid-9", edge1) // bound to edge-1 now, the name taken by an Event of edge-2
+	w, client := newWriter(t, Config{}, mine, theirs, squat)
+	start(t, w)
+	send := func(m *protocol.Event) error {
+		r := newResult(t)
+		w.Event(edge1, m, r.done)
+		return r.wait()
+	}
+	if err := send(first); err != nil {
+		t.Fatal(err)
+	}
+	later := *first
+	later.Count, later.LastTime = 5, first.LastTime+40_000
+	if err := send(&later); err != nil {
+		t.Fatal(err)
+	}
+	stale := *first
+	stale.Count, stale.LastTime = 3, first.LastTime+20_000
+	if err := send(&stale); err != nil {
+		t.Fatal(err)
+	}
+	evs, _ := client.CoreV1().Events(podNS).List(t.Context(), metav1.ListOptions{
+		FieldSelector: "involvedObject.name=mine"})
+	var got []corev1.Event
+	for _, e := range evs.Items {
+		if e.InvolvedObject.Name == "mine" {
+			got = append(got, e)
+		}
+	}
+	if len(got) != 1 {
+		t.Fatalf("%d events, want 1", len(got))
+	}
+	if e := got[0]; e.Count != 5 || e.LastTimestamp.UnixMilli() != later.LastTime ||
+		e.FirstTimestamp.UnixMilli() != first.FirstTime || e.InvolvedObject.FieldPath != "spec.containers{c}" {
+		t.Fatalf("event %+v", e)
+	}
+	if s := w.Stats(); s.Events != 1 || s.EventUpdates != 1 || s.Unchanged != 1 {
+		t.Fatalf("stats %+v", s)
+	}
+
+	before := w.Stats().Refused.EventNotOwn
+	if err := send(&forged); !errors.Is(err, ErrRejected) {
+		t.Fatalf("event over another node's Event: %v, want ErrRejected", err)
+	}
+	if w.Stats().Refused.EventNotOwn != before+1 {
+		t.Fatal("refusal not counted")
+	}
+	e, err := client.CoreV1().Events(podNS).Get(t.Context(), squat.Name, metav1.GetOptions{})
+	if err != nil || e.Count != 7 || e.Source.Host != edge2 {
+		t.Fatalf("the other node's Event: %+v, %v: want it untouched", e, err)
+	}
+}
