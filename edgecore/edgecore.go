@@ -26,6 +26,7 @@ import (
 	"github.com/tether-edge/tether/edgecore/agent"
 	"github.com/tether-edge/tether/edgecore/credentials"
 	"github.com/tether-edge/tether/edgecore/devicetwin"
+	"github.com/tether-edge/tether/edgecore/events"
 	"github.com/tether-edge/tether/edgecore/link"
 	"github.com/tether-edge/tether/edgecore/metaserver"
 	"github.com/tether-edge/tether/edgecore/nodestatus"
@@ -82,6 +83,10 @@ type Config struct {
 	// OutboxMax bounds the updates queued while the cloud is away
 	// (default 10000; statuses are coalesced per pod, events dropped first).
 	OutboxMax int `json:"outboxMax,omitempty"`
+	// NodeEvents records the Starting and NodeReady events about the node
+	// at each start, as the kubelet does (default true; the simulator's
+	// hollow nodes turn it off). Events about pods are always recorded.
+	NodeEvents *bool `json:"nodeEvents,omitempty"`
 	// PodWorkers is how many pods are synced or killed at once (default 8;
 	// one pod is never synced twice at once).
 	PodWorkers int `json:"podWorkers,omitempty"`
@@ -306,6 +311,10 @@ func (c *Config) validate() error {
 	if c.OutboxMax < 0 {
 		return fmt.Errorf("outboxMax: %d is negative", c.OutboxMax)
 	}
+	if c.NodeEvents == nil {
+		on := true
+		c.NodeEvents = &on
+	}
 	if c.PodWorkers < 0 {
 		return fmt.Errorf("podWorkers: %d is negative", c.PodWorkers)
 	}
@@ -430,6 +439,8 @@ type EdgeCore struct {
 	Broker *broker.Broker
 	// Runtime is the container runtime the pods run in.
 	Runtime runtime.Runtime
+	// Events records events about the node and its pods in the outbox.
+	Events *events.Recorder
 	// criRuntime is the CRI runtime edgecore made, if it made one: Run
 	// starts it, Close closes it.
 	criRuntime *cri.Runtime
@@ -469,6 +480,13 @@ func New(cfg Config) (*EdgeCore, error) {
 	if err != nil {
 		return nil, err
 	}
+	var ag *agent.Agent
+	rec, err := events.New(events.Config{OutboxMax: cfg.OutboxMax, Logger: log.With(slog.String("component", "events"))},
+		db, func() { ag.OutboxChanged() })
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
 	rt := cfg.RuntimeImpl
 	runtimeVersion := "custom://"
 	var criRT *cri.Runtime
@@ -483,6 +501,7 @@ func New(cfg Config) (*EdgeCore, error) {
 			c := cfg.CRI
 			c.NodeName, c.NodeIP = cfg.NodeName, ip
 			c.Notify = func() { podManager.Changed() }
+			c.Events = rec
 			criRT, err = cri.New(context.Background(), c, cri.StoreObjects(db), log.With(slog.String("component", "cri")))
 			if err != nil {
 				db.Close()
@@ -493,7 +512,7 @@ func New(cfg Config) (*EdgeCore, error) {
 			rt, runtimeVersion = fake.New(ip), "fake://0"
 		}
 	}
-	ec := &EdgeCore{cfg: cfg, DB: db, Runtime: rt, criRuntime: criRT}
+	ec := &EdgeCore{cfg: cfg, DB: db, Runtime: rt, Events: rec, criRuntime: criRT}
 	closeAll := func() {
 		if criRT != nil {
 			criRT.Close()
@@ -505,7 +524,6 @@ func New(cfg Config) (*EdgeCore, error) {
 	}
 	ns := &nodestatus.Source{NodeName: cfg.NodeName, InternalIP: cfg.NodeIP, MaxPods: cfg.MaxPods,
 		DataDir: cfg.DataDir, RuntimeVersion: runtimeVersion}
-	var ag *agent.Agent
 	ec.Pods, err = pods.New(pods.Config{ResyncInterval: cfg.PodResyncInterval.Duration, OutboxMax: cfg.OutboxMax,
 		PodWorkers: cfg.PodWorkers},
 		db, rt, func() { ag.OutboxChanged() }, log.With(slog.String("component", "pods")))
@@ -585,6 +603,12 @@ func New(cfg Config) (*EdgeCore, error) {
 // from the store at once, whether or not the cloud can be reached.
 func (ec *EdgeCore) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
+	if *ec.cfg.NodeEvents {
+		node := events.NodeObject(ec.cfg.NodeName)
+		ec.Events.Record(events.Eventf(node, events.Normal, events.Starting, "Starting edgecore."))
+		ec.Events.Record(events.Eventf(node, events.Normal, events.NodeReady, "Node %s status is now: %s", ec.cfg.NodeName, events.NodeReady))
+	}
+	g.Go(func() error { return ec.Events.Start(ctx) })
 	if ec.Static != nil {
 		ec.Static.Scan() // static pods start with the others, before any watch
 		g.Go(func() error { return ec.Static.Start(ctx) })

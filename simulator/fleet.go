@@ -149,7 +149,10 @@ func (f *fleet) start(ctx context.Context, i int) error {
 		NodeStatusInterval: metav1.Duration{Duration: f.cfg.nodeStatusInterval},
 		PodResyncInterval:  metav1.Duration{Duration: f.cfg.podResyncInterval},
 		StaticPodPath:      edgecore.NoStaticPods,
-		MetaServer:         edgecore.MetaServerConfig{Enable: &off},
+		// Thousands of Starting and NodeReady events at each connect wave
+		// would weigh on what the benchmark measures.
+		NodeEvents: &off,
+		MetaServer: edgecore.MetaServerConfig{Enable: &off},
 		// No MQTT broker per node unless Config.Edge asks for one.
 		Devices:     edgecore.DevicesConfig{Enable: &off},
 		Logger:      f.cfg.log,

@@ -153,8 +153,10 @@ func (c *Correlator) Observe(ev Event, now time.Time) Outcome {
 	}
 }
 
-// take takes a token of o's bucket, if there is one.
+// take takes a token of o's bucket, if there is one. A pod's containers
+// share the pod's bucket, as in client-go (its spam key has no field path).
 func (c *Correlator) take(o Object, now time.Time) bool {
+	o.FieldPath = ""
 	b, ok := c.buckets.get(o)
 	if !ok {
 		b = &bucket{tokens: float64(c.cfg.Burst), at: now}

@@ -10,6 +10,8 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/tether-edge/tether/edgecore/events"
 )
 
 // Config configures the CRI runtime. It is the `cri:` section of edgecore's
@@ -66,6 +68,15 @@ type Config struct {
 	// long) when a pod needs a sync: a container changed state, a probe
 	// result changed, a back-off or a pull ended.
 	Notify func() `json:"-"`
+	// Events, if set, takes the events the runtime emits about pods, as
+	// the kubelet's: Pulling, Pulled, Failed, BackOff, Created, Started,
+	// Killing, Unhealthy... (edgecore passes its events.Recorder).
+	Events Recorder `json:"-"`
+}
+
+// Recorder takes events; it must not block (events.Recorder does not).
+type Recorder interface {
+	Record(events.Event)
 }
 
 // Validate fills in defaults and checks the fields; its errors start with

@@ -9,6 +9,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/tether-edge/tether/edgecore/events"
 )
 
 // pullState is an image pull running in the background or failed.
@@ -19,6 +21,9 @@ type pullState struct {
 	// reported: the failure was shown once as ErrImagePull; later syncs in
 	// the back-off show ImagePullBackOff.
 	reported bool
+	// pulled is the Pulled event's message of a pull a pod waited for,
+	// until a pod's sync finds the image and reports it.
+	pulled string
 }
 
 // pullPolicy is the container's policy, defaulted as the API server does.
@@ -51,6 +56,7 @@ func (s *podSync) image(ctx context.Context, c *corev1.Container) (string, *core
 	resp, err := r.is.ImageStatus(cctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: c.Image}})
 	cancel()
 	if err != nil {
+		r.event(s.pod, c.Name, events.Warning, events.InspectFailed, "Failed to inspect image %q: %v", c.Image, err)
 		return "", &corev1.ContainerStateWaiting{Reason: "ErrImageInspect",
 			Message: fmt.Sprintf("inspect image %q: %v", c.Image, err)}
 	}
@@ -63,35 +69,54 @@ func (s *podSync) image(ctx context.Context, c *corev1.Container) (string, *core
 		} else {
 			s.imageUser[c.Name] = -1 // a user name: cannot tell if it is root
 		}
+		pulled := ""
 		r.mu.Lock()
-		if p := r.pulls[c.Image]; p != nil && !p.running && policy != corev1.PullAlways {
-			delete(r.pulls, c.Image)
+		if p := r.pulls[c.Image]; p != nil {
+			pulled, p.pulled = p.pulled, ""
+			if !p.running && policy != corev1.PullAlways {
+				delete(r.pulls, c.Image)
+			}
 		}
 		r.mu.Unlock()
+		if pulled != "" {
+			r.event(s.pod, c.Name, events.Normal, events.Pulled, "%s", pulled)
+		} else {
+			// With PullAlways too: the image present is used, and a pull
+			// that fails in the background is only logged.
+			r.event(s.pod, c.Name, events.Normal, events.Pulled, "Container image %q already present on machine", c.Image)
+		}
 		if policy == corev1.PullAlways {
 			r.pull(c.Image, s.pullAuth(c.Image), s.now, false)
 		}
 		return c.Image, nil
 	}
 	if policy == corev1.PullNever {
-		return "", &corev1.ContainerStateWaiting{Reason: "ErrImageNeverPull",
-			Message: fmt.Sprintf("container image %q is not present with pull policy of Never", c.Image)}
+		msg := fmt.Sprintf("Container image %q is not present with pull policy of Never", c.Image)
+		r.event(s.pod, c.Name, events.Warning, events.ErrImageNeverPull, "%s", msg)
+		r.event(s.pod, c.Name, events.Warning, events.Failed, "Error: ErrImageNeverPull")
+		return "", &corev1.ContainerStateWaiting{Reason: "ErrImageNeverPull", Message: msg}
 	}
 	r.mu.Lock()
 	p := r.pulls[c.Image]
 	if p != nil && p.err != nil && !p.running && s.now.Before(p.retryAt) {
-		w := &corev1.ContainerStateWaiting{Reason: "ImagePullBackOff",
-			Message: fmt.Sprintf("Back-off pulling image %q: %v", c.Image, p.err)}
-		if !p.reported {
-			p.reported = true
-			w = &corev1.ContainerStateWaiting{Reason: "ErrImagePull",
-				Message: fmt.Sprintf("pull image %q: %v", c.Image, p.err)}
-		}
+		pullErr, first := p.err, !p.reported
+		p.reported = true
 		r.mu.Unlock()
-		return "", w
+		if first {
+			r.event(s.pod, c.Name, events.Warning, events.Failed, "Failed to pull image %q: %v", c.Image, pullErr)
+			r.event(s.pod, c.Name, events.Warning, events.Failed, "Error: ErrImagePull")
+			return "", &corev1.ContainerStateWaiting{Reason: "ErrImagePull",
+				Message: fmt.Sprintf("pull image %q: %v", c.Image, pullErr)}
+		}
+		r.event(s.pod, c.Name, events.Normal, events.BackOff, "Back-off pulling image %q", c.Image)
+		r.event(s.pod, c.Name, events.Warning, events.Failed, "Error: ImagePullBackOff")
+		return "", &corev1.ContainerStateWaiting{Reason: "ImagePullBackOff",
+			Message: fmt.Sprintf("Back-off pulling image %q: %v", c.Image, pullErr)}
 	}
 	r.mu.Unlock()
-	r.pull(c.Image, s.pullAuth(c.Image), s.now, true)
+	if r.pull(c.Image, s.pullAuth(c.Image), s.now, true) {
+		r.event(s.pod, c.Name, events.Normal, events.Pulling, "Pulling image %q", c.Image)
+	}
 	return "", &corev1.ContainerStateWaiting{Reason: "ContainerCreating",
 		Message: fmt.Sprintf("pulling image %q", c.Image)}
 }
@@ -100,12 +125,15 @@ func (s *podSync) image(ctx context.Context, c *corev1.Container) (string, *core
 // imagePullSecrets, if any) unless one runs or the last one
 // failed less than its back-off ago (when force is false, also unless one
 // succeeded less than BackoffInitial ago). Notify is called when it ends.
-func (r *Runtime) pull(image string, auth *runtimeapi.AuthConfig, now time.Time, force bool) {
+// It reports whether it started one. A pod waits for a forced pull (its
+// image is missing): when it succeeds, the Pulled event's message is kept
+// for the sync that finds the image.
+func (r *Runtime) pull(image string, auth *runtimeapi.AuthConfig, now time.Time, force bool) bool {
 	r.mu.Lock()
 	p := r.pulls[image]
 	if p != nil && (p.running || now.Before(p.retryAt)) {
 		r.mu.Unlock()
-		return
+		return false
 	}
 	if p == nil {
 		p = &pullState{}
@@ -123,17 +151,25 @@ func (r *Runtime) pull(image string, auth *runtimeapi.AuthConfig, now time.Time,
 		if r.bg.Err() != nil {
 			return
 		}
+		took := time.Since(start).Round(time.Millisecond)
+		pulled := ""
+		if err == nil && force {
+			var size uint64
+			sctx, cancel := r.call(r.bg)
+			if st, serr := r.is.ImageStatus(sctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: image}}); serr == nil {
+				size = st.GetImage().GetSize_()
+			}
+			cancel()
+			pulled = fmt.Sprintf("Successfully pulled image %q in %v (%v including waiting). Image size: %d bytes.", image, took, took, size)
+		}
 		var delay time.Duration
 		r.mu.Lock()
 		p.running = false
 		if err == nil {
 			r.pullBack.forget(image)
-			p.err, p.reported = nil, false
+			p.err, p.reported, p.pulled = nil, false, pulled
 			// An Always pull is not repeated for a while.
 			p.retryAt = time.Now().Add(r.cfg.BackoffInitial.Duration)
-			if force {
-				delete(r.pulls, image)
-			}
 		} else {
 			delay = r.pullBack.next(image, time.Now())
 			p.err, p.reported, p.retryAt = err, false, time.Now().Add(delay)
@@ -143,8 +179,9 @@ func (r *Runtime) pull(image string, auth *runtimeapi.AuthConfig, now time.Time,
 			r.log.Warn("image pull failed", slog.String("image", image), slog.Duration("retry", delay), slog.Any("err", err))
 			r.notifyAfter(delay)
 		} else {
-			r.log.Info("image pulled", slog.String("image", image), slog.Duration("took", time.Since(start)))
+			r.log.Info("image pulled", slog.String("image", image), slog.Duration("took", took))
 		}
 		r.notify()
 	}()
+	return true
 }

@@ -20,6 +20,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/tether-edge/tether/edgecore/events"
 )
 
 type probeKind int
@@ -32,6 +34,11 @@ const (
 
 func (k probeKind) String() string {
 	return [...]string{"liveness", "readiness", "startup"}[k]
+}
+
+// title is the kind as the kubelet's Unhealthy events name it.
+func (k probeKind) title() string {
+	return [...]string{"Liveness", "Readiness", "Startup"}[k]
 }
 
 type probeResult int
@@ -198,6 +205,8 @@ func (p *prober) once(ctx context.Context, c *corev1.Container, kind probeKind, 
 	res := resultSuccess
 	if err != nil {
 		res = resultFailure
+		// Every failed run, as the kubelet: the correlator counts them.
+		p.r.event(p.pod, c.Name, events.Warning, events.Unhealthy, "%s probe failed: %v", kind.title(), err)
 	}
 	p.mu.Lock()
 	if p.results[key] != st {

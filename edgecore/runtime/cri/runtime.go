@@ -24,6 +24,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/tether-edge/tether/edgecore/events"
 	"github.com/tether-edge/tether/edgecore/runtime"
 )
 
@@ -242,6 +243,15 @@ func mapsEqual[K comparable, V comparable](a, b map[K]V) bool {
 	return true
 }
 
+// event records an event about pod, or its container named container if
+// not empty.
+func (r *Runtime) event(pod *corev1.Pod, container string, t events.Type, reason events.Reason, format string, args ...any) {
+	if r.cfg.Events == nil || pod == nil {
+		return
+	}
+	r.cfg.Events.Record(events.Eventf(events.PodObject(pod, container), t, reason, format, args...))
+}
+
 func (r *Runtime) notify() {
 	if r.cfg.Notify != nil {
 		r.cfg.Notify()
@@ -403,6 +413,7 @@ func (r *Runtime) KillPod(ctx context.Context, uid types.UID, grace time.Duratio
 		if c.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
 			continue
 		}
+		r.event(pod, c.Metadata.GetName(), events.Normal, events.Killing, "Stopping container %s", c.Metadata.GetName())
 		g.Go(func() error { return r.stopContainer(ctx, pod, c.Id, c.Metadata.GetName(), grace) })
 	}
 	errs := []error{g.Wait()}
@@ -443,6 +454,7 @@ func (r *Runtime) stopContainer(ctx context.Context, pod *corev1.Pod, id, name s
 			if err := r.runHandler(hctx, pod, c, id, c.Lifecycle.PreStop, grace); err != nil {
 				r.log.Warn("preStop hook failed", slog.String("pod", pod.Namespace+"/"+pod.Name),
 					slog.String("container", name), slog.Any("err", err))
+				r.event(pod, name, events.Warning, events.FailedPreStopHook, "PreStopHook failed: %v", err)
 			}
 			cancel()
 		}

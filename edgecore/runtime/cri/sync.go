@@ -10,9 +10,12 @@ import (
 	"slices"
 	"time"
 
+	grpcstatus "google.golang.org/grpc/status"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/tether-edge/tether/edgecore/events"
 )
 
 // podSync is one SyncPod call: what containerd holds for the pod, what was
@@ -86,12 +89,14 @@ func (s *podSync) run(ctx context.Context) error {
 		if len(sandboxes) > 0 {
 			attempt = sandboxes[0].Metadata.GetAttempt() + 1
 			s.r.log.Info("pod sandbox is gone, making a new one", slog.String("pod", s.name()))
+			s.r.event(s.pod, "", events.Normal, events.SandboxChanged, "Pod sandbox changed, it will be killed and re-created.")
 		}
 		for _, sb := range sandboxes {
 			errs = append(errs, s.retireSandbox(ctx, sb))
 		}
 		id, err := s.r.runSandbox(ctx, s.pod, attempt)
 		if err != nil {
+			s.r.event(s.pod, "", events.Warning, events.FailedCreatePodSandBox, "Failed to create pod sandbox: %v", err)
 			s.sandboxErr = err
 			return errors.Join(append(errs, err)...)
 		}
@@ -279,7 +284,8 @@ func (s *podSync) act(ctx context.Context) (bool, error) {
 		}
 		latest := insts[0]
 		if latest.State == runtimeapi.ContainerState_CONTAINER_RUNNING {
-			if why := s.killReason(c, latest); why != "" {
+			if why, msg := s.killReason(c, latest); why != "" {
+				s.r.event(s.pod, c.Name, events.Normal, events.Killing, "%s", msg)
 				s.r.killAsync(s.ps, s.pod, latest.Id, c.Name, podGrace(s.pod), why)
 			}
 			continue
@@ -314,19 +320,20 @@ func shouldRestart(policy corev1.RestartPolicy, st *runtimeapi.ContainerStatus) 
 	return true
 }
 
-// killReason says why a running container must be killed, if it must.
-func (s *podSync) killReason(c *corev1.Container, st *runtimeapi.ContainerStatus) string {
+// killReason says why a running container must be killed, if it must, and
+// the Killing event's message, as the kubelet's.
+func (s *podSync) killReason(c *corev1.Container, st *runtimeapi.ContainerStatus) (why, msg string) {
 	switch {
 	case s.r.killing(st.Id):
-		return ""
+		return "", ""
 	case st.Annotations[annotationHash] != containerHash(c):
-		return "container spec changed"
+		return "container spec changed", fmt.Sprintf("Container %s definition changed, will be restarted", c.Name)
 	case s.ps.prober.result(c.Name, st.Id, probeLiveness) == resultFailure:
-		return "liveness probe failed"
+		return "liveness probe failed", fmt.Sprintf("Container %s failed liveness probe, will be restarted", c.Name)
 	case s.ps.prober.result(c.Name, st.Id, probeStartup) == resultFailure:
-		return "startup probe failed"
+		return "startup probe failed", fmt.Sprintf("Container %s failed startup probe, will be restarted", c.Name)
 	}
-	return ""
+	return "", ""
 }
 
 // restart starts a new attempt of an exited container unless it is in
@@ -338,6 +345,8 @@ func (s *podSync) restart(ctx context.Context, c *corev1.Container, latest *runt
 		finished = latest.CreatedAt
 	}
 	if d := s.r.restarts.remaining(key, time.Unix(0, finished), s.now); d > 0 {
+		s.r.event(s.pod, c.Name, events.Warning, events.BackOff, "Back-off restarting failed container %s in pod %s",
+			c.Name, events.FormatPod(s.pod))
 		s.waiting[c.Name] = &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff",
 			Message: fmt.Sprintf("back-off %s restarting failed container=%s pod=%s_%s(%s)",
 				s.r.restarts.delay(key), c.Name, s.pod.Name, s.pod.Namespace, s.pod.UID)}
@@ -368,6 +377,7 @@ func (s *podSync) start(ctx context.Context, c *corev1.Container) bool {
 	attempt := s.nextAttempt(c.Name)
 	cfg, err := s.containerConfig(c, attempt, image)
 	if err != nil {
+		s.r.event(s.pod, c.Name, events.Warning, events.Failed, "Error: %v", err)
 		var ve *volumeError
 		if errors.As(err, &ve) {
 			s.waiting[c.Name] = &corev1.ContainerStateWaiting{Reason: "ContainerCreating", Message: err.Error()}
@@ -382,14 +392,18 @@ func (s *podSync) start(ctx context.Context, c *corev1.Container) bool {
 	resp, err := s.r.rs.CreateContainer(cctx, &runtimeapi.CreateContainerRequest{PodSandboxId: s.sandboxID,
 		Config: cfg, SandboxConfig: s.r.sandboxConfig(s.pod, s.attempt)})
 	if err != nil {
+		s.r.event(s.pod, c.Name, events.Warning, events.Failed, "Error: %s", grpcMessage(err))
 		s.waiting[c.Name] = &corev1.ContainerStateWaiting{Reason: "CreateContainerError", Message: err.Error()}
 		return false
 	}
 	s.noteAttempt(c.Name, attempt)
+	s.r.event(s.pod, c.Name, events.Normal, events.Created, "Created container %s", c.Name)
 	if _, err := s.r.rs.StartContainer(cctx, &runtimeapi.StartContainerRequest{ContainerId: resp.ContainerId}); err != nil {
+		s.r.event(s.pod, c.Name, events.Warning, events.Failed, "Error: %s", grpcMessage(err))
 		s.waiting[c.Name] = &corev1.ContainerStateWaiting{Reason: "RunContainerError", Message: err.Error()}
 		return true
 	}
+	s.r.event(s.pod, c.Name, events.Normal, events.Started, "Started container %s", c.Name)
 	s.r.log.Info("container started", slog.String("pod", s.name()), slog.String("container", c.Name),
 		slog.Int("attempt", int(attempt)), slog.Duration("took", time.Since(start)))
 	if c.Lifecycle != nil && c.Lifecycle.PostStart != nil {
@@ -400,6 +414,7 @@ func (s *podSync) start(ctx context.Context, c *corev1.Container) bool {
 		if err != nil {
 			s.r.log.Warn("postStart hook failed, killing the container", slog.String("pod", s.name()),
 				slog.String("container", c.Name), slog.Any("err", err))
+			s.r.event(s.pod, c.Name, events.Warning, events.FailedPostStartHook, "PostStartHook failed: %v", err)
 			s.r.killAsync(s.ps, s.pod, resp.ContainerId, c.Name, grace, "postStart hook failed")
 			s.waiting[c.Name] = &corev1.ContainerStateWaiting{Reason: "PostStartHookError", Message: err.Error()}
 		}
@@ -530,4 +545,13 @@ func truncTime(ns int64) metav1.Time {
 		return metav1.Time{}
 	}
 	return metav1.NewTime(time.Unix(0, ns).Truncate(time.Second))
+}
+
+// grpcMessage is the message of a CRI error without gRPC's "rpc error: code
+// = ... desc =" prefix, as the kubelet shows it.
+func grpcMessage(err error) string {
+	if st, ok := grpcstatus.FromError(err); ok {
+		return st.Message()
+	}
+	return err.Error()
 }

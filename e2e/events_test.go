@@ -1,0 +1,171 @@
+//go:build integration
+
+package e2e
+
+import (
+	"fmt"
+	"os/exec"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// eventsAbout lists the Events about an object, as kubectl describe finds
+// them (by involved object kind, name and UID).
+func eventsAbout(t *testing.T, ns, kind, name string, uid types.UID) []corev1.Event {
+	t.Helper()
+	sel := fields.Set{"involvedObject.kind": kind, "involvedObject.name": name, "involvedObject.uid": string(uid)}
+	list, err := client.CoreV1().Events(ns).List(t.Context(), metav1.ListOptions{FieldSelector: sel.AsSelector().String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return list.Items
+}
+
+// findEvent returns the event of that type and reason whose message
+// contains msg.
+func findEvent(evs []corev1.Event, typ, reason, msg string) *corev1.Event {
+	for i := range evs {
+		e := &evs[i]
+		if e.Type == typ && e.Reason == reason && strings.Contains(e.Message, msg) {
+			return e
+		}
+	}
+	return nil
+}
+
+func eventLines(evs []corev1.Event) string {
+	var lines []string
+	for _, e := range evs {
+		lines = append(lines, fmt.Sprintf("%s %s x%d %s: %s", e.Type, e.Reason, e.Count, e.InvolvedObject.FieldPath, e.Message))
+	}
+	sort.Strings(lines)
+	return strings.Join(lines, "\n")
+}
+
+// waitEvents waits until want holds for the events about the object.
+func waitEvents(t *testing.T, ns, kind, name string, uid types.UID, timeout time.Duration, what string,
+	want func([]corev1.Event) error) []corev1.Event {
+	t.Helper()
+	var evs []corev1.Event
+	eventually(t, timeout, what, func() (bool, error) {
+		evs = eventsAbout(t, ns, kind, name, uid)
+		if err := want(evs); err != nil {
+			return false, fmt.Errorf("%w; events:\n%s", err, eventLines(evs))
+		}
+		return true, nil
+	})
+	return evs
+}
+
+// TestCRIEvents: the edge's events as a kubelet's, in the API server, on
+// containerd: the node's Starting and NodeReady; Pulling, Failed and
+// BackOff of a pod whose image is missing; Pulled, Created, Started of a
+// crash-looping pod and one BackOff whose count grows, in a bounded number
+// of Event objects; Unhealthy and Killing of a failing liveness probe.
+func TestCRIEvents(t *testing.T) {
+	ns := namespace(t)
+	c := startCloud(t)
+	e := newCRIEdge(t, c, "e2e-cri-events")
+	e.start()
+
+	waitEvents(t, "", "Node", e.name, types.UID(e.name), 60*time.Second, "node events", func(evs []corev1.Event) error {
+		if findEvent(evs, "Normal", "Starting", "Starting edgecore.") == nil ||
+			findEvent(evs, "Normal", "NodeReady", "Node "+e.name+" status is now: NodeReady") == nil {
+			return fmt.Errorf("no Starting and NodeReady")
+		}
+		return nil
+	})
+
+	const missingImage = "tether.test/busybox-missing:1"
+	missing := criPod(t, ns, "missing-image", e.name, `true`)
+	missing.Spec.Containers[0].Image = missingImage
+	missing = createPod(t, missing)
+
+	crash := criPod(t, ns, "crash", e.name, `echo crashing; exit 3`)
+	crash = createPod(t, crash)
+
+	probe := criPod(t, ns, "probe", e.name, `exec sleep 3600`)
+	probe.Spec.Containers[0].LivenessProbe = &corev1.Probe{
+		ProbeHandler:  corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"sh", "-c", "echo sick; exit 1"}}},
+		PeriodSeconds: 1, FailureThreshold: 2}
+	probe = createPod(t, probe)
+
+	evs := waitEvents(t, ns, "Pod", missing.Name, missing.UID, 90*time.Second, "missing image's events", func(evs []corev1.Event) error {
+		for _, w := range []struct{ typ, reason, msg string }{
+			{"Normal", "Pulling", fmt.Sprintf("Pulling image %q", missingImage)},
+			{"Warning", "Failed", fmt.Sprintf("Failed to pull image %q: ", missingImage)},
+			{"Warning", "Failed", "Error: ErrImagePull"},
+			{"Normal", "BackOff", fmt.Sprintf("Back-off pulling image %q", missingImage)},
+			{"Warning", "Failed", "Error: ImagePullBackOff"},
+		} {
+			if findEvent(evs, w.typ, w.reason, w.msg) == nil {
+				return fmt.Errorf("no %s %s %q", w.typ, w.reason, w.msg)
+			}
+		}
+		return nil
+	})
+	for _, ev := range evs {
+		if ev.InvolvedObject.FieldPath != "spec.containers{main}" || ev.Source.Host != e.name {
+			t.Errorf("event %s %q: fieldPath %q, host %q", ev.Reason, ev.Message, ev.InvolvedObject.FieldPath, ev.Source.Host)
+		}
+	}
+	t.Logf("missing image's events:\n%s", eventLines(evs))
+
+	// The crash loop: BackOff's count grows, Created and Started are one
+	// Event each with a count, so the Event objects stay few.
+	evs = waitEvents(t, ns, "Pod", crash.Name, crash.UID, 120*time.Second, "crash loop's BackOff counted", func(evs []corev1.Event) error {
+		bo := findEvent(evs, "Warning", "BackOff", "Back-off restarting failed container main in pod crash_"+ns+"("+string(crash.UID)+")")
+		st := findEvent(evs, "Normal", "Started", "Started container main")
+		if bo == nil || bo.Count < 3 || st == nil || st.Count < 3 {
+			return fmt.Errorf("no BackOff and Started with a count of 3 or more")
+		}
+		return nil
+	})
+	for _, w := range []struct{ typ, reason, msg string }{
+		{"Normal", "Pulled", fmt.Sprintf("Container image %q already present on machine", containerd(t).BusyboxImage)},
+		{"Normal", "Created", "Created container main"},
+	} {
+		if ev := findEvent(evs, w.typ, w.reason, w.msg); ev == nil || ev.Count < 2 {
+			t.Errorf("crash loop: %s %s %q: %+v", w.typ, w.reason, w.msg, ev)
+		}
+	}
+	p, err := client.CoreV1().Pods(ns).Get(t.Context(), crash.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	restarts := mainStatus(p).RestartCount
+	if len(evs) > 4 {
+		t.Errorf("crash loop made %d Event objects, want at most 4 (Pulled, Created, Started, BackOff):\n%s", len(evs), eventLines(evs))
+	}
+	t.Logf("crash loop after %d restarts: %d Event objects:\n%s", restarts, len(evs), eventLines(evs))
+
+	evs = waitEvents(t, ns, "Pod", probe.Name, probe.UID, 90*time.Second, "liveness probe's events", func(evs []corev1.Event) error {
+		if findEvent(evs, "Warning", "Unhealthy", "Liveness probe failed: ") == nil ||
+			findEvent(evs, "Normal", "Killing", "Container main failed liveness probe, will be restarted") == nil {
+			return fmt.Errorf("no Unhealthy and Killing")
+		}
+		return nil
+	})
+	t.Logf("liveness probe's events:\n%s", eventLines(evs))
+
+	// What a user sees.
+	if kubectl, err := exec.LookPath("kubectl"); err == nil {
+		out, err := exec.CommandContext(t.Context(), kubectl, "--kubeconfig", cp.Kubeconfig(), "describe", "pod", "-n", ns, crash.Name).CombinedOutput()
+		if err != nil {
+			t.Fatalf("kubectl describe: %v\n%s", err, out)
+		}
+		desc := string(out)
+		i := strings.Index(desc, "Events:")
+		if i < 0 || !strings.Contains(desc[i:], "BackOff") || !strings.Contains(desc[i:], "Back-off restarting failed container main") {
+			t.Fatalf("kubectl describe pod shows no BackOff event:\n%s", desc)
+		}
+		t.Logf("kubectl describe pod %s:\n%s", crash.Name, desc[i:])
+	}
+}
