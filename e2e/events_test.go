@@ -14,6 +14,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/tether-edge/tether/pki"
+	"github.com/tether-edge/tether/protocol"
 )
 
 // eventsAbout lists the Events about an object, as kubectl describe finds
@@ -167,5 +170,98 @@ func TestCRIEvents(t *testing.T) {
 			t.Fatalf("kubectl describe pod shows no BackOff event:\n%s", desc)
 		}
 		t.Logf("kubectl describe pod %s:\n%s", crash.Name, desc[i:])
+	}
+}
+
+// A hostile edge, with its own node's certificate, sends events about
+// another node's pod and Node, and a flood of events about its own Node:
+// nothing about the other node is written, and the flood is cut at the
+// hub's upstream rate (UpstreamBurst 200 at once, then UpstreamRate 50 a
+// second, by default), the rest answered as dropped.
+func TestEventsFromHostileEdge(t *testing.T) {
+	ns := namespace(t)
+	c := startCloud(t)
+	const attacker, victim = "e2e-ev-attacker", "e2e-ev-victim"
+	key, err := pki.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, err := c.cc.Enroll.Direct(t.Context(), attacker, &key.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vkey, _ := pki.NewKey()
+	if _, err := c.cc.Enroll.Direct(t.Context(), victim, &vkey.PublicKey); err != nil {
+		t.Fatal(err)
+	}
+	vpod := createPod(t, barePod(ns, "victim-pod", victim))
+	ws, err := dialHub(t, c, certPEM, key, attacker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type ackResult struct{ acked, rejected, dropped int }
+	acks := make(chan ackResult, 1)
+	go func() {
+		var r ackResult
+		defer func() { acks <- r }()
+		for {
+			ws.SetReadDeadline(time.Now().Add(15 * time.Second))
+			_, b, err := ws.ReadMessage()
+			if err != nil {
+				return
+			}
+			f, err := protocol.Decode(b)
+			if err != nil || f.Ack == nil {
+				continue
+			}
+			r.acked += len(f.Ack.Seqs)
+			for _, rj := range f.Ack.Rejected {
+				r.rejected++
+				if strings.Contains(rj.Reason, "rate limit") {
+					r.dropped++
+				}
+			}
+		}
+	}()
+	now := time.Now().UnixMilli()
+	seq := uint64(0)
+	emit := func(ev protocol.Event) {
+		seq++
+		send(t, ws, &protocol.Frame{Seq: seq, Event: &ev})
+	}
+	emit(protocol.Event{InvolvedKind: "Pod", Namespace: ns, Name: vpod.Name, UID: string(vpod.UID), Type: "Warning",
+		Reason: "Failed", Message: "forged", Count: 1, FirstTime: now, LastTime: now})
+	emit(protocol.Event{InvolvedKind: "Node", Name: victim, UID: victim, Type: "Warning", Reason: "NodeNotReady",
+		Message: "forged", Count: 1, FirstTime: now, LastTime: now})
+	const flood = 1000
+	start := time.Now()
+	for i := range flood {
+		emit(protocol.Event{InvolvedKind: "Node", Name: attacker, UID: attacker, Type: "Normal", Reason: "Flood",
+			Message: fmt.Sprintf("event %d", i), Count: 1, FirstTime: now, LastTime: now})
+	}
+	sent := time.Since(start)
+	// Let the writer finish what the hub let through.
+	var written []corev1.Event
+	eventually(t, 30*time.Second, "the flood's events written", func() (bool, error) {
+		prev := len(written)
+		written = eventsAbout(t, "", "Node", attacker, types.UID(attacker))
+		time.Sleep(time.Second)
+		return len(written) > 0 && len(written) == prev, fmt.Errorf("%d written so far", len(written))
+	})
+	ws.Close()
+	r := <-acks
+	limit := 200 + int(50*sent.Seconds()) + 50
+	t.Logf("flood of %d events in %v: %d Event objects written (limit %d), acks: %+v", flood, sent, len(written), limit, r)
+	if len(written) > limit {
+		t.Errorf("%d events written from a flood of %d, want at most %d", len(written), flood, limit)
+	}
+	if r.dropped < flood-limit {
+		t.Errorf("%d events answered as dropped, want at least %d", r.dropped, flood-limit)
+	}
+	if evs := eventsAbout(t, ns, "Pod", vpod.Name, vpod.UID); len(evs) != 0 {
+		t.Errorf("events about the victim's pod: %s", eventLines(evs))
+	}
+	if evs := eventsAbout(t, "", "Node", victim, types.UID(victim)); len(evs) != 0 {
+		t.Errorf("events about the victim's Node: %s", eventLines(evs))
 	}
 }
