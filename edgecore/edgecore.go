@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -29,6 +30,7 @@ import (
 	"github.com/tether-edge/tether/edgecore/events"
 	"github.com/tether-edge/tether/edgecore/link"
 	"github.com/tether-edge/tether/edgecore/metaserver"
+	"github.com/tether-edge/tether/edgecore/nodestats"
 	"github.com/tether-edge/tether/edgecore/nodestatus"
 	"github.com/tether-edge/tether/edgecore/pods"
 	"github.com/tether-edge/tether/edgecore/runtime"
@@ -441,6 +443,12 @@ type EdgeCore struct {
 	Runtime runtime.Runtime
 	// Events records events about the node and its pods in the outbox.
 	Events *events.Recorder
+	// Stats serves the node's resource usage as a kubelet does
+	// (nodestats.SummaryPath and nodestats.ResourcePath), its pods' from
+	// the CRI runtime; with another runtime, the node's alone. It has no
+	// authentication of its own: serve it only behind the node's
+	// kubelet-style server.
+	Stats http.Handler
 	// criRuntime is the CRI runtime edgecore made, if it made one: Run
 	// starts it, Close closes it.
 	criRuntime *cri.Runtime
@@ -513,6 +521,17 @@ func New(cfg Config) (*EdgeCore, error) {
 		}
 	}
 	ec := &EdgeCore{cfg: cfg, DB: db, Runtime: rt, Events: rec, criRuntime: criRT}
+	statsCfg := nodestats.Config{NodeName: cfg.NodeName, FsPath: cfg.DataDir, Logger: log.With(slog.String("component", "nodestats"))}
+	if criRT != nil {
+		statsCfg.Runtime = criRT
+	}
+	if ec.Stats, err = nodestats.NewHandler(statsCfg); err != nil {
+		if criRT != nil {
+			criRT.Close()
+		}
+		db.Close()
+		return nil, err
+	}
 	closeAll := func() {
 		if criRT != nil {
 			criRT.Close()
