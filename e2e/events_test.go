@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/tether-edge/tether/edgecore/store"
 	"github.com/tether-edge/tether/pki"
 	"github.com/tether-edge/tether/protocol"
 )
@@ -264,4 +265,46 @@ func TestEventsFromHostileEdge(t *testing.T) {
 	if evs := eventsAbout(t, "", "Node", victim, types.UID(victim)); len(evs) != 0 {
 		t.Errorf("events about the victim's Node: %s", eventLines(evs))
 	}
+}
+
+// Events of a crash loop while the link is down are queued in the outbox,
+// aggregated, and reach the API server once it is back: the Started count
+// then tells every restart made offline.
+func TestCRIEventsOffline(t *testing.T) {
+	ns := namespace(t)
+	c := startCloud(t)
+	e := newCRIEdge(t, c, "e2e-cri-events-off")
+	e.start()
+	crash := createPod(t, criPod(t, ns, "crash-offline", e.name, `exit 1`))
+	evs := waitEvents(t, ns, "Pod", crash.Name, crash.UID, 90*time.Second, "first Started", func(evs []corev1.Event) error {
+		if findEvent(evs, "Normal", "Started", "Started container main") == nil {
+			return fmt.Errorf("no Started")
+		}
+		return nil
+	})
+	e.link.Cut()
+	before := findEvent(evs, "Normal", "Started", "Started container main").Count
+	// The edge's own count, in its outbox, grows while the link is down.
+	var queued int32
+	eventually(t, 90*time.Second, "restarts counted offline", func() (bool, error) {
+		queued = 0
+		err := e.ec.DB.View(func(tx *store.Tx) error {
+			return tx.Outbox(0, func(it store.OutboxItem) bool {
+				f, err := protocol.Decode(it.Frame)
+				if err == nil && f.Event != nil && f.Event.Name == crash.Name && f.Event.Reason == "Started" {
+					queued = f.Event.Count
+				}
+				return true
+			})
+		})
+		return queued >= before+2, fmt.Errorf("Started x%d queued (x%d before the cut), %v", queued, before, err)
+	})
+	e.link.Heal()
+	evs = waitEvents(t, ns, "Pod", crash.Name, crash.UID, 60*time.Second, "offline restarts in the API server", func(evs []corev1.Event) error {
+		if st := findEvent(evs, "Normal", "Started", "Started container main"); st == nil || st.Count < queued {
+			return fmt.Errorf("Started x%d, want at least x%d", st.Count, queued)
+		}
+		return nil
+	})
+	t.Logf("Started x%d before the cut, x%d queued offline; after the heal %d Event objects:\n%s", before, queued, len(evs), eventLines(evs))
 }
