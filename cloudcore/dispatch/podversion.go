@@ -46,6 +46,11 @@ func (pv *podVersions) get(p *corev1.Pod) string {
 // forget drops p's entry (the pod was deleted).
 func (pv *podVersions) forget(p *corev1.Pod) { pv.m.Delete(p.UID) }
 
+// PodVersion is p's version as the hub sends it and the edge holds it (see
+// podVersions): compare it, not p's resourceVersion, with what an edge
+// holds.
+func PodVersion(p *corev1.Pod) string { return syncVersion(p) }
+
 // syncVersion hashes the protobuf encoding of p without its status,
 // resourceVersion and managedFields. The encoding is deterministic (the
 // generated code sorts map keys).
