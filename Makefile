@@ -32,9 +32,12 @@ test-unit: ## go vet and the unit tests, with the race detector
 	$(GO) vet ./...
 	$(GO) test -race ./...
 
+# The integration tier runs only the tests of the files built with
+# `-tags integration` (hack/integration-tests.sh): the unit tests ran in
+# test-unit already.
 test-integration: kube-binaries ## Integration tests against real etcd, Kubernetes and containerd (run as root)
 	$(GO) vet -tags integration ./...
-	$(GO) test -tags integration -race -count=1 -timeout 40m ./...
+	$(GO) test -tags integration -race -count=1 -timeout 40m -run "$$(hack/integration-tests.sh run)" $$(hack/integration-tests.sh pkgs)
 
 # make fuzz: every Fuzz* target of the module (go test -list, in the packages
 # whose tests have one), one after the other, each for FUZZTIME (FUZZTIME=5m
@@ -70,6 +73,11 @@ bench: build kube-binaries ## Go micro-benchmarks, then the suite (bench/out: re
 	$(GO) test -run '^$$' -bench . -timeout 5m ./... > $(BENCH_OUT)/gobench.txt 2>&1 || echo "make bench: some Go benchmarks failed; tether-bench reports which"
 	grep -E '^(Benchmark|ok|FAIL|---)' $(BENCH_OUT)/gobench.txt || true
 	bin/tether-bench --nodes $(BENCH_NODES) --out $(BENCH_OUT) --bin bin --gobench $(BENCH_OUT)/gobench.txt $(BENCH_FLAGS)
+	@if [ "$$(id -u)" = 0 ]; then \
+	  echo "== e2e figures (pod start on containerd, edgecore binary RSS with 20 pods, device lag): $(BENCH_OUT)/e2e-figures.txt"; \
+	  $(GO) test -tags 'integration bench' -count=1 -timeout 20m -v -run '^(TestCRIPodStartTimes|TestCRIEdgecoreBinaryRSS|TestDevicesLag)$$' ./e2e/ > $(BENCH_OUT)/e2e-figures.txt 2>&1 || echo "make bench: an e2e figure test failed, see $(BENCH_OUT)/e2e-figures.txt"; \
+	  grep -E 'pod start|edgecore binary RSS|devices|^(---|ok|FAIL)' $(BENCH_OUT)/e2e-figures.txt || true; \
+	else echo "make bench: the e2e figures need root (containerd): skipped"; fi
 
 demo: build kube-binaries ## Run the demo until Ctrl-C (hack/demo.sh)
 	hack/demo.sh
