@@ -21,7 +21,7 @@ build: ## Build the Tether commands (*/cmd/...) into bin/
 deps: ## Install the Debian packages the demo and the tests need (as root)
 	hack/install-deps.sh
 
-kube-binaries: ## Build kube-apiserver, kube-controller-manager, kube-scheduler into bin/ (once per pinned version)
+kube-binaries: ## Build kube-apiserver, kube-controller-manager, kube-scheduler and metrics-server into bin/ (once per pinned version)
 	hack/kube-binaries.sh
 
 test: ## Run every test: test-unit, then test-integration

@@ -104,6 +104,12 @@ func (w *Writer) newEvent(n *corev1.Node, m *protocol.Event) (*corev1.Event, err
 		if uid == "" {
 			uid = string(pod.UID)
 		}
+		if h, mirror := pod.Annotations[MirrorAnnotation]; mirror && uid == h {
+			// A static pod's: the edge knows it by its UID, the hash its
+			// mirror carries; the Event names the mirror, so that kubectl
+			// describe shows it.
+			uid = string(pod.UID)
+		}
 		if err := ownPod(node, pod, uid); err != nil {
 			return nil, notOwn(err)
 		}

@@ -917,3 +917,28 @@ func TestEventAggregated(t *testing.T) {
 		t.Fatalf("the other node's Event: %+v, %v: want it untouched", e, err)
 	}
 }
+
+// A static pod's events name it by its UID at the edge, the config hash its
+// mirror pod carries: the Event is about the mirror pod.
+func TestEventAboutStaticPod(t *testing.T) {
+	mirror := pod("static-web-edge-1", "mirror-uid", edge1)
+	mirror.Annotations = map[string]string{MirrorAnnotation: "hash-1"}
+	w, client := newWriter(t, Config{}, mirror)
+	start(t, w)
+	r := newResult(t)
+	w.Event(edge1, &protocol.Event{InvolvedKind: "Pod", Namespace: podNS, Name: mirror.Name, UID: "hash-1",
+		Type: "Normal", Reason: "Started", Message: "Started container c", Count: 1, FirstTime: 1, LastTime: 1}, r.done)
+	if err := r.wait(); err != nil {
+		t.Fatal(err)
+	}
+	evs, _ := client.CoreV1().Events(podNS).List(t.Context(), metav1.ListOptions{})
+	if len(evs.Items) != 1 || evs.Items[0].InvolvedObject.UID != "mirror-uid" {
+		t.Fatalf("events %+v", evs.Items)
+	}
+	r = newResult(t)
+	w.Event(edge1, &protocol.Event{InvolvedKind: "Pod", Namespace: podNS, Name: mirror.Name, UID: "hash-2",
+		Type: "Normal", Reason: "Started", Count: 1}, r.done)
+	if err := r.wait(); !errors.Is(err, ErrRejected) {
+		t.Fatalf("event with another hash: %v, want ErrRejected", err)
+	}
+}
