@@ -131,7 +131,7 @@ func (s *podSync) image(ctx context.Context, c *corev1.Container) (string, *core
 func (r *Runtime) pull(image string, auth *runtimeapi.AuthConfig, now time.Time, force bool) bool {
 	r.mu.Lock()
 	p := r.pulls[image]
-	if p != nil && (p.running || now.Before(p.retryAt)) {
+	if p != nil && (p.running || (now.Before(p.retryAt) && (p.err != nil || !force))) {
 		r.mu.Unlock()
 		return false
 	}
