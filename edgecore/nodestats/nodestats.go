@@ -10,9 +10,10 @@
 // The node's figures come from the kernel (/proc/stat, /proc/meminfo, statfs
 // of the data directory), the pods' and containers' from the container
 // runtime (CRI ListContainerStats, see Runtime). The handler has no
-// authentication of its own: it is served behind the node's kubelet-style
-// server, which admits only the API server's requests (and checks each
-// with a SubjectAccessReview on nodes/stats or nodes/metrics).
+// authentication of its own: it is mounted only in the node's kubelet-style
+// API, reached through the tunnel, where each request was authenticated
+// and authorized (a SubjectAccessReview on nodes/stats or nodes/metrics)
+// before it left the cloud. It opens no port.
 package nodestats
 
 import (
