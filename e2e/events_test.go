@@ -72,7 +72,8 @@ func waitEvents(t *testing.T, ns, kind, name string, uid types.UID, timeout time
 // containerd: the node's Starting and NodeReady; Pulling, Failed and
 // BackOff of a pod whose image is missing; Pulled, Created, Started of a
 // crash-looping pod and one BackOff whose count grows, in a bounded number
-// of Event objects; Unhealthy and Killing of a failing liveness probe.
+// of Event objects; Unhealthy and Killing of a failing liveness probe;
+// FailedMount of a volume whose configmap is missing.
 func TestCRIEvents(t *testing.T) {
 	ns := namespace(t)
 	c := startCloud(t)
@@ -100,6 +101,12 @@ func TestCRIEvents(t *testing.T) {
 		ProbeHandler:  corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"sh", "-c", "echo sick; exit 1"}}},
 		PeriodSeconds: 1, FailureThreshold: 2}
 	probe = createPod(t, probe)
+
+	noCM := criPod(t, ns, "no-configmap", e.name, `exec sleep 3600`)
+	noCM.Spec.Volumes = []corev1.Volume{{Name: "cfg", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+		LocalObjectReference: corev1.LocalObjectReference{Name: "missing"}}}}}
+	noCM.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "cfg", MountPath: "/cfg"}}
+	noCM = createPod(t, noCM)
 
 	evs := waitEvents(t, ns, "Pod", missing.Name, missing.UID, 90*time.Second, "missing image's events", func(evs []corev1.Event) error {
 		for _, w := range []struct{ typ, reason, msg string }{
@@ -158,6 +165,14 @@ func TestCRIEvents(t *testing.T) {
 		return nil
 	})
 	t.Logf("liveness probe's events:\n%s", eventLines(evs))
+
+	evs = waitEvents(t, ns, "Pod", noCM.Name, noCM.UID, 60*time.Second, "missing configmap's events", func(evs []corev1.Event) error {
+		if findEvent(evs, "Warning", "FailedMount", `MountVolume.SetUp failed for volume "cfg" : `) == nil {
+			return fmt.Errorf("no FailedMount")
+		}
+		return nil
+	})
+	t.Logf("missing configmap's events:\n%s", eventLines(evs))
 
 	// What a user sees.
 	if kubectl, err := exec.LookPath("kubectl"); err == nil {

@@ -55,6 +55,7 @@ const (
 	FailedPostStartHook Reason = "FailedPostStartHook"
 	FailedPreStopHook   Reason = "FailedPreStopHook"
 	// Pods.
+	FailedMount            Reason = "FailedMount"
 	FailedCreatePodSandBox Reason = "FailedCreatePodSandBox"
 	SandboxChanged         Reason = "SandboxChanged"
 	// The node.

@@ -111,7 +111,7 @@ func (s *podSync) mounts(c *corev1.Container) ([]*runtimeapi.Mount, error) {
 		host, ok := s.vols[vm.Name]
 		if !ok {
 			if err := s.volErrs[vm.Name]; err != nil {
-				return nil, &volumeError{fmt.Sprintf("volume %q: %v", vm.Name, err)}
+				return nil, &volumeError{msg: fmt.Sprintf("volume %q: %v", vm.Name, err), volume: vm.Name, err: err}
 			}
 			return nil, configErrorf("volume %q is not defined", vm.Name)
 		}
@@ -168,7 +168,12 @@ func (s *podSync) mounts(c *corev1.Container) ([]*runtimeapi.Mount, error) {
 
 // volumeError is a volume that is not ready; the container waits in
 // ContainerCreating, as with the kubelet.
-type volumeError struct{ msg string }
+type volumeError struct {
+	msg string
+	// volume and err say which volume could not be set up and why.
+	volume string
+	err    error
+}
 
 func (e *volumeError) Error() string { return e.msg }
 

@@ -369,6 +369,15 @@ func (s *podSync) nextAttempt(name string) uint32 {
 // start creates and starts an attempt of c. It reports whether a container
 // was created; when none could be, waiting says why.
 func (s *podSync) start(ctx context.Context, c *corev1.Container) bool {
+	// Volumes first, as the kubelet mounts them before it looks at images.
+	for _, vm := range c.VolumeMounts {
+		if err := s.volErrs[vm.Name]; err != nil {
+			s.r.event(s.pod, "", events.Warning, events.FailedMount, "MountVolume.SetUp failed for volume %q : %v", vm.Name, err)
+			s.waiting[c.Name] = &corev1.ContainerStateWaiting{Reason: "ContainerCreating",
+				Message: fmt.Sprintf("volume %q: %v", vm.Name, err)}
+			return false
+		}
+	}
 	image, w := s.image(ctx, c)
 	if w != nil {
 		s.waiting[c.Name] = w
@@ -377,8 +386,12 @@ func (s *podSync) start(ctx context.Context, c *corev1.Container) bool {
 	attempt := s.nextAttempt(c.Name)
 	cfg, err := s.containerConfig(c, attempt, image)
 	if err != nil {
-		s.r.event(s.pod, c.Name, events.Warning, events.Failed, "Error: %v", err)
 		var ve *volumeError
+		if errors.As(err, &ve) {
+			s.r.event(s.pod, "", events.Warning, events.FailedMount, "MountVolume.SetUp failed for volume %q : %v", ve.volume, ve.err)
+		} else {
+			s.r.event(s.pod, c.Name, events.Warning, events.Failed, "Error: %v", err)
+		}
 		if errors.As(err, &ve) {
 			s.waiting[c.Name] = &corev1.ContainerStateWaiting{Reason: "ContainerCreating", Message: err.Error()}
 		} else {
