@@ -85,7 +85,7 @@ func TestCRIMetricsServer(t *testing.T) {
 		"--kubeconfig="+cp.Kubeconfig(), "--authentication-kubeconfig="+cp.Kubeconfig(),
 		"--authorization-kubeconfig="+cp.Kubeconfig(), "--authentication-tolerate-lookup-failure",
 		"--kubelet-port="+strconv.Itoa(kport), "--kubelet-insecure-tls",
-		"--kubelet-preferred-address-types=InternalIP", "--metric-resolution=10s",
+		"--kubelet-preferred-address-types=InternalIP", "--metric-resolution=10s", "--kubelet-request-timeout=5s",
 		"--node-selector=kubernetes.io/hostname="+e.name, "-v=2")
 	proc, err := childproc.Start(cmd, childproc.Options{Log: filepath.Join(dir, "metrics-server.log")})
 	if err != nil {
@@ -102,26 +102,44 @@ func TestCRIMetricsServer(t *testing.T) {
 	token := cp.RESTConfig().BearerToken
 	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} // metrics-server's self-signed certificate, on loopback
-	url := fmt.Sprintf("https://127.0.0.1:%d/apis/metrics.k8s.io/v1beta1/namespaces/%s/pods/%s", port, ns, pod.Name)
-	var pm podMetrics
-	eventually(t, 90*time.Second, "pod metrics from metrics-server", func() (bool, error) {
-		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+	// getMetrics reads path of the metrics API from metrics-server into v.
+	getMetrics := func(path string, v any) error {
+		if proc.Exited() {
+			t.Fatalf("metrics-server exited: %v", proc.Err())
+		}
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet,
+			fmt.Sprintf("https://127.0.0.1:%d/apis/metrics.k8s.io/v1beta1/%s", port, path), nil)
 		req.Header.Set("Authorization", "Bearer "+token)
 		resp, err := hc.Do(req)
 		if err != nil {
-			return false, err
+			return err
 		}
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
 		if resp.StatusCode != 200 {
-			return false, fmt.Errorf("%s: %s", resp.Status, b)
+			return fmt.Errorf("%s: %s", resp.Status, b)
 		}
+		return json.Unmarshal(b, v)
+	}
+	var pm podMetrics
+	eventually(t, 90*time.Second, "pod metrics from metrics-server", func() (bool, error) {
 		pm = podMetrics{}
-		if err := json.Unmarshal(b, &pm); err != nil {
+		if err := getMetrics(fmt.Sprintf("namespaces/%s/pods/%s", ns, pod.Name), &pm); err != nil {
 			return false, err
 		}
 		return len(pm.Containers) == 1, fmt.Errorf("containers %+v", pm.Containers)
 	})
+	var nm struct {
+		Usage map[string]resource.Quantity `json:"usage"`
+	}
+	if err := getMetrics("nodes/"+e.name, &nm); err != nil {
+		t.Fatalf("node metrics: %v", err)
+	}
+	ncpu, nmem := nm.Usage["cpu"], nm.Usage["memory"]
+	t.Logf("metrics-server: node %s: cpu %s, memory %s", e.name, ncpu.String(), nmem.String())
+	if ncpu.IsZero() || nmem.IsZero() {
+		t.Errorf("node metrics: cpu %s memory %s, want both non-zero", ncpu.String(), nmem.String())
+	}
 	cpu, mem := pm.Containers[0].Usage["cpu"], pm.Containers[0].Usage["memory"]
 	t.Logf("metrics-server: pod %s/%s container %s: cpu %s, memory %s", ns, pod.Name, pm.Containers[0].Name, cpu.String(), mem.String())
 	if pm.Containers[0].Name != "main" || cpu.IsZero() || mem.Value() < 4<<20 {
