@@ -10,7 +10,8 @@ CMD_PKGS := $(patsubst %,./%/...,$(CMD_DIRS))
 CMD_BINS := $(addprefix bin/,$(notdir $(wildcard $(addsuffix /*,$(CMD_DIRS)))))
 
 .DEFAULT_GOAL := help
-.PHONY: help deps build kube-binaries test test-unit test-integration fuzz bench demo clean distclean
+
+.PHONY: help deps build image kube-binaries test test-unit test-integration fuzz bench demo clean distclean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -78,6 +79,17 @@ bench: build kube-binaries ## Go micro-benchmarks, then the suite (bench/out: re
 	  $(GO) test -tags 'integration bench' -count=1 -timeout 20m -v -run '^(TestCRIPodStartTimes|TestCRIEdgecoreBinaryRSS|TestDevicesLag)$$' ./e2e/ > $(BENCH_OUT)/e2e-figures.txt 2>&1 || echo "make bench: an e2e figure test failed, see $(BENCH_OUT)/e2e-figures.txt"; \
 	  grep -E 'pod start|edgecore binary RSS|devices|^(---|ok|FAIL)' $(BENCH_OUT)/e2e-figures.txt || true; \
 	else echo "make bench: the e2e figures need root (containerd): skipped"; fi
+
+# make image: cloudcore's container image for linux/amd64 and linux/arm64,
+# written by tether-image (package ociimage) with no registry or daemon.
+IMAGE ?= tether.local/cloudcore:latest
+image: ## cloudcore's image for linux/amd64 and linux/arm64: dist/cloudcore-image.tar (ctr -n k8s.io images import)
+	mkdir -p dist
+	for arch in amd64 arm64; do \
+	  CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags '-s -w' -o dist/image/cloudcore-linux-$$arch ./cloudcore/cmd/cloudcore || exit 1; \
+	done
+	$(GO) run ./ociimage/cmd/tether-image --name $(IMAGE) --out dist/cloudcore-image.tar --path /cloudcore \
+	  linux/amd64=dist/image/cloudcore-linux-amd64 linux/arm64=dist/image/cloudcore-linux-arm64
 
 demo: build kube-binaries ## Run the demo until Ctrl-C (hack/demo.sh)
 	hack/demo.sh
