@@ -10,13 +10,22 @@ CMD_PKGS := $(patsubst %,./%/...,$(CMD_DIRS))
 CMD_BINS := $(addprefix bin/,$(notdir $(wildcard $(addsuffix /*,$(CMD_DIRS)))))
 
 .DEFAULT_GOAL := help
-.PHONY: help deps build kube-binaries test test-unit test-integration fuzz bench demo clean distclean
+.PHONY: help deps build release kube-binaries test test-unit test-integration fuzz bench demo clean distclean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## Build the Tether commands (*/cmd/...) into bin/
 	$(GO) build -o bin/ $(CMD_PKGS)
+
+# make release: static (CGO_ENABLED=0), -trimpath, stripped binaries for the
+# boards and the cloud, each stamped with VERSION (`edgecore --version`),
+# and dist/SHA256SUMS. hack/release.sh lists the targets.
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+
+release: ## Build dist/: edgecore and modbus-mapper for linux amd64/arm64/armv7, cloudcore for amd64/arm64, SHA256SUMS
+	rm -rf dist
+	VERSION=$(VERSION) GO=$(GO) hack/release.sh
 
 deps: ## Install the Debian packages the demo and the tests need (as root)
 	hack/install-deps.sh
@@ -74,8 +83,8 @@ bench: build kube-binaries ## Go micro-benchmarks, then the suite (bench/out: re
 demo: build kube-binaries ## Run the demo until Ctrl-C (hack/demo.sh)
 	hack/demo.sh
 
-clean: ## Remove .run/ and the Tether commands in bin/ (keeps the Kubernetes binaries)
-	rm -rf .run
+clean: ## Remove .run/, dist/ and the Tether commands in bin/ (keeps the Kubernetes binaries)
+	rm -rf .run dist
 	rm -f $(CMD_BINS)
 
 distclean: clean ## Also remove bin/, including the Kubernetes binaries
