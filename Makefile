@@ -10,7 +10,7 @@ CMD_PKGS := $(patsubst %,./%/...,$(CMD_DIRS))
 CMD_BINS := $(addprefix bin/,$(notdir $(wildcard $(addsuffix /*,$(CMD_DIRS)))))
 
 .DEFAULT_GOAL := help
-.PHONY: help deps build release kube-binaries test test-unit test-integration fuzz bench demo clean distclean
+.PHONY: help deps build release kube-binaries test test-unit test-integration fuzz bench demo demo-test clean distclean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -27,13 +27,16 @@ release: ## Build dist/: edgecore and modbus-mapper for linux amd64/arm64/armv7,
 	rm -rf dist
 	VERSION=$(VERSION) GO=$(GO) hack/release.sh
 
-deps: ## Install the Debian packages the demo and the tests need (as root)
+# deps: the missing Debian packages only (nothing to do takes a fraction of
+# a second), so that demo and test need nothing else on a fresh machine; not
+# root, it stops with the apt-get command to run.
+deps: ## Install the missing Debian packages the demo and the tests need (as root; else prints the command)
 	hack/install-deps.sh
 
 kube-binaries: ## Build kube-apiserver, kube-controller-manager, kube-scheduler into bin/ (once per pinned version)
 	hack/kube-binaries.sh
 
-test: ## Run every test: test-unit, then test-integration
+test: deps ## Run every test: test-unit, then test-integration
 	$(MAKE) test-unit
 	$(MAKE) test-integration
 
@@ -41,7 +44,7 @@ test-unit: ## go vet and the unit tests, with the race detector
 	$(GO) vet ./...
 	$(GO) test -race ./...
 
-test-integration: kube-binaries ## Integration tests against real etcd, Kubernetes and containerd (run as root)
+test-integration: deps kube-binaries ## Integration tests against real etcd, Kubernetes and containerd (run as root)
 	$(GO) vet -tags integration ./...
 	$(GO) test -tags integration -race -count=1 -timeout 40m ./...
 
@@ -80,8 +83,14 @@ bench: build kube-binaries ## Go micro-benchmarks, then the suite (bench/out: re
 	grep -E '^(Benchmark|ok|FAIL|---)' $(BENCH_OUT)/gobench.txt || true
 	bin/tether-bench --nodes $(BENCH_NODES) --out $(BENCH_OUT) --bin bin --gobench $(BENCH_OUT)/gobench.txt $(BENCH_FLAGS)
 
-demo: build kube-binaries ## Run the demo until Ctrl-C (hack/demo.sh)
+demo: deps build kube-binaries ## Run the demo until Ctrl-C (hack/demo.sh; hack/demo.sh status|cloud-down|cloud-up|edge-reboot|edge-restart from another terminal)
 	hack/demo.sh
+
+# demo-test: the demo's offline walk-through without a person (about 3
+# minutes: longer than make test's integration tier should grow by, so a
+# target of its own, which .ci/run runs after make test).
+demo-test: deps build kube-binaries ## Run the demo's offline walk-through as a test (hack/demo-offline-test.sh, as root)
+	hack/demo-offline-test.sh
 
 clean: ## Remove .run/, dist/ and the Tether commands in bin/ (keeps the Kubernetes binaries)
 	rm -rf .run dist
