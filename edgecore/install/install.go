@@ -239,7 +239,7 @@ func Plan(o Options) ([]string, error) {
 	var paths []string
 	paths = append(paths, o.UnitPath())
 	if cloud, ok := doc["cloud"].(map[string]any); ok {
-		for _, k := range []string{"caFile", "credentialsFile", "tokenFile"} {
+		for _, k := range []string{"caFile", "credentialsFile"} { // as join wrote them
 			if p, _ := cloud[k].(string); p != "" {
 				paths = append(paths, p)
 			}
