@@ -44,9 +44,10 @@ test-unit: ## go vet and the unit tests, with the race detector
 	$(GO) vet ./...
 	$(GO) test -race ./...
 
-test-integration: deps kube-binaries ## Integration tests against real etcd, Kubernetes and containerd (run as root)
+test-integration: deps build kube-binaries ## Integration tests against real etcd, Kubernetes and containerd, then the demo's offline walk-through (run as root)
 	$(GO) vet -tags integration ./...
 	$(GO) test -tags integration -race -count=1 -timeout 40m ./...
+	hack/demo-offline-test.sh
 
 # make fuzz: every Fuzz* target of the module (go test -list, in the packages
 # whose tests have one), one after the other, each for FUZZTIME (FUZZTIME=5m
@@ -86,9 +87,8 @@ bench: build kube-binaries ## Go micro-benchmarks, then the suite (bench/out: re
 demo: deps build kube-binaries ## Run the demo until Ctrl-C (hack/demo.sh; hack/demo.sh status|cloud-down|cloud-up|edge-reboot|edge-restart from another terminal)
 	hack/demo.sh
 
-# demo-test: the demo's offline walk-through without a person (about 3
-# minutes: longer than make test's integration tier should grow by, so a
-# target of its own, which .ci/run runs after make test).
+# demo-test: the demo's offline walk-through without a person, alone (70 s
+# to 2 min here; make test-integration ends with it).
 demo-test: deps build kube-binaries ## Run the demo's offline walk-through as a test (hack/demo-offline-test.sh, as root)
 	hack/demo-offline-test.sh
 
