@@ -197,6 +197,12 @@ func InstallService(ctx context.Context, o Options) (*Installed, error) {
 	if err != nil {
 		return nil, err
 	}
+	for _, p := range []string{bin, cfg} {
+		if strings.ContainsFunc(p, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+			// A newline would start a directive of its own in the unit.
+			return nil, fmt.Errorf("path %q: control characters cannot go into a systemd unit", p)
+		}
+	}
 	res := &Installed{UnitPath: o.UnitPath()}
 	if err := os.MkdirAll(filepath.Dir(res.UnitPath), 0o755); err != nil {
 		return nil, fmt.Errorf("unit dir: %w", err)

@@ -193,3 +193,21 @@ func TestQuoteArg(t *testing.T) {
 		}
 	}
 }
+
+// A path that would smuggle a directive into the unit (a newline, then
+// ExecStartPre=...) is refused, and no unit is written.
+func TestInstallRefusesControlCharacters(t *testing.T) {
+	root := t.TempDir()
+	for _, o := range []Options{
+		{Root: root, Binary: "/usr/local/bin/edgecore", ConfigPath: "/etc/e.yaml\nExecStartPre=/bin/sh -c evil"},
+		{Root: root, Binary: "/usr/local/bin/edgecore\r", ConfigPath: "/etc/e.yaml"},
+	} {
+		o.Systemctl = "-"
+		if _, err := InstallService(t.Context(), o); err == nil || !strings.Contains(err.Error(), "control characters") {
+			t.Errorf("binary %q, config %q: %v, want a refusal", o.Binary, o.ConfigPath, err)
+		}
+		if exists(o.UnitPath()) {
+			t.Errorf("a unit was written for config %q", o.ConfigPath)
+		}
+	}
+}
