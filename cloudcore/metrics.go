@@ -1,6 +1,7 @@
 package cloudcore
 
 import (
+	"regexp"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -123,3 +124,23 @@ func (cc *CloudCore) Metrics() *prometheus.Registry {
 	reg.MustRegister(collector{cc}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return reg
 }
+
+// MetricNames lists the names of cloudcore's own metrics (for the alert
+// rules' and the dashboard's tests).
+func MetricNames() []string { return descNames(collector{}) }
+
+// descNames returns the names of the metrics c describes.
+func descNames(c prometheus.Collector) []string {
+	ch := make(chan *prometheus.Desc, 64)
+	go func() { c.Describe(ch); close(ch) }()
+	var names []string
+	for d := range ch {
+		if m := fqName.FindStringSubmatch(d.String()); m != nil {
+			names = append(names, m[1])
+		}
+	}
+	return names
+}
+
+// fqName finds the name in a Desc's String (client_golang has no getter).
+var fqName = regexp.MustCompile(`fqName: "([a-zA-Z_:][a-zA-Z0-9_:]*)"`)

@@ -3,6 +3,7 @@ package edgecore
 import (
 	"log/slog"
 	"os"
+	"regexp"
 	"sync/atomic"
 	"time"
 
@@ -100,3 +101,20 @@ func (ec *EdgeCore) Metrics() *prometheus.Registry {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return reg
 }
+
+// MetricNames lists the names of edgecore's own metrics (for the alert
+// rules' and the dashboard's tests).
+func MetricNames() []string {
+	ch := make(chan *prometheus.Desc, 64)
+	go func() { (&edgeCollector{}).Describe(ch); close(ch) }()
+	var names []string
+	for d := range ch {
+		if m := fqName.FindStringSubmatch(d.String()); m != nil {
+			names = append(names, m[1])
+		}
+	}
+	return names
+}
+
+// fqName finds the name in a Desc's String (client_golang has no getter).
+var fqName = regexp.MustCompile(`fqName: "([a-zA-Z_:][a-zA-Z0-9_:]*)"`)
