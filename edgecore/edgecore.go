@@ -23,7 +23,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/tether-edge/tether/devices/broker"
+
 	"github.com/tether-edge/tether/edgecore/agent"
 	"github.com/tether-edge/tether/edgecore/credentials"
 	"github.com/tether-edge/tether/edgecore/devicetwin"
@@ -452,6 +454,8 @@ type EdgeCore struct {
 	// criRuntime is the CRI runtime edgecore made, if it made one: Run
 	// starts it, Close closes it.
 	criRuntime *cri.Runtime
+	// creds are the node's credentials; nil with Config.Cloud.Dialer.
+	creds *credentials.Credentials
 }
 
 // New checks cfg, opens the store and builds the components; nothing runs
@@ -520,7 +524,7 @@ func New(cfg Config) (*EdgeCore, error) {
 			rt, runtimeVersion = fake.New(ip), "fake://0"
 		}
 	}
-	ec := &EdgeCore{cfg: cfg, DB: db, Runtime: rt, Events: rec, criRuntime: criRT}
+	ec := &EdgeCore{cfg: cfg, DB: db, Runtime: rt, Events: rec, criRuntime: criRT, creds: creds}
 	statsCfg := nodestats.Config{NodeName: cfg.NodeName, FsPath: cfg.DataDir, Logger: log.With(slog.String("component", "nodestats"))}
 	if criRT != nil {
 		statsCfg.Runtime = criRT
@@ -562,6 +566,8 @@ func New(cfg Config) (*EdgeCore, error) {
 		}
 		ec.MetaServer, err = metaserver.New(metaserver.Config{Addr: cfg.MetaServer.Addr, NodeName: cfg.NodeName,
 			Clients: clients, PodStatuses: reported,
+			// Read at scrape time, once Run started every component.
+			Metrics:    promhttp.HandlerFor(ec.Metrics(), promhttp.HandlerOpts{}),
 			NodeLabels: cfg.Labels, NodeStatus: ns.Status, NodeInterval: cfg.NodeStatusInterval.Duration,
 			StateDir: cfg.DataDir, Logger: log.With(slog.String("component", "metaserver"))}, db)
 		if err != nil {

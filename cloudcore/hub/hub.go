@@ -450,6 +450,20 @@ func (h *Hub) Connected() []string {
 	return nodes
 }
 
+// CertExpiries calls fn with each connected node and when the client
+// certificate of its session expires (its renewals included).
+func (h *Hub) CertExpiries(fn func(node string, notAfter time.Time)) {
+	h.mu.Lock()
+	live := make([]*session, 0, len(h.sessions))
+	for _, s := range h.sessions {
+		live = append(live, s)
+	}
+	h.mu.Unlock()
+	for _, s := range live {
+		fn(s.node, time.Unix(0, s.notAfter.Load()))
+	}
+}
+
 // checkSessions stops the sessions of nodes that were revoked or whose
 // certificate expired.
 func (h *Hub) checkSessions(ctx context.Context) {
