@@ -154,7 +154,8 @@ type Config struct {
 	// their API write (default 256): at it, the hub stops reading the
 	// node's session. UpstreamRate and UpstreamBurst limit each node's
 	// messages (defaults 50/s and 200; heartbeats and acks not counted):
-	// statuses past it wait, Events past it are dropped (and counted).
+	// statuses and certificate requests past it wait, Events past it are
+	// dropped (and counted).
 	MaxUpstreamInFlight int     `json:"maxUpstreamInFlight,omitempty"`
 	UpstreamRate        float64 `json:"upstreamRate,omitempty"`
 	UpstreamBurst       int     `json:"upstreamBurst,omitempty"`

@@ -180,8 +180,11 @@ type Config struct {
 	// UpstreamRate is each node's rate of upstream messages per second,
 	// UpstreamBurst its burst (defaults 50 and 200; a node reports its
 	// status every minute and its pods' statuses when they change).
-	// Heartbeats, acks and certificate requests are not counted. A status
-	// past it waits (the session stops reading until the rate allows it);
+	// Heartbeats and acks are not counted; certificate requests are (each
+	// costs a signature and a read of the Node), and are answered one at a
+	// time: one that comes while another is being answered is refused at
+	// once. A status or certificate request past the rate waits (the
+	// session stops reading until the rate allows it);
 	// an Event past it is dropped and answered with Ack.Rejected
 	// ("dropped: event rate limit") so that the edge does not send it
 	// again.
