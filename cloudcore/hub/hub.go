@@ -533,9 +533,17 @@ func (h *Hub) handshake(conn *websocket.Conn, node string) (*protocol.Hello, err
 	if err != nil {
 		return nil, fmt.Errorf("read hello: %w", err)
 	}
-	f, err := protocol.Decode(b)
+	// An inventory over MaxInventory is refused at its header, before it
+	// is decoded (see protocol.DecodeHello).
+	f, err := protocol.DecodeHello(b, h.cfg.MaxInventory)
 	if err != nil {
-		writeError(conn, &protocol.Error{Code: protocol.ErrorBadFrame, Message: err.Error()})
+		code := protocol.ErrorBadFrame
+		if errors.Is(err, protocol.ErrTooLarge) {
+			code = protocol.ErrorTooLarge
+			h.stats.inventoryRefused.Add(1)
+			err = fmt.Errorf("%w; the hub takes at most %d (MaxInventory)", err, h.cfg.MaxInventory)
+		}
+		writeError(conn, &protocol.Error{Code: code, Message: err.Error()})
 		return nil, fmt.Errorf("hello: %w", err)
 	}
 	if f.Hello == nil {

@@ -443,7 +443,8 @@ func TestUpstreamRateDelaysStatus(t *testing.T) {
 }
 
 // Limit MaxInventory: the audit's 2 MiB Hello of 233,000 refs is refused
-// with a clear error.
+// with a clear error, at the inventory's header (protocol.DecodeHello;
+// TestDecodeHelloInventoryLimit has its cost).
 func TestHugeInventoryRefused(t *testing.T) {
 	src, url := startHub(t, Config{})
 	inv := make([]protocol.ObjectRef, 233_000)
