@@ -167,7 +167,7 @@ type MQTTConfig struct {
 	Broker string `json:"broker,omitempty"`
 	// Addr is where the embedded broker listens (default 127.0.0.1:1883,
 	// the port KubeEdge mappers use; a non-loopback host lets devices on
-	// the network in: set certFile and keyFile then).
+	// the network in: it needs certFile and keyFile, or allowInsecure).
 	Addr string `json:"addr,omitempty"`
 	// URL is the external broker, tcp://host:port or ssl://host:port
 	// (default tcp://127.0.0.1:1883).
@@ -187,6 +187,11 @@ type MQTTConfig struct {
 	// issued the certificate).
 	CertFile string `json:"certFile,omitempty"`
 	KeyFile  string `json:"keyFile,omitempty"`
+	// AllowInsecure lets the embedded broker listen on an addr that is not
+	// loopback without certFile and keyFile (default false: edgecore
+	// refuses to start so): passwords, readings and commands then cross
+	// the network in clear.
+	AllowInsecure bool `json:"allowInsecure,omitempty"`
 	// CAFile is the CA bundle an external broker's certificate must chain
 	// to: required with an ssl:// url.
 	CAFile string `json:"caFile,omitempty"`
@@ -379,12 +384,17 @@ func (d *DevicesConfig) validate() error {
 		if (m.CertFile == "") != (m.KeyFile == "") {
 			return errors.New("devices.mqtt.certFile: set with keyFile, or neither")
 		}
+		if !broker.IsLoopback(m.Addr) && m.CertFile == "" && !m.AllowInsecure {
+			return fmt.Errorf("devices.mqtt.addr: the embedded broker listens on %s, not a loopback address, without TLS: "+
+				"passwords and readings would cross the network in clear; set certFile and keyFile "+
+				"(or allowInsecure: true, to accept that)", m.Addr)
+		}
 		if m.MaxClients < 0 {
 			return fmt.Errorf("devices.mqtt.maxClients: %d is negative", m.MaxClients)
 		}
 	case BrokerExternal:
 		for field, set := range map[string]bool{"addr": m.Addr != "", "certFile": m.CertFile != "", "keyFile": m.KeyFile != "",
-			"allowAnonymous": m.AllowAnonymous, "maxClients": m.MaxClients != 0} {
+			"allowAnonymous": m.AllowAnonymous, "maxClients": m.MaxClients != 0, "allowInsecure": m.AllowInsecure} {
 			if set {
 				return fmt.Errorf("devices.mqtt.%s: only for broker %s (an external broker is at devices.mqtt.url, and its operator configures it)", field, BrokerEmbedded)
 			}

@@ -78,8 +78,9 @@ func mqttSetup(dataDir, node string, cfg MQTTConfig, log *slog.Logger) (*mqttCli
 			return nil, err
 		}
 	}
-	b := &broker.Config{Addr: cfg.Addr, NodeName: node, AllowAnonymous: cfg.AllowAnonymous, MaxClients: cfg.MaxClients,
-		Logger: log, Users: []broker.User{
+	b := &broker.Config{Addr: cfg.Addr, NodeName: node, AllowAnonymous: cfg.AllowAnonymous, AllowInsecure: cfg.AllowInsecure,
+		MaxClients: cfg.MaxClients,
+		Logger:     log, Users: []broker.User{
 			{Name: m.username, Password: m.password, Role: broker.RoleEdge},
 			{Name: MapperUsername, Password: mapperPW, Role: broker.RoleDevice},
 		}}

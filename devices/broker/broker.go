@@ -134,8 +134,13 @@ type Config struct {
 	// loopback Addr.
 	AllowAnonymous bool
 	// TLS, if set, is the TLS configuration of the listener (with its
-	// certificate): every client must then speak TLS. See LoadTLS.
+	// certificate): every client must then speak TLS. See LoadTLS. It is
+	// required on an Addr that is not loopback, unless AllowInsecure.
 	TLS *tls.Config
+	// AllowInsecure lets the broker listen beyond loopback without TLS:
+	// passwords, readings and commands then cross the network in clear
+	// (default false: New refuses such an Addr).
+	AllowInsecure bool
 	// MaxClients bounds the connected clients (default
 	// DefaultMaxClients); past it, a CONNECT is answered "server
 	// unavailable". Connections that have not sent their CONNECT yet are
@@ -172,6 +177,10 @@ func (cfg *Config) Validate() error {
 	}
 	if cfg.AllowAnonymous && !IsLoopback(cfg.Addr) {
 		return fmt.Errorf("addr %q is not a loopback address: anonymous clients are allowed only on loopback", cfg.Addr)
+	}
+	if !IsLoopback(cfg.Addr) && cfg.TLS == nil && !cfg.AllowInsecure {
+		return fmt.Errorf("addr %q is not a loopback address and there is no TLS: passwords and readings would cross the network "+
+			"in clear; give the listener a certificate, or allow an insecure listener explicitly", cfg.Addr)
 	}
 	seen := map[string]bool{}
 	for _, u := range cfg.Users {
@@ -227,8 +236,8 @@ func New(cfg Config) (*Broker, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
-	if !IsLoopback(cfg.Addr) && cfg.TLS == nil {
-		cfg.Logger.Warn("mqtt broker listens beyond loopback without TLS: passwords cross the network in clear",
+	if !IsLoopback(cfg.Addr) && cfg.TLS == nil { // AllowInsecure
+		cfg.Logger.Warn("mqtt broker listens beyond loopback without TLS, as allowed: passwords cross the network in clear",
 			slog.String("addr", cfg.Addr))
 	}
 	ln, err := net.Listen("tcp", cfg.Addr)

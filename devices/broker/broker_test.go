@@ -412,6 +412,8 @@ func TestConfigErrors(t *testing.T) {
 		{Config{Addr: "127.0.0.1:0", Users: []User{mapperUser, mapperUser}}, "given twice"},
 		{Config{Addr: "127.0.0.1:0", Users: users, MaxClients: -1}, "negative"},
 		{Config{Addr: "127.0.0.1:0", Users: users, TLS: &tls.Config{}}, "no certificate"},
+		{Config{Addr: "0.0.0.0:0", Users: users}, "not a loopback address and there is no TLS"},
+		{Config{Addr: ":0", Users: users}, "not a loopback address and there is no TLS"},
 	} {
 		c.cfg.Logger = quiet()
 		if b, err := New(c.cfg); err == nil || !strings.Contains(err.Error(), c.want) {
@@ -421,9 +423,10 @@ func TestConfigErrors(t *testing.T) {
 			t.Errorf("%+v: %v, want %q", c.cfg, err, c.want)
 		}
 	}
-	// Beyond loopback with users: allowed (with a warning without TLS).
-	if b, err := New(Config{Addr: "0.0.0.0:0", Users: users, Logger: quiet()}); err != nil {
-		t.Errorf("0.0.0.0 with users: %v", err)
+	// Beyond loopback without TLS: only when allowed explicitly (with a
+	// warning).
+	if b, err := New(Config{Addr: "0.0.0.0:0", Users: users, AllowInsecure: true, Logger: quiet()}); err != nil {
+		t.Errorf("0.0.0.0 with users, allowed insecure: %v", err)
 	} else {
 		b.Close()
 	}
