@@ -197,6 +197,14 @@ type MQTTConfig struct {
 	CAFile string `json:"caFile,omitempty"`
 	// MaxClients bounds the embedded broker's clients (default 64).
 	MaxClients int `json:"maxClients,omitempty"`
+	// MapperProtocols gives each of these protocols a mapper user of its
+	// own on the embedded broker, MapperProtocolUsername(p)
+	// ("mapper-<p>"), with its password in MapperProtocolPasswordFile
+	// (made like the mappers' password): it may use the topics of the
+	// node's devices whose spec.protocol.protocolName is p only, so that
+	// a mapper of one protocol cannot read or forge another's devices.
+	// The user MapperUsername keeps every device's topics.
+	MapperProtocols []string `json:"mapperProtocols,omitempty"`
 	// ClientID is edgecore's MQTT client id (default
 	// tether-edgecore-<nodeName>).
 	ClientID string `json:"clientID,omitempty"`
@@ -392,9 +400,23 @@ func (d *DevicesConfig) validate() error {
 		if m.MaxClients < 0 {
 			return fmt.Errorf("devices.mqtt.maxClients: %d is negative", m.MaxClients)
 		}
+		seen := map[string]bool{}
+		for _, p := range m.MapperProtocols {
+			if !protocolName.MatchString(p) {
+				return fmt.Errorf("devices.mqtt.mapperProtocols: %q is not a protocol name (lower case letters, digits and '-', at most 53)", p)
+			}
+			if seen[p] {
+				return fmt.Errorf("devices.mqtt.mapperProtocols: %q given twice", p)
+			}
+			seen[p] = true
+			if m.Username == MapperProtocolUsername(p) {
+				return fmt.Errorf("devices.mqtt.username: %q is the user of the %s mappers", m.Username, p)
+			}
+		}
 	case BrokerExternal:
 		for field, set := range map[string]bool{"addr": m.Addr != "", "certFile": m.CertFile != "", "keyFile": m.KeyFile != "",
-			"allowAnonymous": m.AllowAnonymous, "maxClients": m.MaxClients != 0, "allowInsecure": m.AllowInsecure} {
+			"allowAnonymous": m.AllowAnonymous, "maxClients": m.MaxClients != 0, "allowInsecure": m.AllowInsecure,
+			"mapperProtocols": len(m.MapperProtocols) > 0} {
 			if set {
 				return fmt.Errorf("devices.mqtt.%s: only for broker %s (an external broker is at devices.mqtt.url, and its operator configures it)", field, BrokerEmbedded)
 			}
@@ -543,7 +565,7 @@ func New(cfg Config) (*EdgeCore, error) {
 		obs = append(obs, ec.MetaServer)
 	}
 	if d := cfg.Devices; *d.Enable {
-		m, err := mqttSetup(cfg.DataDir, cfg.NodeName, d.MQTT, log.With(slog.String("component", "broker")))
+		m, err := mqttSetup(cfg.DataDir, cfg.NodeName, d.MQTT, db, log.With(slog.String("component", "broker")))
 		if err != nil {
 			closeAll()
 			return nil, err

@@ -19,7 +19,13 @@
 // mapper, a device, an app) may publish the device → edge topics and
 // subscribe to the edge → device ones, and nothing else: it cannot publish a
 // twin/update/delta (which makes a mapper write a device) or a result. A
-// will message is a publish at disconnect: its topic is checked at CONNECT.
+// RoleDevice user with User.Devices (a mapper of one protocol) is narrowed
+// to those devices' topics: it may not publish on another device's topics
+// nor subscribe to them by name; a filter with "+" for the device is
+// taken, and each message is checked again at delivery, so it gets nothing
+// of the others. A will message is a
+// publish at disconnect: its topic is checked at CONNECT. A listener
+// beyond loopback needs TLS, unless Config.AllowInsecure.
 //
 // Memory bounds: a RoleDevice or anonymous client's packets are at most
 // ClientMaxPacketBytes (the connection is closed at the first larger one,
@@ -117,6 +123,18 @@ type User struct {
 	Name     string
 	Password string
 	Role     Role
+	// Devices, if set, narrows a RoleDevice user to these devices (a
+	// mapper that serves one protocol): it may not publish on the topics
+	// of a device not in the set, nor subscribe to them by name, and is
+	// sent nothing of them through a "+" filter. Nil: every device.
+	Devices Devices
+}
+
+// Devices is a set of devices, asked at each publish, subscribe and
+// delivery of a device topic: it may change while the broker runs.
+type Devices interface {
+	// Has reports whether the device namespace/name is in the set.
+	Has(namespace, name string) bool
 }
 
 // Config configures the broker.
@@ -193,6 +211,8 @@ func (cfg *Config) Validate() error {
 			return fmt.Errorf("user %q: bad role %s", u.Name, u.Role)
 		case seen[u.Name]:
 			return fmt.Errorf("user %q: given twice", u.Name)
+		case u.Devices != nil && u.Role != RoleDevice:
+			return fmt.Errorf("user %q: a set of devices is for role %s only", u.Name, RoleDevice)
 		}
 		seen[u.Name] = true
 	}
