@@ -201,8 +201,9 @@ type MQTTConfig struct {
 	// own on the embedded broker, MapperProtocolUsername(p)
 	// ("mapper-<p>"), with its password in MapperProtocolPasswordFile
 	// (made like the mappers' password): it may use the topics of the
-	// node's devices whose spec.protocol.protocolName is p only, so that
-	// a mapper of one protocol cannot read or forge another's devices.
+	// node's devices whose spec.protocol.protocolName is p only (not the
+	// membership topics, which list every device), so that a mapper of
+	// one protocol cannot read or forge another's devices.
 	// The user MapperUsername keeps every device's topics.
 	MapperProtocols []string `json:"mapperProtocols,omitempty"`
 	// ClientID is edgecore's MQTT client id (default

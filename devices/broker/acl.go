@@ -150,11 +150,16 @@ func (h *authHook) devices(cl *mochi.Client) Devices {
 
 // deviceAllowed reports whether the device topic names a device of cl's
 // Devices (true for other topics, and for filters with "+" for the device:
-// each delivery is checked with its topic).
+// each delivery is checked with its topic). The membership topics are
+// refused to a client with Devices: their answers list every device of the
+// node, with its twin.
 func (h *authHook) deviceAllowed(cl *mochi.Client, topic string) bool {
 	d := h.devices(cl)
 	if d == nil {
 		return true
+	}
+	if strings.HasPrefix(topic, nodePrefix) {
+		return false
 	}
 	ns, name, ok := deviceOf(topic)
 	return !ok || d.Has(ns, name)

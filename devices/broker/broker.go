@@ -23,7 +23,8 @@
 // to those devices' topics: it may not publish on another device's topics
 // nor subscribe to them by name; a filter with "+" for the device is
 // taken, and each message is checked again at delivery, so it gets nothing
-// of the others. A will message is a
+// of the others; the membership topics, whose answers list every device,
+// are refused to it. A will message is a
 // publish at disconnect: its topic is checked at CONNECT. A listener
 // beyond loopback needs TLS, unless Config.AllowInsecure.
 //
@@ -126,7 +127,8 @@ type User struct {
 	// Devices, if set, narrows a RoleDevice user to these devices (a
 	// mapper that serves one protocol): it may not publish on the topics
 	// of a device not in the set, nor subscribe to them by name, and is
-	// sent nothing of them through a "+" filter. Nil: every device.
+	// sent nothing of them through a "+" filter; the membership topics
+	// (every device of the node) are refused to it. Nil: every device.
 	Devices Devices
 }
 

@@ -294,7 +294,8 @@ func TestDeviceScopedUser(t *testing.T) {
 
 	m := mustConnect(t, b.URL(), "m", scoped)
 	deltas := subscribe(t, m, "$hw/events/device/+/+/twin/update/delta")
-	for _, f := range []string{"$hw/events/device/ns/other/twin/get/result", "$hw/events/device/ns/other/twin/update/result"} {
+	for _, f := range []string{"$hw/events/device/ns/other/twin/get/result", "$hw/events/device/ns/other/twin/update/result",
+		"$hw/events/node/n1/membership/get/result", "$hw/events/node/+/membership/updated"} { // every device's twin
 		if code := trySubscribe(t, m, f, nil); code != 0x80 {
 			t.Errorf("scoped subscribe %q: code %#x, want 0x80 (refused)", f, code)
 		}
