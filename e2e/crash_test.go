@@ -339,12 +339,17 @@ type crashMapper struct {
 	sent      int            // guarded by mu
 	acked     int            // guarded by mu
 	waiting   map[string]int // guarded by mu: event id → value sent, not answered yet
-	getResult chan string    // twin/get answers: the counter's actual value ("" if none)
+	getResult chan getAnswer // twin/get answers
+	gets      int            // twin/get requests sent, for their event ids
 }
+
+// getAnswer is a twin/get answer: its event id and the counter's actual
+// value ("" if none).
+type getAnswer struct{ id, actual string }
 
 func newCrashMapper(t *testing.T, r *crashRig) *crashMapper {
 	return &crashMapper{t: t, r: r, topic: mqtt.DevicePrefix + r.ns + "/" + r.device + "/", lastAcked: -1,
-		waiting: map[string]int{}, getResult: make(chan string, 16)}
+		waiting: map[string]int{}, getResult: make(chan getAnswer, 16)}
 }
 
 // connect connects to the embedded broker, retrying until edgecore has it
@@ -393,8 +398,11 @@ func (m *crashMapper) answer(topic string, payload []byte) {
 		actual = *tw.Actual.Value
 	}
 	if strings.HasSuffix(topic, "/get/result") {
+		if res.Code != 0 {
+			return // not served yet: asked again
+		}
 		select {
-		case m.getResult <- actual:
+		case m.getResult <- getAnswer{id: res.EventID, actual: actual}:
 		default:
 		}
 		return
@@ -471,12 +479,20 @@ func (m *crashMapper) run(pc paho.Client, stop <-chan struct{}) {
 // counter's actual value in its store ("" if none).
 func (m *crashMapper) twinActual(pc paho.Client) string {
 	m.t.Helper()
-	for i := 0; i < 20; i++ {
-		pc.Publish(m.topic+"twin/get", 1, false, fmt.Sprintf(`{"event_id":"get%d","timestamp":0}`, i))
-		select {
-		case v := <-m.getResult:
-			return v
-		case <-time.After(time.Second):
+	for range 20 {
+		m.gets++
+		id := fmt.Sprintf("get%d", m.gets)
+		pc.Publish(m.topic+"twin/get", 1, false, fmt.Sprintf(`{"event_id":%q,"timestamp":0}`, id))
+		for timeout := time.After(time.Second); ; {
+			select {
+			case a := <-m.getResult:
+				if a.id == id {
+					return a.actual
+				}
+				continue // a late answer to an earlier request
+			case <-timeout:
+			}
+			break
 		}
 	}
 	m.t.Fatal("no answer to twin/get within 20s")
