@@ -86,6 +86,9 @@ cat >"$run/edgecore.yaml" <<EOF
 dataDir: $run/edge-1
 labels:
   tether.io/site: demo-store
+devices:
+  mqtt:
+    mapperProtocols: [modbus]   # user mapper-modbus: the modbus devices' topics only
 $runtime_cfg
 EOF
 join_cmd=$(bin/cloudcore token create --kubeconfig "$kubeconfig" --cloud 127.0.0.1:10000 \
@@ -105,21 +108,22 @@ echo "demo: starting edgecore (log: $run/edgecore.log)"
 # 127.0.0.1:1502, and bin/modbus-mapper bridges it to the edge's device twin
 # (devices from the metaserver on 127.0.0.1:10550, MQTT on edgecore's
 # embedded broker on 127.0.0.1:1883). manifests/demo/thermostat.yaml
-# describes it. The broker wants credentials: edgecore writes the mappers'
-# password at its first start into its data directory
-# ($run/edge-1/credentials/mqtt-mapper.password, user "mapper").
+# describes it. The broker wants credentials: edgecore writes the modbus
+# mappers' password at its first start into its data directory
+# ($run/edge-1/credentials/mqtt-mapper-modbus.password, user
+# "mapper-modbus", which may use the topics of the modbus devices only).
 bin/modbus-thermostat --addr 127.0.0.1:1502 >"$run/thermostat.log" 2>&1 &
 pids+=($!)
 # The mapper reads the metaserver with the token edgecore provisions for
 # device mappers (devices and the node only; no pods, configmaps, secrets),
-# and the broker as user "mapper" with the password edgecore wrote.
+# and the broker as user "mapper-modbus" with the password edgecore wrote.
 ms_token=$run/edge-1/credentials/metaserver-devices.token
-mapper_pw=$run/edge-1/credentials/mqtt-mapper.password
+mapper_pw=$run/edge-1/credentials/mqtt-mapper-modbus.password
 until [[ -s $ms_token && -s $mapper_pw ]]; do
   kill -0 "${pids[-2]}" 2>/dev/null || { tail -n 20 "$run/edgecore.log" >&2; exit 1; }
   sleep 0.2
 done
-bin/modbus-mapper --node demo-edge-1 --metaserver-token-file "$ms_token" --username mapper --password-file "$mapper_pw" \
+bin/modbus-mapper --node demo-edge-1 --metaserver-token-file "$ms_token" --username mapper-modbus --password-file "$mapper_pw" \
   >"$run/modbus-mapper.log" 2>&1 &
 pids+=($!)
 echo "demo: starting a Modbus thermostat and the Modbus mapper (logs: $run/thermostat.log, $run/modbus-mapper.log)"
