@@ -290,8 +290,6 @@ type CloudCore struct {
 	Hub        *hub.Hub
 	Dispatcher *dispatch.Dispatcher
 	Status     *status.Writer
-	// Autonomy is nil when Config.Autonomy.Disabled.
-	Autonomy *autonomy.Controller
 	// CA is cloudcore's certificate authority (from its Secret).
 	CA *pki.CA
 	// Bundle is the PEM edges trust the hub with; its pin (pki.Hash) is in
@@ -301,6 +299,9 @@ type CloudCore struct {
 	Enroll  *enroll.Service
 	serving *certs.Serving
 	client  kubernetes.Interface
+	// election runs the cluster-wide singletons (the autonomy
+	// controller) on one replica at a time.
+	election *election
 	// crdClient installs the CRDs; nil with Config.SkipCRDInstall.
 	crdClient apiextensions.Interface
 	// limiter is the client's rate limit when Config.KubeQPS is unset; nil
@@ -409,12 +410,12 @@ func New(cfg Config) (*CloudCore, error) {
 	}
 	cc.Dispatcher.SetNotifier(cc.Hub)
 	if !cfg.Autonomy.Disabled {
-		cc.Autonomy, err = autonomy.New(client, cfg.Autonomy, cfg.InformerResync.Duration,
-			log.With(slog.String("component", "autonomy")))
-		if err != nil {
+		// Checked here, made anew each time this replica is elected.
+		if _, err := autonomy.New(client, cfg.Autonomy, cfg.InformerResync.Duration, log); err != nil {
 			return nil, err
 		}
 	}
+	cc.election = newElection(leaseClient, cfg.Namespace, log.With(slog.String("component", "leader")))
 	return cc, nil
 }
 
@@ -453,6 +454,10 @@ func (cc *CloudCore) loadCerts() error {
 		cfg.Logger.With(slog.String("component", "certs")))
 	return err
 }
+
+// Leading reports whether this replica runs the cluster-wide singletons now
+// (it holds LeaderLease).
+func (cc *CloudCore) Leading() bool { return cc.election.Leading() }
 
 // Serving is the hub's serving certificate now.
 func (cc *CloudCore) Serving() *x509.Certificate { return cc.serving.Leaf() }
@@ -508,8 +513,17 @@ func (cc *CloudCore) Run(ctx context.Context) error {
 			}
 		})
 	}
-	if cc.Autonomy != nil {
-		g.Go(func() error { return cc.Autonomy.Start(ctx) })
+	if !cc.cfg.Autonomy.Disabled {
+		g.Go(func() error {
+			return cc.election.run(ctx, func(ctx context.Context) error {
+				a, err := autonomy.New(cc.client, cc.cfg.Autonomy, cc.cfg.InformerResync.Duration,
+					cc.cfg.Logger.With(slog.String("component", "autonomy")))
+				if err != nil {
+					return err
+				}
+				return a.Start(ctx)
+			})
+		})
 	}
 	g.Go(func() error {
 		select {

@@ -539,8 +539,9 @@ func New(cfg Config) (*EdgeCore, error) {
 	ns := &nodestatus.Source{NodeName: cfg.NodeName, InternalIP: cfg.NodeIP, MaxPods: cfg.MaxPods,
 		DataDir: cfg.DataDir, RuntimeVersion: runtimeVersion}
 	var ag *agent.Agent
+	reported := pods.NewReported()
 	ec.Pods, err = pods.New(pods.Config{ResyncInterval: cfg.PodResyncInterval.Duration, OutboxMax: cfg.OutboxMax,
-		PodWorkers: cfg.PodWorkers},
+		PodWorkers: cfg.PodWorkers, Reported: reported},
 		db, rt, func() { ag.OutboxChanged() }, log.With(slog.String("component", "pods")))
 	if err != nil {
 		closeAll()
@@ -556,7 +557,7 @@ func New(cfg Config) (*EdgeCore, error) {
 			log.Error("metaserver: no credentials: every request will be refused", slog.Any("err", err))
 		}
 		ec.MetaServer, err = metaserver.New(metaserver.Config{Addr: cfg.MetaServer.Addr, NodeName: cfg.NodeName,
-			Clients:    clients,
+			Clients: clients, PodStatuses: reported,
 			NodeLabels: cfg.Labels, NodeStatus: ns.Status, NodeInterval: cfg.NodeStatusInterval.Duration,
 			StateDir: cfg.DataDir, Logger: log.With(slog.String("component", "metaserver"))}, db)
 		if err != nil {
