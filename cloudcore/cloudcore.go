@@ -24,6 +24,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"crypto/tls"
@@ -302,6 +303,9 @@ type CloudCore struct {
 	// election runs the cluster-wide singletons (the autonomy
 	// controller) on one replica at a time.
 	election *election
+	// autonomy is the autonomy controller this replica last ran as the
+	// leader, nil before.
+	autonomy atomic.Pointer[autonomy.Controller]
 	// crdClient installs the CRDs; nil with Config.SkipCRDInstall.
 	crdClient apiextensions.Interface
 	// limiter is the client's rate limit when Config.KubeQPS is unset; nil
@@ -459,6 +463,15 @@ func (cc *CloudCore) loadCerts() error {
 // (it holds LeaderLease).
 func (cc *CloudCore) Leading() bool { return cc.election.Leading() }
 
+// AutonomyStats returns the counters of the autonomy controller this
+// replica runs (or last ran) as the leader; zero if it never led.
+func (cc *CloudCore) AutonomyStats() autonomy.Stats {
+	if a := cc.autonomy.Load(); a != nil {
+		return a.Stats()
+	}
+	return autonomy.Stats{}
+}
+
 // Serving is the hub's serving certificate now.
 func (cc *CloudCore) Serving() *x509.Certificate { return cc.serving.Leaf() }
 
@@ -521,6 +534,7 @@ func (cc *CloudCore) Run(ctx context.Context) error {
 				if err != nil {
 					return err
 				}
+				cc.autonomy.Store(a)
 				return a.Start(ctx)
 			})
 		})
