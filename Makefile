@@ -11,7 +11,7 @@ CMD_BINS := $(addprefix bin/,$(notdir $(wildcard $(addsuffix /*,$(CMD_DIRS)))))
 
 .DEFAULT_GOAL := help
 
-.PHONY: help deps build release image kube-binaries test test-unit test-integration fuzz bench demo demo-test clean distclean
+.PHONY: help deps build release image kube-binaries test test-unit test-integration crash fuzz bench demo demo-test clean distclean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -52,6 +52,13 @@ test-integration: deps build kube-binaries ## Integration tests against real etc
 	$(GO) vet -tags integration ./...
 	$(GO) test -tags integration -race -count=1 -timeout 40m -run "$$(hack/integration-tests.sh run)" $$(hack/integration-tests.sh pkgs)
 	hack/demo-offline-test.sh
+
+# make crash: the crash tier (e2e/crash_test.go) with CRASH_ROUNDS rounds of
+# SIGKILL for edgecore and for cloudcore each; make test runs it with 10.
+CRASH_ROUNDS ?= 60
+
+crash: kube-binaries ## The crash tier: edgecore and cloudcore binaries killed with SIGKILL for CRASH_ROUNDS rounds each (default 60; as root)
+	TETHER_CRASH_ROUNDS=$(CRASH_ROUNDS) $(GO) test -tags integration -race -count=1 -timeout 60m -run '^TestCrash' -v ./e2e
 
 # make fuzz: every Fuzz* target of the module (go test -list, in the packages
 # whose tests have one), one after the other, each for FUZZTIME (FUZZTIME=5m

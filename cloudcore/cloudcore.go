@@ -143,11 +143,15 @@ type Config struct {
 	// from one address (default 32: the boxes of a store behind one NAT;
 	// raise it behind a TCP proxy or a carrier-grade NAT), and
 	// AcceptRate/AcceptBurst new connections per second (defaults 200 and
-	// 1,000). A connection past one is closed at once.
-	MaxConns      int     `json:"maxConns,omitempty"`
-	MaxConnsPerIP int     `json:"maxConnsPerIP,omitempty"`
-	AcceptRate    float64 `json:"acceptRate,omitempty"`
-	AcceptBurst   int     `json:"acceptBurst,omitempty"`
+	// 1,000), AcceptRatePerIP/AcceptBurstPerIP those of one address
+	// (defaults 4 and 32; raise them with maxConnsPerIP). A connection
+	// past one is closed at once.
+	MaxConns         int     `json:"maxConns,omitempty"`
+	MaxConnsPerIP    int     `json:"maxConnsPerIP,omitempty"`
+	AcceptRate       float64 `json:"acceptRate,omitempty"`
+	AcceptBurst      int     `json:"acceptBurst,omitempty"`
+	AcceptRatePerIP  float64 `json:"acceptRatePerIP,omitempty"`
+	AcceptBurstPerIP int     `json:"acceptBurstPerIP,omitempty"`
 	// MaxInventory is the most objects an edge's Hello may list (default
 	// 20,000).
 	MaxInventory int `json:"maxInventory,omitempty"`
@@ -155,7 +159,8 @@ type Config struct {
 	// their API write (default 256): at it, the hub stops reading the
 	// node's session. UpstreamRate and UpstreamBurst limit each node's
 	// messages (defaults 50/s and 200; heartbeats and acks not counted):
-	// statuses past it wait, Events past it are dropped (and counted).
+	// statuses and certificate requests past it wait, Events past it are
+	// dropped (and counted).
 	MaxUpstreamInFlight int     `json:"maxUpstreamInFlight,omitempty"`
 	UpstreamRate        float64 `json:"upstreamRate,omitempty"`
 	UpstreamBurst       int     `json:"upstreamBurst,omitempty"`
@@ -395,6 +400,8 @@ func New(cfg Config) (*CloudCore, error) {
 		MaxConnsPerIP:       cfg.MaxConnsPerIP,
 		AcceptRate:          cfg.AcceptRate,
 		AcceptBurst:         cfg.AcceptBurst,
+		AcceptRatePerIP:     cfg.AcceptRatePerIP,
+		AcceptBurstPerIP:    cfg.AcceptBurstPerIP,
 		MaxInventory:        cfg.MaxInventory,
 		MaxUpstreamInFlight: cfg.MaxUpstreamInFlight,
 		UpstreamRate:        cfg.UpstreamRate,

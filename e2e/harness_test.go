@@ -92,6 +92,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	code := m.Run()
+	removeBinaries()
 	if err := stopContainerd(); err != nil {
 		fmt.Fprintln(os.Stderr, "stop containerd:", err)
 		code = 1

@@ -169,7 +169,7 @@ type MQTTConfig struct {
 	Broker string `json:"broker,omitempty"`
 	// Addr is where the embedded broker listens (default 127.0.0.1:1883,
 	// the port KubeEdge mappers use; a non-loopback host lets devices on
-	// the network in: set certFile and keyFile then).
+	// the network in: it needs certFile and keyFile, or allowInsecure).
 	Addr string `json:"addr,omitempty"`
 	// URL is the external broker, tcp://host:port or ssl://host:port
 	// (default tcp://127.0.0.1:1883).
@@ -189,11 +189,25 @@ type MQTTConfig struct {
 	// issued the certificate).
 	CertFile string `json:"certFile,omitempty"`
 	KeyFile  string `json:"keyFile,omitempty"`
+	// AllowInsecure lets the embedded broker listen on an addr that is not
+	// loopback without certFile and keyFile (default false: edgecore
+	// refuses to start so): passwords, readings and commands then cross
+	// the network in clear.
+	AllowInsecure bool `json:"allowInsecure,omitempty"`
 	// CAFile is the CA bundle an external broker's certificate must chain
 	// to: required with an ssl:// url.
 	CAFile string `json:"caFile,omitempty"`
 	// MaxClients bounds the embedded broker's clients (default 64).
 	MaxClients int `json:"maxClients,omitempty"`
+	// MapperProtocols gives each of these protocols a mapper user of its
+	// own on the embedded broker, MapperProtocolUsername(p)
+	// ("mapper-<p>"), with its password in MapperProtocolPasswordFile
+	// (made like the mappers' password): it may use the topics of the
+	// node's devices whose spec.protocol.protocolName is p only (not the
+	// membership topics, which list every device), so that a mapper of
+	// one protocol cannot read or forge another's devices.
+	// The user MapperUsername keeps every device's topics.
+	MapperProtocols []string `json:"mapperProtocols,omitempty"`
 	// ClientID is edgecore's MQTT client id (default
 	// tether-edgecore-<nodeName>).
 	ClientID string `json:"clientID,omitempty"`
@@ -381,12 +395,31 @@ func (d *DevicesConfig) validate() error {
 		if (m.CertFile == "") != (m.KeyFile == "") {
 			return errors.New("devices.mqtt.certFile: set with keyFile, or neither")
 		}
+		if !broker.IsLoopback(m.Addr) && m.CertFile == "" && !m.AllowInsecure {
+			return fmt.Errorf("devices.mqtt.addr: the embedded broker listens on %s, not a loopback address, without TLS: "+
+				"passwords and readings would cross the network in clear; set certFile and keyFile "+
+				"(or allowInsecure: true, to accept that)", m.Addr)
+		}
 		if m.MaxClients < 0 {
 			return fmt.Errorf("devices.mqtt.maxClients: %d is negative", m.MaxClients)
 		}
+		seen := map[string]bool{}
+		for _, p := range m.MapperProtocols {
+			if !protocolName.MatchString(p) {
+				return fmt.Errorf("devices.mqtt.mapperProtocols: %q is not a protocol name (lower case letters, digits and '-', at most 53)", p)
+			}
+			if seen[p] {
+				return fmt.Errorf("devices.mqtt.mapperProtocols: %q given twice", p)
+			}
+			seen[p] = true
+			if m.Username == MapperProtocolUsername(p) {
+				return fmt.Errorf("devices.mqtt.username: %q is the user of the %s mappers", m.Username, p)
+			}
+		}
 	case BrokerExternal:
 		for field, set := range map[string]bool{"addr": m.Addr != "", "certFile": m.CertFile != "", "keyFile": m.KeyFile != "",
-			"allowAnonymous": m.AllowAnonymous, "maxClients": m.MaxClients != 0} {
+			"allowAnonymous": m.AllowAnonymous, "maxClients": m.MaxClients != 0, "allowInsecure": m.AllowInsecure,
+			"mapperProtocols": len(m.MapperProtocols) > 0} {
 			if set {
 				return fmt.Errorf("devices.mqtt.%s: only for broker %s (an external broker is at devices.mqtt.url, and its operator configures it)", field, BrokerEmbedded)
 			}
@@ -540,7 +573,7 @@ func New(cfg Config) (*EdgeCore, error) {
 		obs = append(obs, ec.MetaServer)
 	}
 	if d := cfg.Devices; *d.Enable {
-		m, err := mqttSetup(cfg.DataDir, cfg.NodeName, d.MQTT, log.With(slog.String("component", "broker")))
+		m, err := mqttSetup(cfg.DataDir, cfg.NodeName, d.MQTT, db, log.With(slog.String("component", "broker")))
 		if err != nil {
 			closeAll()
 			return nil, err

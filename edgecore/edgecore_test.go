@@ -41,6 +41,15 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		// A broker on the network without authentication (audit M3).
 		{good + "devices:\n  mqtt:\n    addr: 0.0.0.0:1883\n    allowAnonymous: true\n", "devices.mqtt.allowAnonymous"},
 		{good + "devices:\n  mqtt:\n    addr: :1883\n    allowAnonymous: true\n", "devices.mqtt.allowAnonymous"},
+		// A broker on the network without TLS, unless allowed explicitly.
+		{good + "devices:\n  mqtt:\n    addr: 0.0.0.0:1883\n", "devices.mqtt.addr"},
+		{good + "devices:\n  mqtt:\n    addr: :1883\n", "devices.mqtt.addr"},
+		{good + "devices:\n  mqtt:\n    broker: external\n    allowInsecure: true\n", "devices.mqtt.allowInsecure"},
+		{good + "devices:\n  mqtt:\n    mapperProtocols: [Modbus]\n", "devices.mqtt.mapperProtocols"},
+		{good + "devices:\n  mqtt:\n    mapperProtocols: [../x]\n", "devices.mqtt.mapperProtocols"},
+		{good + "devices:\n  mqtt:\n    mapperProtocols: [modbus, modbus]\n", "devices.mqtt.mapperProtocols"},
+		{good + "devices:\n  mqtt:\n    mapperProtocols: [modbus]\n    username: mapper-modbus\n    password: p\n", "devices.mqtt.username"},
+		{good + "devices:\n  mqtt:\n    broker: external\n    mapperProtocols: [modbus]\n", "devices.mqtt.mapperProtocols"},
 		{good + "devices:\n  mqtt:\n    username: u\n", "devices.mqtt.username"},
 		{good + "devices:\n  mqtt:\n    username: mapper\n    password: p\n", "devices.mqtt.username"},
 		{good + "devices:\n  mqtt:\n    maxClients: -1\n", "devices.mqtt.maxClients"},
@@ -87,5 +96,15 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 	}
 	if m := cfg.Devices.MQTT; m.URL != "tcp://127.0.0.1:1883" || m.password() != "s3cret" || m.Addr != "" {
 		t.Errorf("external broker defaults: %+v", m)
+	}
+	// The embedded broker beyond loopback: with TLS, or allowed insecure.
+	for _, extra := range []string{"    certFile: " + ca + "\n    keyFile: " + ca + "\n", "    allowInsecure: true\n"} {
+		cfg = Config{}
+		if err := yaml.UnmarshalStrict([]byte(good+"devices:\n  mqtt:\n    addr: 0.0.0.0:1883\n"+extra), &cfg); err != nil {
+			t.Fatal(err)
+		}
+		if err := cfg.validate(); err != nil {
+			t.Errorf("0.0.0.0 with %q: %v", extra, err)
+		}
 	}
 }

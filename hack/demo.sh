@@ -141,17 +141,18 @@ start_thermostat() {
 
 # The mapper reads the metaserver with the token edgecore provisions for
 # device mappers (devices and the node only; no pods, configmaps, secrets),
-# and the broker as user "mapper" with the password edgecore wrote at its
-# first start into its data directory.
+# and the broker as user "mapper-modbus" (edgecore.yaml's mapperProtocols),
+# which may use the topics of the modbus devices only, with the password
+# edgecore wrote at its first start into its data directory.
 start_mapper() {
   local ms_token=$run/edge-1/credentials/metaserver-devices.token
-  local mapper_pw=$run/edge-1/credentials/mqtt-mapper.password
+  local mapper_pw=$run/edge-1/credentials/mqtt-mapper-modbus.password
   until [[ -s $ms_token && -s $mapper_pw ]]; do
     running edgecore || { tail -n 20 "$run/edgecore.log" >&2; return 1; }
     sleep 0.2
   done
   spawn modbus-mapper "$run/modbus-mapper.log" "$bin/modbus-mapper" --node demo-edge-1 \
-    --metaserver-token-file "$ms_token" --username mapper --password-file "$mapper_pw"
+    --metaserver-token-file "$ms_token" --username mapper-modbus --password-file "$mapper_pw"
   echo "demo: starting a Modbus thermostat and the Modbus mapper (logs: $run/thermostat.log, $run/modbus-mapper.log)"
 }
 
@@ -375,6 +376,9 @@ dataDir: $run/edge-1
 reconnectMax: 5s
 labels:
   tether.io/site: demo-store
+devices:
+  mqtt:
+    mapperProtocols: [modbus]   # user mapper-modbus: the modbus devices' topics only
 $runtime_cfg
 EOF
 join_cmd=$("$bin/cloudcore" token create --kubeconfig "$kubeconfig" --cloud 127.0.0.1:10000 \

@@ -167,6 +167,17 @@ type Config struct {
 	// before its TLS handshake.
 	AcceptRate  float64
 	AcceptBurst int
+	// AcceptRatePerIP and AcceptBurstPerIP are the same for the
+	// connections of one source address (defaults 4 a second and 32: the
+	// boxes of a store behind one NAT reconnect together after a restart),
+	// checked first, so that one address cannot use up AcceptRate for the
+	// others. Behind a TCP proxy or a carrier-grade NAT raise them to
+	// AcceptRate and AcceptBurst. The hub tracks the rate of at most
+	// 65,536 addresses at once (those that connected within the last
+	// AcceptBurstPerIP/AcceptRatePerIP seconds); past that a new address
+	// has only AcceptRate.
+	AcceptRatePerIP  float64
+	AcceptBurstPerIP int
 
 	// MaxInventory is the most objects a Hello may list (default 20,000).
 	// A kubelet holds at most 110 pods by default; with their config maps
@@ -180,8 +191,11 @@ type Config struct {
 	// UpstreamRate is each node's rate of upstream messages per second,
 	// UpstreamBurst its burst (defaults 50 and 200; a node reports its
 	// status every minute and its pods' statuses when they change).
-	// Heartbeats, acks and certificate requests are not counted. A status
-	// past it waits (the session stops reading until the rate allows it);
+	// Heartbeats and acks are not counted; certificate requests are (each
+	// costs a signature and a read of the Node), and are answered one at a
+	// time: one that comes while another is being answered is refused at
+	// once. A status or certificate request past the rate waits (the
+	// session stops reading until the rate allows it);
 	// an Event past it is dropped and answered with Ack.Rejected
 	// ("dropped: event rate limit") so that the edge does not send it
 	// again.
@@ -274,10 +288,15 @@ func (c *Config) validateLimits(fds uint64) error {
 	setDefault(&c.MaxConnsPerIP, 32)
 	setDefault(&c.AcceptRate, 200)
 	setDefault(&c.AcceptBurst, 1000)
+	setDefault(&c.AcceptRatePerIP, 4)
+	setDefault(&c.AcceptBurstPerIP, 32)
 	setDefault(&c.MaxInventory, 20000)
 	setDefault(&c.MaxUpstreamInFlight, 256)
 	setDefault(&c.UpstreamRate, 50)
 	setDefault(&c.UpstreamBurst, 200)
+	if c.AcceptRatePerIP < 0 || c.AcceptBurstPerIP < 1 {
+		return fmt.Errorf("hub: limits must be positive: accept rate per IP %g burst %d", c.AcceptRatePerIP, c.AcceptBurstPerIP)
+	}
 	if c.MaxConns < 1 || c.MaxConnsPerIP < 1 || c.AcceptRate < 0 || c.AcceptBurst < 1 || c.MaxInventory < 1 ||
 		c.MaxUpstreamInFlight < 1 || c.UpstreamRate < 0 || c.UpstreamBurst < 1 {
 		return fmt.Errorf("hub: limits must be positive: max conns %d, per IP %d, accept rate %g burst %d, "+
@@ -544,9 +563,17 @@ func (h *Hub) handshake(conn *websocket.Conn, node string) (*protocol.Hello, err
 	if err != nil {
 		return nil, fmt.Errorf("read hello: %w", err)
 	}
-	f, err := protocol.Decode(b)
+	// An inventory over MaxInventory is refused at its header, before it
+	// is decoded (see protocol.DecodeHello).
+	f, err := protocol.DecodeHello(b, h.cfg.MaxInventory)
 	if err != nil {
-		writeError(conn, &protocol.Error{Code: protocol.ErrorBadFrame, Message: err.Error()})
+		code := protocol.ErrorBadFrame
+		if errors.Is(err, protocol.ErrTooLarge) {
+			code = protocol.ErrorTooLarge
+			h.stats.inventoryRefused.Add(1)
+			err = fmt.Errorf("%w; the hub takes at most %d (MaxInventory)", err, h.cfg.MaxInventory)
+		}
+		writeError(conn, &protocol.Error{Code: code, Message: err.Error()})
 		return nil, fmt.Errorf("hello: %w", err)
 	}
 	if f.Hello == nil {
@@ -676,12 +703,13 @@ type Stats struct {
 	resyncMessages  atomic.Int64
 	resyncBytes     atomic.Int64
 
-	conns        atomic.Int64
-	refusedTotal atomic.Int64
-	refusedPerIP atomic.Int64
-	refusedRate  atomic.Int64
-	closedNew    atomic.Int64
-	closedIdle   atomic.Int64
+	conns         atomic.Int64
+	refusedTotal  atomic.Int64
+	refusedPerIP  atomic.Int64
+	refusedRate   atomic.Int64
+	refusedRateIP atomic.Int64
+	closedNew     atomic.Int64
+	closedIdle    atomic.Int64
 
 	inventoryRefused  atomic.Int64
 	upstreamPaused    atomic.Int64
@@ -717,12 +745,13 @@ type StatsSnapshot struct {
 
 	// Conns is the connections open now (sessions included).
 	Conns int64 `json:"conns"`
-	// ConnsRefusedTotal, ConnsRefusedPerIP and ConnsRefusedRate count
-	// connections closed at accept by MaxConns, MaxConnsPerIP and
-	// AcceptRate.
-	ConnsRefusedTotal int64 `json:"connsRefusedTotal"`
-	ConnsRefusedPerIP int64 `json:"connsRefusedPerIP"`
-	ConnsRefusedRate  int64 `json:"connsRefusedRate"`
+	// ConnsRefusedTotal, ConnsRefusedPerIP, ConnsRefusedRate and
+	// ConnsRefusedRatePerIP count connections closed at accept by MaxConns,
+	// MaxConnsPerIP, AcceptRate and AcceptRatePerIP.
+	ConnsRefusedTotal     int64 `json:"connsRefusedTotal"`
+	ConnsRefusedPerIP     int64 `json:"connsRefusedPerIP"`
+	ConnsRefusedRate      int64 `json:"connsRefusedRate"`
+	ConnsRefusedRatePerIP int64 `json:"connsRefusedRatePerIP"`
 	// ConnsClosedNew counts connections closed before they made a request
 	// (silent, or a TLS handshake or header unfinished in HandshakeTimeout,
 	// or a failed TLS handshake); ConnsClosedIdle keep-alive connections
@@ -756,7 +785,7 @@ func (h *Hub) Stats() StatsSnapshot {
 		ObjectMessages: s.objectMessages.Load(), BadFrames: s.badFrames.Load(), Resyncs: s.resyncs.Load(),
 		ResyncMessages: s.resyncMessages.Load(), ResyncBytes: s.resyncBytes.Load(),
 		Conns: s.conns.Load(), ConnsRefusedTotal: s.refusedTotal.Load(), ConnsRefusedPerIP: s.refusedPerIP.Load(),
-		ConnsRefusedRate: s.refusedRate.Load(), ConnsClosedNew: s.closedNew.Load(), ConnsClosedIdle: s.closedIdle.Load(),
+		ConnsRefusedRate: s.refusedRate.Load(), ConnsRefusedRatePerIP: s.refusedRateIP.Load(), ConnsClosedNew: s.closedNew.Load(), ConnsClosedIdle: s.closedIdle.Load(),
 		InventoryRefused: s.inventoryRefused.Load(), UpstreamPaused: s.upstreamPaused.Load(),
 		UpstreamThrottled: s.upstreamThrottled.Load(), EventsDropped: s.eventsDropped.Load(),
 		DeleteScans: s.deleteScans.Load(), DeleteScanned: s.deleteScanned.Load(),

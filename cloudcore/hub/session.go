@@ -275,6 +275,11 @@ func (s *session) readLoop(frames chan<- *protocol.Frame) {
 				return
 			}
 			s.upInFlight.Add(1)
+		} else if f.CertRequest != nil && !s.throttle() {
+			// A certificate request costs a signature and a read of the
+			// Node from the API server: it waits for the rate like a
+			// status (and is answered one at a time, see renew).
+			return
 		}
 		select {
 		case frames <- f:
