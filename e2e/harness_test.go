@@ -373,6 +373,9 @@ func (e *edge) start() {
 		Devices:           e.devices,
 		Logger:            testLogger(e.t).With(slog.String("side", "edge")),
 	}
+	// The in-memory runtime unless the test gave a containerd: asked
+	// for by name, since cri is the default.
+	cfg.Runtime = "fake"
 	if e.cri != nil {
 		cfg.Runtime, cfg.CRI = "cri", *e.cri
 	}

@@ -47,9 +47,11 @@ type Config struct {
 	Cloud CloudConfig `json:"cloud"`
 	// DataDir holds the store (default /var/lib/tether/edgecore).
 	DataDir string `json:"dataDir,omitempty"`
-	// Runtime is the container runtime: "fake" (in memory; nothing runs)
-	// or "cri" (containerd through the CRI API, configured by CRI). The
-	// default is "fake".
+	// Runtime is the container runtime: "cri" (the default: containerd
+	// through the CRI API, configured by CRI) or "fake" (in memory, for
+	// the simulator and tests: pods are reported Running and Ready but
+	// nothing runs; edgecore warns so at start). "fake" is only ever used
+	// when asked for by name.
 	Runtime string `json:"runtime,omitempty"`
 	// CRI configures the "cri" runtime: containerd's socket, the pause
 	// image, the pod log directory, the pod cgroup parent... (fields:
@@ -261,7 +263,7 @@ func (c *Config) validate() error {
 		c.DataDir = "/var/lib/tether/edgecore"
 	}
 	if c.Runtime == "" {
-		c.Runtime = "fake"
+		c.Runtime = "cri"
 	}
 	switch {
 	case c.RuntimeImpl != nil, c.Runtime == "fake":
@@ -490,6 +492,8 @@ func New(cfg Config) (*EdgeCore, error) {
 			}
 			rt, runtimeVersion = criRT, criRT.Version()
 		default:
+			log.Warn("runtime: fake: the in-memory runtime reports pods Running and Ready, but no container runs; " +
+				"set runtime: cri (the default) to run them in containerd")
 			rt, runtimeVersion = fake.New(ip), "fake://0"
 		}
 	}

@@ -70,7 +70,7 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 	if err := cfg.validate(); err != nil {
 		t.Fatalf("good config: %v", err)
 	}
-	if cfg.MaxPods != 110 || cfg.Runtime != "fake" || cfg.ReconnectMax.Duration == 0 {
+	if cfg.MaxPods != 110 || cfg.Runtime != "cri" || cfg.CRI.RootDir != dir || cfg.ReconnectMax.Duration == 0 {
 		t.Errorf("defaults not filled: %+v", cfg)
 	}
 	if d := cfg.Devices; !*d.Enable || d.MQTT.Broker != "embedded" || d.MQTT.Addr != "127.0.0.1:1883" || d.ReportInterval.Duration != time.Second {

@@ -153,6 +153,7 @@ func (f *fleet) start(ctx context.Context, i int) error {
 		// No MQTT broker per node unless Config.Edge asks for one.
 		Devices:     edgecore.DevicesConfig{Enable: &off},
 		Logger:      f.cfg.log,
+		Runtime:     "fake", // the hollow nodes run nothing: rt below
 		RuntimeImpl: rt,
 	}
 	if f.cfg.edge != nil {
