@@ -15,7 +15,7 @@ const gi = 1 << 30
 // healthy are the signals of a node with nothing short and a ready runtime.
 func healthy() Signals {
 	return Signals{
-		Runtime: &RuntimeSignal{Conditions: []RuntimeCondition{{Type: RuntimeReady, Status: true}, {Type: NetworkReady, Status: true}}},
+		Runtime:      &RuntimeSignal{Conditions: []RuntimeCondition{{Type: RuntimeReady, Status: true}, {Type: NetworkReady, Status: true}}},
 		MemAvailable: 2 * gi, MemTotal: 4 * gi,
 		NodeFS: FS{Avail: 50 * gi, Total: 100 * gi}, ImageFS: FS{Avail: 50 * gi, Total: 100 * gi},
 		PIDsUsed: 500, PIDsMax: 32768,
