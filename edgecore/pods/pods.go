@@ -33,6 +33,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -212,6 +213,51 @@ func (m *Manager) Changed() {
 	case m.kickc <- struct{}{}:
 	default:
 	}
+}
+
+// Images returns the images of every pod the node holds, whether it runs
+// or not: the store's pods (also while the cloud is away) and the static
+// pods, with their init and ephemeral containers. Image garbage collection
+// keeps them. It may be called from any goroutine.
+func (m *Manager) Images() ([]string, error) {
+	seen := map[string]bool{}
+	var out []string
+	add := func(p *corev1.Pod) {
+		for _, c := range p.Spec.InitContainers {
+			seen[c.Image] = true
+		}
+		for _, c := range p.Spec.Containers {
+			seen[c.Image] = true
+		}
+		for _, c := range p.Spec.EphemeralContainers {
+			seen[c.Image] = true
+		}
+	}
+	err := m.db.View(func(tx *store.Tx) error {
+		return tx.ForEachObject(protocol.KindPod, func(o *protocol.Object) error {
+			p, err := protocol.DecodePod(o.Data)
+			if err != nil {
+				return fmt.Errorf("pod %s: %w", o.UID, err)
+			}
+			add(p)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("images of the stored pods: %w", err)
+	}
+	if m.static != nil {
+		for _, p := range m.static.Pods() {
+			add(p)
+		}
+	}
+	for img := range seen {
+		if img != "" {
+			out = append(out, img)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
 }
 
 // ObjectsChanged implements agent.Observer.
