@@ -20,6 +20,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/tether-edge/tether/devices/broker"
@@ -93,6 +94,10 @@ type Config struct {
 	// Devices configures the device twins over MQTT (see package
 	// devicetwin) and the broker they use.
 	Devices DevicesConfig `json:"devices,omitempty"`
+	// NodeHealth says how the node's conditions (Ready, MemoryPressure,
+	// DiskPressure, PIDPressure) are measured, and the thresholds of
+	// pressure (see package nodestatus).
+	NodeHealth NodeHealthConfig `json:"nodeHealth,omitempty"`
 
 	// Logger is where edgecore logs (default slog.Default()).
 	Logger *slog.Logger `json:"-"`
@@ -123,6 +128,83 @@ type CloudConfig struct {
 	// fields above (the simulator's hollow nodes); CredentialsFile is then
 	// not read.
 	Dialer agent.Dialer `json:"-"`
+}
+
+// NodeHealthConfig says how the node's conditions are computed, as the
+// kubelet computes them. Ready is False, with the reason, while the
+// container runtime does not answer its CRI Status call
+// (ContainerRuntimeDown) or reports RuntimeReady or NetworkReady false
+// (ContainerRuntimeNotReady, NetworkNotReady). The pressure conditions
+// compare what is available with the thresholds below, the kubelet's
+// evictionHard defaults. Under disk pressure every unused image old
+// enough (cri.imageMinimumGCAge) is removed. A change is reported at once
+// (queued in the outbox while the cloud is away), not at the next
+// nodeStatusInterval.
+type NodeHealthConfig struct {
+	// Period is how often the signals are measured (default 5s). A
+	// runtime that stops answering makes the node NotReady within two
+	// periods (one to notice, one for the call to time out).
+	Period metav1.Duration `json:"period,omitempty"`
+	// MemoryAvailable: MemoryPressure while /proc/meminfo's MemAvailable
+	// is below it (default 100Mi: memory.available<100Mi).
+	MemoryAvailable resource.Quantity `json:"memoryAvailable,omitempty"`
+	// NodeFSAvailablePercent: DiskPressure while the data directory's
+	// file system has less than this percent available (default 10:
+	// nodefs.available<10%).
+	NodeFSAvailablePercent int `json:"nodefsAvailablePercent,omitempty"`
+	// ImageFSAvailablePercent: DiskPressure while containerd's image file
+	// system, if another one, has less than this percent available
+	// (default 15: imagefs.available<15%).
+	ImageFSAvailablePercent int `json:"imagefsAvailablePercent,omitempty"`
+	// PIDAvailablePercent: PIDPressure while fewer than this percent of
+	// the process IDs (the lower of kernel.pid_max and
+	// kernel.threads-max) are free (default 10).
+	PIDAvailablePercent int `json:"pidAvailablePercent,omitempty"`
+	// PressureTransitionPeriod is how long a pressure condition stays
+	// True after its signal cleared (default 5m, the kubelet's
+	// evictionPressureTransitionPeriod).
+	PressureTransitionPeriod metav1.Duration `json:"pressureTransitionPeriod,omitempty"`
+}
+
+func (h *NodeHealthConfig) validate() error {
+	for name, d := range map[string]*metav1.Duration{"period": &h.Period, "pressureTransitionPeriod": &h.PressureTransitionPeriod} {
+		if d.Duration < 0 {
+			return fmt.Errorf("nodeHealth.%s: %s is negative", name, d.Duration)
+		}
+	}
+	if h.Period.Duration == 0 {
+		h.Period.Duration = 5 * time.Second
+	}
+	if h.PressureTransitionPeriod.Duration == 0 {
+		h.PressureTransitionPeriod.Duration = 5 * time.Minute
+	}
+	if h.MemoryAvailable.Sign() < 0 {
+		return fmt.Errorf("nodeHealth.memoryAvailable: %s is negative", h.MemoryAvailable.String())
+	}
+	if h.MemoryAvailable.IsZero() {
+		h.MemoryAvailable = resource.MustParse("100Mi")
+	}
+	for _, p := range []struct {
+		name string
+		v    *int
+		def  int
+	}{{"nodefsAvailablePercent", &h.NodeFSAvailablePercent, 10}, {"imagefsAvailablePercent", &h.ImageFSAvailablePercent, 15},
+		{"pidAvailablePercent", &h.PIDAvailablePercent, 10}} {
+		if *p.v == 0 {
+			*p.v = p.def
+		}
+		if *p.v < 1 || *p.v > 99 {
+			return fmt.Errorf("nodeHealth.%s: %d is not in 1..99", p.name, *p.v)
+		}
+	}
+	return nil
+}
+
+// thresholds are the engine's.
+func (h *NodeHealthConfig) thresholds() nodestatus.Thresholds {
+	return nodestatus.Thresholds{MemoryAvailable: h.MemoryAvailable.Value(), NodeFSAvailablePercent: h.NodeFSAvailablePercent,
+		ImageFSAvailablePercent: h.ImageFSAvailablePercent, PIDAvailablePercent: h.PIDAvailablePercent,
+		TransitionPeriod: h.PressureTransitionPeriod.Duration}
 }
 
 // MetaServerConfig configures the metaserver.
@@ -324,6 +406,9 @@ func (c *Config) validate() error {
 	if err := c.Devices.validate(); err != nil {
 		return err
 	}
+	if err := c.NodeHealth.validate(); err != nil {
+		return err
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -432,6 +517,8 @@ type EdgeCore struct {
 	Broker *broker.Broker
 	// Runtime is the container runtime the pods run in.
 	Runtime runtime.Runtime
+	// Health measures the node's conditions.
+	Health *nodestatus.Monitor
 	// criRuntime is the CRI runtime edgecore made, if it made one: Run
 	// starts it, Close closes it.
 	criRuntime *cri.Runtime
@@ -485,6 +572,7 @@ func New(cfg Config) (*EdgeCore, error) {
 			c := cfg.CRI
 			c.NodeName, c.NodeIP = cfg.NodeName, ip
 			c.Notify = func() { podManager.Changed() }
+			c.HeldImages = func() ([]string, error) { return podManager.Images() }
 			criRT, err = cri.New(context.Background(), c, cri.StoreObjects(db), log.With(slog.String("component", "cri")))
 			if err != nil {
 				db.Close()
@@ -507,9 +595,17 @@ func New(cfg Config) (*EdgeCore, error) {
 		}
 		db.Close()
 	}
-	ns := &nodestatus.Source{NodeName: cfg.NodeName, InternalIP: cfg.NodeIP, MaxPods: cfg.MaxPods,
-		DataDir: cfg.DataDir, RuntimeVersion: runtimeVersion}
 	var ag *agent.Agent
+	health := nodestatus.MonitorConfig{Period: cfg.NodeHealth.Period.Duration, Thresholds: cfg.NodeHealth.thresholds(),
+		DataDir: cfg.DataDir, Logger: log.With(slog.String("component", "nodestatus")),
+		Changed: func() { ag.NodeStatusChanged() }}
+	if criRT != nil {
+		health.Runtime = criProbe{criRT}
+		health.Reclaim = reclaimer{rt: criRT, log: log.With(slog.String("component", "nodestatus"))}
+	}
+	ec.Health = nodestatus.NewMonitor(health)
+	ns := &nodestatus.Source{NodeName: cfg.NodeName, InternalIP: cfg.NodeIP, MaxPods: cfg.MaxPods,
+		DataDir: cfg.DataDir, RuntimeVersion: runtimeVersion, Conditions: ec.Health.Conditions}
 	ec.Pods, err = pods.New(pods.Config{ResyncInterval: cfg.PodResyncInterval.Duration, OutboxMax: cfg.OutboxMax,
 		PodWorkers: cfg.PodWorkers},
 		db, rt, func() { ag.OutboxChanged() }, log.With(slog.String("component", "pods")))
@@ -588,7 +684,9 @@ func New(cfg Config) (*EdgeCore, error) {
 // Run runs edgecore until ctx ends or a component fails. Pods are started
 // from the store at once, whether or not the cloud can be reached.
 func (ec *EdgeCore) Run(ctx context.Context) error {
+	ec.Health.Sample(ctx) // the first status reported is measured
 	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return ec.Health.Start(ctx) })
 	if ec.Static != nil {
 		ec.Static.Scan() // static pods start with the others, before any watch
 		g.Go(func() error { return ec.Static.Start(ctx) })

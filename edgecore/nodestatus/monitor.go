@@ -123,11 +123,12 @@ func (m *Monitor) Sample(ctx context.Context) Output {
 	if out.Changed {
 		for _, c := range out.Conditions {
 			i := slicesIndex(prev.Conditions, c.Type)
-			if i >= 0 && prev.Conditions[i].Status == c.Status && prev.Conditions[i].Reason == c.Reason {
-				continue
+			good := (c.Type == corev1.NodeReady) == (c.Status == corev1.ConditionTrue)
+			if i >= 0 && prev.Conditions[i].Status == c.Status && prev.Conditions[i].Reason == c.Reason || i < 0 && good {
+				continue // unchanged, or good from the start
 			}
 			lvl := slog.LevelInfo
-			if (c.Type == corev1.NodeReady) != (c.Status == corev1.ConditionTrue) {
+			if !good {
 				lvl = slog.LevelWarn
 			}
 			m.cfg.Logger.Log(ctx, lvl, "node condition", slog.String("type", string(c.Type)),
