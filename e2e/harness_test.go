@@ -256,9 +256,11 @@ type edge struct {
 	// devices is the edge's devices config; start gives an embedded broker
 	// a free port unless addr is set (1883 may be taken on the machine).
 	devices edgecore.DevicesConfig
-	ec      *edgecore.EdgeCore
-	cancel  context.CancelFunc
-	done    chan error
+	// tweak, if set, edits the configuration start builds.
+	tweak  func(*edgecore.Config)
+	ec     *edgecore.EdgeCore
+	cancel context.CancelFunc
+	done   chan error
 }
 
 func startEdge(t *testing.T, c *cloud, name string) *edge {
@@ -381,6 +383,9 @@ func (e *edge) start() {
 	}
 	if m := &cfg.Devices.MQTT; m.Broker != edgecore.BrokerExternal && m.Addr == "" {
 		m.Addr = "127.0.0.1:0"
+	}
+	if e.tweak != nil {
+		e.tweak(&cfg)
 	}
 	ec, err := edgecore.New(cfg)
 	if err != nil {

@@ -4,13 +4,19 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/tether-edge/tether/edgecore"
 	"github.com/tether-edge/tether/edgecore/nodestatus"
 )
 
@@ -101,4 +107,75 @@ func TestNodeNotReadyWhileContainerdDown(t *testing.T) {
 	took, _ = waitReady(t, e.name, corev1.ConditionTrue, nodestatus.ReasonReady, time.Minute)
 	t.Logf("containerd restarted in %s: Ready=True in the API server %s later", restarted.Round(10*time.Millisecond),
 		took.Round(10*time.Millisecond))
+}
+
+// TestDiskPressureEvictsBestEffortNotCritical: the edge's data directory
+// on a 64 MiB tmpfs, filled past nodefs.available<10%: the API server
+// shows DiskPressure=True; image GC frees nothing (every image was first
+// seen less than 2m ago), so the BestEffort pod is evicted (Failed,
+// reason Evicted, with the message), and the system-node-critical pod
+// keeps running.
+func TestDiskPressureEvictsBestEffortNotCritical(t *testing.T) {
+	ns := namespace(t)
+	c := startCloud(t)
+	e := newCRIEdge(t, c, "e2e-pressure")
+	data := t.TempDir()
+	if err := syscall.Mount("tmpfs", data, "tmpfs", 0, "size=64m"); err != nil {
+		t.Skipf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(data, syscall.MNT_DETACH) })
+	e.tweak = func(cfg *edgecore.Config) { cfg.DataDir = data }
+	e.start()
+	waitReady(t, e.name, corev1.ConditionTrue, nodestatus.ReasonReady, 60*time.Second)
+
+	be := createPod(t, criPod(t, ns, "best-effort", e.name, `exec sleep 3600`))
+	crit := criPod(t, "kube-system", "e2e-critical", e.name, `exec sleep 3600`)
+	crit.Spec.PriorityClassName = "system-node-critical"
+	crit = createPod(t, crit)
+	t.Cleanup(func() {
+		zero := int64(0)
+		client.CoreV1().Pods("kube-system").Delete(context.Background(), crit.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero})
+	})
+	waitPod(t, ns, be.Name, 90*time.Second, "Running and Ready", runningAndReady)
+	waitPod(t, "kube-system", crit.Name, 90*time.Second, "Running and Ready", runningAndReady)
+
+	fs, _, err := nodestatus.Statfs(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	filler := filepath.Join(data, "filler")
+	if err := os.WriteFile(filler, make([]byte, fs.Avail-fs.Total/20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	eventually(t, 30*time.Second, "DiskPressure=True in the API server", func() (bool, error) {
+		n, err := client.CoreV1().Nodes().Get(t.Context(), e.name, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		for _, c := range n.Status.Conditions {
+			if c.Type == corev1.NodeDiskPressure {
+				return c.Status == corev1.ConditionTrue && strings.Contains(c.Message, "nodefs.available<10%"),
+					fmt.Errorf("DiskPressure=%s %q", c.Status, c.Message)
+			}
+		}
+		return false, errors.New("no DiskPressure condition")
+	})
+	t.Logf("data dir filled to 95%%: DiskPressure=True in the API server after %s", time.Since(start).Round(10*time.Millisecond))
+	p := waitPod(t, ns, be.Name, 60*time.Second, "evicted", func(p *corev1.Pod) (bool, error) {
+		if p.Status.Phase != corev1.PodFailed || p.Status.Reason != "Evicted" {
+			return false, errors.New("not evicted")
+		}
+		return true, nil
+	})
+	t.Logf("BestEffort pod evicted %s after the fill: %q", time.Since(start).Round(10*time.Millisecond), p.Status.Message)
+	if p.Status.Message != "The node was low on resource: ephemeral-storage. " {
+		t.Errorf("eviction message %q", p.Status.Message)
+	}
+	// Two more monitor periods under pressure: the critical pod stays.
+	time.Sleep(11 * time.Second)
+	if cp := waitPod(t, "kube-system", crit.Name, time.Second, "Running", runningAndReady); cp.Status.Reason == "Evicted" {
+		t.Errorf("critical pod evicted: %s", describePod(cp))
+	}
+	os.Remove(filler)
 }

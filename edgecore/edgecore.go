@@ -599,13 +599,7 @@ func New(cfg Config) (*EdgeCore, error) {
 	health := nodestatus.MonitorConfig{Period: cfg.NodeHealth.Period.Duration, Thresholds: cfg.NodeHealth.thresholds(),
 		DataDir: cfg.DataDir, Logger: log.With(slog.String("component", "nodestatus")),
 		Changed: func() { ag.NodeStatusChanged() }}
-	if criRT != nil {
-		health.Runtime = criProbe{criRT}
-		health.Reclaim = reclaimer{rt: criRT, log: log.With(slog.String("component", "nodestatus"))}
-	}
-	ec.Health = nodestatus.NewMonitor(health)
-	ns := &nodestatus.Source{NodeName: cfg.NodeName, InternalIP: cfg.NodeIP, MaxPods: cfg.MaxPods,
-		DataDir: cfg.DataDir, RuntimeVersion: runtimeVersion, Conditions: ec.Health.Conditions}
+
 	ec.Pods, err = pods.New(pods.Config{ResyncInterval: cfg.PodResyncInterval.Duration, OutboxMax: cfg.OutboxMax,
 		PodWorkers: cfg.PodWorkers},
 		db, rt, func() { ag.OutboxChanged() }, log.With(slog.String("component", "pods")))
@@ -614,6 +608,14 @@ func New(cfg Config) (*EdgeCore, error) {
 		return nil, err
 	}
 	podManager = ec.Pods
+	if criRT != nil {
+		// Only a runtime that runs something frees anything by evicting.
+		health.Runtime = criProbe{criRT}
+		health.Reclaim = reclaimer{rt: criRT, pods: ec.Pods, log: log.With(slog.String("component", "nodestatus"))}
+	}
+	ec.Health = nodestatus.NewMonitor(health)
+	ns := &nodestatus.Source{NodeName: cfg.NodeName, InternalIP: cfg.NodeIP, MaxPods: cfg.MaxPods,
+		DataDir: cfg.DataDir, RuntimeVersion: runtimeVersion, Conditions: ec.Health.Conditions}
 	obs := observers{ec.Pods}
 	if *cfg.MetaServer.Enable {
 		clients, err := metaserver.LocalClients(ec.CredentialsDir())

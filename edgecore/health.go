@@ -5,6 +5,7 @@ import (
 	"log/slog"
 
 	"github.com/tether-edge/tether/edgecore/nodestatus"
+	"github.com/tether-edge/tether/edgecore/pods"
 	"github.com/tether-edge/tether/edgecore/runtime/cri"
 )
 
@@ -26,21 +27,42 @@ func (p criProbe) Status(ctx context.Context) ([]nodestatus.RuntimeCondition, er
 func (p criProbe) ImageFS(ctx context.Context) (string, error) { return p.rt.ImageFS(ctx) }
 
 // reclaimer frees what the node is short of, as the kubelet's eviction
-// manager does first: under disk pressure, every unused image old enough
-// to go. Pods are not evicted (see the README's limits).
+// manager does: under disk pressure every unused image old enough to go
+// first; if that freed nothing (or the node is short of memory or PIDs),
+// one pod is evicted, the one that matters least (pods.EvictionOrder),
+// never a critical or static one. The monitor measures again before the
+// next call, one period later.
 type reclaimer struct {
-	rt  *cri.Runtime
-	log *slog.Logger
+	rt   *cri.Runtime
+	pods *pods.Manager
+	log  *slog.Logger
 }
 
 func (r reclaimer) Reclaim(ctx context.Context, p nodestatus.Pressure) error {
-	if !p.Disk() || r.rt == nil {
-		return nil
+	if p.Disk() {
+		res, err := r.rt.GarbageCollect(ctx, true)
+		if err != nil {
+			r.log.Warn("disk pressure: image garbage collection", slog.Any("err", err))
+		}
+		if len(res.Removed) > 0 {
+			r.log.Warn("disk pressure: unused images removed", slog.Int("images", len(res.Removed)),
+				slog.Uint64("freed_bytes", res.Freed))
+			return nil
+		}
 	}
-	res, err := r.rt.GarbageCollect(ctx, true)
-	if len(res.Removed) > 0 {
-		r.log.Warn("disk pressure: unused images removed", slog.Int("images", len(res.Removed)),
-			slog.Uint64("freed_bytes", res.Freed))
+	resource := "ephemeral-storage"
+	switch {
+	case p.Memory:
+		resource = "memory"
+	case p.PID:
+		resource = "pids"
 	}
-	return err
+	pod, err := r.pods.Evict(ctx, resource)
+	if err != nil {
+		return err
+	}
+	if pod == "" {
+		r.log.Warn("node under pressure: no pod left to evict (or one being evicted)", slog.String("resource", resource))
+	}
+	return nil
 }
