@@ -137,9 +137,11 @@ type CloudConfig struct {
 // (ContainerRuntimeNotReady, NetworkNotReady). The pressure conditions
 // compare what is available with the thresholds below, the kubelet's
 // evictionHard defaults. Under disk pressure every unused image old
-// enough (cri.imageMinimumGCAge) is removed. A change is reported at once
-// (queued in the outbox while the cloud is away), not at the next
-// nodeStatusInterval.
+// enough (cri.imageMinimumGCAge) is removed; when that frees nothing, or
+// memory or PIDs are short, one pod per period is evicted (see
+// pods.EvictionOrder; never a static or critical pod). A change is
+// reported at once (queued in the outbox while the cloud is away), not at
+// the next nodeStatusInterval.
 type NodeHealthConfig struct {
 	// Period is how often the signals are measured (default 5s). A
 	// runtime that stops answering makes the node NotReady within two
