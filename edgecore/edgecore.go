@@ -613,7 +613,7 @@ func New(cfg Config) (*EdgeCore, error) {
 	if criRT != nil {
 		// Only a runtime that runs something frees anything by evicting.
 		health.Runtime = criProbe{criRT}
-		health.Reclaim = reclaimer{rt: criRT, pods: ec.Pods, log: log.With(slog.String("component", "nodestatus"))}
+		health.Reclaim = &reclaimer{rt: criRT, pods: ec.Pods, log: log.With(slog.String("component", "nodestatus"))}
 	}
 	ec.Health = nodestatus.NewMonitor(health)
 	ns := &nodestatus.Source{NodeName: cfg.NodeName, InternalIP: cfg.NodeIP, MaxPods: cfg.MaxPods,

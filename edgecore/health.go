@@ -2,6 +2,7 @@ package edgecore
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 
 	"github.com/tether-edge/tether/edgecore/nodestatus"
@@ -36,9 +37,12 @@ type reclaimer struct {
 	rt   *cri.Runtime
 	pods *pods.Manager
 	log  *slog.Logger
+	// nothingLeft: the last call found no pod to evict (said once until
+	// one is evicted again); only the monitor's goroutine calls Reclaim.
+	nothingLeft bool
 }
 
-func (r reclaimer) Reclaim(ctx context.Context, p nodestatus.Pressure) error {
+func (r *reclaimer) Reclaim(ctx context.Context, p nodestatus.Pressure) error {
 	if p.Disk() {
 		res, err := r.rt.GarbageCollect(ctx, true)
 		if err != nil {
@@ -58,11 +62,15 @@ func (r reclaimer) Reclaim(ctx context.Context, p nodestatus.Pressure) error {
 		resource = "pids"
 	}
 	pod, err := r.pods.Evict(ctx, resource)
+	if errors.Is(err, pods.ErrEvictionInProgress) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}
-	if pod == "" {
-		r.log.Warn("node under pressure: no pod left to evict (or one being evicted)", slog.String("resource", resource))
+	if pod == "" && !r.nothingLeft {
+		r.log.Warn("node under pressure: no pod left that may be evicted", slog.String("resource", resource))
 	}
+	r.nothingLeft = pod == ""
 	return nil
 }

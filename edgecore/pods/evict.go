@@ -3,6 +3,7 @@ package pods
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -164,12 +165,16 @@ type evictReply struct {
 	err error
 }
 
+// ErrEvictionInProgress: the pod evicted last is still being killed; one
+// pod is evicted at a time.
+var ErrEvictionInProgress = errors.New("evict: the last eviction is still in progress")
+
 // Evict evicts the pod that matters least (EvictionOrder) because the node
 // is short of resource ("memory", "ephemeral-storage", "pids"): its
 // containers are killed at once and it is reported Failed with reason
 // Evicted, never to run again on this node. It returns the pod's
-// namespace/name, or "" when no pod may be evicted or an eviction is still
-// being carried out. It may be called from any goroutine while Start runs.
+// namespace/name, or "" when no pod may be evicted (ErrEvictionInProgress
+// while the last one is being killed). It may be called from any goroutine while Start runs.
 func (m *Manager) Evict(ctx context.Context, resource string) (string, error) {
 	req := evictReq{resource: resource, reply: make(chan evictReply, 1)}
 	select {
@@ -189,7 +194,7 @@ func (m *Manager) Evict(ctx context.Context, resource string) (string, error) {
 func (m *Manager) evict(ctx context.Context, req evictReq) evictReply {
 	for uid := range m.evicted {
 		if w := m.work[uid]; w != nil {
-			return evictReply{} // one at a time: the last one is being killed
+			return evictReply{err: ErrEvictionInProgress}
 		}
 	}
 	pods, _, err := m.readPods()
