@@ -18,6 +18,8 @@ import (
 
 	"github.com/tether-edge/tether/edgecore"
 	"github.com/tether-edge/tether/edgecore/nodestatus"
+	"github.com/tether-edge/tether/edgecore/store"
+	"github.com/tether-edge/tether/protocol"
 )
 
 // readyBound is how long after containerd stops the API server must show
@@ -178,4 +180,67 @@ func TestDiskPressureEvictsBestEffortNotCritical(t *testing.T) {
 		t.Errorf("critical pod evicted: %s", describePod(cp))
 	}
 	os.Remove(filler)
+}
+
+// TestNodeNotReadyOfflineGoesUpOnHeal: containerd dies while the link is
+// cut: the NotReady status is queued in the edge's outbox at once, and the
+// API server has it right after the heal.
+func TestNodeNotReadyOfflineGoesUpOnHeal(t *testing.T) {
+	c := startCloud(t)
+	ctd := containerd(t)
+	e := newCRIEdge(t, c, "e2e-health-offline")
+	e.start()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := ctd.Restart(ctx); err != nil && err.Error() != "critest: containerd still runs" {
+			t.Errorf("restart containerd: %v", err)
+		}
+	})
+	waitReady(t, e.name, corev1.ConditionTrue, nodestatus.ReasonReady, 60*time.Second)
+	e.link.Cut()
+	if err := ctd.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	eventually(t, 20*time.Second, "Ready=False queued in the outbox", func() (bool, error) {
+		var ready corev1.NodeCondition
+		err := e.ec.DB.View(func(tx *store.Tx) error {
+			return tx.Outbox(0, func(it store.OutboxItem) bool {
+				if it.Key != store.OutboxNodeStatus {
+					return true
+				}
+				f, err := protocol.Decode(it.Frame)
+				if err != nil {
+					return false
+				}
+				st, err := protocol.DecodeNodeStatus(f.NodeStatus.Status)
+				if err != nil {
+					return false
+				}
+				for _, c := range st.Conditions {
+					if c.Type == corev1.NodeReady {
+						ready = c
+					}
+				}
+				return true
+			})
+		})
+		if err != nil {
+			return false, err
+		}
+		return ready.Status == corev1.ConditionFalse && ready.Reason == nodestatus.ReasonRuntimeDown,
+			fmt.Errorf("queued Ready=%s %s", ready.Status, ready.Reason)
+	})
+	t.Logf("offline: Ready=False queued in the outbox %s after containerd was killed", time.Since(start).Round(10*time.Millisecond))
+	if c, _ := nodeReady(t, e.name); c.Reason == nodestatus.ReasonRuntimeDown {
+		t.Fatalf("the API server has the status while the link is cut: %+v", c)
+	}
+	e.link.Heal()
+	took, _ := waitReady(t, e.name, corev1.ConditionFalse, nodestatus.ReasonRuntimeDown, 30*time.Second)
+	t.Logf("healed: Ready=False in the API server %s later", took.Round(10*time.Millisecond))
+	if err := ctd.Restart(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, e.name, corev1.ConditionTrue, nodestatus.ReasonReady, time.Minute)
 }

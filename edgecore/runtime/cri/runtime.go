@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	grpcbackoff "google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -140,6 +141,10 @@ func New(ctx context.Context, cfg Config, objs Objects, log *slog.Logger) (*Runt
 	}
 	conn, err := grpc.NewClient("unix://"+cfg.Endpoint,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		// A containerd that was down a long time is found again within
+		// seconds of its return, not after gRPC's back-off of up to 2m.
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: grpcbackoff.Config{BaseDelay: 500 * time.Millisecond,
+			Multiplier: 1.6, Jitter: 0.2, MaxDelay: 3 * time.Second}, MinConnectTimeout: 5 * time.Second}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20)))
 	if err != nil {
 		return nil, fmt.Errorf("cri: dial %s: %w", cfg.Endpoint, err)
