@@ -20,7 +20,9 @@ type Config struct {
 	Endpoint string `json:"endpoint,omitempty"`
 	// PauseImage is the sandbox image containerd is configured with (its
 	// sandbox_image). When set, New checks that it is present, since with no
-	// registry a missing pause image stops every pod. It is never removed.
+	// registry a missing pause image stops every pod. Image garbage
+	// collection never removes it (nor, when unset, the sandbox_image
+	// containerd reports in its status).
 	PauseImage string `json:"pauseImage,omitempty"`
 	// RootDir holds the pods' volumes, in <rootDir>/pods/<uid>/volumes
 	// (default /var/lib/tether/edgecore; edgecore passes its dataDir).

@@ -2,6 +2,7 @@ package cri
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -211,8 +212,8 @@ func (r *Runtime) gcImages(ctx context.Context, now time.Time) ([]gcImage, error
 	// The pause image and the images of the pods the node holds: by the
 	// runtime's own resolution of the name.
 	refs := []string{}
-	if r.cfg.PauseImage != "" {
-		refs = append(refs, r.cfg.PauseImage)
+	if pause := r.sandboxImage(cctx); pause != "" {
+		refs = append(refs, pause)
 	}
 	if r.cfg.HeldImages != nil {
 		held, err := r.cfg.HeldImages()
@@ -260,6 +261,25 @@ func (r *Runtime) gcImages(ctx context.Context, now time.Time) ([]gcImage, error
 		}
 	}
 	return out, nil
+}
+
+// sandboxImage is the pause image: PauseImage, else the sandbox_image
+// containerd reports in its verbose status (its CRI config).
+func (r *Runtime) sandboxImage(ctx context.Context) string {
+	if r.cfg.PauseImage != "" {
+		return r.cfg.PauseImage
+	}
+	resp, err := r.rs.Status(ctx, &runtimeapi.StatusRequest{Verbose: true})
+	if err != nil {
+		return ""
+	}
+	var cfg struct {
+		SandboxImage string `json:"sandboxImage"`
+	}
+	if err := json.Unmarshal([]byte(resp.Info["config"]), &cfg); err != nil {
+		return ""
+	}
+	return cfg.SandboxImage
 }
 
 // ImageFS is the mount point of the runtime's image file system (CRI

@@ -96,6 +96,13 @@ func TestImageGCKeepsPauseRunningAndHeld(t *testing.T) {
 	if !slices.Contains(imageNames(t, r), young) {
 		t.Error("young image removed")
 	}
+	// Without pauseImage set, the sandbox image containerd reports is
+	// kept all the same.
+	r3 := newRuntime(t, newObjects())
+	r3.cfg.PauseImage = ""
+	if got := r3.sandboxImage(t.Context()); got != containerd.PauseImage {
+		t.Errorf("sandbox image from containerd's status: %q, want %q", got, containerd.PauseImage)
+	}
 	// When the pods held cannot be read, nothing is removed.
 	r.cfg.HeldImages = func() ([]string, error) { return nil, errors.New("store closed") }
 	if res, err := r.GarbageCollect(t.Context(), true); err == nil || len(res.Removed) != 0 {
