@@ -185,12 +185,12 @@ func (e *Engine) Observe(now time.Time, s Signals) Output {
 	}
 	// pressure sets a pressure condition, True while the signal is past
 	// its threshold and TransitionPeriod after.
-	pressure := func(t corev1.NodeConditionType, now2 bool, falseReason, falseMsg, trueReason, trueMsg string) {
-		if now2 {
+	pressure := func(t corev1.NodeConditionType, past bool, falseReason, falseMsg, trueReason, trueMsg string) {
+		if past {
 			e.lastPressure[t] = now
 		}
 		last, seen := e.lastPressure[t]
-		if seen && now.Sub(last) < th.TransitionPeriod || now2 {
+		if past || seen && now.Sub(last) < th.TransitionPeriod {
 			set(t, corev1.ConditionTrue, trueReason, trueMsg)
 			return
 		}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -122,7 +123,7 @@ func (m *Monitor) Sample(ctx context.Context) Output {
 	m.mu.Unlock()
 	if out.Changed {
 		for _, c := range out.Conditions {
-			i := slicesIndex(prev.Conditions, c.Type)
+			i := slices.IndexFunc(prev.Conditions, func(p corev1.NodeCondition) bool { return p.Type == c.Type })
 			good := (c.Type == corev1.NodeReady) == (c.Status == corev1.ConditionTrue)
 			if i >= 0 && prev.Conditions[i].Status == c.Status && prev.Conditions[i].Reason == c.Reason || i < 0 && good {
 				continue // unchanged, or good from the start
@@ -139,15 +140,6 @@ func (m *Monitor) Sample(ctx context.Context) Output {
 		}
 	}
 	return out
-}
-
-func slicesIndex(conds []corev1.NodeCondition, t corev1.NodeConditionType) int {
-	for i, c := range conds {
-		if c.Type == t {
-			return i
-		}
-	}
-	return -1
 }
 
 // Conditions returns the conditions of the last sample with heartbeat now,
