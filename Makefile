@@ -10,7 +10,8 @@ CMD_PKGS := $(patsubst %,./%/...,$(CMD_DIRS))
 CMD_BINS := $(addprefix bin/,$(notdir $(wildcard $(addsuffix /*,$(CMD_DIRS)))))
 
 .DEFAULT_GOAL := help
-.PHONY: help deps build kube-binaries test test-unit test-integration fuzz bench demo clean distclean
+
+.PHONY: help deps build release image kube-binaries test test-unit test-integration fuzz bench demo demo-test clean distclean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -18,13 +19,25 @@ help: ## List the targets
 build: ## Build the Tether commands (*/cmd/...) into bin/
 	$(GO) build -o bin/ $(CMD_PKGS)
 
-deps: ## Install the Debian packages the demo and the tests need (as root)
+# make release: static (CGO_ENABLED=0), -trimpath, stripped binaries for the
+# boards and the cloud, each stamped with VERSION (`edgecore --version`),
+# and dist/SHA256SUMS. hack/release.sh lists the targets.
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+
+release: ## Build dist/: edgecore and modbus-mapper for linux amd64/arm64/armv7, cloudcore for amd64/arm64, SHA256SUMS
+	rm -rf dist
+	VERSION=$(VERSION) GO=$(GO) hack/release.sh
+
+# deps: the missing Debian packages only (nothing to do takes a fraction of
+# a second), so that demo and test need nothing else on a fresh machine; not
+# root, it stops with the apt-get command to run.
+deps: ## Install the missing Debian packages the demo and the tests need (as root; else prints the command)
 	hack/install-deps.sh
 
 kube-binaries: ## Build kube-apiserver, kube-controller-manager, kube-scheduler into bin/ (once per pinned version)
 	hack/kube-binaries.sh
 
-test: ## Run every test: test-unit, then test-integration
+test: deps ## Run every test: test-unit, then test-integration
 	$(MAKE) test-unit
 	$(MAKE) test-integration
 
@@ -32,9 +45,13 @@ test-unit: ## go vet and the unit tests, with the race detector
 	$(GO) vet ./...
 	$(GO) test -race ./...
 
-test-integration: kube-binaries ## Integration tests against real etcd, Kubernetes and containerd (run as root)
+# The integration tier runs only the tests of the files built with
+# `-tags integration` (hack/integration-tests.sh): the unit tests ran in
+# test-unit already.
+test-integration: deps build kube-binaries ## Integration tests against real etcd, Kubernetes and containerd, then the demo's offline walk-through (run as root)
 	$(GO) vet -tags integration ./...
-	$(GO) test -tags integration -race -count=1 -timeout 40m ./...
+	$(GO) test -tags integration -race -count=1 -timeout 40m -run "$$(hack/integration-tests.sh run)" $$(hack/integration-tests.sh pkgs)
+	hack/demo-offline-test.sh
 
 # make fuzz: every Fuzz* target of the module (go test -list, in the packages
 # whose tests have one), one after the other, each for FUZZTIME (FUZZTIME=5m
@@ -70,12 +87,33 @@ bench: build kube-binaries ## Go micro-benchmarks, then the suite (bench/out: re
 	$(GO) test -run '^$$' -bench . -timeout 5m ./... > $(BENCH_OUT)/gobench.txt 2>&1 || echo "make bench: some Go benchmarks failed; tether-bench reports which"
 	grep -E '^(Benchmark|ok|FAIL|---)' $(BENCH_OUT)/gobench.txt || true
 	bin/tether-bench --nodes $(BENCH_NODES) --out $(BENCH_OUT) --bin bin --gobench $(BENCH_OUT)/gobench.txt $(BENCH_FLAGS)
+	@if [ "$$(id -u)" = 0 ]; then \
+	  echo "== e2e figures (pod start on containerd, edgecore binary RSS with 20 pods, device lag): $(BENCH_OUT)/e2e-figures.txt"; \
+	  $(GO) test -tags 'integration bench' -count=1 -timeout 20m -v -run '^(TestCRIPodStartTimes|TestCRIEdgecoreBinaryRSS|TestDevicesLag)$$' ./e2e/ > $(BENCH_OUT)/e2e-figures.txt 2>&1 || echo "make bench: an e2e figure test failed, see $(BENCH_OUT)/e2e-figures.txt"; \
+	  grep -E 'pod start|edgecore binary RSS|devices|^(---|ok|FAIL)' $(BENCH_OUT)/e2e-figures.txt || true; \
+	else echo "make bench: the e2e figures need root (containerd): skipped"; fi
 
-demo: build kube-binaries ## Run the demo until Ctrl-C (hack/demo.sh)
+# make image: cloudcore's container image for linux/amd64 and linux/arm64,
+# written by tether-image (package ociimage) with no registry or daemon.
+IMAGE ?= tether.local/cloudcore:latest
+image: ## cloudcore's image for linux/amd64 and linux/arm64: dist/cloudcore-image.tar (ctr -n k8s.io images import)
+	mkdir -p dist
+	for arch in amd64 arm64; do \
+	  CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags '-s -w' -o dist/image/cloudcore-linux-$$arch ./cloudcore/cmd/cloudcore || exit 1; \
+	done
+	$(GO) run ./ociimage/cmd/tether-image --name $(IMAGE) --out dist/cloudcore-image.tar --path /cloudcore \
+	  linux/amd64=dist/image/cloudcore-linux-amd64 linux/arm64=dist/image/cloudcore-linux-arm64
+
+demo: deps build kube-binaries ## Run the demo until Ctrl-C (hack/demo.sh; hack/demo.sh status|cloud-down|cloud-up|edge-reboot|edge-restart from another terminal)
 	hack/demo.sh
 
-clean: ## Remove .run/ and the Tether commands in bin/ (keeps the Kubernetes binaries)
-	rm -rf .run
+# demo-test: the demo's offline walk-through without a person, alone (70 s
+# to 2 min here; make test-integration ends with it).
+demo-test: deps build kube-binaries ## Run the demo's offline walk-through as a test (hack/demo-offline-test.sh, as root)
+	hack/demo-offline-test.sh
+
+clean: ## Remove .run/, dist/ and the Tether commands in bin/ (keeps the Kubernetes binaries)
+	rm -rf .run dist
 	rm -f $(CMD_BINS)
 
 distclean: clean ## Also remove bin/, including the Kubernetes binaries

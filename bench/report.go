@@ -171,6 +171,11 @@ type Churn struct {
 	// simulator knew them bound (its watch event, or the create call's
 	// return for a pod created bound): their dispatch time counts as zero.
 	DispatchEarly int `json:"dispatchEarly"`
+	// DownBytesPerPod is the nodes' downstream link bytes (TLS records)
+	// from the first create until every pod was Running and the statuses
+	// settled, over the pods created: the pod itself, and anything sent
+	// again after the edge's status writes.
+	DownBytesPerPod float64 `json:"downBytesPerPod,omitempty"`
 	// Error says why the churn did not finish (pods not Running or not
 	// deleted in time); the latencies then cover the pods that made it.
 	Error string `json:"error,omitempty"`

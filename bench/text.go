@@ -76,6 +76,9 @@ func WriteText(w io.Writer, r *Report) error {
 		if s.Processes > 1 {
 			fmt.Fprintf(&b, "  %d nodes in %d simulator processes joined to one cloudcore; pods on the first one's nodes\n", s.Nodes, s.Processes)
 		}
+		if c := s.Churn; c != nil && c.DownBytesPerPod > 0 {
+			fmt.Fprintf(&b, "  %d nodes: %.0f B down per pod created, to Running with its status writes\n", s.Nodes, c.DownBytesPerPod)
+		}
 		if c := s.Churn; c != nil && c.Error != "" {
 			fmt.Fprintf(&b, "  %d nodes, churn of %d pods did not finish: %s\n", s.Nodes, c.Pods, c.Error)
 		}

@@ -24,6 +24,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"crypto/tls"
@@ -285,8 +286,6 @@ type CloudCore struct {
 	Hub        *hub.Hub
 	Dispatcher *dispatch.Dispatcher
 	Status     *status.Writer
-	// Autonomy is nil when Config.Autonomy.Disabled.
-	Autonomy *autonomy.Controller
 	// CA is cloudcore's certificate authority (from its Secret).
 	CA *pki.CA
 	// Bundle is the PEM edges trust the hub with; its pin (pki.Hash) is in
@@ -296,6 +295,12 @@ type CloudCore struct {
 	Enroll  *enroll.Service
 	serving *certs.Serving
 	client  kubernetes.Interface
+	// election runs the cluster-wide singletons (the autonomy
+	// controller) on one replica at a time.
+	election *election
+	// autonomy is the autonomy controller this replica last ran as the
+	// leader, nil before.
+	autonomy atomic.Pointer[autonomy.Controller]
 	// crdClient installs the CRDs; nil with Config.SkipCRDInstall.
 	crdClient apiextensions.Interface
 	// limiter is the client's rate limit when Config.KubeQPS is unset; nil
@@ -402,12 +407,12 @@ func New(cfg Config) (*CloudCore, error) {
 	}
 	cc.Dispatcher.SetNotifier(cc.Hub)
 	if !cfg.Autonomy.Disabled {
-		cc.Autonomy, err = autonomy.New(client, cfg.Autonomy, cfg.InformerResync.Duration,
-			log.With(slog.String("component", "autonomy")))
-		if err != nil {
+		// Checked here, made anew each time this replica is elected.
+		if _, err := autonomy.New(client, cfg.Autonomy, cfg.InformerResync.Duration, log); err != nil {
 			return nil, err
 		}
 	}
+	cc.election = newElection(leaseClient, cfg.Namespace, log.With(slog.String("component", "leader")))
 	return cc, nil
 }
 
@@ -445,6 +450,19 @@ func (cc *CloudCore) loadCerts() error {
 	cc.serving, err = certs.NewIssuedServing(ca, dns, ips, cfg.ServingCertValidity.Duration,
 		cfg.Logger.With(slog.String("component", "certs")))
 	return err
+}
+
+// Leading reports whether this replica runs the cluster-wide singletons now
+// (it holds LeaderLease).
+func (cc *CloudCore) Leading() bool { return cc.election.Leading() }
+
+// AutonomyStats returns the counters of the autonomy controller this
+// replica runs (or last ran) as the leader; zero if it never led.
+func (cc *CloudCore) AutonomyStats() autonomy.Stats {
+	if a := cc.autonomy.Load(); a != nil {
+		return a.Stats()
+	}
+	return autonomy.Stats{}
 }
 
 // Serving is the hub's serving certificate now.
@@ -501,8 +519,18 @@ func (cc *CloudCore) Run(ctx context.Context) error {
 			}
 		})
 	}
-	if cc.Autonomy != nil {
-		g.Go(func() error { return cc.Autonomy.Start(ctx) })
+	if !cc.cfg.Autonomy.Disabled {
+		g.Go(func() error {
+			return cc.election.run(ctx, func(ctx context.Context) error {
+				a, err := autonomy.New(cc.client, cc.cfg.Autonomy, cc.cfg.InformerResync.Duration,
+					cc.cfg.Logger.With(slog.String("component", "autonomy")))
+				if err != nil {
+					return err
+				}
+				cc.autonomy.Store(a)
+				return a.Start(ctx)
+			})
+		})
 	}
 	g.Go(func() error {
 		select {

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -260,6 +261,15 @@ func desired(cc *CloudCore, node string) []string {
 // caches are synced.
 func runCloudcore(t *testing.T, cfg Config) *CloudCore {
 	t.Helper()
+	cc, _ := runStoppable(t, cfg)
+	return cc
+}
+
+// runStoppable is runCloudcore that also returns a stop function (called
+// at the end of the test if not before), which returns once cloudcore has
+// stopped.
+func runStoppable(t *testing.T, cfg Config) (*CloudCore, func()) {
+	t.Helper()
 	if cfg.Listener == nil {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -280,12 +290,16 @@ func runCloudcore(t *testing.T, cfg Config) *CloudCore {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- cc.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("cloudcore: %v", err)
-		}
-	})
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("cloudcore: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
 	for deadline := time.Now().Add(time.Minute); !cc.Dispatcher.Ready(); time.Sleep(50 * time.Millisecond) {
 		select {
 		case err := <-done:
@@ -309,7 +323,7 @@ func runCloudcore(t *testing.T, cfg Config) *CloudCore {
 			t.Fatalf("/readyz not ok within a minute: %v %v", resp, err)
 		}
 	}
-	return cc
+	return cc, stop
 }
 
 // applyRBAC applies manifests/cloudcore: rbac.yaml and policy.yaml.

@@ -101,7 +101,7 @@ func TestPodsSurviveDisconnection(t *testing.T) {
 		}
 		return len(pods.Items) == 4, fmt.Errorf("%d pods", len(pods.Items))
 	})
-	st := c.cc.Autonomy.Stats()
+	st := c.cc.AutonomyStats()
 	t.Logf("autonomy stats after start: %+v", st)
 	if st.Patched < 3 {
 		t.Errorf("autonomy stats %+v: want at least 3 pods patched", st)
@@ -252,7 +252,7 @@ func TestAutonomyTouchesOnlyEdgePods(t *testing.T) {
 			}
 		}
 	}
-	if st := c.cc.Autonomy.Stats(); st.OptedOut < 1 || st.Patched < 1 {
+	if st := c.cc.AutonomyStats(); st.OptedOut < 1 || st.Patched < 1 {
 		t.Errorf("autonomy stats %+v: want the opted-out node's pod counted and one pod patched", st)
 	}
 }

@@ -3,15 +3,12 @@
 package e2e
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -20,10 +17,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/watch"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/tether-edge/tether/edgecore"
 	"github.com/tether-edge/tether/edgecore/store"
 	"github.com/tether-edge/tether/protocol"
 )
@@ -543,187 +538,4 @@ func TestCRIBadPodsReported(t *testing.T) {
 	if runs := criRuns(t, good.UID); len(runs) != 1 || runs[0].Attempt != 0 || runs[0].State != runtimeapi.ContainerState_CONTAINER_RUNNING {
 		t.Errorf("good pod's containers in containerd: %+v", runs)
 	}
-}
-
-// Pod start time on containerd: 20 pods created at once on one edge, each
-// timed from its create call to Running in the API server.
-func TestCRIPodStartTimes(t *testing.T) {
-	ns := namespace(t)
-	c := startCloud(t)
-	e := newCRIEdge(t, c, "e2e-cri-start")
-	e.start()
-	waitNodeReady(t, e.name, corev1.ConditionTrue, 60*time.Second)
-
-	const n = 20
-	w, err := client.CoreV1().Pods(ns).Watch(t.Context(), metav1.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Stop()
-	var mu sync.Mutex
-	created := map[string]time.Time{} // guarded by mu
-	running := map[string]time.Time{} // guarded by mu; set by the watcher
-
-	watched := make(chan struct{})
-	go func() {
-		defer close(watched)
-		for ev := range w.ResultChan() {
-			p, ok := ev.Object.(*corev1.Pod)
-			if !ok || ev.Type == watch.Deleted || p.Status.Phase != corev1.PodRunning {
-				continue
-			}
-			mu.Lock()
-			if _, seen := running[p.Name]; !seen {
-				running[p.Name] = time.Now()
-			}
-			mu.Unlock()
-		}
-	}()
-
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			p := criPod(t, ns, fmt.Sprintf("s%02d", i), e.name, `exec sleep 3600`)
-			mu.Lock()
-			created[p.Name] = time.Now()
-			mu.Unlock()
-			if _, err := client.CoreV1().Pods(ns).Create(t.Context(), p, metav1.CreateOptions{}); err != nil {
-				errs <- err
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
-	eventually(t, 5*time.Minute, fmt.Sprintf("%d pods Running", n), func() (bool, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(running) == n, fmt.Errorf("%d Running", len(running))
-	})
-	w.Stop()
-	<-watched
-
-	var d []time.Duration
-	for name, at := range running {
-		d = append(d, at.Sub(created[name]))
-	}
-	slices.Sort(d)
-	// Nearest rank: the smallest time that at least p% of the pods beat.
-	pct := func(p int) time.Duration { return d[(p*len(d)+99)/100-1] }
-	t.Logf("pod start, create to Running in the API server, %d pods at once on one CRI edge: p50 %s, p99 %s (min %s, max %s)",
-		n, pct(50).Round(time.Millisecond), pct(99).Round(time.Millisecond), d[0].Round(time.Millisecond), d[n-1].Round(time.Millisecond))
-}
-
-// The resident memory of the real edgecore binary (edgecore/cmd/edgecore,
-// built here) running as its own process with `runtime: cri` against this
-// test's cloudcore: connected and idle, then with 20 pods Running. The test
-// process's own RSS says nothing about edgecore's.
-func TestCRIEdgecoreBinaryRSS(t *testing.T) {
-	ns := namespace(t)
-	c := startCloud(t)
-	e := newCRIEdge(t, c, "e2e-cri-rss")
-
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		goBin = "/usr/local/go/bin/go"
-	}
-	bin := filepath.Join(t.TempDir(), "edgecore")
-	if out, err := exec.CommandContext(t.Context(), goBin, "build", "-o", bin, "github.com/tether-edge/tether/edgecore/cmd/edgecore").CombinedOutput(); err != nil {
-		t.Fatalf("go build edgecore: %v: %s", err, out)
-	}
-	// The configuration of e.start, as edgecore.yaml (JSON is YAML).
-	cfg := edgecore.Config{
-		NodeName:          e.name,
-		Cloud:             e.cloudConfig(),
-		DataDir:           e.dir,
-		NodeIP:            "127.0.0.1",
-		Runtime:           "cri",
-		CRI:               *e.cri,
-		ReconnectInitial:  metav1.Duration{Duration: 200 * time.Millisecond},
-		ReconnectMax:      metav1.Duration{Duration: 2 * time.Second},
-		PodResyncInterval: metav1.Duration{Duration: 2 * time.Second},
-		StaticPodPath:     filepath.Join(e.dir, "manifests"),
-		MetaServer:        edgecore.MetaServerConfig{Addr: "127.0.0.1:0"},
-		Devices:           edgecore.DevicesConfig{MQTT: edgecore.MQTTConfig{Addr: "127.0.0.1:0"}},
-	}
-	b, err := json.Marshal(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfgFile, logFile := filepath.Join(e.dir, "edgecore.yaml"), filepath.Join(e.dir, "edgecore.log")
-	if err := os.WriteFile(cfgFile, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	logf, err := os.Create(logFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	cmd := exec.Command(bin, "--config", cfgFile)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	// Runs before newCRIEdge's cleanup kills the pods.
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-exited:
-			if err != nil {
-				b, _ := os.ReadFile(logFile)
-				t.Errorf("edgecore exited with %v: %s", err, tailString(string(b), 2000))
-			}
-		case <-time.After(30 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-			t.Errorf("edgecore did not stop within 30s of SIGTERM")
-		}
-	})
-	rss := func() (rss, hwm string) {
-		t.Helper()
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
-		if err != nil {
-			t.Fatalf("edgecore: %v", err)
-		}
-		for _, line := range strings.Split(string(b), "\n") {
-			if f := strings.Fields(line); len(f) == 3 && f[0] == "VmRSS:" {
-				rss = f[1] + " " + f[2]
-			} else if len(f) == 3 && f[0] == "VmHWM:" {
-				hwm = f[1] + " " + f[2]
-			}
-		}
-		return rss, hwm
-	}
-
-	waitNodeReady(t, e.name, corev1.ConditionTrue, 60*time.Second)
-	time.Sleep(2 * time.Second) // past the start's allocations
-	idle, _ := rss()
-	const n = 20
-	for i := range n {
-		createPod(t, criPod(t, ns, fmt.Sprintf("r%02d", i), e.name, `exec sleep 3600`))
-	}
-	eventually(t, 3*time.Minute, fmt.Sprintf("%d pods Running and Ready", n), func() (bool, error) {
-		pods, err := client.CoreV1().Pods(ns).List(t.Context(), metav1.ListOptions{})
-		if err != nil {
-			return false, err
-		}
-		ready := 0
-		for _, p := range pods.Items {
-			if ok, _ := runningAndReady(&p); ok {
-				ready++
-			}
-		}
-		return ready == n, fmt.Errorf("%d of %d Running and Ready", ready, len(pods.Items))
-	})
-	waitSettled(t, ns)
-	busy, peak := rss()
-	t.Logf("edgecore binary RSS: %s connected and idle, %s with %d pods Running (peak %s)", idle, busy, n, peak)
 }

@@ -6,22 +6,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"os"
 	"reflect"
 	"slices"
-	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	paho "github.com/eclipse/paho.mqtt.golang"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/dynamic"
 
 	devicesapi "github.com/tether-edge/tether/devices/api"
@@ -305,191 +300,4 @@ func devicesScenario(t *testing.T, mosquitto bool) {
 		}
 		return false, fmt.Errorf("status %+v", got.Status)
 	})
-}
-
-// TestDevicesLag measures, with 1,000 devices on one edge (embedded
-// broker), the time from a device's report (a paho client publishes one
-// twin/update per device) to its value in the Device's status in the API
-// server (seen through a watch), and the twin updates per second the edge
-// answers meanwhile: once with every device reporting at once, once with
-// 50 reports a second. It also logs when the edge had queued every status
-// (an upper bound: a status acknowledged before its watch event is counted
-// late). The figures are logged; the test fails only if a report is lost.
-func TestDevicesLag(t *testing.T) {
-	const n = 1000
-	ns := namespace(t)
-	c := startCloud(t)
-	e := newEdge(t, c, "e2e-dev-lag")
-	e.start()
-	dc := dynClient(t)
-	model, _ := e2eThermometer(ns, e.name, "x", "")
-	applyObject(t, dc, model)
-	start := time.Now()
-	for i := range n {
-		_, dev := e2eThermometer(ns, e.name, fmt.Sprintf("d%04d", i), "")
-		applyObject(t, dc, dev)
-	}
-	t.Logf("created %d Devices in %s", n, time.Since(start).Round(time.Millisecond))
-	eventually(t, 5*time.Minute, "every device at the edge", func() (bool, error) {
-		return len(e.objects(protocol.KindDevice)) == n, nil
-	})
-	t.Logf("all %d Devices at the edge %s after the first create", n, time.Since(start).Round(time.Millisecond))
-
-	// As a mapper would: with the mappers' credentials edgecore made.
-	pw, err := os.ReadFile(edgecore.MapperPasswordFile(e.dir))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pc := paho.NewClient(paho.NewClientOptions().AddBroker(e.ec.Broker.URL()).SetClientID("lag").
-		SetUsername(edgecore.MapperUsername).SetPassword(strings.TrimSpace(string(pw))))
-	if tok := pc.Connect(); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
-		t.Fatal(tok.Error())
-	}
-	defer pc.Disconnect(100)
-	var mu sync.Mutex
-	results := 0 // twin/update results received, guarded by mu
-	var lastResult time.Time
-	tok := pc.Subscribe("$hw/events/device/"+ns+"/+/twin/update/result", 1, func(_ paho.Client, m paho.Message) {
-		mu.Lock()
-		defer mu.Unlock()
-		if strings.Contains(string(m.Payload()), `"code"`) {
-			t.Errorf("refused: %s", m.Payload())
-		}
-		results++
-		lastResult = time.Now()
-	})
-	if !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
-		t.Fatal(tok.Error())
-	}
-	// Each device is served once its model and it reached the engine:
-	// ask the last one until it answers.
-	eventually(t, time.Minute, "the last device served", func() (bool, error) {
-		got := make(chan struct{}, 1)
-		topic := "$hw/events/device/" + ns + fmt.Sprintf("/d%04d/twin/get", n-1)
-		pc.Subscribe(topic+"/result", 1, func(_ paho.Client, m paho.Message) {
-			if !strings.Contains(string(m.Payload()), `"code"`) {
-				select {
-				case got <- struct{}{}:
-				default:
-				}
-			}
-		}).WaitTimeout(10 * time.Second)
-		pc.Publish(topic, 1, false, `{"event_id":"ready","timestamp":0}`).WaitTimeout(10 * time.Second)
-		select {
-		case <-got:
-			return true, nil
-		case <-time.After(time.Second):
-			return false, nil
-		}
-	})
-
-	// round publishes one report of value per device, every, and returns
-	// each device's lag to the API server (through a watch), when every
-	// update was answered and when the edge had queued every status.
-	round := func(value string, every time.Duration) (lag []time.Duration, answered, queued time.Duration) {
-		w, err := dc.Resource(deviceGVR).Namespace(ns).Watch(t.Context(), metav1.ListOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer w.Stop()
-		sent := make([]time.Time, n) // guarded by mu
-		lag = make([]time.Duration, n)
-		seen := 0
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			for ev := range w.ResultChan() {
-				u, ok := ev.Object.(*unstructured.Unstructured)
-				if ev.Type != watch.Modified || !ok {
-					continue
-				}
-				d, err := toDevice(u)
-				if err != nil {
-					continue
-				}
-				i, err := strconv.Atoi(strings.TrimPrefix(d.Name, "d"))
-				if err != nil || i >= n {
-					continue
-				}
-				mu.Lock()
-				if v, _ := reportedTwin(d, "temperature"); v == value && lag[i] == 0 && !sent[i].IsZero() {
-					lag[i] = time.Since(sent[i])
-					seen++
-				}
-				all := seen == n
-				mu.Unlock()
-				if all {
-					return
-				}
-			}
-		}()
-		mu.Lock()
-		base := results
-		mu.Unlock()
-		// How long until the edge's outbox holds every device's new value.
-		queuedc := make(chan time.Duration, 1)
-		first := time.Now()
-		go func() {
-			for time.Since(first) < 5*time.Minute {
-				count := 0
-				e.ec.DB.View(func(tx *store.Tx) error {
-					return tx.Outbox(0, func(it store.OutboxItem) bool {
-						if f, err := protocol.Decode(it.Frame); err == nil && f.DeviceStatus != nil && len(f.DeviceStatus.Twins) > 0 &&
-							f.DeviceStatus.Twins[0].Value == value {
-							count++
-						}
-						return true
-					})
-				})
-				mu.Lock()
-				acked := seen
-				mu.Unlock()
-				if count+acked >= n {
-					queuedc <- time.Since(first)
-					return
-				}
-				time.Sleep(100 * time.Millisecond) // each look decodes the whole outbox
-			}
-			queuedc <- -1
-		}()
-		next := time.Now()
-		for i := range n {
-			if every > 0 {
-				time.Sleep(time.Until(next))
-				next = next.Add(every)
-			}
-			topic := fmt.Sprintf("$hw/events/device/%s/d%04d/twin/update", ns, i)
-			mu.Lock()
-			sent[i] = time.Now()
-			mu.Unlock()
-			pc.Publish(topic, 1, false, fmt.Sprintf(`{"event_id":"lag%d","timestamp":0,"twin":{"temperature":{"actual":{"value":%q}}}}`, i, value))
-		}
-		select {
-		case <-done:
-		case <-time.After(5 * time.Minute):
-			mu.Lock()
-			defer mu.Unlock()
-			t.Fatalf("only %d of %d reports reached the API server", seen, n)
-		}
-		mu.Lock()
-		if results-base != n {
-			t.Errorf("%d updates answered, want %d", results-base, n)
-		}
-		answered = lastResult.Sub(first)
-		mu.Unlock()
-		return lag, answered, <-queuedc
-	}
-	report := func(what string, lag []time.Duration, answered, queued time.Duration) {
-		sorted := slices.Clone(lag)
-		slices.Sort(sorted)
-		t.Logf("%s: %d twin updates answered in %s (%.0f/s); every status queued at the edge after %s; "+
-			"device-to-API-server lag p50 %s, p90 %s, p99 %s, max %s",
-			what, n, answered.Round(time.Millisecond), float64(n)/answered.Seconds(), queued.Round(time.Millisecond),
-			sorted[n/2].Round(time.Millisecond), sorted[n*9/10].Round(time.Millisecond), sorted[n*99/100].Round(time.Millisecond),
-			sorted[n-1].Round(time.Millisecond))
-	}
-	lag, answered, queued := round("20.5", 0)
-	report("all devices at once", lag, answered, queued)
-	lag, answered, queued = round("21.5", 20*time.Millisecond)
-	report("50 reports/s", lag, answered, queued)
 }

@@ -24,6 +24,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/tether-edge/tether/cloudcore"
+	"github.com/tether-edge/tether/cloudcore/dispatch"
 	"github.com/tether-edge/tether/cloudcore/jointoken"
 	"github.com/tether-edge/tether/controlplane"
 	"github.com/tether-edge/tether/edgecore"
@@ -596,7 +597,7 @@ func waitSettled(t *testing.T, ns string, edges ...*edge) {
 				if p.Spec.NodeName != e.name {
 					continue
 				}
-				if o := e.byName(protocol.KindPod, ns, p.Name); o == nil || o.ResourceVersion != p.ResourceVersion {
+				if o := e.byName(protocol.KindPod, ns, p.Name); o == nil || o.ResourceVersion != dispatch.PodVersion(&p) {
 					held = false
 				}
 			}

@@ -172,8 +172,8 @@ func TestHubRestartResyncsNothing(t *testing.T) {
 			return e.byName(protocol.KindPod, ns, "p-"+e.name) != nil, nil
 		})
 	}
-	// Let pod statuses settle: each status write changes the pod's
-	// resourceVersion, which is itself sent down once.
+	// Let pod statuses settle (a status write is not sent down: the pod's
+	// version, dispatch.PodVersion, ignores the status).
 	eventually(t, 30*time.Second, "pods Running", func() (bool, error) {
 		pods, err := client.CoreV1().Pods(ns).List(t.Context(), metav1.ListOptions{})
 		if err != nil {

@@ -601,9 +601,9 @@ func New(cfg Config) (*EdgeCore, error) {
 	health := nodestatus.MonitorConfig{Period: cfg.NodeHealth.Period.Duration, Thresholds: cfg.NodeHealth.thresholds(),
 		DataDir: cfg.DataDir, Logger: log.With(slog.String("component", "nodestatus")),
 		Changed: func() { ag.NodeStatusChanged() }}
-
+	reported := pods.NewReported()
 	ec.Pods, err = pods.New(pods.Config{ResyncInterval: cfg.PodResyncInterval.Duration, OutboxMax: cfg.OutboxMax,
-		PodWorkers: cfg.PodWorkers},
+		PodWorkers: cfg.PodWorkers, Reported: reported},
 		db, rt, func() { ag.OutboxChanged() }, log.With(slog.String("component", "pods")))
 	if err != nil {
 		closeAll()
@@ -627,7 +627,7 @@ func New(cfg Config) (*EdgeCore, error) {
 			log.Error("metaserver: no credentials: every request will be refused", slog.Any("err", err))
 		}
 		ec.MetaServer, err = metaserver.New(metaserver.Config{Addr: cfg.MetaServer.Addr, NodeName: cfg.NodeName,
-			Clients:    clients,
+			Clients: clients, PodStatuses: reported,
 			NodeLabels: cfg.Labels, NodeStatus: ns.Status, NodeInterval: cfg.NodeStatusInterval.Duration,
 			StateDir: cfg.DataDir, Logger: log.With(slog.String("component", "metaserver"))}, db)
 		if err != nil {

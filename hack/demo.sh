@@ -5,65 +5,352 @@
 # the pods Running on the edge node; then a Modbus thermostat and its mapper
 # (manifests/demo/thermostat.yaml), with the thermostat's reported values in
 # its Device status and a desired setpoint that reaches the device.
+#
+# The offline story, from another terminal while the demo runs (each acts on
+# the running demo through the pids it keeps in .run/pids/):
+#
+#   hack/demo.sh status        what runs, the node and pods as the cloud and as the edge see them, the store page
+#   hack/demo.sh cloud-down    stop cloudcore: the edge is cut off from the cloud
+#   hack/demo.sh cloud-up      start cloudcore again; the edge reconnects and reports
+#   hack/demo.sh down          stop everything (as Ctrl-C does, also after the demo was killed)
+#   hack/demo.sh edge-restart  restart edgecore (SIGTERM, then start): the pods keep running
+#   hack/demo.sh edge-reboot   cut the edge's power: SIGKILL edgecore, containerd, its shims and every
+#                              pod process, the mapper and the thermostat; then boot: containerd
+#                              (empty), edgecore, the thermostat and the mapper; edgecore runs the
+#                              pods again from its store, with or without the cloud
+#
+# The demo keeps running when a component stops (by these commands or not);
+# Ctrl-C stops everything.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 run=${TETHER_RUN_DIR:-$root/.run}
-mkdir -p "$run"
+# The Tether commands (make build puts them in bin/, beside the Kubernetes
+# binaries that the control plane takes from bin/ in any case).
+bin=${TETHER_DEMO_BIN:-$root/bin}
+pids_dir=$run/pids
+mkdir -p "$pids_dir"
 
-pids=()
-stop_all() {
-  trap - INT TERM EXIT
-  # Reverse start order; each component stops its own children.
-  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
-    kill -TERM "${pids[i]}" 2>/dev/null || true
-    wait "${pids[i]}" 2>/dev/null || true
+# --- The components: each runs in its own session, its pid in
+# $pids_dir/NAME.pid, so that any invocation of this script can stop and
+# start it; none is a child of the demo's shell.
+
+# alive PID: the process exists and is not a zombie.
+alive() {
+  [[ -n ${1:-} && -r /proc/$1/stat ]] && ! grep -q '^[0-9]* (.*) Z ' "/proc/$1/stat" 2>/dev/null
+}
+pid_of() { cat "$pids_dir/$1.pid" 2>/dev/null || true; }
+running() { alive "$(pid_of "$1")"; }
+
+# spawn NAME LOG CMD...: starts CMD detached, appending to LOG.
+spawn() {
+  local name=$1 log=$2
+  shift 2
+  (setsid "$@" >>"$log" 2>&1 </dev/null & echo $! >"$pids_dir/$name.pid")
+}
+
+# stop NAME [SIGNAL]: signals NAME and waits until it is gone (30s, then
+# SIGKILL).
+stop() {
+  local name=$1 sig=${2:-TERM} pid
+  pid=$(pid_of "$name")
+  rm -f "$pids_dir/$name.pid" "$pids_dir/$name.exited"
+  alive "$pid" || return 0
+  kill -"$sig" "$pid" 2>/dev/null || true
+  for _ in $(seq 300); do
+    alive "$pid" || return 0
+    sleep 0.1
+  done
+  echo "demo: $name (pid $pid) still runs 30s after SIG$sig: SIGKILL" >&2
+  kill -KILL "$pid" 2>/dev/null || true
+}
+
+# wait_log NAME LOG FROM PATTERN: waits until LOG, past line FROM, holds
+# PATTERN, or fails when NAME exits.
+wait_log() {
+  local name=$1 log=$2 from=$3 pattern=$4
+  until tail -n +"$((from + 1))" "$log" 2>/dev/null | grep -q "$pattern"; do
+    running "$name" || { echo "demo: $name exited:" >&2; tail -n 20 "$log" >&2; return 1; }
+    sleep 0.2
   done
 }
-trap stop_all INT TERM EXIT
+lines() { if [[ -f $1 ]]; then wc -l <"$1"; else echo 0; fi; }
+
+kubeconfig() { cat "$run/controlplane.ready" 2>/dev/null || true; }
+
+start_controlplane() {
+  rm -f "$run/controlplane.ready"
+  # A node silent for 16s is NotReady (the default is 40s), so that the
+  # cloud's view of an offline edge shows within the walk-through.
+  spawn controlplane "$run/controlplane.log" "$bin/controlplane" --bin-dir "$root/bin" --dir "$run" --ready-file "$run/controlplane.ready" \
+    --node-monitor-period 2s --node-monitor-grace-period 16s
+  echo "demo: starting the control plane (log: $run/controlplane.log)"
+  while [[ ! -s $run/controlplane.ready ]]; do
+    running controlplane || { echo "demo: the control plane did not start:" >&2; tail -n 20 "$run/controlplane.log" >&2; return 1; }
+    sleep 0.2
+  done
+}
+
+# cloudcore: the hub on 127.0.0.1:10000. Its CA is kept in the Secret
+# tether-system/tether-ca (created on first start), so a restarted cloudcore
+# is the same cloud to the edge.
+start_cloudcore() {
+  local from
+  from=$(lines "$run/cloudcore.log")
+  spawn cloudcore "$run/cloudcore.log" "$bin/cloudcore" --kubeconfig "$(kubeconfig)" --listen 127.0.0.1:10000
+  echo "demo: starting cloudcore (log: $run/cloudcore.log)"
+  wait_log cloudcore "$run/cloudcore.log" "$from" "hub listening"
+}
+
+# The edge's container runtime: a private containerd with images built here
+# (root, containerd, runc, CNI plugins and busybox-static needed). It starts
+# empty, as after a reboot.
+start_containerd() {
+  rm -f "$run/containerd.ready"
+  spawn containerd "$run/containerd.log" "$bin/democontainerd" --dir "$run/containerd" --ready-file "$run/containerd.ready"
+  echo "demo: starting containerd and building the pause and busybox images (log: $run/containerd.log)"
+  until [[ -s $run/containerd.ready ]]; do
+    running containerd || { tail -n 20 "$run/containerd.log" >&2; return 1; }
+    sleep 0.2
+  done
+}
+
+start_edgecore() {
+  spawn edgecore "$run/edgecore.log" "$bin/edgecore" --config "$run/edgecore.yaml"
+  echo "demo: starting edgecore (log: $run/edgecore.log)"
+}
+
+# edgecore is up once its metaserver answers (its store is open, its pods
+# are being synced).
+wait_edgecore() {
+  until curl -sf --max-time 1 http://127.0.0.1:10550/readyz >/dev/null 2>&1; do
+    running edgecore || { echo "demo: edgecore exited:" >&2; tail -n 20 "$run/edgecore.log" >&2; return 1; }
+    sleep 0.2
+  done
+}
+
+# A Modbus device on the edge: "$bin/modbus-thermostat" plays a thermostat on
+# 127.0.0.1:1502, and bin/modbus-mapper bridges it to the edge's device twin
+# (devices from the metaserver on 127.0.0.1:10550, MQTT on edgecore's
+# embedded broker on 127.0.0.1:1883). manifests/demo/thermostat.yaml
+# describes it.
+start_thermostat() {
+  spawn thermostat "$run/thermostat.log" "$bin/modbus-thermostat" --addr 127.0.0.1:1502
+}
+
+# The mapper reads the metaserver with the token edgecore provisions for
+# device mappers (devices and the node only; no pods, configmaps, secrets),
+# and the broker as user "mapper" with the password edgecore wrote at its
+# first start into its data directory.
+start_mapper() {
+  local ms_token=$run/edge-1/credentials/metaserver-devices.token
+  local mapper_pw=$run/edge-1/credentials/mqtt-mapper.password
+  until [[ -s $ms_token && -s $mapper_pw ]]; do
+    running edgecore || { tail -n 20 "$run/edgecore.log" >&2; return 1; }
+    sleep 0.2
+  done
+  spawn modbus-mapper "$run/modbus-mapper.log" "$bin/modbus-mapper" --node demo-edge-1 \
+    --metaserver-token-file "$ms_token" --username mapper --password-file "$mapper_pw"
+  echo "demo: starting a Modbus thermostat and the Modbus mapper (logs: $run/thermostat.log, $run/modbus-mapper.log)"
+}
+
+cri_runtime() { grep -q '^runtime: cri' "$run/edgecore.yaml" 2>/dev/null; }
+
+# edge_pods: the pods running on the edge as its containerd sees them,
+# "<namespace>/<name> <uid> <ip>" (the cloud's view may be stale or away).
+edge_pods() {
+  cri_runtime && running containerd && "$bin/democontainerd" pods --dir "$run/containerd" 2>/dev/null || true
+}
+
+# store_page: the store's page from one of its pods, at the address the
+# edge gives it now.
+store_page() {
+  local ip
+  ip=$(edge_pods | awk '$1 ~ /^default\/store-web-/ && $3 != "-" {print $3; exit}')
+  [[ -n $ip ]] || { echo "(no store-web pod runs on the edge)"; return 1; }
+  echo "http://$ip:8080/: $(curl -s --max-time 3 "http://$ip:8080/" | tr -d '\n' || true)"
+}
+
+# wait_store_pods N TIMEOUT: waits until N store-web pods run on the edge
+# with an address and one of them serves the page.
+wait_store_pods() {
+  local n=$1 deadline=$((SECONDS + $2))
+  while ((SECONDS < deadline)); do
+    if [[ $(edge_pods | awk '$1 ~ /^default\/store-web-/ && $3 != "-"' | wc -l) -ge $n ]] &&
+      store_page 2>/dev/null | grep -q Store; then
+      return 0
+    fi
+    sleep 0.2
+  done
+  return 1
+}
+
+# power_off: what a power cut does to the edge: every process gone at once
+# (SIGKILL, nothing stops cleanly), the pods' processes with them, and what
+# lived in memory (containerd's state, tmpfs mounts, the pod bridge) lost.
+power_off() {
+  local pid p procs
+  for c in modbus-mapper thermostat edgecore containerd; do
+    pid=$(pid_of "$c")
+    rm -f "$pids_dir/$c.pid" "$pids_dir/$c.exited"
+    alive "$pid" && kill -KILL "$pid" 2>/dev/null || true
+  done
+  # containerd itself and its shims: their command lines name its directory.
+  for p in $(grep -lasF -- "$run/containerd/" /proc/[0-9]*/cmdline); do
+    p=${p#/proc/}
+    [[ ${p%/cmdline} == "$BASHPID" ]] || kill -KILL "${p%/cmdline}" 2>/dev/null || true
+  done
+  # The pods' processes, in the pods' cgroups (cgroup v1 or v2).
+  while read -r procs; do
+    while read -r pid; do kill -KILL "$pid" 2>/dev/null || true; done <"$procs"
+  done < <(find /sys/fs/cgroup -path '*/tether-demo/*' -name cgroup.procs 2>/dev/null)
+  # What a reboot clears: mounts (sandboxes' shm, memory volumes) and the
+  # pod bridge.
+  grep -oE " ($run/containerd|$run/edge-1)/[^ ]*" /proc/self/mountinfo 2>/dev/null | sort -r |
+    while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  local bridge
+  bridge=$(grep -ho '"bridge": *"[^"]*"' "$run"/containerd/cni-conf/* 2>/dev/null | head -n 1 | sed 's/.*"\([^"]*\)"$/\1/')
+  [[ -n $bridge ]] && ip link delete "$bridge" 2>/dev/null || true
+}
+
+# stop_all: every component, in the reverse order of the start.
+stop_all() {
+  for c in modbus-mapper thermostat edgecore containerd cloudcore controlplane; do
+    stop "$c"
+  done
+  rm -f "$run/demo.pid" "$run/demo.ready"
+}
+
+demo_running() { alive "$(cat "$run/demo.pid" 2>/dev/null || true)"; }
+
+need_demo() {
+  demo_running || { echo "demo: no demo is running (start it with make demo or hack/demo.sh)" >&2; exit 1; }
+}
+
+status() {
+  local c pid
+  echo "components:"
+  for c in controlplane cloudcore containerd edgecore thermostat modbus-mapper; do
+    pid=$(pid_of "$c")
+    if alive "$pid"; then printf '  %-14s running (pid %s)\n' "$c" "$pid"; else printf '  %-14s stopped\n' "$c"; fi
+  done
+  if running controlplane && command -v kubectl >/dev/null; then
+    echo "the cloud (kubectl):"
+    KUBECONFIG=$(kubeconfig) kubectl --request-timeout=5s get node demo-edge-1 \
+      -o custom-columns='NODE:.metadata.name,READY:.status.conditions[?(@.type=="Ready")].status,REASON:.status.conditions[?(@.type=="Ready")].reason' 2>&1 | sed 's/^/  /'
+    KUBECONFIG=$(kubeconfig) kubectl --request-timeout=5s get pods -l app=store-web \
+      -o custom-columns='POD:.metadata.name,UID:.metadata.uid,PHASE:.status.phase,RESTARTS:.status.containerStatuses[0].restartCount,IP:.status.podIP' 2>&1 | sed 's/^/  /'
+  fi
+  if cri_runtime; then
+    echo "the edge (its containerd):"
+    edge_pods | sed 's/^/  /'
+    echo "the store page:"
+    echo "  $(store_page || true)"
+  fi
+}
+
+case ${1:-up} in
+  up) ;;
+  status)
+    status
+    exit 0
+    ;;
+  down)
+    # Stops every component, also those of a demo that was killed.
+    pid=$(cat "$run/demo.pid" 2>/dev/null || true)
+    if alive "$pid"; then kill -TERM "$pid"; fi
+    stop_all
+    exit 0
+    ;;
+  cloud-down)
+    need_demo
+    stop cloudcore
+    echo "demo: cloudcore stopped: the edge is offline; it keeps running its pods (hack/demo.sh status)"
+    exit 0
+    ;;
+  cloud-up)
+    need_demo
+    running cloudcore && { echo "demo: cloudcore is already running"; exit 0; }
+    start_cloudcore
+    if command -v kubectl >/dev/null; then
+      KUBECONFIG=$(kubeconfig) kubectl wait --for=condition=Ready node/demo-edge-1 --timeout=60s
+    fi
+    exit 0
+    ;;
+  edge-restart)
+    need_demo
+    stop edgecore
+    start_edgecore
+    wait_edgecore
+    echo "demo: edgecore restarted; its pods ran on meanwhile:"
+    edge_pods | sed 's/^/  /'
+    exit 0
+    ;;
+  edge-reboot)
+    need_demo
+    power_off
+    echo "demo: the edge lost power: edgecore, containerd, every pod, the mapper and the thermostat are gone"
+    start=$SECONDS
+    if cri_runtime; then start_containerd; fi
+    edge_start=$SECONDS
+    start_edgecore
+    wait_edgecore
+    start_thermostat
+    start_mapper
+    if cri_runtime; then
+      if wait_store_pods 2 120; then
+        echo "demo: the edge booted: pods back $((SECONDS - edge_start))s after edgecore started ($((SECONDS - start))s after power came back, containerd's start included)"
+        edge_pods | sed 's/^/  /'
+        echo "  $(store_page)"
+      else
+        echo "demo: the store's pods are not back on the edge after 120s (see $run/edgecore.log)" >&2
+        exit 1
+      fi
+    fi
+    exit 0
+    ;;
+  *)
+    echo "usage: hack/demo.sh [up|status|cloud-down|cloud-up|edge-restart|edge-reboot|down]" >&2
+    exit 2
+    ;;
+esac
+
+# --- up: start the demo and run until Ctrl-C.
+if demo_running; then
+  echo "demo: a demo is already running (pid $(cat "$run/demo.pid")): hack/demo.sh status" >&2
+  exit 1
+fi
+for f in "$pids_dir"/*.pid; do
+  if [[ -e $f ]] && alive "$(cat "$f")"; then
+    echo "demo: stopping what a previous demo left running"
+    stop_all
+    break
+  fi
+done
+echo $$ >"$run/demo.pid"
+rm -f "$run/demo.ready" "$pids_dir"/*.exited
+cleanup() {
+  trap - INT TERM EXIT
+  echo "demo: stopping"
+  stop_all
+}
+trap 'cleanup; exit 130' INT TERM
+trap cleanup EXIT
 
 # The control plane: etcd, kube-apiserver, kube-controller-manager,
 # kube-scheduler. Its data, certificates, kubeconfig and logs go to $run.
-rm -f "$run/controlplane.ready"
-bin/controlplane --dir "$run" --ready-file "$run/controlplane.ready" >"$run/controlplane.log" 2>&1 &
-pids+=($!)
-echo "demo: starting the control plane (log: $run/controlplane.log)"
-while [[ ! -s $run/controlplane.ready ]]; do
-  if ! kill -0 "${pids[0]}" 2>/dev/null; then
-    echo "demo: the control plane did not start:" >&2
-    tail -n 20 "$run/controlplane.log" >&2
-    exit 1
-  fi
-  sleep 0.2
-done
-kubeconfig=$(cat "$run/controlplane.ready")
-
+start_controlplane
+kubeconfig=$(kubeconfig)
 export KUBECONFIG=$kubeconfig
 
-# cloudcore: the hub on 127.0.0.1:10000. Its CA is kept in the Secret
-# tether-system/tether-ca (created on first start).
-bin/cloudcore --kubeconfig "$kubeconfig" --listen 127.0.0.1:10000 >"$run/cloudcore.log" 2>&1 &
-pids+=($!)
-echo "demo: starting cloudcore (log: $run/cloudcore.log)"
-until grep -q "hub listening" "$run/cloudcore.log"; do
-  kill -0 "${pids[-1]}" 2>/dev/null || { tail -n 20 "$run/cloudcore.log" >&2; exit 1; }
-  sleep 0.2
-done
+start_cloudcore
 
-# The edge's container runtime: a private containerd with images built here
-# (root, containerd, runc, CNI plugins and busybox-static needed), else the
-# in-memory runtime, which runs nothing.
+# The edge's runtime: containerd when it can run here, else the in-memory
+# runtime, which runs nothing (asked for by name: cri is edgecore's default).
 runtime_cfg="runtime: fake"
 if [[ $EUID -eq 0 ]] && command -v containerd >/dev/null && [[ -x /bin/busybox ]]; then
-  rm -f "$run/containerd.ready"
-  bin/democontainerd --dir "$run/containerd" --ready-file "$run/containerd.ready" >"$run/containerd.log" 2>&1 &
-  pids+=($!)
-  echo "demo: starting containerd and building the pause and busybox images (log: $run/containerd.log)"
-  until [[ -s $run/containerd.ready ]]; do
-    kill -0 "${pids[-1]}" 2>/dev/null || { tail -n 20 "$run/containerd.log" >&2; exit 1; }
-    sleep 0.2
-  done
+  start_containerd
   read -r endpoint pause_image _ <"$run/containerd.ready"
   runtime_cfg="runtime: cri
 cri:
@@ -80,15 +367,17 @@ fi
 # (`cloudcore token create`, which prints the command to run on the board),
 # then `edgecore join`, which checks the cloud's CA against the token, makes
 # the node's key and writes its certificate and edgecore.yaml (keeping the
-# settings below).
+# settings below). It retries the cloud at most every 5s (reconnectMax), so
+# that it is back soon after cloud-up.
 rm -rf "$run/edge-1" "$run/edge-pki"
 cat >"$run/edgecore.yaml" <<EOF
 dataDir: $run/edge-1
+reconnectMax: 5s
 labels:
   tether.io/site: demo-store
 $runtime_cfg
 EOF
-join_cmd=$(bin/cloudcore token create --kubeconfig "$kubeconfig" --cloud 127.0.0.1:10000 \
+join_cmd=$("$bin/cloudcore" token create --kubeconfig "$kubeconfig" --cloud 127.0.0.1:10000 \
   --node demo-edge-1 --uses 1 --ttl 1h --description "tether demo")
 echo "demo: cloudcore token create printed: ${join_cmd%%--token*}--token <token> ..."
 read -r -a join_args <<<"$join_cmd"
@@ -96,33 +385,10 @@ if [[ ${join_args[0]:-} != edgecore || ${join_args[1]:-} != join ]]; then
   echo "demo: unexpected output of cloudcore token create: $join_cmd" >&2
   exit 1
 fi
-bin/"${join_args[@]}" --config "$run/edgecore.yaml" --pki-dir "$run/edge-pki"
-bin/edgecore --config "$run/edgecore.yaml" >"$run/edgecore.log" 2>&1 &
-pids+=($!)
-echo "demo: starting edgecore (log: $run/edgecore.log)"
-
-# A Modbus device on the edge: bin/modbus-thermostat plays a thermostat on
-# 127.0.0.1:1502, and bin/modbus-mapper bridges it to the edge's device twin
-# (devices from the metaserver on 127.0.0.1:10550, MQTT on edgecore's
-# embedded broker on 127.0.0.1:1883). manifests/demo/thermostat.yaml
-# describes it. The broker wants credentials: edgecore writes the mappers'
-# password at its first start into its data directory
-# ($run/edge-1/credentials/mqtt-mapper.password, user "mapper").
-bin/modbus-thermostat --addr 127.0.0.1:1502 >"$run/thermostat.log" 2>&1 &
-pids+=($!)
-# The mapper reads the metaserver with the token edgecore provisions for
-# device mappers (devices and the node only; no pods, configmaps, secrets),
-# and the broker as user "mapper" with the password edgecore wrote.
-ms_token=$run/edge-1/credentials/metaserver-devices.token
-mapper_pw=$run/edge-1/credentials/mqtt-mapper.password
-until [[ -s $ms_token && -s $mapper_pw ]]; do
-  kill -0 "${pids[-2]}" 2>/dev/null || { tail -n 20 "$run/edgecore.log" >&2; exit 1; }
-  sleep 0.2
-done
-bin/modbus-mapper --node demo-edge-1 --metaserver-token-file "$ms_token" --username mapper --password-file "$mapper_pw" \
-  >"$run/modbus-mapper.log" 2>&1 &
-pids+=($!)
-echo "demo: starting a Modbus thermostat and the Modbus mapper (logs: $run/thermostat.log, $run/modbus-mapper.log)"
+"$bin/${join_args[0]}" "${join_args[@]:1}" --config "$run/edgecore.yaml" --pki-dir "$run/edge-pki"
+start_edgecore
+start_thermostat
+start_mapper
 
 if command -v kubectl >/dev/null; then
   kubectl wait --for=condition=Ready node/demo-edge-1 --timeout=60s
@@ -168,16 +434,30 @@ Tether demo is running: the control plane, cloudcore and one edge node.
   kubectl get devices
   kubectl get device thermostat-1 -o yaml
 
+The offline story, from another terminal:
+
+  hack/demo.sh status        # what runs; the node and pods as the cloud and the edge see them; the store page
+  hack/demo.sh cloud-down    # the edge loses the cloud; the store page is still served
+  hack/demo.sh edge-reboot   # power cut on the edge; its pods are back within seconds, without the cloud
+  hack/demo.sh cloud-up      # the cloud returns: same pods, nothing evicted
+  hack/demo.sh edge-restart  # edgecore restarts; the pods run on
+
 Logs: $run/cloudcore.log, $run/edgecore.log, $run/logs/ (control plane),
 $run/thermostat.log, $run/modbus-mapper.log
 Press Ctrl-C to stop everything.
 MSG
+touch "$run/demo.ready"
 
-# Until Ctrl-C or until a component exits.
-set +e
-wait -n "${pids[@]}"
-status=$?
-set -e
-if [[ $status -ne 0 && $status -lt 128 ]]; then
-  echo "demo: a component exited (status $status); see the logs in $run" >&2
-fi
+# Until Ctrl-C. A component that stops is reported once, and the demo runs
+# on: the commands above restart what they stop.
+while :; do
+  for f in "$pids_dir"/*.pid; do
+    [[ -e $f ]] || continue
+    c=$(basename "$f" .pid)
+    if ! alive "$(cat "$f" 2>/dev/null || true)" && [[ -e $f ]]; then
+      mv -f "$f" "$pids_dir/$c.exited" 2>/dev/null || continue
+      echo "demo: $c stopped (log: $run/$c.log); the demo runs on: hack/demo.sh status" >&2
+    fi
+  done
+  sleep 1
+done

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/tether-edge/tether/cloudcore/dispatch"
 )
 
 // unit says how a metric's value is written and compared.
@@ -205,7 +207,8 @@ func (s *Sim) countPods(sel []int, ok func(*corev1.Pod) bool) float64 {
 }
 
 // unsynced compares each running node's store with the API server: a pod
-// bound to the node that it does not hold at the API server's version, and
+// bound to the node that it does not hold at the API server's version (its
+// dispatch.PodVersion), and
 // a pod it holds that the API server does not have there, count one each.
 func (s *Sim) unsynced(sel []int) (int, error) {
 	type apiPod struct{ uid, rv string }
@@ -214,7 +217,7 @@ func (s *Sim) unsynced(sel []int) (int, error) {
 	for _, o := range s.pods.GetStore().List() {
 		p := o.(*corev1.Pod)
 		if p.Spec.NodeName != "" {
-			byNode[p.Spec.NodeName] = append(byNode[p.Spec.NodeName], apiPod{string(p.UID), p.ResourceVersion})
+			byNode[p.Spec.NodeName] = append(byNode[p.Spec.NodeName], apiPod{string(p.UID), dispatch.PodVersion(p)})
 			where[string(p.UID)] = p.Spec.NodeName
 		}
 	}

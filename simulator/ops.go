@@ -483,6 +483,10 @@ func (s *Sim) markStorm() *stormState {
 	return st
 }
 
+// WireTotals returns every node's link bytes so far (TLS records), up
+// (edge to cloud) and down.
+func (s *Sim) WireTotals() (up, down int64) { return s.wireTotals() }
+
 func (s *Sim) wireTotals() (up, down int64) {
 	s.fleet.each(nil, func(v nodeView) { up += v.up; down += v.down })
 	return up, down

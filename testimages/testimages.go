@@ -9,26 +9,20 @@
 package testimages
 
 import (
-	"archive/tar"
-	"bytes"
 	"context"
-	"crypto/sha256"
 	"debug/elf"
 	_ "embed" // the pause program's source
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"os/exec"
-	"path"
 	"path/filepath"
 	goruntime "runtime"
-	"sort"
 	"strings"
-	"time"
+
+	"github.com/tether-edge/tether/ociimage"
 )
 
 // Names of the images the builders write.
@@ -47,191 +41,17 @@ const BusyboxBinary = "/bin/busybox"
 //go:embed pause/main.go
 var pauseSource []byte
 
-// epoch is every file's and the image's timestamp, so archives are
-// reproducible.
-var epoch = time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
-
-// File is one entry of an image's single layer.
-type File struct {
-	// Path is relative to the root, e.g. "bin/sh".
-	Path string
-	// Mode holds the permission bits and fs.ModeDir or fs.ModeSymlink for
-	// directories and symlinks; a plain file otherwise.
-	Mode fs.FileMode
-	// Data is a plain file's content.
-	Data []byte
-	// Link is a symlink's target.
-	Link string
-}
+// File is one entry of an image's single layer (ociimage.File).
+type File = ociimage.File
 
 // Config is the part of an OCI image configuration the tests need.
-type Config struct {
-	Entrypoint []string `json:"Entrypoint,omitempty"`
-	Cmd        []string `json:"Cmd,omitempty"`
-	Env        []string `json:"Env,omitempty"`
-	WorkingDir string   `json:"WorkingDir,omitempty"`
-	User       string   `json:"User,omitempty"`
-}
-
-type descriptor struct {
-	MediaType   string            `json:"mediaType"`
-	Digest      string            `json:"digest"`
-	Size        int64             `json:"size"`
-	Annotations map[string]string `json:"annotations,omitempty"`
-	Platform    *platform         `json:"platform,omitempty"`
-}
-
-type platform struct {
-	Architecture string `json:"architecture"`
-	OS           string `json:"os"`
-}
-
-const (
-	mediaManifest = "application/vnd.oci.image.manifest.v1+json"
-	mediaConfig   = "application/vnd.oci.image.config.v1+json"
-	mediaLayer    = "application/vnd.oci.image.layer.v1.tar"
-	mediaIndex    = "application/vnd.oci.image.index.v1+json"
-)
+type Config = ociimage.Config
 
 // WriteOCIArchive writes an OCI image layout as a tar stream to w: one image
 // for this machine's architecture, named name (a full reference such as
 // "tether.test/busybox:1"), with one uncompressed layer of files.
 func WriteOCIArchive(w io.Writer, name string, files []File, cfg Config) error {
-	layer, err := layerTar(files)
-	if err != nil {
-		return fmt.Errorf("layer of %s: %w", name, err)
-	}
-	layerDigest := digest(layer)
-	config, err := json.Marshal(struct {
-		Created      time.Time `json:"created"`
-		Architecture string    `json:"architecture"`
-		OS           string    `json:"os"`
-		Config       Config    `json:"config"`
-		RootFS       struct {
-			Type    string   `json:"type"`
-			DiffIDs []string `json:"diff_ids"`
-		} `json:"rootfs"`
-	}{Created: epoch, Architecture: goruntime.GOARCH, OS: "linux", Config: cfg, RootFS: struct {
-		Type    string   `json:"type"`
-		DiffIDs []string `json:"diff_ids"`
-	}{Type: "layers", DiffIDs: []string{layerDigest}}})
-	if err != nil {
-		return err
-	}
-	manifest, err := json.Marshal(struct {
-		SchemaVersion int          `json:"schemaVersion"`
-		MediaType     string       `json:"mediaType"`
-		Config        descriptor   `json:"config"`
-		Layers        []descriptor `json:"layers"`
-	}{SchemaVersion: 2, MediaType: mediaManifest,
-		Config: descriptor{MediaType: mediaConfig, Digest: digest(config), Size: int64(len(config))},
-		Layers: []descriptor{{MediaType: mediaLayer, Digest: layerDigest, Size: int64(len(layer))}}})
-	if err != nil {
-		return err
-	}
-	tag := name[strings.LastIndex(name, ":")+1:]
-	index, err := json.Marshal(struct {
-		SchemaVersion int          `json:"schemaVersion"`
-		MediaType     string       `json:"mediaType"`
-		Manifests     []descriptor `json:"manifests"`
-	}{SchemaVersion: 2, MediaType: mediaIndex, Manifests: []descriptor{{
-		MediaType: mediaManifest, Digest: digest(manifest), Size: int64(len(manifest)),
-		Platform: &platform{Architecture: goruntime.GOARCH, OS: "linux"},
-		Annotations: map[string]string{
-			"io.containerd.image.name":          name,
-			"org.opencontainers.image.ref.name": tag,
-		},
-	}}})
-	if err != nil {
-		return err
-	}
-	tw := tar.NewWriter(w)
-	entries := []struct {
-		name string
-		data []byte
-	}{
-		{"oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`)},
-		{"index.json", index},
-		{blobPath(config), config},
-		{blobPath(manifest), manifest},
-		{blobPath(layer), layer},
-	}
-	for _, dir := range []string{"blobs/", "blobs/sha256/"} {
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: dir, Mode: 0o755, ModTime: epoch}); err != nil {
-			return err
-		}
-	}
-	for _, e := range entries {
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: e.name, Mode: 0o644, Size: int64(len(e.data)), ModTime: epoch}); err != nil {
-			return err
-		}
-		if _, err := tw.Write(e.data); err != nil {
-			return err
-		}
-	}
-	return tw.Close()
-}
-
-func digest(b []byte) string {
-	s := sha256.Sum256(b)
-	return "sha256:" + hex.EncodeToString(s[:])
-}
-
-func blobPath(b []byte) string {
-	return "blobs/sha256/" + strings.TrimPrefix(digest(b), "sha256:")
-}
-
-// layerTar packs files, adding the parent directories they lack, in path
-// order.
-func layerTar(files []File) ([]byte, error) {
-	byPath := map[string]File{}
-	for _, f := range files {
-		p := path.Clean(strings.TrimPrefix(f.Path, "/"))
-		if p == "." || strings.HasPrefix(p, "../") {
-			return nil, fmt.Errorf("bad path %q", f.Path)
-		}
-		f.Path = p
-		byPath[p] = f
-		for d := path.Dir(p); d != "."; d = path.Dir(d) {
-			if _, ok := byPath[d]; !ok {
-				byPath[d] = File{Path: d, Mode: fs.ModeDir | 0o755}
-			}
-		}
-	}
-	paths := make([]string, 0, len(byPath))
-	for p := range byPath {
-		paths = append(paths, p)
-	}
-	sort.Strings(paths)
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for _, p := range paths {
-		f := byPath[p]
-		h := &tar.Header{Name: p, Mode: int64(f.Mode.Perm()), ModTime: epoch, Format: tar.FormatPAX}
-		if f.Mode&fs.ModeSticky != 0 {
-			h.Mode |= 0o1000
-		}
-		switch {
-		case f.Mode.IsDir():
-			h.Typeflag, h.Name = tar.TypeDir, p+"/"
-		case f.Mode&fs.ModeSymlink != 0:
-			h.Typeflag, h.Linkname = tar.TypeSymlink, f.Link
-		default:
-			h.Typeflag, h.Size = tar.TypeReg, int64(len(f.Data))
-		}
-		if err := tw.WriteHeader(h); err != nil {
-			return nil, err
-		}
-		if h.Typeflag == tar.TypeReg {
-			if _, err := tw.Write(f.Data); err != nil {
-				return nil, err
-			}
-		}
-	}
-	if err := tw.Close(); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
+	return ociimage.Write(w, name, []ociimage.Image{{Arch: goruntime.GOARCH, Files: files, Config: cfg}})
 }
 
 // BuildPause compiles the pause program (statically, CGO_ENABLED=0, with the

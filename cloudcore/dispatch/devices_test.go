@@ -139,7 +139,11 @@ func startDispatcherClient(t *testing.T, src *fakeSources, objs ...runtime.Objec
 func desired(d *Dispatcher, node string) []string {
 	var out []string
 	for _, o := range d.Desired(node, nil) {
-		out = append(out, fmt.Sprintf("%s/%s@%s", o.Kind, o.Name, o.ResourceVersion))
+		v := o.ResourceVersion
+		if o.Kind == protocol.KindPod && strings.HasPrefix(v, podVersionPrefix) {
+			v = "" // a hash: TestPodStatusNotSentDown checks it
+		}
+		out = append(out, fmt.Sprintf("%s/%s@%s", o.Kind, o.Name, v))
 	}
 	return out
 }

@@ -19,6 +19,10 @@
 // desired set, so the hub deletes it there. A DeviceModel change notifies
 // every node with a device of that model.
 //
+// A pod's version, as the hub and the edge compare it, is its sync version
+// (podVersions): it changes with what the edge uses, not with the status the
+// edge itself reports, so a status write does not send the pod back down.
+//
 // Devices and DeviceModels travel as JSON (apiVersion and kind set). Their
 // version, as the hub and the edge compare it, is metadata.generation, not
 // resourceVersion: the API server bumps the generation only when the spec
@@ -79,6 +83,7 @@ type Dispatcher struct {
 	nodes    corelisters.NodeLister
 	notifier Notifier
 	dev      *devices
+	podVers  podVersions
 
 	factories []informers.SharedInformerFactory
 }
@@ -159,8 +164,32 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 			DeleteFunc: func(obj any) { d.changed(kind, obj) },
 		}
 	}
+	if _, err := d.podsInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) { d.changed(protocol.KindPod, obj) },
+		UpdateFunc: func(old, obj any) {
+			o, ok1 := old.(*corev1.Pod)
+			p, ok2 := obj.(*corev1.Pod)
+			if ok1 && ok2 && o.Spec.NodeName == p.Spec.NodeName && d.podVers.get(o) == d.podVers.get(p) {
+				return // status only: not sent to the edge
+			}
+			d.changed(protocol.KindPod, old)
+			d.changed(protocol.KindPod, obj)
+		},
+		DeleteFunc: func(obj any) {
+			p := obj
+			if t, ok := p.(cache.DeletedFinalStateUnknown); ok {
+				p = t.Obj
+			}
+			if p, ok := p.(*corev1.Pod); ok {
+				d.podVers.forget(p)
+			}
+			d.changed(protocol.KindPod, obj)
+		},
+	}); err != nil {
+		return fmt.Errorf("dispatch: add handler: %w", err)
+	}
 	for kind, inf := range map[protocol.Kind]cache.SharedIndexInformer{
-		protocol.KindPod: d.podsInf, protocol.KindConfigMap: d.cmInf, protocol.KindSecret: d.secInf} {
+		protocol.KindConfigMap: d.cmInf, protocol.KindSecret: d.secInf} {
 		if _, err := inf.AddEventHandler(handler(kind)); err != nil {
 			return fmt.Errorf("dispatch: add handler: %w", err)
 		}
@@ -353,7 +382,7 @@ func (d *Dispatcher) Desired(node string, dst []protocol.Object) []protocol.Obje
 	for _, o := range objs {
 		p := o.(*corev1.Pod)
 		pods = append(pods, protocol.Object{Kind: protocol.KindPod, UID: string(p.UID), Namespace: p.Namespace,
-			Name: p.Name, ResourceVersion: p.ResourceVersion})
+			Name: p.Name, ResourceVersion: d.podVers.get(p)})
 		if IsMirrorPod(p) {
 			continue
 		}
@@ -398,7 +427,7 @@ func (d *Dispatcher) Encode(o *protocol.Object) (ok bool, err error) {
 	case protocol.KindPod:
 		var p *corev1.Pod
 		if p, err = d.pods.Pods(o.Namespace).Get(o.Name); err == nil {
-			uid, rv = string(p.UID), p.ResourceVersion
+			uid, rv = string(p.UID), d.podVers.get(p)
 			data, err = protocol.EncodePod(p)
 		}
 	case protocol.KindConfigMap:

@@ -1,7 +1,10 @@
 package dispatch
 
 import (
+	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -213,4 +216,113 @@ func TestEdgeNodeNotified(t *testing.T) {
 		}
 	}
 	waitDesired(t, d, "late")
+}
+
+// TestPodStatusNotSentDown checks that a pod's version, as the hub compares
+// it, ignores status writes (the edge's own reports) and follows everything
+// else the edge uses, and that a status write wakes no session.
+func TestPodStatusNotSentDown(t *testing.T) {
+	src := &fakeSources{devices: fcache.NewFakeControllerSource(), models: fcache.NewFakeControllerSource()}
+	web := refPod("web", "a", false)
+	web.ResourceVersion = "1"
+	other := refPod("other", "b", false)
+	other.ResourceVersion = "1"
+	d, rec, client := startDispatcherClient(t, src, web, other)
+	rec.waitFor(t, "a", "b")
+	pods := client.CoreV1().Pods(ns)
+	version := func() string {
+		t.Helper()
+		for _, o := range d.Desired("a", nil) {
+			if o.Kind == protocol.KindPod && o.Name == "web" {
+				if !strings.HasPrefix(o.ResourceVersion, podVersionPrefix) {
+					t.Fatalf("pod version %q is not a sync version", o.ResourceVersion)
+				}
+				return o.ResourceVersion
+			}
+		}
+		t.Fatal("web not desired on a")
+		return ""
+	}
+	// touchOther changes the pod on b and waits for b's notification; the
+	// pod informer hands events over in order, so a notification of a
+	// caused by the step before would have come first.
+	rv := 1
+	touchOther := func(step string) []string {
+		t.Helper()
+		rv++
+		other.ResourceVersion = strconv.Itoa(rv)
+		other.Labels = map[string]string{"step": step}
+		if _, err := pods.Update(t.Context(), other, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		return rec.waitFor(t, "b")
+	}
+	v0 := version()
+
+	for i, phase := range []corev1.PodPhase{corev1.PodPending, corev1.PodRunning, corev1.PodFailed} {
+		rv++
+		web.ResourceVersion = strconv.Itoa(rv)
+		web.Status = corev1.PodStatus{Phase: phase, PodIP: fmt.Sprintf("10.0.0.%d", i),
+			Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionFalse}}}
+		web.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "cloudcore", Subresource: "status",
+			Time: &metav1.Time{Time: time.Unix(int64(i), 0)}}}
+		if _, err := pods.UpdateStatus(t.Context(), web, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if got := touchOther("status " + string(phase)); slices.Contains(got, "a") {
+			t.Fatalf("status %s: node a notified (%v): the pod would be sent down again", phase, got)
+		}
+		if v := version(); v != v0 {
+			t.Fatalf("status %s: version %s, want %s as before", phase, v, v0)
+		}
+	}
+
+	// What the edge uses changes the version and notifies the node.
+	for _, c := range []struct {
+		name   string
+		change func(p *corev1.Pod)
+	}{
+		{"label", func(p *corev1.Pod) { p.Labels = map[string]string{"tier": "web"} }},
+		{"annotation", func(p *corev1.Pod) { p.Annotations = map[string]string{"a": "b"} }},
+		{"image", func(p *corev1.Pod) { p.Spec.Containers = []corev1.Container{{Name: "c", Image: "web:2"}} }},
+		{"deletion", func(p *corev1.Pod) {
+			p.DeletionTimestamp = &metav1.Time{Time: time.Unix(100, 0)}
+			g := int64(30)
+			p.DeletionGracePeriodSeconds = &g
+		}},
+	} {
+		before := version()
+		rv++
+		web.ResourceVersion = strconv.Itoa(rv)
+		c.change(web)
+		if _, err := pods.Update(t.Context(), web, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		rec.waitFor(t, "a")
+		var after string
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			if after = version(); after != before {
+				break
+			}
+		}
+		if after == before {
+			t.Fatalf("%s: version still %s", c.name, after)
+		}
+		// Encode sends the same version Desired lists.
+		o := protocol.Object{Kind: protocol.KindPod, UID: string(web.UID), Namespace: ns, Name: "web"}
+		if ok, err := d.Encode(&o); !ok || err != nil {
+			t.Fatalf("%s: Encode: %v %v", c.name, ok, err)
+		}
+		if o.ResourceVersion != after {
+			t.Fatalf("%s: Encode version %s, Desired %s", c.name, o.ResourceVersion, after)
+		}
+	}
+
+	if err := pods.Delete(t.Context(), "web", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rec.waitFor(t, "a")
+	if _, ok := d.podVers.m.Load(web.UID); ok {
+		t.Fatal("a deleted pod's version is still kept")
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"math"
 	"math/rand/v2"
@@ -42,6 +43,11 @@ type Config struct {
 	// edgecore's). Empty refuses every caller: the metaserver serves the
 	// node's secrets, so there is no anonymous access.
 	Clients []Client
+	// PodStatuses, if set, are the statuses the node last reported of its
+	// pods. Pods are served with them: the cloud does not send a pod down
+	// again when only its status changed, so the stored pod carries the
+	// status of its last change.
+	PodStatuses PodStatuses
 	// NodeStatus returns the node's status now (required).
 	NodeStatus func() *corev1.NodeStatus
 	// NodeInterval is how often the served Node is rebuilt from NodeStatus
@@ -59,6 +65,15 @@ type Config struct {
 	BookmarkInterval time.Duration
 	// Logger is where the Server logs (default slog.Default()).
 	Logger *slog.Logger
+}
+
+// PodStatuses are the pod statuses the node reported (pods.Reported).
+type PodStatuses interface {
+	// PodStatus returns the encoded status (protocol.EncodePodStatus)
+	// last reported for the pod uid.
+	PodStatus(uid string) ([]byte, bool)
+	// Changed receives after statuses changed.
+	Changed() <-chan struct{}
 }
 
 // ValidateAddr checks that addr is host:port with a loopback host: the
@@ -292,8 +307,16 @@ func (s *Server) Start(ctx context.Context) error {
 
 	t := time.NewTicker(s.cfg.NodeInterval)
 	defer t.Stop()
+	var statusc <-chan struct{}
+	if s.cfg.PodStatuses != nil {
+		statusc = s.cfg.PodStatuses.Changed()
+	}
 	for {
 		select {
+		case <-statusc:
+			if err := s.sync(false); err != nil {
+				s.log.Error("metaserver sync", slog.Any("err", err))
+			}
 		case <-retry:
 			if err := listen(); err != nil {
 				return err
@@ -356,6 +379,12 @@ func (s *Server) sync(initial bool) error {
 			}
 			var ups []upsert
 			for uid, rv := range held[r.store] {
+				var status []byte
+				if r.store == protocol.KindPod && s.cfg.PodStatuses != nil {
+					if st, ok := s.cfg.PodStatuses.PodStatus(uid); ok {
+						status, rv = st, rv+"+"+statusTag(st)
+					}
+				}
 				if v, ok := cached[uid]; ok && v == rv {
 					continue
 				}
@@ -363,9 +392,14 @@ func (s *Server) sync(initial bool) error {
 				if err != nil {
 					return err
 				}
-				if o != nil {
-					ups = append(ups, upsert{uid: uid, namespace: o.Namespace, name: o.Name, source: o.ResourceVersion, data: o.Data})
+				if o == nil {
+					continue
 				}
+				data := o.Data
+				if status != nil {
+					data = s.withStatus(o, status)
+				}
+				ups = append(ups, upsert{uid: uid, namespace: o.Namespace, name: o.Name, source: rv, data: data})
 			}
 			if len(deleted) == 0 && len(ups) == 0 {
 				continue
@@ -380,6 +414,33 @@ func (s *Server) sync(initial bool) error {
 		return fmt.Errorf("metaserver: read store: %w", err)
 	}
 	return nil
+}
+
+// statusTag is a short hash of an encoded status, to tell in the cache's
+// source whether the status served is the one last reported.
+func statusTag(status []byte) string {
+	h := fnv.New64a()
+	h.Write(status)
+	return strconv.FormatUint(h.Sum64(), 36)
+}
+
+// withStatus returns the stored pod o with the status the node reported,
+// or o's data as it is if either does not decode (logged).
+func (s *Server) withStatus(o *protocol.Object, status []byte) []byte {
+	p, err := protocol.DecodePod(o.Data)
+	if err == nil {
+		var st *corev1.PodStatus
+		if st, err = protocol.DecodePodStatus(status); err == nil {
+			p.Status = *st
+			var b []byte
+			if b, err = p.Marshal(); err == nil {
+				return b
+			}
+		}
+	}
+	s.log.Error("metaserver: pod served with its stored status", slog.String("pod", o.Namespace+"/"+o.Name),
+		slog.Any("err", err))
+	return o.Data
 }
 
 // refreshNode rebuilds the served Node from the node's status.

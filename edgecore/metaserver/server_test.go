@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -728,4 +729,101 @@ func TestEpochCounts(t *testing.T) {
 	if len(entries) != 1 || entries[0].Name() != epochFile {
 		t.Fatalf("state dir holds %v", entries)
 	}
+}
+
+// reported is a PodStatuses for tests.
+type reported struct {
+	mu      sync.Mutex
+	m       map[string][]byte
+	changed chan struct{}
+}
+
+func (r *reported) PodStatus(uid string) ([]byte, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s, ok := r.m[uid]
+	return s, ok
+}
+
+func (r *reported) Changed() <-chan struct{} { return r.changed }
+
+func (r *reported) set(t *testing.T, uid types.UID, st *corev1.PodStatus) {
+	t.Helper()
+	r.mu.Lock()
+	if st == nil {
+		delete(r.m, string(uid))
+	} else {
+		b, err := protocol.EncodePodStatus(st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.m[string(uid)] = b
+	}
+	r.mu.Unlock()
+	select {
+	case r.changed <- struct{}{}:
+	default:
+	}
+}
+
+// TestPodsServedWithReportedStatus checks that pods are served with the
+// status the node last reported, not the one stored with the pod (the cloud
+// does not send a pod down again for a status write), and that a new report
+// reaches watchers as a MODIFIED event.
+func TestPodsServedWithReportedStatus(t *testing.T) {
+	rep := &reported{m: map[string][]byte{}, changed: make(chan struct{}, 1)}
+	f := newFixture(t, Config{PodStatuses: rep})
+	web := testPod("a", "web", nil, corev1.PodPending)
+	f.put(web)
+	f.sync()
+	cs := f.start(t.Context())
+	pods := cs.CoreV1().Pods("a")
+
+	p, err := pods.Get(t.Context(), "web", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Status.Phase != corev1.PodPending {
+		t.Fatalf("before any report: phase %s, want the stored Pending", p.Status.Phase)
+	}
+	w, err := pods.Watch(t.Context(), metav1.ListOptions{ResourceVersion: p.ResourceVersion})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	next := func(want corev1.PodPhase, ip string) {
+		t.Helper()
+		select {
+		case ev := <-w.ResultChan():
+			got := ev.Object.(*corev1.Pod)
+			if ev.Type != "MODIFIED" || got.Status.Phase != want || got.Status.PodIP != ip || got.Spec.NodeName != node {
+				t.Fatalf("event %s %s %q, want MODIFIED %s %q", ev.Type, got.Status.Phase, got.Status.PodIP, want, ip)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no event for %s", want)
+		}
+	}
+	rep.set(t, web.UID, &corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.88.0.7"})
+	next(corev1.PodRunning, "10.88.0.7")
+	p, err = pods.Get(t.Context(), "web", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Status.Phase != corev1.PodRunning || p.Status.PodIP != "10.88.0.7" {
+		t.Fatalf("get: %s %q, want the reported Running 10.88.0.7", p.Status.Phase, p.Status.PodIP)
+	}
+	if l, err := pods.List(t.Context(), metav1.ListOptions{FieldSelector: "status.phase=Running"}); err != nil || len(l.Items) != 1 {
+		t.Fatalf("field selector on the reported phase: %v %v", l, err)
+	}
+	rep.set(t, web.UID, &corev1.PodStatus{Phase: corev1.PodSucceeded, PodIP: "10.88.0.7"})
+	next(corev1.PodSucceeded, "10.88.0.7")
+	// The pod changes in the store (a new spec from the cloud): still
+	// served with the reported status.
+	web.Labels = map[string]string{"v": "2"}
+	f.put(web)
+	f.s.ObjectsChanged(nil, nil)
+	next(corev1.PodSucceeded, "10.88.0.7")
+	// A report no longer held: the stored status again.
+	rep.set(t, web.UID, nil)
+	next(corev1.PodPending, "")
 }

@@ -56,6 +56,9 @@ type Config struct {
 	// PodWorkers is how many pods are synced or killed at once (default
 	// DefaultPodWorkers). One pod's syncs and kill never overlap.
 	PodWorkers int
+	// Reported, if set, gets every status once it is queued in the outbox
+	// (see Reported); the metaserver reads it.
+	Reported *Reported
 }
 
 // DefaultPodWorkers is Config.PodWorkers' default. On containerd a pod's
@@ -71,6 +74,9 @@ func (c *Config) validate() error {
 	}
 	if c.OutboxMax == 0 {
 		c.OutboxMax = 10000
+	}
+	if c.Reported == nil {
+		c.Reported = NewReported()
 	}
 	if c.PodWorkers == 0 {
 		c.PodWorkers = DefaultPodWorkers
@@ -425,6 +431,7 @@ func (m *Manager) pass(ctx context.Context, full bool, since time.Time) {
 			delete(m.lastStatus, uid)
 		}
 	}
+	m.cfg.Reported.retain(func(uid types.UID) bool { return want[uid] })
 	for uid := range m.terminated {
 		if !want[uid] {
 			delete(m.terminated, uid)
@@ -733,6 +740,11 @@ func (m *Manager) flush() {
 		}
 		m.log.Error("pod sync failed", slog.Any("err", fmt.Errorf("queue statuses: %w", err)))
 		return
+	}
+	for _, q := range out {
+		if f := q.frame.PodStatus; f != nil {
+			m.cfg.Reported.set(types.UID(f.UID), f.Status)
+		}
 	}
 	m.queued()
 }

@@ -3,7 +3,10 @@
 // Namespace, the ServiceAccount tether-system/tether-cloudcore, its
 // ClusterRole and Roles) and policy.yaml (the ValidatingAdmissionPolicies
 // that say what RBAC cannot: edge nodes only, mirror pods only, join tokens
-// only). Both stay applyable with kubectl apply -f.
+// only). Both stay applyable with kubectl apply -f. deploy.yaml runs
+// cloudcore in the cluster and kustomization.yaml puts it all together with
+// the CRDs: kubectl apply -k manifests/cloudcore (deploy_integration_test.go
+// applies it to a real API server with a server-side dry run).
 //
 // rbac_integration_test.go checks them against a real API server: what the
 // account may do, and, each by a real request, what it may not.

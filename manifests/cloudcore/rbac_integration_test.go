@@ -211,6 +211,14 @@ func TestRights(t *testing.T) {
 		{"create the Lease of a non-edge node", func() error { return createLease(corev1.NamespaceNodeLease, "worker-2") }, edgePolicy},
 		{"update the Lease of an edge node", func() error { return updateLease(corev1.NamespaceNodeLease, "edge-1") }, ""},
 		{"create the Lease of an edge node", func() error { return createLease(corev1.NamespaceNodeLease, "edge-2") }, ""},
+		{"create the leader Lease", func() error { return createLease("tether-system", "tether-cloudcore-leader") }, ""},
+		{"update another tether-system Lease", func() error {
+			if _, err := admin.CoordinationV1().Leases("tether-system").Create(ctx, lease("tether-system", "other"),
+				metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+				t.Fatal(err)
+			}
+			return updateLease("tether-system", "other")
+		}, rbac},
 
 		// Pods: create mirror pods without references, on edge nodes.
 		{"create a mirror pod on an edge node", func() error {

@@ -15,14 +15,14 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-//go:embed *.yaml
+//go:embed devices.tether.io_*.yaml
 var files embed.FS
 
 // CRDs returns every embedded CRD, sorted by file name. A field the
 // apiextensions v1 types do not know is an error, so a typo in the YAML
 // fails here instead of being dropped.
 func CRDs() ([]*apiextensionsv1.CustomResourceDefinition, error) {
-	names, err := fs.Glob(files, "*.yaml")
+	names, err := fs.Glob(files, "devices.tether.io_*.yaml")
 	if err != nil {
 		return nil, err
 	}

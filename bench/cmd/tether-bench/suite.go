@@ -296,13 +296,17 @@ func scale(ctx context.Context, cfg Config, fl *fleet, wan *netns.WAN, n int, lo
 	if cfg.Pods > 0 {
 		sim.ResetLatencies()
 		start := time.Now()
-		var churnErr error
+		var (
+			churnErr error
+			downPer  float64
+		)
 		u, err := sampleCloud(ctx, sim, func(ctx context.Context) error {
-			churnErr = churn(ctx, cfg, sim)
+			downPer, churnErr = churn(ctx, cfg, sim)
 			return nil
 		})
 		d, early := sim.DispatchSamples()
-		s.Churn = &bench.Churn{Pods: cfg.Pods, PerSecond: cfg.PodRate, Seconds: time.Since(start).Seconds(), DispatchEarly: early}
+		s.Churn = &bench.Churn{Pods: cfg.Pods, PerSecond: cfg.PodRate, Seconds: time.Since(start).Seconds(), DispatchEarly: early,
+			DownBytesPerPod: downPer}
 		if churnErr != nil {
 			s.Churn.Error = churnErr.Error()
 		}
@@ -380,11 +384,14 @@ func fromSamples(d []time.Duration) *bench.Latency { return bench.Summarize(d) }
 
 // churn creates cfg.Pods pods over every node, waits until each was
 // committed at its edge and seen Running, then deletes them and waits for
-// them to be gone.
-func churn(ctx context.Context, cfg Config, sim *simulator.Sim) error {
+// them to be gone. downPerPod is the nodes' downstream link bytes from the
+// first create until the statuses settled (churnSettle after every pod was
+// Running), over the pods created.
+func churn(ctx context.Context, cfg Config, sim *simulator.Sim) (downPerPod float64, err error) {
+	_, down0 := sim.WireTotals()
 	created, err := sim.CreatePods(ctx, cfg.Pods, cfg.PodRate, nil)
 	if err != nil {
-		return fmt.Errorf("create pods: %d of %d: %w", created, cfg.Pods, err)
+		return 0, fmt.Errorf("create pods: %d of %d: %w", created, cfg.Pods, err)
 	}
 	wait := 2*time.Minute + time.Duration(float64(cfg.Pods)/cfg.PodRate*float64(time.Second))
 	wctx, cancel := context.WithTimeout(ctx, wait)
@@ -396,10 +403,16 @@ func churn(ctx context.Context, cfg Config, sim *simulator.Sim) error {
 		return dispatched >= created && running >= created, nil
 	})
 	if err != nil {
-		return fmt.Errorf("pods: %d created, %d committed at the edge, %d Running: %w", created, dispatched, running, err)
+		return 0, fmt.Errorf("pods: %d created, %d committed at the edge, %d Running: %w", created, dispatched, running, err)
+	}
+	if err := sleep(ctx, churnSettle); err != nil {
+		return 0, err
+	}
+	if _, down1 := sim.WireTotals(); created > 0 {
+		downPerPod = float64(down1-down0) / float64(created)
 	}
 	if _, err := sim.DeletePods(ctx, -1, cfg.PodRate, nil); err != nil {
-		return fmt.Errorf("delete pods: %w", err)
+		return downPerPod, fmt.Errorf("delete pods: %w", err)
 	}
 	var left int
 	err = poll(wctx, time.Second, func() (bool, error) {
@@ -411,10 +424,15 @@ func churn(ctx context.Context, cfg Config, sim *simulator.Sim) error {
 		return left == 0, nil
 	})
 	if err != nil {
-		return fmt.Errorf("delete pods: %d left: %w", left, err)
+		return downPerPod, fmt.Errorf("delete pods: %d left: %w", left, err)
 	}
-	return nil
+	return downPerPod, nil
 }
+
+// churnSettle is how long churn waits after every pod was Running before it
+// counts the bytes sent down: the last status writes reach the API server
+// and anything they cause to be sent arrives.
+const churnSettle = 3 * time.Second
 
 func sleep(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
@@ -496,7 +514,7 @@ func profile(ctx context.Context, cfg Config, cp *controlplane.ControlPlane, log
 		return err
 	}
 	if cfg.Pods > 0 {
-		if err := churn(ctx, cfg, sim); err != nil {
+		if _, err := churn(ctx, cfg, sim); err != nil {
 			return err
 		}
 	}

@@ -37,6 +37,10 @@ import (
 	"github.com/tether-edge/tether/pki"
 )
 
+// version is stamped at build time by make release (hack/release.sh):
+// -ldflags "-X main.version=$(git describe --always --dirty)".
+var version = "dev"
+
 func main() {
 	var err error
 	if len(os.Args) > 1 && os.Args[1] == "token" {
@@ -62,8 +66,13 @@ func run() error {
 		listen     = flag.String("listen", "", "address the hub listens on (overrides the file)")
 		logLevel   = flag.String("log-level", "info", "debug, info, warn or error")
 		skipCRDs   = flag.Bool("skip-crd-install", false, "do not create or update the device CRDs (sets skipCRDInstall)")
+		showVer    = flag.Bool("version", false, "print the version and exit")
 	)
 	flag.Parse()
+	if *showVer {
+		fmt.Println("cloudcore", version)
+		return nil
+	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 		return fmt.Errorf("--log-level: %w", err)

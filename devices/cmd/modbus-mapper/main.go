@@ -28,6 +28,10 @@ import (
 	"github.com/tether-edge/tether/devices/mapper"
 )
 
+// version is stamped at build time by make release (hack/release.sh):
+// -ldflags "-X main.version=$(git describe --always --dirty)".
+var version = "dev"
+
 func main() {
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "modbus-mapper:", err)
@@ -49,9 +53,14 @@ func run() error {
 	flag.DurationVar(&cfg.CollectCycle, "collect-cycle", mapper.DefaultCollectCycle, "how often a property is read when its Device says nothing")
 	flag.DurationVar(&cfg.Timeout, "timeout", mapper.DefaultTimeout, "bound of one Modbus request when the device says nothing")
 	logLevel := flag.String("log-level", "info", "debug, info, warn or error")
+	showVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", flag.Args())
+	}
+	if *showVersion {
+		fmt.Println("modbus-mapper", version)
+		return nil
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {

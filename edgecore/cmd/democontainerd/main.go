@@ -8,6 +8,12 @@
 // Once ready it writes "<endpoint> <pause image> <busybox image>" to the
 // ready file. It needs root, containerd, runc, the CNI plugins and
 // busybox-static.
+//
+//	democontainerd pods --dir .run/containerd
+//
+// lists the pods that run in it, as the runtime sees them (the edge's
+// truth, also while the cloud is away): one line per ready sandbox,
+// "<namespace>/<name> <uid> <ip>", sorted.
 package main
 
 import (
@@ -17,13 +23,22 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sort"
 	"syscall"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/tether-edge/tether/edgecore/runtime/cri/critest"
 )
 
 func main() {
+	run := run
+	if len(os.Args) > 1 && os.Args[1] == "pods" {
+		run = pods
+	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "democontainerd:", err)
 		os.Exit(1)
@@ -60,5 +75,46 @@ func run() error {
 		}
 	}
 	<-ctx.Done()
+	return nil
+}
+
+// pods prints the ready pod sandboxes of the containerd in --dir.
+func pods() error {
+	fs := flag.NewFlagSet("democontainerd pods", flag.ContinueOnError)
+	dir := fs.String("dir", ".run/containerd", "the directory democontainerd runs containerd in")
+	if err := fs.Parse(os.Args[2:]); err != nil {
+		return err
+	}
+	conn, err := grpc.NewClient("unix://"+filepath.Join(*dir, "containerd.sock"),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	rt := runtimeapi.NewRuntimeServiceClient(conn)
+	list, err := rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{
+		State: &runtimeapi.PodSandboxStateValue{State: runtimeapi.PodSandboxState_SANDBOX_READY}}})
+	if err != nil {
+		return fmt.Errorf("list pods: %w", err)
+	}
+	var lines []string
+	for _, sb := range list.Items {
+		st, err := rt.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: sb.Id})
+		if err != nil {
+			return fmt.Errorf("pod %s: %w", sb.Id, err)
+		}
+		ip := "-"
+		if n := st.GetStatus().GetNetwork(); n != nil && n.Ip != "" {
+			ip = n.Ip
+		}
+		m := sb.GetMetadata()
+		lines = append(lines, fmt.Sprintf("%s/%s %s %s", m.GetNamespace(), m.GetName(), m.GetUid(), ip))
+	}
+	sort.Strings(lines)
+	for _, l := range lines {
+		fmt.Println(l)
+	}
 	return nil
 }

@@ -3,11 +3,17 @@
 // devices' twins over MQTT (on its embedded broker by default), and reports
 // their status, whether or not the cloud is reachable.
 //
-//	edgecore join --cloud HOST:PORT --token TOKEN [--node-name NAME] [--config /etc/tether/edgecore.yaml]
+//	edgecore join --cloud HOST:PORT --token TOKEN [--node-name NAME] [--config /etc/tether/edgecore.yaml] [--install-service]
 //	edgecore --config /etc/tether/edgecore.yaml
+//	edgecore reset [--config /etc/tether/edgecore.yaml] [--remove-data] --yes
+//	edgecore --version
 //
 // join makes the node's key, gets its certificate with a join token from
-// `cloudcore token create` and writes the configuration edgecore runs with.
+// `cloudcore token create` and writes the configuration edgecore runs with;
+// with --install-service it also writes /etc/systemd/system/edgecore.service
+// and enables and starts it (package edgecore/install). reset undoes a
+// join: the unit, the node's credentials, and with --remove-data the data
+// directory.
 package main
 
 import (
@@ -23,8 +29,13 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/tether-edge/tether/edgecore"
+	"github.com/tether-edge/tether/edgecore/install"
 	"github.com/tether-edge/tether/edgecore/join"
 )
+
+// version is stamped at build time by make release (hack/release.sh):
+// -ldflags "-X main.version=$(git describe --always --dirty)".
+var version = "dev"
 
 func main() {
 	if err := run(); err != nil {
@@ -37,9 +48,17 @@ func run() error {
 	if len(os.Args) > 1 && os.Args[1] == "join" {
 		return runJoin(os.Args[2:])
 	}
+	if len(os.Args) > 1 && os.Args[1] == "reset" {
+		return runReset(os.Args[2:])
+	}
 	configFile := flag.String("config", "/etc/tether/edgecore.yaml", "YAML configuration file (see edgecore.Config)")
 	logLevel := flag.String("log-level", "info", "debug, info, warn or error")
+	showVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
+	if *showVersion {
+		fmt.Println("edgecore", version)
+		return nil
+	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 		return fmt.Errorf("--log-level: %w", err)
@@ -74,6 +93,9 @@ func runJoin(args []string) error {
 		"edgecore configuration to write (settings already in it are kept)")
 	fs.StringVar(&o.PKIDir, "pki-dir", "", "where to write ca.crt and node.pem (default: pki/ beside --config)")
 	fs.DurationVar(&o.Timeout, "timeout", 30*time.Second, "bound of each request to the cloud")
+	installService := fs.Bool("install-service", false,
+		"also write "+install.UnitDir+"/"+install.UnitName+" (running this binary) and enable and start it with systemctl")
+	root := fs.String("root", "/", "directory the unit is written below (for tests and image builds; systemctl --root)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -87,7 +109,61 @@ func runJoin(args []string) error {
 	}
 	fmt.Printf("node %s joined in %s; certificate valid until %s\n", res.NodeName,
 		time.Since(start).Round(time.Millisecond), res.NotAfter.UTC().Format(time.RFC3339))
-	fmt.Printf("wrote %s, %s, %s\nrun: edgecore --config %s\n", res.ConfigPath, res.CAFile, res.CredentialsFile,
-		res.ConfigPath)
+	fmt.Printf("wrote %s, %s, %s\n", res.ConfigPath, res.CAFile, res.CredentialsFile)
+	if !*installService {
+		fmt.Printf("run: edgecore --config %s\n", res.ConfigPath)
+		return nil
+	}
+	inst, err := install.InstallService(context.Background(), install.Options{Root: *root, ConfigPath: res.ConfigPath})
+	if inst != nil {
+		fmt.Printf("wrote %s\n", inst.UnitPath)
+		for _, c := range inst.Systemctl {
+			fmt.Printf("ran: %s\n", c)
+		}
+		if inst.Note != "" {
+			fmt.Println(inst.Note)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("join: the node joined, but its service: %w", err)
+	}
+	return nil
+}
+
+// runReset undoes a join (package edgecore/install): without --yes it only
+// lists what it would remove.
+func runReset(args []string) error {
+	fs := flag.NewFlagSet("edgecore reset", flag.ContinueOnError)
+	var o install.Options
+	fs.StringVar(&o.ConfigPath, "config", "/etc/tether/edgecore.yaml", "the configuration edgecore join wrote")
+	fs.StringVar(&o.Root, "root", "/", "directory the unit was written below (as for join --root)")
+	fs.BoolVar(&o.RemoveData, "remove-data", false, "also remove the data directory: the store, pod volumes and logs")
+	yes := fs.Bool("yes", false, "do it: without --yes, reset lists what it would remove and changes nothing")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("reset: unexpected arguments %q", fs.Args())
+	}
+	paths, err := install.Plan(o)
+	if err != nil {
+		return fmt.Errorf("reset: %w", err)
+	}
+	if !*yes {
+		fmt.Printf("edgecore reset would stop and disable %s, take cloud and nodeName out of %s, and remove:\n",
+			install.UnitName, o.ConfigPath)
+		for _, p := range paths {
+			fmt.Println("  " + p)
+		}
+		return fmt.Errorf("reset: nothing done; run again with --yes")
+	}
+	removed, err := install.Reset(context.Background(), o)
+	for _, p := range removed {
+		fmt.Println("removed", p)
+	}
+	if err != nil {
+		return fmt.Errorf("reset: %w", err)
+	}
+	fmt.Println("reset done; the pods keep running in containerd until it removes them")
 	return nil
 }
