@@ -258,9 +258,11 @@ type edge struct {
 	// devices is the edge's devices config; start gives an embedded broker
 	// a free port unless addr is set (1883 may be taken on the machine).
 	devices edgecore.DevicesConfig
-	ec      *edgecore.EdgeCore
-	cancel  context.CancelFunc
-	done    chan error
+	// tweak, if set, edits the configuration start builds.
+	tweak  func(*edgecore.Config)
+	ec     *edgecore.EdgeCore
+	cancel context.CancelFunc
+	done   chan error
 }
 
 func startEdge(t *testing.T, c *cloud, name string) *edge {
@@ -375,11 +377,17 @@ func (e *edge) start() {
 		Devices:           e.devices,
 		Logger:            testLogger(e.t).With(slog.String("side", "edge")),
 	}
+	// The in-memory runtime unless the test gave a containerd: asked
+	// for by name, since cri is the default.
+	cfg.Runtime = "fake"
 	if e.cri != nil {
 		cfg.Runtime, cfg.CRI = "cri", *e.cri
 	}
 	if m := &cfg.Devices.MQTT; m.Broker != edgecore.BrokerExternal && m.Addr == "" {
 		m.Addr = "127.0.0.1:0"
+	}
+	if e.tweak != nil {
+		e.tweak(&cfg)
 	}
 	ec, err := edgecore.New(cfg)
 	if err != nil {

@@ -61,7 +61,7 @@ func deviceEdge(t *testing.T, devices DevicesConfig) *EdgeCore {
 		t.Fatal(err)
 	}
 	off := false
-	ec, err := New(Config{NodeName: "edge-1", Cloud: unreachableCloud(),
+	ec, err := New(Config{NodeName: "edge-1", Cloud: unreachableCloud(), Runtime: "fake",
 		DataDir: dir, StaticPodPath: NoStaticPods, MetaServer: MetaServerConfig{Enable: &off}, Devices: devices,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
@@ -179,7 +179,7 @@ func TestDevicesEmbeddedBroker(t *testing.T) {
 
 	// A second edgecore cannot take the same address.
 	off := false
-	_, err := New(Config{NodeName: "edge-2", Cloud: unreachableCloud(),
+	_, err := New(Config{NodeName: "edge-2", Cloud: unreachableCloud(), Runtime: "fake",
 		DataDir: t.TempDir(), StaticPodPath: NoStaticPods, MetaServer: MetaServerConfig{Enable: &off},
 		Devices: DevicesConfig{MQTT: MQTTConfig{Addr: ec.Broker.Addr()}}})
 	if err == nil || !strings.HasPrefix(err.Error(), "devices.mqtt.addr:") || !strings.Contains(err.Error(), "address already in use") {

@@ -20,6 +20,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -49,9 +50,11 @@ type Config struct {
 	Cloud CloudConfig `json:"cloud"`
 	// DataDir holds the store (default /var/lib/tether/edgecore).
 	DataDir string `json:"dataDir,omitempty"`
-	// Runtime is the container runtime: "fake" (in memory; nothing runs)
-	// or "cri" (containerd through the CRI API, configured by CRI). The
-	// default is "fake".
+	// Runtime is the container runtime: "cri" (the default: containerd
+	// through the CRI API, configured by CRI) or "fake" (in memory, for
+	// the simulator and tests: pods are reported Running and Ready but
+	// nothing runs; edgecore warns so at start). "fake" is only ever used
+	// when asked for by name.
 	Runtime string `json:"runtime,omitempty"`
 	// CRI configures the "cri" runtime: containerd's socket, the pause
 	// image, the pod log directory, the pod cgroup parent... (fields:
@@ -93,6 +96,10 @@ type Config struct {
 	// Devices configures the device twins over MQTT (see package
 	// devicetwin) and the broker they use.
 	Devices DevicesConfig `json:"devices,omitempty"`
+	// NodeHealth says how the node's conditions (Ready, MemoryPressure,
+	// DiskPressure, PIDPressure) are measured, and the thresholds of
+	// pressure (see package nodestatus).
+	NodeHealth NodeHealthConfig `json:"nodeHealth,omitempty"`
 
 	// Logger is where edgecore logs (default slog.Default()).
 	Logger *slog.Logger `json:"-"`
@@ -123,6 +130,85 @@ type CloudConfig struct {
 	// fields above (the simulator's hollow nodes); CredentialsFile is then
 	// not read.
 	Dialer agent.Dialer `json:"-"`
+}
+
+// NodeHealthConfig says how the node's conditions are computed, as the
+// kubelet computes them. Ready is False, with the reason, while the
+// container runtime does not answer its CRI Status call
+// (ContainerRuntimeDown) or reports RuntimeReady or NetworkReady false
+// (ContainerRuntimeNotReady, NetworkNotReady). The pressure conditions
+// compare what is available with the thresholds below, the kubelet's
+// evictionHard defaults. Under disk pressure every unused image old
+// enough (cri.imageMinimumGCAge) is removed; when that frees nothing, or
+// memory or PIDs are short, one pod per period is evicted (see
+// pods.EvictionOrder; never a static or critical pod). A change is
+// reported at once (queued in the outbox while the cloud is away), not at
+// the next nodeStatusInterval.
+type NodeHealthConfig struct {
+	// Period is how often the signals are measured (default 5s). A
+	// runtime that stops answering makes the node NotReady within two
+	// periods (one to notice, one for the call to time out).
+	Period metav1.Duration `json:"period,omitempty"`
+	// MemoryAvailable: MemoryPressure while /proc/meminfo's MemAvailable
+	// is below it (default 100Mi: memory.available<100Mi).
+	MemoryAvailable resource.Quantity `json:"memoryAvailable,omitempty"`
+	// NodeFSAvailablePercent: DiskPressure while the data directory's
+	// file system has less than this percent available (default 10:
+	// nodefs.available<10%).
+	NodeFSAvailablePercent int `json:"nodefsAvailablePercent,omitempty"`
+	// ImageFSAvailablePercent: DiskPressure while containerd's image file
+	// system, if another one, has less than this percent available
+	// (default 15: imagefs.available<15%).
+	ImageFSAvailablePercent int `json:"imagefsAvailablePercent,omitempty"`
+	// PIDAvailablePercent: PIDPressure while fewer than this percent of
+	// the process IDs (the lower of kernel.pid_max and
+	// kernel.threads-max) are free (default 10).
+	PIDAvailablePercent int `json:"pidAvailablePercent,omitempty"`
+	// PressureTransitionPeriod is how long a pressure condition stays
+	// True after its signal cleared (default 5m, the kubelet's
+	// evictionPressureTransitionPeriod).
+	PressureTransitionPeriod metav1.Duration `json:"pressureTransitionPeriod,omitempty"`
+}
+
+func (h *NodeHealthConfig) validate() error {
+	for name, d := range map[string]*metav1.Duration{"period": &h.Period, "pressureTransitionPeriod": &h.PressureTransitionPeriod} {
+		if d.Duration < 0 {
+			return fmt.Errorf("nodeHealth.%s: %s is negative", name, d.Duration)
+		}
+	}
+	if h.Period.Duration == 0 {
+		h.Period.Duration = 5 * time.Second
+	}
+	if h.PressureTransitionPeriod.Duration == 0 {
+		h.PressureTransitionPeriod.Duration = 5 * time.Minute
+	}
+	if h.MemoryAvailable.Sign() < 0 {
+		return fmt.Errorf("nodeHealth.memoryAvailable: %s is negative", h.MemoryAvailable.String())
+	}
+	if h.MemoryAvailable.IsZero() {
+		h.MemoryAvailable = resource.MustParse("100Mi")
+	}
+	for _, p := range []struct {
+		name string
+		v    *int
+		def  int
+	}{{"nodefsAvailablePercent", &h.NodeFSAvailablePercent, 10}, {"imagefsAvailablePercent", &h.ImageFSAvailablePercent, 15},
+		{"pidAvailablePercent", &h.PIDAvailablePercent, 10}} {
+		if *p.v == 0 {
+			*p.v = p.def
+		}
+		if *p.v < 1 || *p.v > 99 {
+			return fmt.Errorf("nodeHealth.%s: %d is not in 1..99", p.name, *p.v)
+		}
+	}
+	return nil
+}
+
+// thresholds are the engine's.
+func (h *NodeHealthConfig) thresholds() nodestatus.Thresholds {
+	return nodestatus.Thresholds{MemoryAvailable: h.MemoryAvailable.Value(), NodeFSAvailablePercent: h.NodeFSAvailablePercent,
+		ImageFSAvailablePercent: h.ImageFSAvailablePercent, PIDAvailablePercent: h.PIDAvailablePercent,
+		TransitionPeriod: h.PressureTransitionPeriod.Duration}
 }
 
 // MetaServerConfig configures the metaserver.
@@ -277,7 +363,7 @@ func (c *Config) validate() error {
 		c.DataDir = "/var/lib/tether/edgecore"
 	}
 	if c.Runtime == "" {
-		c.Runtime = "fake"
+		c.Runtime = "cri"
 	}
 	switch {
 	case c.RuntimeImpl != nil, c.Runtime == "fake":
@@ -336,6 +422,9 @@ func (c *Config) validate() error {
 		return fmt.Errorf("metaserver.addr: %w", err)
 	}
 	if err := c.Devices.validate(); err != nil {
+		return err
+	}
+	if err := c.NodeHealth.validate(); err != nil {
 		return err
 	}
 	if c.Logger == nil {
@@ -465,6 +554,8 @@ type EdgeCore struct {
 	Broker *broker.Broker
 	// Runtime is the container runtime the pods run in.
 	Runtime runtime.Runtime
+	// Health measures the node's conditions.
+	Health *nodestatus.Monitor
 	// criRuntime is the CRI runtime edgecore made, if it made one: Run
 	// starts it, Close closes it.
 	criRuntime *cri.Runtime
@@ -520,6 +611,7 @@ func New(cfg Config) (*EdgeCore, error) {
 			c := cfg.CRI
 			c.NodeName, c.NodeIP = cfg.NodeName, ip
 			c.Notify = func() { podManager.Changed() }
+			c.HeldImages = func() ([]string, error) { return podManager.Images() }
 			criRT, err = cri.New(context.Background(), c, cri.StoreObjects(db), log.With(slog.String("component", "cri")))
 			if err != nil {
 				db.Close()
@@ -527,6 +619,8 @@ func New(cfg Config) (*EdgeCore, error) {
 			}
 			rt, runtimeVersion = criRT, criRT.Version()
 		default:
+			log.Warn("runtime: fake: the in-memory runtime reports pods Running and Ready, but no container runs; " +
+				"set runtime: cri (the default) to run them in containerd")
 			rt, runtimeVersion = fake.New(ip), "fake://0"
 		}
 	}
@@ -540,9 +634,10 @@ func New(cfg Config) (*EdgeCore, error) {
 		}
 		db.Close()
 	}
-	ns := &nodestatus.Source{NodeName: cfg.NodeName, InternalIP: cfg.NodeIP, MaxPods: cfg.MaxPods,
-		DataDir: cfg.DataDir, RuntimeVersion: runtimeVersion}
 	var ag *agent.Agent
+	health := nodestatus.MonitorConfig{Period: cfg.NodeHealth.Period.Duration, Thresholds: cfg.NodeHealth.thresholds(),
+		DataDir: cfg.DataDir, Logger: log.With(slog.String("component", "nodestatus")),
+		Changed: func() { ag.NodeStatusChanged() }}
 	reported := pods.NewReported()
 	ec.Pods, err = pods.New(pods.Config{ResyncInterval: cfg.PodResyncInterval.Duration, OutboxMax: cfg.OutboxMax,
 		PodWorkers: cfg.PodWorkers, Reported: reported},
@@ -552,6 +647,14 @@ func New(cfg Config) (*EdgeCore, error) {
 		return nil, err
 	}
 	podManager = ec.Pods
+	if criRT != nil {
+		// Only a runtime that runs something frees anything by evicting.
+		health.Runtime = criProbe{criRT}
+		health.Reclaim = &reclaimer{rt: criRT, pods: ec.Pods, log: log.With(slog.String("component", "nodestatus"))}
+	}
+	ec.Health = nodestatus.NewMonitor(health)
+	ns := &nodestatus.Source{NodeName: cfg.NodeName, InternalIP: cfg.NodeIP, MaxPods: cfg.MaxPods,
+		DataDir: cfg.DataDir, RuntimeVersion: runtimeVersion, Conditions: ec.Health.Conditions}
 	obs := observers{ec.Pods}
 	if *cfg.MetaServer.Enable {
 		clients, err := metaserver.LocalClients(ec.CredentialsDir())
@@ -624,7 +727,9 @@ func New(cfg Config) (*EdgeCore, error) {
 // Run runs edgecore until ctx ends or a component fails. Pods are started
 // from the store at once, whether or not the cloud can be reached.
 func (ec *EdgeCore) Run(ctx context.Context) error {
+	ec.Health.Sample(ctx) // the first status reported is measured
 	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return ec.Health.Start(ctx) })
 	if ec.Static != nil {
 		ec.Static.Scan() // static pods start with the others, before any watch
 		g.Go(func() error { return ec.Static.Start(ctx) })

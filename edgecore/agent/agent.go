@@ -122,6 +122,9 @@ type Agent struct {
 	obs        Observer
 	log        *slog.Logger
 	kickc      chan struct{}
+	// statusc asks for the node status to be checked now
+	// (NodeStatusChanged).
+	statusc chan struct{}
 	// committed, if set, hears every commit of objects (SetCommitHook).
 	committed func(Commit)
 	// sentStatus is the node status last queued, without the conditions'
@@ -166,7 +169,18 @@ func New(cfg Config, db *store.DB, dialer Dialer, nodeStatus func() (*corev1.Nod
 		return nil, err
 	}
 	return &Agent{cfg: cfg, db: db, dialer: dialer, nodeStatus: nodeStatus, obs: obs, log: log,
-		kickc: make(chan struct{}, 1)}, nil
+		kickc: make(chan struct{}, 1), statusc: make(chan struct{}, 1)}, nil
+}
+
+// NodeStatusChanged asks for the node status to be built and compared with
+// the one last reported now rather than at the next NodeStatusCheck: a
+// change is queued in the outbox at once, connected or not, and sent if
+// connected. It never blocks.
+func (a *Agent) NodeStatusChanged() {
+	select {
+	case a.statusc <- struct{}{}:
+	default:
+	}
 }
 
 // SetDialer replaces the dialer New was given. Call it before Start. The
@@ -222,7 +236,7 @@ func (a *Agent) Start(ctx context.Context) error {
 			} else {
 				a.log.Warn("cannot reach the hub", slog.Any("err", err), slog.Duration("retry_in", d))
 			}
-			sleep(ctx, d)
+			a.offline(ctx, d)
 			continue
 		}
 		start := time.Now()
@@ -238,17 +252,28 @@ func (a *Agent) Start(ctx context.Context) error {
 		}
 		d := bo.Next()
 		a.log.Warn("link to the hub lost", slog.Any("err", err), slog.Duration("reconnect_in", d))
-		sleep(ctx, d)
+		a.offline(ctx, d)
 	}
 	return nil
 }
 
-func sleep(ctx context.Context, d time.Duration) {
+// offline waits d or until ctx ends, queueing the node status in the
+// outbox when NodeStatusChanged asks, so that a change made offline is
+// reported first thing on reconnecting, in order.
+func (a *Agent) offline(ctx context.Context, d time.Duration) {
 	t := time.NewTimer(d)
 	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			return
+		case <-a.statusc:
+			if err := a.queueNodeStatus(false); err != nil {
+				a.log.Error("queue node status", slog.Any("err", err))
+			}
+		}
 	}
 }
 
@@ -391,6 +416,13 @@ func (a *Agent) session(ctx context.Context, conn *link.Conn) error {
 				return fmt.Errorf("send heartbeat: %w", err)
 			}
 		case <-ns.C:
+			if err := a.queueNodeStatus(false); err != nil {
+				a.log.Error("queue node status", slog.Any("err", err))
+			}
+			if err := s.send(); err != nil {
+				return err
+			}
+		case <-a.statusc:
 			if err := a.queueNodeStatus(false); err != nil {
 				a.log.Error("queue node status", slog.Any("err", err))
 			}
