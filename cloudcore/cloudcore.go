@@ -41,6 +41,7 @@ import (
 	"github.com/tether-edge/tether/cloudcore/dispatch"
 	"github.com/tether-edge/tether/cloudcore/enroll"
 	"github.com/tether-edge/tether/cloudcore/hub"
+	"github.com/tether-edge/tether/cloudcore/kubeletproxy"
 	"github.com/tether-edge/tether/cloudcore/status"
 	"github.com/tether-edge/tether/pki"
 )
@@ -158,12 +159,32 @@ type Config struct {
 	MaxUpstreamInFlight int     `json:"maxUpstreamInFlight,omitempty"`
 	UpstreamRate        float64 `json:"upstreamRate,omitempty"`
 	UpstreamBurst       int     `json:"upstreamBurst,omitempty"`
+	// KubeletProxySocket, if set, is the unix socket (made with mode 0600)
+	// where cloudcore serves the API server's egress proxy to edge nodes'
+	// kubelet API (package kubeletproxy): kubectl logs, exec, attach,
+	// port-forward and the node proxy for edge pods. Point the API
+	// server's --egress-selector-config-file at it (egress "cluster",
+	// proxyProtocol HTTPConnect, transport uds); cloudcore then runs on the
+	// API server's host. Empty: off.
+	KubeletProxySocket string `json:"kubeletProxySocket,omitempty"`
+	// KubeletProxyNoDirectDial refuses the API server's other "cluster"
+	// traffic (to pods, services, webhooks, ordinary nodes) instead of
+	// dialing it directly. Set it only where the API server reaches
+	// nothing but edge nodes.
+	KubeletProxyNoDirectDial bool `json:"kubeletProxyNoDirectDial,omitempty"`
+	// MaxStreamsPerNode and MaxStreams cap the kubelet API streams open to
+	// one node and in total (defaults 32 and 1,024; package hub).
+	MaxStreamsPerNode int `json:"maxStreamsPerNode,omitempty"`
+	MaxStreams        int `json:"maxStreams,omitempty"`
 	// Autonomy keeps the pods of an edge node whose link dropped from being
 	// evicted (package cloudcore/autonomy); on unless Autonomy.Disabled.
 	Autonomy autonomy.Config `json:"autonomy,omitempty"`
 
 	// Listener, if set, is used instead of listening on ListenAddr (tests).
 	Listener net.Listener `json:"-"`
+	// KubeletProxyListener, if set, is used instead of
+	// KubeletProxySocket (tests).
+	KubeletProxyListener net.Listener `json:"-"`
 	// HealthListener, if set, is used instead of listening on HealthAddr
 	// (tests, and the simulator's cloudcore in a network namespace).
 	HealthListener net.Listener `json:"-"`
@@ -293,9 +314,13 @@ type CloudCore struct {
 	// every join token.
 	Bundle []byte
 	// Enroll joins nodes and checks their identity.
-	Enroll  *enroll.Service
-	serving *certs.Serving
-	client  kubernetes.Interface
+	Enroll *enroll.Service
+	// KubeletProxy is the API server's egress proxy to edge nodes; nil
+	// when off (no KubeletProxySocket).
+	KubeletProxy *kubeletproxy.Proxy
+	kubeAuth     *kubeletproxy.KubeAuth
+	serving      *certs.Serving
+	client       kubernetes.Interface
 	// crdClient installs the CRDs; nil with Config.SkipCRDInstall.
 	crdClient apiextensions.Interface
 	// limiter is the client's rate limit when Config.KubeQPS is unset; nil
@@ -394,6 +419,8 @@ func New(cfg Config) (*CloudCore, error) {
 		MaxUpstreamInFlight: cfg.MaxUpstreamInFlight,
 		UpstreamRate:        cfg.UpstreamRate,
 		UpstreamBurst:       cfg.UpstreamBurst,
+		MaxStreamsPerNode:   cfg.MaxStreamsPerNode,
+		MaxStreams:          cfg.MaxStreams,
 		HealthAddr:          cfg.healthAddr(),
 		HealthListener:      cfg.HealthListener,
 	}, cc.Dispatcher, cc.Status, log.With(slog.String("component", "hub")))
@@ -401,6 +428,19 @@ func New(cfg Config) (*CloudCore, error) {
 		return nil, err
 	}
 	cc.Dispatcher.SetNotifier(cc.Hub)
+	if cfg.KubeletProxySocket != "" || cfg.KubeletProxyListener != nil {
+		cc.kubeAuth = kubeletproxy.NewKubeAuth(client, log.With(slog.String("component", "kubeletproxy")))
+		cc.KubeletProxy, err = kubeletproxy.New(kubeletproxy.Config{
+			Nodes:      kubeletNodes{cc.Dispatcher, cc.Hub},
+			Certs:      kubeletproxy.NodeCerts(cc.CA, cfg.ServingCertValidity.Duration),
+			Auth:       cc.kubeAuth,
+			DirectDial: !cfg.KubeletProxyNoDirectDial,
+			Logger:     log.With(slog.String("component", "kubeletproxy")),
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
 	if !cfg.Autonomy.Disabled {
 		cc.Autonomy, err = autonomy.New(client, cfg.Autonomy, cfg.InformerResync.Duration,
 			log.With(slog.String("component", "autonomy")))
@@ -503,6 +543,17 @@ func (cc *CloudCore) Run(ctx context.Context) error {
 	}
 	if cc.Autonomy != nil {
 		g.Go(func() error { return cc.Autonomy.Start(ctx) })
+	}
+	if cc.KubeletProxy != nil {
+		ln := cc.cfg.KubeletProxyListener
+		if ln == nil {
+			var err error
+			if ln, err = listenUnix(cc.cfg.KubeletProxySocket); err != nil {
+				return err
+			}
+		}
+		g.Go(func() error { return cc.kubeAuth.Start(ctx) })
+		g.Go(func() error { return cc.KubeletProxy.Serve(ctx, ln) })
 	}
 	g.Go(func() error {
 		select {

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -26,6 +27,7 @@ import (
 	"github.com/tether-edge/tether/edgecore/agent"
 	"github.com/tether-edge/tether/edgecore/credentials"
 	"github.com/tether-edge/tether/edgecore/devicetwin"
+	"github.com/tether-edge/tether/edgecore/kubeletserver"
 	"github.com/tether-edge/tether/edgecore/link"
 	"github.com/tether-edge/tether/edgecore/metaserver"
 	"github.com/tether-edge/tether/edgecore/nodestatus"
@@ -36,6 +38,7 @@ import (
 	"github.com/tether-edge/tether/edgecore/staticpods"
 	"github.com/tether-edge/tether/edgecore/store"
 	"github.com/tether-edge/tether/protocol"
+	"github.com/tether-edge/tether/streams"
 )
 
 // Config is edgecore's whole configuration, read from one YAML file. Zero
@@ -96,6 +99,9 @@ type Config struct {
 	Logger *slog.Logger `json:"-"`
 	// RuntimeImpl, if set, is used instead of the one Runtime names.
 	RuntimeImpl runtime.Runtime `json:"-"`
+	// KubeletStats, if set, serves the kubelet API's /stats/summary and
+	// /metrics/resource (package kubeletserver); unset, they answer 404.
+	KubeletStats http.Handler `json:"-"`
 }
 
 // CloudConfig says how to reach the hub.
@@ -433,6 +439,10 @@ type EdgeCore struct {
 	// criRuntime is the CRI runtime edgecore made, if it made one: Run
 	// starts it, Close closes it.
 	criRuntime *cri.Runtime
+	// Kubelet is the kubelet API (logs, exec, attach, port-forward),
+	// served on the streams the hub opens through the tunnel (streamLn).
+	Kubelet  *kubeletserver.Server
+	streamLn *streams.Listener
 }
 
 // New checks cfg, opens the store and builds the components; nothing runs
@@ -557,7 +567,19 @@ func New(cfg Config) (*EdgeCore, error) {
 		}
 		obs = append(obs, ec.Devices)
 	}
+	ec.streamLn = streams.NewListener(64)
+	var krt kubeletserver.Runtime
+	if criRT != nil {
+		krt = criRT
+	}
+	ec.Kubelet, err = kubeletserver.New(kubeletserver.Config{NodeName: cfg.NodeName, Runtime: krt,
+		Pods: nodePods{db: db}, Stats: cfg.KubeletStats, Logger: log.With(slog.String("component", "kubelet"))})
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
 	ag, err = agent.New(agent.Config{
+		Streams:            ec.streamLn.Offer,
 		NodeName:           cfg.NodeName,
 		Labels:             cfg.Labels,
 		Backoff:            link.Backoff{Initial: cfg.ReconnectInitial.Duration, Max: cfg.ReconnectMax.Duration},
@@ -578,6 +600,7 @@ func New(cfg Config) (*EdgeCore, error) {
 			log.With(slog.String("component", "staticpods")))
 		ec.Pods.SetStaticPods(ec.Static)
 	}
+	ec.Kubelet.SetPods(nodePods{db: db, static: ec.Static})
 	return ec, nil
 }
 
@@ -594,6 +617,7 @@ func (ec *EdgeCore) Run(ctx context.Context) error {
 		g.Go(func() error { return ec.criRuntime.Start(ctx) })
 	}
 	g.Go(func() error { return ec.Agent.Start(ctx) })
+	g.Go(func() error { return ec.Kubelet.Serve(ctx, ec.streamLn) })
 	if ec.MetaServer != nil {
 		g.Go(func() error { return ec.MetaServer.Start(ctx) })
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/tether-edge/tether/pki"
 	"github.com/tether-edge/tether/protocol"
+	"github.com/tether-edge/tether/streams"
 )
 
 // kindRank is the place of each kind in protocol.Kinds.
@@ -84,6 +85,9 @@ type session struct {
 	upRoom     chan struct{}
 	// upLimit is the node's UpstreamRate; the reader's alone.
 	upLimit *rate.Limiter
+	// streams are the session's byte streams (streams.go); nil before
+	// protocol version 3.
+	streams *streams.Mux
 
 	// owner state
 	acked    map[objKey]held
@@ -132,6 +136,7 @@ func newSession(h *Hub, conn *websocket.Conn, hello *protocol.Hello) *session {
 	for _, r := range hello.Inventory {
 		s.acked[objKey{r.Kind, r.UID}] = held{rv: r.ResourceVersion}
 	}
+	s.newStreams()
 	return s
 }
 
@@ -231,6 +236,9 @@ loop:
 	// is the only writer and may say goodbye. Closing the connection ends
 	// the reader.
 	<-writerDone
+	if s.streams != nil {
+		s.streams.Close()
+	}
 	if s.stopErr != nil {
 		writeError(s.conn, s.stopErr)
 		s.log.Info("edge disconnected", slog.String("reason", s.stopErr.Error()))
@@ -263,6 +271,10 @@ func (s *session) readLoop(frames chan<- *protocol.Frame) {
 			}
 			s.log.Warn("bad frame from edge", slog.Int("bytes", len(b)), slog.Any("err", err))
 			s.sendFrame(&protocol.Frame{Error: &protocol.Error{Code: code, Seq: seq, Message: err.Error()}})
+			continue
+		}
+		if f.IsStream() {
+			s.handleStream(f) // never blocks: windows bound what it holds
 			continue
 		}
 		if upstream(f) {

@@ -19,6 +19,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
+// KubeletPort is the kubelet endpoint the node reports (protocol.KubeletPort).
+const KubeletPort = 10250
+
 // KubeletVersion is what the node reports as its kubelet version.
 const KubeletVersion = "v1.31.4-tether"
 
@@ -76,6 +79,9 @@ func (s *Source) Status() *corev1.NodeStatus {
 			cond(corev1.NodeReady, corev1.ConditionTrue, "EdgeReady", "edgecore is posting ready status"),
 		},
 		Addresses: addrs,
+		// The API server asks its egress proxy (cloudcore) for
+		// <node name>:<this port>; nothing listens on it at the edge.
+		DaemonEndpoints: corev1.NodeDaemonEndpoints{KubeletEndpoint: corev1.DaemonEndpoint{Port: KubeletPort}},
 		NodeInfo: corev1.NodeSystemInfo{
 			MachineID:               readTrim("/etc/machine-id"),
 			SystemUUID:              readTrim("/sys/class/dmi/id/product_uuid"),
