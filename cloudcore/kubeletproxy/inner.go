@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -16,6 +17,8 @@ import (
 type inner struct {
 	p    *Proxy
 	node string
+	// wg counts the handlers running.
+	wg sync.WaitGroup
 }
 
 // Attributes is what a request asks of a node, in the kubelet's terms.
@@ -53,6 +56,8 @@ func attributesOf(r *http.Request, node string) Attributes {
 }
 
 func (in *inner) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	in.wg.Add(1)
+	defer in.wg.Done()
 	p := in.p
 	user, err := p.cfg.Auth.Authenticate(r.Context(), r)
 	if err != nil || user == nil {
@@ -61,6 +66,8 @@ func (in *inner) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			msg += ": " + err.Error()
 		}
+		p.log.Info("kubelet proxy: request refused: not authenticated", slog.String("node", in.node),
+			slog.String("path", r.URL.Path), slog.String("reason", msg))
 		http.Error(w, msg, http.StatusUnauthorized)
 		return
 	}

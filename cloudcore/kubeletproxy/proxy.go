@@ -286,11 +286,12 @@ func (p *Proxy) serveEdge(w http.ResponseWriter, r *http.Request, node string) {
 	if err != nil {
 		return
 	}
-	raw := &bufferedConn{Conn: c, r: rw.Reader}
+	raw := newBufferedConn(c, rw.Reader)
 	tc := tls.Server(raw, &tls.Config{Certificates: []tls.Certificate{*cert}, ClientAuth: tls.RequestClientCert,
 		MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}})
 	ln := newOneConnListener(tc)
-	srv := &http.Server{Handler: &inner{p: p, node: node}, ReadHeaderTimeout: p.cfg.HeaderTimeout,
+	in := &inner{p: p, node: node}
+	srv := &http.Server{Handler: in, ReadHeaderTimeout: p.cfg.HeaderTimeout,
 		MaxHeaderBytes: 64 << 10, IdleTimeout: 90 * time.Second,
 		ErrorLog:    slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
 		BaseContext: func(net.Listener) context.Context { return r.Context() },
@@ -300,8 +301,9 @@ func (p *Proxy) serveEdge(w http.ResponseWriter, r *http.Request, node string) {
 			}
 		}}
 	srv.Serve(ln)
-	// A hijacked (upgraded) connection outlives Serve: wait for it.
-	<-ln.connDone
+	// A hijacked (upgraded) connection outlives Serve: wait for its
+	// handler.
+	in.wg.Wait()
 }
 
 // serveDirect splices the CONNECT to its target, for the API server's
@@ -319,7 +321,7 @@ func (p *Proxy) serveDirect(w http.ResponseWriter, r *http.Request) {
 		up.Close()
 		return
 	}
-	splice(&bufferedConn{Conn: c, r: rw.Reader}, up)
+	splice(newBufferedConn(c, rw.Reader), up)
 }
 
 // splice copies both ways until either side ends, then closes both.
@@ -337,28 +339,40 @@ func splice(a, b net.Conn) {
 	<-done
 }
 
-// bufferedConn reads first what the CONNECT's reader buffered.
+// bufferedConn reads first what the CONNECT's reader buffered, then from
+// the connection itself: reading on through the server's reader would
+// cancel the CONNECT's context at the first read error (a deadline the
+// inner server sets).
 type bufferedConn struct {
 	net.Conn
-	r *bufio.Reader
+	pre []byte
 }
 
-func (c *bufferedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
+func newBufferedConn(c net.Conn, r *bufio.Reader) *bufferedConn {
+	pre, _ := r.Peek(r.Buffered())
+	return &bufferedConn{Conn: c, pre: append([]byte(nil), pre...)}
+}
 
-// oneConnListener accepts one connection, then blocks until closed.
+func (c *bufferedConn) Read(b []byte) (int, error) {
+	if len(c.pre) > 0 {
+		n := copy(b, c.pre)
+		c.pre = c.pre[n:]
+		return n, nil
+	}
+	return c.Conn.Read(b)
+}
+
+// oneConnListener accepts one connection, then blocks until closed. The
+// connection is handed as it is: http.Server sees a *tls.Conn only so.
 type oneConnListener struct {
-	c        net.Conn
-	once     sync.Once
-	taken    atomic.Bool
-	done     chan struct{}
-	connDone chan struct{}
-	connOnce sync.Once
+	c     net.Conn
+	once  sync.Once
+	taken atomic.Bool
+	done  chan struct{}
 }
 
 func newOneConnListener(c net.Conn) *oneConnListener {
-	l := &oneConnListener{done: make(chan struct{}), connDone: make(chan struct{})}
-	l.c = &notifyConn{Conn: c, closed: func() { l.connOnce.Do(func() { close(l.connDone) }) }}
-	return l
+	return &oneConnListener{c: c, done: make(chan struct{})}
 }
 
 func (l *oneConnListener) Accept() (net.Conn, error) {
@@ -375,18 +389,6 @@ func (l *oneConnListener) Close() error {
 }
 
 func (l *oneConnListener) Addr() net.Addr { return l.c.LocalAddr() }
-
-// notifyConn calls closed at its first Close.
-type notifyConn struct {
-	net.Conn
-	closed func()
-}
-
-func (c *notifyConn) Close() error {
-	err := c.Conn.Close()
-	c.closed()
-	return err
-}
 
 // statusFor maps an OpenStream error to the HTTP status the API server
 // gets.
