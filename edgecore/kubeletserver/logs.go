@@ -69,12 +69,14 @@ func tailOffset(f *os.File, n int64) (int64, error) {
 	for {
 		line, err := br.ReadBytes('\n')
 		if len(line) > 0 && line[len(line)-1] == '\n' {
-			if lineStart {
-				ring[count%n] = off
-				count++
+			// Records that do not parse are skipped, here and when read.
+			if rec, perr := parseRecord(line); perr == nil {
+				if lineStart {
+					ring[count%n] = off
+					count++
+				}
+				lineStart = rec.full
 			}
-			rec, perr := parseRecord(line)
-			lineStart = perr != nil || rec.full
 			off += int64(len(line))
 		}
 		if err == io.EOF {
