@@ -7,12 +7,14 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -23,6 +25,7 @@ import (
 
 	"github.com/tether-edge/tether/cloudcore"
 	"github.com/tether-edge/tether/controlplane"
+	"github.com/tether-edge/tether/edgecore/ctl"
 	"github.com/tether-edge/tether/pki"
 	"github.com/tether-edge/tether/protocol"
 )
@@ -483,4 +486,49 @@ func TestKubeletProxyRefusesStrangers(t *testing.T) {
 		code, body := get(t, hc, "/healthz")
 		return code == 200, fmt.Errorf("%d %s", code, body)
 	})
+}
+
+// edgecore ctl on the box: logs and exec with the cloud gone.
+func TestEdgecoreCtlWithTheCloudGone(t *testing.T) {
+	c := startStreamCloud(t, nil)
+	node := "str-ctl"
+	e := startStreamEdge(t, c, node)
+	ns := namespace(t)
+	runningPod(t, criPod(t, ns, "talker", node, talker))
+	c.stop()
+
+	sock := filepath.Join(e.dir, "kubelet.sock")
+	fi, err := os.Stat(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("kubelet socket mode %v, want 0600", fi.Mode().Perm())
+	}
+	run := func(in string, args ...string) (string, error) {
+		var out, errb strings.Builder
+		err := ctl.Main(t.Context(), append([]string{"--socket", sock}, args...),
+			ctl.IO{In: strings.NewReader(in), Out: &out, Err: &errb})
+		return out.String() + errb.String(), err
+	}
+	out, err := run("", "logs", "-n", ns, "--tail", "-1", "talker")
+	if err != nil || !strings.HasPrefix(out, "line-1\nline-2\nline-3\n") {
+		t.Fatalf("ctl logs: %v %q", err, out)
+	}
+	out, err = run("typed on the box\n", "exec", "-n", ns, "-i", "talker", "--", "cat")
+	if err != nil || out != "typed on the box\n" {
+		t.Fatalf("ctl exec -i cat: %v %q", err, out)
+	}
+	_, err = run("", "exec", "-n", ns, "talker", "--", "sh", "-c", "exit 4")
+	var ee *ctl.ExitError
+	if !errors.As(err, &ee) || ee.Code != 4 {
+		t.Fatalf("ctl exec exit 4: %v", err)
+	}
+	out, err = run("", "pods")
+	if err != nil || !strings.Contains(out, "talker") {
+		t.Fatalf("ctl pods: %v %q", err, out)
+	}
+	if _, err := run("", "logs", "-n", ns, "nosuchpod"); err == nil {
+		t.Fatal("ctl logs of a pod not on the node: no error")
+	}
 }

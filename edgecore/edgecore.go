@@ -99,6 +99,10 @@ type Config struct {
 	Logger *slog.Logger `json:"-"`
 	// RuntimeImpl, if set, is used instead of the one Runtime names.
 	RuntimeImpl runtime.Runtime `json:"-"`
+	// KubeletSocket is the unix socket (mode 0600) where edgecore serves
+	// its kubelet API on the box, for `edgecore ctl logs|exec` with or
+	// without the cloud (default dataDir/kubelet.sock; "-": none).
+	KubeletSocket string `json:"kubeletSocket,omitempty"`
 	// KubeletStats, if set, serves the kubelet API's /stats/summary and
 	// /metrics/resource (package kubeletserver); unset, they answer 404.
 	KubeletStats http.Handler `json:"-"`
@@ -265,6 +269,9 @@ func (c *Config) validate() error {
 	}
 	if c.DataDir == "" {
 		c.DataDir = "/var/lib/tether/edgecore"
+	}
+	if c.KubeletSocket == "" {
+		c.KubeletSocket = filepath.Join(c.DataDir, "kubelet.sock")
 	}
 	if c.Runtime == "" {
 		c.Runtime = "fake"
@@ -618,6 +625,15 @@ func (ec *EdgeCore) Run(ctx context.Context) error {
 	}
 	g.Go(func() error { return ec.Agent.Start(ctx) })
 	g.Go(func() error { return ec.Kubelet.Serve(ctx, ec.streamLn) })
+	if ec.cfg.KubeletSocket != "-" {
+		ln, err := listenOwnerOnly(ec.cfg.KubeletSocket)
+		if err != nil {
+			// Local debugging is not worth stopping the node for.
+			ec.cfg.Logger.Error("kubelet API socket: edgecore ctl will not work", slog.Any("err", err))
+		} else {
+			g.Go(func() error { return ec.Kubelet.Serve(ctx, ln) })
+		}
+	}
 	if ec.MetaServer != nil {
 		g.Go(func() error { return ec.MetaServer.Start(ctx) })
 	}

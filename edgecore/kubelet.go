@@ -2,6 +2,8 @@ package edgecore
 
 import (
 	"fmt"
+	"net"
+	"os"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -62,4 +64,21 @@ func (n nodePods) List() ([]*corev1.Pod, error) {
 		out = append(out, n.static.Pods()...)
 	}
 	return out, nil
+}
+
+// listenOwnerOnly listens on a unix socket only its owner may use (mode
+// 0600), replacing a stale one.
+func listenOwnerOnly(path string) (net.Listener, error) {
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		os.Remove(path)
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ln, nil
 }
