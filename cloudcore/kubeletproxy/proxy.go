@@ -79,8 +79,8 @@ type Config struct {
 	DirectDial bool
 	// MaxConnsPerNode is the most CONNECTs open to one node at once
 	// (default 64), MaxConns in total (default 2,048), and ConnectRate and
-	// ConnectBurst the new CONNECTs per second per node (defaults 20 and
-	// 50). Past them, 429.
+	// ConnectBurst the new CONNECTs per second per node (defaults 100 and
+	// 200: each kubectl logs or exec is one). Past them, 429.
 	MaxConnsPerNode int
 	MaxConns        int
 	ConnectRate     float64
@@ -105,10 +105,10 @@ func (c *Config) validate() error {
 	def(&c.KubeletPort, protocol.KubeletPort)
 	def(&c.MaxConnsPerNode, 64)
 	def(&c.MaxConns, 2048)
-	def(&c.ConnectBurst, 50)
+	def(&c.ConnectBurst, 200)
 	def(&c.MaxHeaderBytes, 16<<10)
 	if c.ConnectRate == 0 {
-		c.ConnectRate = 20
+		c.ConnectRate = 100
 	}
 	if c.HeaderTimeout == 0 {
 		c.HeaderTimeout = 10 * time.Second

@@ -40,7 +40,9 @@ type IO struct {
 // ExitError is a command run by exec that exited non-zero.
 type ExitError struct{ Code int }
 
-func (e *ExitError) Error() string { return fmt.Sprintf("command terminated with exit code %d", e.Code) }
+func (e *ExitError) Error() string {
+	return fmt.Sprintf("command terminated with exit code %d", e.Code)
+}
 
 // Main runs `edgecore ctl` with args (after "ctl").
 func Main(ctx context.Context, args []string, stdio IO) error {
