@@ -26,7 +26,10 @@ trap stop_all INT TERM EXIT
 # The control plane: etcd, kube-apiserver, kube-controller-manager,
 # kube-scheduler. Its data, certificates, kubeconfig and logs go to $run.
 rm -f "$run/controlplane.ready"
-bin/controlplane --dir "$run" --ready-file "$run/controlplane.ready" >"$run/controlplane.log" 2>&1 &
+# The API server's kubelet traffic (kubectl logs, exec) goes through
+# cloudcore's kubelet proxy on this socket, and on through the edge's tunnel.
+egress_sock=$(cd "$run" && pwd)/egress.sock
+bin/controlplane --dir "$run" --egress-socket "$egress_sock" --ready-file "$run/controlplane.ready" >"$run/controlplane.log" 2>&1 &
 pids+=($!)
 echo "demo: starting the control plane (log: $run/controlplane.log)"
 while [[ ! -s $run/controlplane.ready ]]; do
@@ -43,7 +46,7 @@ export KUBECONFIG=$kubeconfig
 
 # cloudcore: the hub on 127.0.0.1:10000. Its CA is kept in the Secret
 # tether-system/tether-ca (created on first start).
-bin/cloudcore --kubeconfig "$kubeconfig" --listen 127.0.0.1:10000 >"$run/cloudcore.log" 2>&1 &
+bin/cloudcore --kubeconfig "$kubeconfig" --listen 127.0.0.1:10000 --kubelet-proxy-socket "$egress_sock" >"$run/cloudcore.log" 2>&1 &
 pids+=($!)
 echo "demo: starting cloudcore (log: $run/cloudcore.log)"
 until grep -q "hub listening" "$run/cloudcore.log"; do
@@ -133,6 +136,13 @@ if command -v kubectl >/dev/null; then
   if [[ $runtime_cfg == "runtime: cri"* ]] && command -v curl >/dev/null; then
     echo "demo: curl http://$pod_ip:8080/ (served by busybox httpd in a container on the edge node):"
     curl -s --max-time 5 "http://$pod_ip:8080/" || true
+  fi
+  if [[ $runtime_cfg == "runtime: cri"* ]]; then
+    # Through the tunnel: no port is open on the edge node.
+    echo "demo: kubectl logs deployment/store-web --tail=3:"
+    kubectl logs deployment/store-web --tail=3 || true
+    echo "demo: kubectl exec deployment/store-web -- sh -c 'echo hello from \$(hostname)':"
+    kubectl exec deployment/store-web -- sh -c 'echo hello from $(hostname)' || true
   fi
   # The thermostat: its reported values reach the Device status; a desired
   # setpoint set in the API server reaches its holding register.

@@ -62,6 +62,7 @@ func run() error {
 		listen     = flag.String("listen", "", "address the hub listens on (overrides the file)")
 		logLevel   = flag.String("log-level", "info", "debug, info, warn or error")
 		skipCRDs   = flag.Bool("skip-crd-install", false, "do not create or update the device CRDs (sets skipCRDInstall)")
+		proxySock  = flag.String("kubelet-proxy-socket", "", "unix socket of the API server's egress proxy to edge kubelets (overrides kubeletProxySocket)")
 	)
 	flag.Parse()
 	var level slog.Level
@@ -82,6 +83,7 @@ func run() error {
 	}
 	override(&cfg.Kubeconfig, *kubeconfig)
 	override(&cfg.ListenAddr, *listen)
+	override(&cfg.KubeletProxySocket, *proxySock)
 	if *skipCRDs {
 		cfg.SkipCRDInstall = true
 	}
