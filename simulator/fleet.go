@@ -151,9 +151,12 @@ func (f *fleet) start(ctx context.Context, i int) error {
 		StaticPodPath:      edgecore.NoStaticPods,
 		MetaServer:         edgecore.MetaServerConfig{Enable: &off},
 		// No MQTT broker per node unless Config.Edge asks for one.
-		Devices:     edgecore.DevicesConfig{Enable: &off},
-		Logger:      f.cfg.log,
-		RuntimeImpl: rt,
+		Devices: edgecore.DevicesConfig{Enable: &off},
+		// No kubelet API socket per node: a file descriptor each, and the
+		// in-memory runtime has no logs to read.
+		KubeletSocket: "-",
+		Logger:        f.cfg.log,
+		RuntimeImpl:   rt,
 	}
 	if f.cfg.edge != nil {
 		f.cfg.edge(i, &cfg)
