@@ -175,6 +175,8 @@ Tether demo is running: the control plane, cloudcore and one edge node.
   export KUBECONFIG=$kubeconfig
   kubectl get nodes,pods -o wide
   kubectl scale deployment store-web --replicas=4
+  kubectl logs -f deployment/store-web
+  kubectl exec -it deployment/store-web -- sh
   kubectl get devices
   kubectl get device thermostat-1 -o yaml
 
