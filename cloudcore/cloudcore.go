@@ -167,6 +167,14 @@ type Config struct {
 	// proxyProtocol HTTPConnect, transport uds); cloudcore then runs on the
 	// API server's host. Empty: off.
 	KubeletProxySocket string `json:"kubeletProxySocket,omitempty"`
+	// KubeletProxyAddr, if set, is a TCP address (host:port) where the same
+	// proxy takes CONNECTs to edge nodes' kubelet port only, never dialing
+	// anything else: for clients that reach kubelets themselves through an
+	// HTTPS proxy (metrics-server with HTTPS_PROXY=http://<this> and
+	// --kubelet-preferred-address-types=Hostname). Each request is
+	// authenticated and authorized as on the socket (its bearer token by
+	// TokenReview, then nodes/metrics, nodes/stats, ...).
+	KubeletProxyAddr string `json:"kubeletProxyAddr,omitempty"`
 	// KubeletProxyNoDirectDial refuses the API server's other "cluster"
 	// traffic (to pods, services, webhooks, ordinary nodes) instead of
 	// dialing it directly. Set it only where the API server reaches
@@ -269,6 +277,11 @@ func (c *Config) validate() error {
 	if c.DeviceCRDPoll.Duration < 0 {
 		return fmt.Errorf("deviceCRDPoll %s: must not be negative", c.DeviceCRDPoll)
 	}
+	if c.KubeletProxyAddr != "" {
+		if _, _, err := net.SplitHostPort(c.KubeletProxyAddr); err != nil {
+			return fmt.Errorf("kubeletProxyAddr %q: %w", c.KubeletProxyAddr, err)
+		}
+	}
 	for i, ip := range c.CertIPs {
 		if net.ParseIP(ip) == nil {
 			return fmt.Errorf("certIPs[%d]: %q is not an IP address", i, ip)
@@ -318,9 +331,12 @@ type CloudCore struct {
 	// KubeletProxy is the API server's egress proxy to edge nodes; nil
 	// when off (no KubeletProxySocket).
 	KubeletProxy *kubeletproxy.Proxy
-	kubeAuth     *kubeletproxy.KubeAuth
-	serving      *certs.Serving
-	client       kubernetes.Interface
+	// KubeletProxyTCP serves KubeletProxyAddr (edge nodes only); nil
+	// when unset.
+	KubeletProxyTCP *kubeletproxy.Proxy
+	kubeAuth        *kubeletproxy.KubeAuth
+	serving         *certs.Serving
+	client          kubernetes.Interface
 	// crdClient installs the CRDs; nil with Config.SkipCRDInstall.
 	crdClient apiextensions.Interface
 	// limiter is the client's rate limit when Config.KubeQPS is unset; nil
@@ -428,17 +444,25 @@ func New(cfg Config) (*CloudCore, error) {
 		return nil, err
 	}
 	cc.Dispatcher.SetNotifier(cc.Hub)
-	if cfg.KubeletProxySocket != "" || cfg.KubeletProxyListener != nil {
-		cc.kubeAuth = kubeletproxy.NewKubeAuth(client, log.With(slog.String("component", "kubeletproxy")))
-		cc.KubeletProxy, err = kubeletproxy.New(kubeletproxy.Config{
-			Nodes:      kubeletNodes{cc.Dispatcher, cc.Hub},
-			Certs:      kubeletproxy.NodeCerts(cc.CA, cfg.ServingCertValidity.Duration),
-			Auth:       cc.kubeAuth,
-			DirectDial: !cfg.KubeletProxyNoDirectDial,
-			Logger:     log.With(slog.String("component", "kubeletproxy")),
-		})
-		if err != nil {
-			return nil, err
+	if cfg.KubeletProxySocket != "" || cfg.KubeletProxyListener != nil || cfg.KubeletProxyAddr != "" {
+		plog := log.With(slog.String("component", "kubeletproxy"))
+		cc.kubeAuth = kubeletproxy.NewKubeAuth(client, plog)
+		pcfg := kubeletproxy.Config{
+			Nodes:  kubeletNodes{cc.Dispatcher, cc.Hub},
+			Certs:  kubeletproxy.NodeCerts(cc.CA, cfg.ServingCertValidity.Duration),
+			Auth:   cc.kubeAuth,
+			Logger: plog,
+		}
+		if cfg.KubeletProxyAddr != "" {
+			if cc.KubeletProxyTCP, err = kubeletproxy.New(pcfg); err != nil { // DirectDial off
+				return nil, err
+			}
+		}
+		if cfg.KubeletProxySocket != "" || cfg.KubeletProxyListener != nil {
+			pcfg.DirectDial = !cfg.KubeletProxyNoDirectDial
+			if cc.KubeletProxy, err = kubeletproxy.New(pcfg); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if !cfg.Autonomy.Disabled {
@@ -544,6 +568,9 @@ func (cc *CloudCore) Run(ctx context.Context) error {
 	if cc.Autonomy != nil {
 		g.Go(func() error { return cc.Autonomy.Start(ctx) })
 	}
+	if cc.kubeAuth != nil {
+		g.Go(func() error { return cc.kubeAuth.Start(ctx) })
+	}
 	if cc.KubeletProxy != nil {
 		ln := cc.cfg.KubeletProxyListener
 		if ln == nil {
@@ -552,8 +579,14 @@ func (cc *CloudCore) Run(ctx context.Context) error {
 				return err
 			}
 		}
-		g.Go(func() error { return cc.kubeAuth.Start(ctx) })
 		g.Go(func() error { return cc.KubeletProxy.Serve(ctx, ln) })
+	}
+	if cc.KubeletProxyTCP != nil {
+		ln, err := net.Listen("tcp", cc.cfg.KubeletProxyAddr)
+		if err != nil {
+			return fmt.Errorf("kubeletProxyAddr: %w", err)
+		}
+		g.Go(func() error { return cc.KubeletProxyTCP.Serve(ctx, ln) })
 	}
 	g.Go(func() error {
 		select {

@@ -361,8 +361,13 @@ func proxyClient(t *testing.T, c *cloud, node string, port int, cert *tls.Certif
 
 // connect opens a CONNECT tunnel through the egress socket.
 func connect(ctx context.Context, target string) (net.Conn, error) {
+	return connectVia(ctx, "unix", egressSocket, target)
+}
+
+// connectVia opens a CONNECT tunnel through the proxy at network, addr.
+func connectVia(ctx context.Context, network, addr, target string) (net.Conn, error) {
 	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", egressSocket)
+	conn, err := d.DialContext(ctx, network, addr)
 	if err != nil {
 		return nil, err
 	}
@@ -530,5 +535,60 @@ func TestEdgecoreCtlWithTheCloudGone(t *testing.T) {
 	}
 	if _, err := run("", "logs", "-n", ns, "nosuchpod"); err == nil {
 		t.Fatal("ctl logs of a pod not on the node: no error")
+	}
+}
+
+// The TCP listener, for clients of their own (metrics-server through
+// HTTPS_PROXY): edge nodes only, bearer tokens reviewed.
+func TestKubeletProxyTCPForBearerTokens(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	c := startStreamCloud(t, func(cfg *cloudcore.Config) { cfg.KubeletProxyAddr = addr })
+	node := "str-tcp"
+	startStreamEdge(t, c, node)
+	eventually(t, 10*time.Second, "the TCP proxy listening", func() (bool, error) {
+		conn, err := net.Dial("tcp", addr)
+		if err == nil {
+			conn.Close()
+		}
+		return err == nil, err
+	})
+	roots := x509.NewCertPool()
+	roots.AddCert(c.cc.CA.Cert)
+	do := func(token string) (int, string) {
+		conn, err := connectVia(t.Context(), "tcp", addr, node+":10250")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+			DialTLSContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				tc := tls.Client(conn, &tls.Config{RootCAs: roots, ServerName: node})
+				return tc, tc.HandshakeContext(ctx)
+			}}}
+		req, _ := http.NewRequest("GET", "https://"+node+"/healthz", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := do(cp.RESTConfig().BearerToken); code != 200 || body != "ok" {
+		t.Fatalf("healthz with the admin's token: %d %q", code, body)
+	}
+	if code, body := do("not-a-token"); code != 401 {
+		t.Fatalf("healthz with a bad token: %d %q, want 401", code, body)
+	}
+	// Nothing but edge nodes: no open relay on a TCP port.
+	if _, err := connectVia(t.Context(), "tcp", addr, "127.0.0.1:"+strings.Split(cp.URL(), ":")[2]); err == nil ||
+		!strings.Contains(err.Error(), "403") {
+		t.Fatalf("CONNECT to the API server through the TCP proxy: %v, want 403", err)
 	}
 }
