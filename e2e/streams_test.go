@@ -190,6 +190,11 @@ func TestKubectlLogsAndExec(t *testing.T) {
 	if out != "hello from stdin\n" {
 		t.Fatalf("kubectl exec -i cat: %q", out)
 	}
+	// 3 MiB through stdin: twelve windows, credits flowing back.
+	out = mustKubectl(t, strings.NewReader(strings.Repeat("x", 3<<20)), "exec", "-i", "-n", ns, "talker", "--", "wc", "-c")
+	if strings.TrimSpace(out) != fmt.Sprint(3<<20) {
+		t.Fatalf("kubectl exec -i wc -c of 3 MiB: %q", out)
+	}
 	// exec -it: a terminal both ways (kubectl wants one on its side too:
 	// script(1) gives it a pseudo-terminal).
 	if _, err := exec.LookPath("script"); err == nil {

@@ -65,15 +65,33 @@ func (c *countedConn) Close() error {
 	return err
 }
 
-// trySendFrame queues f without ending the session when the queue is full:
-// a stream loses its frame (and is closed), not the node its session.
-func (s *session) trySendFrame(f *protocol.Frame) error {
+// streamQueue is the most stream frames queued for the writer per session
+// (2 MiB of data at most), and streamBurst how many it sends between two
+// looks at the other frames (128 KiB).
+const (
+	streamQueue = 64
+	streamBurst = 4
+)
+
+// sendStreamFrame queues a stream frame on the session's stream queue,
+// waiting for room: the writer sends stream frames only when no other frame
+// waits, so streams share what the link leaves and never delay objects
+// and acks by more than streamBurst frames. It fails once the session
+// stops.
+func (s *session) sendStreamFrame(f *protocol.Frame) error {
 	b, err := protocol.Encode(f)
 	if err != nil {
 		return err
 	}
-	if !s.sendq.push(b) {
-		return errors.New("send queue full")
+	for !s.streamq.push(b) {
+		select {
+		case <-s.streamq.room:
+		case <-s.stopc:
+			return errors.New("session closed")
+		}
+	}
+	if s.streamq.hasRoom() {
+		signalChan(s.streamq.room) // the next waiting stream, if any
 	}
 	return nil
 }
@@ -81,7 +99,7 @@ func (s *session) trySendFrame(f *protocol.Frame) error {
 // newStreams makes the session's streams if the edge carries them.
 func (s *session) newStreams() {
 	if s.version >= 3 {
-		s.streams = streams.NewMux(s.trySendFrame, s.h.cfg.MaxStreamsPerNode, nil)
+		s.streams = streams.NewMux(s.sendStreamFrame, s.h.cfg.MaxStreamsPerNode, nil)
 	}
 }
 
