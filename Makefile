@@ -93,6 +93,10 @@ bench: build kube-binaries ## Go micro-benchmarks, then the suite (bench/out: re
 	mkdir -p $(BENCH_OUT)
 	$(GO) test -run '^$$' -bench . -timeout 5m ./... > $(BENCH_OUT)/gobench.txt 2>&1 || echo "make bench: some Go benchmarks failed; tether-bench reports which"
 	grep -E '^(Benchmark|ok|FAIL|---)' $(BENCH_OUT)/gobench.txt || true
+	@# kubectl logs (time to first byte) and exec (round trip) through the API server, the kubelet proxy and the tunnel: p50/p99 of 100 runs (root: containerd)
+	if [ "$$(id -u)" = 0 ]; then TETHER_BENCH_STREAMS=100 TETHER_BENCH_STREAMS_OUT=$(abspath $(BENCH_OUT))/streams.txt \
+	  $(GO) test -tags integration -count=1 -run '^TestStreamLatency$$' -timeout 10m ./e2e > $(BENCH_OUT)/streams.log 2>&1 \
+	  && cat $(BENCH_OUT)/streams.txt || echo "make bench: the stream latency run failed: $(BENCH_OUT)/streams.log"; fi
 	bin/tether-bench --nodes $(BENCH_NODES) --out $(BENCH_OUT) --bin bin --gobench $(BENCH_OUT)/gobench.txt $(BENCH_FLAGS)
 	@if [ "$$(id -u)" = 0 ]; then \
 	  echo "== e2e figures (pod start on containerd, edgecore binary RSS with 20 pods, device lag): $(BENCH_OUT)/e2e-figures.txt"; \

@@ -39,6 +39,10 @@ import (
 var (
 	cp     *controlplane.ControlPlane
 	client kubernetes.Interface
+	// egressSocket is the API server's egress proxy (cloudcore's kubelet
+	// proxy), served by the cloud of the test that needs it
+	// (startStreamCloud).
+	egressSocket string
 )
 
 // Timers shortened for tests: the node lifecycle controller marks a node
@@ -63,8 +67,10 @@ func run(m *testing.M) int {
 	defer os.RemoveAll(dir)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
+	egressSocket = filepath.Join(dir, "egress.sock")
 	cp, err = controlplane.Start(ctx, controlplane.Options{
 		Dir:                    filepath.Join(dir, "cp"),
+		EgressSocket:           egressSocket,
 		WithControllerManager:  true,
 		WithScheduler:          true,
 		NodeMonitorPeriod:      time.Second,

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -29,6 +30,7 @@ import (
 	"github.com/tether-edge/tether/edgecore/agent"
 	"github.com/tether-edge/tether/edgecore/credentials"
 	"github.com/tether-edge/tether/edgecore/devicetwin"
+	"github.com/tether-edge/tether/edgecore/kubeletserver"
 	"github.com/tether-edge/tether/edgecore/link"
 	"github.com/tether-edge/tether/edgecore/metaserver"
 	"github.com/tether-edge/tether/edgecore/nodestatus"
@@ -39,6 +41,7 @@ import (
 	"github.com/tether-edge/tether/edgecore/staticpods"
 	"github.com/tether-edge/tether/edgecore/store"
 	"github.com/tether-edge/tether/protocol"
+	"github.com/tether-edge/tether/streams"
 )
 
 // Config is edgecore's whole configuration, read from one YAML file. Zero
@@ -105,6 +108,13 @@ type Config struct {
 	Logger *slog.Logger `json:"-"`
 	// RuntimeImpl, if set, is used instead of the one Runtime names.
 	RuntimeImpl runtime.Runtime `json:"-"`
+	// KubeletSocket is the unix socket (mode 0600) where edgecore serves
+	// its kubelet API on the box, for `edgecore ctl logs|exec` with or
+	// without the cloud (default dataDir/kubelet.sock; "-": none).
+	KubeletSocket string `json:"kubeletSocket,omitempty"`
+	// KubeletStats, if set, serves the kubelet API's /stats/summary and
+	// /metrics/resource (package kubeletserver); unset, they answer 404.
+	KubeletStats http.Handler `json:"-"`
 }
 
 // CloudConfig says how to reach the hub.
@@ -362,6 +372,9 @@ func (c *Config) validate() error {
 	if c.DataDir == "" {
 		c.DataDir = "/var/lib/tether/edgecore"
 	}
+	if c.KubeletSocket == "" {
+		c.KubeletSocket = filepath.Join(c.DataDir, "kubelet.sock")
+	}
 	if c.Runtime == "" {
 		c.Runtime = "cri"
 	}
@@ -561,6 +574,10 @@ type EdgeCore struct {
 	criRuntime *cri.Runtime
 	// creds are the node's credentials; nil with Config.Cloud.Dialer.
 	creds *credentials.Credentials
+	// Kubelet is the kubelet API (logs, exec, attach, port-forward),
+	// served on the streams the hub opens through the tunnel (streamLn).
+	Kubelet  *kubeletserver.Server
+	streamLn *streams.Listener
 }
 
 // New checks cfg, opens the store and builds the components; nothing runs
@@ -700,7 +717,19 @@ func New(cfg Config) (*EdgeCore, error) {
 		}
 		obs = append(obs, ec.Devices)
 	}
+	ec.streamLn = streams.NewListener(64)
+	var krt kubeletserver.Runtime
+	if criRT != nil {
+		krt = criRT
+	}
+	ec.Kubelet, err = kubeletserver.New(kubeletserver.Config{NodeName: cfg.NodeName, Runtime: krt,
+		Pods: nodePods{db: db}, Stats: cfg.KubeletStats, Logger: log.With(slog.String("component", "kubelet"))})
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
 	ag, err = agent.New(agent.Config{
+		Streams:            ec.streamLn.Offer,
 		NodeName:           cfg.NodeName,
 		Labels:             cfg.Labels,
 		Backoff:            link.Backoff{Initial: cfg.ReconnectInitial.Duration, Max: cfg.ReconnectMax.Duration},
@@ -721,6 +750,7 @@ func New(cfg Config) (*EdgeCore, error) {
 			log.With(slog.String("component", "staticpods")))
 		ec.Pods.SetStaticPods(ec.Static)
 	}
+	ec.Kubelet.SetPods(nodePods{db: db, static: ec.Static})
 	return ec, nil
 }
 
@@ -739,6 +769,16 @@ func (ec *EdgeCore) Run(ctx context.Context) error {
 		g.Go(func() error { return ec.criRuntime.Start(ctx) })
 	}
 	g.Go(func() error { return ec.Agent.Start(ctx) })
+	g.Go(func() error { return ec.Kubelet.Serve(ctx, ec.streamLn) })
+	if ec.cfg.KubeletSocket != "-" {
+		ln, err := listenOwnerOnly(ec.cfg.KubeletSocket)
+		if err != nil {
+			// Local debugging is not worth stopping the node for.
+			ec.cfg.Logger.Error("kubelet API socket: edgecore ctl will not work", slog.Any("err", err))
+		} else {
+			g.Go(func() error { return ec.Kubelet.Serve(ctx, ln) })
+		}
+	}
 	if ec.MetaServer != nil {
 		g.Go(func() error { return ec.MetaServer.Start(ctx) })
 	}

@@ -155,6 +155,10 @@ func (f *Frame) message() validator {
 	add(f.DeviceStatus != nil, f.DeviceStatus)
 	add(f.CertRequest != nil, f.CertRequest)
 	add(f.CertIssued != nil, f.CertIssued)
+	add(f.StreamOpen != nil, f.StreamOpen)
+	add(f.StreamData != nil, f.StreamData)
+	add(f.StreamCredit != nil, f.StreamCredit)
+	add(f.StreamClose != nil, f.StreamClose)
 	if len(set) != 1 {
 		return nil
 	}
@@ -192,7 +196,8 @@ func (f *Frame) count() int {
 	for _, set := range []bool{f.Hello != nil, f.Welcome != nil, f.Upsert != nil, f.Delete != nil,
 		f.Ack != nil, f.Heartbeat != nil, f.ResyncDone != nil, f.NodeStatus != nil, f.PodStatus != nil,
 		f.PodTerminated != nil, f.Event != nil, f.Error != nil, f.MirrorPod != nil,
-		f.DeviceStatus != nil, f.CertRequest != nil, f.CertIssued != nil} {
+		f.DeviceStatus != nil, f.CertRequest != nil, f.CertIssued != nil, f.StreamOpen != nil,
+		f.StreamData != nil, f.StreamCredit != nil, f.StreamClose != nil} {
 		if set {
 			n++
 		}

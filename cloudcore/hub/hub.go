@@ -202,6 +202,15 @@ type Config struct {
 	UpstreamRate  float64
 	UpstreamBurst int
 
+	// MaxStreamsPerNode is the most byte streams (kubectl logs, exec,
+	// attach, port-forward, node proxy requests) open to one node at once
+	// (default 32), and MaxStreams through this hub in total (default
+	// 1,024). Each stream holds at most protocol.StreamWindow (256 KiB) of
+	// data queued each way, and its frames go through the session's send
+	// queue like the others: 32 streams fill at most 256 of its entries.
+	MaxStreamsPerNode int
+	MaxStreams        int
+
 	// HealthAddr, if set, is a plain HTTP listener (host:port; keep it on
 	// loopback or a private network) serving /healthz (the hub serves) and
 	// /readyz (the Source's caches are synced and the hub listens). The
@@ -297,6 +306,11 @@ func (c *Config) validateLimits(fds uint64) error {
 	if c.AcceptRatePerIP < 0 || c.AcceptBurstPerIP < 1 {
 		return fmt.Errorf("hub: limits must be positive: accept rate per IP %g burst %d", c.AcceptRatePerIP, c.AcceptBurstPerIP)
 	}
+	setDefault(&c.MaxStreamsPerNode, 32)
+	setDefault(&c.MaxStreams, 1024)
+	if c.MaxStreamsPerNode < 1 || c.MaxStreams < 1 {
+		return fmt.Errorf("hub: max streams %d, per node %d: must be positive", c.MaxStreams, c.MaxStreamsPerNode)
+	}
 	if c.MaxConns < 1 || c.MaxConnsPerIP < 1 || c.AcceptRate < 0 || c.AcceptBurst < 1 || c.MaxInventory < 1 ||
 		c.MaxUpstreamInFlight < 1 || c.UpstreamRate < 0 || c.UpstreamBurst < 1 {
 		return fmt.Errorf("hub: limits must be positive: max conns %d, per IP %d, accept rate %g burst %d, "+
@@ -320,6 +334,8 @@ type Hub struct {
 	log      *slog.Logger
 	upgrader websocket.Upgrader
 	stats    Stats
+	// streamsOpen counts the streams open through the hub (MaxStreams).
+	streamsOpen atomic.Int64
 	// listening is set while Serve serves.
 	listening atomic.Bool
 	// logTimeout and logRefused rate-limit log lines of limits hit.
@@ -717,6 +733,8 @@ type Stats struct {
 	eventsDropped     atomic.Int64
 	deleteScans       atomic.Int64
 	deleteScanned     atomic.Int64
+	streams           atomic.Int64
+	streamsRefused    atomic.Int64
 }
 
 // StatsSnapshot is a copy of the counters.
@@ -772,6 +790,10 @@ type StatsSnapshot struct {
 	// sent.
 	DeleteScans   int64 `json:"deleteScans"`
 	DeleteScanned int64 `json:"deleteScanned"`
+	// Streams counts the byte streams opened to nodes, StreamsRefused
+	// those refused by MaxStreams or MaxStreamsPerNode.
+	Streams        int64 `json:"streams"`
+	StreamsRefused int64 `json:"streamsRefused"`
 }
 
 // Stats returns the hub's counters.
@@ -789,6 +811,7 @@ func (h *Hub) Stats() StatsSnapshot {
 		InventoryRefused: s.inventoryRefused.Load(), UpstreamPaused: s.upstreamPaused.Load(),
 		UpstreamThrottled: s.upstreamThrottled.Load(), EventsDropped: s.eventsDropped.Load(),
 		DeleteScans: s.deleteScans.Load(), DeleteScanned: s.deleteScanned.Load(),
+		Streams: s.streams.Load(), StreamsRefused: s.streamsRefused.Load(),
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"runtime/debug"
 	"slices"
 	"sync"
@@ -62,6 +63,14 @@ type Config struct {
 	// Credentials, if set, renews the node's client certificate in the
 	// session (protocol version 2 and later).
 	Credentials Credentials
+	// Streams, if set, takes each byte stream the hub opens (protocol
+	// version 3: the API server's requests to the node's kubelet API); it
+	// must not block and reports false to refuse one. Nil refuses them all.
+	// A *streams.Listener's Offer is one.
+	Streams func(net.Conn) bool
+	// MaxStreams is the most streams open at once (default 32); the hub
+	// keeps its own cap too.
+	MaxStreams int
 }
 
 // Credentials are the node's client certificate, renewed through the hub.
@@ -101,8 +110,12 @@ func (c *Config) validate() error {
 	if c.StableAfter == 0 {
 		c.StableAfter = 30 * time.Second
 	}
+	if c.MaxStreams == 0 {
+		c.MaxStreams = 32
+	}
 	if c.Backoff.Initial < 0 || c.Backoff.Max < c.Backoff.Initial || c.Window < 1 || c.ResendAfter < 0 ||
-		c.NodeStatusInterval < 0 || c.NodeStatusCheck < 0 || c.NodeStatusCheck > c.NodeStatusInterval || c.OutboxMax < 0 {
+		c.NodeStatusInterval < 0 || c.NodeStatusCheck < 0 || c.NodeStatusCheck > c.NodeStatusInterval || c.OutboxMax < 0 ||
+		c.MaxStreams < 1 {
 		return fmt.Errorf("agent: bad timers or bounds in %+v", *c)
 	}
 	return nil
@@ -349,6 +362,8 @@ func (a *Agent) session(ctx context.Context, conn *link.Conn) error {
 	errc := make(chan error, 1)
 	done := make(chan struct{})
 	defer close(done)
+	mux := a.streams(conn, w)
+	defer mux.Close()
 	go func() {
 		for {
 			conn.SetReadTimeout(w.SessionTimeout.D())
@@ -362,6 +377,10 @@ func (a *Agent) session(ctx context.Context, conn *link.Conn) error {
 			if err != nil {
 				errc <- err
 				return
+			}
+			if f.IsStream() {
+				mux.Handle(f) // streams.go
+				continue
 			}
 			select {
 			case frames <- f:

@@ -29,6 +29,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
+// KubeletPort is the kubelet endpoint the node reports (protocol.KubeletPort).
+const KubeletPort = 10250
+
 // KubeletVersion is what the node reports as its kubelet version.
 const KubeletVersion = "v1.31.4-tether"
 
@@ -102,6 +105,9 @@ func (s *Source) Status() *corev1.NodeStatus {
 		Allocatable: capacity.DeepCopy(),
 		Conditions:  conds,
 		Addresses:   addrs,
+		// The API server asks its egress proxy (cloudcore) for
+		// <node name>:<this port>; nothing listens on it at the edge.
+		DaemonEndpoints: corev1.NodeDaemonEndpoints{KubeletEndpoint: corev1.DaemonEndpoint{Port: KubeletPort}},
 		NodeInfo: corev1.NodeSystemInfo{
 			MachineID:               readTrim("/etc/machine-id"),
 			SystemUUID:              readTrim("/sys/class/dmi/id/product_uuid"),
