@@ -143,6 +143,12 @@ func connect(t *testing.T, url string, inv []protocol.ObjectRef) *fakeEdge {
 // Hello as node, and waits for the Welcome; a refusal is the error.
 func dialAs(t *testing.T, url string, cert *tls.Certificate, node string, inv []protocol.ObjectRef) (*fakeEdge, error) {
 	t.Helper()
+	return dialVersion(t, url, cert, node, inv, protocol.Version)
+}
+
+// dialVersion is dialAs for an edge speaking protocol version.
+func dialVersion(t *testing.T, url string, cert *tls.Certificate, node string, inv []protocol.ObjectRef, version uint32) (*fakeEdge, error) {
+	t.Helper()
 	tc := &tls.Config{InsecureSkipVerify: true}
 	if cert != nil {
 		tc.Certificates = []tls.Certificate{*cert}
@@ -173,7 +179,7 @@ func dialAs(t *testing.T, url string, cert *tls.Certificate, node string, inv []
 			e.frames <- f
 		}
 	}()
-	e.send(&protocol.Frame{Hello: &protocol.Hello{ProtocolVersion: protocol.Version, MinVersion: 1, NodeName: node, Inventory: inv}})
+	e.send(&protocol.Frame{Hello: &protocol.Hello{ProtocolVersion: version, MinVersion: 1, NodeName: node, Inventory: inv}})
 	f, ok := <-e.frames
 	switch {
 	case !ok:
