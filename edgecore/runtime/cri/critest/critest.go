@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	goruntime "runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -205,15 +206,28 @@ func (c *Containerd) run(ctx context.Context) error {
 	// only, which removes the sandboxes (and their network namespaces)
 	// before it stops containerd. Pdeathsig still ends it with the parent.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("critest: start containerd: %w", err)
-	}
+	// Pdeathsig fires when the thread that forked the child exits, and the
+	// Go runtime ends a thread whose goroutine exits while locked to it
+	// (childproc does that each time a child it started, such as
+	// metrics-server, exits): so containerd is forked and waited for on a
+	// goroutine locked to its thread, which lives as long as containerd.
 	exited := make(chan struct{})
-	c.cmd, c.exited = cmd, exited
+	started := make(chan error, 1)
 	go func() {
+		goruntime.LockOSThread()
+		if err := cmd.Start(); err != nil {
+			goruntime.UnlockOSThread()
+			started <- err
+			return
+		}
+		started <- nil
 		cmd.Wait()
 		close(exited)
 	}()
+	if err := <-started; err != nil {
+		return fmt.Errorf("critest: start containerd: %w", err)
+	}
+	c.cmd, c.exited = cmd, exited
 	return c.waitReady(ctx)
 }
 
