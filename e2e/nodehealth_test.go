@@ -15,6 +15,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/tether-edge/tether/edgecore"
 	"github.com/tether-edge/tether/edgecore/nodestatus"
@@ -109,6 +110,18 @@ func TestNodeNotReadyWhileContainerdDown(t *testing.T) {
 	took, _ = waitReady(t, e.name, corev1.ConditionTrue, nodestatus.ReasonReady, time.Minute)
 	t.Logf("containerd restarted in %s: Ready=True in the API server %s later", restarted.Round(10*time.Millisecond),
 		took.Round(10*time.Millisecond))
+
+	// The edge's events tell the story, as a kubelet's: NodeReady at
+	// start, NodeNotReady, NodeReady again (counted twice).
+	evs := waitEvents(t, "", "Node", e.name, types.UID(e.name), 30*time.Second, "node events", func(evs []corev1.Event) error {
+		notReady := findEvent(evs, "Normal", "NodeNotReady", "Node "+e.name+" status is now: NodeNotReady")
+		ready := findEvent(evs, "Normal", "NodeReady", "Node "+e.name+" status is now: NodeReady")
+		if notReady == nil || ready == nil || ready.Count < 2 || notReady.Source.Host != e.name {
+			return fmt.Errorf("no NodeNotReady, and NodeReady twice, from the edge")
+		}
+		return nil
+	})
+	t.Logf("node events:\n%s", eventLines(evs))
 }
 
 // TestDiskPressureEvictsBestEffortNotCritical: the edge's data directory

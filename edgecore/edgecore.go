@@ -92,9 +92,11 @@ type Config struct {
 	// OutboxMax bounds the updates queued while the cloud is away
 	// (default 10000; statuses are coalesced per pod, events dropped first).
 	OutboxMax int `json:"outboxMax,omitempty"`
-	// NodeEvents records the Starting and NodeReady events about the node
-	// at each start, as the kubelet does (default true; the simulator's
-	// hollow nodes turn it off). Events about pods are always recorded.
+	// NodeEvents records the events about the node that the kubelet
+	// records: Starting at each start, and NodeReady, NodeNotReady,
+	// NodeHasSufficientMemory, NodeHasDiskPressure... when its conditions
+	// change (all of them at start) (default true; the simulator's hollow
+	// nodes turn it off). Events about pods are always recorded.
 	NodeEvents *bool `json:"nodeEvents,omitempty"`
 	// PodWorkers is how many pods are synced or killed at once (default 8;
 	// one pod is never synced twice at once).
@@ -689,9 +691,19 @@ func New(cfg Config) (*EdgeCore, error) {
 		}
 		db.Close()
 	}
+	// The node's condition events, observed on the monitor's goroutine.
+	var condEvents *events.NodeConditions
+	if *cfg.NodeEvents {
+		condEvents = &events.NodeConditions{Node: cfg.NodeName, Recorder: rec}
+	}
 	health := nodestatus.MonitorConfig{Period: cfg.NodeHealth.Period.Duration, Thresholds: cfg.NodeHealth.thresholds(),
 		DataDir: cfg.DataDir, Logger: log.With(slog.String("component", "nodestatus")),
-		Changed: func() { ag.NodeStatusChanged() }}
+		Changed: func() {
+			ag.NodeStatusChanged()
+			if condEvents != nil {
+				condEvents.Observe(ec.Health.Conditions(time.Now()))
+			}
+		}}
 	reported := pods.NewReported()
 	ec.Pods, err = pods.New(pods.Config{ResyncInterval: cfg.PodResyncInterval.Duration, OutboxMax: cfg.OutboxMax,
 		PodWorkers: cfg.PodWorkers, Reported: reported},
@@ -803,7 +815,6 @@ func (ec *EdgeCore) Run(ctx context.Context) error {
 	if *ec.cfg.NodeEvents {
 		node := events.NodeObject(ec.cfg.NodeName)
 		ec.Events.Record(events.Eventf(node, events.Normal, events.Starting, "Starting edgecore."))
-		ec.Events.Record(events.Eventf(node, events.Normal, events.NodeReady, "Node %s status is now: %s", ec.cfg.NodeName, events.NodeReady))
 	}
 	g.Go(func() error { return ec.Events.Start(ctx) })
 	g.Go(func() error { return ec.Health.Start(ctx) })

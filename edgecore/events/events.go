@@ -59,10 +59,67 @@ const (
 	FailedCreatePodSandBox Reason = "FailedCreatePodSandBox"
 	SandboxChanged         Reason = "SandboxChanged"
 	// The node.
-	Starting     Reason = "Starting"
-	NodeReady    Reason = "NodeReady"
-	NodeNotReady Reason = "NodeNotReady"
+	Starting                  Reason = "Starting"
+	NodeReady                 Reason = "NodeReady"
+	NodeNotReady              Reason = "NodeNotReady"
+	NodeHasSufficientMemory   Reason = "NodeHasSufficientMemory"
+	NodeHasInsufficientMemory Reason = "NodeHasInsufficientMemory"
+	NodeHasNoDiskPressure     Reason = "NodeHasNoDiskPressure"
+	NodeHasDiskPressure       Reason = "NodeHasDiskPressure"
+	NodeHasSufficientPID      Reason = "NodeHasSufficientPID"
+	NodeHasInsufficientPID    Reason = "NodeHasInsufficientPID"
 )
+
+// NodeConditions records the kubelet's events when the node's conditions
+// change: NodeReady or NodeNotReady, NodeHasSufficientMemory or
+// NodeHasInsufficientMemory, and the same for disk and PID pressure, each
+// "Node <name> status is now: <reason>". The first Observe records every
+// condition's, as the kubelet does at its start. It is not safe for
+// concurrent use: one goroutine observes.
+type NodeConditions struct {
+	Node     string
+	Recorder interface{ Record(Event) }
+	// last status seen per condition.
+	last map[corev1.NodeConditionType]corev1.ConditionStatus
+}
+
+// Observe takes the node's conditions now.
+func (n *NodeConditions) Observe(conds []corev1.NodeCondition) {
+	if n.last == nil {
+		n.last = map[corev1.NodeConditionType]corev1.ConditionStatus{}
+	}
+	for _, c := range conds {
+		if prev, ok := n.last[c.Type]; ok && prev == c.Status {
+			continue
+		}
+		n.last[c.Type] = c.Status
+		var r Reason
+		bad := c.Status == corev1.ConditionTrue
+		switch c.Type {
+		case corev1.NodeReady:
+			r, bad = NodeReady, c.Status != corev1.ConditionTrue
+			if bad {
+				r = NodeNotReady
+			}
+		case corev1.NodeMemoryPressure:
+			r = pick(bad, NodeHasInsufficientMemory, NodeHasSufficientMemory)
+		case corev1.NodeDiskPressure:
+			r = pick(bad, NodeHasDiskPressure, NodeHasNoDiskPressure)
+		case corev1.NodePIDPressure:
+			r = pick(bad, NodeHasInsufficientPID, NodeHasSufficientPID)
+		default:
+			continue
+		}
+		n.Recorder.Record(Eventf(NodeObject(n.Node), Normal, r, "Node %s status is now: %s", n.Node, r))
+	}
+}
+
+func pick(bad bool, ifBad, ifGood Reason) Reason {
+	if bad {
+		return ifBad
+	}
+	return ifGood
+}
 
 // Object is what an event is about.
 type Object struct {

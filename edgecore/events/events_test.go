@@ -236,3 +236,37 @@ func TestRecorderOutboxMax(t *testing.T) {
 		t.Fatalf("%d events in the outbox, want OutboxMax 10", n)
 	}
 }
+
+type recorded []Event
+
+func (r *recorded) Record(e Event) { *r = append(*r, e) }
+
+// The node's condition events: all at the first observation, then only
+// changes, with the kubelet's reasons.
+func TestNodeConditions(t *testing.T) {
+	var got recorded
+	n := &NodeConditions{Node: "edge-1", Recorder: &got}
+	cond := func(typ corev1.NodeConditionType, st corev1.ConditionStatus) corev1.NodeCondition {
+		return corev1.NodeCondition{Type: typ, Status: st}
+	}
+	healthy := []corev1.NodeCondition{cond(corev1.NodeMemoryPressure, corev1.ConditionFalse),
+		cond(corev1.NodeDiskPressure, corev1.ConditionFalse), cond(corev1.NodePIDPressure, corev1.ConditionFalse),
+		cond(corev1.NodeReady, corev1.ConditionTrue)}
+	n.Observe(healthy)
+	n.Observe(healthy)
+	sick := []corev1.NodeCondition{cond(corev1.NodeMemoryPressure, corev1.ConditionFalse),
+		cond(corev1.NodeDiskPressure, corev1.ConditionTrue), cond(corev1.NodePIDPressure, corev1.ConditionFalse),
+		cond(corev1.NodeReady, corev1.ConditionFalse)}
+	n.Observe(sick)
+	var reasons []string
+	for _, e := range got {
+		if e.Object != NodeObject("edge-1") || e.Type != Normal || e.Message != "Node edge-1 status is now: "+string(e.Reason) {
+			t.Errorf("event %+v", e)
+		}
+		reasons = append(reasons, string(e.Reason))
+	}
+	want := "NodeHasSufficientMemory NodeHasNoDiskPressure NodeHasSufficientPID NodeReady NodeHasDiskPressure NodeNotReady"
+	if strings.Join(reasons, " ") != want {
+		t.Fatalf("reasons %v, want %s", reasons, want)
+	}
+}
