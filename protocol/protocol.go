@@ -26,7 +26,14 @@ import (
 //	  2 or more, so a version 1 hub never sees one. A Seq'd message answered
 //	  ErrorUnknownMessage is not sent again in that session. Error codes
 //	  Revoked and Expired.
-const Version uint32 = 2
+//	3 (2026-12-06): reserved for the stream frames of the streams13 branch
+//	  (logs, exec); this branch does not send them.
+//	4 (2026-12-06): kinds Service and EndpointSlice. The hub sends them
+//	  only in a session whose version is 4 or more (Kind.Since): an older
+//	  edge would reject every one in its Ack and hold nothing of them, but
+//	  would also count them as rejections in its logs at every change. An
+//	  EndpointSlice is the node's filtered copy (see KindEndpointSlice).
+const Version uint32 = 4
 
 // MinVersion is the oldest protocol version this build still speaks.
 const MinVersion uint32 = 1
@@ -50,11 +57,30 @@ const (
 	// protobuf encoding).
 	KindDeviceModel Kind = 4
 	KindDevice      Kind = 5
+	// KindService is a core/v1 Service of a namespace the node runs pods
+	// in. Since version 4.
+	KindService Kind = 6
+	// KindEndpointSlice is a discovery.k8s.io/v1 EndpointSlice of such a
+	// Service, filtered for the node: it holds only the endpoints the node
+	// can reach (cloudcore's dispatch package says which), and its
+	// ResourceVersion is a hash of that content, not the API server's.
+	// Since version 4.
+	KindEndpointSlice Kind = 7
 )
+
+// Since returns the oldest protocol version whose peers know k. The hub
+// sends an object of k only in a session of that version or newer.
+func (k Kind) Since() uint32 {
+	switch k {
+	case KindService, KindEndpointSlice:
+		return 4
+	}
+	return 1
+}
 
 // Kinds lists every known Kind in the order the hub sends upserts: objects
 // that others refer to come first.
-var Kinds = []Kind{KindConfigMap, KindSecret, KindDeviceModel, KindDevice, KindPod}
+var Kinds = []Kind{KindConfigMap, KindSecret, KindDeviceModel, KindDevice, KindService, KindEndpointSlice, KindPod}
 
 func (k Kind) String() string {
 	switch k {
@@ -68,13 +94,17 @@ func (k Kind) String() string {
 		return "DeviceModel"
 	case KindDevice:
 		return "Device"
+	case KindService:
+		return "Service"
+	case KindEndpointSlice:
+		return "EndpointSlice"
 	}
 	return fmt.Sprintf("Kind(%d)", uint8(k))
 }
 
 // Valid reports whether k is a kind this build knows.
 func (k Kind) Valid() bool {
-	return k >= KindPod && k <= KindDevice
+	return k >= KindPod && k <= KindEndpointSlice
 }
 
 // ObjectRef identifies one version of one object. The edge lists what it holds

@@ -310,7 +310,7 @@ func TestPodStatusNotSentDown(t *testing.T) {
 		}
 		// Encode sends the same version Desired lists.
 		o := protocol.Object{Kind: protocol.KindPod, UID: string(web.UID), Namespace: ns, Name: "web"}
-		if ok, err := d.Encode(&o); !ok || err != nil {
+		if ok, err := d.Encode("", &o); !ok || err != nil {
 			t.Fatalf("%s: Encode: %v %v", c.name, ok, err)
 		}
 		if o.ResourceVersion != after {

@@ -50,7 +50,7 @@ func (m *memSource) Desired(node string, dst []protocol.Object) []protocol.Objec
 	return dst
 }
 
-func (m *memSource) Encode(o *protocol.Object) (bool, error) {
+func (m *memSource) Encode(_ string, o *protocol.Object) (bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	cur, ok := m.objs[o.UID]
@@ -143,6 +143,13 @@ func connect(t *testing.T, url string, inv []protocol.ObjectRef) *fakeEdge {
 // Hello as node, and waits for the Welcome; a refusal is the error.
 func dialAs(t *testing.T, url string, cert *tls.Certificate, node string, inv []protocol.ObjectRef) (*fakeEdge, error) {
 	t.Helper()
+	return dialVersion(t, url, cert, node, inv, protocol.Version)
+}
+
+// dialVersion is dialAs for an edge that speaks protocol versions 1 to
+// version.
+func dialVersion(t *testing.T, url string, cert *tls.Certificate, node string, inv []protocol.ObjectRef, version uint32) (*fakeEdge, error) {
+	t.Helper()
 	tc := &tls.Config{InsecureSkipVerify: true}
 	if cert != nil {
 		tc.Certificates = []tls.Certificate{*cert}
@@ -173,7 +180,7 @@ func dialAs(t *testing.T, url string, cert *tls.Certificate, node string, inv []
 			e.frames <- f
 		}
 	}()
-	e.send(&protocol.Frame{Hello: &protocol.Hello{ProtocolVersion: protocol.Version, MinVersion: 1, NodeName: node, Inventory: inv}})
+	e.send(&protocol.Frame{Hello: &protocol.Hello{ProtocolVersion: version, MinVersion: 1, NodeName: node, Inventory: inv}})
 	f, ok := <-e.frames
 	switch {
 	case !ok:
@@ -429,7 +436,7 @@ func TestDeleteOrder(t *testing.T) {
 		}
 		got = append(got, f.Delete.UID)
 	}
-	want := "Pod Device DeviceModel Secret ConfigMap"
+	want := "Pod EndpointSlice Service Device DeviceModel Secret ConfigMap"
 	if strings.Join(got, " ") != want {
 		t.Fatalf("deletes in order %v, want %s", got, want)
 	}
@@ -534,5 +541,41 @@ func TestNoKeepAlive(t *testing.T) {
 	}
 	if on != 0 {
 		t.Fatal("SO_KEEPALIVE is on")
+	}
+}
+
+// An edge of protocol version 3 or older gets no Service or EndpointSlice
+// (kinds of version 4); a newer one gets them.
+func TestNewKindsGatedOnVersion(t *testing.T) {
+	src, url := startHub(t, Config{})
+	src.mu.Lock()
+	src.objs["svc"] = protocol.Object{Kind: protocol.KindService, UID: "svc", Namespace: "ns", Name: "web", ResourceVersion: "1"}
+	src.objs["es"] = protocol.Object{Kind: protocol.KindEndpointSlice, UID: "es", Namespace: "ns", Name: "web-1", ResourceVersion: "e1.x"}
+	src.objs["pod"] = protocol.Object{Kind: protocol.KindPod, UID: "pod", Namespace: "ns", Name: "p", ResourceVersion: "1"}
+	src.mu.Unlock()
+	for _, c := range []struct {
+		version uint32
+		want    string
+	}{{2, "Pod"}, {3, "Pod"}, {protocol.Version, "Service EndpointSlice Pod"}} {
+		e, err := dialVersion(t, url, issueCert(t, "n1", "id-n1"), "n1", nil, c.version)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for {
+			f := e.recv()
+			if f.ResyncDone != nil {
+				break
+			}
+			if f.Upsert == nil {
+				t.Fatalf("version %d: want Upsert or ResyncDone, got %+v", c.version, f)
+			}
+			got = append(got, f.Upsert.Object.Kind.String())
+			e.ack(f.Seq)
+		}
+		if strings.Join(got, " ") != c.want {
+			t.Errorf("version %d: sent %v, want %s", c.version, got, c.want)
+		}
+		e.ws.Close()
 	}
 }

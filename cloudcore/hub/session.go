@@ -550,6 +550,9 @@ func (s *session) reconcile() {
 	now := time.Now()
 	for i := range s.buf {
 		o := &s.buf[i]
+		if o.Kind.Since() > s.version {
+			continue // the edge does not know the kind: it holds none
+		}
 		k := objKey{o.Kind, o.UID}
 		s.want[k] = struct{}{}
 		if a, ok := s.acked[k]; ok && a.rv == o.ResourceVersion {
@@ -562,7 +565,7 @@ func (s *session) reconcile() {
 			s.blocked = true
 			continue // keep filling want, for the deletes below
 		}
-		if ok, err := s.h.source.Encode(o); !ok || err != nil {
+		if ok, err := s.h.source.Encode(s.node, o); !ok || err != nil {
 			if err != nil {
 				s.log.Error("encode object", slog.String("kind", o.Kind.String()), slog.String("name", o.Name), slog.Any("err", err))
 			}

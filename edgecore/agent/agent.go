@@ -666,6 +666,10 @@ func checkObject(o *protocol.Object) error {
 		err = json.Unmarshal(o.Data, new(devicesapi.DeviceModel))
 	case protocol.KindDevice:
 		err = json.Unmarshal(o.Data, new(devicesapi.Device))
+	case protocol.KindService:
+		_, err = protocol.DecodeService(o.Data)
+	case protocol.KindEndpointSlice:
+		_, err = protocol.DecodeEndpointSlice(o.Data)
 	default:
 		err = fmt.Errorf("unknown kind %d", o.Kind)
 	}
