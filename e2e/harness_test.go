@@ -257,9 +257,11 @@ type edge struct {
 	// devices is the edge's devices config; start gives an embedded broker
 	// a free port unless addr is set (1883 may be taken on the machine).
 	devices edgecore.DevicesConfig
-	ec      *edgecore.EdgeCore
-	cancel  context.CancelFunc
-	done    chan error
+	// dns is the edge's resolver config (off unless a test sets it).
+	dns    edgecore.DNSConfig
+	ec     *edgecore.EdgeCore
+	cancel context.CancelFunc
+	done   chan error
 }
 
 func startEdge(t *testing.T, c *cloud, name string) *edge {
@@ -372,6 +374,7 @@ func (e *edge) start() {
 		StaticPodPath:     filepath.Join(e.dir, "manifests"),
 		MetaServer:        edgecore.MetaServerConfig{Addr: "127.0.0.1:0"}, // a port per edge
 		Devices:           e.devices,
+		DNS:               e.dns,
 		Logger:            testLogger(e.t).With(slog.String("side", "edge")),
 	}
 	if e.cri != nil {
