@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,6 +20,7 @@ import (
 	"golang.org/x/net/dns/dnsmessage"
 
 	"github.com/tether-edge/tether/edgecore"
+	"github.com/tether-edge/tether/edgecore/nodestatus"
 	"github.com/tether-edge/tether/protocol"
 )
 
@@ -184,5 +187,57 @@ func TestServicesReachEdgeFiltered(t *testing.T) {
 	})
 	if got, _ := lookupA(t, r.Addr(), webName); got != "["+web.Spec.ClusterIP+"]" {
 		t.Fatalf("web after reconnect: %s", got)
+	}
+}
+
+// A pod in containerd with dnsPolicy ClusterFirst (the default) resolves a
+// Service name through the edge's resolver, which cri.clusterDNS names for
+// it, and keeps resolving it with the cloud cut; an outside name fails
+// cleanly (the test's upstream is a closed loopback port: no traffic leaves
+// the machine, and no ClusterIP is ever called).
+func TestCRIPodResolvesService(t *testing.T) {
+	ns := namespace(t)
+	c := startCloud(t)
+	e := newCRIEdge(t, c, "e2e-cri-dns")
+	ip := nodestatus.FirstIPv4()
+	if ip == "" {
+		t.Skip("no non-loopback IPv4 address for the resolver")
+	}
+	e.dns = edgecore.DNSConfig{Enable: true, Addr: net.JoinHostPort(ip, "53"), Upstreams: []string{"127.0.0.1:9"},
+		Allowed: []string{containerd(t).Subnet}}
+	e.start()
+	web, err := client.CoreV1().Services(ns).Create(t.Context(), &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web"},
+		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 80}}}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := criPod(t, ns, "asker", e.name, `while true; do echo "round"; nslookup web.`+ns+`.svc.cluster.local; nslookup outside.example.org; sleep 0.5; done`)
+	p = createPod(t, p)
+	p = waitPod(t, ns, p.Name, 90*time.Second, "Running and Ready", runningAndReady)
+	log := e.logFile(p, 0)
+	waitFileHolds(t, log, "Address: "+web.Spec.ClusterIP, 30*time.Second)
+	// The pod's resolv.conf names the edge's resolver.
+	b, err := os.ReadFile(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), "Server:") || !strings.Contains(string(b), ip) {
+		t.Errorf("nslookup did not ask %s: %s", ip, tailString(string(b), 500))
+	}
+
+	e.link.Cut()
+	cutAt := len(b)
+	eventually(t, 30*time.Second, "the pod resolves web with the cloud cut", func() (bool, error) {
+		b, err := os.ReadFile(log)
+		if err != nil || len(b) < cutAt {
+			return false, err
+		}
+		after := string(b[cutAt:])
+		return strings.Count(after, "Address: "+web.Spec.ClusterIP) >= 2, fmt.Errorf("after the cut: %q", tailString(after, 300))
+	})
+	if st := e.ec.Resolver.Stats(); st.Answered == 0 || st.NotAllowed != 0 {
+		t.Errorf("resolver stats %+v", st)
+	} else {
+		t.Logf("resolver stats %+v", st)
 	}
 }
