@@ -225,7 +225,7 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 	}
 	if _, err := d.sliceInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    d.namespaceChanged,
-		UpdateFunc: func(_, obj any) { d.namespaceChanged(obj) },
+		UpdateFunc: d.sliceChanged,
 		DeleteFunc: func(obj any) {
 			e := obj
 			if t, ok := e.(cache.DeletedFinalStateUnknown); ok {

@@ -277,6 +277,50 @@ func (d *Dispatcher) namespaceChanged(obj any) {
 	}
 }
 
+// sliceChanged tells the nodes an update of an EndpointSlice concerns. When
+// only its endpoints changed (the common case: a pod became ready, one was
+// replaced) and its Service keeps to the node-only filter, only the nodes
+// named by an endpoint before or after hold a different copy: the others'
+// copies lack those endpoints either way. Otherwise every node of the
+// namespace is told.
+func (d *Dispatcher) sliceChanged(old, obj any) {
+	o, ok1 := old.(*discoveryv1.EndpointSlice)
+	e, ok2 := obj.(*discoveryv1.EndpointSlice)
+	if !ok1 || !ok2 || !onlyEndpointsDiffer(o, e) {
+		d.namespaceChanged(obj)
+		return
+	}
+	if s, err := d.svcs.Services(e.Namespace).Get(e.Labels[discoveryv1.LabelServiceName]); err != nil ||
+		s.Annotations[EndpointsAnnotation] == endpointsSite {
+		d.namespaceChanged(obj)
+		return
+	}
+	seen := map[string]bool{}
+	for _, eps := range [][]discoveryv1.Endpoint{o.Endpoints, e.Endpoints} {
+		for _, ep := range eps {
+			if ep.NodeName == nil || seen[*ep.NodeName] {
+				continue
+			}
+			seen[*ep.NodeName] = true
+			if d.nodeRunsIn(*ep.NodeName, e.Namespace) {
+				d.notifier.NodeChanged(*ep.NodeName)
+			}
+		}
+	}
+}
+
+// onlyEndpointsDiffer reports whether a and b differ in nothing a node's
+// copy holds but their endpoints.
+func onlyEndpointsDiffer(a, b *discoveryv1.EndpointSlice) bool {
+	ca, cb := *a, *b
+	ca.Endpoints, cb.Endpoints = nil, nil
+	ca.ResourceVersion, cb.ResourceVersion = "", ""
+	ca.ManagedFields, cb.ManagedFields = nil, nil
+	ba, err1 := ca.Marshal()
+	bb, err2 := cb.Marshal()
+	return err1 == nil && err2 == nil && string(ba) == string(bb)
+}
+
 // siteChanged tells every edge node: the site of a node changed, and with it
 // which endpoints the nodes of both sites hold.
 func (d *Dispatcher) siteChanged() {
