@@ -8,6 +8,7 @@ import (
 
 	"github.com/fxamacker/cbor/v2"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -254,4 +255,53 @@ func BenchmarkCodec(b *testing.B) {
 		}
 		b.ReportMetric(float64(n), "bytes/frame")
 	})
+}
+
+// Services and EndpointSlices travel as their protobuf encodings, in kinds
+// 6 and 7 that peers know from version 4; every kind is in Kinds once,
+// valid and named.
+func TestServiceKinds(t *testing.T) {
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web", UID: "u"},
+		Spec: corev1.ServiceSpec{ClusterIP: "10.96.0.10", Ports: []corev1.ServicePort{{Name: "http", Port: 80}}}}
+	node := "edge-1"
+	es := &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web-1", UID: "e"},
+		AddressType: discoveryv1.AddressTypeIPv4, Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"10.244.0.5"}, NodeName: &node}}}
+	sb, err := EncodeService(svc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eb, err := EncodeEndpointSlice(es)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range []Object{{Kind: KindService, UID: "u", Namespace: "shop", Name: "web", ResourceVersion: "1", Data: sb},
+		{Kind: KindEndpointSlice, UID: "e", Namespace: "shop", Name: "web-1", ResourceVersion: "e1.x", Data: eb}} {
+		wire, err := Encode(&Frame{Seq: 1, Upsert: &Upsert{Object: o}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := Decode(wire)
+		if err != nil || f.Upsert.Object.Kind != o.Kind {
+			t.Fatalf("%s: %v %+v", o.Kind, err, f)
+		}
+	}
+	if s, err := DecodeService(sb); err != nil || s.Spec.ClusterIP != "10.96.0.10" {
+		t.Fatalf("service: %v %+v", err, s)
+	}
+	if e, err := DecodeEndpointSlice(eb); err != nil || *e.Endpoints[0].NodeName != node {
+		t.Fatalf("endpointslice: %v %+v", err, e)
+	}
+	if _, err := DecodeEndpointSlice([]byte{0xff, 0xff}); err == nil {
+		t.Fatal("garbage decoded as an endpointslice")
+	}
+	seen := map[Kind]bool{}
+	for _, k := range Kinds {
+		if seen[k] || !k.Valid() || strings.HasPrefix(k.String(), "Kind(") || k.Since() > Version {
+			t.Errorf("kind %d: duplicate %v valid %v name %s since %d", k, seen[k], k.Valid(), k, k.Since())
+		}
+		seen[k] = true
+	}
+	if KindService.Since() != 4 || KindEndpointSlice.Since() != 4 || KindDevice.Since() != 1 || Kind(8).Valid() {
+		t.Fatal("Since or Valid")
+	}
 }
