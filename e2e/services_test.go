@@ -149,6 +149,32 @@ func TestServicesReachEdgeFiltered(t *testing.T) {
 		return got == "["+web.Spec.ClusterIP+"]", fmt.Errorf("web: %s", got)
 	})
 
+	// An endpoint change in the API server reaches the edge's DNS answers.
+	if got, _ := lookupA(t, r.Addr(), dbName); got != "[10.244.1.6]" {
+		t.Fatalf("headless db: %s, want the endpoint on this node", got)
+	}
+	db1, err := client.DiscoveryV1().EndpointSlices(ns).Get(t.Context(), "db-1", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ready, node := true, e.name
+	db1.Endpoints = append(db1.Endpoints, discoveryv1.Endpoint{Addresses: []string{"10.244.1.7"}, NodeName: &node,
+		Conditions: discoveryv1.EndpointConditions{Ready: &ready}})
+	changed := time.Now()
+	if _, err := client.DiscoveryV1().EndpointSlices(ns).Update(t.Context(), db1, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if got, _ := lookupA(t, r.Addr(), dbName); got == "[10.244.1.6 10.244.1.7]" {
+			break
+		}
+		if time.Since(changed) > 30*time.Second {
+			t.Fatal("a new endpoint of db did not reach the edge's DNS")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	t.Logf("endpoint change in the API server to the edge's DNS answer: %s", time.Since(changed).Round(time.Millisecond))
+
 	// The cloud is cut: answers come from the store. db is deleted
 	// meanwhile.
 	e.link.Cut()
@@ -169,8 +195,8 @@ func TestServicesReachEdgeFiltered(t *testing.T) {
 	slices.Sort(lat)
 	t.Logf("DNS answers from the store with the cloud cut: p50 %s p99 %s (%d queries, one socket each)",
 		lat[len(lat)/2], lat[len(lat)*99/100], len(lat))
-	if got, _ := lookupA(t, r.Addr(), dbName); got != "[10.244.1.6]" {
-		t.Fatalf("headless db with the cloud cut: %s, want the endpoint on this node", got)
+	if got, _ := lookupA(t, r.Addr(), dbName); got != "[10.244.1.6 10.244.1.7]" {
+		t.Fatalf("headless db with the cloud cut: %s, want the endpoints on this node", got)
 	}
 	if got, _ := lookupA(t, r.Addr(), "nope."+ns+".svc.cluster.local."); got != "NXDOMAIN" {
 		t.Fatalf("unknown service: %s", got)
