@@ -24,9 +24,13 @@ const (
 	forward                // not a cluster name: ask upstream
 )
 
+// maxTCPAnswer is the largest answer over TCP (its length prefix is 16 bits).
+const maxTCPAnswer = 65535
+
 // answer decides the reply to the query q from t, for the cluster domain
-// (lower case, with a trailing dot). It is pure: no IO, no clock.
-func answer(t *table, domain string, q []byte) (verdict, []byte) {
+// (lower case, with a trailing dot), over TCP or UDP. It is pure: no IO, no
+// clock.
+func answer(t *table, domain string, q []byte, tcp bool) (verdict, []byte) {
 	var p dnsmessage.Parser
 	h, err := p.Start(q)
 	if err != nil {
@@ -62,6 +66,9 @@ func answer(t *table, domain string, q []byte) (verdict, []byte) {
 				}
 			}
 		}
+	}
+	if tcp {
+		size = maxTCPAnswer
 	}
 	name := strings.ToLower(question.Name.String())
 	if name != domain && !strings.HasSuffix(name, "."+domain) {

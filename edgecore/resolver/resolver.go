@@ -36,8 +36,9 @@
 //   - A query over 512 bytes is dropped (a question is at most 255 bytes of
 //     name; EDNS options add little). Answers over UDP fit in 512 bytes, or
 //     the EDNS size the client announced (at most 1232); what does not fit
-//     is cut and the reply marked truncated. No TCP: a client gets the
-//     records that fit.
+//     is cut and the reply marked truncated; the client may ask again over
+//     TCP on the same address and port (at most 16 connections at once, 8
+//     queries each, 5 seconds each; 64 KiB answers).
 //   - Config.Rate queries per second per source address (default 200, burst
 //     Config.Burst 400); beyond that queries are dropped and counted. The
 //     table of sources holds Config.MaxSources (default 4096); when full it
@@ -51,8 +52,10 @@ package resolver
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -208,15 +211,15 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := s.rebuild(); err != nil {
 		return err
 	}
-	pc, err := net.ListenPacket("udp", s.cfg.Addr)
+	conn, ln, err := listen(s.cfg.Addr)
 	if err != nil {
-		return fmt.Errorf("resolver: listen: %w", err)
+		return err
 	}
-	conn := pc.(*net.UDPConn)
 	s.addr.Store(conn.LocalAddr().(*net.UDPAddr))
 	upstreams, err := s.upstreams()
 	if err != nil {
 		conn.Close()
+		ln.Close()
 		return err
 	}
 	s.log.Info("dns resolver listening", slog.String("addr", conn.LocalAddr().String()),
@@ -241,11 +244,41 @@ func (s *Server) Start(ctx context.Context) error {
 	go func() {
 		<-ctx.Done()
 		conn.Close()
+		ln.Close()
+	}()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.serveTCP(ctx, ln, upstreams)
 	}()
 	s.serve(ctx, conn, upstreams)
 	close(done)
 	s.wg.Wait()
 	return nil
+}
+
+// listen opens the UDP socket and, on the same address and port, the TCP
+// listener (for answers that did not fit). With port 0, a port free for
+// both is looked for.
+func listen(addr string) (*net.UDPConn, *net.TCPListener, error) {
+	var err error
+	for range 10 {
+		var pc net.PacketConn
+		if pc, err = net.ListenPacket("udp", addr); err != nil {
+			return nil, nil, fmt.Errorf("resolver: listen: %w", err)
+		}
+		conn := pc.(*net.UDPConn)
+		var ln *net.TCPListener
+		ln, err = net.ListenTCP("tcp", net.TCPAddrFromAddrPort(conn.LocalAddr().(*net.UDPAddr).AddrPort()))
+		if err == nil {
+			return conn, ln, nil
+		}
+		conn.Close()
+		if ap, perr := netip.ParseAddrPort(addr); perr != nil || ap.Port() != 0 {
+			break
+		}
+	}
+	return nil, nil, fmt.Errorf("resolver: listen tcp: %w", err)
 }
 
 func (s *Server) rebuild() error {
@@ -296,7 +329,7 @@ func (s *Server) serve(ctx context.Context, conn *net.UDPConn, upstreams []netip
 			s.tooLarge.Add(1)
 			continue
 		}
-		v, resp := answer(s.table.Load(), s.domain, buf[:n])
+		v, resp := answer(s.table.Load(), s.domain, buf[:n], false)
 		switch v {
 		case drop:
 			s.malformed.Add(1)
@@ -329,6 +362,90 @@ func (s *Server) serve(ctx context.Context, conn *net.UDPConn, upstreams []netip
 				}
 				conn.WriteToUDPAddrPort(resp, from)
 			}()
+		}
+	}
+}
+
+// TCP limits: connections at once, queries per connection, and the time a
+// connection may last.
+const (
+	maxTCPConns    = 16
+	maxTCPQueries  = 8
+	tcpConnTimeout = 5 * time.Second
+)
+
+// serveTCP answers queries over TCP (RFC 7766), for clients whose UDP answer
+// was truncated: at most maxTCPConns connections at once (others are closed
+// at once), each for tcpConnTimeout and maxTCPQueries queries of at most
+// maxQuery bytes, from allowed sources only.
+func (s *Server) serveTCP(ctx context.Context, ln *net.TCPListener, upstreams []netip.AddrPort) {
+	slots := make(chan struct{}, maxTCPConns)
+	for {
+		c, err := ln.AcceptTCP()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		from := c.RemoteAddr().(*net.TCPAddr).AddrPort()
+		if !isIn(from.Addr().Unmap(), s.cfg.Allowed) {
+			s.notAllowed.Add(1)
+			c.Close()
+			continue
+		}
+		select {
+		case slots <- struct{}{}:
+		default:
+			s.busy.Add(1)
+			c.Close()
+			continue
+		}
+		s.wg.Add(1)
+		go func() {
+			defer func() { <-slots; c.Close(); s.wg.Done() }() // the slot is free before the client sees the close
+			s.serveConn(ctx, c, upstreams)
+		}()
+	}
+}
+
+func (s *Server) serveConn(ctx context.Context, c *net.TCPConn, upstreams []netip.AddrPort) {
+	c.SetDeadline(time.Now().Add(tcpConnTimeout))
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+	buf := make([]byte, maxQuery)
+	for range maxTCPQueries {
+		var lb [2]byte
+		if _, err := io.ReadFull(c, lb[:]); err != nil {
+			return
+		}
+		n := int(binary.BigEndian.Uint16(lb[:]))
+		if n > maxQuery {
+			s.tooLarge.Add(1)
+			return
+		}
+		if _, err := io.ReadFull(c, buf[:n]); err != nil {
+			return
+		}
+		v, resp := answer(s.table.Load(), s.domain, buf[:n], true)
+		switch v {
+		case drop:
+			s.malformed.Add(1)
+			return
+		case reply:
+			s.answered.Add(1)
+		case forward:
+			var err error
+			if resp, err = s.exchange(ctx, buf[:n], upstreams); err != nil || len(upstreams) == 0 {
+				s.forwardFailed.Add(1)
+				resp = servfail(buf[:n])
+			} else {
+				s.forwarded.Add(1)
+			}
+		}
+		out := binary.BigEndian.AppendUint16(make([]byte, 0, 2+len(resp)), uint16(len(resp)))
+		if _, err := c.Write(append(out, resp...)); err != nil {
+			return
 		}
 	}
 }
