@@ -33,6 +33,9 @@ import (
 //	  edge would reject every one in its Ack and hold nothing of them, but
 //	  would also count them as rejections in its logs at every change. An
 //	  EndpointSlice is the node's filtered copy (see KindEndpointSlice).
+//	  The edge lists the objects of these kinds it holds in
+//	  Hello.NewInventory, which older hubs ignore, not in Inventory, which
+//	  they would refuse.
 const Version uint32 = 4
 
 // MinVersion is the oldest protocol version this build still speaks.
@@ -175,7 +178,31 @@ type Hello struct {
 	// Agent names the edge software and its build ("tether-edgecore/<module
 	// version> (<vcs revision>)"), for logs.
 	Agent string `cbor:"5,keyasint,omitempty"`
+	// NewInventory lists the objects the edge holds of kinds newer than
+	// version 3 (Kind.Since above 3: Service, EndpointSlice), apart from
+	// Inventory: a hub of version 3 or older refuses a Hello whose
+	// Inventory names a kind it does not know, and ignores this field (it
+	// then neither sends nor deletes such objects). Since version 4.
+	NewInventory []ObjectRef `cbor:"6,keyasint,omitempty"`
 }
+
+// OldKindsVersion is the newest version whose Hello lists every held object
+// in Inventory; objects of later kinds go in Hello.NewInventory.
+const OldKindsVersion = 3
+
+// SplitInventory splits refs into those for Hello.Inventory and those for
+// Hello.NewInventory.
+func SplitInventory(refs []ObjectRef) (old, newer []ObjectRef) {
+	for _, r := range refs {
+		if r.Kind.Since() > OldKindsVersion {
+			newer = append(newer, r)
+		} else {
+			old = append(old, r)
+		}
+	}
+	return old, newer
+}
+
 
 // Welcome accepts a Hello. Sent by the hub, once.
 type Welcome struct {

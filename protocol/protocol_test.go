@@ -305,3 +305,48 @@ func TestServiceKinds(t *testing.T) {
 		t.Fatal("Since or Valid")
 	}
 }
+
+// A Hello that lists Services apart (NewInventory) still decodes as the
+// Hello of a version 3 build, which knows neither the field nor the kinds,
+// and passes that build's validation: an edge that holds Services can
+// still connect to an older hub.
+func TestNewInventoryIgnoredByOlderPeers(t *testing.T) {
+	old, newer := SplitInventory([]ObjectRef{{Kind: KindPod, UID: "p"}, {Kind: KindService, UID: "s"},
+		{Kind: KindEndpointSlice, UID: "e"}, {Kind: KindSecret, UID: "x"}})
+	if len(old) != 2 || len(newer) != 2 || old[0].UID != "p" || newer[1].UID != "e" {
+		t.Fatalf("split %v %v", old, newer)
+	}
+	wire, err := Encode(&Frame{Hello: &Hello{ProtocolVersion: Version, MinVersion: 1, NodeName: "edge-1",
+		Inventory: old, NewInventory: newer}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The Hello of a version 3 build: fields 1 to 5.
+	type helloV3 struct {
+		ProtocolVersion uint32      `cbor:"1,keyasint"`
+		MinVersion      uint32      `cbor:"2,keyasint"`
+		NodeName        string      `cbor:"3,keyasint"`
+		Inventory       []ObjectRef `cbor:"4,keyasint,omitempty"`
+		Agent           string      `cbor:"5,keyasint,omitempty"`
+	}
+	var f struct {
+		Hello *helloV3 `cbor:"1,keyasint,omitempty"`
+	}
+	if err := decMode.Unmarshal(wire, &f); err != nil || f.Hello == nil || len(f.Hello.Inventory) != 2 {
+		t.Fatalf("as a version 3 Hello: %v %+v", err, f.Hello)
+	}
+	for _, r := range f.Hello.Inventory {
+		if r.Kind.Since() > OldKindsVersion {
+			t.Fatalf("Inventory lists %s, which a version 3 hub refuses", r.Kind)
+		}
+	}
+	g, err := Decode(wire)
+	if err != nil || len(g.Hello.NewInventory) != 2 {
+		t.Fatalf("as a version 4 Hello: %v %+v", err, g)
+	}
+	bad, _ := encMode.Marshal(&Frame{Hello: &Hello{ProtocolVersion: Version, MinVersion: 1, NodeName: "edge-1",
+		NewInventory: []ObjectRef{{Kind: 42, UID: "u"}}}})
+	if _, err := Decode(bad); err == nil || !strings.Contains(err.Error(), "newInventory[0]") {
+		t.Fatalf("unknown kind in NewInventory: %v", err)
+	}
+}

@@ -557,7 +557,7 @@ func (h *Hub) handshake(conn *websocket.Conn, node string) (*protocol.Hello, err
 		writeError(conn, e)
 		return nil, e
 	}
-	if n := len(hello.Inventory); n > h.cfg.MaxInventory {
+	if n := len(hello.Inventory) + len(hello.NewInventory); n > h.cfg.MaxInventory {
 		h.stats.inventoryRefused.Add(1)
 		e := &protocol.Error{Code: protocol.ErrorTooLarge, Message: fmt.Sprintf(
 			"the Hello lists %d objects; the hub takes at most %d (MaxInventory)", n, h.cfg.MaxInventory)}

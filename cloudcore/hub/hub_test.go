@@ -180,7 +180,11 @@ func dialVersion(t *testing.T, url string, cert *tls.Certificate, node string, i
 			e.frames <- f
 		}
 	}()
-	e.send(&protocol.Frame{Hello: &protocol.Hello{ProtocolVersion: version, MinVersion: 1, NodeName: node, Inventory: inv}})
+	hello := &protocol.Hello{ProtocolVersion: version, MinVersion: 1, NodeName: node, Inventory: inv}
+	if version > protocol.OldKindsVersion { // as the edge's agent does
+		hello.Inventory, hello.NewInventory = protocol.SplitInventory(inv)
+	}
+	e.send(&protocol.Frame{Hello: hello})
 	f, ok := <-e.frames
 	switch {
 	case !ok:
@@ -577,5 +581,24 @@ func TestNewKindsGatedOnVersion(t *testing.T) {
 			t.Errorf("version %d: sent %v, want %s", c.version, got, c.want)
 		}
 		e.ws.Close()
+	}
+}
+
+// A Service the edge lists in Hello.NewInventory and should no longer hold
+// is deleted, as for any other kind.
+func TestNewInventoryDiffed(t *testing.T) {
+	_, url := startHub(t, Config{})
+	e := connect(t, url, []protocol.ObjectRef{{Kind: protocol.KindService, UID: "gone", ResourceVersion: "1"},
+		{Kind: protocol.KindEndpointSlice, UID: "gone-1", ResourceVersion: "e1.x"}})
+	got := map[string]bool{}
+	for range 2 {
+		f := e.recv()
+		if f.Delete == nil {
+			t.Fatalf("want a Delete, got %+v", f)
+		}
+		got[f.Delete.Kind.String()+"/"+f.Delete.UID] = true
+	}
+	if !got["Service/gone"] || !got["EndpointSlice/gone-1"] {
+		t.Fatalf("deletes %v", got)
 	}
 }

@@ -121,7 +121,7 @@ func newSession(h *Hub, conn *websocket.Conn, hello *protocol.Hello) *session {
 		kickc:    make(chan struct{}, 1),
 		upc:      make(chan struct{}, 1),
 		stopc:    make(chan struct{}),
-		acked:    make(map[objKey]held, len(hello.Inventory)),
+		acked:    make(map[objKey]held, len(hello.Inventory)+len(hello.NewInventory)),
 		inflight: map[uint64]*flight{},
 		byKey:    map[objKey]uint64{},
 		want:     map[objKey]struct{}{},
@@ -130,6 +130,9 @@ func newSession(h *Hub, conn *websocket.Conn, hello *protocol.Hello) *session {
 		upLimit:  rate.NewLimiter(rate.Limit(h.cfg.UpstreamRate), h.cfg.UpstreamBurst),
 	}
 	for _, r := range hello.Inventory {
+		s.acked[objKey{r.Kind, r.UID}] = held{rv: r.ResourceVersion}
+	}
+	for _, r := range hello.NewInventory {
 		s.acked[objKey{r.Kind, r.UID}] = held{rv: r.ResourceVersion}
 	}
 	return s

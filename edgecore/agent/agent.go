@@ -271,8 +271,9 @@ func (a *Agent) hello() (*protocol.Hello, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent: inventory: %w", err)
 	}
+	old, newer := protocol.SplitInventory(inv)
 	return &protocol.Hello{ProtocolVersion: protocol.Version, MinVersion: protocol.MinVersion,
-		NodeName: a.cfg.NodeName, Inventory: inv, Agent: Build()}, nil
+		NodeName: a.cfg.NodeName, Inventory: old, NewInventory: newer, Agent: Build()}, nil
 }
 
 func (a *Agent) queueNodeStatus(force bool) error {
