@@ -203,7 +203,6 @@ func SplitInventory(refs []ObjectRef) (old, newer []ObjectRef) {
 	return old, newer
 }
 
-
 // Welcome accepts a Hello. Sent by the hub, once.
 type Welcome struct {
 	ProtocolVersion uint32 `cbor:"1,keyasint"`
