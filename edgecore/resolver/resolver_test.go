@@ -223,7 +223,7 @@ func TestAnswers(t *testing.T) {
 	ext := testService("shop", "ext", "")
 	ext.Spec.Type, ext.Spec.ExternalName = corev1.ServiceTypeExternalName, "db.example.org"
 	put(t, db,
-		testService("shop", "web", "10.96.0.10", corev1.ServicePort{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP}),
+		testService("shop", "web", "10.96.0.10", corev1.ServicePort{Name: "http", Port: 80}), // protocol: TCP by default
 		testService("shop", "db", corev1.ClusterIPNone), ext,
 		endpoints("shop", "db-a", "db", true, "10.244.0.5", "10.244.0.7"),
 		endpoints("shop", "db-b", "db", false, "10.244.0.6"),

@@ -64,8 +64,12 @@ func buildTable(tx *store.Tx) (*table, error) {
 				}
 			}
 			for _, p := range s.Spec.Ports {
+				proto := strings.ToLower(string(p.Protocol))
+				if proto == "" {
+					proto = "tcp" // the API server's default
+				}
 				if p.Name != "" && p.Port > 0 && p.Port < 65536 {
-					e.ports = append(e.ports, port{strings.ToLower(p.Name), strings.ToLower(string(p.Protocol)), uint16(p.Port)})
+					e.ports = append(e.ports, port{strings.ToLower(p.Name), proto, uint16(p.Port)})
 				}
 			}
 		default:
