@@ -555,3 +555,54 @@ func writeFile(t *testing.T, path, s string) {
 		t.Fatal(err)
 	}
 }
+
+// BenchmarkResolve is one query and its answer over a UDP socket on
+// loopback, with 1,000 Services in the store.
+func BenchmarkResolve(b *testing.B) {
+	db, err := store.Open(filepath.Join(b.TempDir(), "edge.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	err = db.Update(func(tx *store.Tx) error {
+		for i := range 1000 {
+			s := testService("shop", fmt.Sprintf("svc-%04d", i), fmt.Sprintf("10.96.%d.%d", i/250, i%250+1),
+				corev1.ServicePort{Name: "http", Port: 80})
+			data, err := protocol.EncodeService(s)
+			if err != nil {
+				return err
+			}
+			if err := tx.PutObject(&protocol.Object{Kind: protocol.KindService, UID: string(s.UID), Namespace: s.Namespace,
+				Name: s.Name, ResourceVersion: "1", Data: data}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, err := New(Config{Addr: "127.0.0.1:0", Upstreams: []string{"127.0.0.1:9"}, Rate: 1e9, Burst: 1e9}, db, slog.New(slog.DiscardHandler))
+	if err != nil {
+		b.Fatal(err)
+	}
+	go s.Start(b.Context())
+	<-s.Ready()
+	c, err := net.DialUDP("udp", nil, s.Addr())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	q := query("svc-0500.shop.svc.cluster.local.", dnsmessage.TypeA)
+	buf := make([]byte, 512)
+	b.ResetTimer()
+	for range b.N {
+		if _, err := c.Write(q); err != nil {
+			b.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Read(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
