@@ -11,7 +11,7 @@ CMD_BINS := $(addprefix bin/,$(notdir $(wildcard $(addsuffix /*,$(CMD_DIRS)))))
 
 .DEFAULT_GOAL := help
 
-.PHONY: help deps build release image kube-binaries test test-unit test-integration fuzz bench demo demo-test clean distclean
+.PHONY: help deps build release image kube-binaries test test-unit test-integration crash fuzz bench demo demo-test clean distclean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -53,6 +53,13 @@ test-integration: deps build kube-binaries ## Integration tests against real etc
 	$(GO) test -tags integration -race -count=1 -timeout 40m -run "$$(hack/integration-tests.sh run)" $$(hack/integration-tests.sh pkgs)
 	hack/demo-offline-test.sh
 
+# make crash: the crash tier (e2e/crash_test.go) with CRASH_ROUNDS rounds of
+# SIGKILL for edgecore and for cloudcore each; make test runs it with 10.
+CRASH_ROUNDS ?= 60
+
+crash: kube-binaries ## The crash tier: edgecore and cloudcore binaries killed with SIGKILL for CRASH_ROUNDS rounds each (default 60; as root)
+	TETHER_CRASH_ROUNDS=$(CRASH_ROUNDS) $(GO) test -tags integration -race -count=1 -timeout 60m -run '^TestCrash' -v ./e2e
+
 # make fuzz: every Fuzz* target of the module (go test -list, in the packages
 # whose tests have one), one after the other, each for FUZZTIME (FUZZTIME=5m
 # for longer; a count such as 10000x also works).
@@ -86,6 +93,10 @@ bench: build kube-binaries ## Go micro-benchmarks, then the suite (bench/out: re
 	mkdir -p $(BENCH_OUT)
 	$(GO) test -run '^$$' -bench . -timeout 5m ./... > $(BENCH_OUT)/gobench.txt 2>&1 || echo "make bench: some Go benchmarks failed; tether-bench reports which"
 	grep -E '^(Benchmark|ok|FAIL|---)' $(BENCH_OUT)/gobench.txt || true
+	@# kubectl logs (time to first byte) and exec (round trip) through the API server, the kubelet proxy and the tunnel: p50/p99 of 100 runs (root: containerd)
+	if [ "$$(id -u)" = 0 ]; then TETHER_BENCH_STREAMS=100 TETHER_BENCH_STREAMS_OUT=$(abspath $(BENCH_OUT))/streams.txt \
+	  $(GO) test -tags integration -count=1 -run '^TestStreamLatency$$' -timeout 10m ./e2e > $(BENCH_OUT)/streams.log 2>&1 \
+	  && cat $(BENCH_OUT)/streams.txt || echo "make bench: the stream latency run failed: $(BENCH_OUT)/streams.log"; fi
 	bin/tether-bench --nodes $(BENCH_NODES) --out $(BENCH_OUT) --bin bin --gobench $(BENCH_OUT)/gobench.txt $(BENCH_FLAGS)
 	@if [ "$$(id -u)" = 0 ]; then \
 	  echo "== e2e figures (pod start on containerd, edgecore binary RSS with 20 pods, device lag): $(BENCH_OUT)/e2e-figures.txt"; \

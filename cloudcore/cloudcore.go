@@ -42,6 +42,7 @@ import (
 	"github.com/tether-edge/tether/cloudcore/dispatch"
 	"github.com/tether-edge/tether/cloudcore/enroll"
 	"github.com/tether-edge/tether/cloudcore/hub"
+	"github.com/tether-edge/tether/cloudcore/kubeletproxy"
 	"github.com/tether-edge/tether/cloudcore/status"
 	"github.com/tether-edge/tether/pki"
 )
@@ -143,11 +144,15 @@ type Config struct {
 	// from one address (default 32: the boxes of a store behind one NAT;
 	// raise it behind a TCP proxy or a carrier-grade NAT), and
 	// AcceptRate/AcceptBurst new connections per second (defaults 200 and
-	// 1,000). A connection past one is closed at once.
-	MaxConns      int     `json:"maxConns,omitempty"`
-	MaxConnsPerIP int     `json:"maxConnsPerIP,omitempty"`
-	AcceptRate    float64 `json:"acceptRate,omitempty"`
-	AcceptBurst   int     `json:"acceptBurst,omitempty"`
+	// 1,000), AcceptRatePerIP/AcceptBurstPerIP those of one address
+	// (defaults 4 and 32; raise them with maxConnsPerIP). A connection
+	// past one is closed at once.
+	MaxConns         int     `json:"maxConns,omitempty"`
+	MaxConnsPerIP    int     `json:"maxConnsPerIP,omitempty"`
+	AcceptRate       float64 `json:"acceptRate,omitempty"`
+	AcceptBurst      int     `json:"acceptBurst,omitempty"`
+	AcceptRatePerIP  float64 `json:"acceptRatePerIP,omitempty"`
+	AcceptBurstPerIP int     `json:"acceptBurstPerIP,omitempty"`
 	// MaxInventory is the most objects an edge's Hello may list (default
 	// 20,000).
 	MaxInventory int `json:"maxInventory,omitempty"`
@@ -155,16 +160,45 @@ type Config struct {
 	// their API write (default 256): at it, the hub stops reading the
 	// node's session. UpstreamRate and UpstreamBurst limit each node's
 	// messages (defaults 50/s and 200; heartbeats and acks not counted):
-	// statuses past it wait, Events past it are dropped (and counted).
+	// statuses and certificate requests past it wait, Events past it are
+	// dropped (and counted).
 	MaxUpstreamInFlight int     `json:"maxUpstreamInFlight,omitempty"`
 	UpstreamRate        float64 `json:"upstreamRate,omitempty"`
 	UpstreamBurst       int     `json:"upstreamBurst,omitempty"`
+	// KubeletProxySocket, if set, is the unix socket (made with mode 0600)
+	// where cloudcore serves the API server's egress proxy to edge nodes'
+	// kubelet API (package kubeletproxy): kubectl logs, exec, attach,
+	// port-forward and the node proxy for edge pods. Point the API
+	// server's --egress-selector-config-file at it (egress "cluster",
+	// proxyProtocol HTTPConnect, transport uds); cloudcore then runs on the
+	// API server's host. Empty: off.
+	KubeletProxySocket string `json:"kubeletProxySocket,omitempty"`
+	// KubeletProxyAddr, if set, is a TCP address (host:port) where the same
+	// proxy takes CONNECTs to edge nodes' kubelet port only, never dialing
+	// anything else: for clients that reach kubelets themselves through an
+	// HTTPS proxy (metrics-server with HTTPS_PROXY=http://<this> and
+	// --kubelet-preferred-address-types=Hostname). Each request is
+	// authenticated and authorized as on the socket (its bearer token by
+	// TokenReview, then nodes/metrics, nodes/stats, ...).
+	KubeletProxyAddr string `json:"kubeletProxyAddr,omitempty"`
+	// KubeletProxyNoDirectDial refuses the API server's other "cluster"
+	// traffic (to pods, services, webhooks, ordinary nodes) instead of
+	// dialing it directly. Set it only where the API server reaches
+	// nothing but edge nodes.
+	KubeletProxyNoDirectDial bool `json:"kubeletProxyNoDirectDial,omitempty"`
+	// MaxStreamsPerNode and MaxStreams cap the kubelet API streams open to
+	// one node and in total (defaults 32 and 1,024; package hub).
+	MaxStreamsPerNode int `json:"maxStreamsPerNode,omitempty"`
+	MaxStreams        int `json:"maxStreams,omitempty"`
 	// Autonomy keeps the pods of an edge node whose link dropped from being
 	// evicted (package cloudcore/autonomy); on unless Autonomy.Disabled.
 	Autonomy autonomy.Config `json:"autonomy,omitempty"`
 
 	// Listener, if set, is used instead of listening on ListenAddr (tests).
 	Listener net.Listener `json:"-"`
+	// KubeletProxyListener, if set, is used instead of
+	// KubeletProxySocket (tests).
+	KubeletProxyListener net.Listener `json:"-"`
 	// HealthListener, if set, is used instead of listening on HealthAddr
 	// (tests, and the simulator's cloudcore in a network namespace).
 	HealthListener net.Listener `json:"-"`
@@ -249,6 +283,11 @@ func (c *Config) validate() error {
 	if c.DeviceCRDPoll.Duration < 0 {
 		return fmt.Errorf("deviceCRDPoll %s: must not be negative", c.DeviceCRDPoll)
 	}
+	if c.KubeletProxyAddr != "" {
+		if _, _, err := net.SplitHostPort(c.KubeletProxyAddr); err != nil {
+			return fmt.Errorf("kubeletProxyAddr %q: %w", c.KubeletProxyAddr, err)
+		}
+	}
 	for i, ip := range c.CertIPs {
 		if net.ParseIP(ip) == nil {
 			return fmt.Errorf("certIPs[%d]: %q is not an IP address", i, ip)
@@ -292,9 +331,16 @@ type CloudCore struct {
 	// every join token.
 	Bundle []byte
 	// Enroll joins nodes and checks their identity.
-	Enroll  *enroll.Service
-	serving *certs.Serving
-	client  kubernetes.Interface
+	Enroll *enroll.Service
+	// KubeletProxy is the API server's egress proxy to edge nodes; nil
+	// when off (no KubeletProxySocket).
+	KubeletProxy *kubeletproxy.Proxy
+	// KubeletProxyTCP serves KubeletProxyAddr (edge nodes only); nil
+	// when unset.
+	KubeletProxyTCP *kubeletproxy.Proxy
+	kubeAuth        *kubeletproxy.KubeAuth
+	serving         *certs.Serving
+	client          kubernetes.Interface
 	// election runs the cluster-wide singletons (the autonomy
 	// controller) on one replica at a time.
 	election *election
@@ -395,10 +441,14 @@ func New(cfg Config) (*CloudCore, error) {
 		MaxConnsPerIP:       cfg.MaxConnsPerIP,
 		AcceptRate:          cfg.AcceptRate,
 		AcceptBurst:         cfg.AcceptBurst,
+		AcceptRatePerIP:     cfg.AcceptRatePerIP,
+		AcceptBurstPerIP:    cfg.AcceptBurstPerIP,
 		MaxInventory:        cfg.MaxInventory,
 		MaxUpstreamInFlight: cfg.MaxUpstreamInFlight,
 		UpstreamRate:        cfg.UpstreamRate,
 		UpstreamBurst:       cfg.UpstreamBurst,
+		MaxStreamsPerNode:   cfg.MaxStreamsPerNode,
+		MaxStreams:          cfg.MaxStreams,
 		HealthAddr:          cfg.healthAddr(),
 		HealthListener:      cfg.HealthListener,
 	}, cc.Dispatcher, cc.Status, log.With(slog.String("component", "hub")))
@@ -406,6 +456,27 @@ func New(cfg Config) (*CloudCore, error) {
 		return nil, err
 	}
 	cc.Dispatcher.SetNotifier(cc.Hub)
+	if cfg.KubeletProxySocket != "" || cfg.KubeletProxyListener != nil || cfg.KubeletProxyAddr != "" {
+		plog := log.With(slog.String("component", "kubeletproxy"))
+		cc.kubeAuth = kubeletproxy.NewKubeAuth(client, plog)
+		pcfg := kubeletproxy.Config{
+			Nodes:  kubeletNodes{cc.Dispatcher, cc.Hub},
+			Certs:  kubeletproxy.NodeCerts(cc.CA, cfg.ServingCertValidity.Duration),
+			Auth:   cc.kubeAuth,
+			Logger: plog,
+		}
+		if cfg.KubeletProxyAddr != "" {
+			if cc.KubeletProxyTCP, err = kubeletproxy.New(pcfg); err != nil { // DirectDial off
+				return nil, err
+			}
+		}
+		if cfg.KubeletProxySocket != "" || cfg.KubeletProxyListener != nil {
+			pcfg.DirectDial = !cfg.KubeletProxyNoDirectDial
+			if cc.KubeletProxy, err = kubeletproxy.New(pcfg); err != nil {
+				return nil, err
+			}
+		}
+	}
 	if !cfg.Autonomy.Disabled {
 		// Checked here, made anew each time this replica is elected.
 		if _, err := autonomy.New(client, cfg.Autonomy, cfg.InformerResync.Duration, log); err != nil {
@@ -531,6 +602,26 @@ func (cc *CloudCore) Run(ctx context.Context) error {
 				return a.Start(ctx)
 			})
 		})
+	}
+	if cc.kubeAuth != nil {
+		g.Go(func() error { return cc.kubeAuth.Start(ctx) })
+	}
+	if cc.KubeletProxy != nil {
+		ln := cc.cfg.KubeletProxyListener
+		if ln == nil {
+			var err error
+			if ln, err = listenUnix(cc.cfg.KubeletProxySocket); err != nil {
+				return err
+			}
+		}
+		g.Go(func() error { return cc.KubeletProxy.Serve(ctx, ln) })
+	}
+	if cc.KubeletProxyTCP != nil {
+		ln, err := net.Listen("tcp", cc.cfg.KubeletProxyAddr)
+		if err != nil {
+			return fmt.Errorf("kubeletProxyAddr: %w", err)
+		}
+		g.Go(func() error { return cc.KubeletProxyTCP.Serve(ctx, ln) })
 	}
 	g.Go(func() error {
 		select {

@@ -6,10 +6,12 @@ import (
 	"bytes"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
@@ -97,6 +99,21 @@ func TestReplicasShareCAAndLeader(t *testing.T) {
 	}
 	first, _ := leader(0, 1)
 	other := 1 - first
+	// Each replica's metrics say the same: one leader, one CA.
+	var leaders float64
+	for i, cc := range ccs {
+		v := gather(t, cc)
+		leaders += v["tether_leader"]
+		if exp := v["tether_ca_certificate_expiry_timestamp_seconds"]; exp != float64(cc.CA.Cert.NotAfter.UnixNano())/1e9 {
+			t.Errorf("replica %d: CA expiry metric %v, CA expires %v", i, exp, cc.CA.Cert.NotAfter)
+		}
+		if v["tether_hub_serving_certificate_expiry_timestamp_seconds"] < float64(time.Now().Unix()) {
+			t.Errorf("replica %d: serving certificate expiry %v", i, v["tether_hub_serving_certificate_expiry_timestamp_seconds"])
+		}
+	}
+	if leaders != 1 {
+		t.Errorf("tether_leader sums to %v over the replicas, want 1", leaders)
+	}
 	stopped := time.Now()
 	stops[first]()
 	got, at := leader(other)
@@ -105,4 +122,39 @@ func TestReplicasShareCAAndLeader(t *testing.T) {
 	}
 	t.Logf("replica %d led; it stopped (released the Lease) and replica %d led %s later", first, other,
 		at.Sub(stopped).Round(10*time.Millisecond))
+}
+
+// gather reads cc's metrics registry, checks the names with promlint, and
+// returns the value of each unlabelled tether_ metric (the sum over labels
+// for the others).
+func gather(t *testing.T, cc *CloudCore) map[string]float64 {
+	t.Helper()
+	families, err := cc.Metrics().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	problems, err := promlint.NewWithMetricFamilies(families).Lint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		if strings.HasPrefix(p.Metric, "tether_") {
+			t.Errorf("promlint: %s: %s", p.Metric, p.Text)
+		}
+	}
+	v := map[string]float64{}
+	for _, f := range families {
+		if !strings.HasPrefix(f.GetName(), "tether_") {
+			continue
+		}
+		for _, m := range f.Metric {
+			switch {
+			case m.Gauge != nil:
+				v[f.GetName()] += m.Gauge.GetValue()
+			case m.Counter != nil:
+				v[f.GetName()] += m.Counter.GetValue()
+			}
+		}
+	}
+	return v
 }

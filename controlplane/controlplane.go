@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -80,6 +81,15 @@ type Options struct {
 	// is marked NotReady. Zero keeps its default (40s). It must be larger
 	// than NodeMonitorPeriod.
 	NodeMonitorGracePeriod time.Duration
+
+	// EgressSocket, if set, is the unix socket of the API server's egress
+	// proxy for its "cluster" traffic (kubelets, pods, services): Start
+	// writes an EgressSelectorConfiguration (HTTPConnect over that socket)
+	// and passes --egress-selector-config-file. Tether's cloudcore serves
+	// it (Config.KubeletProxySocket) so that kubectl logs, exec, attach and
+	// port-forward reach edge nodes through their tunnels. The socket need
+	// not exist yet: the API server dials it per connection.
+	EgressSocket string
 
 	// APIServerArgs, ControllerManagerArgs and SchedulerArgs are appended
 	// to the flags Start passes; a later flag overrides an earlier one.
@@ -252,6 +262,9 @@ func (cp *ControlPlane) startAll(ctx context.Context) error {
 		if err := cp.startComponent(ctx, c); err != nil {
 			return err
 		}
+	}
+	if err := cp.bindKubeletClient(ctx); err != nil {
+		return err
 	}
 	// The controller manager and the scheduler do not depend on each other:
 	// start both, then wait for both.
@@ -474,6 +487,57 @@ func (cp *ControlPlane) WaitForDefaultServiceAccount(ctx context.Context, ns str
 	}
 }
 
+// egressArgs writes the egress selector configuration, if asked for, and
+// returns its flag.
+func (cp *ControlPlane) egressArgs() []string {
+	if cp.opts.EgressSocket == "" {
+		return nil
+	}
+	path := filepath.Join(cp.opts.Dir, "pki", "egress-selector.yaml")
+	conf := fmt.Sprintf(`apiVersion: apiserver.k8s.io/v1beta1
+kind: EgressSelectorConfiguration
+egressSelections:
+- name: cluster
+  connection:
+    proxyProtocol: HTTPConnect
+    transport:
+      uds:
+        udsName: %s
+`, cp.opts.EgressSocket)
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		cp.log.Error("write egress selector configuration", slog.Any("err", err))
+		return nil
+	}
+	return []string{"--egress-selector-config-file=" + path}
+}
+
+// bindKubeletClient lets the API server's kubelet client identity use the
+// kubelet API (ClusterRole system:kubelet-api-admin), as kubeadm does: a
+// kubelet (or cloudcore's kubelet proxy) authorizes its requests with a
+// SubjectAccessReview.
+func (cp *ControlPlane) bindKubeletClient(ctx context.Context) error {
+	cs, err := kubernetes.NewForConfig(cp.RESTConfig())
+	if err != nil {
+		return err
+	}
+	crb := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "tether:kube-apiserver-kubelet-client"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "system:kubelet-api-admin"},
+		Subjects:   []rbacv1.Subject{{APIGroup: "rbac.authorization.k8s.io", Kind: "User", Name: KubeletClientUser}},
+	}
+	_, err = cs.RbacV1().ClusterRoleBindings().Create(ctx, crb, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("bind the kubelet client: %w", err)
+	}
+	return nil
+}
+
+// IssueClientCert issues a client certificate of the cluster's client CA
+// for user in groups (tests: a caller of the kubelet API).
+func (cp *ControlPlane) IssueClientCert(user string, groups []string) (certPEM, keyPEM []byte, err error) {
+	return cp.pki.ca.IssueClient(user, groups, 24*time.Hour)
+}
+
 // args returns the command line of a component.
 func (cp *ControlPlane) args(c Component) ([]string, error) {
 	dir := cp.opts.Dir
@@ -515,7 +579,10 @@ func (cp *ControlPlane) args(c Component) ([]string, error) {
 			// The "kubernetes" Endpoints may not hold a loopback address.
 			"--endpoint-reconciler-type=none",
 			"--profiling=false",
-		}, cp.opts.APIServerArgs...), nil
+			// Its identity to kubelets (and to cloudcore's kubelet proxy).
+			"--kubelet-client-certificate=" + cp.pki.kubeletCert,
+			"--kubelet-client-key=" + cp.pki.kubeletKey,
+		}, append(cp.egressArgs(), cp.opts.APIServerArgs...)...), nil
 	case ControllerManager:
 		kc := cp.componentKubeconfig(c)
 		args := []string{

@@ -25,6 +25,11 @@ const (
 	schedulerUser         = "system:kube-scheduler"
 )
 
+// KubeletClientUser is the user of the API server's client certificate to
+// kubelets (--kubelet-client-certificate), bound to the ClusterRole
+// system:kubelet-api-admin as kubeadm does.
+const KubeletClientUser = "kube-apiserver-kubelet-client"
+
 // pki holds the paths of the files writePKI creates, the CA certificate
 // in PEM form and the bearer tokens of the static token file.
 type pki struct {
@@ -32,6 +37,10 @@ type pki struct {
 	serverCert, serverKey string
 	saKey, saPub          string
 	tokenFile             string
+	// kubeletCert and kubeletKey are the API server's client certificate
+	// to kubelets (KubeletClientUser).
+	kubeletCert, kubeletKey string
+	ca                      *tpki.CA
 
 	caPEM  []byte
 	tokens map[string]string // user name to token
@@ -53,12 +62,16 @@ func writePKI(dir string, ips []net.IP, dnsNames []string) (*pki, error) {
 		saPub:      filepath.Join(dir, "sa.pub"),
 		tokenFile:  filepath.Join(dir, "tokens.csv"),
 		tokens:     map[string]string{},
+
+		kubeletCert: filepath.Join(dir, "apiserver-kubelet-client.crt"),
+		kubeletKey:  filepath.Join(dir, "apiserver-kubelet-client.key"),
 	}
 
 	ca, err := tpki.NewCA("tether-controlplane-ca")
 	if err != nil {
 		return nil, err
 	}
+	p.ca = ca
 	p.caPEM = ca.CertPEM()
 	caKeyPEM, err := ca.KeyPEM()
 	if err != nil {
@@ -67,6 +80,11 @@ func writePKI(dir string, ips []net.IP, dnsNames []string) (*pki, error) {
 	srvCert, srvKey, err := ca.IssueServer("kube-apiserver", dnsNames, ips, 10*365*24*time.Hour)
 	if err != nil {
 		return nil, fmt.Errorf("apiserver certificate: %w", err)
+	}
+
+	kubeletCert, kubeletKey, err := ca.IssueClient(KubeletClientUser, nil, 10*365*24*time.Hour)
+	if err != nil {
+		return nil, fmt.Errorf("apiserver kubelet client certificate: %w", err)
 	}
 
 	saKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -90,6 +108,8 @@ func writePKI(dir string, ips []net.IP, dnsNames []string) (*pki, error) {
 		{p.caKey, caKeyPEM},
 		{p.serverCert, srvCert},
 		{p.serverKey, srvKey},
+		{p.kubeletCert, kubeletCert},
+		{p.kubeletKey, kubeletKey},
 		{p.saKey, pem.EncodeToMemory(saKeyBlock)},
 		{p.saPub, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: saPubDER})},
 	}

@@ -39,6 +39,10 @@ import (
 var (
 	cp     *controlplane.ControlPlane
 	client kubernetes.Interface
+	// egressSocket is the API server's egress proxy (cloudcore's kubelet
+	// proxy), served by the cloud of the test that needs it
+	// (startStreamCloud).
+	egressSocket string
 )
 
 // Timers shortened for tests: the node lifecycle controller marks a node
@@ -63,8 +67,10 @@ func run(m *testing.M) int {
 	defer os.RemoveAll(dir)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
+	egressSocket = filepath.Join(dir, "egress.sock")
 	cp, err = controlplane.Start(ctx, controlplane.Options{
 		Dir:                    filepath.Join(dir, "cp"),
+		EgressSocket:           egressSocket,
 		WithControllerManager:  true,
 		WithScheduler:          true,
 		NodeMonitorPeriod:      time.Second,
@@ -92,6 +98,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	code := m.Run()
+	removeBinaries()
 	if err := stopContainerd(); err != nil {
 		fmt.Fprintln(os.Stderr, "stop containerd:", err)
 		code = 1
@@ -258,7 +265,9 @@ type edge struct {
 	// a free port unless addr is set (1883 may be taken on the machine).
 	devices edgecore.DevicesConfig
 	// dns is the edge's resolver config (off unless a test sets it).
-	dns    edgecore.DNSConfig
+	dns edgecore.DNSConfig
+	// tweak, if set, edits the configuration start builds.
+	tweak  func(*edgecore.Config)
 	ec     *edgecore.EdgeCore
 	cancel context.CancelFunc
 	done   chan error
@@ -377,11 +386,17 @@ func (e *edge) start() {
 		DNS:               e.dns,
 		Logger:            testLogger(e.t).With(slog.String("side", "edge")),
 	}
+	// The in-memory runtime unless the test gave a containerd: asked
+	// for by name, since cri is the default.
+	cfg.Runtime = "fake"
 	if e.cri != nil {
 		cfg.Runtime, cfg.CRI = "cri", *e.cri
 	}
 	if m := &cfg.Devices.MQTT; m.Broker != edgecore.BrokerExternal && m.Addr == "" {
 		m.Addr = "127.0.0.1:0"
+	}
+	if e.tweak != nil {
+		e.tweak(&cfg)
 	}
 	ec, err := edgecore.New(cfg)
 	if err != nil {

@@ -119,7 +119,11 @@ func twin(d *devicesapi.Device, prop string) (string, bool) {
 // reported value follows. The device gone, the state goes offline.
 func TestModbusDevice(t *testing.T) {
 	c := startCloud(t)
-	e := startEdge(t, c, "edge-modbus")
+	e := newEdge(t, c, "edge-modbus")
+	// The mapper connects as the modbus mappers' user, which may use the
+	// topics of the node's modbus devices only.
+	e.devices = edgecore.DevicesConfig{MQTT: edgecore.MQTTConfig{MapperProtocols: []string{"modbus"}}}
+	e.start()
 	ns := namespace(t)
 	waitNodeReady(t, e.name, "True", 60*time.Second)
 
@@ -156,15 +160,15 @@ func TestModbusDevice(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("metaserver not listening")
 	}
-	// The mappers' credentials, from the file edgecore made (as
+	// The modbus mappers' credentials, from the file edgecore made (as
 	// hack/demo.sh gives them to bin/modbus-mapper).
-	pw, err := os.ReadFile(edgecore.MapperPasswordFile(e.dir))
+	pw, err := os.ReadFile(edgecore.MapperProtocolPasswordFile(e.dir, "modbus"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	m, err := mapper.New(mapper.Config{NodeName: e.name, Metaserver: "http://" + e.ec.MetaServer.Addr(),
 		MetaserverTokenFile: metaserver.TokenFile(e.ec.CredentialsDir(), metaserver.DevicesClient),
-		BrokerURL:           e.ec.Broker.URL(), Username: edgecore.MapperUsername, Password: strings.TrimSpace(string(pw)),
+		BrokerURL:           e.ec.Broker.URL(), Username: edgecore.MapperProtocolUsername("modbus"), Password: strings.TrimSpace(string(pw)),
 		Logger: testLogger(t).With(slog.String("side", "mapper"))})
 	if err != nil {
 		t.Fatal(err)

@@ -61,7 +61,7 @@ func deviceEdge(t *testing.T, devices DevicesConfig) *EdgeCore {
 		t.Fatal(err)
 	}
 	off := false
-	ec, err := New(Config{NodeName: "edge-1", Cloud: unreachableCloud(),
+	ec, err := New(Config{NodeName: "edge-1", Cloud: unreachableCloud(), Runtime: "fake",
 		DataDir: dir, StaticPodPath: NoStaticPods, MetaServer: MetaServerConfig{Enable: &off}, Devices: devices,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
@@ -179,7 +179,7 @@ func TestDevicesEmbeddedBroker(t *testing.T) {
 
 	// A second edgecore cannot take the same address.
 	off := false
-	_, err := New(Config{NodeName: "edge-2", Cloud: unreachableCloud(),
+	_, err := New(Config{NodeName: "edge-2", Cloud: unreachableCloud(), Runtime: "fake",
 		DataDir: t.TempDir(), StaticPodPath: NoStaticPods, MetaServer: MetaServerConfig{Enable: &off},
 		Devices: DevicesConfig{MQTT: MQTTConfig{Addr: ec.Broker.Addr()}}})
 	if err == nil || !strings.HasPrefix(err.Error(), "devices.mqtt.addr:") || !strings.Contains(err.Error(), "address already in use") {
@@ -246,4 +246,69 @@ func TestDevicesEmbeddedBrokerTLS(t *testing.T) {
 func unreachableCloud() CloudConfig {
 	const url = "wss://127.0.0.1:1/v1/connect"
 	return CloudConfig{URL: url, Dialer: &link.Dialer{URL: url, TLS: &tls.Config{}, Timeout: time.Second}}
+}
+
+// TestMapperProtocolUsers: with mapperProtocols, each protocol's mapper user
+// (its password made in the credentials directory, mode 0600) may use the
+// topics of the devices of its protocol only: it gets the twin of its
+// device, and may neither ask for another's nor report for it.
+func TestMapperProtocolUsers(t *testing.T) {
+	ec := deviceEdge(t, DevicesConfig{MQTT: MQTTConfig{Addr: "127.0.0.1:0", MapperProtocols: []string{"modbus", "opcua"}}})
+	// A second device, of protocol modbus ("thermo" has none).
+	dev := devicesapi.Device{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "meter", Generation: 1},
+		Spec: devicesapi.DeviceSpec{DeviceModelRef: &devicesapi.DeviceModelRef{Name: "thermometer"}, NodeName: "edge-1",
+			Protocol:   devicesapi.ProtocolConfig{ProtocolName: "modbus"},
+			Properties: []devicesapi.DeviceProperty{{Name: "temperature", ReportToCloud: true}}}}
+	b, _ := json.Marshal(dev)
+	obj := protocol.Object{Kind: protocol.KindDevice, UID: "uid-meter", Namespace: "default", Name: "meter", ResourceVersion: "1", Data: b}
+	if err := ec.DB.Update(func(tx *store.Tx) error { return tx.PutObject(&obj) }); err != nil {
+		t.Fatal(err)
+	}
+	ec.Devices.ObjectsChanged(map[protocol.Kind]bool{protocol.KindDevice: true}, []protocol.ObjectRef{obj.Ref()})
+
+	secret := func(p string) string {
+		fi, err := os.Stat(MapperProtocolPasswordFile(ec.cfg.DataDir, p))
+		if err != nil || fi.Mode() != 0o600 {
+			t.Fatalf("%s's password file: %v, mode %v", p, err, fi.Mode())
+		}
+		b, _ := os.ReadFile(MapperProtocolPasswordFile(ec.cfg.DataDir, p))
+		return strings.TrimSpace(string(b))
+	}
+	url := ec.Broker.URL()
+	modbus, opcua := MapperProtocolUsername("modbus"), MapperProtocolUsername("opcua")
+	meter := "$hw/events/device/default/meter/twin/get"
+	if r := ask(t, url, modbus, secret("modbus"), meter, `{"event_id":"1","timestamp":0}`); !strings.Contains(r, "temperature") {
+		t.Fatalf("modbus mapper, twin/get of its device: %s", r)
+	}
+	// Another protocol's mapper, and a device of no protocol: refused.
+	for _, c := range []struct{ user, pass, device string }{{opcua, secret("opcua"), "meter"}, {modbus, secret("modbus"), "thermo"}} {
+		cl := paho.NewClient(paho.NewClientOptions().AddBroker(url).SetClientID("other-" + c.user + "-" + c.device).SetUsername(c.user).SetPassword(c.pass).
+			SetAutoReconnect(false))
+		if tok := cl.Connect(); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
+			t.Fatalf("connect %s: %v", c.user, tok.Error())
+		}
+		topic := "$hw/events/device/default/" + c.device + "/twin/get/result"
+		tok := cl.Subscribe(topic, 1, nil)
+		if !tok.WaitTimeout(30 * time.Second) {
+			t.Fatal("subscribe: no answer")
+		}
+		if st, ok := tok.(*paho.SubscribeToken); !ok || st.Result()[topic] != 0x80 {
+			t.Errorf("%s subscribing to %s: %v, want refused (0x80)", c.user, topic, tok.(*paho.SubscribeToken).Result())
+		}
+		// A report for the device, QoS 1: refused, the client is
+		// disconnected, and the device's twin does not change.
+		cl.Publish("$hw/events/device/default/"+c.device+"/twin/update", 1, false,
+			`{"event_id":"x","timestamp":0,"twin":{"temperature":{"actual":{"value":"99"}}}}`).WaitTimeout(5 * time.Second)
+		deadline := time.Now().Add(20 * time.Second)
+		for cl.IsConnectionOpen() && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if cl.IsConnectionOpen() {
+			t.Errorf("%s reporting for %s stayed connected", c.user, c.device)
+		}
+		cl.Disconnect(0)
+	}
+	if r := ask(t, url, modbus, secret("modbus"), meter, `{"event_id":"2","timestamp":0}`); strings.Contains(r, "99") {
+		t.Fatalf("a refused report changed the twin: %s", r)
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"net/url"
 	"os"
@@ -21,12 +22,16 @@ import (
 
 	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/tether-edge/tether/devices/broker"
+
 	"github.com/tether-edge/tether/edgecore/agent"
 	"github.com/tether-edge/tether/edgecore/credentials"
 	"github.com/tether-edge/tether/edgecore/devicetwin"
+	"github.com/tether-edge/tether/edgecore/kubeletserver"
 	"github.com/tether-edge/tether/edgecore/link"
 	"github.com/tether-edge/tether/edgecore/metaserver"
 	"github.com/tether-edge/tether/edgecore/nodestatus"
@@ -38,6 +43,7 @@ import (
 	"github.com/tether-edge/tether/edgecore/staticpods"
 	"github.com/tether-edge/tether/edgecore/store"
 	"github.com/tether-edge/tether/protocol"
+	"github.com/tether-edge/tether/streams"
 )
 
 // Config is edgecore's whole configuration, read from one YAML file. Zero
@@ -49,9 +55,11 @@ type Config struct {
 	Cloud CloudConfig `json:"cloud"`
 	// DataDir holds the store (default /var/lib/tether/edgecore).
 	DataDir string `json:"dataDir,omitempty"`
-	// Runtime is the container runtime: "fake" (in memory; nothing runs)
-	// or "cri" (containerd through the CRI API, configured by CRI). The
-	// default is "fake".
+	// Runtime is the container runtime: "cri" (the default: containerd
+	// through the CRI API, configured by CRI) or "fake" (in memory, for
+	// the simulator and tests: pods are reported Running and Ready but
+	// nothing runs; edgecore warns so at start). "fake" is only ever used
+	// when asked for by name.
 	Runtime string `json:"runtime,omitempty"`
 	// CRI configures the "cri" runtime: containerd's socket, the pause
 	// image, the pod log directory, the pod cgroup parent... (fields:
@@ -96,11 +104,22 @@ type Config struct {
 	// DNS is the resolver that answers the cluster's Service names to the
 	// node's pods from the store (see package resolver). Off by default.
 	DNS DNSConfig `json:"dns,omitempty"`
+	// NodeHealth says how the node's conditions (Ready, MemoryPressure,
+	// DiskPressure, PIDPressure) are measured, and the thresholds of
+	// pressure (see package nodestatus).
+	NodeHealth NodeHealthConfig `json:"nodeHealth,omitempty"`
 
 	// Logger is where edgecore logs (default slog.Default()).
 	Logger *slog.Logger `json:"-"`
 	// RuntimeImpl, if set, is used instead of the one Runtime names.
 	RuntimeImpl runtime.Runtime `json:"-"`
+	// KubeletSocket is the unix socket (mode 0600) where edgecore serves
+	// its kubelet API on the box, for `edgecore ctl logs|exec` with or
+	// without the cloud (default dataDir/kubelet.sock; "-": none).
+	KubeletSocket string `json:"kubeletSocket,omitempty"`
+	// KubeletStats, if set, serves the kubelet API's /stats/summary and
+	// /metrics/resource (package kubeletserver); unset, they answer 404.
+	KubeletStats http.Handler `json:"-"`
 }
 
 // CloudConfig says how to reach the hub.
@@ -126,6 +145,85 @@ type CloudConfig struct {
 	// fields above (the simulator's hollow nodes); CredentialsFile is then
 	// not read.
 	Dialer agent.Dialer `json:"-"`
+}
+
+// NodeHealthConfig says how the node's conditions are computed, as the
+// kubelet computes them. Ready is False, with the reason, while the
+// container runtime does not answer its CRI Status call
+// (ContainerRuntimeDown) or reports RuntimeReady or NetworkReady false
+// (ContainerRuntimeNotReady, NetworkNotReady). The pressure conditions
+// compare what is available with the thresholds below, the kubelet's
+// evictionHard defaults. Under disk pressure every unused image old
+// enough (cri.imageMinimumGCAge) is removed; when that frees nothing, or
+// memory or PIDs are short, one pod per period is evicted (see
+// pods.EvictionOrder; never a static or critical pod). A change is
+// reported at once (queued in the outbox while the cloud is away), not at
+// the next nodeStatusInterval.
+type NodeHealthConfig struct {
+	// Period is how often the signals are measured (default 5s). A
+	// runtime that stops answering makes the node NotReady within two
+	// periods (one to notice, one for the call to time out).
+	Period metav1.Duration `json:"period,omitempty"`
+	// MemoryAvailable: MemoryPressure while /proc/meminfo's MemAvailable
+	// is below it (default 100Mi: memory.available<100Mi).
+	MemoryAvailable resource.Quantity `json:"memoryAvailable,omitempty"`
+	// NodeFSAvailablePercent: DiskPressure while the data directory's
+	// file system has less than this percent available (default 10:
+	// nodefs.available<10%).
+	NodeFSAvailablePercent int `json:"nodefsAvailablePercent,omitempty"`
+	// ImageFSAvailablePercent: DiskPressure while containerd's image file
+	// system, if another one, has less than this percent available
+	// (default 15: imagefs.available<15%).
+	ImageFSAvailablePercent int `json:"imagefsAvailablePercent,omitempty"`
+	// PIDAvailablePercent: PIDPressure while fewer than this percent of
+	// the process IDs (the lower of kernel.pid_max and
+	// kernel.threads-max) are free (default 10).
+	PIDAvailablePercent int `json:"pidAvailablePercent,omitempty"`
+	// PressureTransitionPeriod is how long a pressure condition stays
+	// True after its signal cleared (default 5m, the kubelet's
+	// evictionPressureTransitionPeriod).
+	PressureTransitionPeriod metav1.Duration `json:"pressureTransitionPeriod,omitempty"`
+}
+
+func (h *NodeHealthConfig) validate() error {
+	for name, d := range map[string]*metav1.Duration{"period": &h.Period, "pressureTransitionPeriod": &h.PressureTransitionPeriod} {
+		if d.Duration < 0 {
+			return fmt.Errorf("nodeHealth.%s: %s is negative", name, d.Duration)
+		}
+	}
+	if h.Period.Duration == 0 {
+		h.Period.Duration = 5 * time.Second
+	}
+	if h.PressureTransitionPeriod.Duration == 0 {
+		h.PressureTransitionPeriod.Duration = 5 * time.Minute
+	}
+	if h.MemoryAvailable.Sign() < 0 {
+		return fmt.Errorf("nodeHealth.memoryAvailable: %s is negative", h.MemoryAvailable.String())
+	}
+	if h.MemoryAvailable.IsZero() {
+		h.MemoryAvailable = resource.MustParse("100Mi")
+	}
+	for _, p := range []struct {
+		name string
+		v    *int
+		def  int
+	}{{"nodefsAvailablePercent", &h.NodeFSAvailablePercent, 10}, {"imagefsAvailablePercent", &h.ImageFSAvailablePercent, 15},
+		{"pidAvailablePercent", &h.PIDAvailablePercent, 10}} {
+		if *p.v == 0 {
+			*p.v = p.def
+		}
+		if *p.v < 1 || *p.v > 99 {
+			return fmt.Errorf("nodeHealth.%s: %d is not in 1..99", p.name, *p.v)
+		}
+	}
+	return nil
+}
+
+// thresholds are the engine's.
+func (h *NodeHealthConfig) thresholds() nodestatus.Thresholds {
+	return nodestatus.Thresholds{MemoryAvailable: h.MemoryAvailable.Value(), NodeFSAvailablePercent: h.NodeFSAvailablePercent,
+		ImageFSAvailablePercent: h.ImageFSAvailablePercent, PIDAvailablePercent: h.PIDAvailablePercent,
+		TransitionPeriod: h.PressureTransitionPeriod.Duration}
 }
 
 // MetaServerConfig configures the metaserver.
@@ -244,7 +342,7 @@ type MQTTConfig struct {
 	Broker string `json:"broker,omitempty"`
 	// Addr is where the embedded broker listens (default 127.0.0.1:1883,
 	// the port KubeEdge mappers use; a non-loopback host lets devices on
-	// the network in: set certFile and keyFile then).
+	// the network in: it needs certFile and keyFile, or allowInsecure).
 	Addr string `json:"addr,omitempty"`
 	// URL is the external broker, tcp://host:port or ssl://host:port
 	// (default tcp://127.0.0.1:1883).
@@ -264,11 +362,25 @@ type MQTTConfig struct {
 	// issued the certificate).
 	CertFile string `json:"certFile,omitempty"`
 	KeyFile  string `json:"keyFile,omitempty"`
+	// AllowInsecure lets the embedded broker listen on an addr that is not
+	// loopback without certFile and keyFile (default false: edgecore
+	// refuses to start so): passwords, readings and commands then cross
+	// the network in clear.
+	AllowInsecure bool `json:"allowInsecure,omitempty"`
 	// CAFile is the CA bundle an external broker's certificate must chain
 	// to: required with an ssl:// url.
 	CAFile string `json:"caFile,omitempty"`
 	// MaxClients bounds the embedded broker's clients (default 64).
 	MaxClients int `json:"maxClients,omitempty"`
+	// MapperProtocols gives each of these protocols a mapper user of its
+	// own on the embedded broker, MapperProtocolUsername(p)
+	// ("mapper-<p>"), with its password in MapperProtocolPasswordFile
+	// (made like the mappers' password): it may use the topics of the
+	// node's devices whose spec.protocol.protocolName is p only (not the
+	// membership topics, which list every device), so that a mapper of
+	// one protocol cannot read or forge another's devices.
+	// The user MapperUsername keeps every device's topics.
+	MapperProtocols []string `json:"mapperProtocols,omitempty"`
 	// ClientID is edgecore's MQTT client id (default
 	// tether-edgecore-<nodeName>).
 	ClientID string `json:"clientID,omitempty"`
@@ -337,8 +449,11 @@ func (c *Config) validate() error {
 	if c.DataDir == "" {
 		c.DataDir = "/var/lib/tether/edgecore"
 	}
+	if c.KubeletSocket == "" {
+		c.KubeletSocket = filepath.Join(c.DataDir, "kubelet.sock")
+	}
 	if c.Runtime == "" {
-		c.Runtime = "fake"
+		c.Runtime = "cri"
 	}
 	if err := c.validateDNS(); err != nil {
 		return err
@@ -402,6 +517,9 @@ func (c *Config) validate() error {
 	if err := c.Devices.validate(); err != nil {
 		return err
 	}
+	if err := c.NodeHealth.validate(); err != nil {
+		return err
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -459,12 +577,31 @@ func (d *DevicesConfig) validate() error {
 		if (m.CertFile == "") != (m.KeyFile == "") {
 			return errors.New("devices.mqtt.certFile: set with keyFile, or neither")
 		}
+		if !broker.IsLoopback(m.Addr) && m.CertFile == "" && !m.AllowInsecure {
+			return fmt.Errorf("devices.mqtt.addr: the embedded broker listens on %s, not a loopback address, without TLS: "+
+				"passwords and readings would cross the network in clear; set certFile and keyFile "+
+				"(or allowInsecure: true, to accept that)", m.Addr)
+		}
 		if m.MaxClients < 0 {
 			return fmt.Errorf("devices.mqtt.maxClients: %d is negative", m.MaxClients)
 		}
+		seen := map[string]bool{}
+		for _, p := range m.MapperProtocols {
+			if !protocolName.MatchString(p) {
+				return fmt.Errorf("devices.mqtt.mapperProtocols: %q is not a protocol name (lower case letters, digits and '-', at most 53)", p)
+			}
+			if seen[p] {
+				return fmt.Errorf("devices.mqtt.mapperProtocols: %q given twice", p)
+			}
+			seen[p] = true
+			if m.Username == MapperProtocolUsername(p) {
+				return fmt.Errorf("devices.mqtt.username: %q is the user of the %s mappers", m.Username, p)
+			}
+		}
 	case BrokerExternal:
 		for field, set := range map[string]bool{"addr": m.Addr != "", "certFile": m.CertFile != "", "keyFile": m.KeyFile != "",
-			"allowAnonymous": m.AllowAnonymous, "maxClients": m.MaxClients != 0} {
+			"allowAnonymous": m.AllowAnonymous, "maxClients": m.MaxClients != 0, "allowInsecure": m.AllowInsecure,
+			"mapperProtocols": len(m.MapperProtocols) > 0} {
 			if set {
 				return fmt.Errorf("devices.mqtt.%s: only for broker %s (an external broker is at devices.mqtt.url, and its operator configures it)", field, BrokerEmbedded)
 			}
@@ -512,9 +649,17 @@ type EdgeCore struct {
 	Broker *broker.Broker
 	// Runtime is the container runtime the pods run in.
 	Runtime runtime.Runtime
+	// Health measures the node's conditions.
+	Health *nodestatus.Monitor
 	// criRuntime is the CRI runtime edgecore made, if it made one: Run
 	// starts it, Close closes it.
 	criRuntime *cri.Runtime
+	// creds are the node's credentials; nil with Config.Cloud.Dialer.
+	creds *credentials.Credentials
+	// Kubelet is the kubelet API (logs, exec, attach, port-forward),
+	// served on the streams the hub opens through the tunnel (streamLn).
+	Kubelet  *kubeletserver.Server
+	streamLn *streams.Listener
 }
 
 // New checks cfg, opens the store and builds the components; nothing runs
@@ -565,6 +710,7 @@ func New(cfg Config) (*EdgeCore, error) {
 			c := cfg.CRI
 			c.NodeName, c.NodeIP = cfg.NodeName, ip
 			c.Notify = func() { podManager.Changed() }
+			c.HeldImages = func() ([]string, error) { return podManager.Images() }
 			criRT, err = cri.New(context.Background(), c, cri.StoreObjects(db), log.With(slog.String("component", "cri")))
 			if err != nil {
 				db.Close()
@@ -572,10 +718,12 @@ func New(cfg Config) (*EdgeCore, error) {
 			}
 			rt, runtimeVersion = criRT, criRT.Version()
 		default:
+			log.Warn("runtime: fake: the in-memory runtime reports pods Running and Ready, but no container runs; " +
+				"set runtime: cri (the default) to run them in containerd")
 			rt, runtimeVersion = fake.New(ip), "fake://0"
 		}
 	}
-	ec := &EdgeCore{cfg: cfg, DB: db, Runtime: rt, criRuntime: criRT}
+	ec := &EdgeCore{cfg: cfg, DB: db, Runtime: rt, criRuntime: criRT, creds: creds}
 	closeAll := func() {
 		if criRT != nil {
 			criRT.Close()
@@ -585,9 +733,10 @@ func New(cfg Config) (*EdgeCore, error) {
 		}
 		db.Close()
 	}
-	ns := &nodestatus.Source{NodeName: cfg.NodeName, InternalIP: cfg.NodeIP, MaxPods: cfg.MaxPods,
-		DataDir: cfg.DataDir, RuntimeVersion: runtimeVersion}
 	var ag *agent.Agent
+	health := nodestatus.MonitorConfig{Period: cfg.NodeHealth.Period.Duration, Thresholds: cfg.NodeHealth.thresholds(),
+		DataDir: cfg.DataDir, Logger: log.With(slog.String("component", "nodestatus")),
+		Changed: func() { ag.NodeStatusChanged() }}
 	reported := pods.NewReported()
 	ec.Pods, err = pods.New(pods.Config{ResyncInterval: cfg.PodResyncInterval.Duration, OutboxMax: cfg.OutboxMax,
 		PodWorkers: cfg.PodWorkers, Reported: reported},
@@ -597,6 +746,14 @@ func New(cfg Config) (*EdgeCore, error) {
 		return nil, err
 	}
 	podManager = ec.Pods
+	if criRT != nil {
+		// Only a runtime that runs something frees anything by evicting.
+		health.Runtime = criProbe{criRT}
+		health.Reclaim = &reclaimer{rt: criRT, pods: ec.Pods, log: log.With(slog.String("component", "nodestatus"))}
+	}
+	ec.Health = nodestatus.NewMonitor(health)
+	ns := &nodestatus.Source{NodeName: cfg.NodeName, InternalIP: cfg.NodeIP, MaxPods: cfg.MaxPods,
+		DataDir: cfg.DataDir, RuntimeVersion: runtimeVersion, Conditions: ec.Health.Conditions}
 	obs := observers{ec.Pods}
 	if *cfg.MetaServer.Enable {
 		clients, err := metaserver.LocalClients(ec.CredentialsDir())
@@ -607,6 +764,8 @@ func New(cfg Config) (*EdgeCore, error) {
 		}
 		ec.MetaServer, err = metaserver.New(metaserver.Config{Addr: cfg.MetaServer.Addr, NodeName: cfg.NodeName,
 			Clients: clients, PodStatuses: reported,
+			// Read at scrape time, once Run started every component.
+			Metrics:    promhttp.HandlerFor(ec.Metrics(), promhttp.HandlerOpts{}),
 			NodeLabels: cfg.Labels, NodeStatus: ns.Status, NodeInterval: cfg.NodeStatusInterval.Duration,
 			StateDir: cfg.DataDir, Logger: log.With(slog.String("component", "metaserver"))}, db)
 		if err != nil {
@@ -625,7 +784,7 @@ func New(cfg Config) (*EdgeCore, error) {
 		obs = append(obs, ec.Resolver)
 	}
 	if d := cfg.Devices; *d.Enable {
-		m, err := mqttSetup(cfg.DataDir, cfg.NodeName, d.MQTT, log.With(slog.String("component", "broker")))
+		m, err := mqttSetup(cfg.DataDir, cfg.NodeName, d.MQTT, db, log.With(slog.String("component", "broker")))
 		if err != nil {
 			closeAll()
 			return nil, err
@@ -649,7 +808,19 @@ func New(cfg Config) (*EdgeCore, error) {
 		}
 		obs = append(obs, ec.Devices)
 	}
+	ec.streamLn = streams.NewListener(64)
+	var krt kubeletserver.Runtime
+	if criRT != nil {
+		krt = criRT
+	}
+	ec.Kubelet, err = kubeletserver.New(kubeletserver.Config{NodeName: cfg.NodeName, Runtime: krt,
+		Pods: nodePods{db: db}, Stats: cfg.KubeletStats, Logger: log.With(slog.String("component", "kubelet"))})
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
 	ag, err = agent.New(agent.Config{
+		Streams:            ec.streamLn.Offer,
 		NodeName:           cfg.NodeName,
 		Labels:             cfg.Labels,
 		Backoff:            link.Backoff{Initial: cfg.ReconnectInitial.Duration, Max: cfg.ReconnectMax.Duration},
@@ -670,13 +841,16 @@ func New(cfg Config) (*EdgeCore, error) {
 			log.With(slog.String("component", "staticpods")))
 		ec.Pods.SetStaticPods(ec.Static)
 	}
+	ec.Kubelet.SetPods(nodePods{db: db, static: ec.Static})
 	return ec, nil
 }
 
 // Run runs edgecore until ctx ends or a component fails. Pods are started
 // from the store at once, whether or not the cloud can be reached.
 func (ec *EdgeCore) Run(ctx context.Context) error {
+	ec.Health.Sample(ctx) // the first status reported is measured
 	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return ec.Health.Start(ctx) })
 	if ec.Static != nil {
 		ec.Static.Scan() // static pods start with the others, before any watch
 		g.Go(func() error { return ec.Static.Start(ctx) })
@@ -686,6 +860,16 @@ func (ec *EdgeCore) Run(ctx context.Context) error {
 		g.Go(func() error { return ec.criRuntime.Start(ctx) })
 	}
 	g.Go(func() error { return ec.Agent.Start(ctx) })
+	g.Go(func() error { return ec.Kubelet.Serve(ctx, ec.streamLn) })
+	if ec.cfg.KubeletSocket != "-" {
+		ln, err := listenOwnerOnly(ec.cfg.KubeletSocket)
+		if err != nil {
+			// Local debugging is not worth stopping the node for.
+			ec.cfg.Logger.Error("kubelet API socket: edgecore ctl will not work", slog.Any("err", err))
+		} else {
+			g.Go(func() error { return ec.Kubelet.Serve(ctx, ln) })
+		}
+	}
 	if ec.MetaServer != nil {
 		g.Go(func() error { return ec.MetaServer.Start(ctx) })
 	}

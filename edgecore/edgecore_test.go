@@ -1,6 +1,8 @@
 package edgecore
 
 import (
+	"bytes"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -41,6 +43,15 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		// A broker on the network without authentication (audit M3).
 		{good + "devices:\n  mqtt:\n    addr: 0.0.0.0:1883\n    allowAnonymous: true\n", "devices.mqtt.allowAnonymous"},
 		{good + "devices:\n  mqtt:\n    addr: :1883\n    allowAnonymous: true\n", "devices.mqtt.allowAnonymous"},
+		// A broker on the network without TLS, unless allowed explicitly.
+		{good + "devices:\n  mqtt:\n    addr: 0.0.0.0:1883\n", "devices.mqtt.addr"},
+		{good + "devices:\n  mqtt:\n    addr: :1883\n", "devices.mqtt.addr"},
+		{good + "devices:\n  mqtt:\n    broker: external\n    allowInsecure: true\n", "devices.mqtt.allowInsecure"},
+		{good + "devices:\n  mqtt:\n    mapperProtocols: [Modbus]\n", "devices.mqtt.mapperProtocols"},
+		{good + "devices:\n  mqtt:\n    mapperProtocols: [../x]\n", "devices.mqtt.mapperProtocols"},
+		{good + "devices:\n  mqtt:\n    mapperProtocols: [modbus, modbus]\n", "devices.mqtt.mapperProtocols"},
+		{good + "devices:\n  mqtt:\n    mapperProtocols: [modbus]\n    username: mapper-modbus\n    password: p\n", "devices.mqtt.username"},
+		{good + "devices:\n  mqtt:\n    broker: external\n    mapperProtocols: [modbus]\n", "devices.mqtt.mapperProtocols"},
 		{good + "devices:\n  mqtt:\n    username: u\n", "devices.mqtt.username"},
 		{good + "devices:\n  mqtt:\n    username: mapper\n    password: p\n", "devices.mqtt.username"},
 		{good + "devices:\n  mqtt:\n    maxClients: -1\n", "devices.mqtt.maxClients"},
@@ -54,6 +65,11 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{good + "dns:\n  enable: true\n  addr: 127.0.0.1:53\n  rate: -1\n", "dns.rate"},
 		// Pods find a name server on port 53 only.
 		{good + "runtime: cri\ndns:\n  enable: true\n  addr: 10.0.0.1:5353\n", "dns.addr"},
+		{good + "nodeHealth:\n  period: -1s\n", "nodeHealth.period"},
+		{good + "nodeHealth:\n  memoryAvailable: -1Mi\n", "nodeHealth.memoryAvailable"},
+		{good + "nodeHealth:\n  nodefsAvailablePercent: 100\n", "nodeHealth.nodefsAvailablePercent"},
+		{good + "nodeHealth:\n  imagefsAvailablePercent: -3\n", "nodeHealth.imagefsAvailablePercent"},
+		{good + "nodeHealth:\n  pidAvailablePercent: 120\n", "nodeHealth.pidAvailablePercent"},
 	}
 	for _, c := range cases {
 		var cfg Config
@@ -75,8 +91,13 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 	if err := cfg.validate(); err != nil {
 		t.Fatalf("good config: %v", err)
 	}
-	if cfg.MaxPods != 110 || cfg.Runtime != "fake" || cfg.ReconnectMax.Duration == 0 {
+	if cfg.MaxPods != 110 || cfg.Runtime != "cri" || cfg.CRI.RootDir != dir || cfg.ReconnectMax.Duration == 0 {
 		t.Errorf("defaults not filled: %+v", cfg)
+	}
+	if h := cfg.NodeHealth; h.Period.Duration != 5*time.Second || h.MemoryAvailable.String() != "100Mi" ||
+		h.NodeFSAvailablePercent != 10 || h.ImageFSAvailablePercent != 15 || h.PIDAvailablePercent != 10 ||
+		h.PressureTransitionPeriod.Duration != 5*time.Minute {
+		t.Errorf("node health defaults not filled: %+v", h)
 	}
 	if d := cfg.Devices; !*d.Enable || d.MQTT.Broker != "embedded" || d.MQTT.Addr != "127.0.0.1:1883" || d.ReportInterval.Duration != time.Second {
 		t.Errorf("device defaults not filled: %+v", d)
@@ -106,5 +127,39 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 	}
 	if m := cfg.Devices.MQTT; m.URL != "tcp://127.0.0.1:1883" || m.password() != "s3cret" || m.Addr != "" {
 		t.Errorf("external broker defaults: %+v", m)
+	}
+	// The embedded broker beyond loopback: with TLS, or allowed insecure.
+	for _, extra := range []string{"    certFile: " + ca + "\n    keyFile: " + ca + "\n", "    allowInsecure: true\n"} {
+		cfg = Config{}
+		if err := yaml.UnmarshalStrict([]byte(good+"devices:\n  mqtt:\n    addr: 0.0.0.0:1883\n"+extra), &cfg); err != nil {
+			t.Fatal(err)
+		}
+		if err := cfg.validate(); err != nil {
+			t.Errorf("0.0.0.0 with %q: %v", extra, err)
+		}
+	}
+}
+
+// The in-memory runtime runs only when asked for by name, and says at
+// start that nothing really runs; without runtime:, edgecore wants
+// containerd.
+func TestFakeRuntimeOnlyByNameWithWarning(t *testing.T) {
+	off := false
+	var logs bytes.Buffer
+	cfg := Config{NodeName: "edge-1", Cloud: unreachableCloud(), DataDir: t.TempDir(), StaticPodPath: NoStaticPods,
+		MetaServer: MetaServerConfig{Enable: &off}, Devices: DevicesConfig{Enable: &off},
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))}
+	cfg.CRI.Endpoint = filepath.Join(t.TempDir(), "no-containerd.sock")
+	if _, err := New(cfg); err == nil || !strings.Contains(err.Error(), "does not answer") {
+		t.Errorf("no runtime given, no containerd: %v", err)
+	}
+	cfg.Runtime = "fake"
+	ec, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ec.Close()
+	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "no container runs") {
+		t.Errorf("no warning about the fake runtime: %s", logs.String())
 	}
 }

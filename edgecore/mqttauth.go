@@ -4,14 +4,18 @@ import (
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 
 	"github.com/tether-edge/tether/devices/broker"
+	"github.com/tether-edge/tether/edgecore/store"
 	"github.com/tether-edge/tether/pki"
+	"github.com/tether-edge/tether/protocol"
 )
 
 // MapperUsername is the embedded broker's user for mappers (see
@@ -32,6 +36,49 @@ func MapperPasswordFile(dataDir string) string {
 	return filepath.Join(CredentialsDir(dataDir), "mqtt-"+MapperUsername+".password")
 }
 
+// MapperProtocolUsername is the embedded broker's user for the mappers of
+// protocol (MQTTConfig.MapperProtocols).
+func MapperProtocolUsername(protocol string) string { return MapperUsername + "-" + protocol }
+
+// MapperProtocolPasswordFile is the file holding the password of
+// MapperProtocolUsername(protocol).
+func MapperProtocolPasswordFile(dataDir, protocol string) string {
+	return filepath.Join(CredentialsDir(dataDir), "mqtt-"+MapperProtocolUsername(protocol)+".password")
+}
+
+// protocolName is what MQTTConfig.MapperProtocols takes: a DNS label short
+// enough that "mqtt-mapper-<p>.password" is one too.
+var protocolName = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,51}[a-z0-9])?$`)
+
+// protocolDevices is the set of the store's devices (those of this node)
+// whose spec.protocol.protocolName is protocol: what its mapper user may
+// touch. It reads the store at each call (a bbolt read and a small JSON
+// decode: microseconds), so that it follows the devices the hub sends.
+type protocolDevices struct {
+	db       *store.DB
+	protocol string
+}
+
+func (p protocolDevices) Has(namespace, name string) bool {
+	var has bool
+	p.db.View(func(tx *store.Tx) error {
+		o, err := tx.ObjectByName(protocol.KindDevice, namespace, name)
+		if err != nil || o == nil {
+			return err
+		}
+		var d struct {
+			Spec struct {
+				Protocol struct {
+					ProtocolName string `json:"protocolName"`
+				} `json:"protocol"`
+			} `json:"spec"`
+		}
+		has = json.Unmarshal(o.Data, &d) == nil && d.Spec.Protocol.ProtocolName == p.protocol
+		return nil
+	})
+	return has
+}
+
 // mqttClient is how edgecore's twin connects to its broker, and the
 // embedded broker's configuration (nil with an external broker).
 type mqttClient struct {
@@ -44,7 +91,7 @@ type mqttClient struct {
 // validate): for the embedded broker, edgecore's user (the configured one,
 // or edgeUsername with a random password) and the mappers' (its password
 // read from MapperPasswordFile, or made and written there).
-func mqttSetup(dataDir, node string, cfg MQTTConfig, log *slog.Logger) (*mqttClient, error) {
+func mqttSetup(dataDir, node string, cfg MQTTConfig, db *store.DB, log *slog.Logger) (*mqttClient, error) {
 	m := &mqttClient{username: cfg.Username, password: cfg.password()}
 	if cfg.Broker == BrokerExternal {
 		if cfg.CAFile != "" {
@@ -78,11 +125,24 @@ func mqttSetup(dataDir, node string, cfg MQTTConfig, log *slog.Logger) (*mqttCli
 			return nil, err
 		}
 	}
-	b := &broker.Config{Addr: cfg.Addr, NodeName: node, AllowAnonymous: cfg.AllowAnonymous, MaxClients: cfg.MaxClients,
-		Logger: log, Users: []broker.User{
+	b := &broker.Config{Addr: cfg.Addr, NodeName: node, AllowAnonymous: cfg.AllowAnonymous, AllowInsecure: cfg.AllowInsecure,
+		MaxClients: cfg.MaxClients,
+		Logger:     log, Users: []broker.User{
 			{Name: m.username, Password: m.password, Role: broker.RoleEdge},
 			{Name: MapperUsername, Password: mapperPW, Role: broker.RoleDevice},
 		}}
+	for _, p := range cfg.MapperProtocols {
+		pw, err := pki.SecretFile(MapperProtocolPasswordFile(dataDir, p), 1)
+		if err != nil {
+			log.Error("devices.mqtt: cannot write a mapper password: its mappers cannot connect until it can be",
+				slog.String("file", MapperProtocolPasswordFile(dataDir, p)), slog.Any("err", err))
+			if pw, err = pki.RandomSecret(); err != nil {
+				return nil, err
+			}
+		}
+		b.Users = append(b.Users, broker.User{Name: MapperProtocolUsername(p), Password: pw, Role: broker.RoleDevice,
+			Devices: protocolDevices{db: db, protocol: p}})
+	}
 	if cfg.CertFile != "" {
 		b.TLS, err = broker.LoadTLS(cfg.CertFile, cfg.KeyFile)
 		if err != nil {

@@ -78,13 +78,16 @@ wait_log() {
 lines() { if [[ -f $1 ]]; then wc -l <"$1"; else echo 0; fi; }
 
 kubeconfig() { cat "$run/controlplane.ready" 2>/dev/null || true; }
+# The API server's kubelet traffic (kubectl logs, exec) goes through
+# cloudcore's kubelet proxy on this socket, and on through the edge's tunnel.
+egress_sock() { echo "$(cd "$run" && pwd)/egress.sock"; }
 
 start_controlplane() {
   rm -f "$run/controlplane.ready"
   # A node silent for 16s is NotReady (the default is 40s), so that the
   # cloud's view of an offline edge shows within the walk-through.
   spawn controlplane "$run/controlplane.log" "$bin/controlplane" --bin-dir "$root/bin" --dir "$run" --ready-file "$run/controlplane.ready" \
-    --node-monitor-period 2s --node-monitor-grace-period 16s
+    --egress-socket "$(egress_sock)" --node-monitor-period 2s --node-monitor-grace-period 16s
   echo "demo: starting the control plane (log: $run/controlplane.log)"
   while [[ ! -s $run/controlplane.ready ]]; do
     running controlplane || { echo "demo: the control plane did not start:" >&2; tail -n 20 "$run/controlplane.log" >&2; return 1; }
@@ -98,7 +101,8 @@ start_controlplane() {
 start_cloudcore() {
   local from
   from=$(lines "$run/cloudcore.log")
-  spawn cloudcore "$run/cloudcore.log" "$bin/cloudcore" --kubeconfig "$(kubeconfig)" --listen 127.0.0.1:10000
+  spawn cloudcore "$run/cloudcore.log" "$bin/cloudcore" --kubeconfig "$(kubeconfig)" --listen 127.0.0.1:10000 \
+    --kubelet-proxy-socket "$(egress_sock)"
   echo "demo: starting cloudcore (log: $run/cloudcore.log)"
   wait_log cloudcore "$run/cloudcore.log" "$from" "hub listening"
 }
@@ -141,17 +145,18 @@ start_thermostat() {
 
 # The mapper reads the metaserver with the token edgecore provisions for
 # device mappers (devices and the node only; no pods, configmaps, secrets),
-# and the broker as user "mapper" with the password edgecore wrote at its
-# first start into its data directory.
+# and the broker as user "mapper-modbus" (edgecore.yaml's mapperProtocols),
+# which may use the topics of the modbus devices only, with the password
+# edgecore wrote at its first start into its data directory.
 start_mapper() {
   local ms_token=$run/edge-1/credentials/metaserver-devices.token
-  local mapper_pw=$run/edge-1/credentials/mqtt-mapper.password
+  local mapper_pw=$run/edge-1/credentials/mqtt-mapper-modbus.password
   until [[ -s $ms_token && -s $mapper_pw ]]; do
     running edgecore || { tail -n 20 "$run/edgecore.log" >&2; return 1; }
     sleep 0.2
   done
   spawn modbus-mapper "$run/modbus-mapper.log" "$bin/modbus-mapper" --node demo-edge-1 \
-    --metaserver-token-file "$ms_token" --username mapper --password-file "$mapper_pw"
+    --metaserver-token-file "$ms_token" --username mapper-modbus --password-file "$mapper_pw"
   echo "demo: starting a Modbus thermostat and the Modbus mapper (logs: $run/thermostat.log, $run/modbus-mapper.log)"
 }
 
@@ -375,6 +380,9 @@ dataDir: $run/edge-1
 reconnectMax: 5s
 labels:
   tether.io/site: demo-store
+devices:
+  mqtt:
+    mapperProtocols: [modbus]   # user mapper-modbus: the modbus devices' topics only
 $runtime_cfg
 EOF
 join_cmd=$("$bin/cloudcore" token create --kubeconfig "$kubeconfig" --cloud 127.0.0.1:10000 \
@@ -399,6 +407,13 @@ if command -v kubectl >/dev/null; then
   if [[ $runtime_cfg == "runtime: cri"* ]] && command -v curl >/dev/null; then
     echo "demo: curl http://$pod_ip:8080/ (served by busybox httpd in a container on the edge node):"
     curl -s --max-time 5 "http://$pod_ip:8080/" || true
+  fi
+  if [[ $runtime_cfg == "runtime: cri"* ]]; then
+    # Through the tunnel: no port is open on the edge node.
+    echo "demo: kubectl logs deployment/store-web --tail=3:"
+    kubectl logs deployment/store-web --tail=3 || true
+    echo "demo: kubectl exec deployment/store-web -- sh -c 'echo hello from \$(hostname)':"
+    kubectl exec deployment/store-web -- sh -c 'echo hello from $(hostname)' || true
   fi
   # The thermostat: its reported values reach the Device status; a desired
   # setpoint set in the API server reaches its holding register.
@@ -431,6 +446,8 @@ Tether demo is running: the control plane, cloudcore and one edge node.
   export KUBECONFIG=$kubeconfig
   kubectl get nodes,pods -o wide
   kubectl scale deployment store-web --replicas=4
+  kubectl logs -f deployment/store-web
+  kubectl exec -it deployment/store-web -- sh
   kubectl get devices
   kubectl get device thermostat-1 -o yaml
 

@@ -53,6 +53,10 @@
 // newer status of a pod replaces an older unsent one. The edge sends its
 // outbox in Seq order. Handlers must be idempotent.
 //
+// Byte streams (version 3, streams.go) ride the same session for the API
+// server's requests to the node's kubelet API: not acknowledged, flow
+// controlled per stream by credits, and ended with the session.
+//
 // # Encoding
 //
 // Frames are CBOR (RFC 8949) with integer keys; Kubernetes objects inside

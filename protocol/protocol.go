@@ -26,8 +26,11 @@ import (
 //	  2 or more, so a version 1 hub never sees one. A Seq'd message answered
 //	  ErrorUnknownMessage is not sent again in that session. Error codes
 //	  Revoked and Expired.
-//	3 (2026-12-06): reserved for the stream frames of the streams13 branch
-//	  (logs, exec); this branch does not send them.
+//	3 (2026-12-06): byte streams to the edge's kubelet API (kubectl logs,
+//	  exec, attach, port-forward, the node proxy): StreamOpen (hub),
+//	  StreamData, StreamCredit and StreamClose (either side). The hub opens
+//	  streams only to an edge that said 3 or more in its Hello; to an
+//	  older one the API server's request gets 502 "edge too old".
 //	4 (2026-12-06): kinds Service and EndpointSlice. The hub sends them
 //	  only in a session whose version is 4 or more (Kind.Since): an older
 //	  edge would reject every one in its Ack and hold nothing of them, but
@@ -162,6 +165,11 @@ type Frame struct {
 	// Since version 2.
 	CertRequest *CertRequest `cbor:"15,keyasint,omitempty"`
 	CertIssued  *CertIssued  `cbor:"16,keyasint,omitempty"`
+	// Since version 3 (streams.go).
+	StreamOpen   *StreamOpen   `cbor:"17,keyasint,omitempty"`
+	StreamData   *StreamData   `cbor:"18,keyasint,omitempty"`
+	StreamCredit *StreamCredit `cbor:"19,keyasint,omitempty"`
+	StreamClose  *StreamClose  `cbor:"20,keyasint,omitempty"`
 }
 
 // Hello is the first frame of a session, sent by the edge.

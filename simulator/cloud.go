@@ -73,6 +73,9 @@ func newCloudBase(cfg cloudcore.Config, dataDir, host string, ns Namespace, root
 	if cfg.AcceptRate == 0 {
 		cfg.AcceptRate, cfg.AcceptBurst = 1e6, 1e6
 	}
+	if cfg.AcceptRatePerIP == 0 {
+		cfg.AcceptRatePerIP, cfg.AcceptBurstPerIP = 1e6, 1e6
+	}
 	return &cloudBase{cfg: cfg, dataDir: dataDir, address: addr, health: health, ns: ns, roots: roots}, nil
 }
 

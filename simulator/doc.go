@@ -35,8 +35,9 @@
 // a net.Conn wrapper that counts bytes (TLS records) and can be cut (the
 // connection closes at once, dials fail until healed). It costs no
 // goroutine and no socket, so ten thousand nodes cost ten thousand client
-// sockets and the goroutines edgecore needs (four a node: Run, the pod
-// manager, the agent and its session's reader), nothing more. Rebooting a
+// sockets and the goroutines edgecore needs (five a node: Run, the pod
+// manager, the node monitor, the agent and its session's reader), nothing
+// more. Rebooting a
 // node offline stops its edgecore, keeps its store, and starts it again
 // with an empty runtime and its link cut.
 //

@@ -153,7 +153,14 @@ func (f *fleet) start(ctx context.Context, i int) error {
 		// No MQTT broker per node unless Config.Edge asks for one.
 		Devices:     edgecore.DevicesConfig{Enable: &off},
 		Logger:      f.cfg.log,
+		Runtime:     "fake", // the hollow nodes run nothing: rt below
 		RuntimeImpl: rt,
+		// Every hollow node measures the same machine: once a minute
+		// rather than every 5s keeps ten thousand of them cheap.
+		NodeHealth: edgecore.NodeHealthConfig{Period: metav1.Duration{Duration: time.Minute}},
+		// No kubelet API socket per node: a file descriptor each, and the
+		// in-memory runtime has no logs to read.
+		KubeletSocket: "-",
 	}
 	if f.cfg.edge != nil {
 		f.cfg.edge(i, &cfg)

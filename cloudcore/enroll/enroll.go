@@ -197,6 +197,7 @@ func refuse(status int, format string, args ...any) error {
 
 func (s *Service) serveCA(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", http.MethodGet)
 		http.Error(w, "GET only", http.StatusMethodNotAllowed)
 		return
 	}
@@ -276,6 +277,9 @@ func (s *Service) join(ctx context.Context, req *JoinRequest) ([]byte, error) {
 func (s *Service) serveRenew(w http.ResponseWriter, r *http.Request) {
 	var node string
 	cert, err := func() ([]byte, error) {
+		if err := postOnly(w, r); err != nil { // before the certificate is verified
+			return nil, err
+		}
 		if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
 			return nil, refuse(http.StatusUnauthorized, "renewal needs the node's client certificate")
 		}
@@ -402,9 +406,18 @@ func newIdentity() (string, error) {
 	return hex.EncodeToString(b), nil
 }
 
-func decode(w http.ResponseWriter, r *http.Request, v any) error {
+// postOnly refuses a request whose method is not POST (405, with Allow).
+func postOnly(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
 		return refuse(http.StatusMethodNotAllowed, "POST only")
+	}
+	return nil
+}
+
+func decode(w http.ResponseWriter, r *http.Request, v any) error {
+	if err := postOnly(w, r); err != nil {
+		return err
 	}
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxRequestSize))
 	dec.DisallowUnknownFields()

@@ -299,3 +299,32 @@ func TestCAEndpoint(t *testing.T) {
 		t.Fatalf("GET %s: %v", PathCA, err)
 	}
 }
+
+// Each endpoint takes its one method: any other is refused with 405 and
+// an Allow header, and /v1/ca serves nothing to it.
+func TestEndpointMethods(t *testing.T) {
+	r := newRig(t)
+	for path, allowed := range map[string]string{PathCA: http.MethodGet, PathJoin: http.MethodPost, PathRenew: http.MethodPost} {
+		for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodPatch} {
+			if m == allowed {
+				continue
+			}
+			req, err := http.NewRequestWithContext(t.Context(), m, r.srv.URL+path, strings.NewReader("-----BEGIN"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := r.srv.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != allowed {
+				t.Errorf("%s %s: %s, Allow %q; want 405, Allow %s", m, path, resp.Status, resp.Header.Get("Allow"), allowed)
+			}
+			if strings.Contains(string(b), "BEGIN CERTIFICATE") {
+				t.Errorf("%s %s served a certificate", m, path)
+			}
+		}
+	}
+}

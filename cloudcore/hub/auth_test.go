@@ -244,6 +244,46 @@ func TestCertRequest(t *testing.T) {
 	}
 }
 
+// A flood of CertRequests in one session: they are answered one at a time
+// (one that comes while another is being answered is refused at once), and
+// each waits for the node's upstream rate like a status. They were exempt
+// from it: all 50 were read and answered at once, each answer a signature
+// or an Error, each signature a read of the Node.
+func TestCertRequestFlood(t *testing.T) {
+	src, url := startHub(t, Config{UpstreamRate: 0.001, UpstreamBurst: 5})
+	e := connect(t, url, nil)
+	e.recv() // ResyncDone
+	key, _ := pki.NewKey()
+	csr, err := pki.NodeCSR(key, "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 50 {
+		e.send(&protocol.Frame{CertRequest: &protocol.CertRequest{CSR: csr}})
+	}
+	issued := 0
+	for range 5 { // the burst
+		switch f := e.recv(); {
+		case f.CertIssued != nil:
+			issued++
+		case f.Error != nil && f.Error.Code == protocol.ErrorCertificate:
+		default:
+			t.Fatalf("want CertIssued or Error Certificate, got %s", f.Type())
+		}
+	}
+	if issued == 0 {
+		t.Fatal("no certificate issued")
+	}
+	// The sixth waits for a token (one in 1,000 s): nothing more is read.
+	if !e.quiet(time.Second) {
+		t.Fatal("more than the burst of certificate requests answered")
+	}
+	waitFor(t, "the sixth request throttled", func() bool { return src.hub.Stats().UpstreamThrottled == 1 })
+	if st := src.hub.Stats(); st.CertsIssued+st.CertsRefused != 5 || st.CertsIssued != int64(issued) {
+		t.Fatalf("stats %+v: want 5 answered, %d issued", st, issued)
+	}
+}
+
 // An edge of protocol version 1 is welcomed with version 1, and a
 // CertRequest in such a session is not taken.
 func TestVersionOneEdge(t *testing.T) {

@@ -169,6 +169,17 @@ type Config struct {
 	// before its TLS handshake.
 	AcceptRate  float64
 	AcceptBurst int
+	// AcceptRatePerIP and AcceptBurstPerIP are the same for the
+	// connections of one source address (defaults 4 a second and 32: the
+	// boxes of a store behind one NAT reconnect together after a restart),
+	// checked first, so that one address cannot use up AcceptRate for the
+	// others. Behind a TCP proxy or a carrier-grade NAT raise them to
+	// AcceptRate and AcceptBurst. The hub tracks the rate of at most
+	// 65,536 addresses at once (those that connected within the last
+	// AcceptBurstPerIP/AcceptRatePerIP seconds); past that a new address
+	// has only AcceptRate.
+	AcceptRatePerIP  float64
+	AcceptBurstPerIP int
 
 	// MaxInventory is the most objects a Hello may list (default 20,000).
 	// A kubelet holds at most 110 pods by default; with their config maps
@@ -182,13 +193,25 @@ type Config struct {
 	// UpstreamRate is each node's rate of upstream messages per second,
 	// UpstreamBurst its burst (defaults 50 and 200; a node reports its
 	// status every minute and its pods' statuses when they change).
-	// Heartbeats, acks and certificate requests are not counted. A status
-	// past it waits (the session stops reading until the rate allows it);
+	// Heartbeats and acks are not counted; certificate requests are (each
+	// costs a signature and a read of the Node), and are answered one at a
+	// time: one that comes while another is being answered is refused at
+	// once. A status or certificate request past the rate waits (the
+	// session stops reading until the rate allows it);
 	// an Event past it is dropped and answered with Ack.Rejected
 	// ("dropped: event rate limit") so that the edge does not send it
 	// again.
 	UpstreamRate  float64
 	UpstreamBurst int
+
+	// MaxStreamsPerNode is the most byte streams (kubectl logs, exec,
+	// attach, port-forward, node proxy requests) open to one node at once
+	// (default 32), and MaxStreams through this hub in total (default
+	// 1,024). Each stream holds at most protocol.StreamWindow (256 KiB) of
+	// data queued each way, and its frames go through the session's send
+	// queue like the others: 32 streams fill at most 256 of its entries.
+	MaxStreamsPerNode int
+	MaxStreams        int
 
 	// HealthAddr, if set, is a plain HTTP listener (host:port; keep it on
 	// loopback or a private network) serving /healthz (the hub serves) and
@@ -276,10 +299,20 @@ func (c *Config) validateLimits(fds uint64) error {
 	setDefault(&c.MaxConnsPerIP, 32)
 	setDefault(&c.AcceptRate, 200)
 	setDefault(&c.AcceptBurst, 1000)
+	setDefault(&c.AcceptRatePerIP, 4)
+	setDefault(&c.AcceptBurstPerIP, 32)
 	setDefault(&c.MaxInventory, 20000)
 	setDefault(&c.MaxUpstreamInFlight, 256)
 	setDefault(&c.UpstreamRate, 50)
 	setDefault(&c.UpstreamBurst, 200)
+	if c.AcceptRatePerIP < 0 || c.AcceptBurstPerIP < 1 {
+		return fmt.Errorf("hub: limits must be positive: accept rate per IP %g burst %d", c.AcceptRatePerIP, c.AcceptBurstPerIP)
+	}
+	setDefault(&c.MaxStreamsPerNode, 32)
+	setDefault(&c.MaxStreams, 1024)
+	if c.MaxStreamsPerNode < 1 || c.MaxStreams < 1 {
+		return fmt.Errorf("hub: max streams %d, per node %d: must be positive", c.MaxStreams, c.MaxStreamsPerNode)
+	}
 	if c.MaxConns < 1 || c.MaxConnsPerIP < 1 || c.AcceptRate < 0 || c.AcceptBurst < 1 || c.MaxInventory < 1 ||
 		c.MaxUpstreamInFlight < 1 || c.UpstreamRate < 0 || c.UpstreamBurst < 1 {
 		return fmt.Errorf("hub: limits must be positive: max conns %d, per IP %d, accept rate %g burst %d, "+
@@ -303,6 +336,8 @@ type Hub struct {
 	log      *slog.Logger
 	upgrader websocket.Upgrader
 	stats    Stats
+	// streamsOpen counts the streams open through the hub (MaxStreams).
+	streamsOpen atomic.Int64
 	// listening is set while Serve serves.
 	listening atomic.Bool
 	// logTimeout and logRefused rate-limit log lines of limits hit.
@@ -452,6 +487,20 @@ func (h *Hub) Connected() []string {
 	return nodes
 }
 
+// CertExpiries calls fn with each connected node and when the client
+// certificate of its session expires (its renewals included).
+func (h *Hub) CertExpiries(fn func(node string, notAfter time.Time)) {
+	h.mu.Lock()
+	live := make([]*session, 0, len(h.sessions))
+	for _, s := range h.sessions {
+		live = append(live, s)
+	}
+	h.mu.Unlock()
+	for _, s := range live {
+		fn(s.node, time.Unix(0, s.notAfter.Load()))
+	}
+}
+
 // checkSessions stops the sessions of nodes that were revoked or whose
 // certificate expired.
 func (h *Hub) checkSessions(ctx context.Context) {
@@ -532,9 +581,17 @@ func (h *Hub) handshake(conn *websocket.Conn, node string) (*protocol.Hello, err
 	if err != nil {
 		return nil, fmt.Errorf("read hello: %w", err)
 	}
-	f, err := protocol.Decode(b)
+	// An inventory over MaxInventory is refused at its header, before it
+	// is decoded (see protocol.DecodeHello).
+	f, err := protocol.DecodeHello(b, h.cfg.MaxInventory)
 	if err != nil {
-		writeError(conn, &protocol.Error{Code: protocol.ErrorBadFrame, Message: err.Error()})
+		code := protocol.ErrorBadFrame
+		if errors.Is(err, protocol.ErrTooLarge) {
+			code = protocol.ErrorTooLarge
+			h.stats.inventoryRefused.Add(1)
+			err = fmt.Errorf("%w; the hub takes at most %d (MaxInventory)", err, h.cfg.MaxInventory)
+		}
+		writeError(conn, &protocol.Error{Code: code, Message: err.Error()})
 		return nil, fmt.Errorf("hello: %w", err)
 	}
 	if f.Hello == nil {
@@ -664,12 +721,13 @@ type Stats struct {
 	resyncMessages  atomic.Int64
 	resyncBytes     atomic.Int64
 
-	conns        atomic.Int64
-	refusedTotal atomic.Int64
-	refusedPerIP atomic.Int64
-	refusedRate  atomic.Int64
-	closedNew    atomic.Int64
-	closedIdle   atomic.Int64
+	conns         atomic.Int64
+	refusedTotal  atomic.Int64
+	refusedPerIP  atomic.Int64
+	refusedRate   atomic.Int64
+	refusedRateIP atomic.Int64
+	closedNew     atomic.Int64
+	closedIdle    atomic.Int64
 
 	inventoryRefused  atomic.Int64
 	upstreamPaused    atomic.Int64
@@ -677,6 +735,8 @@ type Stats struct {
 	eventsDropped     atomic.Int64
 	deleteScans       atomic.Int64
 	deleteScanned     atomic.Int64
+	streams           atomic.Int64
+	streamsRefused    atomic.Int64
 }
 
 // StatsSnapshot is a copy of the counters.
@@ -705,12 +765,13 @@ type StatsSnapshot struct {
 
 	// Conns is the connections open now (sessions included).
 	Conns int64 `json:"conns"`
-	// ConnsRefusedTotal, ConnsRefusedPerIP and ConnsRefusedRate count
-	// connections closed at accept by MaxConns, MaxConnsPerIP and
-	// AcceptRate.
-	ConnsRefusedTotal int64 `json:"connsRefusedTotal"`
-	ConnsRefusedPerIP int64 `json:"connsRefusedPerIP"`
-	ConnsRefusedRate  int64 `json:"connsRefusedRate"`
+	// ConnsRefusedTotal, ConnsRefusedPerIP, ConnsRefusedRate and
+	// ConnsRefusedRatePerIP count connections closed at accept by MaxConns,
+	// MaxConnsPerIP, AcceptRate and AcceptRatePerIP.
+	ConnsRefusedTotal     int64 `json:"connsRefusedTotal"`
+	ConnsRefusedPerIP     int64 `json:"connsRefusedPerIP"`
+	ConnsRefusedRate      int64 `json:"connsRefusedRate"`
+	ConnsRefusedRatePerIP int64 `json:"connsRefusedRatePerIP"`
 	// ConnsClosedNew counts connections closed before they made a request
 	// (silent, or a TLS handshake or header unfinished in HandshakeTimeout,
 	// or a failed TLS handshake); ConnsClosedIdle keep-alive connections
@@ -731,6 +792,10 @@ type StatsSnapshot struct {
 	// sent.
 	DeleteScans   int64 `json:"deleteScans"`
 	DeleteScanned int64 `json:"deleteScanned"`
+	// Streams counts the byte streams opened to nodes, StreamsRefused
+	// those refused by MaxStreams or MaxStreamsPerNode.
+	Streams        int64 `json:"streams"`
+	StreamsRefused int64 `json:"streamsRefused"`
 }
 
 // Stats returns the hub's counters.
@@ -744,10 +809,11 @@ func (h *Hub) Stats() StatsSnapshot {
 		ObjectMessages: s.objectMessages.Load(), BadFrames: s.badFrames.Load(), Resyncs: s.resyncs.Load(),
 		ResyncMessages: s.resyncMessages.Load(), ResyncBytes: s.resyncBytes.Load(),
 		Conns: s.conns.Load(), ConnsRefusedTotal: s.refusedTotal.Load(), ConnsRefusedPerIP: s.refusedPerIP.Load(),
-		ConnsRefusedRate: s.refusedRate.Load(), ConnsClosedNew: s.closedNew.Load(), ConnsClosedIdle: s.closedIdle.Load(),
+		ConnsRefusedRate: s.refusedRate.Load(), ConnsRefusedRatePerIP: s.refusedRateIP.Load(), ConnsClosedNew: s.closedNew.Load(), ConnsClosedIdle: s.closedIdle.Load(),
 		InventoryRefused: s.inventoryRefused.Load(), UpstreamPaused: s.upstreamPaused.Load(),
 		UpstreamThrottled: s.upstreamThrottled.Load(), EventsDropped: s.eventsDropped.Load(),
 		DeleteScans: s.deleteScans.Load(), DeleteScanned: s.deleteScanned.Load(),
+		Streams: s.streams.Load(), StreamsRefused: s.streamsRefused.Load(),
 	}
 }
 

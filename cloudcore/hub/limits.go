@@ -36,9 +36,10 @@ func newLimitLog() *limitLog { return &limitLog{s: rate.Sometimes{Interval: 10 *
 func (l *limitLog) do(f func()) { l.s.Do(f) }
 
 // connLimiter is a listener that closes, at once, a new connection past
-// MaxConns open, past MaxConnsPerIP open from its source address, or past
-// the AcceptRate (a token bucket): before its TLS handshake, so that a
-// refused connection costs the hub an accept and a close.
+// AcceptRatePerIP from its source address, past the AcceptRate (token
+// buckets), past MaxConns open or past MaxConnsPerIP open from its source
+// address: before its TLS handshake, so that a refused connection costs
+// the hub an accept and a close.
 type connLimiter struct {
 	net.Listener
 	h       *Hub
@@ -51,10 +52,17 @@ type connLimiter struct {
 	// perIP counts the open connections of each source address; guarded
 	// by mu. An address with none has no entry.
 	perIP map[string]int
+	// rateIP is the AcceptRatePerIP bucket of each source address that
+	// connected lately; guarded by mu. A full bucket is the same as none:
+	// such entries are swept when the map is at maxRateIPs.
+	rateIP map[string]*rate.Limiter
 }
 
+// maxRateIPs bounds connLimiter.rateIP (about 100 bytes an entry).
+const maxRateIPs = 1 << 16
+
 func newConnLimiter(ln net.Listener, h *Hub) *connLimiter {
-	return &connLimiter{Listener: ln, h: h, perIP: map[string]int{},
+	return &connLimiter{Listener: ln, h: h, perIP: map[string]int{}, rateIP: map[string]*rate.Limiter{},
 		rate:    rate.NewLimiter(rate.Limit(h.cfg.AcceptRate), h.cfg.AcceptBurst),
 		logRate: newLimitLog(), logCap: newLimitLog()}
 }
@@ -77,6 +85,14 @@ func (l *connLimiter) Accept() (net.Conn, error) {
 func (l *connLimiter) admit(c net.Conn) net.Conn {
 	st, cfg := &l.h.stats, &l.h.cfg
 	ip := hostOf(c.RemoteAddr())
+	if !l.allowIP(ip, time.Now()) {
+		n := st.refusedRateIP.Add(1)
+		l.logRate.do(func() {
+			l.h.log.Warn("connection refused: accept rate limit per address", slog.String("remote", ip),
+				slog.Float64("acceptRatePerIP", cfg.AcceptRatePerIP), slog.Int64("refusedSoFar", n))
+		})
+		return nil
+	}
 	if !l.rate.Allow() {
 		n := st.refusedRate.Add(1)
 		l.logRate.do(func() {
@@ -109,6 +125,30 @@ func (l *connLimiter) admit(c net.Conn) net.Conn {
 	l.mu.Unlock()
 	st.conns.Add(1)
 	return &limitedConn{Conn: c, l: l, ip: ip}
+}
+
+// allowIP takes a token from ip's AcceptRatePerIP bucket. An address not
+// tracked yet while maxRateIPs are is allowed: AcceptRate still applies.
+func (l *connLimiter) allowIP(ip string, now time.Time) bool {
+	cfg := &l.h.cfg
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	lim := l.rateIP[ip]
+	if lim == nil {
+		if len(l.rateIP) >= maxRateIPs {
+			for k, v := range l.rateIP {
+				if v.TokensAt(now) >= float64(cfg.AcceptBurstPerIP) {
+					delete(l.rateIP, k)
+				}
+			}
+		}
+		if len(l.rateIP) >= maxRateIPs {
+			return true
+		}
+		lim = rate.NewLimiter(rate.Limit(cfg.AcceptRatePerIP), cfg.AcceptBurstPerIP)
+		l.rateIP[ip] = lim
+	}
+	return lim.AllowN(now, 1)
 }
 
 func (l *connLimiter) release(ip string) {

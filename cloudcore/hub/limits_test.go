@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/tether-edge/tether/protocol"
 )
 
@@ -250,6 +252,54 @@ func TestAcceptRate(t *testing.T) {
 	}
 }
 
+// Limit AcceptRatePerIP and AcceptBurstPerIP: 127.0.0.1 past its burst
+// (the bucket refilling once in 1,000 s) is closed at once, before it takes
+// a token of AcceptRate; 127.0.0.2 is still served.
+func TestAcceptRatePerIP(t *testing.T) {
+	s := serveHub(t, Config{HandshakeTimeout: time.Hour, AcceptRatePerIP: 0.001, AcceptBurstPerIP: 3,
+		AcceptRate: 0.001, AcceptBurst: 5}, nopUpstream{})
+	one := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}
+	holdConns(t, s, 3, one, 3)
+	for range 3 {
+		refusedAtOnce(t, s, one)
+	}
+	if st := s.h.Stats(); st.ConnsRefusedRatePerIP != 3 || st.ConnsRefusedRate != 0 || st.Conns != 3 {
+		t.Fatalf("refused by rate per IP %d (want 3), by rate %d (want 0), open %d (want 3)",
+			st.ConnsRefusedRatePerIP, st.ConnsRefusedRate, st.Conns)
+	}
+	if got, err := get(s.addr, "/v1/ca", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}); err != nil || got != "200 ca" {
+		t.Fatalf("GET /v1/ca from another address: %q %v", got, err)
+	}
+}
+
+// The buckets of AcceptRatePerIP are kept for at most maxRateIPs
+// addresses: full ones are swept, and past the bound a new address has
+// only AcceptRate.
+func TestAcceptRatePerIPBounded(t *testing.T) {
+	h := &Hub{cfg: Config{AcceptRatePerIP: 1, AcceptBurstPerIP: 2}}
+	l := &connLimiter{h: h, perIP: map[string]int{}, rateIP: map[string]*rate.Limiter{}}
+	now := time.Now()
+	for i := range maxRateIPs {
+		if !l.allowIP(fmt.Sprintf("10.%d.%d.%d", i>>16, i>>8&255, i&255), now) {
+			t.Fatal("a new address refused")
+		}
+	}
+	if len(l.rateIP) != maxRateIPs {
+		t.Fatalf("%d buckets", len(l.rateIP))
+	}
+	// None is full yet: the next address is not tracked, but allowed.
+	if !l.allowIP("192.0.2.1", now) || len(l.rateIP) != maxRateIPs {
+		t.Fatalf("past the bound: %d buckets", len(l.rateIP))
+	}
+	// A second later every bucket is full again: swept.
+	if !l.allowIP("192.0.2.1", now.Add(time.Second)) || len(l.rateIP) != 1 {
+		t.Fatalf("after a sweep: %d buckets, want 1", len(l.rateIP))
+	}
+	if !l.allowIP("192.0.2.1", now.Add(time.Second)) || l.allowIP("192.0.2.1", now.Add(time.Second)) {
+		t.Fatal("192.0.2.1: want its burst of 2, then refused")
+	}
+}
+
 // /healthz and /readyz are on the health listener, not the tunnel's.
 func TestHealthListener(t *testing.T) {
 	s := serveHub(t, Config{}, nopUpstream{})
@@ -443,7 +493,8 @@ func TestUpstreamRateDelaysStatus(t *testing.T) {
 }
 
 // Limit MaxInventory: the audit's 2 MiB Hello of 233,000 refs is refused
-// with a clear error.
+// with a clear error, at the inventory's header (protocol.DecodeHello;
+// TestDecodeHelloInventoryLimit has its cost).
 func TestHugeInventoryRefused(t *testing.T) {
 	src, url := startHub(t, Config{})
 	inv := make([]protocol.ObjectRef, 233_000)
@@ -531,6 +582,8 @@ func TestConfigLimits(t *testing.T) {
 		{MaxConns: 20000},
 		{MaxConnsPerIP: -1},
 		{AcceptRate: -1},
+		{AcceptRatePerIP: -1},
+		{AcceptBurstPerIP: -1},
 		{IdleTimeout: -time.Second},
 		{MaxInventory: -1},
 		{UpstreamBurst: -1},

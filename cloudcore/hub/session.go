@@ -17,6 +17,7 @@ import (
 
 	"github.com/tether-edge/tether/pki"
 	"github.com/tether-edge/tether/protocol"
+	"github.com/tether-edge/tether/streams"
 )
 
 // kindRank is the place of each kind in protocol.Kinds.
@@ -64,9 +65,12 @@ type session struct {
 	conn     *websocket.Conn
 	log      *slog.Logger
 	sendq    *sendQueue
-	kickc    chan struct{}
-	upc      chan struct{}
-	stopc    chan struct{}
+	// streamq holds the stream frames (streams.go), sent when sendq is
+	// empty.
+	streamq *sendQueue
+	kickc   chan struct{}
+	upc     chan struct{}
+	stopc   chan struct{}
 
 	stopOnce sync.Once
 	// stopErr is why the session stops; written once, before stopc closes.
@@ -84,6 +88,9 @@ type session struct {
 	upRoom     chan struct{}
 	// upLimit is the node's UpstreamRate; the reader's alone.
 	upLimit *rate.Limiter
+	// streams are the session's byte streams (streams.go); nil before
+	// protocol version 3.
+	streams *streams.Mux
 
 	// owner state
 	acked    map[objKey]held
@@ -118,6 +125,7 @@ func newSession(h *Hub, conn *websocket.Conn, hello *protocol.Hello) *session {
 		conn:     conn,
 		log:      h.log.With(slog.String("node", hello.NodeName)),
 		sendq:    newSendQueue(h.cfg.SendQueue),
+		streamq:  newSendQueue(streamQueue),
 		kickc:    make(chan struct{}, 1),
 		upc:      make(chan struct{}, 1),
 		stopc:    make(chan struct{}),
@@ -135,6 +143,7 @@ func newSession(h *Hub, conn *websocket.Conn, hello *protocol.Hello) *session {
 	for _, r := range hello.NewInventory {
 		s.acked[objKey{r.Kind, r.UID}] = held{rv: r.ResourceVersion}
 	}
+	s.newStreams()
 	return s
 }
 
@@ -234,6 +243,9 @@ loop:
 	// is the only writer and may say goodbye. Closing the connection ends
 	// the reader.
 	<-writerDone
+	if s.streams != nil {
+		s.streams.Close()
+	}
 	if s.stopErr != nil {
 		writeError(s.conn, s.stopErr)
 		s.log.Info("edge disconnected", slog.String("reason", s.stopErr.Error()))
@@ -268,6 +280,10 @@ func (s *session) readLoop(frames chan<- *protocol.Frame) {
 			s.sendFrame(&protocol.Frame{Error: &protocol.Error{Code: code, Seq: seq, Message: err.Error()}})
 			continue
 		}
+		if f.IsStream() {
+			s.handleStream(f) // never blocks: windows bound what it holds
+			continue
+		}
 		if upstream(f) {
 			if f.Event != nil {
 				if !s.upLimit.Allow() {
@@ -278,6 +294,11 @@ func (s *session) readLoop(frames chan<- *protocol.Frame) {
 				return
 			}
 			s.upInFlight.Add(1)
+		} else if f.CertRequest != nil && !s.throttle() {
+			// A certificate request costs a signature and a read of the
+			// Node from the API server: it waits for the rate like a
+			// status (and is answered one at a time, see renew).
+			return
 		}
 		select {
 		case frames <- f:
@@ -377,7 +398,20 @@ func (s *session) writeLoop() {
 	for {
 		select {
 		case <-s.sendq.ready:
+		case <-s.streamq.ready:
+		case <-s.stopc:
+			return
+		}
+		// Objects, acks and the rest first; stream data (streams.go) a few
+		// frames at a time when nothing else waits, so that a busy kubectl
+		// logs -f never holds up the node's pods.
+		for {
 			batch = s.sendq.take(batch)
+			if len(batch) == 0 {
+				if batch = s.streamq.takeN(batch, streamBurst); len(batch) == 0 {
+					break
+				}
+			}
 			for i, b := range batch {
 				s.conn.SetWriteDeadline(time.Now().Add(s.h.cfg.SessionTimeout))
 				if err := s.conn.WriteMessage(websocket.BinaryMessage, b); err != nil {
@@ -392,8 +426,6 @@ func (s *session) writeLoop() {
 			if cap(batch) > keptQueue {
 				batch = nil
 			}
-		case <-s.stopc:
-			return
 		}
 	}
 }
@@ -408,15 +440,16 @@ const keptQueue = 64
 // past its limit.
 type sendQueue struct {
 	limit int
-	// ready has a token when items may be non-empty.
-	ready chan struct{}
+	// ready has a token when items may be non-empty; room when a take
+	// made room.
+	ready, room chan struct{}
 
 	mu    sync.Mutex
 	items [][]byte // guarded by mu
 }
 
 func newSendQueue(limit int) *sendQueue {
-	return &sendQueue{limit: limit, ready: make(chan struct{}, 1)}
+	return &sendQueue{limit: limit, ready: make(chan struct{}, 1), room: make(chan struct{}, 1)}
 }
 
 // push queues b; it reports false, queueing nothing, when limit frames wait
@@ -447,7 +480,39 @@ func (q *sendQueue) take(buf [][]byte) [][]byte {
 	if cap(q.items) > keptQueue {
 		q.items = nil
 	}
+	if len(buf) > 0 {
+		signalChan(q.room)
+	}
 	return buf
+}
+
+// hasRoom reports whether push would take a frame now.
+func (q *sendQueue) hasRoom() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.items) < q.limit
+}
+
+// takeN is take of at most n frames.
+func (q *sendQueue) takeN(buf [][]byte, n int) [][]byte {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	k := min(n, len(q.items))
+	buf = append(buf[:0], q.items[:k]...)
+	rest := copy(q.items, q.items[k:])
+	clear(q.items[rest:])
+	q.items = q.items[:rest]
+	if k > 0 {
+		signalChan(q.room)
+	}
+	return buf
+}
+
+func signalChan(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
 }
 
 // sendFrame encodes f and queues it. It returns the encoded size, or 0 if f

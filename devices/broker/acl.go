@@ -5,9 +5,11 @@ import (
 	"crypto/subtle"
 	"log/slog"
 	"strings"
+	"time"
 
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+	"golang.org/x/time/rate"
 )
 
 // The topic grammar of devices/mqtt, which this package does not import
@@ -89,8 +91,26 @@ func deviceAllowed(node, topic string, write bool) bool {
 	return false
 }
 
-// authHook checks credentials at CONNECT and topics at PUBLISH and
-// SUBSCRIBE (see the package doc).
+// deviceOf returns the device a device topic (twin, state, updated, or
+// data plane) or filter names; ok is false for other topics and for a
+// filter whose device segments are wildcards.
+func deviceOf(topic string) (ns, name string, ok bool) {
+	rest, found := strings.CutPrefix(topic, devicePrefix)
+	if !found {
+		if rest, found = strings.CutPrefix(topic, dataPrefix); !found {
+			return "", "", false
+		}
+	}
+	parts := strings.SplitN(rest, "/", 3)
+	if len(parts) != 3 || strings.ContainsAny(parts[0], "+#") || strings.ContainsAny(parts[1], "+#") {
+		return "", "", false
+	}
+	return parts[0], parts[1], true
+}
+
+// authHook checks credentials at CONNECT and topics at PUBLISH, SUBSCRIBE
+// and delivery (see the package doc), and keeps the topics of a device
+// from users whose Devices lack it.
 type authHook struct {
 	mochi.HookBase
 	users     map[string]User
@@ -100,11 +120,14 @@ type authHook struct {
 	// dummy is compared against when the username is unknown, so that a
 	// refusal takes as long either way.
 	dummy []byte
+	// logDevices spaces the logs of topics refused by a user's Devices.
+	logDevices *rate.Sometimes
 }
 
 func newAuthHook(cfg Config, server *mochi.Server) *authHook {
 	h := &authHook{users: map[string]User{}, anonymous: cfg.AllowAnonymous, node: cfg.NodeName, server: server,
-		dummy: []byte("not a password of any user: " + strings.Repeat("x", 32))}
+		dummy:      []byte("not a password of any user: " + strings.Repeat("x", 32)),
+		logDevices: &rate.Sometimes{Interval: 10 * time.Second}}
 	for _, u := range cfg.Users {
 		h.users[u.Name] = u
 	}
@@ -115,6 +138,31 @@ func (h *authHook) ID() string { return "tether-auth" }
 
 func (h *authHook) Provides(b byte) bool {
 	return b == mochi.OnConnectAuthenticate || b == mochi.OnACLCheck
+}
+
+// devices is the set of devices cl may touch; nil: every one.
+func (h *authHook) devices(cl *mochi.Client) Devices {
+	if len(cl.Properties.Username) == 0 {
+		return nil
+	}
+	return h.users[string(cl.Properties.Username)].Devices
+}
+
+// deviceAllowed reports whether the device topic names a device of cl's
+// Devices (true for other topics, and for filters with "+" for the device:
+// each delivery is checked with its topic). The membership topics are
+// refused to a client with Devices: their answers list every device of the
+// node, with its twin.
+func (h *authHook) deviceAllowed(cl *mochi.Client, topic string) bool {
+	d := h.devices(cl)
+	if d == nil {
+		return true
+	}
+	if strings.HasPrefix(topic, nodePrefix) {
+		return false
+	}
+	ns, name, ok := deviceOf(topic)
+	return !ok || d.Has(ns, name)
 }
 
 // role is the role of a client let in: its user's, or RoleDevice when
@@ -139,6 +187,7 @@ func (h *authHook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bo
 		return false
 	}
 	var role Role
+	var devs Devices
 	if name == "" {
 		if !h.anonymous || len(pk.Connect.Password) > 0 {
 			return refuse("no username")
@@ -153,9 +202,12 @@ func (h *authHook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bo
 		if subtle.ConstantTimeCompare(pk.Connect.Password, want) != 1 || !ok {
 			return refuse("bad username or password")
 		}
-		role = u.Role
+		role, devs = u.Role, u.Devices
 	}
 	if pk.Connect.WillFlag && !allowed(role, h.node, pk.Connect.WillTopic, true) {
+		return refuse("will topic " + pk.Connect.WillTopic + " not allowed")
+	}
+	if ns, name, ok := deviceOf(pk.Connect.WillTopic); pk.Connect.WillFlag && ok && devs != nil && !devs.Has(ns, name) {
 		return refuse("will topic " + pk.Connect.WillTopic + " not allowed")
 	}
 	// MQTT gives a newcomer with a client id in use the session of the
@@ -171,10 +223,23 @@ func (h *authHook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bo
 	return true
 }
 
+// OnACLCheck is asked at each PUBLISH (write), SUBSCRIBE (the filter) and
+// delivery (the topic, !write) of a message to a client.
 func (h *authHook) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {
-	if allowed(h.role(cl), h.node, topic, write) {
-		return true
+	if !allowed(h.role(cl), h.node, topic, write) {
+		h.refused(cl, topic, write)
+		return false
 	}
+	if !h.deviceAllowed(cl, topic) {
+		// Deliveries to a filter with "+" land here for every other
+		// device: logged at most every 10 s.
+		h.logDevices.Do(func() { h.refused(cl, topic, write) })
+		return false
+	}
+	return true
+}
+
+func (h *authHook) refused(cl *mochi.Client, topic string, write bool) {
 	op := "subscribe"
 	if write {
 		op = "publish"
@@ -182,5 +247,4 @@ func (h *authHook) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {
 	h.Log.Warn("mqtt "+op+" refused by the topic rules", slog.String("client", cl.ID),
 		slog.String("username", string(bytes.ToValidUTF8(cl.Properties.Username, []byte("?")))),
 		slog.String("topic", topic))
-	return false
 }

@@ -19,7 +19,14 @@
 // mapper, a device, an app) may publish the device → edge topics and
 // subscribe to the edge → device ones, and nothing else: it cannot publish a
 // twin/update/delta (which makes a mapper write a device) or a result. A
-// will message is a publish at disconnect: its topic is checked at CONNECT.
+// RoleDevice user with User.Devices (a mapper of one protocol) is narrowed
+// to those devices' topics: it may not publish on another device's topics
+// nor subscribe to them by name; a filter with "+" for the device is
+// taken, and each message is checked again at delivery, so it gets nothing
+// of the others; the membership topics, whose answers list every device,
+// are refused to it. A will message is a
+// publish at disconnect: its topic is checked at CONNECT. A listener
+// beyond loopback needs TLS, unless Config.AllowInsecure.
 //
 // Memory bounds: a RoleDevice or anonymous client's packets are at most
 // ClientMaxPacketBytes (the connection is closed at the first larger one,
@@ -117,6 +124,19 @@ type User struct {
 	Name     string
 	Password string
 	Role     Role
+	// Devices, if set, narrows a RoleDevice user to these devices (a
+	// mapper that serves one protocol): it may not publish on the topics
+	// of a device not in the set, nor subscribe to them by name, and is
+	// sent nothing of them through a "+" filter; the membership topics
+	// (every device of the node) are refused to it. Nil: every device.
+	Devices Devices
+}
+
+// Devices is a set of devices, asked at each publish, subscribe and
+// delivery of a device topic: it may change while the broker runs.
+type Devices interface {
+	// Has reports whether the device namespace/name is in the set.
+	Has(namespace, name string) bool
 }
 
 // Config configures the broker.
@@ -134,8 +154,13 @@ type Config struct {
 	// loopback Addr.
 	AllowAnonymous bool
 	// TLS, if set, is the TLS configuration of the listener (with its
-	// certificate): every client must then speak TLS. See LoadTLS.
+	// certificate): every client must then speak TLS. See LoadTLS. It is
+	// required on an Addr that is not loopback, unless AllowInsecure.
 	TLS *tls.Config
+	// AllowInsecure lets the broker listen beyond loopback without TLS:
+	// passwords, readings and commands then cross the network in clear
+	// (default false: New refuses such an Addr).
+	AllowInsecure bool
 	// MaxClients bounds the connected clients (default
 	// DefaultMaxClients); past it, a CONNECT is answered "server
 	// unavailable". Connections that have not sent their CONNECT yet are
@@ -173,6 +198,10 @@ func (cfg *Config) Validate() error {
 	if cfg.AllowAnonymous && !IsLoopback(cfg.Addr) {
 		return fmt.Errorf("addr %q is not a loopback address: anonymous clients are allowed only on loopback", cfg.Addr)
 	}
+	if !IsLoopback(cfg.Addr) && cfg.TLS == nil && !cfg.AllowInsecure {
+		return fmt.Errorf("addr %q is not a loopback address and there is no TLS: passwords and readings would cross the network "+
+			"in clear; give the listener a certificate, or allow an insecure listener explicitly", cfg.Addr)
+	}
 	seen := map[string]bool{}
 	for _, u := range cfg.Users {
 		switch {
@@ -184,6 +213,8 @@ func (cfg *Config) Validate() error {
 			return fmt.Errorf("user %q: bad role %s", u.Name, u.Role)
 		case seen[u.Name]:
 			return fmt.Errorf("user %q: given twice", u.Name)
+		case u.Devices != nil && u.Role != RoleDevice:
+			return fmt.Errorf("user %q: a set of devices is for role %s only", u.Name, RoleDevice)
 		}
 		seen[u.Name] = true
 	}
@@ -227,8 +258,8 @@ func New(cfg Config) (*Broker, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
-	if !IsLoopback(cfg.Addr) && cfg.TLS == nil {
-		cfg.Logger.Warn("mqtt broker listens beyond loopback without TLS: passwords cross the network in clear",
+	if !IsLoopback(cfg.Addr) && cfg.TLS == nil { // AllowInsecure
+		cfg.Logger.Warn("mqtt broker listens beyond loopback without TLS, as allowed: passwords cross the network in clear",
 			slog.String("addr", cfg.Addr))
 	}
 	ln, err := net.Listen("tcp", cfg.Addr)

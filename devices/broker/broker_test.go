@@ -276,6 +276,90 @@ func TestTopicRules(t *testing.T) {
 	}
 }
 
+// deviceSet is a Devices of "<ns>/<name>" keys.
+type deviceSet map[string]bool
+
+func (s deviceSet) Has(ns, name string) bool { return s[ns+"/"+name] }
+
+// TestDeviceScopedUser: a mapper user with Devices (the devices of its
+// protocol) may publish and subscribe only on its devices' topics, and
+// gets nothing of the others through a "+" filter; a mapper user without
+// Devices gets every device's.
+func TestDeviceScopedUser(t *testing.T) {
+	scoped := User{Name: "mapper-modbus", Password: "modbus-s3cret", Role: RoleDevice, Devices: deviceSet{"ns/mine": true}}
+	b := start(t, Config{NodeName: "n1", Users: []User{edgeUser, mapperUser, scoped}})
+	edge := mustConnect(t, b.URL(), "edge", edgeUser)
+	spy := subscribe(t, edge, "$hw/events/#")
+	all := subscribe(t, mustConnect(t, b.URL(), "all", mapperUser), "$hw/events/device/+/+/twin/update/delta")
+
+	m := mustConnect(t, b.URL(), "m", scoped)
+	deltas := subscribe(t, m, "$hw/events/device/+/+/twin/update/delta")
+	for _, f := range []string{"$hw/events/device/ns/other/twin/get/result", "$hw/events/device/ns/other/twin/update/result",
+		"$hw/events/node/n1/membership/get/result", "$hw/events/node/+/membership/updated"} { // every device's twin
+		if code := trySubscribe(t, m, f, nil); code != 0x80 {
+			t.Errorf("scoped subscribe %q: code %#x, want 0x80 (refused)", f, code)
+		}
+	}
+	if code := trySubscribe(t, m, "$hw/events/device/ns/mine/twin/get/result", nil); code > 2 {
+		t.Error("scoped subscribe to its own device's result: refused")
+	}
+
+	// The edge's deltas: the scoped mapper gets its device's only.
+	for _, d := range []string{"other", "mine"} {
+		if err := publish(edge, "$hw/events/device/ns/"+d+"/twin/update/delta", 1, false, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 2 {
+		select {
+		case <-all:
+		case <-time.After(20 * time.Second):
+			t.Fatal("the unscoped mapper did not get both deltas")
+		}
+	}
+	select {
+	case msg := <-deltas:
+		if msg.Topic() != "$hw/events/device/ns/mine/twin/update/delta" {
+			t.Fatalf("the scoped mapper got %s", msg.Topic())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the scoped mapper did not get its device's delta")
+	}
+	none(t, deltas, 300*time.Millisecond)
+	for range 2 { // the edge's own deltas, seen by its spy
+		<-spy
+	}
+
+	// Its device's report reaches the edge; another's (QoS 0: dropped;
+	// QoS 1: the client is disconnected) does not, nor its data.
+	publish(m, "$hw/events/device/ns/other/twin/update", 0, false, "forged")
+	publish(m, "$ke/events/device/ns/other/data/update", 0, false, "forged")
+	if err := publish(m, "$hw/events/device/ns/mine/twin/update", 1, false, "report"); err != nil {
+		t.Fatal(err)
+	}
+	if msg := <-spy; msg.Topic() != "$hw/events/device/ns/mine/twin/update" {
+		t.Fatalf("edge got %s %q", msg.Topic(), msg.Payload())
+	}
+	publish(m, "$hw/events/device/ns/other/state/update", 1, false, "forged")
+	select {
+	case <-m.lost:
+	case <-time.After(20 * time.Second):
+		t.Error("a scoped mapper publishing another device's state (QoS 1) stayed connected")
+	}
+	none(t, spy, 300*time.Millisecond)
+
+	// A will on another device's topic is refused at CONNECT.
+	o := options(b.URL(), "willer", scoped).SetWill("$hw/events/device/ns/other/state/update", `{"state":"offline"}`, 1, false)
+	if _, err := connectWith(t, o); err == nil || !strings.Contains(err.Error(), "not Authorized") {
+		t.Errorf("a scoped mapper with another device's will: %v, want not authorized", err)
+	}
+
+	if _, err := New(Config{Addr: "127.0.0.1:0", Users: []User{{Name: "e", Password: "p", Role: RoleEdge, Devices: deviceSet{}}},
+		Logger: quiet()}); err == nil || !strings.Contains(err.Error(), "role device only") {
+		t.Errorf("an edge user with a set of devices: %v", err)
+	}
+}
+
 // TestClientIDTakeover: a mapper connecting with edgecore's client id is
 // refused and edgecore stays connected.
 func TestClientIDTakeover(t *testing.T) {
@@ -412,6 +496,8 @@ func TestConfigErrors(t *testing.T) {
 		{Config{Addr: "127.0.0.1:0", Users: []User{mapperUser, mapperUser}}, "given twice"},
 		{Config{Addr: "127.0.0.1:0", Users: users, MaxClients: -1}, "negative"},
 		{Config{Addr: "127.0.0.1:0", Users: users, TLS: &tls.Config{}}, "no certificate"},
+		{Config{Addr: "0.0.0.0:0", Users: users}, "not a loopback address and there is no TLS"},
+		{Config{Addr: ":0", Users: users}, "not a loopback address and there is no TLS"},
 	} {
 		c.cfg.Logger = quiet()
 		if b, err := New(c.cfg); err == nil || !strings.Contains(err.Error(), c.want) {
@@ -421,9 +507,10 @@ func TestConfigErrors(t *testing.T) {
 			t.Errorf("%+v: %v, want %q", c.cfg, err, c.want)
 		}
 	}
-	// Beyond loopback with users: allowed (with a warning without TLS).
-	if b, err := New(Config{Addr: "0.0.0.0:0", Users: users, Logger: quiet()}); err != nil {
-		t.Errorf("0.0.0.0 with users: %v", err)
+	// Beyond loopback without TLS: only when allowed explicitly (with a
+	// warning).
+	if b, err := New(Config{Addr: "0.0.0.0:0", Users: users, AllowInsecure: true, Logger: quiet()}); err != nil {
+		t.Errorf("0.0.0.0 with users, allowed insecure: %v", err)
 	} else {
 		b.Close()
 	}

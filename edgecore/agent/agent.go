@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"runtime/debug"
 	"slices"
 	"sync"
@@ -62,6 +63,14 @@ type Config struct {
 	// Credentials, if set, renews the node's client certificate in the
 	// session (protocol version 2 and later).
 	Credentials Credentials
+	// Streams, if set, takes each byte stream the hub opens (protocol
+	// version 3: the API server's requests to the node's kubelet API); it
+	// must not block and reports false to refuse one. Nil refuses them all.
+	// A *streams.Listener's Offer is one.
+	Streams func(net.Conn) bool
+	// MaxStreams is the most streams open at once (default 32); the hub
+	// keeps its own cap too.
+	MaxStreams int
 }
 
 // Credentials are the node's client certificate, renewed through the hub.
@@ -101,8 +110,12 @@ func (c *Config) validate() error {
 	if c.StableAfter == 0 {
 		c.StableAfter = 30 * time.Second
 	}
+	if c.MaxStreams == 0 {
+		c.MaxStreams = 32
+	}
 	if c.Backoff.Initial < 0 || c.Backoff.Max < c.Backoff.Initial || c.Window < 1 || c.ResendAfter < 0 ||
-		c.NodeStatusInterval < 0 || c.NodeStatusCheck < 0 || c.NodeStatusCheck > c.NodeStatusInterval || c.OutboxMax < 0 {
+		c.NodeStatusInterval < 0 || c.NodeStatusCheck < 0 || c.NodeStatusCheck > c.NodeStatusInterval || c.OutboxMax < 0 ||
+		c.MaxStreams < 1 {
 		return fmt.Errorf("agent: bad timers or bounds in %+v", *c)
 	}
 	return nil
@@ -122,6 +135,9 @@ type Agent struct {
 	obs        Observer
 	log        *slog.Logger
 	kickc      chan struct{}
+	// statusc asks for the node status to be checked now
+	// (NodeStatusChanged).
+	statusc chan struct{}
 	// committed, if set, hears every commit of objects (SetCommitHook).
 	committed func(Commit)
 	// sentStatus is the node status last queued, without the conditions'
@@ -166,7 +182,18 @@ func New(cfg Config, db *store.DB, dialer Dialer, nodeStatus func() (*corev1.Nod
 		return nil, err
 	}
 	return &Agent{cfg: cfg, db: db, dialer: dialer, nodeStatus: nodeStatus, obs: obs, log: log,
-		kickc: make(chan struct{}, 1)}, nil
+		kickc: make(chan struct{}, 1), statusc: make(chan struct{}, 1)}, nil
+}
+
+// NodeStatusChanged asks for the node status to be built and compared with
+// the one last reported now rather than at the next NodeStatusCheck: a
+// change is queued in the outbox at once, connected or not, and sent if
+// connected. It never blocks.
+func (a *Agent) NodeStatusChanged() {
+	select {
+	case a.statusc <- struct{}{}:
+	default:
+	}
 }
 
 // SetDialer replaces the dialer New was given. Call it before Start. The
@@ -222,7 +249,7 @@ func (a *Agent) Start(ctx context.Context) error {
 			} else {
 				a.log.Warn("cannot reach the hub", slog.Any("err", err), slog.Duration("retry_in", d))
 			}
-			sleep(ctx, d)
+			a.offline(ctx, d)
 			continue
 		}
 		start := time.Now()
@@ -238,17 +265,28 @@ func (a *Agent) Start(ctx context.Context) error {
 		}
 		d := bo.Next()
 		a.log.Warn("link to the hub lost", slog.Any("err", err), slog.Duration("reconnect_in", d))
-		sleep(ctx, d)
+		a.offline(ctx, d)
 	}
 	return nil
 }
 
-func sleep(ctx context.Context, d time.Duration) {
+// offline waits d or until ctx ends, queueing the node status in the
+// outbox when NodeStatusChanged asks, so that a change made offline is
+// reported first thing on reconnecting, in order.
+func (a *Agent) offline(ctx context.Context, d time.Duration) {
 	t := time.NewTimer(d)
 	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			return
+		case <-a.statusc:
+			if err := a.queueNodeStatus(false); err != nil {
+				a.log.Error("queue node status", slog.Any("err", err))
+			}
+		}
 	}
 }
 
@@ -325,6 +363,8 @@ func (a *Agent) session(ctx context.Context, conn *link.Conn) error {
 	errc := make(chan error, 1)
 	done := make(chan struct{})
 	defer close(done)
+	mux := a.streams(conn, w)
+	defer mux.Close()
 	go func() {
 		for {
 			conn.SetReadTimeout(w.SessionTimeout.D())
@@ -338,6 +378,10 @@ func (a *Agent) session(ctx context.Context, conn *link.Conn) error {
 			if err != nil {
 				errc <- err
 				return
+			}
+			if f.IsStream() {
+				mux.Handle(f) // streams.go
+				continue
 			}
 			select {
 			case frames <- f:
@@ -392,6 +436,13 @@ func (a *Agent) session(ctx context.Context, conn *link.Conn) error {
 				return fmt.Errorf("send heartbeat: %w", err)
 			}
 		case <-ns.C:
+			if err := a.queueNodeStatus(false); err != nil {
+				a.log.Error("queue node status", slog.Any("err", err))
+			}
+			if err := s.send(); err != nil {
+				return err
+			}
+		case <-a.statusc:
 			if err := a.queueNodeStatus(false); err != nil {
 				a.log.Error("queue node status", slog.Any("err", err))
 			}

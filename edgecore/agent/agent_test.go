@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -395,4 +396,84 @@ func TestCheckServiceKinds(t *testing.T) {
 			t.Errorf("%s %q: %v, want ok=%v", c.kind, c.data, err, c.ok)
 		}
 	}
+}
+
+// unreachable is a hub that cannot be reached.
+type unreachable struct{}
+
+func (unreachable) Dial(context.Context, *protocol.Hello) (*link.Conn, error) {
+	return nil, errors.New("connect: network is unreachable")
+}
+
+// TestNodeStatusChangedOffline: with the hub away, a change the monitor
+// reports is queued in the outbox at once, not at the next dial.
+func TestNodeStatusChangedOffline(t *testing.T) {
+	db, err := store.Open(filepath.Join(t.TempDir(), "edge.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	var mu sync.Mutex
+	ready := corev1.ConditionTrue
+	build := func() (*corev1.NodeStatus, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return &corev1.NodeStatus{Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: ready}}}, nil
+	}
+	a, err := New(Config{NodeName: "n1", Backoff: link.Backoff{Initial: time.Hour, Max: time.Hour}}, db, unreachable{}, build,
+		noObserver{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- a.Start(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Start: %v", err)
+		}
+	}()
+	queuedReady := func() corev1.ConditionStatus {
+		var st corev1.ConditionStatus
+		err := db.View(func(tx *store.Tx) error {
+			return tx.Outbox(0, func(it store.OutboxItem) bool {
+				if it.Key != store.OutboxNodeStatus {
+					return true
+				}
+				f, err := protocol.Decode(it.Frame)
+				if err != nil {
+					t.Error(err)
+					return false
+				}
+				ns, err := protocol.DecodeNodeStatus(f.NodeStatus.Status)
+				if err != nil {
+					t.Error(err)
+					return false
+				}
+				st = ns.Conditions[0].Status
+				return true
+			})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	waitFor := func(want corev1.ConditionStatus) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for queuedReady() != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("outbox: Ready %q, want %q", queuedReady(), want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitFor(corev1.ConditionTrue) // queued before the first dial
+	mu.Lock()
+	ready = corev1.ConditionFalse
+	mu.Unlock()
+	a.NodeStatusChanged()
+	waitFor(corev1.ConditionFalse) // while waiting an hour to dial again
 }

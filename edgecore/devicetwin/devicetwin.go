@@ -69,6 +69,7 @@ import (
 	"log/slog"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
@@ -194,6 +195,8 @@ type Twin struct {
 	resendc  chan struct{} // the agent connected to the cloud: queue every status again
 	objc     chan struct{} // device or model objects changed in the store: see pending
 	stopping chan struct{} // closed when Start ends, releases paho's callbacks
+	// updates counts twin update messages from devices, read by Updates.
+	updates atomic.Int64
 	// pendingMu guards pending: the objects ObjectsChanged and
 	// ObjectsCommitted reported changed, for Start's goroutine to read
 	// when objc fires.
@@ -398,6 +401,9 @@ func (t *Twin) onMessage(_ paho.Client, m paho.Message) {
 	}
 }
 
+// Updates returns how many twin update messages devices published so far.
+func (t *Twin) Updates() int64 { return t.updates.Load() }
+
 // handle decodes one MQTT message into an engine input and applies it.
 func (t *Twin) handle(now time.Time, m message) {
 	topic, err := mqtt.ParseTopic(m.topic)
@@ -408,6 +414,7 @@ func (t *Twin) handle(now time.Time, m message) {
 	var in twin.Input
 	switch topic.Kind {
 	case mqtt.KindTwinUpdate:
+		t.updates.Add(1)
 		msg, err := mqtt.DecodeTwinUpdate(m.payload)
 		in = twin.TwinUpdate{Device: topic.Device, Msg: msg}
 		if err != nil {

@@ -42,7 +42,13 @@ const (
 	// DevicesClient reads the node, its devices and their models: for
 	// device mappers. It gets no pods, configmaps or secrets.
 	DevicesClient = "devices"
+	// MetricsClient reads /metrics only: for a Prometheus agent on the
+	// box.
+	MetricsClient = "metrics"
 )
+
+// MetricsResource is the pseudo-resource of /metrics in Client.Resources.
+const MetricsResource = "metrics"
 
 // DevicesResources are what DevicesClient may read.
 var DevicesResources = []string{resNodes, resDevices, resDeviceModels}
@@ -50,14 +56,15 @@ var DevicesResources = []string{resNodes, resDevices, resDeviceModels}
 // TokenFile is the path of client's token in the credentials directory dir.
 func TokenFile(dir, client string) string { return filepath.Join(dir, "metaserver-"+client+".token") }
 
-// LocalClients returns the node and devices clients with their tokens,
+// LocalClients returns the node, devices and metrics clients with their tokens,
 // read from dir, or made and written there (mode 0600, dir 0700) when
 // missing or unreadable, so that the files stay valid across restarts and
 // a process must be able to read one (root, or whom the operator lets) to
 // call the metaserver.
 func LocalClients(dir string) ([]Client, error) {
 	var clients []Client
-	for _, c := range []Client{{Name: NodeClient}, {Name: DevicesClient, Resources: DevicesResources}} {
+	for _, c := range []Client{{Name: NodeClient}, {Name: DevicesClient, Resources: DevicesResources},
+		{Name: MetricsClient, Resources: []string{MetricsResource}}} {
 		tok, err := pki.SecretFile(TokenFile(dir, c.Name), 32)
 		if err != nil {
 			return nil, fmt.Errorf("metaserver credentials: %w", err)

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -87,8 +88,15 @@ func TestLocalClients(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(first) != 2 || first[0].Token != again[0].Token || first[1].Token != again[1].Token || first[0].Token == first[1].Token {
-		t.Fatalf("tokens %v then %v", first, again)
+	if len(first) != 3 || len(again) != 3 {
+		t.Fatalf("clients %d then %d, want 3", len(first), len(again))
+	}
+	seen := map[string]bool{}
+	for i := range first {
+		if first[i].Token != again[i].Token || seen[first[i].Token] {
+			t.Fatalf("tokens %v then %v", first, again)
+		}
+		seen[first[i].Token] = true
 	}
 	for _, c := range first {
 		fi, err := os.Stat(TokenFile(dir, c.Name))
@@ -98,5 +106,49 @@ func TestLocalClients(t *testing.T) {
 	}
 	if fi, _ := os.Stat(dir); fi.Mode().Perm() != 0o700 {
 		t.Errorf("dir mode %v", fi.Mode())
+	}
+}
+
+// TestMetricsAccess checks who may read /metrics: the node and metrics
+// clients; the metrics client nothing else; mappers (devices) and callers
+// without a token not.
+func TestMetricsAccess(t *testing.T) {
+	const metricsToken = "metrics-token-0123456789abcdef012345"
+	clients := append(slices.Clone(testClients), Client{Name: MetricsClient, Token: metricsToken,
+		Resources: []string{MetricsResource}})
+	metrics := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		w.Write([]byte("tether_edge_link_up 1\n"))
+	})
+	f := newFixture(t, Config{Clients: clients, Metrics: metrics})
+	for _, c := range []struct {
+		name, path, token string
+		want              int
+	}{
+		{"no token", "/metrics", "", http.StatusUnauthorized},
+		{"devices client", "/metrics", devicesToken, http.StatusForbidden},
+		{"node client", "/metrics", nodeToken, http.StatusOK},
+		{"metrics client", "/metrics", metricsToken, http.StatusOK},
+		{"metrics client: secrets", "/api/v1/secrets", metricsToken, http.StatusForbidden},
+		{"metrics client: pods", "/api/v1/pods", metricsToken, http.StatusForbidden},
+	} {
+		r := httptest.NewRequest(http.MethodGet, c.path, nil)
+		r.Host, r.RemoteAddr = "127.0.0.1:10550", "127.0.0.1:40000"
+		if c.token != "" {
+			r.Header.Set("Authorization", "Bearer "+c.token)
+		}
+		w := httptest.NewRecorder()
+		f.s.Handler().ServeHTTP(w, r)
+		if w.Code != c.want {
+			t.Errorf("%s: %d %s, want %d", c.name, w.Code, w.Body, c.want)
+		}
+		if c.want == http.StatusOK && !strings.Contains(w.Body.String(), "tether_edge_link_up 1") {
+			t.Errorf("%s: body %q", c.name, w.Body)
+		}
+	}
+	// Without a handler there is no /metrics.
+	g := newFixture(t, Config{})
+	if code := g.request(http.MethodGet, "/metrics", "", nil); code != http.StatusNotFound {
+		t.Errorf("no Metrics: /metrics answered %d, want 404", code)
 	}
 }

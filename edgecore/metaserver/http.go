@@ -59,6 +59,15 @@ func (s *Server) Handler() http.Handler {
 		writeJSON(w, http.StatusOK, &version.Info{Major: major, Minor: minor, GitVersion: nodestatus.KubeletVersion,
 			Platform: "tether-metaserver"})
 	}))
+	if s.cfg.Metrics != nil {
+		mux.HandleFunc("/metrics", s.readOnlyAs(func(w http.ResponseWriter, r *http.Request, c *Client) {
+			if !c.may(MetricsResource) {
+				s.forbidden(w, c, MetricsResource)
+				return
+			}
+			s.cfg.Metrics.ServeHTTP(w, r)
+		}))
+	}
 	for _, p := range []string{"/healthz", "/livez", "/readyz"} {
 		mux.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "text/plain; charset=utf-8")

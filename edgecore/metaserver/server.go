@@ -48,6 +48,9 @@ type Config struct {
 	// again when only its status changed, so the stored pod carries the
 	// status of its last change.
 	PodStatuses PodStatuses
+	// Metrics, if set, is served at /metrics to the clients that may read
+	// MetricsResource (NodeClient and MetricsClient of LocalClients).
+	Metrics http.Handler
 	// NodeStatus returns the node's status now (required).
 	NodeStatus func() *corev1.NodeStatus
 	// NodeInterval is how often the served Node is rebuilt from NodeStatus

@@ -1,5 +1,14 @@
 // Package nodestatus describes the edge machine as a Kubernetes NodeStatus:
 // capacity, addresses, system info and conditions, read from the machine.
+//
+// The conditions are computed as the kubelet computes them, by a pure
+// Engine (signals and time in, conditions out) driven by a Monitor that
+// measures the signals: Ready is False while the container runtime does not
+// answer its CRI Status call or reports RuntimeReady or NetworkReady false;
+// MemoryPressure, DiskPressure (the data directory's and the image file
+// system) and PIDPressure compare /proc/meminfo, statfs and the task count
+// with Thresholds (the kubelet's evictionHard defaults). Under pressure the
+// Monitor asks a Reclaimer to free space (image garbage collection).
 package nodestatus
 
 import (
@@ -11,6 +20,7 @@ import (
 	goruntime "runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -18,6 +28,9 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
+
+// KubeletPort is the kubelet endpoint the node reports (protocol.KubeletPort).
+const KubeletPort = 10250
 
 // KubeletVersion is what the node reports as its kubelet version.
 const KubeletVersion = "v1.31.4-tether"
@@ -35,12 +48,20 @@ type Source struct {
 	DataDir string
 	// RuntimeVersion is the container runtime, as "name://version".
 	RuntimeVersion string
+	// Conditions, if set, returns the node's conditions with heartbeat now
+	// (Monitor.Conditions); when unset or before its first sample the
+	// node reports itself Ready with no pressure.
+	Conditions func(now time.Time) []corev1.NodeCondition
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+
+	startOnce sync.Once
+	// start is the transition time of the default conditions.
+	start metav1.Time
 }
 
 // Status returns the node status now, with every condition's heartbeat set
-// to now and the Ready condition True.
+// to now.
 func (s *Source) Status() *corev1.NodeStatus {
 	now := metav1.NewTime(time.Now())
 	if s.Now != nil {
@@ -54,9 +75,22 @@ func (s *Source) Status() *corev1.NodeStatus {
 	if n := diskTotal(s.DataDir); n > 0 {
 		capacity[corev1.ResourceEphemeralStorage] = *resource.NewQuantity(n, resource.BinarySI)
 	}
+	s.startOnce.Do(func() { s.start = now })
 	cond := func(t corev1.NodeConditionType, st corev1.ConditionStatus, reason, msg string) corev1.NodeCondition {
 		return corev1.NodeCondition{Type: t, Status: st, Reason: reason, Message: msg,
-			LastHeartbeatTime: now, LastTransitionTime: now}
+			LastHeartbeatTime: now, LastTransitionTime: s.start}
+	}
+	var conds []corev1.NodeCondition
+	if s.Conditions != nil {
+		conds = s.Conditions(now.Time)
+	}
+	if conds == nil {
+		conds = []corev1.NodeCondition{
+			cond(corev1.NodeMemoryPressure, corev1.ConditionFalse, ReasonSufficientMemory, "edgecore has sufficient memory available"),
+			cond(corev1.NodeDiskPressure, corev1.ConditionFalse, ReasonNoDiskPressure, "edgecore has no disk pressure"),
+			cond(corev1.NodePIDPressure, corev1.ConditionFalse, ReasonSufficientPID, "edgecore has sufficient PID available"),
+			cond(corev1.NodeReady, corev1.ConditionTrue, ReasonReady, messageReady),
+		}
 	}
 	ip := s.InternalIP
 	if ip == "" {
@@ -69,13 +103,11 @@ func (s *Source) Status() *corev1.NodeStatus {
 	return &corev1.NodeStatus{
 		Capacity:    capacity,
 		Allocatable: capacity.DeepCopy(),
-		Conditions: []corev1.NodeCondition{
-			cond(corev1.NodeMemoryPressure, corev1.ConditionFalse, "EdgeHasSufficientMemory", "edgecore has sufficient memory available"),
-			cond(corev1.NodeDiskPressure, corev1.ConditionFalse, "EdgeHasNoDiskPressure", "edgecore has no disk pressure"),
-			cond(corev1.NodePIDPressure, corev1.ConditionFalse, "EdgeHasSufficientPID", "edgecore has sufficient PID available"),
-			cond(corev1.NodeReady, corev1.ConditionTrue, "EdgeReady", "edgecore is posting ready status"),
-		},
-		Addresses: addrs,
+		Conditions:  conds,
+		Addresses:   addrs,
+		// The API server asks its egress proxy (cloudcore) for
+		// <node name>:<this port>; nothing listens on it at the edge.
+		DaemonEndpoints: corev1.NodeDaemonEndpoints{KubeletEndpoint: corev1.DaemonEndpoint{Port: KubeletPort}},
 		NodeInfo: corev1.NodeSystemInfo{
 			MachineID:               readTrim("/etc/machine-id"),
 			SystemUUID:              readTrim("/sys/class/dmi/id/product_uuid"),
@@ -84,9 +116,10 @@ func (s *Source) Status() *corev1.NodeStatus {
 			OSImage:                 osImage(),
 			ContainerRuntimeVersion: s.RuntimeVersion,
 			KubeletVersion:          KubeletVersion,
-			KubeProxyVersion:        KubeletVersion,
-			OperatingSystem:         goruntime.GOOS,
-			Architecture:            goruntime.GOARCH,
+			// KubeProxyVersion stays empty: no kube-proxy runs (the
+			// field is deprecated, as in the kubelet since 1.31).
+			OperatingSystem: goruntime.GOOS,
+			Architecture:    goruntime.GOARCH,
 		},
 	}
 }

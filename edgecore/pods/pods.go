@@ -33,6 +33,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -98,6 +99,8 @@ type Manager struct {
 	// queued is called after statuses were queued in the outbox.
 	queued func()
 	kickc  chan struct{}
+	// evictc carries Evict's requests to the Start goroutine.
+	evictc chan evictReq
 	// kickedAt is when the oldest change not yet passed was announced, in
 	// Unix nanoseconds (0: none).
 	kickedAt atomic.Int64
@@ -119,6 +122,7 @@ type Manager struct {
 	lastStatus map[types.UID][]byte // the last status queued per reported pod UID
 	terminated map[types.UID]bool   // pods whose termination is queued
 	lastMirror map[string]string    // ns/name -> config hash (or "" for delete) of the mirror request queued
+	evicted    map[types.UID]*evictState
 	// fullPending: a kick came while pods waited for a worker; a full pass
 	// for the changes since pendingSince is due once none waits.
 	fullPending  bool
@@ -172,6 +176,8 @@ type job struct {
 	pod   *corev1.Pod
 	kill  bool
 	grace time.Duration
+	// evict: the kill evicts the pod.
+	evict bool
 }
 
 // result is what a worker did.
@@ -202,6 +208,7 @@ func New(cfg Config, db *store.DB, rt runtime.Runtime, queued func(), log *slog.
 		return nil, err
 	}
 	return &Manager{cfg: cfg, db: db, rt: rt, log: log, queued: queued, kickc: make(chan struct{}, 1),
+		evictc: make(chan evictReq), evicted: map[types.UID]*evictState{},
 		results:    make(chan result, cfg.PodWorkers),
 		lastStatus: map[types.UID][]byte{}, terminated: map[types.UID]bool{}, lastMirror: map[string]string{},
 		work: map[types.UID]*podWork{}, synced: map[types.UID]syncMark{}}, nil
@@ -218,6 +225,51 @@ func (m *Manager) Changed() {
 	case m.kickc <- struct{}{}:
 	default:
 	}
+}
+
+// Images returns the images of every pod the node holds, whether it runs
+// or not: the store's pods (also while the cloud is away) and the static
+// pods, with their init and ephemeral containers. Image garbage collection
+// keeps them. It may be called from any goroutine.
+func (m *Manager) Images() ([]string, error) {
+	seen := map[string]bool{}
+	var out []string
+	add := func(p *corev1.Pod) {
+		for _, c := range p.Spec.InitContainers {
+			seen[c.Image] = true
+		}
+		for _, c := range p.Spec.Containers {
+			seen[c.Image] = true
+		}
+		for _, c := range p.Spec.EphemeralContainers {
+			seen[c.Image] = true
+		}
+	}
+	err := m.db.View(func(tx *store.Tx) error {
+		return tx.ForEachObject(protocol.KindPod, func(o *protocol.Object) error {
+			p, err := protocol.DecodePod(o.Data)
+			if err != nil {
+				return fmt.Errorf("pod %s: %w", o.UID, err)
+			}
+			add(p)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("images of the stored pods: %w", err)
+	}
+	if m.static != nil {
+		for _, p := range m.static.Pods() {
+			add(p)
+		}
+	}
+	for img := range seen {
+		if img != "" {
+			out = append(out, img)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
 }
 
 // ObjectsChanged implements agent.Observer.
@@ -257,6 +309,8 @@ func (m *Manager) Start(ctx context.Context) error {
 			m.kick(ctx, time.Now())
 		case r := <-m.results:
 			m.done(ctx, r)
+		case req := <-m.evictc:
+			req.reply <- m.evict(ctx, req)
 		case <-m.flushTimer.C:
 			m.flushArmed = false
 			m.flush()
@@ -317,31 +371,13 @@ func (m *Manager) pass(ctx context.Context, full bool, since time.Time) {
 		clear(m.lastMirror)
 		since = time.Now()
 	}
-	var pods []*corev1.Pod
-	mirrors := map[string]*corev1.Pod{} // ns/name
-	err := m.db.View(func(tx *store.Tx) error {
-		return tx.ForEachObject(protocol.KindPod, func(o *protocol.Object) error {
-			p, err := protocol.DecodePod(o.Data)
-			if err != nil {
-				m.log.Error("undecodable pod in store", slog.String("uid", o.UID), slog.Any("err", err))
-				return nil
-			}
-			if _, ok := p.Annotations[mirrorAnnotation]; ok {
-				mirrors[p.Namespace+"/"+p.Name] = p
-				return nil
-			}
-			pods = append(pods, p)
-			return nil
-		})
-	})
+	pods, mirrors, err := m.readPods()
 	if err != nil {
-		m.log.Error("pod sync failed", slog.Any("err", fmt.Errorf("read pods: %w", err)))
+		m.log.Error("pod sync failed", slog.Any("err", err))
 		return
 	}
 	if m.static != nil {
-		statics := m.static.Pods()
-		pods = append(pods, statics...)
-		m.syncMirrors(statics, mirrors)
+		m.syncMirrors(m.static.Pods(), mirrors)
 	}
 	last := m.pods
 	m.pods, m.mirrors = make(map[types.UID]*corev1.Pod, len(pods)), mirrors
@@ -350,6 +386,10 @@ func (m *Manager) pass(ctx context.Context, full bool, since time.Time) {
 	for _, p := range pods {
 		m.pods[p.UID] = p
 		want[p.UID] = true
+		if terminalPhase(p) && m.evicted[p.UID] == nil {
+			// Evicted before a restart: killed if it runs, never started.
+			m.evicted[p.UID] = &evictState{msg: p.Status.Message, reported: true}
+		}
 		if mp := m.mirrorOf(p); mp != nil {
 			want[mp.UID] = true
 		}
@@ -397,6 +437,11 @@ func (m *Manager) pass(ctx context.Context, full bool, since time.Time) {
 			delete(m.terminated, uid)
 		}
 	}
+	for uid := range m.evicted {
+		if !want[uid] {
+			delete(m.evicted, uid)
+		}
+	}
 	for uid := range m.synced {
 		if m.pods[uid] == nil {
 			delete(m.synced, uid)
@@ -405,6 +450,34 @@ func (m *Manager) pass(ctx context.Context, full bool, since time.Time) {
 	m.launch(ctx)
 	m.dropIfIdle()
 	m.maybeFlush()
+}
+
+// readPods reads the pods to run, the store's and the static ones, and
+// the mirror pods by ns/name.
+func (m *Manager) readPods() (pods []*corev1.Pod, mirrors map[string]*corev1.Pod, err error) {
+	mirrors = map[string]*corev1.Pod{}
+	err = m.db.View(func(tx *store.Tx) error {
+		return tx.ForEachObject(protocol.KindPod, func(o *protocol.Object) error {
+			p, err := protocol.DecodePod(o.Data)
+			if err != nil {
+				m.log.Error("undecodable pod in store", slog.String("uid", o.UID), slog.Any("err", err))
+				return nil
+			}
+			if _, ok := p.Annotations[mirrorAnnotation]; ok {
+				mirrors[p.Namespace+"/"+p.Name] = p
+				return nil
+			}
+			pods = append(pods, p)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("read pods: %w", err)
+	}
+	if m.static != nil {
+		pods = append(pods, m.static.Pods()...)
+	}
+	return pods, mirrors, nil
 }
 
 // syncedSince reports whether the pod's last sync, running or done and
@@ -479,6 +552,12 @@ func (m *Manager) jobFor(uid types.UID) (job, bool) {
 		}
 		return job{uid: uid, pod: p, kill: true, grace: grace}, true
 	}
+	if e := m.evicted[uid]; e != nil {
+		if e.killed {
+			return job{}, false
+		}
+		return job{uid: uid, pod: p, kill: true, evict: true}, true
+	}
 	return job{uid: uid, pod: p}, true
 }
 
@@ -516,6 +595,8 @@ func (m *Manager) done(ctx context.Context, r result) {
 		if ctx.Err() == nil {
 			m.log.Error("kill pod", slog.String("pod", name), slog.Any("err", r.err))
 		}
+	case r.evict:
+		m.evictedKilled(r)
 	case r.kill:
 		// A deleted pod's containers all stopped: the cloud may remove it.
 		if p := m.pods[uid]; r.pod != nil && p != nil && p.DeletionTimestamp != nil && !m.terminated[uid] {

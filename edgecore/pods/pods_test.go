@@ -703,3 +703,23 @@ func BenchmarkResync(b *testing.B) {
 		<-idle
 	}
 }
+
+// Images lists the images of the store's pods (init containers included)
+// and the static pods, whether or not they run: what image GC must keep.
+func TestImagesOfHeldPods(t *testing.T) {
+	rt := newTestRuntime()
+	s := testPod(1)
+	s.Name, s.UID = "static-web", "static-hash"
+	s.Annotations = map[string]string{configHashAnnotation: "static-hash", "kubernetes.io/config.source": "file"}
+	s.Spec.Containers[0].Image = "registry.local/web:2"
+	p := testPod(2)
+	p.Spec.InitContainers = []corev1.Container{{Name: "init", Image: "registry.local/init:1"}}
+	e := start(t, rt, 1, []*corev1.Pod{s}, p, testPod(3))
+	got, err := e.m.Images()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"busybox", "registry.local/init:1", "registry.local/web:2"}; !slices.Equal(got, want) {
+		t.Errorf("Images() = %v, want %v", got, want)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/fxamacker/cbor/v2"
 
@@ -44,6 +45,10 @@ const droppablePrefix = "event/"
 type outboxEntry struct {
 	Seq   uint64 `cbor:"1,keyasint"`
 	Frame []byte `cbor:"2,keyasint"`
+	// At is when the key was first queued, in Unix nanoseconds, kept when
+	// a newer frame replaces the entry: what the cloud has not heard since
+	// then. Zero in entries written before it existed.
+	At int64 `cbor:"3,keyasint,omitempty"`
 }
 
 // OutboxItem is one queued upstream frame.
@@ -71,6 +76,7 @@ func (t *Tx) Enqueue(key string, f *protocol.Frame, max int) (uint64, error) {
 			return 0, err
 		}
 	}
+	at := time.Now().UnixNano()
 	if old != nil {
 		var e outboxEntry
 		if err := cbor.Unmarshal(old, &e); err != nil {
@@ -78,6 +84,9 @@ func (t *Tx) Enqueue(key string, f *protocol.Frame, max int) (uint64, error) {
 		}
 		if err := seqs.Delete(u64(e.Seq)); err != nil {
 			return 0, fmt.Errorf("enqueue %s: %w", key, err)
+		}
+		if e.At != 0 {
+			at = e.At
 		}
 	}
 	seq, err := ob.NextSequence()
@@ -89,7 +98,7 @@ func (t *Tx) Enqueue(key string, f *protocol.Frame, max int) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("enqueue %s: %w", key, err)
 	}
-	v, err := cbor.Marshal(outboxEntry{Seq: seq, Frame: b})
+	v, err := cbor.Marshal(outboxEntry{Seq: seq, Frame: b, At: at})
 	if err != nil {
 		return 0, fmt.Errorf("enqueue %s: %w", key, err)
 	}
@@ -152,6 +161,27 @@ func (t *Tx) Outbox(after uint64, fn func(OutboxItem) bool) error {
 		}
 	}
 	return nil
+}
+
+// OutboxOldest returns when the oldest entry was first queued (see
+// outboxEntry.At); ok is false when the outbox is empty or its entries
+// predate the field. It reads every entry.
+func (t *Tx) OutboxOldest() (oldest time.Time, ok bool, err error) {
+	var min int64
+	err = t.tx.Bucket(bucketOutbox).ForEach(func(k, v []byte) error {
+		var e outboxEntry
+		if err := cbor.Unmarshal(v, &e); err != nil {
+			return fmt.Errorf("outbox %s: %w", k, err)
+		}
+		if e.At != 0 && (min == 0 || e.At < min) {
+			min = e.At
+		}
+		return nil
+	})
+	if err != nil || min == 0 {
+		return time.Time{}, false, err
+	}
+	return time.Unix(0, min), true, nil
 }
 
 // OutboxLen returns the number of queued frames.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -17,7 +18,15 @@ var ErrCorrupt = errors.New("store file is corrupt")
 // openChecked opens the store at path and checks every page of it; a
 // corrupt file (which bbolt may panic on, at open or later on first use)
 // comes back as an error wrapping ErrCorrupt.
+//
+// bbolt reads the file through a memory mapping, which may be larger than
+// a truncated file: a page past the end of the file is then a fault
+// (SIGBUS), which kills the process (not a panic) unless the goroutine
+// asked for panics on faults. So both the open and the walk run with
+// debug.SetPanicOnFault, and every page reachable is read here: a store
+// that passes cannot fault later.
 func openChecked(path string) (db *DB, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
 			// bbolt keeps the file open (and locked) after a panic in
@@ -33,18 +42,26 @@ func openChecked(path string) (db *DB, err error) {
 		}
 		return nil, err
 	}
-	// Every key of every bucket is read here, in this goroutine, so that
-	// a page bbolt finds broken panics where it is recovered (bbolt's own
-	// Tx.Check walks in a goroutine of its own, where a panic would end
-	// the process).
-	err = db.db.View(func(tx *bolt.Tx) error {
-		return tx.ForEach(func(_ []byte, b *bolt.Bucket) error { return walk(b) })
-	})
-	if err != nil {
+	if err := checkPages(db); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("check store %s: %w: %w", path, ErrCorrupt, err)
 	}
 	return db, nil
+}
+
+// checkPages reads every key and value of every bucket, in this goroutine
+// (Tx.Check walks in a goroutine of its own, where a panic would end the
+// process); a panic (a broken page, or a fault with SetPanicOnFault) is
+// returned as an error, after View rolled its transaction back.
+func checkPages(db *DB) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%v", r)
+		}
+	}()
+	return db.db.View(func(tx *bolt.Tx) error {
+		return tx.ForEach(func(_ []byte, b *bolt.Bucket) error { return walk(b) })
+	})
 }
 
 // OpenOrRecover opens the store at path like Open, checking it first. A

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/tether-edge/tether/protocol"
 )
@@ -175,5 +176,47 @@ func TestEnqueueRefusesInvalidFrame(t *testing.T) {
 	}
 	if items := outbox(t, db, 0); len(items) != 0 {
 		t.Fatalf("outbox %+v", items)
+	}
+}
+
+// TestOutboxOldest checks that the oldest entry's age follows what the
+// cloud has not heard: a replaced frame keeps its key's first time, an
+// acknowledged key leaves.
+func TestOutboxOldest(t *testing.T) {
+	db := openTest(t)
+	oldest := func() (time.Time, bool) {
+		t.Helper()
+		var at time.Time
+		var ok bool
+		if err := db.View(func(tx *Tx) (err error) { at, ok, err = tx.OutboxOldest(); return err }); err != nil {
+			t.Fatal(err)
+		}
+		return at, ok
+	}
+	if _, ok := oldest(); ok {
+		t.Fatal("an empty outbox has an oldest entry")
+	}
+	before := time.Now()
+	var sa uint64
+	db.Update(func(tx *Tx) (err error) { sa, err = tx.Enqueue(OutboxPodStatus("a"), statusFrame("a"), 0); return err })
+	first, ok := oldest()
+	if !ok || first.Before(before) || first.After(time.Now()) {
+		t.Fatalf("oldest %v %v, want between %v and now", first, ok, before)
+	}
+	time.Sleep(2 * time.Millisecond)
+	db.Update(func(tx *Tx) error {
+		if _, err := tx.Enqueue(OutboxPodStatus("b"), statusFrame("b"), 0); err != nil {
+			return err
+		}
+		var err error
+		sa, err = tx.Enqueue(OutboxPodStatus("a"), statusFrame("a"), 0) // replaces a's frame
+		return err
+	})
+	if at, _ := oldest(); !at.Equal(first) {
+		t.Fatalf("after a's frame was replaced: oldest %v, want a's first %v", at, first)
+	}
+	db.Update(func(tx *Tx) error { return tx.Acked(sa) })
+	if at, ok := oldest(); !ok || !at.After(first) {
+		t.Fatalf("after a was acknowledged: oldest %v %v, want b's, later than %v", at, ok, first)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -204,6 +205,23 @@ func TestRights(t *testing.T) {
 		do   func() error
 		want string // "" (allowed), rbac, or the policy that refuses
 	}{
+		// The kubelet proxy: delegated authentication and authorization.
+		{"review a token (kubelet proxy)", func() error {
+			_, err := cc.AuthenticationV1().TokenReviews().Create(ctx,
+				&authenticationv1.TokenReview{Spec: authenticationv1.TokenReviewSpec{Token: "not-a-token"}}, metav1.CreateOptions{})
+			return err
+		}, ""},
+		{"review a user's access to a node (kubelet proxy)", func() error {
+			_, err := cc.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{
+				Spec: authorizationv1.SubjectAccessReviewSpec{User: "someone", ResourceAttributes: &authorizationv1.ResourceAttributes{
+					Verb: "get", Resource: "nodes", Subresource: "proxy", Name: "edge-1"}}}, metav1.CreateOptions{})
+			return err
+		}, ""},
+		{"read the cluster's client CA (kubelet proxy)", func() error {
+			_, err := cc.CoreV1().ConfigMaps("kube-system").Get(ctx, "extension-apiserver-authentication", metav1.GetOptions{})
+			return err
+		}, ""},
+
 		// Leases: kube-node-lease only, of edge nodes only.
 		{"update a kube-system Lease", func() error { return updateLease("kube-system", "kube-controller-manager") }, rbac},
 		{"create a kube-system Lease", func() error { return createLease("kube-system", "edge-1") }, rbac},

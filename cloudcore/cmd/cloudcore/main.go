@@ -67,6 +67,7 @@ func run() error {
 		logLevel   = flag.String("log-level", "info", "debug, info, warn or error")
 		skipCRDs   = flag.Bool("skip-crd-install", false, "do not create or update the device CRDs (sets skipCRDInstall)")
 		showVer    = flag.Bool("version", false, "print the version and exit")
+		proxySock  = flag.String("kubelet-proxy-socket", "", "unix socket of the API server's egress proxy to edge kubelets (overrides kubeletProxySocket)")
 	)
 	flag.Parse()
 	if *showVer {
@@ -91,6 +92,7 @@ func run() error {
 	}
 	override(&cfg.Kubeconfig, *kubeconfig)
 	override(&cfg.ListenAddr, *listen)
+	override(&cfg.KubeletProxySocket, *proxySock)
 	if *skipCRDs {
 		cfg.SkipCRDInstall = true
 	}

@@ -39,6 +39,7 @@ func run() error {
 	)
 	flag.StringVar(&opts.Dir, "dir", ".run", "directory for etcd data, certificates, kubeconfigs and logs (cleared at start)")
 	flag.StringVar(&opts.BinDir, "bin-dir", "", "directory holding kube-apiserver, kube-controller-manager, kube-scheduler (default: $TETHER_BIN_DIR, else <repo>/bin)")
+	flag.StringVar(&opts.EgressSocket, "egress-socket", "", "unix socket of the API server's egress proxy (cloudcore --kubelet-proxy-socket): kubectl logs/exec reach edge nodes through it")
 	flag.StringVar(&opts.EtcdPath, "etcd", "", "etcd binary (default: etcd on $PATH, else /usr/bin/etcd)")
 	flag.DurationVar(&opts.NodeMonitorPeriod, "node-monitor-period", 0, "kube-controller-manager --node-monitor-period (0: its default, 5s)")
 	flag.DurationVar(&opts.NodeMonitorGracePeriod, "node-monitor-grace-period", 0, "kube-controller-manager --node-monitor-grace-period (0: its default, 40s)")

@@ -47,7 +47,8 @@ func run() error {
 		"the metaserver's token for device mappers (edgecore's credentials/metaserver-devices.token)")
 	flag.StringVar(&cfg.BrokerURL, "broker", mapper.DefaultBrokerURL, "MQTT broker of the edge's device twin, tcp://host:port")
 	flag.StringVar(&cfg.Username, "username", "", "MQTT username, if the broker wants one")
-	passwordFile := flag.String("password-file", "", "file holding the MQTT password (edgecore's embedded broker: <dataDir>/credentials/mqtt-mapper.password, user mapper)")
+	passwordFile := flag.String("password-file", "", "file holding the MQTT password (edgecore's embedded broker: <dataDir>/credentials/mqtt-mapper.password, user mapper; "+
+		"with mapperProtocols [modbus]: mqtt-mapper-modbus.password, user mapper-modbus, which may use the modbus devices' topics only)")
 	caFile := flag.String("ca-file", "", "CA bundle (PEM) the broker's certificate must chain to, with --broker ssl://host:port")
 	flag.StringVar(&cfg.ClientID, "client-id", "", "MQTT client id (default tether-modbus-mapper-<node>)")
 	flag.DurationVar(&cfg.CollectCycle, "collect-cycle", mapper.DefaultCollectCycle, "how often a property is read when its Device says nothing")

@@ -8,6 +8,11 @@
 //	edgecore reset [--config /etc/tether/edgecore.yaml] [--remove-data] --yes
 //	edgecore --version
 //
+//	edgecore ctl [--socket PATH] pods | logs [-f] POD | exec [-i] [-t] POD -- CMD...
+//
+// ctl reads the logs of this node's pods and runs commands in them on the
+// box itself, with or without the cloud (package ctl).
+//
 // join makes the node's key, gets its certificate with a join token from
 // `cloudcore token create` and writes the configuration edgecore runs with;
 // with --install-service it also writes /etc/systemd/system/edgecore.service
@@ -18,6 +23,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -30,6 +36,7 @@ import (
 
 	"github.com/tether-edge/tether/edgecore"
 	"github.com/tether-edge/tether/edgecore/install"
+	"github.com/tether-edge/tether/edgecore/ctl"
 	"github.com/tether-edge/tether/edgecore/join"
 )
 
@@ -50,6 +57,16 @@ func run() error {
 	}
 	if len(os.Args) > 1 && os.Args[1] == "reset" {
 		return runReset(os.Args[2:])
+	}
+	if len(os.Args) > 1 && os.Args[1] == "ctl" {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		err := ctl.Main(ctx, os.Args[2:], ctl.IO{In: os.Stdin, Out: os.Stdout, Err: os.Stderr})
+		var ee *ctl.ExitError
+		if errors.As(err, &ee) {
+			os.Exit(ee.Code)
+		}
+		return err
 	}
 	configFile := flag.String("config", "/etc/tether/edgecore.yaml", "YAML configuration file (see edgecore.Config)")
 	logLevel := flag.String("log-level", "info", "debug, info, warn or error")

@@ -20,7 +20,9 @@ type Config struct {
 	Endpoint string `json:"endpoint,omitempty"`
 	// PauseImage is the sandbox image containerd is configured with (its
 	// sandbox_image). When set, New checks that it is present, since with no
-	// registry a missing pause image stops every pod. It is never removed.
+	// registry a missing pause image stops every pod. Image garbage
+	// collection never removes it (nor, when unset, the sandbox_image
+	// containerd reports in its status).
 	PauseImage string `json:"pauseImage,omitempty"`
 	// RootDir holds the pods' volumes, in <rootDir>/pods/<uid>/volumes
 	// (default /var/lib/tether/edgecore; edgecore passes its dataDir).
@@ -57,11 +59,29 @@ type Config struct {
 	// RelistPeriod is how often containers are listed to notice state
 	// changes between syncs (default 1s).
 	RelistPeriod metav1.Duration `json:"relistPeriod,omitempty"`
+	// ImageGCHighThresholdPercent is the use of the image file system, in
+	// percent, at which unused images are removed (default 85, as the
+	// kubelet; 100 turns the periodic collection off, not the one under
+	// disk pressure); ImageGCLowThresholdPercent the use they are removed
+	// down to (default 80), least recently used first.
+	ImageGCHighThresholdPercent int `json:"imageGCHighThresholdPercent,omitempty"`
+	ImageGCLowThresholdPercent  int `json:"imageGCLowThresholdPercent,omitempty"`
+	// ImageMinimumGCAge is how long an image is kept after edgecore first
+	// saw it, used or not (default 2m, as the kubelet).
+	ImageMinimumGCAge metav1.Duration `json:"imageMinimumGCAge,omitempty"`
+	// ImageGCPeriod is how often the image file system's use is checked
+	// (default 5m, as the kubelet).
+	ImageGCPeriod metav1.Duration `json:"imageGCPeriod,omitempty"`
 
 	// NodeName and NodeIP are the node's, for the downward API, the pods'
 	// host IP and host-network pods' IP. edgecore fills them in.
 	NodeName string `json:"-"`
 	NodeIP   string `json:"-"`
+	// HeldImages, if set, returns the images of the pods the node holds,
+	// running or not (the store's pods, also while the cloud is away, and
+	// the static pods): image garbage collection never removes them.
+	// When it fails, no image is removed.
+	HeldImages func() ([]string, error) `json:"-"`
 	// Notify, if set, is called (from any goroutine, never blocking for
 	// long) when a pod needs a sync: a container changed state, a probe
 	// result changed, a back-off or a pull ended.
@@ -122,6 +142,8 @@ func (c *Config) Validate() error {
 		{"backoffInitial", &c.BackoffInitial, 10 * time.Second},
 		{"backoffMax", &c.BackoffMax, 5 * time.Minute},
 		{"relistPeriod", &c.RelistPeriod, time.Second},
+		{"imageMinimumGCAge", &c.ImageMinimumGCAge, 2 * time.Minute},
+		{"imageGCPeriod", &c.ImageGCPeriod, 5 * time.Minute},
 	} {
 		if d.v.Duration < 0 {
 			return fmt.Errorf("%s: %s is negative", d.name, d.v.Duration)
@@ -144,6 +166,19 @@ func (c *Config) Validate() error {
 	}
 	if c.BackoffMax.Duration < c.BackoffInitial.Duration {
 		return fmt.Errorf("backoffMax: %s is below backoffInitial %s", c.BackoffMax.Duration, c.BackoffInitial.Duration)
+	}
+	if c.ImageGCHighThresholdPercent == 0 {
+		c.ImageGCHighThresholdPercent = 85
+	}
+	if c.ImageGCLowThresholdPercent == 0 {
+		c.ImageGCLowThresholdPercent = 80
+	}
+	if h := c.ImageGCHighThresholdPercent; h < 1 || h > 100 {
+		return fmt.Errorf("imageGCHighThresholdPercent: %d is not in 1..100", h)
+	}
+	if l := c.ImageGCLowThresholdPercent; l < 1 || l >= c.ImageGCHighThresholdPercent {
+		return fmt.Errorf("imageGCLowThresholdPercent: %d, want 1 or more and below imageGCHighThresholdPercent %d",
+			l, c.ImageGCHighThresholdPercent)
 	}
 	if c.NodeIP != "" && net.ParseIP(c.NodeIP) == nil {
 		return errors.New("nodeIP: not an IP address")

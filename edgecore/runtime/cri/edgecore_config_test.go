@@ -28,6 +28,10 @@ func TestEdgecoreConfigNamesCRIFields(t *testing.T) {
 		{good + "cri:\n  clusterDNS: [10.0.0.300]\n", "cri.clusterDNS"},
 		{good + "cri:\n  backoffInitial: 1m\n  backoffMax: 10s\n", "cri.backoffMax"},
 		{good + "cri:\n  requestTimeout: -1s\n", "cri.requestTimeout"},
+		{good + "cri:\n  imageGCHighThresholdPercent: 101\n", "cri.imageGCHighThresholdPercent"},
+		{good + "cri:\n  imageGCHighThresholdPercent: 70\n", "cri.imageGCLowThresholdPercent"},
+		{good + "cri:\n  imageGCLowThresholdPercent: -5\n", "cri.imageGCLowThresholdPercent"},
+		{good + "cri:\n  imageMinimumGCAge: -1m\n", "cri.imageMinimumGCAge"},
 		{strings.Replace(good, "runtime: cri", "runtime: docker", 1), "runtime"},
 	}
 	for _, c := range cases {

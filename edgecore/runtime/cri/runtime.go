@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	grpcbackoff "google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -89,6 +90,11 @@ type Runtime struct {
 	// legacyLogged: sandboxes without labelNode were reported; guarded by
 	// mu.
 	legacyLogged bool
+
+	// gcMu serializes image garbage collections and guards imageRecords,
+	// what they remember of each image by ID.
+	gcMu         sync.Mutex
+	imageRecords map[string]*imageRecord
 }
 
 // podState is what the runtime keeps about a pod between syncs. Only the
@@ -135,6 +141,10 @@ func New(ctx context.Context, cfg Config, objs Objects, log *slog.Logger) (*Runt
 	}
 	conn, err := grpc.NewClient("unix://"+cfg.Endpoint,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		// A containerd that was down a long time is found again within
+		// seconds of its return, not after gRPC's back-off of up to 2m.
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: grpcbackoff.Config{BaseDelay: 500 * time.Millisecond,
+			Multiplier: 1.6, Jitter: 0.2, MaxDelay: 3 * time.Second}, MinConnectTimeout: 5 * time.Second}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20)))
 	if err != nil {
 		return nil, fmt.Errorf("cri: dial %s: %w", cfg.Endpoint, err)
@@ -143,7 +153,8 @@ func New(ctx context.Context, cfg Config, objs Objects, log *slog.Logger) (*Runt
 		rs: runtimeapi.NewRuntimeServiceClient(conn), is: runtimeapi.NewImageServiceClient(conn),
 		restarts: newBackoff(cfg.BackoffInitial.Duration, cfg.BackoffMax.Duration),
 		pullBack: newBackoff(cfg.BackoffInitial.Duration, cfg.BackoffMax.Duration),
-		pods:     map[types.UID]*podState{}, pulls: map[string]*pullState{}, kills: map[string]bool{}}
+		pods:     map[types.UID]*podState{}, pulls: map[string]*pullState{}, kills: map[string]bool{},
+		imageRecords: map[string]*imageRecord{}}
 	r.nodeCPU = *resource.NewQuantity(int64(goruntime.NumCPU()), resource.DecimalSI)
 	r.nodeMem = *resource.NewQuantity(memTotal(), resource.BinarySI)
 	vctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -193,8 +204,19 @@ func (r *Runtime) Close() error {
 
 // Start lists the containers every RelistPeriod until ctx ends and calls
 // Config.Notify when one appeared, disappeared or changed state, so that
-// exits are handled at once rather than at the next resync.
+// exits are handled at once rather than at the next resync. It also
+// collects unused images every ImageGCPeriod.
 func (r *Runtime) Start(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	gcDone := make(chan struct{})
+	go func() {
+		defer close(gcDone)
+		r.runGC(ctx)
+	}()
+	defer func() {
+		cancel()
+		<-gcDone
+	}()
 	t := time.NewTicker(r.cfg.RelistPeriod.Duration)
 	defer t.Stop()
 	var last map[string]runtimeapi.ContainerState

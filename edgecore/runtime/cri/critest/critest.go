@@ -60,6 +60,8 @@ type Containerd struct {
 	ownDir bool
 	cmd    *exec.Cmd
 	exited chan struct{}
+	// bin and config start containerd again (Restart).
+	bin, config string
 }
 
 // Start builds and imports the test images and starts containerd. Call Stop
@@ -172,12 +174,30 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 	if err := os.WriteFile(configPath, []byte(config), 0o600); err != nil {
 		return nil, fmt.Errorf("critest: %w", err)
 	}
-	logf, err := os.Create(c.Log)
+	c.bin, c.config = opts.Containerd, configPath
+	if err := c.run(ctx); err != nil {
+		return nil, err
+	}
+	for _, img := range []struct{ tar, name string }{{pauseTar, c.PauseImage}, {busyboxTar, c.BusyboxImage}} {
+		if err := c.importTar(ctx, img.tar, img.name); err != nil {
+			return nil, err
+		}
+	}
+	if err := c.checkImages(ctx); err != nil {
+		return nil, err
+	}
+	ok = true
+	return c, nil
+}
+
+// run starts the containerd process and waits until it is ready.
+func (c *Containerd) run(ctx context.Context) error {
+	logf, err := os.OpenFile(c.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("critest: %w", err)
+		return fmt.Errorf("critest: %w", err)
 	}
 	defer logf.Close()
-	cmd := exec.Command(opts.Containerd, "--config", configPath)
+	cmd := exec.Command(c.bin, "--config", c.config)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Die with the test binary; a containerd left behind would hold its
 	// bolt lock.
@@ -186,29 +206,73 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 	// before it stops containerd. Pdeathsig still ends it with the parent.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("critest: start containerd: %w", err)
+		return fmt.Errorf("critest: start containerd: %w", err)
 	}
-	c.cmd = cmd
+	exited := make(chan struct{})
+	c.cmd, c.exited = cmd, exited
 	go func() {
 		cmd.Wait()
-		close(c.exited)
+		close(exited)
 	}()
-	if err := c.waitReady(ctx); err != nil {
-		return nil, err
+	return c.waitReady(ctx)
+}
+
+// Kill stops the containerd process alone, as a crash or `systemctl stop
+// containerd` would: SIGKILL, no sandbox removed; the containers' shims
+// keep running. Restart starts it again.
+func (c *Containerd) Kill() error {
+	if c.cmd == nil || c.cmd.Process == nil {
+		return errors.New("critest: containerd not started")
 	}
-	for _, img := range []struct{ tar, name string }{{pauseTar, c.PauseImage}, {busyboxTar, c.BusyboxImage}} {
-		base := img.name[:strings.LastIndex(img.name, ":")]
-		out, err := exec.CommandContext(ctx, "ctr", "--address", c.Endpoint, "-n", "k8s.io",
-			"images", "import", "--base-name", base, img.tar).CombinedOutput()
-		if err != nil {
-			return nil, fmt.Errorf("critest: import %s: %w: %s", img.name, err, out)
-		}
+	c.cmd.Process.Kill()
+	<-c.exited
+	return nil
+}
+
+// Restart starts containerd again after Kill, with the same configuration
+// and state, and waits until it is ready.
+func (c *Containerd) Restart(ctx context.Context) error {
+	select {
+	case <-c.exited:
+	default:
+		return errors.New("critest: containerd still runs")
 	}
-	if err := c.checkImages(ctx); err != nil {
-		return nil, err
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	return c.run(ctx)
+}
+
+// ImportImage builds an image named name (a full reference, e.g.
+// tether.test/extra:1) of one layer holding files and imports it.
+func (c *Containerd) ImportImage(ctx context.Context, name string, files []testimages.File) error {
+	dir, err := os.MkdirTemp(c.Dir, "image-")
+	if err != nil {
+		return fmt.Errorf("critest: %w", err)
 	}
-	ok = true
-	return c, nil
+	defer os.RemoveAll(dir)
+	tar := filepath.Join(dir, "image.tar")
+	f, err := os.Create(tar)
+	if err != nil {
+		return fmt.Errorf("critest: %w", err)
+	}
+	if err := testimages.WriteOCIArchive(f, name, files, testimages.Config{Cmd: []string{"/bin/true"}}); err != nil {
+		f.Close()
+		return fmt.Errorf("critest: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("critest: %w", err)
+	}
+	return c.importTar(ctx, tar, name)
+}
+
+func (c *Containerd) importTar(ctx context.Context, tar, name string) error {
+	base := name[:strings.LastIndex(name, ":")]
+	out, err := exec.CommandContext(ctx, "ctr", "--address", c.Endpoint, "-n", "k8s.io",
+		"images", "import", "--base-name", base, tar).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("critest: import %s: %w: %s", name, err, out)
+	}
+	return nil
 }
 
 // client dials the CRI socket.

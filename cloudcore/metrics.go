@@ -1,0 +1,146 @@
+package cloudcore
+
+import (
+	"regexp"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// The metrics cloudcore exports (Metrics). Counters come from the
+// components' own counters at scrape time (hub.Stats, status.Stats), so
+// nothing is counted twice and the hot paths take no extra lock.
+var (
+	mSessions   = prometheus.NewDesc("tether_hub_sessions", "Edge nodes with a live session on this replica.", nil, nil)
+	mConns      = prometheus.NewDesc("tether_hub_connections", "Open connections to the hub, sessions included.", nil, nil)
+	mRefused    = prometheus.NewDesc("tether_hub_connections_refused_total", "Connections or handshakes refused, by reason.", []string{"reason"}, nil)
+	mFrames     = prometheus.NewDesc("tether_hub_frames_total", "Protocol frames, by direction (in: from edges).", []string{"direction"}, nil)
+	mBytes      = prometheus.NewDesc("tether_hub_frame_bytes_total", "Protocol frame bytes, by direction (in: from edges).", []string{"direction"}, nil)
+	mBadFrames  = prometheus.NewDesc("tether_hub_bad_frames_total", "Frames from edges that did not decode or validate.", nil, nil)
+	mObjects    = prometheus.NewDesc("tether_hub_object_messages_total", "Upserts and deletes sent to edges.", nil, nil)
+	mResyncs    = prometheus.NewDesc("tether_hub_resyncs_total", "Resyncs (a session's first reconcile after its Hello).", nil, nil)
+	mResyncMsgs = prometheus.NewDesc("tether_hub_resync_messages_total", "Upserts and deletes sent in resyncs.", nil, nil)
+	mResyncB    = prometheus.NewDesc("tether_hub_resync_bytes_total", "Bytes of the upserts and deletes sent in resyncs.", nil, nil)
+	mRevoked    = prometheus.NewDesc("tether_hub_sessions_revoked_total", "Sessions closed because the node was revoked or its certificate expired.", nil, nil)
+	mCerts      = prometheus.NewDesc("tether_hub_certificate_requests_total", "In-session certificate renewals, by result.", []string{"result"}, nil)
+	mUpPaused   = prometheus.NewDesc("tether_hub_upstream_paused_total", "Times a session stopped reading at maxUpstreamInFlight.", nil, nil)
+	mUpThrottle = prometheus.NewDesc("tether_hub_upstream_throttled_total", "Statuses that waited for a node's upstreamRate.", nil, nil)
+	mEvDropped  = prometheus.NewDesc("tether_hub_events_dropped_total", "Events dropped past a node's upstreamRate.", nil, nil)
+	mWrites     = prometheus.NewDesc("tether_api_writes_total", "Successful API writes for edges, by kind.", []string{"kind"}, nil)
+	mAPIErrors  = prometheus.NewDesc("tether_api_write_errors_total", "API writes that failed (API server or transport errors), retried or not.", nil, nil)
+	mWriteFate  = prometheus.NewDesc("tether_api_messages_total", "Upstream messages that needed no write, were coalesced, retried, rejected or given up.", []string{"result"}, nil)
+	mAPIRefused = prometheus.NewDesc("tether_api_messages_refused_total", "Upstream messages refused because the node may not write the object, by reason.", []string{"reason"}, nil)
+	mLeader     = prometheus.NewDesc("tether_leader", "1 if this replica runs the cluster-wide singletons (holds the leader Lease).", nil, nil)
+	mCAExpiry   = prometheus.NewDesc("tether_ca_certificate_expiry_timestamp_seconds", "When cloudcore's CA certificate expires (Unix time).", nil, nil)
+	mSrvExpiry  = prometheus.NewDesc("tether_hub_serving_certificate_expiry_timestamp_seconds", "When the hub's serving certificate expires (Unix time).", nil, nil)
+	mNodeExpiry = prometheus.NewDesc("tether_hub_node_certificate_expiry_timestamp_seconds", "When the client certificate of each connected node expires (Unix time), as the hub sees it.", []string{"node"}, nil)
+)
+
+// collector is cloudcore's prometheus.Collector.
+type collector struct{ cc *CloudCore }
+
+func (c collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{mSessions, mConns, mRefused, mFrames, mBytes, mBadFrames, mObjects, mResyncs,
+		mResyncMsgs, mResyncB, mRevoked, mCerts, mUpPaused, mUpThrottle, mEvDropped, mWrites, mAPIErrors, mWriteFate,
+		mAPIRefused, mLeader, mCAExpiry, mSrvExpiry, mNodeExpiry} {
+		ch <- d
+	}
+}
+
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter := func(d *prometheus.Desc, v int64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	h := c.cc.Hub.Stats()
+	gauge(mSessions, float64(h.Sessions))
+	gauge(mConns, float64(h.Conns))
+	for reason, v := range map[string]int64{
+		"certificate": h.Refused - h.IdentityRefused - h.InventoryRefused, "identity": h.IdentityRefused,
+		"inventory": h.InventoryRefused, "max_conns": h.ConnsRefusedTotal, "max_conns_per_ip": h.ConnsRefusedPerIP,
+		"accept_rate": h.ConnsRefusedRate, "handshake_timeout": h.ConnsClosedNew,
+	} {
+		counter(mRefused, max(v, 0), reason)
+	}
+	counter(mFrames, h.FramesIn, "in")
+	counter(mFrames, h.FramesOut, "out")
+	counter(mBytes, h.BytesIn, "in")
+	counter(mBytes, h.BytesOut, "out")
+	counter(mBadFrames, h.BadFrames)
+	counter(mObjects, h.ObjectMessages)
+	counter(mResyncs, h.Resyncs)
+	counter(mResyncMsgs, h.ResyncMessages)
+	counter(mResyncB, h.ResyncBytes)
+	counter(mRevoked, h.Revoked)
+	counter(mCerts, h.CertsIssued, "issued")
+	counter(mCerts, h.CertsRefused, "refused")
+	counter(mUpPaused, h.UpstreamPaused)
+	counter(mUpThrottle, h.UpstreamThrottled)
+	counter(mEvDropped, h.EventsDropped)
+
+	s := c.cc.Status.Stats()
+	for kind, v := range map[string]int64{
+		"node_label_patch": s.NodeLabelPatches, "node_status": s.NodeStatuses, "pod_status": s.PodStatuses,
+		"pod_delete": s.PodDeletes, "event": s.Events, "lease_create": s.LeaseCreates, "lease_renewal": s.LeaseRenewals,
+		"mirror_pod": s.MirrorWrites, "device_status": s.DeviceStatuses,
+	} {
+		counter(mWrites, v, kind)
+	}
+	counter(mAPIErrors, s.APIErrors)
+	for result, v := range map[string]int64{"unchanged": s.Unchanged, "coalesced": s.Coalesced, "retried": s.Retries,
+		"rejected": s.Rejected, "given_up": s.GivenUp} {
+		counter(mWriteFate, v, result)
+	}
+	r := s.Refused
+	for reason, v := range map[string]int64{"not_edge_node": r.NotEdgeNode, "node_missing": r.NodeMissing,
+		"not_own_pod": r.NotOwnPod, "not_own_device": r.NotOwnDevice, "event_not_own": r.EventNotOwn,
+		"mirror_forbidden": r.MirrorForbidden} {
+		counter(mAPIRefused, v, reason)
+	}
+
+	leading := 0.0
+	if c.cc.election != nil && c.cc.election.Leading() {
+		leading = 1
+	}
+	gauge(mLeader, leading)
+	if c.cc.CA != nil && c.cc.CA.Cert != nil {
+		gauge(mCAExpiry, unix(c.cc.CA.Cert.NotAfter))
+	}
+	if leaf := c.cc.Serving(); leaf != nil {
+		gauge(mSrvExpiry, unix(leaf.NotAfter))
+	}
+	c.cc.Hub.CertExpiries(func(node string, notAfter time.Time) { gauge(mNodeExpiry, unix(notAfter), node) })
+}
+
+func unix(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }
+
+// Metrics returns a registry of cloudcore's metrics (names start with
+// tether_), the Go runtime's and the process's.
+func (cc *CloudCore) Metrics() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collector{cc}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// MetricNames lists the names of cloudcore's own metrics (for the alert
+// rules' and the dashboard's tests).
+func MetricNames() []string { return descNames(collector{}) }
+
+// descNames returns the names of the metrics c describes.
+func descNames(c prometheus.Collector) []string {
+	ch := make(chan *prometheus.Desc, 64)
+	go func() { c.Describe(ch); close(ch) }()
+	var names []string
+	for d := range ch {
+		if m := fqName.FindStringSubmatch(d.String()); m != nil {
+			names = append(names, m[1])
+		}
+	}
+	return names
+}
+
+// fqName finds the name in a Desc's String (client_golang has no getter).
+var fqName = regexp.MustCompile(`fqName: "([a-zA-Z_:][a-zA-Z0-9_:]*)"`)
