@@ -423,12 +423,17 @@ func New(cfg Config) (*CloudCore, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The kubelet proxy's and /metrics' authentication and authorization,
+	// delegated to the API server.
+	cc.kubeAuth = kubeletproxy.NewKubeAuth(client, log.With(slog.String("component", "auth")))
+	handlers := cc.Enroll.Handlers()
+	handlers["/metrics"] = cc.metricsHandler()
 	cc.Hub, err = hub.New(hub.Config{
 		Addr: cfg.ListenAddr,
 		TLS: &tls.Config{GetCertificate: cc.serving.GetCertificate, MinVersion: tls.VersionTLS12,
 			ClientAuth: tls.RequestClientCert},
 		Auth:              cc.Enroll,
-		Handlers:          cc.Enroll.Handlers(),
+		Handlers:          handlers,
 		HeartbeatInterval: cfg.HeartbeatInterval.Duration,
 		SessionTimeout:    cfg.SessionTimeout.Duration,
 		// Twice per renewal interval (LeaseDuration/4): a renewal is
@@ -458,7 +463,6 @@ func New(cfg Config) (*CloudCore, error) {
 	cc.Dispatcher.SetNotifier(cc.Hub)
 	if cfg.KubeletProxySocket != "" || cfg.KubeletProxyListener != nil || cfg.KubeletProxyAddr != "" {
 		plog := log.With(slog.String("component", "kubeletproxy"))
-		cc.kubeAuth = kubeletproxy.NewKubeAuth(client, plog)
 		pcfg := kubeletproxy.Config{
 			Nodes:  kubeletNodes{cc.Dispatcher, cc.Hub},
 			Certs:  kubeletproxy.NodeCerts(cc.CA, cfg.ServingCertValidity.Duration),

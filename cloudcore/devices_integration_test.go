@@ -162,7 +162,7 @@ func TestDevices(t *testing.T) {
 		})
 	}
 	o := protocol.Object{Kind: protocol.KindDevice, UID: string(dev.UID), Namespace: devNS, Name: "t1"}
-	if ok, err := cc.Dispatcher.Encode(&o); !ok || err != nil ||
+	if ok, err := cc.Dispatcher.Encode("", &o); !ok || err != nil ||
 		!bytes.Contains(o.Data, []byte(`"apiVersion":"devices.tether.io/v1beta1"`)) || !bytes.Contains(o.Data, []byte(`"kind":"Device"`)) {
 		t.Fatalf("Encode device: %v %v %s", ok, err, o.Data)
 	}

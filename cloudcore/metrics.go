@@ -1,11 +1,16 @@
 package cloudcore
 
 import (
+	"fmt"
+	"log/slog"
+	"net/http"
 	"regexp"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/time/rate"
 )
 
 // The metrics cloudcore exports (Metrics). Counters come from the
@@ -116,6 +121,52 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 }
 
 func unix(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }
+
+// metricsRate bounds the /metrics requests the hub answers (a second, and
+// the burst): each costs a TokenReview and, uncached, a
+// SubjectAccessReview; a scraper asks every 15-60s.
+const (
+	metricsRate  = 5
+	metricsBurst = 20
+)
+
+// metricsHandler serves Metrics at /metrics on the hub's listener (TLS) to
+// callers the API server vouches for: a bearer token (TokenReview) or a
+// client certificate of the cluster's client CA, allowed `get` on the
+// non-resource URL /metrics (a SubjectAccessReview), as kube components
+// serve theirs. Edges' certificates are of cloudcore's CA: refused.
+func (cc *CloudCore) metricsHandler() http.Handler {
+	serve := promhttp.HandlerFor(cc.Metrics(), promhttp.HandlerOpts{})
+	limit := rate.NewLimiter(metricsRate, metricsBurst)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		if !limit.Allow() {
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, "too many requests", http.StatusTooManyRequests)
+			return
+		}
+		u, err := cc.kubeAuth.Authenticate(r.Context(), r)
+		if err != nil {
+			http.Error(w, "Unauthorized", http.StatusUnauthorized)
+			return
+		}
+		ok, _, err := cc.kubeAuth.AuthorizePath(r.Context(), u, "get", "/metrics")
+		if err != nil {
+			cc.cfg.Logger.Warn("metrics: authorization failed", slog.Any("err", err))
+			http.Error(w, "authorization failed", http.StatusServiceUnavailable)
+			return
+		}
+		if !ok {
+			http.Error(w, fmt.Sprintf("Forbidden (user=%s, verb=get, path=/metrics)", u.Name), http.StatusForbidden)
+			return
+		}
+		serve.ServeHTTP(w, r)
+	})
+}
 
 // Metrics returns a registry of cloudcore's metrics (names start with
 // tether_), the Go runtime's and the process's.

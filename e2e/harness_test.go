@@ -264,6 +264,8 @@ type edge struct {
 	// devices is the edge's devices config; start gives an embedded broker
 	// a free port unless addr is set (1883 may be taken on the machine).
 	devices edgecore.DevicesConfig
+	// dns is the edge's resolver config (off unless a test sets it).
+	dns edgecore.DNSConfig
 	// tweak, if set, edits the configuration start builds.
 	tweak  func(*edgecore.Config)
 	ec     *edgecore.EdgeCore
@@ -381,6 +383,7 @@ func (e *edge) start() {
 		StaticPodPath:     filepath.Join(e.dir, "manifests"),
 		MetaServer:        edgecore.MetaServerConfig{Addr: "127.0.0.1:0"}, // a port per edge
 		Devices:           e.devices,
+		DNS:               e.dns,
 		Logger:            testLogger(e.t).With(slog.String("side", "edge")),
 	}
 	// The in-memory runtime unless the test gave a containerd: asked

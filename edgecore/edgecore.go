@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -37,6 +38,7 @@ import (
 	"github.com/tether-edge/tether/edgecore/nodestats"
 	"github.com/tether-edge/tether/edgecore/nodestatus"
 	"github.com/tether-edge/tether/edgecore/pods"
+	"github.com/tether-edge/tether/edgecore/resolver"
 	"github.com/tether-edge/tether/edgecore/runtime"
 	"github.com/tether-edge/tether/edgecore/runtime/cri"
 	"github.com/tether-edge/tether/edgecore/runtime/fake"
@@ -107,6 +109,9 @@ type Config struct {
 	// Devices configures the device twins over MQTT (see package
 	// devicetwin) and the broker they use.
 	Devices DevicesConfig `json:"devices,omitempty"`
+	// DNS is the resolver that answers the cluster's Service names to the
+	// node's pods from the store (see package resolver). Off by default.
+	DNS DNSConfig `json:"dns,omitempty"`
 	// NodeHealth says how the node's conditions (Ready, MemoryPressure,
 	// DiskPressure, PIDPressure) are measured, and the thresholds of
 	// pressure (see package nodestatus).
@@ -240,6 +245,78 @@ type MetaServerConfig struct {
 	// (metaserver-node.token reads everything, metaserver-devices.token
 	// the node and its devices; see package metaserver).
 	Addr string `json:"addr,omitempty"`
+}
+
+// DNSConfig configures the edge resolver.
+type DNSConfig struct {
+	// Enable runs the resolver (default false).
+	Enable bool `json:"enable,omitempty"`
+	// Addr is the UDP address it listens on, one every pod reaches
+	// (default <nodeIP>:53). With the cri runtime and cri.clusterDNS
+	// empty, pods of dnsPolicy ClusterFirst get its IP as their name
+	// server, so the port must then be 53.
+	Addr string `json:"addr,omitempty"`
+	// Allowed are the source networks (CIDRs) answered: the pod network,
+	// such as 10.88.0.0/16 for containerd's default bridge. Loopback is
+	// always allowed; nothing else is, so the resolver is never open to
+	// the LAN or beyond.
+	Allowed []string `json:"allowed,omitempty"`
+	// Upstreams are the resolvers ("ip" or "ip:port") other names go to
+	// (default the nameservers of /etc/resolv.conf).
+	Upstreams []string `json:"upstreams,omitempty"`
+	// Rate and Burst bound the queries per second of one source address
+	// (default 200, burst 400).
+	Rate  float64 `json:"rate,omitempty"`
+	Burst int     `json:"burst,omitempty"`
+}
+
+func (c *Config) validateDNS() error {
+	d := &c.DNS
+	if !d.Enable {
+		return nil
+	}
+	if d.Addr == "" {
+		ip := c.NodeIP
+		if ip == "" {
+			ip = nodestatus.FirstIPv4()
+		}
+		if ip == "" {
+			return errors.New("dns.addr: no node IP to listen on: set dns.addr or nodeIP")
+		}
+		d.Addr = net.JoinHostPort(ip, "53")
+	}
+	ap, err := netip.ParseAddrPort(d.Addr)
+	if err != nil {
+		return fmt.Errorf("dns.addr: %w", err)
+	}
+	for _, a := range d.Allowed {
+		if _, err := netip.ParsePrefix(a); err != nil {
+			return fmt.Errorf("dns.allowed: %w", err)
+		}
+	}
+	if d.Rate < 0 {
+		return fmt.Errorf("dns.rate: %v is negative", d.Rate)
+	}
+	if d.Burst < 0 {
+		return fmt.Errorf("dns.burst: %d is negative", d.Burst)
+	}
+	if c.Runtime == "cri" && len(c.CRI.ClusterDNS) == 0 {
+		if ap.Port() != 53 {
+			return fmt.Errorf("dns.addr: %s: pods find a name server on port 53 only (or set cri.clusterDNS)", d.Addr)
+		}
+		c.CRI.ClusterDNS = []string{ap.Addr().String()}
+	}
+	return nil
+}
+
+// resolverConfig is the resolver's Config of d.
+func (d *DNSConfig) resolverConfig(domain string) resolver.Config {
+	allowed := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+	for _, a := range d.Allowed {
+		allowed = append(allowed, netip.MustParsePrefix(a)) // checked by validateDNS
+	}
+	return resolver.Config{Addr: d.Addr, Domain: domain, Upstreams: d.Upstreams, Allowed: allowed,
+		Rate: d.Rate, Burst: d.Burst}
 }
 
 // DevicesConfig configures the device twins.
@@ -386,6 +463,9 @@ func (c *Config) validate() error {
 	}
 	if c.Runtime == "" {
 		c.Runtime = "cri"
+	}
+	if err := c.validateDNS(); err != nil {
+		return err
 	}
 	switch {
 	case c.RuntimeImpl != nil, c.Runtime == "fake":
@@ -573,6 +653,8 @@ type EdgeCore struct {
 	Static *staticpods.Source
 	// MetaServer is the local Kubernetes API; nil when disabled.
 	MetaServer *metaserver.Server
+	// Resolver answers the pods' DNS queries; nil when disabled.
+	Resolver *resolver.Server
 	// Devices serves the device twins over MQTT; nil when disabled.
 	Devices *devicetwin.Twin
 	// Broker is the embedded MQTT broker; nil when devices are disabled or
@@ -741,6 +823,15 @@ func New(cfg Config) (*EdgeCore, error) {
 		}
 		obs = append(obs, ec.MetaServer)
 	}
+	if cfg.DNS.Enable {
+		ec.Resolver, err = resolver.New(cfg.DNS.resolverConfig(cfg.CRI.ClusterDomain), db,
+			log.With(slog.String("component", "resolver")))
+		if err != nil {
+			closeAll()
+			return nil, err
+		}
+		obs = append(obs, ec.Resolver)
+	}
 	if d := cfg.Devices; *d.Enable {
 		m, err := mqttSetup(cfg.DataDir, cfg.NodeName, d.MQTT, db, log.With(slog.String("component", "broker")))
 		if err != nil {
@@ -839,6 +930,9 @@ func (ec *EdgeCore) Run(ctx context.Context) error {
 	}
 	if ec.MetaServer != nil {
 		g.Go(func() error { return ec.MetaServer.Start(ctx) })
+	}
+	if ec.Resolver != nil {
+		g.Go(func() error { return ec.Resolver.Start(ctx) })
 	}
 	if ec.Broker != nil {
 		g.Go(func() error { return ec.Broker.Start(ctx) })

@@ -60,6 +60,11 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{good + "devices:\n  mqtt:\n    username: u\n    passwordFile: " + ca + ".missing\n", "devices.mqtt.passwordFile"},
 		{good + "devices:\n  mqtt:\n    username: u\n    password: p\n    passwordFile: " + ca + "\n", "devices.mqtt.passwordFile"},
 		{good + "devices:\n  reportInterval: -1s\n", "devices.reportInterval"},
+		{good + "dns:\n  enable: true\n  addr: nope\n", "dns.addr"},
+		{good + "dns:\n  enable: true\n  addr: 127.0.0.1:53\n  allowed: [10.88.0.0/33]\n", "dns.allowed"},
+		{good + "dns:\n  enable: true\n  addr: 127.0.0.1:53\n  rate: -1\n", "dns.rate"},
+		// Pods find a name server on port 53 only.
+		{good + "runtime: cri\ndns:\n  enable: true\n  addr: 10.0.0.1:5353\n", "dns.addr"},
 		{good + "nodeHealth:\n  period: -1s\n", "nodeHealth.period"},
 		{good + "nodeHealth:\n  memoryAvailable: -1Mi\n", "nodeHealth.memoryAvailable"},
 		{good + "nodeHealth:\n  nodefsAvailablePercent: 100\n", "nodeHealth.nodefsAvailablePercent"},
@@ -96,6 +101,20 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 	}
 	if d := cfg.Devices; !*d.Enable || d.MQTT.Broker != "embedded" || d.MQTT.Addr != "127.0.0.1:1883" || d.ReportInterval.Duration != time.Second {
 		t.Errorf("device defaults not filled: %+v", d)
+	}
+	// The resolver becomes the pods' cluster DNS.
+	cfg = Config{}
+	if err := yaml.UnmarshalStrict([]byte(good+"runtime: cri\ndns:\n  enable: true\n  addr: 10.0.0.1:53\n  allowed: [10.88.0.0/16]\n"), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.validate(); err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.CRI.ClusterDNS) != 1 || cfg.CRI.ClusterDNS[0] != "10.0.0.1" {
+		t.Errorf("cri.clusterDNS %v, want the resolver's 10.0.0.1", cfg.CRI.ClusterDNS)
+	}
+	if rc := cfg.DNS.resolverConfig("cluster.local"); len(rc.Allowed) != 3 || rc.Allowed[2].String() != "10.88.0.0/16" {
+		t.Errorf("resolver allowed %v, want loopback and 10.88.0.0/16", rc.Allowed)
 	}
 	cfg = Config{}
 	pw := filepath.Join(dir, "mqtt-password")

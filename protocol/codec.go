@@ -8,6 +8,7 @@ import (
 
 	"github.com/fxamacker/cbor/v2"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 )
 
 var (
@@ -263,4 +264,29 @@ func DecodeNodeStatus(b []byte) (*corev1.NodeStatus, error) {
 		return nil, fmt.Errorf("decode node status: %w", err)
 	}
 	return s, nil
+}
+
+// EncodeService returns the Kubernetes protobuf encoding of s.
+func EncodeService(s *corev1.Service) ([]byte, error) { return s.Marshal() }
+
+// DecodeService parses the Kubernetes protobuf encoding of a service.
+func DecodeService(b []byte) (*corev1.Service, error) {
+	s := new(corev1.Service)
+	if err := s.Unmarshal(b); err != nil {
+		return nil, fmt.Errorf("decode service: %w", err)
+	}
+	return s, nil
+}
+
+// EncodeEndpointSlice returns the Kubernetes protobuf encoding of e.
+func EncodeEndpointSlice(e *discoveryv1.EndpointSlice) ([]byte, error) { return e.Marshal() }
+
+// DecodeEndpointSlice parses the Kubernetes protobuf encoding of an
+// endpoint slice.
+func DecodeEndpointSlice(b []byte) (*discoveryv1.EndpointSlice, error) {
+	e := new(discoveryv1.EndpointSlice)
+	if err := e.Unmarshal(b); err != nil {
+		return nil, fmt.Errorf("decode endpointslice: %w", err)
+	}
+	return e, nil
 }

@@ -42,8 +42,10 @@
 // after a while is sent again at its then current version. The version of a
 // core object is its resourceVersion; that of a DeviceModel or Device is its
 // metadata.generation, so that the status the edge itself reports does not
-// send the object back down. Within one batch the hub sends upserts in the
-// order of Kinds (configmaps and secrets, device models, devices, then pods:
+// send the object back down; that of a pod or an EndpointSlice is a hash of
+// what the edge holds (a slice is filtered per node). Within one batch the hub sends upserts in the
+// order of Kinds (configmaps and secrets, device models, devices, services
+// and endpoint slices, then pods:
 // what is referred to before what refers to it) and deletes in the reverse
 // order. Nothing else about the order of different objects is promised.
 //

@@ -31,7 +31,15 @@ import (
 //	  StreamData, StreamCredit and StreamClose (either side). The hub opens
 //	  streams only to an edge that said 3 or more in its Hello; to an
 //	  older one the API server's request gets 502 "edge too old".
-const Version uint32 = 3
+//	4 (2026-12-06): kinds Service and EndpointSlice. The hub sends them
+//	  only in a session whose version is 4 or more (Kind.Since): an older
+//	  edge would reject every one in its Ack and hold nothing of them, but
+//	  would also count them as rejections in its logs at every change. An
+//	  EndpointSlice is the node's filtered copy (see KindEndpointSlice).
+//	  The edge lists the objects of these kinds it holds in
+//	  Hello.NewInventory, which older hubs ignore, not in Inventory, which
+//	  they would refuse.
+const Version uint32 = 4
 
 // MinVersion is the oldest protocol version this build still speaks.
 const MinVersion uint32 = 1
@@ -55,11 +63,30 @@ const (
 	// protobuf encoding).
 	KindDeviceModel Kind = 4
 	KindDevice      Kind = 5
+	// KindService is a core/v1 Service of a namespace the node runs pods
+	// in. Since version 4.
+	KindService Kind = 6
+	// KindEndpointSlice is a discovery.k8s.io/v1 EndpointSlice of such a
+	// Service, filtered for the node: it holds only the endpoints the node
+	// can reach (cloudcore's dispatch package says which), and its
+	// ResourceVersion is a hash of that content, not the API server's.
+	// Since version 4.
+	KindEndpointSlice Kind = 7
 )
+
+// Since returns the oldest protocol version whose peers know k. The hub
+// sends an object of k only in a session of that version or newer.
+func (k Kind) Since() uint32 {
+	switch k {
+	case KindService, KindEndpointSlice:
+		return 4
+	}
+	return 1
+}
 
 // Kinds lists every known Kind in the order the hub sends upserts: objects
 // that others refer to come first.
-var Kinds = []Kind{KindConfigMap, KindSecret, KindDeviceModel, KindDevice, KindPod}
+var Kinds = []Kind{KindConfigMap, KindSecret, KindDeviceModel, KindDevice, KindService, KindEndpointSlice, KindPod}
 
 func (k Kind) String() string {
 	switch k {
@@ -73,13 +100,17 @@ func (k Kind) String() string {
 		return "DeviceModel"
 	case KindDevice:
 		return "Device"
+	case KindService:
+		return "Service"
+	case KindEndpointSlice:
+		return "EndpointSlice"
 	}
 	return fmt.Sprintf("Kind(%d)", uint8(k))
 }
 
 // Valid reports whether k is a kind this build knows.
 func (k Kind) Valid() bool {
-	return k >= KindPod && k <= KindDevice
+	return k >= KindPod && k <= KindEndpointSlice
 }
 
 // ObjectRef identifies one version of one object. The edge lists what it holds
@@ -155,6 +186,29 @@ type Hello struct {
 	// Agent names the edge software and its build ("tether-edgecore/<module
 	// version> (<vcs revision>)"), for logs.
 	Agent string `cbor:"5,keyasint,omitempty"`
+	// NewInventory lists the objects the edge holds of kinds newer than
+	// version 3 (Kind.Since above 3: Service, EndpointSlice), apart from
+	// Inventory: a hub of version 3 or older refuses a Hello whose
+	// Inventory names a kind it does not know, and ignores this field (it
+	// then neither sends nor deletes such objects). Since version 4.
+	NewInventory []ObjectRef `cbor:"6,keyasint,omitempty"`
+}
+
+// OldKindsVersion is the newest version whose Hello lists every held object
+// in Inventory; objects of later kinds go in Hello.NewInventory.
+const OldKindsVersion = 3
+
+// SplitInventory splits refs into those for Hello.Inventory and those for
+// Hello.NewInventory.
+func SplitInventory(refs []ObjectRef) (old, newer []ObjectRef) {
+	for _, r := range refs {
+		if r.Kind.Since() > OldKindsVersion {
+			newer = append(newer, r)
+		} else {
+			old = append(old, r)
+		}
+	}
+	return old, newer
 }
 
 // Welcome accepts a Hello. Sent by the hub, once.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/fxamacker/cbor/v2"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -262,6 +263,100 @@ func BenchmarkCodec(b *testing.B) {
 		}
 		b.ReportMetric(float64(n), "bytes/frame")
 	})
+}
+
+// Services and EndpointSlices travel as their protobuf encodings, in kinds
+// 6 and 7 that peers know from version 4; every kind is in Kinds once,
+// valid and named.
+func TestServiceKinds(t *testing.T) {
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web", UID: "u"},
+		Spec: corev1.ServiceSpec{ClusterIP: "10.96.0.10", Ports: []corev1.ServicePort{{Name: "http", Port: 80}}}}
+	node := "edge-1"
+	es := &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web-1", UID: "e"},
+		AddressType: discoveryv1.AddressTypeIPv4, Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"10.244.0.5"}, NodeName: &node}}}
+	sb, err := EncodeService(svc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eb, err := EncodeEndpointSlice(es)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range []Object{{Kind: KindService, UID: "u", Namespace: "shop", Name: "web", ResourceVersion: "1", Data: sb},
+		{Kind: KindEndpointSlice, UID: "e", Namespace: "shop", Name: "web-1", ResourceVersion: "e1.x", Data: eb}} {
+		wire, err := Encode(&Frame{Seq: 1, Upsert: &Upsert{Object: o}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := Decode(wire)
+		if err != nil || f.Upsert.Object.Kind != o.Kind {
+			t.Fatalf("%s: %v %+v", o.Kind, err, f)
+		}
+	}
+	if s, err := DecodeService(sb); err != nil || s.Spec.ClusterIP != "10.96.0.10" {
+		t.Fatalf("service: %v %+v", err, s)
+	}
+	if e, err := DecodeEndpointSlice(eb); err != nil || *e.Endpoints[0].NodeName != node {
+		t.Fatalf("endpointslice: %v %+v", err, e)
+	}
+	if _, err := DecodeEndpointSlice([]byte{0xff, 0xff}); err == nil {
+		t.Fatal("garbage decoded as an endpointslice")
+	}
+	seen := map[Kind]bool{}
+	for _, k := range Kinds {
+		if seen[k] || !k.Valid() || strings.HasPrefix(k.String(), "Kind(") || k.Since() > Version {
+			t.Errorf("kind %d: duplicate %v valid %v name %s since %d", k, seen[k], k.Valid(), k, k.Since())
+		}
+		seen[k] = true
+	}
+	if KindService.Since() != 4 || KindEndpointSlice.Since() != 4 || KindDevice.Since() != 1 || Kind(8).Valid() {
+		t.Fatal("Since or Valid")
+	}
+}
+
+// A Hello that lists Services apart (NewInventory) still decodes as the
+// Hello of a version 3 build, which knows neither the field nor the kinds,
+// and passes that build's validation: an edge that holds Services can
+// still connect to an older hub.
+func TestNewInventoryIgnoredByOlderPeers(t *testing.T) {
+	old, newer := SplitInventory([]ObjectRef{{Kind: KindPod, UID: "p"}, {Kind: KindService, UID: "s"},
+		{Kind: KindEndpointSlice, UID: "e"}, {Kind: KindSecret, UID: "x"}})
+	if len(old) != 2 || len(newer) != 2 || old[0].UID != "p" || newer[1].UID != "e" {
+		t.Fatalf("split %v %v", old, newer)
+	}
+	wire, err := Encode(&Frame{Hello: &Hello{ProtocolVersion: Version, MinVersion: 1, NodeName: "edge-1",
+		Inventory: old, NewInventory: newer}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The Hello of a version 3 build: fields 1 to 5.
+	type helloV3 struct {
+		ProtocolVersion uint32      `cbor:"1,keyasint"`
+		MinVersion      uint32      `cbor:"2,keyasint"`
+		NodeName        string      `cbor:"3,keyasint"`
+		Inventory       []ObjectRef `cbor:"4,keyasint,omitempty"`
+		Agent           string      `cbor:"5,keyasint,omitempty"`
+	}
+	var f struct {
+		Hello *helloV3 `cbor:"1,keyasint,omitempty"`
+	}
+	if err := decMode.Unmarshal(wire, &f); err != nil || f.Hello == nil || len(f.Hello.Inventory) != 2 {
+		t.Fatalf("as a version 3 Hello: %v %+v", err, f.Hello)
+	}
+	for _, r := range f.Hello.Inventory {
+		if r.Kind.Since() > OldKindsVersion {
+			t.Fatalf("Inventory lists %s, which a version 3 hub refuses", r.Kind)
+		}
+	}
+	g, err := Decode(wire)
+	if err != nil || len(g.Hello.NewInventory) != 2 {
+		t.Fatalf("as a version 4 Hello: %v %+v", err, g)
+	}
+	bad, _ := encMode.Marshal(&Frame{Hello: &Hello{ProtocolVersion: Version, MinVersion: 1, NodeName: "edge-1",
+		NewInventory: []ObjectRef{{Kind: 42, UID: "u"}}}})
+	if _, err := Decode(bad); err == nil || !strings.Contains(err.Error(), "newInventory[0]") {
+		t.Fatalf("unknown kind in NewInventory: %v", err)
+	}
 }
 
 // DecodeHello refuses a Hello whose inventory is over the limit at the

@@ -93,6 +93,11 @@ func (h *Hello) validate() error {
 			return fmt.Errorf("inventory[%d]: %w", i, err)
 		}
 	}
+	for i, r := range h.NewInventory {
+		if err := r.validate(); err != nil {
+			return fmt.Errorf("newInventory[%d]: %w", i, err)
+		}
+	}
 	return nil
 }
 

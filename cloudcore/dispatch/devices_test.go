@@ -190,7 +190,7 @@ func TestDesiredDevices(t *testing.T) {
 	// The data is the object's JSON with apiVersion and kind, without
 	// managedFields; the version is the generation.
 	o := protocol.Object{Kind: protocol.KindDevice, UID: "uid-t2", Namespace: ns, Name: "t2"}
-	if ok, err := d.Encode(&o); !ok || err != nil {
+	if ok, err := d.Encode("", &o); !ok || err != nil {
 		t.Fatalf("Encode t2: %v %v", ok, err)
 	}
 	var got api.Device
@@ -202,10 +202,10 @@ func TestDesiredDevices(t *testing.T) {
 		t.Fatalf("Encode t2: version %s, data %s", o.ResourceVersion, o.Data)
 	}
 	m := protocol.Object{Kind: protocol.KindDeviceModel, UID: "uid-thermo", Namespace: ns, Name: "thermo"}
-	if ok, err := d.Encode(&m); !ok || err != nil || !strings.Contains(string(m.Data), `"kind":"DeviceModel"`) {
+	if ok, err := d.Encode("", &m); !ok || err != nil || !strings.Contains(string(m.Data), `"kind":"DeviceModel"`) {
 		t.Fatalf("Encode thermo: %v %v %s", ok, err, m.Data)
 	}
-	if ok, _ := d.Encode(&protocol.Object{Kind: protocol.KindDevice, UID: "other-uid", Namespace: ns, Name: "t2"}); ok {
+	if ok, _ := d.Encode("", &protocol.Object{Kind: protocol.KindDevice, UID: "other-uid", Namespace: ns, Name: "t2"}); ok {
 		t.Fatal("Encode of a device with another UID succeeded")
 	}
 	if c, err := d.Device(ns, "t1"); err != nil || c.Spec.NodeName != "a" {
@@ -256,7 +256,7 @@ func TestDesiredDevices(t *testing.T) {
 	src.models.Delete(model("valve", 4))
 	rec.waitFor(t, "b")
 	checkDesired(t, d, "b", "DeviceModel/thermo@2", "Device/t1@2", "Device/v1@1")
-	if ok, err := d.Encode(&protocol.Object{Kind: protocol.KindDevice, UID: "uid-t2", Namespace: ns, Name: "t2"}); ok || err != nil {
+	if ok, err := d.Encode("", &protocol.Object{Kind: protocol.KindDevice, UID: "uid-t2", Namespace: ns, Name: "t2"}); ok || err != nil {
 		t.Fatalf("Encode of a deleted device: %v, %v", ok, err)
 	}
 }

@@ -19,6 +19,10 @@
 // desired set, so the hub deletes it there. A DeviceModel change notifies
 // every node with a device of that model.
 //
+// Services and EndpointSlices of the namespaces the node's pods run in are
+// sent too, the slices filtered to the endpoints the node can reach (see
+// services.go); only to an edge whose session speaks protocol version 4.
+//
 // A pod's version, as the hub and the edge compare it, is its sync version
 // (podVersions): it changes with what the edge uses, not with the status the
 // edge itself reports, so a status write does not send the pod back down.
@@ -43,12 +47,15 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
+	discoverylisters "k8s.io/client-go/listers/discovery/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 
@@ -71,19 +78,24 @@ type Notifier interface {
 
 // Dispatcher watches the cluster and computes each edge node's desired set.
 type Dispatcher struct {
-	log      *slog.Logger
-	factory  informers.SharedInformerFactory
-	podsInf  cache.SharedIndexInformer
-	cmInf    cache.SharedIndexInformer
-	secInf   cache.SharedIndexInformer
-	nodeInf  cache.SharedIndexInformer
-	pods     corelisters.PodLister
-	cms      corelisters.ConfigMapLister
-	secrets  corelisters.SecretLister
-	nodes    corelisters.NodeLister
-	notifier Notifier
-	dev      *devices
-	podVers  podVersions
+	log       *slog.Logger
+	factory   informers.SharedInformerFactory
+	podsInf   cache.SharedIndexInformer
+	cmInf     cache.SharedIndexInformer
+	secInf    cache.SharedIndexInformer
+	nodeInf   cache.SharedIndexInformer
+	pods      corelisters.PodLister
+	cms       corelisters.ConfigMapLister
+	secrets   corelisters.SecretLister
+	nodes     corelisters.NodeLister
+	svcInf    cache.SharedIndexInformer
+	sliceInf  cache.SharedIndexInformer
+	svcs      corelisters.ServiceLister
+	slices    discoverylisters.EndpointSliceLister
+	notifier  Notifier
+	sliceVers sliceVersions
+	dev       *devices
+	podVers   podVersions
 
 	factories []informers.SharedInformerFactory
 }
@@ -140,6 +152,13 @@ func newDispatcher(client kubernetes.Interface, src deviceSource, cfg Config, lo
 	d.secrets = d.factory.Core().V1().Secrets().Lister()
 	d.nodeInf = d.factory.Core().V1().Nodes().Informer()
 	d.nodes = d.factory.Core().V1().Nodes().Lister()
+	d.svcInf = d.factory.Core().V1().Services().Informer()
+	d.svcs = d.factory.Core().V1().Services().Lister()
+	d.sliceInf = d.factory.Discovery().V1().EndpointSlices().Informer()
+	if err := d.sliceInf.AddIndexers(cache.Indexers{indexService: sliceServiceIndex}); err != nil {
+		return nil, fmt.Errorf("endpointslice indexers: %w", err)
+	}
+	d.slices = d.factory.Discovery().V1().EndpointSlices().Lister()
 	d.factories = []informers.SharedInformerFactory{d.factory, podFactory}
 	var err error
 	if d.dev, err = newDevices(src, resync, cfg.DevicePoll, log); err != nil {
@@ -194,6 +213,32 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 			return fmt.Errorf("dispatch: add handler: %w", err)
 		}
 	}
+	// A Service or an EndpointSlice concerns the nodes running pods in its
+	// namespace; they compare versions and send only what changed.
+	nsHandler := cache.ResourceEventHandlerFuncs{
+		AddFunc:    d.namespaceChanged,
+		UpdateFunc: func(_, obj any) { d.namespaceChanged(obj) },
+		DeleteFunc: d.namespaceChanged,
+	}
+	if _, err := d.svcInf.AddEventHandler(nsHandler); err != nil {
+		return fmt.Errorf("dispatch: add handler: %w", err)
+	}
+	if _, err := d.sliceInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    d.namespaceChanged,
+		UpdateFunc: d.sliceChanged,
+		DeleteFunc: func(obj any) {
+			e := obj
+			if t, ok := e.(cache.DeletedFinalStateUnknown); ok {
+				e = t.Obj
+			}
+			if e, ok := e.(*discoveryv1.EndpointSlice); ok {
+				d.sliceVers.forget(string(e.UID))
+			}
+			d.namespaceChanged(obj)
+		},
+	}); err != nil {
+		return fmt.Errorf("dispatch: add handler: %w", err)
+	}
 	// A Node that becomes an edge node (created at join, or labelled) or
 	// stops being one (deleted, which revokes it, or unlabelled) changes
 	// its desired set from nothing to everything or back.
@@ -206,6 +251,9 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 		UpdateFunc: func(old, obj any) {
 			if isEdge(old) != isEdge(obj) {
 				d.notifyNode(obj)
+			}
+			if site(old) != site(obj) {
+				d.siteChanged()
 			}
 		},
 		DeleteFunc: func(obj any) {
@@ -268,7 +316,7 @@ func (d *Dispatcher) Shutdown() {
 // only if devices.tether.io was served at Start.
 func (d *Dispatcher) Ready() bool {
 	return d.podsInf.HasSynced() && d.cmInf.HasSynced() && d.secInf.HasSynced() && d.nodeInf.HasSynced() &&
-		d.dev.ready()
+		d.svcInf.HasSynced() && d.sliceInf.HasSynced() && d.dev.ready()
 }
 
 // Serves reports whether Desired lists every object of kind a node should
@@ -276,7 +324,7 @@ func (d *Dispatcher) Ready() bool {
 // then deletes no object of those kinds from a node.
 func (d *Dispatcher) Serves(kind protocol.Kind) bool {
 	switch kind {
-	case protocol.KindPod, protocol.KindConfigMap, protocol.KindSecret:
+	case protocol.KindPod, protocol.KindConfigMap, protocol.KindSecret, protocol.KindService, protocol.KindEndpointSlice:
 		return true
 	case protocol.KindDevice, protocol.KindDeviceModel:
 		return d.dev.available.Load()
@@ -298,6 +346,19 @@ func (d *Dispatcher) IsEdgeNode(node string) bool {
 	_, ok := n.Labels[EdgeRoleLabel]
 	return ok
 }
+
+// site returns the SiteLabel of obj, a Node or its tombstone.
+func site(obj any) string {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
+	if n, ok := obj.(*corev1.Node); ok {
+		return n.Labels[SiteLabel]
+	}
+	return ""
+}
+
+var everything = labels.Everything()
 
 // isEdge reports whether obj is a Node with EdgeRoleLabel.
 func isEdge(obj any) bool {
@@ -398,6 +459,7 @@ func (d *Dispatcher) Desired(node string, dst []protocol.Object) []protocol.Obje
 		}
 	}
 	dst = d.desiredDevices(node, dst)
+	dst = d.desiredServices(node, dst)
 	return append(dst, pods...)
 }
 
@@ -416,9 +478,10 @@ func (d *Dispatcher) lookup(kind protocol.Kind, ns, name string) (protocol.Objec
 }
 
 // Encode fills o.Data with the current version of the object o names (by
-// kind, namespace, name and UID), updating o.ResourceVersion to the version
-// encoded. ok is false if the object was deleted or replaced.
-func (d *Dispatcher) Encode(o *protocol.Object) (ok bool, err error) {
+// kind, namespace, name and UID) as node holds it (an EndpointSlice is
+// filtered for node), updating o.ResourceVersion to the version encoded. ok
+// is false if the object was deleted or replaced.
+func (d *Dispatcher) Encode(node string, o *protocol.Object) (ok bool, err error) {
 	var (
 		uid, rv string
 		data    []byte
@@ -444,6 +507,8 @@ func (d *Dispatcher) Encode(o *protocol.Object) (ok bool, err error) {
 		}
 	case protocol.KindDevice, protocol.KindDeviceModel:
 		uid, rv, data, err = d.encodeDevice(o)
+	case protocol.KindService, protocol.KindEndpointSlice:
+		uid, rv, data, err = d.encodeService(node, o)
 	default:
 		return false, fmt.Errorf("encode: unknown kind %d", o.Kind)
 	}

@@ -57,9 +57,11 @@ type Source interface {
 	// should hold. The hub deletes no object of a kind not served (its
 	// cache is not there yet) from a node.
 	Serves(kind protocol.Kind) bool
-	// Encode fills o.Data with the object's current version and updates
-	// o.ResourceVersion. ok is false if the object no longer exists.
-	Encode(o *protocol.Object) (ok bool, err error)
+	// Encode fills o.Data with the object's current version as node holds
+	// it and updates o.ResourceVersion. ok is false if the object no longer
+	// exists. Objects of a kind newer than the session's protocol version
+	// (protocol.Kind.Since) are neither sent nor asked for.
+	Encode(node string, o *protocol.Object) (ok bool, err error)
 }
 
 // Upstream takes what edge nodes report. Methods must not block; done is
@@ -612,7 +614,7 @@ func (h *Hub) handshake(conn *websocket.Conn, node string) (*protocol.Hello, err
 		writeError(conn, e)
 		return nil, e
 	}
-	if n := len(hello.Inventory); n > h.cfg.MaxInventory {
+	if n := len(hello.Inventory) + len(hello.NewInventory); n > h.cfg.MaxInventory {
 		h.stats.inventoryRefused.Add(1)
 		e := &protocol.Error{Code: protocol.ErrorTooLarge, Message: fmt.Sprintf(
 			"the Hello lists %d objects; the hub takes at most %d (MaxInventory)", n, h.cfg.MaxInventory)}

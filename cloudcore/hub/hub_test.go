@@ -50,7 +50,7 @@ func (m *memSource) Desired(node string, dst []protocol.Object) []protocol.Objec
 	return dst
 }
 
-func (m *memSource) Encode(o *protocol.Object) (bool, error) {
+func (m *memSource) Encode(_ string, o *protocol.Object) (bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	cur, ok := m.objs[o.UID]
@@ -146,7 +146,8 @@ func dialAs(t *testing.T, url string, cert *tls.Certificate, node string, inv []
 	return dialVersion(t, url, cert, node, inv, protocol.Version)
 }
 
-// dialVersion is dialAs for an edge speaking protocol version.
+// dialVersion is dialAs for an edge that speaks protocol versions 1 to
+// version.
 func dialVersion(t *testing.T, url string, cert *tls.Certificate, node string, inv []protocol.ObjectRef, version uint32) (*fakeEdge, error) {
 	t.Helper()
 	tc := &tls.Config{InsecureSkipVerify: true}
@@ -179,7 +180,11 @@ func dialVersion(t *testing.T, url string, cert *tls.Certificate, node string, i
 			e.frames <- f
 		}
 	}()
-	e.send(&protocol.Frame{Hello: &protocol.Hello{ProtocolVersion: version, MinVersion: 1, NodeName: node, Inventory: inv}})
+	hello := &protocol.Hello{ProtocolVersion: version, MinVersion: 1, NodeName: node, Inventory: inv}
+	if version > protocol.OldKindsVersion { // as the edge's agent does
+		hello.Inventory, hello.NewInventory = protocol.SplitInventory(inv)
+	}
+	e.send(&protocol.Frame{Hello: hello})
 	f, ok := <-e.frames
 	switch {
 	case !ok:
@@ -435,7 +440,7 @@ func TestDeleteOrder(t *testing.T) {
 		}
 		got = append(got, f.Delete.UID)
 	}
-	want := "Pod Device DeviceModel Secret ConfigMap"
+	want := "Pod EndpointSlice Service Device DeviceModel Secret ConfigMap"
 	if strings.Join(got, " ") != want {
 		t.Fatalf("deletes in order %v, want %s", got, want)
 	}
@@ -540,5 +545,60 @@ func TestNoKeepAlive(t *testing.T) {
 	}
 	if on != 0 {
 		t.Fatal("SO_KEEPALIVE is on")
+	}
+}
+
+// An edge of protocol version 3 or older gets no Service or EndpointSlice
+// (kinds of version 4); a newer one gets them.
+func TestNewKindsGatedOnVersion(t *testing.T) {
+	src, url := startHub(t, Config{})
+	src.mu.Lock()
+	src.objs["svc"] = protocol.Object{Kind: protocol.KindService, UID: "svc", Namespace: "ns", Name: "web", ResourceVersion: "1"}
+	src.objs["es"] = protocol.Object{Kind: protocol.KindEndpointSlice, UID: "es", Namespace: "ns", Name: "web-1", ResourceVersion: "e1.x"}
+	src.objs["pod"] = protocol.Object{Kind: protocol.KindPod, UID: "pod", Namespace: "ns", Name: "p", ResourceVersion: "1"}
+	src.mu.Unlock()
+	for _, c := range []struct {
+		version uint32
+		want    string
+	}{{2, "Pod"}, {3, "Pod"}, {protocol.Version, "Service EndpointSlice Pod"}} {
+		e, err := dialVersion(t, url, issueCert(t, "n1", "id-n1"), "n1", nil, c.version)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for {
+			f := e.recv()
+			if f.ResyncDone != nil {
+				break
+			}
+			if f.Upsert == nil {
+				t.Fatalf("version %d: want Upsert or ResyncDone, got %+v", c.version, f)
+			}
+			got = append(got, f.Upsert.Object.Kind.String())
+			e.ack(f.Seq)
+		}
+		if strings.Join(got, " ") != c.want {
+			t.Errorf("version %d: sent %v, want %s", c.version, got, c.want)
+		}
+		e.ws.Close()
+	}
+}
+
+// A Service the edge lists in Hello.NewInventory and should no longer hold
+// is deleted, as for any other kind.
+func TestNewInventoryDiffed(t *testing.T) {
+	_, url := startHub(t, Config{})
+	e := connect(t, url, []protocol.ObjectRef{{Kind: protocol.KindService, UID: "gone", ResourceVersion: "1"},
+		{Kind: protocol.KindEndpointSlice, UID: "gone-1", ResourceVersion: "e1.x"}})
+	got := map[string]bool{}
+	for range 2 {
+		f := e.recv()
+		if f.Delete == nil {
+			t.Fatalf("want a Delete, got %+v", f)
+		}
+		got[f.Delete.Kind.String()+"/"+f.Delete.UID] = true
+	}
+	if !got["Service/gone"] || !got["EndpointSlice/gone-1"] {
+		t.Fatalf("deletes %v", got)
 	}
 }

@@ -129,7 +129,7 @@ func newSession(h *Hub, conn *websocket.Conn, hello *protocol.Hello) *session {
 		kickc:    make(chan struct{}, 1),
 		upc:      make(chan struct{}, 1),
 		stopc:    make(chan struct{}),
-		acked:    make(map[objKey]held, len(hello.Inventory)),
+		acked:    make(map[objKey]held, len(hello.Inventory)+len(hello.NewInventory)),
 		inflight: map[uint64]*flight{},
 		byKey:    map[objKey]uint64{},
 		want:     map[objKey]struct{}{},
@@ -138,6 +138,9 @@ func newSession(h *Hub, conn *websocket.Conn, hello *protocol.Hello) *session {
 		upLimit:  rate.NewLimiter(rate.Limit(h.cfg.UpstreamRate), h.cfg.UpstreamBurst),
 	}
 	for _, r := range hello.Inventory {
+		s.acked[objKey{r.Kind, r.UID}] = held{rv: r.ResourceVersion}
+	}
+	for _, r := range hello.NewInventory {
 		s.acked[objKey{r.Kind, r.UID}] = held{rv: r.ResourceVersion}
 	}
 	s.newStreams()
@@ -615,6 +618,9 @@ func (s *session) reconcile() {
 	now := time.Now()
 	for i := range s.buf {
 		o := &s.buf[i]
+		if o.Kind.Since() > s.version {
+			continue // the edge does not know the kind: it holds none
+		}
 		k := objKey{o.Kind, o.UID}
 		s.want[k] = struct{}{}
 		if a, ok := s.acked[k]; ok && a.rv == o.ResourceVersion {
@@ -627,7 +633,7 @@ func (s *session) reconcile() {
 			s.blocked = true
 			continue // keep filling want, for the deletes below
 		}
-		if ok, err := s.h.source.Encode(o); !ok || err != nil {
+		if ok, err := s.h.source.Encode(s.node, o); !ok || err != nil {
 			if err != nil {
 				s.log.Error("encode object", slog.String("kind", o.Kind.String()), slog.String("name", o.Name), slog.Any("err", err))
 			}

@@ -197,3 +197,41 @@ func (k *KubeAuth) Authorize(ctx context.Context, u *User, a Attributes) (bool, 
 	k.mu.Unlock()
 	return d.ok, d.reason, nil
 }
+
+// AuthorizePath reports whether u may use verb on the non-resource URL
+// path (a SubjectAccessReview with nonResourceAttributes, as the API
+// server's components authorize their /metrics), with the authorizer's
+// reason; answers are cached as Authorize's.
+func (k *KubeAuth) AuthorizePath(ctx context.Context, u *User, verb, path string) (bool, string, error) {
+	key := strings.Join([]string{u.Name, u.UID, strings.Join(u.Groups, ","), fmt.Sprint(u.Extra), verb, "path", path}, "\x00")
+	now := time.Now()
+	k.mu.Lock()
+	d, ok := k.cache[key]
+	k.mu.Unlock()
+	if ok && now.Before(d.expires) {
+		return d.ok, d.reason, nil
+	}
+	extra := map[string]authorizationv1.ExtraValue{}
+	for key, v := range u.Extra {
+		extra[key] = v
+	}
+	sar, err := k.client.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{
+		Spec: authorizationv1.SubjectAccessReviewSpec{
+			User: u.Name, UID: u.UID, Groups: u.Groups, Extra: extra,
+			NonResourceAttributes: &authorizationv1.NonResourceAttributes{Verb: verb, Path: path},
+		}}, metav1.CreateOptions{})
+	if err != nil {
+		return false, "", fmt.Errorf("subject access review: %w", err)
+	}
+	d = decision{ok: sar.Status.Allowed, reason: sar.Status.Reason, expires: now.Add(k.DenyTTL)}
+	if d.ok {
+		d.expires = now.Add(k.AllowTTL)
+	}
+	k.mu.Lock()
+	if len(k.cache) >= maxCached {
+		clear(k.cache)
+	}
+	k.cache[key] = d
+	k.mu.Unlock()
+	return d.ok, d.reason, nil
+}

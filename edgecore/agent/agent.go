@@ -309,8 +309,9 @@ func (a *Agent) hello() (*protocol.Hello, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent: inventory: %w", err)
 	}
+	old, newer := protocol.SplitInventory(inv)
 	return &protocol.Hello{ProtocolVersion: protocol.Version, MinVersion: protocol.MinVersion,
-		NodeName: a.cfg.NodeName, Inventory: inv, Agent: Build()}, nil
+		NodeName: a.cfg.NodeName, Inventory: old, NewInventory: newer, Agent: Build()}, nil
 }
 
 func (a *Agent) queueNodeStatus(force bool) error {
@@ -717,6 +718,10 @@ func checkObject(o *protocol.Object) error {
 		err = json.Unmarshal(o.Data, new(devicesapi.DeviceModel))
 	case protocol.KindDevice:
 		err = json.Unmarshal(o.Data, new(devicesapi.Device))
+	case protocol.KindService:
+		_, err = protocol.DecodeService(o.Data)
+	case protocol.KindEndpointSlice:
+		_, err = protocol.DecodeEndpointSlice(o.Data)
 	default:
 		err = fmt.Errorf("unknown kind %d", o.Kind)
 	}

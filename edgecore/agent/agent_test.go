@@ -17,6 +17,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -373,6 +374,27 @@ func TestUnknownMessageNotResent(t *testing.T) {
 	}
 	if statuses != 1 {
 		t.Fatalf("the refused message was sent %d times, want once", statuses)
+	}
+}
+
+// A Service or an EndpointSlice is stored only if it decodes as one.
+func TestCheckServiceKinds(t *testing.T) {
+	svc, _ := protocol.EncodeService(&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"}})
+	es, _ := protocol.EncodeEndpointSlice(&discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web-1"}})
+	for _, c := range []struct {
+		kind protocol.Kind
+		data []byte
+		ok   bool
+	}{
+		{protocol.KindService, svc, true},
+		{protocol.KindEndpointSlice, es, true},
+		{protocol.KindService, []byte{0xff, 0x01}, false},
+		{protocol.KindEndpointSlice, []byte("{\"kind\":\"EndpointSlice\"}"), false},
+	} {
+		err := checkObject(&protocol.Object{Kind: c.kind, UID: "u", Name: "n", Data: c.data})
+		if (err == nil) != c.ok {
+			t.Errorf("%s %q: %v, want ok=%v", c.kind, c.data, err, c.ok)
+		}
 	}
 }
 

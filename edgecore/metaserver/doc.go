@@ -5,9 +5,9 @@
 //
 // # What it serves
 //
-// The core group v1 (/api, /api/v1) and Tether's device group
-// devices.tether.io/v1beta1 (/apis, /apis/devices.tether.io/v1beta1), JSON
-// only:
+// The core group v1 (/api, /api/v1), Tether's device group
+// devices.tether.io/v1beta1 (/apis, /apis/devices.tether.io/v1beta1) and
+// discovery.k8s.io/v1, JSON only:
 //
 //   - pods, configmaps and secrets: those the store holds, which are the
 //     ones the cloud sent this node (its pods and what they use), as last
@@ -16,7 +16,10 @@
 //     labels it asks for with the kubelet's defaults and the edge role,
 //     and its status from nodestatus, rebuilt every Config.NodeInterval).
 //     Its UID is not the API server's.
-//   - services: always empty, as services are not synced to the edge yet.
+//   - services, and endpointslices (discovery.k8s.io/v1): those the store
+//     holds, the Services of the namespaces the node's pods run in and
+//     their EndpointSlices as filtered for this node by the cloud (only
+//     the endpoints it can reach).
 //   - devices and devicemodels (devices.tether.io/v1beta1): those the store
 //     holds, which the cloud sent this node (its devices and their models),
 //     so that a device mapper at the edge learns them with client-go and

@@ -7,6 +7,7 @@ import (
 	"strconv"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -51,19 +52,23 @@ type resource struct {
 }
 
 const (
-	resPods         = "pods"
-	resConfigMaps   = "configmaps"
-	resSecrets      = "secrets"
-	resServices     = "services"
-	resNodes        = "nodes"
-	resDevices      = devicesapi.DevicesResource
-	resDeviceModels = devicesapi.DeviceModelsResource
+	resPods       = "pods"
+	resConfigMaps = "configmaps"
+	resSecrets    = "secrets"
+	resServices   = "services"
+	// resEndpointSlices are the node's filtered copies (see
+	// cloudcore/dispatch): only the endpoints it can reach.
+	resEndpointSlices = "endpointslices"
+	resNodes          = "nodes"
+	resDevices        = devicesapi.DevicesResource
+	resDeviceModels   = devicesapi.DeviceModelsResource
 )
 
 // coreGV is the core group's version; devicesGV Tether's device resources.
 var (
-	coreGV    = schema.GroupVersion{Version: "v1"}
-	devicesGV = devicesapi.SchemeGroupVersion
+	coreGV      = schema.GroupVersion{Version: "v1"}
+	devicesGV   = devicesapi.SchemeGroupVersion
+	discoveryGV = discoveryv1.SchemeGroupVersion
 )
 
 func metaFields(o object, namespaced bool) fields.Set {
@@ -138,12 +143,19 @@ var resources = func() map[string]*resource {
 				return s
 			}},
 		{name: resServices, singular: "service", kind: "Service", namespaced: true, shortNames: []string{"svc"},
-			decode: decodeAs[corev1.Service]("service"),
+			store: protocol.KindService, decode: decodeAs[corev1.Service]("service"),
 			fields: func(o object) fields.Set {
 				svc := o.(*corev1.Service)
 				s := metaFields(o, true)
 				s["spec.clusterIP"] = svc.Spec.ClusterIP
 				s["spec.type"] = string(svc.Spec.Type)
+				return s
+			}},
+		{gv: discoveryGV, name: resEndpointSlices, singular: "endpointslice", kind: "EndpointSlice", namespaced: true,
+			store: protocol.KindEndpointSlice, decode: decodeAs[discoveryv1.EndpointSlice]("endpointslice"),
+			fields: func(o object) fields.Set {
+				s := metaFields(o, true)
+				s["addressType"] = string(o.(*discoveryv1.EndpointSlice).AddressType)
 				return s
 			}},
 		{name: resNodes, singular: "node", kind: "Node", shortNames: []string{"no"}, status: true,
@@ -194,6 +206,7 @@ type groupVersion struct {
 var groupVersions = []*groupVersion{
 	{gv: coreGV, prefix: "/api/v1/", names: []string{resConfigMaps, resNodes, resPods, resSecrets, resServices}},
 	{gv: devicesGV, prefix: "/apis/" + devicesGV.String() + "/", names: []string{resDeviceModels, resDevices}},
+	{gv: discoveryGV, prefix: "/apis/" + discoveryGV.String() + "/", names: []string{resEndpointSlices}},
 }
 
 // resourceNames lists every served resource.

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -107,6 +108,12 @@ func (f *fixture) put(objs ...any) {
 			case *corev1.Secret:
 				kind, meta = protocol.KindSecret, o
 				data, err = protocol.EncodeSecret(o)
+			case *corev1.Service:
+				kind, meta = protocol.KindService, o
+				data, err = protocol.EncodeService(o)
+			case *discoveryv1.EndpointSlice:
+				kind, meta = protocol.KindEndpointSlice, o
+				data, err = protocol.EncodeEndpointSlice(o)
 			}
 			if err != nil {
 				return err
@@ -197,8 +204,9 @@ func TestDiscovery(t *testing.T) {
 		}
 	}
 	var groups metav1.APIGroupList
-	if code := f.get("/apis", &groups); code != 200 || len(groups.Groups) != 1 || groups.Groups[0].Name != "devices.tether.io" ||
-		groups.Groups[0].PreferredVersion.GroupVersion != "devices.tether.io/v1beta1" {
+	if code := f.get("/apis", &groups); code != 200 || len(groups.Groups) != 2 || groups.Groups[0].Name != "devices.tether.io" ||
+		groups.Groups[0].PreferredVersion.GroupVersion != "devices.tether.io/v1beta1" ||
+		groups.Groups[1].PreferredVersion.GroupVersion != "discovery.k8s.io/v1" {
 		t.Fatalf("/apis: %d %+v", code, groups)
 	}
 	if code := f.get("/version", nil); code != 200 {
@@ -270,6 +278,23 @@ func TestGetListSelectors(t *testing.T) {
 	var sl corev1.ServiceList
 	if code := f.get("/api/v1/services", &sl); code != 200 || len(sl.Items) != 0 || sl.Kind != "ServiceList" {
 		t.Fatalf("list services: %d %+v", code, sl)
+	}
+
+	// Services and EndpointSlices come from the store.
+	f.put(&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "web", UID: "uid-svc"},
+		Spec: corev1.ServiceSpec{ClusterIP: "10.96.0.10", Type: corev1.ServiceTypeClusterIP}},
+		&discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "web-x", UID: "uid-es",
+			Labels: map[string]string{discoveryv1.LabelServiceName: "web"}}, AddressType: discoveryv1.AddressTypeIPv4,
+			Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"10.244.0.5"}}}})
+	f.sync()
+	if code := f.get("/api/v1/namespaces/a/services?fieldSelector=spec.clusterIP%3D10.96.0.10", &sl); code != 200 ||
+		len(sl.Items) != 1 || sl.Items[0].Name != "web" {
+		t.Fatalf("list services: %d %+v", code, sl)
+	}
+	var el discoveryv1.EndpointSliceList
+	if code := f.get("/apis/discovery.k8s.io/v1/namespaces/a/endpointslices?labelSelector=kubernetes.io%2Fservice-name%3Dweb", &el); code != 200 ||
+		len(el.Items) != 1 || el.Items[0].Endpoints[0].Addresses[0] != "10.244.0.5" || el.Kind != "EndpointSliceList" {
+		t.Fatalf("list endpointslices: %d %+v", code, el)
 	}
 
 	for _, c := range []struct {

@@ -10,7 +10,7 @@ import (
 )
 
 // TestObjects loads the manifests strictly and checks that Leases are
-// granted in kube-node-lease only.
+// granted in kube-node-lease only and Services and EndpointSlices read only.
 func TestObjects(t *testing.T) {
 	objs, err := manifests.Objects()
 	if err != nil {
@@ -44,6 +44,12 @@ func TestObjects(t *testing.T) {
 			for _, v := range rule.Verbs {
 				if v == "*" || v == "escalate" || v == "bind" || v == "impersonate" {
 					t.Errorf("verb %s: %+v", v, rule)
+				}
+			}
+			// Services and EndpointSlices are read, never written.
+			if slices.Contains(rule.Resources, "services") || slices.Contains(rule.Resources, "endpointslices") {
+				if !slices.Equal(rule.Verbs, []string{"get", "list", "watch"}) {
+					t.Errorf("services or endpointslices granted %v: %+v", rule.Verbs, rule)
 				}
 			}
 		}

@@ -446,8 +446,32 @@ func TestRights(t *testing.T) {
 		}
 	}
 
+	// What dispatch reads: Services and EndpointSlices, cluster-wide.
+	for _, ra := range []authorizationv1.ResourceAttributes{
+		{Verb: "list", Resource: "services"},
+		{Verb: "watch", Resource: "services"},
+		{Verb: "get", Resource: "services", Namespace: appNS},
+		{Verb: "list", Group: "discovery.k8s.io", Resource: "endpointslices"},
+		{Verb: "watch", Group: "discovery.k8s.io", Resource: "endpointslices"},
+	} {
+		review, err := cc.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx,
+			&authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &ra}}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !review.Status.Allowed {
+			t.Errorf("cloudcore may not %s %s/%s in %q", ra.Verb, ra.Group, ra.Resource, ra.Namespace)
+		}
+	}
+
 	// What no request can probe without harm: RBAC alone must refuse it.
 	for _, ra := range []authorizationv1.ResourceAttributes{
+		{Verb: "create", Resource: "services", Namespace: appNS},
+		{Verb: "update", Resource: "services", Namespace: appNS},
+		{Verb: "delete", Resource: "services", Namespace: appNS},
+		{Verb: "create", Group: "discovery.k8s.io", Resource: "endpointslices", Namespace: appNS},
+		{Verb: "update", Group: "discovery.k8s.io", Resource: "endpointslices", Namespace: appNS},
+		{Verb: "list", Resource: "endpoints"},
 		{Verb: "create", Resource: "pods", Subresource: "exec", Namespace: "kube-system"},
 		{Verb: "create", Resource: "pods", Subresource: "attach", Namespace: appNS},
 		{Verb: "create", Resource: "pods", Subresource: "portforward", Namespace: appNS},
