@@ -544,9 +544,13 @@ func (c *podChurn) run(ctx context.Context) {
 	}
 }
 
-func (c *podChurn) step(ctx context.Context) {
+func (c *podChurn) step(loop context.Context) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	// A call in flight when the churn stops must finish: cancelled, it may
+	// still have created or deleted the pod without the churn knowing.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(loop), 30*time.Second)
+	defer cancel()
 	if len(c.live) >= 25 || (len(c.live) > 5 && rand.IntN(3) == 0) {
 		names := make([]string, 0, len(c.live))
 		for n := range c.live {
@@ -557,7 +561,7 @@ func (c *podChurn) step(ctx context.Context) {
 		if err == nil || apierrors.IsNotFound(err) {
 			delete(c.live, n)
 			c.deleted[n] = struct{}{}
-		} else if ctx.Err() == nil {
+		} else {
 			c.errs = append(c.errs, fmt.Errorf("delete pod %s: %w", n, err))
 		}
 		return
@@ -566,9 +570,7 @@ func (c *podChurn) step(ctx context.Context) {
 	name := fmt.Sprintf("c%04d", c.seq)
 	p, err := client.CoreV1().Pods(c.r.ns).Create(ctx, barePod(c.r.ns, name, c.r.node), metav1.CreateOptions{})
 	if err != nil {
-		if ctx.Err() == nil {
-			c.errs = append(c.errs, fmt.Errorf("create pod %s: %w", name, err))
-		}
+		c.errs = append(c.errs, fmt.Errorf("create pod %s: %w", name, err))
 		return
 	}
 	c.live[name] = string(p.UID)
