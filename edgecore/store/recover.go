@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -37,7 +38,10 @@ func openChecked(path string) (db *DB, err error) {
 	}()
 	db, err = Open(path)
 	if err != nil {
-		if errors.Is(err, bolt.ErrInvalid) || errors.Is(err, bolt.ErrChecksum) || errors.Is(err, bolt.ErrVersionMismatch) {
+		// bbolt 1.3 does not export its "file size too small" (a file cut
+		// below its two meta pages).
+		if errors.Is(err, bolt.ErrInvalid) || errors.Is(err, bolt.ErrChecksum) || errors.Is(err, bolt.ErrVersionMismatch) ||
+			strings.Contains(err.Error(), "file size too small") {
 			return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
 		}
 		return nil, err
