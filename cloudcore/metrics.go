@@ -64,7 +64,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(mSessions, float64(h.Sessions))
 	gauge(mConns, float64(h.Conns))
 	for reason, v := range map[string]int64{
-		"certificate": h.Refused - h.IdentityRefused - h.InventoryRefused, "identity": h.IdentityRefused,
+		"certificate_or_hello": h.Refused - h.IdentityRefused - h.InventoryRefused, "identity": h.IdentityRefused,
 		"inventory": h.InventoryRefused, "max_conns": h.ConnsRefusedTotal, "max_conns_per_ip": h.ConnsRefusedPerIP,
 		"accept_rate": h.ConnsRefusedRate, "handshake_timeout": h.ConnsClosedNew,
 	} {

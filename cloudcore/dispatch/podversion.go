@@ -43,7 +43,9 @@ func (pv *podVersions) get(p *corev1.Pod) string {
 	return v
 }
 
-// forget drops p's entry (the pod was deleted).
+// forget drops p's entry (the pod was deleted). A session computing a
+// Desired set from the cache just before the deletion may store the entry
+// again: one stale entry per such race, kept until the process ends.
 func (pv *podVersions) forget(p *corev1.Pod) { pv.m.Delete(p.UID) }
 
 // PodVersion is p's version as the hub sends it and the edge holds it (see
