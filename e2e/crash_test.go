@@ -900,6 +900,15 @@ func TestCrashEdgecore(t *testing.T) {
 		}
 		r.edge.start()
 		pc = m.connect(round)
+		aside, _ := filepath.Glob(filepath.Join(r.edgeDir, "edge.db.corrupt-*"))
+		if corrupt && kind == 0 && len(aside) == stats.corruptRounds-1 {
+			// bbolt's file is larger than its pages in use: a cut past
+			// them leaves a sound store, opened as it is. Then nothing
+			// may be lost either, as after any other restart.
+			t.Logf("round %d: the cut was past the pages in use: the store opened sound", round)
+			stats.corruptRounds--
+			corrupt = false
+		}
 		if !corrupt {
 			m.checkAfterRestart(pc, round, &stats)
 			continue
@@ -908,7 +917,6 @@ func TestCrashEdgecore(t *testing.T) {
 		// the metaserver serves every pod the API server has for it. The
 		// twin store went with the file: the answered reports of this
 		// node are gone from the edge (not from the API server).
-		aside, _ := filepath.Glob(filepath.Join(r.edgeDir, "edge.db.corrupt-*"))
 		if len(aside) != stats.corruptRounds {
 			t.Fatalf("round %d: %d store files moved aside, want %d", round, len(aside), stats.corruptRounds)
 		}
