@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"regexp"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -176,22 +175,14 @@ func (cc *CloudCore) Metrics() *prometheus.Registry {
 	return reg
 }
 
-// MetricNames lists the names of cloudcore's own metrics (for the alert
-// rules' and the dashboard's tests).
-func MetricNames() []string { return descNames(collector{}) }
-
-// descNames returns the names of the metrics c describes.
-func descNames(c prometheus.Collector) []string {
+// MetricDescs describes cloudcore's own metrics (for the alert rules' and
+// the dashboard's tests).
+func MetricDescs() []*prometheus.Desc {
 	ch := make(chan *prometheus.Desc, 64)
-	go func() { c.Describe(ch); close(ch) }()
-	var names []string
+	go func() { collector{}.Describe(ch); close(ch) }()
+	var ds []*prometheus.Desc
 	for d := range ch {
-		if m := fqName.FindStringSubmatch(d.String()); m != nil {
-			names = append(names, m[1])
-		}
+		ds = append(ds, d)
 	}
-	return names
+	return ds
 }
-
-// fqName finds the name in a Desc's String (client_golang has no getter).
-var fqName = regexp.MustCompile(`fqName: "([a-zA-Z_:][a-zA-Z0-9_:]*)"`)

@@ -365,7 +365,7 @@ func (m *crashMapper) connect(round int) paho.Client {
 		if err != nil {
 			return false, err
 		}
-		pc = paho.NewClient(paho.NewClientOptions().AddBroker("tcp://"+m.r.mqttAddr).
+		pc = paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + m.r.mqttAddr).
 			SetClientID(fmt.Sprintf("crash-mapper-%d", round)).SetUsername(edgecore.MapperUsername).
 			SetPassword(strings.TrimSpace(string(pw))).SetAutoReconnect(false).SetConnectTimeout(2 * time.Second))
 		tok := pc.Connect()

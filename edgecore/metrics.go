@@ -3,7 +3,6 @@ package edgecore
 import (
 	"log/slog"
 	"os"
-	"regexp"
 	"sync/atomic"
 	"time"
 
@@ -102,19 +101,14 @@ func (ec *EdgeCore) Metrics() *prometheus.Registry {
 	return reg
 }
 
-// MetricNames lists the names of edgecore's own metrics (for the alert
-// rules' and the dashboard's tests).
-func MetricNames() []string {
+// MetricDescs describes edgecore's own metrics (for the alert rules' and
+// the dashboard's tests).
+func MetricDescs() []*prometheus.Desc {
 	ch := make(chan *prometheus.Desc, 64)
 	go func() { (&edgeCollector{}).Describe(ch); close(ch) }()
-	var names []string
+	var ds []*prometheus.Desc
 	for d := range ch {
-		if m := fqName.FindStringSubmatch(d.String()); m != nil {
-			names = append(names, m[1])
-		}
+		ds = append(ds, d)
 	}
-	return names
+	return ds
 }
-
-// fqName finds the name in a Desc's String (client_golang has no getter).
-var fqName = regexp.MustCompile(`fqName: "([a-zA-Z_:][a-zA-Z0-9_:]*)"`)

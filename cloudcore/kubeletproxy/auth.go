@@ -163,39 +163,9 @@ func (k *KubeAuth) Authenticate(ctx context.Context, r *http.Request) (*User, er
 
 // Authorize implements Authorizer.
 func (k *KubeAuth) Authorize(ctx context.Context, u *User, a Attributes) (bool, string, error) {
-	key := strings.Join([]string{u.Name, u.UID, strings.Join(u.Groups, ","), fmt.Sprint(u.Extra), a.Verb,
-		a.Subresource, a.Node}, "\x00")
-	now := time.Now()
-	k.mu.Lock()
-	d, ok := k.cache[key]
-	k.mu.Unlock()
-	if ok && now.Before(d.expires) {
-		return d.ok, d.reason, nil
-	}
-	extra := map[string]authorizationv1.ExtraValue{}
-	for key, v := range u.Extra {
-		extra[key] = v
-	}
-	sar, err := k.client.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{
-		Spec: authorizationv1.SubjectAccessReviewSpec{
-			User: u.Name, UID: u.UID, Groups: u.Groups, Extra: extra,
-			ResourceAttributes: &authorizationv1.ResourceAttributes{Verb: a.Verb, Version: "v1", Resource: "nodes",
-				Subresource: a.Subresource, Name: a.Node},
-		}}, metav1.CreateOptions{})
-	if err != nil {
-		return false, "", fmt.Errorf("subject access review: %w", err)
-	}
-	d = decision{ok: sar.Status.Allowed, reason: sar.Status.Reason, expires: now.Add(k.DenyTTL)}
-	if d.ok {
-		d.expires = now.Add(k.AllowTTL)
-	}
-	k.mu.Lock()
-	if len(k.cache) >= maxCached {
-		clear(k.cache)
-	}
-	k.cache[key] = d
-	k.mu.Unlock()
-	return d.ok, d.reason, nil
+	return k.review(ctx, u, []string{a.Verb, a.Subresource, a.Node}, authorizationv1.SubjectAccessReviewSpec{
+		ResourceAttributes: &authorizationv1.ResourceAttributes{Verb: a.Verb, Version: "v1", Resource: "nodes",
+			Subresource: a.Subresource, Name: a.Node}})
 }
 
 // AuthorizePath reports whether u may use verb on the non-resource URL
@@ -203,7 +173,14 @@ func (k *KubeAuth) Authorize(ctx context.Context, u *User, a Attributes) (bool, 
 // server's components authorize their /metrics), with the authorizer's
 // reason; answers are cached as Authorize's.
 func (k *KubeAuth) AuthorizePath(ctx context.Context, u *User, verb, path string) (bool, string, error) {
-	key := strings.Join([]string{u.Name, u.UID, strings.Join(u.Groups, ","), fmt.Sprint(u.Extra), verb, "path", path}, "\x00")
+	return k.review(ctx, u, []string{verb, "path", path}, authorizationv1.SubjectAccessReviewSpec{
+		NonResourceAttributes: &authorizationv1.NonResourceAttributes{Verb: verb, Path: path}})
+}
+
+// review asks the API server whether u may do what spec says (its user
+// fields are filled from u), through the cache, by u and what.
+func (k *KubeAuth) review(ctx context.Context, u *User, what []string, spec authorizationv1.SubjectAccessReviewSpec) (bool, string, error) {
+	key := strings.Join(append([]string{u.Name, u.UID, strings.Join(u.Groups, ","), fmt.Sprint(u.Extra)}, what...), "\x00")
 	now := time.Now()
 	k.mu.Lock()
 	d, ok := k.cache[key]
@@ -215,11 +192,9 @@ func (k *KubeAuth) AuthorizePath(ctx context.Context, u *User, verb, path string
 	for key, v := range u.Extra {
 		extra[key] = v
 	}
-	sar, err := k.client.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{
-		Spec: authorizationv1.SubjectAccessReviewSpec{
-			User: u.Name, UID: u.UID, Groups: u.Groups, Extra: extra,
-			NonResourceAttributes: &authorizationv1.NonResourceAttributes{Verb: verb, Path: path},
-		}}, metav1.CreateOptions{})
+	spec.User, spec.UID, spec.Groups, spec.Extra = u.Name, u.UID, u.Groups, extra
+	sar, err := k.client.AuthorizationV1().SubjectAccessReviews().Create(ctx,
+		&authorizationv1.SubjectAccessReview{Spec: spec}, metav1.CreateOptions{})
 	if err != nil {
 		return false, "", fmt.Errorf("subject access review: %w", err)
 	}

@@ -35,8 +35,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/tether-edge/tether/edgecore"
-	"github.com/tether-edge/tether/edgecore/install"
 	"github.com/tether-edge/tether/edgecore/ctl"
+	"github.com/tether-edge/tether/edgecore/install"
 	"github.com/tether-edge/tether/edgecore/join"
 )
 
