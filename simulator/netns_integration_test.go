@@ -115,10 +115,13 @@ func TestAcrossNamespaces(t *testing.T) {
 	if err != nil || strings.Contains(out, "FAIL") {
 		t.Fatalf("the pod across the link: %q %v\n%s", out, err, s.Summary())
 	}
-	// A millisecond of slack: the emulated link's timers and the two
-	// clocks of the measure round a little either way.
-	if d := s.Dispatch(); d.Samples != 1 || d.P50 < delay-time.Millisecond {
-		t.Errorf("dispatch %s: want one sample of at least the link's %s", d, delay)
+	// The measure starts when the simulator learns of the binding (the
+	// create call's return or its watch event), which can be a few
+	// milliseconds after the API server sent the pod on (21 ms seen for a
+	// 25 ms link under load): half the link's delay still proves the pod
+	// crossed it (about 1 ms without a link).
+	if d := s.Dispatch(); d.Samples != 1 || d.P50 < delay/2 {
+		t.Errorf("dispatch %s: want one sample of at least half the link's %s", d, delay)
 	}
 	after := w.Link.Stats()
 	if after.AToB.Bytes <= connected.AToB.Bytes || after.BToA.Bytes <= connected.BToA.Bytes {
