@@ -71,24 +71,7 @@ func fill(t *testing.T, path string) {
 // freed.
 func TestFullDisk(t *testing.T) {
 	dir := smallDisk(t)
-	db, err := store.Open(filepath.Join(dir, "edge.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web", UID: "uid-web", ResourceVersion: "7"},
-		Spec: corev1.PodSpec{NodeName: "edge-1", Containers: []corev1.Container{{Name: "c", Image: "nginx"}}}}
-	data, err := protocol.EncodePod(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = db.Update(func(tx *store.Tx) error {
-		return tx.PutObject(&protocol.Object{Kind: protocol.KindPod, UID: "uid-web", Namespace: "shop", Name: "web",
-			ResourceVersion: "7", Data: data})
-	})
-	db.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	storeWebPod(t, filepath.Join(dir, "edge.db"))
 	filler := filepath.Join(dir, "filler")
 	fill(t, filler)
 
@@ -135,6 +118,30 @@ func TestFullDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	poll(t, "the pod status queued once space came back", func() bool { return len(podStatuses(t, ec.DB)) >= 1 })
+}
+
+// storeWebPod writes the store at path holding one pod, shop/web (UID
+// uid-web) bound to edge-1, as the agent would have committed it.
+func storeWebPod(t *testing.T, path string) {
+	t.Helper()
+	db, err := store.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web", UID: "uid-web", ResourceVersion: "7"},
+		Spec: corev1.PodSpec{NodeName: "edge-1", Containers: []corev1.Container{{Name: "c", Image: "nginx"}}}}
+	data, err := protocol.EncodePod(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *store.Tx) error {
+		return tx.PutObject(&protocol.Object{Kind: protocol.KindPod, UID: "uid-web", Namespace: "shop", Name: "web",
+			ResourceVersion: "7", Data: data})
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 // podStatuses returns the PodStatus frames in the outbox.

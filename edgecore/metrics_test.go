@@ -7,19 +7,17 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	"github.com/prometheus/common/expfmt"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/tether-edge/tether/edgecore/metaserver"
 	"github.com/tether-edge/tether/edgecore/runtime/fake"
-	"github.com/tether-edge/tether/edgecore/store"
-	"github.com/tether-edge/tether/protocol"
 )
 
 // TestMetrics scrapes edgecore's /metrics on its metaserver as a
@@ -28,24 +26,7 @@ import (
 // the node: offline, a pod's status waits in the outbox and ages.
 func TestMetrics(t *testing.T) {
 	dir := t.TempDir()
-	db, err := store.Open(dir + "/edge.db")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web", UID: "uid-web", ResourceVersion: "7"},
-		Spec: corev1.PodSpec{NodeName: "edge-1", Containers: []corev1.Container{{Name: "c", Image: "nginx"}}}}
-	data, err := protocol.EncodePod(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = db.Update(func(tx *store.Tx) error {
-		return tx.PutObject(&protocol.Object{Kind: protocol.KindPod, UID: "uid-web", Namespace: "shop", Name: "web",
-			ResourceVersion: "7", Data: data})
-	})
-	db.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	storeWebPod(t, filepath.Join(dir, "edge.db"))
 	ec, err := New(Config{NodeName: "edge-1", Cloud: unreachableCloud(), DataDir: dir, StaticPodPath: NoStaticPods,
 		RuntimeImpl: fake.New("10.0.0.1"), PodResyncInterval: metav1.Duration{Duration: 200 * time.Millisecond},
 		MetaServer: MetaServerConfig{Addr: "127.0.0.1:0"},
