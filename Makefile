@@ -11,7 +11,7 @@ CMD_BINS := $(addprefix bin/,$(notdir $(wildcard $(addsuffix /*,$(CMD_DIRS)))))
 
 .DEFAULT_GOAL := help
 
-.PHONY: help deps build release image kube-binaries test test-unit test-integration crash fuzz bench demo demo-test clean distclean
+.PHONY: help deps build release image kube-binaries conformance-binaries conformance test test-unit test-integration crash fuzz bench demo demo-test clean distclean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -37,6 +37,28 @@ deps: ## Install the missing Debian packages the demo and the tests need (as roo
 kube-binaries: ## Build kube-apiserver, kube-controller-manager, kube-scheduler and metrics-server into bin/ (once per pinned version)
 	hack/kube-binaries.sh
 
+conformance-binaries: ## Build e2e.test, ginkgo and the agnhost and nnp test programs into bin/ (once per pinned version)
+	hack/conformance-binaries.sh
+
+# make conformance: Kubernetes' [NodeConformance] specs (e2e.test at the
+# pinned version) against one edge node in the private containerd, the
+# only node of the cluster (e2e/conformance_test.go). It writes
+# conformance/out/junit.xml, e2e.log and summary.txt, and prints
+# `N passed, M failed, K skipped` with the failures. As root. The CI subset
+# (ciConformanceFocus) runs in make test-integration.
+CONFORMANCE_FOCUS ?= \[NodeConformance\]
+CONFORMANCE_NODES ?= 4
+
+# The skip list: one `CONFORMANCE_SKIP += <regexp> # <reason>` line per
+# entry, its spaces written as dots (e2e/conformance_test.go reads these
+# lines; ginkgo skips a spec whose full name matches one).
+CONFORMANCE_SKIP += with.a.new.image.should.be.able.to.pull  # pulls from registry.k8s.io and gcr.io: no registry may be called from here (the 'should not be able to pull' specs run: every pull fails at a closed loopback port)
+
+conformance: deps build kube-binaries conformance-binaries ## Kubernetes [NodeConformance] on an edge node (as root): conformance/out/junit.xml and the counts
+	TETHER_CONFORMANCE_FOCUS='$(CONFORMANCE_FOCUS)' TETHER_CONFORMANCE_NODES=$(CONFORMANCE_NODES) \
+	  $(GO) test -tags integration -count=1 -timeout 3h -run '^TestNodeConformance$$' ./e2e; \
+	  rc=$$?; cat conformance/out/summary.txt 2>/dev/null; exit $$rc
+
 test: deps ## Run every test: test-unit, then test-integration
 	$(MAKE) test-unit
 	$(MAKE) test-integration
@@ -48,7 +70,7 @@ test-unit: ## go vet and the unit tests, with the race detector
 # The integration tier runs only the tests of the files built with
 # `-tags integration` (hack/integration-tests.sh): the unit tests ran in
 # test-unit already.
-test-integration: deps build kube-binaries ## Integration tests against real etcd, Kubernetes and containerd, then the demo's offline walk-through (run as root)
+test-integration: deps build kube-binaries conformance-binaries ## Integration tests against real etcd, Kubernetes and containerd, then the demo's offline walk-through (run as root)
 	$(GO) vet -tags integration ./...
 	$(GO) test -tags integration -race -count=1 -timeout 40m -run "$$(hack/integration-tests.sh run)" $$(hack/integration-tests.sh pkgs)
 	hack/demo-offline-test.sh

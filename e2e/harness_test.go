@@ -127,7 +127,7 @@ func containerd(t *testing.T) *critest.Containerd {
 	}
 	ctdOnce.Do(func() {
 		start := time.Now()
-		ctd, ctdErr = critest.Start(context.Background(), critest.Options{StartTimeout: 3 * time.Minute})
+		ctd, ctdErr = critest.Start(context.Background(), critest.Options{StartTimeout: 3 * time.Minute, NoRegistry: true})
 		if ctdErr == nil {
 			fmt.Printf("private containerd at %s ready in %s (subnet %s)\n", ctd.Endpoint,
 				time.Since(start).Round(time.Millisecond), ctd.Subnet)

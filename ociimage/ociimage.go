@@ -219,6 +219,9 @@ func layerTar(files []File) ([]byte, error) {
 		if f.Mode&fs.ModeSticky != 0 {
 			h.Mode |= 0o1000
 		}
+		if f.Mode&fs.ModeSetuid != 0 { // the conformance suite's nonewprivs image
+			h.Mode |= 0o4000
+		}
 		switch {
 		case f.Mode.IsDir():
 			h.Typeflag, h.Name = tar.TypeDir, p+"/"

@@ -114,3 +114,37 @@ func TestWriteMultiPlatform(t *testing.T) {
 		}
 	}
 }
+
+// TestLayerModeBits checks that the sticky and setuid bits reach the
+// layer's tar headers (/tmp; the setuid nnp program of the conformance
+// suite's nonewprivs image).
+func TestLayerModeBits(t *testing.T) {
+	b, err := layerTar([]File{
+		{Path: "tmp", Mode: fs.ModeDir | fs.ModeSticky | 0o777},
+		{Path: "usr/local/bin/nnp", Mode: fs.ModeSetuid | 0o755, Data: []byte("x")},
+		{Path: "bin/plain", Mode: 0o755, Data: []byte("y")},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int64{"tmp/": 0o1777, "usr/local/bin/nnp": 0o4755, "bin/plain": 0o755}
+	tr := tar.NewReader(bytes.NewReader(b))
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m, ok := want[h.Name]; ok {
+			if h.Mode != m {
+				t.Errorf("%s: mode %o, want %o", h.Name, h.Mode, m)
+			}
+			delete(want, h.Name)
+		}
+	}
+	if len(want) != 0 {
+		t.Errorf("missing from the layer: %v", want)
+	}
+}

@@ -54,20 +54,31 @@ func WriteOCIArchive(w io.Writer, name string, files []File, cfg Config) error {
 	return ociimage.Write(w, name, []ociimage.Image{{Arch: goruntime.GOARCH, Files: files, Config: cfg}})
 }
 
-// BuildPause compiles the pause program (statically, CGO_ENABLED=0, with the
-// go command on PATH or in /usr/local/go/bin) and writes the Pause image's
-// archive into dir. It returns the archive's path.
+// BuildPause compiles the pause program (PauseProgram) and writes the Pause
+// image's archive into dir. It returns the archive's path.
 func BuildPause(ctx context.Context, dir string) (string, error) {
+	data, err := PauseProgram(ctx, dir)
+	if err != nil {
+		return "", err
+	}
+	return writeArchive(dir, "pause.tar", Pause, []File{{Path: "pause", Mode: 0o755, Data: data}},
+		Config{Entrypoint: []string{"/pause"}})
+}
+
+// PauseProgram compiles the pause program (statically, CGO_ENABLED=0, with
+// the go command on PATH or in /usr/local/go/bin) in a directory under dir
+// and returns the binary.
+func PauseProgram(ctx context.Context, dir string) ([]byte, error) {
 	src, err := os.MkdirTemp(dir, "pause-src-")
 	if err != nil {
-		return "", fmt.Errorf("build pause: %w", err)
+		return nil, fmt.Errorf("build pause: %w", err)
 	}
 	defer os.RemoveAll(src)
 	if err := os.WriteFile(filepath.Join(src, "go.mod"), []byte("module pause\n\ngo 1.22\n"), 0o644); err != nil {
-		return "", fmt.Errorf("build pause: %w", err)
+		return nil, fmt.Errorf("build pause: %w", err)
 	}
 	if err := os.WriteFile(filepath.Join(src, "main.go"), pauseSource, 0o644); err != nil {
-		return "", fmt.Errorf("build pause: %w", err)
+		return nil, fmt.Errorf("build pause: %w", err)
 	}
 	goBin, err := exec.LookPath("go")
 	if err != nil {
@@ -78,31 +89,44 @@ func BuildPause(ctx context.Context, dir string) (string, error) {
 	cmd.Dir = src
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOFLAGS=-buildvcs=false", "GOWORK=off")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build pause: go build: %w: %s", err, out)
+		return nil, fmt.Errorf("build pause: go build: %w: %s", err, out)
 	}
 	data, err := os.ReadFile(bin)
 	if err != nil {
-		return "", fmt.Errorf("build pause: %w", err)
+		return nil, fmt.Errorf("build pause: %w", err)
 	}
-	return writeArchive(dir, "pause.tar", Pause, []File{{Path: "pause", Mode: 0o755, Data: data}},
-		Config{Entrypoint: []string{"/pause"}})
+	return data, nil
 }
 
 // BuildBusybox writes the Busybox image's archive into dir from
 // BusyboxBinary (Debian's busybox-static) and returns its path.
 func BuildBusybox(ctx context.Context, dir string) (string, error) {
+	files, err := BusyboxFiles(ctx)
+	if err != nil {
+		return "", err
+	}
+	return writeArchive(dir, "busybox.tar", Busybox, files, Config{
+		Cmd: []string{"sh"},
+		Env: []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
+	})
+}
+
+// BusyboxFiles is the Busybox image's layer: BusyboxBinary, a symlink for
+// each of its applets, /etc/passwd and /etc/group, and the usual
+// directories.
+func BusyboxFiles(ctx context.Context) ([]File, error) {
 	data, err := os.ReadFile(BusyboxBinary)
 	if errors.Is(err, fs.ErrNotExist) {
-		return "", fmt.Errorf("build busybox: %s is missing (apt-get install busybox-static)", BusyboxBinary)
+		return nil, fmt.Errorf("build busybox: %s is missing (apt-get install busybox-static)", BusyboxBinary)
 	} else if err != nil {
-		return "", fmt.Errorf("build busybox: %w", err)
+		return nil, fmt.Errorf("build busybox: %w", err)
 	}
 	if err := checkStatic(BusyboxBinary); err != nil {
-		return "", fmt.Errorf("build busybox: %w", err)
+		return nil, fmt.Errorf("build busybox: %w", err)
 	}
 	out, err := exec.CommandContext(ctx, BusyboxBinary, "--list-full").Output()
 	if err != nil {
-		return "", fmt.Errorf("build busybox: list applets: %w", err)
+		return nil, fmt.Errorf("build busybox: list applets: %w", err)
 	}
 	files := []File{
 		{Path: "bin/busybox", Mode: 0o755, Data: data},
@@ -121,10 +145,7 @@ func BuildBusybox(ctx context.Context, dir string) (string, error) {
 		}
 		files = append(files, File{Path: p, Mode: fs.ModeSymlink | 0o777, Link: "/bin/busybox"})
 	}
-	return writeArchive(dir, "busybox.tar", Busybox, files, Config{
-		Cmd: []string{"sh"},
-		Env: []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
-	})
+	return files, nil
 }
 
 // checkStatic fails when the binary needs a dynamic loader, which the image

@@ -45,7 +45,16 @@ type Options struct {
 	Containerd string
 	// StartTimeout bounds the start, image import included (default 60s).
 	StartTimeout time.Duration
+	// NoRegistry points every registry at a closed loopback port
+	// (certs.d/_default/hosts.toml): a pull of an image that was not
+	// imported fails at once, with no name lookup and no traffic off the
+	// machine (the conformance suite names registry.k8s.io images).
+	NoRegistry bool
 }
+
+// closedRegistry is where NoRegistry sends every pull: the discard port on
+// loopback, where nothing listens.
+const closedRegistry = "http://127.0.0.1:9"
 
 // Containerd is a running private containerd.
 type Containerd struct {
@@ -103,7 +112,7 @@ func Start(ctx context.Context, opts Options) (*Containerd, error) {
 	defer cancel()
 
 	dirs := map[string]string{}
-	for _, d := range []string{"root", "state", "runc", "cni-conf", "cni-ipam", "images"} {
+	for _, d := range []string{"root", "state", "runc", "cni-conf", "cni-ipam", "images", "certs.d/_default"} {
 		dirs[d] = filepath.Join(c.Dir, d)
 		if err := os.MkdirAll(dirs[d], 0o700); err != nil {
 			return nil, fmt.Errorf("critest: %w", err)
@@ -132,6 +141,14 @@ func Start(ctx context.Context, opts Options) (*Containerd, error) {
 	if err := os.WriteFile(filepath.Join(dirs["cni-conf"], "10-tether.conflist"), []byte(cniConf), 0o644); err != nil {
 		return nil, fmt.Errorf("critest: %w", err)
 	}
+	registryConfig := ""
+	if opts.NoRegistry {
+		hosts := fmt.Sprintf("server = %q\n\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n", closedRegistry, closedRegistry)
+		if err := os.WriteFile(filepath.Join(dirs["certs.d/_default"], "hosts.toml"), []byte(hosts), 0o644); err != nil {
+			return nil, fmt.Errorf("critest: %w", err)
+		}
+		registryConfig = fmt.Sprintf("\n    [plugins.\"io.containerd.grpc.v1.cri\".registry]\n      config_path = %q", filepath.Join(c.Dir, "certs.d"))
+	}
 	config := fmt.Sprintf(`version = 2
 root = %q
 state = %q
@@ -154,7 +171,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     # Required on these VMs: runc cannot lower oom_score_adj.
     restrict_oom_score_adj = true
     stream_server_address = "127.0.0.1"
-    stream_server_port = "0"
+    stream_server_port = "0"%s
     [plugins."io.containerd.grpc.v1.cri".cni]
       bin_dir = %q
       conf_dir = %q
@@ -169,7 +186,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
           SystemdCgroup = false
   [plugins."io.containerd.internal.v1.opt"]
     path = %q
-`, dirs["root"], dirs["state"], c.Endpoint, c.PauseImage, opts.CNIBinDir, dirs["cni-conf"], dirs["runc"],
+`, dirs["root"], dirs["state"], c.Endpoint, c.PauseImage, registryConfig, opts.CNIBinDir, dirs["cni-conf"], dirs["runc"],
 		filepath.Join(dirs["root"], "opt"))
 	configPath := filepath.Join(c.Dir, "config.toml")
 	if err := os.WriteFile(configPath, []byte(config), 0o600); err != nil {
@@ -259,6 +276,12 @@ func (c *Containerd) Restart(ctx context.Context) error {
 // ImportImage builds an image named name (a full reference, e.g.
 // tether.test/extra:1) of one layer holding files and imports it.
 func (c *Containerd) ImportImage(ctx context.Context, name string, files []testimages.File) error {
+	return c.ImportImageConfig(ctx, name, files, testimages.Config{Cmd: []string{"/bin/true"}})
+}
+
+// ImportImageConfig is ImportImage with the image's configuration
+// (entrypoint, command, environment, user).
+func (c *Containerd) ImportImageConfig(ctx context.Context, name string, files []testimages.File, cfg testimages.Config) error {
 	dir, err := os.MkdirTemp(c.Dir, "image-")
 	if err != nil {
 		return fmt.Errorf("critest: %w", err)
@@ -269,7 +292,7 @@ func (c *Containerd) ImportImage(ctx context.Context, name string, files []testi
 	if err != nil {
 		return fmt.Errorf("critest: %w", err)
 	}
-	if err := testimages.WriteOCIArchive(f, name, files, testimages.Config{Cmd: []string{"/bin/true"}}); err != nil {
+	if err := testimages.WriteOCIArchive(f, name, files, cfg); err != nil {
 		f.Close()
 		return fmt.Errorf("critest: %w", err)
 	}

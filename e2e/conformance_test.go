@@ -1,0 +1,346 @@
+//go:build integration
+
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/xml"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/tether-edge/tether/controlplane"
+	"github.com/tether-edge/tether/edgecore/runtime/cri/critest"
+	"github.com/tether-edge/tether/testimages"
+)
+
+// The node conformance run: Kubernetes' own e2e suite (bin/e2e.test, built
+// by hack/conformance-binaries.sh from the k8s.io/kubernetes version the
+// control plane comes from) against one edge node, the only node of the
+// cluster, its pods in the private containerd.
+//
+// TestNodeConformance runs ciConformanceFocus, a subset of a few minutes,
+// in make test-integration, so that a regression in kubelet behaviour fails
+// the build; make conformance sets TETHER_CONFORMANCE_FOCUS to the whole
+// [NodeConformance] set. Specs are skipped by the Makefile's
+// CONFORMANCE_SKIP list, each with its reason there.
+//
+// Environment:
+//
+//	TETHER_CONFORMANCE_FOCUS  the ginkgo focus (default ciConformanceFocus)
+//	TETHER_CONFORMANCE_NODES  ginkgo's parallel processes (default 4)
+//	TETHER_CONFORMANCE_OUT    where junit.xml and summary.txt go (default
+//	                          <repo>/conformance/out)
+
+// ciConformanceFocus is the CI subset: pods, container runtime, configmap,
+// secret and downward API volumes and environment, the container lifecycle.
+const ciConformanceFocus = `\[sig-node\] (Pods should (get a host IP|be submitted and removed|be updated|allow activeDeadlineSeconds to be updated|contain environment variables for services)` +
+	`|Container Runtime blackbox test on terminated container` +
+	`|Downward API should provide (pod name, namespace and IP address|host IP|container's limits.cpu/memory and requests.cpu/memory as env vars)` +
+	`|ConfigMap should be consumable via (environment variable|the environment)` +
+	`|Secrets should be consumable (from pods in env vars|via the environment)` +
+	`|InitContainer \[NodeConformance\] should (invoke init containers on a RestartNever pod|not start app containers if init containers fail on a RestartAlways pod))` +
+	`|\[sig-storage\] (ConfigMap should be consumable from pods in volume \[NodeConformance\]` +
+	`|Secrets should be consumable from pods in volume \[NodeConformance\]` +
+	`|Downward API volume should (provide podname only|update labels on modification))`
+
+// conformanceImages are the suite's images (e2e.test --list-images), built
+// here: the names it asks for, so no --kube-test-repo-list is needed.
+const (
+	agnhostImage    = "registry.k8s.io/e2e-test-images/agnhost:2.52"
+	busyboxImage    = "registry.k8s.io/e2e-test-images/busybox:1.36.1-1"
+	pauseImage      = "registry.k8s.io/pause:3.10"
+	nonewprivsImage = "registry.k8s.io/e2e-test-images/nonewprivs:1.3"
+	nonrootImage    = "registry.k8s.io/e2e-test-images/nonroot:1.4"
+)
+
+func TestNodeConformance(t *testing.T) {
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(root, "bin")
+	for _, p := range []string{"e2e.test", "ginkgo", "agnhost", "nnp"} {
+		if _, err := os.Stat(filepath.Join(bin, p)); err != nil {
+			t.Fatalf("%v: run hack/conformance-binaries.sh (make conformance-binaries) first", err)
+		}
+	}
+	focus := os.Getenv("TETHER_CONFORMANCE_FOCUS")
+	if focus == "" {
+		focus = ciConformanceFocus
+	}
+	nodes := 4
+	if s := os.Getenv("TETHER_CONFORMANCE_NODES"); s != "" {
+		if nodes, err = strconv.Atoi(s); err != nil || nodes < 1 {
+			t.Fatalf("TETHER_CONFORMANCE_NODES=%q: want a positive number", s)
+		}
+	}
+	out := os.Getenv("TETHER_CONFORMANCE_OUT")
+	if out == "" {
+		out = filepath.Join(root, "conformance", "out")
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	skips, err := conformanceSkips(filepath.Join(root, "Makefile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctd := containerd(t)
+	importConformanceImages(t, ctd, bin)
+	blackholeServices(t)
+
+	c := startStreamCloud(t, nil)
+	e := newCRIEdge(t, c, "conformance-edge")
+	// The kubelet's own back-off (10s doubling to 5 min), which the
+	// suite's restart specs expect, not the e2e tests' short one.
+	e.cri.BackoffInitial.Duration, e.cri.BackoffMax.Duration = 0, 0
+	e.start()
+	waitNodeReady(t, e.name, corev1.ConditionTrue, time.Minute)
+
+	junit := filepath.Join(out, "junit.xml")
+	os.Remove(junit)
+	args := []string{"--nodes=" + strconv.Itoa(nodes), "--no-color", "--timeout=3h",
+		"--output-dir=" + out, "--junit-report=junit.xml",
+		"--focus=" + focus}
+	if len(skips) > 0 {
+		args = append(args, "--skip="+strings.Join(skips, "|"))
+	}
+	args = append(args, filepath.Join(bin, "e2e.test"), "--",
+		"--kubeconfig="+cp.Kubeconfig(), "--provider=skeleton",
+		"--report-dir="+out, "--disable-log-dump", "--minStartupPods=0",
+		"--allowed-not-ready-nodes=0", "--node-schedulable-timeout=1m",
+		"--dump-logs-on-failure=false", "--e2e-verify-service-account=false")
+	log, err := os.Create(filepath.Join(out, "e2e.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	t.Logf("conformance: %s %s (log: %s)", filepath.Join(bin, "ginkgo"), strings.Join(args, " "), log.Name())
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Hour)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(bin, "ginkgo"), args...)
+	cmd.Stdout, cmd.Stderr = log, log
+	runErr := cmd.Run()
+	took := time.Since(start).Round(time.Second)
+
+	res, err := readJUnit(junit, focus)
+	if err != nil {
+		t.Fatalf("conformance: ginkgo: %v; %v (log: %s)", runErr, err, log.Name())
+	}
+	summary := res.summary(took)
+	if err := os.WriteFile(filepath.Join(out, "summary.txt"), []byte(summary), 0o644); err != nil {
+		t.Error(err)
+	}
+	fmt.Print(summary)
+	if len(res.failed) > 0 || res.passed == 0 {
+		t.Errorf("conformance: %d failed, %d passed (%s, log %s)", len(res.failed), res.passed, junit, log.Name())
+	}
+}
+
+// conformanceSkips reads the Makefile's skip list: one
+// `CONFORMANCE_SKIP += <regexp> # reason` line per entry; the regexps'
+// spaces are written as dots (make splits on spaces).
+func conformanceSkips(makefile string) ([]string, error) {
+	f, err := os.Open(makefile)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	line := regexp.MustCompile(`^CONFORMANCE_SKIP \+= (\S+)\s+# \S`)
+	var skips []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if !strings.HasPrefix(sc.Text(), "CONFORMANCE_SKIP") {
+			continue
+		}
+		m := line.FindStringSubmatch(sc.Text())
+		if m == nil {
+			return nil, fmt.Errorf("%s: %q: want CONFORMANCE_SKIP += <regexp> # <reason>", makefile, sc.Text())
+		}
+		if _, err := regexp.Compile(m[1]); err != nil {
+			return nil, fmt.Errorf("%s: %w", makefile, err)
+		}
+		skips = append(skips, m[1])
+	}
+	return skips, sc.Err()
+}
+
+// importConformanceImages builds the suite's images and imports them into
+// containerd under the names the suite asks for. agnhost's image has
+// busybox's shell and tools beside /agnhost (the real one is Alpine with
+// /agnhost), nonewprivs the setuid nnp program, nonroot runs as user 1234.
+func importConformanceImages(t *testing.T, ctd *critest.Containerd, bin string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	busybox, err := busyboxFiles(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := func(name string) []byte {
+		b, err := os.ReadFile(filepath.Join(bin, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	pause, err := testimages.PauseProgram(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+	with := func(extra ...testimages.File) []testimages.File {
+		return append(append([]testimages.File{}, busybox...), extra...)
+	}
+	agnhost := read("agnhost")
+	images := []struct {
+		name  string
+		files []testimages.File
+		cfg   testimages.Config
+	}{
+		{busyboxImage, with(), testimages.Config{Cmd: []string{"sh"}, Env: env}},
+		{agnhostImage, with(
+			testimages.File{Path: "agnhost", Mode: 0o755, Data: agnhost},
+			testimages.File{Path: "agnhost-2", Mode: fs.ModeSymlink | 0o777, Link: "agnhost"},
+			testimages.File{Path: "uploads", Mode: fs.ModeDir | 0o777},
+		), testimages.Config{Entrypoint: []string{"/agnhost"}, Cmd: []string{"pause"}, Env: env}},
+		{pauseImage, []testimages.File{{Path: "pause", Mode: 0o755, Data: pause}},
+			testimages.Config{Entrypoint: []string{"/pause"}}},
+		{nonewprivsImage, with(testimages.File{Path: "usr/local/bin/nnp", Mode: fs.ModeSetuid | 0o755, Data: read("nnp")}),
+			testimages.Config{Cmd: []string{"nnp"}, Env: env}},
+		{nonrootImage, with(), testimages.Config{Cmd: []string{"sh"}, Env: env, User: "1234"}},
+	}
+	for _, img := range images {
+		if err := ctd.ImportImageConfig(ctx, img.name, img.files, img.cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// busyboxFiles is the busybox image's file list.
+func busyboxFiles(ctx context.Context) ([]testimages.File, error) {
+	return testimages.BusyboxFiles(ctx)
+}
+
+// blackholeServices makes the cluster's service range a blackhole route for
+// the run, unless one is there: a spec's pod that calls a ClusterIP the edge
+// does not route must not send it out of the machine's default route. The
+// route is removed at cleanup if this test added it.
+func blackholeServices(t *testing.T) {
+	t.Helper()
+	cidr := controlplane.ServiceClusterIPRange
+	if _, _, err := net.ParseCIDR(cidr); err != nil {
+		t.Fatal(err)
+	}
+	if out, _ := exec.Command("ip", "route", "show", "type", "blackhole", cidr).Output(); strings.Contains(string(out), cidr) {
+		return
+	}
+	if out, err := exec.Command("ip", "route", "add", "blackhole", cidr).CombinedOutput(); err != nil {
+		t.Fatalf("ip route add blackhole %s: %v: %s", cidr, err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("ip", "route", "del", "blackhole", cidr).CombinedOutput(); err != nil {
+			t.Errorf("ip route del blackhole %s: %v: %s", cidr, err, out)
+		}
+	})
+}
+
+// junitResult counts the specs of a ginkgo JUnit report that the focus
+// selects: the specs outside it are in the report too, as skipped.
+type junitResult struct {
+	passed, skipped int
+	failed          []string // name: first line of the failure
+	skippedBy       map[string]int
+}
+
+func readJUnit(path, focus string) (*junitResult, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var doc struct {
+		Suites []struct {
+			Cases []struct {
+				Name    string `xml:"name,attr"`
+				Status  string `xml:"status,attr"`
+				Skipped *struct {
+					Message string `xml:"message,attr"`
+				} `xml:"skipped"`
+				Failure *struct {
+					Message string `xml:"message,attr"`
+					Text    string `xml:",chardata"`
+				} `xml:"failure"`
+				Error *struct {
+					Message string `xml:"message,attr"`
+				} `xml:"error"`
+			} `xml:"testcase"`
+		} `xml:"testsuite"`
+	}
+	if err := xml.Unmarshal(b, &doc); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	re, err := regexp.Compile(focus)
+	if err != nil {
+		return nil, err
+	}
+	r := &junitResult{skippedBy: map[string]int{}}
+	for _, s := range doc.Suites {
+		for _, c := range s.Cases {
+			name := strings.TrimPrefix(c.Name, "[It] ")
+			suiteNode := strings.HasPrefix(c.Name, "[SynchronizedBeforeSuite]") || strings.HasPrefix(c.Name, "[BeforeSuite]") ||
+				strings.HasPrefix(c.Name, "[SynchronizedAfterSuite]") || strings.HasPrefix(c.Name, "[AfterSuite]") ||
+				strings.HasPrefix(c.Name, "[ReportAfterSuite]") || strings.HasPrefix(c.Name, "[DeferCleanup (Suite)]")
+			switch {
+			case c.Failure != nil || c.Error != nil:
+				msg := ""
+				if c.Failure != nil {
+					msg = c.Failure.Message
+				} else {
+					msg = c.Error.Message
+				}
+				msg, _, _ = strings.Cut(strings.TrimSpace(msg), "\n")
+				r.failed = append(r.failed, name+": "+msg)
+			case suiteNode || !re.MatchString(name):
+			case c.Skipped != nil:
+				r.skipped++
+				msg, _, _ := strings.Cut(strings.TrimSpace(c.Skipped.Message), "\n")
+				r.skippedBy[msg]++
+			default:
+				r.passed++
+			}
+		}
+	}
+	return r, nil
+}
+
+func (r *junitResult) summary(took time.Duration) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "conformance: %d passed, %d failed, %d skipped in %s\n", r.passed, len(r.failed), r.skipped, took)
+	sort.Strings(r.failed)
+	for _, f := range r.failed {
+		fmt.Fprintf(&b, "  FAIL %s\n", f)
+	}
+	var why []string
+	for m, n := range r.skippedBy {
+		why = append(why, fmt.Sprintf("  skipped %3d: %s", n, m))
+	}
+	sort.Strings(why)
+	for _, w := range why {
+		b.WriteString(w + "\n")
+	}
+	return b.String()
+}
