@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
 func TestExpand(t *testing.T) {
@@ -308,5 +309,32 @@ func TestPullAuth(t *testing.T) {
 		if got != want {
 			t.Errorf("%s: auth %q, want %q", image, got, want)
 		}
+	}
+}
+
+// TestInitContainerReadyWhenCompleted: an init container that exited 0 is
+// Ready in the pod's status, one that failed is not (the kubelet's rule,
+// checked by the conformance suite's InitContainer specs).
+func TestInitContainerReadyWhenCompleted(t *testing.T) {
+	pod := &corev1.Pod{Spec: corev1.PodSpec{
+		RestartPolicy:  corev1.RestartPolicyNever,
+		InitContainers: []corev1.Container{{Name: "init1"}, {Name: "init2"}},
+		Containers:     []corev1.Container{{Name: "app"}},
+	}}
+	exited := func(id string, code int32) []*runtimeapi.ContainerStatus {
+		return []*runtimeapi.ContainerStatus{{Id: id, State: runtimeapi.ContainerState_CONTAINER_EXITED, ExitCode: code}}
+	}
+	s := &podSync{r: &Runtime{}, pod: pod, ps: &podState{conditions: map[corev1.PodConditionType]conditionState{}}, now: time.Now(),
+		waiting:    map[string]*corev1.ContainerStateWaiting{},
+		containers: map[string][]*runtimeapi.ContainerStatus{"init1": exited("a", 0), "init2": exited("b", 1)}}
+	st := s.status()
+	if len(st.InitContainerStatuses) != 2 {
+		t.Fatalf("%d init container statuses, want 2", len(st.InitContainerStatuses))
+	}
+	if !st.InitContainerStatuses[0].Ready {
+		t.Error("init1 exited 0 and is not Ready")
+	}
+	if st.InitContainerStatuses[1].Ready {
+		t.Error("init2 exited 1 and is Ready")
 	}
 }
