@@ -441,6 +441,37 @@ func TestInitContainersRunInOrder(t *testing.T) {
 	}
 }
 
+// TestActiveDeadline: a running pod whose activeDeadlineSeconds is set
+// (or lowered, as an update does) past its age is stopped and reported
+// Failed with reason DeadlineExceeded, and is not started again.
+func TestActiveDeadline(t *testing.T) {
+	r := newRuntime(t, newObjects())
+	pod := busyboxPod("deadline", "sleep 3600")
+	st := syncUntil(t, r, pod, 20*time.Second, "running", running("app"))
+	if st.Phase != corev1.PodRunning {
+		t.Fatalf("not running:\n%s", describe(st))
+	}
+	pod.Status.StartTime = st.StartTime
+	d := int64(1)
+	pod.Spec.ActiveDeadlineSeconds = &d
+	time.Sleep(time.Second)
+	st = syncUntil(t, r, pod, 20*time.Second, "failed for its deadline", func(st *corev1.PodStatus) bool {
+		return st.Phase == corev1.PodFailed
+	})
+	if st.Reason != "DeadlineExceeded" || containerStatus(st, "app").State.Terminated == nil {
+		t.Fatalf("past its deadline:\n%s", describe(st))
+	}
+	for i := 0; i < 3; i++ {
+		st, err := r.SyncPod(t.Context(), pod)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Phase != corev1.PodFailed || containerStatus(st, "app").State.Running != nil {
+			t.Fatalf("started again after its deadline:\n%s", describe(st))
+		}
+	}
+}
+
 func TestLivenessProbeRestarts(t *testing.T) {
 	r := newRuntime(t, newObjects())
 	// Healthy for two seconds after each start.

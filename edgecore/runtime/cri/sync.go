@@ -10,6 +10,7 @@ import (
 	"slices"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	grpcstatus "google.golang.org/grpc/status"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -42,6 +43,9 @@ type podSync struct {
 	volErrs   map[string]error
 	imageUser map[string]int64
 	initDone  bool
+	// deadline: the pod ran past its activeDeadlineSeconds; it is stopped
+	// and reported Failed (DeadlineExceeded), and never runs again.
+	deadline bool
 }
 
 // SyncPod implements runtime.Runtime.
@@ -72,6 +76,9 @@ func (s *podSync) run(ctx context.Context) error {
 			ready = sb
 			break
 		}
+	}
+	if s.pastDeadline(sandboxes) {
+		return s.stopForDeadline(ctx, ready, sandboxes)
 	}
 	var errs []error
 	switch {
@@ -137,6 +144,77 @@ func (s *podSync) run(ctx context.Context) error {
 }
 
 func (s *podSync) name() string { return s.pod.Namespace + "/" + s.pod.Name }
+
+// pastDeadline says whether the pod has been active longer than its
+// activeDeadlineSeconds, counted from its start time (the API server's, else
+// its oldest sandbox's creation), as the kubelet's activeDeadlineHandler.
+func (s *podSync) pastDeadline(sandboxes []*runtimeapi.PodSandbox) bool {
+	d := s.pod.Spec.ActiveDeadlineSeconds
+	if d == nil {
+		return false
+	}
+	var start time.Time
+	switch {
+	case s.pod.Status.StartTime != nil:
+		start = s.pod.Status.StartTime.Time
+	case len(sandboxes) > 0:
+		for _, sb := range sandboxes {
+			if t := time.Unix(0, sb.CreatedAt); start.IsZero() || t.Before(start) {
+				start = t
+			}
+		}
+	default:
+		return false
+	}
+	return !s.now.Before(start.Add(time.Duration(*d) * time.Second))
+}
+
+// stopForDeadline stops the containers and the sandbox of a pod past its
+// deadline (the preStop hooks and the grace period apply) and keeps the
+// sandbox, so that its containers' last states are reported.
+func (s *podSync) stopForDeadline(ctx context.Context, ready *runtimeapi.PodSandbox, sandboxes []*runtimeapi.PodSandbox) error {
+	s.deadline, s.frozen = true, true
+	if len(sandboxes) == 0 {
+		return nil
+	}
+	sb := ready
+	if sb == nil {
+		sb = sandboxes[0]
+	}
+	s.sandboxID, s.attempt = sb.Id, sb.Metadata.GetAttempt()
+	var errs []error
+	if ready != nil {
+		s.r.log.Info("pod past its active deadline: stopping it", slog.String("pod", s.name()))
+		list, err := s.r.listContainers(ctx, s.pod.UID, "")
+		if err != nil {
+			return err
+		}
+		var g errgroup.Group
+		for _, c := range list {
+			if c.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
+				continue
+			}
+			s.r.event(s.pod, c.Metadata.GetName(), events.Normal, events.Killing, "Stopping container %s", c.Metadata.GetName())
+			g.Go(func() error { return s.r.stopContainer(ctx, s.pod, c.Id, c.Metadata.GetName(), podGrace(s.pod)) })
+		}
+		errs = append(errs, g.Wait())
+		cctx, cancel := s.r.call(ctx)
+		if _, err := s.r.rs.StopPodSandbox(cctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: sb.Id}); err != nil {
+			errs = append(errs, fmt.Errorf("stop sandbox %s: %w", sb.Id, err))
+		}
+		cancel()
+	}
+	cctx, cancel := s.r.call(ctx)
+	st, err := s.r.rs.PodSandboxStatus(cctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: sb.Id})
+	cancel()
+	if err != nil {
+		return errors.Join(append(errs, fmt.Errorf("sandbox status: %w", err))...)
+	}
+	s.sandbox = st.Status
+	errs = append(errs, s.observe(ctx))
+	s.updateProber()
+	return errors.Join(errs...)
+}
 
 // retireSandbox removes an old sandbox of the pod, remembering its
 // containers' attempt numbers first.
