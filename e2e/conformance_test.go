@@ -207,16 +207,21 @@ func importConformanceImages(t *testing.T, ctd *critest.Containerd, bin string) 
 		return append(append([]testimages.File{}, busybox...), extra...)
 	}
 	agnhost := read("agnhost")
+	// The suite's network specs run curl in the agnhost container.
+	curl, err := hostProgram("/usr/bin/curl")
+	if err != nil {
+		t.Fatal(err)
+	}
 	images := []struct {
 		name  string
 		files []testimages.File
 		cfg   testimages.Config
 	}{
 		{busyboxImage, with(), testimages.Config{Cmd: []string{"sh"}, Env: env}},
-		{agnhostImage, with(
+		{agnhostImage, with(append(curl,
 			testimages.File{Path: "agnhost", Mode: 0o755, Data: agnhost},
 			testimages.File{Path: "agnhost-2", Mode: fs.ModeSymlink | 0o777, Link: "agnhost"},
-			testimages.File{Path: "uploads", Mode: fs.ModeDir | 0o777},
+			testimages.File{Path: "uploads", Mode: fs.ModeDir | 0o777})...,
 		), testimages.Config{Entrypoint: []string{"/agnhost"}, Cmd: []string{"pause"}, Env: env}},
 		{pauseImage, []testimages.File{{Path: "pause", Mode: 0o755, Data: pause}},
 			testimages.Config{Entrypoint: []string{"/pause"}}},
@@ -229,6 +234,38 @@ func importConformanceImages(t *testing.T, ctd *critest.Containerd, bin string) 
 			t.Fatal(err)
 		}
 	}
+}
+
+// hostProgram is a dynamically linked program of this machine with the
+// shared libraries and loader it needs (ldd), at their paths.
+func hostProgram(path string) ([]testimages.File, error) {
+	out, err := exec.Command("ldd", path).Output()
+	if err != nil {
+		return nil, fmt.Errorf("ldd %s: %w (apt-get install curl)", path, err)
+	}
+	paths := []string{path}
+	for _, l := range strings.Split(string(out), "\n") {
+		f := strings.Fields(l)
+		switch {
+		case len(f) >= 3 && f[1] == "=>" && strings.HasPrefix(f[2], "/"):
+			paths = append(paths, f[2])
+		case len(f) >= 1 && strings.HasPrefix(f[0], "/"):
+			paths = append(paths, f[0])
+		}
+	}
+	var files []testimages.File
+	for _, p := range paths {
+		real, err := filepath.EvalSymlinks(p)
+		if err != nil {
+			return nil, err
+		}
+		b, err := os.ReadFile(real)
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, testimages.File{Path: strings.TrimPrefix(p, "/"), Mode: 0o755, Data: b})
+	}
+	return files, nil
 }
 
 // busyboxFiles is the busybox image's file list.

@@ -360,6 +360,8 @@ func (noObjects) ConfigMap(ns, name string) (*corev1.ConfigMap, error) {
 	return nil, fmt.Errorf("configmap %s/%s: none while killing pods", ns, name)
 }
 
+func (noObjects) Services(ns string) ([]*corev1.Service, error) { return nil, nil }
+
 func (noObjects) Secret(ns, name string) (*corev1.Secret, error) {
 	return nil, fmt.Errorf("secret %s/%s: none while killing pods", ns, name)
 }

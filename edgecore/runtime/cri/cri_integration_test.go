@@ -83,6 +83,8 @@ func (o *objects) ConfigMap(ns, name string) (*corev1.ConfigMap, error) {
 	return o.configMaps[ns+"/"+name].DeepCopy(), nil
 }
 
+func (o *objects) Services(ns string) ([]*corev1.Service, error) { return nil, nil }
+
 func (o *objects) Secret(ns, name string) (*corev1.Secret, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()

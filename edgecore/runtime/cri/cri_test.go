@@ -38,6 +38,17 @@ func TestExpand(t *testing.T) {
 type mapObjects struct {
 	cms     map[string]*corev1.ConfigMap
 	secrets map[string]*corev1.Secret
+	svcs    []*corev1.Service
+}
+
+func (m mapObjects) Services(ns string) ([]*corev1.Service, error) {
+	var out []*corev1.Service
+	for _, s := range m.svcs {
+		if s.Namespace == ns {
+			out = append(out, s)
+		}
+	}
+	return out, nil
 }
 
 func (m mapObjects) ConfigMap(ns, name string) (*corev1.ConfigMap, error) { return m.cms[name], nil }
@@ -336,5 +347,54 @@ func TestInitContainerReadyWhenCompleted(t *testing.T) {
 	}
 	if st.InitContainerStatuses[1].Ready {
 		t.Error("init2 exited 1 and is Ready")
+	}
+}
+
+// TestServiceEnv: the kubelet's service variables for the Services of the
+// pod's namespace with a cluster IP (not headless ones, not other
+// namespaces'), replaced by what the container defines, and none when the
+// pod turns service links off.
+func TestServiceEnv(t *testing.T) {
+	svc := func(ns, name, ip string, ports ...corev1.ServicePort) *corev1.Service {
+		return &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+			Spec: corev1.ServiceSpec{ClusterIP: ip, Ports: ports}}
+	}
+	objs := mapObjects{svcs: []*corev1.Service{
+		svc("ns", "foo-service", "10.96.0.10", corev1.ServicePort{Port: 8765},
+			corev1.ServicePort{Name: "dns-udp", Port: 53, Protocol: corev1.ProtocolUDP}),
+		svc("ns", "headless", corev1.ClusterIPNone, corev1.ServicePort{Port: 80}),
+		svc("other", "elsewhere", "10.96.0.11", corev1.ServicePort{Port: 80}),
+	}}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns"}}
+	c := &corev1.Container{Name: "c", Env: []corev1.EnvVar{
+		{Name: "FOO_SERVICE_SERVICE_PORT", Value: "mine"},
+		{Name: "URL", Value: "http://$(FOO_SERVICE_SERVICE_HOST)/"},
+	}}
+	vars, err := (&podEnv{objs: objs, pod: pod}).containerEnv(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, v := range vars {
+		got = append(got, v.name+"="+v.value)
+	}
+	want := []string{
+		"FOO_SERVICE_SERVICE_HOST=10.96.0.10", "FOO_SERVICE_SERVICE_PORT=mine", "FOO_SERVICE_SERVICE_PORT_DNS_UDP=53",
+		"FOO_SERVICE_PORT=tcp://10.96.0.10:8765",
+		"FOO_SERVICE_PORT_8765_TCP=tcp://10.96.0.10:8765", "FOO_SERVICE_PORT_8765_TCP_PROTO=tcp",
+		"FOO_SERVICE_PORT_8765_TCP_PORT=8765", "FOO_SERVICE_PORT_8765_TCP_ADDR=10.96.0.10",
+		"FOO_SERVICE_PORT_53_UDP=udp://10.96.0.10:53", "FOO_SERVICE_PORT_53_UDP_PROTO=udp",
+		"FOO_SERVICE_PORT_53_UDP_PORT=53", "FOO_SERVICE_PORT_53_UDP_ADDR=10.96.0.10",
+		"URL=http://10.96.0.10/",
+	}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("env:\n got %s\nwant %s", strings.Join(got, " "), strings.Join(want, " "))
+	}
+
+	off := false
+	pod.Spec.EnableServiceLinks = &off
+	vars, err = (&podEnv{objs: objs, pod: pod}).containerEnv(&corev1.Container{Name: "c"})
+	if err != nil || len(vars) != 0 {
+		t.Errorf("service links off: %v, %v", vars, err)
 	}
 }

@@ -3,6 +3,8 @@ package cri
 import (
 	"fmt"
 	"math"
+	"net"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -36,6 +38,66 @@ type podEnv struct {
 
 	configMaps map[string]*corev1.ConfigMap
 	secrets    map[string]*corev1.Secret
+	services   []envVar // the service variables, once read
+	servicesOK bool
+}
+
+// serviceVars are the kubelet's service environment variables
+// (FOO_SERVICE_HOST, FOO_PORT_80_TCP, ...) for the Services of the pod's
+// namespace that have a cluster IP, unless the pod turns its service links
+// off. The cluster's own "kubernetes" Service is included only when the
+// edge holds it (pods in the default namespace): the edge does not route to
+// the API server.
+func (e *podEnv) serviceVars() ([]envVar, error) {
+	if e.servicesOK {
+		return e.services, nil
+	}
+	if l := e.pod.Spec.EnableServiceLinks; l != nil && !*l {
+		e.servicesOK = true
+		return nil, nil
+	}
+	svcs, err := e.objs.Services(e.pod.Namespace)
+	if err != nil {
+		return nil, err
+	}
+	e.services, e.servicesOK = serviceEnv(svcs), true
+	return e.services, nil
+}
+
+// serviceEnv is the kubelet's envvars.FromServices, in service name order.
+func serviceEnv(svcs []*corev1.Service) []envVar {
+	svcs = slices.Clone(svcs)
+	slices.SortFunc(svcs, func(a, b *corev1.Service) int { return strings.Compare(a.Name, b.Name) })
+	var out []envVar
+	for _, svc := range svcs {
+		ip := svc.Spec.ClusterIP
+		if ip == "" || ip == corev1.ClusterIPNone || len(svc.Spec.Ports) == 0 {
+			continue
+		}
+		prefix := strings.ToUpper(strings.ReplaceAll(svc.Name, "-", "_"))
+		out = append(out, envVar{prefix + "_SERVICE_HOST", ip},
+			envVar{prefix + "_SERVICE_PORT", strconv.Itoa(int(svc.Spec.Ports[0].Port))})
+		for _, p := range svc.Spec.Ports {
+			if p.Name != "" {
+				out = append(out, envVar{prefix + "_SERVICE_PORT_" + strings.ToUpper(strings.ReplaceAll(p.Name, "-", "_")), strconv.Itoa(int(p.Port))})
+			}
+		}
+		for i, p := range svc.Spec.Ports {
+			proto := string(p.Protocol)
+			if proto == "" {
+				proto = string(corev1.ProtocolTCP)
+			}
+			hostPort := net.JoinHostPort(ip, strconv.Itoa(int(p.Port)))
+			url := strings.ToLower(proto) + "://" + hostPort
+			if i == 0 {
+				out = append(out, envVar{prefix + "_PORT", url})
+			}
+			pp := fmt.Sprintf("%s_PORT_%d_%s", prefix, p.Port, strings.ToUpper(proto))
+			out = append(out, envVar{pp, url}, envVar{pp + "_PROTO", strings.ToLower(proto)},
+				envVar{pp + "_PORT", strconv.Itoa(int(p.Port))}, envVar{pp + "_ADDR", ip})
+		}
+	}
+	return out
 }
 
 func (e *podEnv) configMap(name string, optional *bool) (*corev1.ConfigMap, error) {
@@ -79,8 +141,8 @@ func (e *podEnv) secret(name string, optional *bool) (*corev1.Secret, error) {
 // envVar is one resolved variable.
 type envVar struct{ name, value string }
 
-// containerEnv resolves c's environment as the kubelet does: envFrom first,
-// then env in order, each value expanded with $(VAR) over the variables
+// containerEnv resolves c's environment as the kubelet does: the service
+// variables, then envFrom, then env in order, each value expanded with $(VAR) over the variables
 // defined before it. Later definitions replace earlier ones.
 func (e *podEnv) containerEnv(c *corev1.Container) ([]envVar, error) {
 	var vars []envVar
@@ -98,6 +160,15 @@ func (e *podEnv) containerEnv(c *corev1.Container) ([]envVar, error) {
 			return vars[i].value, true
 		}
 		return "", false
+	}
+	// The service variables first: what the container defines replaces
+	// them, and may refer to them.
+	svcVars, err := e.serviceVars()
+	if err != nil {
+		return nil, err
+	}
+	for _, v := range svcVars {
+		set(v.name, v.value)
 	}
 	for _, from := range c.EnvFrom {
 		switch {
