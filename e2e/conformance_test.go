@@ -208,9 +208,23 @@ func importConformanceImages(t *testing.T, ctd *critest.Containerd, bin string) 
 	}
 	agnhost := read("agnhost")
 	// The suite's network specs run curl in the agnhost container.
-	curl, err := hostProgram("/usr/bin/curl")
+	agnhostExtra, err := hostProgram("/usr/bin/curl")
 	if err != nil {
 		t.Fatal(err)
+	}
+	// agnhost netexec serves HTTPS with the image's /localhost.crt and
+	// /localhost.key (test/images/agnhost/porter, in the module cache).
+	kubeDir, err := exec.Command("go", "list", "-modfile", filepath.Join(bin, "..", "tools", "kube", "go.mod"),
+		"-m", "-f", "{{.Dir}}", "k8s.io/kubernetes").Output()
+	if err != nil {
+		t.Fatalf("go list -m k8s.io/kubernetes: %v", err)
+	}
+	for _, f := range []string{"localhost.crt", "localhost.key"} {
+		b, err := os.ReadFile(filepath.Join(strings.TrimSpace(string(kubeDir)), "test", "images", "agnhost", "porter", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		agnhostExtra = append(agnhostExtra, testimages.File{Path: f, Mode: 0o644, Data: b})
 	}
 	images := []struct {
 		name  string
@@ -218,7 +232,7 @@ func importConformanceImages(t *testing.T, ctd *critest.Containerd, bin string) 
 		cfg   testimages.Config
 	}{
 		{busyboxImage, with(), testimages.Config{Cmd: []string{"sh"}, Env: env}},
-		{agnhostImage, with(append(curl,
+		{agnhostImage, with(append(agnhostExtra,
 			testimages.File{Path: "agnhost", Mode: 0o755, Data: agnhost},
 			testimages.File{Path: "agnhost-2", Mode: fs.ModeSymlink | 0o777, Link: "agnhost"},
 			testimages.File{Path: "uploads", Mode: fs.ModeDir | 0o777})...,

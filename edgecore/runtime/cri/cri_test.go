@@ -398,3 +398,17 @@ func TestServiceEnv(t *testing.T) {
 		t.Errorf("service links off: %v, %v", vars, err)
 	}
 }
+
+func TestSysctlDots(t *testing.T) {
+	for in, want := range map[string]string{
+		"kernel.shm_rmid_forced":           "kernel.shm_rmid_forced",
+		"kernel/shm_rmid_forced":           "kernel.shm_rmid_forced",
+		"net/ipv4/conf/eno2.100/rp_filter": "net.ipv4.conf.eno2/100.rp_filter",
+		"net.ipv4.conf.eno2/100.rp_filter": "net.ipv4.conf.eno2/100.rp_filter",
+		"":                                 "",
+	} {
+		if got := sysctlDots(in); got != want {
+			t.Errorf("sysctlDots(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -66,7 +66,7 @@ func (r *Runtime) sandboxConfig(pod *corev1.Pod, attempt uint32) *runtimeapi.Pod
 		if len(sc.Sysctls) > 0 {
 			cfg.Linux.Sysctls = map[string]string{}
 			for _, s := range sc.Sysctls {
-				cfg.Linux.Sysctls[s.Name] = s.Value
+				cfg.Linux.Sysctls[sysctlDots(s.Name)] = s.Value
 			}
 		}
 	}
@@ -234,4 +234,25 @@ func podGrace(pod *corev1.Pod) time.Duration {
 		return time.Duration(*g) * time.Second
 	}
 	return 30 * time.Second
+}
+
+// sysctlDots writes a sysctl name with slashes as separators
+// (kernel/shm_rmid_forced, net/ipv4/conf/eno2.100/rp_filter) with dots, as
+// the kernel's /proc/sys names and runc want them; the kubelet's
+// ConvertSysctlVariableToDotsSeparator: when the first separator is a slash,
+// slashes and dots swap (a dot in such a name is part of a component).
+func sysctlDots(name string) string {
+	i := strings.IndexAny(name, "./")
+	if i < 0 || name[i] == '.' {
+		return name
+	}
+	return strings.Map(func(r rune) rune {
+		switch r {
+		case '.':
+			return '/'
+		case '/':
+			return '.'
+		}
+		return r
+	}, name)
 }
