@@ -1,10 +1,12 @@
 package cri
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -56,6 +58,11 @@ func (s *podSync) containerConfig(c *corev1.Container, attempt uint32, image str
 	mounts, err := s.mounts(c)
 	if err != nil {
 		return nil, err
+	}
+	if m, err := s.etcHostsMount(c); err != nil {
+		return nil, err
+	} else if m != nil {
+		mounts = append(mounts, m)
 	}
 	annotations := map[string]string{
 		annotationHash:         containerHash(c),
@@ -319,3 +326,62 @@ func qos(pod *corev1.Pod) corev1.PodQOSClass {
 	}
 	return corev1.PodQOSBurstable
 }
+
+// etcHostsMount writes the pod's kubelet-managed hosts file
+// (<pod dir>/etc-hosts) and mounts it at the container's /etc/hosts, as the
+// kubelet does, unless the container mounts a volume there or the pod has
+// no address yet. A pod on the host's network gets the node's /etc/hosts
+// under its own header; both end with the pod's hostAliases.
+func (s *podSync) etcHostsMount(c *corev1.Container) (*runtimeapi.Mount, error) {
+	for _, vm := range c.VolumeMounts {
+		if path.Clean(vm.MountPath) == "/etc/hosts" {
+			return nil, nil
+		}
+	}
+	ip, ips := s.podIPs()
+	if ip == "" {
+		return nil, nil
+	}
+	var b bytes.Buffer
+	if s.pod.Spec.HostNetwork {
+		node, err := os.ReadFile("/etc/hosts")
+		if err != nil {
+			return nil, fmt.Errorf("hosts file: %w", err)
+		}
+		b.WriteString("# Kubernetes-managed hosts file (host network).\n")
+		b.Write(node)
+	} else {
+		b.WriteString(managedHostsHeader)
+		b.WriteString("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n" +
+			"fe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n")
+		host := podHostname(s.pod)
+		for _, a := range ips {
+			if sub := s.pod.Spec.Subdomain; sub != "" {
+				fmt.Fprintf(&b, "%s\t%s.%s.%s.svc.%s\t%s\n", a, host, sub, s.pod.Namespace, s.r.cfg.ClusterDomain, host)
+			} else {
+				fmt.Fprintf(&b, "%s\t%s\n", a, host)
+			}
+		}
+	}
+	if len(s.pod.Spec.HostAliases) > 0 {
+		b.WriteString("\n# Entries added by HostAliases.\n")
+		for _, a := range s.pod.Spec.HostAliases {
+			fmt.Fprintf(&b, "%s\t%s\n", a.IP, strings.Join(a.Hostnames, "\t"))
+		}
+	}
+	dir := s.r.podDir(string(s.pod.UID))
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("hosts file: %w", err)
+	}
+	file := filepath.Join(dir, "etc-hosts")
+	if old, err := os.ReadFile(file); err != nil || !bytes.Equal(old, b.Bytes()) {
+		if err := os.WriteFile(file, b.Bytes(), 0o644); err != nil {
+			return nil, fmt.Errorf("hosts file: %w", err)
+		}
+	}
+	return &runtimeapi.Mount{ContainerPath: "/etc/hosts", HostPath: file}, nil
+}
+
+// managedHostsHeader starts the hosts file the kubelet writes for a pod
+// (the conformance suite looks for it).
+const managedHostsHeader = "# Kubernetes-managed hosts file.\n"

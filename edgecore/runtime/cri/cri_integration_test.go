@@ -474,6 +474,32 @@ func TestActiveDeadline(t *testing.T) {
 	}
 }
 
+// TestEtcHosts: a container's /etc/hosts is the kubelet-managed file with
+// the pod's address and hostAliases; a container that mounts a volume at
+// /etc/hosts keeps its own.
+func TestEtcHosts(t *testing.T) {
+	r := newRuntime(t, newObjects())
+	pod := busyboxPod("hosts", "cat /etc/hosts; sleep 3600")
+	pod.Spec.HostAliases = []corev1.HostAlias{{IP: "123.45.67.89", Hostnames: []string{"foo", "bar"}}}
+	pod.Spec.Volumes = []corev1.Volume{{Name: "own", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+	pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{Name: "own", Image: containerd.BusyboxImage,
+		Command:      []string{"sh", "-c", "cat /etc/hosts; echo end; sleep 3600"},
+		VolumeMounts: []corev1.VolumeMount{{Name: "own", MountPath: "/etc/hosts", SubPath: "hosts"}}})
+	st := syncUntil(t, r, pod, 20*time.Second, "running", running("app"))
+	waitLog(t, logPath(r, pod, "app", 0), "123.45.67.89\tfoo\tbar", 5*time.Second)
+	b, _ := os.ReadFile(logPath(r, pod, "app", 0))
+	for _, want := range []string{"# Kubernetes-managed hosts file.", "127.0.0.1\tlocalhost", st.PodIP + "\thosts", "# Entries added by HostAliases."} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("/etc/hosts lacks %q:\n%s", want, b)
+		}
+	}
+	syncUntil(t, r, pod, 20*time.Second, "running", running("own"))
+	waitLog(t, logPath(r, pod, "own", 0), "end", 5*time.Second)
+	if b, _ := os.ReadFile(logPath(r, pod, "own", 0)); strings.Contains(string(b), "Kubernetes-managed") {
+		t.Errorf("a container with its own /etc/hosts mount got the managed one:\n%s", b)
+	}
+}
+
 func TestLivenessProbeRestarts(t *testing.T) {
 	r := newRuntime(t, newObjects())
 	// Healthy for two seconds after each start.
