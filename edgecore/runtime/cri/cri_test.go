@@ -412,3 +412,18 @@ func TestSysctlDots(t *testing.T) {
 		}
 	}
 }
+
+// TestPodOSRejected: a pod whose spec.os is not this node's fails with
+// PodOSNotSupported without reaching containerd (the Runtime has no
+// connection here).
+func TestPodOSRejected(t *testing.T) {
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", UID: "u1"},
+		Spec: corev1.PodSpec{OS: &corev1.PodOS{Name: "windows"}, Containers: []corev1.Container{{Name: "c", Image: "i"}}}}
+	st, err := (&Runtime{}).SyncPod(t.Context(), pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Phase != corev1.PodFailed || st.Reason != "PodOSNotSupported" {
+		t.Errorf("phase %s reason %s, want Failed PodOSNotSupported", st.Phase, st.Reason)
+	}
+}

@@ -311,7 +311,13 @@ func (s *podSync) conditions(st *corev1.PodStatus, initPending bool) {
 // invalidStatus is the status of a pod whose spec cannot run: Failed, with
 // the problems in the message. Nothing is started.
 func (r *Runtime) invalidStatus(pod *corev1.Pod, msg string) *corev1.PodStatus {
-	st := &corev1.PodStatus{Phase: corev1.PodFailed, Reason: "InvalidSpec", Message: "pod spec cannot run: " + msg,
+	return r.rejectedStatus(pod, "InvalidSpec", "pod spec cannot run: "+msg)
+}
+
+// rejectedStatus is the Failed status of a pod that never runs here, for
+// reason.
+func (r *Runtime) rejectedStatus(pod *corev1.Pod, reason, msg string) *corev1.PodStatus {
+	st := &corev1.PodStatus{Phase: corev1.PodFailed, Reason: reason, Message: msg,
 		HostIP: r.cfg.NodeIP, QOSClass: qos(pod), StartTime: pod.Status.StartTime.DeepCopy()}
 	if r.cfg.NodeIP != "" {
 		st.HostIPs = []corev1.HostIP{{IP: r.cfg.NodeIP}}
@@ -324,7 +330,7 @@ func (r *Runtime) invalidStatus(pod *corev1.Pod, msg string) *corev1.PodStatus {
 		at = *st.StartTime
 	}
 	st.Conditions = []corev1.PodCondition{
-		{Type: corev1.PodReady, Status: corev1.ConditionFalse, Reason: "InvalidSpec", LastTransitionTime: at},
+		{Type: corev1.PodReady, Status: corev1.ConditionFalse, Reason: reason, LastTransitionTime: at},
 		{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: at},
 	}
 	return st

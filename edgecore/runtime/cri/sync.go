@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"slices"
 	"time"
 
@@ -52,6 +53,10 @@ type podSync struct {
 func (r *Runtime) SyncPod(ctx context.Context, pod *corev1.Pod) (*corev1.PodStatus, error) {
 	if msg := validatePod(pod); msg != "" {
 		return r.invalidStatus(pod, msg), nil
+	}
+	// The kubelet's admission of spec.os: a pod for another OS fails here.
+	if podOS := pod.Spec.OS; podOS != nil && string(podOS.Name) != goruntime.GOOS {
+		return r.rejectedStatus(pod, "PodOSNotSupported", "Failed to admit pod as the OS field doesn't match node OS"), nil
 	}
 	s := &podSync{r: r, pod: pod, ps: r.state(pod), now: time.Now(),
 		waiting: map[string]*corev1.ContainerStateWaiting{}, imageUser: map[string]int64{}}
