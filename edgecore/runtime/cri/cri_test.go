@@ -427,3 +427,14 @@ func TestPodOSRejected(t *testing.T) {
 		t.Errorf("phase %s reason %s, want Failed PodOSNotSupported", st.Phase, st.Reason)
 	}
 }
+
+func TestProbeGrace(t *testing.T) {
+	podG, probeG := int64(500), int64(5)
+	pod := &corev1.Pod{Spec: corev1.PodSpec{TerminationGracePeriodSeconds: &podG}}
+	if g := probeGrace(pod, &corev1.Probe{TerminationGracePeriodSeconds: &probeG}); g != 5*time.Second {
+		t.Errorf("probe's own grace: %s, want 5s", g)
+	}
+	if g := probeGrace(pod, &corev1.Probe{}); g != 500*time.Second {
+		t.Errorf("no probe grace: %s, want the pod's 500s", g)
+	}
+}

@@ -367,9 +367,9 @@ func (s *podSync) act(ctx context.Context) (bool, error) {
 		}
 		latest := insts[0]
 		if latest.State == runtimeapi.ContainerState_CONTAINER_RUNNING {
-			if why, msg := s.killReason(c, latest); why != "" {
+			if why, msg, grace := s.killReason(c, latest); why != "" {
 				s.r.event(s.pod, c.Name, events.Normal, events.Killing, "%s", msg)
-				s.r.killAsync(s.ps, s.pod, latest.Id, c.Name, podGrace(s.pod), why)
+				s.r.killAsync(s.ps, s.pod, latest.Id, c.Name, grace, why)
 			}
 			continue
 		}
@@ -403,20 +403,33 @@ func shouldRestart(policy corev1.RestartPolicy, st *runtimeapi.ContainerStatus) 
 	return true
 }
 
-// killReason says why a running container must be killed, if it must, and
-// the Killing event's message, as the kubelet's.
-func (s *podSync) killReason(c *corev1.Container, st *runtimeapi.ContainerStatus) (why, msg string) {
+// killReason says why a running container must be killed, if it must, the
+// Killing event's message, as the kubelet's, and the grace period: the
+// failed probe's terminationGracePeriodSeconds if it has one, else the
+// pod's.
+func (s *podSync) killReason(c *corev1.Container, st *runtimeapi.ContainerStatus) (why, msg string, grace time.Duration) {
 	switch {
 	case s.r.killing(st.Id):
-		return "", ""
+		return "", "", 0
 	case st.Annotations[annotationHash] != containerHash(c):
-		return "container spec changed", fmt.Sprintf("Container %s definition changed, will be restarted", c.Name)
+		return "container spec changed", fmt.Sprintf("Container %s definition changed, will be restarted", c.Name), podGrace(s.pod)
 	case s.ps.prober.result(c.Name, st.Id, probeLiveness) == resultFailure:
-		return "liveness probe failed", fmt.Sprintf("Container %s failed liveness probe, will be restarted", c.Name)
+		return "liveness probe failed", fmt.Sprintf("Container %s failed liveness probe, will be restarted", c.Name),
+			probeGrace(s.pod, c.LivenessProbe)
 	case s.ps.prober.result(c.Name, st.Id, probeStartup) == resultFailure:
-		return "startup probe failed", fmt.Sprintf("Container %s failed startup probe, will be restarted", c.Name)
+		return "startup probe failed", fmt.Sprintf("Container %s failed startup probe, will be restarted", c.Name),
+			probeGrace(s.pod, c.StartupProbe)
 	}
-	return "", ""
+	return "", "", 0
+}
+
+// probeGrace is the grace period of a kill for a failed probe: the probe's
+// terminationGracePeriodSeconds overrides the pod's.
+func probeGrace(pod *corev1.Pod, p *corev1.Probe) time.Duration {
+	if p != nil && p.TerminationGracePeriodSeconds != nil && *p.TerminationGracePeriodSeconds >= 0 {
+		return time.Duration(*p.TerminationGracePeriodSeconds) * time.Second
+	}
+	return podGrace(pod)
 }
 
 // restart starts a new attempt of an exited container unless it is in
