@@ -282,9 +282,28 @@ func hostProgram(path string) ([]testimages.File, error) {
 	return files, nil
 }
 
-// busyboxFiles is the busybox image's file list.
+// busyboxFiles is the busybox image's file list, with every applet in /bin
+// too, as the suite's busybox image has them (its sysctl specs run
+// /bin/sysctl; Debian's busybox installs it in /sbin).
 func busyboxFiles(ctx context.Context) ([]testimages.File, error) {
-	return testimages.BusyboxFiles(ctx)
+	files, err := testimages.BusyboxFiles(ctx)
+	if err != nil {
+		return nil, err
+	}
+	have := map[string]bool{}
+	for _, f := range files {
+		have[strings.TrimPrefix(f.Path, "/")] = true
+	}
+	for _, f := range files {
+		if f.Mode&fs.ModeSymlink == 0 {
+			continue
+		}
+		if p := "bin/" + filepath.Base(f.Path); !have[p] {
+			have[p] = true
+			files = append(files, testimages.File{Path: p, Mode: fs.ModeSymlink | 0o777, Link: "/bin/busybox"})
+		}
+	}
+	return files, nil
 }
 
 // blackholeServices makes the cluster's service range a blackhole route for
