@@ -15,8 +15,8 @@ const podVersionPrefix = "s1."
 
 // podVersions are the pods' sync versions: the version of a pod as the hub
 // and the edge compare it. It changes when anything the edge uses changes
-// (spec, labels, annotations, owners, finalizers, deletion) and not when only
-// the status does: the edge writes the status itself, so an update of the
+// (spec, labels, annotations, owners, finalizers, deletion, the conditions
+// of its readiness gates) and not when only the rest of the status does: the edge writes the status itself, so an update of the
 // status alone is not sent back down (it would be the whole pod again, for
 // nothing). The pod the edge receives carries the status of that moment.
 //
@@ -55,10 +55,19 @@ func PodVersion(p *corev1.Pod) string { return syncVersion(p) }
 
 // syncVersion hashes the protobuf encoding of p without its status,
 // resourceVersion and managedFields. The encoding is deterministic (the
-// generated code sorts map keys).
+// generated code sorts map keys). The conditions of p's readiness gates are
+// the exception: another controller sets them, and the edge needs them to
+// report the pod Ready (a pod without gates hashes as before).
 func syncVersion(p *corev1.Pod) string {
 	c := *p // ObjectMeta and Spec are values: the cached pod is not changed
 	c.Status = corev1.PodStatus{}
+	for _, g := range p.Spec.ReadinessGates {
+		for _, cond := range p.Status.Conditions {
+			if cond.Type == g.ConditionType {
+				c.Status.Conditions = append(c.Status.Conditions, corev1.PodCondition{Type: cond.Type, Status: cond.Status})
+			}
+		}
+	}
 	c.ResourceVersion = ""
 	c.ManagedFields = nil
 	b, err := c.Marshal()
