@@ -3,9 +3,10 @@
 package kube
 
 // The node conformance run (make conformance) builds e2e.test from
-// k8s.io/kubernetes/test/e2e (its e2e_test.go imports the packages below)
-// and the test images it runs (agnhost, nonewprivs); listing them here keeps go.sum complete for
-// `go test -c k8s.io/kubernetes/test/e2e` and `go build .../agnhost`, and the ginkgo CLI that runs it in parallel.
+// k8s.io/kubernetes/test/e2e (its e2e_test.go imports the packages below),
+// the ginkgo CLI that runs it in parallel and the test images' programs
+// (agnhost, nonewprivs). Listing them here keeps go.mod and go.sum complete
+// for hack/conformance-binaries.sh.
 import (
 	_ "github.com/onsi/ginkgo/v2"
 	_ "github.com/onsi/ginkgo/v2/ginkgo"
