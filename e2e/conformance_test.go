@@ -20,6 +20,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/tether-edge/tether/controlplane"
 	"github.com/tether-edge/tether/edgecore/runtime/cri/critest"
@@ -101,6 +103,18 @@ func TestNodeConformance(t *testing.T) {
 	ctd := containerd(t)
 	importConformanceImages(t, ctd, bin)
 	blackholeServices(t)
+
+	// The edge must be the cluster's only node: the nodes that the tests
+	// before this one left in the API server (their edges are stopped) go.
+	existing, err := client.CoreV1().Nodes().List(t.Context(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range existing.Items {
+		if err := client.CoreV1().Nodes().Delete(t.Context(), n.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			t.Fatal(err)
+		}
+	}
 
 	c := startStreamCloud(t, nil)
 	e := newCRIEdge(t, c, "conformance-edge")
