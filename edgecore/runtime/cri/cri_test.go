@@ -438,3 +438,24 @@ func TestProbeGrace(t *testing.T) {
 		t.Errorf("no probe grace: %s, want the pod's 500s", g)
 	}
 }
+
+// TestSysctlForbidden: a pod with a sysctl outside the kubelet's safe set
+// fails with SysctlForbidden without reaching containerd; safe ones pass
+// admission, also written with slashes.
+func TestSysctlForbidden(t *testing.T) {
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", UID: "u1"},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "i"}},
+			SecurityContext: &corev1.PodSecurityContext{Sysctls: []corev1.Sysctl{
+				{Name: "kernel/shm_rmid_forced", Value: "1"}, {Name: "kernel.msgmax", Value: "10000000000"}}}}}
+	st, err := (&Runtime{}).SyncPod(t.Context(), pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Phase != corev1.PodFailed || st.Reason != "SysctlForbidden" || !strings.Contains(st.Message, "kernel.msgmax") {
+		t.Errorf("phase %s reason %s message %q, want Failed SysctlForbidden naming kernel.msgmax", st.Phase, st.Reason, st.Message)
+	}
+	pod.Spec.SecurityContext.Sysctls = pod.Spec.SecurityContext.Sysctls[:1]
+	if name := forbiddenSysctl(pod); name != "" {
+		t.Errorf("the safe kernel/shm_rmid_forced is forbidden")
+	}
+}

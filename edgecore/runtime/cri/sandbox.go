@@ -256,3 +256,26 @@ func sysctlDots(name string) string {
 		return r
 	}, name)
 }
+
+// safeSysctls are the sysctls a pod may set: the kubelet's safe set (1.31),
+// namespaced and unable to affect other pods or the node. Others are
+// refused, as by a kubelet with no --allowed-unsafe-sysctls.
+var safeSysctls = map[string]bool{
+	"kernel.shm_rmid_forced": true, "net.ipv4.ip_local_port_range": true, "net.ipv4.tcp_syncookies": true,
+	"net.ipv4.ping_group_range": true, "net.ipv4.ip_unprivileged_port_start": true,
+	"net.ipv4.ip_local_reserved_ports": true, "net.ipv4.tcp_keepalive_time": true, "net.ipv4.tcp_fin_timeout": true,
+	"net.ipv4.tcp_keepalive_intvl": true, "net.ipv4.tcp_keepalive_probes": true,
+}
+
+// forbiddenSysctl is the first sysctl of the pod outside safeSysctls, or "".
+func forbiddenSysctl(pod *corev1.Pod) string {
+	if pod.Spec.SecurityContext == nil {
+		return ""
+	}
+	for _, s := range pod.Spec.SecurityContext.Sysctls {
+		if !safeSysctls[sysctlDots(s.Name)] {
+			return s.Name
+		}
+	}
+	return ""
+}

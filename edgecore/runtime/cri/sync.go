@@ -58,6 +58,9 @@ func (r *Runtime) SyncPod(ctx context.Context, pod *corev1.Pod) (*corev1.PodStat
 	if podOS := pod.Spec.OS; podOS != nil && string(podOS.Name) != goruntime.GOOS {
 		return r.rejectedStatus(pod, "PodOSNotSupported", "Failed to admit pod as the OS field doesn't match node OS"), nil
 	}
+	if name := forbiddenSysctl(pod); name != "" {
+		return r.rejectedStatus(pod, "SysctlForbidden", fmt.Sprintf("forbidden sysctl: %q not allowlisted", name)), nil
+	}
 	s := &podSync{r: r, pod: pod, ps: r.state(pod), now: time.Now(),
 		waiting: map[string]*corev1.ContainerStateWaiting{}, imageUser: map[string]int64{}}
 	err := s.run(ctx)
