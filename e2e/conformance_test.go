@@ -351,6 +351,10 @@ type junitResult struct {
 	skippedBy       map[string]int
 }
 
+// labelsSuffix is the list of ginkgo labels that ends a JUnit test name
+// (" [sig-node, NodeConformance, Conformance]").
+var labelsSuffix = regexp.MustCompile(` \[[^\]]*, [^\]]*\]$`)
+
 func readJUnit(path, focus string) (*junitResult, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -384,7 +388,7 @@ func readJUnit(path, focus string) (*junitResult, error) {
 	r := &junitResult{skippedBy: map[string]int{}}
 	for _, s := range doc.Suites {
 		for _, c := range s.Cases {
-			name := strings.TrimPrefix(c.Name, "[It] ")
+			name := labelsSuffix.ReplaceAllString(strings.TrimPrefix(c.Name, "[It] "), "")
 			suiteNode := strings.HasPrefix(c.Name, "[SynchronizedBeforeSuite]") || strings.HasPrefix(c.Name, "[BeforeSuite]") ||
 				strings.HasPrefix(c.Name, "[SynchronizedAfterSuite]") || strings.HasPrefix(c.Name, "[AfterSuite]") ||
 				strings.HasPrefix(c.Name, "[ReportAfterSuite]") || strings.HasPrefix(c.Name, "[DeferCleanup (Suite)]")
