@@ -222,10 +222,16 @@ func importConformanceImages(t *testing.T, ctd *critest.Containerd, bin string) 
 	}
 	agnhost := read("agnhost")
 	// The suite's network specs run curl in the agnhost container.
-	agnhostExtra, err := hostProgram("/usr/bin/curl")
+	agnhostExtra, err := hostProgram("/usr/bin/curl", "usr/bin/curl")
 	if err != nil {
 		t.Fatal(err)
 	}
+	// and OpenBSD's nc (nc -u), in place of busybox's.
+	nc, err := hostProgram("/bin/nc.openbsd", "usr/bin/nc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	agnhostExtra = append(agnhostExtra, nc...)
 	// agnhost netexec serves HTTPS with the image's /localhost.crt and
 	// /localhost.key (test/images/agnhost/porter, in the module cache).
 	kubeDir, err := exec.Command("go", "list", "-modfile", filepath.Join(bin, "..", "tools", "kube", "go.mod"),
@@ -264,14 +270,19 @@ func importConformanceImages(t *testing.T, ctd *critest.Containerd, bin string) 
 	}
 }
 
-// hostProgram is a dynamically linked program of this machine with the
-// shared libraries and loader it needs (ldd), at their paths.
-func hostProgram(path string) ([]testimages.File, error) {
+// hostProgram is a dynamically linked program of this machine, at as in the
+// image, with the shared libraries and loader it needs (ldd) at their paths.
+func hostProgram(path, as string) ([]testimages.File, error) {
 	out, err := exec.Command("ldd", path).Output()
 	if err != nil {
-		return nil, fmt.Errorf("ldd %s: %w (apt-get install curl)", path, err)
+		return nil, fmt.Errorf("ldd %s: %w (make deps installs curl and netcat-openbsd)", path, err)
 	}
-	paths := []string{path}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	files := []testimages.File{{Path: as, Mode: 0o755, Data: b}}
+	var paths []string
 	for _, l := range strings.Split(string(out), "\n") {
 		f := strings.Fields(l)
 		switch {
@@ -281,7 +292,6 @@ func hostProgram(path string) ([]testimages.File, error) {
 			paths = append(paths, f[0])
 		}
 	}
-	var files []testimages.File
 	for _, p := range paths {
 		real, err := filepath.EvalSymlinks(p)
 		if err != nil {
