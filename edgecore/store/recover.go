@@ -26,7 +26,7 @@ var ErrCorrupt = errors.New("store file is corrupt")
 // asked for panics on faults. So both the open and the walk run with
 // debug.SetPanicOnFault, and every page reachable is read here: a store
 // that passes cannot fault later.
-func openChecked(path string) (db *DB, err error) {
+func openChecked(path string, opts Options) (db *DB, err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
@@ -36,7 +36,7 @@ func openChecked(path string) (db *DB, err error) {
 			db, err = nil, fmt.Errorf("open store %s: %w: %v", path, ErrCorrupt, r)
 		}
 	}()
-	db, err = Open(path)
+	db, err = OpenWith(path, opts)
 	if err != nil {
 		// bbolt 1.3 does not export its "file size too small" (a file cut
 		// below its two meta pages).
@@ -76,8 +76,8 @@ func checkPages(db *DB) (err error) {
 // nothing, so the hub sends everything it should hold); statuses queued in
 // the lost outbox are reported again as the pods and devices are seen anew.
 // recovered says whether that happened.
-func OpenOrRecover(path string, log *slog.Logger) (db *DB, recovered bool, err error) {
-	db, err = openChecked(path)
+func OpenOrRecover(path string, opts Options, log *slog.Logger) (db *DB, recovered bool, err error) {
+	db, err = openChecked(path, opts)
 	if err == nil || !errors.Is(err, ErrCorrupt) {
 		return db, false, err
 	}
@@ -87,7 +87,7 @@ func OpenOrRecover(path string, log *slog.Logger) (db *DB, recovered bool, err e
 	}
 	log.Error("store file corrupt: moved aside, starting with an empty store; the hub resyncs it",
 		slog.String("file", path), slog.String("movedTo", aside), slog.Any("err", err))
-	db, err = Open(path)
+	db, err = OpenWith(path, opts)
 	if err != nil {
 		return nil, false, err
 	}

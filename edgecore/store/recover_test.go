@@ -65,7 +65,7 @@ func TestOpenOrRecover(t *testing.T) {
 			if err := os.WriteFile(path, tc.mangle(b), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			db, recovered, err := OpenOrRecover(path, quiet)
+			db, recovered, err := OpenOrRecover(path, Options{}, quiet)
 			if err != nil {
 				t.Fatalf("OpenOrRecover: %v", err)
 			}
@@ -140,7 +140,7 @@ func TestOpenOrRecoverTruncatedAnywhere(t *testing.T) {
 		if err := os.WriteFile(path, b[:cut], 0o600); err != nil {
 			t.Fatal(err)
 		}
-		db, recovered, err := OpenOrRecover(path, quiet)
+		db, recovered, err := OpenOrRecover(path, Options{}, quiet)
 		if err != nil {
 			t.Fatalf("cut at %d of %d: %v", cut, len(b), err)
 		}
