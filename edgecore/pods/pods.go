@@ -182,7 +182,11 @@ func (m *Manager) Changed() { m.cfg.Changes.Changed() }
 // or not: the store's pods (also while the cloud is away) and the static
 // pods, with their init and ephemeral containers. Image garbage collection
 // keeps them. It may be called from any goroutine.
-func (m *Manager) Images() ([]string, error) {
+func (m *Manager) Images() ([]string, error) { return Images(m.db, m.cfg.Static) }
+
+// Images returns the images of every pod the node holds: the pods of db and
+// of static (which may be nil). See Manager.Images.
+func Images(db *store.DB, static StaticPods) ([]string, error) {
 	seen := map[string]bool{}
 	var out []string
 	add := func(p *corev1.Pod) {
@@ -196,7 +200,7 @@ func (m *Manager) Images() ([]string, error) {
 			seen[c.Image] = true
 		}
 	}
-	err := m.db.View(func(tx *store.Tx) error {
+	err := db.View(func(tx *store.Tx) error {
 		return tx.ForEachObject(protocol.KindPod, func(o *protocol.Object) error {
 			p, err := protocol.DecodePod(o.Data)
 			if err != nil {
@@ -209,8 +213,8 @@ func (m *Manager) Images() ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("images of the stored pods: %w", err)
 	}
-	if m.cfg.Static != nil {
-		for _, p := range m.cfg.Static.Pods() {
+	if static != nil {
+		for _, p := range static.Pods() {
 			add(p)
 		}
 	}
