@@ -682,3 +682,22 @@ func TestImagesOfHeldPods(t *testing.T) {
 		t.Errorf("Images() = %v, want %v", got, want)
 	}
 }
+
+// Changes keeps the newest change announced: a pass for it syncs every pod
+// whose sync started before it, so a sync between two changes is done
+// again.
+func TestChangesKeepNewest(t *testing.T) {
+	c := NewChanges()
+	if got := c.take(); !got.IsZero() {
+		t.Fatalf("no change announced, take = %v", got)
+	}
+	c.Changed()
+	between := time.Now()
+	c.Changed()
+	if got := c.take(); got.Before(between) {
+		t.Errorf("take = %v, before the second change (after %v)", got, between)
+	}
+	if got := c.take(); !got.IsZero() {
+		t.Errorf("taken twice: %v", got)
+	}
+}
