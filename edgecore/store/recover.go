@@ -117,6 +117,7 @@ func checkPages(db *DB) (err error) {
 // OpenOrRecover opens the store at path like Open, checking it first. A
 // corrupt file (a torn write on a bad card, a truncated copy) does not stop
 // the node in a crash loop: it is moved aside to path.corrupt-<unix time>
+// (with -<n> after it if a file of that name exists)
 // for a post-mortem, and a new, empty store is made. The node then holds no
 // objects until the hub resyncs it at the next connect (its Hello lists
 // nothing, so the hub sends everything it should hold); statuses queued in
@@ -127,7 +128,7 @@ func OpenOrRecover(path string, opts Options, log *slog.Logger) (db *DB, recover
 	if err == nil || !errors.Is(err, ErrCorrupt) {
 		return db, false, err
 	}
-	aside := fmt.Sprintf("%s.corrupt-%d", path, time.Now().Unix())
+	aside := asideName(path, time.Now())
 	if rerr := os.Rename(path, aside); rerr != nil {
 		return nil, false, fmt.Errorf("%w (and moving it aside failed: %v)", err, rerr)
 	}
@@ -138,6 +139,19 @@ func OpenOrRecover(path string, opts Options, log *slog.Logger) (db *DB, recover
 		return nil, false, err
 	}
 	return db, true, nil
+}
+
+// asideName is where a corrupt store at path goes: path.corrupt-<unix
+// time>, or path.corrupt-<unix time>-<n> if that is taken (two recoveries
+// in one second must not lose the first file).
+func asideName(path string, now time.Time) string {
+	name := fmt.Sprintf("%s.corrupt-%d", path, now.Unix())
+	for n := 1; ; n++ {
+		if _, err := os.Lstat(name); errors.Is(err, os.ErrNotExist) {
+			return name
+		}
+		name = fmt.Sprintf("%s.corrupt-%d-%d", path, now.Unix(), n)
+	}
 }
 
 // walk reads every key and value of b and of the buckets in it.
