@@ -377,9 +377,9 @@ type CloudCore struct {
 	// Peers relays kubelet API streams between replicas; nil when off
 	// (no PeerAddr, Peers or PeerService).
 	Peers    *kubeletproxy.Peers
-	kubeAuth        *kubeletproxy.KubeAuth
-	serving         *certs.Serving
-	client          kubernetes.Interface
+	kubeAuth *kubeletproxy.KubeAuth
+	serving  *certs.Serving
+	client   kubernetes.Interface
 	// election runs the cluster-wide singletons (the autonomy
 	// controller) on one replica at a time.
 	election *election
