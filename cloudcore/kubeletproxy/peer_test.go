@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"testing"
 
 	"github.com/tether-edge/tether/pki"
@@ -142,4 +143,40 @@ func TestPeersOfAnotherCA(t *testing.T) {
 		t.Fatalf("an edge node's certificate at the peer listener: %v, served %d", err, pc.Served.Load())
 	}
 	t.Logf("an edge node's certificate at the peer listener: %v", err)
+}
+
+// A true peer's request with an oversized header, or on another path, gets
+// no stream.
+func TestPeersMalformedRequests(t *testing.T) {
+	ca, err := pki.NewCA("shared")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, addr := startPeer(t, ca, "edge-1")
+	asker := newAsker(t, ca)
+	cert, err := asker.certificate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	do := func(req string) string {
+		c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, Certificates: []tls.Certificate{*cert}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprint(c, req)
+		b := make([]byte, 12)
+		io.ReadFull(c, b)
+		return string(b)
+	}
+	big := fmt.Sprintf("POST %s HTTP/1.1\r\nHost: p\r\n%s: edge-1\r\nX-Pad: %s\r\n\r\n", PeerPath, peerNodeHeader, strings.Repeat("a", 8<<10))
+	if got := do(big); got != "HTTP/1.1 431" {
+		t.Errorf("8 KiB header: %q, want 431", got)
+	}
+	if got := do(fmt.Sprintf("GET /other HTTP/1.1\r\nHost: p\r\n%s: edge-1\r\n\r\n", peerNodeHeader)); got != "HTTP/1.1 404" {
+		t.Errorf("another path: %q, want 404", got)
+	}
+	if pc.Served.Load() != 0 {
+		t.Errorf("served %d streams", pc.Served.Load())
+	}
 }
