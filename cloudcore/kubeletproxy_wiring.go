@@ -53,8 +53,8 @@ func (n kubeletNodes) localStream(node string) (net.Conn, error) {
 
 // peerDiscovery returns how this replica finds its peers: the static list
 // cfg.Peers, or the ready endpoints of the headless Service cfg.PeerService
-// (port "peer"), read at most every 5 seconds, addresses of this host
-// skipped.
+// (port "peer"), read at most every 5 seconds, this replica's own (an
+// address of this host with its own peer port) skipped.
 func peerDiscovery(cfg Config, client kubernetes.Interface) func(context.Context) ([]string, error) {
 	if cfg.PeerService == "" {
 		peers := slices.Clone(cfg.Peers)
@@ -77,10 +77,12 @@ func peerDiscovery(cfg Config, client kubernetes.Interface) func(context.Context
 			return nil, fmt.Errorf("peer service %s/%s: %w", cfg.Namespace, cfg.PeerService, err)
 		}
 		own := map[string]bool{}
-		if addrs, err := net.InterfaceAddrs(); err == nil {
-			for _, a := range addrs {
-				if ipn, ok := a.(*net.IPNet); ok {
-					own[ipn.IP.String()] = true
+		if port := ownPeerPort(cfg); port != "" {
+			if addrs, err := net.InterfaceAddrs(); err == nil {
+				for _, a := range addrs {
+					if ipn, ok := a.(*net.IPNet); ok {
+						own[net.JoinHostPort(ipn.IP.String(), port)] = true
+					}
 				}
 			}
 		}
@@ -89,8 +91,21 @@ func peerDiscovery(cfg Config, client kubernetes.Interface) func(context.Context
 	}
 }
 
+// ownPeerPort is the port this replica serves its peers on, or "".
+func ownPeerPort(cfg Config) string {
+	addr := cfg.PeerAddr
+	if cfg.PeerListener != nil {
+		addr = cfg.PeerListener.Addr().String()
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return ""
+	}
+	return port
+}
+
 // peerAddrs are the ready endpoints' addresses with the port named "peer",
-// those in own left out.
+// those in own (host:port) left out.
 func peerAddrs(items []discoveryv1.EndpointSlice, own map[string]bool) []string {
 	var out []string
 	for _, s := range items {
@@ -108,8 +123,10 @@ func peerAddrs(items []discoveryv1.EndpointSlice, own map[string]bool) []string 
 				continue
 			}
 			for _, a := range e.Addresses {
-				if ip := net.ParseIP(a); ip != nil && !own[ip.String()] {
-					out = append(out, net.JoinHostPort(ip.String(), strconv.Itoa(int(port))))
+				if ip := net.ParseIP(a); ip != nil {
+					if hp := net.JoinHostPort(ip.String(), strconv.Itoa(int(port))); !own[hp] {
+						out = append(out, hp)
+					}
 				}
 			}
 		}

@@ -8,7 +8,8 @@ import (
 )
 
 // A headless Service's slices give the ready replicas' peer ports, this
-// host's own addresses and slices without a "peer" port left out.
+// replica's own address and port and slices without a "peer" port left
+// out.
 func TestPeerAddrs(t *testing.T) {
 	name := func(s string) *string { return &s }
 	port := func(p int32) *int32 { return &p }
@@ -24,7 +25,7 @@ func TestPeerAddrs(t *testing.T) {
 		{Ports: []discoveryv1.EndpointPort{{Name: name("hub"), Port: port(10000)}},
 			Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"10.0.0.5"}}}},
 	}
-	got := peerAddrs(items, map[string]bool{"10.0.0.3": true})
+	got := peerAddrs(items, map[string]bool{"10.0.0.3:10002": true, "10.0.0.1:10003": true})
 	if want := []string{"10.0.0.1:10002", "[fd00::4]:10002"}; !slices.Equal(got, want) {
 		t.Fatalf("peer addresses %v, want %v", got, want)
 	}

@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -17,6 +18,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/remotecommand"
 
@@ -26,9 +29,9 @@ import (
 	"github.com/tether-edge/tether/protocol"
 )
 
-func listenTCP(t *testing.T) net.Listener {
+func listenTCP(t *testing.T, ip string) net.Listener {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +40,8 @@ func listenTCP(t *testing.T) net.Listener {
 
 // TestKubeletProxyAcrossReplicas: two cloudcore replicas against one API
 // server; the edge's session is on replica B, the API server's egress
-// socket on replica A. kubectl logs and exec (and client-go's GetLogs and
+// socket on replica A, which finds B through a headless Service's
+// EndpointSlices. kubectl logs and exec (and client-go's GetLogs and
 // exec) reach the edge pod through A, which finds B among its peers and
 // relays the stream through B's peer listener (mutual TLS, peer
 // certificates of the shared CA). B's peer listener refuses an edge node's
@@ -47,15 +51,22 @@ func listenTCP(t *testing.T) net.Listener {
 // the peer and without it (each replica's TCP kubelet proxy) is logged.
 func TestKubeletProxyAcrossReplicas(t *testing.T) {
 	needKubectl(t)
-	lnA, lnB := listenTCP(t), listenTCP(t)
+	// The replicas' peer listeners on an address of this host that an
+	// EndpointSlice may hold (not loopback).
+	addr := hostAddress(t)
+	lnA, lnB := listenTCP(t, addr), listenTCP(t, addr)
 	tcpA := "127.0.0.1:" + strconv.Itoa(freePort(t))
 	tcpB := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	// A finds B through a headless Service's EndpointSlices (as in
+	// manifests/cloudcore: both replicas listed, A skips itself), B has A
+	// in a static list.
 	a := startStreamCloud(t, func(cfg *cloudcore.Config) {
-		cfg.PeerListener, cfg.Peers, cfg.KubeletProxyAddr = lnA, []string{lnB.Addr().String()}, tcpA
+		cfg.PeerListener, cfg.PeerService, cfg.KubeletProxyAddr = lnA, "tether-peers-e2e", tcpA
 	})
 	b := startCloudWith(t, func(cfg *cloudcore.Config) {
 		cfg.PeerListener, cfg.Peers, cfg.KubeletProxyAddr = lnB, []string{lnA.Addr().String()}, tcpB
 	})
+	peerService(t, "tether-system", "tether-peers-e2e", addr, lnA.Addr().(*net.TCPAddr).Port, lnB.Addr().(*net.TCPAddr).Port)
 	node := "str-peer"
 	startStreamEdge(t, b, node)
 	ns := namespace(t)
@@ -188,6 +199,36 @@ func TestKubeletProxyAcrossReplicas(t *testing.T) {
 	}
 	if a.cc.Peers.Refused.Load() != 0 || b.cc.Peers.Refused.Load() != 1 {
 		t.Errorf("peer requests refused by A %d, by B %d (the bad name)", a.cc.Peers.Refused.Load(), b.cc.Peers.Refused.Load())
+	}
+}
+
+// peerService makes a headless Service without selector and one
+// EndpointSlice per port (replicas on one host differ by port only), each
+// with ip and the port named "peer".
+func peerService(t *testing.T, ns, name, ip string, ports ...int) {
+	t.Helper()
+	ctx := t.Context()
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: corev1.ServiceSpec{ClusterIP: corev1.ClusterIPNone, Ports: []corev1.ServicePort{{Name: "peer", Port: 10002}}}}
+	if _, err := client.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		client.CoreV1().Services(ns).Delete(context.Background(), name, metav1.DeleteOptions{})
+		client.DiscoveryV1().EndpointSlices(ns).DeleteCollection(context.Background(), metav1.DeleteOptions{},
+			metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + name})
+	})
+	for i, p := range ports {
+		es := &discoveryv1.EndpointSlice{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s-%d", name, i), Namespace: ns,
+				Labels: map[string]string{discoveryv1.LabelServiceName: name}},
+			AddressType: discoveryv1.AddressTypeIPv4,
+			Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{ip}}},
+			Ports:       []discoveryv1.EndpointPort{{Name: ptrTo("peer"), Port: ptrTo(int32(p))}},
+		}
+		if _, err := client.DiscoveryV1().EndpointSlices(ns).Create(ctx, es, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
