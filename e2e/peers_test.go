@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -104,6 +105,15 @@ func TestKubeletProxyAcrossReplicas(t *testing.T) {
 	}
 	if f, s := a.cc.Peers.Forwarded.Load(), b.cc.Peers.Served.Load(); f < 4 || s < 4 {
 		t.Fatalf("streams forwarded by A %d, served by B %d: want each request through the peer", f, s)
+	}
+	// The same in each replica's metrics, lint-clean.
+	for name, c := range map[string]*cloud{"forwarded": a, "served": b} {
+		if v := peerStreams(t, c, name); v < 4 {
+			t.Errorf("tether_peer_streams_total{direction=%q}: %v, want at least 4", name, v)
+		}
+		if problems, err := testutil.GatherAndLint(c.cc.Metrics(), "tether_peer_streams_total", "tether_peer_requests_refused_total"); err != nil || len(problems) > 0 {
+			t.Errorf("promlint: %v %v", problems, err)
+		}
 	}
 
 	// The time to the first log byte: through A and its peer B, and
@@ -230,6 +240,25 @@ func peerService(t *testing.T, ns, name, ip string, ports ...int) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// peerStreams reads tether_peer_streams_total{direction} of a replica's
+// metrics (-1 if absent).
+func peerStreams(t *testing.T, c *cloud, direction string) float64 {
+	mfs, err := c.cc.Metrics().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if mf.GetName() == "tether_peer_streams_total" && l.GetName() == "direction" && l.GetValue() == direction {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return -1
 }
 
 func must2(a, b []byte, err error) ([]byte, []byte) {
