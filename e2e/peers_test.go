@@ -119,7 +119,7 @@ func TestKubeletProxyAcrossReplicas(t *testing.T) {
 	// The time to the first log byte: through A and its peer B, and
 	// through B itself (each replica's TCP kubelet proxy, the admin's
 	// token).
-	const runs = 50
+	const runs = 100
 	firstByte := func(proxy string) []time.Duration {
 		var d []time.Duration
 		for range runs {
