@@ -1,0 +1,169 @@
+package svcproxy
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+
+	"github.com/tether-edge/tether/edgecore/store"
+	"github.com/tether-edge/tether/protocol"
+)
+
+// Config configures a Proxy.
+type Config struct {
+	// ServiceCIDR is the cluster's service range (the API server's
+	// --service-cluster-ip-range, IPv4): ClusterIPs inside it are routed,
+	// the rest of it rejected.
+	ServiceCIDR netip.Prefix
+	// Kernel is where the rules go (its Table defaults to "tether").
+	Kernel Kernel
+	// Logger receives what was applied and skipped.
+	Logger *slog.Logger
+	// Applied, if set, is called after each ruleset is in the kernel
+	// (tests and figures), from the proxy's goroutine.
+	Applied func(Ruleset)
+}
+
+func (c *Config) validate() error {
+	if !c.ServiceCIDR.IsValid() || !c.ServiceCIDR.Addr().Is4() {
+		return fmt.Errorf("svcproxy: service CIDR %q: want an IPv4 prefix", c.ServiceCIDR)
+	}
+	if c.ServiceCIDR.Bits() < 8 {
+		return fmt.Errorf("svcproxy: service CIDR %s: wider than /8", c.ServiceCIDR)
+	}
+	c.ServiceCIDR = c.ServiceCIDR.Masked()
+	if c.Kernel.Table == "" {
+		c.Kernel.Table = "tether"
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// Proxy keeps the kernel's table in step with the store.
+type Proxy struct {
+	cfg     Config
+	db      *store.DB
+	changed chan struct{}
+	ready   chan struct{}
+
+	mu sync.Mutex
+	// last is the ruleset last applied; guarded by mu.
+	last Ruleset
+	// applies counts the batches applied; guarded by mu.
+	applies int
+}
+
+// New returns a Proxy reading the store db.
+func New(cfg Config, db *store.DB) (*Proxy, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return &Proxy{cfg: cfg, db: db, changed: make(chan struct{}, 1), ready: make(chan struct{})}, nil
+}
+
+// ObjectsChanged is the agent's Observer: a change of Services or
+// EndpointSlices rebuilds the ruleset. It never blocks.
+func (p *Proxy) ObjectsChanged(kinds map[protocol.Kind]bool, _ []protocol.ObjectRef) {
+	if kinds[protocol.KindService] || kinds[protocol.KindEndpointSlice] {
+		select {
+		case p.changed <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Connected is the agent's Observer; the proxy has nothing to do.
+func (p *Proxy) Connected() {}
+
+// Ready is closed once the first ruleset is in the kernel.
+func (p *Proxy) Ready() <-chan struct{} { return p.ready }
+
+// Last is the ruleset last applied and how many were.
+func (p *Proxy) Last() (Ruleset, int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.last, p.applies
+}
+
+// Start applies the store's ruleset, then again after each change, until
+// ctx ends. The table stays when it ends: pods keep reaching their
+// Services while edgecore restarts; Kernel.Remove deletes it. A failure to
+// apply the first ruleset ends Start (the node cannot route Services); a
+// later one is logged and tried again at the next change or after 5s.
+func (p *Proxy) Start(ctx context.Context) error {
+	if err := p.sync(); err != nil {
+		return err
+	}
+	close(p.ready)
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-p.changed:
+		case <-retry.C:
+		}
+		if err := p.sync(); err != nil {
+			p.cfg.Logger.Error("service rules not applied; retrying in 5s", slog.Any("err", err))
+			retry.Reset(5 * time.Second)
+		}
+	}
+}
+
+// sync reads the store, computes the ruleset and applies it.
+func (p *Proxy) sync() error {
+	var services []*corev1.Service
+	var slices []*discoveryv1.EndpointSlice
+	err := p.db.View(func(tx *store.Tx) error {
+		err := tx.ForEachObject(protocol.KindService, func(o *protocol.Object) error {
+			s, err := protocol.DecodeService(o.Data)
+			if err != nil {
+				p.cfg.Logger.Warn("service skipped: does not decode", slog.String("object", o.Namespace+"/"+o.Name), slog.Any("err", err))
+				return nil
+			}
+			services = append(services, s)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		return tx.ForEachObject(protocol.KindEndpointSlice, func(o *protocol.Object) error {
+			s, err := protocol.DecodeEndpointSlice(o.Data)
+			if err != nil {
+				p.cfg.Logger.Warn("endpointslice skipped: does not decode", slog.String("object", o.Namespace+"/"+o.Name), slog.Any("err", err))
+				return nil
+			}
+			slices = append(slices, s)
+			return nil
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("svcproxy: read store: %w", err)
+	}
+	rs, skipped := Rules(p.cfg.ServiceCIDR, services, slices)
+	for _, s := range skipped {
+		p.cfg.Logger.Warn("service rules: skipped", slog.String("object", s.Object), slog.String("reason", s.Reason))
+	}
+	start := time.Now()
+	if err := p.cfg.Kernel.Apply(rs); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	p.last = rs
+	p.applies++
+	p.mu.Unlock()
+	p.cfg.Logger.Debug("service rules applied", slog.Int("ports", len(rs.Ports)), slog.Duration("took", time.Since(start)))
+	if p.cfg.Applied != nil {
+		p.cfg.Applied(rs)
+	}
+	return nil
+}
