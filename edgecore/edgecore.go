@@ -39,6 +39,7 @@ import (
 	"github.com/tether-edge/tether/edgecore/nodestatus"
 	"github.com/tether-edge/tether/edgecore/pods"
 	"github.com/tether-edge/tether/edgecore/resolver"
+	"github.com/tether-edge/tether/edgecore/svcproxy"
 	"github.com/tether-edge/tether/edgecore/runtime"
 	"github.com/tether-edge/tether/edgecore/runtime/cri"
 	"github.com/tether-edge/tether/edgecore/runtime/fake"
@@ -112,6 +113,12 @@ type Config struct {
 	// DNS is the resolver that answers the cluster's Service names to the
 	// node's pods from the store (see package resolver). Off by default.
 	DNS DNSConfig `json:"dns,omitempty"`
+	// Services routes the traffic of the node's pods, and of the host, to
+	// ClusterIPs: a ready endpoint the node holds, with or without the
+	// cloud (see package svcproxy). On by default with dns.enable and the
+	// cri runtime: a pod that resolves a Service's name expects its
+	// ClusterIP to answer.
+	Services ServicesConfig `json:"services,omitempty"`
 	// NodeHealth says how the node's conditions (Ready, MemoryPressure,
 	// DiskPressure, PIDPressure) are measured, and the thresholds of
 	// pressure (see package nodestatus).
@@ -309,6 +316,67 @@ func (c *Config) validateDNS() error {
 	return nil
 }
 
+// ServicesConfig configures Service routing.
+type ServicesConfig struct {
+	// Proxy turns the routing on or off (default: on when dns.enable is
+	// true and the runtime is cri, off otherwise). It needs CAP_NET_ADMIN:
+	// edgecore does not start when the rules cannot be applied. The rules
+	// stay in the kernel while edgecore restarts; edgecore reset removes
+	// them.
+	Proxy *bool `json:"proxy,omitempty"`
+	// ServiceCIDR is the cluster's service range, the API server's
+	// --service-cluster-ip-range (default 10.96.0.0/12, kubeadm's; IPv4,
+	// /8 or narrower). ClusterIPs inside it are routed; every other
+	// address in it is rejected, so traffic for a ClusterIP the node does
+	// not serve never leaves by the default route. A Service whose
+	// ClusterIP is outside it is not routed (logged).
+	ServiceCIDR string `json:"serviceCIDR,omitempty"`
+	// Table is the nftables table (family inet) edgecore owns (default
+	// "tether"); only for running several edgecores on one host (tests).
+	Table string `json:"table,omitempty"`
+}
+
+func (c *Config) validateServices() error {
+	s := &c.Services
+	if s.Proxy == nil {
+		on := c.DNS.Enable && c.Runtime == "cri" && c.RuntimeImpl == nil
+		s.Proxy = &on
+	}
+	if s.ServiceCIDR == "" {
+		s.ServiceCIDR = "10.96.0.0/12"
+	}
+	p, err := netip.ParsePrefix(s.ServiceCIDR)
+	if err != nil {
+		return fmt.Errorf("services.serviceCIDR: %w", err)
+	}
+	if !p.Addr().Is4() || p.Bits() < 8 {
+		return fmt.Errorf("services.serviceCIDR: %s: want an IPv4 range of /8 or narrower", s.ServiceCIDR)
+	}
+	if p != p.Masked() {
+		return fmt.Errorf("services.serviceCIDR: %s has host bits set (%s?)", s.ServiceCIDR, p.Masked())
+	}
+	if s.Table == "" {
+		s.Table = "tether"
+	}
+	if err := checkTableName(s.Table); err != nil {
+		return fmt.Errorf("services.table: %w", err)
+	}
+	return nil
+}
+
+// checkTableName accepts 1 to 32 letters, digits, '-' and '_'.
+func checkTableName(n string) error {
+	if n == "" || len(n) > 32 {
+		return fmt.Errorf("%q: want 1 to 32 characters", n)
+	}
+	for _, c := range n {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return fmt.Errorf("%q: only letters, digits, '-' and '_'", n)
+		}
+	}
+	return nil
+}
+
 // resolverConfig is the resolver's Config of d.
 func (d *DNSConfig) resolverConfig(domain string) resolver.Config {
 	allowed := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
@@ -465,6 +533,9 @@ func (c *Config) validate() error {
 		c.Runtime = "cri"
 	}
 	if err := c.validateDNS(); err != nil {
+		return err
+	}
+	if err := c.validateServices(); err != nil {
 		return err
 	}
 	switch {
@@ -655,6 +726,8 @@ type EdgeCore struct {
 	MetaServer *metaserver.Server
 	// Resolver answers the pods' DNS queries; nil when disabled.
 	Resolver *resolver.Server
+	// Proxy routes ClusterIPs; nil when disabled.
+	Proxy *svcproxy.Proxy
 	// Devices serves the device twins over MQTT; nil when disabled.
 	Devices *devicetwin.Twin
 	// Broker is the embedded MQTT broker; nil when devices are disabled or
@@ -832,6 +905,15 @@ func New(cfg Config) (*EdgeCore, error) {
 		}
 		obs = append(obs, ec.Resolver)
 	}
+	if *cfg.Services.Proxy {
+		ec.Proxy, err = svcproxy.New(svcproxy.Config{ServiceCIDR: netip.MustParsePrefix(cfg.Services.ServiceCIDR),
+			Kernel: svcproxy.Kernel{Table: cfg.Services.Table}, Logger: log.With(slog.String("component", "svcproxy"))}, db)
+		if err != nil {
+			closeAll()
+			return nil, err
+		}
+		obs = append(obs, ec.Proxy)
+	}
 	if d := cfg.Devices; *d.Enable {
 		m, err := mqttSetup(cfg.DataDir, cfg.NodeName, d.MQTT, db, log.With(slog.String("component", "broker")))
 		if err != nil {
@@ -933,6 +1015,9 @@ func (ec *EdgeCore) Run(ctx context.Context) error {
 	}
 	if ec.Resolver != nil {
 		g.Go(func() error { return ec.Resolver.Start(ctx) })
+	}
+	if ec.Proxy != nil {
+		g.Go(func() error { return ec.Proxy.Start(ctx) })
 	}
 	if ec.Broker != nil {
 		g.Go(func() error { return ec.Broker.Start(ctx) })

@@ -17,8 +17,8 @@
 // `cloudcore token create` and writes the configuration edgecore runs with;
 // with --install-service it also writes /etc/systemd/system/edgecore.service
 // and enables and starts it (package edgecore/install). reset undoes a
-// join: the unit, the node's credentials, and with --remove-data the data
-// directory.
+// join: the unit, the node's credentials, the Service routing rules (the
+// nftables table inet tether), and with --remove-data the data directory.
 package main
 
 import (
@@ -37,6 +37,7 @@ import (
 	"github.com/tether-edge/tether/edgecore"
 	"github.com/tether-edge/tether/edgecore/ctl"
 	"github.com/tether-edge/tether/edgecore/install"
+	"github.com/tether-edge/tether/edgecore/svcproxy"
 	"github.com/tether-edge/tether/edgecore/join"
 )
 
@@ -172,6 +173,7 @@ func runReset(args []string) error {
 		for _, p := range paths {
 			fmt.Println("  " + p)
 		}
+		fmt.Println("  the nftables table inet tether (the Service routing rules)")
 		return fmt.Errorf("reset: nothing done; run again with --yes")
 	}
 	removed, err := install.Reset(context.Background(), o)
@@ -181,6 +183,11 @@ func runReset(args []string) error {
 	if err != nil {
 		return fmt.Errorf("reset: %w", err)
 	}
+	// After the unit stopped: edgecore no longer puts the table back.
+	if err := (svcproxy.Kernel{}).Remove(); err != nil {
+		return fmt.Errorf("reset: %w", err)
+	}
+	fmt.Println("removed the nftables table inet tether")
 	fmt.Println("reset done; the pods keep running in containerd until it removes them")
 	return nil
 }
