@@ -6,8 +6,8 @@
 package e2e
 
 import (
-	"crypto/sha256"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -30,10 +30,10 @@ import (
 	"github.com/tether-edge/tether/controlplane"
 	"github.com/tether-edge/tether/edgecore"
 	"github.com/tether-edge/tether/edgecore/join"
-	"github.com/tether-edge/tether/edgecore/svcproxy"
 	"github.com/tether-edge/tether/edgecore/runtime/cri"
 	"github.com/tether-edge/tether/edgecore/runtime/cri/critest"
 	"github.com/tether-edge/tether/edgecore/store"
+	"github.com/tether-edge/tether/edgecore/svcproxy"
 	"github.com/tether-edge/tether/pki"
 	"github.com/tether-edge/tether/protocol"
 )
@@ -388,7 +388,7 @@ func (e *edge) start() {
 		DNS:               e.dns,
 		// A table per edge: edges of one test run side by side.
 		Services: edgecore.ServicesConfig{Table: e.nftTable()},
-		Logger:            testLogger(e.t).With(slog.String("side", "edge")),
+		Logger:   testLogger(e.t).With(slog.String("side", "edge")),
 	}
 	// The in-memory runtime unless the test gave a containerd: asked
 	// for by name, since cri is the default.

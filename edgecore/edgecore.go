@@ -39,12 +39,12 @@ import (
 	"github.com/tether-edge/tether/edgecore/nodestatus"
 	"github.com/tether-edge/tether/edgecore/pods"
 	"github.com/tether-edge/tether/edgecore/resolver"
-	"github.com/tether-edge/tether/edgecore/svcproxy"
 	"github.com/tether-edge/tether/edgecore/runtime"
 	"github.com/tether-edge/tether/edgecore/runtime/cri"
 	"github.com/tether-edge/tether/edgecore/runtime/fake"
 	"github.com/tether-edge/tether/edgecore/staticpods"
 	"github.com/tether-edge/tether/edgecore/store"
+	"github.com/tether-edge/tether/edgecore/svcproxy"
 	"github.com/tether-edge/tether/protocol"
 	"github.com/tether-edge/tether/streams"
 )

@@ -37,8 +37,8 @@ import (
 	"github.com/tether-edge/tether/edgecore"
 	"github.com/tether-edge/tether/edgecore/ctl"
 	"github.com/tether-edge/tether/edgecore/install"
-	"github.com/tether-edge/tether/edgecore/svcproxy"
 	"github.com/tether-edge/tether/edgecore/join"
+	"github.com/tether-edge/tether/edgecore/svcproxy"
 )
 
 // version is stamped at build time by make release (hack/release.sh):
