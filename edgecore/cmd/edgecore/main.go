@@ -148,6 +148,23 @@ func runJoin(args []string) error {
 	return nil
 }
 
+// nftTable is the Service routing table of the configuration at path
+// (services.table, default "tether"; also when the file does not read).
+func nftTable(path string) string {
+	var cfg struct {
+		Services struct {
+			Table string `json:"table"`
+		} `json:"services"`
+	}
+	if b, err := os.ReadFile(path); err == nil {
+		_ = yaml.Unmarshal(b, &cfg)
+	}
+	if cfg.Services.Table == "" {
+		return "tether"
+	}
+	return cfg.Services.Table
+}
+
 // runReset undoes a join (package edgecore/install): without --yes it only
 // lists what it would remove.
 func runReset(args []string) error {
@@ -173,7 +190,7 @@ func runReset(args []string) error {
 		for _, p := range paths {
 			fmt.Println("  " + p)
 		}
-		fmt.Println("  the nftables table inet tether (the Service routing rules)")
+		fmt.Printf("  the nftables table inet %s (the Service routing rules)\n", nftTable(o.ConfigPath))
 		return fmt.Errorf("reset: nothing done; run again with --yes")
 	}
 	removed, err := install.Reset(context.Background(), o)
@@ -184,10 +201,11 @@ func runReset(args []string) error {
 		return fmt.Errorf("reset: %w", err)
 	}
 	// After the unit stopped: edgecore no longer puts the table back.
-	if err := (svcproxy.Kernel{}).Remove(); err != nil {
+	table := nftTable(o.ConfigPath)
+	if err := (svcproxy.Kernel{Table: table}).Remove(); err != nil {
 		return fmt.Errorf("reset: %w", err)
 	}
-	fmt.Println("removed the nftables table inet tether")
+	fmt.Println("removed the nftables table inet " + table)
 	fmt.Println("reset done; the pods keep running in containerd until it removes them")
 	return nil
 }
