@@ -332,7 +332,9 @@ type ServicesConfig struct {
 	// ClusterIP is outside it is not routed (logged).
 	ServiceCIDR string `json:"serviceCIDR,omitempty"`
 	// Table is the nftables table (family inet) edgecore owns (default
-	// "tether"); only for running several edgecores on one host (tests).
+	// "tether"; another name must start with "tether", so that neither
+	// edgecore nor edgecore reset ever replaces a table of another
+	// program); only for running several edgecores on one host (tests).
 	Table string `json:"table,omitempty"`
 }
 
@@ -364,10 +366,11 @@ func (c *Config) validateServices() error {
 	return nil
 }
 
-// checkTableName accepts 1 to 32 letters, digits, '-' and '_'.
+// checkTableName accepts "tether" and up to 32 letters, digits, '-' and
+// '_' starting with it.
 func checkTableName(n string) error {
-	if n == "" || len(n) > 32 {
-		return fmt.Errorf("%q: want 1 to 32 characters", n)
+	if !strings.HasPrefix(n, "tether") || len(n) > 32 {
+		return fmt.Errorf("%q: want a name starting with tether, at most 32 characters", n)
 	}
 	for _, c := range n {
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {

@@ -29,6 +29,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -149,7 +150,8 @@ func runJoin(args []string) error {
 }
 
 // nftTable is the Service routing table of the configuration at path
-// (services.table, default "tether"; also when the file does not read).
+// (services.table, default "tether"; also when the file does not read or
+// names a table edgecore would refuse).
 func nftTable(path string) string {
 	var cfg struct {
 		Services struct {
@@ -159,7 +161,7 @@ func nftTable(path string) string {
 	if b, err := os.ReadFile(path); err == nil {
 		_ = yaml.Unmarshal(b, &cfg)
 	}
-	if cfg.Services.Table == "" {
+	if !strings.HasPrefix(cfg.Services.Table, "tether") { // as edgecore requires
 		return "tether"
 	}
 	return cfg.Services.Table
