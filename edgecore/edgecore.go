@@ -910,6 +910,7 @@ func New(cfg Config) (*EdgeCore, error) {
 	}
 	if *cfg.Services.Proxy {
 		ec.Proxy, err = svcproxy.New(svcproxy.Config{ServiceCIDR: netip.MustParsePrefix(cfg.Services.ServiceCIDR),
+			NodeName: cfg.NodeName, Pods: reported,
 			Kernel: svcproxy.Kernel{Table: cfg.Services.Table}, Logger: log.With(slog.String("component", "svcproxy"))}, db)
 		if err != nil {
 			closeAll()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"reflect"
 	"sync"
 	"time"
 
@@ -21,6 +22,12 @@ type Config struct {
 	// --service-cluster-ip-range, IPv4): ClusterIPs inside it are routed,
 	// the rest of it rejected.
 	ServiceCIDR netip.Prefix
+	// NodeName is the node's name.
+	NodeName string
+	// Pods, if set, are the statuses the node reports of its pods
+	// (pods.Reported): the addresses and readiness of its own endpoints
+	// come from there (see Rules), and a change rebuilds the ruleset.
+	Pods PodStatuses
 	// Kernel is where the rules go (its Table defaults to "tether").
 	Kernel Kernel
 	// Logger receives what was applied and skipped.
@@ -45,6 +52,15 @@ func (c *Config) validate() error {
 		c.Logger = slog.Default()
 	}
 	return nil
+}
+
+// PodStatuses are the statuses the node reports of its pods.
+type PodStatuses interface {
+	// PodStatus is the encoded status (protocol.EncodePodStatus) of the
+	// pod uid.
+	PodStatus(uid string) ([]byte, bool)
+	// Watch receives after statuses changed.
+	Watch() <-chan struct{}
 }
 
 // Proxy keeps the kernel's table in step with the store.
@@ -105,11 +121,16 @@ func (p *Proxy) Start(ctx context.Context) error {
 	close(p.ready)
 	retry := time.NewTimer(time.Hour)
 	retry.Stop()
+	var pods <-chan struct{}
+	if p.cfg.Pods != nil {
+		pods = p.cfg.Pods.Watch()
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-p.changed:
+		case <-pods:
 		case <-retry.C:
 		}
 		if err := p.sync(); err != nil {
@@ -117,6 +138,41 @@ func (p *Proxy) Start(ctx context.Context) error {
 			retry.Reset(5 * time.Second)
 		}
 	}
+}
+
+// localPods are the statuses of the node's pods that slices name.
+func (p *Proxy) localPods(slices []*discoveryv1.EndpointSlice) map[string]LocalPod {
+	out := map[string]LocalPod{}
+	if p.cfg.Pods == nil {
+		return out
+	}
+	for _, es := range slices {
+		for _, ep := range es.Endpoints {
+			if ep.NodeName == nil || *ep.NodeName != p.cfg.NodeName || ep.TargetRef == nil || ep.TargetRef.Kind != "Pod" {
+				continue
+			}
+			uid := string(ep.TargetRef.UID)
+			b, ok := p.cfg.Pods.PodStatus(uid)
+			if !ok {
+				continue
+			}
+			st, err := protocol.DecodePodStatus(b)
+			if err != nil {
+				continue
+			}
+			lp := LocalPod{}
+			if a, err := netip.ParseAddr(st.PodIP); err == nil {
+				lp.IP = a
+			}
+			for _, c := range st.Conditions {
+				if c.Type == corev1.PodReady {
+					lp.Ready = c.Status == corev1.ConditionTrue
+				}
+			}
+			out[uid] = lp
+		}
+	}
+	return out
 }
 
 // sync reads the store, computes the ruleset and applies it.
@@ -149,7 +205,15 @@ func (p *Proxy) sync() error {
 	if err != nil {
 		return fmt.Errorf("svcproxy: read store: %w", err)
 	}
-	rs, skipped := Rules(p.cfg.ServiceCIDR, services, slices)
+	in := Input{ServiceCIDR: p.cfg.ServiceCIDR, NodeName: p.cfg.NodeName, Services: services, Slices: slices,
+		Pods: p.localPods(slices)}
+	rs, skipped := Rules(in)
+	p.mu.Lock()
+	same := p.applies > 0 && reflect.DeepEqual(rs, p.last)
+	p.mu.Unlock()
+	if same {
+		return nil // a pod's status changed, not the rules
+	}
 	for _, s := range skipped {
 		p.cfg.Logger.Warn("service rules: skipped", slog.String("object", s.Object), slog.String("reason", s.Reason))
 	}

@@ -119,9 +119,35 @@ type Skipped struct {
 	Reason string
 }
 
-// Rules computes the Ruleset of services and slices (the store's whole
-// content of both kinds).
-func Rules(cidr netip.Prefix, services []*corev1.Service, slices_ []*discoveryv1.EndpointSlice) (Ruleset, []Skipped) {
+// Input is what a Ruleset is made of.
+type Input struct {
+	// ServiceCIDR is the service range.
+	ServiceCIDR netip.Prefix
+	// NodeName is the node's name.
+	NodeName string
+	// Services and Slices are the store's whole content of both kinds.
+	Services []*corev1.Service
+	Slices   []*discoveryv1.EndpointSlice
+	// Pods are the statuses the node reports of its own pods, by UID.
+	Pods map[string]LocalPod
+}
+
+// LocalPod is what the node knows of one of its pods now.
+type LocalPod struct {
+	// IP is the pod's address; invalid while it has none.
+	IP    netip.Addr
+	Ready bool
+}
+
+// Rules computes the Ruleset of in.
+//
+// An endpoint that is a pod of this node (its nodeName is the node's, its
+// targetRef a Pod) takes its address and readiness from in.Pods, not from
+// the slice: after a reboot with the cloud away, the node's pods run
+// again at new addresses the cloud's slices do not know yet. Such an
+// endpoint whose pod has no status or no address here is left out.
+func Rules(in Input) (Ruleset, []Skipped) {
+	cidr, services, slices_ := in.ServiceCIDR, in.Services, in.Slices
 	rs := Ruleset{ServiceCIDR: cidr.Masked()}
 	var skipped []Skipped
 	// Ready endpoints by service "<ns>/<name>", then port name and protocol.
@@ -139,7 +165,7 @@ func Rules(cidr netip.Prefix, services []*corev1.Service, slices_ []*discoveryv1
 			continue // IPv6 and FQDN slices: not routed
 		}
 		what := "endpointslice " + es.Namespace + "/" + es.Name
-		addrs, ports, err := checkSlice(cidr, es)
+		addrs, ports, err := checkSlice(in, es)
 		if err != nil {
 			skipped = append(skipped, Skipped{what, err.Error()})
 			continue
@@ -211,7 +237,7 @@ type slicePort struct {
 
 // checkSlice returns the ready addresses and the ports of es, or why the
 // slice is not to be trusted.
-func checkSlice(cidr netip.Prefix, es *discoveryv1.EndpointSlice) ([]netip.Addr, []slicePort, error) {
+func checkSlice(in Input, es *discoveryv1.EndpointSlice) ([]netip.Addr, []slicePort, error) {
 	var ports []slicePort
 	for _, p := range es.Ports {
 		name := ""
@@ -237,17 +263,33 @@ func checkSlice(cidr netip.Prefix, es *discoveryv1.EndpointSlice) ([]netip.Addr,
 			if err != nil || !a.Is4() {
 				return nil, nil, fmt.Errorf("address %q is not an IPv4 address", s)
 			}
-			if a.IsUnspecified() || a.IsLoopback() || a.IsLinkLocalUnicast() || a.IsMulticast() ||
-				a == netip.IPv4Unspecified() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) || cidr.Contains(a) {
+			if !endpointAddr(in.ServiceCIDR, a) {
 				return nil, nil, fmt.Errorf("address %s may not be an endpoint", a)
 			}
-			if ep.Conditions.Ready != nil && !*ep.Conditions.Ready {
-				continue
+		}
+		if in.NodeName != "" && ep.NodeName != nil && *ep.NodeName == in.NodeName && ep.TargetRef != nil &&
+			ep.TargetRef.Kind == "Pod" && ep.TargetRef.UID != "" {
+			// A pod of this node: as it is now.
+			if p, ok := in.Pods[string(ep.TargetRef.UID)]; ok && p.Ready && p.IP.Is4() && endpointAddr(in.ServiceCIDR, p.IP) {
+				addrs = append(addrs, p.IP)
 			}
-			addrs = append(addrs, a)
+			continue
+		}
+		if ep.Conditions.Ready != nil && !*ep.Conditions.Ready {
+			continue
+		}
+		for _, s := range ep.Addresses {
+			addrs = append(addrs, netip.MustParseAddr(s)) // checked above
 		}
 	}
 	return addrs, ports, nil
+}
+
+// endpointAddr says whether a may be an endpoint: not an address of the
+// service range, nor one no pod may have.
+func endpointAddr(cidr netip.Prefix, a netip.Addr) bool {
+	return !(a.IsUnspecified() || a.IsLoopback() || a.IsLinkLocalUnicast() || a.IsMulticast() ||
+		a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) || cidr.Contains(a))
 }
 
 func protoOf(p corev1.Protocol) (Proto, bool) {

@@ -13,8 +13,8 @@ import (
 )
 
 // TestRules runs testdata/rules.txt: each "rules" directive takes the
-// Services and EndpointSlices of its input (YAML documents, apart by
-// "---") and prints the Ruleset, then what was skipped.
+// Services, EndpointSlices and Pods (of node edge-1, as it reports them)
+// of its input (YAML documents, apart by "---") and prints the Ruleset, then what was skipped.
 // go test -run TestRules -rewrite rewrites the expected output.
 func TestRules(t *testing.T) {
 	datadriven.RunTest(t, "testdata/rules.txt", func(t *testing.T, d *datadriven.TestData) string {
@@ -27,8 +27,7 @@ func TestRules(t *testing.T) {
 			d.ScanArgs(t, "cidr", &s)
 			cidr = netip.MustParsePrefix(s)
 		}
-		var services []*corev1.Service
-		var slices []*discoveryv1.EndpointSlice
+		in := Input{ServiceCIDR: cidr, NodeName: "edge-1", Pods: map[string]LocalPod{}}
 		for _, doc := range strings.Split(d.Input, "\n---\n") {
 			var head struct{ Kind string }
 			if err := yaml.Unmarshal([]byte(doc), &head); err != nil {
@@ -40,18 +39,31 @@ func TestRules(t *testing.T) {
 				if err := yaml.UnmarshalStrict([]byte(doc), s); err != nil {
 					t.Fatal(err)
 				}
-				services = append(services, s)
+				in.Services = append(in.Services, s)
 			case "EndpointSlice":
 				s := new(discoveryv1.EndpointSlice)
 				if err := yaml.UnmarshalStrict([]byte(doc), s); err != nil {
 					t.Fatal(err)
 				}
-				slices = append(slices, s)
+				in.Slices = append(in.Slices, s)
+			case "Pod": // a pod of edge-1, as it reports it
+				p := new(corev1.Pod)
+				if err := yaml.UnmarshalStrict([]byte(doc), p); err != nil {
+					t.Fatal(err)
+				}
+				lp := LocalPod{}
+				if p.Status.PodIP != "" {
+					lp.IP = netip.MustParseAddr(p.Status.PodIP)
+				}
+				for _, c := range p.Status.Conditions {
+					lp.Ready = lp.Ready || c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue
+				}
+				in.Pods[string(p.UID)] = lp
 			default:
 				t.Fatalf("kind %q in %q", head.Kind, doc)
 			}
 		}
-		rs, skipped := Rules(cidr, services, slices)
+		rs, skipped := Rules(in)
 		var b strings.Builder
 		b.WriteString(rs.String())
 		for _, s := range skipped {
