@@ -112,6 +112,13 @@ func TestServiceRouting(t *testing.T) {
   echo "unallocated: $(nc -w 2 %s 80 </dev/null 2>&1)"
   sleep 0.3
 done`, ns, b.Spec.ClusterIP, empty.Spec.ClusterIP, unallocated)
+	// h calls its own Service, whose one endpoint it is (hairpin: the
+	// proxy masquerades it, so the answer comes back through the node).
+	h := svc("h", map[string]string{"app": "h"})
+	hp := criPod(t, ns, "h", e.name, fmt.Sprintf(`nc -ll -p 8080 -e echo "hello from $(hostname)" &
+while true; do echo "self: $(nc -w 2 %s 80 </dev/null 2>&1)"; sleep 0.5; done`, h.Spec.ClusterIP))
+	hp.Labels = map[string]string{"app": "h"}
+	hp = createPod(t, hp)
 	a := createPod(t, criPod(t, ns, "a", e.name, script))
 	a = waitPod(t, ns, "a", 90*time.Second, "Running and Ready", runningAndReady)
 	log := e.logFile(a, 0)
@@ -130,6 +137,8 @@ done`, ns, b.Spec.ClusterIP, empty.Spec.ClusterIP, unallocated)
 	}
 	waitFileHolds(t, log, refused("empty", empty.Spec.ClusterIP), 10*time.Second)
 	waitFileHolds(t, log, refused("unallocated", unallocated), 10*time.Second)
+	hp = waitPod(t, ns, "h", 90*time.Second, "Running and Ready", runningAndReady)
+	waitFileHolds(t, e.logFile(hp, 0), "self: hello from h", 30*time.Second)
 
 	// A Service the edge holds, with rules, to be deleted while it is away.
 	svc("gone", nil)
