@@ -2,11 +2,15 @@ package svcproxy
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"runtime"
 	"testing"
 
+	"github.com/mdlayher/netlink"
+	"github.com/ti-mo/conntrack"
 	"golang.org/x/sys/unix"
 )
 
@@ -115,5 +119,105 @@ func BenchmarkApply1000(b *testing.B) {
 		if err := k.Apply(rs); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// inNetNS runs f on a thread in the network namespace fd (the thread is
+// thrown away after).
+func inNetNS(t *testing.T, fd int, f func() error) {
+	t.Helper()
+	errc := make(chan error)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+			errc <- err
+			return
+		}
+		errc <- f()
+	}()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A UDP client of a Service keeps its conntrack entry to the endpoint it
+// got; when that endpoint goes from the ruleset, ForgetUDP deletes the
+// entry (and only that one), so the next datagram is routed anew.
+func TestForgetUDP(t *testing.T) {
+	fd := newNetNS(t)
+	k := Kernel{Table: "tether-test", NetNS: fd}
+	// In the namespace, the host's traffic to the ClusterIP is DNATed to
+	// loopback addresses (the engine would refuse those as endpoints; the
+	// kernel takes them, and nothing leaves the namespace).
+	svc := netip.MustParseAddrPort("10.96.0.53:53")
+	ep1, ep2 := netip.MustParseAddrPort("127.0.0.5:5353"), netip.MustParseAddrPort("127.0.0.6:5353")
+	one := func(ep netip.AddrPort) Ruleset {
+		return Ruleset{ServiceCIDR: netip.MustParsePrefix("10.96.0.0/12"), Ports: []ServicePort{
+			{Service: "ns/dns", ClusterIP: svc.Addr(), Proto: UDP, Port: svc.Port(), Endpoints: []netip.AddrPort{ep}},
+			{Service: "ns/tcp", ClusterIP: svc.Addr(), Proto: TCP, Port: svc.Port(), Endpoints: []netip.AddrPort{ep}}}}
+	}
+	if err := k.Apply(one(ep1)); err != nil {
+		t.Fatal(err)
+	}
+	send := func() {
+		inNetNS(t, fd, func() error {
+			for _, args := range [][]string{{"link", "set", "lo", "up"}, {"route", "replace", "10.96.0.0/12", "dev", "lo"}} {
+				if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+					return fmt.Errorf("ip %v: %v: %s", args, err, out)
+				}
+			}
+			c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(svc))
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			_, err = c.Write([]byte("query"))
+			return err
+		})
+	}
+	send()
+	flows := func() []string {
+		c, err := conntrack.Dial(&netlink.Config{NetNS: fd})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fs, err := c.Dump(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, f := range fs {
+			if f.TupleOrig.Proto.Protocol == 17 {
+				out = append(out, fmt.Sprintf("%s:%d>%s:%d", f.TupleOrig.IP.DestinationAddress, f.TupleOrig.Proto.DestinationPort,
+					f.TupleReply.IP.SourceAddress, f.TupleReply.Proto.SourcePort))
+			}
+		}
+		return out
+	}
+	if got := flows(); fmt.Sprint(got) != "[10.96.0.53:53>127.0.0.5:5353]" {
+		t.Fatalf("before: %v", got)
+	}
+	// The TCP port losing its endpoint too is no UDP business.
+	stale := StaleUDP(one(ep1), one(ep2))
+	if fmt.Sprint(stale) != "[{10.96.0.53:53 127.0.0.5:5353}]" {
+		t.Fatalf("stale: %v", stale)
+	}
+	if err := k.Apply(one(ep2)); err != nil {
+		t.Fatal(err)
+	}
+	// Another endpoint's entry is kept.
+	if n, err := k.ForgetUDP([]Stale{{svc, ep2}}); err != nil || n != 0 {
+		t.Fatalf("forget another endpoint: %d, %v", n, err)
+	}
+	if n, err := k.ForgetUDP(stale); err != nil || n != 1 {
+		t.Fatalf("forget: %d, %v", n, err)
+	}
+	if got := flows(); got != nil {
+		t.Fatalf("after: %v", got)
+	}
+	send()
+	if got := flows(); fmt.Sprint(got) != "[10.96.0.53:53>127.0.0.6:5353]" {
+		t.Fatalf("the next datagram: %v", got)
 	}
 }

@@ -222,9 +222,15 @@ func (p *Proxy) sync() error {
 		return err
 	}
 	p.mu.Lock()
+	prev := p.last
 	p.last = rs
 	p.applies++
 	p.mu.Unlock()
+	if n, err := p.cfg.Kernel.ForgetUDP(StaleUDP(prev, rs)); err != nil {
+		p.cfg.Logger.Warn("conntrack entries of removed UDP endpoints not deleted", slog.Any("err", err))
+	} else if n > 0 {
+		p.cfg.Logger.Info("conntrack entries of removed UDP endpoints deleted", slog.Int("entries", n))
+	}
 	p.cfg.Logger.Debug("service rules applied", slog.Int("ports", len(rs.Ports)), slog.Duration("took", time.Since(start)))
 	if p.cfg.Applied != nil {
 		p.cfg.Applied(rs)
