@@ -6,13 +6,22 @@
 // node's filtered EndpointSlices in, the desired Ruleset out (plus the
 // objects it skipped, and why). Proxy is the IO shell: an agent Observer
 // that rebuilds the Ruleset after each commit touching Services or
-// EndpointSlices and at start, and applies it to the kernel in ONE
+// EndpointSlices, after a change of the statuses the node reports of its
+// pods, and at start, and applies it (when it changed) to the kernel in ONE
 // nftables batch (github.com/google/nftables: netlink, no nft or iptables
 // binary) that deletes and re-creates its own table, "inet tether". A
 // batch is atomic: no packet ever sees half a ruleset, and whatever a
 // previous run left (a Service deleted while edgecore was down) is gone
 // with the first batch. Nothing outside that table is touched; Remove
-// (edgecore reset) deletes it.
+// (edgecore reset) deletes it. When a UDP Service port loses an endpoint,
+// the conntrack entries that send its clients there are deleted
+// (github.com/ti-mo/conntrack), so their next datagram picks a live
+// endpoint (TCP connections to a gone endpoint fail and are made anew).
+//
+// The endpoints that are pods of this node take their address and
+// readiness from what the node reports of them now, not from the cloud's
+// slice: after a reboot with the cloud away, the pods run again at new
+// addresses that only the node knows.
 //
 // # The ruleset
 //
@@ -50,6 +59,14 @@
 // outside 1..65535 is skipped whole: it is not what the API server
 // validates, so none of it is trusted. Endpoints whose Ready condition is
 // false are left out (nil counts as ready, as the API says).
+//
+// # Cost
+//
+// Computing the Ruleset of 1,000 Services takes about 3 ms, applying it
+// (one batch of ~6,000 netlink messages: 1,000 chains, their rules, the
+// kernel's acknowledgements) 120-230 ms on a shared 2-core box
+// (BenchmarkRules1000, BenchmarkApply1000 as root). A change rebuilds the
+// whole table; a ruleset equal to the last one applied is not applied.
 package svcproxy
 
 import (

@@ -9,6 +9,8 @@ import (
 	"github.com/cockroachdb/datadriven"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/yaml"
 )
 
@@ -71,4 +73,37 @@ func TestRules(t *testing.T) {
 		}
 		return b.String()
 	})
+}
+
+// BenchmarkRules1000 computes the Ruleset of 1,000 Services, each with a
+// slice of 3 endpoints, one a pod of the node.
+func BenchmarkRules1000(b *testing.B) {
+	in := Input{ServiceCIDR: netip.MustParsePrefix("10.96.0.0/12"), NodeName: "edge-1", Pods: map[string]LocalPod{}}
+	port, node, other := int32(8080), "edge-1", "edge-2"
+	for i := range 1000 {
+		name := fmt.Sprintf("svc-%d", i)
+		in.Services = append(in.Services, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name},
+			Spec: corev1.ServiceSpec{ClusterIP: fmt.Sprintf("10.96.%d.%d", i>>8, i&255),
+				Ports: []corev1.ServicePort{{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP}}}})
+		pn := "http"
+		es := &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name + "-1",
+			Labels: map[string]string{discoveryv1.LabelServiceName: name}}, AddressType: discoveryv1.AddressTypeIPv4,
+			Ports: []discoveryv1.EndpointPort{{Name: &pn, Port: &port}}}
+		for j := range 3 {
+			ep := discoveryv1.Endpoint{Addresses: []string{fmt.Sprintf("10.244.%d.%d", i%250, j+2)}, NodeName: &other}
+			if j == 0 {
+				uid := fmt.Sprintf("uid-%d", i)
+				ep.NodeName, ep.TargetRef = &node, &corev1.ObjectReference{Kind: "Pod", UID: types.UID(uid)}
+				in.Pods[uid] = LocalPod{IP: netip.MustParseAddr(ep.Addresses[0]), Ready: true}
+			}
+			es.Endpoints = append(es.Endpoints, ep)
+		}
+		in.Slices = append(in.Slices, es)
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		if rs, skipped := Rules(in); len(rs.Ports) != 1000 || len(skipped) != 0 {
+			b.Fatalf("%d ports, %v", len(rs.Ports), skipped)
+		}
+	}
 }
