@@ -116,7 +116,8 @@ func (p *Proxy) Last() (Ruleset, int) {
 // later one is logged and tried again at the next change or after 5s.
 func (p *Proxy) Start(ctx context.Context) error {
 	if err := p.sync(); err != nil {
-		return err
+		return fmt.Errorf("svcproxy: the Service rules cannot be applied (they need CAP_NET_ADMIN and nf_tables; "+
+			"services.proxy: false runs the node without Service routing): %w", err)
 	}
 	close(p.ready)
 	retry := time.NewTimer(time.Hour)
