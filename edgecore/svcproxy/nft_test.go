@@ -1,13 +1,16 @@
 package svcproxy
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/mdlayher/netlink"
 	"github.com/ti-mo/conntrack"
@@ -219,5 +222,78 @@ func TestForgetUDP(t *testing.T) {
 	send()
 	if got := flows(); fmt.Sprint(got) != "[10.96.0.53:53>127.0.0.6:5353]" {
 		t.Fatalf("the next datagram: %v", got)
+	}
+}
+
+// Traffic through the rules, in a namespace of its own: a ClusterIP and an
+// opted-in node port reach the endpoint; a Service with no endpoint and an
+// address of the range no Service has are refused at once (TCP reset),
+// not sent on by the route (here: a veth pair in the namespace, whose
+// other end drops them: no forwarding).
+// The endpoint is the namespace's own address.
+func TestKernelTraffic(t *testing.T) {
+	fd := newNetNS(t)
+	k := Kernel{Table: "tether-test", NetNS: fd}
+	var ln net.Listener
+	inNetNS(t, fd, func() error {
+		for _, args := range [][]string{{"link", "set", "lo", "up"}, {"link", "add", "v0", "type", "veth", "peer", "name", "v1"},
+			{"addr", "add", "10.88.0.1/24", "dev", "v0"}, {"link", "set", "v0", "up"}, {"link", "set", "v1", "up"},
+			{"route", "replace", "10.96.0.0/12", "dev", "v0"}} {
+			if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+				return fmt.Errorf("ip %v: %v: %s", args, err, out)
+			}
+		}
+		var err error
+		ln, err = net.Listen("tcp", "10.88.0.1:8080")
+		return err
+	})
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("hello"))
+			c.Close()
+		}
+	}()
+	rs := Ruleset{ServiceCIDR: netip.MustParsePrefix("10.96.0.0/12"), Ports: []ServicePort{
+		{Service: "ns/web", ClusterIP: netip.MustParseAddr("10.96.0.10"), Proto: TCP, Port: 80, NodePort: 30080,
+			Endpoints: []netip.AddrPort{netip.MustParseAddrPort("10.88.0.1:8080")}},
+		{Service: "ns/empty", ClusterIP: netip.MustParseAddr("10.96.0.11"), Proto: TCP, Port: 80}}}
+	if err := k.Apply(rs); err != nil {
+		t.Fatal(err)
+	}
+	call := func(addr string) string {
+		var out string
+		inNetNS(t, fd, func() error {
+			c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+			if err != nil {
+				if errors.Is(err, unix.ECONNREFUSED) {
+					out = "refused"
+				} else {
+					out = err.Error()
+				}
+				return nil
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(2 * time.Second))
+			b, err := io.ReadAll(c)
+			out = string(b)
+			if err != nil {
+				out += " " + err.Error()
+			}
+			return nil
+		})
+		return out
+	}
+	for addr, want := range map[string]string{"10.96.0.10:80": "hello", "10.88.0.1:30080": "hello",
+		"10.96.0.11:80": "refused", "10.96.0.77:80": "refused", "10.96.0.10:81": "refused"} {
+		got := call(addr)
+		t.Logf("%s: %s", addr, got)
+		if got != want {
+			t.Errorf("%s: %s, want %s", addr, got, want)
+		}
 	}
 }
