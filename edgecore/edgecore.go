@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -331,6 +332,13 @@ type ServicesConfig struct {
 	// not serve never leaves by the default route. A Service whose
 	// ClusterIP is outside it is not routed (logged).
 	ServiceCIDR string `json:"serviceCIDR,omitempty"`
+	// Sources are the networks (CIDRs) whose traffic may use ClusterIPs:
+	// the pod network (default dns.allowed). The host's own traffic always
+	// may; any other source (a host of the LAN that routes the service
+	// range to the node) is rejected like an unrouted ClusterIP. Empty, and
+	// dns.allowed empty: any source may (as with kube-proxy; edgecore warns
+	// at start). NodePorts are for any source.
+	Sources []string `json:"sources,omitempty"`
 	// Table is the nftables table (family inet) edgecore owns (default
 	// "tether"; another name must start with "tether", so that neither
 	// edgecore nor edgecore reset ever replaces a table of another
@@ -356,6 +364,18 @@ func (c *Config) validateServices() error {
 	}
 	if p != p.Masked() {
 		return fmt.Errorf("services.serviceCIDR: %s has host bits set (%s?)", s.ServiceCIDR, p.Masked())
+	}
+	if len(s.Sources) == 0 {
+		s.Sources = slices.Clone(c.DNS.Allowed)
+	}
+	for _, src := range s.Sources {
+		p, err := netip.ParsePrefix(src)
+		if err != nil {
+			return fmt.Errorf("services.sources: %w", err)
+		}
+		if !p.Addr().Is4() {
+			return fmt.Errorf("services.sources: %s: IPv4 only (Services are routed over IPv4)", src)
+		}
 	}
 	if s.Table == "" {
 		s.Table = "tether"
@@ -909,8 +929,16 @@ func New(cfg Config) (*EdgeCore, error) {
 		obs = append(obs, ec.Resolver)
 	}
 	if *cfg.Services.Proxy {
+		var sources []netip.Prefix
+		for _, src := range cfg.Services.Sources {
+			sources = append(sources, netip.MustParsePrefix(src)) // checked by validateServices
+		}
+		if len(sources) == 0 {
+			log.Warn("services.sources is empty (and dns.allowed): any host that routes the service range to this node reaches its ClusterIPs; " +
+				"set services.sources to the pod network")
+		}
 		ec.Proxy, err = svcproxy.New(svcproxy.Config{ServiceCIDR: netip.MustParsePrefix(cfg.Services.ServiceCIDR),
-			NodeName: cfg.NodeName, Pods: reported,
+			Sources: sources, NodeName: cfg.NodeName, Pods: reported,
 			Kernel: svcproxy.Kernel{Table: cfg.Services.Table}, Logger: log.With(slog.String("component", "svcproxy"))}, db)
 		if err != nil {
 			closeAll()

@@ -2,6 +2,7 @@ package edgecore
 
 import (
 	"bytes"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -71,6 +72,8 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{good + "services:\n  serviceCIDR: fd00::/108\n", "services.serviceCIDR"},
 		// Never another program's table.
 		{good + "services:\n  table: filter\n", "services.table"},
+		{good + "services:\n  sources: [10.88.0.0/33]\n", "services.sources"},
+		{good + "services:\n  sources: [fd00::/64]\n", "services.sources"},
 		{good + "services:\n  table: tether-x y\n", "services.table"},
 		{good + "nodeHealth:\n  period: -1s\n", "nodeHealth.period"},
 		{good + "nodeHealth:\n  memoryAvailable: -1Mi\n", "nodeHealth.memoryAvailable"},
@@ -121,7 +124,7 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		t.Fatal(err)
 	}
 	// With the resolver, ClusterIPs are routed too, by default.
-	if s := cfg.Services; !*s.Proxy || s.ServiceCIDR != "10.96.0.0/12" || s.Table != "tether" {
+	if s := cfg.Services; !*s.Proxy || s.ServiceCIDR != "10.96.0.0/12" || s.Table != "tether" || fmt.Sprint(s.Sources) != "[10.88.0.0/16]" {
 		t.Errorf("services defaults with dns and cri: %+v", s)
 	}
 	if len(cfg.CRI.ClusterDNS) != 1 || cfg.CRI.ClusterDNS[0] != "10.0.0.1" {

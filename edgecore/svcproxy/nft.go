@@ -159,15 +159,31 @@ func build(c *nftables.Conn, t *nftables.Table, rs Ruleset) {
 			Priority: nftables.ChainPriorityRef(nftables.ChainPriority(prio)), Policy: &accept})
 	}
 	services := c.AddChain(&nftables.Chain{Name: "services", Table: t})
+	nodeports := c.AddChain(&nftables.Chain{Name: "nodeports", Table: t})
 	ipv4 := []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: reg1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{unix.NFPROTO_IPV4}},
 	}
-	jump := append(ipv4[:len(ipv4):len(ipv4)], &expr.Verdict{Kind: expr.VerdictJump, Chain: services.Name})
-	// DNAT at dstnat priority: pods' traffic in prerouting, the host's in
-	// output.
-	c.AddRule(&nftables.Rule{Table: t, Chain: hook("prerouting", nftables.ChainTypeNAT, nftables.ChainHookPrerouting, -100), Exprs: jump})
-	c.AddRule(&nftables.Rule{Table: t, Chain: hook("output", nftables.ChainTypeNAT, nftables.ChainHookOutput, -100), Exprs: jump})
+	jump := func(ch *nftables.Chain, match ...expr.Any) []expr.Any {
+		e := append(ipv4[:len(ipv4):len(ipv4)], match...)
+		return append(e, &expr.Verdict{Kind: expr.VerdictJump, Chain: ch.Name})
+	}
+	// DNAT at dstnat priority: the sources' traffic in prerouting, the
+	// host's in output; node ports for anyone.
+	pre := hook("prerouting", nftables.ChainTypeNAT, nftables.ChainHookPrerouting, -100)
+	if len(rs.Sources) == 0 {
+		c.AddRule(&nftables.Rule{Table: t, Chain: pre, Exprs: jump(services)})
+	}
+	for _, src := range rs.Sources {
+		c.AddRule(&nftables.Rule{Table: t, Chain: pre, Exprs: jump(services,
+			&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+			&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4, Mask: prefixMask(src), Xor: be32(0)},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: src.Addr().AsSlice()})})
+	}
+	c.AddRule(&nftables.Rule{Table: t, Chain: pre, Exprs: jump(nodeports)})
+	out := hook("output", nftables.ChainTypeNAT, nftables.ChainHookOutput, -100)
+	c.AddRule(&nftables.Rule{Table: t, Chain: out, Exprs: jump(services)})
+	c.AddRule(&nftables.Rule{Table: t, Chain: out, Exprs: jump(nodeports)})
 	// Masquerade what was DNATed here.
 	c.AddRule(&nftables.Rule{Table: t, Chain: hook("postrouting", nftables.ChainTypeNAT, nftables.ChainHookPostrouting, 100),
 		Exprs: []expr.Any{
@@ -221,7 +237,7 @@ func build(c *nftables.Conn, t *nftables.Table, rs Ruleset) {
 			e := []expr.Any{&expr.Fib{Register: reg1, FlagDADDR: true, ResultADDRTYPE: true},
 				&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: ne32(unix.RTN_LOCAL)}}
 			e = append(append(append(e, l4...), dport(p.NodePort)...), to)
-			c.AddRule(&nftables.Rule{Table: t, Chain: services, Exprs: e})
+			c.AddRule(&nftables.Rule{Table: t, Chain: nodeports, Exprs: e})
 		}
 		// Mark the connection for the masquerade, then pick an endpoint:
 		// endpoint i of n is taken with probability 1/(n-i) if none

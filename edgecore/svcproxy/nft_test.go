@@ -83,10 +83,10 @@ func TestKernelApply(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// services: a rule per port with endpoints, one more for svc-0's
-	// nodePort; svc-i: the mark and 3 endpoints; no chain for "empty".
-	want := map[string]int{"prerouting": 1, "output": 1, "postrouting": 1, "reject-prerouting": 2, "reject-output": 2,
-		"services": 4, "svc-0": 4, "svc-1": 4, "svc-2": 4}
+	// services: a rule per port with endpoints; nodeports: svc-0's;
+	// svc-i: the mark and 3 endpoints; no chain for "empty".
+	want := map[string]int{"prerouting": 2, "output": 2, "postrouting": 1, "reject-prerouting": 2, "reject-output": 2,
+		"services": 3, "nodeports": 1, "svc-0": 4, "svc-1": 4, "svc-2": 4}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("rules per chain:\n got %v\nwant %v", got, want)
 	}
@@ -98,7 +98,7 @@ func TestKernelApply(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got["services"] != 2 || got["svc-1"] != 0 || len(got) != 7 {
+	if got["services"] != 1 || got["nodeports"] != 1 || got["svc-1"] != 0 || len(got) != 8 {
 		t.Fatalf("after replacing: %v", got)
 	}
 	if err := k.Remove(); err != nil {
@@ -225,12 +225,77 @@ func TestForgetUDP(t *testing.T) {
 	}
 }
 
+// nsThread is a thread in a network namespace of its own, kept until the
+// test ends, that runs functions.
+type nsThread struct {
+	tid int
+	do  chan func()
+}
+
+func newNSThread(t *testing.T) *nsThread {
+	n := &nsThread{do: make(chan func())}
+	errc := make(chan error)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			errc <- err
+			return
+		}
+		n.tid = unix.Gettid()
+		errc <- nil
+		for f := range n.do {
+			f()
+		}
+	}()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { close(n.do) })
+	return n
+}
+
+func (n *nsThread) run(f func()) {
+	done := make(chan struct{})
+	n.do <- func() { f(); close(done) }
+	<-done
+}
+
+func ipCommands(cmds ...[]string) error {
+	for _, args := range cmds {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			return fmt.Errorf("ip %v: %v: %s", args, err, out)
+		}
+	}
+	return nil
+}
+
+// dial connects to addr and returns what it reads, or "refused".
+func dial(addr string) string {
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		if errors.Is(err, unix.ECONNREFUSED) {
+			return "refused"
+		}
+		return err.Error()
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	b, err := io.ReadAll(c)
+	if err != nil {
+		return string(b) + " " + err.Error()
+	}
+	return string(b)
+}
+
 // Traffic through the rules, in a namespace of its own: a ClusterIP and an
 // opted-in node port reach the endpoint; a Service with no endpoint and an
 // address of the range no Service has are refused at once (TCP reset),
 // not sent on by the route (here: a veth pair in the namespace, whose
 // other end drops them: no forwarding).
-// The endpoint is the namespace's own address.
+// The endpoint is the namespace's own address. A client in a second
+// namespace (a host of the LAN routing the service range to the node)
+// reaches the node port, but ClusterIPs only once its network is one of
+// the Sources.
 func TestKernelTraffic(t *testing.T) {
 	fd := newNetNS(t)
 	k := Kernel{Table: "tether-test", NetNS: fd}
@@ -295,5 +360,43 @@ func TestKernelTraffic(t *testing.T) {
 		if got != want {
 			t.Errorf("%s: %s, want %s", addr, got, want)
 		}
+	}
+
+	lan := newNSThread(t)
+	inNetNS(t, fd, func() error {
+		return ipCommands([]string{"link", "add", "c0", "type", "veth", "peer", "name", "c1"},
+			[]string{"link", "set", "c1", "netns", fmt.Sprint(lan.tid)},
+			[]string{"addr", "add", "10.77.0.1/24", "dev", "c0"}, []string{"link", "set", "c0", "up"})
+	})
+	var err error
+	lan.run(func() {
+		err = ipCommands([]string{"link", "set", "lo", "up"}, []string{"addr", "add", "10.77.0.2/24", "dev", "c1"},
+			[]string{"link", "set", "c1", "up"}, []string{"route", "add", "default", "via", "10.77.0.1"})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromLAN := func(addr string) (out string) {
+		lan.run(func() { out = dial(addr) })
+		return out
+	}
+	rs.Sources = []netip.Prefix{netip.MustParsePrefix("10.88.0.0/16")}
+	if err := k.Apply(rs); err != nil {
+		t.Fatal(err)
+	}
+	for addr, want := range map[string]string{"10.96.0.10:80": "refused", "10.88.0.1:30080": "hello", "10.88.0.1:8080": "hello"} {
+		if got := fromLAN(addr); got != want {
+			t.Errorf("from the LAN, not a source: %s: %s, want %s", addr, got, want)
+		}
+	}
+	if got := call("10.96.0.10:80"); got != "hello" {
+		t.Errorf("from the host: %s", got)
+	}
+	rs.Sources = append(rs.Sources, netip.MustParsePrefix("10.77.0.0/24"))
+	if err := k.Apply(rs); err != nil {
+		t.Fatal(err)
+	}
+	if got := fromLAN("10.96.0.10:80"); got != "hello" {
+		t.Errorf("from the LAN, a source: %s", got)
 	}
 }

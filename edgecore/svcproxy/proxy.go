@@ -22,6 +22,10 @@ type Config struct {
 	// --service-cluster-ip-range, IPv4): ClusterIPs inside it are routed,
 	// the rest of it rejected.
 	ServiceCIDR netip.Prefix
+	// Sources are the networks whose traffic may use ClusterIPs, the pod
+	// network (see Ruleset.Sources); none: any source. The host's own
+	// traffic always may.
+	Sources []netip.Prefix
 	// NodeName is the node's name.
 	NodeName string
 	// Pods, if set, are the statuses the node reports of its pods
@@ -45,6 +49,11 @@ func (c *Config) validate() error {
 		return fmt.Errorf("svcproxy: service CIDR %s: wider than /8", c.ServiceCIDR)
 	}
 	c.ServiceCIDR = c.ServiceCIDR.Masked()
+	for _, s := range c.Sources {
+		if !s.IsValid() || !s.Addr().Is4() {
+			return fmt.Errorf("svcproxy: source %s: want an IPv4 prefix", s)
+		}
+	}
 	if c.Kernel.Table == "" {
 		c.Kernel.Table = "tether"
 	}
@@ -206,7 +215,7 @@ func (p *Proxy) sync() error {
 	if err != nil {
 		return fmt.Errorf("svcproxy: read store: %w", err)
 	}
-	in := Input{ServiceCIDR: p.cfg.ServiceCIDR, NodeName: p.cfg.NodeName, Services: services, Slices: slices,
+	in := Input{ServiceCIDR: p.cfg.ServiceCIDR, Sources: p.cfg.Sources, NodeName: p.cfg.NodeName, Services: services, Slices: slices,
 		Pods: p.localPods(slices)}
 	rs, skipped := Rules(in)
 	p.mu.Lock()

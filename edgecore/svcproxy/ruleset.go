@@ -25,17 +25,22 @@
 //
 // # The ruleset
 //
-//   - chain services (nat, jumped to from prerouting for pods' traffic and
-//     from output for the host's): one rule per ClusterIP, protocol and
+//   - chain services (nat, jumped to from prerouting for the traffic of
+//     Config.Sources, the pod network, and from output for the host's):
+//     one rule per ClusterIP, protocol and
 //     port with a ready endpoint, "goto" a chain per Service port whose
 //     rules pick an endpoint at random (numgen random, each endpoint
 //     equally likely) and DNAT to it. The nat hooks see the first packet
 //     of a connection only; conntrack translates the rest, so a rule
-//     check per Service costs at connection setup only.
+//     check per Service costs at connection setup only. A host of the LAN
+//     that routes the service range to the node is not a source: its
+//     packets to ClusterIPs are rejected like any other of the range
+//     (with no Sources, any source is one, as with kube-proxy).
 //   - NodePort, opt-in per Service (annotation tether.io/nodeport: "true"
-//     on a Service of type NodePort or LoadBalancer): the same chain
-//     answers the Service's nodePort on every local address of the node
-//     (fib daddr type local), so a store's LAN reaches it. Off by default:
+//     on a Service of type NodePort or LoadBalancer): chain nodeports,
+//     jumped to from prerouting and output for any source, sends the
+//     Service's nodePort on every local address of the node (fib daddr
+//     type local) to the Service's chain, so a store's LAN reaches it. Off by default:
 //     the LAN sees nothing it was not offered.
 //   - postrouting (nat): a connection DNATed from the service range is
 //     masqueraded. That makes a pod reaching itself through its Service
@@ -110,6 +115,9 @@ func (p Proto) String() string {
 type Ruleset struct {
 	// ServiceCIDR is the range rejected unless DNATed.
 	ServiceCIDR netip.Prefix
+	// Sources are the networks whose traffic (prerouting) may use
+	// ClusterIPs; none: any. The host's own traffic always may.
+	Sources []netip.Prefix
 	// Ports are the Service ports, sorted by Service, then port.
 	Ports []ServicePort
 }
@@ -140,6 +148,8 @@ type Skipped struct {
 type Input struct {
 	// ServiceCIDR is the service range.
 	ServiceCIDR netip.Prefix
+	// Sources are the networks that may use ClusterIPs (Ruleset.Sources).
+	Sources []netip.Prefix
 	// NodeName is the node's name.
 	NodeName string
 	// Services and Slices are the store's whole content of both kinds.
@@ -166,6 +176,11 @@ type LocalPod struct {
 func Rules(in Input) (Ruleset, []Skipped) {
 	cidr, services, slices_ := in.ServiceCIDR, in.Services, in.Slices
 	rs := Ruleset{ServiceCIDR: cidr.Masked()}
+	for _, p := range in.Sources {
+		if p.Addr().Is4() {
+			rs.Sources = append(rs.Sources, p.Masked())
+		}
+	}
 	var skipped []Skipped
 	// Ready endpoints by service "<ns>/<name>", then port name and protocol.
 	type portKey struct {
@@ -326,6 +341,9 @@ func protoOf(p corev1.Protocol) (Proto, bool) {
 func (rs Ruleset) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "reject ip daddr %s\n", rs.ServiceCIDR)
+	if len(rs.Sources) > 0 {
+		fmt.Fprintf(&b, "clusterIPs from %v and the host\n", rs.Sources)
+	}
 	for _, p := range rs.Ports {
 		name := p.Service
 		if p.Name != "" {

@@ -30,6 +30,13 @@ func TestRules(t *testing.T) {
 			cidr = netip.MustParsePrefix(s)
 		}
 		in := Input{ServiceCIDR: cidr, NodeName: "edge-1", Pods: map[string]LocalPod{}}
+		if d.HasArg("sources") {
+			var srcs []string
+			d.ScanArgs(t, "sources", &srcs)
+			for _, p := range srcs {
+				in.Sources = append(in.Sources, netip.MustParsePrefix(p))
+			}
+		}
 		for _, doc := range strings.Split(d.Input, "\n---\n") {
 			var head struct{ Kind string }
 			if err := yaml.Unmarshal([]byte(doc), &head); err != nil {
