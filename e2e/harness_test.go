@@ -73,6 +73,7 @@ func run(m *testing.M) int {
 	cp, err = controlplane.Start(ctx, controlplane.Options{
 		Dir:                    filepath.Join(dir, "cp"),
 		EgressSocket:           egressSocket,
+		AggregationLayer:       true, // kubectl top (top_test.go)
 		WithControllerManager:  true,
 		WithScheduler:          true,
 		NodeMonitorPeriod:      time.Second,

@@ -96,6 +96,18 @@ echo "store-web pods in the API server (uid restarts phase ready ip):"
 echo "$before" | sed 's/^/  /'
 check "2 store-web pods Running and Ready" test "$(echo "$before" | grep -c ' Running true ')" -eq 2
 
+# kubectl top (the demo runs metrics-server as root): the API server's
+# aggregation layer, metrics-server, cloudcore's kubelet proxy and the
+# tunnel; metrics-server needs two scrapes (10s apart) for a CPU rate.
+if [[ $EUID -eq 0 ]]; then
+  top_both() {
+    [[ $(kubectl --request-timeout=5s top pod -l app=store-web --no-headers 2>/dev/null |
+      awk '$1 ~ /^store-web-/ && $2 ~ /^[0-9]+m$/ && $3 ~ /^[0-9]+Mi$/' | wc -l) -eq 2 ]]
+  }
+  check "kubectl top pod shows both store-web pods' CPU and memory" eventually 90 top_both
+  kubectl --request-timeout=5s top pod -l app=store-web 2>&1 | sed 's/^/  /' || true
+fi
+
 step "hack/demo.sh cloud-down"
 "$demo" cloud-down
 check "the store page is served with the cloud down" serves_store

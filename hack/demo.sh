@@ -99,12 +99,36 @@ rules_off() { if [[ $EUID -eq 0 ]]; then "$bin/democontainerd" rules-off || true
 # cloudcore's kubelet proxy on this socket, and on through the edge's tunnel.
 egress_sock() { echo "$(cd "$run" && pwd)/egress.sock"; }
 
+# kubectl top (as root): metrics-server is the API server's metrics.k8s.io
+# API. The API server refuses loopback endpoints, so metrics-server gets
+# 192.0.2.1 (TEST-NET-1, never routed) on a bridge of this host made for it
+# (removed by stop_all). It scrapes the edge through cloudcore's kubelet
+# proxy (kubeletProxyAddr, 127.0.0.1:10003) and checks the node's serving
+# certificate with cloudcore's CA, written to $run/cloudcore-ca.crt once
+# cloudcore made it; the API server reaches it through cloudcore too.
+ms_link=tether-demo-ms
+ms_addr=192.0.2.1
+metrics_args=()
+if [[ $EUID -eq 0 ]] && command -v ip >/dev/null; then
+  metrics_args=(--metrics-server "$ms_addr" --metrics-server-wait "$run/cloudcore-ca.crt"
+    "--metrics-server-arg=--kubelet-certificate-authority=$run/cloudcore-ca.crt"
+    --metrics-server-arg=--kubelet-preferred-address-types=Hostname --metrics-server-arg=--metric-resolution=10s
+    --metrics-server-arg=--kubelet-request-timeout=5s
+    --metrics-server-env HTTPS_PROXY=http://127.0.0.1:10003 --metrics-server-env NO_PROXY=127.0.0.1,localhost)
+fi
+metrics_addr() {
+  [[ ${#metrics_args[@]} -gt 0 ]] || return 0
+  ip link del "$ms_link" 2>/dev/null || true
+  ip link add "$ms_link" type bridge && ip addr add "$ms_addr/32" dev "$ms_link" && ip link set "$ms_link" up
+}
+
 start_controlplane() {
-  rm -f "$run/controlplane.ready"
+  rm -f "$run/controlplane.ready" "$run/cloudcore-ca.crt"
+  metrics_addr
   # A node silent for 16s is NotReady (the default is 40s), so that the
   # cloud's view of an offline edge shows within the walk-through.
   spawn controlplane "$run/controlplane.log" "$bin/controlplane" --bin-dir "$root/bin" --dir "$run" --ready-file "$run/controlplane.ready" \
-    --egress-socket "$(egress_sock)" --node-monitor-period 2s --node-monitor-grace-period 16s
+    --egress-socket "$(egress_sock)" --node-monitor-period 2s --node-monitor-grace-period 16s "${metrics_args[@]}"
   echo "demo: starting the control plane (log: $run/controlplane.log)"
   while [[ ! -s $run/controlplane.ready ]]; do
     running controlplane || { echo "demo: the control plane did not start:" >&2; tail -n 20 "$run/controlplane.log" >&2; return 1; }
@@ -118,10 +142,16 @@ start_controlplane() {
 start_cloudcore() {
   local from
   from=$(lines "$run/cloudcore.log")
-  spawn cloudcore "$run/cloudcore.log" "$bin/cloudcore" --kubeconfig "$(kubeconfig)" --listen 127.0.0.1:10000 \
-    --kubelet-proxy-socket "$(egress_sock)"
+  # kubeletProxyAddr: metrics-server's way to the edge's kubelet API.
+  printf 'kubeletProxyAddr: 127.0.0.1:10003\n' >"$run/cloudcore.yaml"
+  spawn cloudcore "$run/cloudcore.log" "$bin/cloudcore" --config "$run/cloudcore.yaml" --kubeconfig "$(kubeconfig)" \
+    --listen 127.0.0.1:10000 --kubelet-proxy-socket "$(egress_sock)"
   echo "demo: starting cloudcore (log: $run/cloudcore.log)"
   wait_log cloudcore "$run/cloudcore.log" "$from" "hub listening"
+  if [[ ${#metrics_args[@]} -gt 0 && ! -s $run/cloudcore-ca.crt ]] && command -v kubectl >/dev/null; then
+    KUBECONFIG=$(kubeconfig) kubectl -n tether-system get secret tether-ca -o jsonpath='{.data.tls\.crt}' |
+      base64 -d >"$run/cloudcore-ca.crt.tmp" && mv "$run/cloudcore-ca.crt.tmp" "$run/cloudcore-ca.crt"
+  fi
 }
 
 # The edge's container runtime: a private containerd with images built here
@@ -248,6 +278,7 @@ stop_all() {
   rules_off
   blackhole_off
   rm -f "$run/demo.pid" "$run/demo.ready"
+  ip link del "$ms_link" 2>/dev/null || true
 }
 
 demo_running() { alive "$(cat "$run/demo.pid" 2>/dev/null || true)"; }
@@ -269,6 +300,10 @@ status() {
       -o custom-columns='NODE:.metadata.name,READY:.status.conditions[?(@.type=="Ready")].status,REASON:.status.conditions[?(@.type=="Ready")].reason' 2>&1 | sed 's/^/  /'
     KUBECONFIG=$(kubeconfig) kubectl --request-timeout=5s get pods -l app=store-web \
       -o custom-columns='POD:.metadata.name,UID:.metadata.uid,PHASE:.status.phase,RESTARTS:.status.containerStatuses[0].restartCount,IP:.status.podIP' 2>&1 | sed 's/^/  /'
+    if [[ ${#metrics_args[@]} -gt 0 ]] && running cloudcore; then
+      echo "the edge's CPU and memory (kubectl top, through metrics-server and the tunnel):"
+      KUBECONFIG=$(kubeconfig) kubectl --request-timeout=5s top pod -l app=store-web 2>&1 | sed 's/^/  /' || true
+    fi
   fi
   if cri_runtime; then
     echo "the edge (its containerd):"
@@ -488,6 +523,7 @@ Tether demo is running: the control plane, cloudcore and one edge node.
   kubectl scale deployment store-web --replicas=4
   kubectl logs -f deployment/store-web
   kubectl exec -it deployment/store-web -- sh
+  kubectl top pod; kubectl top node demo-edge-1   # as root, some 20s after the start
   kubectl get devices
   kubectl get device thermostat-1 -o yaml
 
