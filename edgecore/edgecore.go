@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -44,6 +45,7 @@ import (
 	"github.com/tether-edge/tether/edgecore/runtime/fake"
 	"github.com/tether-edge/tether/edgecore/staticpods"
 	"github.com/tether-edge/tether/edgecore/store"
+	"github.com/tether-edge/tether/edgecore/svcproxy"
 	"github.com/tether-edge/tether/protocol"
 	"github.com/tether-edge/tether/streams"
 )
@@ -112,6 +114,12 @@ type Config struct {
 	// DNS is the resolver that answers the cluster's Service names to the
 	// node's pods from the store (see package resolver). Off by default.
 	DNS DNSConfig `json:"dns,omitempty"`
+	// Services routes the traffic of the node's pods, and of the host, to
+	// ClusterIPs: a ready endpoint the node holds, with or without the
+	// cloud (see package svcproxy). On by default with dns.enable and the
+	// cri runtime: a pod that resolves a Service's name expects its
+	// ClusterIP to answer.
+	Services ServicesConfig `json:"services,omitempty"`
 	// NodeHealth says how the node's conditions (Ready, MemoryPressure,
 	// DiskPressure, PIDPressure) are measured, and the thresholds of
 	// pressure (see package nodestatus).
@@ -121,6 +129,11 @@ type Config struct {
 	Logger *slog.Logger `json:"-"`
 	// RuntimeImpl, if set, is used instead of the one Runtime names.
 	RuntimeImpl runtime.Runtime `json:"-"`
+	// CommitHook, if set, hears each commit of objects from the cloud
+	// before they are acknowledged (agent.Config.CommitHook); it must not
+	// block. The simulator times dispatch with it. The dialer the
+	// simulator routes each node through is Cloud.Dialer.
+	CommitHook func(agent.Commit) `json:"-"`
 	// KubeletSocket is the unix socket (mode 0600) where edgecore serves
 	// its kubelet API on the box, for `edgecore ctl logs|exec` with or
 	// without the cloud (default dataDir/kubelet.sock; "-": none).
@@ -309,6 +322,89 @@ func (c *Config) validateDNS() error {
 	return nil
 }
 
+// ServicesConfig configures Service routing.
+type ServicesConfig struct {
+	// Proxy turns the routing on or off (default: on when dns.enable is
+	// true and the runtime is cri, off otherwise). It needs CAP_NET_ADMIN:
+	// edgecore does not start when the rules cannot be applied. The rules
+	// stay in the kernel while edgecore restarts; edgecore reset removes
+	// them.
+	Proxy *bool `json:"proxy,omitempty"`
+	// ServiceCIDR is the cluster's service range, the API server's
+	// --service-cluster-ip-range (default 10.96.0.0/12, kubeadm's; IPv4,
+	// /8 or narrower). ClusterIPs inside it are routed; every other
+	// address in it is rejected, so traffic for a ClusterIP the node does
+	// not serve never leaves by the default route. A Service whose
+	// ClusterIP is outside it is not routed (logged).
+	ServiceCIDR string `json:"serviceCIDR,omitempty"`
+	// Sources are the networks (CIDRs) whose traffic may use ClusterIPs:
+	// the pod network (default dns.allowed). The host's own traffic always
+	// may; any other source (a host of the LAN that routes the service
+	// range to the node) is rejected like an unrouted ClusterIP. Empty, and
+	// dns.allowed empty: any source may (as with kube-proxy; edgecore warns
+	// at start). NodePorts are for any source.
+	Sources []string `json:"sources,omitempty"`
+	// Table is the nftables table (family inet) edgecore owns (default
+	// "tether"; another name must start with "tether", so that neither
+	// edgecore nor edgecore reset ever replaces a table of another
+	// program); only for running several edgecores on one host (tests).
+	Table string `json:"table,omitempty"`
+}
+
+func (c *Config) validateServices() error {
+	s := &c.Services
+	if s.Proxy == nil {
+		on := c.DNS.Enable && c.Runtime == "cri" && c.RuntimeImpl == nil
+		s.Proxy = &on
+	}
+	if s.ServiceCIDR == "" {
+		s.ServiceCIDR = "10.96.0.0/12"
+	}
+	p, err := netip.ParsePrefix(s.ServiceCIDR)
+	if err != nil {
+		return fmt.Errorf("services.serviceCIDR: %w", err)
+	}
+	if !p.Addr().Is4() || p.Bits() < 8 {
+		return fmt.Errorf("services.serviceCIDR: %s: want an IPv4 range of /8 or narrower", s.ServiceCIDR)
+	}
+	if p != p.Masked() {
+		return fmt.Errorf("services.serviceCIDR: %s has host bits set (%s?)", s.ServiceCIDR, p.Masked())
+	}
+	if len(s.Sources) == 0 {
+		s.Sources = slices.Clone(c.DNS.Allowed)
+	}
+	for _, src := range s.Sources {
+		p, err := netip.ParsePrefix(src)
+		if err != nil {
+			return fmt.Errorf("services.sources: %w", err)
+		}
+		if !p.Addr().Is4() {
+			return fmt.Errorf("services.sources: %s: IPv4 only (Services are routed over IPv4)", src)
+		}
+	}
+	if s.Table == "" {
+		s.Table = "tether"
+	}
+	if err := checkTableName(s.Table); err != nil {
+		return fmt.Errorf("services.table: %w", err)
+	}
+	return nil
+}
+
+// checkTableName accepts "tether" and up to 32 letters, digits, '-' and
+// '_' starting with it.
+func checkTableName(n string) error {
+	if !strings.HasPrefix(n, "tether") || len(n) > 32 {
+		return fmt.Errorf("%q: want a name starting with tether, at most 32 characters", n)
+	}
+	for _, c := range n {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return fmt.Errorf("%q: only letters, digits, '-' and '_'", n)
+		}
+	}
+	return nil
+}
+
 // resolverConfig is the resolver's Config of d.
 func (d *DNSConfig) resolverConfig(domain string) resolver.Config {
 	allowed := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
@@ -465,6 +561,9 @@ func (c *Config) validate() error {
 		c.Runtime = "cri"
 	}
 	if err := c.validateDNS(); err != nil {
+		return err
+	}
+	if err := c.validateServices(); err != nil {
 		return err
 	}
 	switch {
@@ -655,6 +754,8 @@ type EdgeCore struct {
 	MetaServer *metaserver.Server
 	// Resolver answers the pods' DNS queries; nil when disabled.
 	Resolver *resolver.Server
+	// Proxy routes ClusterIPs; nil when disabled.
+	Proxy *svcproxy.Proxy
 	// Devices serves the device twins over MQTT; nil when disabled.
 	Devices *devicetwin.Twin
 	// Broker is the embedded MQTT broker; nil when devices are disabled or
@@ -713,21 +814,33 @@ func New(cfg Config) (*EdgeCore, error) {
 			creds: creds, roots: roots, hub: hubHTTPS(cfg.Cloud.URL),
 		}
 	}
-	db, _, err := store.OpenOrRecover(filepath.Join(cfg.DataDir, "edge.db"), log)
+	// The store owns the outbox and its bound, and tells the agent of
+	// every commit that queued something: the components that queue need
+	// no link to the agent.
+	db, _, err := store.OpenOrRecover(filepath.Join(cfg.DataDir, "edge.db"), store.Options{OutboxMax: cfg.OutboxMax}, log)
 	if err != nil {
 		return nil, err
 	}
-	var ag *agent.Agent
-	rec, err := events.New(events.Config{OutboxMax: cfg.OutboxMax, Logger: log.With(slog.String("component", "events"))},
-		db, func() { ag.OutboxChanged() })
+	rec, err := events.New(events.Config{Logger: log.With(slog.String("component", "events"))}, db, nil)
 	if err != nil {
 		db.Close()
 		return nil, err
 	}
+	ec := &EdgeCore{cfg: cfg, DB: db, Events: rec, creds: creds}
+	// The notification points come first, so that every component is
+	// built with what it notifies: nothing refers to a component built
+	// later.
+	podChanges := pods.NewChanges()
+	nodeStatusChanged := agent.NewSignal()
+	var static pods.StaticPods // nil, not a nil *staticpods.Source, when off
+	if cfg.StaticPodPath != NoStaticPods {
+		ec.Static = staticpods.New(cfg.StaticPodPath, cfg.NodeName, podChanges.Changed, ec.badManifest,
+			log.With(slog.String("component", "staticpods")))
+		static = ec.Static
+	}
 	rt := cfg.RuntimeImpl
 	runtimeVersion := "custom://"
 	var criRT *cri.Runtime
-	var podManager *pods.Manager // for the CRI runtime's Notify, set below
 	if rt == nil {
 		ip := cfg.NodeIP
 		if ip == "" {
@@ -737,9 +850,9 @@ func New(cfg Config) (*EdgeCore, error) {
 		case "cri":
 			c := cfg.CRI
 			c.NodeName, c.NodeIP = cfg.NodeName, ip
-			c.Notify = func() { podManager.Changed() }
+			c.Notify = podChanges.Changed
 			c.Events = rec
-			c.HeldImages = func() ([]string, error) { return podManager.Images() }
+			c.HeldImages = func() ([]string, error) { return pods.Images(db, static) }
 			criRT, err = cri.New(context.Background(), c, cri.StoreObjects(db), log.With(slog.String("component", "cri")))
 			if err != nil {
 				db.Close()
@@ -752,7 +865,7 @@ func New(cfg Config) (*EdgeCore, error) {
 			rt, runtimeVersion = fake.New(ip), "fake://0"
 		}
 	}
-	ec := &EdgeCore{cfg: cfg, DB: db, Runtime: rt, Events: rec, criRuntime: criRT, creds: creds}
+	ec.Runtime, ec.criRuntime = rt, criRT
 	statsCfg := nodestats.Config{NodeName: cfg.NodeName, FsPath: cfg.DataDir, Logger: log.With(slog.String("component", "nodestats"))}
 	if criRT != nil {
 		statsCfg.Runtime = criRT
@@ -780,21 +893,20 @@ func New(cfg Config) (*EdgeCore, error) {
 	}
 	health := nodestatus.MonitorConfig{Period: cfg.NodeHealth.Period.Duration, Thresholds: cfg.NodeHealth.thresholds(),
 		DataDir: cfg.DataDir, Logger: log.With(slog.String("component", "nodestatus")),
-		Changed: func() {
-			ag.NodeStatusChanged()
+		Changed: func(conds []corev1.NodeCondition) {
+			nodeStatusChanged.Notify()
 			if condEvents != nil {
-				condEvents.Observe(ec.Health.Conditions(time.Now()))
+				condEvents.Observe(conds)
 			}
 		}}
 	reported := pods.NewReported()
-	ec.Pods, err = pods.New(pods.Config{ResyncInterval: cfg.PodResyncInterval.Duration, OutboxMax: cfg.OutboxMax,
-		PodWorkers: cfg.PodWorkers, Reported: reported},
-		db, rt, func() { ag.OutboxChanged() }, log.With(slog.String("component", "pods")))
+	ec.Pods, err = pods.New(pods.Config{ResyncInterval: cfg.PodResyncInterval.Duration,
+		PodWorkers: cfg.PodWorkers, Reported: reported, Changes: podChanges, Static: static},
+		db, rt, log.With(slog.String("component", "pods")))
 	if err != nil {
 		closeAll()
 		return nil, err
 	}
-	podManager = ec.Pods
 	if criRT != nil {
 		// Only a runtime that runs something frees anything by evicting.
 		health.Runtime = criProbe{criRT}
@@ -832,6 +944,24 @@ func New(cfg Config) (*EdgeCore, error) {
 		}
 		obs = append(obs, ec.Resolver)
 	}
+	if *cfg.Services.Proxy {
+		var sources []netip.Prefix
+		for _, src := range cfg.Services.Sources {
+			sources = append(sources, netip.MustParsePrefix(src)) // checked by validateServices
+		}
+		if len(sources) == 0 {
+			log.Warn("services.sources is empty (and dns.allowed): any host that routes the service range to this node reaches its ClusterIPs; " +
+				"set services.sources to the pod network")
+		}
+		ec.Proxy, err = svcproxy.New(svcproxy.Config{ServiceCIDR: netip.MustParsePrefix(cfg.Services.ServiceCIDR),
+			Sources: sources, NodeName: cfg.NodeName, Pods: reported,
+			Kernel: svcproxy.Kernel{Table: cfg.Services.Table}, Logger: log.With(slog.String("component", "svcproxy"))}, db)
+		if err != nil {
+			closeAll()
+			return nil, err
+		}
+		obs = append(obs, ec.Proxy)
+	}
 	if d := cfg.Devices; *d.Enable {
 		m, err := mqttSetup(cfg.DataDir, cfg.NodeName, d.MQTT, db, log.With(slog.String("component", "broker")))
 		if err != nil {
@@ -849,8 +979,8 @@ func New(cfg Config) (*EdgeCore, error) {
 		}
 		ec.Devices, err = devicetwin.New(devicetwin.Config{NodeName: cfg.NodeName, BrokerURL: url, TLS: m.clientTLS,
 			Username: m.username, Password: m.password, ClientID: d.MQTT.ClientID,
-			ReportInterval: d.ReportInterval.Duration, OutboxMax: cfg.OutboxMax,
-			Logger: log.With(slog.String("component", "devicetwin"))}, db, func() { ag.OutboxChanged() })
+			ReportInterval: d.ReportInterval.Duration,
+			Logger:         log.With(slog.String("component", "devicetwin"))}, db, nil)
 		if err != nil {
 			closeAll()
 			return nil, err
@@ -872,13 +1002,14 @@ func New(cfg Config) (*EdgeCore, error) {
 		closeAll()
 		return nil, err
 	}
-	ag, err = agent.New(agent.Config{
+	ec.Agent, err = agent.New(agent.Config{
 		Streams:            ec.streamLn.Offer,
 		NodeName:           cfg.NodeName,
 		Labels:             cfg.Labels,
 		Backoff:            link.Backoff{Initial: cfg.ReconnectInitial.Duration, Max: cfg.ReconnectMax.Duration},
 		NodeStatusInterval: cfg.NodeStatusInterval.Duration,
-		OutboxMax:          cfg.OutboxMax,
+		NodeStatusChanged:  nodeStatusChanged,
+		CommitHook:         cfg.CommitHook,
 		Credentials:        agentCredentials(creds),
 	}, db, dialer,
 		func() (*corev1.NodeStatus, error) { return ns.Status(), nil },
@@ -887,12 +1018,6 @@ func New(cfg Config) (*EdgeCore, error) {
 	if err != nil {
 		closeAll()
 		return nil, err
-	}
-	ec.Agent = ag
-	if cfg.StaticPodPath != NoStaticPods {
-		ec.Static = staticpods.New(cfg.StaticPodPath, cfg.NodeName, ec.Pods.Changed, ec.badManifest,
-			log.With(slog.String("component", "staticpods")))
-		ec.Pods.SetStaticPods(ec.Static)
 	}
 	ec.Kubelet.SetPods(nodePods{db: db, static: ec.Static})
 	return ec, nil
@@ -934,6 +1059,9 @@ func (ec *EdgeCore) Run(ctx context.Context) error {
 	if ec.Resolver != nil {
 		g.Go(func() error { return ec.Resolver.Start(ctx) })
 	}
+	if ec.Proxy != nil {
+		g.Go(func() error { return ec.Proxy.Start(ctx) })
+	}
 	if ec.Broker != nil {
 		g.Go(func() error { return ec.Broker.Start(ctx) })
 	}
@@ -966,14 +1094,12 @@ func (ec *EdgeCore) badManifest(file string, err error) {
 	ev := &protocol.Frame{Event: &protocol.Event{InvolvedKind: "Node", Name: ec.cfg.NodeName,
 		Type: "Warning", Reason: "FailedStaticPod", Message: truncate(err.Error(), 1024), FirstTime: now, LastTime: now}}
 	uerr := ec.DB.Update(func(tx *store.Tx) error {
-		_, err := tx.Enqueue(store.OutboxEvent("static/"+filepath.Base(file)), ev, ec.cfg.OutboxMax)
+		_, err := tx.Enqueue(store.OutboxEvent("static/"+filepath.Base(file)), ev)
 		return err
 	})
 	if uerr != nil {
 		ec.cfg.Logger.Error("queue event", slog.Any("err", uerr))
-		return
 	}
-	ec.Agent.OutboxChanged()
 }
 
 func truncate(s string, n int) string {

@@ -55,7 +55,7 @@
 // pod runs from its being bound to a node (the Sim's informer, on the same
 // watch stream the hub's dispatcher follows, seeing it so, or the create
 // call of a pod created bound returning, whichever is first) to the node's
-// agent committing it (agent.SetCommitHook), just before the node
+// agent committing it (edgecore.Config.CommitHook), just before the node
 // acknowledges it. Create to Running runs from the create call to the
 // informer seeing the pod Running, which the node's status report puts
 // there. A reconnect storm (RestartHub, WaitResynced) runs from the

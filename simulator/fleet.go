@@ -174,12 +174,13 @@ func (f *fleet) start(ctx context.Context, i int) error {
 			return fmt.Errorf("node %s: Config.Edge replaced the node's dialer (Cloud.Dialer)", n.name)
 		}
 	}
+	if f.cfg.committed != nil {
+		committed := f.cfg.committed
+		cfg.CommitHook = func(c agent.Commit) { committed(i, c) }
+	}
 	ec, err := edgecore.New(cfg)
 	if err != nil {
 		return fmt.Errorf("node %s: %w", n.name, err)
-	}
-	if f.cfg.committed != nil {
-		ec.Agent.SetCommitHook(func(c agent.Commit) { f.cfg.committed(i, c) })
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
