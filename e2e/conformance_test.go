@@ -8,7 +8,6 @@ import (
 	"encoding/xml"
 	"fmt"
 	"io/fs"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,7 +22,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/tether-edge/tether/controlplane"
 	"github.com/tether-edge/tether/edgecore/runtime/cri/critest"
 	"github.com/tether-edge/tether/testimages"
 )
@@ -328,29 +326,6 @@ func busyboxFiles(ctx context.Context) ([]testimages.File, error) {
 		}
 	}
 	return files, nil
-}
-
-// blackholeServices makes the cluster's service range a blackhole route for
-// the run, unless one is there: a spec's pod that calls a ClusterIP the edge
-// does not route must not send it out of the machine's default route. The
-// route is removed at cleanup if this test added it.
-func blackholeServices(t *testing.T) {
-	t.Helper()
-	cidr := controlplane.ServiceClusterIPRange
-	if _, _, err := net.ParseCIDR(cidr); err != nil {
-		t.Fatal(err)
-	}
-	if out, _ := exec.Command("ip", "route", "show", "type", "blackhole", cidr).Output(); strings.Contains(string(out), cidr) {
-		return
-	}
-	if out, err := exec.Command("ip", "route", "add", "blackhole", cidr).CombinedOutput(); err != nil {
-		t.Fatalf("ip route add blackhole %s: %v: %s", cidr, err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "route", "del", "blackhole", cidr).CombinedOutput(); err != nil {
-			t.Errorf("ip route del blackhole %s: %v: %s", cidr, err, out)
-		}
-	})
 }
 
 // junitResult counts the specs of a ginkgo JUnit report that the focus
