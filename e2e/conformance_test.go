@@ -44,16 +44,25 @@ import (
 //	TETHER_CONFORMANCE_OUT    where junit.xml and summary.txt go (default
 //	                          <repo>/conformance/out)
 
-// ciConformanceFocus is the CI subset: pods, container runtime, configmap,
-// secret and downward API volumes and environment, the container lifecycle.
-const ciConformanceFocus = `\[sig-node\] (Pods should (get a host IP|be submitted and removed|be updated|allow activeDeadlineSeconds to be updated|contain environment variables for services)` +
+// ciConformanceFocus is the CI subset (about a minute of specs): pods and
+// their status, the container runtime, init containers, environment
+// (configmap, secret, downward API, services, expansion), configmap,
+// secret, downward API, projected and emptyDir volumes, /etc/hosts,
+// readiness gates, admission.
+const ciConformanceFocus = `\[sig-node\] (Pods should (get a host IP|be submitted and removed|be updated|allow activeDeadlineSeconds to be updated|contain environment variables for services|support pod readiness gates)` +
 	`|Container Runtime blackbox test on terminated container` +
+	`|Containers should use the image defaults` +
 	`|Downward API should provide (pod name, namespace and IP address|host IP|container's limits.cpu/memory and requests.cpu/memory as env vars)` +
-	`|ConfigMap should be consumable via (environment variable|the environment)` +
-	`|Secrets should be consumable (from pods in env vars|via the environment)` +
+	`|ConfigMap should be consumable via environment variable` +
+	`|Secrets should be consumable from pods in env vars` +
+	`|Variable Expansion should allow composing env vars` +
+	`|Kubelet when scheduling an agnhost Pod with hostAliases` +
+	`|PodOSRejection` +
 	`|InitContainer \[NodeConformance\] should (invoke init containers on a RestartNever pod|not start app containers if init containers fail on a RestartAlways pod))` +
 	`|\[sig-storage\] (ConfigMap should be consumable from pods in volume \[NodeConformance\]` +
 	`|Secrets should be consumable from pods in volume \[NodeConformance\]` +
+	`|Projected combined` +
+	`|EmptyDir volumes should support \(non-root,0644,tmpfs\)` +
 	`|Downward API volume should (provide podname only|update labels on modification))`
 
 // conformanceImages are the suite's images (e2e.test --list-images), built
