@@ -239,6 +239,14 @@ func importConformanceImages(t *testing.T, ctd *critest.Containerd, bin string) 
 		t.Fatal(err)
 	}
 	agnhostExtra = append(agnhostExtra, nc...)
+	// Its shell is bash, as the real image has one: busybox's sh runs its
+	// own nc applet whatever PATH says.
+	bash, err := os.ReadFile("/bin/bash-static")
+	if err != nil {
+		t.Fatalf("%v (make deps installs bash-static)", err)
+	}
+	agnhostExtra = append(agnhostExtra, testimages.File{Path: "bin/bash", Mode: 0o755, Data: bash},
+		testimages.File{Path: "bin/sh", Mode: fs.ModeSymlink | 0o777, Link: "/bin/bash"})
 	// agnhost netexec serves HTTPS with the image's /localhost.crt and
 	// /localhost.key (test/images/agnhost/porter, in the module cache).
 	kubeDir, err := exec.Command("go", "list", "-modfile", filepath.Join(bin, "..", "tools", "kube", "go.mod"),
