@@ -433,6 +433,7 @@ func New(cfg Config) (*CloudCore, error) {
 		TLS: &tls.Config{GetCertificate: cc.serving.GetCertificate, MinVersion: tls.VersionTLS12,
 			ClientAuth: tls.RequestClientCert},
 		Auth:              cc.Enroll,
+		Reviews:           &accessReviewer{client: client, pods: cc.Dispatcher.Pods()},
 		Handlers:          handlers,
 		HeartbeatInterval: cfg.HeartbeatInterval.Duration,
 		SessionTimeout:    cfg.SessionTimeout.Duration,

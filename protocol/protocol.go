@@ -39,7 +39,12 @@ import (
 //	  The edge lists the objects of these kinds it holds in
 //	  Hello.NewInventory, which older hubs ignore, not in Inventory, which
 //	  they would refuse.
-const Version uint32 = 4
+//	5 (2026-12-06): AccessReview (edge) and AccessReviewResult (hub): the
+//	  edge's in-cluster API asks whether a service account of one of its
+//	  pods may read a resource, and caches the answers for when the cloud
+//	  is away. An edge sends AccessReview only to a hub that welcomed it
+//	  with 5 or more; a hub answers only in a session of 5 or more.
+const Version uint32 = 5
 
 // MinVersion is the oldest protocol version this build still speaks.
 const MinVersion uint32 = 1
@@ -170,6 +175,9 @@ type Frame struct {
 	StreamData   *StreamData   `cbor:"18,keyasint,omitempty"`
 	StreamCredit *StreamCredit `cbor:"19,keyasint,omitempty"`
 	StreamClose  *StreamClose  `cbor:"20,keyasint,omitempty"`
+	// Since version 5.
+	AccessReview       *AccessReview       `cbor:"21,keyasint,omitempty"`
+	AccessReviewResult *AccessReviewResult `cbor:"22,keyasint,omitempty"`
 }
 
 // Hello is the first frame of a session, sent by the edge.
@@ -392,6 +400,46 @@ type CertRequest struct {
 // Seq. The edge uses it from its next connection on.
 type CertIssued struct {
 	Certificate []byte `cbor:"1,keyasint"`
+}
+
+// MaxAccessChecks is the most checks one AccessReview carries.
+const MaxAccessChecks = 64
+
+// AccessReview asks the hub whether the service account of a pod bound to
+// the node of the session may do each of Checks, as the cluster's
+// authorizers answer a SubjectAccessReview for it. Sent by the edge, without
+// a Seq, one at a time (the next after the answer, or after a timeout), only
+// to a hub that welcomed it with version 5 or more. The hub answers an
+// AccessReviewResult with the same ID; it refuses (Error set) a pod that is
+// not bound to the node or whose UID or service account differ, as the
+// node authorizer refuses a node the service accounts of other nodes' pods.
+type AccessReview struct {
+	ID             uint64        `cbor:"1,keyasint"`
+	Namespace      string        `cbor:"2,keyasint"`
+	Pod            string        `cbor:"3,keyasint"`
+	PodUID         string        `cbor:"4,keyasint"`
+	ServiceAccount string        `cbor:"5,keyasint"`
+	Checks         []AccessCheck `cbor:"6,keyasint"`
+}
+
+// AccessCheck is one question of an AccessReview: may the service account
+// do Verb on Resource (of Group) in Namespace ("" for all namespaces or a
+// cluster-scoped resource), on the object Name ("" for any).
+type AccessCheck struct {
+	Verb      string `cbor:"1,keyasint"`
+	Group     string `cbor:"2,keyasint,omitempty"`
+	Resource  string `cbor:"3,keyasint"`
+	Namespace string `cbor:"4,keyasint,omitempty"`
+	Name      string `cbor:"5,keyasint,omitempty"`
+}
+
+// AccessReviewResult answers the AccessReview of the same ID: Allowed holds
+// one answer per check, in order, or Error says why the review was refused
+// (then Allowed is empty). Sent by the hub, without a Seq.
+type AccessReviewResult struct {
+	ID      uint64 `cbor:"1,keyasint"`
+	Allowed []bool `cbor:"2,keyasint,omitempty"`
+	Error   string `cbor:"3,keyasint,omitempty"`
 }
 
 // ErrorCode classifies an Error.

@@ -401,3 +401,33 @@ func TestDecodeHelloInventoryLimit(t *testing.T) {
 		t.Fatalf("a limit under cbor's least (16) leaves the check to the caller: %v", err)
 	}
 }
+
+func TestAccessReviewLimits(t *testing.T) {
+	ok := AccessReview{ID: 1, Namespace: "store", Pod: "pos", PodUID: "u", ServiceAccount: "reader",
+		Checks: []AccessCheck{{Verb: "list", Resource: "pods", Namespace: "store"}}}
+	if err := (&Frame{AccessReview: &ok}).Validate(); err != nil {
+		t.Fatal(err)
+	}
+	many := ok
+	many.Checks = make([]AccessCheck, MaxAccessChecks+1)
+	for i := range many.Checks {
+		many.Checks[i] = ok.Checks[0]
+	}
+	long := ok
+	long.Checks = []AccessCheck{{Verb: "get", Resource: "pods", Name: strings.Repeat("x", 254)}}
+	noPod := ok
+	noPod.PodUID = ""
+	for name, f := range map[string]*Frame{
+		"too many checks":   {AccessReview: &many},
+		"long name":         {AccessReview: &long},
+		"no pod uid":        {AccessReview: &noPod},
+		"with a seq":        {Seq: 3, AccessReview: &ok},
+		"answers and error": {AccessReviewResult: &AccessReviewResult{ID: 1, Allowed: []bool{true}, Error: "x"}},
+		"neither":           {AccessReviewResult: &AccessReviewResult{ID: 1}},
+		"too many answers":  {AccessReviewResult: &AccessReviewResult{ID: 1, Allowed: make([]bool, MaxAccessChecks+1)}},
+	} {
+		if err := f.Validate(); err == nil {
+			t.Errorf("%s: valid", name)
+		}
+	}
+}

@@ -98,6 +98,13 @@ type Authenticator interface {
 	Renew(ctx context.Context, node, id string, csr []byte) ([]byte, error)
 }
 
+// AccessReviewer answers an edge's AccessReview: whether the service
+// account of a pod bound to node may do each check. It refuses (error) a pod
+// that is not bound to node, or whose UID or service account differ.
+type AccessReviewer interface {
+	Review(ctx context.Context, node string, r *protocol.AccessReview) ([]bool, error)
+}
+
 // Config configures the hub.
 type Config struct {
 	// Addr is the address the hub listens on, host:port.
@@ -109,6 +116,9 @@ type Config struct {
 	TLS *tls.Config
 	// Auth authenticates edges. Required.
 	Auth Authenticator
+	// Reviews, if set, answers the edges' AccessReviews (protocol version
+	// 5: the in-cluster API at the edge). Nil refuses every one.
+	Reviews AccessReviewer
 	// Handlers are more endpoints on the hub's listener, by path (the join
 	// and renewal endpoints of package enroll).
 	Handlers map[string]http.Handler

@@ -62,9 +62,12 @@ type session struct {
 	// renewing is set while a CertRequest is being answered; another one
 	// meanwhile is refused.
 	renewing atomic.Bool
-	conn     *websocket.Conn
-	log      *slog.Logger
-	sendq    *sendQueue
+	// reviewing is set while an AccessReview is being answered; another
+	// one meanwhile is refused.
+	reviewing atomic.Bool
+	conn      *websocket.Conn
+	log       *slog.Logger
+	sendq     *sendQueue
 	// streamq holds the stream frames (streams.go), sent when sendq is
 	// empty.
 	streamq *sendQueue
@@ -294,7 +297,7 @@ func (s *session) readLoop(frames chan<- *protocol.Frame) {
 				return
 			}
 			s.upInFlight.Add(1)
-		} else if f.CertRequest != nil && !s.throttle() {
+		} else if (f.CertRequest != nil || f.AccessReview != nil) && !s.throttle() {
 			// A certificate request costs a signature and a read of the
 			// Node from the API server: it waits for the rate like a
 			// status (and is answered one at a time, see renew).
@@ -561,6 +564,8 @@ func (s *session) handle(f *protocol.Frame) {
 		s.h.upstream.DeviceStatus(s.node, f.DeviceStatus, s.upstreamDone(f.Seq))
 	case f.CertRequest != nil && s.version >= 2:
 		s.renew(f.CertRequest.CSR)
+	case f.AccessReview != nil && s.version >= 5:
+		s.review(f.AccessReview)
 	case f.Error != nil:
 		s.log.Warn("edge reported an error", slog.String("code", f.Error.Code.String()),
 			slog.String("message", f.Error.Message), slog.Uint64("seq", f.Error.Seq))
@@ -756,6 +761,41 @@ func (s *session) flushUpstreamAcks() {
 // restart) do not report at the same instant for ever.
 func jitter(d time.Duration) time.Duration {
 	return d*3/4 + rand.N(d/2+1)
+}
+
+// review answers an AccessReview off the owner goroutine (it asks the API
+// server), one at a time per session.
+func (s *session) review(r *protocol.AccessReview) {
+	answer := func(res *protocol.AccessReviewResult) {
+		s.sendFrame(&protocol.Frame{AccessReviewResult: res})
+	}
+	if s.h.cfg.Reviews == nil {
+		answer(&protocol.AccessReviewResult{ID: r.ID, Error: "this hub answers no access reviews"})
+		return
+	}
+	if !s.reviewing.CompareAndSwap(false, true) {
+		answer(&protocol.AccessReviewResult{ID: r.ID, Error: "an access review is being answered already"})
+		return
+	}
+	go func() {
+		defer s.reviewing.Store(false)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		allowed, err := s.h.cfg.Reviews.Review(ctx, s.node, r)
+		if err == nil && len(allowed) != len(r.Checks) {
+			err = fmt.Errorf("%d answers to %d checks", len(allowed), len(r.Checks))
+		}
+		if err != nil {
+			s.log.Warn("access review refused", slog.String("pod", r.Namespace+"/"+r.Pod), slog.Any("err", err))
+			msg := err.Error()
+			if len(msg) > 1000 {
+				msg = msg[:1000]
+			}
+			answer(&protocol.AccessReviewResult{ID: r.ID, Error: msg})
+			return
+		}
+		answer(&protocol.AccessReviewResult{ID: r.ID, Allowed: allowed})
+	}()
 }
 
 // renew issues a certificate for a CertRequest, off the owner goroutine (it
