@@ -71,6 +71,23 @@ type Config struct {
 	// MaxStreams is the most streams open at once (default 32); the hub
 	// keeps its own cap too.
 	MaxStreams int
+	// Reviews, if set, sends the in-cluster API's access reviews to a hub
+	// of protocol version 5 or more and takes the answers
+	// (*accessreview.Cache is one).
+	Reviews Reviews
+}
+
+// Reviews are the access reviews of the in-cluster API at the edge.
+type Reviews interface {
+	// Session tells that a session with a hub that answers reviews
+	// started (true) or ended.
+	Session(up bool)
+	// Next returns the review to send now, or nil.
+	Next() *protocol.AccessReview
+	// Wanted receives when Next may have one.
+	Wanted() <-chan struct{}
+	// Answered takes the hub's answer.
+	Answered(*protocol.AccessReviewResult)
 }
 
 // Credentials are the node's client certificate, renewed through the hub.
@@ -412,8 +429,22 @@ func (a *Agent) session(ctx context.Context, conn *link.Conn) error {
 		renew = t.C
 		s.renewTimer = t
 	}
+	// reviews fire when the in-cluster API has an access review to send;
+	// never for a hub older than protocol version 5.
+	var reviews <-chan struct{}
+	if a.cfg.Reviews != nil && w.ProtocolVersion >= 5 {
+		a.cfg.Reviews.Session(true)
+		defer a.cfg.Reviews.Session(false)
+		reviews = a.cfg.Reviews.Wanted()
+	}
 	for {
 		select {
+		case <-reviews:
+			if r := a.cfg.Reviews.Next(); r != nil {
+				if err := conn.Write(&protocol.Frame{AccessReview: r}); err != nil {
+					return fmt.Errorf("send access review: %w", err)
+				}
+			}
 		case f := <-frames:
 			batch := []*protocol.Frame{f}
 			for more := true; more && len(batch) < 512; {
@@ -579,6 +610,10 @@ func (a *Agent) apply(batch []*protocol.Frame, conn *link.Conn, up *upstream) er
 			}
 			if err := a.cfg.Credentials.Issued(f.CertIssued.Certificate); err != nil {
 				a.log.Error("install renewed certificate", slog.Any("err", err))
+			}
+		case f.AccessReviewResult != nil:
+			if a.cfg.Reviews != nil {
+				a.cfg.Reviews.Answered(f.AccessReviewResult)
 			}
 		case f.Error != nil:
 			a.log.Warn("hub reported an error", slog.String("code", f.Error.Code.String()),
