@@ -3,6 +3,7 @@ package cri
 import (
 	"fmt"
 	"math"
+	"net"
 	"sort"
 	"strconv"
 	"strings"
@@ -34,8 +35,23 @@ type podEnv struct {
 	nodeCPU  resource.Quantity // allocatable, for resourceFieldRef without a limit
 	nodeMem  resource.Quantity
 
+	// inCluster, if set, is the in-cluster API the pod is given.
+	inCluster *InClusterAPI
+
 	configMaps map[string]*corev1.ConfigMap
 	secrets    map[string]*corev1.Secret
+}
+
+// serviceEnv is the kubelet's variables of the "kubernetes" Service,
+// pointing at the in-cluster API at the edge. They come first: the
+// container's own env and envFrom override them, as with the kubelet.
+func (ic *InClusterAPI) serviceEnv() []envVar {
+	host, port := ic.Host, strconv.Itoa(ic.Port)
+	addr := "tcp://" + net.JoinHostPort(host, port)
+	pre := "KUBERNETES_PORT_" + port + "_TCP"
+	return []envVar{{"KUBERNETES_SERVICE_HOST", host}, {"KUBERNETES_SERVICE_PORT", port},
+		{"KUBERNETES_SERVICE_PORT_HTTPS", port}, {"KUBERNETES_PORT", addr}, {pre, addr},
+		{pre + "_PROTO", "tcp"}, {pre + "_PORT", port}, {pre + "_ADDR", host}}
 }
 
 func (e *podEnv) configMap(name string, optional *bool) (*corev1.ConfigMap, error) {
@@ -98,6 +114,11 @@ func (e *podEnv) containerEnv(c *corev1.Container) ([]envVar, error) {
 			return vars[i].value, true
 		}
 		return "", false
+	}
+	if e.inCluster != nil {
+		for _, v := range e.inCluster.serviceEnv() {
+			set(v.name, v.value)
+		}
 	}
 	for _, from := range c.EnvFrom {
 		switch {
