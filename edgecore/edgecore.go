@@ -7,6 +7,7 @@ package edgecore
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -28,6 +29,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/tether-edge/tether/devices/broker"
 
+	"github.com/tether-edge/tether/edgecore/accessreview"
 	"github.com/tether-edge/tether/edgecore/agent"
 	"github.com/tether-edge/tether/edgecore/credentials"
 	"github.com/tether-edge/tether/edgecore/devicetwin"
@@ -42,6 +44,7 @@ import (
 	"github.com/tether-edge/tether/edgecore/runtime"
 	"github.com/tether-edge/tether/edgecore/runtime/cri"
 	"github.com/tether-edge/tether/edgecore/runtime/fake"
+	"github.com/tether-edge/tether/edgecore/satoken"
 	"github.com/tether-edge/tether/edgecore/staticpods"
 	"github.com/tether-edge/tether/edgecore/store"
 	"github.com/tether-edge/tether/protocol"
@@ -112,6 +115,10 @@ type Config struct {
 	// DNS is the resolver that answers the cluster's Service names to the
 	// node's pods from the store (see package resolver). Off by default.
 	DNS DNSConfig `json:"dns,omitempty"`
+	// InCluster gives the node's pods the Kubernetes API at the edge,
+	// as client-go's in-cluster config finds it (see packages satoken,
+	// accessreview and metaserver). Off by default.
+	InCluster InClusterConfig `json:"inCluster,omitempty"`
 	// NodeHealth says how the node's conditions (Ready, MemoryPressure,
 	// DiskPressure, PIDPressure) are measured, and the thresholds of
 	// pressure (see package nodestatus).
@@ -319,6 +326,69 @@ func (d *DNSConfig) resolverConfig(domain string) resolver.Config {
 		Rate: d.Rate, Burst: d.Burst}
 }
 
+// InClusterConfig configures the in-cluster API at the edge: a TLS
+// listener of the metaserver on the resolver's address, which the pods get
+// as KUBERNETES_SERVICE_HOST/PORT and kubernetes.default.svc, with tokens
+// of the node's own in their kube-api-access volumes.
+type InClusterConfig struct {
+	// Enable runs it (default false). It needs dns.enable, dns.allowed
+	// (the pod network: the only sources served) and the cri runtime.
+	Enable bool `json:"enable,omitempty"`
+	// Port is the listener's TCP port on the resolver's address (default
+	// 10551). Pods reach it as KUBERNETES_SERVICE_PORT.
+	Port int `json:"port,omitempty"`
+	// TokenLifetime is the life of a pod's token, renewed at 80% of it
+	// (default 1h, 1m to 168h).
+	TokenLifetime metav1.Duration `json:"tokenLifetime,omitempty"`
+	// AccessRefresh is how often the cloud's answers on what each service
+	// account may read are asked again while online (default 10m).
+	AccessRefresh metav1.Duration `json:"accessRefresh,omitempty"`
+	// AccessMaxAge is how long such an answer is used with the cloud away
+	// (default 72h); past it reads are refused until the cloud is back.
+	AccessMaxAge metav1.Duration `json:"accessMaxAge,omitempty"`
+}
+
+func (c *Config) validateInCluster() error {
+	ic := &c.InCluster
+	if !ic.Enable {
+		return nil
+	}
+	if !c.DNS.Enable || len(c.DNS.Allowed) == 0 {
+		return errors.New("inCluster: needs dns.enable and dns.allowed (the pod network it serves)")
+	}
+	if c.Runtime != "cri" && c.RuntimeImpl == nil {
+		return errors.New("inCluster: needs the cri runtime (which gives the pods their tokens)")
+	}
+	if ic.Port == 0 {
+		ic.Port = 10551
+	}
+	if ic.Port < 0 || ic.Port > 65535 {
+		return fmt.Errorf("inCluster.port: %d is not a TCP port", ic.Port)
+	}
+	if ic.TokenLifetime.Duration == 0 {
+		ic.TokenLifetime.Duration = satoken.DefaultLifetime
+	}
+	if d := ic.TokenLifetime.Duration; d < time.Minute || d > 7*24*time.Hour {
+		return fmt.Errorf("inCluster.tokenLifetime: %s is not between 1m and 168h", d)
+	}
+	if ic.AccessRefresh.Duration == 0 {
+		ic.AccessRefresh.Duration = 10 * time.Minute
+	}
+	if ic.AccessMaxAge.Duration == 0 {
+		ic.AccessMaxAge.Duration = 72 * time.Hour
+	}
+	if ic.AccessRefresh.Duration < time.Second || ic.AccessMaxAge.Duration < ic.AccessRefresh.Duration {
+		return fmt.Errorf("inCluster: accessRefresh %s must be 1s or more and at most accessMaxAge %s",
+			ic.AccessRefresh.Duration, ic.AccessMaxAge.Duration)
+	}
+	return nil
+}
+
+// addr is the in-cluster listener's address: the resolver's IP, Port.
+func (c *Config) inClusterAddr() netip.AddrPort {
+	return netip.AddrPortFrom(netip.MustParseAddrPort(c.DNS.Addr).Addr(), uint16(c.InCluster.Port)) // checked by validateDNS
+}
+
 // DevicesConfig configures the device twins.
 type DevicesConfig struct {
 	// Enable serves the device twins (default true).
@@ -465,6 +535,9 @@ func (c *Config) validate() error {
 		c.Runtime = "cri"
 	}
 	if err := c.validateDNS(); err != nil {
+		return err
+	}
+	if err := c.validateInCluster(); err != nil {
 		return err
 	}
 	switch {
@@ -653,6 +726,9 @@ type EdgeCore struct {
 	Static *staticpods.Source
 	// MetaServer is the local Kubernetes API; nil when disabled.
 	MetaServer *metaserver.Server
+	// Access holds the cloud's answers on what the pods' service accounts
+	// may read through the in-cluster API; nil when it is disabled.
+	Access *accessreview.Cache
 	// Resolver answers the pods' DNS queries; nil when disabled.
 	Resolver *resolver.Server
 	// Devices serves the device twins over MQTT; nil when disabled.
@@ -724,6 +800,44 @@ func New(cfg Config) (*EdgeCore, error) {
 		db.Close()
 		return nil, err
 	}
+	// The in-cluster API at the edge: the pods' credentials and the
+	// cloud's answers on what they may read.
+	var (
+		podCreds  *satoken.Credentials
+		access    *accessreview.Cache
+		inCluster *metaserver.InClusterConfig
+	)
+	if ic := cfg.InCluster; ic.Enable {
+		podCreds, err = satoken.Load(CredentialsDir(cfg.DataDir), cfg.NodeName, ic.TokenLifetime.Duration)
+		if err != nil {
+			db.Close()
+			return nil, err
+		}
+		addr := cfg.inClusterAddr()
+		certPEM, keyPEM, err := podCreds.ServingCert(addr.Addr().AsSlice(), cfg.CRI.ClusterDomain)
+		if err != nil {
+			db.Close()
+			return nil, err
+		}
+		cert, err := tls.X509KeyPair(certPEM, keyPEM)
+		if err != nil {
+			db.Close()
+			return nil, fmt.Errorf("in-cluster serving certificate: %w", err)
+		}
+		access, err = accessreview.New(accessreview.Config{StateFile: filepath.Join(cfg.DataDir, "access-reviews.json"),
+			Resources: metaserver.ServedResources(), Refresh: ic.AccessRefresh.Duration, MaxAge: ic.AccessMaxAge.Duration,
+			Logger: log.With(slog.String("component", "accessreview"))}, db)
+		if err != nil {
+			db.Close()
+			return nil, err
+		}
+		var allowed []netip.Prefix
+		for _, a := range cfg.DNS.Allowed {
+			allowed = append(allowed, netip.MustParsePrefix(a)) // checked by validateDNS
+		}
+		inCluster = &metaserver.InClusterConfig{Addr: addr.String(), Certificate: cert, Allowed: allowed,
+			Tokens: podCreds.Issuer, Authorizer: access}
+	}
 	rt := cfg.RuntimeImpl
 	runtimeVersion := "custom://"
 	var criRT *cri.Runtime
@@ -740,6 +854,11 @@ func New(cfg Config) (*EdgeCore, error) {
 			c.Notify = func() { podManager.Changed() }
 			c.Events = rec
 			c.HeldImages = func() ([]string, error) { return podManager.Images() }
+			if inCluster != nil {
+				a := cfg.inClusterAddr()
+				c.InCluster = &cri.InClusterAPI{Host: a.Addr().String(), Port: int(a.Port()), CACert: podCreds.CA.CertPEM(),
+					Tokens: podCreds.Issuer}
+			}
 			criRT, err = cri.New(context.Background(), c, cri.StoreObjects(db), log.With(slog.String("component", "cri")))
 			if err != nil {
 				db.Close()
@@ -752,7 +871,7 @@ func New(cfg Config) (*EdgeCore, error) {
 			rt, runtimeVersion = fake.New(ip), "fake://0"
 		}
 	}
-	ec := &EdgeCore{cfg: cfg, DB: db, Runtime: rt, Events: rec, criRuntime: criRT, creds: creds}
+	ec := &EdgeCore{cfg: cfg, DB: db, Runtime: rt, Events: rec, criRuntime: criRT, creds: creds, Access: access}
 	statsCfg := nodestats.Config{NodeName: cfg.NodeName, FsPath: cfg.DataDir, Logger: log.With(slog.String("component", "nodestats"))}
 	if criRT != nil {
 		statsCfg.Runtime = criRT
@@ -804,6 +923,9 @@ func New(cfg Config) (*EdgeCore, error) {
 	ns := &nodestatus.Source{NodeName: cfg.NodeName, InternalIP: cfg.NodeIP, MaxPods: cfg.MaxPods,
 		DataDir: cfg.DataDir, RuntimeVersion: runtimeVersion, Conditions: ec.Health.Conditions}
 	obs := observers{ec.Pods}
+	if access != nil {
+		obs = append(obs, access)
+	}
 	if *cfg.MetaServer.Enable {
 		clients, err := metaserver.LocalClients(ec.CredentialsDir())
 		if err != nil {
@@ -816,7 +938,7 @@ func New(cfg Config) (*EdgeCore, error) {
 			// Read at scrape time, once Run started every component.
 			Metrics:    promhttp.HandlerFor(ec.Metrics(), promhttp.HandlerOpts{}),
 			NodeLabels: cfg.Labels, NodeStatus: ns.Status, NodeInterval: cfg.NodeStatusInterval.Duration,
-			StateDir: cfg.DataDir, Logger: log.With(slog.String("component", "metaserver"))}, db)
+			StateDir: cfg.DataDir, InCluster: inCluster, Logger: log.With(slog.String("component", "metaserver"))}, db)
 		if err != nil {
 			closeAll()
 			return nil, err
@@ -824,8 +946,11 @@ func New(cfg Config) (*EdgeCore, error) {
 		obs = append(obs, ec.MetaServer)
 	}
 	if cfg.DNS.Enable {
-		ec.Resolver, err = resolver.New(cfg.DNS.resolverConfig(cfg.CRI.ClusterDomain), db,
-			log.With(slog.String("component", "resolver")))
+		rc := cfg.DNS.resolverConfig(cfg.CRI.ClusterDomain)
+		if inCluster != nil {
+			rc.APIServer = cfg.inClusterAddr()
+		}
+		ec.Resolver, err = resolver.New(rc, db, log.With(slog.String("component", "resolver")))
 		if err != nil {
 			closeAll()
 			return nil, err
@@ -880,6 +1005,7 @@ func New(cfg Config) (*EdgeCore, error) {
 		NodeStatusInterval: cfg.NodeStatusInterval.Duration,
 		OutboxMax:          cfg.OutboxMax,
 		Credentials:        agentCredentials(creds),
+		Reviews:            agentReviews(access),
 	}, db, dialer,
 		func() (*corev1.NodeStatus, error) { return ns.Status(), nil },
 		obs,
@@ -930,6 +1056,9 @@ func (ec *EdgeCore) Run(ctx context.Context) error {
 	}
 	if ec.MetaServer != nil {
 		g.Go(func() error { return ec.MetaServer.Start(ctx) })
+	}
+	if ec.Access != nil {
+		g.Go(func() error { return ec.Access.Start(ctx) })
 	}
 	if ec.Resolver != nil {
 		g.Go(func() error { return ec.Resolver.Start(ctx) })
