@@ -3,6 +3,7 @@
 package cloudcore
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"testing"
@@ -75,8 +76,10 @@ func TestAccessReviewer(t *testing.T) {
 	inf := informers.NewSharedInformerFactory(cc, 0)
 	pods := inf.Core().V1().Pods()
 	pods.Informer()
-	inf.Start(ctx.Done())
+	ictx, stop := context.WithCancel(ctx)
 	defer inf.Shutdown()
+	defer stop() // before Shutdown, which waits for the informers
+	inf.Start(ictx.Done())
 	if !cache.WaitForCacheSync(ctx.Done(), pods.Informer().HasSynced) {
 		t.Fatal("pods informer did not sync")
 	}
