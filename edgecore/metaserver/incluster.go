@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/time/rate"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -40,6 +41,11 @@ type InClusterConfig struct {
 	Tokens TokenVerifier
 	// Authorizer decides what a pod's service account may read (required).
 	Authorizer Authorizer
+	// Rate and Burst bound the requests per second of one pod (default
+	// 50, burst 100); beyond them a request gets 429 (Retry-After: 1).
+	// Watches count once, when opened.
+	Rate  float64
+	Burst int
 }
 
 // TokenVerifier verifies a pod's service-account token (*satoken.Issuer is
@@ -77,6 +83,15 @@ func (c *InClusterConfig) validate() error {
 	if c.Tokens == nil || c.Authorizer == nil {
 		return errors.New("metaserver: in-cluster: no token verifier or authorizer")
 	}
+	if c.Rate < 0 || c.Burst < 0 {
+		return errors.New("metaserver: in-cluster: negative rate or burst")
+	}
+	if c.Rate == 0 {
+		c.Rate = 50
+	}
+	if c.Burst == 0 {
+		c.Burst = 100
+	}
 	return nil
 }
 
@@ -109,9 +124,39 @@ func (s *Server) podGuard(h func(w http.ResponseWriter, r *http.Request, c *Clie
 				Message: "the edge's in-cluster API needs the pod's service-account token: " + err.Error()}})
 			return
 		}
+		if !s.podLimiter(claims.UID).Allow() {
+			s.throttled.Add(1)
+			w.Header().Set("Retry-After", "1")
+			writeStatus(w, apierrors.NewTooManyRequests(
+				fmt.Sprintf("pod %s/%s is over %v requests per second to the edge's in-cluster API",
+					claims.Namespace, claims.Name, s.cfg.InCluster.Rate), 1))
+			return
+		}
 		h(w, r, &Client{Name: claims.User(), Resources: []string{}, pod: &claims.Pod})
 	}
 }
+
+// maxLimiters bounds the table of per-pod limiters; when full it starts
+// again empty (a node runs at most a few hundred pods).
+const maxLimiters = 4096
+
+// podLimiter returns the rate limiter of the pod uid.
+func (s *Server) podLimiter(uid string) *rate.Limiter {
+	s.limMu.Lock()
+	defer s.limMu.Unlock()
+	l := s.limiters[uid]
+	if l == nil {
+		if s.limiters == nil || len(s.limiters) >= maxLimiters {
+			s.limiters = map[string]*rate.Limiter{}
+		}
+		l = rate.NewLimiter(rate.Limit(s.cfg.InCluster.Rate), s.cfg.InCluster.Burst)
+		s.limiters[uid] = l
+	}
+	return l
+}
+
+// Throttled counts the pods' requests refused with 429.
+func (s *Server) Throttled() int64 { return s.throttled.Load() }
 
 // fromPodNetwork reports whether r comes from an allowed network.
 func (s *Server) fromPodNetwork(r *http.Request) bool {

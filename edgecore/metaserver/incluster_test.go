@@ -206,3 +206,37 @@ func TestInClusterRefusesTokens(t *testing.T) {
 		t.Errorf("from outside the pod network: %d, want 403", rec.Code)
 	}
 }
+
+// A pod flooding the in-cluster API gets 429 past its burst; another pod is
+// served meanwhile.
+func TestInClusterFlood(t *testing.T) {
+	ic := newInCluster(t)
+	ic.f.s.cfg.InCluster.Rate, ic.f.s.cfg.InCluster.Burst = 1, 20
+	now := time.Now()
+	flooder, _, _ := ic.creds.Issuer.Mint(readerPod, now)
+	other, _, _ := ic.creds.Issuer.Mint(satoken.Pod{Namespace: "store", Name: "web", UID: "uid-store-web", ServiceAccount: "default"}, now)
+	h := ic.f.s.handler(ic.f.s.podGuard)
+	do := func(tok string) int {
+		r := httptest.NewRequest(http.MethodGet, "/api/v1/namespaces/store/pods", nil)
+		r.RemoteAddr = "127.0.0.1:4000"
+		r.Header.Set("Authorization", "Bearer "+tok)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, r)
+		return rec.Code
+	}
+	codes := map[int]int{}
+	for range 200 {
+		codes[do(flooder)]++
+	}
+	if codes[http.StatusOK] < 20 || codes[http.StatusOK] > 25 || codes[http.StatusTooManyRequests] < 175 {
+		t.Errorf("200 requests at rate 1/s burst 20: %v", codes)
+	}
+	// The other pod is not held up by the flooder (its service account may
+	// not list pods: 403, not 429).
+	if c := do(other); c != http.StatusForbidden {
+		t.Errorf("another pod during the flood: %d", c)
+	}
+	if ic.f.s.Throttled() < 175 {
+		t.Errorf("throttled %d", ic.f.s.Throttled())
+	}
+}

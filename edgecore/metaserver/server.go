@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/time/rate"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/tether-edge/tether/edgecore/store"
@@ -163,8 +164,14 @@ type Server struct {
 	// refused counts requests refused: no or a bad token, a Host that is
 	// not loopback, a resource the client may not read.
 	refused atomic.Int64
-	// writesRefused counts pods' writes refused with the cloud away.
+	// writesRefused counts pods' writes refused with the cloud away;
+	// throttled the pods' requests over their rate.
 	writesRefused atomic.Int64
+	throttled     atomic.Int64
+
+	limMu sync.Mutex
+	// limiters are the pods' rate limiters by UID; guarded by limMu.
+	limiters map[string]*rate.Limiter
 
 	mu sync.Mutex
 	// addr is the address listened on; guarded by mu.
