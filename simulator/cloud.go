@@ -73,6 +73,10 @@ func newCloudBase(cfg cloudcore.Config, dataDir, host string, ns Namespace, root
 	if cfg.AcceptRate == 0 {
 		cfg.AcceptRate, cfg.AcceptBurst = 1e6, 1e6
 	}
+	if cfg.DrainTime.Duration == 0 {
+		// A restart is an outage here (restart-hub); replicas drain on purpose.
+		cfg.DrainTime.Duration = time.Millisecond
+	}
 	if cfg.AcceptRatePerIP == 0 {
 		cfg.AcceptRatePerIP, cfg.AcceptBurstPerIP = 1e6, 1e6
 	}

@@ -214,3 +214,62 @@ func (h *Hub) connState(c net.Conn, st http.ConnState) {
 		h.stats.closedIdle.Add(1)
 	}
 }
+
+// MinReconnectMax is the least back-off cap the hub advertises
+// (Welcome.ReconnectMax): one node is back within about that of the hub's
+// return, however long it was away.
+const MinReconnectMax = 2 * time.Second
+
+// maxRetryAfter bounds the Retry-After the hub hands out: past it the
+// queue of shed edges is not tracked further (they come back then and
+// are shed again if need be).
+const maxRetryAfter = 5 * time.Minute
+
+// ReconnectMax is the back-off cap the hub advertises to edges of protocol
+// 5: its sessions divided by SessionRate, at least MinReconnectMax and at
+// most a minute. Edges that lost the hub retry at random below it, so the
+// whole fleet, coming back after an outage, arrives over about that long:
+// at about the rate the hub starts sessions.
+func (h *Hub) ReconnectMax() time.Duration {
+	n := float64(h.stats.sessions.Load() + 1)
+	d := time.Duration(n / h.cfg.SessionRate * float64(time.Second))
+	return min(max(d, MinReconnectMax), time.Minute)
+}
+
+// admission paces new sessions: a token bucket at SessionRate, and for
+// the edges it turns away a queue of times to come back, a slot of
+// 1/SessionRate each after the last one handed out, so that they return
+// spread at the rate the bucket refills instead of together.
+type admission struct {
+	lim  *rate.Limiter
+	slot time.Duration
+
+	mu sync.Mutex
+	// next is the end of the last slot handed out; guarded by mu.
+	next time.Time
+}
+
+func newAdmission(r float64, burst int) *admission {
+	return &admission{lim: rate.NewLimiter(rate.Limit(r), burst), slot: time.Duration(float64(time.Second) / r)}
+}
+
+// take admits a session at now, or returns when to come back: whole
+// seconds (Retry-After's unit), at least one, at most maxRetryAfter. The
+// edge draws its wait from the last of them (link.Jittered), which is
+// where its slot lies.
+func (a *admission) take(now time.Time) (ok bool, after time.Duration) {
+	if a.lim.AllowN(now, 1) {
+		return true, 0
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.next.Before(now) {
+		a.next = now
+	}
+	if a.next.Sub(now) < maxRetryAfter {
+		a.next = a.next.Add(a.slot)
+	}
+	d := a.next.Sub(now)
+	ceil := (d + time.Second - 1).Truncate(time.Second)
+	return false, min(max(ceil, time.Second), maxRetryAfter)
+}
