@@ -512,6 +512,10 @@ serve:
 	return nil
 }
 
+// Listening reports whether Serve serves (and is not draining): edges can
+// start sessions.
+func (h *Hub) Listening() bool { return h.listening.Load() && !h.draining.Load() }
+
 // Drain stops Serve gracefully: the hub stops listening and /readyz fails,
 // then its sessions are closed one by one, evenly over DrainTime, with
 // Error ShuttingDown (an edge of protocol 5 reconnects at once, to another
