@@ -18,7 +18,7 @@ import (
 var (
 	mSessions   = prometheus.NewDesc("tether_hub_sessions", "Edge nodes with a live session on this replica.", nil, nil)
 	mConns      = prometheus.NewDesc("tether_hub_connections", "Open connections to the hub, sessions included.", nil, nil)
-	mRefused    = prometheus.NewDesc("tether_hub_connections_refused_total", "Connections or handshakes refused, by reason.", []string{"reason"}, nil)
+	mRefused    = prometheus.NewDesc("tether_hub_connections_refused_total", "Connections or handshakes refused, by reason (session_rate: shed with 503 and a Retry-After).", []string{"reason"}, nil)
 	mFrames     = prometheus.NewDesc("tether_hub_frames_total", "Protocol frames, by direction (in: from edges).", []string{"direction"}, nil)
 	mBytes      = prometheus.NewDesc("tether_hub_frame_bytes_total", "Protocol frame bytes, by direction (in: from edges).", []string{"direction"}, nil)
 	mBadFrames  = prometheus.NewDesc("tether_hub_bad_frames_total", "Frames from edges that did not decode or validate.", nil, nil)
@@ -65,7 +65,8 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	for reason, v := range map[string]int64{
 		"certificate_or_hello": h.Refused - h.IdentityRefused - h.InventoryRefused, "identity": h.IdentityRefused,
 		"inventory": h.InventoryRefused, "max_conns": h.ConnsRefusedTotal, "max_conns_per_ip": h.ConnsRefusedPerIP,
-		"accept_rate": h.ConnsRefusedRate, "handshake_timeout": h.ConnsClosedNew,
+		"accept_rate": h.ConnsRefusedRate, "accept_rate_per_ip": h.ConnsRefusedRatePerIP,
+		"handshake_timeout": h.ConnsClosedNew, "session_rate": h.Shed,
 	} {
 		counter(mRefused, max(v, 0), reason)
 	}

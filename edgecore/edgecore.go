@@ -821,7 +821,9 @@ func New(cfg Config) (*EdgeCore, error) {
 		ec.MetaServer, err = metaserver.New(metaserver.Config{Addr: cfg.MetaServer.Addr, NodeName: cfg.NodeName,
 			Clients: clients, PodStatuses: reported,
 			// Read at scrape time, once Run started every component.
-			Metrics:    promhttp.HandlerFor(ec.Metrics(), promhttp.HandlerOpts{}),
+			Metrics: promhttp.HandlerFor(ec.Metrics(), promhttp.HandlerOpts{}),
+			// Ready while the store is open (a closed bbolt refuses View).
+			Ready:      func() error { return db.View(func(*store.Tx) error { return nil }) },
 			NodeLabels: cfg.Labels, NodeStatus: ns.Status, NodeInterval: cfg.NodeStatusInterval.Duration,
 			StateDir: cfg.DataDir, Logger: log.With(slog.String("component", "metaserver"))}, db)
 		if err != nil {
