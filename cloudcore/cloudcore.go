@@ -160,8 +160,13 @@ type Config struct {
 	// edges how long their back-off may grow (its sessions / SessionRate,
 	// at least 2 s), so a fleet coming back after an outage arrives about
 	// as fast as the hub takes it, and one node is back within seconds.
-	SessionRate  float64 `json:"sessionRate,omitempty"`
-	SessionBurst int     `json:"sessionBurst,omitempty"`
+	SessionRate float64 `json:"sessionRate,omitempty"`
+	// MaxHandshakes caps the connections in their TLS handshake at once
+	// (default 256); one past it is closed before its handshake, so a
+	// fleet reconnecting together never makes the hub queue handshakes
+	// until they time out.
+	MaxHandshakes int `json:"maxHandshakes,omitempty"`
+	SessionBurst  int `json:"sessionBurst,omitempty"`
 	// DrainTime is how long a graceful stop (SIGTERM) spends sending the
 	// replica's edges away (default 5s): the hub stops listening and
 	// /readyz fails, then its sessions are closed one by one, evenly over
@@ -471,6 +476,7 @@ func New(cfg Config) (*CloudCore, error) {
 		AcceptRatePerIP:     cfg.AcceptRatePerIP,
 		AcceptBurstPerIP:    cfg.AcceptBurstPerIP,
 		SessionRate:         cfg.SessionRate,
+		MaxHandshakes:       cfg.MaxHandshakes,
 		SessionBurst:        cfg.SessionBurst,
 		DrainTime:           cfg.DrainTime.Duration,
 		MaxInventory:        cfg.MaxInventory,

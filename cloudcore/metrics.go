@@ -66,7 +66,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		"certificate_or_hello": h.Refused - h.IdentityRefused - h.InventoryRefused, "identity": h.IdentityRefused,
 		"inventory": h.InventoryRefused, "max_conns": h.ConnsRefusedTotal, "max_conns_per_ip": h.ConnsRefusedPerIP,
 		"accept_rate": h.ConnsRefusedRate, "accept_rate_per_ip": h.ConnsRefusedRatePerIP,
-		"handshake_timeout": h.ConnsClosedNew, "session_rate": h.Shed,
+		"handshake_timeout": h.ConnsClosedNew, "session_rate": h.Shed, "max_handshakes": h.ConnsRefusedHandshakes,
 	} {
 		counter(mRefused, max(v, 0), reason)
 	}

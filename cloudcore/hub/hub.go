@@ -185,6 +185,13 @@ type Config struct {
 	// has only AcceptRate.
 	AcceptRatePerIP  float64
 	AcceptBurstPerIP int
+	// MaxHandshakes is the most connections in their TLS handshake and
+	// request header at once (default 256); one past it is closed before
+	// its TLS handshake. It bounds what a reconnecting fleet makes the hub
+	// do at once whatever its CPU: a rate alone lets handshakes queue up
+	// on a busy hub until they time out and are retried, and the hub does
+	// nothing useful any more. The hub takes as many as it finishes.
+	MaxHandshakes int
 
 	// SessionRate is how many sessions per second the hub starts on
 	// average, SessionBurst how many at once (defaults 1,000 and 1,000:
@@ -326,6 +333,10 @@ func (c *Config) validateLimits(fds uint64) error {
 	setDefault(&c.MaxConnsPerIP, 32)
 	setDefault(&c.AcceptRate, 1500)
 	setDefault(&c.AcceptBurst, 1500)
+	setDefault(&c.MaxHandshakes, 256)
+	if c.MaxHandshakes < 1 {
+		return fmt.Errorf("hub: max handshakes %d: want positive", c.MaxHandshakes)
+	}
 	setDefault(&c.SessionRate, 1000)
 	setDefault(&c.SessionBurst, 1000)
 	setDefault(&c.DrainTime, 5*time.Second)
@@ -862,6 +873,7 @@ type Stats struct {
 	streams           atomic.Int64
 	streamsRefused    atomic.Int64
 	shed              atomic.Int64
+	refusedHandshakes atomic.Int64
 }
 
 // StatsSnapshot is a copy of the counters.
@@ -924,6 +936,9 @@ type StatsSnapshot struct {
 	// Shed counts authenticated edges answered 503 with a Retry-After
 	// because sessions started past SessionRate.
 	Shed int64 `json:"shed"`
+	// ConnsRefusedHandshakes counts connections closed at accept because
+	// MaxHandshakes were in progress.
+	ConnsRefusedHandshakes int64 `json:"connsRefusedHandshakes"`
 }
 
 // Stats returns the hub's counters.
@@ -942,6 +957,7 @@ func (h *Hub) Stats() StatsSnapshot {
 		UpstreamThrottled: s.upstreamThrottled.Load(), EventsDropped: s.eventsDropped.Load(),
 		DeleteScans: s.deleteScans.Load(), DeleteScanned: s.deleteScanned.Load(),
 		Streams: s.streams.Load(), StreamsRefused: s.streamsRefused.Load(), Shed: s.shed.Load(),
+		ConnsRefusedHandshakes: s.refusedHandshakes.Load(),
 	}
 }
 

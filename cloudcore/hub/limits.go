@@ -36,17 +36,20 @@ func newLimitLog() *limitLog { return &limitLog{s: rate.Sometimes{Interval: 10 *
 func (l *limitLog) do(f func()) { l.s.Do(f) }
 
 // connLimiter is a listener that closes, at once, a new connection past
-// AcceptRatePerIP from its source address, past the AcceptRate (token
-// buckets), past MaxConns open or past MaxConnsPerIP open from its source
-// address: before its TLS handshake, so that a refused connection costs
-// the hub an accept and a close.
+// AcceptRatePerIP from its source address, past MaxHandshakes in progress,
+// past the AcceptRate (token buckets), past MaxConns open or past
+// MaxConnsPerIP open from its source address: before its TLS handshake, so
+// that a refused connection costs the hub an accept and a close.
 type connLimiter struct {
 	net.Listener
-	h       *Hub
-	rate    *rate.Limiter
-	total   atomic.Int64
-	logRate *limitLog
-	logCap  *limitLog
+	h     *Hub
+	rate  *rate.Limiter
+	total atomic.Int64
+	// handshaking counts the connections admitted that have not finished
+	// their TLS handshake and request header yet (MaxHandshakes).
+	handshaking atomic.Int64
+	logRate     *limitLog
+	logCap      *limitLog
 
 	mu sync.Mutex
 	// perIP counts the open connections of each source address; guarded
@@ -93,6 +96,21 @@ func (l *connLimiter) admit(c net.Conn) net.Conn {
 		})
 		return nil
 	}
+	if l.handshaking.Add(1) > int64(cfg.MaxHandshakes) {
+		l.handshaking.Add(-1)
+		n := st.refusedHandshakes.Add(1)
+		l.logRate.do(func() {
+			l.h.log.Warn("connection refused: too many TLS handshakes in progress", slog.String("remote", ip),
+				slog.Int("maxHandshakes", cfg.MaxHandshakes), slog.Int64("refusedSoFar", n))
+		})
+		return nil
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			l.handshaking.Add(-1)
+		}
+	}()
 	if !l.rate.Allow() {
 		n := st.refusedRate.Add(1)
 		l.logRate.do(func() {
@@ -124,7 +142,10 @@ func (l *connLimiter) admit(c net.Conn) net.Conn {
 	l.perIP[ip]++
 	l.mu.Unlock()
 	st.conns.Add(1)
-	return &limitedConn{Conn: c, l: l, ip: ip}
+	ok = true
+	lc := &limitedConn{Conn: c, l: l, ip: ip}
+	lc.handshaking.Store(true)
+	return lc
 }
 
 // allowIP takes a token from ip's AcceptRatePerIP bucket. An address not
@@ -180,10 +201,22 @@ type limitedConn struct {
 	ip    string
 	once  sync.Once
 	state atomic.Int32
+	// handshaking is set until the connection's TLS handshake and first
+	// request header are done (or it closed): it holds a MaxHandshakes
+	// place.
+	handshaking atomic.Bool
+}
+
+// handshakeDone gives back the connection's MaxHandshakes place, once.
+func (c *limitedConn) handshakeDone() {
+	if c.handshaking.CompareAndSwap(true, false) {
+		c.l.handshaking.Add(-1)
+	}
 }
 
 func (c *limitedConn) Close() error {
 	err := c.Conn.Close()
+	c.handshakeDone()
 	c.once.Do(func() { c.l.release(c.ip) })
 	return err
 }
@@ -200,6 +233,9 @@ func (h *Hub) connState(c net.Conn, st http.ConnState) {
 		return
 	}
 	prev := http.ConnState(lc.state.Swap(int32(st)))
+	if st != http.StateNew {
+		lc.handshakeDone()
+	}
 	if st != http.StateClosed {
 		return
 	}

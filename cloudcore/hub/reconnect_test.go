@@ -224,3 +224,32 @@ func TestDrainSpreadsSessions(t *testing.T) {
 		t.Errorf("second Drain: %v", err)
 	}
 }
+
+// Limit MaxHandshakes: connections that have not finished their TLS
+// handshake and request hold a place (the attacker's silent connections
+// too, until HandshakeTimeout); one past the limit is closed at once,
+// before its TLS handshake; a connection that got through (a request
+// served on it) gives its place back, and one closed does too.
+func TestMaxHandshakes(t *testing.T) {
+	s := serveHub(t, Config{HandshakeTimeout: time.Hour, MaxHandshakes: 2}, nopUpstream{})
+	// A served request: no place held after it.
+	if got, err := get(s.addr, "/v1/ca", nil); err != nil || got != "200 ca" {
+		t.Fatalf("GET /v1/ca: %q %v", got, err)
+	}
+	waitFor(t, "the request's connection closed", func() bool { return s.h.Stats().Conns == 0 })
+	silent, err := net.Dial("tcp", s.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the silent connection admitted", func() bool { return s.h.Stats().Conns == 1 })
+	holdConns(t, s, 1, nil, 2)
+	refusedAtOnce(t, s, nil)
+	if st := s.h.Stats(); st.ConnsRefusedHandshakes != 1 || st.ConnsRefusedRate != 0 {
+		t.Fatalf("refused for handshakes %d (want 1), by rate %d (want 0)", st.ConnsRefusedHandshakes, st.ConnsRefusedRate)
+	}
+	silent.Close()
+	waitFor(t, "a place back", func() bool {
+		got, err := get(s.addr, "/v1/ca", nil)
+		return err == nil && got == "200 ca"
+	})
+}
