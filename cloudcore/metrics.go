@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
+	"unicode"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -35,6 +37,7 @@ var (
 	mAPIErrors  = prometheus.NewDesc("tether_api_write_errors_total", "API writes that failed (API server or transport errors), retried or not.", nil, nil)
 	mWriteFate  = prometheus.NewDesc("tether_api_messages_total", "Upstream messages that needed no write, were coalesced, retried, rejected or given up.", []string{"result"}, nil)
 	mAPIRefused = prometheus.NewDesc("tether_api_messages_refused_total", "Upstream messages refused because the node may not write the object, by reason.", []string{"reason"}, nil)
+	mWriteTime  = prometheus.NewDesc("tether_api_write_duration_seconds", "Time an upstream message's API write took (its API calls; a retry is another), by the message's kind.", []string{"kind"}, nil)
 	mLeader     = prometheus.NewDesc("tether_leader", "1 if this replica runs the cluster-wide singletons (holds the leader Lease).", nil, nil)
 	mCAExpiry   = prometheus.NewDesc("tether_ca_certificate_expiry_timestamp_seconds", "When cloudcore's CA certificate expires (Unix time).", nil, nil)
 	mSrvExpiry  = prometheus.NewDesc("tether_hub_serving_certificate_expiry_timestamp_seconds", "When the hub's serving certificate expires (Unix time).", nil, nil)
@@ -47,7 +50,7 @@ type collector struct{ cc *CloudCore }
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mSessions, mConns, mRefused, mFrames, mBytes, mBadFrames, mObjects, mResyncs,
 		mResyncMsgs, mResyncB, mRevoked, mCerts, mUpPaused, mUpThrottle, mEvDropped, mWrites, mAPIErrors, mWriteFate,
-		mAPIRefused, mLeader, mCAExpiry, mSrvExpiry, mNodeExpiry} {
+		mAPIRefused, mWriteTime, mLeader, mCAExpiry, mSrvExpiry, mNodeExpiry} {
 		ch <- d
 	}
 }
@@ -95,6 +98,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		counter(mWrites, v, kind)
 	}
 	counter(mAPIErrors, s.APIErrors)
+	for kind, hist := range s.WriteLatency {
+		ch <- prometheus.MustNewConstHistogram(mWriteTime, hist.Count, hist.Sum, hist.Buckets, snake(kind))
+	}
 	for result, v := range map[string]int64{"unchanged": s.Unchanged, "coalesced": s.Coalesced, "retried": s.Retries,
 		"rejected": s.Rejected, "given_up": s.GivenUp} {
 		counter(mWriteFate, v, result)
@@ -118,6 +124,21 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(mSrvExpiry, unix(leaf.NotAfter))
 	}
 	c.cc.Hub.CertExpiries(func(node string, notAfter time.Time) { gauge(mNodeExpiry, unix(notAfter), node) })
+}
+
+// snake turns a Go name into a label value: PodStatus is pod_status.
+func snake(s string) string {
+	var b strings.Builder
+	for i, r := range s {
+		if unicode.IsUpper(r) {
+			if i > 0 {
+				b.WriteByte('_')
+			}
+			r = unicode.ToLower(r)
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 func unix(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }
