@@ -549,7 +549,7 @@ type Stats struct {
 type counters struct {
 	// latency is each kind's write time (its API calls, retries apart),
 	// by kind.
-	latency [kindDeviceStatus + 1]latency
+	latency                                                                                      [kindDeviceStatus + 1]latency
 	nodeLabelPatches, nodeStatuses, podStatuses, podDeletes, events, leaseCreates, leaseRenewals atomic.Int64
 	mirrorWrites, deviceStatuses, deviceUnchanged, eventUpdates                                  atomic.Int64
 	unchanged, coalesced, retries, rejected, givenUp, apiErrors                                  atomic.Int64

@@ -3,8 +3,8 @@ package monitoring_test
 import (
 	"encoding/json"
 	"regexp"
-	"strings"
 	"slices"
+	"strings"
 	"testing"
 
 	"sigs.k8s.io/yaml"
