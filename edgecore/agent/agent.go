@@ -240,9 +240,17 @@ func (a *Agent) State() State {
 // is left at once, after at most ShutdownJitter, for another replica.
 func (a *Agent) Start(ctx context.Context) error {
 	bo := a.cfg.Backoff
+	// forcedAt is when the node status was last queued whatever it holds:
+	// before the first dial after a session, then at most every
+	// offlineStatusEvery while the hub stays away (a write to the store
+	// per dial would cost a fleet retrying every second or two dearly).
+	var forcedAt, warnedAt time.Time
 	for ctx.Err() == nil {
-		if err := a.queueNodeStatus(true); err != nil {
-			a.log.Error("queue node status", slog.Any("err", err))
+		if forcedAt.IsZero() || time.Since(forcedAt) >= offlineStatusEvery {
+			if err := a.queueNodeStatus(true); err != nil {
+				a.log.Error("queue node status", slog.Any("err", err))
+			}
+			forcedAt = time.Now()
 		}
 		hello, err := a.hello()
 		if err != nil {
@@ -261,7 +269,13 @@ func (a *Agent) Start(ctx context.Context) error {
 				a.log.Info("hub asked to come back later", slog.String("message", re.Message),
 					slog.Duration("retry_in", d))
 			default:
-				a.log.Warn("cannot reach the hub", slog.Any("err", err), slog.Duration("retry_in", d))
+				// Retried every second or two: a warning every
+				// offlineStatusEvery, the attempts between at debug level.
+				lvl := slog.LevelDebug
+				if time.Since(warnedAt) >= offlineStatusEvery {
+					lvl, warnedAt = slog.LevelWarn, time.Now()
+				}
+				a.log.Log(ctx, lvl, "cannot reach the hub", slog.Any("err", err), slog.Duration("retry_in", d))
 			}
 			a.offline(ctx, d)
 			continue
@@ -274,6 +288,7 @@ func (a *Agent) Start(ctx context.Context) error {
 		err = a.session(ctx, conn)
 		a.setConnected(false)
 		conn.Close()
+		forcedAt = time.Time{}
 		if time.Since(start) > a.cfg.StableAfter {
 			bo.Reset()
 		}
@@ -295,6 +310,11 @@ func (a *Agent) Start(ctx context.Context) error {
 	}
 	return nil
 }
+
+// offlineStatusEvery is how often the node status is queued again while
+// the hub is unreachable, so that the status sent on reconnecting is at
+// most this old (a change is queued at once: NodeStatusChanged).
+const offlineStatusEvery = 30 * time.Second
 
 // ShutdownJitter is the most an edge waits to reconnect after a hub of
 // protocol 5 or more said it is stopping (it spreads its edges itself).
