@@ -162,7 +162,7 @@ type Config struct {
 	// as fast as the hub takes it, and one node is back within seconds.
 	SessionRate float64 `json:"sessionRate,omitempty"`
 	// MaxHandshakes caps the connections in their TLS handshake at once
-	// (default 256); one past it is closed before its handshake, so a
+	// (default 1,024); one past it is closed before its handshake, so a
 	// fleet reconnecting together never makes the hub queue handshakes
 	// until they time out.
 	MaxHandshakes int `json:"maxHandshakes,omitempty"`

@@ -186,11 +186,13 @@ type Config struct {
 	AcceptRatePerIP  float64
 	AcceptBurstPerIP int
 	// MaxHandshakes is the most connections in their TLS handshake and
-	// request header at once (default 256); one past it is closed before
-	// its TLS handshake. It bounds what a reconnecting fleet makes the hub
-	// do at once whatever its CPU: a rate alone lets handshakes queue up
-	// on a busy hub until they time out and are retried, and the hub does
-	// nothing useful any more. The hub takes as many as it finishes.
+	// request header at once (default 1,024: at about a millisecond of CPU
+	// each, at most a second of work queued); one past it is closed
+	// before its TLS handshake. It bounds what a reconnecting fleet makes
+	// the hub do at once whatever its CPU: a rate alone lets handshakes
+	// queue up on a busy hub until they time out and are retried, and the
+	// hub does nothing useful any more. The hub takes as many as it
+	// finishes.
 	MaxHandshakes int
 
 	// SessionRate is how many sessions per second the hub starts on
@@ -333,7 +335,7 @@ func (c *Config) validateLimits(fds uint64) error {
 	setDefault(&c.MaxConnsPerIP, 32)
 	setDefault(&c.AcceptRate, 1500)
 	setDefault(&c.AcceptBurst, 1500)
-	setDefault(&c.MaxHandshakes, 256)
+	setDefault(&c.MaxHandshakes, 1024)
 	if c.MaxHandshakes < 1 {
 		return fmt.Errorf("hub: max handshakes %d: want positive", c.MaxHandshakes)
 	}
