@@ -620,6 +620,9 @@ func (cc *CloudCore) Run(outer context.Context) error {
 	synced := make(chan struct{})
 	g.Go(func() error {
 		if err := cc.Dispatcher.Start(ctx); err != nil {
+			if outer.Err() != nil {
+				return nil // stopped while its caches synced: a clean stop
+			}
 			return err
 		}
 		close(synced)

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -30,14 +31,26 @@ type testLB struct {
 	mu sync.Mutex
 	// next is the backend the next connection tries first; guarded by mu.
 	next int
-	// open are the relayed connections: their backend and when they were
-	// made; guarded by mu.
-	open map[net.Conn]lbConn
+	// open are the relayed connections: their backend, when they were
+	// made and when the backend last sent something; guarded by mu.
+	open map[net.Conn]*lbConn
 }
 
 type lbConn struct {
 	backend int
 	at      time.Time
+	active  atomic.Int64 // Unix nanoseconds
+}
+
+// activeWriter notes when bytes go through.
+type activeWriter struct {
+	w  io.Writer
+	at *atomic.Int64
+}
+
+func (a activeWriter) Write(b []byte) (int, error) {
+	a.at.Store(time.Now().UnixNano())
+	return a.w.Write(b)
 }
 
 func newTestLB(t *testing.T, backends []string) *testLB {
@@ -45,7 +58,7 @@ func newTestLB(t *testing.T, backends []string) *testLB {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lb := &testLB{t: t, ln: ln, backends: backends, open: map[net.Conn]lbConn{}}
+	lb := &testLB{t: t, ln: ln, backends: backends, open: map[net.Conn]*lbConn{}}
 	go lb.serve()
 	t.Cleanup(func() { ln.Close() })
 	return lb
@@ -83,8 +96,9 @@ func (lb *testLB) relay(c net.Conn) {
 		return
 	}
 	defer b.Close()
+	o := &lbConn{backend: backend, at: time.Now()}
 	lb.mu.Lock()
-	lb.open[c] = lbConn{backend: backend, at: time.Now()}
+	lb.open[c] = o
 	lb.mu.Unlock()
 	defer func() {
 		lb.mu.Lock()
@@ -93,19 +107,22 @@ func (lb *testLB) relay(c net.Conn) {
 	}()
 	done := make(chan struct{}, 2)
 	go func() { io.Copy(b, c); done <- struct{}{} }()
-	go func() { io.Copy(c, b); done <- struct{}{} }()
+	go func() { io.Copy(activeWriter{c, &o.active}, b); done <- struct{}{} }()
 	<-done
 }
 
-// session returns the backend of the oldest connection open for at least
-// a second (the edge's session: joins and probes are short), made after
-// since, and when it was made; -1 if none.
+// session returns the backend of the edge's session, and when its
+// connection was made: the oldest connection made after since, open for a
+// second at least, on which the backend sent something within the last
+// two (the hub's heartbeat answers; an idle keep-alive connection left by
+// the join is not it); -1 if none.
 func (lb *testLB) session(since time.Time) (int, time.Time) {
 	lb.mu.Lock()
 	defer lb.mu.Unlock()
 	best, at := -1, time.Time{}
 	for _, o := range lb.open {
-		if o.at.After(since) && time.Since(o.at) >= time.Second && (best < 0 || o.at.Before(at)) {
+		if o.at.After(since) && time.Since(o.at) >= time.Second &&
+			time.Since(time.Unix(0, o.active.Load())) < 2*time.Second && (best < 0 || o.at.Before(at)) {
 			best, at = o.backend, o.at
 		}
 	}
