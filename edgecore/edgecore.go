@@ -77,7 +77,14 @@ type Config struct {
 	// MaxPods is the node's pod capacity (default 110).
 	MaxPods int `json:"maxPods,omitempty"`
 	// ReconnectInitial and ReconnectMax bound the reconnect back-off
-	// (default 1s and 60s; each delay is jittered).
+	// (default 1s and 2s; each delay is drawn from [0, d], d doubling from
+	// ReconnectInitial to the cap). The cap is ReconnectMax, or the bound
+	// the hub advertised in its last Welcome if that is larger (it sizes
+	// it to its fleet: a hub of 10,000 nodes asks for about 10s), so that
+	// the node is back within seconds of the hub's return however long it
+	// was away, and a fleet comes back no faster than the hub takes it.
+	// A hub that sheds a connection (503) says when to come back; that is
+	// honoured instead.
 	ReconnectInitial metav1.Duration `json:"reconnectInitial,omitempty"`
 	ReconnectMax     metav1.Duration `json:"reconnectMax,omitempty"`
 	// NodeStatusInterval is how often the node status is reported when
@@ -598,7 +605,7 @@ func (c *Config) validate() error {
 		c.ReconnectInitial.Duration = time.Second
 	}
 	if c.ReconnectMax.Duration == 0 {
-		c.ReconnectMax.Duration = time.Minute
+		c.ReconnectMax.Duration = 2 * time.Second
 	}
 	if c.ReconnectMax.Duration < c.ReconnectInitial.Duration {
 		return fmt.Errorf("reconnectMax: %s is below reconnectInitial %s", c.ReconnectMax.Duration, c.ReconnectInitial.Duration)
@@ -926,7 +933,9 @@ func New(cfg Config) (*EdgeCore, error) {
 		ec.MetaServer, err = metaserver.New(metaserver.Config{Addr: cfg.MetaServer.Addr, NodeName: cfg.NodeName,
 			Clients: clients, PodStatuses: reported,
 			// Read at scrape time, once Run started every component.
-			Metrics:    promhttp.HandlerFor(ec.Metrics(), promhttp.HandlerOpts{}),
+			Metrics: promhttp.HandlerFor(ec.Metrics(), promhttp.HandlerOpts{}),
+			// Ready while the store is open (a closed bbolt refuses View).
+			Ready:      func() error { return db.View(func(*store.Tx) error { return nil }) },
 			NodeLabels: cfg.Labels, NodeStatus: ns.Status, NodeInterval: cfg.NodeStatusInterval.Duration,
 			StateDir: cfg.DataDir, Logger: log.With(slog.String("component", "metaserver"))}, db)
 		if err != nil {
