@@ -113,6 +113,8 @@ type Manager struct {
 	// idleHook, if set, is called by the Start goroutine when the last work
 	// is done (for tests).
 	idleHook func()
+	// syncLatency and killLatency time the workers' SyncPod and KillPod.
+	syncLatency, killLatency Latency
 
 	// Owned by the Start goroutine:
 	eng        *Engine
@@ -364,10 +366,13 @@ func (m *Manager) read(ctx context.Context, full bool) PodsRead {
 func (m *Manager) runJob(ctx context.Context, j Job) {
 	defer m.wg.Done()
 	r := Done{Job: j}
+	start := time.Now()
 	if j.Kill {
 		r.Err = m.rt.KillPod(ctx, j.UID, j.Grace)
+		m.killLatency.Observe(time.Since(start))
 	} else {
 		st, err := m.rt.SyncPod(ctx, j.Pod)
+		m.syncLatency.Observe(time.Since(start))
 		r.Err = err
 		if st != nil {
 			b, err := protocol.EncodePodStatus(st)
@@ -379,6 +384,12 @@ func (m *Manager) runJob(ctx context.Context, j Job) {
 	}
 	m.results <- r
 }
+
+// SyncLatency is how long the runtime's SyncPod took, per call.
+func (m *Manager) SyncLatency() *Latency { return &m.syncLatency }
+
+// KillLatency is how long the runtime's KillPod took, per call.
+func (m *Manager) KillLatency() *Latency { return &m.killLatency }
 
 // enqueue queues frames in the outbox in one transaction; the store tells
 // the agent. The statuses queued go to Reported.
