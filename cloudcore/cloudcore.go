@@ -24,6 +24,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -33,6 +34,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	apiextensions "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -143,16 +145,37 @@ type Config struct {
 	// 10,000 nodes; at most RLIMIT_NOFILE less 1,024), MaxConnsPerIP those
 	// from one address (default 32: the boxes of a store behind one NAT;
 	// raise it behind a TCP proxy or a carrier-grade NAT), and
-	// AcceptRate/AcceptBurst new connections per second (defaults 200 and
-	// 1,000), AcceptRatePerIP/AcceptBurstPerIP those of one address
+	// AcceptRate/AcceptBurst new connections per second (defaults 1,500
+	// and 1,500), AcceptRatePerIP/AcceptBurstPerIP those of one address
 	// (defaults 4 and 32; raise them with maxConnsPerIP). A connection
-	// past one is closed at once.
+	// past one is closed at once, before its TLS handshake.
 	MaxConns         int     `json:"maxConns,omitempty"`
 	MaxConnsPerIP    int     `json:"maxConnsPerIP,omitempty"`
 	AcceptRate       float64 `json:"acceptRate,omitempty"`
 	AcceptBurst      int     `json:"acceptBurst,omitempty"`
 	AcceptRatePerIP  float64 `json:"acceptRatePerIP,omitempty"`
 	AcceptBurstPerIP int     `json:"acceptBurstPerIP,omitempty"`
+	// SessionRate/SessionBurst pace the sessions the hub starts (defaults
+	// 1,000 a second and 1,000 at once: 10,000 nodes back in about 10 s).
+	// An authenticated edge past them is answered 503 with a Retry-After
+	// that spreads the edges turned away at that rate; the hub also tells
+	// edges how long their back-off may grow (its sessions / SessionRate,
+	// at least 2 s), so a fleet coming back after an outage arrives about
+	// as fast as the hub takes it, and one node is back within seconds.
+	SessionRate float64 `json:"sessionRate,omitempty"`
+	// MaxHandshakes caps the connections in their TLS handshake at once
+	// (default 1,024); one past it is closed before its handshake, so a
+	// fleet reconnecting together never makes the hub queue handshakes
+	// until they time out.
+	MaxHandshakes int `json:"maxHandshakes,omitempty"`
+	SessionBurst  int `json:"sessionBurst,omitempty"`
+	// DrainTime is how long a graceful stop (SIGTERM) spends sending the
+	// replica's edges away (default 5s): the hub stops listening and
+	// /readyz fails, then its sessions are closed one by one, evenly over
+	// DrainTime, and each edge reconnects at once to another replica.
+	// The other components run until the drain is over. Keep it below the
+	// pod's terminationGracePeriodSeconds (30s in manifests/cloudcore).
+	DrainTime metav1.Duration `json:"drainTime,omitempty"`
 	// MaxInventory is the most objects an edge's Hello may list (default
 	// 20,000).
 	MaxInventory int `json:"maxInventory,omitempty"`
@@ -186,6 +209,21 @@ type Config struct {
 	// dialing it directly. Set it only where the API server reaches
 	// nothing but edge nodes.
 	KubeletProxyNoDirectDial bool `json:"kubeletProxyNoDirectDial,omitempty"`
+	// PeerAddr, if set, is the TCP address (host:port) where this replica
+	// serves its peers, the other cloudcore replicas, streams to the edge
+	// nodes whose session it holds: a kubelet proxy request (kubectl logs,
+	// exec, ...) that reaches a replica without the node's session is
+	// relayed by the one with it. Mutual TLS with peer certificates of the
+	// CA the replicas share (pki.IssuePeer): edge nodes' certificates are
+	// refused. Empty: off (one replica).
+	PeerAddr string `json:"peerAddr,omitempty"`
+	// Peers are the other replicas' PeerAddr (host:port), asked when a
+	// node's session is not here. PeerService finds them instead: the
+	// name of a headless Service in Namespace whose EndpointSlices list
+	// the replicas' pods, with a port named "peer" (addresses of this
+	// host are skipped).
+	Peers       []string `json:"peers,omitempty"`
+	PeerService string   `json:"peerService,omitempty"`
 	// MaxStreamsPerNode and MaxStreams cap the kubelet API streams open to
 	// one node and in total (defaults 32 and 1,024; package hub).
 	MaxStreamsPerNode int `json:"maxStreamsPerNode,omitempty"`
@@ -196,6 +234,9 @@ type Config struct {
 
 	// Listener, if set, is used instead of listening on ListenAddr (tests).
 	Listener net.Listener `json:"-"`
+	// PeerListener, if set, is used instead of listening on PeerAddr
+	// (tests).
+	PeerListener net.Listener `json:"-"`
 	// KubeletProxyListener, if set, is used instead of
 	// KubeletProxySocket (tests).
 	KubeletProxyListener net.Listener `json:"-"`
@@ -253,6 +294,12 @@ func (c *Config) validate() error {
 		return fmt.Errorf("heartbeatInterval %s, sessionTimeout %s: want 0 < heartbeatInterval < sessionTimeout",
 			c.HeartbeatInterval, c.SessionTimeout)
 	}
+	if c.DrainTime.Duration == 0 {
+		c.DrainTime.Duration = 5 * time.Second
+	}
+	if c.DrainTime.Duration < 0 || c.DrainTime.Duration > 10*time.Minute {
+		return fmt.Errorf("drainTime %s: want 0 to 10m", c.DrainTime)
+	}
 	if c.LeaseDuration.Duration == 0 {
 		c.LeaseDuration.Duration = 40 * time.Second
 	}
@@ -287,6 +334,22 @@ func (c *Config) validate() error {
 		if _, _, err := net.SplitHostPort(c.KubeletProxyAddr); err != nil {
 			return fmt.Errorf("kubeletProxyAddr %q: %w", c.KubeletProxyAddr, err)
 		}
+	}
+	if c.PeerAddr != "" {
+		if _, _, err := net.SplitHostPort(c.PeerAddr); err != nil {
+			return fmt.Errorf("peerAddr %q: %w", c.PeerAddr, err)
+		}
+	}
+	for i, a := range c.Peers {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return fmt.Errorf("peers[%d] %q: %w", i, a, err)
+		}
+	}
+	if c.PeerService != "" && len(c.Peers) > 0 {
+		return errors.New("peers and peerService: set one")
+	}
+	if errs := validation.IsDNS1035Label(c.PeerService); c.PeerService != "" && len(errs) > 0 {
+		return fmt.Errorf("peerService %q: %s", c.PeerService, strings.Join(errs, "; "))
 	}
 	for i, ip := range c.CertIPs {
 		if net.ParseIP(ip) == nil {
@@ -338,9 +401,12 @@ type CloudCore struct {
 	// KubeletProxyTCP serves KubeletProxyAddr (edge nodes only); nil
 	// when unset.
 	KubeletProxyTCP *kubeletproxy.Proxy
-	kubeAuth        *kubeletproxy.KubeAuth
-	serving         *certs.Serving
-	client          kubernetes.Interface
+	// Peers relays kubelet API streams between replicas; nil when off
+	// (no PeerAddr, Peers or PeerService).
+	Peers    *kubeletproxy.Peers
+	kubeAuth *kubeletproxy.KubeAuth
+	serving  *certs.Serving
+	client   kubernetes.Interface
 	// election runs the cluster-wide singletons (the autonomy
 	// controller) on one replica at a time.
 	election *election
@@ -449,6 +515,10 @@ func New(cfg Config) (*CloudCore, error) {
 		AcceptBurst:         cfg.AcceptBurst,
 		AcceptRatePerIP:     cfg.AcceptRatePerIP,
 		AcceptBurstPerIP:    cfg.AcceptBurstPerIP,
+		SessionRate:         cfg.SessionRate,
+		MaxHandshakes:       cfg.MaxHandshakes,
+		SessionBurst:        cfg.SessionBurst,
+		DrainTime:           cfg.DrainTime.Duration,
 		MaxInventory:        cfg.MaxInventory,
 		MaxUpstreamInFlight: cfg.MaxUpstreamInFlight,
 		UpstreamRate:        cfg.UpstreamRate,
@@ -462,10 +532,20 @@ func New(cfg Config) (*CloudCore, error) {
 		return nil, err
 	}
 	cc.Dispatcher.SetNotifier(cc.Hub)
+	if cfg.PeerAddr != "" || cfg.PeerListener != nil || len(cfg.Peers) > 0 || cfg.PeerService != "" {
+		if cc.Peers, err = kubeletproxy.NewPeers(kubeletproxy.PeerConfig{
+			CA:       cc.CA,
+			Local:    kubeletNodes{d: cc.Dispatcher, h: cc.Hub}.localStream,
+			Discover: peerDiscovery(cfg, client),
+			Logger:   log.With(slog.String("component", "peers")),
+		}); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.KubeletProxySocket != "" || cfg.KubeletProxyListener != nil || cfg.KubeletProxyAddr != "" {
 		plog := log.With(slog.String("component", "kubeletproxy"))
 		pcfg := kubeletproxy.Config{
-			Nodes:  kubeletNodes{cc.Dispatcher, cc.Hub},
+			Nodes:  kubeletNodes{cc.Dispatcher, cc.Hub, cc.Peers},
 			Certs:  kubeletproxy.NodeCerts(cc.CA, cfg.ServingCertValidity.Duration),
 			Auth:   cc.kubeAuth,
 			Logger: plog,
@@ -561,17 +641,38 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 
 // Run runs cloudcore until ctx ends or a component fails. It installs the
 // device CRDs first (unless Config.SkipCRDInstall); the hub starts listening
-// once the dispatcher's caches are synced.
-func (cc *CloudCore) Run(ctx context.Context) error {
+// once the dispatcher's caches are synced. When ctx ends (SIGTERM), the hub
+// drains first (DrainTime: its edges sent away one by one, their messages
+// still written up), then every component stops.
+func (cc *CloudCore) Run(outer context.Context) error {
 	if cc.crdClient != nil {
-		if err := installCRDs(ctx, cc.crdClient, cc.cfg.Logger.With(slog.String("component", "crds"))); err != nil {
+		if err := installCRDs(outer, cc.crdClient, cc.cfg.Logger.With(slog.String("component", "crds"))); err != nil {
 			return err
 		}
 	}
-	g, ctx := errgroup.WithContext(ctx)
+	inner, stop := context.WithCancel(context.WithoutCancel(outer))
+	defer stop()
+	g, ctx := errgroup.WithContext(inner)
+	g.Go(func() error {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-outer.Done():
+		}
+		dctx, cancel := context.WithTimeout(ctx, cc.cfg.DrainTime.Duration+10*time.Second)
+		defer cancel()
+		if err := cc.Hub.Drain(dctx); err != nil {
+			cc.cfg.Logger.Warn("hub drain cut short", slog.Any("err", err))
+		}
+		stop()
+		return nil
+	})
 	synced := make(chan struct{})
 	g.Go(func() error {
 		if err := cc.Dispatcher.Start(ctx); err != nil {
+			if outer.Err() != nil {
+				return nil // stopped while its caches synced: a clean stop
+			}
 			return err
 		}
 		close(synced)
@@ -620,6 +721,16 @@ func (cc *CloudCore) Run(ctx context.Context) error {
 			}
 		}
 		g.Go(func() error { return cc.KubeletProxy.Serve(ctx, ln) })
+	}
+	if cc.Peers != nil && (cc.cfg.PeerListener != nil || cc.cfg.PeerAddr != "") {
+		ln := cc.cfg.PeerListener
+		if ln == nil {
+			var err error
+			if ln, err = net.Listen("tcp", cc.cfg.PeerAddr); err != nil {
+				return fmt.Errorf("peerAddr: %w", err)
+			}
+		}
+		g.Go(func() error { return cc.Peers.Serve(ctx, ln) })
 	}
 	if cc.KubeletProxyTCP != nil {
 		ln, err := net.Listen("tcp", cc.cfg.KubeletProxyAddr)

@@ -18,6 +18,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -47,6 +48,7 @@ import (
 	"github.com/tether-edge/tether/edgecore/satoken"
 	"github.com/tether-edge/tether/edgecore/staticpods"
 	"github.com/tether-edge/tether/edgecore/store"
+	"github.com/tether-edge/tether/edgecore/svcproxy"
 	"github.com/tether-edge/tether/protocol"
 	"github.com/tether-edge/tether/streams"
 )
@@ -78,7 +80,14 @@ type Config struct {
 	// MaxPods is the node's pod capacity (default 110).
 	MaxPods int `json:"maxPods,omitempty"`
 	// ReconnectInitial and ReconnectMax bound the reconnect back-off
-	// (default 1s and 60s; each delay is jittered).
+	// (default 1s and 2s; each delay is drawn from [0, d], d doubling from
+	// ReconnectInitial to the cap). The cap is ReconnectMax, or the bound
+	// the hub advertised in its last Welcome if that is larger (it sizes
+	// it to its fleet: a hub of 10,000 nodes asks for about 10s), so that
+	// the node is back within seconds of the hub's return however long it
+	// was away, and a fleet comes back no faster than the hub takes it.
+	// A hub that sheds a connection (503) says when to come back; that is
+	// honoured instead.
 	ReconnectInitial metav1.Duration `json:"reconnectInitial,omitempty"`
 	ReconnectMax     metav1.Duration `json:"reconnectMax,omitempty"`
 	// NodeStatusInterval is how often the node status is reported when
@@ -119,6 +128,12 @@ type Config struct {
 	// as client-go's in-cluster config finds it (see packages satoken,
 	// accessreview and metaserver). Off by default.
 	InCluster InClusterConfig `json:"inCluster,omitempty"`
+	// Services routes the traffic of the node's pods, and of the host, to
+	// ClusterIPs: a ready endpoint the node holds, with or without the
+	// cloud (see package svcproxy). On by default with dns.enable and the
+	// cri runtime: a pod that resolves a Service's name expects its
+	// ClusterIP to answer.
+	Services ServicesConfig `json:"services,omitempty"`
 	// NodeHealth says how the node's conditions (Ready, MemoryPressure,
 	// DiskPressure, PIDPressure) are measured, and the thresholds of
 	// pressure (see package nodestatus).
@@ -128,6 +143,11 @@ type Config struct {
 	Logger *slog.Logger `json:"-"`
 	// RuntimeImpl, if set, is used instead of the one Runtime names.
 	RuntimeImpl runtime.Runtime `json:"-"`
+	// CommitHook, if set, hears each commit of objects from the cloud
+	// before they are acknowledged (agent.Config.CommitHook); it must not
+	// block. The simulator times dispatch with it. The dialer the
+	// simulator routes each node through is Cloud.Dialer.
+	CommitHook func(agent.Commit) `json:"-"`
 	// KubeletSocket is the unix socket (mode 0600) where edgecore serves
 	// its kubelet API on the box, for `edgecore ctl logs|exec` with or
 	// without the cloud (default dataDir/kubelet.sock; "-": none).
@@ -312,6 +332,89 @@ func (c *Config) validateDNS() error {
 			return fmt.Errorf("dns.addr: %s: pods find a name server on port 53 only (or set cri.clusterDNS)", d.Addr)
 		}
 		c.CRI.ClusterDNS = []string{ap.Addr().String()}
+	}
+	return nil
+}
+
+// ServicesConfig configures Service routing.
+type ServicesConfig struct {
+	// Proxy turns the routing on or off (default: on when dns.enable is
+	// true and the runtime is cri, off otherwise). It needs CAP_NET_ADMIN:
+	// edgecore does not start when the rules cannot be applied. The rules
+	// stay in the kernel while edgecore restarts; edgecore reset removes
+	// them.
+	Proxy *bool `json:"proxy,omitempty"`
+	// ServiceCIDR is the cluster's service range, the API server's
+	// --service-cluster-ip-range (default 10.96.0.0/12, kubeadm's; IPv4,
+	// /8 or narrower). ClusterIPs inside it are routed; every other
+	// address in it is rejected, so traffic for a ClusterIP the node does
+	// not serve never leaves by the default route. A Service whose
+	// ClusterIP is outside it is not routed (logged).
+	ServiceCIDR string `json:"serviceCIDR,omitempty"`
+	// Sources are the networks (CIDRs) whose traffic may use ClusterIPs:
+	// the pod network (default dns.allowed). The host's own traffic always
+	// may; any other source (a host of the LAN that routes the service
+	// range to the node) is rejected like an unrouted ClusterIP. Empty, and
+	// dns.allowed empty: any source may (as with kube-proxy; edgecore warns
+	// at start). NodePorts are for any source.
+	Sources []string `json:"sources,omitempty"`
+	// Table is the nftables table (family inet) edgecore owns (default
+	// "tether"; another name must start with "tether", so that neither
+	// edgecore nor edgecore reset ever replaces a table of another
+	// program); only for running several edgecores on one host (tests).
+	Table string `json:"table,omitempty"`
+}
+
+func (c *Config) validateServices() error {
+	s := &c.Services
+	if s.Proxy == nil {
+		on := c.DNS.Enable && c.Runtime == "cri" && c.RuntimeImpl == nil
+		s.Proxy = &on
+	}
+	if s.ServiceCIDR == "" {
+		s.ServiceCIDR = "10.96.0.0/12"
+	}
+	p, err := netip.ParsePrefix(s.ServiceCIDR)
+	if err != nil {
+		return fmt.Errorf("services.serviceCIDR: %w", err)
+	}
+	if !p.Addr().Is4() || p.Bits() < 8 {
+		return fmt.Errorf("services.serviceCIDR: %s: want an IPv4 range of /8 or narrower", s.ServiceCIDR)
+	}
+	if p != p.Masked() {
+		return fmt.Errorf("services.serviceCIDR: %s has host bits set (%s?)", s.ServiceCIDR, p.Masked())
+	}
+	if len(s.Sources) == 0 {
+		s.Sources = slices.Clone(c.DNS.Allowed)
+	}
+	for _, src := range s.Sources {
+		p, err := netip.ParsePrefix(src)
+		if err != nil {
+			return fmt.Errorf("services.sources: %w", err)
+		}
+		if !p.Addr().Is4() {
+			return fmt.Errorf("services.sources: %s: IPv4 only (Services are routed over IPv4)", src)
+		}
+	}
+	if s.Table == "" {
+		s.Table = "tether"
+	}
+	if err := checkTableName(s.Table); err != nil {
+		return fmt.Errorf("services.table: %w", err)
+	}
+	return nil
+}
+
+// checkTableName accepts "tether" and up to 32 letters, digits, '-' and
+// '_' starting with it.
+func checkTableName(n string) error {
+	if !strings.HasPrefix(n, "tether") || len(n) > 32 {
+		return fmt.Errorf("%q: want a name starting with tether, at most 32 characters", n)
+	}
+	for _, c := range n {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return fmt.Errorf("%q: only letters, digits, '-' and '_'", n)
+		}
 	}
 	return nil
 }
@@ -540,6 +643,9 @@ func (c *Config) validate() error {
 	if err := c.validateInCluster(); err != nil {
 		return err
 	}
+	if err := c.validateServices(); err != nil {
+		return err
+	}
 	switch {
 	case c.RuntimeImpl != nil, c.Runtime == "fake":
 	case c.Runtime == "cri":
@@ -572,7 +678,7 @@ func (c *Config) validate() error {
 		c.ReconnectInitial.Duration = time.Second
 	}
 	if c.ReconnectMax.Duration == 0 {
-		c.ReconnectMax.Duration = time.Minute
+		c.ReconnectMax.Duration = 2 * time.Second
 	}
 	if c.ReconnectMax.Duration < c.ReconnectInitial.Duration {
 		return fmt.Errorf("reconnectMax: %s is below reconnectInitial %s", c.ReconnectMax.Duration, c.ReconnectInitial.Duration)
@@ -731,6 +837,8 @@ type EdgeCore struct {
 	Access *accessreview.Cache
 	// Resolver answers the pods' DNS queries; nil when disabled.
 	Resolver *resolver.Server
+	// Proxy routes ClusterIPs; nil when disabled.
+	Proxy *svcproxy.Proxy
 	// Devices serves the device twins over MQTT; nil when disabled.
 	Devices *devicetwin.Twin
 	// Broker is the embedded MQTT broker; nil when devices are disabled or
@@ -789,16 +897,29 @@ func New(cfg Config) (*EdgeCore, error) {
 			creds: creds, roots: roots, hub: hubHTTPS(cfg.Cloud.URL),
 		}
 	}
-	db, _, err := store.OpenOrRecover(filepath.Join(cfg.DataDir, "edge.db"), log)
+	// The store owns the outbox and its bound, and tells the agent of
+	// every commit that queued something: the components that queue need
+	// no link to the agent.
+	db, _, err := store.OpenOrRecover(filepath.Join(cfg.DataDir, "edge.db"), store.Options{OutboxMax: cfg.OutboxMax}, log)
 	if err != nil {
 		return nil, err
 	}
-	var ag *agent.Agent
-	rec, err := events.New(events.Config{OutboxMax: cfg.OutboxMax, Logger: log.With(slog.String("component", "events"))},
-		db, func() { ag.OutboxChanged() })
+	rec, err := events.New(events.Config{Logger: log.With(slog.String("component", "events"))}, db, nil)
 	if err != nil {
 		db.Close()
 		return nil, err
+	}
+	ec := &EdgeCore{cfg: cfg, DB: db, Events: rec, creds: creds}
+	// The notification points come first, so that every component is
+	// built with what it notifies: nothing refers to a component built
+	// later.
+	podChanges := pods.NewChanges()
+	nodeStatusChanged := agent.NewSignal()
+	var static pods.StaticPods // nil, not a nil *staticpods.Source, when off
+	if cfg.StaticPodPath != NoStaticPods {
+		ec.Static = staticpods.New(cfg.StaticPodPath, cfg.NodeName, podChanges.Changed, ec.badManifest,
+			log.With(slog.String("component", "staticpods")))
+		static = ec.Static
 	}
 	// The in-cluster API at the edge: the pods' credentials and the
 	// cloud's answers on what they may read.
@@ -841,7 +962,6 @@ func New(cfg Config) (*EdgeCore, error) {
 	rt := cfg.RuntimeImpl
 	runtimeVersion := "custom://"
 	var criRT *cri.Runtime
-	var podManager *pods.Manager // for the CRI runtime's Notify, set below
 	if rt == nil {
 		ip := cfg.NodeIP
 		if ip == "" {
@@ -851,9 +971,9 @@ func New(cfg Config) (*EdgeCore, error) {
 		case "cri":
 			c := cfg.CRI
 			c.NodeName, c.NodeIP = cfg.NodeName, ip
-			c.Notify = func() { podManager.Changed() }
+			c.Notify = podChanges.Changed
 			c.Events = rec
-			c.HeldImages = func() ([]string, error) { return podManager.Images() }
+			c.HeldImages = func() ([]string, error) { return pods.Images(db, static) }
 			if inCluster != nil {
 				a := cfg.inClusterAddr()
 				c.InCluster = &cri.InClusterAPI{Host: a.Addr().String(), Port: int(a.Port()), CACert: podCreds.CA.CertPEM(),
@@ -871,7 +991,8 @@ func New(cfg Config) (*EdgeCore, error) {
 			rt, runtimeVersion = fake.New(ip), "fake://0"
 		}
 	}
-	ec := &EdgeCore{cfg: cfg, DB: db, Runtime: rt, Events: rec, criRuntime: criRT, creds: creds, Access: access}
+	ec.Runtime, ec.criRuntime = rt, criRT
+	ec.Access = access
 	statsCfg := nodestats.Config{NodeName: cfg.NodeName, FsPath: cfg.DataDir, Logger: log.With(slog.String("component", "nodestats"))}
 	if criRT != nil {
 		statsCfg.Runtime = criRT
@@ -899,21 +1020,20 @@ func New(cfg Config) (*EdgeCore, error) {
 	}
 	health := nodestatus.MonitorConfig{Period: cfg.NodeHealth.Period.Duration, Thresholds: cfg.NodeHealth.thresholds(),
 		DataDir: cfg.DataDir, Logger: log.With(slog.String("component", "nodestatus")),
-		Changed: func() {
-			ag.NodeStatusChanged()
+		Changed: func(conds []corev1.NodeCondition) {
+			nodeStatusChanged.Notify()
 			if condEvents != nil {
-				condEvents.Observe(ec.Health.Conditions(time.Now()))
+				condEvents.Observe(conds)
 			}
 		}}
 	reported := pods.NewReported()
-	ec.Pods, err = pods.New(pods.Config{ResyncInterval: cfg.PodResyncInterval.Duration, OutboxMax: cfg.OutboxMax,
-		PodWorkers: cfg.PodWorkers, Reported: reported},
-		db, rt, func() { ag.OutboxChanged() }, log.With(slog.String("component", "pods")))
+	ec.Pods, err = pods.New(pods.Config{ResyncInterval: cfg.PodResyncInterval.Duration,
+		PodWorkers: cfg.PodWorkers, Reported: reported, Changes: podChanges, Static: static},
+		db, rt, log.With(slog.String("component", "pods")))
 	if err != nil {
 		closeAll()
 		return nil, err
 	}
-	podManager = ec.Pods
 	if criRT != nil {
 		// Only a runtime that runs something frees anything by evicting.
 		health.Runtime = criProbe{criRT}
@@ -936,7 +1056,9 @@ func New(cfg Config) (*EdgeCore, error) {
 		ec.MetaServer, err = metaserver.New(metaserver.Config{Addr: cfg.MetaServer.Addr, NodeName: cfg.NodeName,
 			Clients: clients, PodStatuses: reported,
 			// Read at scrape time, once Run started every component.
-			Metrics:    promhttp.HandlerFor(ec.Metrics(), promhttp.HandlerOpts{}),
+			Metrics: promhttp.HandlerFor(ec.Metrics(), promhttp.HandlerOpts{}),
+			// Ready while the store is open (a closed bbolt refuses View).
+			Ready:      func() error { return db.View(func(*store.Tx) error { return nil }) },
 			NodeLabels: cfg.Labels, NodeStatus: ns.Status, NodeInterval: cfg.NodeStatusInterval.Duration,
 			StateDir: cfg.DataDir, InCluster: inCluster, Logger: log.With(slog.String("component", "metaserver"))}, db)
 		if err != nil {
@@ -957,6 +1079,24 @@ func New(cfg Config) (*EdgeCore, error) {
 		}
 		obs = append(obs, ec.Resolver)
 	}
+	if *cfg.Services.Proxy {
+		var sources []netip.Prefix
+		for _, src := range cfg.Services.Sources {
+			sources = append(sources, netip.MustParsePrefix(src)) // checked by validateServices
+		}
+		if len(sources) == 0 {
+			log.Warn("services.sources is empty (and dns.allowed): any host that routes the service range to this node reaches its ClusterIPs; " +
+				"set services.sources to the pod network")
+		}
+		ec.Proxy, err = svcproxy.New(svcproxy.Config{ServiceCIDR: netip.MustParsePrefix(cfg.Services.ServiceCIDR),
+			Sources: sources, NodeName: cfg.NodeName, Pods: reported,
+			Kernel: svcproxy.Kernel{Table: cfg.Services.Table}, Logger: log.With(slog.String("component", "svcproxy"))}, db)
+		if err != nil {
+			closeAll()
+			return nil, err
+		}
+		obs = append(obs, ec.Proxy)
+	}
 	if d := cfg.Devices; *d.Enable {
 		m, err := mqttSetup(cfg.DataDir, cfg.NodeName, d.MQTT, db, log.With(slog.String("component", "broker")))
 		if err != nil {
@@ -974,8 +1114,8 @@ func New(cfg Config) (*EdgeCore, error) {
 		}
 		ec.Devices, err = devicetwin.New(devicetwin.Config{NodeName: cfg.NodeName, BrokerURL: url, TLS: m.clientTLS,
 			Username: m.username, Password: m.password, ClientID: d.MQTT.ClientID,
-			ReportInterval: d.ReportInterval.Duration, OutboxMax: cfg.OutboxMax,
-			Logger: log.With(slog.String("component", "devicetwin"))}, db, func() { ag.OutboxChanged() })
+			ReportInterval: d.ReportInterval.Duration,
+			Logger:         log.With(slog.String("component", "devicetwin"))}, db, nil)
 		if err != nil {
 			closeAll()
 			return nil, err
@@ -997,13 +1137,14 @@ func New(cfg Config) (*EdgeCore, error) {
 		closeAll()
 		return nil, err
 	}
-	ag, err = agent.New(agent.Config{
+	ec.Agent, err = agent.New(agent.Config{
 		Streams:            ec.streamLn.Offer,
 		NodeName:           cfg.NodeName,
 		Labels:             cfg.Labels,
 		Backoff:            link.Backoff{Initial: cfg.ReconnectInitial.Duration, Max: cfg.ReconnectMax.Duration},
 		NodeStatusInterval: cfg.NodeStatusInterval.Duration,
-		OutboxMax:          cfg.OutboxMax,
+		NodeStatusChanged:  nodeStatusChanged,
+		CommitHook:         cfg.CommitHook,
 		Credentials:        agentCredentials(creds),
 		Reviews:            agentReviews(access),
 	}, db, dialer,
@@ -1013,12 +1154,6 @@ func New(cfg Config) (*EdgeCore, error) {
 	if err != nil {
 		closeAll()
 		return nil, err
-	}
-	ec.Agent = ag
-	if cfg.StaticPodPath != NoStaticPods {
-		ec.Static = staticpods.New(cfg.StaticPodPath, cfg.NodeName, ec.Pods.Changed, ec.badManifest,
-			log.With(slog.String("component", "staticpods")))
-		ec.Pods.SetStaticPods(ec.Static)
 	}
 	ec.Kubelet.SetPods(nodePods{db: db, static: ec.Static})
 	return ec, nil
@@ -1063,6 +1198,9 @@ func (ec *EdgeCore) Run(ctx context.Context) error {
 	if ec.Resolver != nil {
 		g.Go(func() error { return ec.Resolver.Start(ctx) })
 	}
+	if ec.Proxy != nil {
+		g.Go(func() error { return ec.Proxy.Start(ctx) })
+	}
 	if ec.Broker != nil {
 		g.Go(func() error { return ec.Broker.Start(ctx) })
 	}
@@ -1095,14 +1233,12 @@ func (ec *EdgeCore) badManifest(file string, err error) {
 	ev := &protocol.Frame{Event: &protocol.Event{InvolvedKind: "Node", Name: ec.cfg.NodeName,
 		Type: "Warning", Reason: "FailedStaticPod", Message: truncate(err.Error(), 1024), FirstTime: now, LastTime: now}}
 	uerr := ec.DB.Update(func(tx *store.Tx) error {
-		_, err := tx.Enqueue(store.OutboxEvent("static/"+filepath.Base(file)), ev, ec.cfg.OutboxMax)
+		_, err := tx.Enqueue(store.OutboxEvent("static/"+filepath.Base(file)), ev)
 		return err
 	})
 	if uerr != nil {
 		ec.cfg.Logger.Error("queue event", slog.Any("err", uerr))
-		return
 	}
-	ec.Agent.OutboxChanged()
 }
 
 func truncate(s string, n int) string {

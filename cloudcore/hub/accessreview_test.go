@@ -72,13 +72,13 @@ func TestAccessReviews(t *testing.T) {
 	}
 }
 
-// An edge of version 4 cannot send an AccessReview (it would not, but if it
+// An edge of version 5 cannot send an AccessReview (it would not, but if it
 // did the hub treats it as an unexpected message), and a hub without a
 // reviewer refuses every review.
 func TestAccessReviewsGated(t *testing.T) {
 	rv := &reviews{nodes: make(chan string, 10)}
 	_, url := startHub(t, Config{Reviews: rv})
-	old, err := dialVersion(t, url, issueCert(t, "n1", "id-n1"), "n1", nil, 4)
+	old, err := dialVersion(t, url, issueCert(t, "n1", "id-n1"), "n1", nil, protocol.AccessReviewSince-1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,17 +88,17 @@ func TestAccessReviewsGated(t *testing.T) {
 		select {
 		case f := <-old.frames:
 			if f.AccessReviewResult != nil {
-				t.Fatal("a version 4 session got an AccessReviewResult")
+				t.Fatal("a version 5 session got an AccessReviewResult")
 			}
 			if f.Error != nil && f.Error.Code == protocol.ErrorUnexpected {
 				got = true
 			}
 		case <-deadline:
-			t.Fatal("no error for an AccessReview in a version 4 session")
+			t.Fatal("no error for an AccessReview in a version 5 session")
 		}
 	}
 	if len(rv.nodes) != 0 {
-		t.Error("the reviewer was asked in a version 4 session")
+		t.Error("the reviewer was asked in a version 5 session")
 	}
 
 	_, url = startHub(t, Config{})

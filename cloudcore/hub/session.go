@@ -564,7 +564,7 @@ func (s *session) handle(f *protocol.Frame) {
 		s.h.upstream.DeviceStatus(s.node, f.DeviceStatus, s.upstreamDone(f.Seq))
 	case f.CertRequest != nil && s.version >= 2:
 		s.renew(f.CertRequest.CSR)
-	case f.AccessReview != nil && s.version >= 5:
+	case f.AccessReview != nil && s.version >= protocol.AccessReviewSince:
 		s.review(f.AccessReview)
 	case f.Error != nil:
 		s.log.Warn("edge reported an error", slog.String("code", f.Error.Code.String()),

@@ -168,7 +168,7 @@ type Cache struct {
 	// Guarded by mu:
 	// answers by question.
 	answers map[key]answer
-	// online: a session with a hub of version 5 or more is up.
+	// online: a session with a hub of version 6 or more is up.
 	online bool
 	// sent is the review in flight (nil: none) and sentAt when it went.
 	sent   *protocol.AccessReview
@@ -368,7 +368,7 @@ func (c *Cache) Online() bool {
 // Wanted implements agent.Reviews.
 func (c *Cache) Wanted() <-chan struct{} { return c.wantc }
 
-// Session implements agent.Reviews: a session with a hub of version 5 or
+// Session implements agent.Reviews: a session with a hub of version 6 or
 // more started (true) or ended. At its start every service account is due.
 func (c *Cache) Session(up bool) {
 	c.mu.Lock()

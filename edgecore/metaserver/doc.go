@@ -74,7 +74,7 @@
 //     a list allowed across the cluster returns the node's objects only,
 //     the view the node authorizer gives a kubelet.
 //   - Writes (any method but GET and HEAD): 503 "the cloud is unreachable"
-//     while the link to a hub of protocol 5 is down, 405 otherwise: they
+//     while the link to a hub of protocol 6 is down, 405 otherwise: they
 //     are not forwarded to the cloud (the pod's token is the node's, which
 //     the API server does not take; forwarding needs cloudcore to act for
 //     the pod, e.g. with a TokenRequest for it).
