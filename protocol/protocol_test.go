@@ -433,6 +433,10 @@ func TestWelcomeReconnectMax(t *testing.T) {
 			SessionTimeout: 75000, MaxFrameSize: MaxFrameSize, ReconnectMax: d}})
 		if _, err := Decode(bad); err == nil || !strings.Contains(err.Error(), "reconnect max") {
 			t.Errorf("reconnect max %d: %v", d, err)
+		}
+	}
+}
+
 func TestAccessReviewLimits(t *testing.T) {
 	ok := AccessReview{ID: 1, Namespace: "store", Pod: "pos", PodUID: "u", ServiceAccount: "reader",
 		Checks: []AccessCheck{{Verb: "list", Resource: "pods", Namespace: "store"}}}
