@@ -242,3 +242,63 @@ func TestConverges(t *testing.T) {
 		}
 	}
 }
+
+// A resync that deletes a whole inventory walks it about once, though it
+// reconciles at every batch of acks (walking it at every batch would visit
+// about n²/2/Window objects).
+func TestResyncDeletesWalkedOnce(t *testing.T) {
+	const n = 20_000
+	e, err := New(Config{Window: 256, ResendAfter: time.Minute, Version: protocol.Version})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv := make([]protocol.ObjectRef, n)
+	for i := range inv {
+		inv[i] = protocol.ObjectRef{Kind: protocol.KindPod, UID: fmt.Sprintf("%07d", i), ResourceVersion: "1"}
+	}
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var m Metrics
+	var unacked []uint64
+	var done *Resync
+	deletes := 0
+	step := func(in Input) {
+		for in != nil {
+			out := e.Step(now, in)
+			m.DeleteScans += out.Metrics.DeleteScans
+			m.DeleteScanned += out.Metrics.DeleteScanned
+			if out.ResyncDone != nil {
+				done = out.ResyncDone
+			}
+			switch {
+			case len(out.Send) > 0:
+				var s Sent
+				for _, msg := range out.Send {
+					if !msg.Delete {
+						t.Fatalf("want deletes only, got %+v", msg)
+					}
+					deletes++
+					unacked = append(unacked, msg.Seq)
+					s.Results = append(s.Results, Result{Seq: msg.Seq, Bytes: 20})
+				}
+				in = s
+			case out.Reconcile:
+				in = Desired{Served: protocol.Kinds}
+			default:
+				in = nil
+			}
+		}
+	}
+	step(Connected{Inventory: inv})
+	for len(unacked) > 0 {
+		k := min(8, len(unacked))
+		batch := slices.Clone(unacked[:k])
+		unacked = unacked[k:]
+		step(Acked{Seqs: batch})
+	}
+	if done == nil || done.Deletes != n || deletes != n {
+		t.Fatalf("ResyncDone %+v after %d deletes, want %d", done, deletes, n)
+	}
+	if m.DeleteScanned > 2*n {
+		t.Fatalf("%d walks visited %d objects; want at most %d", m.DeleteScans, m.DeleteScanned, 2*n)
+	}
+}
