@@ -24,6 +24,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -33,6 +34,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	apiextensions "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -186,6 +188,21 @@ type Config struct {
 	// dialing it directly. Set it only where the API server reaches
 	// nothing but edge nodes.
 	KubeletProxyNoDirectDial bool `json:"kubeletProxyNoDirectDial,omitempty"`
+	// PeerAddr, if set, is the TCP address (host:port) where this replica
+	// serves its peers, the other cloudcore replicas, streams to the edge
+	// nodes whose session it holds: a kubelet proxy request (kubectl logs,
+	// exec, ...) that reaches a replica without the node's session is
+	// relayed by the one with it. Mutual TLS with peer certificates of the
+	// CA the replicas share (pki.IssuePeer): edge nodes' certificates are
+	// refused. Empty: off (one replica).
+	PeerAddr string `json:"peerAddr,omitempty"`
+	// Peers are the other replicas' PeerAddr (host:port), asked when a
+	// node's session is not here. PeerService finds them instead: the
+	// name of a headless Service in Namespace whose EndpointSlices list
+	// the replicas' pods, with a port named "peer" (addresses of this
+	// host are skipped).
+	Peers       []string `json:"peers,omitempty"`
+	PeerService string   `json:"peerService,omitempty"`
 	// MaxStreamsPerNode and MaxStreams cap the kubelet API streams open to
 	// one node and in total (defaults 32 and 1,024; package hub).
 	MaxStreamsPerNode int `json:"maxStreamsPerNode,omitempty"`
@@ -196,6 +213,9 @@ type Config struct {
 
 	// Listener, if set, is used instead of listening on ListenAddr (tests).
 	Listener net.Listener `json:"-"`
+	// PeerListener, if set, is used instead of listening on PeerAddr
+	// (tests).
+	PeerListener net.Listener `json:"-"`
 	// KubeletProxyListener, if set, is used instead of
 	// KubeletProxySocket (tests).
 	KubeletProxyListener net.Listener `json:"-"`
@@ -288,6 +308,22 @@ func (c *Config) validate() error {
 			return fmt.Errorf("kubeletProxyAddr %q: %w", c.KubeletProxyAddr, err)
 		}
 	}
+	if c.PeerAddr != "" {
+		if _, _, err := net.SplitHostPort(c.PeerAddr); err != nil {
+			return fmt.Errorf("peerAddr %q: %w", c.PeerAddr, err)
+		}
+	}
+	for i, a := range c.Peers {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return fmt.Errorf("peers[%d] %q: %w", i, a, err)
+		}
+	}
+	if c.PeerService != "" && len(c.Peers) > 0 {
+		return errors.New("peers and peerService: set one")
+	}
+	if errs := validation.IsDNS1035Label(c.PeerService); c.PeerService != "" && len(errs) > 0 {
+		return fmt.Errorf("peerService %q: %s", c.PeerService, strings.Join(errs, "; "))
+	}
 	for i, ip := range c.CertIPs {
 		if net.ParseIP(ip) == nil {
 			return fmt.Errorf("certIPs[%d]: %q is not an IP address", i, ip)
@@ -338,9 +374,12 @@ type CloudCore struct {
 	// KubeletProxyTCP serves KubeletProxyAddr (edge nodes only); nil
 	// when unset.
 	KubeletProxyTCP *kubeletproxy.Proxy
-	kubeAuth        *kubeletproxy.KubeAuth
-	serving         *certs.Serving
-	client          kubernetes.Interface
+	// Peers relays kubelet API streams between replicas; nil when off
+	// (no PeerAddr, Peers or PeerService).
+	Peers    *kubeletproxy.Peers
+	kubeAuth *kubeletproxy.KubeAuth
+	serving  *certs.Serving
+	client   kubernetes.Interface
 	// election runs the cluster-wide singletons (the autonomy
 	// controller) on one replica at a time.
 	election *election
@@ -461,10 +500,20 @@ func New(cfg Config) (*CloudCore, error) {
 		return nil, err
 	}
 	cc.Dispatcher.SetNotifier(cc.Hub)
+	if cfg.PeerAddr != "" || cfg.PeerListener != nil || len(cfg.Peers) > 0 || cfg.PeerService != "" {
+		if cc.Peers, err = kubeletproxy.NewPeers(kubeletproxy.PeerConfig{
+			CA:       cc.CA,
+			Local:    kubeletNodes{d: cc.Dispatcher, h: cc.Hub}.localStream,
+			Discover: peerDiscovery(cfg, client),
+			Logger:   log.With(slog.String("component", "peers")),
+		}); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.KubeletProxySocket != "" || cfg.KubeletProxyListener != nil || cfg.KubeletProxyAddr != "" {
 		plog := log.With(slog.String("component", "kubeletproxy"))
 		pcfg := kubeletproxy.Config{
-			Nodes:  kubeletNodes{cc.Dispatcher, cc.Hub},
+			Nodes:  kubeletNodes{cc.Dispatcher, cc.Hub, cc.Peers},
 			Certs:  kubeletproxy.NodeCerts(cc.CA, cfg.ServingCertValidity.Duration),
 			Auth:   cc.kubeAuth,
 			Logger: plog,
@@ -619,6 +668,16 @@ func (cc *CloudCore) Run(ctx context.Context) error {
 			}
 		}
 		g.Go(func() error { return cc.KubeletProxy.Serve(ctx, ln) })
+	}
+	if cc.Peers != nil && (cc.cfg.PeerListener != nil || cc.cfg.PeerAddr != "") {
+		ln := cc.cfg.PeerListener
+		if ln == nil {
+			var err error
+			if ln, err = net.Listen("tcp", cc.cfg.PeerAddr); err != nil {
+				return fmt.Errorf("peerAddr: %w", err)
+			}
+		}
+		g.Go(func() error { return cc.Peers.Serve(ctx, ln) })
 	}
 	if cc.KubeletProxyTCP != nil {
 		ln, err := net.Listen("tcp", cc.cfg.KubeletProxyAddr)

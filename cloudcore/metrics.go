@@ -39,6 +39,8 @@ var (
 	mCAExpiry   = prometheus.NewDesc("tether_ca_certificate_expiry_timestamp_seconds", "When cloudcore's CA certificate expires (Unix time).", nil, nil)
 	mSrvExpiry  = prometheus.NewDesc("tether_hub_serving_certificate_expiry_timestamp_seconds", "When the hub's serving certificate expires (Unix time).", nil, nil)
 	mNodeExpiry = prometheus.NewDesc("tether_hub_node_certificate_expiry_timestamp_seconds", "When the client certificate of each connected node expires (Unix time), as the hub sees it.", []string{"node"}, nil)
+	mPeerStream = prometheus.NewDesc("tether_peer_streams_total", "Kubelet API streams through a peer replica: forwarded (this replica lacked the node's session), served (relayed for a peer).", []string{"direction"}, nil)
+	mPeerRefuse = prometheus.NewDesc("tether_peer_requests_refused_total", "Peer stream requests refused after the handshake (bad request or stream limit).", nil, nil)
 )
 
 // collector is cloudcore's prometheus.Collector.
@@ -47,7 +49,7 @@ type collector struct{ cc *CloudCore }
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mSessions, mConns, mRefused, mFrames, mBytes, mBadFrames, mObjects, mResyncs,
 		mResyncMsgs, mResyncB, mRevoked, mCerts, mUpPaused, mUpThrottle, mEvDropped, mWrites, mAPIErrors, mWriteFate,
-		mAPIRefused, mLeader, mCAExpiry, mSrvExpiry, mNodeExpiry} {
+		mAPIRefused, mLeader, mCAExpiry, mSrvExpiry, mNodeExpiry, mPeerStream, mPeerRefuse} {
 		ch <- d
 	}
 }
@@ -117,6 +119,11 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(mSrvExpiry, unix(leaf.NotAfter))
 	}
 	c.cc.Hub.CertExpiries(func(node string, notAfter time.Time) { gauge(mNodeExpiry, unix(notAfter), node) })
+	if p := c.cc.Peers; p != nil {
+		counter(mPeerStream, p.Forwarded.Load(), "forwarded")
+		counter(mPeerStream, p.Served.Load(), "served")
+		counter(mPeerRefuse, p.Refused.Load())
+	}
 }
 
 func unix(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -90,6 +91,18 @@ type Options struct {
 	// port-forward reach edge nodes through their tunnels. The socket need
 	// not exist yet: the API server dials it per connection.
 	EgressSocket string
+
+	// AggregationLayer turns on the API server's aggregation layer as
+	// kubeadm does: a front-proxy CA of its own, the API server's client
+	// certificate to aggregated API servers (--proxy-client-cert-file, name
+	// FrontProxyClientUser), the --requestheader-* flags that aggregated
+	// API servers read from kube-system/extension-apiserver-authentication,
+	// and --enable-aggregator-routing (the API server dials an APIService's
+	// endpoint address, not its Service's cluster IP: there is no
+	// kube-proxy). StartMetricsServer needs it. With EgressSocket set, the
+	// API server dials aggregated API servers through that egress proxy
+	// too (cloudcore dials them directly).
+	AggregationLayer bool
 
 	// APIServerArgs, ControllerManagerArgs and SchedulerArgs are appended
 	// to the flags Start passes; a later flag overrides an earlier one.
@@ -240,6 +253,11 @@ func (cp *ControlPlane) prepareDir() error {
 			"kubernetes.default.svc.cluster.local"})
 	if err != nil {
 		return fmt.Errorf("write pki: %w", err)
+	}
+	if cp.opts.AggregationLayer {
+		if err := cp.pki.writeFrontProxy(filepath.Join(dir, "pki")); err != nil {
+			return fmt.Errorf("write pki: %w", err)
+		}
 	}
 	return nil
 }
@@ -399,8 +417,12 @@ func (cp *ControlPlane) Stop() error {
 // stopAll stops the running components in reverse start order and returns
 // those that needed SIGKILL.
 func (cp *ControlPlane) stopAll() (killed []Component) {
+	// metrics-server (StartMetricsServer) first: it uses the API server.
+	order := []Component{MetricsServerComponent}
 	for i := len(startOrder) - 1; i >= 0; i-- {
-		c := startOrder[i]
+		order = append(order, startOrder[i])
+	}
+	for _, c := range order {
 		cp.mu.Lock()
 		p, ok := cp.procs[c]
 		delete(cp.procs, c)
@@ -511,6 +533,24 @@ egressSelections:
 	return []string{"--egress-selector-config-file=" + path}
 }
 
+// aggregationArgs are the API server's flags of the aggregation layer, if
+// asked for.
+func (cp *ControlPlane) aggregationArgs() []string {
+	if !cp.opts.AggregationLayer {
+		return nil
+	}
+	return []string{
+		"--requestheader-client-ca-file=" + cp.pki.frontProxyCA,
+		"--requestheader-allowed-names=" + FrontProxyClientUser,
+		"--requestheader-username-headers=X-Remote-User",
+		"--requestheader-group-headers=X-Remote-Group",
+		"--requestheader-extra-headers-prefix=X-Remote-Extra-",
+		"--proxy-client-cert-file=" + cp.pki.frontProxyCert,
+		"--proxy-client-key-file=" + cp.pki.frontProxyKey,
+		"--enable-aggregator-routing=true",
+	}
+}
+
 // bindKubeletClient lets the API server's kubelet client identity use the
 // kubelet API (ClusterRole system:kubelet-api-admin), as kubeadm does: a
 // kubelet (or cloudcore's kubelet proxy) authorizes its requests with a
@@ -582,7 +622,7 @@ func (cp *ControlPlane) args(c Component) ([]string, error) {
 			// Its identity to kubelets (and to cloudcore's kubelet proxy).
 			"--kubelet-client-certificate=" + cp.pki.kubeletCert,
 			"--kubelet-client-key=" + cp.pki.kubeletKey,
-		}, append(cp.egressArgs(), cp.opts.APIServerArgs...)...), nil
+		}, slices.Concat(cp.egressArgs(), cp.aggregationArgs(), cp.opts.APIServerArgs)...), nil
 	case ControllerManager:
 		kc := cp.componentKubeconfig(c)
 		args := []string{

@@ -134,3 +134,23 @@ func write(t *testing.T, path, s string) {
 		t.Fatal(err)
 	}
 }
+
+// The API server refuses loopback and link-local endpoints: so does
+// StartMetricsServer's check, before anything is made.
+func TestMetricsServerOptionsAddress(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "metrics-server")
+	if err := os.WriteFile(bin, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for addr, ok := range map[string]bool{"192.0.2.7": true, "10.1.2.3": true, "127.0.0.1": false, "::1": false,
+		"169.254.1.1": false, "0.0.0.0": false, "fe80::1": false, "not-an-ip": false, "": false} {
+		o := MetricsServerOptions{Address: addr, Path: bin}
+		if err := o.validate(""); (err == nil) != ok {
+			t.Errorf("address %q: %v, want ok %v", addr, err, ok)
+		}
+	}
+	o := MetricsServerOptions{Address: "192.0.2.7", Path: filepath.Join(t.TempDir(), "missing")}
+	if err := o.validate(""); err == nil {
+		t.Error("a missing binary: no error")
+	}
+}

@@ -8,6 +8,10 @@
 // each one reports healthy. It writes an admin kubeconfig to Dir/kubeconfig.
 // Each component logs to Dir/logs/<component>.log.
 //
+// With Options.AggregationLayer, StartMetricsServer runs metrics-server
+// (built by `make kube-binaries` too) as the aggregated metrics.k8s.io API,
+// so that kubectl top works against the control plane.
+//
 // Children run in their own process group and are killed by the kernel if the
 // thread that started them dies (Pdeathsig), so a crashed test leaves nothing
 // behind. Stop terminates them in reverse order.

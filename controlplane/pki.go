@@ -42,6 +42,12 @@ type pki struct {
 	kubeletCert, kubeletKey string
 	ca                      *tpki.CA
 
+	// frontProxyCA and frontProxyCert/Key are the aggregation layer's
+	// (writeFrontProxy): the CA an aggregated API server trusts for the
+	// API server's proxied requests, and the API server's client
+	// certificate to them (FrontProxyClientUser).
+	frontProxyCA, frontProxyCert, frontProxyKey string
+
 	caPEM  []byte
 	tokens map[string]string // user name to token
 }
@@ -141,6 +147,35 @@ func writePKI(dir string, ips []net.IP, dnsNames []string) (*pki, error) {
 		return nil, fmt.Errorf("write token file: %w", err)
 	}
 	return p, nil
+}
+
+// FrontProxyClientUser is the name in the API server's client certificate
+// to aggregated API servers (--proxy-client-cert-file), the only name
+// they take X-Remote-User headers from (--requestheader-allowed-names).
+const FrontProxyClientUser = "front-proxy-client"
+
+// writeFrontProxy creates the aggregation layer's CA, of its own as
+// kubeadm's (a certificate of the cluster's client CA must not be able to
+// assert any user to an aggregated API server), and the API server's
+// client certificate to aggregated API servers.
+func (p *pki) writeFrontProxy(dir string) error {
+	ca, err := tpki.NewCA("tether-front-proxy-ca")
+	if err != nil {
+		return err
+	}
+	cert, key, err := ca.IssueClient(FrontProxyClientUser, nil, 10*365*24*time.Hour)
+	if err != nil {
+		return fmt.Errorf("front proxy client certificate: %w", err)
+	}
+	p.frontProxyCA = filepath.Join(dir, "front-proxy-ca.crt")
+	p.frontProxyCert = filepath.Join(dir, "front-proxy-client.crt")
+	p.frontProxyKey = filepath.Join(dir, "front-proxy-client.key")
+	for path, b := range map[string][]byte{p.frontProxyCA: ca.CertPEM(), p.frontProxyCert: cert, p.frontProxyKey: key} {
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			return fmt.Errorf("write %s: %w", filepath.Base(path), err)
+		}
+	}
+	return nil
 }
 
 func ecKeyBlock(k *ecdsa.PrivateKey) *pem.Block {

@@ -34,8 +34,14 @@ type process struct {
 // long as the child, so it dies with us). onExit runs after the child was
 // reaped.
 func startProcess(component Component, bin string, args []string, logPath string, onExit func(*process)) (*process, error) {
+	return startProcessEnv(component, bin, args, nil, logPath, onExit)
+}
+
+// startProcessEnv is startProcess with env added to the child's
+// environment.
+func startProcessEnv(component Component, bin string, args, env []string, logPath string, onExit func(*process)) (*process, error) {
 	cmd := exec.Command(bin, args...)
-	cmd.Env = childEnv()
+	cmd.Env = append(childEnv(), env...)
 	proc, err := childproc.Start(cmd, childproc.Options{Log: logPath,
 		Header: fmt.Sprintf("==== %s tether/controlplane: %s %s", time.Now().UTC().Format(time.RFC3339), bin, strings.Join(args, " "))})
 	if err != nil {

@@ -7,6 +7,7 @@ package e2e
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -32,6 +33,7 @@ import (
 	"github.com/tether-edge/tether/edgecore/runtime/cri"
 	"github.com/tether-edge/tether/edgecore/runtime/cri/critest"
 	"github.com/tether-edge/tether/edgecore/store"
+	"github.com/tether-edge/tether/edgecore/svcproxy"
 	"github.com/tether-edge/tether/pki"
 	"github.com/tether-edge/tether/protocol"
 )
@@ -71,6 +73,7 @@ func run(m *testing.M) int {
 	cp, err = controlplane.Start(ctx, controlplane.Options{
 		Dir:                    filepath.Join(dir, "cp"),
 		EgressSocket:           egressSocket,
+		AggregationLayer:       true, // kubectl top (top_test.go)
 		WithControllerManager:  true,
 		WithScheduler:          true,
 		NodeMonitorPeriod:      time.Second,
@@ -384,7 +387,9 @@ func (e *edge) start() {
 		MetaServer:        edgecore.MetaServerConfig{Addr: "127.0.0.1:0"}, // a port per edge
 		Devices:           e.devices,
 		DNS:               e.dns,
-		Logger:            testLogger(e.t).With(slog.String("side", "edge")),
+		// A table per edge: edges of one test run side by side.
+		Services: edgecore.ServicesConfig{Table: e.nftTable()},
+		Logger:   testLogger(e.t).With(slog.String("side", "edge")),
 	}
 	// The in-memory runtime unless the test gave a containerd: asked
 	// for by name, since cri is the default.
@@ -407,6 +412,11 @@ func (e *edge) start() {
 	go func() { e.done <- ec.Run(ctx) }()
 }
 
+// nftTable is the edge's nftables table, if it routes Services.
+func (e *edge) nftTable() string {
+	return fmt.Sprintf("tether-e2e-%x", sha256.Sum256([]byte(e.name)))[:24]
+}
+
 func (e *edge) stop() {
 	if e.cancel == nil {
 		return
@@ -414,6 +424,11 @@ func (e *edge) stop() {
 	e.cancel()
 	if err := <-e.done; err != nil && !errors.Is(err, context.Canceled) {
 		e.t.Errorf("edgecore %s: %v", e.name, err)
+	}
+	if e.ec.Proxy != nil {
+		if err := (svcproxy.Kernel{Table: e.nftTable()}).Remove(); err != nil {
+			e.t.Errorf("edgecore %s: %v", e.name, err)
+		}
 	}
 	e.ec.Close()
 	e.cancel = nil

@@ -462,13 +462,20 @@ func TestKubeletProxyRefusesStrangers(t *testing.T) {
 		t.Fatalf("CONNECT to port 22 of an edge node: %v, want 403", err)
 	}
 	// Through the API server: a user without nodes/proxy cannot use the
-	// node proxy. (The admin's request would get past RBAC, but the API
-	// server first resolves the node's Hostname address in DNS, which the
-	// node names of this test are not: see the README.)
+	// node proxy.
 	out, err := kubectl(t, nil, "get", "--raw", "/api/v1/nodes/"+node+"/proxy/pods", "--as", "no-rights")
 	if err == nil || !strings.Contains(out, "Forbidden") {
 		t.Fatalf("node proxy as a user without rights: %v %q", err, out)
 	}
+	// With the node's name in the API server's DNS (here /etc/hosts, at an
+	// address that is never dialed: TEST-NET-1), the admin's node proxy
+	// request passes the API server's check and reaches the edge through
+	// cloudcore, which routes by name.
+	resolvableName(t, node)
+	eventually(t, 30*time.Second, "the node proxy through the API server", func() (bool, error) {
+		out, err := kubectl(t, nil, "get", "--raw", "/api/v1/nodes/"+node+"/proxy/pods")
+		return err == nil && strings.Contains(out, `"name":"talker"`), nil
+	})
 	// The node proxy's paths, as the API server sends them.
 	if code, body := get(t, proxyClient(t, c, node, protocol.KubeletPort, apiserver), "/pods"); code != 200 ||
 		!strings.Contains(body, `"name":"talker"`) {
@@ -596,4 +603,33 @@ func TestKubeletProxyTCPForBearerTokens(t *testing.T) {
 		!strings.Contains(err.Error(), "403") {
 		t.Fatalf("CONNECT to the API server through the TCP proxy: %v, want 403", err)
 	}
+}
+
+// resolvableName makes name resolve in this host's /etc/hosts (which the
+// API server's resolver reads) to 192.0.2.250, an address of TEST-NET-1
+// that nothing dials (cloudcore routes edge nodes by name); the line is
+// removed at the end of the test.
+func resolvableName(t *testing.T, name string) {
+	t.Helper()
+	const hosts = "/etc/hosts"
+	line := "192.0.2.250 " + name + " # tether-e2e\n"
+	f, err := os.OpenFile(hosts, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Skipf("cannot add %s to %s: %v", name, hosts, err)
+	}
+	_, err = f.WriteString(line)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		b, err := os.ReadFile(hosts)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		if err := os.WriteFile(hosts, []byte(strings.Replace(string(b), line, "", 1)), 0o644); err != nil {
+			t.Error(err)
+		}
+	})
 }

@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -44,6 +45,7 @@ import (
 	"github.com/tether-edge/tether/edgecore/runtime/fake"
 	"github.com/tether-edge/tether/edgecore/staticpods"
 	"github.com/tether-edge/tether/edgecore/store"
+	"github.com/tether-edge/tether/edgecore/svcproxy"
 	"github.com/tether-edge/tether/protocol"
 	"github.com/tether-edge/tether/streams"
 )
@@ -112,6 +114,12 @@ type Config struct {
 	// DNS is the resolver that answers the cluster's Service names to the
 	// node's pods from the store (see package resolver). Off by default.
 	DNS DNSConfig `json:"dns,omitempty"`
+	// Services routes the traffic of the node's pods, and of the host, to
+	// ClusterIPs: a ready endpoint the node holds, with or without the
+	// cloud (see package svcproxy). On by default with dns.enable and the
+	// cri runtime: a pod that resolves a Service's name expects its
+	// ClusterIP to answer.
+	Services ServicesConfig `json:"services,omitempty"`
 	// NodeHealth says how the node's conditions (Ready, MemoryPressure,
 	// DiskPressure, PIDPressure) are measured, and the thresholds of
 	// pressure (see package nodestatus).
@@ -309,6 +317,89 @@ func (c *Config) validateDNS() error {
 	return nil
 }
 
+// ServicesConfig configures Service routing.
+type ServicesConfig struct {
+	// Proxy turns the routing on or off (default: on when dns.enable is
+	// true and the runtime is cri, off otherwise). It needs CAP_NET_ADMIN:
+	// edgecore does not start when the rules cannot be applied. The rules
+	// stay in the kernel while edgecore restarts; edgecore reset removes
+	// them.
+	Proxy *bool `json:"proxy,omitempty"`
+	// ServiceCIDR is the cluster's service range, the API server's
+	// --service-cluster-ip-range (default 10.96.0.0/12, kubeadm's; IPv4,
+	// /8 or narrower). ClusterIPs inside it are routed; every other
+	// address in it is rejected, so traffic for a ClusterIP the node does
+	// not serve never leaves by the default route. A Service whose
+	// ClusterIP is outside it is not routed (logged).
+	ServiceCIDR string `json:"serviceCIDR,omitempty"`
+	// Sources are the networks (CIDRs) whose traffic may use ClusterIPs:
+	// the pod network (default dns.allowed). The host's own traffic always
+	// may; any other source (a host of the LAN that routes the service
+	// range to the node) is rejected like an unrouted ClusterIP. Empty, and
+	// dns.allowed empty: any source may (as with kube-proxy; edgecore warns
+	// at start). NodePorts are for any source.
+	Sources []string `json:"sources,omitempty"`
+	// Table is the nftables table (family inet) edgecore owns (default
+	// "tether"; another name must start with "tether", so that neither
+	// edgecore nor edgecore reset ever replaces a table of another
+	// program); only for running several edgecores on one host (tests).
+	Table string `json:"table,omitempty"`
+}
+
+func (c *Config) validateServices() error {
+	s := &c.Services
+	if s.Proxy == nil {
+		on := c.DNS.Enable && c.Runtime == "cri" && c.RuntimeImpl == nil
+		s.Proxy = &on
+	}
+	if s.ServiceCIDR == "" {
+		s.ServiceCIDR = "10.96.0.0/12"
+	}
+	p, err := netip.ParsePrefix(s.ServiceCIDR)
+	if err != nil {
+		return fmt.Errorf("services.serviceCIDR: %w", err)
+	}
+	if !p.Addr().Is4() || p.Bits() < 8 {
+		return fmt.Errorf("services.serviceCIDR: %s: want an IPv4 range of /8 or narrower", s.ServiceCIDR)
+	}
+	if p != p.Masked() {
+		return fmt.Errorf("services.serviceCIDR: %s has host bits set (%s?)", s.ServiceCIDR, p.Masked())
+	}
+	if len(s.Sources) == 0 {
+		s.Sources = slices.Clone(c.DNS.Allowed)
+	}
+	for _, src := range s.Sources {
+		p, err := netip.ParsePrefix(src)
+		if err != nil {
+			return fmt.Errorf("services.sources: %w", err)
+		}
+		if !p.Addr().Is4() {
+			return fmt.Errorf("services.sources: %s: IPv4 only (Services are routed over IPv4)", src)
+		}
+	}
+	if s.Table == "" {
+		s.Table = "tether"
+	}
+	if err := checkTableName(s.Table); err != nil {
+		return fmt.Errorf("services.table: %w", err)
+	}
+	return nil
+}
+
+// checkTableName accepts "tether" and up to 32 letters, digits, '-' and
+// '_' starting with it.
+func checkTableName(n string) error {
+	if !strings.HasPrefix(n, "tether") || len(n) > 32 {
+		return fmt.Errorf("%q: want a name starting with tether, at most 32 characters", n)
+	}
+	for _, c := range n {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return fmt.Errorf("%q: only letters, digits, '-' and '_'", n)
+		}
+	}
+	return nil
+}
+
 // resolverConfig is the resolver's Config of d.
 func (d *DNSConfig) resolverConfig(domain string) resolver.Config {
 	allowed := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
@@ -465,6 +556,9 @@ func (c *Config) validate() error {
 		c.Runtime = "cri"
 	}
 	if err := c.validateDNS(); err != nil {
+		return err
+	}
+	if err := c.validateServices(); err != nil {
 		return err
 	}
 	switch {
@@ -655,6 +749,8 @@ type EdgeCore struct {
 	MetaServer *metaserver.Server
 	// Resolver answers the pods' DNS queries; nil when disabled.
 	Resolver *resolver.Server
+	// Proxy routes ClusterIPs; nil when disabled.
+	Proxy *svcproxy.Proxy
 	// Devices serves the device twins over MQTT; nil when disabled.
 	Devices *devicetwin.Twin
 	// Broker is the embedded MQTT broker; nil when devices are disabled or
@@ -832,6 +928,24 @@ func New(cfg Config) (*EdgeCore, error) {
 		}
 		obs = append(obs, ec.Resolver)
 	}
+	if *cfg.Services.Proxy {
+		var sources []netip.Prefix
+		for _, src := range cfg.Services.Sources {
+			sources = append(sources, netip.MustParsePrefix(src)) // checked by validateServices
+		}
+		if len(sources) == 0 {
+			log.Warn("services.sources is empty (and dns.allowed): any host that routes the service range to this node reaches its ClusterIPs; " +
+				"set services.sources to the pod network")
+		}
+		ec.Proxy, err = svcproxy.New(svcproxy.Config{ServiceCIDR: netip.MustParsePrefix(cfg.Services.ServiceCIDR),
+			Sources: sources, NodeName: cfg.NodeName, Pods: reported,
+			Kernel: svcproxy.Kernel{Table: cfg.Services.Table}, Logger: log.With(slog.String("component", "svcproxy"))}, db)
+		if err != nil {
+			closeAll()
+			return nil, err
+		}
+		obs = append(obs, ec.Proxy)
+	}
 	if d := cfg.Devices; *d.Enable {
 		m, err := mqttSetup(cfg.DataDir, cfg.NodeName, d.MQTT, db, log.With(slog.String("component", "broker")))
 		if err != nil {
@@ -933,6 +1047,9 @@ func (ec *EdgeCore) Run(ctx context.Context) error {
 	}
 	if ec.Resolver != nil {
 		g.Go(func() error { return ec.Resolver.Start(ctx) })
+	}
+	if ec.Proxy != nil {
+		g.Go(func() error { return ec.Proxy.Start(ctx) })
 	}
 	if ec.Broker != nil {
 		g.Go(func() error { return ec.Broker.Start(ctx) })

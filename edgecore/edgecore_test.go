@@ -2,6 +2,7 @@ package edgecore
 
 import (
 	"bytes"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -65,6 +66,15 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{good + "dns:\n  enable: true\n  addr: 127.0.0.1:53\n  rate: -1\n", "dns.rate"},
 		// Pods find a name server on port 53 only.
 		{good + "runtime: cri\ndns:\n  enable: true\n  addr: 10.0.0.1:5353\n", "dns.addr"},
+		{good + "services:\n  serviceCIDR: 10.96.0.0\n", "services.serviceCIDR"},
+		{good + "services:\n  serviceCIDR: 10.96.0.1/12\n", "services.serviceCIDR"},
+		{good + "services:\n  serviceCIDR: 10.0.0.0/7\n", "services.serviceCIDR"},
+		{good + "services:\n  serviceCIDR: fd00::/108\n", "services.serviceCIDR"},
+		// Never another program's table.
+		{good + "services:\n  table: filter\n", "services.table"},
+		{good + "services:\n  sources: [10.88.0.0/33]\n", "services.sources"},
+		{good + "services:\n  sources: [fd00::/64]\n", "services.sources"},
+		{good + "services:\n  table: tether-x y\n", "services.table"},
 		{good + "nodeHealth:\n  period: -1s\n", "nodeHealth.period"},
 		{good + "nodeHealth:\n  memoryAvailable: -1Mi\n", "nodeHealth.memoryAvailable"},
 		{good + "nodeHealth:\n  nodefsAvailablePercent: 100\n", "nodeHealth.nodefsAvailablePercent"},
@@ -99,6 +109,9 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		h.PressureTransitionPeriod.Duration != 5*time.Minute {
 		t.Errorf("node health defaults not filled: %+v", h)
 	}
+	if *cfg.Services.Proxy {
+		t.Error("services.proxy on without dns")
+	}
 	if d := cfg.Devices; !*d.Enable || d.MQTT.Broker != "embedded" || d.MQTT.Addr != "127.0.0.1:1883" || d.ReportInterval.Duration != time.Second {
 		t.Errorf("device defaults not filled: %+v", d)
 	}
@@ -109,6 +122,10 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 	}
 	if err := cfg.validate(); err != nil {
 		t.Fatal(err)
+	}
+	// With the resolver, ClusterIPs are routed too, by default.
+	if s := cfg.Services; !*s.Proxy || s.ServiceCIDR != "10.96.0.0/12" || s.Table != "tether" || fmt.Sprint(s.Sources) != "[10.88.0.0/16]" {
+		t.Errorf("services defaults with dns and cri: %+v", s)
 	}
 	if len(cfg.CRI.ClusterDNS) != 1 || cfg.CRI.ClusterDNS[0] != "10.0.0.1" {
 		t.Errorf("cri.clusterDNS %v, want the resolver's 10.0.0.1", cfg.CRI.ClusterDNS)

@@ -2,11 +2,14 @@
 # Runs the demo's offline walk-through without a person (make demo-test; as
 # root, with containerd, kubectl and curl): starts hack/demo.sh in the
 # background, then
-#   1. cloud-down: the store page is still served, and the API server sees
-#      the node NotReady;
+#   1. cloud-down: the store page is still served, its price lookup (the
+#      store pod calls the price Service by name: the edge's resolver and
+#      Service rules) still answers, and the API server sees the node
+#      NotReady;
 #   2. edge-reboot with the cloud still down: every edge process and pod is
 #      SIGKILLed, containerd starts empty; the store's pods are back on the
-#      edge within seconds, from edgecore's store alone;
+#      edge within seconds, from edgecore's store alone, and the price
+#      lookup answers again (the rules, gone with the power, are back);
 #   3. cloud-up: the node is Ready again, and the same pods (same UIDs, no
 #      new one: nothing evicted) are Running and Ready with at most one
 #      restart each (the reboot's);
@@ -77,6 +80,7 @@ pods_api() {
 }
 node_ready() { kubectl --request-timeout=5s get node demo-edge-1 -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}'; }
 edge_pods() { "${TETHER_DEMO_BIN:-$root/bin}/democontainerd" pods --dir "$run/containerd" | grep '^default/store-web-'; }
+prices_served() { "$demo" status | grep -q 'coffee 2.40 EUR'; }
 serves_store() { "$demo" status | tee "$run/status.out" | sed 's/^/  | /'; grep -q 'Store 0421' "$run/status.out"; }
 eventually() { # eventually SECONDS COMMAND...
   local deadline=$((SECONDS + $1))
@@ -92,9 +96,22 @@ echo "store-web pods in the API server (uid restarts phase ready ip):"
 echo "$before" | sed 's/^/  /'
 check "2 store-web pods Running and Ready" test "$(echo "$before" | grep -c ' Running true ')" -eq 2
 
+# kubectl top (the demo runs metrics-server as root): the API server's
+# aggregation layer, metrics-server, cloudcore's kubelet proxy and the
+# tunnel; metrics-server needs two scrapes (10s apart) for a CPU rate.
+if [[ $EUID -eq 0 ]]; then
+  top_both() {
+    [[ $(kubectl --request-timeout=5s top pod -l app=store-web --no-headers 2>/dev/null |
+      awk '$1 ~ /^store-web-/ && $2 ~ /^[0-9]+m$/ && $3 ~ /^[0-9]+Mi$/' | wc -l) -eq 2 ]]
+  }
+  check "kubectl top pod shows both store-web pods' CPU and memory" eventually 90 top_both
+  kubectl --request-timeout=5s top pod -l app=store-web 2>&1 | sed 's/^/  /' || true
+fi
+
 step "hack/demo.sh cloud-down"
 "$demo" cloud-down
 check "the store page is served with the cloud down" serves_store
+check "the price lookup answers by Service name with the cloud down" eventually 30 prices_served
 not_ready() { [[ $(node_ready) != True ]]; }
 t0=$SECONDS
 check "the API server sees the node not Ready (the cloud lost it)" eventually 40 not_ready
@@ -105,6 +122,7 @@ step "hack/demo.sh edge-reboot (the cloud still down)"
 back=$(sed -n 's/.*pods back \([0-9]*\)s after edgecore started.*/\1/p' "$run/reboot.out")
 check "the store's pods are back on the edge within 20s of edgecore's start (took ${back:-?}s)" test "${back:-999}" -le 20
 check "the store page is served after the reboot, the cloud still down" serves_store
+check "the price lookup answers after the reboot, the cloud still down" eventually 30 prices_served
 
 step "hack/demo.sh cloud-up"
 "$demo" cloud-up
@@ -141,6 +159,7 @@ check "the pods ran on through edgecore's restart (same sandboxes and addresses)
 same_restarts() { [[ $(pods_api | awk '{print $1, $2}') == $(echo "$after" | awk '{print $1, $2}') ]]; }
 check "no restart counted in the API server" same_restarts
 check "the store page is served" serves_store
+check "the price lookup answers" eventually 30 prices_served
 
 step "stop the demo"
 finish

@@ -2,7 +2,9 @@
 # Runs the Tether demo until Ctrl-C. `make demo` builds bin/ first.
 # It starts a local Kubernetes control plane (bin/controlplane), cloudcore,
 # one edgecore (node demo-edge-1), applies manifests/demo/web.yaml and shows
-# the pods Running on the edge node; then a Modbus thermostat and its mapper
+# the pods Running on the edge node (the store's web pods, and a price lookup
+# the store page calls by its Service's name through the edge's resolver and
+# Service rules); then a Modbus thermostat and its mapper
 # (manifests/demo/thermostat.yaml), with the thermostat's reported values in
 # its Device status and a desired setpoint that reaches the device.
 #
@@ -10,6 +12,7 @@
 # the running demo through the pids it keeps in .run/pids/):
 #
 #   hack/demo.sh status        what runs, the node and pods as the cloud and as the edge see them, the store page
+#                              and its price lookup (by Service name)
 #   hack/demo.sh cloud-down    stop cloudcore: the edge is cut off from the cloud
 #   hack/demo.sh cloud-up      start cloudcore again; the edge reconnects and reports
 #   hack/demo.sh down          stop everything (as Ctrl-C does, also after the demo was killed)
@@ -78,16 +81,54 @@ wait_log() {
 lines() { if [[ -f $1 ]]; then wc -l <"$1"; else echo 0; fi; }
 
 kubeconfig() { cat "$run/controlplane.ready" 2>/dev/null || true; }
+
+# The edge's pod network: the same across containerd restarts (the edge's
+# resolver answers it only).
+pod_subnet=10.199.77.0/24
+# The cluster's service range. While the demo runs it is a blackhole route
+# on the host (its own metric: another's route of the range is left alone),
+# so that a ClusterIP the edge does not route is dropped here, never sent
+# out by the default route; the edge's rules act before routing.
+service_range=10.96.0.0/12
+blackhole_on() { ip route add blackhole "$service_range" metric 4218 2>/dev/null || true; }
+blackhole_off() { ip route del blackhole "$service_range" metric 4218 2>/dev/null || true; }
+# rules_off: edgecore's Service rules (nftables table inet tether) go, as in
+# a power cut; edgecore puts them back from its store when it starts.
+rules_off() { if [[ $EUID -eq 0 ]]; then "$bin/democontainerd" rules-off || true; fi; }
 # The API server's kubelet traffic (kubectl logs, exec) goes through
 # cloudcore's kubelet proxy on this socket, and on through the edge's tunnel.
 egress_sock() { echo "$(cd "$run" && pwd)/egress.sock"; }
 
+# kubectl top (as root): metrics-server is the API server's metrics.k8s.io
+# API. The API server refuses loopback endpoints, so metrics-server gets
+# 192.0.2.1 (TEST-NET-1, never routed) on a bridge of this host made for it
+# (removed by stop_all). It scrapes the edge through cloudcore's kubelet
+# proxy (kubeletProxyAddr, 127.0.0.1:10003) and checks the node's serving
+# certificate with cloudcore's CA, written to $run/cloudcore-ca.crt once
+# cloudcore made it; the API server reaches it through cloudcore too.
+ms_link=tether-demo-ms
+ms_addr=192.0.2.1
+metrics_args=()
+if [[ $EUID -eq 0 ]] && command -v ip >/dev/null; then
+  metrics_args=(--metrics-server "$ms_addr" --metrics-server-wait "$run/cloudcore-ca.crt"
+    "--metrics-server-arg=--kubelet-certificate-authority=$run/cloudcore-ca.crt"
+    --metrics-server-arg=--kubelet-preferred-address-types=Hostname --metrics-server-arg=--metric-resolution=10s
+    --metrics-server-arg=--kubelet-request-timeout=5s
+    --metrics-server-env HTTPS_PROXY=http://127.0.0.1:10003 --metrics-server-env NO_PROXY=127.0.0.1,localhost)
+fi
+metrics_addr() {
+  [[ ${#metrics_args[@]} -gt 0 ]] || return 0
+  ip link del "$ms_link" 2>/dev/null || true
+  ip link add "$ms_link" type bridge && ip addr add "$ms_addr/32" dev "$ms_link" && ip link set "$ms_link" up
+}
+
 start_controlplane() {
-  rm -f "$run/controlplane.ready"
+  rm -f "$run/controlplane.ready" "$run/cloudcore-ca.crt"
+  metrics_addr
   # A node silent for 16s is NotReady (the default is 40s), so that the
   # cloud's view of an offline edge shows within the walk-through.
   spawn controlplane "$run/controlplane.log" "$bin/controlplane" --bin-dir "$root/bin" --dir "$run" --ready-file "$run/controlplane.ready" \
-    --egress-socket "$(egress_sock)" --node-monitor-period 2s --node-monitor-grace-period 16s
+    --egress-socket "$(egress_sock)" --node-monitor-period 2s --node-monitor-grace-period 16s "${metrics_args[@]}"
   echo "demo: starting the control plane (log: $run/controlplane.log)"
   while [[ ! -s $run/controlplane.ready ]]; do
     running controlplane || { echo "demo: the control plane did not start:" >&2; tail -n 20 "$run/controlplane.log" >&2; return 1; }
@@ -101,10 +142,16 @@ start_controlplane() {
 start_cloudcore() {
   local from
   from=$(lines "$run/cloudcore.log")
-  spawn cloudcore "$run/cloudcore.log" "$bin/cloudcore" --kubeconfig "$(kubeconfig)" --listen 127.0.0.1:10000 \
-    --kubelet-proxy-socket "$(egress_sock)"
+  # kubeletProxyAddr: metrics-server's way to the edge's kubelet API.
+  printf 'kubeletProxyAddr: 127.0.0.1:10003\n' >"$run/cloudcore.yaml"
+  spawn cloudcore "$run/cloudcore.log" "$bin/cloudcore" --config "$run/cloudcore.yaml" --kubeconfig "$(kubeconfig)" \
+    --listen 127.0.0.1:10000 --kubelet-proxy-socket "$(egress_sock)"
   echo "demo: starting cloudcore (log: $run/cloudcore.log)"
   wait_log cloudcore "$run/cloudcore.log" "$from" "hub listening"
+  if [[ ${#metrics_args[@]} -gt 0 && ! -s $run/cloudcore-ca.crt ]] && command -v kubectl >/dev/null; then
+    KUBECONFIG=$(kubeconfig) kubectl -n tether-system get secret tether-ca -o jsonpath='{.data.tls\.crt}' |
+      base64 -d >"$run/cloudcore-ca.crt.tmp" && mv "$run/cloudcore-ca.crt.tmp" "$run/cloudcore-ca.crt"
+  fi
 }
 
 # The edge's container runtime: a private containerd with images built here
@@ -112,7 +159,8 @@ start_cloudcore() {
 # empty, as after a reboot.
 start_containerd() {
   rm -f "$run/containerd.ready"
-  spawn containerd "$run/containerd.log" "$bin/democontainerd" --dir "$run/containerd" --ready-file "$run/containerd.ready"
+  spawn containerd "$run/containerd.log" "$bin/democontainerd" --dir "$run/containerd" --ready-file "$run/containerd.ready" \
+    --subnet "$pod_subnet"
   echo "demo: starting containerd and building the pause and busybox images (log: $run/containerd.log)"
   until [[ -s $run/containerd.ready ]]; do
     running containerd || { tail -n 20 "$run/containerd.log" >&2; return 1; }
@@ -169,12 +217,14 @@ edge_pods() {
 }
 
 # store_page: the store's page from one of its pods, at the address the
-# edge gives it now.
+# edge gives it now, and its price lookup (the pod calls the price Service
+# by name).
 store_page() {
   local ip
   ip=$(edge_pods | awk '$1 ~ /^default\/store-web-/ && $3 != "-" {print $3; exit}')
   [[ -n $ip ]] || { echo "(no store-web pod runs on the edge)"; return 1; }
   echo "http://$ip:8080/: $(curl -s --max-time 3 "http://$ip:8080/" | tr -d '\n' || true)"
+  echo "http://$ip:8080/cgi-bin/price: $(curl -s --max-time 3 "http://$ip:8080/cgi-bin/price" | tr -d '\n' || true)"
 }
 
 # wait_store_pods N TIMEOUT: waits until N store-web pods run on the edge
@@ -183,7 +233,7 @@ wait_store_pods() {
   local n=$1 deadline=$((SECONDS + $2))
   while ((SECONDS < deadline)); do
     if [[ $(edge_pods | awk '$1 ~ /^default\/store-web-/ && $3 != "-"' | wc -l) -ge $n ]] &&
-      store_page 2>/dev/null | grep -q Store; then
+      store_page 2>/dev/null | grep Store >/dev/null; then # grep -q would cut store_page short (pipefail)
       return 0
     fi
     sleep 0.2
@@ -217,6 +267,7 @@ power_off() {
   local bridge
   bridge=$(grep -ho '"bridge": *"[^"]*"' "$run"/containerd/cni-conf/* 2>/dev/null | head -n 1 | sed 's/.*"\([^"]*\)"$/\1/')
   [[ -n $bridge ]] && ip link delete "$bridge" 2>/dev/null || true
+  rules_off
 }
 
 # stop_all: every component, in the reverse order of the start.
@@ -224,7 +275,10 @@ stop_all() {
   for c in modbus-mapper thermostat edgecore containerd cloudcore controlplane; do
     stop "$c"
   done
+  rules_off
+  blackhole_off
   rm -f "$run/demo.pid" "$run/demo.ready"
+  ip link del "$ms_link" 2>/dev/null || true
 }
 
 demo_running() { alive "$(cat "$run/demo.pid" 2>/dev/null || true)"; }
@@ -246,12 +300,16 @@ status() {
       -o custom-columns='NODE:.metadata.name,READY:.status.conditions[?(@.type=="Ready")].status,REASON:.status.conditions[?(@.type=="Ready")].reason' 2>&1 | sed 's/^/  /'
     KUBECONFIG=$(kubeconfig) kubectl --request-timeout=5s get pods -l app=store-web \
       -o custom-columns='POD:.metadata.name,UID:.metadata.uid,PHASE:.status.phase,RESTARTS:.status.containerStatuses[0].restartCount,IP:.status.podIP' 2>&1 | sed 's/^/  /'
+    if [[ ${#metrics_args[@]} -gt 0 ]] && running cloudcore; then
+      echo "the edge's CPU and memory (kubectl top, through metrics-server and the tunnel):"
+      KUBECONFIG=$(kubeconfig) kubectl --request-timeout=5s top pod -l app=store-web 2>&1 | sed 's/^/  /' || true
+    fi
   fi
   if cri_runtime; then
     echo "the edge (its containerd):"
     edge_pods | sed 's/^/  /'
     echo "the store page:"
-    echo "  $(store_page || true)"
+    store_page | sed 's/^/  /' || true
   fi
 }
 
@@ -307,7 +365,7 @@ case ${1:-up} in
       if wait_store_pods 2 120; then
         echo "demo: the edge booted: pods back $((SECONDS - edge_start))s after edgecore started ($((SECONDS - start))s after power came back, containerd's start included)"
         edge_pods | sed 's/^/  /'
-        echo "  $(store_page)"
+        store_page | sed 's/^/  /' || true
       else
         echo "demo: the store's pods are not back on the edge after 120s (see $run/edgecore.log)" >&2
         exit 1
@@ -357,12 +415,21 @@ runtime_cfg="runtime: fake"
 if [[ $EUID -eq 0 ]] && command -v containerd >/dev/null && [[ -x /bin/busybox ]]; then
   start_containerd
   read -r endpoint pause_image _ <"$run/containerd.ready"
+  blackhole_on
+  # The edge's resolver (on the node's address, port 53) answers the pods'
+  # cluster names from the store; other names go to a closed loopback port
+  # (the demo's pods ask none; nothing leaves the machine). With it, the
+  # edge routes ClusterIPs (services.proxy's default).
   runtime_cfg="runtime: cri
 cri:
   endpoint: $endpoint
   pauseImage: $pause_image
   podLogDir: $run/pod-logs
-  cgroupParent: /tether-demo"
+  cgroupParent: /tether-demo
+dns:
+  enable: true
+  allowed: [$pod_subnet]
+  upstreams: [127.0.0.1:9]"
 else
   echo "demo: not root or containerd/busybox-static missing: the edge runs the in-memory runtime" >&2
 fi
@@ -402,11 +469,19 @@ if command -v kubectl >/dev/null; then
   kubectl wait --for=condition=Ready node/demo-edge-1 --timeout=60s
   kubectl apply -f manifests/demo/web.yaml
   kubectl rollout status deployment/store-web --timeout=120s
+  kubectl rollout status deployment/store-price --timeout=120s
   kubectl get nodes,pods -o wide
   pod_ip=$(kubectl get pods -l app=store-web -o jsonpath='{.items[0].status.podIP}')
   if [[ $runtime_cfg == "runtime: cri"* ]] && command -v curl >/dev/null; then
     echo "demo: curl http://$pod_ip:8080/ (served by busybox httpd in a container on the edge node):"
     curl -s --max-time 5 "http://$pod_ip:8080/" || true
+    echo "demo: curl http://$pod_ip:8080/cgi-bin/price (the store pod asks the price Service by name):"
+    for _ in $(seq 20); do # the Service's endpoint reaches the edge a moment after the rollout
+      out=$(curl -s --max-time 5 "http://$pod_ip:8080/cgi-bin/price" || true)
+      [[ $out == *EUR* ]] && break
+      sleep 0.5
+    done
+    echo "$out"
   fi
   if [[ $runtime_cfg == "runtime: cri"* ]]; then
     # Through the tunnel: no port is open on the edge node.
@@ -448,13 +523,14 @@ Tether demo is running: the control plane, cloudcore and one edge node.
   kubectl scale deployment store-web --replicas=4
   kubectl logs -f deployment/store-web
   kubectl exec -it deployment/store-web -- sh
+  kubectl top pod; kubectl top node demo-edge-1   # as root, some 20s after the start
   kubectl get devices
   kubectl get device thermostat-1 -o yaml
 
 The offline story, from another terminal:
 
   hack/demo.sh status        # what runs; the node and pods as the cloud and the edge see them; the store page
-  hack/demo.sh cloud-down    # the edge loses the cloud; the store page is still served
+  hack/demo.sh cloud-down    # the edge loses the cloud; the store page and its price lookup still answer
   hack/demo.sh edge-reboot   # power cut on the edge; its pods are back within seconds, without the cloud
   hack/demo.sh cloud-up      # the cloud returns: same pods, nothing evicted
   hack/demo.sh edge-restart  # edgecore restarts; the pods run on

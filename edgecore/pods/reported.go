@@ -16,11 +16,24 @@ type Reported struct {
 	// changed holds a token when something changed since the last
 	// receive.
 	changed chan struct{}
+	// watchers are Watch's channels, each with a token as changed;
+	// guarded by mu.
+	watchers []chan struct{}
 }
 
 // NewReported returns an empty Reported.
 func NewReported() *Reported {
 	return &Reported{m: map[types.UID][]byte{}, changed: make(chan struct{}, 1)}
+}
+
+// Watch returns a channel of its own that receives after statuses changed,
+// for a reader other than the one of Changed.
+func (r *Reported) Watch() <-chan struct{} {
+	c := make(chan struct{}, 1)
+	r.mu.Lock()
+	r.watchers = append(r.watchers, c)
+	r.mu.Unlock()
+	return c
 }
 
 // PodStatus returns the encoded status (protocol.EncodePodStatus) last
@@ -59,8 +72,13 @@ func (r *Reported) retain(keep func(types.UID) bool) {
 }
 
 func (r *Reported) kick() {
-	select {
-	case r.changed <- struct{}{}:
-	default:
+	r.mu.Lock()
+	cs := append([]chan struct{}{r.changed}, r.watchers...)
+	r.mu.Unlock()
+	for _, c := range cs {
+		select {
+		case c <- struct{}{}:
+		default:
+		}
 	}
 }

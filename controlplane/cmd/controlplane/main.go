@@ -4,6 +4,12 @@
 // started.
 //
 //	controlplane --dir .run [--no-scheduler] [--no-controller-manager]
+//
+// With --metrics-server ADDRESS it turns the API server's aggregation
+// layer on and runs metrics-server on ADDRESS (an address of this host
+// that is not loopback) as the metrics.k8s.io API, for kubectl top; with
+// --metrics-server-wait FILE, only once FILE exists (the demo writes
+// cloudcore's CA there, which metrics-server checks edge kubelets with).
 package main
 
 import (
@@ -35,6 +41,10 @@ func run() error {
 		noSched    = flag.Bool("no-scheduler", false, "do not start kube-scheduler")
 		debug      = flag.Bool("debug", false, "log at debug level")
 		readyFile  = flag.String("ready-file", "", "write the kubeconfig path to this file once the control plane is ready")
+		msAddr     = flag.String("metrics-server", "", "run metrics-server on this address of the host (not loopback) as the metrics.k8s.io API (kubectl top); turns the aggregation layer on")
+		msWait     = flag.String("metrics-server-wait", "", "start metrics-server only once this file exists")
+		msArgs     multiFlag
+		msEnv      multiFlag
 		stopTimout = flag.Duration("stop-timeout", 15*time.Second, "how long each component may take to exit after SIGTERM")
 	)
 	flag.StringVar(&opts.Dir, "dir", ".run", "directory for etcd data, certificates, kubeconfigs and logs (cleared at start)")
@@ -43,7 +53,10 @@ func run() error {
 	flag.StringVar(&opts.EtcdPath, "etcd", "", "etcd binary (default: etcd on $PATH, else /usr/bin/etcd)")
 	flag.DurationVar(&opts.NodeMonitorPeriod, "node-monitor-period", 0, "kube-controller-manager --node-monitor-period (0: its default, 5s)")
 	flag.DurationVar(&opts.NodeMonitorGracePeriod, "node-monitor-grace-period", 0, "kube-controller-manager --node-monitor-grace-period (0: its default, 40s)")
+	flag.Var(&msArgs, "metrics-server-arg", "a flag for metrics-server (repeatable), e.g. --kubelet-certificate-authority=FILE")
+	flag.Var(&msEnv, "metrics-server-env", "an environment variable for metrics-server (repeatable), e.g. HTTPS_PROXY=http://127.0.0.1:10003")
 	flag.Parse()
+	opts.AggregationLayer = *msAddr != ""
 	if flag.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments: %v", flag.Args())
 	}
@@ -79,6 +92,27 @@ func run() error {
 		}
 	}
 
+	if *msAddr != "" {
+		go func() {
+			for *msWait != "" {
+				if _, err := os.Stat(*msWait); err == nil {
+					break
+				}
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(500 * time.Millisecond):
+				}
+			}
+			ms, err := cp.StartMetricsServer(ctx, controlplane.MetricsServerOptions{Address: *msAddr, Args: msArgs, Env: msEnv})
+			if err != nil {
+				log.Error("metrics-server did not start", slog.Any("err", err))
+				return
+			}
+			log.Info("metrics-server running: kubectl top works once the API server reaches it", slog.String("url", ms.URL()))
+		}()
+	}
+
 	var runErr error
 	select {
 	case <-ctx.Done():
@@ -94,4 +128,14 @@ func run() error {
 		log.Info("control plane stopped")
 	}
 	return runErr
+}
+
+// multiFlag is a repeatable string flag.
+type multiFlag []string
+
+func (m *multiFlag) String() string { return fmt.Sprint(*m) }
+
+func (m *multiFlag) Set(v string) error {
+	*m = append(*m, v)
+	return nil
 }

@@ -14,6 +14,12 @@
 // lists the pods that run in it, as the runtime sees them (the edge's
 // truth, also while the cloud is away): one line per ready sandbox,
 // "<namespace>/<name> <uid> <ip>", sorted.
+//
+//	democontainerd rules-off [--table tether]
+//
+// removes edgecore's Service routing rules (the nftables table inet
+// tether), as a power cut does: edgecore puts them back from its store at
+// its next start. The demo's power cut and its end use it.
 package main
 
 import (
@@ -24,6 +30,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"sort"
+	"strings"
 	"syscall"
 	"time"
 
@@ -32,6 +39,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/tether-edge/tether/edgecore/runtime/cri/critest"
+	"github.com/tether-edge/tether/edgecore/svcproxy"
 )
 
 func main() {
@@ -39,15 +47,32 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "pods" {
 		run = pods
 	}
+	if len(os.Args) > 1 && os.Args[1] == "rules-off" {
+		run = rulesOff
+	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "democontainerd:", err)
 		os.Exit(1)
 	}
 }
 
+// rulesOff removes the table of edgecore's Service rules.
+func rulesOff() error {
+	fs := flag.NewFlagSet("democontainerd rules-off", flag.ContinueOnError)
+	table := fs.String("table", "tether", "the nftables table (family inet) edgecore's services.table names")
+	if err := fs.Parse(os.Args[2:]); err != nil {
+		return err
+	}
+	if !strings.HasPrefix(*table, "tether") {
+		return fmt.Errorf("rules-off: table %q: edgecore's tables start with tether", *table)
+	}
+	return svcproxy.Kernel{Table: *table}.Remove()
+}
+
 func run() error {
 	dir := flag.String("dir", ".run/containerd", "directory for containerd's config, socket, state and logs")
 	ready := flag.String("ready-file", "", "file to write \"<endpoint> <pause image> <busybox image>\" to once ready")
+	subnet := flag.String("subnet", "", "the pod network, a /24 (default: a random one); the same across restarts keeps what names it valid")
 	flag.Parse()
 	abs, err := filepath.Abs(*dir)
 	if err != nil {
@@ -60,7 +85,7 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	c, err := critest.Start(startCtx, critest.Options{Dir: abs})
+	c, err := critest.Start(startCtx, critest.Options{Dir: abs, Subnet: *subnet})
 	cancel()
 	if err != nil {
 		return err

@@ -17,8 +17,8 @@
 // `cloudcore token create` and writes the configuration edgecore runs with;
 // with --install-service it also writes /etc/systemd/system/edgecore.service
 // and enables and starts it (package edgecore/install). reset undoes a
-// join: the unit, the node's credentials, and with --remove-data the data
-// directory.
+// join: the unit, the node's credentials, the Service routing rules (the
+// nftables table inet tether), and with --remove-data the data directory.
 package main
 
 import (
@@ -29,6 +29,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -38,6 +39,7 @@ import (
 	"github.com/tether-edge/tether/edgecore/ctl"
 	"github.com/tether-edge/tether/edgecore/install"
 	"github.com/tether-edge/tether/edgecore/join"
+	"github.com/tether-edge/tether/edgecore/svcproxy"
 )
 
 // version is stamped at build time by make release (hack/release.sh):
@@ -147,6 +149,24 @@ func runJoin(args []string) error {
 	return nil
 }
 
+// nftTable is the Service routing table of the configuration at path
+// (services.table, default "tether"; also when the file does not read or
+// names a table edgecore would refuse).
+func nftTable(path string) string {
+	var cfg struct {
+		Services struct {
+			Table string `json:"table"`
+		} `json:"services"`
+	}
+	if b, err := os.ReadFile(path); err == nil {
+		_ = yaml.Unmarshal(b, &cfg)
+	}
+	if !strings.HasPrefix(cfg.Services.Table, "tether") { // as edgecore requires
+		return "tether"
+	}
+	return cfg.Services.Table
+}
+
 // runReset undoes a join (package edgecore/install): without --yes it only
 // lists what it would remove.
 func runReset(args []string) error {
@@ -172,6 +192,7 @@ func runReset(args []string) error {
 		for _, p := range paths {
 			fmt.Println("  " + p)
 		}
+		fmt.Printf("  the nftables table inet %s (the Service routing rules)\n", nftTable(o.ConfigPath))
 		return fmt.Errorf("reset: nothing done; run again with --yes")
 	}
 	removed, err := install.Reset(context.Background(), o)
@@ -181,6 +202,12 @@ func runReset(args []string) error {
 	if err != nil {
 		return fmt.Errorf("reset: %w", err)
 	}
+	// After the unit stopped: edgecore no longer puts the table back.
+	table := nftTable(o.ConfigPath)
+	if err := (svcproxy.Kernel{Table: table}).Remove(); err != nil {
+		return fmt.Errorf("reset: %w", err)
+	}
+	fmt.Println("removed the nftables table inet " + table)
 	fmt.Println("reset done; the pods keep running in containerd until it removes them")
 	return nil
 }
