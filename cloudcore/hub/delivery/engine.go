@@ -130,9 +130,11 @@ func (Acked) input()        {}
 func (Tick) input()         {}
 func (Disconnected) input() {}
 
-// Output is what the shell does after a Step, in this order: count Metrics,
-// report the node alive, log, send ResyncDone, queue Send (and answer with
-// Sent), then, if Reconcile, step Desired; arm the timer for Timer.
+// Output is what the shell does after a Step: count Metrics, report the node
+// alive, log, send ResyncDone and arm its timer for Timer; then queue Send
+// and step Sent, or else, if Reconcile, step Desired (Reconcile stays set
+// until a Desired comes, so one asked for while messages wait for their
+// Sent is not lost).
 type Output struct {
 	// Send lists the object messages to queue, in order. For an Upsert,
 	// Object has no Data: the shell encodes the source's current version.
