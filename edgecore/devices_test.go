@@ -308,7 +308,7 @@ func TestMapperProtocolUsers(t *testing.T) {
 		}
 		cl.Disconnect(0)
 	}
-	if r := ask(t, url, modbus, secret("modbus"), meter, `{"event_id":"2","timestamp":0}`); strings.Contains(r, "99") {
+	if r := ask(t, url, modbus, secret("modbus"), meter, `{"event_id":"2","timestamp":0}`); strings.Contains(r, `"value":"99"`) {
 		t.Fatalf("a refused report changed the twin: %s", r)
 	}
 }

@@ -77,7 +77,14 @@ type Config struct {
 	// MaxPods is the node's pod capacity (default 110).
 	MaxPods int `json:"maxPods,omitempty"`
 	// ReconnectInitial and ReconnectMax bound the reconnect back-off
-	// (default 1s and 60s; each delay is jittered).
+	// (default 1s and 2s; each delay is drawn from [0, d], d doubling from
+	// ReconnectInitial to the cap). The cap is ReconnectMax, or the bound
+	// the hub advertised in its last Welcome if that is larger (it sizes
+	// it to its fleet: a hub of 10,000 nodes asks for about 10s), so that
+	// the node is back within seconds of the hub's return however long it
+	// was away, and a fleet comes back no faster than the hub takes it.
+	// A hub that sheds a connection (503) says when to come back; that is
+	// honoured instead.
 	ReconnectInitial metav1.Duration `json:"reconnectInitial,omitempty"`
 	ReconnectMax     metav1.Duration `json:"reconnectMax,omitempty"`
 	// NodeStatusInterval is how often the node status is reported when
@@ -129,6 +136,11 @@ type Config struct {
 	Logger *slog.Logger `json:"-"`
 	// RuntimeImpl, if set, is used instead of the one Runtime names.
 	RuntimeImpl runtime.Runtime `json:"-"`
+	// CommitHook, if set, hears each commit of objects from the cloud
+	// before they are acknowledged (agent.Config.CommitHook); it must not
+	// block. The simulator times dispatch with it. The dialer the
+	// simulator routes each node through is Cloud.Dialer.
+	CommitHook func(agent.Commit) `json:"-"`
 	// KubeletSocket is the unix socket (mode 0600) where edgecore serves
 	// its kubelet API on the box, for `edgecore ctl logs|exec` with or
 	// without the cloud (default dataDir/kubelet.sock; "-": none).
@@ -593,7 +605,7 @@ func (c *Config) validate() error {
 		c.ReconnectInitial.Duration = time.Second
 	}
 	if c.ReconnectMax.Duration == 0 {
-		c.ReconnectMax.Duration = time.Minute
+		c.ReconnectMax.Duration = 2 * time.Second
 	}
 	if c.ReconnectMax.Duration < c.ReconnectInitial.Duration {
 		return fmt.Errorf("reconnectMax: %s is below reconnectInitial %s", c.ReconnectMax.Duration, c.ReconnectInitial.Duration)
@@ -809,21 +821,33 @@ func New(cfg Config) (*EdgeCore, error) {
 			creds: creds, roots: roots, hub: hubHTTPS(cfg.Cloud.URL),
 		}
 	}
-	db, _, err := store.OpenOrRecover(filepath.Join(cfg.DataDir, "edge.db"), log)
+	// The store owns the outbox and its bound, and tells the agent of
+	// every commit that queued something: the components that queue need
+	// no link to the agent.
+	db, _, err := store.OpenOrRecover(filepath.Join(cfg.DataDir, "edge.db"), store.Options{OutboxMax: cfg.OutboxMax}, log)
 	if err != nil {
 		return nil, err
 	}
-	var ag *agent.Agent
-	rec, err := events.New(events.Config{OutboxMax: cfg.OutboxMax, Logger: log.With(slog.String("component", "events"))},
-		db, func() { ag.OutboxChanged() })
+	rec, err := events.New(events.Config{Logger: log.With(slog.String("component", "events"))}, db, nil)
 	if err != nil {
 		db.Close()
 		return nil, err
 	}
+	ec := &EdgeCore{cfg: cfg, DB: db, Events: rec, creds: creds}
+	// The notification points come first, so that every component is
+	// built with what it notifies: nothing refers to a component built
+	// later.
+	podChanges := pods.NewChanges()
+	nodeStatusChanged := agent.NewSignal()
+	var static pods.StaticPods // nil, not a nil *staticpods.Source, when off
+	if cfg.StaticPodPath != NoStaticPods {
+		ec.Static = staticpods.New(cfg.StaticPodPath, cfg.NodeName, podChanges.Changed, ec.badManifest,
+			log.With(slog.String("component", "staticpods")))
+		static = ec.Static
+	}
 	rt := cfg.RuntimeImpl
 	runtimeVersion := "custom://"
 	var criRT *cri.Runtime
-	var podManager *pods.Manager // for the CRI runtime's Notify, set below
 	if rt == nil {
 		ip := cfg.NodeIP
 		if ip == "" {
@@ -833,9 +857,9 @@ func New(cfg Config) (*EdgeCore, error) {
 		case "cri":
 			c := cfg.CRI
 			c.NodeName, c.NodeIP = cfg.NodeName, ip
-			c.Notify = func() { podManager.Changed() }
+			c.Notify = podChanges.Changed
 			c.Events = rec
-			c.HeldImages = func() ([]string, error) { return podManager.Images() }
+			c.HeldImages = func() ([]string, error) { return pods.Images(db, static) }
 			criRT, err = cri.New(context.Background(), c, cri.StoreObjects(db), log.With(slog.String("component", "cri")))
 			if err != nil {
 				db.Close()
@@ -848,7 +872,7 @@ func New(cfg Config) (*EdgeCore, error) {
 			rt, runtimeVersion = fake.New(ip), "fake://0"
 		}
 	}
-	ec := &EdgeCore{cfg: cfg, DB: db, Runtime: rt, Events: rec, criRuntime: criRT, creds: creds}
+	ec.Runtime, ec.criRuntime = rt, criRT
 	statsCfg := nodestats.Config{NodeName: cfg.NodeName, FsPath: cfg.DataDir, Logger: log.With(slog.String("component", "nodestats"))}
 	if criRT != nil {
 		statsCfg.Runtime = criRT
@@ -876,21 +900,20 @@ func New(cfg Config) (*EdgeCore, error) {
 	}
 	health := nodestatus.MonitorConfig{Period: cfg.NodeHealth.Period.Duration, Thresholds: cfg.NodeHealth.thresholds(),
 		DataDir: cfg.DataDir, Logger: log.With(slog.String("component", "nodestatus")),
-		Changed: func() {
-			ag.NodeStatusChanged()
+		Changed: func(conds []corev1.NodeCondition) {
+			nodeStatusChanged.Notify()
 			if condEvents != nil {
-				condEvents.Observe(ec.Health.Conditions(time.Now()))
+				condEvents.Observe(conds)
 			}
 		}}
 	reported := pods.NewReported()
-	ec.Pods, err = pods.New(pods.Config{ResyncInterval: cfg.PodResyncInterval.Duration, OutboxMax: cfg.OutboxMax,
-		PodWorkers: cfg.PodWorkers, Reported: reported},
-		db, rt, func() { ag.OutboxChanged() }, log.With(slog.String("component", "pods")))
+	ec.Pods, err = pods.New(pods.Config{ResyncInterval: cfg.PodResyncInterval.Duration,
+		PodWorkers: cfg.PodWorkers, Reported: reported, Changes: podChanges, Static: static},
+		db, rt, log.With(slog.String("component", "pods")))
 	if err != nil {
 		closeAll()
 		return nil, err
 	}
-	podManager = ec.Pods
 	if criRT != nil {
 		// Only a runtime that runs something frees anything by evicting.
 		health.Runtime = criProbe{criRT}
@@ -910,7 +933,9 @@ func New(cfg Config) (*EdgeCore, error) {
 		ec.MetaServer, err = metaserver.New(metaserver.Config{Addr: cfg.MetaServer.Addr, NodeName: cfg.NodeName,
 			Clients: clients, PodStatuses: reported,
 			// Read at scrape time, once Run started every component.
-			Metrics:    promhttp.HandlerFor(ec.Metrics(), promhttp.HandlerOpts{}),
+			Metrics: promhttp.HandlerFor(ec.Metrics(), promhttp.HandlerOpts{}),
+			// Ready while the store is open (a closed bbolt refuses View).
+			Ready:      func() error { return db.View(func(*store.Tx) error { return nil }) },
 			NodeLabels: cfg.Labels, NodeStatus: ns.Status, NodeInterval: cfg.NodeStatusInterval.Duration,
 			StateDir: cfg.DataDir, Logger: log.With(slog.String("component", "metaserver"))}, db)
 		if err != nil {
@@ -963,8 +988,8 @@ func New(cfg Config) (*EdgeCore, error) {
 		}
 		ec.Devices, err = devicetwin.New(devicetwin.Config{NodeName: cfg.NodeName, BrokerURL: url, TLS: m.clientTLS,
 			Username: m.username, Password: m.password, ClientID: d.MQTT.ClientID,
-			ReportInterval: d.ReportInterval.Duration, OutboxMax: cfg.OutboxMax,
-			Logger: log.With(slog.String("component", "devicetwin"))}, db, func() { ag.OutboxChanged() })
+			ReportInterval: d.ReportInterval.Duration,
+			Logger:         log.With(slog.String("component", "devicetwin"))}, db, nil)
 		if err != nil {
 			closeAll()
 			return nil, err
@@ -986,13 +1011,14 @@ func New(cfg Config) (*EdgeCore, error) {
 		closeAll()
 		return nil, err
 	}
-	ag, err = agent.New(agent.Config{
+	ec.Agent, err = agent.New(agent.Config{
 		Streams:            ec.streamLn.Offer,
 		NodeName:           cfg.NodeName,
 		Labels:             cfg.Labels,
 		Backoff:            link.Backoff{Initial: cfg.ReconnectInitial.Duration, Max: cfg.ReconnectMax.Duration},
 		NodeStatusInterval: cfg.NodeStatusInterval.Duration,
-		OutboxMax:          cfg.OutboxMax,
+		NodeStatusChanged:  nodeStatusChanged,
+		CommitHook:         cfg.CommitHook,
 		Credentials:        agentCredentials(creds),
 	}, db, dialer,
 		func() (*corev1.NodeStatus, error) { return ns.Status(), nil },
@@ -1001,12 +1027,6 @@ func New(cfg Config) (*EdgeCore, error) {
 	if err != nil {
 		closeAll()
 		return nil, err
-	}
-	ec.Agent = ag
-	if cfg.StaticPodPath != NoStaticPods {
-		ec.Static = staticpods.New(cfg.StaticPodPath, cfg.NodeName, ec.Pods.Changed, ec.badManifest,
-			log.With(slog.String("component", "staticpods")))
-		ec.Pods.SetStaticPods(ec.Static)
 	}
 	ec.Kubelet.SetPods(nodePods{db: db, static: ec.Static})
 	return ec, nil
@@ -1083,14 +1103,12 @@ func (ec *EdgeCore) badManifest(file string, err error) {
 	ev := &protocol.Frame{Event: &protocol.Event{InvolvedKind: "Node", Name: ec.cfg.NodeName,
 		Type: "Warning", Reason: "FailedStaticPod", Message: truncate(err.Error(), 1024), FirstTime: now, LastTime: now}}
 	uerr := ec.DB.Update(func(tx *store.Tx) error {
-		_, err := tx.Enqueue(store.OutboxEvent("static/"+filepath.Base(file)), ev, ec.cfg.OutboxMax)
+		_, err := tx.Enqueue(store.OutboxEvent("static/"+filepath.Base(file)), ev)
 		return err
 	})
 	if uerr != nil {
 		ec.cfg.Logger.Error("queue event", slog.Any("err", uerr))
-		return
 	}
-	ec.Agent.OutboxChanged()
 }
 
 func truncate(s string, n int) string {

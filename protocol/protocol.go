@@ -39,7 +39,15 @@ import (
 //	  The edge lists the objects of these kinds it holds in
 //	  Hello.NewInventory, which older hubs ignore, not in Inventory, which
 //	  they would refuse.
-const Version uint32 = 4
+//	5 (2026-12-06): fast reconnect without a herd. Welcome.ReconnectMax is
+//	  the longest an edge should wait between attempts to reach the hub
+//	  while it is unreachable (the hub sizes it to its fleet and the rate
+//	  of sessions it takes); the hub sets it only for an edge that said 5
+//	  or more in its Hello, and an edge reads it only from a Welcome that
+//	  says 5 or more. An Error ShuttingDown from a hub of version 5 or more
+//	  means "reconnect now, elsewhere": the hub closes its sessions one by
+//	  one over a few seconds when it stops, so the edge need not wait.
+const Version uint32 = 5
 
 // MinVersion is the oldest protocol version this build still speaks.
 const MinVersion uint32 = 1
@@ -220,7 +228,20 @@ type Welcome struct {
 	SessionTimeout    Duration `cbor:"3,keyasint"`
 	// MaxFrameSize is the hub's frame limit; the edge sends nothing larger.
 	MaxFrameSize uint32 `cbor:"4,keyasint"`
+	// ReconnectMax is the longest the edge should wait between two
+	// attempts to reach the hub once the session ends (its back-off's cap;
+	// each delay drawn at random below it). The hub sizes it to the
+	// sessions it holds and the rate at which it takes new ones, so that
+	// its whole fleet, coming back together after an outage, arrives no
+	// faster than it can take. Zero: the edge's own setting. Since version
+	// 5.
+	ReconnectMax Duration `cbor:"5,keyasint,omitempty"`
 }
+
+// ReconnectMaxSince is the protocol version that carries
+// Welcome.ReconnectMax and gives Error ShuttingDown its "reconnect now"
+// meaning.
+const ReconnectMaxSince = 5
 
 // Upsert creates or replaces an object at the edge. Sent by the hub, with a
 // Seq; the edge acks it after committing the object to its store. An Upsert

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/util/validation"
 )
@@ -108,6 +109,9 @@ func (w *Welcome) validate() error {
 	if w.HeartbeatInterval <= 0 || w.SessionTimeout <= w.HeartbeatInterval {
 		return fmt.Errorf("heartbeat interval %dms and session timeout %dms: want 0 < interval < timeout",
 			w.HeartbeatInterval, w.SessionTimeout)
+	}
+	if w.ReconnectMax < 0 || w.ReconnectMax > DurationOf(time.Hour) {
+		return fmt.Errorf("reconnect max %dms: want 0 to an hour", w.ReconnectMax)
 	}
 	return nil
 }

@@ -55,7 +55,7 @@
 // pod runs from its being bound to a node (the Sim's informer, on the same
 // watch stream the hub's dispatcher follows, seeing it so, or the create
 // call of a pod created bound returning, whichever is first) to the node's
-// agent committing it (agent.SetCommitHook), just before the node
+// agent committing it (edgecore.Config.CommitHook), just before the node
 // acknowledges it. Create to Running runs from the create call to the
 // informer seeing the pod Running, which the node's status report puts
 // there. A reconnect storm (RestartHub, WaitResynced) runs from the
@@ -92,6 +92,11 @@
 //	restart-hub [down=D]                  stop cloudcore, wait D, start it again
 //	wait-resynced [timeout=D]             the storm after restart-hub is over
 //	idle [for=D]                          measure idle bandwidth over D
+//	kill-replica i=N [signal=term|kill] [timeout=D]
+//	                                      stop replica N (Config.Replicas) and wait
+//	                                      until its nodes are back on the others:
+//	                                      reconnect p50/p99 from the signal
+//	start-replica i=N                     start replica N again
 //	reset-latencies                       latencies from here on only
 //	sleep for=D
 //	expect METRIC=V|METRIC<=V|METRIC>=V ... [within=D] [stable=D2] [nodes=S]

@@ -125,9 +125,10 @@ func startHubWith(t *testing.T, cfg Config, up Upstream) (*memSource, string) {
 
 // fakeEdge speaks the protocol by hand.
 type fakeEdge struct {
-	t      *testing.T
-	ws     *websocket.Conn
-	frames chan *protocol.Frame
+	t       *testing.T
+	ws      *websocket.Conn
+	frames  chan *protocol.Frame
+	welcome *protocol.Welcome
 }
 
 func connect(t *testing.T, url string, inv []protocol.ObjectRef) *fakeEdge {
@@ -194,6 +195,7 @@ func dialVersion(t *testing.T, url string, cert *tls.Certificate, node string, i
 	case f.Welcome == nil:
 		return nil, fmt.Errorf("want Welcome, got %s", f.Type())
 	}
+	e.welcome = f.Welcome
 	return e, nil
 }
 

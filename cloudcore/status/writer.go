@@ -343,7 +343,11 @@ func (w *Writer) process(ctx context.Context, q workqueue.TypedRateLimitingInter
 
 	err := ErrStopped
 	if ctx.Err() == nil {
+		start := time.Now()
 		err = w.write(ctx, k, msg)
+		if int(k.kind) < len(w.stats.latency) {
+			w.stats.latency[k.kind].observe(time.Since(start))
+		}
 	}
 	if fromAPI(err) {
 		w.stats.apiErrors.Add(1)
@@ -494,6 +498,11 @@ func retryable(err error) bool {
 
 // Stats counts what a Writer did since New.
 type Stats struct {
+	// WriteLatency is the time a message's write took (its API calls: a
+	// get and a patch, say; a retry is another write), by the message's
+	// kind (NodeStatus, PodStatus, PodTerminated, Event, Lease, MirrorPod,
+	// DeviceStatus). Kinds never written are left out.
+	WriteLatency map[string]Histogram
 	// NodeLabelPatches, NodeStatuses, PodStatuses, PodDeletes, Events,
 	// LeaseCreates and LeaseRenewals count successful API writes by kind.
 	// (The Writer creates no Node: RegisterNode does, at join.)
@@ -538,6 +547,9 @@ type Stats struct {
 
 // counters backs Stats.
 type counters struct {
+	// latency is each kind's write time (its API calls, retries apart),
+	// by kind.
+	latency                                                                                      [kindDeviceStatus + 1]latency
 	nodeLabelPatches, nodeStatuses, podStatuses, podDeletes, events, leaseCreates, leaseRenewals atomic.Int64
 	mirrorWrites, deviceStatuses, deviceUnchanged, eventUpdates                                  atomic.Int64
 	unchanged, coalesced, retries, rejected, givenUp, apiErrors                                  atomic.Int64
@@ -566,5 +578,16 @@ func (w *Writer) Stats() Stats {
 		GivenUp:          c.givenUp.Load(),
 		APIErrors:        c.apiErrors.Load(),
 		Refused:          c.refused.load(),
+		WriteLatency:     c.writeLatency(),
 	}
+}
+
+func (c *counters) writeLatency() map[string]Histogram {
+	out := map[string]Histogram{}
+	for k := kindNodeStatus; k <= kindDeviceStatus; k++ {
+		if h := c.latency[k].snapshot(); h.Count > 0 {
+			out[k.String()] = h
+		}
+	}
+	return out
 }

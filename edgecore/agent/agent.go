@@ -3,19 +3,22 @@
 // object the hub sends to the store before acknowledging it, and sends the
 // outbox up in order, removing each entry once the hub acknowledges it.
 //
-// One goroutine owns a session: frames from the hub, outbox changes and
-// timers arrive on channels and are handled one at a time; frames that
-// arrive together are committed in one transaction and acknowledged in one
-// Ack.
+// The delivery decisions (the upstream window, resends, refused frames,
+// what a batch from the hub commits and acknowledges) are Engine's, a pure
+// state machine (engine.go) tested with scripts (testdata/engine/*.txt).
+// The Agent is its shell: one goroutine owns a session and the Engine;
+// frames from the hub, outbox changes (store.DB.OutboxChanged) and timers
+// arrive on channels and are handled one at a time; frames that arrive
+// together are committed in one transaction and acknowledged in one Ack.
 package agent
 
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"runtime/debug"
 	"slices"
@@ -25,7 +28,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	devicesapi "github.com/tether-edge/tether/devices/api"
 	"github.com/tether-edge/tether/edgecore/link"
 	"github.com/tether-edge/tether/edgecore/store"
 	"github.com/tether-edge/tether/protocol"
@@ -37,7 +39,9 @@ type Config struct {
 	NodeName string
 	// Labels are asked for when the hub creates the Node.
 	Labels map[string]string
-	// Backoff paces reconnects (default 1s doubling up to 60s).
+	// Backoff paces reconnects (default 1s doubling up to 2s, each delay
+	// drawn from [0, d]; the hub's Welcome.ReconnectMax raises the cap, as
+	// it knows how fast its fleet may come back).
 	Backoff link.Backoff
 	// Window is the most outbox frames sent and not yet acknowledged
 	// (default 64).
@@ -55,8 +59,6 @@ type Config struct {
 	// timestamps) is reported at once (default 1m, at most
 	// NodeStatusInterval).
 	NodeStatusCheck time.Duration
-	// OutboxMax bounds the outbox (default 10000).
-	OutboxMax int
 	// StableAfter is how long a session must last for the back-off to start
 	// over (default 30s).
 	StableAfter time.Duration
@@ -71,6 +73,17 @@ type Config struct {
 	// MaxStreams is the most streams open at once (default 32); the hub
 	// keeps its own cap too.
 	MaxStreams int
+	// NodeStatusChanged, if set, is where the node status monitor says the
+	// node status changed (Signal.Notify), made before the monitor and the
+	// Agent; the status is then built and compared with the one last
+	// reported at once rather than at the next NodeStatusCheck, and a
+	// change is queued in the outbox, connected or not. Default: one of the
+	// Agent's own (Agent.NodeStatusChanged).
+	NodeStatusChanged *Signal
+	// CommitHook, if set, is called after each commit of objects from the
+	// hub, before they are acknowledged. It must not block. The simulator
+	// times dispatch (API watch event to edge commit) with it.
+	CommitHook func(Commit)
 }
 
 // Credentials are the node's client certificate, renewed through the hub.
@@ -90,7 +103,7 @@ func (c *Config) validate() error {
 		c.Backoff.Initial = time.Second
 	}
 	if c.Backoff.Max == 0 {
-		c.Backoff.Max = time.Minute
+		c.Backoff.Max = 2 * time.Second
 	}
 	if c.Window == 0 {
 		c.Window = 64
@@ -104,17 +117,17 @@ func (c *Config) validate() error {
 	if c.NodeStatusCheck == 0 {
 		c.NodeStatusCheck = min(time.Minute, c.NodeStatusInterval)
 	}
-	if c.OutboxMax == 0 {
-		c.OutboxMax = 10000
-	}
 	if c.StableAfter == 0 {
 		c.StableAfter = 30 * time.Second
 	}
 	if c.MaxStreams == 0 {
 		c.MaxStreams = 32
 	}
+	if c.NodeStatusChanged == nil {
+		c.NodeStatusChanged = NewSignal()
+	}
 	if c.Backoff.Initial < 0 || c.Backoff.Max < c.Backoff.Initial || c.Window < 1 || c.ResendAfter < 0 ||
-		c.NodeStatusInterval < 0 || c.NodeStatusCheck < 0 || c.NodeStatusCheck > c.NodeStatusInterval || c.OutboxMax < 0 ||
+		c.NodeStatusInterval < 0 || c.NodeStatusCheck < 0 || c.NodeStatusCheck > c.NodeStatusInterval ||
 		c.MaxStreams < 1 {
 		return fmt.Errorf("agent: bad timers or bounds in %+v", *c)
 	}
@@ -134,12 +147,8 @@ type Agent struct {
 	nodeStatus func() (*corev1.NodeStatus, error)
 	obs        Observer
 	log        *slog.Logger
-	kickc      chan struct{}
-	// statusc asks for the node status to be checked now
-	// (NodeStatusChanged).
-	statusc chan struct{}
-	// committed, if set, hears every commit of objects (SetCommitHook).
-	committed func(Commit)
+	// eng is the delivery state; owned by Start's goroutine.
+	eng *Engine
 	// sentStatus is the node status last queued, without the conditions'
 	// timestamps, and sentStatusAt when; owned by Start's goroutine.
 	sentStatus   []byte
@@ -182,43 +191,38 @@ func New(cfg Config, db *store.DB, dialer Dialer, nodeStatus func() (*corev1.Nod
 		return nil, err
 	}
 	return &Agent{cfg: cfg, db: db, dialer: dialer, nodeStatus: nodeStatus, obs: obs, log: log,
-		kickc: make(chan struct{}, 1), statusc: make(chan struct{}, 1)}, nil
+		eng: NewEngine(cfg.Window, cfg.ResendAfter)}, nil
 }
 
 // NodeStatusChanged asks for the node status to be built and compared with
 // the one last reported now rather than at the next NodeStatusCheck: a
 // change is queued in the outbox at once, connected or not, and sent if
 // connected. It never blocks.
-func (a *Agent) NodeStatusChanged() {
+func (a *Agent) NodeStatusChanged() { a.cfg.NodeStatusChanged.Notify() }
+
+// Signal is a notification point: Notify never blocks, and C receives
+// once after one Notify or more. It is made before the components it
+// links, and handed to both.
+type Signal struct{ c chan struct{} }
+
+// NewSignal returns a Signal.
+func NewSignal() *Signal { return &Signal{c: make(chan struct{}, 1)} }
+
+// Notify signals; it never blocks.
+func (s *Signal) Notify() {
 	select {
-	case a.statusc <- struct{}{}:
+	case s.c <- struct{}{}:
 	default:
 	}
 }
 
-// SetDialer replaces the dialer New was given. Call it before Start. The
-// simulator routes each hollow node's link through a dialer of its own
-// (a net.Conn it can cut and whose bytes it counts).
-func (a *Agent) SetDialer(d Dialer) { a.dialer = d }
+// C receives after Notify.
+func (s *Signal) C() <-chan struct{} { return s.c }
 
 // Commit is what one transaction took from the hub: the objects upserted
 // and deleted (a Delete's ref has no ResourceVersion).
 type Commit struct {
 	Upserted, Deleted []protocol.ObjectRef
-}
-
-// SetCommitHook makes the Agent call f after each commit of objects from the
-// hub, before they are acknowledged. f must not block. Call it before Start.
-// The simulator times dispatch (API watch event to edge commit) with it.
-func (a *Agent) SetCommitHook(f func(Commit)) { a.committed = f }
-
-// OutboxChanged tells the Agent there is something new in the outbox. It
-// never blocks.
-func (a *Agent) OutboxChanged() {
-	select {
-	case a.kickc <- struct{}{}:
-	default:
-	}
 }
 
 // State returns the link's state.
@@ -229,11 +233,25 @@ func (a *Agent) State() State {
 }
 
 // Start keeps a session with the hub until ctx ends.
+//
+// Between sessions it waits by its back-off (full jitter, capped at
+// Backoff.Max or the hub's Welcome.ReconnectMax if larger), except when the
+// hub said when: a 503's Retry-After is honoured (spread over its last
+// second), and a hub of protocol 5 or more that stops (Error ShuttingDown)
+// is left at once, after at most ShutdownJitter, for another replica.
 func (a *Agent) Start(ctx context.Context) error {
 	bo := a.cfg.Backoff
+	// forcedAt is when the node status was last queued whatever it holds:
+	// before the first dial after a session, then at most every
+	// offlineStatusEvery while the hub stays away (a write to the store
+	// per dial would cost a fleet retrying every second or two dearly).
+	var forcedAt, warnedAt time.Time
 	for ctx.Err() == nil {
-		if err := a.queueNodeStatus(true); err != nil {
-			a.log.Error("queue node status", slog.Any("err", err))
+		if forcedAt.IsZero() || time.Since(forcedAt) >= offlineStatusEvery {
+			if err := a.queueNodeStatus(true); err != nil {
+				a.log.Error("queue node status", slog.Any("err", err))
+			}
+			forcedAt = time.Now()
 		}
 		hello, err := a.hello()
 		if err != nil {
@@ -241,33 +259,76 @@ func (a *Agent) Start(ctx context.Context) error {
 		}
 		conn, err := a.dialer.Dial(ctx, hello)
 		if err != nil {
-			d := bo.Next()
+			d := dialRetry(&bo, err)
 			var pe *protocol.Error
-			if errors.As(err, &pe) {
+			var re *link.RetryAfterError
+			switch {
+			case errors.As(err, &pe):
 				a.log.Error("hub refused the session", slog.String("code", pe.Code.String()),
 					slog.String("message", pe.Message), slog.Duration("retry_in", d))
-			} else {
-				a.log.Warn("cannot reach the hub", slog.Any("err", err), slog.Duration("retry_in", d))
+			case errors.As(err, &re):
+				a.log.Info("hub asked to come back later", slog.String("message", re.Message),
+					slog.Duration("retry_in", d))
+			default:
+				// Retried every second or two: a warning every
+				// offlineStatusEvery, the attempts between at debug level.
+				lvl := slog.LevelDebug
+				if time.Since(warnedAt) >= offlineStatusEvery {
+					lvl, warnedAt = slog.LevelWarn, time.Now()
+				}
+				a.log.Log(ctx, lvl, "cannot reach the hub", slog.Any("err", err), slog.Duration("retry_in", d))
 			}
 			a.offline(ctx, d)
 			continue
+		}
+		if conn.Welcome.ProtocolVersion >= protocol.ReconnectMaxSince {
+			bo.SetHubMax(conn.Welcome.ReconnectMax.D())
 		}
 		start := time.Now()
 		a.setConnected(true)
 		err = a.session(ctx, conn)
 		a.setConnected(false)
 		conn.Close()
+		forcedAt = time.Time{}
 		if time.Since(start) > a.cfg.StableAfter {
 			bo.Reset()
 		}
 		if ctx.Err() != nil {
 			return nil
 		}
-		d := bo.Next()
+		var d time.Duration
+		if pe := (*protocol.Error)(nil); errors.As(err, &pe) && pe.Code == protocol.ErrorShuttingDown &&
+			conn.Welcome.ProtocolVersion >= protocol.ReconnectMaxSince {
+			// The hub closes its sessions one by one as it stops: go now,
+			// to another replica (the hub no longer listens).
+			bo.Reset()
+			d = rand.N(ShutdownJitter)
+		} else {
+			d = bo.Next()
+		}
 		a.log.Warn("link to the hub lost", slog.Any("err", err), slog.Duration("reconnect_in", d))
 		a.offline(ctx, d)
 	}
 	return nil
+}
+
+// offlineStatusEvery is how often the node status is queued again while
+// the hub is unreachable, so that the status sent on reconnecting is at
+// most this old (a change is queued at once: NodeStatusChanged).
+const offlineStatusEvery = 30 * time.Second
+
+// ShutdownJitter is the most an edge waits to reconnect after a hub of
+// protocol 5 or more said it is stopping (it spreads its edges itself).
+const ShutdownJitter = 200 * time.Millisecond
+
+// dialRetry is the wait after a failed dial: the hub's Retry-After if it
+// gave one (jittered over its last second), else the back-off's next.
+func dialRetry(bo *link.Backoff, err error) time.Duration {
+	var re *link.RetryAfterError
+	if errors.As(err, &re) && re.After > 0 {
+		return link.Jittered(re.After)
+	}
+	return bo.Next()
 }
 
 // offline waits d or until ctx ends, queueing the node status in the
@@ -282,7 +343,7 @@ func (a *Agent) offline(ctx context.Context, d time.Duration) {
 			return
 		case <-t.C:
 			return
-		case <-a.statusc:
+		case <-a.cfg.NodeStatusChanged.C():
 			if err := a.queueNodeStatus(false); err != nil {
 				a.log.Error("queue node status", slog.Any("err", err))
 			}
@@ -333,7 +394,7 @@ func (a *Agent) queueNodeStatus(force bool) error {
 	}
 	err = a.db.Update(func(tx *store.Tx) error {
 		_, err := tx.Enqueue(store.OutboxNodeStatus, &protocol.Frame{NodeStatus: &protocol.NodeStatus{
-			Labels: a.cfg.Labels, Status: b}}, a.cfg.OutboxMax)
+			Labels: a.cfg.Labels, Status: b}})
 		return err
 	})
 	if err != nil {
@@ -391,9 +452,8 @@ func (a *Agent) session(ctx context.Context, conn *link.Conn) error {
 		}
 	}()
 
-	a.obs.Connected()
-	s := &upstream{a: a, conn: conn, inflight: map[uint64]time.Time{}}
-	if err := s.send(); err != nil {
+	defer a.eng.Step(time.Now(), Down{})
+	if err := a.do(conn, a.eng.Step(time.Now(), Up{})); err != nil {
 		return err
 	}
 	hb := time.NewTicker(w.HeartbeatInterval.D())
@@ -406,17 +466,18 @@ func (a *Agent) session(ctx context.Context, conn *link.Conn) error {
 	// for a hub older than protocol version 2, which cannot take a
 	// CertRequest.
 	var renew <-chan time.Time
+	var renewTimer *time.Timer
 	if a.cfg.Credentials != nil && w.ProtocolVersion >= 2 {
-		t := time.NewTimer(0)
-		defer t.Stop()
-		renew = t.C
-		s.renewTimer = t
+		renewTimer = time.NewTimer(0)
+		defer renewTimer.Stop()
+		renew = renewTimer.C
 	}
 	for {
+		var err error
 		select {
 		case f := <-frames:
 			batch := []*protocol.Frame{f}
-			for more := true; more && len(batch) < 512; {
+			for more := true; more && len(batch) < MaxBatch; {
 				select {
 				case f := <-frames:
 					batch = append(batch, f)
@@ -424,30 +485,21 @@ func (a *Agent) session(ctx context.Context, conn *link.Conn) error {
 					more = false
 				}
 			}
-			if err := a.apply(batch, conn, s); err != nil {
-				return err
-			}
-		case <-a.kickc:
-			if err := s.send(); err != nil {
-				return err
-			}
+			err = a.do(conn, a.eng.Step(time.Now(), Received{Frames: batch}))
+		case <-a.db.OutboxChanged():
+			err = a.do(conn, a.eng.Step(time.Now(), OutboxChanged{}))
 		case <-hb.C:
 			if err := conn.Write(&protocol.Frame{Heartbeat: &protocol.Heartbeat{Time: time.Now().UnixMilli()}}); err != nil {
 				return fmt.Errorf("send heartbeat: %w", err)
 			}
 		case <-ns.C:
+			// A status queued reaches the Engine through OutboxChanged.
 			if err := a.queueNodeStatus(false); err != nil {
 				a.log.Error("queue node status", slog.Any("err", err))
 			}
-			if err := s.send(); err != nil {
-				return err
-			}
-		case <-a.statusc:
+		case <-a.cfg.NodeStatusChanged.C():
 			if err := a.queueNodeStatus(false); err != nil {
 				a.log.Error("queue node status", slog.Any("err", err))
-			}
-			if err := s.send(); err != nil {
-				return err
 			}
 		case <-renew:
 			csr, next, err := a.cfg.Credentials.RenewalRequest(time.Now())
@@ -460,15 +512,9 @@ func (a *Agent) session(ctx context.Context, conn *link.Conn) error {
 					return fmt.Errorf("send certificate request: %w", err)
 				}
 			}
-			s.renewTimer.Reset(time.Until(next))
+			renewTimer.Reset(time.Until(next))
 		case <-resend.C:
-			if s.stale(a.cfg.ResendAfter) {
-				a.log.Warn("outbox unacknowledged, sending it again", slog.Int("inflight", len(s.inflight)))
-				s.inflight, s.sentUpTo = map[uint64]time.Time{}, 0
-				if err := s.send(); err != nil {
-					return err
-				}
-			}
+			err = a.do(conn, a.eng.Step(time.Now(), Tick{}))
 		case err := <-errc:
 			if errors.Is(err, link.ErrTooLarge) {
 				conn.Write(&protocol.Frame{Error: &protocol.Error{Code: protocol.ErrorTooLarge, Message: err.Error()}})
@@ -477,191 +523,91 @@ func (a *Agent) session(ctx context.Context, conn *link.Conn) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-	}
-}
-
-// upstream is the outbox sender of one session.
-type upstream struct {
-	a        *Agent
-	conn     *link.Conn
-	sentUpTo uint64
-	inflight map[uint64]time.Time
-	// refused are outbox frames the hub answered ErrorUnknownMessage (an
-	// older hub): not sent again in this session, kept for a newer hub.
-	refused map[uint64]bool
-	// renewTimer paces certificate requests; nil without them.
-	renewTimer *time.Timer
-}
-
-// send writes outbox frames after sentUpTo until the window is full.
-func (u *upstream) send() error {
-	room := u.a.cfg.Window - len(u.inflight)
-	if room <= 0 {
-		return nil
-	}
-	var items []store.OutboxItem
-	err := u.a.db.View(func(tx *store.Tx) error {
-		return tx.Outbox(u.sentUpTo, func(it store.OutboxItem) bool {
-			if u.refused[it.Seq] {
-				u.sentUpTo = it.Seq
-				return true
-			}
-			items = append(items, it)
-			return len(items) < room
-		})
-	})
-	if err != nil {
-		return fmt.Errorf("read outbox: %w", err)
-	}
-	now := time.Now()
-	for _, it := range items {
-		if err := u.conn.WriteRaw(it.Frame); err != nil {
-			return fmt.Errorf("send outbox: %w", err)
+		if err != nil {
+			return err
 		}
-		u.inflight[it.Seq] = now
-		u.sentUpTo = it.Seq
+	}
+}
+
+// do carries out what the Engine asked, in Output's order.
+func (a *Agent) do(conn *link.Conn, o Output) error {
+	for _, l := range o.Log {
+		a.log.LogAttrs(context.Background(), l.Level, l.Msg, l.Attrs...)
+	}
+	if o.Resync != nil || o.ObjectFrames > 0 {
+		a.mu.Lock()
+		if o.Resync != nil {
+			a.state.LastResync = o.Resync
+		}
+		a.state.ObjectFrames += o.ObjectFrames
+		a.mu.Unlock()
+	}
+	if o.Certificate != nil && a.cfg.Credentials != nil {
+		if err := a.cfg.Credentials.Issued(o.Certificate); err != nil {
+			a.log.Error("install renewed certificate", slog.Any("err", err))
+		}
+	}
+	if o.Hook != nil && a.cfg.CommitHook != nil {
+		a.cfg.CommitHook(*o.Hook)
+	}
+	for _, s := range o.Send {
+		var err error
+		if s.Raw != nil {
+			err = conn.WriteRaw(s.Raw)
+		} else {
+			err = conn.Write(s.Frame)
+		}
+		if err != nil {
+			return fmt.Errorf("send: %w", err)
+		}
+	}
+	if o.Changed != nil {
+		a.obs.ObjectsChanged(o.Changed.Kinds, o.Changed.Refs)
+	}
+	if o.Connected {
+		a.obs.Connected()
+	}
+	if o.Fail != nil {
+		return o.Fail
+	}
+	if o.Commit != nil {
+		err := a.commit(o.Commit)
+		if err := a.do(conn, a.eng.Step(time.Now(), Committed{Err: err})); err != nil {
+			return err
+		}
+	}
+	if o.Read != nil {
+		var items []store.OutboxItem
+		err := a.db.View(func(tx *store.Tx) error {
+			return tx.Outbox(o.Read.After, func(it store.OutboxItem) bool {
+				items = append(items, it)
+				return len(items) < o.Read.Max
+			})
+		})
+		return a.do(conn, a.eng.Step(time.Now(), OutboxRead{Items: items, Err: err}))
 	}
 	return nil
 }
 
-func (u *upstream) stale(after time.Duration) bool {
-	cutoff := time.Now().Add(-after)
-	for _, t := range u.inflight {
-		if t.Before(cutoff) {
-			return true
-		}
-	}
-	return false
-}
-
-// apply handles a batch of frames from the hub: objects are committed in one
-// transaction with the outbox acknowledgements, then acknowledged.
-func (a *Agent) apply(batch []*protocol.Frame, conn *link.Conn, up *upstream) error {
-	var (
-		ack     protocol.Ack
-		upAcked []uint64
-		kinds   = map[protocol.Kind]bool{}
-		objects int
-	)
-	for _, f := range batch {
-		switch {
-		case f.Upsert != nil:
-			objects++
-			if err := checkObject(&f.Upsert.Object); err != nil {
-				a.log.Warn("rejecting object from hub", slog.String("kind", f.Upsert.Object.Kind.String()),
-					slog.String("name", f.Upsert.Object.Namespace+"/"+f.Upsert.Object.Name), slog.Any("err", err))
-				ack.Rejected = append(ack.Rejected, protocol.Rejection{Seq: f.Seq, Reason: err.Error()})
-				continue
-			}
-			ack.Seqs = append(ack.Seqs, f.Seq)
-			kinds[f.Upsert.Object.Kind] = true
-		case f.Delete != nil:
-			objects++
-			ack.Seqs = append(ack.Seqs, f.Seq)
-			kinds[f.Delete.Kind] = true
-		case f.Ack != nil:
-			upAcked = append(upAcked, f.Ack.Seqs...)
-			for _, r := range f.Ack.Rejected {
-				a.log.Warn("hub rejected an update", slog.Uint64("seq", r.Seq), slog.String("reason", r.Reason))
-				upAcked = append(upAcked, r.Seq)
-			}
-		case f.Heartbeat != nil:
-		case f.ResyncDone != nil:
-			r := *f.ResyncDone
-			a.mu.Lock()
-			a.state.LastResync = &r
-			a.mu.Unlock()
-			a.log.Info("resync complete", slog.Uint64("upserts", uint64(r.Upserts)),
-				slog.Uint64("deletes", uint64(r.Deletes)), slog.Uint64("bytes", r.Bytes))
-		case f.CertIssued != nil:
-			if a.cfg.Credentials == nil {
-				break
-			}
-			if err := a.cfg.Credentials.Issued(f.CertIssued.Certificate); err != nil {
-				a.log.Error("install renewed certificate", slog.Any("err", err))
-			}
-		case f.Error != nil:
-			a.log.Warn("hub reported an error", slog.String("code", f.Error.Code.String()),
-				slog.String("message", f.Error.Message), slog.Uint64("seq", f.Error.Seq))
-			if f.Error.Fatal() {
-				return f.Error
-			}
-			if f.Error.Code == protocol.ErrorUnknownMessage && up.inflight[f.Error.Seq] != (time.Time{}) {
-				// An older hub cannot take this message: keep it for a
-				// newer one, but do not send it again to this one.
-				if up.refused == nil {
-					up.refused = map[uint64]bool{}
-				}
-				up.refused[f.Error.Seq] = true
-				delete(up.inflight, f.Error.Seq)
-			}
-		default:
-			conn.Write(&protocol.Frame{Error: &protocol.Error{Code: protocol.ErrorUnexpected, Seq: f.Seq,
-				Message: f.Type() + " is not sent by a hub"}})
-		}
-	}
-	if objects > 0 || len(upAcked) > 0 {
-		err := a.db.Update(func(tx *store.Tx) error {
-			for _, f := range batch {
-				switch {
-				case f.Upsert != nil && !rejected(ack.Rejected, f.Seq):
-					if err := tx.PutObject(&f.Upsert.Object); err != nil {
-						return err
-					}
-				case f.Delete != nil:
-					if _, err := tx.DeleteObject(f.Delete.Kind, f.Delete.UID); err != nil {
-						return err
-					}
-				}
-			}
-			for _, seq := range upAcked {
-				if err := tx.Acked(seq); err != nil {
+// commit makes the Engine's store write in one transaction.
+func (a *Agent) commit(w *StoreWrite) error {
+	return a.db.Update(func(tx *store.Tx) error {
+		for _, o := range w.Objects {
+			if o.Put != nil {
+				if err := tx.PutObject(o.Put); err != nil {
 					return err
 				}
+			} else if _, err := tx.DeleteObject(o.Delete.Kind, o.Delete.UID); err != nil {
+				return err
 			}
-			return nil
-		})
-		if err != nil {
-			// Nothing was acknowledged: the hub sends it all again.
-			return fmt.Errorf("commit: %w", err)
 		}
-	}
-	if objects > 0 {
-		a.mu.Lock()
-		a.state.ObjectFrames += objects
-		a.mu.Unlock()
-		c := committedRefs(batch, ack.Rejected)
-		if a.committed != nil {
-			a.committed(c)
+		for _, seq := range w.Acked {
+			if err := tx.Acked(seq); err != nil {
+				return err
+			}
 		}
-		if err := conn.Write(&protocol.Frame{Ack: &ack}); err != nil {
-			return fmt.Errorf("send ack: %w", err)
-		}
-		if len(kinds) > 0 {
-			a.obs.ObjectsChanged(kinds, append(c.Upserted, c.Deleted...))
-		}
-	}
-	if len(upAcked) > 0 {
-		for _, seq := range upAcked {
-			delete(up.inflight, seq)
-		}
-		return up.send()
-	}
-	return nil
-}
-
-// committedRefs lists the objects of batch that apply committed.
-func committedRefs(batch []*protocol.Frame, rej []protocol.Rejection) Commit {
-	var c Commit
-	for _, f := range batch {
-		switch {
-		case f.Upsert != nil && !rejected(rej, f.Seq):
-			c.Upserted = append(c.Upserted, f.Upsert.Object.Ref())
-		case f.Delete != nil:
-			c.Deleted = append(c.Deleted, protocol.ObjectRef{Kind: f.Delete.Kind, UID: f.Delete.UID})
-		}
-	}
-	return c
+		return nil
+	})
 }
 
 // Build names this edgecore for Hello.Agent: the module version and the VCS
@@ -692,38 +638,4 @@ func Build() string {
 		s += " (" + rev + modified + ")"
 	}
 	return s + " " + bi.GoVersion
-}
-
-func rejected(rs []protocol.Rejection, seq uint64) bool {
-	for _, r := range rs {
-		if r.Seq == seq {
-			return true
-		}
-	}
-	return false
-}
-
-// checkObject makes sure the object's data decodes as its kind before it is
-// stored, so that nothing undecodable reaches the runtime.
-func checkObject(o *protocol.Object) error {
-	var err error
-	switch o.Kind {
-	case protocol.KindPod:
-		_, err = protocol.DecodePod(o.Data)
-	case protocol.KindConfigMap:
-		_, err = protocol.DecodeConfigMap(o.Data)
-	case protocol.KindSecret:
-		_, err = protocol.DecodeSecret(o.Data)
-	case protocol.KindDeviceModel:
-		err = json.Unmarshal(o.Data, new(devicesapi.DeviceModel))
-	case protocol.KindDevice:
-		err = json.Unmarshal(o.Data, new(devicesapi.Device))
-	case protocol.KindService:
-		_, err = protocol.DecodeService(o.Data)
-	case protocol.KindEndpointSlice:
-		_, err = protocol.DecodeEndpointSlice(o.Data)
-	default:
-		err = fmt.Errorf("unknown kind %d", o.Kind)
-	}
-	return err
 }

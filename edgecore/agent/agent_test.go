@@ -122,10 +122,9 @@ func podObject(t *testing.T, uid, rv string) protocol.Object {
 	return protocol.Object{Kind: protocol.KindPod, UID: uid, Namespace: "ns", Name: "p-" + uid, ResourceVersion: rv, Data: b}
 }
 
-// The dialer set by SetDialer replaces New's; the commit hook hears what was
-// committed, with the objects already in the store, before the hub gets the
-// Ack.
-func TestSetDialerAndCommitHook(t *testing.T) {
+// The commit hook (Config.CommitHook) hears what was committed, with the
+// objects already in the store, before the hub gets the Ack.
+func TestCommitHook(t *testing.T) {
 	old := podObject(t, "old", "1")
 	hub := newFakeHub(t,
 		&protocol.Frame{Seq: 1, Upsert: &protocol.Upsert{Object: podObject(t, "u1", "7")}},
@@ -139,25 +138,13 @@ func TestSetDialerAndCommitHook(t *testing.T) {
 	if err := db.Update(func(tx *store.Tx) error { return tx.PutObject(&old) }); err != nil {
 		t.Fatal(err)
 	}
-	a, err := New(Config{NodeName: "n1"}, db, refusingDialer{},
-		func() (*corev1.NodeStatus, error) { return &corev1.NodeStatus{}, nil },
-		noObserver{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var dials atomic.Int32
-	a.SetDialer(hub.dialer(t, func(ctx context.Context, network, addr string) (net.Conn, error) {
-		dials.Add(1)
-		var d net.Dialer
-		return d.DialContext(ctx, network, addr)
-	}))
 	type seen struct {
 		c       Commit
 		inStore bool
 		goneOld bool
 	}
 	commits := make(chan seen, 8)
-	a.SetCommitHook(func(c Commit) {
+	hook := func(c Commit) {
 		var s seen
 		s.c = c
 		db.View(func(tx *store.Tx) error {
@@ -168,7 +155,13 @@ func TestSetDialerAndCommitHook(t *testing.T) {
 			return nil
 		})
 		commits <- s
-	})
+	}
+	a, err := New(Config{NodeName: "n1", CommitHook: hook}, db, hub.dialer(t, nil),
+		func() (*corev1.NodeStatus, error) { return &corev1.NodeStatus{}, nil },
+		noObserver{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
@@ -213,9 +206,6 @@ func TestSetDialerAndCommitHook(t *testing.T) {
 		Deleted: []protocol.ObjectRef{{Kind: protocol.KindPod, UID: "old"}}}
 	if len(got.Upserted) != 1 || got.Upserted[0] != want.Upserted[0] || len(got.Deleted) != 1 || got.Deleted[0] != want.Deleted[0] {
 		t.Errorf("hook heard %+v, want %+v", got, want)
-	}
-	if dials.Load() == 0 {
-		t.Error("the NetDial of the dialer given to SetDialer was not used")
 	}
 }
 
@@ -318,62 +308,26 @@ func TestCertRequestGatedOnVersion(t *testing.T) {
 		hub.version = v
 		creds := &alwaysDue{}
 		startAgent(t, hub, Config{Credentials: creds})
+		// Version 2: until a request came and the certificate was
+		// installed. Version 1: until the edge's first heartbeat, a
+		// HeartbeatInterval (1s) into the session; a request, due at once,
+		// would come before it.
 		requests := 0
-		deadline := time.After(time.Second)
-	loop:
-		for {
+		deadline := time.After(20 * time.Second)
+		for done := false; !done; {
 			select {
 			case f := <-hub.frames:
 				if f.CertRequest != nil {
 					requests++
 				}
+				done = v == 1 && f.Heartbeat != nil || v == 2 && requests > 0 && creds.issued.Load() == 1
 			case <-deadline:
-				break loop
+				t.Fatalf("version %d hub: %d requests, %d certificates installed", v, requests, creds.issued.Load())
 			}
 		}
 		if v == 1 && requests != 0 {
 			t.Errorf("version 1 hub got %d certificate requests", requests)
 		}
-		if v == 2 && (requests == 0 || creds.issued.Load() != 1) {
-			t.Errorf("version 2 hub: %d requests, %d certificates installed; want some and 1", requests, creds.issued.Load())
-		}
-	}
-}
-
-// An outbox message the hub answers ErrorUnknownMessage (an older hub) is
-// not sent again in that session, however often the outbox is resent.
-func TestUnknownMessageNotResent(t *testing.T) {
-	// The outbox: an event (seq 1), never acknowledged, so that the outbox
-	// is sent again and again; then the node status queued at start (seq
-	// 2), which the hub cannot take.
-	hub := newFakeHub(t, &protocol.Frame{Error: &protocol.Error{Code: protocol.ErrorUnknownMessage, Seq: 2,
-		Message: "frame holds no known message type"}})
-	startAgent(t, hub, Config{ResendAfter: 100 * time.Millisecond}, func(tx *store.Tx) error {
-		_, err := tx.Enqueue(store.OutboxEvent("e1"), &protocol.Frame{Event: &protocol.Event{InvolvedKind: "Node",
-			Name: "n1", Type: "Normal", Reason: "Starting"}}, 100)
-		return err
-	})
-	statuses, events := 0, 0
-	deadline := time.After(1500 * time.Millisecond)
-	for {
-		select {
-		case f := <-hub.frames:
-			switch {
-			case f.NodeStatus != nil:
-				statuses++
-			case f.Event != nil:
-				events++
-			}
-			continue
-		case <-deadline:
-		}
-		break
-	}
-	if events < 2 {
-		t.Fatalf("the outbox was sent %d times; the test needs it resent", events)
-	}
-	if statuses != 1 {
-		t.Fatalf("the refused message was sent %d times, want once", statuses)
 	}
 }
 
@@ -476,4 +430,26 @@ func TestNodeStatusChangedOffline(t *testing.T) {
 	mu.Unlock()
 	a.NodeStatusChanged()
 	waitFor(corev1.ConditionFalse) // while waiting an hour to dial again
+}
+
+// A hub's 503 Retry-After is honoured (over its last second); any other
+// failure waits by the back-off, whose cap the hub's bound raises.
+func TestDialRetry(t *testing.T) {
+	bo := link.Backoff{Initial: time.Second, Max: 2 * time.Second}
+	for range 50 {
+		if d := dialRetry(&bo, &link.RetryAfterError{After: 7 * time.Second}); d < 6*time.Second || d >= 7*time.Second {
+			t.Fatalf("Retry-After 7s: waited %s", d)
+		}
+		if d := dialRetry(&bo, errors.New("connection refused")); d > 2*time.Second {
+			t.Fatalf("refused: waited %s past the 2s cap", d)
+		}
+	}
+	bo.SetHubMax(10 * time.Second)
+	longest := time.Duration(0)
+	for range 200 {
+		longest = max(longest, dialRetry(&bo, &link.RetryAfterError{}))
+	}
+	if longest <= 2*time.Second || longest > 10*time.Second {
+		t.Errorf("with the hub's 10s bound the longest of 200 waits is %s", longest)
+	}
 }

@@ -103,8 +103,6 @@ type Config struct {
 	// ReconnectMax bounds the wait between two attempts to reach the broker
 	// (default 10s; the first retries come after 1s).
 	ReconnectMax time.Duration
-	// OutboxMax bounds the outbox (see store.Tx.Enqueue; default 10000).
-	OutboxMax int
 	// QueueLen is how many received MQTT messages may wait for the owner
 	// goroutine before the client stops reading from the broker (default
 	// 1024).
@@ -138,15 +136,12 @@ func (c *Config) validate() error {
 	if c.ReconnectMax == 0 {
 		c.ReconnectMax = 10 * time.Second
 	}
-	if c.OutboxMax == 0 {
-		c.OutboxMax = 10000
-	}
 	if c.QueueLen == 0 {
 		c.QueueLen = 1024
 	}
-	if c.ReportInterval < 0 || c.FlushDelay < 0 || c.ReconnectMax < time.Second || c.OutboxMax < 0 || c.QueueLen < 0 {
-		return fmt.Errorf("devicetwin: bad timers or bounds: reportInterval %s, flushDelay %s, reconnectMax %s (at least 1s), outboxMax %d, queueLen %d",
-			c.ReportInterval, c.FlushDelay, c.ReconnectMax, c.OutboxMax, c.QueueLen)
+	if c.ReportInterval < 0 || c.FlushDelay < 0 || c.ReconnectMax < time.Second || c.QueueLen < 0 {
+		return fmt.Errorf("devicetwin: bad timers or bounds: reportInterval %s, flushDelay %s, reconnectMax %s (at least 1s), queueLen %d",
+			c.ReportInterval, c.FlushDelay, c.ReconnectMax, c.QueueLen)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -225,11 +220,14 @@ type message struct {
 	payload []byte
 }
 
-// New builds the component. queued is called after statuses were added to
-// the outbox (the agent's OutboxChanged).
+// New builds the component. queued, if not nil, is called after statuses
+// were added to the outbox (the store tells the agent: store.DB.OutboxChanged).
 func New(cfg Config, db *store.DB, queued func()) (*Twin, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
+	}
+	if queued == nil {
+		queued = func() {} // the agent hears of the outbox from the store
 	}
 	t := &Twin{
 		cfg: cfg, db: db, queued: queued, log: cfg.Logger,

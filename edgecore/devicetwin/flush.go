@@ -78,7 +78,7 @@ func (t *Twin) flush(now time.Time) {
 			}
 		}
 		for _, ds := range statuses {
-			if _, err := tx.Enqueue(store.OutboxDeviceStatus(ds.UID), &protocol.Frame{DeviceStatus: ds}, t.cfg.OutboxMax); err != nil {
+			if _, err := tx.Enqueue(store.OutboxDeviceStatus(ds.UID), &protocol.Frame{DeviceStatus: ds}); err != nil {
 				return err
 			}
 		}

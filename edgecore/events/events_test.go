@@ -218,10 +218,15 @@ func TestRecorderOutbox(t *testing.T) {
 	}
 }
 
-// Events are the first outbox entries dropped when it is full.
+// Events are the first outbox entries dropped when it is full (the store's
+// Options.OutboxMax).
 func TestRecorderOutboxMax(t *testing.T) {
-	db := openDB(t)
-	r, err := New(Config{OutboxMax: 10, Now: func() time.Time { return t0 }}, db, nil)
+	db, err := store.OpenWith(filepath.Join(t.TempDir(), "edge.db"), store.Options{OutboxMax: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	r, err := New(Config{Now: func() time.Time { return t0 }}, db, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

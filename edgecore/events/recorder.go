@@ -13,9 +13,6 @@ import (
 
 // Config configures a Recorder.
 type Config struct {
-	// OutboxMax bounds the outbox (see store.Tx.Enqueue; default 10000).
-	// Events are the first entries dropped when it is full.
-	OutboxMax int
 	// Queue bounds the events recorded and not yet taken by Start's
 	// goroutine (default 1024); past it events are dropped and counted.
 	Queue int
@@ -28,11 +25,8 @@ type Config struct {
 }
 
 func (c *Config) validate() error {
-	if c.OutboxMax < 0 || c.Queue < 0 {
-		return errors.New("events: outboxMax and queue must not be negative")
-	}
-	if c.OutboxMax == 0 {
-		c.OutboxMax = 10000
+	if c.Queue < 0 {
+		return errors.New("events: queue must not be negative")
 	}
 	if c.Queue == 0 {
 		c.Queue = 1024
@@ -139,7 +133,7 @@ func (r *Recorder) write(batch []timedEvent) {
 	}
 	err := r.db.Update(func(tx *store.Tx) error {
 		for _, k := range keys {
-			if _, err := tx.Enqueue(store.OutboxEvent(k), frames[k], r.cfg.OutboxMax); err != nil {
+			if _, err := tx.Enqueue(store.OutboxEvent(k), frames[k]); err != nil {
 				return err
 			}
 		}

@@ -71,6 +71,13 @@ func (s *Server) Handler() http.Handler {
 	for _, p := range []string{"/healthz", "/livez", "/readyz"} {
 		mux.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			if p == "/readyz" && s.cfg.Ready != nil {
+				if err := s.cfg.Ready(); err != nil {
+					w.WriteHeader(http.StatusServiceUnavailable)
+					w.Write([]byte("not ready"))
+					return
+				}
+			}
 			w.Write([]byte("ok"))
 		})
 	}

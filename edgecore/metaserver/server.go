@@ -51,6 +51,10 @@ type Config struct {
 	// Metrics, if set, is served at /metrics to the clients that may read
 	// MetricsResource (NodeClient and MetricsClient of LocalClients).
 	Metrics http.Handler
+	// Ready, if set, decides /readyz: nil is ready, an error is 503 (the
+	// error is not shown: /readyz is public and says nothing but ok or
+	// not ready). edgecore's checks that its store is open.
+	Ready func() error
 	// NodeStatus returns the node's status now (required).
 	NodeStatus func() *corev1.NodeStatus
 	// NodeInterval is how often the served Node is rebuilt from NodeStatus

@@ -51,8 +51,9 @@ type MonitorConfig struct {
 	// Reclaim, if set, is called under pressure.
 	Reclaim Reclaimer
 	// Changed is called (from the monitor's goroutine; it must not block)
-	// when a condition changed, so that the status is reported at once.
-	Changed func()
+	// with the new conditions when a condition changed, so that the status
+	// is reported at once.
+	Changed func([]corev1.NodeCondition)
 	// Proc is where /proc is (default /proc).
 	Proc   string
 	Logger *slog.Logger
@@ -136,7 +137,7 @@ func (m *Monitor) Sample(ctx context.Context) Output {
 				slog.String("status", string(c.Status)), slog.String("reason", c.Reason), slog.String("message", c.Message))
 		}
 		if m.cfg.Changed != nil {
-			m.cfg.Changed()
+			m.cfg.Changed(out.Conditions)
 		}
 	}
 	return out

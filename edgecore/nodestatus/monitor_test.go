@@ -72,7 +72,7 @@ func TestMonitorDiskPressureOnSmallFS(t *testing.T) {
 	rec := &reclaims{}
 	th := DefaultThresholds()
 	th.TransitionPeriod = 0
-	m := NewMonitor(MonitorConfig{Thresholds: th, DataDir: data, Runtime: p, Reclaim: rec, Changed: func() { changes++ }})
+	m := NewMonitor(MonitorConfig{Thresholds: th, DataDir: data, Runtime: p, Reclaim: rec, Changed: func([]corev1.NodeCondition) { changes++ }})
 	ctx := t.Context()
 
 	out := m.Sample(ctx)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -135,34 +136,30 @@ type evictState struct {
 
 // evictedKilled takes the result of an evicted pod's kill: its status is
 // reported Failed, Evicted.
-func (m *Manager) evictedKilled(r result) {
-	e := m.evicted[r.uid]
-	if e == nil || r.pod == nil {
+func (e *Engine) evictedKilled(o *Output, j Job) {
+	ev := e.evicted[j.UID]
+	if ev == nil || j.Pod == nil {
 		return
 	}
-	e.killed = true
-	if e.reported {
+	ev.killed = true
+	if ev.reported {
 		return
 	}
-	b, err := m.evictedStatus(r.pod, e.msg)
+	name := j.Pod.Namespace + "/" + j.Pod.Name
+	b, err := e.evictedStatus(j.Pod, ev.msg)
 	if err != nil {
-		m.log.Error("evicted pod status", slog.String("pod", r.pod.Namespace+"/"+r.pod.Name), slog.Any("err", err))
+		o.log(slog.LevelError, "evicted pod status", slog.String("pod", name), slog.Any("err", err))
 		return
 	}
-	e.reported = true
-	m.report(r.uid, b)
-	m.log.Warn("pod evicted", slog.String("pod", r.pod.Namespace+"/"+r.pod.Name), slog.String("message", e.msg))
+	ev.reported = true
+	e.report(j.UID, b)
+	o.log(slog.LevelWarn, "pod evicted", slog.String("pod", name), slog.String("message", ev.msg))
 }
 
 // evictReq asks the Start goroutine to evict a pod.
 type evictReq struct {
 	resource string
-	reply    chan evictReply
-}
-
-type evictReply struct {
-	pod string // namespace/name; empty: none
-	err error
+	reply    chan EvictResult
 }
 
 // ErrEvictionInProgress: the pod evicted last is still being killed; one
@@ -176,7 +173,7 @@ var ErrEvictionInProgress = errors.New("evict: the last eviction is still in pro
 // namespace/name, or "" when no pod may be evicted (ErrEvictionInProgress
 // while the last one is being killed). It may be called from any goroutine while Start runs.
 func (m *Manager) Evict(ctx context.Context, resource string) (string, error) {
-	req := evictReq{resource: resource, reply: make(chan evictReply, 1)}
+	req := evictReq{resource: resource, reply: make(chan EvictResult, 1)}
 	select {
 	case m.evictc <- req:
 	case <-ctx.Done():
@@ -184,44 +181,45 @@ func (m *Manager) Evict(ctx context.Context, resource string) (string, error) {
 	}
 	select {
 	case r := <-req.reply:
-		return r.pod, r.err
+		return r.Pod, r.Err
 	case <-ctx.Done():
 		return "", ctx.Err()
 	}
 }
 
-// evict handles an evictReq in the Start goroutine.
-func (m *Manager) evict(ctx context.Context, req evictReq) evictReply {
-	for uid := range m.evicted {
-		if w := m.work[uid]; w != nil {
-			return evictReply{err: ErrEvictionInProgress}
+// evict picks the pod to evict from the pods read (Evict).
+func (e *Engine) evict(o *Output, now time.Time, resource string, r PodsRead) *EvictResult {
+	if r.Err != nil {
+		return &EvictResult{Err: fmt.Errorf("evict: %w", r.Err)}
+	}
+	var pods []*corev1.Pod
+	for _, p := range r.Stored {
+		if _, ok := p.Annotations[mirrorAnnotation]; !ok {
+			pods = append(pods, p)
 		}
 	}
-	pods, _, err := m.readPods()
-	if err != nil {
-		return evictReply{err: fmt.Errorf("evict: %w", err)}
-	}
+	pods = append(pods, r.Static...)
 	var p *corev1.Pod
 	for _, c := range EvictionOrder(pods) {
-		if m.evicted[c.UID] == nil && !terminalPhase(c) {
+		if e.evicted[c.UID] == nil && !terminalPhase(c) {
 			p = c
 			break
 		}
 	}
 	if p == nil {
-		return evictReply{}
+		return &EvictResult{}
 	}
-	msg := fmt.Sprintf("The node was low on resource: %s. ", req.resource)
-	m.evicted[p.UID] = &evictState{msg: msg}
-	m.log.Warn("evicting pod", slog.String("pod", p.Namespace+"/"+p.Name), slog.String("resource", req.resource),
+	msg := fmt.Sprintf("The node was low on resource: %s. ", resource)
+	e.evicted[p.UID] = &evictState{msg: msg}
+	o.log(slog.LevelWarn, "evicting pod", slog.String("pod", p.Namespace+"/"+p.Name), slog.String("resource", resource),
 		slog.String("qos", string(QOSClass(p))), slog.Int("priority", int(priority(p))))
-	if m.pods == nil {
-		m.pods = map[types.UID]*corev1.Pod{}
+	if e.pods == nil {
+		e.pods = map[types.UID]*corev1.Pod{}
 	}
-	m.pods[p.UID] = p
-	m.schedule(p.UID)
-	m.launch(ctx)
-	return evictReply{pod: p.Namespace + "/" + p.Name}
+	e.pods[p.UID] = p
+	e.schedule(p.UID)
+	e.launch(o, now)
+	return &EvictResult{Pod: p.Namespace + "/" + p.Name}
 }
 
 // terminalPhase: the pod ran to its end (or was evicted) as the cloud last
@@ -232,9 +230,9 @@ func terminalPhase(p *corev1.Pod) bool {
 
 // evictedStatus is the status of an evicted pod: the last one reported,
 // Failed with reason Evicted, its containers terminated and not ready.
-func (m *Manager) evictedStatus(p *corev1.Pod, msg string) ([]byte, error) {
+func (e *Engine) evictedStatus(p *corev1.Pod, msg string) ([]byte, error) {
 	st := &corev1.PodStatus{}
-	if b := m.lastStatus[p.UID]; b != nil {
+	if b := e.lastStatus[p.UID]; b != nil {
 		if old, err := protocol.DecodePodStatus(b); err == nil {
 			st = old
 		}

@@ -215,12 +215,11 @@ func start(t *testing.T, rt *testRuntime, workers int, statics []*corev1.Pod, po
 	for _, p := range pods {
 		e.put(t, p)
 	}
-	e.m, err = New(Config{ResyncInterval: time.Hour, PodWorkers: workers}, db, rt, func() {},
+	e.m, err = New(Config{ResyncInterval: time.Hour, PodWorkers: workers, Static: e.static}, db, rt,
 		slog.New(slog.NewTextHandler(t.Output(), nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.m.SetStaticPods(e.static)
 	e.m.idleHook = func() {
 		select {
 		case e.idle <- struct{}{}:
@@ -423,65 +422,11 @@ func TestPodNeverSyncedTwiceAtOnce(t *testing.T) {
 	}
 }
 
-// While pods wait for a worker, a kick queues only what changed: a queued
-// pod then runs with its newest spec, a pod the store dropped is killed
-// rather than started, and every pod is synced again once none waits.
-func TestKicksWhilePodsWait(t *testing.T) {
-	rt := newTestRuntime()
-	pods, uids := testPods(3)
-	rt.hold(uids[0])
-	e := start(t, rt, 1, nil, pods...)
-	rt.waitEntered(t, "sync", uids[0])
-	e.kick(t)
-	p := pods[1].DeepCopy()
-	p.ResourceVersion, p.Spec.Containers[0].Image = "2", "busybox:2"
-	e.put(t, p)
-	e.kick(t)
-	e.remove(t, uids[2])
-	e.kick(t)
-	rt.release(uids[0])
-
-	// The full pass once the queue drained syncs the first pod again.
-	rt.waitEntered(t, "sync", uids[1])
-	rt.waitEntered(t, "kill", uids[2])
-	rt.waitEntered(t, "sync", uids[0])
-	e.waitOutbox(t, "statuses", hasStatuses(uids[:2]...))
-	for _, c := range rt.callsOf(uids[1]) {
-		if img := c.pod.Spec.Containers[0].Image; img != "busybox:2" {
-			t.Errorf("changed pod synced with image %s, want busybox:2 only", img)
-		}
-	}
-	if calls := rt.callsOf(uids[2]); len(calls) != 1 || calls[0].op != "kill" || calls[0].grace != 0 {
-		t.Errorf("calls for the pod dropped while queued: %+v, want one kill", calls)
-	}
-	if ob := e.outbox(t); ob[store.OutboxPodStatus(string(uids[2]))] != nil {
-		t.Error("status of the dropped pod queued")
-	}
-}
-
-// A kick syncs again the pods whose last sync started before the change it
-// announces, not those that started after: they saw it.
-func TestKickSyncsPodsThatDidNotSeeTheChange(t *testing.T) {
-	rt := newTestRuntime()
-	pods, uids := testPods(2)
-	rt.hold(uids[0])
-	e := start(t, rt, 1, nil, pods...)
-	rt.waitEntered(t, "sync", uids[0])
-	e.forgetIdle()
-	e.kick(t) // while the second pod waits for the one worker
-	rt.release(uids[0])
-	e.waitIdle(t)
-	// The first pod synced before the change, so again; the second after.
-	if a, b := len(rt.callsOf(uids[0])), len(rt.callsOf(uids[1])); a != 2 || b != 1 {
-		t.Errorf("syncs after a change seen by the second pod's only sync: %d and %d, want 2 and 1", a, b)
-	}
-	e.forgetIdle()
-	e.kick(t)
-	e.waitIdle(t)
-	if a, b := len(rt.callsOf(uids[0])), len(rt.callsOf(uids[1])); a != 3 || b != 2 {
-		t.Errorf("syncs after a change none saw: %d and %d, want 3 and 2", a, b)
-	}
-}
+// The scheduling itself (kicks while pods wait, full passes pending,
+// deletion during a sync, flushes, eviction) is Engine's, tested by the
+// scripts of testdata/engine (engine_test.go) without goroutines or clocks.
+// The tests here check the shell: workers, the store, the runtime, the
+// outbox.
 
 // A deleted pod is killed with its grace period, one call, and its
 // termination is queued once the kill returned; it is not synced again.
@@ -530,12 +475,15 @@ func TestPodRemovedWhileSyncingIsKilledAfter(t *testing.T) {
 	rt.waitEntered(t, "sync", p.UID)
 	e.remove(t, p.UID)
 	e.kick(t)
+	e.forgetIdle()
 	rt.release(p.UID)
 	c := rt.waitEntered(t, "kill", p.UID)
 	if c.grace != 0 {
 		t.Errorf("kill grace %s, want 0", c.grace)
 	}
-	e.kick(t)
+	// Idle once the kill returned, with every status it had flushed: a
+	// status queued for the removed pod is in the outbox by then.
+	e.waitIdle(t)
 	if ob := e.outbox(t); ob[store.OutboxPodStatus(string(p.UID))] != nil {
 		t.Error("status of a removed pod queued")
 	}
@@ -566,12 +514,23 @@ func TestStatusesReportedAgainOnConnected(t *testing.T) {
 	rt := newTestRuntime()
 	pods, uids := testPods(3)
 	e := start(t, rt, 2, nil, pods...)
-	e.waitOutbox(t, "statuses", hasStatuses(uids...))
+	e.waitIdle(t) // the first pass is done, its statuses queued
+	if ob := e.outbox(t); !hasStatuses(uids...)(ob) {
+		t.Fatalf("outbox after the first pass: %d frames", len(ob))
+	}
 	e.ackAll(t)
-	e.kick(t)
-	e.kick(t)
+	// Each kick syncs every pod again; idle comes after their statuses
+	// were flushed, so one queued again would be in the outbox by then.
+	for range 2 {
+		e.forgetIdle()
+		e.kick(t)
+		e.waitIdle(t)
+	}
 	if ob := e.outbox(t); len(ob) != 0 {
 		t.Fatalf("unchanged statuses queued again without Connected: %d", len(ob))
+	}
+	if n := len(rt.callsOf(uids[0])); n != 3 {
+		t.Fatalf("%d syncs of a pod after two kicks, want 3: the kicks' passes did not run", n)
 	}
 	e.m.Connected()
 	e.waitOutbox(t, "statuses after Connected", hasStatuses(uids...))
@@ -680,7 +639,7 @@ func BenchmarkResync(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	m, err := New(Config{ResyncInterval: time.Hour}, db, fake.New("192.0.2.1"), func() {},
+	m, err := New(Config{ResyncInterval: time.Hour}, db, fake.New("192.0.2.1"),
 		slog.New(slog.DiscardHandler))
 	if err != nil {
 		b.Fatal(err)
@@ -721,5 +680,24 @@ func TestImagesOfHeldPods(t *testing.T) {
 	}
 	if want := []string{"busybox", "registry.local/init:1", "registry.local/web:2"}; !slices.Equal(got, want) {
 		t.Errorf("Images() = %v, want %v", got, want)
+	}
+}
+
+// Changes keeps the newest change announced: a pass for it syncs every pod
+// whose sync started before it, so a sync between two changes is done
+// again.
+func TestChangesKeepNewest(t *testing.T) {
+	c := NewChanges()
+	if got := c.take(); !got.IsZero() {
+		t.Fatalf("no change announced, take = %v", got)
+	}
+	c.Changed()
+	between := time.Now()
+	c.Changed()
+	if got := c.take(); got.Before(between) {
+		t.Errorf("take = %v, before the second change (after %v)", got, between)
+	}
+	if got := c.take(); !got.IsZero() {
+		t.Errorf("taken twice: %v", got)
 	}
 }

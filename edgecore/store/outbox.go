@@ -59,15 +59,18 @@ type OutboxItem struct {
 }
 
 // Enqueue puts the frame f under key, replacing what the key held, and returns
-// its new Seq. f.Seq is overwritten. max bounds the number of entries: when a
-// new key would go over it, the oldest event is dropped, and if there is none
-// Enqueue fails with ErrOutboxFull. max <= 0 means no bound.
-func (t *Tx) Enqueue(key string, f *protocol.Frame, max int) (uint64, error) {
+// its new Seq. f.Seq is overwritten. Options.OutboxMax bounds the number of
+// entries: when a new key would go over it, the oldest event is dropped, and
+// if there is none Enqueue fails with ErrOutboxFull. Once the transaction
+// commits, OutboxChanged receives.
+func (t *Tx) Enqueue(key string, f *protocol.Frame) (uint64, error) {
+	t.enqueued = true
+	max := t.db.opts.OutboxMax
 	ob := t.tx.Bucket(bucketOutbox)
 	seqs := t.tx.Bucket(bucketOutboxSeq)
 	old := ob.Get([]byte(key))
 	if old == nil {
-		if max > 0 && t.OutboxLen() >= max {
+		if t.OutboxLen() >= max {
 			if err := t.dropOldestEvent(); err != nil {
 				return 0, err
 			}

@@ -26,7 +26,7 @@ var ErrCorrupt = errors.New("store file is corrupt")
 // asked for panics on faults. So both the open and the walk run with
 // debug.SetPanicOnFault, and every page reachable is read here: a store
 // that passes cannot fault later.
-func openChecked(path string) (db *DB, err error) {
+func openChecked(path string, opts Options) (db *DB, err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
@@ -39,7 +39,7 @@ func openChecked(path string) (db *DB, err error) {
 	if err := checkLength(path); err != nil {
 		return nil, err
 	}
-	db, err = Open(path)
+	db, err = OpenWith(path, opts)
 	if err != nil {
 		if boltCorrupt(err) {
 			return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
@@ -117,27 +117,41 @@ func checkPages(db *DB) (err error) {
 // OpenOrRecover opens the store at path like Open, checking it first. A
 // corrupt file (a torn write on a bad card, a truncated copy) does not stop
 // the node in a crash loop: it is moved aside to path.corrupt-<unix time>
+// (with -<n> after it if a file of that name exists)
 // for a post-mortem, and a new, empty store is made. The node then holds no
 // objects until the hub resyncs it at the next connect (its Hello lists
 // nothing, so the hub sends everything it should hold); statuses queued in
 // the lost outbox are reported again as the pods and devices are seen anew.
 // recovered says whether that happened.
-func OpenOrRecover(path string, log *slog.Logger) (db *DB, recovered bool, err error) {
-	db, err = openChecked(path)
+func OpenOrRecover(path string, opts Options, log *slog.Logger) (db *DB, recovered bool, err error) {
+	db, err = openChecked(path, opts)
 	if err == nil || !errors.Is(err, ErrCorrupt) {
 		return db, false, err
 	}
-	aside := fmt.Sprintf("%s.corrupt-%d", path, time.Now().Unix())
+	aside := asideName(path, time.Now())
 	if rerr := os.Rename(path, aside); rerr != nil {
 		return nil, false, fmt.Errorf("%w (and moving it aside failed: %v)", err, rerr)
 	}
 	log.Error("store file corrupt: moved aside, starting with an empty store; the hub resyncs it",
 		slog.String("file", path), slog.String("movedTo", aside), slog.Any("err", err))
-	db, err = Open(path)
+	db, err = OpenWith(path, opts)
 	if err != nil {
 		return nil, false, err
 	}
 	return db, true, nil
+}
+
+// asideName is where a corrupt store at path goes: path.corrupt-<unix
+// time>, or path.corrupt-<unix time>-<n> if that is taken (two recoveries
+// in one second must not lose the first file).
+func asideName(path string, now time.Time) string {
+	name := fmt.Sprintf("%s.corrupt-%d", path, now.Unix())
+	for n := 1; ; n++ {
+		if _, err := os.Lstat(name); errors.Is(err, os.ErrNotExist) {
+			return name
+		}
+		name = fmt.Sprintf("%s.corrupt-%d-%d", path, now.Unix(), n)
+	}
 }
 
 // walk reads every key and value of b and of the buckets in it.

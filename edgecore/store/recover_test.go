@@ -6,7 +6,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/tether-edge/tether/protocol"
 	bolt "go.etcd.io/bbolt"
@@ -66,7 +68,7 @@ func TestOpenOrRecover(t *testing.T) {
 			if err := os.WriteFile(path, tc.mangle(b), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			db, recovered, err := OpenOrRecover(path, quiet)
+			db, recovered, err := OpenOrRecover(path, Options{}, quiet)
 			if err != nil {
 				t.Fatalf("OpenOrRecover: %v", err)
 			}
@@ -154,7 +156,7 @@ func TestOpenOrRecoverTruncatedAnywhere(t *testing.T) {
 		if err := os.WriteFile(path, b[:cut], 0o600); err != nil {
 			t.Fatal(err)
 		}
-		db, recovered, err := OpenOrRecover(path, quiet)
+		db, recovered, err := OpenOrRecover(path, Options{}, quiet)
 		if err != nil {
 			t.Fatalf("cut at %d of %d: %v", cut, len(b), err)
 		}
@@ -192,4 +194,22 @@ func TestOpenOrRecoverTruncatedAnywhere(t *testing.T) {
 		checked++
 	}
 	t.Logf("%d cuts of a %d-byte store recovered", checked, len(b))
+}
+
+// Two corrupt stores moved aside in the same second keep both files.
+func TestAsideNameUnique(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "edge.db")
+	now := time.Unix(1796544154, 0)
+	var names []string
+	for range 3 {
+		name := asideName(path, now)
+		if err := os.WriteFile(name, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, filepath.Base(name))
+	}
+	want := []string{"edge.db.corrupt-1796544154", "edge.db.corrupt-1796544154-1", "edge.db.corrupt-1796544154-2"}
+	if !slices.Equal(names, want) {
+		t.Errorf("names %v, want %v", names, want)
+	}
 }

@@ -39,14 +39,45 @@ func nameBucket(k protocol.Kind) []byte   { return []byte("names/" + k.String())
 
 // DB is an open store.
 type DB struct {
-	db *bolt.DB
+	db   *bolt.DB
+	opts Options
 	// failedWrites counts transactions whose changes could not be written
 	// (FailedWrites).
 	failedWrites atomic.Int64
+	// outboxc holds a token when a committed transaction queued something
+	// in the outbox since the last receive (OutboxChanged).
+	outboxc chan struct{}
 }
 
-// Open opens or creates the store at path.
-func Open(path string) (*DB, error) {
+// Options are the store's settings.
+type Options struct {
+	// OutboxMax bounds the outbox (see Tx.Enqueue; default
+	// DefaultOutboxMax). It is the one bound of the node's outbox: every
+	// component queues through Enqueue.
+	OutboxMax int
+}
+
+// DefaultOutboxMax is Options.OutboxMax's default.
+const DefaultOutboxMax = 10000
+
+func (o *Options) validate() error {
+	if o.OutboxMax == 0 {
+		o.OutboxMax = DefaultOutboxMax
+	}
+	if o.OutboxMax < 0 {
+		return fmt.Errorf("open store: outbox max %d is negative", o.OutboxMax)
+	}
+	return nil
+}
+
+// Open opens or creates the store at path with the default Options.
+func Open(path string) (*DB, error) { return OpenWith(path, Options{}) }
+
+// OpenWith opens or creates the store at path.
+func OpenWith(path string, opts Options) (*DB, error) {
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
@@ -81,8 +112,13 @@ func Open(path string) (*DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	return &DB{db: db}, nil
+	return &DB{db: db, opts: opts, outboxc: make(chan struct{}, 1)}, nil
 }
+
+// OutboxChanged receives after a transaction that queued something in the
+// outbox committed. It has one receiver: the agent, which sends the outbox
+// up.
+func (d *DB) OutboxChanged() <-chan struct{} { return d.outboxc }
 
 // Close closes the store.
 func (d *DB) Close() error { return d.db.Close() }
@@ -95,9 +131,16 @@ func (d *DB) Path() string { return d.db.Path() }
 // was, is counted (FailedWrites), and is the caller's to try again.
 func (d *DB) Update(fn func(*Tx) error) error {
 	var fnErr error
-	err := d.db.Update(func(tx *bolt.Tx) error { fnErr = fn(&Tx{tx: tx}); return fnErr })
+	t := &Tx{db: d}
+	err := d.db.Update(func(tx *bolt.Tx) error { t.tx = tx; fnErr = fn(t); return fnErr })
 	if err != nil && fnErr == nil {
 		d.failedWrites.Add(1)
+	}
+	if err == nil && t.enqueued {
+		select {
+		case d.outboxc <- struct{}{}:
+		default:
+		}
 	}
 	return err
 }
@@ -109,12 +152,15 @@ func (d *DB) FailedWrites() int64 { return d.failedWrites.Load() }
 
 // View runs fn in a read-only transaction.
 func (d *DB) View(fn func(*Tx) error) error {
-	return d.db.View(func(tx *bolt.Tx) error { return fn(&Tx{tx: tx}) })
+	return d.db.View(func(tx *bolt.Tx) error { return fn(&Tx{tx: tx, db: d}) })
 }
 
 // Tx is a store transaction.
 type Tx struct {
 	tx *bolt.Tx
+	db *DB
+	// enqueued: Enqueue was called (OutboxChanged).
+	enqueued bool
 }
 
 // record is how an object is kept: the wire object less its kind and UID,

@@ -99,9 +99,9 @@ func TestOutboxCoalescesAndAcks(t *testing.T) {
 	db := openTest(t)
 	var s1, s2, s3 uint64
 	db.Update(func(tx *Tx) (err error) {
-		s1, _ = tx.Enqueue(OutboxPodStatus("a"), statusFrame("a"), 0)
-		s2, _ = tx.Enqueue(OutboxPodStatus("b"), statusFrame("b"), 0)
-		s3, err = tx.Enqueue(OutboxPodStatus("a"), statusFrame("a"), 0) // replaces s1
+		s1, _ = tx.Enqueue(OutboxPodStatus("a"), statusFrame("a"))
+		s2, _ = tx.Enqueue(OutboxPodStatus("b"), statusFrame("b"))
+		s3, err = tx.Enqueue(OutboxPodStatus("a"), statusFrame("a")) // replaces s1
 		return err
 	})
 	items := outbox(t, db, 0)
@@ -129,27 +129,31 @@ func TestOutboxCoalescesAndAcks(t *testing.T) {
 }
 
 func TestOutboxBoundDropsEventsFirst(t *testing.T) {
-	db := openTest(t)
-	err := db.Update(func(tx *Tx) error {
-		if _, err := tx.Enqueue(OutboxEvent("e1"), eventFrame(), 3); err != nil {
+	db, err := OpenWith(filepath.Join(t.TempDir(), "edge.db"), Options{OutboxMax: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	err = db.Update(func(tx *Tx) error {
+		if _, err := tx.Enqueue(OutboxEvent("e1"), eventFrame()); err != nil {
 			return err
 		}
-		if _, err := tx.Enqueue(OutboxPodStatus("a"), statusFrame("a"), 3); err != nil {
+		if _, err := tx.Enqueue(OutboxPodStatus("a"), statusFrame("a")); err != nil {
 			return err
 		}
-		if _, err := tx.Enqueue(OutboxPodStatus("b"), statusFrame("b"), 3); err != nil {
+		if _, err := tx.Enqueue(OutboxPodStatus("b"), statusFrame("b")); err != nil {
 			return err
 		}
 		// Full: the event goes.
-		if _, err := tx.Enqueue(OutboxPodStatus("c"), statusFrame("c"), 3); err != nil {
+		if _, err := tx.Enqueue(OutboxPodStatus("c"), statusFrame("c")); err != nil {
 			return err
 		}
 		// Full, no event left: refused, nothing lost.
-		if _, err := tx.Enqueue(OutboxPodStatus("d"), statusFrame("d"), 3); !errors.Is(err, ErrOutboxFull) {
+		if _, err := tx.Enqueue(OutboxPodStatus("d"), statusFrame("d")); !errors.Is(err, ErrOutboxFull) {
 			t.Fatalf("got %v, want ErrOutboxFull", err)
 		}
 		// Replacing an existing key is always possible.
-		_, err := tx.Enqueue(OutboxPodStatus("a"), statusFrame("a"), 3)
+		_, err := tx.Enqueue(OutboxPodStatus("a"), statusFrame("a"))
 		return err
 	})
 	if err != nil {
@@ -168,7 +172,7 @@ func TestOutboxBoundDropsEventsFirst(t *testing.T) {
 func TestEnqueueRefusesInvalidFrame(t *testing.T) {
 	db := openTest(t)
 	err := db.Update(func(tx *Tx) error {
-		_, err := tx.Enqueue("pod/x", &protocol.Frame{PodStatus: &protocol.PodStatus{UID: "x"}}, 0)
+		_, err := tx.Enqueue("pod/x", &protocol.Frame{PodStatus: &protocol.PodStatus{UID: "x"}})
 		return err
 	})
 	if err == nil {
@@ -198,18 +202,18 @@ func TestOutboxOldest(t *testing.T) {
 	}
 	before := time.Now()
 	var sa uint64
-	db.Update(func(tx *Tx) (err error) { sa, err = tx.Enqueue(OutboxPodStatus("a"), statusFrame("a"), 0); return err })
+	db.Update(func(tx *Tx) (err error) { sa, err = tx.Enqueue(OutboxPodStatus("a"), statusFrame("a")); return err })
 	first, ok := oldest()
 	if !ok || first.Before(before) || first.After(time.Now()) {
 		t.Fatalf("oldest %v %v, want between %v and now", first, ok, before)
 	}
 	time.Sleep(2 * time.Millisecond)
 	db.Update(func(tx *Tx) error {
-		if _, err := tx.Enqueue(OutboxPodStatus("b"), statusFrame("b"), 0); err != nil {
+		if _, err := tx.Enqueue(OutboxPodStatus("b"), statusFrame("b")); err != nil {
 			return err
 		}
 		var err error
-		sa, err = tx.Enqueue(OutboxPodStatus("a"), statusFrame("a"), 0) // replaces a's frame
+		sa, err = tx.Enqueue(OutboxPodStatus("a"), statusFrame("a")) // replaces a's frame
 		return err
 	})
 	if at, _ := oldest(); !at.Equal(first) {
@@ -218,5 +222,51 @@ func TestOutboxOldest(t *testing.T) {
 	db.Update(func(tx *Tx) error { return tx.Acked(sa) })
 	if at, ok := oldest(); !ok || !at.After(first) {
 		t.Fatalf("after a was acknowledged: oldest %v %v, want b's, later than %v", at, ok, first)
+	}
+}
+
+// OutboxChanged receives after a transaction that queued something
+// committed, not after one that rolled back or queued nothing.
+func TestOutboxChanged(t *testing.T) {
+	db := openTest(t)
+	changed := func() bool {
+		select {
+		case <-db.OutboxChanged():
+			return true
+		default:
+			return false
+		}
+	}
+	db.Update(func(tx *Tx) error { return tx.PutObject(obj(protocol.KindPod, "p1", "a", "1")) })
+	if changed() {
+		t.Error("OutboxChanged after a transaction that queued nothing")
+	}
+	db.Update(func(tx *Tx) error {
+		if _, err := tx.Enqueue(OutboxPodStatus("a"), statusFrame("a")); err != nil {
+			t.Fatal(err)
+		}
+		return errors.New("roll back")
+	})
+	if changed() {
+		t.Error("OutboxChanged after a rolled back Enqueue")
+	}
+	if err := db.Update(func(tx *Tx) error {
+		_, err := tx.Enqueue(OutboxPodStatus("a"), statusFrame("a"))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !changed() {
+		t.Error("no OutboxChanged after a committed Enqueue")
+	}
+	if changed() {
+		t.Error("OutboxChanged twice for one commit")
+	}
+}
+
+// A negative outbox bound is refused.
+func TestOptionsNegativeOutboxMax(t *testing.T) {
+	if _, err := OpenWith(filepath.Join(t.TempDir(), "edge.db"), Options{OutboxMax: -1}); err == nil {
+		t.Error("negative OutboxMax accepted")
 	}
 }
