@@ -642,11 +642,12 @@ func (h *Hub) checkSessions(ctx context.Context) {
 		} else if err := h.cfg.Auth.Check(ctx, s.node, s.id, false); err != nil {
 			e = &protocol.Error{Code: protocol.ErrorRevoked, Message: err.Error()}
 		}
-		if e != nil {
+		// A session stays registered until its goroutines end: count and
+		// log it once, at the sweep that stopped it.
+		if e != nil && s.stop(e) {
 			h.stats.revoked.Add(1)
 			h.log.Warn("session ended: node no longer authorized", slog.String("node", s.node),
 				slog.String("reason", e.Message))
-			s.stop(e)
 		}
 	}
 }

@@ -121,11 +121,15 @@ func (s *session) kick() {
 }
 
 // stop ends the session, telling the peer e (nil: close without a word).
-func (s *session) stop(e *protocol.Error) {
+// stop ends the session with e; it says whether this call stopped it (a
+// session already stopping is left as it is, with its first reason).
+func (s *session) stop(e *protocol.Error) (stopped bool) {
 	s.stopOnce.Do(func() {
 		s.stopErr = e
 		close(s.stopc)
+		stopped = true
 	})
+	return stopped
 }
 
 func (s *session) upstreamDone(seq uint64) func(error) {
