@@ -609,3 +609,48 @@ func TestNewInventoryDiffed(t *testing.T) {
 		t.Fatalf("deletes %v", got)
 	}
 }
+
+// The hub's delivery metrics: a message sent and not acknowledged is in the
+// unacknowledged window, its ack is timed, and a change is timed to the
+// message it queued.
+func TestDeliveryMetrics(t *testing.T) {
+	src, url := startHub(t, Config{})
+	e := connect(t, url, nil)
+	if f := e.recv(); f.ResyncDone == nil {
+		t.Fatalf("want ResyncDone, got %s", f.Type())
+	}
+	src.set("a", "1")
+	f := e.recv()
+	if f.Upsert == nil {
+		t.Fatalf("want Upsert a, got %s", f.Type())
+	}
+	waitStats(t, src.hub, "the upsert in the window", func(s StatsSnapshot) bool {
+		return s.Unacknowledged == 1 && s.DispatchLatency.Count == 1 && s.AckLatency.Count == 0
+	})
+	e.ack(f.Seq)
+	waitStats(t, src.hub, "the ack timed", func(s StatsSnapshot) bool {
+		return s.Unacknowledged == 0 && s.AckLatency.Count == 1 && s.AckLatency.Buckets[300] == 1 && s.SendQueue == 0
+	})
+	// A duplicate ack is not timed again (the engine's scripts check the
+	// cases: testdata/acks.txt).
+	e.ack(f.Seq)
+	src.set("b", "1")
+	if f := e.recv(); f.Upsert == nil || f.Upsert.Object.UID != "b" {
+		t.Fatalf("want Upsert b, got %+v", f)
+	}
+	waitStats(t, src.hub, "the second change timed", func(s StatsSnapshot) bool { return s.DispatchLatency.Count == 2 })
+	if s := src.hub.Stats(); s.AckLatency.Count != 1 {
+		t.Fatalf("after a duplicate ack: %d acks timed, want 1", s.AckLatency.Count)
+	}
+}
+
+func waitStats(t *testing.T, h *Hub, what string, ok func(StatsSnapshot) bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !ok(h.Stats()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: stats %+v", what, h.Stats())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

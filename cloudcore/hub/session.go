@@ -46,8 +46,17 @@ type session struct {
 	// empty.
 	streamq *sendQueue
 	kickc   chan struct{}
-	upc     chan struct{}
-	stopc   chan struct{}
+	// kickedAt is when the oldest kick not yet taken by the owner came
+	// (Unix nanoseconds, 0: none), for the dispatch latency.
+	kickedAt atomic.Int64
+	// unacked is the engine's window in use after its last step (read by
+	// Hub.Stats).
+	unacked atomic.Int64
+	// queuedInStep counts the object messages queued by the current step
+	// (owner only).
+	queuedInStep int
+	upc          chan struct{}
+	stopc        chan struct{}
 
 	stopOnce sync.Once
 	// stopErr is why the session stops; written once, before stopc closes.
@@ -114,15 +123,16 @@ func newSession(h *Hub, conn *websocket.Conn, hello *protocol.Hello) *session {
 
 // kick asks the owner to reconcile. It never blocks.
 func (s *session) kick() {
+	s.kickedAt.CompareAndSwap(0, time.Now().UnixNano())
 	select {
 	case s.kickc <- struct{}{}:
 	default:
 	}
 }
 
-// stop ends the session, telling the peer e (nil: close without a word).
-// stop ends the session with e; it says whether this call stopped it (a
-// session already stopping is left as it is, with its first reason).
+// stop ends the session, telling the peer e (nil: close without a word);
+// it says whether this call stopped it (a session already stopping is left
+// as it is, with its first reason).
 func (s *session) stop(e *protocol.Error) (stopped bool) {
 	s.stopOnce.Do(func() {
 		s.stopErr = e
@@ -191,7 +201,12 @@ loop:
 				s.acks = delivery.Acked{Seqs: s.acks.Seqs[:0], Rejected: s.acks.Rejected[:0]}
 			}
 		case <-s.kickc:
+			at := s.kickedAt.Swap(0)
+			s.queuedInStep = 0
 			s.step(delivery.Changed{})
+			if at != 0 && s.queuedInStep > 0 {
+				s.h.stats.dispatchLatency.Observe(time.Since(time.Unix(0, at)))
+			}
 		case <-s.upc:
 			s.flushUpstreamAcks()
 		case <-s.timer.C:
@@ -232,6 +247,7 @@ func (s *session) step(in delivery.Input) {
 		out := s.eng.Step(time.Now(), in)
 		in = s.apply(&out)
 	}
+	s.unacked.Store(int64(s.eng.InFlight()))
 }
 
 // apply does what out says and returns the input that follows, if any.
@@ -245,6 +261,9 @@ func (s *session) apply(out *delivery.Output) delivery.Input {
 	st.deleteScanned.Add(m.DeleteScanned)
 	if out.Alive {
 		s.h.upstream.Heartbeat(s.node)
+	}
+	for _, d := range out.AckLatency {
+		st.ackLatency.Observe(d)
 	}
 	for _, r := range out.Rejected {
 		s.log.Warn("edge rejected object", slog.String("kind", r.Kind.String()), slog.String("uid", r.UID),
@@ -272,6 +291,7 @@ func (s *session) apply(out *delivery.Output) delivery.Input {
 	}
 	switch {
 	case len(out.Send) > 0:
+		s.queuedInStep += len(out.Send)
 		s.results = s.results[:0]
 		for i := range out.Send {
 			s.results = append(s.results, s.sendObject(&out.Send[i]))
@@ -523,6 +543,13 @@ func (q *sendQueue) push(b []byte) bool {
 	default:
 	}
 	return true
+}
+
+// len is the number of frames queued.
+func (q *sendQueue) len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.items)
 }
 
 // take moves every queued frame, oldest first, into buf's storage and

@@ -158,6 +158,12 @@ type Output struct {
 	// Lost counts the messages in flight when the connection went
 	// (Disconnected).
 	Lost int
+	// AckLatency lists, for each message acknowledged or rejected in this
+	// step, how long after it was sent the answer came (the hub's ack
+	// latency histogram). A duplicate answer, or one for a message already
+	// settled by a newer one, has none. The slice is valid until the next
+	// Step.
+	AckLatency []time.Duration
 	// Metrics are counters to add to the hub's.
 	Metrics Metrics
 }
@@ -273,6 +279,7 @@ type Engine struct {
 
 	out     Output
 	sendBuf []Message
+	ackBuf  []time.Duration
 }
 
 // New returns an engine for one session, which starts with Connected.
@@ -283,6 +290,10 @@ func New(cfg Config) (*Engine, error) {
 	return &Engine{cfg: cfg, rng: rand.New(rand.NewPCG(cfg.Seed, 0))}, nil
 }
 
+// InFlight is the number of messages sent and not yet acknowledged (the
+// unacknowledged window).
+func (e *Engine) InFlight() int { return len(e.inflight) }
+
 // Step applies one input at time now and returns what to do.
 func (e *Engine) Step(now time.Time, in Input) Output {
 	if now.After(e.now) {
@@ -290,7 +301,7 @@ func (e *Engine) Step(now time.Time, in Input) Output {
 	}
 	now = e.now
 	clear(e.sendBuf)
-	e.out = Output{Send: e.sendBuf[:0]}
+	e.out = Output{Send: e.sendBuf[:0], AckLatency: e.ackBuf[:0]}
 	switch in := in.(type) {
 	case Connected:
 		e.connect(now, in)
@@ -319,6 +330,7 @@ func (e *Engine) Step(now time.Time, in Input) Output {
 		}
 	}
 	e.sendBuf = e.out.Send
+	e.ackBuf = e.out.AckLatency
 	e.out.Reconcile = e.connected && e.reconcile
 	e.out.Timer = e.timer()
 	return e.out
@@ -444,6 +456,7 @@ func (e *Engine) acknowledged(seq uint64) (stale bool) {
 		return false // a duplicate, expired and resent, settled by a newer one, or never ours
 	}
 	e.forget(seq, fl)
+	e.out.AckLatency = append(e.out.AckLatency, e.now.Sub(fl.sentAt))
 	for p := fl.prev; p != 0; {
 		old := e.inflight[p]
 		if old == nil || old.key != fl.key {

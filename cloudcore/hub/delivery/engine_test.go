@@ -275,6 +275,13 @@ func (h *harness) print(name string, out Output) {
 	if out.Lost > 0 {
 		fmt.Fprintf(&h.b, "  lost %d\n", out.Lost)
 	}
+	if len(out.AckLatency) > 0 {
+		ds := make([]string, len(out.AckLatency))
+		for i, d := range out.AckLatency {
+			ds[i] = d.String()
+		}
+		fmt.Fprintf(&h.b, "  ack-latency %s\n", strings.Join(ds, " "))
+	}
 	if r := out.ResyncDone; r != nil {
 		fmt.Fprintf(&h.b, "  resync-done upserts=%d deletes=%d bytes=%d took=%s\n", r.Upserts, r.Deletes, r.Bytes, r.Took)
 	}
