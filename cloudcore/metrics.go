@@ -43,6 +43,10 @@ var (
 	mSrvExpiry  = prometheus.NewDesc("tether_hub_serving_certificate_expiry_timestamp_seconds", "When the hub's serving certificate expires (Unix time).", nil, nil)
 	mNodeExpiry = prometheus.NewDesc("tether_hub_node_certificate_expiry_timestamp_seconds", "When the client certificate of each connected node expires (Unix time), as the hub sees it.", []string{"node"}, nil)
 	mPeerStream = prometheus.NewDesc("tether_peer_streams_total", "Kubelet API streams through a peer replica: forwarded (this replica lacked the node's session), served (relayed for a peer).", []string{"direction"}, nil)
+	mSendQueue  = prometheus.NewDesc("tether_hub_send_queue_frames", "Frames queued to send to edges, over all sessions.", nil, nil)
+	mUnacked    = prometheus.NewDesc("tether_hub_unacknowledged_messages", "Object messages sent to edges and not yet acknowledged (the sessions' windows in use).", nil, nil)
+	mAckTime    = prometheus.NewDesc("tether_hub_ack_duration_seconds", "Time from an object message queued for an edge to the edge's acknowledgement.", nil, nil)
+	mDispatch   = prometheus.NewDesc("tether_hub_dispatch_duration_seconds", "Time from a change of a node's objects to the first message it queued for the node.", nil, nil)
 	mPeerRefuse = prometheus.NewDesc("tether_peer_requests_refused_total", "Peer stream requests refused after the handshake (bad request or stream limit).", nil, nil)
 )
 
@@ -52,7 +56,8 @@ type collector struct{ cc *CloudCore }
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mSessions, mConns, mRefused, mFrames, mBytes, mBadFrames, mObjects, mResyncs,
 		mResyncMsgs, mResyncB, mRevoked, mCerts, mUpPaused, mUpThrottle, mEvDropped, mWrites, mAPIErrors, mWriteFate,
-		mAPIRefused, mWriteTime, mLeader, mCAExpiry, mSrvExpiry, mNodeExpiry, mPeerStream, mPeerRefuse} {
+		mAPIRefused, mWriteTime, mLeader, mCAExpiry, mSrvExpiry, mNodeExpiry, mPeerStream, mPeerRefuse,
+		mSendQueue, mUnacked, mAckTime, mDispatch} {
 		ch <- d
 	}
 }
@@ -67,6 +72,10 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	h := c.cc.Hub.Stats()
 	gauge(mSessions, float64(h.Sessions))
 	gauge(mConns, float64(h.Conns))
+	gauge(mSendQueue, float64(h.SendQueue))
+	gauge(mUnacked, float64(h.Unacknowledged))
+	ch <- prometheus.MustNewConstHistogram(mAckTime, h.AckLatency.Count, h.AckLatency.Sum, h.AckLatency.Buckets)
+	ch <- prometheus.MustNewConstHistogram(mDispatch, h.DispatchLatency.Count, h.DispatchLatency.Sum, h.DispatchLatency.Buckets)
 	for reason, v := range map[string]int64{
 		"certificate_or_hello": h.Refused - h.IdentityRefused - h.InventoryRefused, "identity": h.IdentityRefused,
 		"inventory": h.InventoryRefused, "max_conns": h.ConnsRefusedTotal, "max_conns_per_ip": h.ConnsRefusedPerIP,

@@ -9,8 +9,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
-	"github.com/tether-edge/tether/edgecore/pods"
 	"github.com/tether-edge/tether/edgecore/store"
+	"github.com/tether-edge/tether/histogram"
 )
 
 // The metrics edgecore exports (Metrics), served by the metaserver at
@@ -93,9 +93,9 @@ func (c *edgeCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	counter(mScrapeErrors, c.errors.Load())
 	if ec.Pods != nil {
-		for op, l := range map[string]*pods.Latency{"sync": ec.Pods.SyncLatency(), "kill": ec.Pods.KillLatency()} {
-			n, sum, b := l.Snapshot()
-			ch <- prometheus.MustNewConstHistogram(mPodSync, n, sum, b, op)
+		for op, l := range map[string]*histogram.Latency{"sync": ec.Pods.SyncLatency(), "kill": ec.Pods.KillLatency()} {
+			h := l.Snapshot()
+			ch <- prometheus.MustNewConstHistogram(mPodSync, h.Count, h.Sum, h.Buckets, op)
 		}
 	}
 }

@@ -41,6 +41,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/tether-edge/tether/histogram"
 	"github.com/tether-edge/tether/protocol"
 )
 
@@ -652,11 +653,12 @@ func (h *Hub) checkSessions(ctx context.Context) {
 		} else if err := h.cfg.Auth.Check(ctx, s.node, s.id, false); err != nil {
 			e = &protocol.Error{Code: protocol.ErrorRevoked, Message: err.Error()}
 		}
-		if e != nil {
+		// A session stays registered until its goroutines end: count and
+		// log it once, at the sweep that stopped it.
+		if e != nil && s.stop(e) {
 			h.stats.revoked.Add(1)
 			h.log.Warn("session ended: node no longer authorized", slog.String("node", s.node),
 				slog.String("reason", e.Message))
-			s.stop(e)
 		}
 	}
 }
@@ -863,10 +865,13 @@ type Stats struct {
 	bytesIn         atomic.Int64
 	bytesOut        atomic.Int64
 	objectMessages  atomic.Int64
-	badFrames       atomic.Int64
-	resyncs         atomic.Int64
-	resyncMessages  atomic.Int64
-	resyncBytes     atomic.Int64
+	// ackLatency: from an object message queued to its ack; dispatchLatency:
+	// from a change notification to the first message it queued.
+	ackLatency, dispatchLatency histogram.Latency
+	badFrames                   atomic.Int64
+	resyncs                     atomic.Int64
+	resyncMessages              atomic.Int64
+	resyncBytes                 atomic.Int64
 
 	conns         atomic.Int64
 	refusedTotal  atomic.Int64
@@ -951,12 +956,31 @@ type StatsSnapshot struct {
 	// ConnsRefusedHandshakes counts connections closed at accept because
 	// MaxHandshakes were in progress.
 	ConnsRefusedHandshakes int64 `json:"connsRefusedHandshakes"`
+	// SendQueue is the frames queued to send, over all sessions;
+	// Unacknowledged the object messages sent and not yet acknowledged
+	// (the sessions' windows in use).
+	SendQueue      int64 `json:"sendQueue"`
+	Unacknowledged int64 `json:"unacknowledged"`
+	// AckLatency is the time from an object message queued to the node's
+	// ack; DispatchLatency the time from a change notification of a node's
+	// objects to the first message it queued.
+	AckLatency      histogram.Snapshot `json:"-"`
+	DispatchLatency histogram.Snapshot `json:"-"`
 }
 
 // Stats returns the hub's counters.
 func (h *Hub) Stats() StatsSnapshot {
 	s := &h.stats
+	var queued, unacked int64
+	h.mu.Lock()
+	for _, ss := range h.sessions {
+		queued += int64(ss.sendq.len())
+		unacked += ss.unacked.Load()
+	}
+	h.mu.Unlock()
 	return StatsSnapshot{
+		SendQueue: queued, Unacknowledged: unacked,
+		AckLatency: s.ackLatency.Snapshot(), DispatchLatency: s.dispatchLatency.Snapshot(),
 		Sessions: s.sessions.Load(), Refused: s.refused.Load(), IdentityRefused: s.identityRefused.Load(),
 		Revoked: s.revoked.Load(), CertsIssued: s.certsIssued.Load(), CertsRefused: s.certsRefused.Load(),
 		FramesIn:  s.framesIn.Load(),

@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/workqueue"
 
+	"github.com/tether-edge/tether/histogram"
 	"github.com/tether-edge/tether/protocol"
 )
 
@@ -346,7 +347,7 @@ func (w *Writer) process(ctx context.Context, q workqueue.TypedRateLimitingInter
 		start := time.Now()
 		err = w.write(ctx, k, msg)
 		if int(k.kind) < len(w.stats.latency) {
-			w.stats.latency[k.kind].observe(time.Since(start))
+			w.stats.latency[k.kind].Observe(time.Since(start))
 		}
 	}
 	if fromAPI(err) {
@@ -502,7 +503,7 @@ type Stats struct {
 	// get and a patch, say; a retry is another write), by the message's
 	// kind (NodeStatus, PodStatus, PodTerminated, Event, Lease, MirrorPod,
 	// DeviceStatus). Kinds never written are left out.
-	WriteLatency map[string]Histogram
+	WriteLatency map[string]histogram.Snapshot
 	// NodeLabelPatches, NodeStatuses, PodStatuses, PodDeletes, Events,
 	// LeaseCreates and LeaseRenewals count successful API writes by kind.
 	// (The Writer creates no Node: RegisterNode does, at join.)
@@ -549,7 +550,7 @@ type Stats struct {
 type counters struct {
 	// latency is each kind's write time (its API calls, retries apart),
 	// by kind.
-	latency                                                                                      [kindDeviceStatus + 1]latency
+	latency                                                                                      [kindDeviceStatus + 1]histogram.Latency
 	nodeLabelPatches, nodeStatuses, podStatuses, podDeletes, events, leaseCreates, leaseRenewals atomic.Int64
 	mirrorWrites, deviceStatuses, deviceUnchanged, eventUpdates                                  atomic.Int64
 	unchanged, coalesced, retries, rejected, givenUp, apiErrors                                  atomic.Int64
@@ -582,10 +583,10 @@ func (w *Writer) Stats() Stats {
 	}
 }
 
-func (c *counters) writeLatency() map[string]Histogram {
-	out := map[string]Histogram{}
+func (c *counters) writeLatency() map[string]histogram.Snapshot {
+	out := map[string]histogram.Snapshot{}
 	for k := kindNodeStatus; k <= kindDeviceStatus; k++ {
-		if h := c.latency[k].snapshot(); h.Count > 0 {
+		if h := c.latency[k].Snapshot(); h.Count > 0 {
 			out[k.String()] = h
 		}
 	}

@@ -43,6 +43,7 @@ import (
 
 	"github.com/tether-edge/tether/edgecore/runtime"
 	"github.com/tether-edge/tether/edgecore/store"
+	"github.com/tether-edge/tether/histogram"
 	"github.com/tether-edge/tether/protocol"
 )
 
@@ -114,7 +115,7 @@ type Manager struct {
 	// is done (for tests).
 	idleHook func()
 	// syncLatency and killLatency time the workers' SyncPod and KillPod.
-	syncLatency, killLatency Latency
+	syncLatency, killLatency histogram.Latency
 
 	// Owned by the Start goroutine:
 	eng        *Engine
@@ -386,10 +387,10 @@ func (m *Manager) runJob(ctx context.Context, j Job) {
 }
 
 // SyncLatency is how long the runtime's SyncPod took, per call.
-func (m *Manager) SyncLatency() *Latency { return &m.syncLatency }
+func (m *Manager) SyncLatency() *histogram.Latency { return &m.syncLatency }
 
 // KillLatency is how long the runtime's KillPod took, per call.
-func (m *Manager) KillLatency() *Latency { return &m.killLatency }
+func (m *Manager) KillLatency() *histogram.Latency { return &m.killLatency }
 
 // enqueue queues frames in the outbox in one transaction; the store tells
 // the agent. The statuses queued go to Reported.
