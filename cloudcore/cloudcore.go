@@ -145,16 +145,37 @@ type Config struct {
 	// 10,000 nodes; at most RLIMIT_NOFILE less 1,024), MaxConnsPerIP those
 	// from one address (default 32: the boxes of a store behind one NAT;
 	// raise it behind a TCP proxy or a carrier-grade NAT), and
-	// AcceptRate/AcceptBurst new connections per second (defaults 200 and
-	// 1,000), AcceptRatePerIP/AcceptBurstPerIP those of one address
+	// AcceptRate/AcceptBurst new connections per second (defaults 1,500
+	// and 1,500), AcceptRatePerIP/AcceptBurstPerIP those of one address
 	// (defaults 4 and 32; raise them with maxConnsPerIP). A connection
-	// past one is closed at once.
+	// past one is closed at once, before its TLS handshake.
 	MaxConns         int     `json:"maxConns,omitempty"`
 	MaxConnsPerIP    int     `json:"maxConnsPerIP,omitempty"`
 	AcceptRate       float64 `json:"acceptRate,omitempty"`
 	AcceptBurst      int     `json:"acceptBurst,omitempty"`
 	AcceptRatePerIP  float64 `json:"acceptRatePerIP,omitempty"`
 	AcceptBurstPerIP int     `json:"acceptBurstPerIP,omitempty"`
+	// SessionRate/SessionBurst pace the sessions the hub starts (defaults
+	// 1,000 a second and 1,000 at once: 10,000 nodes back in about 10 s).
+	// An authenticated edge past them is answered 503 with a Retry-After
+	// that spreads the edges turned away at that rate; the hub also tells
+	// edges how long their back-off may grow (its sessions / SessionRate,
+	// at least 2 s), so a fleet coming back after an outage arrives about
+	// as fast as the hub takes it, and one node is back within seconds.
+	SessionRate float64 `json:"sessionRate,omitempty"`
+	// MaxHandshakes caps the connections in their TLS handshake at once
+	// (default 1,024); one past it is closed before its handshake, so a
+	// fleet reconnecting together never makes the hub queue handshakes
+	// until they time out.
+	MaxHandshakes int `json:"maxHandshakes,omitempty"`
+	SessionBurst  int `json:"sessionBurst,omitempty"`
+	// DrainTime is how long a graceful stop (SIGTERM) spends sending the
+	// replica's edges away (default 5s): the hub stops listening and
+	// /readyz fails, then its sessions are closed one by one, evenly over
+	// DrainTime, and each edge reconnects at once to another replica.
+	// The other components run until the drain is over. Keep it below the
+	// pod's terminationGracePeriodSeconds (30s in manifests/cloudcore).
+	DrainTime metav1.Duration `json:"drainTime,omitempty"`
 	// MaxInventory is the most objects an edge's Hello may list (default
 	// 20,000).
 	MaxInventory int `json:"maxInventory,omitempty"`
@@ -272,6 +293,12 @@ func (c *Config) validate() error {
 	if c.HeartbeatInterval.Duration < 0 || c.SessionTimeout.Duration <= c.HeartbeatInterval.Duration {
 		return fmt.Errorf("heartbeatInterval %s, sessionTimeout %s: want 0 < heartbeatInterval < sessionTimeout",
 			c.HeartbeatInterval, c.SessionTimeout)
+	}
+	if c.DrainTime.Duration == 0 {
+		c.DrainTime.Duration = 5 * time.Second
+	}
+	if c.DrainTime.Duration < 0 || c.DrainTime.Duration > 10*time.Minute {
+		return fmt.Errorf("drainTime %s: want 0 to 10m", c.DrainTime)
 	}
 	if c.LeaseDuration.Duration == 0 {
 		c.LeaseDuration.Duration = 40 * time.Second
@@ -472,6 +499,7 @@ func New(cfg Config) (*CloudCore, error) {
 		TLS: &tls.Config{GetCertificate: cc.serving.GetCertificate, MinVersion: tls.VersionTLS12,
 			ClientAuth: tls.RequestClientCert},
 		Auth:              cc.Enroll,
+		Reviews:           &accessReviewer{client: client, pods: cc.Dispatcher.Pods()},
 		Handlers:          handlers,
 		HeartbeatInterval: cfg.HeartbeatInterval.Duration,
 		SessionTimeout:    cfg.SessionTimeout.Duration,
@@ -487,6 +515,10 @@ func New(cfg Config) (*CloudCore, error) {
 		AcceptBurst:         cfg.AcceptBurst,
 		AcceptRatePerIP:     cfg.AcceptRatePerIP,
 		AcceptBurstPerIP:    cfg.AcceptBurstPerIP,
+		SessionRate:         cfg.SessionRate,
+		MaxHandshakes:       cfg.MaxHandshakes,
+		SessionBurst:        cfg.SessionBurst,
+		DrainTime:           cfg.DrainTime.Duration,
 		MaxInventory:        cfg.MaxInventory,
 		MaxUpstreamInFlight: cfg.MaxUpstreamInFlight,
 		UpstreamRate:        cfg.UpstreamRate,
@@ -609,17 +641,38 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 
 // Run runs cloudcore until ctx ends or a component fails. It installs the
 // device CRDs first (unless Config.SkipCRDInstall); the hub starts listening
-// once the dispatcher's caches are synced.
-func (cc *CloudCore) Run(ctx context.Context) error {
+// once the dispatcher's caches are synced. When ctx ends (SIGTERM), the hub
+// drains first (DrainTime: its edges sent away one by one, their messages
+// still written up), then every component stops.
+func (cc *CloudCore) Run(outer context.Context) error {
 	if cc.crdClient != nil {
-		if err := installCRDs(ctx, cc.crdClient, cc.cfg.Logger.With(slog.String("component", "crds"))); err != nil {
+		if err := installCRDs(outer, cc.crdClient, cc.cfg.Logger.With(slog.String("component", "crds"))); err != nil {
 			return err
 		}
 	}
-	g, ctx := errgroup.WithContext(ctx)
+	inner, stop := context.WithCancel(context.WithoutCancel(outer))
+	defer stop()
+	g, ctx := errgroup.WithContext(inner)
+	g.Go(func() error {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-outer.Done():
+		}
+		dctx, cancel := context.WithTimeout(ctx, cc.cfg.DrainTime.Duration+10*time.Second)
+		defer cancel()
+		if err := cc.Hub.Drain(dctx); err != nil {
+			cc.cfg.Logger.Warn("hub drain cut short", slog.Any("err", err))
+		}
+		stop()
+		return nil
+	})
 	synced := make(chan struct{})
 	g.Go(func() error {
 		if err := cc.Dispatcher.Start(ctx); err != nil {
+			if outer.Err() != nil {
+				return nil // stopped while its caches synced: a clean stop
+			}
 			return err
 		}
 		close(synced)

@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
+	"unicode"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -18,7 +20,7 @@ import (
 var (
 	mSessions   = prometheus.NewDesc("tether_hub_sessions", "Edge nodes with a live session on this replica.", nil, nil)
 	mConns      = prometheus.NewDesc("tether_hub_connections", "Open connections to the hub, sessions included.", nil, nil)
-	mRefused    = prometheus.NewDesc("tether_hub_connections_refused_total", "Connections or handshakes refused, by reason.", []string{"reason"}, nil)
+	mRefused    = prometheus.NewDesc("tether_hub_connections_refused_total", "Connections or handshakes refused, by reason (session_rate: shed with 503 and a Retry-After).", []string{"reason"}, nil)
 	mFrames     = prometheus.NewDesc("tether_hub_frames_total", "Protocol frames, by direction (in: from edges).", []string{"direction"}, nil)
 	mBytes      = prometheus.NewDesc("tether_hub_frame_bytes_total", "Protocol frame bytes, by direction (in: from edges).", []string{"direction"}, nil)
 	mBadFrames  = prometheus.NewDesc("tether_hub_bad_frames_total", "Frames from edges that did not decode or validate.", nil, nil)
@@ -35,11 +37,16 @@ var (
 	mAPIErrors  = prometheus.NewDesc("tether_api_write_errors_total", "API writes that failed (API server or transport errors), retried or not.", nil, nil)
 	mWriteFate  = prometheus.NewDesc("tether_api_messages_total", "Upstream messages that needed no write, were coalesced, retried, rejected or given up.", []string{"result"}, nil)
 	mAPIRefused = prometheus.NewDesc("tether_api_messages_refused_total", "Upstream messages refused because the node may not write the object, by reason.", []string{"reason"}, nil)
+	mWriteTime  = prometheus.NewDesc("tether_api_write_duration_seconds", "Time an upstream message's API write took (its API calls; a retry is another), by the message's kind.", []string{"kind"}, nil)
 	mLeader     = prometheus.NewDesc("tether_leader", "1 if this replica runs the cluster-wide singletons (holds the leader Lease).", nil, nil)
 	mCAExpiry   = prometheus.NewDesc("tether_ca_certificate_expiry_timestamp_seconds", "When cloudcore's CA certificate expires (Unix time).", nil, nil)
 	mSrvExpiry  = prometheus.NewDesc("tether_hub_serving_certificate_expiry_timestamp_seconds", "When the hub's serving certificate expires (Unix time).", nil, nil)
 	mNodeExpiry = prometheus.NewDesc("tether_hub_node_certificate_expiry_timestamp_seconds", "When the client certificate of each connected node expires (Unix time), as the hub sees it.", []string{"node"}, nil)
 	mPeerStream = prometheus.NewDesc("tether_peer_streams_total", "Kubelet API streams through a peer replica: forwarded (this replica lacked the node's session), served (relayed for a peer).", []string{"direction"}, nil)
+	mSendQueue  = prometheus.NewDesc("tether_hub_send_queue_frames", "Frames queued to send to edges, over all sessions.", nil, nil)
+	mUnacked    = prometheus.NewDesc("tether_hub_unacknowledged_messages", "Object messages sent to edges and not yet acknowledged (the sessions' windows in use).", nil, nil)
+	mAckTime    = prometheus.NewDesc("tether_hub_ack_duration_seconds", "Time from an object message queued for an edge to the edge's acknowledgement.", nil, nil)
+	mDispatch   = prometheus.NewDesc("tether_hub_dispatch_duration_seconds", "Time from a change of a node's objects to the first message it queued for the node.", nil, nil)
 	mPeerRefuse = prometheus.NewDesc("tether_peer_requests_refused_total", "Peer stream requests refused after the handshake (bad request or stream limit).", nil, nil)
 )
 
@@ -49,7 +56,8 @@ type collector struct{ cc *CloudCore }
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mSessions, mConns, mRefused, mFrames, mBytes, mBadFrames, mObjects, mResyncs,
 		mResyncMsgs, mResyncB, mRevoked, mCerts, mUpPaused, mUpThrottle, mEvDropped, mWrites, mAPIErrors, mWriteFate,
-		mAPIRefused, mLeader, mCAExpiry, mSrvExpiry, mNodeExpiry, mPeerStream, mPeerRefuse} {
+		mAPIRefused, mWriteTime, mLeader, mCAExpiry, mSrvExpiry, mNodeExpiry, mPeerStream, mPeerRefuse,
+		mSendQueue, mUnacked, mAckTime, mDispatch} {
 		ch <- d
 	}
 }
@@ -64,10 +72,15 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	h := c.cc.Hub.Stats()
 	gauge(mSessions, float64(h.Sessions))
 	gauge(mConns, float64(h.Conns))
+	gauge(mSendQueue, float64(h.SendQueue))
+	gauge(mUnacked, float64(h.Unacknowledged))
+	ch <- prometheus.MustNewConstHistogram(mAckTime, h.AckLatency.Count, h.AckLatency.Sum, h.AckLatency.Buckets)
+	ch <- prometheus.MustNewConstHistogram(mDispatch, h.DispatchLatency.Count, h.DispatchLatency.Sum, h.DispatchLatency.Buckets)
 	for reason, v := range map[string]int64{
 		"certificate_or_hello": h.Refused - h.IdentityRefused - h.InventoryRefused, "identity": h.IdentityRefused,
 		"inventory": h.InventoryRefused, "max_conns": h.ConnsRefusedTotal, "max_conns_per_ip": h.ConnsRefusedPerIP,
-		"accept_rate": h.ConnsRefusedRate, "handshake_timeout": h.ConnsClosedNew,
+		"accept_rate": h.ConnsRefusedRate, "accept_rate_per_ip": h.ConnsRefusedRatePerIP,
+		"handshake_timeout": h.ConnsClosedNew, "session_rate": h.Shed, "max_handshakes": h.ConnsRefusedHandshakes,
 	} {
 		counter(mRefused, max(v, 0), reason)
 	}
@@ -96,6 +109,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		counter(mWrites, v, kind)
 	}
 	counter(mAPIErrors, s.APIErrors)
+	for kind, hist := range s.WriteLatency {
+		ch <- prometheus.MustNewConstHistogram(mWriteTime, hist.Count, hist.Sum, hist.Buckets, snake(kind))
+	}
 	for result, v := range map[string]int64{"unchanged": s.Unchanged, "coalesced": s.Coalesced, "retried": s.Retries,
 		"rejected": s.Rejected, "given_up": s.GivenUp} {
 		counter(mWriteFate, v, result)
@@ -124,6 +140,21 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		counter(mPeerStream, p.Served.Load(), "served")
 		counter(mPeerRefuse, p.Refused.Load())
 	}
+}
+
+// snake turns a Go name into a label value: PodStatus is pod_status.
+func snake(s string) string {
+	var b strings.Builder
+	for i, r := range s {
+		if unicode.IsUpper(r) {
+			if i > 0 {
+				b.WriteByte('_')
+			}
+			r = unicode.ToLower(r)
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 func unix(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }

@@ -131,4 +131,21 @@ func TestMetricsEndpoint(t *testing.T) {
 		}
 	}
 	t.Logf("/metrics: %d lines, %d of them tether_", strings.Count(body, "\n"), strings.Count(body, "\ntether_"))
+	// A flood on one keep-alive connection (the hub's limits per address
+	// on new connections do not come into it): past metricsBurst (20)
+	// requests, less what metricsRate (5/s) refills meanwhile, they are
+	// refused 429 before any review, with no metrics in the answer.
+	const flood = 60
+	byCode := map[int]int{}
+	for range flood {
+		code, body := get(http.MethodGet, prom)
+		byCode[code]++
+		if code == http.StatusTooManyRequests && strings.Contains(body, "tether_") {
+			t.Fatal("metrics in a 429")
+		}
+	}
+	if byCode[http.StatusTooManyRequests] == 0 || byCode[http.StatusOK]+byCode[http.StatusTooManyRequests] != flood {
+		t.Errorf("%d requests in a row: %v by status, want 429s past the burst and nothing else but 200", flood, byCode)
+	}
+	t.Logf("/metrics flood of %d requests in a row: %v by status", flood, byCode)
 }

@@ -226,6 +226,11 @@ type crashRig struct {
 	ns, node string
 	dir      string
 	cloud    *binProc
+	// replicas are the cloudcores when there are more than one
+	// (newReplicaRig; cloud is the first), lb the load balancer the edge
+	// reaches them through.
+	replicas []*binProc
+	lb       *testLB
 	edge     *binProc
 	edgeDir  string
 	mqttAddr string
@@ -238,6 +243,13 @@ type crashRig struct {
 const counterProp = "counter"
 
 func newCrashRig(t *testing.T, node string) *crashRig {
+	t.Helper()
+	return newReplicaRig(t, node, 1)
+}
+
+// newReplicaRig is newCrashRig with n cloudcores; with more than one, the
+// edge reaches them through a TCP load balancer (testLB).
+func newReplicaRig(t *testing.T, node string, n int) *crashRig {
 	t.Helper()
 	bins := tetherBinaries(t)
 	r := &crashRig{t: t, ns: namespace(t), node: node, dir: t.TempDir(), device: "meter"}
@@ -255,11 +267,25 @@ func newCrashRig(t *testing.T, node string) *crashRig {
 		t.Fatal(err)
 	}
 	cloudAddr := freeAddr(t)
-	r.cloud = newBinProc(t, "cloudcore", filepath.Join(bins, "cloudcore"), r.dir, cloudcore.Config{
-		Kubeconfig: cp.Kubeconfig(), ListenAddr: cloudAddr, HealthAddr: "127.0.0.1:0", CertIPs: []string{"127.0.0.1"},
-		HeartbeatInterval: metav1.Duration{Duration: heartbeat}, LeaseDuration: metav1.Duration{Duration: leaseDuration},
-	})
-	r.cloud.start()
+	var addrs []string
+	for i := range n {
+		addr, name := cloudAddr, "cloudcore"
+		if n > 1 {
+			addr, name = freeAddr(t), fmt.Sprintf("cloudcore-%d", i)
+		}
+		p := newBinProc(t, name, filepath.Join(bins, "cloudcore"), r.dir, cloudcore.Config{
+			Kubeconfig: cp.Kubeconfig(), ListenAddr: addr, HealthAddr: "127.0.0.1:0", CertIPs: []string{"127.0.0.1"},
+			HeartbeatInterval: metav1.Duration{Duration: heartbeat}, LeaseDuration: metav1.Duration{Duration: leaseDuration},
+		})
+		p.start()
+		r.replicas = append(r.replicas, p)
+		addrs = append(addrs, addr)
+	}
+	r.cloud = r.replicas[0]
+	if n > 1 {
+		r.lb = newTestLB(t, addrs)
+		cloudAddr = r.lb.addr()
+	}
 
 	tok, err := jointoken.Create(ctx, client, jointoken.Options{TTL: time.Hour, Uses: 1, Node: node}, time.Now())
 	if err != nil {
@@ -267,8 +293,10 @@ func newCrashRig(t *testing.T, node string) *crashRig {
 	}
 	var res *join.Result
 	eventually(t, time.Minute, "edgecore join against the cloudcore binary", func() (bool, error) {
-		if err := r.cloud.alive(); err != nil {
-			t.Fatal(err)
+		for _, p := range r.replicas {
+			if err := p.alive(); err != nil {
+				t.Fatal(err)
+			}
 		}
 		res, err = join.Join(ctx, join.Options{Cloud: cloudAddr, Token: jointoken.JoinString(tok, pki.Hash(ca.Cert)),
 			NodeName: node, ConfigPath: filepath.Join(r.dir, "joined.yaml"), Timeout: 5 * time.Second})

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/tether-edge/tether/edgecore/accessreview"
 	"github.com/tether-edge/tether/edgecore/agent"
 	"github.com/tether-edge/tether/edgecore/credentials"
 	"github.com/tether-edge/tether/edgecore/link"
@@ -50,4 +51,13 @@ func agentCredentials(creds *credentials.Credentials) agent.Credentials {
 		return nil
 	}
 	return creds
+}
+
+// agentReviews is access as the agent's Reviews: nil (no interface holding
+// a nil pointer) when the in-cluster API is off.
+func agentReviews(access *accessreview.Cache) agent.Reviews {
+	if access == nil {
+		return nil
+	}
+	return access
 }

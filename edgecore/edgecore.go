@@ -7,6 +7,7 @@ package edgecore
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -29,6 +30,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/tether-edge/tether/devices/broker"
 
+	"github.com/tether-edge/tether/edgecore/accessreview"
 	"github.com/tether-edge/tether/edgecore/agent"
 	"github.com/tether-edge/tether/edgecore/credentials"
 	"github.com/tether-edge/tether/edgecore/devicetwin"
@@ -43,6 +45,7 @@ import (
 	"github.com/tether-edge/tether/edgecore/runtime"
 	"github.com/tether-edge/tether/edgecore/runtime/cri"
 	"github.com/tether-edge/tether/edgecore/runtime/fake"
+	"github.com/tether-edge/tether/edgecore/satoken"
 	"github.com/tether-edge/tether/edgecore/staticpods"
 	"github.com/tether-edge/tether/edgecore/store"
 	"github.com/tether-edge/tether/edgecore/svcproxy"
@@ -77,7 +80,14 @@ type Config struct {
 	// MaxPods is the node's pod capacity (default 110).
 	MaxPods int `json:"maxPods,omitempty"`
 	// ReconnectInitial and ReconnectMax bound the reconnect back-off
-	// (default 1s and 60s; each delay is jittered).
+	// (default 1s and 2s; each delay is drawn from [0, d], d doubling from
+	// ReconnectInitial to the cap). The cap is ReconnectMax, or the bound
+	// the hub advertised in its last Welcome if that is larger (it sizes
+	// it to its fleet: a hub of 10,000 nodes asks for about 10s), so that
+	// the node is back within seconds of the hub's return however long it
+	// was away, and a fleet comes back no faster than the hub takes it.
+	// A hub that sheds a connection (503) says when to come back; that is
+	// honoured instead.
 	ReconnectInitial metav1.Duration `json:"reconnectInitial,omitempty"`
 	ReconnectMax     metav1.Duration `json:"reconnectMax,omitempty"`
 	// NodeStatusInterval is how often the node status is reported when
@@ -114,6 +124,10 @@ type Config struct {
 	// DNS is the resolver that answers the cluster's Service names to the
 	// node's pods from the store (see package resolver). Off by default.
 	DNS DNSConfig `json:"dns,omitempty"`
+	// InCluster gives the node's pods the Kubernetes API at the edge,
+	// as client-go's in-cluster config finds it (see packages satoken,
+	// accessreview and metaserver). Off by default.
+	InCluster InClusterConfig `json:"inCluster,omitempty"`
 	// Services routes the traffic of the node's pods, and of the host, to
 	// ClusterIPs: a ready endpoint the node holds, with or without the
 	// cloud (see package svcproxy). On by default with dns.enable and the
@@ -415,6 +429,69 @@ func (d *DNSConfig) resolverConfig(domain string) resolver.Config {
 		Rate: d.Rate, Burst: d.Burst}
 }
 
+// InClusterConfig configures the in-cluster API at the edge: a TLS
+// listener of the metaserver on the resolver's address, which the pods get
+// as KUBERNETES_SERVICE_HOST/PORT and kubernetes.default.svc, with tokens
+// of the node's own in their kube-api-access volumes.
+type InClusterConfig struct {
+	// Enable runs it (default false). It needs dns.enable, dns.allowed
+	// (the pod network: the only sources served) and the cri runtime.
+	Enable bool `json:"enable,omitempty"`
+	// Port is the listener's TCP port on the resolver's address (default
+	// 10551). Pods reach it as KUBERNETES_SERVICE_PORT.
+	Port int `json:"port,omitempty"`
+	// TokenLifetime is the life of a pod's token, renewed at 80% of it
+	// (default 1h, 1m to 168h).
+	TokenLifetime metav1.Duration `json:"tokenLifetime,omitempty"`
+	// AccessRefresh is how often the cloud's answers on what each service
+	// account may read are asked again while online (default 10m).
+	AccessRefresh metav1.Duration `json:"accessRefresh,omitempty"`
+	// AccessMaxAge is how long such an answer is used with the cloud away
+	// (default 72h); past it reads are refused until the cloud is back.
+	AccessMaxAge metav1.Duration `json:"accessMaxAge,omitempty"`
+}
+
+func (c *Config) validateInCluster() error {
+	ic := &c.InCluster
+	if !ic.Enable {
+		return nil
+	}
+	if !c.DNS.Enable || len(c.DNS.Allowed) == 0 {
+		return errors.New("inCluster: needs dns.enable and dns.allowed (the pod network it serves)")
+	}
+	if c.Runtime != "cri" && c.RuntimeImpl == nil {
+		return errors.New("inCluster: needs the cri runtime (which gives the pods their tokens)")
+	}
+	if ic.Port == 0 {
+		ic.Port = 10551
+	}
+	if ic.Port < 0 || ic.Port > 65535 {
+		return fmt.Errorf("inCluster.port: %d is not a TCP port", ic.Port)
+	}
+	if ic.TokenLifetime.Duration == 0 {
+		ic.TokenLifetime.Duration = satoken.DefaultLifetime
+	}
+	if d := ic.TokenLifetime.Duration; d < time.Minute || d > 7*24*time.Hour {
+		return fmt.Errorf("inCluster.tokenLifetime: %s is not between 1m and 168h", d)
+	}
+	if ic.AccessRefresh.Duration == 0 {
+		ic.AccessRefresh.Duration = 10 * time.Minute
+	}
+	if ic.AccessMaxAge.Duration == 0 {
+		ic.AccessMaxAge.Duration = 72 * time.Hour
+	}
+	if ic.AccessRefresh.Duration < time.Second || ic.AccessMaxAge.Duration < ic.AccessRefresh.Duration {
+		return fmt.Errorf("inCluster: accessRefresh %s must be 1s or more and at most accessMaxAge %s",
+			ic.AccessRefresh.Duration, ic.AccessMaxAge.Duration)
+	}
+	return nil
+}
+
+// addr is the in-cluster listener's address: the resolver's IP, Port.
+func (c *Config) inClusterAddr() netip.AddrPort {
+	return netip.AddrPortFrom(netip.MustParseAddrPort(c.DNS.Addr).Addr(), uint16(c.InCluster.Port)) // checked by validateDNS
+}
+
 // DevicesConfig configures the device twins.
 type DevicesConfig struct {
 	// Enable serves the device twins (default true).
@@ -563,6 +640,9 @@ func (c *Config) validate() error {
 	if err := c.validateDNS(); err != nil {
 		return err
 	}
+	if err := c.validateInCluster(); err != nil {
+		return err
+	}
 	if err := c.validateServices(); err != nil {
 		return err
 	}
@@ -598,7 +678,7 @@ func (c *Config) validate() error {
 		c.ReconnectInitial.Duration = time.Second
 	}
 	if c.ReconnectMax.Duration == 0 {
-		c.ReconnectMax.Duration = time.Minute
+		c.ReconnectMax.Duration = 2 * time.Second
 	}
 	if c.ReconnectMax.Duration < c.ReconnectInitial.Duration {
 		return fmt.Errorf("reconnectMax: %s is below reconnectInitial %s", c.ReconnectMax.Duration, c.ReconnectInitial.Duration)
@@ -752,6 +832,9 @@ type EdgeCore struct {
 	Static *staticpods.Source
 	// MetaServer is the local Kubernetes API; nil when disabled.
 	MetaServer *metaserver.Server
+	// Access holds the cloud's answers on what the pods' service accounts
+	// may read through the in-cluster API; nil when it is disabled.
+	Access *accessreview.Cache
 	// Resolver answers the pods' DNS queries; nil when disabled.
 	Resolver *resolver.Server
 	// Proxy routes ClusterIPs; nil when disabled.
@@ -838,6 +921,44 @@ func New(cfg Config) (*EdgeCore, error) {
 			log.With(slog.String("component", "staticpods")))
 		static = ec.Static
 	}
+	// The in-cluster API at the edge: the pods' credentials and the
+	// cloud's answers on what they may read.
+	var (
+		podCreds  *satoken.Credentials
+		access    *accessreview.Cache
+		inCluster *metaserver.InClusterConfig
+	)
+	if ic := cfg.InCluster; ic.Enable {
+		podCreds, err = satoken.Load(CredentialsDir(cfg.DataDir), cfg.NodeName, ic.TokenLifetime.Duration)
+		if err != nil {
+			db.Close()
+			return nil, err
+		}
+		addr := cfg.inClusterAddr()
+		certPEM, keyPEM, err := podCreds.ServingCert(addr.Addr().AsSlice(), cfg.CRI.ClusterDomain)
+		if err != nil {
+			db.Close()
+			return nil, err
+		}
+		cert, err := tls.X509KeyPair(certPEM, keyPEM)
+		if err != nil {
+			db.Close()
+			return nil, fmt.Errorf("in-cluster serving certificate: %w", err)
+		}
+		access, err = accessreview.New(accessreview.Config{StateFile: filepath.Join(cfg.DataDir, "access-reviews.json"),
+			Resources: metaserver.ServedResources(), Refresh: ic.AccessRefresh.Duration, MaxAge: ic.AccessMaxAge.Duration,
+			Logger: log.With(slog.String("component", "accessreview"))}, db)
+		if err != nil {
+			db.Close()
+			return nil, err
+		}
+		var allowed []netip.Prefix
+		for _, a := range cfg.DNS.Allowed {
+			allowed = append(allowed, netip.MustParsePrefix(a)) // checked by validateDNS
+		}
+		inCluster = &metaserver.InClusterConfig{Addr: addr.String(), Certificate: cert, Allowed: allowed,
+			Tokens: podCreds.Issuer, Authorizer: access}
+	}
 	rt := cfg.RuntimeImpl
 	runtimeVersion := "custom://"
 	var criRT *cri.Runtime
@@ -853,6 +974,11 @@ func New(cfg Config) (*EdgeCore, error) {
 			c.Notify = podChanges.Changed
 			c.Events = rec
 			c.HeldImages = func() ([]string, error) { return pods.Images(db, static) }
+			if inCluster != nil {
+				a := cfg.inClusterAddr()
+				c.InCluster = &cri.InClusterAPI{Host: a.Addr().String(), Port: int(a.Port()), CACert: podCreds.CA.CertPEM(),
+					Tokens: podCreds.Issuer}
+			}
 			criRT, err = cri.New(context.Background(), c, cri.StoreObjects(db), log.With(slog.String("component", "cri")))
 			if err != nil {
 				db.Close()
@@ -866,6 +992,7 @@ func New(cfg Config) (*EdgeCore, error) {
 		}
 	}
 	ec.Runtime, ec.criRuntime = rt, criRT
+	ec.Access = access
 	statsCfg := nodestats.Config{NodeName: cfg.NodeName, FsPath: cfg.DataDir, Logger: log.With(slog.String("component", "nodestats"))}
 	if criRT != nil {
 		statsCfg.Runtime = criRT
@@ -916,6 +1043,9 @@ func New(cfg Config) (*EdgeCore, error) {
 	ns := &nodestatus.Source{NodeName: cfg.NodeName, InternalIP: cfg.NodeIP, MaxPods: cfg.MaxPods,
 		DataDir: cfg.DataDir, RuntimeVersion: runtimeVersion, Conditions: ec.Health.Conditions}
 	obs := observers{ec.Pods}
+	if access != nil {
+		obs = append(obs, access)
+	}
 	if *cfg.MetaServer.Enable {
 		clients, err := metaserver.LocalClients(ec.CredentialsDir())
 		if err != nil {
@@ -926,9 +1056,11 @@ func New(cfg Config) (*EdgeCore, error) {
 		ec.MetaServer, err = metaserver.New(metaserver.Config{Addr: cfg.MetaServer.Addr, NodeName: cfg.NodeName,
 			Clients: clients, PodStatuses: reported,
 			// Read at scrape time, once Run started every component.
-			Metrics:    promhttp.HandlerFor(ec.Metrics(), promhttp.HandlerOpts{}),
+			Metrics: promhttp.HandlerFor(ec.Metrics(), promhttp.HandlerOpts{}),
+			// Ready while the store is open (a closed bbolt refuses View).
+			Ready:      func() error { return db.View(func(*store.Tx) error { return nil }) },
 			NodeLabels: cfg.Labels, NodeStatus: ns.Status, NodeInterval: cfg.NodeStatusInterval.Duration,
-			StateDir: cfg.DataDir, Logger: log.With(slog.String("component", "metaserver"))}, db)
+			StateDir: cfg.DataDir, InCluster: inCluster, Logger: log.With(slog.String("component", "metaserver"))}, db)
 		if err != nil {
 			closeAll()
 			return nil, err
@@ -936,8 +1068,11 @@ func New(cfg Config) (*EdgeCore, error) {
 		obs = append(obs, ec.MetaServer)
 	}
 	if cfg.DNS.Enable {
-		ec.Resolver, err = resolver.New(cfg.DNS.resolverConfig(cfg.CRI.ClusterDomain), db,
-			log.With(slog.String("component", "resolver")))
+		rc := cfg.DNS.resolverConfig(cfg.CRI.ClusterDomain)
+		if inCluster != nil {
+			rc.APIServer = cfg.inClusterAddr()
+		}
+		ec.Resolver, err = resolver.New(rc, db, log.With(slog.String("component", "resolver")))
 		if err != nil {
 			closeAll()
 			return nil, err
@@ -1011,6 +1146,7 @@ func New(cfg Config) (*EdgeCore, error) {
 		NodeStatusChanged:  nodeStatusChanged,
 		CommitHook:         cfg.CommitHook,
 		Credentials:        agentCredentials(creds),
+		Reviews:            agentReviews(access),
 	}, db, dialer,
 		func() (*corev1.NodeStatus, error) { return ns.Status(), nil },
 		obs,
@@ -1055,6 +1191,9 @@ func (ec *EdgeCore) Run(ctx context.Context) error {
 	}
 	if ec.MetaServer != nil {
 		g.Go(func() error { return ec.MetaServer.Start(ctx) })
+	}
+	if ec.Access != nil {
+		g.Go(func() error { return ec.Access.Start(ctx) })
 	}
 	if ec.Resolver != nil {
 		g.Go(func() error { return ec.Resolver.Start(ctx) })

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/tether-edge/tether/edgecore/store"
+	"github.com/tether-edge/tether/histogram"
 )
 
 // The metrics edgecore exports (Metrics), served by the metaserver at
@@ -26,6 +27,7 @@ var (
 	mTwinUpdates  = prometheus.NewDesc("tether_edge_twin_updates_total", "Twin update messages devices published.", nil, nil)
 	mCertExpiry   = prometheus.NewDesc("tether_edge_client_certificate_expiry_timestamp_seconds", "When the node's client certificate expires (Unix time).", nil, nil)
 	mScrapeErrors = prometheus.NewDesc("tether_edge_metrics_errors_total", "Reads of the store that failed while metrics were collected.", nil, nil)
+	mPodSync      = prometheus.NewDesc("tether_edge_pod_sync_duration_seconds", "How long the container runtime took to sync a pod (operation sync) or to kill one (operation kill).", []string{"operation"}, nil)
 )
 
 type edgeCollector struct {
@@ -36,7 +38,7 @@ type edgeCollector struct {
 
 func (c *edgeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mLinkUp, mSessions, mObjFrames, mResyncUps, mOutbox, mOutboxOldest,
-		mStoreBytes, mTwinUpdates, mCertExpiry, mScrapeErrors} {
+		mStoreBytes, mTwinUpdates, mCertExpiry, mScrapeErrors, mPodSync} {
 		ch <- d
 	}
 }
@@ -90,6 +92,12 @@ func (c *edgeCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	counter(mScrapeErrors, c.errors.Load())
+	if ec.Pods != nil {
+		for op, l := range map[string]*histogram.Latency{"sync": ec.Pods.SyncLatency(), "kill": ec.Pods.KillLatency()} {
+			h := l.Snapshot()
+			ch <- prometheus.MustNewConstHistogram(mPodSync, h.Count, h.Sum, h.Buckets, op)
+		}
+	}
 }
 
 // Metrics returns a registry of edgecore's metrics (names start with

@@ -75,6 +75,10 @@ func TestMetrics(t *testing.T) {
 					vals[name] = m.Gauge.GetValue()
 				case m.Counter != nil:
 					vals[name] = m.Counter.GetValue()
+				case m.Histogram != nil:
+					for _, l := range m.Label {
+						vals[name+"_count/"+l.GetValue()] = float64(m.Histogram.GetSampleCount())
+					}
 				}
 			}
 		}
@@ -99,6 +103,9 @@ func TestMetrics(t *testing.T) {
 		"tether_edge_store_size_bytes":          func(x float64) bool { return x > 0 },
 		"tether_edge_twin_updates_total":        func(x float64) bool { return x == 0 },
 		"tether_edge_metrics_errors_total":      func(x float64) bool { return x == 0 },
+		// The pod was synced (its status is what waits in the outbox).
+		"tether_edge_pod_sync_duration_seconds_count/sync": func(x float64) bool { return x >= 1 },
+		"tether_edge_pod_sync_duration_seconds_count/kill": func(x float64) bool { return x == 0 },
 	} {
 		if x, ok := v[name]; !ok || !want(x) {
 			t.Errorf("%s = %v (present %v)", name, x, ok)

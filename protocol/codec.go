@@ -160,6 +160,8 @@ func (f *Frame) message() validator {
 	add(f.StreamData != nil, f.StreamData)
 	add(f.StreamCredit != nil, f.StreamCredit)
 	add(f.StreamClose != nil, f.StreamClose)
+	add(f.AccessReview != nil, f.AccessReview)
+	add(f.AccessReviewResult != nil, f.AccessReviewResult)
 	if len(set) != 1 {
 		return nil
 	}
@@ -198,7 +200,8 @@ func (f *Frame) count() int {
 		f.Ack != nil, f.Heartbeat != nil, f.ResyncDone != nil, f.NodeStatus != nil, f.PodStatus != nil,
 		f.PodTerminated != nil, f.Event != nil, f.Error != nil, f.MirrorPod != nil,
 		f.DeviceStatus != nil, f.CertRequest != nil, f.CertIssued != nil, f.StreamOpen != nil,
-		f.StreamData != nil, f.StreamCredit != nil, f.StreamClose != nil} {
+		f.StreamData != nil, f.StreamCredit != nil, f.StreamClose != nil, f.AccessReview != nil,
+		f.AccessReviewResult != nil} {
 		if set {
 			n++
 		}

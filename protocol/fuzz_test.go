@@ -64,6 +64,10 @@ func seedFrames(t testing.TB) []*Frame {
 			Data: []byte(`{"apiVersion":"devices.tether.io/v1beta1","kind":"Device","metadata":{"name":"thermo"}}`)}}},
 		{CertRequest: &CertRequest{CSR: []byte("-----BEGIN CERTIFICATE REQUEST-----\nMIIB\n-----END CERTIFICATE REQUEST-----\n")}},
 		{CertIssued: &CertIssued{Certificate: []byte("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")}},
+		{AccessReview: &AccessReview{ID: 1, Namespace: "store", Pod: "pos", PodUID: "u", ServiceAccount: "reader",
+			Checks: []AccessCheck{{Verb: "list", Resource: "pods", Namespace: "store"}, {Verb: "get", Resource: "nodes"}}}},
+		{AccessReviewResult: &AccessReviewResult{ID: 1, Allowed: []bool{true, false}}},
+		{AccessReviewResult: &AccessReviewResult{ID: 2, Error: "pod store/pos is not bound to node edge-1"}},
 	}
 }
 

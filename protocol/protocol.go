@@ -39,7 +39,20 @@ import (
 //	  The edge lists the objects of these kinds it holds in
 //	  Hello.NewInventory, which older hubs ignore, not in Inventory, which
 //	  they would refuse.
-const Version uint32 = 4
+//	5 (2026-12-06): fast reconnect without a herd. Welcome.ReconnectMax is
+//	  the longest an edge should wait between attempts to reach the hub
+//	  while it is unreachable (the hub sizes it to its fleet and the rate
+//	  of sessions it takes); the hub sets it only for an edge that said 5
+//	  or more in its Hello, and an edge reads it only from a Welcome that
+//	  says 5 or more. An Error ShuttingDown from a hub of version 5 or more
+//	  means "reconnect now, elsewhere": the hub closes its sessions one by
+//	  one over a few seconds when it stops, so the edge need not wait.
+//	6 (2026-12-06): AccessReview (edge) and AccessReviewResult (hub): the
+//	  edge's in-cluster API asks whether a service account of one of its
+//	  pods may read a resource, and caches the answers for when the cloud
+//	  is away. An edge sends AccessReview only to a hub that welcomed it
+//	  with 6 or more; a hub answers only in a session of 6 or more.
+const Version uint32 = 6
 
 // MinVersion is the oldest protocol version this build still speaks.
 const MinVersion uint32 = 1
@@ -170,6 +183,9 @@ type Frame struct {
 	StreamData   *StreamData   `cbor:"18,keyasint,omitempty"`
 	StreamCredit *StreamCredit `cbor:"19,keyasint,omitempty"`
 	StreamClose  *StreamClose  `cbor:"20,keyasint,omitempty"`
+	// Since version 6.
+	AccessReview       *AccessReview       `cbor:"21,keyasint,omitempty"`
+	AccessReviewResult *AccessReviewResult `cbor:"22,keyasint,omitempty"`
 }
 
 // Hello is the first frame of a session, sent by the edge.
@@ -220,7 +236,20 @@ type Welcome struct {
 	SessionTimeout    Duration `cbor:"3,keyasint"`
 	// MaxFrameSize is the hub's frame limit; the edge sends nothing larger.
 	MaxFrameSize uint32 `cbor:"4,keyasint"`
+	// ReconnectMax is the longest the edge should wait between two
+	// attempts to reach the hub once the session ends (its back-off's cap;
+	// each delay drawn at random below it). The hub sizes it to the
+	// sessions it holds and the rate at which it takes new ones, so that
+	// its whole fleet, coming back together after an outage, arrives no
+	// faster than it can take. Zero: the edge's own setting. Since version
+	// 5.
+	ReconnectMax Duration `cbor:"5,keyasint,omitempty"`
 }
+
+// ReconnectMaxSince is the protocol version that carries
+// Welcome.ReconnectMax and gives Error ShuttingDown its "reconnect now"
+// meaning.
+const ReconnectMaxSince = 5
 
 // Upsert creates or replaces an object at the edge. Sent by the hub, with a
 // Seq; the edge acks it after committing the object to its store. An Upsert
@@ -392,6 +421,50 @@ type CertRequest struct {
 // Seq. The edge uses it from its next connection on.
 type CertIssued struct {
 	Certificate []byte `cbor:"1,keyasint"`
+}
+
+// AccessReviewSince is the protocol version that carries AccessReview and
+// AccessReviewResult.
+const AccessReviewSince = 6
+
+// MaxAccessChecks is the most checks one AccessReview carries.
+const MaxAccessChecks = 64
+
+// AccessReview asks the hub whether the service account of a pod bound to
+// the node of the session may do each of Checks, as the cluster's
+// authorizers answer a SubjectAccessReview for it. Sent by the edge, without
+// a Seq, one at a time (the next after the answer, or after a timeout), only
+// to a hub that welcomed it with version 6 or more. The hub answers an
+// AccessReviewResult with the same ID; it refuses (Error set) a pod that is
+// not bound to the node or whose UID or service account differ, as the
+// node authorizer refuses a node the service accounts of other nodes' pods.
+type AccessReview struct {
+	ID             uint64        `cbor:"1,keyasint"`
+	Namespace      string        `cbor:"2,keyasint"`
+	Pod            string        `cbor:"3,keyasint"`
+	PodUID         string        `cbor:"4,keyasint"`
+	ServiceAccount string        `cbor:"5,keyasint"`
+	Checks         []AccessCheck `cbor:"6,keyasint"`
+}
+
+// AccessCheck is one question of an AccessReview: may the service account
+// do Verb on Resource (of Group) in Namespace ("" for all namespaces or a
+// cluster-scoped resource), on the object Name ("" for any).
+type AccessCheck struct {
+	Verb      string `cbor:"1,keyasint"`
+	Group     string `cbor:"2,keyasint,omitempty"`
+	Resource  string `cbor:"3,keyasint"`
+	Namespace string `cbor:"4,keyasint,omitempty"`
+	Name      string `cbor:"5,keyasint,omitempty"`
+}
+
+// AccessReviewResult answers the AccessReview of the same ID: Allowed holds
+// one answer per check, in order, or Error says why the review was refused
+// (then Allowed is empty). Sent by the hub, without a Seq.
+type AccessReviewResult struct {
+	ID      uint64 `cbor:"1,keyasint"`
+	Allowed []bool `cbor:"2,keyasint,omitempty"`
+	Error   string `cbor:"3,keyasint,omitempty"`
 }
 
 // ErrorCode classifies an Error.

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/fxamacker/cbor/v2"
 	corev1 "k8s.io/api/core/v1"
@@ -399,5 +400,69 @@ func TestDecodeHelloInventoryLimit(t *testing.T) {
 	if _, err := DecodeHello(must(Encode(&Frame{Hello: &Hello{ProtocolVersion: Version, MinVersion: 1, NodeName: "n1",
 		Inventory: inv[:3]}})), 2); err != nil {
 		t.Fatalf("a limit under cbor's least (16) leaves the check to the caller: %v", err)
+	}
+}
+
+// Welcome.ReconnectMax (version 5) is a field an older edge skips: the
+// Welcome of a version 5 hub decodes as a version 4 build's Welcome, and a
+// version 5 edge reads the field back. A negative or absurd one is refused.
+func TestWelcomeReconnectMax(t *testing.T) {
+	wire, err := Encode(&Frame{Welcome: &Welcome{ProtocolVersion: Version, HeartbeatInterval: 30000,
+		SessionTimeout: 75000, MaxFrameSize: MaxFrameSize, ReconnectMax: 10000}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type welcomeV4 struct {
+		ProtocolVersion   uint32   `cbor:"1,keyasint"`
+		HeartbeatInterval Duration `cbor:"2,keyasint"`
+		SessionTimeout    Duration `cbor:"3,keyasint"`
+		MaxFrameSize      uint32   `cbor:"4,keyasint"`
+	}
+	var f struct {
+		Welcome *welcomeV4 `cbor:"2,keyasint,omitempty"`
+	}
+	if err := decMode.Unmarshal(wire, &f); err != nil || f.Welcome == nil || f.Welcome.SessionTimeout != 75000 {
+		t.Fatalf("as a version 4 Welcome: %v %+v", err, f.Welcome)
+	}
+	g, err := Decode(wire)
+	if err != nil || g.Welcome.ReconnectMax.D() != 10*time.Second {
+		t.Fatalf("as a version 5 Welcome: %v %+v", err, g)
+	}
+	for _, d := range []Duration{-1, DurationOf(2 * time.Hour)} {
+		bad, _ := encMode.Marshal(&Frame{Welcome: &Welcome{ProtocolVersion: Version, HeartbeatInterval: 30000,
+			SessionTimeout: 75000, MaxFrameSize: MaxFrameSize, ReconnectMax: d}})
+		if _, err := Decode(bad); err == nil || !strings.Contains(err.Error(), "reconnect max") {
+			t.Errorf("reconnect max %d: %v", d, err)
+		}
+	}
+}
+
+func TestAccessReviewLimits(t *testing.T) {
+	ok := AccessReview{ID: 1, Namespace: "store", Pod: "pos", PodUID: "u", ServiceAccount: "reader",
+		Checks: []AccessCheck{{Verb: "list", Resource: "pods", Namespace: "store"}}}
+	if err := (&Frame{AccessReview: &ok}).Validate(); err != nil {
+		t.Fatal(err)
+	}
+	many := ok
+	many.Checks = make([]AccessCheck, MaxAccessChecks+1)
+	for i := range many.Checks {
+		many.Checks[i] = ok.Checks[0]
+	}
+	long := ok
+	long.Checks = []AccessCheck{{Verb: "get", Resource: "pods", Name: strings.Repeat("x", 254)}}
+	noPod := ok
+	noPod.PodUID = ""
+	for name, f := range map[string]*Frame{
+		"too many checks":   {AccessReview: &many},
+		"long name":         {AccessReview: &long},
+		"no pod uid":        {AccessReview: &noPod},
+		"with a seq":        {Seq: 3, AccessReview: &ok},
+		"answers and error": {AccessReviewResult: &AccessReviewResult{ID: 1, Allowed: []bool{true}, Error: "x"}},
+		"neither":           {AccessReviewResult: &AccessReviewResult{ID: 1}},
+		"too many answers":  {AccessReviewResult: &AccessReviewResult{ID: 1, Allowed: make([]bool, MaxAccessChecks+1)}},
+	} {
+		if err := f.Validate(); err == nil {
+			t.Errorf("%s: valid", name)
+		}
 	}
 }

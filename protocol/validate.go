@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/util/validation"
 )
@@ -108,6 +109,9 @@ func (w *Welcome) validate() error {
 	if w.HeartbeatInterval <= 0 || w.SessionTimeout <= w.HeartbeatInterval {
 		return fmt.Errorf("heartbeat interval %dms and session timeout %dms: want 0 < interval < timeout",
 			w.HeartbeatInterval, w.SessionTimeout)
+	}
+	if w.ReconnectMax < 0 || w.ReconnectMax > DurationOf(time.Hour) {
+		return fmt.Errorf("reconnect max %dms: want 0 to an hour", w.ReconnectMax)
 	}
 	return nil
 }
@@ -248,6 +252,46 @@ func (c *CertRequest) validate() error {
 func (c *CertIssued) validate() error {
 	if len(c.Certificate) == 0 || len(c.Certificate) > MaxCertSize {
 		return fmt.Errorf("certificate of %d bytes: want 1 to %d", len(c.Certificate), MaxCertSize)
+	}
+	return nil
+}
+
+// maxAccessField bounds each string of an AccessReview (names are at most
+// 253 characters in Kubernetes; verbs and resources far fewer).
+const maxAccessField = 253
+
+func (r *AccessReview) validate() error {
+	for name, v := range map[string]string{"namespace": r.Namespace, "pod": r.Pod, "podUID": r.PodUID,
+		"serviceAccount": r.ServiceAccount} {
+		if v == "" || len(v) > maxAccessField {
+			return fmt.Errorf("%s of %d characters: want 1 to %d", name, len(v), maxAccessField)
+		}
+	}
+	if len(r.Checks) == 0 || len(r.Checks) > MaxAccessChecks {
+		return fmt.Errorf("%d checks: want 1 to %d", len(r.Checks), MaxAccessChecks)
+	}
+	for i, c := range r.Checks {
+		if c.Verb == "" || c.Resource == "" {
+			return fmt.Errorf("checks[%d]: no verb or resource", i)
+		}
+		for _, v := range []string{c.Verb, c.Group, c.Resource, c.Namespace, c.Name} {
+			if len(v) > maxAccessField {
+				return fmt.Errorf("checks[%d]: a field over %d characters", i, maxAccessField)
+			}
+		}
+	}
+	return nil
+}
+
+func (r *AccessReviewResult) validate() error {
+	if len(r.Allowed) > MaxAccessChecks {
+		return fmt.Errorf("%d answers: want at most %d", len(r.Allowed), MaxAccessChecks)
+	}
+	if len(r.Error) > 1024 {
+		return fmt.Errorf("error of %d bytes: want at most 1024", len(r.Error))
+	}
+	if (len(r.Allowed) == 0) == (r.Error == "") {
+		return errors.New("want either answers or an error")
 	}
 	return nil
 }

@@ -107,6 +107,12 @@ var metrics = map[string]metric{
 	"running-p50":      {duration, latency(func(s *Sim) Latency { return s.CreateToRunning() }, 50), "create to Running, median"},
 	"running-p99":      {duration, latency(func(s *Sim) Latency { return s.CreateToRunning() }, 99), "create to Running, 99th percentile"},
 	"running-samples":  {count, latency(func(s *Sim) Latency { return s.CreateToRunning() }, 0), "pods with a create to Running time"},
+	"failover-p50": {duration, failover(func(f Failover) float64 { return float64(f.P50) }),
+		"the last kill-replica: its nodes' reconnect time from the signal, median"},
+	"failover-p99": {duration, failover(func(f Failover) float64 { return float64(f.P99) }),
+		"the last kill-replica: its nodes' reconnect time from the signal, 99th percentile"},
+	"failover-lost": {count, failover(func(f Failover) float64 { return float64(f.Nodes - f.Back) }),
+		"the last kill-replica: its nodes not back on another replica"},
 	"storm-time": {duration, func(s *Sim, _ []int) (float64, error) {
 		if len(s.storms) == 0 {
 			return 0, errors.New("no storm measured (restart-hub, wait-resynced)")
@@ -416,4 +422,14 @@ func formatValue(u unit, f float64) string {
 		return strconv.FormatFloat(f, 'f', 0, 64) + " B"
 	}
 	return strconv.FormatFloat(f, 'f', -1, 64)
+}
+
+// failover reads the last KillReplica's figures.
+func failover(f func(Failover) float64) func(*Sim, []int) (float64, error) {
+	return func(s *Sim, _ []int) (float64, error) {
+		if len(s.failovers) == 0 {
+			return 0, errors.New("no failover measured (kill-replica)")
+		}
+		return f(s.failovers[len(s.failovers)-1]), nil
+	}
 }

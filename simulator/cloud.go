@@ -5,10 +5,13 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"sigs.k8s.io/yaml"
@@ -51,18 +54,15 @@ func newCloudBase(cfg cloudcore.Config, dataDir, host string, ns Namespace, root
 	if host != "127.0.0.1" {
 		cfg.CertIPs = append(cfg.CertIPs, host)
 	}
-	ln, err := ns.Listen("tcp", net.JoinHostPort(host, "0"))
+	addr, err := fixedPort(ns, host)
 	if err != nil {
 		return nil, fmt.Errorf("pick the hub's port: %w", err)
 	}
-	addr := ln.Addr().String()
-	ln.Close()
 	cfg.ListenAddr = addr
-	if ln, err = ns.Listen("tcp", "127.0.0.1:0"); err != nil {
+	health, err := fixedPort(ns, "127.0.0.1")
+	if err != nil {
 		return nil, fmt.Errorf("pick cloudcore's health port: %w", err)
 	}
-	health := ln.Addr().String()
-	ln.Close()
 	cfg.HealthAddr = health
 	// Every hollow node dials from the same address, as fast as
 	// ConnectRate: the hub's limits per address and on new connections
@@ -73,10 +73,47 @@ func newCloudBase(cfg cloudcore.Config, dataDir, host string, ns Namespace, root
 	if cfg.AcceptRate == 0 {
 		cfg.AcceptRate, cfg.AcceptBurst = 1e6, 1e6
 	}
+	if cfg.DrainTime.Duration == 0 {
+		// A restart is an outage here (restart-hub); replicas drain on purpose.
+		cfg.DrainTime.Duration = time.Millisecond
+	}
 	if cfg.AcceptRatePerIP == 0 {
 		cfg.AcceptRatePerIP, cfg.AcceptBurstPerIP = 1e6, 1e6
 	}
 	return &cloudBase{cfg: cfg, dataDir: dataDir, address: addr, health: health, ns: ns, roots: roots}, nil
+}
+
+// fixedPort picks a free port on host in ns for a listener that must get
+// it back after each restart: below the kernel's ephemeral range
+// (ip_local_port_range), where no outgoing connection takes it meanwhile
+// (thousands of nodes redialing a stopped hub cycle through that whole
+// range within a minute). Past 100 tries, any free port.
+func fixedPort(ns Namespace, host string) (string, error) {
+	low := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil {
+				low = n
+			}
+		}
+	}
+	for range 100 {
+		if low <= 10000 {
+			break
+		}
+		port := 10000 + rand.N(low-10000)
+		if ln, err := ns.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port))); err == nil {
+			addr := ln.Addr().String()
+			ln.Close()
+			return addr, nil
+		}
+	}
+	ln, err := ns.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
 }
 
 func (c *cloudBase) url() string { return "wss://" + c.address + hub.Path }

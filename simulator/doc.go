@@ -92,6 +92,11 @@
 //	restart-hub [down=D]                  stop cloudcore, wait D, start it again
 //	wait-resynced [timeout=D]             the storm after restart-hub is over
 //	idle [for=D]                          measure idle bandwidth over D
+//	kill-replica i=N [signal=term|kill] [timeout=D]
+//	                                      stop replica N (Config.Replicas) and wait
+//	                                      until its nodes are back on the others:
+//	                                      reconnect p50/p99 from the signal
+//	start-replica i=N                     start replica N again
 //	reset-latencies                       latencies from here on only
 //	sleep for=D
 //	expect METRIC=V|METRIC<=V|METRIC>=V ... [within=D] [stable=D2] [nodes=S]

@@ -319,6 +319,9 @@ type nodeView struct {
 	down     int64
 	// connectedAt is when the node's link last connected (zero: never).
 	connectedAt time.Time
+	// replica is the cloudcore replica its link last reached (0 with one
+	// cloudcore).
+	replica int
 }
 
 // each calls fn for every node in sel (nil: every node), holding the read
@@ -328,7 +331,7 @@ func (f *fleet) each(sel []int, fn func(v nodeView)) {
 	defer f.mu.RUnlock()
 	visit := func(n *node) {
 		v := nodeView{index: n.index, name: n.name, running: n.ec != nil, enrolled: n.tls != nil, cut: n.wire.isCut(),
-			ec: n.ec, rt: n.rt, up: n.wire.up.Load(), down: n.wire.down.Load()}
+			ec: n.ec, rt: n.rt, up: n.wire.up.Load(), down: n.wire.down.Load(), replica: int(n.wire.replica.Load())}
 		if t := n.wire.connectedAt.Load(); t != 0 {
 			v.connectedAt = time.Unix(0, t)
 		}

@@ -169,6 +169,12 @@ func (s *Sim) Summary() string {
 		fmt.Fprintf(&b, "; %d committed before the simulator knew them bound (counted as 0)", early)
 	}
 	fmt.Fprintf(&b, "\n  create to Running: %s\n", s.CreateToRunning())
+	if n := s.ReplicaNodes(); n != nil {
+		fmt.Fprintf(&b, "  replicas: %d, connected nodes on each now: %v\n", len(n), n)
+	}
+	for _, f := range s.failovers {
+		fmt.Fprintf(&b, "  failover: %s\n", f)
+	}
 	for _, st := range s.storms {
 		fmt.Fprintf(&b, "  storm: %s\n", st)
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -225,6 +226,15 @@ func (s *Sim) Exec(ctx context.Context, d Directive) (string, error) {
 		out, err = s.cmdWaitResynced(ctx, a)
 	case "idle":
 		out, err = s.cmdIdle(ctx, a)
+	case "kill-replica":
+		out, err = s.cmdKillReplica(ctx, a)
+	case "start-replica":
+		var i int
+		if i, err = a.integer("i", -1); err == nil {
+			if err = s.StartReplica(ctx, i); err == nil {
+				out = fmt.Sprintf("replica %d started", i)
+			}
+		}
 	case "sleep":
 		var dur time.Duration
 		if dur, err = a.duration("for", 0); err == nil {
@@ -365,6 +375,41 @@ func (s *Sim) cmdWaitResynced(ctx context.Context, a *args) (string, error) {
 		return "FAIL " + out + " after " + timeout.String(), nil
 	}
 	return out, nil
+}
+
+func (s *Sim) cmdKillReplica(ctx context.Context, a *args) (string, error) {
+	i, err := a.integer("i", -1)
+	if err != nil {
+		return "", err
+	}
+	name, _, err := a.single("signal")
+	if err != nil {
+		return "", err
+	}
+	var sig syscall.Signal
+	switch name {
+	case "term", "":
+		sig = syscall.SIGTERM
+	case "kill":
+		sig = syscall.SIGKILL
+	default:
+		return "", fmt.Errorf("signal=%s: want term or kill", name)
+	}
+	timeout, err := a.duration("timeout", 2*time.Minute)
+	if err != nil {
+		return "", err
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	r, err := s.KillReplica(ctx, i, sig)
+	if r.Nodes == 0 && err != nil {
+		return "", err
+	}
+	s.note("failover: %s", r)
+	if err != nil {
+		return fmt.Sprintf("FAIL replica %d stopped (%s): %d/%d of its nodes back: %v", i, r.Signal, r.Back, r.Nodes, err), nil
+	}
+	return fmt.Sprintf("replica %d stopped (%s): every node it held is back", i, r.Signal), nil
 }
 
 func (s *Sim) cmdIdle(ctx context.Context, a *args) (string, error) {

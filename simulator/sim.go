@@ -69,6 +69,12 @@ type Config struct {
 	// binary, so that its memory and CPU are its own (CloudProc); empty
 	// runs it in this process, where HubStats can read its hub.
 	CloudcoreBinary string
+	// Replicas, if more than 1, runs that many cloudcore processes
+	// (CloudcoreBinary is required) against the one API server, and the
+	// nodes reach them as through a TCP load balancer: each dial picks a
+	// replica that accepts. KillReplica stops one (SIGTERM or SIGKILL) and
+	// measures its nodes' reconnect to the others.
+	Replicas int
 	// Hub, if set, is a hub that runs already, another Sim's (each prints
 	// its hub's URL and CA Secret at start): the nodes connect to it, and
 	// no cloudcore is started. It lets two processes hold more nodes than
@@ -242,6 +248,9 @@ func (c *Config) validate() error {
 	if c.ConnectRate < 0 {
 		return fmt.Errorf("connectRate: %g is negative", c.ConnectRate)
 	}
+	if c.Replicas < 0 || c.Replicas > 1 && (c.CloudcoreBinary == "" || c.Hub != nil) {
+		return fmt.Errorf("replicas: %d: want 0 or more, and more than 1 only with CloudcoreBinary and no Hub", c.Replicas)
+	}
 	if c.ConnectRate == 0 {
 		c.ConnectRate = 200
 	}
@@ -302,6 +311,7 @@ type Sim struct {
 	connects     []ConnectResult // each WaitConnected
 	storm        *stormState     // the last RestartHub
 	storms       []Storm         // each WaitResynced
+	failovers    []Failover      // each KillReplica
 	idles        []Bandwidth     // each Idle
 	mu           sync.Mutex      // guards lastCheck
 	lastCheck    string          // the last failed expectation, for the summary
@@ -357,7 +367,7 @@ func New(ctx context.Context, cfg Config) (*Sim, error) {
 		podResyncInterval:  cfg.PodResyncInterval,
 		log:                s.log.With(slog.String("side", "edge")),
 		committed:          s.rec.committed,
-		dial:               cfg.NodeNamespace.DialContext,
+		dial:               s.nodeDial(),
 		edge:               cfg.Edge,
 	}}
 	if cfg.Progress != nil {
@@ -486,12 +496,28 @@ func (s *Sim) startCloud(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("simulator: %w", err)
 	}
-	if s.cfg.CloudcoreBinary != "" {
+	switch {
+	case s.cfg.Replicas > 1:
+		if s.cloud, err = newReplicaCloud(cfg, s.cfg.Replicas, s.cfg.CloudcoreBinary, s.dir, s.cfg.HubHost,
+			s.cfg.CloudNamespace, s.roots); err != nil {
+			return fmt.Errorf("simulator: %w", err)
+		}
+		s.cloud.(*replicaCloud).netDial = s.cfg.NodeNamespace.DialContext
+	case s.cfg.CloudcoreBinary != "":
 		s.cloud = &processCloud{cloudBase: base, binary: s.cfg.CloudcoreBinary}
-	} else {
+	default:
 		s.cloud = &inProcessCloud{cloudBase: base}
 	}
 	return s.cloudStart(ctx)
+}
+
+// nodeDial is how the nodes open connections: to a replica (Replicas),
+// else in NodeNamespace to the address they dial.
+func (s *Sim) nodeDial() func(ctx context.Context, network, addr string) (net.Conn, error) {
+	if rc, ok := s.cloud.(*replicaCloud); ok {
+		return rc.dial
+	}
+	return s.cfg.NodeNamespace.DialContext
 }
 
 // cloudHere says cloudcore runs in this process.

@@ -31,6 +31,9 @@ type wire struct {
 	// connectedAt is when the last dial connected (Unix nanoseconds): the
 	// hub accepted it.
 	connectedAt atomic.Int64
+	// replica is the cloudcore replica the last dial reached (-1: one
+	// cloudcore, or never connected).
+	replica atomic.Int32
 
 	mu sync.Mutex
 	// cut refuses dials; guarded by mu.
@@ -62,6 +65,9 @@ func (w *wire) dial(ctx context.Context, network, addr string) (net.Conn, error)
 	}
 	w.conns = append(w.conns, wc)
 	w.connectedAt.Store(time.Now().UnixNano())
+	if rc, ok := c.(*replicaConn); ok {
+		w.replica.Store(int32(rc.replica))
+	}
 	return wc, nil
 }
 

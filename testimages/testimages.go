@@ -35,6 +35,33 @@ const (
 	Busybox = "tether.test/busybox:1"
 )
 
+// InClusterClient holds /incluster, the client-go program of
+// testimages/incluster (BuildInClusterClient).
+const InClusterClient = "tether.test/incluster:1"
+
+// BuildInClusterClient compiles the client-go program of
+// testimages/incluster statically (it is a package of this module, so the
+// caller's working directory must be in the module, as a test's is) and
+// returns the image's files: /incluster.
+func BuildInClusterClient(ctx context.Context, dir string) ([]File, error) {
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		goBin = "/usr/local/go/bin/go"
+	}
+	bin := filepath.Join(dir, "incluster")
+	cmd := exec.CommandContext(ctx, goBin, "build", "-trimpath", "-ldflags=-s -w", "-o", bin,
+		"github.com/tether-edge/tether/testimages/incluster")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOFLAGS=-buildvcs=false")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("build incluster: go build: %w: %s", err, out)
+	}
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		return nil, fmt.Errorf("build incluster: %w", err)
+	}
+	return []File{{Path: "incluster", Mode: 0o755, Data: data}}, nil
+}
+
 // BusyboxBinary is where Debian's busybox-static installs busybox.
 const BusyboxBinary = "/bin/busybox"
 

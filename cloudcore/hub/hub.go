@@ -31,14 +31,17 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
 
+	"github.com/tether-edge/tether/histogram"
 	"github.com/tether-edge/tether/protocol"
 )
 
@@ -98,6 +101,13 @@ type Authenticator interface {
 	Renew(ctx context.Context, node, id string, csr []byte) ([]byte, error)
 }
 
+// AccessReviewer answers an edge's AccessReview: whether the service
+// account of a pod bound to node may do each check. It refuses (error) a pod
+// that is not bound to node, or whose UID or service account differ.
+type AccessReviewer interface {
+	Review(ctx context.Context, node string, r *protocol.AccessReview) ([]bool, error)
+}
+
 // Config configures the hub.
 type Config struct {
 	// Addr is the address the hub listens on, host:port.
@@ -109,6 +119,9 @@ type Config struct {
 	TLS *tls.Config
 	// Auth authenticates edges. Required.
 	Auth Authenticator
+	// Reviews, if set, answers the edges' AccessReviews (protocol version
+	// 5: the in-cluster API at the edge). Nil refuses every one.
+	Reviews AccessReviewer
 	// Handlers are more endpoints on the hub's listener, by path (the join
 	// and renewal endpoints of package enroll).
 	Handlers map[string]http.Handler
@@ -163,10 +176,13 @@ type Config struct {
 	// edge has the same address, and this must be raised to MaxConns.
 	MaxConnsPerIP int
 	// AcceptRate is how many new connections per second the hub takes on
-	// average, and AcceptBurst how many at once (defaults 200 and 1,000:
-	// 10,000 nodes that reconnect together after a restart are back within
-	// a minute, with their back-off). A connection past it is closed
-	// before its TLS handshake.
+	// average, and AcceptBurst how many at once (defaults 1,500 and 1,500:
+	// above SessionRate, so that the edges it sheds hear when to come
+	// back). A connection past it is closed before its TLS handshake, at
+	// the cost of an accept and a close (tens of microseconds): 10,000
+	// edges retrying every second or so while the hub is saturated cost
+	// it well under a core, whereas a TLS handshake costs about a
+	// millisecond of CPU.
 	AcceptRate  float64
 	AcceptBurst int
 	// AcceptRatePerIP and AcceptBurstPerIP are the same for the
@@ -180,6 +196,37 @@ type Config struct {
 	// has only AcceptRate.
 	AcceptRatePerIP  float64
 	AcceptBurstPerIP int
+	// MaxHandshakes is the most connections in their TLS handshake and
+	// request header at once (default 1,024: at about a millisecond of CPU
+	// each, at most a second of work queued); one past it is closed
+	// before its TLS handshake. It bounds what a reconnecting fleet makes
+	// the hub do at once whatever its CPU: a rate alone lets handshakes
+	// queue up on a busy hub until they time out and are retried, and the
+	// hub does nothing useful any more. The hub takes as many as it
+	// finishes.
+	MaxHandshakes int
+
+	// SessionRate is how many sessions per second the hub starts on
+	// average, SessionBurst how many at once (defaults 1,000 and 1,000:
+	// 10,000 nodes back in about 10 s). Each costs a resync. An
+	// authenticated edge past it is answered 503 before the websocket
+	// upgrade with a Retry-After that places it in a queue of its own:
+	// the hub hands out the next free second at SessionRate, so the edges
+	// it sheds come back spread at the rate it can take, each once, not
+	// every back-off. Unauthenticated connections never use it up.
+	// SessionRate also sizes the bound the hub advertises to edges of
+	// protocol 5 (Welcome.ReconnectMax): its sessions divided by the rate,
+	// at least MinReconnectMax, so that its whole fleet, reconnecting
+	// after an outage, arrives about as fast as it can take.
+	SessionRate  float64
+	SessionBurst int
+	// DrainTime is how long a graceful stop (Drain) takes to send the
+	// hub's edges away (default 5s): it stops listening, then closes its
+	// sessions one by one, evenly over DrainTime, with Error ShuttingDown,
+	// which an edge of protocol 5 takes as "reconnect now" (to another
+	// replica, behind the Service). Keep it well under the pod's
+	// terminationGracePeriodSeconds.
+	DrainTime time.Duration
 
 	// MaxInventory is the most objects a Hello may list (default 20,000).
 	// A kubelet holds at most 110 pods by default; with their config maps
@@ -297,8 +344,18 @@ func (c *Config) validateLimits(fds uint64) error {
 			"want at most %d below it", c.MaxConns, fds, fdReserve)
 	}
 	setDefault(&c.MaxConnsPerIP, 32)
-	setDefault(&c.AcceptRate, 200)
-	setDefault(&c.AcceptBurst, 1000)
+	setDefault(&c.AcceptRate, 1500)
+	setDefault(&c.AcceptBurst, 1500)
+	setDefault(&c.MaxHandshakes, 1024)
+	if c.MaxHandshakes < 1 {
+		return fmt.Errorf("hub: max handshakes %d: want positive", c.MaxHandshakes)
+	}
+	setDefault(&c.SessionRate, 1000)
+	setDefault(&c.SessionBurst, 1000)
+	setDefault(&c.DrainTime, 5*time.Second)
+	if c.SessionRate <= 0 || c.SessionBurst < 1 || c.DrainTime < 0 {
+		return fmt.Errorf("hub: session rate %g burst %d, drain time %s: want positive", c.SessionRate, c.SessionBurst, c.DrainTime)
+	}
 	setDefault(&c.AcceptRatePerIP, 4)
 	setDefault(&c.AcceptBurstPerIP, 32)
 	setDefault(&c.MaxInventory, 20000)
@@ -342,6 +399,15 @@ type Hub struct {
 	listening atomic.Bool
 	// logTimeout and logRefused rate-limit log lines of limits hit.
 	logTimeout, logRefused *limitLog
+	// admit paces new sessions (SessionRate).
+	admit *admission
+	// drainc asks Serve to drain (Drain); drained is closed when Serve
+	// returned.
+	drainc    chan struct{}
+	drainOnce sync.Once
+	drained   chan struct{}
+	draining  atomic.Bool
+	serving   atomic.Bool
 
 	mu sync.Mutex
 	// sessions holds the live session of each node; guarded by mu.
@@ -358,7 +424,8 @@ func New(cfg Config, source Source, upstream Upstream, log *slog.Logger) (*Hub, 
 		return nil, err
 	}
 	h := &Hub{cfg: cfg, source: source, upstream: upstream, log: log, sessions: map[string]*session{},
-		logTimeout: newLimitLog(), logRefused: newLimitLog()}
+		logTimeout: newLimitLog(), logRefused: newLimitLog(), admit: newAdmission(cfg.SessionRate, cfg.SessionBurst),
+		drainc: make(chan struct{}), drained: make(chan struct{})}
 	h.upgrader = websocket.Upgrader{
 		HandshakeTimeout:  cfg.HandshakeTimeout,
 		ReadBufferSize:    4096,
@@ -380,8 +447,11 @@ func (h *Hub) Start(ctx context.Context) error {
 }
 
 // Serve is Start on a listener of the caller's. It listens on HealthAddr
-// too, if set.
+// too, if set. It returns when ctx ends (every session stopped at once) or
+// when Drain asked (the sessions stopped one by one over DrainTime).
 func (h *Hub) Serve(ctx context.Context, ln net.Listener) error {
+	h.serving.Store(true)
+	defer close(h.drained)
 	hln := h.cfg.HealthListener
 	if hln == nil && h.cfg.HealthAddr != "" {
 		var err error
@@ -419,6 +489,7 @@ func (h *Hub) Serve(ctx context.Context, ln net.Listener) error {
 	defer h.listening.Store(false)
 	revoke := time.NewTicker(h.cfg.RevokeCheck)
 	defer revoke.Stop()
+	drain := false
 serve:
 	for {
 		select {
@@ -426,24 +497,85 @@ serve:
 			return fmt.Errorf("hub: serve: %w", err)
 		case <-revoke.C:
 			h.checkSessions(ctx)
+		case <-h.drainc:
+			drain = true
+			break serve
 		case <-ctx.Done():
 			break serve
 		}
 	}
 	h.mu.Lock()
 	h.closing = true
+	live := make([]*session, 0, len(h.sessions))
 	for _, s := range h.sessions {
-		s.stop(&protocol.Error{Code: protocol.ErrorShuttingDown, Message: "cloudcore is stopping"})
+		live = append(live, s)
 	}
 	h.mu.Unlock()
 	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	srv.Shutdown(shutCtx)
+	shut := make(chan struct{})
+	if drain {
+		// Stop listening first, so that the edges sent away find another
+		// replica (the Service drops this one as /readyz fails).
+		h.draining.Store(true)
+		go func() { srv.Shutdown(shutCtx); close(shut) }()
+		h.drainSessions(ctx, live)
+	}
+	for _, s := range live {
+		s.stop(&protocol.Error{Code: protocol.ErrorShuttingDown, Message: "cloudcore is stopping"})
+	}
+	if drain {
+		<-shut
+	} else {
+		srv.Shutdown(shutCtx)
+	}
 	if health != nil {
 		health.Shutdown(shutCtx)
 	}
 	h.wg.Wait()
 	return nil
+}
+
+// Listening reports whether Serve serves (and is not draining): edges can
+// start sessions.
+func (h *Hub) Listening() bool { return h.listening.Load() && !h.draining.Load() }
+
+// Drain stops Serve gracefully: the hub stops listening and /readyz fails,
+// then its sessions are closed one by one, evenly over DrainTime, with
+// Error ShuttingDown (an edge of protocol 5 reconnects at once, to another
+// replica). It returns once Serve returned, or when ctx ends.
+func (h *Hub) Drain(ctx context.Context) error {
+	h.drainOnce.Do(func() { close(h.drainc) })
+	if !h.serving.Load() {
+		return nil // Serve, if it starts, drains at once
+	}
+	select {
+	case <-h.drained:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// drainSessions stops live in a random order, evenly over DrainTime (the
+// first at once), unless ctx ends first.
+func (h *Hub) drainSessions(ctx context.Context, live []*session) {
+	n := len(live)
+	h.log.Info("hub draining: sending edges away", slog.Int("sessions", n), slog.Duration("over", h.cfg.DrainTime))
+	rand.Shuffle(n, func(i, j int) { live[i], live[j] = live[j], live[i] })
+	start := time.Now()
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for i, s := range live {
+		at := start.Add(h.cfg.DrainTime * time.Duration(i) / time.Duration(n))
+		t.Reset(time.Until(at))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return
+		}
+		s.stop(&protocol.Error{Code: protocol.ErrorShuttingDown, Message: "cloudcore is stopping: reconnect to another replica"})
+	}
 }
 
 // healthHandler serves /healthz (the hub serves) and /readyz (the Source's
@@ -459,6 +591,8 @@ func (h *Hub) healthHandler() http.Handler {
 			http.Error(w, "caches not synced", http.StatusServiceUnavailable)
 		case !h.listening.Load():
 			http.Error(w, "not listening", http.StatusServiceUnavailable)
+		case h.draining.Load():
+			http.Error(w, "draining", http.StatusServiceUnavailable)
 		default:
 			fmt.Fprintln(w, "ok")
 		}
@@ -519,11 +653,12 @@ func (h *Hub) checkSessions(ctx context.Context) {
 		} else if err := h.cfg.Auth.Check(ctx, s.node, s.id, false); err != nil {
 			e = &protocol.Error{Code: protocol.ErrorRevoked, Message: err.Error()}
 		}
-		if e != nil {
+		// A session stays registered until its goroutines end: count and
+		// log it once, at the sweep that stopped it.
+		if e != nil && s.stop(e) {
 			h.stats.revoked.Add(1)
 			h.log.Warn("session ended: node no longer authorized", slog.String("node", s.node),
 				slog.String("reason", e.Message))
-			s.stop(e)
 		}
 	}
 }
@@ -543,7 +678,18 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !h.source.Ready() {
+		w.Header().Set("Retry-After", "1")
 		http.Error(w, "cloudcore is starting: caches not synced", http.StatusServiceUnavailable)
+		return
+	}
+	if ok, after := h.admit.take(time.Now()); !ok {
+		n := h.stats.shed.Add(1)
+		w.Header().Set("Retry-After", strconv.Itoa(int(after/time.Second)))
+		h.logRefused.do(func() {
+			h.log.Info("session shed: session rate", slog.String("node", node), slog.Duration("retryAfter", after),
+				slog.Float64("sessionRate", h.cfg.SessionRate), slog.Int64("shedSoFar", n))
+		})
+		http.Error(w, "cloudcore is taking sessions at its rate: come back after Retry-After", http.StatusServiceUnavailable)
 		return
 	}
 	conn, err := h.upgrader.Upgrade(w, r, nil)
@@ -632,6 +778,9 @@ func (h *Hub) handshake(conn *websocket.Conn, node string) (*protocol.Hello, err
 		SessionTimeout:    protocol.DurationOf(h.cfg.SessionTimeout),
 		MaxFrameSize:      protocol.MaxFrameSize,
 	}}
+	if version >= protocol.ReconnectMaxSince {
+		welcome.Welcome.ReconnectMax = protocol.DurationOf(h.ReconnectMax())
+	}
 	wb, err := protocol.Encode(welcome)
 	if err != nil {
 		return nil, fmt.Errorf("encode welcome: %w", err)
@@ -716,10 +865,13 @@ type Stats struct {
 	bytesIn         atomic.Int64
 	bytesOut        atomic.Int64
 	objectMessages  atomic.Int64
-	badFrames       atomic.Int64
-	resyncs         atomic.Int64
-	resyncMessages  atomic.Int64
-	resyncBytes     atomic.Int64
+	// ackLatency: from an object message queued to its ack; dispatchLatency:
+	// from a change notification to the first message it queued.
+	ackLatency, dispatchLatency histogram.Latency
+	badFrames                   atomic.Int64
+	resyncs                     atomic.Int64
+	resyncMessages              atomic.Int64
+	resyncBytes                 atomic.Int64
 
 	conns         atomic.Int64
 	refusedTotal  atomic.Int64
@@ -737,6 +889,8 @@ type Stats struct {
 	deleteScanned     atomic.Int64
 	streams           atomic.Int64
 	streamsRefused    atomic.Int64
+	shed              atomic.Int64
+	refusedHandshakes atomic.Int64
 }
 
 // StatsSnapshot is a copy of the counters.
@@ -796,12 +950,37 @@ type StatsSnapshot struct {
 	// those refused by MaxStreams or MaxStreamsPerNode.
 	Streams        int64 `json:"streams"`
 	StreamsRefused int64 `json:"streamsRefused"`
+	// Shed counts authenticated edges answered 503 with a Retry-After
+	// because sessions started past SessionRate.
+	Shed int64 `json:"shed"`
+	// ConnsRefusedHandshakes counts connections closed at accept because
+	// MaxHandshakes were in progress.
+	ConnsRefusedHandshakes int64 `json:"connsRefusedHandshakes"`
+	// SendQueue is the frames queued to send, over all sessions;
+	// Unacknowledged the object messages sent and not yet acknowledged
+	// (the sessions' windows in use).
+	SendQueue      int64 `json:"sendQueue"`
+	Unacknowledged int64 `json:"unacknowledged"`
+	// AckLatency is the time from an object message queued to the node's
+	// ack; DispatchLatency the time from a change notification of a node's
+	// objects to the first message it queued.
+	AckLatency      histogram.Snapshot `json:"-"`
+	DispatchLatency histogram.Snapshot `json:"-"`
 }
 
 // Stats returns the hub's counters.
 func (h *Hub) Stats() StatsSnapshot {
 	s := &h.stats
+	var queued, unacked int64
+	h.mu.Lock()
+	for _, ss := range h.sessions {
+		queued += int64(ss.sendq.len())
+		unacked += ss.unacked.Load()
+	}
+	h.mu.Unlock()
 	return StatsSnapshot{
+		SendQueue: queued, Unacknowledged: unacked,
+		AckLatency: s.ackLatency.Snapshot(), DispatchLatency: s.dispatchLatency.Snapshot(),
 		Sessions: s.sessions.Load(), Refused: s.refused.Load(), IdentityRefused: s.identityRefused.Load(),
 		Revoked: s.revoked.Load(), CertsIssued: s.certsIssued.Load(), CertsRefused: s.certsRefused.Load(),
 		FramesIn:  s.framesIn.Load(),
@@ -813,7 +992,8 @@ func (h *Hub) Stats() StatsSnapshot {
 		InventoryRefused: s.inventoryRefused.Load(), UpstreamPaused: s.upstreamPaused.Load(),
 		UpstreamThrottled: s.upstreamThrottled.Load(), EventsDropped: s.eventsDropped.Load(),
 		DeleteScans: s.deleteScans.Load(), DeleteScanned: s.deleteScanned.Load(),
-		Streams: s.streams.Load(), StreamsRefused: s.streamsRefused.Load(),
+		Streams: s.streams.Load(), StreamsRefused: s.streamsRefused.Load(), Shed: s.shed.Load(),
+		ConnsRefusedHandshakes: s.refusedHandshakes.Load(),
 	}
 }
 

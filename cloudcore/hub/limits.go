@@ -36,17 +36,20 @@ func newLimitLog() *limitLog { return &limitLog{s: rate.Sometimes{Interval: 10 *
 func (l *limitLog) do(f func()) { l.s.Do(f) }
 
 // connLimiter is a listener that closes, at once, a new connection past
-// AcceptRatePerIP from its source address, past the AcceptRate (token
-// buckets), past MaxConns open or past MaxConnsPerIP open from its source
-// address: before its TLS handshake, so that a refused connection costs
-// the hub an accept and a close.
+// AcceptRatePerIP from its source address, past MaxHandshakes in progress,
+// past the AcceptRate (token buckets), past MaxConns open or past
+// MaxConnsPerIP open from its source address: before its TLS handshake, so
+// that a refused connection costs the hub an accept and a close.
 type connLimiter struct {
 	net.Listener
-	h       *Hub
-	rate    *rate.Limiter
-	total   atomic.Int64
-	logRate *limitLog
-	logCap  *limitLog
+	h     *Hub
+	rate  *rate.Limiter
+	total atomic.Int64
+	// handshaking counts the connections admitted that have not finished
+	// their TLS handshake and request header yet (MaxHandshakes).
+	handshaking atomic.Int64
+	logRate     *limitLog
+	logCap      *limitLog
 
 	mu sync.Mutex
 	// perIP counts the open connections of each source address; guarded
@@ -93,6 +96,21 @@ func (l *connLimiter) admit(c net.Conn) net.Conn {
 		})
 		return nil
 	}
+	if l.handshaking.Add(1) > int64(cfg.MaxHandshakes) {
+		l.handshaking.Add(-1)
+		n := st.refusedHandshakes.Add(1)
+		l.logRate.do(func() {
+			l.h.log.Warn("connection refused: too many TLS handshakes in progress", slog.String("remote", ip),
+				slog.Int("maxHandshakes", cfg.MaxHandshakes), slog.Int64("refusedSoFar", n))
+		})
+		return nil
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			l.handshaking.Add(-1)
+		}
+	}()
 	if !l.rate.Allow() {
 		n := st.refusedRate.Add(1)
 		l.logRate.do(func() {
@@ -124,7 +142,10 @@ func (l *connLimiter) admit(c net.Conn) net.Conn {
 	l.perIP[ip]++
 	l.mu.Unlock()
 	st.conns.Add(1)
-	return &limitedConn{Conn: c, l: l, ip: ip}
+	ok = true
+	lc := &limitedConn{Conn: c, l: l, ip: ip}
+	lc.handshaking.Store(true)
+	return lc
 }
 
 // allowIP takes a token from ip's AcceptRatePerIP bucket. An address not
@@ -180,10 +201,22 @@ type limitedConn struct {
 	ip    string
 	once  sync.Once
 	state atomic.Int32
+	// handshaking is set until the connection's TLS handshake and first
+	// request header are done (or it closed): it holds a MaxHandshakes
+	// place.
+	handshaking atomic.Bool
+}
+
+// handshakeDone gives back the connection's MaxHandshakes place, once.
+func (c *limitedConn) handshakeDone() {
+	if c.handshaking.CompareAndSwap(true, false) {
+		c.l.handshaking.Add(-1)
+	}
 }
 
 func (c *limitedConn) Close() error {
 	err := c.Conn.Close()
+	c.handshakeDone()
 	c.once.Do(func() { c.l.release(c.ip) })
 	return err
 }
@@ -200,6 +233,9 @@ func (h *Hub) connState(c net.Conn, st http.ConnState) {
 		return
 	}
 	prev := http.ConnState(lc.state.Swap(int32(st)))
+	if st != http.StateNew {
+		lc.handshakeDone()
+	}
 	if st != http.StateClosed {
 		return
 	}
@@ -213,4 +249,63 @@ func (h *Hub) connState(c net.Conn, st http.ConnState) {
 	case http.StateIdle:
 		h.stats.closedIdle.Add(1)
 	}
+}
+
+// MinReconnectMax is the least back-off cap the hub advertises
+// (Welcome.ReconnectMax): one node is back within about that of the hub's
+// return, however long it was away.
+const MinReconnectMax = 2 * time.Second
+
+// maxRetryAfter bounds the Retry-After the hub hands out: past it the
+// queue of shed edges is not tracked further (they come back then and
+// are shed again if need be).
+const maxRetryAfter = 5 * time.Minute
+
+// ReconnectMax is the back-off cap the hub advertises to edges of protocol
+// 5: its sessions divided by SessionRate, at least MinReconnectMax and at
+// most a minute. Edges that lost the hub retry at random below it, so the
+// whole fleet, coming back after an outage, arrives over about that long:
+// at about the rate the hub starts sessions.
+func (h *Hub) ReconnectMax() time.Duration {
+	n := float64(h.stats.sessions.Load() + 1)
+	d := time.Duration(n / h.cfg.SessionRate * float64(time.Second))
+	return min(max(d, MinReconnectMax), time.Minute)
+}
+
+// admission paces new sessions: a token bucket at SessionRate, and for
+// the edges it turns away a queue of times to come back, a slot of
+// 1/SessionRate each after the last one handed out, so that they return
+// spread at the rate the bucket refills instead of together.
+type admission struct {
+	lim  *rate.Limiter
+	slot time.Duration
+
+	mu sync.Mutex
+	// next is the end of the last slot handed out; guarded by mu.
+	next time.Time
+}
+
+func newAdmission(r float64, burst int) *admission {
+	return &admission{lim: rate.NewLimiter(rate.Limit(r), burst), slot: time.Duration(float64(time.Second) / r)}
+}
+
+// take admits a session at now, or returns when to come back: whole
+// seconds (Retry-After's unit), at least one, at most maxRetryAfter. The
+// edge draws its wait from the last of them (link.Jittered), which is
+// where its slot lies.
+func (a *admission) take(now time.Time) (ok bool, after time.Duration) {
+	if a.lim.AllowN(now, 1) {
+		return true, 0
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.next.Before(now) {
+		a.next = now
+	}
+	if a.next.Sub(now) < maxRetryAfter {
+		a.next = a.next.Add(a.slot)
+	}
+	d := a.next.Sub(now)
+	ceil := (d + time.Second - 1).Truncate(time.Second)
+	return false, min(max(ceil, time.Second), maxRetryAfter)
 }

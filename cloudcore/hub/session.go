@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,39 +14,17 @@ import (
 	"github.com/gorilla/websocket"
 	"golang.org/x/time/rate"
 
+	"github.com/tether-edge/tether/cloudcore/hub/delivery"
 	"github.com/tether-edge/tether/pki"
 	"github.com/tether-edge/tether/protocol"
 	"github.com/tether-edge/tether/streams"
 )
 
-// kindRank is the place of each kind in protocol.Kinds.
-var kindRank = func() (r [256]uint8) {
-	for i, k := range protocol.Kinds {
-		r[k] = uint8(i)
-	}
-	return r
-}()
-
-type objKey struct {
-	kind protocol.Kind
-	uid  string
-}
-
-// held is what the node acknowledged holding.
-type held struct {
-	rv, namespace, name string
-}
-
-// flight is an object message sent and not yet acknowledged.
-type flight struct {
-	key    objKey
-	del    bool
-	held   held
-	sentAt time.Time
-}
-
 // session is one node's connection. Fields below "owner state" belong to the
-// goroutine running run and are touched by nothing else.
+// goroutine running run and are touched by nothing else. The node's delivery
+// state is a delivery.Engine: the owner steps it with what happens (the
+// Hello, change notifications, acks, its timer) and does what it says
+// (queue frames, read the desired set, report the node alive).
 type session struct {
 	h    *Hub
 	node string
@@ -62,15 +39,27 @@ type session struct {
 	// renewing is set while a CertRequest is being answered; another one
 	// meanwhile is refused.
 	renewing atomic.Bool
-	conn     *websocket.Conn
-	log      *slog.Logger
-	sendq    *sendQueue
+	// reviewing is set while an AccessReview is being answered; another
+	// one meanwhile is refused.
+	reviewing atomic.Bool
+	conn      *websocket.Conn
+	log       *slog.Logger
+	sendq     *sendQueue
 	// streamq holds the stream frames (streams.go), sent when sendq is
 	// empty.
 	streamq *sendQueue
 	kickc   chan struct{}
-	upc     chan struct{}
-	stopc   chan struct{}
+	// kickedAt is when the oldest kick not yet taken by the owner came
+	// (Unix nanoseconds, 0: none), for the dispatch latency.
+	kickedAt atomic.Int64
+	// unacked is the engine's window in use after its last step (read by
+	// Hub.Stats).
+	unacked atomic.Int64
+	// queuedInStep counts the object messages queued by the current step
+	// (owner only).
+	queuedInStep int
+	upc          chan struct{}
+	stopc        chan struct{}
 
 	stopOnce sync.Once
 	// stopErr is why the session stops; written once, before stopc closes.
@@ -93,55 +82,43 @@ type session struct {
 	streams *streams.Mux
 
 	// owner state
-	acked    map[objKey]held
-	inflight map[uint64]*flight
-	byKey    map[objKey]uint64
-	seq      uint64
-	blocked  bool // the last reconcile stopped at the window
-	buf      []protocol.Object
-	want     map[objKey]struct{}
-	resync   *resyncState
-	// dels are the deletes found by the last walk of acked, in the order
-	// they go out; those before delsNext went (or were no longer due).
-	// Until all went, reconciles take them from here rather than walking
-	// acked again: a Hello may list many more objects than the node
-	// should hold, and a resync reconciles at every batch of acks.
-	dels     []objKey
-	delsNext int
-	delsDue  bool
-}
-
-type resyncState struct {
-	start            time.Time
-	upserts, deletes int
-	bytes            int64
+	eng *delivery.Engine
+	// hello is the node's Hello until run gives it to eng.
+	hello *protocol.Hello
+	// timer is eng's timer, armed for timerAt (zero: stopped).
+	timer   *time.Timer
+	timerAt time.Time
+	// buf, served, results and acks are storage reused between steps.
+	buf     []protocol.Object
+	served  []protocol.Kind
+	results []delivery.Result
+	acks    delivery.Acked
 }
 
 func newSession(h *Hub, conn *websocket.Conn, hello *protocol.Hello) *session {
+	version := min(hello.ProtocolVersion, protocol.Version)
+	eng, err := delivery.New(delivery.Config{Window: h.cfg.Window, ResendAfter: h.cfg.ResendAfter,
+		AliveInterval: h.cfg.AliveInterval, Version: version, Seed: rand.Uint64()})
+	if err != nil {
+		// Config.validate and the handshake admit only what the engine
+		// takes.
+		panic(fmt.Sprintf("hub: session of node %s: %v", hello.NodeName, err))
+	}
 	s := &session{
-		h:        h,
-		node:     hello.NodeName,
-		version:  min(hello.ProtocolVersion, protocol.Version),
-		conn:     conn,
-		log:      h.log.With(slog.String("node", hello.NodeName)),
-		sendq:    newSendQueue(h.cfg.SendQueue),
-		streamq:  newSendQueue(streamQueue),
-		kickc:    make(chan struct{}, 1),
-		upc:      make(chan struct{}, 1),
-		stopc:    make(chan struct{}),
-		acked:    make(map[objKey]held, len(hello.Inventory)+len(hello.NewInventory)),
-		inflight: map[uint64]*flight{},
-		byKey:    map[objKey]uint64{},
-		want:     map[objKey]struct{}{},
-		resync:   &resyncState{start: time.Now()},
-		upRoom:   make(chan struct{}, 1),
-		upLimit:  rate.NewLimiter(rate.Limit(h.cfg.UpstreamRate), h.cfg.UpstreamBurst),
-	}
-	for _, r := range hello.Inventory {
-		s.acked[objKey{r.Kind, r.UID}] = held{rv: r.ResourceVersion}
-	}
-	for _, r := range hello.NewInventory {
-		s.acked[objKey{r.Kind, r.UID}] = held{rv: r.ResourceVersion}
+		h:       h,
+		node:    hello.NodeName,
+		version: version,
+		conn:    conn,
+		log:     h.log.With(slog.String("node", hello.NodeName)),
+		sendq:   newSendQueue(h.cfg.SendQueue),
+		streamq: newSendQueue(streamQueue),
+		kickc:   make(chan struct{}, 1),
+		upc:     make(chan struct{}, 1),
+		stopc:   make(chan struct{}),
+		eng:     eng,
+		hello:   hello,
+		upRoom:  make(chan struct{}, 1),
+		upLimit: rate.NewLimiter(rate.Limit(h.cfg.UpstreamRate), h.cfg.UpstreamBurst),
 	}
 	s.newStreams()
 	return s
@@ -149,18 +126,23 @@ func newSession(h *Hub, conn *websocket.Conn, hello *protocol.Hello) *session {
 
 // kick asks the owner to reconcile. It never blocks.
 func (s *session) kick() {
+	s.kickedAt.CompareAndSwap(0, time.Now().UnixNano())
 	select {
 	case s.kickc <- struct{}{}:
 	default:
 	}
 }
 
-// stop ends the session, telling the peer e (nil: close without a word).
-func (s *session) stop(e *protocol.Error) {
+// stop ends the session, telling the peer e (nil: close without a word);
+// it says whether this call stopped it (a session already stopping is left
+// as it is, with its first reason).
+func (s *session) stop(e *protocol.Error) (stopped bool) {
 	s.stopOnce.Do(func() {
 		s.stopErr = e
 		close(s.stopc)
+		stopped = true
 	})
+	return stopped
 }
 
 func (s *session) upstreamDone(seq uint64) func(error) {
@@ -191,24 +173,23 @@ func (s *session) upstreamDone(seq uint64) func(error) {
 
 func (s *session) run(ctx context.Context) {
 	s.log.Info("edge connected", slog.String("remote", s.conn.RemoteAddr().String()),
-		slog.Int("inventory", len(s.acked)))
+		slog.Int("inventory", len(s.hello.Inventory)+len(s.hello.NewInventory)))
 	frames := make(chan *protocol.Frame, 64)
 	readerDone, writerDone := make(chan struct{}), make(chan struct{})
 	go func() { defer close(readerDone); s.readLoop(frames) }()
 	go func() { defer close(writerDone); s.writeLoop() }()
 
-	resend := time.NewTicker(max(s.h.cfg.ResendAfter/2, 10*time.Millisecond))
-	defer resend.Stop()
-	alive := time.NewTimer(jitter(s.h.cfg.AliveInterval))
-	defer alive.Stop()
-	s.h.upstream.Heartbeat(s.node)
-	s.reconcile()
+	s.timer = time.NewTimer(time.Hour)
+	s.timer.Stop()
+	defer s.timer.Stop()
+	s.step(delivery.Connected{Inventory: s.hello.Inventory, NewInventory: s.hello.NewInventory})
+	s.hello = nil
 loop:
 	for {
 		select {
 		case f := <-frames:
 			s.handle(f)
-			// Take whatever else is queued before reconciling once.
+			// Take whatever else is queued before stepping the acks once.
 			for more := true; more; {
 				select {
 				case f := <-frames:
@@ -217,28 +198,33 @@ loop:
 					more = false
 				}
 			}
-			if s.blocked || s.resync != nil {
-				s.reconcile()
+			if len(s.acks.Seqs) > 0 || len(s.acks.Rejected) > 0 {
+				s.step(s.acks)
+				clear(s.acks.Rejected)
+				s.acks = delivery.Acked{Seqs: s.acks.Seqs[:0], Rejected: s.acks.Rejected[:0]}
 			}
 		case <-s.kickc:
-			s.reconcile()
+			at := s.kickedAt.Swap(0)
+			s.queuedInStep = 0
+			s.step(delivery.Changed{})
+			if at != 0 && s.queuedInStep > 0 {
+				s.h.stats.dispatchLatency.Observe(time.Since(time.Unix(0, at)))
+			}
 		case <-s.upc:
 			s.flushUpstreamAcks()
-		case <-resend.C:
-			if s.expire() {
-				s.reconcile()
-			}
-		case <-alive.C:
-			// The read deadline ends a session silent for SessionTimeout:
-			// while it lasts, the node is alive.
-			s.h.upstream.Heartbeat(s.node)
-			alive.Reset(jitter(s.h.cfg.AliveInterval))
+		case <-s.timer.C:
+			// The engine's resends and alive reports (the read deadline
+			// ends a session silent for SessionTimeout: while it lasts, the
+			// node is alive).
+			s.timerAt = time.Time{}
+			s.step(delivery.Tick{})
 		case <-ctx.Done():
 			s.stop(&protocol.Error{Code: protocol.ErrorShuttingDown, Message: "cloudcore is stopping"})
 		case <-s.stopc:
 			break loop
 		}
 	}
+	lost := s.eng.Step(time.Now(), delivery.Disconnected{}).Lost
 	// The writer leaves after its current write; after that this goroutine
 	// is the only writer and may say goodbye. Closing the connection ends
 	// the reader.
@@ -248,12 +234,105 @@ loop:
 	}
 	if s.stopErr != nil {
 		writeError(s.conn, s.stopErr)
-		s.log.Info("edge disconnected", slog.String("reason", s.stopErr.Error()))
+		s.log.Info("edge disconnected", slog.String("reason", s.stopErr.Error()), slog.Int("unacknowledged", lost))
 	} else {
-		s.log.Info("edge disconnected")
+		s.log.Info("edge disconnected", slog.Int("unacknowledged", lost))
 	}
 	s.conn.Close()
 	<-readerDone
+}
+
+// step steps the engine with in, then with what follows from its outputs
+// (the results of the messages it asked for, the desired set it asked
+// for), until it asks for nothing more.
+func (s *session) step(in delivery.Input) {
+	for in != nil {
+		out := s.eng.Step(time.Now(), in)
+		in = s.apply(&out)
+	}
+	s.unacked.Store(int64(s.eng.InFlight()))
+}
+
+// apply does what out says and returns the input that follows, if any.
+func (s *session) apply(out *delivery.Output) delivery.Input {
+	st, m := &s.h.stats, &out.Metrics
+	st.objectMessages.Add(m.ObjectMessages)
+	st.resyncs.Add(m.Resyncs)
+	st.resyncMessages.Add(m.ResyncMessages)
+	st.resyncBytes.Add(m.ResyncBytes)
+	st.deleteScans.Add(m.DeleteScans)
+	st.deleteScanned.Add(m.DeleteScanned)
+	if out.Alive {
+		s.h.upstream.Heartbeat(s.node)
+	}
+	for _, d := range out.AckLatency {
+		st.ackLatency.Observe(d)
+	}
+	for _, r := range out.Rejected {
+		s.log.Warn("edge rejected object", slog.String("kind", r.Kind.String()), slog.String("uid", r.UID),
+			slog.String("reason", r.Reason))
+	}
+	if out.Resent > 0 {
+		s.log.Warn("resending unacknowledged objects", slog.Int("count", out.Resent))
+	}
+	if r := out.ResyncDone; r != nil {
+		s.sendFrame(&protocol.Frame{ResyncDone: &r.ResyncDone})
+		s.log.Info("resync complete", slog.Uint64("upserts", uint64(r.Upserts)), slog.Uint64("deletes", uint64(r.Deletes)),
+			slog.Uint64("bytes", r.Bytes), slog.Duration("took", r.Took))
+	}
+	if !out.Timer.Equal(s.timerAt) {
+		s.timerAt = out.Timer
+		s.timer.Stop()
+		if !out.Timer.IsZero() {
+			s.timer.Reset(time.Until(out.Timer))
+		}
+	}
+	select {
+	case <-s.stopc:
+		return nil // the session ends: nothing more goes
+	default:
+	}
+	switch {
+	case len(out.Send) > 0:
+		s.queuedInStep += len(out.Send)
+		s.results = s.results[:0]
+		for i := range out.Send {
+			s.results = append(s.results, s.sendObject(&out.Send[i]))
+		}
+		return delivery.Sent{Results: s.results}
+	case out.Reconcile:
+		s.buf = s.h.source.Desired(s.node, s.buf[:0])
+		s.served = s.served[:0]
+		for _, k := range protocol.Kinds {
+			if s.h.source.Serves(k) {
+				s.served = append(s.served, k)
+			}
+		}
+		return delivery.Desired{Objects: s.buf, Served: s.served}
+	}
+	return nil
+}
+
+// sendObject encodes and queues an object message.
+func (s *session) sendObject(m *delivery.Message) delivery.Result {
+	o := m.Object
+	if m.Delete {
+		n := s.sendFrame(&protocol.Frame{Seq: m.Seq, Delete: &protocol.Delete{Kind: o.Kind, UID: o.UID,
+			Namespace: o.Namespace, Name: o.Name}})
+		return delivery.Result{Seq: m.Seq, Bytes: n}
+	}
+	if ok, err := s.h.source.Encode(s.node, &o); !ok || err != nil {
+		if err != nil {
+			s.log.Error("encode object", slog.String("kind", o.Kind.String()), slog.String("name", o.Name), slog.Any("err", err))
+		}
+		return delivery.Result{Seq: m.Seq, Outcome: delivery.Gone} // a change notification follows
+	}
+	if n := s.sendFrame(&protocol.Frame{Seq: m.Seq, Upsert: &protocol.Upsert{Object: o}}); n > 0 {
+		return delivery.Result{Seq: m.Seq, ResourceVersion: o.ResourceVersion, Bytes: n}
+	}
+	// Could not be encoded (too large): counted as delivered so it is not
+	// retried until it changes.
+	return delivery.Result{Seq: m.Seq, Outcome: delivery.TooLarge, ResourceVersion: o.ResourceVersion}
 }
 
 func (s *session) readLoop(frames chan<- *protocol.Frame) {
@@ -294,7 +373,7 @@ func (s *session) readLoop(frames chan<- *protocol.Frame) {
 				return
 			}
 			s.upInFlight.Add(1)
-		} else if f.CertRequest != nil && !s.throttle() {
+		} else if (f.CertRequest != nil || f.AccessReview != nil) && !s.throttle() {
 			// A certificate request costs a signature and a read of the
 			// Node from the API server: it waits for the rate like a
 			// status (and is answered one at a time, see renew).
@@ -469,6 +548,13 @@ func (q *sendQueue) push(b []byte) bool {
 	return true
 }
 
+// len is the number of frames queued.
+func (q *sendQueue) len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.items)
+}
+
 // take moves every queued frame, oldest first, into buf's storage and
 // returns it.
 func (q *sendQueue) take(buf [][]byte) [][]byte {
@@ -533,17 +619,9 @@ func (s *session) sendFrame(f *protocol.Frame) int {
 func (s *session) handle(f *protocol.Frame) {
 	switch {
 	case f.Ack != nil:
-		now := time.Now()
-		for _, seq := range f.Ack.Seqs {
-			s.acknowledged(seq, now)
-		}
-		for _, r := range f.Ack.Rejected {
-			if fl := s.inflight[r.Seq]; fl != nil {
-				s.log.Warn("edge rejected object", slog.String("kind", fl.key.kind.String()),
-					slog.String("uid", fl.key.uid), slog.String("reason", r.Reason))
-			}
-			s.acknowledged(r.Seq, now)
-		}
+		// Stepped once for the frames read together (run).
+		s.acks.Seqs = append(s.acks.Seqs, f.Ack.Seqs...)
+		s.acks.Rejected = append(s.acks.Rejected, f.Ack.Rejected...)
 	case f.Heartbeat != nil:
 		s.sendFrame(&protocol.Frame{Heartbeat: &protocol.Heartbeat{Time: time.Now().UnixMilli()}})
 		s.h.upstream.Heartbeat(s.node)
@@ -561,6 +639,8 @@ func (s *session) handle(f *protocol.Frame) {
 		s.h.upstream.DeviceStatus(s.node, f.DeviceStatus, s.upstreamDone(f.Seq))
 	case f.CertRequest != nil && s.version >= 2:
 		s.renew(f.CertRequest.CSR)
+	case f.AccessReview != nil && s.version >= protocol.AccessReviewSince:
+		s.review(f.AccessReview)
 	case f.Error != nil:
 		s.log.Warn("edge reported an error", slog.String("code", f.Error.Code.String()),
 			slog.String("message", f.Error.Message), slog.Uint64("seq", f.Error.Seq))
@@ -570,174 +650,6 @@ func (s *session) handle(f *protocol.Frame) {
 	default:
 		s.sendFrame(&protocol.Frame{Error: &protocol.Error{Code: protocol.ErrorUnexpected, Seq: f.Seq,
 			Message: f.Type() + " is not sent by an edge"}})
-	}
-}
-
-func (s *session) acknowledged(seq uint64, now time.Time) {
-	fl := s.inflight[seq]
-	if fl == nil {
-		return // expired and resent, or never ours
-	}
-	delete(s.inflight, seq)
-	if s.byKey[fl.key] == seq {
-		delete(s.byKey, fl.key)
-	}
-	if fl.del {
-		delete(s.acked, fl.key)
-	} else {
-		s.acked[fl.key] = fl.held
-	}
-}
-
-// expire forgets messages unacknowledged for ResendAfter, so that the next
-// reconcile sends them again. It reports whether it forgot any.
-func (s *session) expire() bool {
-	cutoff := time.Now().Add(-s.h.cfg.ResendAfter)
-	n := 0
-	for seq, fl := range s.inflight {
-		if fl.sentAt.Before(cutoff) {
-			delete(s.inflight, seq)
-			if s.byKey[fl.key] == seq {
-				delete(s.byKey, fl.key)
-			}
-			n++
-		}
-	}
-	if n > 0 {
-		s.log.Warn("resending unacknowledged objects", slog.Int("count", n))
-	}
-	return n > 0
-}
-
-// reconcile sends what differs between the node's desired set and what it
-// acknowledged, within the window.
-func (s *session) reconcile() {
-	s.buf = s.h.source.Desired(s.node, s.buf[:0])
-	clear(s.want)
-	s.blocked = false
-	now := time.Now()
-	for i := range s.buf {
-		o := &s.buf[i]
-		if o.Kind.Since() > s.version {
-			continue // the edge does not know the kind: it holds none
-		}
-		k := objKey{o.Kind, o.UID}
-		s.want[k] = struct{}{}
-		if a, ok := s.acked[k]; ok && a.rv == o.ResourceVersion {
-			continue
-		}
-		if seq, ok := s.byKey[k]; ok && !s.inflight[seq].del && s.inflight[seq].held.rv == o.ResourceVersion {
-			continue
-		}
-		if len(s.inflight) >= s.h.cfg.Window {
-			s.blocked = true
-			continue // keep filling want, for the deletes below
-		}
-		if ok, err := s.h.source.Encode(s.node, o); !ok || err != nil {
-			if err != nil {
-				s.log.Error("encode object", slog.String("kind", o.Kind.String()), slog.String("name", o.Name), slog.Any("err", err))
-			}
-			continue // gone meanwhile: a change notification follows
-		}
-		s.seq++
-		n := s.sendFrame(&protocol.Frame{Seq: s.seq, Upsert: &protocol.Upsert{Object: *o}})
-		o.Data = nil
-		if n == 0 {
-			// Could not be encoded (too large): count it as delivered so it
-			// is not retried until it changes.
-			s.acked[k] = held{rv: o.ResourceVersion, namespace: o.Namespace, name: o.Name}
-			continue
-		}
-		s.track(k, false, held{o.ResourceVersion, o.Namespace, o.Name}, now, n)
-	}
-	if !s.delsDue {
-		s.scanDeletes()
-	}
-	for s.delsNext < len(s.dels) {
-		k := s.dels[s.delsNext]
-		if !s.deleteDue(k) {
-			s.delsNext++
-			continue
-		}
-		if len(s.inflight) >= s.h.cfg.Window {
-			s.blocked = true
-			break
-		}
-		s.delsNext++
-		h := s.acked[k]
-		s.seq++
-		n := s.sendFrame(&protocol.Frame{Seq: s.seq, Delete: &protocol.Delete{Kind: k.kind, UID: k.uid,
-			Namespace: h.namespace, Name: h.name}})
-		if n == 0 {
-			return
-		}
-		s.track(k, true, h, now, n)
-	}
-	if s.delsNext >= len(s.dels) {
-		// All went: the next reconcile walks acked again.
-		s.delsDue, s.delsNext = false, 0
-		if clear(s.dels); cap(s.dels) > 1024 {
-			s.dels = nil
-		}
-		s.dels = s.dels[:0]
-	}
-	if s.resync != nil && !s.blocked && len(s.inflight) == 0 {
-		r := s.resync
-		s.resync = nil
-		s.h.stats.resyncs.Add(1)
-		s.sendFrame(&protocol.Frame{ResyncDone: &protocol.ResyncDone{Upserts: uint32(r.upserts),
-			Deletes: uint32(r.deletes), Bytes: uint64(r.bytes)}})
-		s.log.Info("resync complete", slog.Int("upserts", r.upserts), slog.Int("deletes", r.deletes),
-			slog.Int64("bytes", r.bytes), slog.Duration("took", time.Since(r.start)))
-	}
-}
-
-// scanDeletes walks acked for the objects to delete, in the order they go
-// out, into dels.
-func (s *session) scanDeletes() {
-	s.h.stats.deleteScans.Add(1)
-	s.h.stats.deleteScanned.Add(int64(len(s.acked)))
-	s.dels, s.delsNext, s.delsDue = s.dels[:0], 0, true
-	for k := range s.acked {
-		if s.deleteDue(k) {
-			s.dels = append(s.dels, k)
-		}
-	}
-	// Users go before what they use: pods before configmaps and secrets,
-	// devices before their models (the reverse of protocol.Kinds).
-	slices.SortFunc(s.dels, func(a, b objKey) int { return int(kindRank[b.kind]) - int(kindRank[a.kind]) })
-}
-
-// deleteDue reports whether the node holds k, should not, and was not sent
-// its delete yet.
-func (s *session) deleteDue(k objKey) bool {
-	if _, ok := s.acked[k]; !ok {
-		return false
-	}
-	if _, ok := s.want[k]; ok {
-		return false
-	}
-	if seq, ok := s.byKey[k]; ok && s.inflight[seq].del {
-		return false
-	}
-	// Of a kind not served, it is not known yet whether the node should
-	// keep it.
-	return s.h.source.Serves(k.kind)
-}
-
-func (s *session) track(k objKey, del bool, h held, now time.Time, n int) {
-	s.inflight[s.seq] = &flight{key: k, del: del, held: h, sentAt: now}
-	s.byKey[k] = s.seq
-	s.h.stats.objectMessages.Add(1)
-	if r := s.resync; r != nil {
-		if del {
-			r.deletes++
-		} else {
-			r.upserts++
-		}
-		r.bytes += int64(n)
-		s.h.stats.resyncMessages.Add(1)
-		s.h.stats.resyncBytes.Add(int64(n))
 	}
 }
 
@@ -752,10 +664,39 @@ func (s *session) flushUpstreamAcks() {
 	s.sendFrame(&protocol.Frame{Ack: &protocol.Ack{Seqs: acks, Rejected: rej}})
 }
 
-// jitter returns d ±25%, so that sessions started together (after a hub
-// restart) do not report at the same instant for ever.
-func jitter(d time.Duration) time.Duration {
-	return d*3/4 + rand.N(d/2+1)
+// review answers an AccessReview off the owner goroutine (it asks the API
+// server), one at a time per session.
+func (s *session) review(r *protocol.AccessReview) {
+	answer := func(res *protocol.AccessReviewResult) {
+		s.sendFrame(&protocol.Frame{AccessReviewResult: res})
+	}
+	if s.h.cfg.Reviews == nil {
+		answer(&protocol.AccessReviewResult{ID: r.ID, Error: "this hub answers no access reviews"})
+		return
+	}
+	if !s.reviewing.CompareAndSwap(false, true) {
+		answer(&protocol.AccessReviewResult{ID: r.ID, Error: "an access review is being answered already"})
+		return
+	}
+	go func() {
+		defer s.reviewing.Store(false)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		allowed, err := s.h.cfg.Reviews.Review(ctx, s.node, r)
+		if err == nil && len(allowed) != len(r.Checks) {
+			err = fmt.Errorf("%d answers to %d checks", len(allowed), len(r.Checks))
+		}
+		if err != nil {
+			s.log.Warn("access review refused", slog.String("pod", r.Namespace+"/"+r.Pod), slog.Any("err", err))
+			msg := err.Error()
+			if len(msg) > 1000 {
+				msg = msg[:1000]
+			}
+			answer(&protocol.AccessReviewResult{ID: r.ID, Error: msg})
+			return
+		}
+		answer(&protocol.AccessReviewResult{ID: r.ID, Allowed: allowed})
+	}()
 }
 
 // renew issues a certificate for a CertRequest, off the owner goroutine (it

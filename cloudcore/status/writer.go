@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/workqueue"
 
+	"github.com/tether-edge/tether/histogram"
 	"github.com/tether-edge/tether/protocol"
 )
 
@@ -343,7 +344,11 @@ func (w *Writer) process(ctx context.Context, q workqueue.TypedRateLimitingInter
 
 	err := ErrStopped
 	if ctx.Err() == nil {
+		start := time.Now()
 		err = w.write(ctx, k, msg)
+		if int(k.kind) < len(w.stats.latency) {
+			w.stats.latency[k.kind].Observe(time.Since(start))
+		}
 	}
 	if fromAPI(err) {
 		w.stats.apiErrors.Add(1)
@@ -494,6 +499,11 @@ func retryable(err error) bool {
 
 // Stats counts what a Writer did since New.
 type Stats struct {
+	// WriteLatency is the time a message's write took (its API calls: a
+	// get and a patch, say; a retry is another write), by the message's
+	// kind (NodeStatus, PodStatus, PodTerminated, Event, Lease, MirrorPod,
+	// DeviceStatus). Kinds never written are left out.
+	WriteLatency map[string]histogram.Snapshot
 	// NodeLabelPatches, NodeStatuses, PodStatuses, PodDeletes, Events,
 	// LeaseCreates and LeaseRenewals count successful API writes by kind.
 	// (The Writer creates no Node: RegisterNode does, at join.)
@@ -538,6 +548,9 @@ type Stats struct {
 
 // counters backs Stats.
 type counters struct {
+	// latency is each kind's write time (its API calls, retries apart),
+	// by kind.
+	latency                                                                                      [kindDeviceStatus + 1]histogram.Latency
 	nodeLabelPatches, nodeStatuses, podStatuses, podDeletes, events, leaseCreates, leaseRenewals atomic.Int64
 	mirrorWrites, deviceStatuses, deviceUnchanged, eventUpdates                                  atomic.Int64
 	unchanged, coalesced, retries, rejected, givenUp, apiErrors                                  atomic.Int64
@@ -566,5 +579,16 @@ func (w *Writer) Stats() Stats {
 		GivenUp:          c.givenUp.Load(),
 		APIErrors:        c.apiErrors.Load(),
 		Refused:          c.refused.load(),
+		WriteLatency:     c.writeLatency(),
 	}
+}
+
+func (c *counters) writeLatency() map[string]histogram.Snapshot {
+	out := map[string]histogram.Snapshot{}
+	for k := kindNodeStatus; k <= kindDeviceStatus; k++ {
+		if h := c.latency[k].Snapshot(); h.Count > 0 {
+			out[k.String()] = h
+		}
+	}
+	return out
 }

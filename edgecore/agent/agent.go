@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"runtime/debug"
 	"slices"
@@ -38,7 +39,9 @@ type Config struct {
 	NodeName string
 	// Labels are asked for when the hub creates the Node.
 	Labels map[string]string
-	// Backoff paces reconnects (default 1s doubling up to 60s).
+	// Backoff paces reconnects (default 1s doubling up to 2s, each delay
+	// drawn from [0, d]; the hub's Welcome.ReconnectMax raises the cap, as
+	// it knows how fast its fleet may come back).
 	Backoff link.Backoff
 	// Window is the most outbox frames sent and not yet acknowledged
 	// (default 64).
@@ -81,6 +84,23 @@ type Config struct {
 	// hub, before they are acknowledged. It must not block. The simulator
 	// times dispatch (API watch event to edge commit) with it.
 	CommitHook func(Commit)
+	// Reviews, if set, sends the in-cluster API's access reviews to a hub
+	// of protocol version 6 or more (protocol.AccessReviewSince) and takes
+	// the answers (*accessreview.Cache is one).
+	Reviews Reviews
+}
+
+// Reviews are the access reviews of the in-cluster API at the edge.
+type Reviews interface {
+	// Session tells that a session with a hub that answers reviews
+	// started (true) or ended.
+	Session(up bool)
+	// Next returns the review to send now, or nil.
+	Next() *protocol.AccessReview
+	// Wanted receives when Next may have one.
+	Wanted() <-chan struct{}
+	// Answered takes the hub's answer.
+	Answered(*protocol.AccessReviewResult)
 }
 
 // Credentials are the node's client certificate, renewed through the hub.
@@ -100,7 +120,7 @@ func (c *Config) validate() error {
 		c.Backoff.Initial = time.Second
 	}
 	if c.Backoff.Max == 0 {
-		c.Backoff.Max = time.Minute
+		c.Backoff.Max = 2 * time.Second
 	}
 	if c.Window == 0 {
 		c.Window = 64
@@ -230,11 +250,25 @@ func (a *Agent) State() State {
 }
 
 // Start keeps a session with the hub until ctx ends.
+//
+// Between sessions it waits by its back-off (full jitter, capped at
+// Backoff.Max or the hub's Welcome.ReconnectMax if larger), except when the
+// hub said when: a 503's Retry-After is honoured (spread over its last
+// second), and a hub of protocol 5 or more that stops (Error ShuttingDown)
+// is left at once, after at most ShutdownJitter, for another replica.
 func (a *Agent) Start(ctx context.Context) error {
 	bo := a.cfg.Backoff
+	// forcedAt is when the node status was last queued whatever it holds:
+	// before the first dial after a session, then at most every
+	// offlineStatusEvery while the hub stays away (a write to the store
+	// per dial would cost a fleet retrying every second or two dearly).
+	var forcedAt, warnedAt time.Time
 	for ctx.Err() == nil {
-		if err := a.queueNodeStatus(true); err != nil {
-			a.log.Error("queue node status", slog.Any("err", err))
+		if forcedAt.IsZero() || time.Since(forcedAt) >= offlineStatusEvery {
+			if err := a.queueNodeStatus(true); err != nil {
+				a.log.Error("queue node status", slog.Any("err", err))
+			}
+			forcedAt = time.Now()
 		}
 		hello, err := a.hello()
 		if err != nil {
@@ -242,33 +276,76 @@ func (a *Agent) Start(ctx context.Context) error {
 		}
 		conn, err := a.dialer.Dial(ctx, hello)
 		if err != nil {
-			d := bo.Next()
+			d := dialRetry(&bo, err)
 			var pe *protocol.Error
-			if errors.As(err, &pe) {
+			var re *link.RetryAfterError
+			switch {
+			case errors.As(err, &pe):
 				a.log.Error("hub refused the session", slog.String("code", pe.Code.String()),
 					slog.String("message", pe.Message), slog.Duration("retry_in", d))
-			} else {
-				a.log.Warn("cannot reach the hub", slog.Any("err", err), slog.Duration("retry_in", d))
+			case errors.As(err, &re):
+				a.log.Info("hub asked to come back later", slog.String("message", re.Message),
+					slog.Duration("retry_in", d))
+			default:
+				// Retried every second or two: a warning every
+				// offlineStatusEvery, the attempts between at debug level.
+				lvl := slog.LevelDebug
+				if time.Since(warnedAt) >= offlineStatusEvery {
+					lvl, warnedAt = slog.LevelWarn, time.Now()
+				}
+				a.log.Log(ctx, lvl, "cannot reach the hub", slog.Any("err", err), slog.Duration("retry_in", d))
 			}
 			a.offline(ctx, d)
 			continue
+		}
+		if conn.Welcome.ProtocolVersion >= protocol.ReconnectMaxSince {
+			bo.SetHubMax(conn.Welcome.ReconnectMax.D())
 		}
 		start := time.Now()
 		a.setConnected(true)
 		err = a.session(ctx, conn)
 		a.setConnected(false)
 		conn.Close()
+		forcedAt = time.Time{}
 		if time.Since(start) > a.cfg.StableAfter {
 			bo.Reset()
 		}
 		if ctx.Err() != nil {
 			return nil
 		}
-		d := bo.Next()
+		var d time.Duration
+		if pe := (*protocol.Error)(nil); errors.As(err, &pe) && pe.Code == protocol.ErrorShuttingDown &&
+			conn.Welcome.ProtocolVersion >= protocol.ReconnectMaxSince {
+			// The hub closes its sessions one by one as it stops: go now,
+			// to another replica (the hub no longer listens).
+			bo.Reset()
+			d = rand.N(ShutdownJitter)
+		} else {
+			d = bo.Next()
+		}
 		a.log.Warn("link to the hub lost", slog.Any("err", err), slog.Duration("reconnect_in", d))
 		a.offline(ctx, d)
 	}
 	return nil
+}
+
+// offlineStatusEvery is how often the node status is queued again while
+// the hub is unreachable, so that the status sent on reconnecting is at
+// most this old (a change is queued at once: NodeStatusChanged).
+const offlineStatusEvery = 30 * time.Second
+
+// ShutdownJitter is the most an edge waits to reconnect after a hub of
+// protocol 5 or more said it is stopping (it spreads its edges itself).
+const ShutdownJitter = 200 * time.Millisecond
+
+// dialRetry is the wait after a failed dial: the hub's Retry-After if it
+// gave one (jittered over its last second), else the back-off's next.
+func dialRetry(bo *link.Backoff, err error) time.Duration {
+	var re *link.RetryAfterError
+	if errors.As(err, &re) && re.After > 0 {
+		return link.Jittered(re.After)
+	}
+	return bo.Next()
 }
 
 // offline waits d or until ctx ends, queueing the node status in the
@@ -412,9 +489,23 @@ func (a *Agent) session(ctx context.Context, conn *link.Conn) error {
 		defer renewTimer.Stop()
 		renew = renewTimer.C
 	}
+	// reviews fire when the in-cluster API has an access review to send;
+	// never for a hub that does not take them.
+	var reviews <-chan struct{}
+	if a.cfg.Reviews != nil && w.ProtocolVersion >= protocol.AccessReviewSince {
+		a.cfg.Reviews.Session(true)
+		defer a.cfg.Reviews.Session(false)
+		reviews = a.cfg.Reviews.Wanted()
+	}
 	for {
 		var err error
 		select {
+		case <-reviews:
+			if r := a.cfg.Reviews.Next(); r != nil {
+				if err := conn.Write(&protocol.Frame{AccessReview: r}); err != nil {
+					return fmt.Errorf("send access review: %w", err)
+				}
+			}
 		case f := <-frames:
 			batch := []*protocol.Frame{f}
 			for more := true; more && len(batch) < MaxBatch; {
@@ -486,6 +577,9 @@ func (a *Agent) do(conn *link.Conn, o Output) error {
 		if err := a.cfg.Credentials.Issued(o.Certificate); err != nil {
 			a.log.Error("install renewed certificate", slog.Any("err", err))
 		}
+	}
+	if o.Review != nil && a.cfg.Reviews != nil {
+		a.cfg.Reviews.Answered(o.Review)
 	}
 	if o.Hook != nil && a.cfg.CommitHook != nil {
 		a.cfg.CommitHook(*o.Hook)

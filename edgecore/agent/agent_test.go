@@ -431,3 +431,25 @@ func TestNodeStatusChangedOffline(t *testing.T) {
 	a.NodeStatusChanged()
 	waitFor(corev1.ConditionFalse) // while waiting an hour to dial again
 }
+
+// A hub's 503 Retry-After is honoured (over its last second); any other
+// failure waits by the back-off, whose cap the hub's bound raises.
+func TestDialRetry(t *testing.T) {
+	bo := link.Backoff{Initial: time.Second, Max: 2 * time.Second}
+	for range 50 {
+		if d := dialRetry(&bo, &link.RetryAfterError{After: 7 * time.Second}); d < 6*time.Second || d >= 7*time.Second {
+			t.Fatalf("Retry-After 7s: waited %s", d)
+		}
+		if d := dialRetry(&bo, errors.New("connection refused")); d > 2*time.Second {
+			t.Fatalf("refused: waited %s past the 2s cap", d)
+		}
+	}
+	bo.SetHubMax(10 * time.Second)
+	longest := time.Duration(0)
+	for range 200 {
+		longest = max(longest, dialRetry(&bo, &link.RetryAfterError{}))
+	}
+	if longest <= 2*time.Second || longest > 10*time.Second {
+		t.Errorf("with the hub's 10s bound the longest of 200 waits is %s", longest)
+	}
+}

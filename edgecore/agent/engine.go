@@ -127,6 +127,8 @@ type Output struct {
 	ObjectFrames int
 	// Certificate is a certificate the hub issued, to install.
 	Certificate []byte
+	// Review is the hub's answer to an access review (Reviews.Answered).
+	Review *protocol.AccessReviewResult
 	// Fail ends the session with this error.
 	Fail error
 }
@@ -302,6 +304,8 @@ func (e *Engine) receive(o *Output, batch []*protocol.Frame) {
 				slog.Uint64("deletes", uint64(r.Deletes)), slog.Uint64("bytes", r.Bytes))
 		case f.CertIssued != nil:
 			o.Certificate = f.CertIssued.Certificate
+		case f.AccessReviewResult != nil:
+			o.Review = f.AccessReviewResult
 		case f.Error != nil:
 			o.log(slog.LevelWarn, "hub reported an error", slog.String("code", f.Error.Code.String()),
 				slog.String("message", f.Error.Message), slog.Uint64("seq", f.Error.Seq))

@@ -2,8 +2,10 @@
 // over TLS, authenticates with the node's client certificate (the TLS
 // configuration presents it; package credentials), runs the Hello/Welcome
 // handshake and then reads and writes frames. Reconnecting is the caller's
-// loop; Backoff gives it exponential, jittered, capped delays so that a hub
-// restart does not bring every node back in the same second.
+// loop; Backoff gives it exponential, fully jittered, capped delays so that
+// a hub restart does not bring every node back in the same second, and a
+// hub that sheds a connection (HTTP 503 with Retry-After) says when to come
+// back (*RetryAfterError).
 package link
 
 import (
@@ -14,6 +16,8 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -67,6 +71,13 @@ func (d *Dialer) Dial(ctx context.Context, hello *protocol.Hello) (*Conn, error)
 	}
 	ws, resp, err := wd.DialContext(ctx, d.URL, nil)
 	if err != nil {
+		if resp != nil && resp.StatusCode == http.StatusServiceUnavailable {
+			ra := retryAfter(resp.Header.Get("Retry-After"))
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+			resp.Body.Close()
+			return nil, &RetryAfterError{After: ra, Message: fmt.Sprintf("dial %s: %s: %s", d.URL, resp.Status,
+				strings.TrimSpace(string(b)))}
+		}
 		if resp != nil {
 			// The hub says why it refused in the body (a person reads it).
 			b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
@@ -102,6 +113,44 @@ func (d *Dialer) Dial(ctx context.Context, hello *protocol.Hello) (*Conn, error)
 	ws.SetReadDeadline(time.Time{})
 	ws.SetWriteDeadline(time.Time{})
 	return c, nil
+}
+
+// RetryAfterError is the hub's 503 before the websocket upgrade: it is
+// starting, stopping or taking no more sessions for now, and After says
+// when to try again (its Retry-After, whole seconds; 0 if it gave none).
+type RetryAfterError struct {
+	After   time.Duration
+	Message string
+}
+
+func (e *RetryAfterError) Error() string {
+	return fmt.Sprintf("%s (retry after %s)", e.Message, e.After)
+}
+
+// MaxRetryAfter bounds the Retry-After the edge honours: a hub that asks
+// for longer is waited for this long.
+const MaxRetryAfter = 5 * time.Minute
+
+// retryAfter reads a Retry-After header in seconds (an HTTP date is not
+// honoured: 0).
+func retryAfter(h string) time.Duration {
+	n, err := strconv.Atoi(strings.TrimSpace(h))
+	if err != nil || n <= 0 {
+		return 0
+	}
+	return min(time.Duration(n)*time.Second, MaxRetryAfter)
+}
+
+// Jittered returns how long to wait for a Retry-After of d whole seconds:
+// a uniform draw from [d-1s, d) (from [0, d) below a second), so that
+// the edges a hub sent away with the same d come back spread over its last
+// second, as the hub planned them (it hands out d at its session rate).
+func Jittered(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	lo := max(d-time.Second, 0)
+	return lo + rand.N(d-lo)
 }
 
 // ErrTooLarge is returned by Read for a frame over the size limit; the
@@ -166,23 +215,33 @@ func (c *Conn) Close() error {
 	return c.ws.Close()
 }
 
-// Backoff computes reconnect delays: exponential from Initial up to Max, each
-// drawn uniformly from [d/2, d) so that nodes spread out ("equal jitter").
+// Backoff computes reconnect delays: exponential from Initial up to the cap,
+// each drawn uniformly from [0, d] ("full jitter") so that nodes that lost
+// the hub together spread evenly over the cap. The cap is Max, or the hub's
+// Welcome.ReconnectMax if that is larger (SetHubMax): the hub knows how
+// fast its fleet may come back.
 type Backoff struct {
 	Initial, Max time.Duration
 	attempt      int
+	hubMax       time.Duration
 }
 
 // Next returns the delay before the next attempt.
 func (b *Backoff) Next() time.Duration {
+	c := b.Cap()
 	d := b.Initial << min(b.attempt, 30)
-	if d > b.Max || d <= 0 {
-		d = b.Max
+	if d > c || d <= 0 {
+		d = c
 	}
 	b.attempt++
-	half := d / 2
-	return half + rand.N(half+1)
+	return rand.N(d + 1)
 }
+
+// Cap is the longest delay Next returns: Max, or the hub's bound if larger.
+func (b *Backoff) Cap() time.Duration { return max(b.Max, b.hubMax) }
+
+// SetHubMax records the bound the hub advertised (0: none).
+func (b *Backoff) SetHubMax(d time.Duration) { b.hubMax = max(d, 0) }
 
 // Reset starts over from Initial.
 func (b *Backoff) Reset() { b.attempt = 0 }

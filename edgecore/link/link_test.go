@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -21,8 +22,28 @@ func TestBackoffGrowsJitteredAndCapped(t *testing.T) {
 	for i, ceil := range []time.Duration{1, 2, 4, 8, 8, 8} {
 		ceil *= time.Second
 		d := b.Next()
-		if d < ceil/2 || d > ceil {
-			t.Errorf("attempt %d: %s outside [%s, %s]", i, d, ceil/2, ceil)
+		if d < 0 || d > ceil {
+			t.Errorf("attempt %d: %s outside [0, %s]", i, d, ceil)
+		}
+	}
+	// The hub's bound raises the cap, never lowers it.
+	b.SetHubMax(20 * time.Second)
+	if c := b.Cap(); c != 20*time.Second {
+		t.Errorf("cap with the hub's 20s: %s", c)
+	}
+	b.SetHubMax(time.Second)
+	if c := b.Cap(); c != 8*time.Second {
+		t.Errorf("cap with the hub's 1s: %s, want Max 8s", c)
+	}
+	// Full jitter: the delays at the cap spread over [0, cap], about
+	// evenly (a quarter in each quarter, give or take).
+	var quarters [4]int
+	for range 4000 {
+		quarters[min(int(b.Next()*4/(8*time.Second)), 3)]++
+	}
+	for i, n := range quarters {
+		if n < 800 || n > 1200 {
+			t.Errorf("quarter %d of the cap: %d of 4000 delays", i, n)
 		}
 	}
 	b.Reset()
@@ -79,5 +100,35 @@ func TestDialThroughNetDial(t *testing.T) {
 	}
 	if conn.Welcome.HeartbeatInterval.D() != time.Second {
 		t.Errorf("welcome %+v", conn.Welcome)
+	}
+}
+
+// A 503 before the upgrade comes back as a *RetryAfterError with the
+// header's seconds; Jittered spreads it over its last second.
+func TestDialRetryAfter(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Retry-After", r.URL.Query().Get("ra"))
+		http.Error(w, "too many sessions starting", http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	pool := x509.NewCertPool()
+	pool.AddCert(srv.Certificate())
+	for ra, want := range map[string]time.Duration{"3": 3 * time.Second, "": 0, "x": 0, "-2": 0,
+		"100000": MaxRetryAfter} {
+		d := &Dialer{URL: "wss" + strings.TrimPrefix(srv.URL, "https") + "/v1/connect?ra=" + ra,
+			TLS: &tls.Config{RootCAs: pool}, Timeout: 5 * time.Second}
+		_, err := d.Dial(t.Context(), &protocol.Hello{ProtocolVersion: protocol.Version, NodeName: "n1"})
+		var re *RetryAfterError
+		if !errors.As(err, &re) || re.After != want || !strings.Contains(err.Error(), "too many sessions") {
+			t.Errorf("Retry-After %q: %v, want a RetryAfterError of %s", ra, err, want)
+		}
+	}
+	for range 100 {
+		if d := Jittered(3 * time.Second); d < 2*time.Second || d >= 3*time.Second {
+			t.Fatalf("Jittered(3s) = %s", d)
+		}
+		if d := Jittered(time.Second); d < 0 || d >= time.Second {
+			t.Fatalf("Jittered(1s) = %s", d)
+		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
+	"github.com/tether-edge/tether/edgecore/satoken"
 	"github.com/tether-edge/tether/pki"
 )
 
@@ -27,6 +28,9 @@ type Client struct {
 	// Resources it may read, by resource name ("pods", "devices"...);
 	// nil for all.
 	Resources []string
+	// pod is set for a pod of the node (the in-cluster listener): its reads
+	// are authorized per request, Resources is empty.
+	pod *satoken.Pod
 }
 
 // may reports whether c may read res.

@@ -46,7 +46,46 @@
 // root on the node); "devices" reads the node, its devices and device
 // models, and no pod, configmap or secret (for device mappers). A process
 // that cannot read a token file reads nothing. Refusals are counted
-// (Server.Refused). Pods' own service-account tokens are not taken yet.
+// (Server.Refused).
+//
+// # The in-cluster listener (Config.InCluster)
+//
+// A second listener, TLS only, on the pod network's side of the node (the
+// resolver's address, port 10551 by default) is the Kubernetes API an edge
+// pod finds with client-go's rest.InClusterConfig(): the CRI runtime sets
+// KUBERNETES_SERVICE_HOST/PORT to it, the resolver answers
+// kubernetes.default.svc with it, and the pod's kube-api-access volume
+// holds a token minted by the node and, as ca.crt, the CA of the
+// listener's certificate (package satoken). It serves the same reads, from
+// the same cache, with these differences:
+//
+//   - Callers: only sources in InClusterConfig.Allowed (the pod network;
+//     403 otherwise), each with the token of a pod the node holds: the
+//     signature (the node's key), issuer, audience, node and expiry must
+//     verify, and the pod of the token must be in the store with that UID,
+//     name and service account (401 otherwise: a token of another node, an
+//     expired or forged one, one of a deleted pod). The loopback clients'
+//     tokens are not taken. Headers are at most MaxHeaderBytes (16 KiB;
+//     431 beyond), tokens satoken.MaxTokenSize (4 KiB).
+//   - Authorization: each get, list and watch is asked of
+//     InClusterConfig.Authorizer (package accessreview: the cluster's
+//     answers for the pod's service account, cached for the outage); 403
+//     with the reason otherwise. Reads are scoped to what the node holds:
+//     a list allowed across the cluster returns the node's objects only,
+//     the view the node authorizer gives a kubelet.
+//   - Writes (any method but GET and HEAD): 503 "the cloud is unreachable"
+//     while the link to a hub of protocol 6 is down, 405 otherwise: they
+//     are not forwarded to the cloud (the pod's token is the node's, which
+//     the API server does not take; forwarding needs cloudcore to act for
+//     the pod, e.g. with a TokenRequest for it).
+//   - Each pod has InClusterConfig.Rate requests per second (default 50,
+//     burst 100); beyond them 429 with Retry-After: 1. /metrics is not
+//     served to pods.
+//
+// Once the edge routes ClusterIPs (service routing), the default/kubernetes
+// Service's ClusterIP:443 is to be DNATed to this listener; the pods then
+// keep the cluster's KUBERNETES_SERVICE_HOST, the serving certificate must
+// name that IP too, and the resolver's record of kubernetes.default can go.
 //
 // # Versions and watches
 //

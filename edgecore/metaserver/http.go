@@ -25,11 +25,27 @@ import (
 	"github.com/tether-edge/tether/edgecore/nodestatus"
 )
 
-// Handler returns the Server's HTTP handler.
-func (s *Server) Handler() http.Handler {
+// Handler returns the Server's HTTP handler for its loopback listener.
+func (s *Server) Handler() http.Handler { return s.handler(s.guard) }
+
+// handler is the HTTP handler with guard authenticating the callers: the
+// loopback clients' (guard) or the pods' (podGuard).
+func (s *Server) handler(guard func(func(http.ResponseWriter, *http.Request, *Client)) http.HandlerFunc) http.Handler {
+	readOnlyAs := func(h func(w http.ResponseWriter, r *http.Request, c *Client)) http.HandlerFunc {
+		return guard(func(w http.ResponseWriter, r *http.Request, c *Client) {
+			if r.Method != http.MethodGet && r.Method != http.MethodHead {
+				s.refuseWrite(w, r, c)
+				return
+			}
+			h(w, r, c)
+		})
+	}
+	readOnly := func(h http.HandlerFunc) http.HandlerFunc {
+		return readOnlyAs(func(w http.ResponseWriter, r *http.Request, _ *Client) { h(w, r) })
+	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("/api", s.readOnly(s.serveAPIVersions))
-	mux.HandleFunc("/apis", s.readOnly(func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("/api", readOnly(s.serveAPIVersions))
+	mux.HandleFunc("/apis", readOnly(func(w http.ResponseWriter, r *http.Request) {
 		l := &metav1.APIGroupList{TypeMeta: metav1.TypeMeta{Kind: "APIGroupList", APIVersion: "v1"}, Groups: []metav1.APIGroup{}}
 		for _, g := range groupVersions {
 			if g.gv.Group != "" {
@@ -41,18 +57,18 @@ func (s *Server) Handler() http.Handler {
 	for _, g := range groupVersions {
 		path := strings.TrimSuffix(g.prefix, "/")
 		if g.gv.Group != "" {
-			mux.HandleFunc("/apis/"+g.gv.Group, s.readOnly(func(w http.ResponseWriter, r *http.Request) {
+			mux.HandleFunc("/apis/"+g.gv.Group, readOnly(func(w http.ResponseWriter, r *http.Request) {
 				ag := apiGroup(g)
 				ag.TypeMeta = metav1.TypeMeta{Kind: "APIGroup", APIVersion: "v1"}
 				writeJSON(w, http.StatusOK, &ag)
 			}))
 		}
-		mux.HandleFunc(path, s.readOnly(func(w http.ResponseWriter, r *http.Request) { s.serveResourceList(w, g) }))
-		mux.HandleFunc(g.prefix, s.readOnlyAs(func(w http.ResponseWriter, r *http.Request, c *Client) {
+		mux.HandleFunc(path, readOnly(func(w http.ResponseWriter, r *http.Request) { s.serveResourceList(w, g) }))
+		mux.HandleFunc(g.prefix, readOnlyAs(func(w http.ResponseWriter, r *http.Request, c *Client) {
 			s.serveResource(w, r, g, c)
 		}))
 	}
-	mux.HandleFunc("/version", s.readOnly(func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("/version", readOnly(func(w http.ResponseWriter, r *http.Request) {
 		v := strings.TrimPrefix(nodestatus.KubeletVersion, "v")
 		major, minor, _ := strings.Cut(v, ".")
 		minor, _, _ = strings.Cut(minor, ".")
@@ -60,7 +76,7 @@ func (s *Server) Handler() http.Handler {
 			Platform: "tether-metaserver"})
 	}))
 	if s.cfg.Metrics != nil {
-		mux.HandleFunc("/metrics", s.readOnlyAs(func(w http.ResponseWriter, r *http.Request, c *Client) {
+		mux.HandleFunc("/metrics", readOnlyAs(func(w http.ResponseWriter, r *http.Request, c *Client) {
 			if !c.may(MetricsResource) {
 				s.forbidden(w, c, MetricsResource)
 				return
@@ -71,31 +87,38 @@ func (s *Server) Handler() http.Handler {
 	for _, p := range []string{"/healthz", "/livez", "/readyz"} {
 		mux.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			if p == "/readyz" && s.cfg.Ready != nil {
+				if err := s.cfg.Ready(); err != nil {
+					w.WriteHeader(http.StatusServiceUnavailable)
+					w.Write([]byte("not ready"))
+					return
+				}
+			}
 			w.Write([]byte("ok"))
 		})
 	}
-	mux.HandleFunc("/", s.guard(func(w http.ResponseWriter, r *http.Request, _ *Client) { writeStatus(w, notFound()) }))
+	mux.HandleFunc("/", guard(func(w http.ResponseWriter, r *http.Request, _ *Client) { writeStatus(w, notFound()) }))
 	return mux
 }
 
-// readOnly serves authenticated clients with a loopback Host (guard) and
-// answers every method but GET and HEAD with 405.
-func (s *Server) readOnly(h http.HandlerFunc) http.HandlerFunc {
-	return s.readOnlyAs(func(w http.ResponseWriter, r *http.Request, _ *Client) { h(w, r) })
-}
-
-// readOnlyAs is readOnly for a handler that needs the client.
-func (s *Server) readOnlyAs(h func(w http.ResponseWriter, r *http.Request, c *Client)) http.HandlerFunc {
-	return s.guard(func(w http.ResponseWriter, r *http.Request, c *Client) {
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			w.Header().Set("Allow", "GET, HEAD")
-			writeStatus(w, &apierrors.StatusError{ErrStatus: metav1.Status{
-				Status: metav1.StatusFailure, Code: http.StatusMethodNotAllowed, Reason: metav1.StatusReasonMethodNotAllowed,
-				Message: fmt.Sprintf("%s is not allowed: the edge metaserver is read-only; write to the cloud's API server", r.Method)}})
-			return
-		}
-		h(w, r, c)
-	})
+// refuseWrite answers a method other than GET and HEAD: 405, or for a pod
+// with the cloud unreachable 503 at once. No Retry-After: client-go would
+// sleep it and retry up to 10 times, holding the caller for minutes; the
+// caller's own logic retries. Writes are not forwarded to the
+// cloud yet: a pod's token is the node's own (package satoken), which the
+// API server does not take.
+func (s *Server) refuseWrite(w http.ResponseWriter, r *http.Request, c *Client) {
+	if c.pod != nil && !s.cfg.InCluster.Authorizer.Online() {
+		s.writesRefused.Add(1)
+		writeStatus(w, &apierrors.StatusError{ErrStatus: metav1.Status{
+			Status: metav1.StatusFailure, Code: http.StatusServiceUnavailable, Reason: metav1.StatusReasonServiceUnavailable,
+			Message: fmt.Sprintf("%s refused: the cloud is unreachable; the edge serves reads only until it is back", r.Method)}})
+		return
+	}
+	w.Header().Set("Allow", "GET, HEAD")
+	writeStatus(w, &apierrors.StatusError{ErrStatus: metav1.Status{
+		Status: metav1.StatusFailure, Code: http.StatusMethodNotAllowed, Reason: metav1.StatusReasonMethodNotAllowed,
+		Message: fmt.Sprintf("%s is not allowed: the edge metaserver is read-only; write to the cloud's API server", r.Method)}})
 }
 
 func (s *Server) serveAPIVersions(w http.ResponseWriter, r *http.Request) {
@@ -198,11 +221,14 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request, g *groupV
 		writeStatus(w, serr)
 		return
 	}
-	if !c.may(req.res.name) {
+	if c.pod != nil {
+		if !s.authorizePod(w, r, c, req) {
+			return
+		}
+	} else if !c.may(req.res.name) {
 		s.forbidden(w, c, req.res.name)
 		return
-	}
-	if req.res.name == resSecrets && !fromLoopback(r) {
+	} else if req.res.name == resSecrets && !fromLoopback(r) {
 		writeStatus(w, apierrors.NewForbidden(schema.GroupResource{Resource: resSecrets}, req.name,
 			errors.New("secrets are served to loopback clients only")))
 		return

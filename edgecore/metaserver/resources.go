@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	devicesapi "github.com/tether-edge/tether/devices/api"
+	"github.com/tether-edge/tether/edgecore/accessreview"
 	"github.com/tether-edge/tether/protocol"
 )
 
@@ -217,3 +218,14 @@ var resourceNames = func() []string {
 	}
 	return out
 }()
+
+// ServedResources are the resources served, for the access reviews of the
+// in-cluster listener (accessreview.Config.Resources).
+func ServedResources() []accessreview.Resource {
+	var out []accessreview.Resource
+	for _, name := range resourceNames {
+		r := resources[name]
+		out = append(out, accessreview.Resource{Group: r.gv.Group, Resource: r.name, Namespaced: r.namespaced})
+	}
+	return out
+}

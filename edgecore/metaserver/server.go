@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"log"
 	"log/slog"
 	"math"
 	"math/rand/v2"
@@ -20,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/time/rate"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/tether-edge/tether/edgecore/store"
@@ -51,6 +53,10 @@ type Config struct {
 	// Metrics, if set, is served at /metrics to the clients that may read
 	// MetricsResource (NodeClient and MetricsClient of LocalClients).
 	Metrics http.Handler
+	// Ready, if set, decides /readyz: nil is ready, an error is 503 (the
+	// error is not shown: /readyz is public and says nothing but ok or
+	// not ready). edgecore's checks that its store is open.
+	Ready func() error
 	// NodeStatus returns the node's status now (required).
 	NodeStatus func() *corev1.NodeStatus
 	// NodeInterval is how often the served Node is rebuilt from NodeStatus
@@ -66,6 +72,11 @@ type Config struct {
 	// BookmarkInterval is how often a watch that allows bookmarks gets one
 	// (default 1m).
 	BookmarkInterval time.Duration
+	// InCluster, if set, runs a second listener, TLS, on the pod network:
+	// the Kubernetes API the node's pods reach with in-cluster config,
+	// authenticated by their service-account tokens and authorized as the
+	// cluster would (see InClusterConfig).
+	InCluster *InClusterConfig
 	// Logger is where the Server logs (default slog.Default()).
 	Logger *slog.Logger
 }
@@ -135,6 +146,11 @@ func (c *Config) validate() error {
 	if c.NodeInterval < 0 || c.History < 1 || c.BookmarkInterval < 0 {
 		return fmt.Errorf("metaserver: bad interval or history in %+v", *c)
 	}
+	if c.InCluster != nil {
+		if err := c.InCluster.validate(); err != nil {
+			return err
+		}
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -152,10 +168,20 @@ type Server struct {
 	// refused counts requests refused: no or a bad token, a Host that is
 	// not loopback, a resource the client may not read.
 	refused atomic.Int64
+	// writesRefused counts pods' writes refused with the cloud away;
+	// throttled the pods' requests over their rate.
+	writesRefused atomic.Int64
+	throttled     atomic.Int64
+
+	limMu sync.Mutex
+	// limiters are the pods' rate limiters by UID; guarded by limMu.
+	limiters map[string]*rate.Limiter
 
 	mu sync.Mutex
 	// addr is the address listened on; guarded by mu.
 	addr string
+	// inClusterAddr is the in-cluster listener's address; guarded by mu.
+	inClusterAddr string
 }
 
 // epochFile counts the starts of the Server in Config.StateDir.
@@ -276,9 +302,40 @@ func (s *Server) Start(ctx context.Context) error {
 		ReadHeaderTimeout: 10 * time.Second,
 		// Watches end with ctx.
 		BaseContext: func(net.Listener) context.Context { return ctx },
-		ErrorLog:    slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		ErrorLog:    s.errorLog(),
 	}
 	errc := make(chan error, 1)
+	// The in-cluster listener, if any: its own retry, so that a pod
+	// address not there yet (the bridge comes up with the first pod)
+	// does not hold up the loopback one.
+	var icSrv *http.Server
+	icErrc := make(chan error, 1)
+	var icRetry <-chan time.Time
+	icDelay := time.Second
+	listenInCluster := func() {
+		if s.cfg.InCluster == nil {
+			return
+		}
+		var err error
+		if icSrv, err = s.serveInCluster(ctx, icErrc); err != nil {
+			s.log.Error("metaserver in-cluster listener cannot listen", slog.String("addr", s.cfg.InCluster.Addr),
+				slog.Any("err", err), slog.Duration("retry_in", icDelay))
+			icRetry = time.After(icDelay)
+			icDelay = min(2*icDelay, 30*time.Second)
+			return
+		}
+		icRetry = nil
+	}
+	listenInCluster()
+	defer func() {
+		if icSrv != nil {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := icSrv.Shutdown(sctx); err != nil {
+				icSrv.Close()
+			}
+		}
+	}()
 	serving := false
 	var retry <-chan time.Time
 	delay := time.Second
@@ -324,6 +381,10 @@ func (s *Server) Start(ctx context.Context) error {
 			if err := listen(); err != nil {
 				return err
 			}
+		case <-icRetry:
+			listenInCluster()
+		case err := <-icErrc:
+			return fmt.Errorf("metaserver: serve in-cluster: %w", err)
 		case <-s.kickc:
 			if err := s.sync(false); err != nil {
 				s.log.Error("metaserver sync", slog.Any("err", err))
@@ -468,6 +529,8 @@ func (s *Server) refreshNode(initial bool) error {
 	s.cache.apply(resNodes, nil, []upsert{{uid: string(n.UID), name: n.Name, data: data}}, initial)
 	return nil
 }
+
+func (s *Server) errorLog() *log.Logger { return slog.NewLogLogger(s.log.Handler(), slog.LevelWarn) }
 
 // Refused is how many requests the Server refused (authentication, Host,
 // authorization).

@@ -852,3 +852,27 @@ func TestPodsServedWithReportedStatus(t *testing.T) {
 	rep.set(t, web.UID, nil)
 	next(corev1.PodPending, "")
 }
+
+// /readyz answers Ready: ok while the store is open, 503 "not ready" (no
+// detail: it is public) once it is closed; /healthz stays ok.
+func TestReadyz(t *testing.T) {
+	var f *fixture
+	f = newFixture(t, Config{Ready: func() error { return f.db.View(func(*store.Tx) error { return nil }) }})
+	get := func(path string) (int, string) {
+		r := httptest.NewRequest(http.MethodGet, path, nil)
+		r.Host, r.RemoteAddr = "127.0.0.1:10550", "127.0.0.1:40000" // no token: public
+		w := httptest.NewRecorder()
+		f.s.Handler().ServeHTTP(w, r)
+		return w.Code, w.Body.String()
+	}
+	if code, body := get("/readyz"); code != 200 || body != "ok" {
+		t.Fatalf("/readyz with the store open: %d %q", code, body)
+	}
+	f.db.Close()
+	if code, body := get("/readyz"); code != http.StatusServiceUnavailable || body != "not ready" {
+		t.Fatalf("/readyz with the store closed: %d %q", code, body)
+	}
+	if code, _ := get("/healthz"); code != 200 {
+		t.Fatalf("/healthz: %d", code)
+	}
+}

@@ -43,6 +43,7 @@ import (
 
 	"github.com/tether-edge/tether/edgecore/runtime"
 	"github.com/tether-edge/tether/edgecore/store"
+	"github.com/tether-edge/tether/histogram"
 	"github.com/tether-edge/tether/protocol"
 )
 
@@ -113,6 +114,8 @@ type Manager struct {
 	// idleHook, if set, is called by the Start goroutine when the last work
 	// is done (for tests).
 	idleHook func()
+	// syncLatency and killLatency time the workers' SyncPod and KillPod.
+	syncLatency, killLatency histogram.Latency
 
 	// Owned by the Start goroutine:
 	eng        *Engine
@@ -364,10 +367,13 @@ func (m *Manager) read(ctx context.Context, full bool) PodsRead {
 func (m *Manager) runJob(ctx context.Context, j Job) {
 	defer m.wg.Done()
 	r := Done{Job: j}
+	start := time.Now()
 	if j.Kill {
 		r.Err = m.rt.KillPod(ctx, j.UID, j.Grace)
+		m.killLatency.Observe(time.Since(start))
 	} else {
 		st, err := m.rt.SyncPod(ctx, j.Pod)
+		m.syncLatency.Observe(time.Since(start))
 		r.Err = err
 		if st != nil {
 			b, err := protocol.EncodePodStatus(st)
@@ -379,6 +385,12 @@ func (m *Manager) runJob(ctx context.Context, j Job) {
 	}
 	m.results <- r
 }
+
+// SyncLatency is how long the runtime's SyncPod took, per call.
+func (m *Manager) SyncLatency() *histogram.Latency { return &m.syncLatency }
+
+// KillLatency is how long the runtime's KillPod took, per call.
+func (m *Manager) KillLatency() *histogram.Latency { return &m.killLatency }
 
 // enqueue queues frames in the outbox in one transaction; the store tells
 // the agent. The statuses queued go to Reported.

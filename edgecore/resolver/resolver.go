@@ -14,6 +14,8 @@
 //   - _<port>._<proto>.<svc>.<ns>.svc.<domain>, SRV: one record per named
 //     port (target the Service's name, its addresses as additional records).
 //   - <domain>, svc.<domain> and <ns>.svc.<domain>: no records (NOERROR).
+//   - kubernetes.default.svc.<domain>: with Config.APIServer, the in-cluster
+//     API at the edge, not the cloud's kubernetes Service.
 //   - any other name under the domain: NXDOMAIN (pod records
 //     <ip>.<ns>.pod.<domain> and <hostname>.<svc>... are not served).
 //
@@ -87,6 +89,13 @@ type Config struct {
 	// ResolvConf is read for the upstreams when Upstreams is empty (default
 	// /etc/resolv.conf).
 	ResolvConf string
+	// APIServer, if valid, is the in-cluster API at the edge (the
+	// metaserver's in-cluster listener): kubernetes.default.svc.<domain>
+	// answers its address (and SRV _https._tcp its port) instead of the
+	// kubernetes Service's ClusterIP. Once the edge routes ClusterIPs, the
+	// Service's ClusterIP is DNATed to the listener instead and this
+	// record can go.
+	APIServer netip.AddrPort
 	// Allowed are the source networks answered (default loopback only).
 	Allowed []netip.Prefix
 	// Rate and Burst bound the queries per second of one source address
@@ -290,6 +299,13 @@ func (s *Server) rebuild() error {
 	})
 	if err != nil {
 		return fmt.Errorf("resolver: read store: %w", err)
+	}
+	if a := s.cfg.APIServer; a.IsValid() {
+		// The in-cluster API at the edge replaces the kubernetes Service
+		// (its ClusterIP leads to the cloud's API server, which the pods
+		// are not to call from the edge).
+		t.services["kubernetes.default"] = &service{addrs: []netip.Addr{a.Addr()},
+			ports: []port{{name: "https", proto: "tcp", port: a.Port()}}}
 	}
 	s.table.Store(t)
 	return nil

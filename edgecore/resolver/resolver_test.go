@@ -606,3 +606,30 @@ func BenchmarkResolve(b *testing.B) {
 		}
 	}
 }
+
+// With an in-cluster API at the edge, kubernetes.default.svc answers its
+// address, not the cloud's kubernetes Service (whose ClusterIP the pods must
+// not call from the edge).
+func TestKubernetesServiceIsTheEdge(t *testing.T) {
+	db := openStore(t)
+	put(t, db, testService("default", "kubernetes", "10.96.0.1", corev1.ServicePort{Name: "https", Port: 443}))
+	s := start(t, db, Config{Upstreams: []string{"127.0.0.1:9"}, APIServer: netip.MustParseAddrPort("10.0.0.7:10551")})
+	c := dial(t, s, "")
+	for name, want := range map[string]string{
+		"kubernetes.default.svc.cluster.local.":             "RCodeSuccess A 10.0.0.7",
+		"_https._tcp.kubernetes.default.svc.cluster.local.": "RCodeSuccess SRV 10551 kubernetes.default.svc.cluster.local.",
+	} {
+		typ := dnsmessage.TypeA
+		if name[0] == '_' {
+			typ = dnsmessage.TypeSRV
+		}
+		if got := answers(c.ask(name, typ)); got != want {
+			t.Errorf("%s: %s, want %s", name, got, want)
+		}
+	}
+	// Without it, the Service as stored.
+	s2 := start(t, db, Config{Upstreams: []string{"127.0.0.1:9"}})
+	if got := answers(dial(t, s2, "").ask("kubernetes.default.svc.cluster.local.", dnsmessage.TypeA)); got != "RCodeSuccess A 10.96.0.1" {
+		t.Errorf("without APIServer: %s", got)
+	}
+}

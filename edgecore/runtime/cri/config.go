@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/tether-edge/tether/edgecore/events"
+	"github.com/tether-edge/tether/edgecore/satoken"
 )
 
 // Config configures the CRI runtime. It is the `cri:` section of edgecore's
@@ -88,10 +89,36 @@ type Config struct {
 	// long) when a pod needs a sync: a container changed state, a probe
 	// result changed, a back-off or a pull ended.
 	Notify func() `json:"-"`
+	// InCluster, if set, is the in-cluster API at the edge the pods are
+	// given, as the kubelet gives them the cluster's: the
+	// KUBERNETES_SERVICE_HOST/PORT variables (and the kubelet's other
+	// KUBERNETES_* service variables), a token of the node's own in the
+	// serviceAccountToken source of a projected volume (the API server's
+	// kube-api-access-* volume), and in that volume's ca.crt (from the
+	// kube-root-ca.crt ConfigMap) the CA of the edge listener. Without it
+	// no token is projected and the variables are not set.
+	InCluster *InClusterAPI `json:"-"`
 	// Events, if set, takes the events the runtime emits about pods, as
 	// the kubelet's: Pulling, Pulled, Failed, BackOff, Created, Started,
 	// Killing, Unhealthy... (edgecore passes its events.Recorder).
 	Events Recorder `json:"-"`
+}
+
+// InClusterAPI is the in-cluster API the pods are given.
+type InClusterAPI struct {
+	// Host and Port are the listener's (KUBERNETES_SERVICE_HOST, _PORT).
+	Host string
+	Port int
+	// CACert is the PEM of the CA the pods trust for it (their ca.crt).
+	CACert []byte
+	// Tokens mints the pods' tokens (*satoken.Issuer is one).
+	Tokens TokenMinter
+}
+
+// TokenMinter mints a pod's service-account token, valid from now until
+// the returned expiry.
+type TokenMinter interface {
+	Mint(p satoken.Pod, now time.Time) (string, time.Time, error)
 }
 
 // Recorder takes events; it must not block (events.Recorder does not).
@@ -190,6 +217,10 @@ func (c *Config) Validate() error {
 	if l := c.ImageGCLowThresholdPercent; l < 1 || l >= c.ImageGCHighThresholdPercent {
 		return fmt.Errorf("imageGCLowThresholdPercent: %d, want 1 or more and below imageGCHighThresholdPercent %d",
 			l, c.ImageGCHighThresholdPercent)
+	}
+	if ic := c.InCluster; ic != nil && (net.ParseIP(ic.Host) == nil || ic.Port < 1 || ic.Port > 65535 ||
+		len(ic.CACert) == 0 || ic.Tokens == nil) {
+		return errors.New("inCluster: want an IP host, a port, a CA and a token minter")
 	}
 	if c.NodeIP != "" && net.ParseIP(c.NodeIP) == nil {
 		return errors.New("nodeIP: not an IP address")

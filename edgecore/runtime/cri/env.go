@@ -36,6 +36,9 @@ type podEnv struct {
 	nodeCPU  resource.Quantity // allocatable, for resourceFieldRef without a limit
 	nodeMem  resource.Quantity
 
+	// inCluster, if set, is the in-cluster API the pod is given.
+	inCluster *InClusterAPI
+
 	configMaps map[string]*corev1.ConfigMap
 	secrets    map[string]*corev1.Secret
 	services   []envVar // the service variables, once read
@@ -45,9 +48,8 @@ type podEnv struct {
 // serviceVars are the kubelet's service environment variables
 // (FOO_SERVICE_HOST, FOO_PORT_80_TCP, ...) for the Services of the pod's
 // namespace that have a cluster IP, unless the pod turns its service links
-// off. The cluster's own "kubernetes" Service is included only when the
-// edge holds it (pods in the default namespace): the edge does not route to
-// the API server.
+// off. The in-cluster API's KUBERNETES_* variables (inCluster) come after
+// them and win.
 func (e *podEnv) serviceVars() ([]envVar, error) {
 	if e.servicesOK {
 		return e.services, nil
@@ -98,6 +100,18 @@ func serviceEnv(svcs []*corev1.Service) []envVar {
 		}
 	}
 	return out
+}
+
+// serviceEnv is the kubelet's variables of the "kubernetes" Service,
+// pointing at the in-cluster API at the edge. They come first: the
+// container's own env and envFrom override them, as with the kubelet.
+func (ic *InClusterAPI) serviceEnv() []envVar {
+	host, port := ic.Host, strconv.Itoa(ic.Port)
+	addr := "tcp://" + net.JoinHostPort(host, port)
+	pre := "KUBERNETES_PORT_" + port + "_TCP"
+	return []envVar{{"KUBERNETES_SERVICE_HOST", host}, {"KUBERNETES_SERVICE_PORT", port},
+		{"KUBERNETES_SERVICE_PORT_HTTPS", port}, {"KUBERNETES_PORT", addr}, {pre, addr},
+		{pre + "_PROTO", "tcp"}, {pre + "_PORT", port}, {pre + "_ADDR", host}}
 }
 
 func (e *podEnv) configMap(name string, optional *bool) (*corev1.ConfigMap, error) {
@@ -162,13 +176,19 @@ func (e *podEnv) containerEnv(c *corev1.Container) ([]envVar, error) {
 		return "", false
 	}
 	// The service variables first: what the container defines replaces
-	// them, and may refer to them.
+	// them, and may refer to them. The in-cluster API's KUBERNETES_*
+	// variables replace those of a "kubernetes" Service the store holds.
 	svcVars, err := e.serviceVars()
 	if err != nil {
 		return nil, err
 	}
 	for _, v := range svcVars {
 		set(v.name, v.value)
+	}
+	if e.inCluster != nil {
+		for _, v := range e.inCluster.serviceEnv() {
+			set(v.name, v.value)
+		}
 	}
 	for _, from := range c.EnvFrom {
 		switch {

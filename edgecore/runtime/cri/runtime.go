@@ -113,6 +113,10 @@ type podState struct {
 	// which serviceAccountToken skips were logged.
 	volumesWritten  map[string]bool
 	tokenSkipLogged map[string]bool
+	// token is the pod's service-account token of the in-cluster API and
+	// when it is renewed; "" before the first.
+	token      string
+	tokenRenew time.Time
 	// lastWaiting is the last waiting reason logged per container.
 	lastWaiting map[string]string
 	// wake is when a sync was last asked for (a back-off's end).

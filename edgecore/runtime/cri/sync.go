@@ -134,7 +134,7 @@ func (s *podSync) run(ctx context.Context) error {
 	}
 	ip, ips := s.podIPs()
 	s.env = &podEnv{objs: s.r.objs, pod: s.pod, podIP: ip, podIPs: ips, hostIP: s.r.cfg.NodeIP,
-		nodeName: s.r.cfg.NodeName, nodeCPU: s.r.nodeCPU, nodeMem: s.r.nodeMem}
+		nodeName: s.r.cfg.NodeName, nodeCPU: s.r.nodeCPU, nodeMem: s.r.nodeMem, inCluster: s.r.cfg.InCluster}
 	s.vols, s.volErrs = s.r.volumes(s.env, s.ps)
 	changed, err := s.act(ctx)
 	errs = append(errs, err)

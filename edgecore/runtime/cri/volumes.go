@@ -8,8 +8,11 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/tether-edge/tether/edgecore/satoken"
 )
 
 // podDir is where a pod's volumes and termination message files live.
@@ -55,7 +58,7 @@ func (r *Runtime) volumes(env *podEnv, ps *podState) (map[string]string, map[str
 		case v.Projected != nil:
 			secret := false
 			for _, s := range v.Projected.Sources {
-				secret = secret || s.Secret != nil
+				secret = secret || s.Secret != nil || s.ServiceAccountToken != nil && r.cfg.InCluster != nil
 			}
 			err = r.projectVolume(env, ps, v.Name, dir, secret, gid, func() (map[string]fileProjection, error) {
 				return r.projectedPayload(env, ps, v.Name, v.Projected)
@@ -286,16 +289,19 @@ func (e *podEnv) downwardPayload(items []corev1.DownwardAPIVolumeFile, defMode *
 	return out, nil
 }
 
-// projectedPayload merges the sources. A serviceAccountToken source is
-// skipped (the edge has no token to give) and logged once; in a volume that
-// has one, which is the API server's kube-api-access volume, missing
-// ConfigMaps (kube-root-ca.crt) are tolerated too, since the volume is of
-// no use without the token anyway.
+// projectedPayload merges the sources. A serviceAccountToken source gets
+// the pod's token of the in-cluster API at the edge (Config.InCluster,
+// tokenFor), and the kube-root-ca.crt ConfigMap of such a volume (the API
+// server's kube-api-access volume) the CA of that API. Without InCluster, or
+// for a token of another audience (which only the API server could issue),
+// the token is skipped, logged once; in a volume that has one, missing
+// ConfigMaps (kube-root-ca.crt) are tolerated too.
 func (r *Runtime) projectedPayload(env *podEnv, ps *podState, volume string, pv *corev1.ProjectedVolumeSource) (map[string]fileProjection, error) {
 	hasToken := false
 	for _, s := range pv.Sources {
 		hasToken = hasToken || s.ServiceAccountToken != nil
 	}
+	ic := r.cfg.InCluster
 	defMode := int32(mode(pv.DefaultMode, defaultVolumeMode).Perm())
 	out := map[string]fileProjection{}
 	merge := func(m map[string]fileProjection) {
@@ -306,6 +312,17 @@ func (r *Runtime) projectedPayload(env *podEnv, ps *podState, volume string, pv 
 	for _, s := range pv.Sources {
 		switch {
 		case s.ConfigMap != nil:
+			if hasToken && ic != nil && s.ConfigMap.Name == "kube-root-ca.crt" {
+				for _, it := range s.ConfigMap.Items {
+					if it.Key == "ca.crt" {
+						out[it.Path] = fileProjection{data: ic.CACert, mode: mode(it.Mode, defMode)}
+					}
+				}
+				if len(s.ConfigMap.Items) == 0 {
+					out["ca.crt"] = fileProjection{data: ic.CACert, mode: mode(nil, defMode)}
+				}
+				continue
+			}
 			optional := s.ConfigMap.Optional
 			if hasToken {
 				t := true
@@ -329,17 +346,47 @@ func (r *Runtime) projectedPayload(env *podEnv, ps *podState, volume string, pv 
 			}
 			merge(m)
 		case s.ServiceAccountToken != nil:
+			if ic != nil && s.ServiceAccountToken.Audience == "" {
+				tok, err := r.tokenFor(env.pod, ps)
+				if err != nil {
+					return nil, err
+				}
+				out[s.ServiceAccountToken.Path] = fileProjection{data: []byte(tok), mode: mode(nil, defMode)}
+				continue
+			}
 			if !ps.tokenSkipLogged[volume] {
 				ps.tokenSkipLogged[volume] = true
 				r.log.Info("skipping serviceAccountToken projection: no token at the edge",
 					slog.String("pod", env.pod.Namespace+"/"+env.pod.Name), slog.String("volume", volume),
-					slog.String("path", s.ServiceAccountToken.Path))
+					slog.String("path", s.ServiceAccountToken.Path),
+					slog.String("audience", s.ServiceAccountToken.Audience))
 			}
 		case s.ClusterTrustBundle != nil:
 			return nil, errors.New("clusterTrustBundle projection is not supported at the edge")
 		}
 	}
 	return out, nil
+}
+
+// tokenFor returns the pod's token, minted again once 80% of its life has
+// passed (as the kubelet renews projected tokens); the volume is rewritten
+// when it changed.
+func (r *Runtime) tokenFor(p *corev1.Pod, ps *podState) (string, error) {
+	now := time.Now()
+	if ps.token != "" && now.Before(ps.tokenRenew) {
+		return ps.token, nil
+	}
+	sa := p.Spec.ServiceAccountName
+	if sa == "" {
+		sa = "default"
+	}
+	tok, exp, err := r.cfg.InCluster.Tokens.Mint(satoken.Pod{Namespace: p.Namespace, Name: p.Name, UID: string(p.UID),
+		ServiceAccount: sa}, now)
+	if err != nil {
+		return "", fmt.Errorf("service-account token: %w", err)
+	}
+	ps.token, ps.tokenRenew = tok, now.Add(exp.Sub(now)*4/5)
+	return tok, nil
 }
 
 // removePodDir unmounts what is mounted below the pod's directory (tmpfs

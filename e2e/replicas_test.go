@@ -1,0 +1,214 @@
+//go:build integration
+
+package e2e
+
+import (
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// testLB is a TCP load balancer in front of cloudcore replicas, as a
+// Service's would be: each connection goes to the next backend in turn
+// that accepts it (a stopped replica refuses: the next one is tried), and
+// both ends are closed together.
+type testLB struct {
+	t        *testing.T
+	ln       net.Listener
+	backends []string
+
+	mu sync.Mutex
+	// next is the backend the next connection tries first; guarded by mu.
+	next int
+	// open are the relayed connections: their backend, when they were
+	// made and when the backend last sent something; guarded by mu.
+	open map[net.Conn]*lbConn
+}
+
+type lbConn struct {
+	backend int
+	at      time.Time
+	active  atomic.Int64 // Unix nanoseconds
+}
+
+// activeWriter notes when bytes go through.
+type activeWriter struct {
+	w  io.Writer
+	at *atomic.Int64
+}
+
+func (a activeWriter) Write(b []byte) (int, error) {
+	a.at.Store(time.Now().UnixNano())
+	return a.w.Write(b)
+}
+
+func newTestLB(t *testing.T, backends []string) *testLB {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lb := &testLB{t: t, ln: ln, backends: backends, open: map[net.Conn]*lbConn{}}
+	go lb.serve()
+	t.Cleanup(func() { ln.Close() })
+	return lb
+}
+
+func (lb *testLB) addr() string { return lb.ln.Addr().String() }
+
+func (lb *testLB) serve() {
+	for {
+		c, err := lb.ln.Accept()
+		if err != nil {
+			return
+		}
+		go lb.relay(c)
+	}
+}
+
+func (lb *testLB) relay(c net.Conn) {
+	defer c.Close()
+	lb.mu.Lock()
+	first := lb.next
+	lb.next = (lb.next + 1) % len(lb.backends)
+	lb.mu.Unlock()
+	var b net.Conn
+	backend := -1
+	for k := range lb.backends {
+		i := (first + k) % len(lb.backends)
+		var err error
+		if b, err = net.DialTimeout("tcp", lb.backends[i], time.Second); err == nil {
+			backend = i
+			break
+		}
+	}
+	if backend < 0 {
+		return
+	}
+	defer b.Close()
+	o := &lbConn{backend: backend, at: time.Now()}
+	lb.mu.Lock()
+	lb.open[c] = o
+	lb.mu.Unlock()
+	defer func() {
+		lb.mu.Lock()
+		delete(lb.open, c)
+		lb.mu.Unlock()
+	}()
+	done := make(chan struct{}, 2)
+	go func() { io.Copy(b, c); done <- struct{}{} }()
+	go func() { io.Copy(activeWriter{c, &o.active}, b); done <- struct{}{} }()
+	<-done
+}
+
+// session returns the backend of the edge's session, and when its
+// connection was made: the oldest connection made after since, open for a
+// second at least, on which the backend sent something within the last
+// two (the hub's heartbeat answers; an idle keep-alive connection left by
+// the join is not it); -1 if none.
+func (lb *testLB) session(since time.Time) (int, time.Time) {
+	lb.mu.Lock()
+	defer lb.mu.Unlock()
+	best, at := -1, time.Time{}
+	for _, o := range lb.open {
+		if o.at.After(since) && time.Since(o.at) >= time.Second &&
+			time.Since(time.Unix(0, o.active.Load())) < 2*time.Second && (best < 0 || o.at.Before(at)) {
+			best, at = o.backend, o.at
+		}
+	}
+	return best, at
+}
+
+// TestReplicaKill: three cloudcore binaries against the one API server, an
+// edgecore binary reaching them through a TCP load balancer, pods created
+// and deleted, pod statuses and the mapper's device reports flowing. The
+// replica serving the edge is stopped, by SIGTERM (it drains: the edge is
+// told to go, and reconnects at once) and by SIGKILL in turn, and started
+// again. Each time the edge must be served by another replica within
+// failoverBound, and at the end (settle) no acknowledged report is lost, no
+// reported value went back, every pod the churn left is Running in the API
+// server and held by the edge, and no other.
+func TestReplicaKill(t *testing.T) {
+	const failoverBound = 10 * time.Second // SIGTERM: drainTime (5s) and a reconnect
+	rounds := 4
+	if v, err := strconv.Atoi(os.Getenv("TETHER_REPLICA_ROUNDS")); err == nil && v > 0 {
+		rounds = v
+	}
+	r := newReplicaRig(t, "e2e-replicas", 3)
+	m := newCrashMapper(t, r)
+	w := watchReported(t, r)
+	churn, stopChurn := startChurn(t, r)
+	stats := crashStats{rounds: rounds}
+	pc := m.connect(0)
+	stop := make(chan struct{})
+	reporting := make(chan struct{})
+	go func() { defer close(reporting); m.run(pc, stop) }()
+
+	var took []time.Duration
+	since := time.Time{}
+	for round := 1; round <= rounds; round++ {
+		var serving int
+		eventually(t, time.Minute, fmt.Sprintf("round %d: the edge's session on a replica", round), func() (bool, error) {
+			serving, _ = r.lb.session(since)
+			return serving >= 0, nil
+		})
+		time.Sleep(time.Duration(500+rand.IntN(1500)) * time.Millisecond) // statuses and reports flow
+		p := r.replicas[serving]
+		sig := "SIGTERM"
+		killed := time.Now()
+		if round%2 == 0 {
+			sig = "SIGKILL"
+			p.kill()
+		} else {
+			p.stop() // returns once it exited: drained
+		}
+		var back int
+		var at time.Time
+		eventually(t, time.Minute, fmt.Sprintf("round %d: the edge served by another replica after %s", round, sig), func() (bool, error) {
+			back, at = r.lb.session(killed)
+			return back >= 0 && back != serving, nil
+		})
+		// session needs the connection a second old: it was made at at.
+		d := at.Sub(killed)
+		took = append(took, d)
+		t.Logf("round %d: replica %d stopped with %s; the edge's new session on replica %d %s after the signal",
+			round, serving, sig, back, d.Round(time.Millisecond))
+		if d > failoverBound {
+			t.Errorf("round %d: the edge was served again %s after %s, want within %s", round, d, sig, failoverBound)
+		}
+		if err := r.edge.alive(); err != nil {
+			t.Fatal(err)
+		}
+		p.start()
+		since = killed
+	}
+	close(stop)
+	<-reporting
+	// No pod stuck Pending: settle checks every pod the churn left is
+	// Running, the reports and the stores.
+	eventually(t, time.Minute, "no pod Pending", func() (bool, error) {
+		list, err := client.CoreV1().Pods(r.ns).List(t.Context(), metav1.ListOptions{})
+		if err != nil {
+			return false, err
+		}
+		for _, p := range list.Items {
+			if p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodPending {
+				return false, fmt.Errorf("pod %s Pending", p.Name)
+			}
+		}
+		return true, nil
+	})
+	r.settle(m, pc, churn, stopChurn, w, &stats)
+	slices.Sort(took)
+	t.Logf("replica failover: the edge's new session after the signal, over %d rounds: %v", rounds, took)
+}
