@@ -112,17 +112,20 @@ func (lb *testLB) relay(c net.Conn) {
 }
 
 // session returns the backend of the edge's session, and when its
-// connection was made: the oldest connection made after since, open for a
-// second at least, on which the backend sent something within the last
-// two (the hub's heartbeat answers; an idle keep-alive connection left by
-// the join is not it); -1 if none.
+// connection was made: the oldest connection made after since, on which
+// the backend sent something a second or more after it was made and within
+// the last two seconds (the hub's heartbeat answers; an idle keep-alive
+// connection left by the join answered once, at its start: within two
+// seconds of the join it looked like a session and the test stopped the
+// wrong replica); -1 if none.
 func (lb *testLB) session(since time.Time) (int, time.Time) {
 	lb.mu.Lock()
 	defer lb.mu.Unlock()
 	best, at := -1, time.Time{}
 	for _, o := range lb.open {
-		if o.at.After(since) && time.Since(o.at) >= time.Second &&
-			time.Since(time.Unix(0, o.active.Load())) < 2*time.Second && (best < 0 || o.at.Before(at)) {
+		active := time.Unix(0, o.active.Load())
+		if o.at.After(since) && active.Sub(o.at) >= time.Second &&
+			time.Since(active) < 2*time.Second && (best < 0 || o.at.Before(at)) {
 			best, at = o.backend, o.at
 		}
 	}
