@@ -166,6 +166,11 @@ func hasContainer(w http.ResponseWriter, p *corev1.Pod, name string) bool {
 			return true
 		}
 	}
+	for _, c := range p.Spec.EphemeralContainers {
+		if c.Name == name {
+			return true
+		}
+	}
 	http.Error(w, fmt.Sprintf("container %s is not valid for pod %s", name, p.Name), http.StatusNotFound)
 	return false
 }

@@ -51,7 +51,8 @@ func TestServerAnswersBadRequestsClearly(t *testing.T) {
 	log := filepath.Join(t.TempDir(), "0.log")
 	os.WriteFile(log, []byte("2026-12-06T10:00:00Z stdout F hi\n"), 0o644)
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", UID: "u1"},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "main"}}}}
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "main"}},
+			EphemeralContainers: []corev1.EphemeralContainer{{EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "debugger"}}}}}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	s, err := New(Config{NodeName: "n", Pods: onePod{pod}, Runtime: fileRuntime{log}, Logger: quiet})
 	if err != nil {
@@ -72,6 +73,8 @@ func TestServerAnswersBadRequestsClearly(t *testing.T) {
 		{s, "GET", "/containerLogs/ns/p/main", 200, "hi\n"},
 		{s, "GET", "/containerLogs/ns/other/main", 404, "pod ns/other not found on node n"},
 		{s, "GET", "/containerLogs/ns/p/nope", 404, "container nope is not valid for pod p"},
+		{s, "GET", "/containerLogs/ns/p/debugger", 200, "hi\n"}, // an ephemeral container, as kubectl debug reads it
+		{s, "POST", "/exec/ns/p/debugger?command=ls", 500, "not on loopback"},
 		{s, "GET", "/containerLogs/ns/p/main?tailLines=-3", 400, "tailLines"},
 		{s, "GET", "/containerLogs/ns/p/main?previous=true", 404, "previous terminated container"},
 		{s, "POST", "/exec/ns/p/main", 400, "no command given"},

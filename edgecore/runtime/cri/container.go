@@ -82,6 +82,7 @@ func (s *podSync) containerConfig(c *corev1.Container, attempt uint32, image str
 	if err != nil {
 		return nil, err
 	}
+	s.targetNamespace(c.Name, sc.NamespaceOptions)
 	cfg := &runtimeapi.ContainerConfig{
 		Metadata:   &runtimeapi.ContainerMetadata{Name: c.Name, Attempt: attempt},
 		Image:      &runtimeapi.ImageSpec{Image: image, UserSpecifiedImage: c.Image},

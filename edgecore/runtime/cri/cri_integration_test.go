@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -195,11 +196,17 @@ func describe(st *corev1.PodStatus) string {
 	for _, c := range st.Conditions {
 		fmt.Fprintf(&b, "  condition %s=%s %s %s\n", c.Type, c.Status, c.Reason, c.Message)
 	}
-	for _, cs := range append(append([]corev1.ContainerStatus{}, st.InitContainerStatuses...), st.ContainerStatuses...) {
+	for _, cs := range allStatuses(st) {
 		fmt.Fprintf(&b, "  container %s ready=%v restarts=%d state=%s last=%s\n", cs.Name, cs.Ready, cs.RestartCount,
 			stateString(cs.State), stateString(cs.LastTerminationState))
 	}
 	return b.String()
+}
+
+// allStatuses are the statuses of the init, regular and ephemeral
+// containers.
+func allStatuses(st *corev1.PodStatus) []corev1.ContainerStatus {
+	return slices.Concat(st.InitContainerStatuses, st.ContainerStatuses, st.EphemeralContainerStatuses)
 }
 
 func stateString(s corev1.ContainerState) string {
@@ -215,7 +222,7 @@ func stateString(s corev1.ContainerState) string {
 }
 
 func containerStatus(st *corev1.PodStatus, name string) corev1.ContainerStatus {
-	for _, cs := range append(append([]corev1.ContainerStatus{}, st.InitContainerStatuses...), st.ContainerStatuses...) {
+	for _, cs := range allStatuses(st) {
 		if cs.Name == name {
 			return cs
 		}

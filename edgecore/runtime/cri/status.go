@@ -77,6 +77,7 @@ func (s *podSync) status() *corev1.PodStatus {
 		}
 		st.ContainerStatuses = append(st.ContainerStatuses, s.containerStatus(c, w))
 	}
+	st.EphemeralContainerStatuses = s.ephemeralStatuses(defaultWait)
 	st.Phase = phase(pod, st)
 	if s.deadline {
 		st.Phase, st.Reason, st.Message = corev1.PodFailed, "DeadlineExceeded", "Pod was active on the node longer than the specified deadline"

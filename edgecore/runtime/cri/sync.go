@@ -44,6 +44,9 @@ type podSync struct {
 	volErrs   map[string]error
 	imageUser map[string]int64
 	initDone  bool
+	// targets are the IDs of the containers whose PID namespace the
+	// ephemeral containers being started join, by name.
+	targets map[string]string
 	// deadline: the pod ran past its activeDeadlineSeconds; it is stopped
 	// and reported Failed (DeadlineExceeded), and never runs again.
 	deadline bool
@@ -339,10 +342,18 @@ func restartPolicy(pod *corev1.Pod) corev1.RestartPolicy {
 	return pod.Spec.RestartPolicy
 }
 
-// act starts what should run: the first init container not done, or, once
-// all are, every container that is missing, or exited and due a restart.
-// It reports whether it created or stopped anything.
+// act starts what should run: the ephemeral containers that never ran, the
+// first init container not done, or, once all are, every container that is
+// missing, or exited and due a restart. It reports whether it created or
+// stopped anything.
 func (s *podSync) act(ctx context.Context) (bool, error) {
+	ephemeral := s.startEphemeral(ctx)
+	changed, err := s.actContainers(ctx)
+	return ephemeral || changed, err
+}
+
+// actContainers is act for the init containers and the containers.
+func (s *podSync) actContainers(ctx context.Context) (bool, error) {
 	policy := restartPolicy(s.pod)
 	for i := range s.pod.Spec.InitContainers {
 		c := &s.pod.Spec.InitContainers[i]
