@@ -31,3 +31,18 @@ func TestSyncVersionStatus(t *testing.T) {
 		t.Error("other conditions, or the gate condition's time, changed the version")
 	}
 }
+
+// TestSyncVersionEphemeralContainers: adding an ephemeral container (the
+// ephemeralcontainers subresource changes only spec.ephemeralContainers)
+// changes the version, so the pod reaches the edge again.
+func TestSyncVersionEphemeralContainers(t *testing.T) {
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", UID: "u", ResourceVersion: "1"},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "i"}}}}
+	v := PodVersion(p)
+	p.ResourceVersion = "2"
+	p.Spec.EphemeralContainers = []corev1.EphemeralContainer{{TargetContainerName: "c",
+		EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "debugger", Image: "busybox"}}}
+	if PodVersion(p) == v {
+		t.Error("adding an ephemeral container left the version unchanged")
+	}
+}

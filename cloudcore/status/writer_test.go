@@ -293,6 +293,22 @@ func TestPodStatusPatch(t *testing.T) {
 	if n := len(actions(client, "patch", "pods")); n != 1 {
 		t.Fatalf("%d patches after an unchanged status, want 1", n)
 	}
+
+	// An ephemeral container's status (kubectl debug) is written like the
+	// others: the field is not dropped on the way.
+	st := running("up")
+	st.EphemeralContainerStatuses = []corev1.ContainerStatus{{Name: "debugger", Image: "busybox",
+		State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 3, Reason: "Error"}}}}
+	r = newResult(t)
+	w.PodStatus(edge1, podStatusMsg(t, p, st), r.done)
+	if err := r.wait(); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = client.CoreV1().Pods(podNS).Get(t.Context(), "p1", metav1.GetOptions{})
+	if es := got.Status.EphemeralContainerStatuses; len(es) != 1 || es[0].Name != "debugger" ||
+		es[0].State.Terminated == nil || es[0].State.Terminated.ExitCode != 3 {
+		t.Fatalf("ephemeral container statuses %+v: want debugger terminated with exit code 3", es)
+	}
 }
 
 func TestPodStatusRejected(t *testing.T) {
