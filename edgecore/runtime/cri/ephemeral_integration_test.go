@@ -102,4 +102,38 @@ func TestEphemeralContainers(t *testing.T) {
 	if st.Phase != corev1.PodRunning {
 		t.Errorf("pod phase %s after its ephemeral containers exited", st.Phase)
 	}
+
+	// The sandbox dies: the pod runs again in a new one, its ephemeral
+	// containers do not (the kubelet's rule), and are reported terminated.
+	sbs, err := r.listSandboxes(t.Context(), pod.UID)
+	if err != nil || len(sbs) != 1 {
+		t.Fatal(sbs, err)
+	}
+	if _, err := r.rs.StopPodSandbox(t.Context(), &runtimeapi.StopPodSandboxRequest{PodSandboxId: sbs[0].Id}); err != nil {
+		t.Fatal(err)
+	}
+	st = syncUntil(t, r, pod, 20*time.Second, "running in a new sandbox", func(st *corev1.PodStatus) bool {
+		cs := containerStatus(st, "app")
+		return cs.State.Running != nil && cs.ContainerID != appID
+	})
+	for range 3 {
+		time.Sleep(300 * time.Millisecond)
+		if st, err = r.SyncPod(t.Context(), pod); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range []string{"debugger", "alone"} {
+		if term := containerStatus(st, name).State.Terminated; term == nil || term.Reason != "ContainerStatusUnknown" {
+			t.Errorf("%s after the sandbox was replaced:\n%s", name, describe(st))
+		}
+	}
+	list, err := r.listContainers(t.Context(), pod.UID, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range list {
+		if n := c.Metadata.GetName(); n == "debugger" || n == "alone" {
+			t.Errorf("ephemeral container %s started again in the new sandbox", n)
+		}
+	}
 }
