@@ -262,6 +262,32 @@ func TestValidatePod(t *testing.T) {
 	}
 }
 
+// TestValidatePodEphemeralContainers: an ephemeral container's name (a path
+// component of its log and termination files), image and mounts are
+// checked like a container's.
+func TestValidatePodEphemeralContainers(t *testing.T) {
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", UID: "u1"},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "a", Image: "img"}},
+			EphemeralContainers: []corev1.EphemeralContainer{{TargetContainerName: "a",
+				EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "debugger", Image: "busybox"}}}}}
+	if msg := validatePod(pod); msg != "" {
+		t.Fatalf("good pod: %s", msg)
+	}
+	bad := pod.DeepCopy()
+	bad.Spec.EphemeralContainers = append(bad.Spec.EphemeralContainers,
+		corev1.EphemeralContainer{EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "../x", Image: "busybox"}},
+		corev1.EphemeralContainer{EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "a", Image: " ",
+			VolumeMounts: []corev1.VolumeMount{{Name: "nope", MountPath: "/n"}}}})
+	msg := validatePod(bad)
+	for _, want := range []string{`spec.ephemeralContainers[1].name: "../x" is not a valid name`,
+		`spec.ephemeralContainers[2].name: "a" is used twice`, "spec.ephemeralContainers[2].image: empty",
+		`spec.ephemeralContainers[2].volumeMounts[0].name: volume "nope" is not defined`} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("message %q lacks %q", msg, want)
+		}
+	}
+}
+
 func TestConfigDefaults(t *testing.T) {
 	var c Config
 	if err := c.Validate(); err != nil {

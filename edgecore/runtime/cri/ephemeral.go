@@ -48,17 +48,10 @@ func (s *podSync) startEphemeral(ctx context.Context) bool {
 }
 
 // ephemeralTarget is the ID of the container whose PID namespace ec joins
-// ("" for none), or why ec cannot start. The API server validates
-// ephemeral containers; this guards against a name that clashes with
-// another container's, and a target not (yet) created here.
+// ("" for none), or why ec cannot start: its target is not a container of
+// the pod (the API server checks that; a static manifest may not), or not
+// created yet. validatePod checked its name, image and mounts.
 func (s *podSync) ephemeralTarget(ec *corev1.EphemeralContainer) (id, problem string) {
-	for _, cs := range [][]corev1.Container{s.pod.Spec.InitContainers, s.pod.Spec.Containers} {
-		for _, c := range cs {
-			if c.Name == ec.Name {
-				return "", fmt.Sprintf("ephemeral container %q has the name of another container of the pod", ec.Name)
-			}
-		}
-	}
 	t := ec.TargetContainerName
 	if t == "" {
 		return "", ""

@@ -99,5 +99,9 @@ func validatePod(pod *corev1.Pod) string {
 	for i := range pod.Spec.Containers {
 		check(fmt.Sprintf("spec.containers[%d]", i), &pod.Spec.Containers[i])
 	}
+	for i := range pod.Spec.EphemeralContainers {
+		c := corev1.Container(pod.Spec.EphemeralContainers[i].EphemeralContainerCommon)
+		check(fmt.Sprintf("spec.ephemeralContainers[%d]", i), &c)
+	}
 	return strings.Join(errs, "; ")
 }
