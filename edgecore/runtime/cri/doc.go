@@ -15,6 +15,9 @@
 //     containers;
 //   - init containers run one at a time, in order, to completion; then the
 //     containers start;
+//   - ephemeral containers (kubectl debug) start in the running sandbox,
+//     each once, never restarted, in the PID namespace of their
+//     targetContainerName (the CRI's TARGET mode);
 //   - an exited container is restarted as the restart policy says, after an
 //     exponential back-off (CrashLoopBackOff), and a container whose liveness
 //     or startup probe failed is killed and restarted;
