@@ -252,9 +252,13 @@ func TestValidatePod(t *testing.T) {
 	bad := pod.DeepCopy()
 	bad.Spec.Containers = append(bad.Spec.Containers, corev1.Container{Name: "a", Image: "",
 		VolumeMounts:  []corev1.VolumeMount{{Name: "w", MountPath: "rel"}},
-		LivenessProbe: &corev1.Probe{}})
+		LivenessProbe: &corev1.Probe{}},
+		// A name is a path component of the container's log and
+		// termination files: ".." would climb out of the pod's directory.
+		corev1.Container{Name: "..", Image: "img"})
 	msg := validatePod(bad)
 	for _, want := range []string{`spec.containers[1].name: "a" is used twice`, "spec.containers[1].image: empty",
+		`spec.containers[2].name: ".." is not a valid name`,
 		`volume "w" is not defined`, `mountPath: "rel" is not absolute`, "livenessProbe: needs exactly one handler"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("message %q lacks %q", msg, want)

@@ -41,7 +41,7 @@ func validatePod(pod *corev1.Pod) string {
 	}
 	names := map[string]bool{}
 	check := func(field string, c *corev1.Container) {
-		if c.Name == "" || strings.ContainsAny(c.Name, "/ ") {
+		if c.Name == "" || strings.ContainsAny(c.Name, "/ ") || strings.HasPrefix(c.Name, ".") {
 			add("%s.name: %q is not a valid name", field, c.Name)
 		}
 		if names[c.Name] {
