@@ -124,6 +124,15 @@ func (p *Proxy) Last() (Ruleset, int) {
 // apply the first ruleset ends Start (the node cannot route Services); a
 // later one is logged and tried again at the next change or after 5s.
 func (p *Proxy) Start(ctx context.Context) error {
+	// Watch the pods' statuses before the first ruleset reads them: a
+	// status reported in between (the pod manager's first pass after a
+	// restart) would otherwise go unseen, and the node's own endpoints
+	// stay out of the rules until the next change (found by the demo's
+	// walk-through: the price Service refused after edgecore restarted).
+	var pods <-chan struct{}
+	if p.cfg.Pods != nil {
+		pods = p.cfg.Pods.Watch()
+	}
 	if err := p.sync(); err != nil {
 		return fmt.Errorf("svcproxy: the Service rules cannot be applied (they need CAP_NET_ADMIN and nf_tables; "+
 			"services.proxy: false runs the node without Service routing): %w", err)
@@ -131,10 +140,6 @@ func (p *Proxy) Start(ctx context.Context) error {
 	close(p.ready)
 	retry := time.NewTimer(time.Hour)
 	retry.Stop()
-	var pods <-chan struct{}
-	if p.cfg.Pods != nil {
-		pods = p.cfg.Pods.Watch()
-	}
 	for {
 		select {
 		case <-ctx.Done():
