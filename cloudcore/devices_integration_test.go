@@ -392,3 +392,19 @@ func poll(t *testing.T, what string, cond func() bool) {
 		}
 	}
 }
+
+// startControlPlane starts a control plane for the test (stopped at its
+// end) and returns it with an admin client.
+func startControlPlane(t *testing.T, log *slog.Logger) (*controlplane.ControlPlane, *kubernetes.Clientset) {
+	t.Helper()
+	cp, err := controlplane.Start(t.Context(), controlplane.Options{Dir: t.TempDir(), Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cp.Stop() })
+	client, err := kubernetes.NewForConfig(cp.RESTConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cp, client
+}

@@ -11,11 +11,9 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/tether-edge/tether/cloudcore/enroll"
 	"github.com/tether-edge/tether/cloudcore/jointoken"
-	"github.com/tether-edge/tether/controlplane"
 	"github.com/tether-edge/tether/edgecore/join"
 	"github.com/tether-edge/tether/pki"
 )
@@ -28,15 +26,7 @@ import (
 func TestJoinAsServiceAccount(t *testing.T) {
 	ctx := t.Context()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	cp, err := controlplane.Start(ctx, controlplane.Options{Dir: t.TempDir(), Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cp.Stop() })
-	client, err := kubernetes.NewForConfig(cp.RESTConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
+	cp, client := startControlPlane(t, log)
 	applyRBAC(t, client)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -17,9 +17,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-
-	"github.com/tether-edge/tether/controlplane"
 )
 
 // TestMetricsEndpoint scrapes cloudcore's /metrics on the hub's listener as
@@ -29,15 +26,7 @@ import (
 func TestMetricsEndpoint(t *testing.T) {
 	ctx := t.Context()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	cp, err := controlplane.Start(ctx, controlplane.Options{Dir: t.TempDir(), Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cp.Stop() })
-	client, err := kubernetes.NewForConfig(cp.RESTConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
+	cp, client := startControlPlane(t, log)
 	applyRBAC(t, client)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
