@@ -25,6 +25,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/tether-edge/tether/edgecore/runtime/cri/critest"
+	"github.com/tether-edge/tether/testimages"
 )
 
 // containerd is the private containerd every test of the package uses.
@@ -416,6 +417,54 @@ func TestRestartPolicyAndBackoff(t *testing.T) {
 			t.Errorf("%s restarted:\n%s", p.Name, describe(st))
 		}
 	}
+}
+
+// A crash-looping container whose image is updated starts with the new
+// image at once, and its restarts back off afresh: the back-off the old
+// image built up (at its 4s maximum) does not hold the new one, as the
+// kubelet keys its back-off by the container's spec hash.
+func TestBackoffResetOnImageUpdate(t *testing.T) {
+	r := newRuntime(t, newObjects())
+	files, err := testimages.BusyboxFiles(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const updated = "tether.test/busybox:backoff-reset"
+	if err := containerd.ImportImage(t.Context(), updated, files); err != nil {
+		t.Fatal(err)
+	}
+	pod := busyboxPod("crash-update", `exit 3`)
+	syncUntil(t, r, pod, 30*time.Second, "at the maximum back-off", func(st *corev1.PodStatus) bool {
+		w := containerStatus(st, "app").State.Waiting
+		return w != nil && w.Reason == "CrashLoopBackOff" && strings.HasPrefix(w.Message, "back-off 4s ")
+	})
+	before := containerStatus(mustSync(t, r, pod), "app").RestartCount
+
+	pod.Spec.Containers[0].Image = updated
+	var msgs []string
+	st := syncUntil(t, r, pod, 20*time.Second, "in back-off with the new image", func(st *corev1.PodStatus) bool {
+		cs := containerStatus(st, "app")
+		if w := cs.State.Waiting; w != nil && w.Reason == "CrashLoopBackOff" && cs.RestartCount > before {
+			msgs = append(msgs, w.Message)
+			return true
+		}
+		return false
+	})
+	if !strings.HasPrefix(msgs[0], "back-off 1s ") {
+		t.Errorf("first back-off with the new image: %q, want the initial 1s\n%s", msgs[0], describe(st))
+	}
+	if cs := containerStatus(st, "app"); cs.Image != updated && !strings.Contains(cs.Image, "backoff-reset") {
+		t.Errorf("image %q, want %s", cs.Image, updated)
+	}
+}
+
+func mustSync(t *testing.T, r *Runtime, pod *corev1.Pod) *corev1.PodStatus {
+	t.Helper()
+	st, err := r.SyncPod(t.Context(), pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
 }
 
 func TestInitContainersRunInOrder(t *testing.T) {

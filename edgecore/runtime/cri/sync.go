@@ -15,6 +15,7 @@ import (
 	grpcstatus "google.golang.org/grpc/status"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/tether-edge/tether/edgecore/events"
@@ -447,9 +448,10 @@ func probeGrace(pod *corev1.Pod, p *corev1.Probe) time.Duration {
 }
 
 // restart starts a new attempt of an exited container unless it is in
-// back-off, in which case it waits in CrashLoopBackOff.
+// back-off, in which case it waits in CrashLoopBackOff. The back-off is the
+// container's with this spec (restartKey): a new image starts afresh.
 func (s *podSync) restart(ctx context.Context, c *corev1.Container, latest *runtimeapi.ContainerStatus) bool {
-	key := string(s.pod.UID) + "/" + c.Name
+	key := restartKey(s.pod.UID, c)
 	finished := latest.FinishedAt
 	if finished == 0 {
 		finished = latest.CreatedAt
@@ -465,6 +467,14 @@ func (s *podSync) restart(ctx context.Context, c *corev1.Container, latest *runt
 	}
 	s.r.restarts.next(key, s.now)
 	return s.start(ctx, c)
+}
+
+// restartKey is the restart back-off's key of c in the pod: its UID (all
+// of a pod's keys start with "<uid>/"), the container's name and its spec
+// hash, as the kubelet keys its back-off, so that a container whose image
+// is updated is not held by the back-off the old image built up.
+func restartKey(uid types.UID, c *corev1.Container) string {
+	return string(uid) + "/" + c.Name + "/" + containerHash(c)
 }
 
 // nextAttempt is the attempt number of c's next container: one more than
