@@ -53,9 +53,7 @@ CONFORMANCE_NODES ?= 4
 # entry, its spaces written as dots (e2e/conformance_test.go reads these
 # lines; ginkgo skips a spec whose full name matches one).
 CONFORMANCE_SKIP += with.a.new.image.should.be.able.to.pull  # pulls from registry.k8s.io and gcr.io: no registry may be called from here (the 'should not be able to pull' specs run: every pull fails at a closed loopback port)
-CONFORMANCE_SKIP += should.be.consumable.via.the.environment  # envFrom names like data-1: Debian's busybox-static 1.35 sh drops variables that are not shell names before running env (the suite's busybox 1.36 keeps them); edgecore passes them (cri TestContainerEnv)
 CONFORMANCE_SKIP += PrivilegedPod.*should.enable.privileged.commands  # runs `ip link add dummy1 type dummy`: this machine's kernel has no dummy links (Unknown device type), privileged or not
-CONFORMANCE_SKIP += back-off.timer.reset.on.image.update  # updates the pod's image to nginx:1.14-4, which is not built here (no registry): it waits for a pull that cannot succeed
 
 conformance: deps build kube-binaries conformance-binaries ## Kubernetes [NodeConformance] on an edge node (as root): conformance/out/junit.xml and the counts
 	TETHER_CONFORMANCE_FOCUS='$(CONFORMANCE_FOCUS)' TETHER_CONFORMANCE_NODES=$(CONFORMANCE_NODES) \

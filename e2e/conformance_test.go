@@ -7,7 +7,10 @@ import (
 	"context"
 	"encoding/xml"
 	"fmt"
+	"io"
 	"io/fs"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +24,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/tether-edge/tether/edgecore/runtime/cri/critest"
 	"github.com/tether-edge/tether/testimages"
@@ -73,6 +77,7 @@ const (
 	pauseImage      = "registry.k8s.io/pause:3.10"
 	nonewprivsImage = "registry.k8s.io/e2e-test-images/nonewprivs:1.3"
 	nonrootImage    = "registry.k8s.io/e2e-test-images/nonroot:1.4"
+	nginxImage      = "registry.k8s.io/e2e-test-images/nginx:1.14-4"
 )
 
 func TestNodeConformance(t *testing.T) {
@@ -108,7 +113,7 @@ func TestNodeConformance(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctd := containerd(t)
-	importConformanceImages(t, ctd, bin)
+	importConformanceImages(t, ctd, conformanceImages(t, bin))
 	blackholeServices(t)
 
 	// The edge must be the cluster's only node: the nodes that the tests
@@ -172,6 +177,73 @@ func TestNodeConformance(t *testing.T) {
 	}
 }
 
+// The images built for the conformance run behave as the suite's: the
+// nginx image serves its welcome page on port 80 of the pod's IP, logs the
+// request to the container's output, and runs the /bin/sh -c "sleep 5" of
+// the back-off spec; the busybox image's sh passes variables whose names
+// are not shell names (data-1, as envFrom makes them) on to what it runs.
+func TestConformanceImages(t *testing.T) {
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var images []conformanceImage
+	for _, img := range conformanceImages(t, filepath.Join(root, "bin")) {
+		if img.name == nginxImage || img.name == busyboxImage {
+			images = append(images, img)
+		}
+	}
+	importConformanceImages(t, containerd(t), images)
+	ns := namespace(t)
+	c := startCloud(t)
+	e := newCRIEdge(t, c, "e2e-conformance-images")
+	e.start()
+
+	web := barePod(ns, "nginx", e.name)
+	web.Spec.Containers[0].Image, web.Spec.Containers[0].Command = nginxImage, nil
+	web.Spec.Containers[0].ImagePullPolicy = corev1.PullIfNotPresent
+	web.Spec.Containers[0].Ports = []corev1.ContainerPort{{ContainerPort: 80}}
+	web.Spec.Containers[0].ReadinessProbe = &corev1.Probe{PeriodSeconds: 1, ProbeHandler: corev1.ProbeHandler{
+		HTTPGet: &corev1.HTTPGetAction{Path: "/", Port: intstr.FromInt32(80)}}}
+	createPod(t, web)
+	sleeper := barePod(ns, "nginx-sh", e.name)
+	sleeper.Spec.RestartPolicy = corev1.RestartPolicyNever
+	sleeper.Spec.Containers[0].Image = nginxImage
+	sleeper.Spec.Containers[0].ImagePullPolicy = corev1.PullIfNotPresent
+	sleeper.Spec.Containers[0].Command = []string{"/bin/sh", "-c", "sleep 1", "/crash/missing"}
+	createPod(t, sleeper)
+	env := barePod(ns, "busybox-env", e.name)
+	env.Spec.RestartPolicy = corev1.RestartPolicyNever
+	env.Spec.Containers[0].Image = busyboxImage
+	env.Spec.Containers[0].ImagePullPolicy = corev1.PullIfNotPresent
+	env.Spec.Containers[0].Command = []string{"sh", "-c", "env"}
+	env.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "data-1", Value: "value-1"}, {Name: "p-data.2", Value: "value-2"}}
+	env = createPod(t, env)
+
+	web = waitPod(t, ns, web.Name, 90*time.Second, "Running and Ready", runningAndReady)
+	hc := &http.Client{Transport: &http.Transport{}, Timeout: 10 * time.Second} // no proxy
+	resp, err := hc.Get("http://" + net.JoinHostPort(web.Status.PodIP, "80") + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "<title>Welcome to nginx!</title>") ||
+		!strings.HasPrefix(resp.Header.Get("Server"), "nginx/") {
+		t.Errorf("GET /: %v %s %q: %s", err, resp.Status, resp.Header.Get("Server"), tailString(string(body), 300))
+	}
+	// The access log is the container's output.
+	waitFileHolds(t, e.logFile(web, 0), `"GET / HTTP/1.1" 200`, 20*time.Second)
+
+	for _, name := range []string{sleeper.Name, env.Name} {
+		waitPod(t, ns, name, 60*time.Second, "Succeeded", func(p *corev1.Pod) (bool, error) {
+			return p.Status.Phase == corev1.PodSucceeded, fmt.Errorf("%s", describePod(p))
+		})
+	}
+	waitFileHolds(t, e.logFile(env, 0), "data-1=value-1", 10*time.Second)
+	waitFileHolds(t, e.logFile(env, 0), "p-data.2=value-2", 10*time.Second)
+}
+
 // conformanceSkips reads the Makefile's skip list: one
 // `CONFORMANCE_SKIP += <regexp> # reason` line per entry; the regexps'
 // spaces are written as dots (make splits on spaces).
@@ -200,11 +272,32 @@ func conformanceSkips(makefile string) ([]string, error) {
 	return skips, sc.Err()
 }
 
-// importConformanceImages builds the suite's images and imports them into
-// containerd under the names the suite asks for. agnhost's image has
-// busybox's shell and tools beside /agnhost (the real one is Alpine with
-// /agnhost), nonewprivs the setuid nnp program, nonroot runs as user 1234.
-func importConformanceImages(t *testing.T, ctd *critest.Containerd, bin string) {
+// conformanceImage is one of the suite's images, built here.
+type conformanceImage struct {
+	name  string
+	files []testimages.File
+	cfg   testimages.Config
+}
+
+// importConformanceImages imports the images into containerd under the
+// names the suite asks for.
+func importConformanceImages(t *testing.T, ctd *critest.Containerd, images []conformanceImage) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	for _, img := range images {
+		if err := ctd.ImportImageConfig(ctx, img.name, img.files, img.cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// conformanceImages builds the suite's images from the programs in bin
+// and this machine's Debian packages. agnhost's image has busybox's tools
+// beside /agnhost (the real one is Alpine with /agnhost), nonewprivs the
+// setuid nnp program, nonroot runs as user 1234, nginx is Debian's nginx
+// (nginxFiles).
+func conformanceImages(t *testing.T, bin string) []conformanceImage {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
@@ -245,8 +338,9 @@ func importConformanceImages(t *testing.T, ctd *critest.Containerd, bin string) 
 	if err != nil {
 		t.Fatalf("%v (make deps installs bash-static)", err)
 	}
-	agnhostExtra = append(agnhostExtra, testimages.File{Path: "bin/bash", Mode: 0o755, Data: bash},
-		testimages.File{Path: "bin/sh", Mode: fs.ModeSymlink | 0o777, Link: "/bin/bash"})
+	bashSh := []testimages.File{{Path: "bin/bash", Mode: 0o755, Data: bash},
+		{Path: "bin/sh", Mode: fs.ModeSymlink | 0o777, Link: "/bin/bash"}}
+	agnhostExtra = append(agnhostExtra, bashSh...)
 	// agnhost netexec serves HTTPS with the image's /localhost.crt and
 	// /localhost.key (test/images/agnhost/porter, in the module cache).
 	kubeDir, err := exec.Command("go", "list", "-modfile", filepath.Join(bin, "..", "tools", "kube", "go.mod"),
@@ -261,12 +355,16 @@ func importConformanceImages(t *testing.T, ctd *critest.Containerd, bin string) 
 		}
 		agnhostExtra = append(agnhostExtra, testimages.File{Path: f, Mode: 0o644, Data: b})
 	}
-	images := []struct {
-		name  string
-		files []testimages.File
-		cfg   testimages.Config
-	}{
-		{busyboxImage, with(), testimages.Config{Cmd: []string{"sh"}, Env: env}},
+	nginx, err := nginxFiles(busybox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []conformanceImage{
+		// The busybox image's sh is bash too: Debian's busybox 1.35 sh
+		// leaves the variables whose names are not shell names (data-1)
+		// out of the environment of what it runs; the suite's busybox 1.36
+		// and bash pass them on (its envFrom specs run `sh -c env`).
+		{busyboxImage, with(bashSh...), testimages.Config{Cmd: []string{"sh"}, Env: env}},
 		{agnhostImage, with(append(agnhostExtra,
 			testimages.File{Path: "agnhost", Mode: 0o755, Data: agnhost},
 			testimages.File{Path: "agnhost-2", Mode: fs.ModeSymlink | 0o777, Link: "agnhost"},
@@ -277,12 +375,85 @@ func importConformanceImages(t *testing.T, ctd *critest.Containerd, bin string) 
 		{nonewprivsImage, with(testimages.File{Path: "usr/local/bin/nnp", Mode: fs.ModeSetuid | 0o755, Data: read("nnp")}),
 			testimages.Config{Cmd: []string{"nnp"}, Env: env}},
 		{nonrootImage, with(), testimages.Config{Cmd: []string{"sh"}, Env: env, User: "1234"}},
+		{nginxImage, nginx, testimages.Config{Cmd: []string{"nginx", "-g", "daemon off;"}, Env: env}},
 	}
-	for _, img := range images {
-		if err := ctd.ImportImageConfig(ctx, img.name, img.files, img.cfg); err != nil {
-			t.Fatal(err)
+}
+
+// nginxConf and nginxSite are the configuration of the upstream image
+// (nginx:1.14-alpine, which test/images/nginx mirrors): worker processes
+// as user nginx, the access log and error log to the container's stdout
+// and stderr, /usr/share/nginx/html served on port 80.
+const (
+	nginxConf = `user nginx;
+worker_processes 1;
+error_log /var/log/nginx/error.log warn;
+pid /var/run/nginx.pid;
+events {
+    worker_connections 1024;
+}
+http {
+    include /etc/nginx/mime.types;
+    default_type application/octet-stream;
+    log_format main '$remote_addr - $remote_user [$time_local] "$request" '
+                    '$status $body_bytes_sent "$http_referer" '
+                    '"$http_user_agent" "$http_x_forwarded_for"';
+    access_log /var/log/nginx/access.log main;
+    sendfile on;
+    keepalive_timeout 65;
+    include /etc/nginx/conf.d/*.conf;
+}
+`
+	nginxSite = `server {
+    listen 80;
+    server_name localhost;
+    location / {
+        root /usr/share/nginx/html;
+        index index.html index.htm;
+    }
+}
+`
+)
+
+// nginxFiles is the nginx image's layer, as upstream's: busybox's shell
+// and tools (the suite runs /bin/sh in it; upstream's is Alpine's
+// busybox), Debian's /usr/sbin/nginx with its shared libraries, the
+// configuration of nginxConf and nginxSite, Debian's mime.types and
+// welcome page, and the user nginx (101, as upstream's).
+func nginxFiles(busybox []testimages.File) ([]testimages.File, error) {
+	var files []testimages.File
+	for _, f := range busybox {
+		if f.Path != "etc/passwd" && f.Path != "etc/group" {
+			files = append(files, f)
 		}
 	}
+	prog, err := hostProgram("/usr/sbin/nginx", "usr/sbin/nginx")
+	if err != nil {
+		return nil, fmt.Errorf("%w (make deps installs nginx)", err)
+	}
+	files = append(files, prog...)
+	for _, f := range []struct{ from, to string }{
+		{"/etc/nginx/mime.types", "etc/nginx/mime.types"},
+		{"/usr/share/nginx/html/index.html", "usr/share/nginx/html/index.html"},
+	} {
+		b, err := os.ReadFile(f.from)
+		if err != nil {
+			return nil, fmt.Errorf("%w (make deps installs nginx)", err)
+		}
+		files = append(files, testimages.File{Path: f.to, Mode: 0o644, Data: b})
+	}
+	return append(files,
+		testimages.File{Path: "etc/passwd", Mode: 0o644, Data: []byte("root:x:0:0:root:/root:/bin/sh\n" +
+			"nginx:x:101:101:nginx:/var/cache/nginx:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")},
+		testimages.File{Path: "etc/group", Mode: 0o644, Data: []byte("root:x:0:\nnginx:x:101:nginx\nnobody:x:65534:\n")},
+		testimages.File{Path: "etc/nginx/nginx.conf", Mode: 0o644, Data: []byte(nginxConf)},
+		testimages.File{Path: "etc/nginx/conf.d/default.conf", Mode: 0o644, Data: []byte(nginxSite)},
+		// Debian's nginx keeps its temporary files under /var/lib/nginx
+		// (it makes the directories below at start).
+		testimages.File{Path: "var/lib/nginx", Mode: fs.ModeDir | 0o755},
+		testimages.File{Path: "var/run", Mode: fs.ModeDir | 0o755},
+		testimages.File{Path: "var/log/nginx/access.log", Mode: fs.ModeSymlink | 0o777, Link: "/dev/stdout"},
+		testimages.File{Path: "var/log/nginx/error.log", Mode: fs.ModeSymlink | 0o777, Link: "/dev/stderr"},
+	), nil
 }
 
 // hostProgram is a dynamically linked program of this machine, at as in the

@@ -14,14 +14,17 @@ export DEBIAN_FRONTEND=noninteractive
 # the demo and the CRI tests. mosquitto, mosquitto-clients: the MQTT broker
 # for devices. curl: the demo fetches a page from a pod; curl and
 # netcat-openbsd also go into the conformance run's agnhost image, with
-# bash-static as its shell. python3-pymodbus
+# bash-static as its shell (and the busybox image's); nginx: its binary,
+# libraries, mime.types and welcome page make the conformance run's nginx
+# image (the package also installs a service the tests do not use).
+# python3-pymodbus
 # (run with /usr/bin/python3; its server imports serial_asyncio, only a
 # recommended package), mbpoll: a Modbus TCP device and master for the
 # mapper's tests. qemu-user-static: the arm64 and armv7 release binaries run
 # under it in a test. systemd: systemd-analyze verifies edgecore's unit in a
 # test. file: tells that a release binary is static.
 pkgs=(etcd-server containerd runc containernetworking-plugins iproute2 busybox-static mosquitto mosquitto-clients
-  curl netcat-openbsd bash-static python3-pymodbus python3-serial-asyncio mbpoll qemu-user-static systemd file)
+  curl netcat-openbsd bash-static nginx python3-pymodbus python3-serial-asyncio mbpoll qemu-user-static systemd file)
 
 # One dpkg-query for all: "<package> <status>" for those dpkg knows.
 declare -A have=()
