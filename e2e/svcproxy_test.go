@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -28,18 +29,79 @@ import (
 // while the test runs, so that a ClusterIP nothing routes is dropped here
 // and never leaves by the default route. Its own metric, so that another
 // test's route of the same range is neither refused nor removed.
+//
+// Test processes that run at once on the host (two conformance runs, or
+// one and TestServiceRouting) share the route: each holds a shared flock
+// on serviceRouteLock while it uses it, adds the route with `ip route
+// replace` (an identical route already there is no error), and only the
+// last one out, the one that then gets the lock exclusively, deletes it.
+// A process that dies drops its lock with it; the route it may leave is
+// replaced by the next user and deleted by its last.
 func blackholeServices(t *testing.T) {
 	t.Helper()
-	args := []string{"route", "add", "blackhole", controlplane.ServiceClusterIPRange, "metric", "4217"}
+	lock, err := os.OpenFile(serviceRouteLock, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Waits while a last user deletes the route.
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_SH); err != nil {
+		lock.Close()
+		t.Fatalf("flock %s: %v", serviceRouteLock, err)
+	}
+	args := []string{"route", "replace", "blackhole", controlplane.ServiceClusterIPRange, "metric", "4217"}
 	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+		lock.Close()
 		t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
 	}
 	t.Cleanup(func() {
+		defer lock.Close()
+		if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+			return // another process still uses the route
+		}
 		args[1] = "del"
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+		// "No such process": gone already (a process of before this
+		// lock deleted it); the route is gone either way.
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil && !strings.Contains(string(out), "No such process") {
 			t.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, out)
 		}
 	})
+}
+
+// serviceRouteLock is the file whose flock counts blackholeServices' users
+// on this host.
+const serviceRouteLock = "/run/tether-e2e-service-route.lock"
+
+// Two users of the blackhole route at once, as two test processes would
+// be: the first one out leaves the route to the other, the last deletes
+// it.
+func TestBlackholeServicesShared(t *testing.T) {
+	route := func() string {
+		out, err := exec.Command("ip", "route", "show", "type", "blackhole", controlplane.ServiceClusterIPRange).CombinedOutput()
+		if err != nil {
+			t.Fatalf("ip route show: %v: %s", err, out)
+		}
+		return string(out)
+	}
+	t.Run("outer", func(t *testing.T) {
+		blackholeServices(t)
+		t.Run("inner", func(t *testing.T) {
+			blackholeServices(t) // an identical route is there: no "File exists"
+		})
+		if !strings.Contains(route(), "metric 4217") {
+			t.Error("the inner user deleted the route the outer one still uses")
+		}
+	})
+	// Gone, unless another process on the host uses it now.
+	lock, err := os.OpenFile(serviceRouteLock, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
+		if r := route(); strings.Contains(r, "metric 4217") {
+			t.Errorf("route left after its last user: %s", r)
+		}
+	}
 }
 
 // endpointsOf is what the edge's proxy last applied for the Service
