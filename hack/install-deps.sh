@@ -14,7 +14,7 @@ export DEBIAN_FRONTEND=noninteractive
 # the demo and the CRI tests. mosquitto, mosquitto-clients: the MQTT broker
 # for devices. curl: the demo fetches a page from a pod; curl and
 # netcat-openbsd also go into the conformance run's agnhost image, with
-# bash-static as its shell (and the busybox image's); nginx: its binary,
+# bash-static as its shell; nginx: its binary,
 # libraries, mime.types and welcome page make the conformance run's nginx
 # image (the package also installs a service the tests do not use).
 # python3-pymodbus
