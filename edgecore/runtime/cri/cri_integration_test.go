@@ -434,6 +434,17 @@ func TestBackoffResetOnImageUpdate(t *testing.T) {
 		t.Fatal(err)
 	}
 	pod := busyboxPod("crash-update", `exit 3`)
+	// The image goes with the test (the image GC test counts the images).
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := r.KillPod(ctx, pod.UID, 0); err != nil {
+			t.Error(err)
+		}
+		if _, err := r.is.RemoveImage(ctx, &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: updated}}); err != nil {
+			t.Error(err)
+		}
+	})
 	syncUntil(t, r, pod, 30*time.Second, "at the maximum back-off", func(st *corev1.PodStatus) bool {
 		w := containerStatus(st, "app").State.Waiting
 		return w != nil && w.Reason == "CrashLoopBackOff" && strings.HasPrefix(w.Message, "back-off 4s ")
