@@ -23,7 +23,8 @@ import (
 // (testdata/engine/*.txt).
 //
 // An Output.Read must be answered with OutboxRead, and an Output.Commit
-// with Committed, before any other input.
+// with Committed, before any other input, unless the session ends first
+// (Down): the shell may leave them unanswered then.
 type Engine struct {
 	window      int
 	resendAfter time.Duration
@@ -187,11 +188,19 @@ func (e *Engine) Step(now time.Time, in Input) Output {
 		o.Connected = true
 		e.fill(&o)
 	case Down:
+		// A Read or Commit asked for in the session that ended may never
+		// be answered: the shell stops carrying out an Output at the
+		// first failed send. Left set, either would stop every later
+		// session from reading the outbox (nothing sent upstream until
+		// edgecore restarts).
 		e.up = false
-		e.inflight, e.refused = nil, nil
+		e.inflight, e.refused, e.reading, e.applying = nil, nil, false, nil
 	case OutboxChanged:
 		e.fill(&o)
 	case OutboxRead:
+		if !e.reading {
+			return o // the answer to a read of an ended session
+		}
 		e.reading = false
 		if in.Err != nil {
 			o.Fail = fmt.Errorf("read outbox: %w", in.Err)
