@@ -32,6 +32,7 @@ import (
 
 	"github.com/tether-edge/tether/edgecore/accessreview"
 	"github.com/tether-edge/tether/edgecore/agent"
+	"github.com/tether-edge/tether/edgecore/apirelay"
 	"github.com/tether-edge/tether/edgecore/credentials"
 	"github.com/tether-edge/tether/edgecore/devicetwin"
 	"github.com/tether-edge/tether/edgecore/events"
@@ -449,6 +450,14 @@ type InClusterConfig struct {
 	// AccessMaxAge is how long such an answer is used with the cloud away
 	// (default 72h); past it reads are refused until the cloud is back.
 	AccessMaxAge metav1.Duration `json:"accessMaxAge,omitempty"`
+	// RefuseWrites refuses the pods' writes (405; 503 with the cloud
+	// away) instead of relaying them to the cloud's API server with a
+	// token of the pod's service account (default false: relayed, see
+	// package apirelay; a hub older than protocol 7 gets them refused).
+	RefuseWrites bool `json:"refuseWrites,omitempty"`
+	// WriteTimeout bounds a relayed write, from the pod's request to the
+	// cloud's answer (default 15s; past it 504).
+	WriteTimeout metav1.Duration `json:"writeTimeout,omitempty"`
 }
 
 func (c *Config) validateInCluster() error {
@@ -479,6 +488,12 @@ func (c *Config) validateInCluster() error {
 	}
 	if ic.AccessMaxAge.Duration == 0 {
 		ic.AccessMaxAge.Duration = 72 * time.Hour
+	}
+	if ic.WriteTimeout.Duration == 0 {
+		ic.WriteTimeout.Duration = 15 * time.Second
+	}
+	if d := ic.WriteTimeout.Duration; d < time.Second || d > 5*time.Minute {
+		return fmt.Errorf("inCluster.writeTimeout: %s is not between 1s and 5m", d)
 	}
 	if ic.AccessRefresh.Duration < time.Second || ic.AccessMaxAge.Duration < ic.AccessRefresh.Duration {
 		return fmt.Errorf("inCluster: accessRefresh %s must be 1s or more and at most accessMaxAge %s",
@@ -927,6 +942,7 @@ func New(cfg Config) (*EdgeCore, error) {
 		podCreds  *satoken.Credentials
 		access    *accessreview.Cache
 		inCluster *metaserver.InClusterConfig
+		relay     *apirelay.Relay
 	)
 	if ic := cfg.InCluster; ic.Enable {
 		podCreds, err = satoken.Load(CredentialsDir(cfg.DataDir), cfg.NodeName, ic.TokenLifetime.Duration)
@@ -958,6 +974,15 @@ func New(cfg Config) (*EdgeCore, error) {
 		}
 		inCluster = &metaserver.InClusterConfig{Addr: addr.String(), Certificate: cert, Allowed: allowed,
 			Tokens: podCreds.Issuer, Authorizer: access}
+		if !ic.RefuseWrites {
+			relay, err = apirelay.New(apirelay.Config{Timeout: ic.WriteTimeout.Duration,
+				Logger: log.With(slog.String("component", "apirelay"))})
+			if err != nil {
+				db.Close()
+				return nil, err
+			}
+			inCluster.Writes = relay
+		}
 	}
 	rt := cfg.RuntimeImpl
 	runtimeVersion := "custom://"
@@ -1147,6 +1172,7 @@ func New(cfg Config) (*EdgeCore, error) {
 		CommitHook:         cfg.CommitHook,
 		Credentials:        agentCredentials(creds),
 		Reviews:            agentReviews(access),
+		Relay:              agentRelay(relay),
 	}, db, dialer,
 		func() (*corev1.NodeStatus, error) { return ns.Status(), nil },
 		obs,
