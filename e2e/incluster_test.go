@@ -63,6 +63,9 @@ func TestInClusterAPI(t *testing.T) {
 	ns := namespace(t)
 	c := startCloud(t)
 	importInClusterImage(t)
+	// The pod calls the kubernetes Service's ClusterIP, which the edge's
+	// proxy DNATs to the in-cluster listener.
+	blackholeServices(t)
 	e := newCRIEdge(t, c, "e2e-incluster")
 	ip := nodestatus.FirstIPv4()
 	if ip == "" {
@@ -111,7 +114,12 @@ func TestInClusterAPI(t *testing.T) {
 	}
 	p = waitPod(t, ns, p.Name, 90*time.Second, "Running and Ready", runningAndReady)
 	log := e.logFile(p, 0)
-	waitFileHolds(t, log, "config host https://"+net.JoinHostPort(ip, fmt.Sprint(port)), 30*time.Second)
+	// The cluster's KUBERNETES_SERVICE_HOST (the first address of the
+	// service range, port 443), routed by the edge to its listener.
+	waitFileHolds(t, log, "config host https://10.96.0.1:443", 30*time.Second)
+	if got, want := fmt.Sprint(endpointsOf(e, "default/kubernetes")), fmt.Sprint([]string{net.JoinHostPort(ip, fmt.Sprint(port))}); got != want {
+		t.Errorf("default/kubernetes routed to %s, want the in-cluster listener %s", got, want)
+	}
 	waitFileHolds(t, log, "pods ok app", 30*time.Second)
 	waitFileHolds(t, log, "secrets error 403", 10*time.Second)
 	waitFileHolds(t, log, "create ok", 10*time.Second)

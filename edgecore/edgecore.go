@@ -507,6 +507,19 @@ func (c *Config) inClusterAddr() netip.AddrPort {
 	return netip.AddrPortFrom(netip.MustParseAddrPort(c.DNS.Addr).Addr(), uint16(c.InCluster.Port)) // checked by validateDNS
 }
 
+// inClusterService is where the pods reach the in-cluster API: with
+// Service routing (services.proxy), the default/kubernetes Service's
+// ClusterIP, port 443, which svcproxy DNATs to the listener, so pods keep
+// the cluster's KUBERNETES_SERVICE_HOST; that ClusterIP is the first
+// address of services.serviceCIDR, the one the API server gives it.
+// Without the routing, the listener's own address.
+func (c *Config) inClusterService() (addr netip.AddrPort, routed bool) {
+	if c.Services.Proxy == nil || !*c.Services.Proxy {
+		return c.inClusterAddr(), false
+	}
+	return netip.AddrPortFrom(netip.MustParsePrefix(c.Services.ServiceCIDR).Addr().Next(), 443), true // checked by validateServices
+}
+
 // DevicesConfig configures the device twins.
 type DevicesConfig struct {
 	// Enable serves the device twins (default true).
@@ -951,7 +964,11 @@ func New(cfg Config) (*EdgeCore, error) {
 			return nil, err
 		}
 		addr := cfg.inClusterAddr()
-		certPEM, keyPEM, err := podCreds.ServingCert(addr.Addr().AsSlice(), cfg.CRI.ClusterDomain)
+		var more []net.IP
+		if svc, routed := cfg.inClusterService(); routed {
+			more = append(more, svc.Addr().AsSlice())
+		}
+		certPEM, keyPEM, err := podCreds.ServingCert(addr.Addr().AsSlice(), cfg.CRI.ClusterDomain, more...)
 		if err != nil {
 			db.Close()
 			return nil, err
@@ -1000,7 +1017,7 @@ func New(cfg Config) (*EdgeCore, error) {
 			c.Events = rec
 			c.HeldImages = func() ([]string, error) { return pods.Images(db, static) }
 			if inCluster != nil {
-				a := cfg.inClusterAddr()
+				a, _ := cfg.inClusterService()
 				c.InCluster = &cri.InClusterAPI{Host: a.Addr().String(), Port: int(a.Port()), CACert: podCreds.CA.CertPEM(),
 					Tokens: podCreds.Issuer}
 			}
@@ -1095,7 +1112,7 @@ func New(cfg Config) (*EdgeCore, error) {
 	if cfg.DNS.Enable {
 		rc := cfg.DNS.resolverConfig(cfg.CRI.ClusterDomain)
 		if inCluster != nil {
-			rc.APIServer = cfg.inClusterAddr()
+			rc.APIServer, _ = cfg.inClusterService()
 		}
 		ec.Resolver, err = resolver.New(rc, db, log.With(slog.String("component", "resolver")))
 		if err != nil {
@@ -1113,9 +1130,14 @@ func New(cfg Config) (*EdgeCore, error) {
 			log.Warn("services.sources is empty (and dns.allowed): any host that routes the service range to this node reaches its ClusterIPs; " +
 				"set services.sources to the pod network")
 		}
-		ec.Proxy, err = svcproxy.New(svcproxy.Config{ServiceCIDR: netip.MustParsePrefix(cfg.Services.ServiceCIDR),
+		pc := svcproxy.Config{ServiceCIDR: netip.MustParsePrefix(cfg.Services.ServiceCIDR),
 			Sources: sources, NodeName: cfg.NodeName, Pods: reported,
-			Kernel: svcproxy.Kernel{Table: cfg.Services.Table}, Logger: log.With(slog.String("component", "svcproxy"))}, db)
+			Kernel: svcproxy.Kernel{Table: cfg.Services.Table}, Logger: log.With(slog.String("component", "svcproxy"))}
+		if inCluster != nil {
+			pc.APIService, _ = cfg.inClusterService()
+			pc.APIServer = cfg.inClusterAddr()
+		}
+		ec.Proxy, err = svcproxy.New(pc, db)
 		if err != nil {
 			closeAll()
 			return nil, err

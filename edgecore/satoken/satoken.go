@@ -336,9 +336,10 @@ func ServingNames(domain string) []string {
 		"kubernetes.default.svc." + domain}
 }
 
-// ServingCert issues the in-cluster listener's certificate for ip and the
-// kubernetes.default.svc names (ServingNames), valid a year; edgecore
-// issues a new one at every start.
-func (c *Credentials) ServingCert(ip net.IP, domain string) (certPEM, keyPEM []byte, err error) {
-	return c.CA.IssueServer("tether-edge-metaserver", ServingNames(domain), []net.IP{ip}, 365*24*time.Hour)
+// ServingCert issues the in-cluster listener's certificate for ip, more
+// (the kubernetes Service's ClusterIP, when it is routed to the listener)
+// and the kubernetes.default.svc names (ServingNames), valid a year;
+// edgecore issues a new one at every start.
+func (c *Credentials) ServingCert(ip net.IP, domain string, more ...net.IP) (certPEM, keyPEM []byte, err error) {
+	return c.CA.IssueServer("tether-edge-metaserver", ServingNames(domain), append([]net.IP{ip}, more...), 365*24*time.Hour)
 }
