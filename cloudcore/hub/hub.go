@@ -985,6 +985,11 @@ type StatsSnapshot struct {
 	// objects to the first message it queued.
 	AckLatency      histogram.Snapshot `json:"-"`
 	DispatchLatency histogram.Snapshot `json:"-"`
+	// Relayed counts the writes of edge pods answered (by the API server
+	// or refused by the relay); RelayRefused those refused 429 over
+	// MaxRelayInFlight.
+	Relayed      int64 `json:"relayed"`
+	RelayRefused int64 `json:"relayRefused"`
 }
 
 // Stats returns the hub's counters.
@@ -1013,6 +1018,7 @@ func (h *Hub) Stats() StatsSnapshot {
 		DeleteScans: s.deleteScans.Load(), DeleteScanned: s.deleteScanned.Load(),
 		Streams: s.streams.Load(), StreamsRefused: s.streamsRefused.Load(), Shed: s.shed.Load(),
 		ConnsRefusedHandshakes: s.refusedHandshakes.Load(),
+		Relayed:                s.relayed.Load(), RelayRefused: s.relayRefused.Load(),
 	}
 }
 

@@ -62,7 +62,7 @@ func (e *fakeEdge) response(id uint64) *protocol.APIResponse {
 
 func TestRelay(t *testing.T) {
 	rl := &relayer{nodes: make(chan string, 100), release: make(chan struct{})}
-	_, url := startHub(t, Config{Relay: rl, MaxRelayInFlight: 2, RelayTimeout: 2 * time.Second})
+	src, url := startHub(t, Config{Relay: rl, MaxRelayInFlight: 2, RelayTimeout: 2 * time.Second})
 	e := connect(t, url, nil)
 	e.send(write(1, "pos"))
 	if res := e.response(1); res.Status != http.StatusCreated || string(res.Body) != `{"kind":"ConfigMap"}` {
@@ -88,6 +88,9 @@ func TestRelay(t *testing.T) {
 		t.Errorf("third write in flight: %+v, want 429", res)
 	}
 	close(rl.release)
+	if st := src.hub.Stats(); st.RelayRefused != 1 {
+		t.Errorf("stats: %d relayed writes refused, want 1", st.RelayRefused)
+	}
 	for range 2 {
 		f := e.recv()
 		if f.APIResponse == nil || f.APIResponse.Status != http.StatusCreated {
