@@ -175,7 +175,7 @@ func TestAPIRelayIntegration(t *testing.T) {
 		d = append(d, time.Since(began))
 	}
 	slices.Sort(d)
-	t.Logf("relayed write, cloudcore to the API server (-race): p50 %s p99 %s", d[50], d[99])
+	t.Logf("relayed write, cloudcore to the API server: p50 %s p99 %s", d[50], d[99])
 
 	// The pod deleted: its token is dead with it; the relay refuses.
 	if err := admin.CoreV1().Pods(ns).Delete(ctx, "pos", metav1.DeleteOptions{GracePeriodSeconds: new(int64)}); err != nil {
