@@ -28,9 +28,10 @@
 //     (deleting the pod revokes it at once, offline too); deleting the key
 //     file (dataDir/credentials/satoken.key) revokes every token of the node.
 //     With (a) the edge cannot check the API server's revocation offline.
-//   - Cost: the token is not the cluster's, so a write forwarded to the
-//     cloud cannot carry it (the metaserver does not forward writes yet) and
-//     a pod that talks to the real API server needs a cluster token. The
+//   - Cost: the token is not the cluster's, so a write relayed to the
+//     cloud cannot carry it: cloudcore asks a token of the pod's service
+//     account, bound to the pod, for it (package apirelay); and a pod that
+//     talks to the real API server directly needs a cluster token. The
 //     in-cluster config at the edge points at the edge only.
 //
 // # Token format
