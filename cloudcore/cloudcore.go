@@ -32,6 +32,7 @@ import (
 	"crypto/x509"
 
 	"golang.org/x/sync/errgroup"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	apiextensions "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -492,6 +493,13 @@ func New(cfg Config) (*CloudCore, error) {
 	// The kubelet proxy's and /metrics' authentication and authorization,
 	// delegated to the API server.
 	cc.kubeAuth = kubeletproxy.NewKubeAuth(client, log.With(slog.String("component", "auth")))
+	relay, err := newAPIRelay(rc, cc.Dispatcher.Pods(), tokenRequests{create: func(ctx context.Context, ns, sa string,
+		tr *authenticationv1.TokenRequest) (*authenticationv1.TokenRequest, error) {
+		return client.CoreV1().ServiceAccounts(ns).CreateToken(ctx, sa, tr, metav1.CreateOptions{})
+	}}, log.With(slog.String("component", "relay")))
+	if err != nil {
+		return nil, err
+	}
 	handlers := cc.Enroll.Handlers()
 	handlers["/metrics"] = cc.metricsHandler()
 	cc.Hub, err = hub.New(hub.Config{
@@ -500,6 +508,7 @@ func New(cfg Config) (*CloudCore, error) {
 			ClientAuth: tls.RequestClientCert},
 		Auth:              cc.Enroll,
 		Reviews:           &accessReviewer{client: client, pods: cc.Dispatcher.Pods()},
+		Relay:             relay,
 		Handlers:          handlers,
 		HeartbeatInterval: cfg.HeartbeatInterval.Duration,
 		SessionTimeout:    cfg.SessionTimeout.Duration,

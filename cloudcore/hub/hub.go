@@ -122,6 +122,15 @@ type Config struct {
 	// Reviews, if set, answers the edges' AccessReviews (protocol version
 	// 5: the in-cluster API at the edge). Nil refuses every one.
 	Reviews AccessReviewer
+	// Relay, if set, relays the writes of the edges' pods to the API
+	// server (protocol version 7, relay.go). Nil answers each 503.
+	Relay APIRelay
+	// MaxRelayInFlight bounds the relayed writes in flight per node
+	// (default 8); one more is answered 429 at once.
+	MaxRelayInFlight int
+	// RelayTimeout bounds one relayed write (default 10s); past it the
+	// pod gets 504.
+	RelayTimeout time.Duration
 	// Handlers are more endpoints on the hub's listener, by path (the join
 	// and renewal endpoints of package enroll).
 	Handlers map[string]http.Handler
@@ -364,6 +373,11 @@ func (c *Config) validateLimits(fds uint64) error {
 	setDefault(&c.UpstreamBurst, 200)
 	if c.AcceptRatePerIP < 0 || c.AcceptBurstPerIP < 1 {
 		return fmt.Errorf("hub: limits must be positive: accept rate per IP %g burst %d", c.AcceptRatePerIP, c.AcceptBurstPerIP)
+	}
+	setDefault(&c.MaxRelayInFlight, 8)
+	setDefault(&c.RelayTimeout, 10*time.Second)
+	if c.MaxRelayInFlight < 1 || c.RelayTimeout < 0 {
+		return fmt.Errorf("hub: max relay in flight %d, relay timeout %s: must be positive", c.MaxRelayInFlight, c.RelayTimeout)
 	}
 	setDefault(&c.MaxStreamsPerNode, 32)
 	setDefault(&c.MaxStreams, 1024)
@@ -891,6 +905,11 @@ type Stats struct {
 	streamsRefused    atomic.Int64
 	shed              atomic.Int64
 	refusedHandshakes atomic.Int64
+
+	// relayed counts the writes of edge pods relayed (answered by the API
+	// server or refused by the relay); relayRefused those refused over
+	// MaxRelayInFlight.
+	relayed, relayRefused atomic.Int64
 }
 
 // StatsSnapshot is a copy of the counters.
@@ -966,6 +985,11 @@ type StatsSnapshot struct {
 	// objects to the first message it queued.
 	AckLatency      histogram.Snapshot `json:"-"`
 	DispatchLatency histogram.Snapshot `json:"-"`
+	// Relayed counts the writes of edge pods answered (by the API server
+	// or refused by the relay); RelayRefused those refused 429 over
+	// MaxRelayInFlight.
+	Relayed      int64 `json:"relayed"`
+	RelayRefused int64 `json:"relayRefused"`
 }
 
 // Stats returns the hub's counters.
@@ -994,6 +1018,7 @@ func (h *Hub) Stats() StatsSnapshot {
 		DeleteScans: s.deleteScans.Load(), DeleteScanned: s.deleteScanned.Load(),
 		Streams: s.streams.Load(), StreamsRefused: s.streamsRefused.Load(), Shed: s.shed.Load(),
 		ConnsRefusedHandshakes: s.refusedHandshakes.Load(),
+		Relayed:                s.relayed.Load(), RelayRefused: s.relayRefused.Load(),
 	}
 }
 

@@ -130,6 +130,9 @@ type Output struct {
 	Certificate []byte
 	// Review is the hub's answer to an access review (Reviews.Answered).
 	Review *protocol.AccessReviewResult
+	// APIResponses are the hub's answers to relayed writes
+	// (Relay.Answered).
+	APIResponses []*protocol.APIResponse
 	// Fail ends the session with this error.
 	Fail error
 }
@@ -315,6 +318,8 @@ func (e *Engine) receive(o *Output, batch []*protocol.Frame) {
 			o.Certificate = f.CertIssued.Certificate
 		case f.AccessReviewResult != nil:
 			o.Review = f.AccessReviewResult
+		case f.APIResponse != nil:
+			o.APIResponses = append(o.APIResponses, f.APIResponse)
 		case f.Error != nil:
 			o.log(slog.LevelWarn, "hub reported an error", slog.String("code", f.Error.Code.String()),
 				slog.String("message", f.Error.Message), slog.Uint64("seq", f.Error.Seq))
