@@ -75,7 +75,8 @@ func TestInClusterAPI(t *testing.T) {
 	e.dns = edgecore.DNSConfig{Enable: true, Addr: net.JoinHostPort(ip, "53"), Upstreams: []string{"127.0.0.1:9"},
 		Allowed: []string{containerd(t).Subnet}}
 	e.tweak = func(cfg *edgecore.Config) {
-		cfg.InCluster = edgecore.InClusterConfig{Enable: true, Port: port}
+		on := true
+		cfg.InCluster = edgecore.InClusterConfig{Enable: &on, Port: port}
 	}
 	e.start()
 

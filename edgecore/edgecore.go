@@ -435,9 +435,10 @@ func (d *DNSConfig) resolverConfig(domain string) resolver.Config {
 // as KUBERNETES_SERVICE_HOST/PORT and kubernetes.default.svc, with tokens
 // of the node's own in their kube-api-access volumes.
 type InClusterConfig struct {
-	// Enable runs it (default false). It needs dns.enable, dns.allowed
-	// (the pod network: the only sources served) and the cri runtime.
-	Enable bool `json:"enable,omitempty"`
+	// Enable runs it. It needs dns.enable, dns.allowed (the pod network:
+	// the only sources served) and the cri runtime; by default it is on
+	// when they are there, as every kubelet's pods get the API.
+	Enable *bool `json:"enable,omitempty"`
 	// Port is the listener's TCP port on the resolver's address (default
 	// 10551). Pods reach it as KUBERNETES_SERVICE_PORT.
 	Port int `json:"port,omitempty"`
@@ -462,7 +463,11 @@ type InClusterConfig struct {
 
 func (c *Config) validateInCluster() error {
 	ic := &c.InCluster
-	if !ic.Enable {
+	if ic.Enable == nil {
+		on := c.DNS.Enable && len(c.DNS.Allowed) > 0 && c.Runtime == "cri" && c.RuntimeImpl == nil
+		ic.Enable = &on
+	}
+	if !*ic.Enable {
 		return nil
 	}
 	if !c.DNS.Enable || len(c.DNS.Allowed) == 0 {
@@ -957,7 +962,7 @@ func New(cfg Config) (*EdgeCore, error) {
 		inCluster *metaserver.InClusterConfig
 		relay     *apirelay.Relay
 	)
-	if ic := cfg.InCluster; ic.Enable {
+	if ic := cfg.InCluster; *ic.Enable {
 		podCreds, err = satoken.Load(CredentialsDir(cfg.DataDir), cfg.NodeName, ic.TokenLifetime.Duration)
 		if err != nil {
 			db.Close()
