@@ -642,8 +642,9 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 // Run runs cloudcore until ctx ends or a component fails. It installs the
 // device CRDs first (unless Config.SkipCRDInstall); the hub starts listening
 // once the dispatcher's caches are synced. When ctx ends (SIGTERM), the hub
-// drains first (DrainTime: its edges sent away one by one, their messages
-// still written up), then every component stops.
+// drains first (DrainTime: its edges sent away one by one; the messages of
+// each not written yet are given up as its session ends, and the edge sends
+// them again to the replica it reaches next), then every component stops.
 func (cc *CloudCore) Run(outer context.Context) error {
 	if cc.crdClient != nil {
 		if err := installCRDs(outer, cc.crdClient, cc.cfg.Logger.With(slog.String("component", "crds"))); err != nil {

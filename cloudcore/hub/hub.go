@@ -813,13 +813,27 @@ func (h *Hub) register(s *session) bool {
 	return true
 }
 
+// unregister forgets s. If it was the node's session (not one a newer
+// session replaced), the Upstream, if it is a sessionEnder, is told.
 func (h *Hub) unregister(s *session) {
 	h.mu.Lock()
-	if h.sessions[s.node] == s {
+	last := h.sessions[s.node] == s
+	if last {
 		delete(h.sessions, s.node)
 	}
 	h.mu.Unlock()
 	h.stats.sessions.Add(-1)
+	if e, ok := h.upstream.(sessionEnder); ok && last {
+		e.SessionEnded(s.node)
+	}
+}
+
+// sessionEnder is an Upstream that gives up the messages of a node whose
+// session ended (status.Writer): the edge sends what was not acknowledged
+// again to the replica it reaches next, and an older message written here
+// after a newer one written there would take the object back.
+type sessionEnder interface {
+	SessionEnded(node string)
 }
 
 // writeError sends e on a connection that has no session (yet), then closes
