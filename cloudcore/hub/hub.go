@@ -260,6 +260,15 @@ type Config struct {
 	MaxStreamsPerNode int
 	MaxStreams        int
 
+	// PeerLoads, if set, returns what the other replicas say of themselves
+	// (those that answered; each asked over the replicas' mutual-TLS peer
+	// channel): the hub then rebalances its sessions with the Rebalancer
+	// (Rebalance), asking them every RebalancePoll (default 2s). Unset
+	// (one replica, or no peer channel), nothing is rebalanced.
+	PeerLoads     func(ctx context.Context) ([]PeerLoad, error)
+	Rebalance     RebalanceConfig
+	RebalancePoll time.Duration
+
 	// HealthAddr, if set, is a plain HTTP listener (host:port; keep it on
 	// loopback or a private network) serving /healthz (the hub serves) and
 	// /readyz (the Source's caches are synced and the hub listens). The
@@ -355,6 +364,13 @@ func (c *Config) validateLimits(fds uint64) error {
 	setDefault(&c.DrainTime, 5*time.Second)
 	if c.SessionRate <= 0 || c.SessionBurst < 1 || c.DrainTime < 0 {
 		return fmt.Errorf("hub: session rate %g burst %d, drain time %s: want positive", c.SessionRate, c.SessionBurst, c.DrainTime)
+	}
+	setDefault(&c.RebalancePoll, 2*time.Second)
+	if c.RebalancePoll < 0 {
+		return fmt.Errorf("hub: rebalance poll %s is negative", c.RebalancePoll)
+	}
+	if err := c.Rebalance.validate(); err != nil {
+		return err
 	}
 	setDefault(&c.AcceptRatePerIP, 4)
 	setDefault(&c.AcceptBurstPerIP, 32)
@@ -487,6 +503,11 @@ func (h *Hub) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	h.listening.Store(true)
 	defer h.listening.Store(false)
+	if h.cfg.PeerLoads != nil {
+		rctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		go h.rebalance(rctx)
+	}
 	revoke := time.NewTicker(h.cfg.RevokeCheck)
 	defer revoke.Stop()
 	drain := false
@@ -807,6 +828,7 @@ func (h *Hub) register(s *session) bool {
 	if old := h.sessions[s.node]; old != nil {
 		old.stop(&protocol.Error{Code: protocol.ErrorReplaced, Message: "a newer session of this node connected"})
 	}
+	s.started = time.Now()
 	h.sessions[s.node] = s
 	h.wg.Add(1)
 	h.stats.sessions.Add(1)
@@ -905,6 +927,7 @@ type Stats struct {
 	streamsRefused    atomic.Int64
 	shed              atomic.Int64
 	refusedHandshakes atomic.Int64
+	rebalanced        atomic.Int64
 }
 
 // StatsSnapshot is a copy of the counters.
@@ -970,6 +993,8 @@ type StatsSnapshot struct {
 	// ConnsRefusedHandshakes counts connections closed at accept because
 	// MaxHandshakes were in progress.
 	ConnsRefusedHandshakes int64 `json:"connsRefusedHandshakes"`
+	// Rebalanced counts the sessions sent away to rebalance the replicas.
+	Rebalanced int64 `json:"rebalanced"`
 	// SendQueue is the frames queued to send, over all sessions;
 	// Unacknowledged the object messages sent and not yet acknowledged
 	// (the sessions' windows in use).
@@ -1007,7 +1032,7 @@ func (h *Hub) Stats() StatsSnapshot {
 		UpstreamThrottled: s.upstreamThrottled.Load(), EventsDropped: s.eventsDropped.Load(),
 		DeleteScans: s.deleteScans.Load(), DeleteScanned: s.deleteScanned.Load(),
 		Streams: s.streams.Load(), StreamsRefused: s.streamsRefused.Load(), Shed: s.shed.Load(),
-		ConnsRefusedHandshakes: s.refusedHandshakes.Load(),
+		ConnsRefusedHandshakes: s.refusedHandshakes.Load(), Rebalanced: s.rebalanced.Load(),
 	}
 }
 
