@@ -97,6 +97,9 @@
 //	                                      until its nodes are back on the others:
 //	                                      reconnect p50/p99 from the signal
 //	start-replica i=N                     start replica N again
+//	wait-balanced [timeout=D] [quiet=D2]  wait until the nodes are even over the
+//	                                      replicas up (rebalancing) and none
+//	                                      moved for D2 (default 10s)
 //	reset-latencies                       latencies from here on only
 //	sleep for=D
 //	expect METRIC=V|METRIC<=V|METRIC>=V ... [within=D] [stable=D2] [nodes=S]

@@ -4,7 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"runtime"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -404,6 +408,39 @@ type stormState struct {
 	stopped, ready time.Time
 	before         map[int]int // running, uncut node -> sessions before the restart
 	up, down       int64       // wire bytes of all nodes when the hub was stopped
+	// cpu is the CPU time used so far, when the hub answered again: by
+	// this process, by cloudcore's (if it runs as one) and by the machine.
+	cpu cpuMark
+}
+
+// cpuMark is a reading of CPU times.
+type cpuMark struct {
+	sim, cloud time.Duration
+	cloudPid   int
+	busy, all  int64 // the machine's jiffies, /proc/stat
+}
+
+// readCPU reads the CPU times of this process, cloudcore's and the machine.
+func (s *Sim) readCPU() cpuMark {
+	var m cpuMark
+	if ps, err := ReadProc(0); err == nil {
+		m.sim = ps.CPU
+	}
+	if ps, err := s.CloudProc(); err == nil {
+		m.cloud, m.cloudPid = ps.CPU, ps.Pid
+	}
+	if b, err := os.ReadFile("/proc/stat"); err == nil {
+		line, _, _ := strings.Cut(string(b), "\n")
+		f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal ...
+		for i, v := range f[1:] {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			m.all += n
+			if i != 3 && i != 4 { // idle, iowait
+				m.busy += n
+			}
+		}
+	}
+	return m
 }
 
 // Storm is a reconnect storm: the hub restarted and every node reconnected.
@@ -431,6 +468,14 @@ type Storm struct {
 	// clock, to join the storms of Sims in other processes that share the
 	// hub.
 	Back, End time.Time
+	// SimCPU and CloudCPU are the CPU time this process and cloudcore's
+	// (when it runs as one) used from the hub's return to End; Busy the
+	// share of the machine's CPU time busy meanwhile (all processes, 1 =
+	// every core busy throughout) and Cores its cores. Unset in a Sim that
+	// joined another's hub.
+	SimCPU, CloudCPU time.Duration
+	Busy             float64
+	Cores            int
 }
 
 func (st Storm) String() string {
@@ -438,6 +483,10 @@ func (st Storm) String() string {
 		st.Resynced, st.Nodes, roundDur(st.Took), roundDur(st.Down), st.Upserts, st.Deletes, st.Bytes, st.WireUp, st.WireDown)
 	if st.Hub != nil {
 		s += fmt.Sprintf("; hub %d resync messages %d resync bytes", st.Hub.ResyncMessages, st.Hub.ResyncBytes)
+	}
+	if st.Cores > 0 {
+		s += fmt.Sprintf("; CPU meanwhile: cloudcore %s, simulator %s, machine %.0f%% busy of %d cores",
+			roundDur(st.CloudCPU), roundDur(st.SimCPU), st.Busy*100, st.Cores)
 	}
 	return s
 }
@@ -460,6 +509,7 @@ func (s *Sim) RestartHub(ctx context.Context, down time.Duration) error {
 		return err
 	}
 	st.ready = time.Now()
+	st.cpu = s.readCPU()
 	return nil
 }
 
@@ -541,6 +591,16 @@ func (s *Sim) WaitResynced(ctx context.Context) (Storm, error) {
 	r.Back, r.Down, r.Took = back, back.Sub(st.stopped), r.End.Sub(back)
 	up, down := s.wireTotals()
 	r.WireUp, r.WireDown = up-st.up, down-st.down
+	if !st.ready.IsZero() {
+		end := s.readCPU()
+		r.SimCPU, r.Cores = end.sim-st.cpu.sim, runtime.NumCPU()
+		if end.cloudPid == st.cpu.cloudPid {
+			r.CloudCPU = end.cloud - st.cpu.cloud
+		}
+		if d := end.all - st.cpu.all; d > 0 {
+			r.Busy = float64(end.busy-st.cpu.busy) / float64(d)
+		}
+	}
 	if hs, ok := s.HubStats(); ok {
 		r.Hub = &hs
 	}

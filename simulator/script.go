@@ -228,6 +228,22 @@ func (s *Sim) Exec(ctx context.Context, d Directive) (string, error) {
 		out, err = s.cmdIdle(ctx, a)
 	case "kill-replica":
 		out, err = s.cmdKillReplica(ctx, a)
+	case "wait-balanced":
+		var d, hold time.Duration
+		if d, err = a.duration("timeout", 5*time.Minute); err != nil {
+			break
+		}
+		if hold, err = a.duration("quiet", 10*time.Second); err == nil {
+			bctx, cancel := context.WithTimeout(ctx, d)
+			var b Balance
+			b, err = s.WaitBalanced(bctx, hold)
+			cancel()
+			if err == nil {
+				s.note("rebalance: %s", b)
+				s.balances = append(s.balances, b)
+				out = "replicas balanced"
+			}
+		}
 	case "start-replica":
 		var i int
 		if i, err = a.integer("i", -1); err == nil {

@@ -118,8 +118,14 @@ type Rebalancer struct {
 	// start); last is the time of the last step.
 	tokens float64
 	last   time.Time
-	// shed are the times of the sheds not yet seen in the peers' figures.
-	shed []time.Time
+	// shed are the sheds not yet seen in the peers' figures, oldest first.
+	shed []shedMark
+}
+
+// shedMark is a session sent away: when, and the peers' total then.
+type shedMark struct {
+	at    time.Time
+	peers int
 }
 
 // NewRebalancer returns a Rebalancer; cfg's zero fields take the defaults.
@@ -139,7 +145,7 @@ func (r *Rebalancer) Step(now time.Time, in RebalanceInput) RebalanceOutput {
 	r.last = now
 	// The sheds the peers' figures do not show yet: those made less than
 	// landTime before the figures were taken.
-	r.shed = slices.DeleteFunc(r.shed, func(t time.Time) bool { return !t.After(in.PeersAt.Add(-landTime)) })
+	r.shed = slices.DeleteFunc(r.shed, func(m shedMark) bool { return !m.at.After(in.PeersAt.Add(-landTime)) })
 
 	members := membersOf(in)
 	if members != r.members || r.since.IsZero() {
@@ -165,16 +171,24 @@ func (r *Rebalancer) Step(now time.Time, in RebalanceInput) RebalanceOutput {
 	}
 	// The sessions sent away and not yet in the peers' figures are moving:
 	// counted in the total, and as taking the peers' room.
-	total, replicas := in.Sessions+len(r.shed), len(in.Peers)+1
+	peersTotal := 0
 	for _, p := range in.Peers {
-		total += p.Sessions
+		peersTotal += p.Sessions
 	}
+	// The sessions sent away and not yet in the peers' figures are moving:
+	// counted in the total, and as taking the peers' room. Those the
+	// peers' total grew by since the oldest of them count as landed.
+	moving := 0
+	if len(r.shed) > 0 {
+		moving = max(0, len(r.shed)-max(0, peersTotal-r.shed[0].peers))
+	}
+	total, replicas := in.Sessions+peersTotal+moving, len(in.Peers)+1
 	share := (total + replicas - 1) / replicas
 	slack := r.cfg.Slack
 	if slack == 0 {
 		slack = max(2, share/20)
 	}
-	room := -len(r.shed)
+	room := -moving
 	for _, p := range in.Peers {
 		room += max(0, share-p.Sessions)
 	}
@@ -198,7 +212,7 @@ func (r *Rebalancer) Step(now time.Time, in RebalanceInput) RebalanceOutput {
 	n := min(int(r.tokens), excess, room)
 	r.tokens -= float64(n)
 	for range n {
-		r.shed = append(r.shed, now)
+		r.shed = append(r.shed, shedMark{at: now, peers: peersTotal})
 	}
 	out.Shed = n
 	out.Reason = fmt.Sprintf("%d over share %d, room %d on the peers", excess, share, room)
