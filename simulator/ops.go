@@ -479,8 +479,9 @@ type Storm struct {
 }
 
 func (st Storm) String() string {
-	s := fmt.Sprintf("%d/%d nodes resynced in %s after %s down; resync %d upserts %d deletes %d bytes; link %d B up %d B down",
-		st.Resynced, st.Nodes, roundDur(st.Took), roundDur(st.Down), st.Upserts, st.Deletes, st.Bytes, st.WireUp, st.WireDown)
+	s := fmt.Sprintf("%d/%d nodes resynced in %s after %s down (back %s, end %s); resync %d upserts %d deletes %d bytes; link %d B up %d B down",
+		st.Resynced, st.Nodes, roundDur(st.Took), roundDur(st.Down), st.Back.Format("15:04:05.000"), st.End.Format("15:04:05.000"),
+		st.Upserts, st.Deletes, st.Bytes, st.WireUp, st.WireDown)
 	if st.Hub != nil {
 		s += fmt.Sprintf("; hub %d resync messages %d resync bytes", st.Hub.ResyncMessages, st.Hub.ResyncBytes)
 	}
