@@ -404,10 +404,11 @@ func (s *Sim) RebootOffline(ctx context.Context, sel []int) error {
 
 // stormState is the start of a reconnect storm.
 type stormState struct {
-	// stopped is when the hub was stopped, ready when it answered again.
-	stopped, ready time.Time
-	before         map[int]int // running, uncut node -> sessions before the restart
-	up, down       int64       // wire bytes of all nodes when the hub was stopped
+	// stopped is when the hub was stopped, starting when it was started
+	// again (zero in a joined Sim), ready when it answered.
+	stopped, starting, ready time.Time
+	before                   map[int]int // running, uncut node -> sessions before the restart
+	up, down                 int64       // wire bytes of all nodes when the hub was stopped
 	// cpu is the CPU time used so far, when the hub answered again: by
 	// this process, by cloudcore's (if it runs as one) and by the machine.
 	cpu cpuMark
@@ -506,6 +507,7 @@ func (s *Sim) RestartHub(ctx context.Context, down time.Duration) error {
 	if err := sleepUntil(ctx, time.Now().Add(down)); err != nil {
 		return err
 	}
+	st.starting = time.Now()
 	if err := s.cloudStart(ctx); err != nil {
 		return err
 	}
@@ -568,7 +570,9 @@ func (s *Sim) WaitResynced(ctx context.Context) (Storm, error) {
 	count := func() bool {
 		r = Storm{}
 		s.fleet.each(sel, func(v nodeView) {
-			if v.connectedAt.After(st.stopped) && v.connectedAt.Before(back) {
+			// A node that reached the old hub while it stopped is not the
+			// new one's return.
+			if v.connectedAt.After(st.stopped) && v.connectedAt.After(st.starting) && v.connectedAt.Before(back) {
 				back = v.connectedAt
 			}
 			if !v.running || v.cut {
