@@ -7,7 +7,7 @@
 # after make build. Outputs: bench/out/storm-split/{a,b}.txt.
 set -eu
 bin=${BIN:-bin}
-dir=bench/out/storm-split
+dir=bench/out/storm-split # the scripts meet at files here
 mkdir -p "$dir"
 rm -f "$dir"/b-connected "$dir"/a-restart "$dir"/b-marked "$dir"/b-done
 "$bin"/tether-sim --cloudcore "$bin"/cloudcore simulator/testdata/bench/storm-split-a.txt > "$dir"/a.txt 2>&1 &

@@ -472,8 +472,9 @@ type Storm struct {
 	// SimCPU and CloudCPU are the CPU time this process and cloudcore's
 	// (when it runs as one) used from the hub's return to End; Busy the
 	// share of the machine's CPU time busy meanwhile (all processes, 1 =
-	// every core busy throughout) and Cores its cores. Unset in a Sim that
-	// joined another's hub.
+	// every core busy throughout) and Cores its cores. In a Sim that
+	// joined another's hub they run from MarkStorm (the outage included),
+	// and CloudCPU is not known.
 	SimCPU, CloudCPU time.Duration
 	Busy             float64
 	Cores            int
@@ -487,8 +488,12 @@ func (st Storm) String() string {
 		s += fmt.Sprintf("; hub %d resync messages %d resync bytes", st.Hub.ResyncMessages, st.Hub.ResyncBytes)
 	}
 	if st.Cores > 0 {
-		s += fmt.Sprintf("; CPU meanwhile: cloudcore %s, simulator %s, machine %.0f%% busy of %d cores",
-			roundDur(st.CloudCPU), roundDur(st.SimCPU), st.Busy*100, st.Cores)
+		cloud := "cloudcore " + roundDur(st.CloudCPU).String()
+		if st.CloudCPU == 0 {
+			cloud = "cloudcore not here"
+		}
+		s += fmt.Sprintf("; CPU meanwhile: %s, simulator %s, machine %.0f%% busy of %d cores",
+			cloud, roundDur(st.SimCPU), st.Busy*100, st.Cores)
 	}
 	return s
 }
@@ -519,7 +524,7 @@ func (s *Sim) RestartHub(ctx context.Context, down time.Duration) error {
 // MarkStorm is RestartHub for a Sim that joined another's hub (Config.Hub):
 // the other Sim is about to restart it. WaitResynced then measures this
 // Sim's nodes' storm, from the first of them that the hub accepts again.
-func (s *Sim) MarkStorm() { s.markStorm() }
+func (s *Sim) MarkStorm() { s.markStorm().cpu = s.readCPU() }
 
 // markStorm notes each node's sessions and the links' bytes now: the start
 // of a storm.
@@ -596,7 +601,7 @@ func (s *Sim) WaitResynced(ctx context.Context) (Storm, error) {
 	r.Back, r.Down, r.Took = back, back.Sub(st.stopped), r.End.Sub(back)
 	up, down := s.wireTotals()
 	r.WireUp, r.WireDown = up-st.up, down-st.down
-	if !st.ready.IsZero() {
+	if !st.ready.IsZero() || joined {
 		end := s.readCPU()
 		r.SimCPU, r.Cores = end.sim-st.cpu.sim, runtime.NumCPU()
 		if end.cloudPid == st.cpu.cloudPid {
