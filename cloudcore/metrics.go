@@ -49,6 +49,7 @@ var (
 	mAckTime    = prometheus.NewDesc("tether_hub_ack_duration_seconds", "Time from an object message queued for an edge to the edge's acknowledgement.", nil, nil)
 	mDispatch   = prometheus.NewDesc("tether_hub_dispatch_duration_seconds", "Time from a change of a node's objects to the first message it queued for the node.", nil, nil)
 	mPeerRefuse = prometheus.NewDesc("tether_peer_requests_refused_total", "Peer stream requests refused after the handshake (bad request or stream limit).", nil, nil)
+	mRebalanced = prometheus.NewDesc("tether_hub_rebalanced_sessions_total", "Sessions this replica sent away (to reconnect through the Service) to even out the replicas' loads.", nil, nil)
 )
 
 // collector is cloudcore's prometheus.Collector.
@@ -58,7 +59,7 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mSessions, mConns, mRefused, mFrames, mBytes, mBadFrames, mObjects, mResyncs,
 		mResyncMsgs, mResyncB, mRevoked, mCerts, mUpPaused, mUpThrottle, mEvDropped, mRelayed, mWrites, mAPIErrors, mWriteFate,
 		mAPIRefused, mWriteTime, mLeader, mCAExpiry, mSrvExpiry, mNodeExpiry, mPeerStream, mPeerRefuse,
-		mSendQueue, mUnacked, mAckTime, mDispatch} {
+		mSendQueue, mUnacked, mAckTime, mDispatch, mRebalanced} {
 		ch <- d
 	}
 }
@@ -102,6 +103,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	counter(mEvDropped, h.EventsDropped)
 	counter(mRelayed, h.Relayed, "relayed")
 	counter(mRelayed, h.RelayRefused, "refused")
+	counter(mRebalanced, h.Rebalanced)
 
 	s := c.cc.Status.Stats()
 	for kind, v := range map[string]int64{

@@ -269,6 +269,15 @@ type Config struct {
 	MaxStreamsPerNode int
 	MaxStreams        int
 
+	// PeerLoads, if set, returns what the other replicas say of themselves
+	// (those that answered; each asked over the replicas' mutual-TLS peer
+	// channel): the hub then rebalances its sessions with the Rebalancer
+	// (Rebalance), asking them every RebalancePoll (default 2s). Unset
+	// (one replica, or no peer channel), nothing is rebalanced.
+	PeerLoads     func(ctx context.Context) ([]PeerLoad, error)
+	Rebalance     RebalanceConfig
+	RebalancePoll time.Duration
+
 	// HealthAddr, if set, is a plain HTTP listener (host:port; keep it on
 	// loopback or a private network) serving /healthz (the hub serves) and
 	// /readyz (the Source's caches are synced and the hub listens). The
@@ -364,6 +373,13 @@ func (c *Config) validateLimits(fds uint64) error {
 	setDefault(&c.DrainTime, 5*time.Second)
 	if c.SessionRate <= 0 || c.SessionBurst < 1 || c.DrainTime < 0 {
 		return fmt.Errorf("hub: session rate %g burst %d, drain time %s: want positive", c.SessionRate, c.SessionBurst, c.DrainTime)
+	}
+	setDefault(&c.RebalancePoll, 2*time.Second)
+	if c.RebalancePoll < 0 {
+		return fmt.Errorf("hub: rebalance poll %s is negative", c.RebalancePoll)
+	}
+	if err := c.Rebalance.validate(); err != nil {
+		return err
 	}
 	setDefault(&c.AcceptRatePerIP, 4)
 	setDefault(&c.AcceptBurstPerIP, 32)
@@ -501,6 +517,11 @@ func (h *Hub) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	h.listening.Store(true)
 	defer h.listening.Store(false)
+	if h.cfg.PeerLoads != nil {
+		rctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		go h.rebalance(rctx)
+	}
 	revoke := time.NewTicker(h.cfg.RevokeCheck)
 	defer revoke.Stop()
 	drain := false
@@ -821,19 +842,34 @@ func (h *Hub) register(s *session) bool {
 	if old := h.sessions[s.node]; old != nil {
 		old.stop(&protocol.Error{Code: protocol.ErrorReplaced, Message: "a newer session of this node connected"})
 	}
+	s.started = time.Now()
 	h.sessions[s.node] = s
 	h.wg.Add(1)
 	h.stats.sessions.Add(1)
 	return true
 }
 
+// unregister forgets s. If it was the node's session (not one a newer
+// session replaced), the Upstream, if it is a sessionEnder, is told.
 func (h *Hub) unregister(s *session) {
 	h.mu.Lock()
-	if h.sessions[s.node] == s {
+	last := h.sessions[s.node] == s
+	if last {
 		delete(h.sessions, s.node)
 	}
 	h.mu.Unlock()
 	h.stats.sessions.Add(-1)
+	if e, ok := h.upstream.(sessionEnder); ok && last {
+		e.SessionEnded(s.node)
+	}
+}
+
+// sessionEnder is an Upstream that gives up the messages of a node whose
+// session ended (status.Writer): the edge sends what was not acknowledged
+// again to the replica it reaches next, and an older message written here
+// after a newer one written there would take the object back.
+type sessionEnder interface {
+	SessionEnded(node string)
 }
 
 // writeError sends e on a connection that has no session (yet), then closes
@@ -905,6 +941,7 @@ type Stats struct {
 	streamsRefused    atomic.Int64
 	shed              atomic.Int64
 	refusedHandshakes atomic.Int64
+	rebalanced        atomic.Int64
 
 	// relayed counts the writes of edge pods relayed (answered by the API
 	// server or refused by the relay); relayRefused those refused over
@@ -975,6 +1012,8 @@ type StatsSnapshot struct {
 	// ConnsRefusedHandshakes counts connections closed at accept because
 	// MaxHandshakes were in progress.
 	ConnsRefusedHandshakes int64 `json:"connsRefusedHandshakes"`
+	// Rebalanced counts the sessions sent away to rebalance the replicas.
+	Rebalanced int64 `json:"rebalanced"`
 	// SendQueue is the frames queued to send, over all sessions;
 	// Unacknowledged the object messages sent and not yet acknowledged
 	// (the sessions' windows in use).
@@ -1017,8 +1056,8 @@ func (h *Hub) Stats() StatsSnapshot {
 		UpstreamThrottled: s.upstreamThrottled.Load(), EventsDropped: s.eventsDropped.Load(),
 		DeleteScans: s.deleteScans.Load(), DeleteScanned: s.deleteScanned.Load(),
 		Streams: s.streams.Load(), StreamsRefused: s.streamsRefused.Load(), Shed: s.shed.Load(),
-		ConnsRefusedHandshakes: s.refusedHandshakes.Load(),
-		Relayed:                s.relayed.Load(), RelayRefused: s.relayRefused.Load(),
+		ConnsRefusedHandshakes: s.refusedHandshakes.Load(), Rebalanced: s.rebalanced.Load(),
+		Relayed: s.relayed.Load(), RelayRefused: s.relayRefused.Load(),
 	}
 }
 

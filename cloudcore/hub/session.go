@@ -36,6 +36,9 @@ type session struct {
 	notAfter atomic.Int64
 	// version is the protocol version of the session.
 	version uint32
+	// started is when the session was registered (rebalancing moves no
+	// session younger than RebalanceConfig.Settle).
+	started time.Time
 	// renewing is set while a CertRequest is being answered; another one
 	// meanwhile is refused.
 	renewing atomic.Bool
