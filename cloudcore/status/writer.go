@@ -132,6 +132,9 @@ type Writer struct {
 	// entries holds every key with a message pending or being written.
 	// Guarded by mu.
 	entries map[key]*entry
+	// byNode indexes entries by node (SessionEnded), Leases left out.
+	// Guarded by mu.
+	byNode map[string]map[key]struct{}
 	// stopped is set once Start has given up what was left; later messages
 	// fail at once. Guarded by mu.
 	stopped bool
@@ -167,6 +170,7 @@ func New(client kubernetes.Interface, devices DeviceClient, lister Lister, cfg C
 		cfg:       cfg,
 		log:       log,
 		entries:   make(map[key]*entry),
+		byNode:    make(map[string]map[key]struct{}),
 		leases:    make(map[string]*coordinationv1.Lease),
 		devWrites: make(map[types.UID]*deviceWrite),
 	}, nil
@@ -226,7 +230,7 @@ func (w *Writer) Start(ctx context.Context) error {
 	var dones []func(error)
 	for k, e := range w.entries {
 		dones = append(dones, e.dones...)
-		delete(w.entries, k)
+		w.deleteEntry(k)
 	}
 	w.mu.Unlock()
 	w.stats.givenUp.Add(int64(len(dones)))
@@ -298,10 +302,8 @@ func (w *Writer) Heartbeat(node string) {
 func (w *Writer) SessionEnded(node string) {
 	w.mu.Lock()
 	var dones []func(error)
-	for k, e := range w.entries {
-		if k.node != node || k.kind == kindLease {
-			continue
-		}
+	for k := range w.byNode[node] {
+		e := w.entries[k]
 		if e.busy {
 			e.ended = true
 			dones = append(dones, e.dones...)
@@ -309,7 +311,7 @@ func (w *Writer) SessionEnded(node string) {
 			continue
 		}
 		dones = append(dones, e.dones...)
-		delete(w.entries, k)
+		w.deleteEntry(k)
 		if w.queue != nil {
 			w.queueOf(k).Forget(k)
 		}
@@ -341,6 +343,12 @@ func (w *Writer) enqueue(k key, msg any, done func(error)) {
 	if e == nil {
 		e = new(entry)
 		w.entries[k] = e
+		if k.kind != kindLease {
+			if w.byNode[k.node] == nil {
+				w.byNode[k.node] = make(map[key]struct{})
+			}
+			w.byNode[k.node][k] = struct{}{}
+		}
 	}
 	if e.msg != nil {
 		w.stats.coalesced.Add(1)
@@ -434,7 +442,7 @@ func (w *Writer) process(ctx context.Context, q workqueue.TypedRateLimitingInter
 		e.queued = true
 		q.Add(k)
 	} else {
-		delete(w.entries, k)
+		w.deleteEntry(k)
 	}
 	w.mu.Unlock()
 
@@ -453,6 +461,17 @@ func (w *Writer) process(ctx context.Context, q workqueue.TypedRateLimitingInter
 	}
 	for _, done := range dones {
 		done(err)
+	}
+}
+
+// deleteEntry removes k's entry. Call with mu held.
+func (w *Writer) deleteEntry(k key) {
+	delete(w.entries, k)
+	if keys := w.byNode[k.node]; keys != nil {
+		delete(keys, k)
+		if len(keys) == 0 {
+			delete(w.byNode, k.node)
+		}
 	}
 }
 

@@ -1045,4 +1045,11 @@ func TestSessionEnded(t *testing.T) {
 	if got.Status.Message != "5" {
 		t.Fatalf("p1 status %q, want 5", got.Status.Message)
 	}
+	// Everything written: no entry left, and none in the per-node index
+	// SessionEnded walks.
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.entries) != 0 || len(w.byNode) != 0 {
+		t.Fatalf("left: %d entries, %d nodes indexed", len(w.entries), len(w.byNode))
+	}
 }
