@@ -32,6 +32,7 @@ import (
 	"crypto/x509"
 
 	"golang.org/x/sync/errgroup"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	apiextensions "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -176,6 +177,18 @@ type Config struct {
 	// The other components run until the drain is over. Keep it below the
 	// pod's terminationGracePeriodSeconds (30s in manifests/cloudcore).
 	DrainTime metav1.Duration `json:"drainTime,omitempty"`
+	// RebalanceRate is the most edge sessions per second a replica sends
+	// away to even out the replicas' loads (default 20; -1 turns
+	// rebalancing off). With peers (peerAddr and peers or peerService)
+	// each replica asks the others their sessions every 2 s over the peer
+	// channel; one holding more than its share ceil(total/replicas) plus
+	// a slack (the larger of 2 and 5%) asks its excess to reconnect, as a
+	// drain does, and the Service spreads them: a replica that restarted
+	// gets its share back. Nothing moves while a replica starts or drains,
+	// nor for RebalanceSettle (default 15s) after the set of live replicas
+	// changed; with one replica, never.
+	RebalanceRate   float64         `json:"rebalanceRate,omitempty"`
+	RebalanceSettle metav1.Duration `json:"rebalanceSettle,omitempty"`
 	// MaxInventory is the most objects an edge's Hello may list (default
 	// 20,000).
 	MaxInventory int `json:"maxInventory,omitempty"`
@@ -296,6 +309,10 @@ func (c *Config) validate() error {
 	}
 	if c.DrainTime.Duration == 0 {
 		c.DrainTime.Duration = 5 * time.Second
+	}
+	if (c.RebalanceRate < 0 && c.RebalanceRate != -1) || c.RebalanceSettle.Duration < 0 {
+		return fmt.Errorf("rebalanceRate %g, rebalanceSettle %s: want a rate >= 0 (or -1: off) and a settle >= 0",
+			c.RebalanceRate, c.RebalanceSettle)
 	}
 	if c.DrainTime.Duration < 0 || c.DrainTime.Duration > 10*time.Minute {
 		return fmt.Errorf("drainTime %s: want 0 to 10m", c.DrainTime)
@@ -438,11 +455,19 @@ func New(cfg Config) (*CloudCore, error) {
 		rc.RateLimiter = limiter
 	}
 	rc.UserAgent = "tether-cloudcore"
-	client, err := kubernetes.NewForConfig(rc)
+	// The built-in kinds (pods, nodes, leases, ...) travel as protobuf, as
+	// between the Kubernetes components: decoding the watch events and the
+	// answers to the status writes as JSON was an eighth of cloudcore's CPU
+	// in a reconnect storm. Custom resources (devices) and the CRDs keep
+	// JSON (rc), which is all the API server serves for them.
+	krc := rest.CopyConfig(rc)
+	krc.ContentType = "application/vnd.kubernetes.protobuf"
+	krc.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
+	client, err := kubernetes.NewForConfig(krc)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
-	lrc := rest.CopyConfig(rc)
+	lrc := rest.CopyConfig(krc)
 	lrc.RateLimiter, lrc.QPS, lrc.Burst = nil, -1, 0 // no client-side limit, see KubeQPS
 	lrc.UserAgent = "tether-cloudcore-leases"
 	leaseClient, err := kubernetes.NewForConfig(lrc)
@@ -492,6 +517,13 @@ func New(cfg Config) (*CloudCore, error) {
 	// The kubelet proxy's and /metrics' authentication and authorization,
 	// delegated to the API server.
 	cc.kubeAuth = kubeletproxy.NewKubeAuth(client, log.With(slog.String("component", "auth")))
+	relay, err := newAPIRelay(rc, cc.Dispatcher.Pods(), tokenRequests{create: func(ctx context.Context, ns, sa string,
+		tr *authenticationv1.TokenRequest) (*authenticationv1.TokenRequest, error) {
+		return client.CoreV1().ServiceAccounts(ns).CreateToken(ctx, sa, tr, metav1.CreateOptions{})
+	}}, log.With(slog.String("component", "relay")))
+	if err != nil {
+		return nil, err
+	}
 	handlers := cc.Enroll.Handlers()
 	handlers["/metrics"] = cc.metricsHandler()
 	cc.Hub, err = hub.New(hub.Config{
@@ -500,6 +532,7 @@ func New(cfg Config) (*CloudCore, error) {
 			ClientAuth: tls.RequestClientCert},
 		Auth:              cc.Enroll,
 		Reviews:           &accessReviewer{client: client, pods: cc.Dispatcher.Pods()},
+		Relay:             relay,
 		Handlers:          handlers,
 		HeartbeatInterval: cfg.HeartbeatInterval.Duration,
 		SessionTimeout:    cfg.SessionTimeout.Duration,
@@ -527,6 +560,8 @@ func New(cfg Config) (*CloudCore, error) {
 		MaxStreams:          cfg.MaxStreams,
 		HealthAddr:          cfg.healthAddr(),
 		HealthListener:      cfg.HealthListener,
+		PeerLoads:           cc.peerLoads(cfg),
+		Rebalance:           hub.RebalanceConfig{Rate: max(cfg.RebalanceRate, 0), Settle: cfg.RebalanceSettle.Duration},
 	}, cc.Dispatcher, cc.Status, log.With(slog.String("component", "hub")))
 	if err != nil {
 		return nil, err
@@ -537,6 +572,7 @@ func New(cfg Config) (*CloudCore, error) {
 			CA:       cc.CA,
 			Local:    kubeletNodes{d: cc.Dispatcher, h: cc.Hub}.localStream,
 			Discover: peerDiscovery(cfg, client),
+			Load:     cc.Hub.Load,
 			Logger:   log.With(slog.String("component", "peers")),
 		}); err != nil {
 			return nil, err
@@ -642,8 +678,9 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 // Run runs cloudcore until ctx ends or a component fails. It installs the
 // device CRDs first (unless Config.SkipCRDInstall); the hub starts listening
 // once the dispatcher's caches are synced. When ctx ends (SIGTERM), the hub
-// drains first (DrainTime: its edges sent away one by one, their messages
-// still written up), then every component stops.
+// drains first (DrainTime: its edges sent away one by one; the messages of
+// each not written yet are given up as its session ends, and the edge sends
+// them again to the replica it reaches next), then every component stops.
 func (cc *CloudCore) Run(outer context.Context) error {
 	if cc.crdClient != nil {
 		if err := installCRDs(outer, cc.crdClient, cc.cfg.Logger.With(slog.String("component", "crds"))); err != nil {

@@ -155,3 +155,23 @@ func listenUnix(path string) (net.Listener, error) {
 	}
 	return ln, nil
 }
+
+// peerLoads is the hub's PeerLoads: the loads of the peers that answer
+// (cc.Peers, made after the hub), or nil when there are no peers to ask or
+// rebalancing is off (RebalanceRate -1).
+func (cc *CloudCore) peerLoads(cfg Config) func(context.Context) ([]hub.PeerLoad, error) {
+	if cfg.RebalanceRate < 0 || (len(cfg.Peers) == 0 && cfg.PeerService == "") {
+		return nil
+	}
+	return func(ctx context.Context) ([]hub.PeerLoad, error) {
+		if cc.Peers == nil {
+			return nil, nil
+		}
+		loads, err := cc.Peers.Loads(ctx)
+		out := make([]hub.PeerLoad, 0, len(loads))
+		for addr, l := range loads {
+			out = append(out, hub.PeerLoad{Addr: addr, Sessions: l.Sessions, Ready: l.Ready})
+		}
+		return out, err
+	}
+}

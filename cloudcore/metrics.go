@@ -33,6 +33,7 @@ var (
 	mUpPaused   = prometheus.NewDesc("tether_hub_upstream_paused_total", "Times a session stopped reading at maxUpstreamInFlight.", nil, nil)
 	mUpThrottle = prometheus.NewDesc("tether_hub_upstream_throttled_total", "Statuses that waited for a node's upstreamRate.", nil, nil)
 	mEvDropped  = prometheus.NewDesc("tether_hub_events_dropped_total", "Events dropped past a node's upstreamRate.", nil, nil)
+	mRelayed    = prometheus.NewDesc("tether_hub_relayed_writes_total", "Writes of edge pods relayed to the API server (relayed: answered, by the API server or a refusal of the relay; refused: 429 over maxRelayInFlight).", []string{"result"}, nil)
 	mWrites     = prometheus.NewDesc("tether_api_writes_total", "Successful API writes for edges, by kind.", []string{"kind"}, nil)
 	mAPIErrors  = prometheus.NewDesc("tether_api_write_errors_total", "API writes that failed (API server or transport errors), retried or not.", nil, nil)
 	mWriteFate  = prometheus.NewDesc("tether_api_messages_total", "Upstream messages that needed no write, were coalesced, retried, rejected or given up.", []string{"result"}, nil)
@@ -48,6 +49,7 @@ var (
 	mAckTime    = prometheus.NewDesc("tether_hub_ack_duration_seconds", "Time from an object message queued for an edge to the edge's acknowledgement.", nil, nil)
 	mDispatch   = prometheus.NewDesc("tether_hub_dispatch_duration_seconds", "Time from a change of a node's objects to the first message it queued for the node.", nil, nil)
 	mPeerRefuse = prometheus.NewDesc("tether_peer_requests_refused_total", "Peer stream requests refused after the handshake (bad request or stream limit).", nil, nil)
+	mRebalanced = prometheus.NewDesc("tether_hub_rebalanced_sessions_total", "Sessions this replica sent away (to reconnect through the Service) to even out the replicas' loads.", nil, nil)
 )
 
 // collector is cloudcore's prometheus.Collector.
@@ -55,9 +57,9 @@ type collector struct{ cc *CloudCore }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mSessions, mConns, mRefused, mFrames, mBytes, mBadFrames, mObjects, mResyncs,
-		mResyncMsgs, mResyncB, mRevoked, mCerts, mUpPaused, mUpThrottle, mEvDropped, mWrites, mAPIErrors, mWriteFate,
+		mResyncMsgs, mResyncB, mRevoked, mCerts, mUpPaused, mUpThrottle, mEvDropped, mRelayed, mWrites, mAPIErrors, mWriteFate,
 		mAPIRefused, mWriteTime, mLeader, mCAExpiry, mSrvExpiry, mNodeExpiry, mPeerStream, mPeerRefuse,
-		mSendQueue, mUnacked, mAckTime, mDispatch} {
+		mSendQueue, mUnacked, mAckTime, mDispatch, mRebalanced} {
 		ch <- d
 	}
 }
@@ -99,6 +101,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	counter(mUpPaused, h.UpstreamPaused)
 	counter(mUpThrottle, h.UpstreamThrottled)
 	counter(mEvDropped, h.EventsDropped)
+	counter(mRelayed, h.Relayed, "relayed")
+	counter(mRelayed, h.RelayRefused, "refused")
+	counter(mRebalanced, h.Rebalanced)
 
 	s := c.cc.Status.Stats()
 	for kind, v := range map[string]int64{

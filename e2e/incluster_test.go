@@ -63,6 +63,9 @@ func TestInClusterAPI(t *testing.T) {
 	ns := namespace(t)
 	c := startCloud(t)
 	importInClusterImage(t)
+	// The pod calls the kubernetes Service's ClusterIP, which the edge's
+	// proxy DNATs to the in-cluster listener.
+	blackholeServices(t)
 	e := newCRIEdge(t, c, "e2e-incluster")
 	ip := nodestatus.FirstIPv4()
 	if ip == "" {
@@ -72,19 +75,21 @@ func TestInClusterAPI(t *testing.T) {
 	e.dns = edgecore.DNSConfig{Enable: true, Addr: net.JoinHostPort(ip, "53"), Upstreams: []string{"127.0.0.1:9"},
 		Allowed: []string{containerd(t).Subnet}}
 	e.tweak = func(cfg *edgecore.Config) {
-		cfg.InCluster = edgecore.InClusterConfig{Enable: true, Port: port}
+		on := true
+		cfg.InCluster = edgecore.InClusterConfig{Enable: &on, Port: port}
 	}
 	e.start()
 
-	// Service account "reader" may read the pods of its namespace, nothing
-	// else.
+	// Service account "reader" may read the pods of its namespace and
+	// create configmaps, nothing else.
 	ctx := t.Context()
 	if _, err := client.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{
 		ObjectMeta: metav1.ObjectMeta{Name: "reader"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := client.RbacV1().Roles(ns).Create(ctx, &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "pod-reader"},
-		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch"}}}},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch"}},
+			{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"create"}}}},
 		metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -110,14 +115,51 @@ func TestInClusterAPI(t *testing.T) {
 	}
 	p = waitPod(t, ns, p.Name, 90*time.Second, "Running and Ready", runningAndReady)
 	log := e.logFile(p, 0)
-	waitFileHolds(t, log, "config host https://"+net.JoinHostPort(ip, fmt.Sprint(port)), 30*time.Second)
+	// The cluster's KUBERNETES_SERVICE_HOST (the first address of the
+	// service range, port 443), routed by the edge to its listener.
+	waitFileHolds(t, log, "config host https://10.96.0.1:443", 30*time.Second)
+	if got, want := fmt.Sprint(endpointsOf(e, "default/kubernetes")), fmt.Sprint([]string{net.JoinHostPort(ip, fmt.Sprint(port))}); got != want {
+		t.Errorf("default/kubernetes routed to %s, want the in-cluster listener %s", got, want)
+	}
 	waitFileHolds(t, log, "pods ok app", 30*time.Second)
 	waitFileHolds(t, log, "secrets error 403", 10*time.Second)
-	waitFileHolds(t, log, "create error 405", 10*time.Second)
+	waitFileHolds(t, log, "create ok", 10*time.Second)
+	waitFileHolds(t, log, "screate error 403", 10*time.Second)
 	waitFileHolds(t, log, "watch ADDED app", 10*time.Second)
+	// The ConfigMaps it created are in the API server; no Secret is.
+	cms, err := client.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	created := 0
+	for _, cm := range cms.Items {
+		if strings.HasPrefix(cm.Name, "incluster-") {
+			created++
+		}
+	}
+	if created == 0 {
+		t.Error("no ConfigMap created by the pod in the API server")
+	}
+	if secrets, err := client.CoreV1().Secrets(ns).List(ctx, metav1.ListOptions{}); err != nil || len(secrets.Items) != 1 {
+		t.Errorf("secrets %v %v: the pod's refused create made one", secrets, err)
+	}
+	b, err := os.ReadFile(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), "wbench n=50") {
+		waitFileHolds(t, log, "wbench n=50", 30*time.Second)
+		b, _ = os.ReadFile(log)
+	}
+	if m := regexp.MustCompile(`wbench n=50 p50=(\S+) p99=(\S+)`).FindStringSubmatch(string(b)); m != nil {
+		t.Logf("write relayed to the API server, in the pod (client-go, dry-run create, TLS, keep-alive): p50 %s p99 %s", m[1], m[2])
+	}
+	if n := e.ec.MetaServer.WritesRelayed(); n == 0 {
+		t.Error("no write counted as relayed")
+	}
 
 	e.link.Cut()
-	b, err := os.ReadFile(log)
+	b, err = os.ReadFile(log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +179,7 @@ func TestInClusterAPI(t *testing.T) {
 		}
 		return true, nil
 	})
-	if strings.Contains(after, "pods error") || strings.Contains(after, "bench error") {
+	if strings.Contains(after, "pods error") || strings.Contains(after, "\nbench error") {
 		t.Errorf("a list failed with the cloud cut: %s", tailString(after, 600))
 	}
 	if m := regexp.MustCompile(`bench n=200 p50=(\S+) p99=(\S+)`).FindStringSubmatch(after); m != nil {

@@ -140,7 +140,9 @@ func (lb *testLB) session(since time.Time) (int, time.Time) {
 // again. Each time the edge must be served by another replica within
 // failoverBound, and at the end (settle) no acknowledged report is lost, no
 // reported value went back, every pod the churn left is Running in the API
-// server and held by the edge, and no other.
+// server and held by the edge, and no other. Every write of the pods and of
+// the Node during the test is watched (statusWrites): none may change
+// nothing or take a status back.
 func TestReplicaKill(t *testing.T) {
 	const failoverBound = 10 * time.Second // SIGTERM: drainTime (5s) and a reconnect
 	rounds := 4
@@ -148,6 +150,7 @@ func TestReplicaKill(t *testing.T) {
 		rounds = v
 	}
 	r := newReplicaRig(t, "e2e-replicas", 3)
+	sw := watchStatusWrites(t, r.ns, r.node)
 	m := newCrashMapper(t, r)
 	w := watchReported(t, r)
 	churn, stopChurn := startChurn(t, r)
@@ -212,6 +215,9 @@ func TestReplicaKill(t *testing.T) {
 		return true, nil
 	})
 	r.settle(m, pc, churn, stopChurn, w, &stats)
+	writes, podWrites, nodeWrites := sw.check(t)
+	t.Logf("status writes watched: %d writes, %d changed a pod's status, %d the Node's; none went back or changed nothing",
+		writes, podWrites, nodeWrites)
 	slices.Sort(took)
 	t.Logf("replica failover: the edge's new session after the signal, over %d rounds: %v", rounds, took)
 }

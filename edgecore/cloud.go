@@ -8,6 +8,7 @@ import (
 
 	"github.com/tether-edge/tether/edgecore/accessreview"
 	"github.com/tether-edge/tether/edgecore/agent"
+	"github.com/tether-edge/tether/edgecore/apirelay"
 	"github.com/tether-edge/tether/edgecore/credentials"
 	"github.com/tether-edge/tether/edgecore/link"
 	"github.com/tether-edge/tether/protocol"
@@ -51,6 +52,15 @@ func agentCredentials(creds *credentials.Credentials) agent.Credentials {
 		return nil
 	}
 	return creds
+}
+
+// agentRelay is relay as the agent's Relay: nil (no interface holding a
+// nil pointer) when writes are not relayed.
+func agentRelay(relay *apirelay.Relay) agent.Relay {
+	if relay == nil {
+		return nil
+	}
+	return relay
 }
 
 // agentReviews is access as the agent's Reviews: nil (no interface holding

@@ -32,6 +32,7 @@ import (
 
 	"github.com/tether-edge/tether/edgecore/accessreview"
 	"github.com/tether-edge/tether/edgecore/agent"
+	"github.com/tether-edge/tether/edgecore/apirelay"
 	"github.com/tether-edge/tether/edgecore/credentials"
 	"github.com/tether-edge/tether/edgecore/devicetwin"
 	"github.com/tether-edge/tether/edgecore/events"
@@ -434,9 +435,10 @@ func (d *DNSConfig) resolverConfig(domain string) resolver.Config {
 // as KUBERNETES_SERVICE_HOST/PORT and kubernetes.default.svc, with tokens
 // of the node's own in their kube-api-access volumes.
 type InClusterConfig struct {
-	// Enable runs it (default false). It needs dns.enable, dns.allowed
-	// (the pod network: the only sources served) and the cri runtime.
-	Enable bool `json:"enable,omitempty"`
+	// Enable runs it. It needs dns.enable, dns.allowed (the pod network:
+	// the only sources served) and the cri runtime; by default it is on
+	// when they are there, as every kubelet's pods get the API.
+	Enable *bool `json:"enable,omitempty"`
 	// Port is the listener's TCP port on the resolver's address (default
 	// 10551). Pods reach it as KUBERNETES_SERVICE_PORT.
 	Port int `json:"port,omitempty"`
@@ -449,11 +451,23 @@ type InClusterConfig struct {
 	// AccessMaxAge is how long such an answer is used with the cloud away
 	// (default 72h); past it reads are refused until the cloud is back.
 	AccessMaxAge metav1.Duration `json:"accessMaxAge,omitempty"`
+	// RefuseWrites refuses the pods' writes (405; 503 with the cloud
+	// away) instead of relaying them to the cloud's API server with a
+	// token of the pod's service account (default false: relayed, see
+	// package apirelay; a hub older than protocol 7 gets them refused).
+	RefuseWrites bool `json:"refuseWrites,omitempty"`
+	// WriteTimeout bounds a relayed write, from the pod's request to the
+	// cloud's answer (default 15s; past it 504).
+	WriteTimeout metav1.Duration `json:"writeTimeout,omitempty"`
 }
 
 func (c *Config) validateInCluster() error {
 	ic := &c.InCluster
-	if !ic.Enable {
+	if ic.Enable == nil {
+		on := c.DNS.Enable && len(c.DNS.Allowed) > 0 && c.Runtime == "cri" && c.RuntimeImpl == nil
+		ic.Enable = &on
+	}
+	if !*ic.Enable {
 		return nil
 	}
 	if !c.DNS.Enable || len(c.DNS.Allowed) == 0 {
@@ -480,6 +494,12 @@ func (c *Config) validateInCluster() error {
 	if ic.AccessMaxAge.Duration == 0 {
 		ic.AccessMaxAge.Duration = 72 * time.Hour
 	}
+	if ic.WriteTimeout.Duration == 0 {
+		ic.WriteTimeout.Duration = 15 * time.Second
+	}
+	if d := ic.WriteTimeout.Duration; d < time.Second || d > 5*time.Minute {
+		return fmt.Errorf("inCluster.writeTimeout: %s is not between 1s and 5m", d)
+	}
 	if ic.AccessRefresh.Duration < time.Second || ic.AccessMaxAge.Duration < ic.AccessRefresh.Duration {
 		return fmt.Errorf("inCluster: accessRefresh %s must be 1s or more and at most accessMaxAge %s",
 			ic.AccessRefresh.Duration, ic.AccessMaxAge.Duration)
@@ -490,6 +510,19 @@ func (c *Config) validateInCluster() error {
 // addr is the in-cluster listener's address: the resolver's IP, Port.
 func (c *Config) inClusterAddr() netip.AddrPort {
 	return netip.AddrPortFrom(netip.MustParseAddrPort(c.DNS.Addr).Addr(), uint16(c.InCluster.Port)) // checked by validateDNS
+}
+
+// inClusterService is where the pods reach the in-cluster API: with
+// Service routing (services.proxy), the default/kubernetes Service's
+// ClusterIP, port 443, which svcproxy DNATs to the listener, so pods keep
+// the cluster's KUBERNETES_SERVICE_HOST; that ClusterIP is the first
+// address of services.serviceCIDR, the one the API server gives it.
+// Without the routing, the listener's own address.
+func (c *Config) inClusterService() (addr netip.AddrPort, routed bool) {
+	if c.Services.Proxy == nil || !*c.Services.Proxy {
+		return c.inClusterAddr(), false
+	}
+	return netip.AddrPortFrom(netip.MustParsePrefix(c.Services.ServiceCIDR).Addr().Next(), 443), true // checked by validateServices
 }
 
 // DevicesConfig configures the device twins.
@@ -927,15 +960,20 @@ func New(cfg Config) (*EdgeCore, error) {
 		podCreds  *satoken.Credentials
 		access    *accessreview.Cache
 		inCluster *metaserver.InClusterConfig
+		relay     *apirelay.Relay
 	)
-	if ic := cfg.InCluster; ic.Enable {
+	if ic := cfg.InCluster; *ic.Enable {
 		podCreds, err = satoken.Load(CredentialsDir(cfg.DataDir), cfg.NodeName, ic.TokenLifetime.Duration)
 		if err != nil {
 			db.Close()
 			return nil, err
 		}
 		addr := cfg.inClusterAddr()
-		certPEM, keyPEM, err := podCreds.ServingCert(addr.Addr().AsSlice(), cfg.CRI.ClusterDomain)
+		var more []net.IP
+		if svc, routed := cfg.inClusterService(); routed {
+			more = append(more, svc.Addr().AsSlice())
+		}
+		certPEM, keyPEM, err := podCreds.ServingCert(addr.Addr().AsSlice(), cfg.CRI.ClusterDomain, more...)
 		if err != nil {
 			db.Close()
 			return nil, err
@@ -958,6 +996,15 @@ func New(cfg Config) (*EdgeCore, error) {
 		}
 		inCluster = &metaserver.InClusterConfig{Addr: addr.String(), Certificate: cert, Allowed: allowed,
 			Tokens: podCreds.Issuer, Authorizer: access}
+		if !ic.RefuseWrites {
+			relay, err = apirelay.New(apirelay.Config{Timeout: ic.WriteTimeout.Duration,
+				Logger: log.With(slog.String("component", "apirelay"))})
+			if err != nil {
+				db.Close()
+				return nil, err
+			}
+			inCluster.Writes = relay
+		}
 	}
 	rt := cfg.RuntimeImpl
 	runtimeVersion := "custom://"
@@ -975,7 +1022,7 @@ func New(cfg Config) (*EdgeCore, error) {
 			c.Events = rec
 			c.HeldImages = func() ([]string, error) { return pods.Images(db, static) }
 			if inCluster != nil {
-				a := cfg.inClusterAddr()
+				a, _ := cfg.inClusterService()
 				c.InCluster = &cri.InClusterAPI{Host: a.Addr().String(), Port: int(a.Port()), CACert: podCreds.CA.CertPEM(),
 					Tokens: podCreds.Issuer}
 			}
@@ -1070,7 +1117,7 @@ func New(cfg Config) (*EdgeCore, error) {
 	if cfg.DNS.Enable {
 		rc := cfg.DNS.resolverConfig(cfg.CRI.ClusterDomain)
 		if inCluster != nil {
-			rc.APIServer = cfg.inClusterAddr()
+			rc.APIServer, _ = cfg.inClusterService()
 		}
 		ec.Resolver, err = resolver.New(rc, db, log.With(slog.String("component", "resolver")))
 		if err != nil {
@@ -1088,9 +1135,14 @@ func New(cfg Config) (*EdgeCore, error) {
 			log.Warn("services.sources is empty (and dns.allowed): any host that routes the service range to this node reaches its ClusterIPs; " +
 				"set services.sources to the pod network")
 		}
-		ec.Proxy, err = svcproxy.New(svcproxy.Config{ServiceCIDR: netip.MustParsePrefix(cfg.Services.ServiceCIDR),
+		pc := svcproxy.Config{ServiceCIDR: netip.MustParsePrefix(cfg.Services.ServiceCIDR),
 			Sources: sources, NodeName: cfg.NodeName, Pods: reported,
-			Kernel: svcproxy.Kernel{Table: cfg.Services.Table}, Logger: log.With(slog.String("component", "svcproxy"))}, db)
+			Kernel: svcproxy.Kernel{Table: cfg.Services.Table}, Logger: log.With(slog.String("component", "svcproxy"))}
+		if inCluster != nil {
+			pc.APIService, _ = cfg.inClusterService()
+			pc.APIServer = cfg.inClusterAddr()
+		}
+		ec.Proxy, err = svcproxy.New(pc, db)
 		if err != nil {
 			closeAll()
 			return nil, err
@@ -1147,6 +1199,7 @@ func New(cfg Config) (*EdgeCore, error) {
 		CommitHook:         cfg.CommitHook,
 		Credentials:        agentCredentials(creds),
 		Reviews:            agentReviews(access),
+		Relay:              agentRelay(relay),
 	}, db, dialer,
 		func() (*corev1.NodeStatus, error) { return ns.Status(), nil },
 		obs,

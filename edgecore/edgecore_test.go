@@ -112,6 +112,9 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 	if *cfg.Services.Proxy {
 		t.Error("services.proxy on without dns")
 	}
+	if *cfg.InCluster.Enable {
+		t.Error("inCluster on without dns")
+	}
 	if d := cfg.Devices; !*d.Enable || d.MQTT.Broker != "embedded" || d.MQTT.Addr != "127.0.0.1:1883" || d.ReportInterval.Duration != time.Second {
 		t.Errorf("device defaults not filled: %+v", d)
 	}
@@ -126,6 +129,17 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 	// With the resolver, ClusterIPs are routed too, by default.
 	if s := cfg.Services; !*s.Proxy || s.ServiceCIDR != "10.96.0.0/12" || s.Table != "tether" || fmt.Sprint(s.Sources) != "[10.88.0.0/16]" {
 		t.Errorf("services defaults with dns and cri: %+v", s)
+	}
+	// And the pods get the in-cluster API, as on any node.
+	if ic := cfg.InCluster; !*ic.Enable || ic.Port != 10551 || ic.WriteTimeout.Duration != 15*time.Second {
+		t.Errorf("inCluster defaults with dns and cri: %+v", ic)
+	}
+	cfg = Config{}
+	if err := yaml.UnmarshalStrict([]byte(good+"runtime: cri\ndns:\n  enable: true\n  addr: 10.0.0.1:53\n  allowed: [10.88.0.0/16]\ninCluster:\n  enable: false\n"), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.validate(); err != nil || *cfg.InCluster.Enable {
+		t.Errorf("inCluster.enable: false with dns: on=%v, err %v", *cfg.InCluster.Enable, err)
 	}
 	if len(cfg.CRI.ClusterDNS) != 1 || cfg.CRI.ClusterDNS[0] != "10.0.0.1" {
 		t.Errorf("cri.clusterDNS %v, want the resolver's 10.0.0.1", cfg.CRI.ClusterDNS)

@@ -162,6 +162,8 @@ func (f *Frame) message() validator {
 	add(f.StreamClose != nil, f.StreamClose)
 	add(f.AccessReview != nil, f.AccessReview)
 	add(f.AccessReviewResult != nil, f.AccessReviewResult)
+	add(f.APIRequest != nil, f.APIRequest)
+	add(f.APIResponse != nil, f.APIResponse)
 	if len(set) != 1 {
 		return nil
 	}
@@ -201,7 +203,7 @@ func (f *Frame) count() int {
 		f.PodTerminated != nil, f.Event != nil, f.Error != nil, f.MirrorPod != nil,
 		f.DeviceStatus != nil, f.CertRequest != nil, f.CertIssued != nil, f.StreamOpen != nil,
 		f.StreamData != nil, f.StreamCredit != nil, f.StreamClose != nil, f.AccessReview != nil,
-		f.AccessReviewResult != nil} {
+		f.AccessReviewResult != nil, f.APIRequest != nil, f.APIResponse != nil} {
 		if set {
 			n++
 		}

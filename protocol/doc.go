@@ -57,6 +57,10 @@
 // server's requests to the node's kubelet API: not acknowledged, flow
 // controlled per stream by credits, and ended with the session.
 //
+// The API relay (version 7, relay.go) carries the writes of the edge's pods
+// to the API server: APIRequest up, APIResponse down, matched by ID, not
+// acknowledged (a request whose session ends is the pod's to retry).
+//
 // # Encoding
 //
 // Frames are CBOR (RFC 8949) with integer keys; Kubernetes objects inside

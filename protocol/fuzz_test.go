@@ -68,6 +68,11 @@ func seedFrames(t testing.TB) []*Frame {
 			Checks: []AccessCheck{{Verb: "list", Resource: "pods", Namespace: "store"}, {Verb: "get", Resource: "nodes"}}}},
 		{AccessReviewResult: &AccessReviewResult{ID: 1, Allowed: []bool{true, false}}},
 		{AccessReviewResult: &AccessReviewResult{ID: 2, Error: "pod store/pos is not bound to node edge-1"}},
+		{APIRequest: &APIRequest{ID: 1, Namespace: "store", Pod: "pos", PodUID: "u", ServiceAccount: "writer", Method: "POST",
+			Path: "/api/v1/namespaces/store/configmaps", Query: "fieldManager=pos", ContentType: "application/json",
+			Body: []byte(`{"metadata":{"name":"x"}}`)}},
+		{APIResponse: &APIResponse{ID: 1, Status: 201, ContentType: "application/json", Warnings: []string{"299 - x"},
+			Body: []byte(`{"kind":"ConfigMap"}`)}},
 	}
 }
 

@@ -52,7 +52,13 @@ import (
 //	  pods may read a resource, and caches the answers for when the cloud
 //	  is away. An edge sends AccessReview only to a hub that welcomed it
 //	  with 6 or more; a hub answers only in a session of 6 or more.
-const Version uint32 = 6
+//	7 (2026-12-06): APIRequest (edge) and APIResponse (hub): a write of a
+//	  pod to the in-cluster API at the edge, relayed to the API server
+//	  with a token of the pod's own service account (relay.go). An edge
+//	  sends APIRequest only to a hub that welcomed it with 7 or more (to
+//	  an older one the pod gets 503 "the cloud's hub is too old"); a hub
+//	  answers only in a session of 7 or more.
+const Version uint32 = 7
 
 // MinVersion is the oldest protocol version this build still speaks.
 const MinVersion uint32 = 1
@@ -186,6 +192,9 @@ type Frame struct {
 	// Since version 6.
 	AccessReview       *AccessReview       `cbor:"21,keyasint,omitempty"`
 	AccessReviewResult *AccessReviewResult `cbor:"22,keyasint,omitempty"`
+	// Since version 7 (relay.go).
+	APIRequest  *APIRequest  `cbor:"23,keyasint,omitempty"`
+	APIResponse *APIResponse `cbor:"24,keyasint,omitempty"`
 }
 
 // Hello is the first frame of a session, sent by the edge.

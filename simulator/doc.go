@@ -97,6 +97,14 @@
 //	                                      until its nodes are back on the others:
 //	                                      reconnect p50/p99 from the signal
 //	start-replica i=N                     start replica N again
+//	wait-balanced [timeout=D] [quiet=D2]  wait until the nodes are even over the
+//	                                      replicas up (rebalancing) and none
+//	                                      moved for D2 (default 10s)
+//	mark-storm                            (--join-hub) the other Sim is about to
+//	                                      restart the hub: wait-resynced then
+//	                                      measures this Sim's nodes' storm
+//	signal file=F                         create file F (for another Sim's await)
+//	await file=F [timeout=D]              wait until file F exists
 //	reset-latencies                       latencies from here on only
 //	sleep for=D
 //	expect METRIC=V|METRIC<=V|METRIC>=V ... [within=D] [stable=D2] [nodes=S]

@@ -4,7 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"runtime"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -400,10 +404,44 @@ func (s *Sim) RebootOffline(ctx context.Context, sel []int) error {
 
 // stormState is the start of a reconnect storm.
 type stormState struct {
-	// stopped is when the hub was stopped, ready when it answered again.
-	stopped, ready time.Time
-	before         map[int]int // running, uncut node -> sessions before the restart
-	up, down       int64       // wire bytes of all nodes when the hub was stopped
+	// stopped is when the hub was stopped, starting when it was started
+	// again (zero in a joined Sim), ready when it answered.
+	stopped, starting, ready time.Time
+	before                   map[int]int // running, uncut node -> sessions before the restart
+	up, down                 int64       // wire bytes of all nodes when the hub was stopped
+	// cpu is the CPU time used so far, when the hub answered again: by
+	// this process, by cloudcore's (if it runs as one) and by the machine.
+	cpu cpuMark
+}
+
+// cpuMark is a reading of CPU times.
+type cpuMark struct {
+	sim, cloud time.Duration
+	cloudPid   int
+	busy, all  int64 // the machine's jiffies, /proc/stat
+}
+
+// readCPU reads the CPU times of this process, cloudcore's and the machine.
+func (s *Sim) readCPU() cpuMark {
+	var m cpuMark
+	if ps, err := ReadProc(0); err == nil {
+		m.sim = ps.CPU
+	}
+	if ps, err := s.CloudProc(); err == nil {
+		m.cloud, m.cloudPid = ps.CPU, ps.Pid
+	}
+	if b, err := os.ReadFile("/proc/stat"); err == nil {
+		line, _, _ := strings.Cut(string(b), "\n")
+		f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal ...
+		for i, v := range f[1:] {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			m.all += n
+			if i != 3 && i != 4 { // idle, iowait
+				m.busy += n
+			}
+		}
+	}
+	return m
 }
 
 // Storm is a reconnect storm: the hub restarted and every node reconnected.
@@ -431,13 +469,31 @@ type Storm struct {
 	// clock, to join the storms of Sims in other processes that share the
 	// hub.
 	Back, End time.Time
+	// SimCPU and CloudCPU are the CPU time this process and cloudcore's
+	// (when it runs as one) used from the hub's return to End; Busy the
+	// share of the machine's CPU time busy meanwhile (all processes, 1 =
+	// every core busy throughout) and Cores its cores. In a Sim that
+	// joined another's hub they run from MarkStorm (the outage included),
+	// and CloudCPU is not known.
+	SimCPU, CloudCPU time.Duration
+	Busy             float64
+	Cores            int
 }
 
 func (st Storm) String() string {
-	s := fmt.Sprintf("%d/%d nodes resynced in %s after %s down; resync %d upserts %d deletes %d bytes; link %d B up %d B down",
-		st.Resynced, st.Nodes, roundDur(st.Took), roundDur(st.Down), st.Upserts, st.Deletes, st.Bytes, st.WireUp, st.WireDown)
+	s := fmt.Sprintf("%d/%d nodes resynced in %s after %s down (back %s, end %s); resync %d upserts %d deletes %d bytes; link %d B up %d B down",
+		st.Resynced, st.Nodes, roundDur(st.Took), roundDur(st.Down), st.Back.Format("15:04:05.000"), st.End.Format("15:04:05.000"),
+		st.Upserts, st.Deletes, st.Bytes, st.WireUp, st.WireDown)
 	if st.Hub != nil {
 		s += fmt.Sprintf("; hub %d resync messages %d resync bytes", st.Hub.ResyncMessages, st.Hub.ResyncBytes)
+	}
+	if st.Cores > 0 {
+		cloud := "cloudcore " + roundDur(st.CloudCPU).String()
+		if st.CloudCPU == 0 {
+			cloud = "cloudcore not here"
+		}
+		s += fmt.Sprintf("; CPU meanwhile: %s, simulator %s, machine %.0f%% busy of %d cores",
+			cloud, roundDur(st.SimCPU), st.Busy*100, st.Cores)
 	}
 	return s
 }
@@ -456,17 +512,19 @@ func (s *Sim) RestartHub(ctx context.Context, down time.Duration) error {
 	if err := sleepUntil(ctx, time.Now().Add(down)); err != nil {
 		return err
 	}
+	st.starting = time.Now()
 	if err := s.cloudStart(ctx); err != nil {
 		return err
 	}
 	st.ready = time.Now()
+	st.cpu = s.readCPU()
 	return nil
 }
 
 // MarkStorm is RestartHub for a Sim that joined another's hub (Config.Hub):
 // the other Sim is about to restart it. WaitResynced then measures this
 // Sim's nodes' storm, from the first of them that the hub accepts again.
-func (s *Sim) MarkStorm() { s.markStorm() }
+func (s *Sim) MarkStorm() { s.markStorm().cpu = s.readCPU() }
 
 // markStorm notes each node's sessions and the links' bytes now: the start
 // of a storm.
@@ -517,7 +575,9 @@ func (s *Sim) WaitResynced(ctx context.Context) (Storm, error) {
 	count := func() bool {
 		r = Storm{}
 		s.fleet.each(sel, func(v nodeView) {
-			if v.connectedAt.After(st.stopped) && v.connectedAt.Before(back) {
+			// A node that reached the old hub while it stopped is not the
+			// new one's return.
+			if v.connectedAt.After(st.stopped) && v.connectedAt.After(st.starting) && v.connectedAt.Before(back) {
 				back = v.connectedAt
 			}
 			if !v.running || v.cut {
@@ -541,6 +601,16 @@ func (s *Sim) WaitResynced(ctx context.Context) (Storm, error) {
 	r.Back, r.Down, r.Took = back, back.Sub(st.stopped), r.End.Sub(back)
 	up, down := s.wireTotals()
 	r.WireUp, r.WireDown = up-st.up, down-st.down
+	if !st.ready.IsZero() || joined {
+		end := s.readCPU()
+		r.SimCPU, r.Cores = end.sim-st.cpu.sim, runtime.NumCPU()
+		if end.cloudPid == st.cpu.cloudPid {
+			r.CloudCPU = end.cloud - st.cpu.cloud
+		}
+		if d := end.all - st.cpu.all; d > 0 {
+			r.Busy = float64(end.busy-st.cpu.busy) / float64(d)
+		}
+	}
 	if hs, ok := s.HubStats(); ok {
 		r.Hub = &hs
 	}

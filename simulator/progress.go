@@ -175,6 +175,9 @@ func (s *Sim) Summary() string {
 	for _, f := range s.failovers {
 		fmt.Fprintf(&b, "  failover: %s\n", f)
 	}
+	for _, r := range s.balances {
+		fmt.Fprintf(&b, "  rebalance: %s\n", r)
+	}
 	for _, st := range s.storms {
 		fmt.Fprintf(&b, "  storm: %s\n", st)
 	}

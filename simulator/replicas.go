@@ -46,7 +46,20 @@ func newReplicaCloud(cfg cloudcore.Config, n int, binary, dir, host string, ns N
 		cfg.DrainTime.Duration = 5 * time.Second
 	}
 	rc := &replicaCloud{down: map[int]bool{}}
+	// Each replica serves its peers (kubelet streams, and its load for
+	// rebalancing) on a port of its own, and knows the others'.
+	peers := make([]string, n)
 	for i := range n {
+		addr, err := fixedPort(ns, "127.0.0.1")
+		if err != nil {
+			return nil, fmt.Errorf("pick a replica's peer port: %w", err)
+		}
+		peers[i] = addr
+	}
+	for i := range n {
+		cfg := cfg
+		cfg.PeerAddr = peers[i]
+		cfg.Peers = slices.Concat(peers[:i], peers[i+1:])
 		base, err := newCloudBase(cfg, filepath.Join(dir, "cloudcore-"+strconv.Itoa(i)), host, ns, roots)
 		if err != nil {
 			return nil, err
@@ -298,4 +311,87 @@ func (s *Sim) ReplicaNodes() []int {
 		}
 	})
 	return n
+}
+
+// Balance is how the replicas' nodes evened out after one came back.
+type Balance struct {
+	// Even is from the command's start until no replica held more than
+	// its share ceil(total/replicas) plus the hub's slack (the larger of
+	// 2 and 5% of the share) nor less than the share minus twice it;
+	// Settled until the last node moved (started a new session) before
+	// Quiet passed with none moving and the replicas even; Nodes the
+	// nodes per replica then; Moved how many moves there were, and
+	// MovedAfterEven how many of them came after Even (the hub sends
+	// sessions away down to the share, not only to share+slack).
+	Even, Settled, Quiet  time.Duration
+	Nodes                 []int
+	Moved, MovedAfterEven int
+}
+
+func (b Balance) String() string {
+	return fmt.Sprintf("replicas even %s after the command, the last move %s after it (%d moves, %d after even; none in the %s after): nodes per replica %v",
+		roundDur(b.Even), roundDur(b.Settled), b.Moved, b.MovedAfterEven, roundDur(b.Quiet), b.Nodes)
+}
+
+// WaitBalanced waits until the nodes are spread evenly over the replicas
+// that are up and none moved for quiet (see Balance), or ctx ends: moves
+// that never stop (replicas trading nodes back and forth) fail it.
+func (s *Sim) WaitBalanced(ctx context.Context, quiet time.Duration) (Balance, error) {
+	rc, ok := s.cloud.(*replicaCloud)
+	if !ok {
+		return Balance{}, errors.New("wait-balanced: the Sim runs one cloudcore (Config.Replicas)")
+	}
+	t0 := time.Now()
+	b := Balance{Quiet: quiet}
+	sessions := map[int]int{}
+	s.fleet.each(nil, func(v nodeView) { sessions[v.index] = v.state.Sessions })
+	var even, lastMove time.Time
+	err := poll(ctx, 100*time.Millisecond, func() bool {
+		now := time.Now()
+		s.fleet.each(nil, func(v nodeView) {
+			if v.state.Sessions > sessions[v.index] {
+				b.Moved++
+				if !even.IsZero() {
+					b.MovedAfterEven++
+				}
+				lastMove = now
+			}
+			sessions[v.index] = v.state.Sessions
+		})
+		all := s.ReplicaNodes()
+		rc.mu.Lock()
+		var up []int
+		total := 0
+		for i, n := range all {
+			total += n
+			if !rc.down[i] {
+				up = append(up, n)
+			}
+		}
+		rc.mu.Unlock()
+		b.Nodes = all
+		if len(up) == 0 {
+			return false
+		}
+		share := (total + len(up) - 1) / len(up)
+		slack := max(2, share/20)
+		for _, n := range up {
+			if n > share+slack || n < share-2*slack {
+				even = time.Time{}
+				return false
+			}
+		}
+		if even.IsZero() {
+			even = now
+			b.Even = now.Sub(t0)
+		}
+		return now.Sub(even) >= quiet && now.Sub(lastMove) >= quiet
+	})
+	if !lastMove.IsZero() {
+		b.Settled = lastMove.Sub(t0)
+	}
+	if err != nil {
+		return b, fmt.Errorf("wait-balanced: nodes per replica %v after %s, %d moves: %w", b.Nodes, roundDur(time.Since(t0)), b.Moved, err)
+	}
+	return b, nil
 }

@@ -3,8 +3,10 @@ package simulator
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"strings"
 	"syscall"
@@ -228,6 +230,22 @@ func (s *Sim) Exec(ctx context.Context, d Directive) (string, error) {
 		out, err = s.cmdIdle(ctx, a)
 	case "kill-replica":
 		out, err = s.cmdKillReplica(ctx, a)
+	case "wait-balanced":
+		var d, hold time.Duration
+		if d, err = a.duration("timeout", 5*time.Minute); err != nil {
+			break
+		}
+		if hold, err = a.duration("quiet", 10*time.Second); err == nil {
+			bctx, cancel := context.WithTimeout(ctx, d)
+			var b Balance
+			b, err = s.WaitBalanced(bctx, hold)
+			cancel()
+			if err == nil {
+				s.note("rebalance: %s", b)
+				s.balances = append(s.balances, b)
+				out = "replicas balanced"
+			}
+		}
 	case "start-replica":
 		var i int
 		if i, err = a.integer("i", -1); err == nil {
@@ -240,6 +258,36 @@ func (s *Sim) Exec(ctx context.Context, d Directive) (string, error) {
 		if dur, err = a.duration("for", 0); err == nil {
 			err = sleepUntil(ctx, time.Now().Add(dur))
 			out = "slept " + dur.String()
+		}
+	case "mark-storm":
+		if _, joined := s.cloud.(*joinedCloud); !joined {
+			err = errors.New("mark-storm: only in a Sim that joined another's hub (--join-hub); restart-hub marks its own")
+			break
+		}
+		s.MarkStorm()
+		out = "storm marked"
+	case "signal":
+		// Tell another tether-sim sharing the hub (it waits with await).
+		var f string
+		if f, _, err = a.single("file"); err == nil {
+			if f == "" {
+				err = errors.New("signal: file= is required")
+				break
+			}
+			err = os.WriteFile(f, nil, 0o600)
+			out = "signalled"
+		}
+	case "await":
+		var f string
+		var d time.Duration
+		if f, _, err = a.single("file"); err != nil {
+			break
+		}
+		if d, err = a.duration("timeout", 30*time.Minute); err == nil {
+			actx, cancel := context.WithTimeout(ctx, d)
+			err = poll(actx, 20*time.Millisecond, func() bool { _, err := os.Stat(f); return err == nil })
+			cancel()
+			out = "awaited"
 		}
 	case "reset-latencies":
 		s.ResetLatencies()

@@ -312,6 +312,7 @@ type Sim struct {
 	storm        *stormState     // the last RestartHub
 	storms       []Storm         // each WaitResynced
 	failovers    []Failover      // each KillReplica
+	balances     []Balance       // each WaitBalanced
 	idles        []Bandwidth     // each Idle
 	mu           sync.Mutex      // guards lastCheck
 	lastCheck    string          // the last failed expectation, for the summary

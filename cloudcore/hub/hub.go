@@ -122,6 +122,15 @@ type Config struct {
 	// Reviews, if set, answers the edges' AccessReviews (protocol version
 	// 5: the in-cluster API at the edge). Nil refuses every one.
 	Reviews AccessReviewer
+	// Relay, if set, relays the writes of the edges' pods to the API
+	// server (protocol version 7, relay.go). Nil answers each 503.
+	Relay APIRelay
+	// MaxRelayInFlight bounds the relayed writes in flight per node
+	// (default 8); one more is answered 429 at once.
+	MaxRelayInFlight int
+	// RelayTimeout bounds one relayed write (default 10s); past it the
+	// pod gets 504.
+	RelayTimeout time.Duration
 	// Handlers are more endpoints on the hub's listener, by path (the join
 	// and renewal endpoints of package enroll).
 	Handlers map[string]http.Handler
@@ -260,6 +269,15 @@ type Config struct {
 	MaxStreamsPerNode int
 	MaxStreams        int
 
+	// PeerLoads, if set, returns what the other replicas say of themselves
+	// (those that answered; each asked over the replicas' mutual-TLS peer
+	// channel): the hub then rebalances its sessions with the Rebalancer
+	// (Rebalance), asking them every RebalancePoll (default 2s). Unset
+	// (one replica, or no peer channel), nothing is rebalanced.
+	PeerLoads     func(ctx context.Context) ([]PeerLoad, error)
+	Rebalance     RebalanceConfig
+	RebalancePoll time.Duration
+
 	// HealthAddr, if set, is a plain HTTP listener (host:port; keep it on
 	// loopback or a private network) serving /healthz (the hub serves) and
 	// /readyz (the Source's caches are synced and the hub listens). The
@@ -356,6 +374,13 @@ func (c *Config) validateLimits(fds uint64) error {
 	if c.SessionRate <= 0 || c.SessionBurst < 1 || c.DrainTime < 0 {
 		return fmt.Errorf("hub: session rate %g burst %d, drain time %s: want positive", c.SessionRate, c.SessionBurst, c.DrainTime)
 	}
+	setDefault(&c.RebalancePoll, 2*time.Second)
+	if c.RebalancePoll < 0 {
+		return fmt.Errorf("hub: rebalance poll %s is negative", c.RebalancePoll)
+	}
+	if err := c.Rebalance.validate(); err != nil {
+		return err
+	}
 	setDefault(&c.AcceptRatePerIP, 4)
 	setDefault(&c.AcceptBurstPerIP, 32)
 	setDefault(&c.MaxInventory, 20000)
@@ -364,6 +389,11 @@ func (c *Config) validateLimits(fds uint64) error {
 	setDefault(&c.UpstreamBurst, 200)
 	if c.AcceptRatePerIP < 0 || c.AcceptBurstPerIP < 1 {
 		return fmt.Errorf("hub: limits must be positive: accept rate per IP %g burst %d", c.AcceptRatePerIP, c.AcceptBurstPerIP)
+	}
+	setDefault(&c.MaxRelayInFlight, 8)
+	setDefault(&c.RelayTimeout, 10*time.Second)
+	if c.MaxRelayInFlight < 1 || c.RelayTimeout < 0 {
+		return fmt.Errorf("hub: max relay in flight %d, relay timeout %s: must be positive", c.MaxRelayInFlight, c.RelayTimeout)
 	}
 	setDefault(&c.MaxStreamsPerNode, 32)
 	setDefault(&c.MaxStreams, 1024)
@@ -487,6 +517,11 @@ func (h *Hub) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	h.listening.Store(true)
 	defer h.listening.Store(false)
+	if h.cfg.PeerLoads != nil {
+		rctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		go h.rebalance(rctx)
+	}
 	revoke := time.NewTicker(h.cfg.RevokeCheck)
 	defer revoke.Stop()
 	drain := false
@@ -807,19 +842,34 @@ func (h *Hub) register(s *session) bool {
 	if old := h.sessions[s.node]; old != nil {
 		old.stop(&protocol.Error{Code: protocol.ErrorReplaced, Message: "a newer session of this node connected"})
 	}
+	s.started = time.Now()
 	h.sessions[s.node] = s
 	h.wg.Add(1)
 	h.stats.sessions.Add(1)
 	return true
 }
 
+// unregister forgets s. If it was the node's session (not one a newer
+// session replaced), the Upstream, if it is a sessionEnder, is told.
 func (h *Hub) unregister(s *session) {
 	h.mu.Lock()
-	if h.sessions[s.node] == s {
+	last := h.sessions[s.node] == s
+	if last {
 		delete(h.sessions, s.node)
 	}
 	h.mu.Unlock()
 	h.stats.sessions.Add(-1)
+	if e, ok := h.upstream.(sessionEnder); ok && last {
+		e.SessionEnded(s.node)
+	}
+}
+
+// sessionEnder is an Upstream that gives up the messages of a node whose
+// session ended (status.Writer): the edge sends what was not acknowledged
+// again to the replica it reaches next, and an older message written here
+// after a newer one written there would take the object back.
+type sessionEnder interface {
+	SessionEnded(node string)
 }
 
 // writeError sends e on a connection that has no session (yet), then closes
@@ -891,6 +941,12 @@ type Stats struct {
 	streamsRefused    atomic.Int64
 	shed              atomic.Int64
 	refusedHandshakes atomic.Int64
+	rebalanced        atomic.Int64
+
+	// relayed counts the writes of edge pods relayed (answered by the API
+	// server or refused by the relay); relayRefused those refused over
+	// MaxRelayInFlight.
+	relayed, relayRefused atomic.Int64
 }
 
 // StatsSnapshot is a copy of the counters.
@@ -956,6 +1012,8 @@ type StatsSnapshot struct {
 	// ConnsRefusedHandshakes counts connections closed at accept because
 	// MaxHandshakes were in progress.
 	ConnsRefusedHandshakes int64 `json:"connsRefusedHandshakes"`
+	// Rebalanced counts the sessions sent away to rebalance the replicas.
+	Rebalanced int64 `json:"rebalanced"`
 	// SendQueue is the frames queued to send, over all sessions;
 	// Unacknowledged the object messages sent and not yet acknowledged
 	// (the sessions' windows in use).
@@ -966,6 +1024,11 @@ type StatsSnapshot struct {
 	// objects to the first message it queued.
 	AckLatency      histogram.Snapshot `json:"-"`
 	DispatchLatency histogram.Snapshot `json:"-"`
+	// Relayed counts the writes of edge pods answered (by the API server
+	// or refused by the relay); RelayRefused those refused 429 over
+	// MaxRelayInFlight.
+	Relayed      int64 `json:"relayed"`
+	RelayRefused int64 `json:"relayRefused"`
 }
 
 // Stats returns the hub's counters.
@@ -993,7 +1056,8 @@ func (h *Hub) Stats() StatsSnapshot {
 		UpstreamThrottled: s.upstreamThrottled.Load(), EventsDropped: s.eventsDropped.Load(),
 		DeleteScans: s.deleteScans.Load(), DeleteScanned: s.deleteScanned.Load(),
 		Streams: s.streams.Load(), StreamsRefused: s.streamsRefused.Load(), Shed: s.shed.Load(),
-		ConnsRefusedHandshakes: s.refusedHandshakes.Load(),
+		ConnsRefusedHandshakes: s.refusedHandshakes.Load(), Rebalanced: s.rebalanced.Load(),
+		Relayed: s.relayed.Load(), RelayRefused: s.relayRefused.Load(),
 	}
 }
 

@@ -654,3 +654,44 @@ func waitStats(t *testing.T, h *Hub, what string, ok func(StatsSnapshot) bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// endUpstream records SessionEnded calls.
+type endUpstream struct {
+	nopUpstream
+	ended chan string
+}
+
+func (u *endUpstream) SessionEnded(node string) { u.ended <- node }
+
+// The Upstream is told when a node has no session here any more, so that it
+// gives up the node's messages not written yet; not when a newer session
+// of the node replaced the old one (the newer one's messages are pending).
+func TestSessionEndedTold(t *testing.T) {
+	up := &endUpstream{ended: make(chan string, 4)}
+	src, url := startHubWith(t, Config{}, up)
+	e1 := connect(t, url, nil)
+	e1.recv() // ResyncDone
+	e2 := connect(t, url, nil)
+	e2.recv()
+	waitFor(t, "the replaced session gone", func() bool { return src.hub.Stats().Sessions == 1 })
+	e1.ws.Close()
+	time.Sleep(50 * time.Millisecond)
+	select {
+	case n := <-up.ended:
+		t.Fatalf("told %s's session ended while its newer session lives", n)
+	default:
+	}
+	e2.ws.Close()
+	select {
+	case n := <-up.ended:
+		if n != "n1" {
+			t.Fatalf("told %q's session ended, want n1", n)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("not told within 10s that the session ended")
+	}
+	waitFor(t, "no session", func() bool { return src.hub.Stats().Sessions == 0 })
+	if len(up.ended) != 0 {
+		t.Fatalf("told %d more times", len(up.ended))
+	}
+}

@@ -36,6 +36,9 @@ type session struct {
 	notAfter atomic.Int64
 	// version is the protocol version of the session.
 	version uint32
+	// started is when the session was registered (rebalancing moves no
+	// session younger than RebalanceConfig.Settle).
+	started time.Time
 	// renewing is set while a CertRequest is being answered; another one
 	// meanwhile is refused.
 	renewing atomic.Bool
@@ -77,6 +80,8 @@ type session struct {
 	upRoom     chan struct{}
 	// upLimit is the node's UpstreamRate; the reader's alone.
 	upLimit *rate.Limiter
+	// relaying counts the relayed writes in flight (relay.go).
+	relaying atomic.Int32
 	// streams are the session's byte streams (streams.go); nil before
 	// protocol version 3.
 	streams *streams.Mux
@@ -373,7 +378,7 @@ func (s *session) readLoop(frames chan<- *protocol.Frame) {
 				return
 			}
 			s.upInFlight.Add(1)
-		} else if (f.CertRequest != nil || f.AccessReview != nil) && !s.throttle() {
+		} else if (f.CertRequest != nil || f.AccessReview != nil || f.APIRequest != nil) && !s.throttle() {
 			// A certificate request costs a signature and a read of the
 			// Node from the API server: it waits for the rate like a
 			// status (and is answered one at a time, see renew).
@@ -641,6 +646,8 @@ func (s *session) handle(f *protocol.Frame) {
 		s.renew(f.CertRequest.CSR)
 	case f.AccessReview != nil && s.version >= protocol.AccessReviewSince:
 		s.review(f.AccessReview)
+	case f.APIRequest != nil && s.version >= protocol.APIRelaySince:
+		s.relay(f.APIRequest)
 	case f.Error != nil:
 		s.log.Warn("edge reported an error", slog.String("code", f.Error.Code.String()),
 			slog.String("message", f.Error.Message), slog.Uint64("seq", f.Error.Seq))

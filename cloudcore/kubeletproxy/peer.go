@@ -5,8 +5,10 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -42,6 +44,19 @@ var ErrNoSession = errors.New("node has no session on this cloudcore")
 // PeerPath is the path of a peer's stream request.
 const PeerPath = "/v1/kubelet-stream"
 
+// LoadPath is the path where a replica says its load to its peers (GET,
+// JSON PeerLoad).
+const LoadPath = "/v1/load"
+
+// maxLoadAnswer bounds a peer's load answer read.
+const maxLoadAnswer = 1 << 10
+
+// PeerLoad is a replica's answer at LoadPath.
+type PeerLoad struct {
+	Sessions int  `json:"sessions"`
+	Ready    bool `json:"ready"`
+}
+
 // peerNodeHeader names the node in a peer's stream request.
 const peerNodeHeader = "Tether-Node"
 
@@ -56,6 +71,10 @@ type PeerConfig struct {
 	// Discover returns the other replicas' peer addresses (host:port).
 	// Required.
 	Discover func(ctx context.Context) ([]string, error)
+	// Load, if set, says how many edge sessions this replica holds and
+	// whether it serves (not starting or draining): answered to peers at
+	// LoadPath, for rebalancing. Unset, LoadPath answers 404.
+	Load func() (sessions int, ready bool)
 	// DialTimeout bounds asking one peer (dial, handshake, answer;
 	// default 5s).
 	DialTimeout time.Duration
@@ -175,6 +194,12 @@ func (p *Peers) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "a cloudcore peer certificate is required", http.StatusUnauthorized)
 		return
 	}
+	if r.URL.Path == LoadPath && r.Method == http.MethodGet && p.cfg.Load != nil {
+		n, ready := p.cfg.Load()
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(PeerLoad{Sessions: n, Ready: ready})
+		return
+	}
 	if r.URL.Path != PeerPath || r.Method != http.MethodPost {
 		p.Refused.Add(1)
 		http.Error(w, "not found", http.StatusNotFound)
@@ -274,8 +299,72 @@ func (p *Peers) OpenStream(ctx context.Context, node string) (net.Conn, error) {
 	return nil, errors.New(msg)
 }
 
-// ask asks the peer at addr for a stream to node.
-func (p *Peers) ask(ctx context.Context, addr, node string) (net.Conn, error) {
+// Loads asks every peer at once for its load (LoadPath) and returns the
+// answers by peer address; a peer that does not answer within DialTimeout,
+// or answers badly, is left out (not live).
+func (p *Peers) Loads(ctx context.Context) (map[string]PeerLoad, error) {
+	addrs, err := p.cfg.Discover(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.DialTimeout)
+	defer cancel()
+	type answer struct {
+		addr string
+		l    PeerLoad
+		err  error
+	}
+	answers := make(chan answer, len(addrs))
+	for _, a := range addrs {
+		go func() {
+			l, err := p.askLoad(ctx, a)
+			answers <- answer{a, l, err}
+		}()
+	}
+	out := map[string]PeerLoad{}
+	for range addrs {
+		if a := <-answers; a.err == nil {
+			out[a.addr] = a.l
+		} else {
+			p.log.Debug("peer load not known", slog.String("peer", a.addr), slog.Any("err", a.err))
+		}
+	}
+	return out, nil
+}
+
+// askLoad asks the peer at addr for its load.
+func (p *Peers) askLoad(ctx context.Context, addr string) (PeerLoad, error) {
+	c, err := p.dial(ctx, addr)
+	if err != nil {
+		return PeerLoad{}, err
+	}
+	defer c.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		c.SetDeadline(dl)
+	}
+	if _, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", LoadPath, addr); err != nil {
+		return PeerLoad{}, fmt.Errorf("peer %s: %w", addr, err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(io.LimitReader(c, 4<<10)), nil)
+	if err != nil {
+		return PeerLoad{}, fmt.Errorf("peer %s: %w", addr, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return PeerLoad{}, fmt.Errorf("peer %s: %s", addr, resp.Status)
+	}
+	var l PeerLoad
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxLoadAnswer)).Decode(&l); err != nil {
+		return PeerLoad{}, fmt.Errorf("peer %s: load: %w", addr, err)
+	}
+	if l.Sessions < 0 || l.Sessions > 1<<24 {
+		return PeerLoad{}, fmt.Errorf("peer %s: load: %d sessions", addr, l.Sessions)
+	}
+	return l, nil
+}
+
+// dial opens a mutual-TLS connection to the peer at addr.
+func (p *Peers) dial(ctx context.Context, addr string) (net.Conn, error) {
 	d := tls.Dialer{Config: &tls.Config{
 		MinVersion: tls.VersionTLS13,
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
@@ -290,6 +379,15 @@ func (p *Peers) ask(ctx context.Context, addr, node string) (net.Conn, error) {
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("peer %s: %w", addr, err)
+	}
+	return c, nil
+}
+
+// ask asks the peer at addr for a stream to node.
+func (p *Peers) ask(ctx context.Context, addr, node string) (net.Conn, error) {
+	c, err := p.dial(ctx, addr)
+	if err != nil {
+		return nil, err
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		c.SetDeadline(dl)

@@ -180,3 +180,73 @@ func TestPeersMalformedRequests(t *testing.T) {
 		t.Errorf("served %d streams", pc.Served.Load())
 	}
 }
+
+// startLoadPeer runs Peers on loopback for ca that says it holds sessions.
+func startLoadPeer(t *testing.T, ca *pki.CA, sessions int, ready bool) string {
+	t.Helper()
+	p, err := NewPeers(PeerConfig{CA: ca, Local: func(string) (net.Conn, error) { return nil, ErrNoSession },
+		Discover: func(context.Context) ([]string, error) { return nil, nil },
+		Load:     func() (int, bool) { return sessions, ready },
+		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.Serve(ctx, ln); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return ln.Addr().String()
+}
+
+// Loads asks every peer its load: live peers answer, a dead one, one of
+// another CA and one that does not serve loads are left out; an edge
+// node's certificate gets no answer at LoadPath.
+func TestPeersLoads(t *testing.T) {
+	ca, err := pki.NewCA("shared")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := pki.NewCA("other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := startLoadPeer(t, ca, 500, true), startLoadPeer(t, ca, 0, false)
+	foreign := startLoadPeer(t, other, 7, true)
+	_, noLoad := startPeer(t, ca)
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := dead.Addr().String()
+	dead.Close()
+	got, err := newAsker(t, ca, a, b, foreign, noLoad, deadAddr).Loads(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]PeerLoad{a: {Sessions: 500, Ready: true}, b: {Sessions: 0, Ready: false}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("loads %v, want %v", got, want)
+	}
+
+	certPEM, keyPEM, err := ca.IssueClient(pki.NodeCNPrefix+"edge-1", []string{pki.NodeOrganization}, 3600e9)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := tls.Dial("tcp", a, &tls.Config{InsecureSkipVerify: true, Certificates: []tls.Certificate{pair}})
+	if err == nil {
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: p\r\n\r\n", LoadPath)
+		b, _ := io.ReadAll(c)
+		c.Close()
+		if strings.Contains(string(b), "sessions") {
+			t.Fatalf("an edge node's certificate at LoadPath: answered %q", b)
+		}
+	}
+}

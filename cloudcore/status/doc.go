@@ -16,7 +16,11 @@
 // while) are retried with exponential back-off and given up after
 // Config.MaxRetries; the edge sends a message given up again later. Only
 // refusals that cannot change (Invalid, BadRequest, an object that is gone
-// or not the node's) reject a message for good.
+// or not the node's) reject a message for good. When a node's session on
+// this replica ends (SessionEnded), its messages not written yet are given
+// up and a write in progress is not retried: the edge sends them again to
+// the replica it reaches next, and one written here later could land after
+// a newer one written there and take the object back.
 //
 // Writes follow the kubelet where it has a rule: strategic-merge patches of
 // status computed as a two-way merge from the status in the informer cache,

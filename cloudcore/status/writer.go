@@ -34,6 +34,11 @@ const deviceSweep = 10 * time.Minute
 // The edge may resend them to the next hub.
 var ErrStopped = errors.New("status writer stopped")
 
+// ErrSessionEnded is the error of messages given up because the session of
+// their node on this replica ended (SessionEnded). The edge sends them again
+// to the replica it reaches next.
+var ErrSessionEnded = errors.New("the node's session on this cloudcore ended")
+
 // kind is the kind of object a message writes.
 type kind uint8
 
@@ -94,6 +99,9 @@ type entry struct {
 	busy bool
 	// queued is set while the key is in the queue or waits there for a retry.
 	queued bool
+	// ended is set when the node's session ended (SessionEnded) while a
+	// worker wrote the key: that write is not retried.
+	ended bool
 }
 
 // Writer writes edge nodes' reports to the API server. Its methods are safe
@@ -124,6 +132,9 @@ type Writer struct {
 	// entries holds every key with a message pending or being written.
 	// Guarded by mu.
 	entries map[key]*entry
+	// byNode indexes entries by node (SessionEnded), Leases left out.
+	// Guarded by mu.
+	byNode map[string]map[key]struct{}
 	// stopped is set once Start has given up what was left; later messages
 	// fail at once. Guarded by mu.
 	stopped bool
@@ -159,6 +170,7 @@ func New(client kubernetes.Interface, devices DeviceClient, lister Lister, cfg C
 		cfg:       cfg,
 		log:       log,
 		entries:   make(map[key]*entry),
+		byNode:    make(map[string]map[key]struct{}),
 		leases:    make(map[string]*coordinationv1.Lease),
 		devWrites: make(map[types.UID]*deviceWrite),
 	}, nil
@@ -218,7 +230,7 @@ func (w *Writer) Start(ctx context.Context) error {
 	var dones []func(error)
 	for k, e := range w.entries {
 		dones = append(dones, e.dones...)
-		delete(w.entries, k)
+		w.deleteEntry(k)
 	}
 	w.mu.Unlock()
 	w.stats.givenUp.Add(int64(len(dones)))
@@ -278,6 +290,43 @@ func (w *Writer) Heartbeat(node string) {
 	w.enqueue(key{kind: kindLease, node: node}, heartbeat{}, nil)
 }
 
+// SessionEnded gives up, with ErrSessionEnded, the messages of node not
+// written yet, those waiting for a retry included, and keeps a write in
+// progress from being retried. The hub calls it when the node has no session
+// on this replica any more: the edge sends every message not acknowledged
+// again, to the replica it reaches next, which may write newer ones; written
+// here later (after a retry's back-off, or behind a queue), an older status
+// would land after a newer one and take the object back. Leases are kept
+// (a renewal is never older than another). A write already sent to the API
+// server cannot be recalled: it lands within WriteTimeout.
+func (w *Writer) SessionEnded(node string) {
+	w.mu.Lock()
+	var dones []func(error)
+	for k := range w.byNode[node] {
+		e := w.entries[k]
+		if e.busy {
+			e.ended = true
+			dones = append(dones, e.dones...)
+			e.msg, e.dones = nil, nil
+			continue
+		}
+		dones = append(dones, e.dones...)
+		w.deleteEntry(k)
+		if w.queue != nil {
+			w.queueOf(k).Forget(k)
+		}
+	}
+	w.mu.Unlock()
+	if len(dones) > 0 {
+		w.stats.givenUp.Add(int64(len(dones)))
+		w.log.Debug("session ended: its messages not written are given up", slog.String("node", node),
+			slog.Int("messages", len(dones)))
+	}
+	for _, done := range dones {
+		done(ErrSessionEnded)
+	}
+}
+
 // enqueue makes msg the pending message of k. A nil done is allowed. After
 // Start returned, done is called at once with ErrStopped.
 func (w *Writer) enqueue(k key, msg any, done func(error)) {
@@ -294,11 +343,17 @@ func (w *Writer) enqueue(k key, msg any, done func(error)) {
 	if e == nil {
 		e = new(entry)
 		w.entries[k] = e
+		if k.kind != kindLease {
+			if w.byNode[k.node] == nil {
+				w.byNode[k.node] = make(map[key]struct{})
+			}
+			w.byNode[k.node][k] = struct{}{}
+		}
 	}
 	if e.msg != nil {
 		w.stats.coalesced.Add(1)
 	}
-	e.msg = msg
+	e.msg, e.ended = msg, false
 	if done != nil {
 		e.dones = append(e.dones, done)
 	}
@@ -358,7 +413,13 @@ func (w *Writer) process(ctx context.Context, q workqueue.TypedRateLimitingInter
 		err = fmt.Errorf("%w: %w", ErrStopped, err)
 	}
 	attempt := q.NumRequeues(k) + 1
-	if retryable(err) && ctx.Err() == nil && attempt <= w.cfg.MaxRetries {
+	w.mu.Lock()
+	ended := e.ended && e.msg == nil
+	w.mu.Unlock()
+	if ended && retryable(err) {
+		err = fmt.Errorf("%w: %w", ErrSessionEnded, err)
+	}
+	if retryable(err) && !ended && ctx.Err() == nil && attempt <= w.cfg.MaxRetries {
 		w.stats.retries.Add(1)
 		w.log.Debug("status write failed, will retry", logKey(k), slog.Int("attempt", attempt), slog.Any("error", err))
 		w.mu.Lock()
@@ -381,7 +442,7 @@ func (w *Writer) process(ctx context.Context, q workqueue.TypedRateLimitingInter
 		e.queued = true
 		q.Add(k)
 	} else {
-		delete(w.entries, k)
+		w.deleteEntry(k)
 	}
 	w.mu.Unlock()
 
@@ -400,6 +461,17 @@ func (w *Writer) process(ctx context.Context, q workqueue.TypedRateLimitingInter
 	}
 	for _, done := range dones {
 		done(err)
+	}
+}
+
+// deleteEntry removes k's entry. Call with mu held.
+func (w *Writer) deleteEntry(k key) {
+	delete(w.entries, k)
+	if keys := w.byNode[k.node]; keys != nil {
+		delete(keys, k)
+		if len(keys) == 0 {
+			delete(w.byNode, k.node)
+		}
 	}
 }
 

@@ -958,3 +958,98 @@ func TestEventAboutStaticPod(t *testing.T) {
 		t.Fatalf("event with another hash: %v, want ErrRejected", err)
 	}
 }
+
+// When a node's session ends, its messages not written are given up: a
+// message waiting for a retry is not written later (the edge sends it again
+// to the replica it reaches next, which may have written a newer one by
+// then), a write in progress is not retried; another node's messages and
+// the node's Lease go on.
+func TestSessionEnded(t *testing.T) {
+	p, other := pod("p1", "uid-1", edge1), pod("p2", "uid-2", edge2)
+	w, client := newWriter(t, Config{RetryBaseDelay: time.Hour, RetryMaxDelay: time.Hour}, p, other)
+	entered, release := make(chan struct{}), make(chan struct{})
+	var n atomic.Int32
+	client.PrependReactor("patch", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if a.(k8stesting.PatchAction).GetName() != "p1" {
+			return false, nil, nil
+		}
+		switch n.Add(1) {
+		case 1: // fails: retried after RetryBaseDelay
+			return true, nil, apierrors.NewServiceUnavailable("etcd is slow")
+		case 2: // held while the session ends, then fails
+			close(entered)
+			<-release
+			return true, nil, apierrors.NewServiceUnavailable("etcd is slow")
+		}
+		return false, nil, nil
+	})
+	// Not started yet: pending.
+	r0 := newResult(t)
+	w.PodStatus(edge1, podStatusMsg(t, p, running("0")), r0.done)
+	w.SessionEnded(edge1)
+	if err := r0.wait(); !errors.Is(err, ErrSessionEnded) {
+		t.Fatalf("pending message: done(%v), want ErrSessionEnded", err)
+	}
+	start(t, w)
+
+	// Waiting for a retry (an hour away): given up at once, never written.
+	r1 := newResult(t)
+	w.PodStatus(edge1, podStatusMsg(t, p, running("1")), r1.done)
+	waitFor(t, "the first patch failed", func() bool { return w.Stats().Retries == 1 })
+	w.SessionEnded(edge1)
+	if err := r1.wait(); !errors.Is(err, ErrSessionEnded) {
+		t.Fatalf("message waiting for a retry: done(%v), want ErrSessionEnded", err)
+	}
+
+	// In progress: finishes, not retried; a message queued behind it is
+	// given up too.
+	r2, r3 := newResult(t), newResult(t)
+	w.PodStatus(edge1, podStatusMsg(t, p, running("2")), r2.done)
+	<-entered
+	w.PodStatus(edge1, podStatusMsg(t, p, running("3")), r3.done)
+	w.SessionEnded(edge1)
+	if err := r3.wait(); !errors.Is(err, ErrSessionEnded) {
+		t.Fatalf("message behind a write in progress: done(%v), want ErrSessionEnded", err)
+	}
+	close(release)
+	if err := r2.wait(); !errors.Is(err, ErrSessionEnded) {
+		t.Fatalf("failed write in progress: done(%v), want ErrSessionEnded", err)
+	}
+
+	// Another node's message is written.
+	r4 := newResult(t)
+	w.PodStatus(edge2, podStatusMsg(t, other, running("4")), r4.done)
+	if err := r4.wait(); err != nil {
+		t.Fatal(err)
+	}
+	// The node's next session writes again.
+	r5 := newResult(t)
+	w.PodStatus(edge1, podStatusMsg(t, p, running("5")), r5.done)
+	if err := r5.wait(); err != nil {
+		t.Fatal(err)
+	}
+	var msgs []string
+	for _, a := range actions(client, "patch", "pods") {
+		if pa := a.(k8stesting.PatchAction); pa.GetName() == "p1" {
+			var st struct {
+				Status struct{ Message string }
+			}
+			json.Unmarshal(pa.GetPatch(), &st)
+			msgs = append(msgs, st.Status.Message)
+		}
+	}
+	if strings.Join(msgs, ",") != "1,2,5" {
+		t.Fatalf("p1 patched with statuses %v, want 1,2,5 (none retried after the session ended)", msgs)
+	}
+	got, _ := client.CoreV1().Pods(podNS).Get(t.Context(), "p1", metav1.GetOptions{})
+	if got.Status.Message != "5" {
+		t.Fatalf("p1 status %q, want 5", got.Status.Message)
+	}
+	// Everything written: no entry left, and none in the per-node index
+	// SessionEnded walks.
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.entries) != 0 || len(w.byNode) != 0 {
+		t.Fatalf("left: %d entries, %d nodes indexed", len(w.entries), len(w.byNode))
+	}
+}

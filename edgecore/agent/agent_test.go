@@ -36,6 +36,8 @@ type fakeHub struct {
 	// version is the protocol version the hub welcomes with (default
 	// protocol.Version).
 	version uint32
+	// answer, if set, answers a frame the edge sends (nil: nothing).
+	answer func(*protocol.Frame) *protocol.Frame
 }
 
 func newFakeHub(t *testing.T, script ...*protocol.Frame) *fakeHub {
@@ -84,6 +86,11 @@ func (h *fakeHub) serve(w http.ResponseWriter, r *http.Request) {
 		f, err := protocol.Decode(b)
 		if err != nil {
 			continue
+		}
+		if h.answer != nil {
+			if a := h.answer(f); a != nil && write(a) != nil {
+				return
+			}
 		}
 		select {
 		case h.frames <- f:

@@ -23,7 +23,8 @@ import (
 // (testdata/engine/*.txt).
 //
 // An Output.Read must be answered with OutboxRead, and an Output.Commit
-// with Committed, before any other input.
+// with Committed, before any other input, unless the session ends first
+// (Down): the shell may leave them unanswered then.
 type Engine struct {
 	window      int
 	resendAfter time.Duration
@@ -129,6 +130,9 @@ type Output struct {
 	Certificate []byte
 	// Review is the hub's answer to an access review (Reviews.Answered).
 	Review *protocol.AccessReviewResult
+	// APIResponses are the hub's answers to relayed writes
+	// (Relay.Answered).
+	APIResponses []*protocol.APIResponse
 	// Fail ends the session with this error.
 	Fail error
 }
@@ -187,11 +191,19 @@ func (e *Engine) Step(now time.Time, in Input) Output {
 		o.Connected = true
 		e.fill(&o)
 	case Down:
+		// A Read or Commit asked for in the session that ended may never
+		// be answered: the shell stops carrying out an Output at the
+		// first failed send. Left set, either would stop every later
+		// session from reading the outbox (nothing sent upstream until
+		// edgecore restarts).
 		e.up = false
-		e.inflight, e.refused = nil, nil
+		e.inflight, e.refused, e.reading, e.applying = nil, nil, false, nil
 	case OutboxChanged:
 		e.fill(&o)
 	case OutboxRead:
+		if !e.reading {
+			return o // the answer to a read of an ended session
+		}
 		e.reading = false
 		if in.Err != nil {
 			o.Fail = fmt.Errorf("read outbox: %w", in.Err)
@@ -306,6 +318,8 @@ func (e *Engine) receive(o *Output, batch []*protocol.Frame) {
 			o.Certificate = f.CertIssued.Certificate
 		case f.AccessReviewResult != nil:
 			o.Review = f.AccessReviewResult
+		case f.APIResponse != nil:
+			o.APIResponses = append(o.APIResponses, f.APIResponse)
 		case f.Error != nil:
 			o.log(slog.LevelWarn, "hub reported an error", slog.String("code", f.Error.Code.String()),
 				slog.String("message", f.Error.Message), slog.Uint64("seq", f.Error.Seq))

@@ -42,6 +42,9 @@ import (
 //	tick D                     the clock moves on D, then Tick
 //	commit-fails | commit-works
 //	                           the store's commits fail from now on, or work
+//	send-fails | send-works    the link's writes fail from now on, or work: at
+//	                           the first failed send the rest of the Output
+//	                           (commit, read) is not carried out
 //	outbox | objects           what the outbox or the store holds
 func TestEngineScripts(t *testing.T) {
 	datadriven.Walk(t, "testdata/engine", func(t *testing.T, path string) {
@@ -78,6 +81,9 @@ type harness struct {
 	// objects maps the UIDs of the pods stored to their resourceVersion.
 	objects    map[string]string
 	commitFail bool
+	// sendFail: the link is broken; the first failed send ends the
+	// session's part of the Output, as Agent.do does.
+	sendFail bool
 	out        strings.Builder
 }
 
@@ -117,6 +123,10 @@ func (h *harness) run(t *testing.T, d *datadriven.TestData) string {
 		h.commitFail = true
 	case "commit-works":
 		h.commitFail = false
+	case "send-fails":
+		h.sendFail = true
+	case "send-works":
+		h.sendFail = false
 	case "outbox":
 		for _, k := range h.outboxKeys() {
 			h.printf("%d %s", h.outbox[k], k)
@@ -172,6 +182,10 @@ func (h *harness) step(t *testing.T, in Input) {
 		h.printf("commit hook: upserted %s, deleted %s", refs(c.Upserted), refs(c.Deleted))
 	}
 	for _, s := range o.Send {
+		if h.sendFail {
+			h.printf("send failed: the rest of the output is dropped")
+			return
+		}
 		if s.Raw != nil {
 			f, err := protocol.Decode(s.Raw)
 			if err != nil || f.Seq != s.Seq {

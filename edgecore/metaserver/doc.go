@@ -73,11 +73,15 @@
 //     with the reason otherwise. Reads are scoped to what the node holds:
 //     a list allowed across the cluster returns the node's objects only,
 //     the view the node authorizer gives a kubelet.
-//   - Writes (any method but GET and HEAD): 503 "the cloud is unreachable"
-//     while the link to a hub of protocol 6 is down, 405 otherwise: they
-//     are not forwarded to the cloud (the pod's token is the node's, which
-//     the API server does not take; forwarding needs cloudcore to act for
-//     the pod, e.g. with a TokenRequest for it).
+//   - Writes (any method but GET and HEAD), with InClusterConfig.Writes
+//     (package apirelay): a create, update, patch or delete of a resource
+//     path of the API (protocol.ParseAPIWritePath: not exec, attach,
+//     port-forward, proxy, logs or watch, which get 405), body at most
+//     protocol.MaxAPIBody (413), is relayed to the cloud as the verified
+//     pod; cloudcore sends it to the API server with a token of the pod's
+//     service account bound to the pod, and the API server's answer comes
+//     back as it is. With the cloud away: 503 "the cloud is unreachable".
+//     Without Writes: 503 with the cloud away, 405 otherwise.
 //   - Each pod has InClusterConfig.Rate requests per second (default 50,
 //     burst 100); beyond them 429 with Retry-After: 1. /metrics is not
 //     served to pods.

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -23,6 +24,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/tether-edge/tether/edgecore/nodestatus"
+	"github.com/tether-edge/tether/protocol"
 )
 
 // Handler returns the Server's HTTP handler for its loopback listener.
@@ -97,17 +99,28 @@ func (s *Server) handler(guard func(func(http.ResponseWriter, *http.Request, *Cl
 			w.Write([]byte("ok"))
 		})
 	}
-	mux.HandleFunc("/", guard(func(w http.ResponseWriter, r *http.Request, _ *Client) { writeStatus(w, notFound()) }))
+	mux.HandleFunc("/", guard(func(w http.ResponseWriter, r *http.Request, c *Client) {
+		if c.pod != nil && r.Method != http.MethodGet && r.Method != http.MethodHead {
+			// A pod's write of a resource the metaserver does not serve
+			// (leases, events, deployments...): relayed or refused as any.
+			s.refuseWrite(w, r, c)
+			return
+		}
+		writeStatus(w, notFound())
+	}))
 	return mux
 }
 
-// refuseWrite answers a method other than GET and HEAD: 405, or for a pod
-// with the cloud unreachable 503 at once. No Retry-After: client-go would
-// sleep it and retry up to 10 times, holding the caller for minutes; the
-// caller's own logic retries. Writes are not forwarded to the
-// cloud yet: a pod's token is the node's own (package satoken), which the
-// API server does not take.
+// refuseWrite answers a method other than GET and HEAD: for a pod, with
+// InClusterConfig.Writes, the write is relayed to the cloud (relayWrite);
+// otherwise 405, or for a pod with the cloud unreachable 503 at once. No
+// Retry-After: client-go would sleep it and retry up to 10 times, holding
+// the caller for minutes; the caller's own logic retries.
 func (s *Server) refuseWrite(w http.ResponseWriter, r *http.Request, c *Client) {
+	if c.pod != nil && s.cfg.InCluster.Writes != nil {
+		s.relayWrite(w, r, c)
+		return
+	}
 	if c.pod != nil && !s.cfg.InCluster.Authorizer.Online() {
 		s.writesRefused.Add(1)
 		writeStatus(w, &apierrors.StatusError{ErrStatus: metav1.Status{
@@ -119,6 +132,59 @@ func (s *Server) refuseWrite(w http.ResponseWriter, r *http.Request, c *Client) 
 	writeStatus(w, &apierrors.StatusError{ErrStatus: metav1.Status{
 		Status: metav1.StatusFailure, Code: http.StatusMethodNotAllowed, Reason: metav1.StatusReasonMethodNotAllowed,
 		Message: fmt.Sprintf("%s is not allowed: the edge metaserver is read-only; write to the cloud's API server", r.Method)}})
+}
+
+// relayWrite relays a pod's write to the cloud: a create, update, patch or
+// delete of a resource path of the API (protocol.ParseAPIWritePath: no
+// watch, exec, attach, port-forward, proxy or log; 405 for those), with a
+// body of at most protocol.MaxAPIBody (413), and writes the answer.
+func (s *Server) relayWrite(w http.ResponseWriter, r *http.Request, c *Client) {
+	if _, err := protocol.ParseAPIWritePath(r.Method, r.URL.Path); err != nil {
+		s.refused.Add(1)
+		writeStatus(w, &apierrors.StatusError{ErrStatus: metav1.Status{
+			Status: metav1.StatusFailure, Code: http.StatusMethodNotAllowed, Reason: metav1.StatusReasonMethodNotAllowed,
+			Message: fmt.Sprintf("%s %s is not relayed to the cloud by the edge: %v", r.Method, r.URL.Path, err)}})
+		return
+	}
+	if r.ContentLength > protocol.MaxAPIBody {
+		s.refused.Add(1)
+		writeStatus(w, apierrors.NewRequestEntityTooLargeError(fmt.Sprintf("the edge relays bodies of at most %d bytes", protocol.MaxAPIBody)))
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, protocol.MaxAPIBody))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			s.refused.Add(1)
+			writeStatus(w, apierrors.NewRequestEntityTooLargeError(fmt.Sprintf("the edge relays bodies of at most %d bytes", protocol.MaxAPIBody)))
+			return
+		}
+		writeStatus(w, apierrors.NewBadRequest("reading the body: "+err.Error()))
+		return
+	}
+	res := s.cfg.InCluster.Writes.Write(r.Context(), *c.pod, &protocol.APIRequest{Method: r.Method, Path: r.URL.Path,
+		Query: r.URL.RawQuery, ContentType: r.Header.Get("Content-Type"), Accept: r.Header.Get("Accept"),
+		UserAgent: truncate(r.Header.Get("User-Agent"), 200), Body: body})
+	if res.Status == http.StatusServiceUnavailable {
+		s.writesRefused.Add(1)
+	} else {
+		s.writesRelayed.Add(1)
+	}
+	if res.ContentType != "" {
+		w.Header().Set("Content-Type", res.ContentType)
+	}
+	for _, warning := range res.Warnings {
+		w.Header().Add("Warning", warning)
+	}
+	w.WriteHeader(res.Status)
+	w.Write(res.Body)
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
 }
 
 func (s *Server) serveAPIVersions(w http.ResponseWriter, r *http.Request) {

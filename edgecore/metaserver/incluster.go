@@ -41,6 +41,10 @@ type InClusterConfig struct {
 	Tokens TokenVerifier
 	// Authorizer decides what a pod's service account may read (required).
 	Authorizer Authorizer
+	// Writes, if set, relays the pods' writes to the cloud
+	// (*apirelay.Relay is one); nil refuses them (405, 503 with the cloud
+	// away).
+	Writes Writer
 	// Rate and Burst bound the requests per second of one pod (default
 	// 50, burst 100); beyond them a request gets 429 (Retry-After: 1).
 	// Watches count once, when opened.
@@ -52,6 +56,12 @@ type InClusterConfig struct {
 // one).
 type TokenVerifier interface {
 	Verify(tok string, now time.Time) (*satoken.Claims, error)
+}
+
+// Writer relays a write of a pod to the cloud and returns the answer
+// (never nil): the API server's, or a refusal (503 with the cloud away).
+type Writer interface {
+	Write(ctx context.Context, pod satoken.Pod, r *protocol.APIRequest) *protocol.APIResponse
 }
 
 // Authorizer decides for a service account (*accessreview.Cache is one).
@@ -240,6 +250,10 @@ func (s *Server) InClusterAddr() string {
 	defer s.mu.Unlock()
 	return s.inClusterAddr
 }
+
+// WritesRelayed counts the writes of pods relayed to the cloud and
+// answered (by the API server or the hub).
+func (s *Server) WritesRelayed() int64 { return s.writesRelayed.Load() }
 
 // WritesRefused counts the writes of pods refused with 503 while the cloud
 // was unreachable.

@@ -172,6 +172,8 @@ type Server struct {
 	// throttled the pods' requests over their rate.
 	writesRefused atomic.Int64
 	throttled     atomic.Int64
+	// writesRelayed counts pods' writes the cloud answered.
+	writesRelayed atomic.Int64
 
 	limMu sync.Mutex
 	// limiters are the pods' rate limiters by UID; guarded by limMu.

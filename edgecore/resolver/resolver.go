@@ -92,9 +92,11 @@ type Config struct {
 	// APIServer, if valid, is the in-cluster API at the edge (the
 	// metaserver's in-cluster listener): kubernetes.default.svc.<domain>
 	// answers its address (and SRV _https._tcp its port) instead of the
-	// kubernetes Service's ClusterIP. Once the edge routes ClusterIPs, the
-	// Service's ClusterIP is DNATed to the listener instead and this
-	// record can go.
+	// kubernetes Service's ClusterIP as the store holds it. With Service
+	// routing edgecore gives it the kubernetes ClusterIP:443, which
+	// svcproxy DNATs to the listener (the record then holds even when the
+	// store has no default/kubernetes Service); without, the listener's
+	// own address.
 	APIServer netip.AddrPort
 	// Allowed are the source networks answered (default loopback only).
 	Allowed []netip.Prefix

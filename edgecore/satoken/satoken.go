@@ -28,9 +28,10 @@
 //     (deleting the pod revokes it at once, offline too); deleting the key
 //     file (dataDir/credentials/satoken.key) revokes every token of the node.
 //     With (a) the edge cannot check the API server's revocation offline.
-//   - Cost: the token is not the cluster's, so a write forwarded to the
-//     cloud cannot carry it (the metaserver does not forward writes yet) and
-//     a pod that talks to the real API server needs a cluster token. The
+//   - Cost: the token is not the cluster's, so a write relayed to the
+//     cloud cannot carry it: cloudcore asks a token of the pod's service
+//     account, bound to the pod, for it (package apirelay); and a pod that
+//     talks to the real API server directly needs a cluster token. The
 //     in-cluster config at the edge points at the edge only.
 //
 // # Token format
@@ -336,9 +337,10 @@ func ServingNames(domain string) []string {
 		"kubernetes.default.svc." + domain}
 }
 
-// ServingCert issues the in-cluster listener's certificate for ip and the
-// kubernetes.default.svc names (ServingNames), valid a year; edgecore
-// issues a new one at every start.
-func (c *Credentials) ServingCert(ip net.IP, domain string) (certPEM, keyPEM []byte, err error) {
-	return c.CA.IssueServer("tether-edge-metaserver", ServingNames(domain), []net.IP{ip}, 365*24*time.Hour)
+// ServingCert issues the in-cluster listener's certificate for ip, more
+// (the kubernetes Service's ClusterIP, when it is routed to the listener)
+// and the kubernetes.default.svc names (ServingNames), valid a year;
+// edgecore issues a new one at every start.
+func (c *Credentials) ServingCert(ip net.IP, domain string, more ...net.IP) (certPEM, keyPEM []byte, err error) {
+	return c.CA.IssueServer("tether-edge-metaserver", ServingNames(domain), append([]net.IP{ip}, more...), 365*24*time.Hour)
 }

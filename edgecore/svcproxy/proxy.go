@@ -32,6 +32,10 @@ type Config struct {
 	// (pods.Reported): the addresses and readiness of its own endpoints
 	// come from there (see Rules), and a change rebuilds the ruleset.
 	Pods PodStatuses
+	// APIService and APIServer, if set, route the default/kubernetes
+	// Service's ClusterIP:443 to the in-cluster API at the edge (see
+	// Input.APIService).
+	APIService, APIServer netip.AddrPort
 	// Kernel is where the rules go (its Table defaults to "tether").
 	Kernel Kernel
 	// Logger receives what was applied and skipped.
@@ -221,6 +225,7 @@ func (p *Proxy) sync() error {
 		return fmt.Errorf("svcproxy: read store: %w", err)
 	}
 	in := Input{ServiceCIDR: p.cfg.ServiceCIDR, Sources: p.cfg.Sources, NodeName: p.cfg.NodeName, Services: services, Slices: slices,
+		APIService: p.cfg.APIService, APIServer: p.cfg.APIServer,
 		Pods: p.localPods(slices)}
 	rs, skipped := Rules(in)
 	p.mu.Lock()

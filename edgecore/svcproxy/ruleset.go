@@ -47,6 +47,13 @@
 //     (hairpin) work, and pod-to-pod replies on the same bridge pass
 //     conntrack even where br_netfilter is not loaded; the endpoint sees
 //     the node's bridge address as the source (kube-proxy's masqueradeAll).
+//   - the default/kubernetes Service (Input.APIService, its ClusterIP:443)
+//     goes to the in-cluster API at the edge (Input.APIServer, the
+//     metaserver's pod listener on the node), not to the cloud's API
+//     servers its endpoints name: pods keep the cluster's
+//     KUBERNETES_SERVICE_HOST and reach the edge, online or not. The
+//     DNATed packets are delivered locally (no masquerade), so the
+//     listener sees the pod's address.
 //   - reject (filter, prerouting and output, after the DNAT): any packet
 //     still addressed to the service range (Config.ServiceCIDR) is
 //     rejected (TCP reset, ICMP port unreachable otherwise): a Service
@@ -157,7 +164,18 @@ type Input struct {
 	Slices   []*discoveryv1.EndpointSlice
 	// Pods are the statuses the node reports of its own pods, by UID.
 	Pods map[string]LocalPod
+	// APIService and APIServer, if valid, route the default/kubernetes
+	// Service, APIService (its ClusterIP, port 443), to APIServer, the
+	// in-cluster API at the edge (the metaserver's pod listener): pods
+	// keep the cluster's KUBERNETES_SERVICE_HOST. The store's
+	// default/kubernetes Service, whose endpoints are the cloud's API
+	// servers, is not routed then. APIService must be in the service
+	// range and APIServer outside it (else both are skipped).
+	APIService, APIServer netip.AddrPort
 }
+
+// KubernetesService is the Service the in-cluster API takes over.
+const KubernetesService = "default/kubernetes"
 
 // LocalPod is what the node knows of one of its pods now.
 type LocalPod struct {
@@ -216,7 +234,30 @@ func Rules(in Input) (Ruleset, []Skipped) {
 			}
 		}
 	}
+	api := in.APIService.IsValid() && in.APIServer.IsValid()
+	if api {
+		what := "service " + KubernetesService + " (the in-cluster API)"
+		switch {
+		case !in.APIService.Addr().Is4() || !cidr.Contains(in.APIService.Addr()):
+			skipped = append(skipped, Skipped{what, fmt.Sprintf("%s is outside the service range %s", in.APIService.Addr(), cidr)})
+			api = false
+		case !in.APIServer.Addr().Is4() || !endpointAddr(cidr, in.APIServer.Addr()) || in.APIServer.Port() == 0:
+			skipped = append(skipped, Skipped{what, fmt.Sprintf("%s may not be an endpoint", in.APIServer)})
+			api = false
+		default:
+			rs.Ports = append(rs.Ports, ServicePort{Service: KubernetesService, Name: "https", ClusterIP: in.APIService.Addr(),
+				Proto: TCP, Port: in.APIService.Port(), Endpoints: []netip.AddrPort{in.APIServer}})
+		}
+	}
 	for _, s := range services {
+		if api && s.Namespace+"/"+s.Name == KubernetesService {
+			continue // the in-cluster API at the edge, above
+		}
+		if api && s.Spec.ClusterIP == in.APIService.Addr().String() {
+			skipped = append(skipped, Skipped{"service " + s.Namespace + "/" + s.Name,
+				fmt.Sprintf("clusterIP %s is the kubernetes Service's", s.Spec.ClusterIP)})
+			continue
+		}
 		if s.Spec.Type == corev1.ServiceTypeExternalName || s.Spec.ClusterIP == corev1.ClusterIPNone || s.Spec.ClusterIP == "" {
 			continue // no ClusterIP to route
 		}

@@ -30,6 +30,11 @@ func TestRules(t *testing.T) {
 			cidr = netip.MustParsePrefix(s)
 		}
 		in := Input{ServiceCIDR: cidr, NodeName: "edge-1", Pods: map[string]LocalPod{}}
+		if d.HasArg("api") {
+			var s []string
+			d.ScanArgs(t, "api", &s)
+			in.APIService, in.APIServer = netip.MustParseAddrPort(s[0]), netip.MustParseAddrPort(s[1])
+		}
 		if d.HasArg("sources") {
 			var srcs []string
 			d.ScanArgs(t, "sources", &srcs)
@@ -38,6 +43,9 @@ func TestRules(t *testing.T) {
 			}
 		}
 		for _, doc := range strings.Split(d.Input, "\n---\n") {
+			if strings.TrimSpace(doc) == "" {
+				continue
+			}
 			var head struct{ Kind string }
 			if err := yaml.Unmarshal([]byte(doc), &head); err != nil {
 				t.Fatal(err)

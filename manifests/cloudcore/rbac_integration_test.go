@@ -39,6 +39,7 @@ const (
 	edgePolicy    = "tether-cloudcore-edge-nodes"
 	secretsPolicy = "tether-cloudcore-secrets"
 	crdsPolicy    = "tether-cloudcore-crds"
+	tokensPolicy  = "tether-cloudcore-tokens"
 	// rbac: refused by RBAC, not by a policy.
 	rbac = "rbac"
 	// invalid: refused by the API server's validation of the object.
@@ -86,6 +87,24 @@ func TestRights(t *testing.T) {
 	cc := kubernetes.NewForConfigOrDie(asCC)
 	ccExt := apiextensions.NewForConfigOrDie(asCC)
 
+	// cloudcore/apirelay.go's TokenRequest, for the ServiceAccount of pod
+	// on-edge, edited.
+	tokenFor := func(edit func(*authenticationv1.TokenRequest)) error {
+		p, err := admin.CoreV1().Pods(appNS).Get(ctx, "on-edge", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		secs := int64(600)
+		tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &secs,
+			BoundObjectRef: &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: p.Name, UID: p.UID}}}
+		if edit != nil {
+			edit(tr)
+		}
+		_, err = cc.CoreV1().ServiceAccounts(appNS).CreateToken(ctx, "default", tr, metav1.CreateOptions{})
+		return err
+	}
+	unbound := func(tr *authenticationv1.TokenRequest) { tr.Spec.BoundObjectRef = nil }
+
 	// The bindings take a moment to load: wait until each policy refuses
 	// a request of its own.
 	began := time.Now()
@@ -109,6 +128,7 @@ func TestRights(t *testing.T) {
 			_, err := ccExt.ApiextensionsV1().CustomResourceDefinitions().Create(ctx, crd("probes.example.com"), dryCreate)
 			return err
 		},
+		tokensPolicy: func() error { return tokenFor(unbound) },
 	}
 	for policy, probe := range probes {
 		for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
@@ -413,6 +433,41 @@ func TestRights(t *testing.T) {
 			return err
 		}, crdsPolicy},
 
+		// Service-account tokens (the API relay): bound to a pod, short,
+		// for the API server only.
+		{"ask a token of a pod's service account, bound to the pod", func() error { return tokenFor(nil) }, ""},
+		{"ask a token of the longest life allowed", func() error {
+			return tokenFor(func(tr *authenticationv1.TokenRequest) { secs := int64(3600); tr.Spec.ExpirationSeconds = &secs })
+		}, ""},
+		{"ask a token bound to nothing", func() error { return tokenFor(unbound) }, tokensPolicy},
+		{"ask a token of two hours", func() error {
+			return tokenFor(func(tr *authenticationv1.TokenRequest) { secs := int64(7200); tr.Spec.ExpirationSeconds = &secs })
+		}, tokensPolicy},
+		// The API server's default, filled in before the policy sees it, is
+		// an hour.
+		{"ask a token without an expiration (the API server's default)", func() error {
+			return tokenFor(func(tr *authenticationv1.TokenRequest) { tr.Spec.ExpirationSeconds = nil })
+		}, ""},
+		{"ask a token for another audience", func() error {
+			return tokenFor(func(tr *authenticationv1.TokenRequest) { tr.Spec.Audiences = []string{"vault"} })
+		}, tokensPolicy},
+		{"ask a token for the API server and another audience", func() error {
+			return tokenFor(func(tr *authenticationv1.TokenRequest) {
+				tr.Spec.Audiences = []string{"https://kubernetes.default.svc.cluster.local", "vault"}
+			})
+		}, tokensPolicy},
+		{"ask a token bound to a Secret", func() error {
+			return tokenFor(func(tr *authenticationv1.TokenRequest) {
+				tr.Spec.BoundObjectRef = &authenticationv1.BoundObjectReference{Kind: "Secret", APIVersion: "v1", Name: "s", UID: "u"}
+			})
+		}, tokensPolicy},
+		{"ask a token of kube-system's admin, bound to nothing", func() error {
+			secs := int64(600)
+			_, err := cc.CoreV1().ServiceAccounts("kube-system").CreateToken(ctx, "admin",
+				&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &secs}}, metav1.CreateOptions{})
+			return err
+		}, tokensPolicy},
+
 		// Events, anywhere.
 		{"create an event", func() error {
 			ev := &corev1.Event{ObjectMeta: metav1.ObjectMeta{Namespace: appNS, Name: "on-edge.1"},
@@ -486,7 +541,6 @@ func TestRights(t *testing.T) {
 		{Verb: "delete", Group: "coordination.k8s.io", Resource: "leases", Namespace: corev1.NamespaceNodeLease},
 		{Verb: "update", Resource: "secrets", Namespace: appNS},
 		{Verb: "create", Resource: "secrets", Namespace: appNS},
-		{Verb: "create", Resource: "serviceaccounts", Subresource: "token", Namespace: "kube-system"},
 		{Verb: "impersonate", Resource: "serviceaccounts"},
 		{Verb: "impersonate", Resource: "users"},
 		{Verb: "update", Resource: "configmaps", Namespace: "kube-system"},

@@ -3,9 +3,12 @@
 // KUBERNETES_SERVICE_HOST/PORT variables, the service-account token and
 // ca.crt of the kube-api-access volume), and every half second prints one
 // line per call: a list of the pods of its namespace, a list of its
-// namespace's secrets, a create of a ConfigMap; a watch of the pods prints
-// its events. Every 10th round it times 200 lists of the pods (40 a second,
-// under the listener's rate per pod) and prints their p50 and p99, and opens a new watch for a second. The lines are parsed by e2e's TestInClusterAPI.
+// namespace's secrets, a create of a ConfigMap, a create of a Secret (which
+// its service account may not do); a watch of the pods prints its events.
+// Every 10th round it times 200 lists of the pods (40 a second, under the
+// listener's rate per pod) and 50 dry-run creates of a ConfigMap (relayed
+// to the cloud) and prints their p50 and p99, and opens a new watch for a
+// second. The lines are parsed by e2e's TestInClusterAPI.
 package main
 
 import (
@@ -72,8 +75,12 @@ func main() {
 		_, err = cs.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{
 			GenerateName: "incluster-"}}, metav1.CreateOptions{})
 		fmt.Println("create", describe(err))
+		_, err = cs.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{
+			GenerateName: "incluster-"}}, metav1.CreateOptions{})
+		fmt.Println("screate", describe(err))
 		if round%10 == 0 {
 			bench(ctx, bcs, ns)
+			benchWrites(ctx, bcs, ns)
 			rewatch(ctx, cs, ns)
 		}
 		time.Sleep(500 * time.Millisecond)
@@ -107,6 +114,25 @@ func bench(ctx context.Context, cs kubernetes.Interface, ns string) {
 	}
 	slices.Sort(d)
 	fmt.Printf("bench n=%d p50=%s p99=%s\n", len(d), d[len(d)/2], d[len(d)*99/100])
+}
+
+// benchWrites times 50 dry-run creates of a ConfigMap (relayed to the
+// cloud, nothing stored), 20 a second.
+func benchWrites(ctx context.Context, cs kubernetes.Interface, ns string) {
+	var d []time.Duration
+	for range 50 {
+		t := time.Now()
+		_, err := cs.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{GenerateName: "bench-"}},
+			metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		if err != nil {
+			fmt.Println("wbench", describe(err))
+			return
+		}
+		d = append(d, time.Since(t))
+		time.Sleep(50 * time.Millisecond)
+	}
+	slices.Sort(d)
+	fmt.Printf("wbench n=%d p50=%s p99=%s\n", len(d), d[len(d)/2], d[len(d)*99/100])
 }
 
 // rewatch opens a new watch of the pods for a second and prints its
