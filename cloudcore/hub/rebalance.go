@@ -169,8 +169,6 @@ func (r *Rebalancer) Step(now time.Time, in RebalanceInput) RebalanceOutput {
 	if now.Sub(r.since) < r.cfg.Settle {
 		return idle("replicas changed " + now.Sub(r.since).Round(time.Millisecond).String() + " ago")
 	}
-	// The sessions sent away and not yet in the peers' figures are moving:
-	// counted in the total, and as taking the peers' room.
 	peersTotal := 0
 	for _, p := range in.Peers {
 		peersTotal += p.Sessions
