@@ -16,7 +16,8 @@ export DEBIAN_FRONTEND=noninteractive
 # netcat-openbsd also go into the conformance run's agnhost image, with
 # bash-static as its shell; nginx: its binary,
 # libraries, mime.types and welcome page make the conformance run's nginx
-# image (the package also installs a service the tests do not use).
+# image (the package also installs a web server on port 80, which the tests
+# do not use: when this script installed it, it is stopped and disabled).
 # python3-pymodbus
 # (run with /usr/bin/python3; its server imports serial_asyncio, only a
 # recommended package), mbpoll: a Modbus TCP device and master for the
@@ -66,3 +67,11 @@ fi
 [[ ${#missing[@]} -gt 0 ]] || exit 0
 echo "install-deps: apt-get install ${missing[*]}"
 apt-get install -y --no-install-recommends "${missing[@]}"
+for p in "${missing[@]}"; do
+  if [[ $p == nginx ]]; then
+    # Debian starts the default site on 0.0.0.0:80 at install: nothing here
+    # needs it, so it does not stay open on the machine (systemd, or the
+    # init script where systemd does not run).
+    systemctl disable --now nginx >/dev/null 2>&1 || service nginx stop >/dev/null 2>&1 || true
+  fi
+done
