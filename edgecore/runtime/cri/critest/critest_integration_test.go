@@ -109,3 +109,58 @@ func readFile(t *testing.T, path string) string {
 	}
 	return string(b)
 }
+
+// A private repository behind the mirror: a pull without credentials, or
+// with wrong ones, gets 401; one with the right credentials and no
+// ServerAddress (as the kubelet and edgecore send them) gets the image.
+// Credentials naming the mirrored registry (ServerAddress gcr.io) are not
+// given to the mirror by containerd: edgecore's pullAuth leaves
+// ServerAddress empty for that reason.
+func TestRegistryMirrorPrivate(t *testing.T) {
+	c, err := Start(t.Context(), Options{NoRegistry: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop()
+	reg, err := StartRegistry()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	const name = "gcr.io/tether-test/private:1"
+	files := []testimages.File{{Path: "hello", Mode: 0o644, Data: []byte("private\n")}}
+	if err := reg.Add(name, files, testimages.Config{Cmd: []string{"/hello"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.RequireAuth(name, "_json_key", "s3cret"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Mirror("gcr.io", reg.URL); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := c.client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	img := runtimeapi.NewImageServiceClient(conn)
+	for _, tc := range []struct {
+		what string
+		auth *runtimeapi.AuthConfig
+		ok   bool
+	}{
+		{"no credentials", nil, false},
+		{"a wrong password", &runtimeapi.AuthConfig{Username: "_json_key", Password: "guess"}, false},
+		{"a wrong user", &runtimeapi.AuthConfig{Username: "admin", Password: "s3cret"}, false},
+		{"credentials for gcr.io by name", &runtimeapi.AuthConfig{Username: "_json_key", Password: "s3cret", ServerAddress: "gcr.io"}, false},
+		{"the credentials", &runtimeapi.AuthConfig{Username: "_json_key", Password: "s3cret"}, true},
+	} {
+		_, err := img.PullImage(t.Context(), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: name}, Auth: tc.auth})
+		switch {
+		case tc.ok && err != nil:
+			t.Errorf("pull with %s: %v", tc.what, err)
+		case !tc.ok && (err == nil || !strings.Contains(err.Error(), "401")):
+			t.Errorf("pull with %s: %v, want 401", tc.what, err)
+		}
+	}
+}

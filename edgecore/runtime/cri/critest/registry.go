@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -48,7 +49,11 @@ type Registry struct {
 	blobs map[string]map[string]blob
 	// pulls counts the manifest requests by repository.
 	pulls map[string]int
+	// auth holds the basic credentials a private repository needs.
+	auth map[string]basicAuth
 }
+
+type basicAuth struct{ user, pass string }
 
 type blob struct {
 	mediaType, digest string
@@ -63,7 +68,8 @@ func StartRegistry() (*Registry, error) {
 		return nil, fmt.Errorf("critest: registry: %w", err)
 	}
 	r := &Registry{URL: "http://" + ln.Addr().String(), ln: ln,
-		manifests: map[string]map[string]blob{}, blobs: map[string]map[string]blob{}, pulls: map[string]int{}}
+		manifests: map[string]map[string]blob{}, blobs: map[string]map[string]blob{}, pulls: map[string]int{},
+		auth: map[string]basicAuth{}}
 	r.srv = &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second}
 	go r.srv.Serve(ln)
 	return r, nil
@@ -163,6 +169,23 @@ func (r *Registry) Add(name string, files []testimages.File, cfg testimages.Conf
 	return nil
 }
 
+// RequireAuth makes the repository of name private: a request for its
+// manifests or blobs without these basic credentials gets 401 and a Basic
+// challenge, as a private registry's. The comparison is in constant time.
+func (r *Registry) RequireAuth(name, user, pass string) error {
+	repo, _, err := splitName(name)
+	if err != nil {
+		return err
+	}
+	if user == "" || pass == "" {
+		return errors.New("critest: registry: empty credentials")
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.auth[repo] = basicAuth{user, pass}
+	return nil
+}
+
 // Pulls is the number of manifest requests (HEAD or GET, by tag or
 // digest) of the repository of name ("registry.k8s.io/x/y:1" → x/y).
 func (r *Registry) Pulls(name string) int {
@@ -215,6 +238,19 @@ func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if repo == "" || ref == "" || len(repo) > 256 || len(ref) > 256 {
 		http.NotFound(w, req)
 		return
+	}
+	r.mu.Lock()
+	need, private := r.auth[repo]
+	r.mu.Unlock()
+	if private {
+		user, pass, ok := req.BasicAuth()
+		if !ok || subtle.ConstantTimeCompare([]byte(user), []byte(need.user))&subtle.ConstantTimeCompare([]byte(pass), []byte(need.pass)) != 1 {
+			w.Header().Set("WWW-Authenticate", `Basic realm="tether-test"`)
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			fmt.Fprint(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`)
+			return
+		}
 	}
 	r.mu.Lock()
 	b, found := table[repo][ref]
