@@ -187,7 +187,7 @@ func (r *Registry) RequireAuth(name, user, pass string) error {
 }
 
 // Pulls is the number of manifest requests (HEAD or GET, by tag or
-// digest) of the repository of name ("registry.k8s.io/x/y:1" → x/y).
+// digest, answered or refused) of the repository of name ("registry.k8s.io/x/y:1" → x/y).
 func (r *Registry) Pulls(name string) int {
 	repo, _, err := splitName(name)
 	if err != nil {
@@ -241,6 +241,9 @@ func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 	r.mu.Lock()
 	need, private := r.auth[repo]
+	if manifest {
+		r.pulls[repo]++
+	}
 	r.mu.Unlock()
 	if private {
 		user, pass, ok := req.BasicAuth()
@@ -257,9 +260,6 @@ func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if !found && !manifest && strings.HasPrefix(ref, "sha256:") {
 		// A manifest is a blob too, by its digest.
 		b, found = r.manifests[repo][ref]
-	}
-	if manifest {
-		r.pulls[repo]++
 	}
 	r.mu.Unlock()
 	if !found {
