@@ -5,7 +5,9 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"encoding/xml"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -78,6 +80,10 @@ const (
 	nonewprivsImage = "registry.k8s.io/e2e-test-images/nonewprivs:1.3"
 	nonrootImage    = "registry.k8s.io/e2e-test-images/nonroot:1.4"
 	nginxImage      = "registry.k8s.io/e2e-test-images/nginx:1.14-4"
+	// privateImage is the image of the private registry specs
+	// (imageutils.AuthenticatedAlpine), pulled with the credentials of
+	// the spec's image pull secret; busybox here.
+	privateImage = "gcr.io/authenticated-image-pulling/alpine:3.7"
 )
 
 func TestNodeConformance(t *testing.T) {
@@ -113,7 +119,9 @@ func TestNodeConformance(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctd := containerd(t)
-	importConformanceImages(t, ctd, conformanceImages(t, bin))
+	images := conformanceImages(t, bin)
+	importConformanceImages(t, ctd, images)
+	serveConformanceImages(t, ctd, bin, images)
 	blackholeServices(t)
 
 	// The edge must be the cluster's only node: the nodes that the tests
@@ -230,6 +238,86 @@ func TestConformanceImages(t *testing.T) {
 	waitPod(t, ns, sleeper.Name, 60*time.Second, "Succeeded", func(p *corev1.Pod) (bool, error) {
 		return p.Status.Phase == corev1.PodSucceeded, fmt.Errorf("%s", describePod(p))
 	})
+}
+
+// serveConformanceImages serves the suite's images from a registry on
+// loopback (critest.Registry) that containerd reaches through mirrors of
+// registry.k8s.io and gcr.io (every other registry stays at NoRegistry's
+// closed port), so the image pull specs pull for real over CRI, with no
+// name lookup and nothing sent off the machine: registry.k8s.io's images
+// are public, as upstream's; privateImage needs the credentials of the
+// image pull secret of the spec "should be able to pull from private
+// registry with secret", read from the spec's source in the module cache
+// (test/e2e/common/node/runtime.go), so that the spec without the secret
+// gets a 401. The mirrors go when the test ends (the containerd is shared
+// with the tests that run after this one).
+func serveConformanceImages(t *testing.T, ctd *critest.Containerd, bin string, images []conformanceImage) {
+	t.Helper()
+	reg, err := critest.StartRegistry()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reg.Close() })
+	for _, img := range images {
+		if err := reg.Add(img.name, img.files, img.cfg); err != nil {
+			t.Fatal(err)
+		}
+		if img.name == busyboxImage {
+			if err := reg.Add(privateImage, img.files, img.cfg); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	user, pass, err := privateRegistryCredentials(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.RequireAuth(privateImage, user, pass); err != nil {
+		t.Fatal(err)
+	}
+	for _, host := range []string{"registry.k8s.io", "gcr.io"} {
+		if err := ctd.Mirror(host, reg.URL); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if err := ctd.Mirror(host, ""); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	t.Cleanup(func() {
+		t.Logf("registry on %s: %d pulls of %s, %d of %s", reg.URL, reg.Pulls(agnhostImage), agnhostImage,
+			reg.Pulls(privateImage), privateImage)
+	})
+}
+
+// privateRegistryCredentials reads the user and password of the image
+// pull secret of the suite's private registry spec: the one "auth" of the
+// docker config in test/e2e/common/node/runtime.go of the pinned
+// k8s.io/kubernetes.
+func privateRegistryCredentials(bin string) (user, pass string, err error) {
+	kubeDir, err := exec.Command("go", "list", "-modfile", filepath.Join(bin, "..", "tools", "kube", "go.mod"),
+		"-m", "-f", "{{.Dir}}", "k8s.io/kubernetes").Output()
+	if err != nil {
+		return "", "", fmt.Errorf("go list -m k8s.io/kubernetes: %w", err)
+	}
+	src, err := os.ReadFile(filepath.Join(strings.TrimSpace(string(kubeDir)), "test", "e2e", "common", "node", "runtime.go"))
+	if err != nil {
+		return "", "", err
+	}
+	m := regexp.MustCompile(`(?s)"https://gcr\.io": \{\s*"auth": "([A-Za-z0-9+/=]+)"`).FindAllSubmatch(src, -1)
+	if len(m) != 1 {
+		return "", "", fmt.Errorf("runtime.go: %d gcr.io auth entries, want 1", len(m))
+	}
+	b, err := base64.StdEncoding.DecodeString(string(m[0][1]))
+	if err != nil {
+		return "", "", fmt.Errorf("runtime.go: auth: %w", err)
+	}
+	user, pass, ok := strings.Cut(string(b), ":")
+	if !ok || user == "" || pass == "" {
+		return "", "", errors.New("runtime.go: auth is not user:password")
+	}
+	return user, pass, nil
 }
 
 // conformanceSkips reads the Makefile's skip list: one

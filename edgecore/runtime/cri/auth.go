@@ -12,6 +12,15 @@ import (
 // pullAuth finds credentials for image in the pod's imagePullSecrets
 // (kubernetes.io/dockerconfigjson or dockercfg Secrets), matching the
 // image's registry host. Missing Secrets are skipped, as the kubelet does.
+//
+// The AuthConfig has no ServerAddress, as the kubelet's
+// (credentialprovider's keyring leaves it empty): the credentials are
+// chosen here for the image's registry only, and containerd gives them to
+// the endpoints its configuration names for that registry, a mirror
+// included. With ServerAddress set, containerd gives them to the host of
+// that name only, so a private registry reached through a node's mirror
+// answers 401 (the conformance spec "should be able to pull from private
+// registry with secret" pulls through one).
 func (s *podSync) pullAuth(image string) *runtimeapi.AuthConfig {
 	host := registryHost(image)
 	for _, ref := range s.pod.Spec.ImagePullSecrets {
@@ -45,7 +54,7 @@ func (s *podSync) pullAuth(image string) *runtimeapi.AuthConfig {
 					user, pass, _ = strings.Cut(string(b), ":")
 				}
 			}
-			return &runtimeapi.AuthConfig{Username: user, Password: pass, ServerAddress: host,
+			return &runtimeapi.AuthConfig{Username: user, Password: pass,
 				IdentityToken: a.IdentityToken, RegistryToken: a.RegistryToken}
 		}
 	}

@@ -337,15 +337,19 @@ func TestPullAuth(t *testing.T) {
 	pod := &corev1.Pod{Spec: corev1.PodSpec{ImagePullSecrets: []corev1.LocalObjectReference{{Name: "missing"}, {Name: "regcred"}}}}
 	s := &podSync{pod: pod, env: &podEnv{objs: objs, pod: pod}}
 	for image, want := range map[string]string{
-		"busybox":                        "u1:p1@docker.io",
-		"library/busybox:1":              "u1:p1@docker.io",
-		"registry.example:5000/app:v1":   "u2:p2@registry.example:5000",
+		"busybox":                        "u1:p1",
+		"library/busybox:1":              "u1:p1",
+		"registry.example:5000/app:v1":   "u2:p2",
+		"registry.example/app:v1":        "", // another port, another registry
 		"other.example/app:v1":           "",
-		"docker.io/library/busybox:1.36": "u1:p1@docker.io",
+		"docker.io/library/busybox:1.36": "u1:p1",
 	} {
 		got := ""
 		if a := s.pullAuth(image); a != nil {
-			got = a.Username + ":" + a.Password + "@" + a.ServerAddress
+			got = a.Username + ":" + a.Password
+			if a.ServerAddress != "" {
+				t.Errorf("%s: ServerAddress %q, want none (the kubelet's: containerd would keep the credentials from the registry's mirrors)", image, a.ServerAddress)
+			}
 		}
 		if got != want {
 			t.Errorf("%s: auth %q, want %q", image, got, want)

@@ -3,7 +3,8 @@
 // (bridge + host-local + portmap on its own subnet) and sandbox image, as a
 // child process that dies with the test (Pdeathsig) and is stopped by its
 // own pid. It builds the test images (testimages: pause and busybox) and
-// imports them, since no registry is reachable.
+// imports them, since no registry is reachable; a Registry on loopback
+// serves images to pull, reached through Containerd.Mirror.
 //
 // It needs root, containerd, ctr, runc, the CNI plugins and busybox-static;
 // see .ci/run.
@@ -72,6 +73,8 @@ type Containerd struct {
 	exited chan struct{}
 	// bin and config start containerd again (Restart).
 	bin, config string
+	// certsDir is the registry hosts directory of NoRegistry (Mirror).
+	certsDir string
 }
 
 // Start builds and imports the test images and starts containerd. Call Stop
@@ -147,7 +150,8 @@ func Start(ctx context.Context, opts Options) (*Containerd, error) {
 		if err := os.WriteFile(filepath.Join(dirs["certs.d/_default"], "hosts.toml"), []byte(hosts), 0o644); err != nil {
 			return nil, fmt.Errorf("critest: %w", err)
 		}
-		registryConfig = fmt.Sprintf("\n    [plugins.\"io.containerd.grpc.v1.cri\".registry]\n      config_path = %q", filepath.Join(c.Dir, "certs.d"))
+		c.certsDir = filepath.Join(c.Dir, "certs.d")
+		registryConfig = fmt.Sprintf("\n    [plugins.\"io.containerd.grpc.v1.cri\".registry]\n      config_path = %q", c.certsDir)
 	}
 	config := fmt.Sprintf(`version = 2
 root = %q
