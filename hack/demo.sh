@@ -262,12 +262,18 @@ power_off() {
   done < <(find /sys/fs/cgroup -path '*/tether-demo/*' -name cgroup.procs 2>/dev/null)
   # What a reboot clears: mounts (sandboxes' shm, memory volumes) and the
   # pod bridge.
-  grep -oE " ($run/containerd|$run/edge-1)/[^ ]*" /proc/self/mountinfo 2>/dev/null | sort -r |
-    while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  umount_run
   local bridge
   bridge=$(grep -ho '"bridge": *"[^"]*"' "$run"/containerd/cni-conf/* 2>/dev/null | head -n 1 | sed 's/.*"\([^"]*\)"$/\1/')
   [[ -n $bridge ]] && ip link delete "$bridge" 2>/dev/null || true
   rules_off
+}
+
+# umount_run unmounts what the pods left under $run: sandboxes' shm and the
+# memory volumes (secrets, service account tokens) edgecore mounted.
+umount_run() {
+  grep -oE " ($run/containerd|$run/edge-1)/[^ ]*" /proc/self/mountinfo 2>/dev/null | sort -r |
+    while read -r m; do umount -l "$m" 2>/dev/null || true; done || true # none: grep fails
 }
 
 # stop_all: every component, in the reverse order of the start.
@@ -275,6 +281,7 @@ stop_all() {
   for c in modbus-mapper thermostat edgecore containerd cloudcore controlplane; do
     stop "$c"
   done
+  umount_run
   rules_off
   blackhole_off
   rm -f "$run/demo.pid" "$run/demo.ready"
@@ -441,6 +448,7 @@ fi
 # the node's key and writes its certificate and edgecore.yaml (keeping the
 # settings below). It retries the cloud at most every 5s (reconnectMax), so
 # that it is back soon after cloud-up.
+umount_run # a demo that did not stop cleanly may have left its pods' volumes mounted
 rm -rf "$run/edge-1" "$run/edge-pki"
 cat >"$run/edgecore.yaml" <<EOF
 dataDir: $run/edge-1
