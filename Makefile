@@ -52,7 +52,6 @@ CONFORMANCE_NODES ?= 4
 # The skip list: one `CONFORMANCE_SKIP += <regexp> # <reason>` line per
 # entry, its spaces written as dots (e2e/conformance_test.go reads these
 # lines; ginkgo skips a spec whose full name matches one).
-CONFORMANCE_SKIP += should.be.able.to.pull.from.private.registry.with.secret  # passes alone (pulled through the loopback gcr.io mirror with the secret's credentials), but leaves the private image on the node, and edgecore's PullAlways starts a present image while its pull runs in the background (offline autonomy), so the spec 'without secret' then runs it although its pull gets 401 (the kubelet: ErrImagePull); ours to fix
 CONFORMANCE_SKIP += should.be.consumable.via.the.environment  # envFrom names like data-1 with `sh -c env`: Debian's busybox-static 1.35 sh leaves names that are not shell names out of env's environment (busybox 1.36's sh keeps them; bookworm has no busybox >= 1.36, and bash, which keeps them too, fails the read-only spec that expects busybox sh's "can't create" message); edgecore passes them (cri TestContainerEnv)
 CONFORMANCE_SKIP += PrivilegedPod.*should.enable.privileged.commands  # runs `ip link add dummy1 type dummy`: this machine's kernel has no dummy links (Unknown device type), privileged or not
 

@@ -2,6 +2,8 @@ package cri
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -13,9 +15,12 @@ import (
 	"github.com/tether-edge/tether/edgecore/events"
 )
 
-// pullState is an image pull running in the background or failed.
+// pullState is an image pull, with one set of credentials (pullKey),
+// running in the background, failed, or done a moment ago.
 type pullState struct {
 	running bool
+	// started is when the running pull began.
+	started time.Time
 	err     error
 	retryAt time.Time
 	// reported: the failure was shown once as ErrImagePull; later syncs in
@@ -24,6 +29,38 @@ type pullState struct {
 	// pulled is the Pulled event's message of a pull a pod waited for,
 	// until a pod's sync finds the image and reports it.
 	pulled string
+}
+
+// pullKey names the pulls of image with auth: one pod's pull, or its
+// success, never stands for another pod's credentials.
+func pullKey(image string, auth *runtimeapi.AuthConfig) string {
+	if auth == nil {
+		return image
+	}
+	h := sha256.New()
+	for _, f := range []string{auth.Username, auth.Password, auth.Auth, auth.IdentityToken, auth.RegistryToken} {
+		h.Write([]byte(f))
+		h.Write([]byte{0})
+	}
+	return image + "\x00" + hex.EncodeToString(h.Sum(nil)[:12])
+}
+
+// pullAlwaysWait is how long a PullAlways container whose image is present
+// waits for its pull before it starts the image present: a registry that
+// does not answer within it is taken as unreachable (offline autonomy).
+const pullAlwaysWait = 10 * time.Second
+
+// refusedByRegistry reports whether a pull failed because the registry
+// answered no (credentials refused, no such image), as opposed to a
+// registry that could not be reached.
+func refusedByRegistry(err error) bool {
+	msg := strings.ToLower(err.Error())
+	for _, m := range []string{"401", "403", "unauthorized", "forbidden", "denied", "not found", "manifest unknown"} {
+		if strings.Contains(msg, m) {
+			return true
+		}
+	}
+	return false
 }
 
 // pullPolicy is the container's policy, defaulted as the API server does.
@@ -47,8 +84,12 @@ func pullPolicy(c *corev1.Container) corev1.PullPolicy {
 // image to create the container from, or why the container must wait:
 // the pull is running (ContainerCreating), failed (ErrImagePull, then
 // ImagePullBackOff until the back-off ends), or is not allowed
-// (ErrImageNeverPull). With PullAlways a present image is used at once and
-// the pull runs in the background, so a node that cannot reach its
+// (ErrImageNeverPull). With PullAlways and the image present, the
+// container waits for its own pull, with its pod's credentials, as the
+// kubelet's: the registry refusing it (credentials, no such image) is
+// ErrImagePull, so a pod cannot run a private image another pod pulled;
+// a registry that cannot be reached (or does not answer within
+// pullAlwaysWait) lets the image present start, so a node without its
 // registry still starts what it has.
 func (s *podSync) image(ctx context.Context, c *corev1.Container) (string, *corev1.ContainerStateWaiting) {
 	r := s.r
@@ -61,6 +102,8 @@ func (s *podSync) image(ctx context.Context, c *corev1.Container) (string, *core
 			Message: fmt.Sprintf("inspect image %q: %v", c.Image, err)}
 	}
 	policy := pullPolicy(c)
+	auth := s.pullAuth(c.Image)
+	key := pullKey(c.Image, auth)
 	if img := resp.Image; img != nil {
 		if img.Uid != nil {
 			s.imageUser[c.Name] = img.Uid.Value
@@ -69,24 +112,24 @@ func (s *podSync) image(ctx context.Context, c *corev1.Container) (string, *core
 		} else {
 			s.imageUser[c.Name] = -1 // a user name: cannot tell if it is root
 		}
+		if policy == corev1.PullAlways {
+			if w := s.pullAlways(c, auth, key); w != nil {
+				return "", w
+			}
+		}
 		pulled := ""
 		r.mu.Lock()
-		if p := r.pulls[c.Image]; p != nil {
+		if p := r.pulls[key]; p != nil {
 			pulled, p.pulled = p.pulled, ""
 			if !p.running && policy != corev1.PullAlways {
-				delete(r.pulls, c.Image)
+				delete(r.pulls, key)
 			}
 		}
 		r.mu.Unlock()
 		if pulled != "" {
 			r.event(s.pod, c.Name, events.Normal, events.Pulled, "%s", pulled)
 		} else {
-			// With PullAlways too: the image present is used, and a pull
-			// that fails in the background is only logged.
 			r.event(s.pod, c.Name, events.Normal, events.Pulled, "Container image %q already present on machine", c.Image)
-		}
-		if policy == corev1.PullAlways {
-			r.pull(c.Image, s.pullAuth(c.Image), s.now, false)
 		}
 		return c.Image, nil
 	}
@@ -97,28 +140,72 @@ func (s *podSync) image(ctx context.Context, c *corev1.Container) (string, *core
 		return "", &corev1.ContainerStateWaiting{Reason: "ErrImageNeverPull", Message: msg}
 	}
 	r.mu.Lock()
-	p := r.pulls[c.Image]
+	p := r.pulls[key]
 	if p != nil && p.err != nil && !p.running && s.now.Before(p.retryAt) {
-		pullErr, first := p.err, !p.reported
-		p.reported = true
 		r.mu.Unlock()
-		if first {
-			r.event(s.pod, c.Name, events.Warning, events.Failed, "Failed to pull image %q: %v", c.Image, pullErr)
-			r.event(s.pod, c.Name, events.Warning, events.Failed, "Error: ErrImagePull")
-			return "", &corev1.ContainerStateWaiting{Reason: "ErrImagePull",
-				Message: fmt.Sprintf("pull image %q: %v", c.Image, pullErr)}
-		}
-		r.event(s.pod, c.Name, events.Normal, events.BackOff, "Back-off pulling image %q", c.Image)
-		r.event(s.pod, c.Name, events.Warning, events.Failed, "Error: ImagePullBackOff")
-		return "", &corev1.ContainerStateWaiting{Reason: "ImagePullBackOff",
-			Message: fmt.Sprintf("Back-off pulling image %q: %v", c.Image, pullErr)}
+		return s.pullFailed(c, p)
 	}
 	r.mu.Unlock()
-	if r.pull(c.Image, s.pullAuth(c.Image), s.now, true) {
+	if r.pull(c.Image, auth, s.now, true) {
 		r.event(s.pod, c.Name, events.Normal, events.Pulling, "Pulling image %q", c.Image)
 	}
 	return "", &corev1.ContainerStateWaiting{Reason: "ContainerCreating",
 		Message: fmt.Sprintf("pulling image %q", c.Image)}
+}
+
+// pullAlways decides for a PullAlways container whose image is present:
+// nil to start it, or why it waits (its pull runs, or the registry refused
+// it). See image.
+func (s *podSync) pullAlways(c *corev1.Container, auth *runtimeapi.AuthConfig, key string) *corev1.ContainerStateWaiting {
+	r := s.r
+	r.mu.Lock()
+	p := r.pulls[key]
+	switch {
+	case p != nil && p.running:
+		waited := s.now.Sub(p.started)
+		r.mu.Unlock()
+		if waited < pullAlwaysWait {
+			return &corev1.ContainerStateWaiting{Reason: "ContainerCreating", Message: fmt.Sprintf("pulling image %q", c.Image)}
+		}
+		r.log.Info("registry does not answer: starting the image present", slog.String("image", c.Image),
+			slog.Duration("waited", waited))
+		return nil
+	case p != nil && s.now.Before(p.retryAt) && p.err == nil:
+		r.mu.Unlock()
+		return nil // pulled a moment ago, with these credentials
+	case p != nil && s.now.Before(p.retryAt) && refusedByRegistry(p.err):
+		r.mu.Unlock()
+		_, w := s.pullFailed(c, p)
+		return w
+	case p != nil && s.now.Before(p.retryAt):
+		r.mu.Unlock()
+		return nil // the registry cannot be reached: the image present
+	}
+	r.mu.Unlock()
+	if r.pull(c.Image, auth, s.now, true) {
+		r.event(s.pod, c.Name, events.Normal, events.Pulling, "Pulling image %q", c.Image)
+	}
+	return &corev1.ContainerStateWaiting{Reason: "ContainerCreating", Message: fmt.Sprintf("pulling image %q", c.Image)}
+}
+
+// pullFailed is the waiting state of a container whose pull p failed:
+// ErrImagePull the first time, ImagePullBackOff until the back-off ends.
+func (s *podSync) pullFailed(c *corev1.Container, p *pullState) (string, *corev1.ContainerStateWaiting) {
+	r := s.r
+	r.mu.Lock()
+	pullErr, first := p.err, !p.reported
+	p.reported = true
+	r.mu.Unlock()
+	if first {
+		r.event(s.pod, c.Name, events.Warning, events.Failed, "Failed to pull image %q: %v", c.Image, pullErr)
+		r.event(s.pod, c.Name, events.Warning, events.Failed, "Error: ErrImagePull")
+		return "", &corev1.ContainerStateWaiting{Reason: "ErrImagePull",
+			Message: fmt.Sprintf("pull image %q: %v", c.Image, pullErr)}
+	}
+	r.event(s.pod, c.Name, events.Normal, events.BackOff, "Back-off pulling image %q", c.Image)
+	r.event(s.pod, c.Name, events.Warning, events.Failed, "Error: ImagePullBackOff")
+	return "", &corev1.ContainerStateWaiting{Reason: "ImagePullBackOff",
+		Message: fmt.Sprintf("Back-off pulling image %q: %v", c.Image, pullErr)}
 }
 
 // pull starts a background pull of image (with auth, from the pod's
@@ -129,17 +216,18 @@ func (s *podSync) image(ctx context.Context, c *corev1.Container) (string, *core
 // image is missing): when it succeeds, the Pulled event's message is kept
 // for the sync that finds the image.
 func (r *Runtime) pull(image string, auth *runtimeapi.AuthConfig, now time.Time, force bool) bool {
+	key := pullKey(image, auth)
 	r.mu.Lock()
-	p := r.pulls[image]
+	p := r.pulls[key]
 	if p != nil && (p.running || (now.Before(p.retryAt) && (p.err != nil || !force))) {
 		r.mu.Unlock()
 		return false
 	}
 	if p == nil {
 		p = &pullState{}
-		r.pulls[image] = p
+		r.pulls[key] = p
 	}
-	p.running = true
+	p.running, p.started = true, now
 	r.mu.Unlock()
 	r.wg.Add(1)
 	go func() {
@@ -166,12 +254,12 @@ func (r *Runtime) pull(image string, auth *runtimeapi.AuthConfig, now time.Time,
 		r.mu.Lock()
 		p.running = false
 		if err == nil {
-			r.pullBack.forget(image)
+			r.pullBack.forget(key)
 			p.err, p.reported, p.pulled = nil, false, pulled
 			// An Always pull is not repeated for a while.
 			p.retryAt = time.Now().Add(r.cfg.BackoffInitial.Duration)
 		} else {
-			delay = r.pullBack.next(image, time.Now())
+			delay = r.pullBack.next(key, time.Now())
 			p.err, p.reported, p.retryAt = err, false, time.Now().Add(delay)
 		}
 		r.mu.Unlock()
