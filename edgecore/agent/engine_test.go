@@ -84,7 +84,7 @@ type harness struct {
 	// sendFail: the link is broken; the first failed send ends the
 	// session's part of the Output, as Agent.do does.
 	sendFail bool
-	out        strings.Builder
+	out      strings.Builder
 }
 
 func (h *harness) printf(format string, args ...any) { fmt.Fprintf(&h.out, format+"\n", args...) }
