@@ -31,21 +31,8 @@ func TestStartStop(t *testing.T) {
 // NoRegistry's closed port; an image the registry lacks fails as not
 // found.
 func TestRegistryMirror(t *testing.T) {
-	c, err := Start(t.Context(), Options{NoRegistry: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Stop()
-	reg, err := StartRegistry()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reg.Close()
 	const name = "registry.k8s.io/tether-test/mirrored:1"
-	files := []testimages.File{{Path: "hello", Mode: 0o644, Data: []byte("from the loopback registry\n")}}
-	if err := reg.Add(name, files, testimages.Config{Cmd: []string{"/hello"}}); err != nil {
-		t.Fatal(err)
-	}
+	c, reg := startWithRegistry(t, name, "from the loopback registry\n")
 	if err := c.Mirror("registry.k8s.io", reg.URL); err != nil {
 		t.Fatal(err)
 	}
@@ -117,21 +104,8 @@ func readFile(t *testing.T, path string) string {
 // given to the mirror by containerd: edgecore's pullAuth leaves
 // ServerAddress empty for that reason.
 func TestRegistryMirrorPrivate(t *testing.T) {
-	c, err := Start(t.Context(), Options{NoRegistry: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Stop()
-	reg, err := StartRegistry()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reg.Close()
 	const name = "gcr.io/tether-test/private:1"
-	files := []testimages.File{{Path: "hello", Mode: 0o644, Data: []byte("private\n")}}
-	if err := reg.Add(name, files, testimages.Config{Cmd: []string{"/hello"}}); err != nil {
-		t.Fatal(err)
-	}
+	c, reg := startWithRegistry(t, name, "private\n")
 	if err := reg.RequireAuth(name, "_json_key", "s3cret"); err != nil {
 		t.Fatal(err)
 	}
@@ -163,4 +137,26 @@ func TestRegistryMirrorPrivate(t *testing.T) {
 			t.Errorf("pull with %s: %v, want 401", tc.what, err)
 		}
 	}
+}
+
+// startWithRegistry starts a containerd with NoRegistry and a loopback
+// registry holding image name, one file /hello with content; both stop
+// at the test's end.
+func startWithRegistry(t *testing.T, name, content string) (*Containerd, *Registry) {
+	t.Helper()
+	c, err := Start(t.Context(), Options{NoRegistry: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Stop() })
+	reg, err := StartRegistry()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reg.Close() })
+	files := []testimages.File{{Path: "hello", Mode: 0o644, Data: []byte(content)}}
+	if err := reg.Add(name, files, testimages.Config{Cmd: []string{"/hello"}}); err != nil {
+		t.Fatal(err)
+	}
+	return c, reg
 }
