@@ -170,16 +170,16 @@ func (s *podSync) pullAlways(c *corev1.Container, auth *runtimeapi.AuthConfig, k
 		r.log.Info("registry does not answer: starting the image present", slog.String("image", c.Image),
 			slog.Duration("waited", waited))
 		return nil
-	case p != nil && s.now.Before(p.retryAt) && p.err == nil:
-		r.mu.Unlock()
-		return nil // pulled a moment ago, with these credentials
-	case p != nil && s.now.Before(p.retryAt) && refusedByRegistry(p.err):
-		r.mu.Unlock()
-		_, w := s.pullFailed(c, p)
-		return w
 	case p != nil && s.now.Before(p.retryAt):
+		// The last pull with these credentials: done a moment ago, or
+		// failed in its back-off.
+		refused := p.err != nil && refusedByRegistry(p.err)
 		r.mu.Unlock()
-		return nil // the registry cannot be reached: the image present
+		if refused {
+			_, w := s.pullFailed(c, p)
+			return w
+		}
+		return nil // pulled, or the registry cannot be reached: the image present
 	}
 	r.mu.Unlock()
 	if r.pull(c.Image, auth, s.now, true) {
