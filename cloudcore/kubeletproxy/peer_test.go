@@ -32,8 +32,16 @@ func startPeer(t *testing.T, ca *pki.CA, held ...string) (*Peers, string) {
 		}
 		return nil, fmt.Errorf("%w: %s", ErrNoSession, node)
 	}
-	p, err := NewPeers(PeerConfig{CA: ca, Local: local, Discover: func(context.Context) ([]string, error) { return nil, nil },
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	return servePeer(t, PeerConfig{CA: ca, Local: local})
+}
+
+// servePeer runs Peers with cfg (no peers to discover, logs discarded) on
+// loopback until the test ends, and returns it and its address.
+func servePeer(t *testing.T, cfg PeerConfig) (*Peers, string) {
+	t.Helper()
+	cfg.Discover = func(context.Context) ([]string, error) { return nil, nil }
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	p, err := NewPeers(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,22 +192,9 @@ func TestPeersMalformedRequests(t *testing.T) {
 // startLoadPeer runs Peers on loopback for ca that says it holds sessions.
 func startLoadPeer(t *testing.T, ca *pki.CA, sessions int, ready bool) string {
 	t.Helper()
-	p, err := NewPeers(PeerConfig{CA: ca, Local: func(string) (net.Conn, error) { return nil, ErrNoSession },
-		Discover: func(context.Context) ([]string, error) { return nil, nil },
-		Load:     func() (int, bool) { return sessions, ready },
-		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { p.Serve(ctx, ln); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return ln.Addr().String()
+	_, addr := servePeer(t, PeerConfig{CA: ca, Local: func(string) (net.Conn, error) { return nil, ErrNoSession },
+		Load: func() (int, bool) { return sessions, ready }})
+	return addr
 }
 
 // Loads asks every peer its load: live peers answer, a dead one, one of
