@@ -788,13 +788,7 @@ func TestSandboxLossAndAdoption(t *testing.T) {
 
 	// The sandbox dies: a new one is made and the container starts again,
 	// its restart count going on.
-	sbs, err := r.listSandboxes(t.Context(), pod.UID)
-	if err != nil || len(sbs) != 1 {
-		t.Fatal(sbs, err)
-	}
-	if _, err := r.rs.StopPodSandbox(t.Context(), &runtimeapi.StopPodSandboxRequest{PodSandboxId: sbs[0].Id}); err != nil {
-		t.Fatal(err)
-	}
+	stopSandbox(t, r, pod)
 	st = syncUntil(t, r, pod, 20*time.Second, "running in a new sandbox", func(st *corev1.PodStatus) bool {
 		cs := containerStatus(st, "app")
 		return cs.State.Running != nil && cs.ContainerID != id
@@ -802,7 +796,7 @@ func TestSandboxLossAndAdoption(t *testing.T) {
 	if cs := containerStatus(st, "app"); cs.RestartCount != 2 {
 		t.Errorf("restart count after a new sandbox:\n%s", describe(st))
 	}
-	sbs, _ = r.listSandboxes(t.Context(), pod.UID)
+	sbs, _ := r.listSandboxes(t.Context(), pod.UID)
 	if len(sbs) != 1 || sbs[0].Metadata.Attempt != 1 {
 		t.Errorf("sandboxes after recovery: %v", sbs)
 	}
@@ -811,10 +805,7 @@ func TestSandboxLossAndAdoption(t *testing.T) {
 	once := busyboxPod("once", `exec sleep 3600`)
 	once.Spec.RestartPolicy = corev1.RestartPolicyNever
 	syncUntil(t, r, once, 10*time.Second, "running", running("app"))
-	sbs, _ = r.listSandboxes(t.Context(), once.UID)
-	if _, err := r.rs.StopPodSandbox(t.Context(), &runtimeapi.StopPodSandboxRequest{PodSandboxId: sbs[0].Id}); err != nil {
-		t.Fatal(err)
-	}
+	stopSandbox(t, r, once)
 	st = syncUntil(t, r, once, 10*time.Second, "failed", func(st *corev1.PodStatus) bool { return st.Phase == corev1.PodFailed })
 	if sbs, _ := r.listSandboxes(t.Context(), once.UID); len(sbs) != 1 || sbs[0].State == runtimeapi.PodSandboxState_SANDBOX_READY {
 		t.Errorf("a Never pod got a new sandbox: %v\n%s", sbs, describe(st))
@@ -957,4 +948,17 @@ func nodeAddress(t *testing.T) string {
 	}
 	t.Skip("no non-loopback IPv4 address")
 	return ""
+}
+
+// stopSandbox stops the pod's one sandbox behind the Runtime's back, as a
+// crash of its pause process would.
+func stopSandbox(t *testing.T, r *Runtime, pod *corev1.Pod) {
+	t.Helper()
+	sbs, err := r.listSandboxes(t.Context(), pod.UID)
+	if err != nil || len(sbs) != 1 {
+		t.Fatal(sbs, err)
+	}
+	if _, err := r.rs.StopPodSandbox(t.Context(), &runtimeapi.StopPodSandboxRequest{PodSandboxId: sbs[0].Id}); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -105,17 +105,12 @@ func TestEphemeralContainers(t *testing.T) {
 
 	// The sandbox dies: the pod runs again in a new one, its ephemeral
 	// containers do not (the kubelet's rule), and are reported terminated.
-	sbs, err := r.listSandboxes(t.Context(), pod.UID)
-	if err != nil || len(sbs) != 1 {
-		t.Fatal(sbs, err)
-	}
-	if _, err := r.rs.StopPodSandbox(t.Context(), &runtimeapi.StopPodSandboxRequest{PodSandboxId: sbs[0].Id}); err != nil {
-		t.Fatal(err)
-	}
+	stopSandbox(t, r, pod)
 	st = syncUntil(t, r, pod, 20*time.Second, "running in a new sandbox", func(st *corev1.PodStatus) bool {
 		cs := containerStatus(st, "app")
 		return cs.State.Running != nil && cs.ContainerID != appID
 	})
+	var err error
 	for range 3 {
 		time.Sleep(300 * time.Millisecond)
 		if st, err = r.SyncPod(t.Context(), pod); err != nil {
