@@ -125,14 +125,7 @@ func TestPeersOfAnotherCA(t *testing.T) {
 	}
 	// A client with a certificate of the shared CA that is not a peer's
 	// (an edge node's) fails the handshake.
-	certPEM, keyPEM, err := ca.IssueClient(pki.NodeCNPrefix+"edge-1", []string{pki.NodeOrganization}, 3600e9)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pair, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pair := nodeCert(t, ca)
 	c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, Certificates: []tls.Certificate{pair}})
 	if err == nil {
 		// TLS 1.3: the client learns of the refusal when it reads.
@@ -227,14 +220,7 @@ func TestPeersLoads(t *testing.T) {
 		t.Fatalf("loads %v, want %v", got, want)
 	}
 
-	certPEM, keyPEM, err := ca.IssueClient(pki.NodeCNPrefix+"edge-1", []string{pki.NodeOrganization}, 3600e9)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pair, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pair := nodeCert(t, ca)
 	c, err := tls.Dial("tcp", a, &tls.Config{InsecureSkipVerify: true, Certificates: []tls.Certificate{pair}})
 	if err == nil {
 		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: p\r\n\r\n", LoadPath)
@@ -244,4 +230,19 @@ func TestPeersLoads(t *testing.T) {
 			t.Fatalf("an edge node's certificate at LoadPath: answered %q", b)
 		}
 	}
+}
+
+// nodeCert is a client certificate of ca for an edge node, edge-1: the
+// shared CA's, but not a peer's.
+func nodeCert(t *testing.T, ca *pki.CA) tls.Certificate {
+	t.Helper()
+	certPEM, keyPEM, err := ca.IssueClient(pki.NodeCNPrefix+"edge-1", []string{pki.NodeOrganization}, 3600e9)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pair
 }
