@@ -9,6 +9,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tether-edge/tether/pki"
 )
@@ -211,7 +212,13 @@ func TestPeersLoads(t *testing.T) {
 	}
 	deadAddr := dead.Addr().String()
 	dead.Close()
-	got, err := newAsker(t, ca, a, b, foreign, noLoad, deadAddr).Loads(t.Context())
+	// Peers of the shared CA whose answers are out of range, malformed or
+	// larger than maxLoadAnswer are left out too.
+	negative, huge := startLoadPeer(t, ca, -5, true), startLoadPeer(t, ca, 1<<25, true)
+	garbage := hostilePeer(t, ca, "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{sessions")
+	padded := hostilePeer(t, ca, "HTTP/1.1 200 OK\r\n\r\n{\"sessions\": 1, \"ready\": true, \"pad\": \""+
+		strings.Repeat("x", 2*maxLoadAnswer)+"\"}")
+	got, err := newAsker(t, ca, a, b, foreign, noLoad, deadAddr, negative, huge, garbage, padded).Loads(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,4 +252,39 @@ func nodeCert(t *testing.T, ca *pki.CA) tls.Certificate {
 		t.Fatal(err)
 	}
 	return pair
+}
+
+// hostilePeer listens on loopback with a peer certificate of ca and
+// answers every connection with answer, whatever it is asked.
+func hostilePeer(t *testing.T, ca *pki.CA, answer string) string {
+	t.Helper()
+	certPEM, keyPEM, err := ca.IssuePeer(time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{pair},
+		ClientAuth: tls.RequireAnyClientCert, MinVersion: tls.VersionTLS13})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				c.Read(make([]byte, 4096))
+				io.WriteString(c, answer)
+			}()
+		}
+	}()
+	return ln.Addr().String()
 }
