@@ -526,10 +526,16 @@ func New(cfg Config) (*CloudCore, error) {
 	}
 	handlers := cc.Enroll.Handlers()
 	handlers["/metrics"] = cc.metricsHandler()
+	// Session tickets any replica can open (keys derived from the CA): a
+	// fleet reconnecting after an outage resumes without signatures.
+	tickets, err := certs.NewTicketKeys(cc.CA, nil)
+	if err != nil {
+		return nil, err
+	}
 	cc.Hub, err = hub.New(hub.Config{
 		Addr: cfg.ListenAddr,
 		TLS: &tls.Config{GetCertificate: cc.serving.GetCertificate, MinVersion: tls.VersionTLS12,
-			ClientAuth: tls.RequestClientCert},
+			ClientAuth: tls.RequestClientCert, WrapSession: tickets.Wrap, UnwrapSession: tickets.Unwrap},
 		Auth:              cc.Enroll,
 		Reviews:           &accessReviewer{client: client, pods: cc.Dispatcher.Pods()},
 		Relay:             relay,

@@ -20,6 +20,7 @@ import (
 var (
 	mSessions   = prometheus.NewDesc("tether_hub_sessions", "Edge nodes with a live session on this replica.", nil, nil)
 	mConns      = prometheus.NewDesc("tether_hub_connections", "Open connections to the hub, sessions included.", nil, nil)
+	mResumed    = prometheus.NewDesc("tether_hub_tls_resumed_total", "Requests to the hub on a resumed TLS session (a session ticket: no certificate signatures).", nil, nil)
 	mRefused    = prometheus.NewDesc("tether_hub_connections_refused_total", "Connections or handshakes refused, by reason (session_rate: shed with 503 and a Retry-After).", []string{"reason"}, nil)
 	mFrames     = prometheus.NewDesc("tether_hub_frames_total", "Protocol frames, by direction (in: from edges).", []string{"direction"}, nil)
 	mBytes      = prometheus.NewDesc("tether_hub_frame_bytes_total", "Protocol frame bytes, by direction (in: from edges).", []string{"direction"}, nil)
@@ -59,7 +60,7 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mSessions, mConns, mRefused, mFrames, mBytes, mBadFrames, mObjects, mResyncs,
 		mResyncMsgs, mResyncB, mRevoked, mCerts, mUpPaused, mUpThrottle, mEvDropped, mRelayed, mWrites, mAPIErrors, mWriteFate,
 		mAPIRefused, mWriteTime, mLeader, mCAExpiry, mSrvExpiry, mNodeExpiry, mPeerStream, mPeerRefuse,
-		mSendQueue, mUnacked, mAckTime, mDispatch, mRebalanced} {
+		mSendQueue, mUnacked, mAckTime, mDispatch, mRebalanced, mResumed} {
 		ch <- d
 	}
 }
@@ -91,6 +92,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	counter(mBytes, h.BytesIn, "in")
 	counter(mBytes, h.BytesOut, "out")
 	counter(mBadFrames, h.BadFrames)
+	counter(mResumed, h.TLSResumed)
 	counter(mObjects, h.ObjectMessages)
 	counter(mResyncs, h.Resyncs)
 	counter(mResyncMsgs, h.ResyncMessages)

@@ -485,7 +485,8 @@ func (st Storm) String() string {
 		st.Resynced, st.Nodes, roundDur(st.Took), roundDur(st.Down), st.Back.Format("15:04:05.000"), st.End.Format("15:04:05.000"),
 		st.Upserts, st.Deletes, st.Bytes, st.WireUp, st.WireDown)
 	if st.Hub != nil {
-		s += fmt.Sprintf("; hub %d resync messages %d resync bytes", st.Hub.ResyncMessages, st.Hub.ResyncBytes)
+		s += fmt.Sprintf("; hub %d resync messages %d resync bytes %d TLS resumed %d shed", st.Hub.ResyncMessages, st.Hub.ResyncBytes,
+			st.Hub.TLSResumed, st.Hub.Shed)
 	}
 	if st.Cores > 0 {
 		cloud := "cloudcore " + roundDur(st.CloudCPU).String()

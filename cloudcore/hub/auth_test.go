@@ -14,6 +14,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/tether-edge/tether/cloudcore/certs"
 	"github.com/tether-edge/tether/pki"
 	"github.com/tether-edge/tether/protocol"
 )
@@ -375,5 +376,38 @@ func TestSessionEndsWithItsCertificate(t *testing.T) {
 	}
 	if got := src.hub.Connected(); len(got) != 1 || got[0] != "n2" {
 		t.Fatalf("connected %v, want [n2]", got)
+	}
+}
+
+// A session resumed with a ticket (no certificate signatures) is
+// authenticated as a new one: the node of the ticket's certificate gets its
+// session; once revoked, its resumed connection is refused all the same.
+func TestResumedSessionAuthenticated(t *testing.T) {
+	keys, err := certs.NewTicketKeys(testCA(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth := newTestAuth(t)
+	src, url := startHub(t, Config{Auth: auth, TLS: &tls.Config{ClientAuth: tls.RequestClientCert,
+		WrapSession: keys.Wrap, UnwrapSession: keys.Unwrap}})
+	tc := &tls.Config{InsecureSkipVerify: true, Certificates: []tls.Certificate{*issueCert(t, "n1", "id-n1")},
+		ClientSessionCache: tls.NewLRUClientSessionCache(1)}
+	for i := range 2 {
+		e, err := dialWith(t, url, tc, "n1", nil, protocol.Version)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		e.recv() // ResyncDone
+		if got := src.hub.Stats().TLSResumed; got != int64(i) {
+			t.Fatalf("connection %d: %d resumed, want %d", i, got, i)
+		}
+		e.ws.Close()
+	}
+	auth.revoke("n1")
+	if _, err := dialWith(t, url, tc, "n1", nil, protocol.Version); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("revoked node, resumed: want 401, got %v", err)
+	}
+	if st := src.hub.Stats(); st.TLSResumed != 2 || st.Refused != 1 {
+		t.Fatalf("after the revoked node's attempt: %d resumed, %d refused; want 2 and 1", st.TLSResumed, st.Refused)
 	}
 }

@@ -703,7 +703,12 @@ func (h *Hub) checkSessions(ctx context.Context) {
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var peer []*x509.Certificate
 	if r.TLS != nil {
+		// A resumed session's certificates come from its ticket; they are
+		// authenticated all the same (expiry, CA, identity).
 		peer = r.TLS.PeerCertificates
+		if r.TLS.DidResume {
+			h.stats.tlsResumed.Add(1)
+		}
 	}
 	node, id, notAfter, err := h.cfg.Auth.Authenticate(r.Context(), peer)
 	if err != nil {
@@ -942,6 +947,7 @@ type Stats struct {
 	shed              atomic.Int64
 	refusedHandshakes atomic.Int64
 	rebalanced        atomic.Int64
+	tlsResumed        atomic.Int64
 
 	// relayed counts the writes of edge pods relayed (answered by the API
 	// server or refused by the relay); relayRefused those refused over
@@ -1009,6 +1015,10 @@ type StatsSnapshot struct {
 	// Shed counts authenticated edges answered 503 with a Retry-After
 	// because sessions started past SessionRate.
 	Shed int64 `json:"shed"`
+	// TLSResumed counts the requests whose connection resumed a TLS
+	// session (a session ticket, no certificate signatures), whatever came
+	// of them.
+	TLSResumed int64 `json:"tlsResumed"`
 	// ConnsRefusedHandshakes counts connections closed at accept because
 	// MaxHandshakes were in progress.
 	ConnsRefusedHandshakes int64 `json:"connsRefusedHandshakes"`
@@ -1055,7 +1065,7 @@ func (h *Hub) Stats() StatsSnapshot {
 		InventoryRefused: s.inventoryRefused.Load(), UpstreamPaused: s.upstreamPaused.Load(),
 		UpstreamThrottled: s.upstreamThrottled.Load(), EventsDropped: s.eventsDropped.Load(),
 		DeleteScans: s.deleteScans.Load(), DeleteScanned: s.deleteScanned.Load(),
-		Streams: s.streams.Load(), StreamsRefused: s.streamsRefused.Load(), Shed: s.shed.Load(),
+		Streams: s.streams.Load(), StreamsRefused: s.streamsRefused.Load(), Shed: s.shed.Load(), TLSResumed: s.tlsResumed.Load(),
 		ConnsRefusedHandshakes: s.refusedHandshakes.Load(), Rebalanced: s.rebalanced.Load(),
 		Relayed: s.relayed.Load(), RelayRefused: s.relayRefused.Load(),
 	}

@@ -107,7 +107,9 @@ func startHubWith(t *testing.T, cfg Config, up Upstream) (*memSource, string) {
 	t.Helper()
 	src := &memSource{objs: map[string]protocol.Object{}, unserved: map[protocol.Kind]bool{}}
 	cfg.Addr = "unused:0"
-	cfg.TLS = &tls.Config{ClientAuth: tls.RequestClientCert}
+	if cfg.TLS == nil {
+		cfg.TLS = &tls.Config{ClientAuth: tls.RequestClientCert}
+	}
 	if cfg.Auth == nil {
 		cfg.Auth = newTestAuth(t)
 	}
@@ -117,7 +119,7 @@ func startHubWith(t *testing.T, cfg Config, up Upstream) (*memSource, string) {
 	}
 	src.hub = h
 	srv := httptest.NewUnstartedServer(h)
-	srv.TLS = &tls.Config{ClientAuth: tls.RequestClientCert}
+	srv.TLS = cfg.TLS.Clone()
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
 	return src, "wss" + strings.TrimPrefix(srv.URL, "https") + Path
@@ -155,6 +157,12 @@ func dialVersion(t *testing.T, url string, cert *tls.Certificate, node string, i
 	if cert != nil {
 		tc.Certificates = []tls.Certificate{*cert}
 	}
+	return dialWith(t, url, tc, node, inv, version)
+}
+
+// dialWith is dialVersion with the client's TLS configuration.
+func dialWith(t *testing.T, url string, tc *tls.Config, node string, inv []protocol.ObjectRef, version uint32) (*fakeEdge, error) {
+	t.Helper()
 	d := websocket.Dialer{TLSClientConfig: tc}
 	ws, resp, err := d.Dial(url, nil)
 	if err != nil {

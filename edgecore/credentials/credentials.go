@@ -46,6 +46,8 @@ type Credentials struct {
 	renewAt time.Time
 	// pending is the key of the request in flight, if any; guarded by mu.
 	pending *ecdsa.PrivateKey
+	// sessions holds the hub's TLS session tickets, to resume (sessionCache).
+	sessions tls.ClientSessionCache
 }
 
 // Load reads the key and certificate from file (written by edgecore join).
@@ -61,7 +63,7 @@ func Load(file string, log *slog.Logger) (*Credentials, error) {
 	if _, _, err := pki.NodeIdentity(pair.Leaf); err != nil {
 		return nil, fmt.Errorf("node credentials %s: %w", file, err)
 	}
-	c := &Credentials{file: file, log: log}
+	c := &Credentials{file: file, log: log, sessions: tls.NewLRUClientSessionCache(8)}
 	c.install(&pair)
 	return c, nil
 }
@@ -116,7 +118,31 @@ func (c *Credentials) ClientTLS(roots *x509.CertPool) *tls.Config {
 			defer c.mu.Unlock()
 			return c.cur, nil
 		},
+		ClientSessionCache: sessionCache{c},
 	}
+}
+
+// sessionCache keeps the hub's session tickets, so that a reconnect
+// resumes the TLS session (no certificate sent, no signature made or
+// verified on either end: the CPU of a fleet reconnecting after an outage,
+// and bytes on a slow link). It is keyed by the certificate in use as well:
+// a ticket holds the certificate of the handshake that made it, and once
+// the certificate is renewed the next handshake is a full one, presenting
+// the new one.
+type sessionCache struct{ c *Credentials }
+
+func (s sessionCache) Get(key string) (*tls.ClientSessionState, bool) {
+	return s.c.sessions.Get(s.key(key))
+}
+
+func (s sessionCache) Put(key string, cs *tls.ClientSessionState) {
+	s.c.sessions.Put(s.key(key), cs)
+}
+
+func (s sessionCache) key(k string) string {
+	s.c.mu.Lock()
+	defer s.c.mu.Unlock()
+	return k + " " + s.c.cur.Leaf.SerialNumber.String()
 }
 
 // RenewalRequest returns a certificate request (PEM) for a new key if the

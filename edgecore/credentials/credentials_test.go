@@ -1,8 +1,11 @@
 package credentials
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -104,4 +107,97 @@ func TestLoadRefusesGarbage(t *testing.T) {
 	if _, err := Load(f+".missing", slog.Default()); err == nil {
 		t.Fatal("a missing file loaded")
 	}
+}
+
+// The hub's session is resumed while the certificate it was made with is
+// in use; after a renewal the next handshake is a full one, presenting the
+// new certificate (a ticket carries the old one).
+func TestSessionResumedUntilRenewal(t *testing.T) {
+	ca, err := pki.NewCA("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(writeCreds(t, ca, "edge-1", 100*time.Minute), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, keyPEM, err := ca.IssueServer("hub", []string{"localhost"}, nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serving, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Cert)
+	// Go's own ticket keys: what is checked is the edge's cache.
+	server := &tls.Config{Certificates: []tls.Certificate{serving}, ClientAuth: tls.RequireAnyClientCert}
+	client := c.ClientTLS(roots)
+	client.ServerName = "localhost"
+	dial := func() (resumed bool, presented *x509.Certificate) {
+		t.Helper()
+		a, b := tcpPair(t)
+		defer a.Close()
+		defer b.Close()
+		done := make(chan tls.ConnectionState, 1)
+		go func() {
+			s := tls.Server(b, server)
+			if s.HandshakeContext(t.Context()) == nil {
+				s.Write([]byte{1}) // after the ticket: the client reads both
+			}
+			done <- s.ConnectionState()
+		}()
+		cl := tls.Client(a, client)
+		if err := cl.HandshakeContext(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cl.Read(make([]byte, 1)); err != nil {
+			t.Fatal(err)
+		}
+		st := <-done
+		return st.DidResume, st.PeerCertificates[0]
+	}
+	first := c.Leaf()
+	for i, want := range []bool{false, true, true} {
+		if resumed, cert := dial(); resumed != want || !cert.Equal(first) {
+			t.Fatalf("connection %d: resumed %v, want %v; certificate the first: %v", i, resumed, want, cert.Equal(first))
+		}
+	}
+	csr, _, err := c.RenewalRequest(c.RenewAt())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := pki.ParseNodeCSR(csr)
+	renewed, _ := ca.IssueNode(pub, "edge-1", "id-1", time.Hour)
+	if err := c.Issued(renewed); err != nil {
+		t.Fatal(err)
+	}
+	if resumed, cert := dial(); resumed || !cert.Equal(c.Leaf()) {
+		t.Fatalf("after renewal: resumed %v, the new certificate presented %v", resumed, cert.Equal(c.Leaf()))
+	}
+	if resumed, cert := dial(); !resumed || !cert.Equal(c.Leaf()) {
+		t.Fatalf("after renewal, again: resumed %v, the new certificate %v", resumed, cert.Equal(c.Leaf()))
+	}
+}
+
+// tcpPair returns both ends of a loopback TCP connection (net.Pipe, being
+// unbuffered, deadlocks a TLS 1.3 handshake whose ends write at once).
+func tcpPair(t *testing.T) (client, server net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err = ln.Accept()
+	if err != nil {
+		client.Close()
+		t.Fatal(err)
+	}
+	return client, server
 }
