@@ -235,7 +235,7 @@ func TestReplicaRebalance(t *testing.T) {
 		}
 		return true, nil
 	})
-	t.Logf("%d pods created at the first move, one a node: all Running, Ready within %s of their creation", len(pods), slowest)
+	t.Logf("%d pods created at the first move, one a node: all Running, Ready within %s of their creation (API server times, 1 s resolution)", len(pods), slowest)
 }
 
 // hollowEdge makes an edge as light as the simulator's hollow nodes: no
