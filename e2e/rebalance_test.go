@@ -46,7 +46,7 @@ const (
 // TestReplicaRebalance: three cloudcore binaries that know each other as
 // peers (peerAddr and peers, as the simulator's replicas; the manifests
 // find them through the peer Service) behind the test's TCP load
-// balancer, and rebalanceEdges light edges (edgecore in this process, the
+// balancer, and 30 light edges (edgecore in this process, the
 // in-memory runtime, no metaserver, broker or kubelet socket: a hollow
 // node's configuration) reaching them through it. One replica is stopped
 // with SIGTERM: its edges move to the other two. It is started again with
