@@ -182,9 +182,10 @@ type Config struct {
 	// rebalancing off). With peers (peerAddr and peers or peerService)
 	// each replica asks the others their sessions every 2 s over the peer
 	// channel; one holding more than its share ceil(total/replicas) plus
-	// a slack (the larger of 2 and 5%) asks its excess to reconnect, as a
-	// drain does, and the Service spreads them: a replica that restarted
-	// gets its share back. Nothing moves while a replica starts or drains,
+	// a slack (the larger of 2 and 5%), or more than its share while a
+	// peer holds less than the share less the slack, asks its excess to
+	// reconnect, as a drain does, and the Service spreads them: a replica
+	// that restarted gets its share back, within the slack. Nothing moves while a replica starts or drains,
 	// nor for RebalanceSettle (default 15s) after the set of live replicas
 	// changed; with one replica, never.
 	RebalanceRate   float64         `json:"rebalanceRate,omitempty"`

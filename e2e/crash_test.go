@@ -65,7 +65,6 @@ import (
 	"github.com/tether-edge/tether/childproc"
 	"github.com/tether-edge/tether/cloudcore"
 	"github.com/tether-edge/tether/cloudcore/certs"
-	"github.com/tether-edge/tether/cloudcore/jointoken"
 	devicesapi "github.com/tether-edge/tether/devices/api"
 	"github.com/tether-edge/tether/devices/mqtt"
 	"github.com/tether-edge/tether/edgecore"
@@ -255,50 +254,16 @@ func newReplicaRig(t *testing.T, node string, n int) *crashRig {
 	r := &crashRig{t: t, ns: namespace(t), node: node, dir: t.TempDir(), device: "meter"}
 	r.edgeDir = filepath.Join(r.dir, "edge")
 	ctx := t.Context()
-	// The CA first, so that the join token can pin it; cloudcore loads the
-	// same Secret.
-	_, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: certs.DefaultNamespace}},
-		metav1.CreateOptions{})
-	if err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
-	}
-	ca, err := certs.LoadOrCreateCA(ctx, client, certs.DefaultNamespace, certs.DefaultCASecret, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cloudAddr := freeAddr(t)
-	var addrs []string
-	for i := range n {
-		addr, name := cloudAddr, "cloudcore"
-		if n > 1 {
-			addr, name = freeAddr(t), fmt.Sprintf("cloudcore-%d", i)
-		}
-		p := newBinProc(t, name, filepath.Join(bins, "cloudcore"), r.dir, cloudcore.Config{
-			Kubeconfig: cp.Kubeconfig(), ListenAddr: addr, HealthAddr: "127.0.0.1:0", CertIPs: []string{"127.0.0.1"},
-			HeartbeatInterval: metav1.Duration{Duration: heartbeat}, LeaseDuration: metav1.Duration{Duration: leaseDuration},
-		})
-		p.start()
-		r.replicas = append(r.replicas, p)
-		addrs = append(addrs, addr)
-	}
-	r.cloud = r.replicas[0]
-	if n > 1 {
-		r.lb = newTestLB(t, addrs)
-		cloudAddr = r.lb.addr()
-	}
+	rs := startReplicas(t, r.dir, n, nil)
+	r.replicas, r.cloud, r.lb = rs.procs, rs.procs[0], rs.lb
+	cloudAddr := rs.addr
 
-	tok, err := jointoken.Create(ctx, client, jointoken.Options{TTL: time.Hour, Uses: 1, Node: node}, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
+	tok := joinString(t, node, rs.ca.Cert)
 	var res *join.Result
 	eventually(t, time.Minute, "edgecore join against the cloudcore binary", func() (bool, error) {
-		for _, p := range r.replicas {
-			if err := p.alive(); err != nil {
-				t.Fatal(err)
-			}
-		}
-		res, err = join.Join(ctx, join.Options{Cloud: cloudAddr, Token: jointoken.JoinString(tok, pki.Hash(ca.Cert)),
+		rs.alive()
+		var err error
+		res, err = join.Join(ctx, join.Options{Cloud: cloudAddr, Token: tok,
 			NodeName: node, ConfigPath: filepath.Join(r.dir, "joined.yaml"), Timeout: 5 * time.Second})
 		return err == nil, err
 	})
@@ -330,6 +295,69 @@ func newReplicaRig(t *testing.T, node string, n int) *crashRig {
 		Spec: devicesapi.DeviceSpec{DeviceModelRef: &devicesapi.DeviceModelRef{Name: "meter"}, NodeName: node,
 			Properties: []devicesapi.DeviceProperty{{Name: counterProp, ReportToCloud: true}}}})
 	return r
+}
+
+// replicaSet is n cloudcore binaries against the one API server, sharing
+// the CA of its Secret (made here first, so that join tokens can pin it);
+// with more than one, each on a port of its own behind a TCP load balancer
+// (testLB), as behind a Service.
+type replicaSet struct {
+	procs []*binProc
+	// addr is where edges reach them: the load balancer's, or the one
+	// replica's hub address; addrs are the replicas' own.
+	addr  string
+	addrs []string
+	lb    *testLB
+	ca    *pki.CA
+}
+
+// startReplicas starts n cloudcore binaries, their files in dir; tweak, if
+// set, edits replica i's configuration first.
+func startReplicas(t *testing.T, dir string, n int, tweak func(i int, cfg *cloudcore.Config)) *replicaSet {
+	t.Helper()
+	bins := tetherBinaries(t)
+	ctx := t.Context()
+	_, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: certs.DefaultNamespace}},
+		metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	rs := &replicaSet{}
+	if rs.ca, err = certs.LoadOrCreateCA(ctx, client, certs.DefaultNamespace, certs.DefaultCASecret, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		name := "cloudcore"
+		if n > 1 {
+			name = fmt.Sprintf("cloudcore-%d", i)
+		}
+		cfg := cloudcore.Config{
+			Kubeconfig: cp.Kubeconfig(), ListenAddr: freeAddr(t), HealthAddr: "127.0.0.1:0", CertIPs: []string{"127.0.0.1"},
+			HeartbeatInterval: metav1.Duration{Duration: heartbeat}, LeaseDuration: metav1.Duration{Duration: leaseDuration},
+		}
+		if tweak != nil {
+			tweak(i, &cfg)
+		}
+		p := newBinProc(t, name, filepath.Join(bins, "cloudcore"), dir, cfg)
+		p.start()
+		rs.procs = append(rs.procs, p)
+		rs.addrs = append(rs.addrs, cfg.ListenAddr)
+	}
+	rs.addr = rs.addrs[0]
+	if n > 1 {
+		rs.lb = newTestLB(t, rs.addrs)
+		rs.addr = rs.lb.addr()
+	}
+	return rs
+}
+
+// alive fails the test if a replica exited by itself.
+func (rs *replicaSet) alive() {
+	for _, p := range rs.procs {
+		if err := p.alive(); err != nil {
+			p.t.Fatal(err)
+		}
+	}
 }
 
 // crashStats are the figures a crash test prints.

@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -246,11 +247,18 @@ func (c *cloud) stop() {
 // `cloudcore token create` does.
 func (c *cloud) joinToken(node string) string {
 	c.t.Helper()
-	tok, err := jointoken.Create(c.t.Context(), client, jointoken.Options{TTL: time.Hour, Uses: 1, Node: node}, time.Now())
+	return joinString(c.t, node, c.cc.CA.Cert)
+}
+
+// joinString creates a one-use join token for node (any node if empty) and
+// returns it with the pin of ca, as `cloudcore token create` prints it.
+func joinString(t *testing.T, node string, ca *x509.Certificate) string {
+	t.Helper()
+	tok, err := jointoken.Create(t.Context(), client, jointoken.Options{TTL: time.Hour, Uses: 1, Node: node}, time.Now())
 	if err != nil {
-		c.t.Fatal(err)
+		t.Fatal(err)
 	}
-	return jointoken.JoinString(tok, pki.Hash(c.cc.CA.Cert))
+	return jointoken.JoinString(tok, pki.Hash(ca))
 }
 
 // edge is an edgecore running in this process, reaching its cloud through a
@@ -288,8 +296,15 @@ func startEdge(t *testing.T, c *cloud, name string) *edge {
 // token, as `edgecore join` does.
 func newEdge(t *testing.T, c *cloud, name string) *edge {
 	t.Helper()
-	e := &edge{t: t, name: name, dir: t.TempDir(), link: newCutLink(t, c.addr)}
-	res, err := join.Join(t.Context(), join.Options{Cloud: e.link.addr(), Token: c.joinToken(name), NodeName: name,
+	return newEdgeVia(t, c.addr, c.joinToken(name), name)
+}
+
+// newEdgeVia is newEdge for a hub at addr (a cloudcore binary, or a load
+// balancer in front of replicas), joining with token (joinString).
+func newEdgeVia(t *testing.T, addr, token, name string) *edge {
+	t.Helper()
+	e := &edge{t: t, name: name, dir: t.TempDir(), link: newCutLink(t, addr)}
+	res, err := join.Join(t.Context(), join.Options{Cloud: e.link.addr(), Token: token, NodeName: name,
 		ConfigPath: filepath.Join(e.dir, "joined.yaml")})
 	if err != nil {
 		t.Fatalf("join %s: %v", name, err)

@@ -48,10 +48,13 @@ type RebalanceConfig struct {
 	// (default 15s): nothing moves while a replica starts or drains, or
 	// right after, while the edges a drain or a kill sent away land.
 	Settle time.Duration
-	// Slack is the band above the fair share within which a replica does
-	// nothing: it starts sending edges away only above share+Slack, and
-	// stops at share (hysteresis). Default: the larger of 2 and 5% of the
-	// share, computed at each step (Slack 0); a negative Slack is refused.
+	// Slack is the band around the fair share within which a replica does
+	// nothing: it starts sending edges away only above share+Slack, or
+	// above share while a peer holds less than share-Slack (without that,
+	// R-1 replicas each just within share+Slack would leave the last one
+	// at share-(R-1)*Slack for good), and stops at share (hysteresis).
+	// Default: the larger of 2 and 5% of the share, computed at each step
+	// (Slack 0); a negative Slack is refused.
 	Slack int
 }
 
@@ -92,7 +95,8 @@ type RebalanceOutput struct {
 // concurrent use.
 //
 // With R live replicas (this one and the peers that answered) holding T
-// sessions, the share is ceil(T/R). A replica above share+slack starts
+// sessions, the share is ceil(T/R). A replica above share+slack, or above
+// share while a peer is below share-slack, starts
 // sending sessions away at Rate, and goes on until it is at its share or
 // the peers below their share have room for no more (the sessions sent
 // away since the peers' figures were taken count as landed there). It
@@ -186,14 +190,17 @@ func (r *Rebalancer) Step(now time.Time, in RebalanceInput) RebalanceOutput {
 	if slack == 0 {
 		slack = max(2, share/20)
 	}
-	room := -moving
+	room, short := -moving, ""
 	for _, p := range in.Peers {
 		room += max(0, share-p.Sessions)
+		if p.Sessions < share-slack {
+			short = p.Addr
+		}
 	}
 	excess := in.Sessions - share
 	out := RebalanceOutput{Share: share}
 	switch {
-	case !r.active && in.Sessions <= share+slack:
+	case !r.active && in.Sessions <= share+slack && (short == "" || excess <= 0):
 		out.Reason = fmt.Sprintf("within share %d + slack %d", share, slack)
 		r.tokens = 0
 		return out
@@ -214,6 +221,9 @@ func (r *Rebalancer) Step(now time.Time, in RebalanceInput) RebalanceOutput {
 	}
 	out.Shed = n
 	out.Reason = fmt.Sprintf("%d over share %d, room %d on the peers", excess, share, room)
+	if short != "" {
+		out.Reason += fmt.Sprintf(" (peer %s below share - slack %d)", short, slack)
+	}
 	return out
 }
 

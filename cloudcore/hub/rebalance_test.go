@@ -61,6 +61,16 @@ func TestRebalancer(t *testing.T) {
 			{25 * time.Second, in(334, true, peers(333, 333), 25*time.Second), 0, "at share"},
 			{26 * time.Second, in(345, true, peers(330, 325), 26*time.Second), 0, "within share"},
 		}},
+		{"a peer below share-slack: a replica above share, within share+slack, moves down to share", cfg, []step{
+			{0, in(12, true, peers(12, 6), 0), 0, "replicas changed"},
+			// Without it, 12, 12 and 6 would stay: share 10, slack 2.
+			{20 * time.Second, in(12, true, peers(12, 6), 20*time.Second), 1, "2 over share 10, room 4 on the peers (peer b below share - slack 2)"},
+			{21 * time.Second, in(11, true, peers(12, 6), 20*time.Second), 1, "1 over share 10"},
+			{22 * time.Second, in(10, true, peers(12, 7), 22*time.Second), 0, "at share 10"},
+			// The peer at share-slack: not short; one at share moves nothing.
+			{30 * time.Second, in(11, true, peers(11, 8), 30*time.Second), 0, "within share 10 + slack 2"},
+			{31 * time.Second, in(10, true, peers(13, 7), 31*time.Second), 0, "within share 10 + slack 2"},
+		}},
 		{"sheds not yet seen by the peers use up their room", cfg, []step{
 			{0, in(30, true, peers(0, 0), 0), 0, "replicas changed"},
 			{20 * time.Second, in(30, true, peers(0, 0), 20*time.Second), 1, "20 over share 10, room 20"},
