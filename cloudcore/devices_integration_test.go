@@ -126,7 +126,7 @@ func TestDevices(t *testing.T) {
 			t.Fatalf("enroll %s: %v", n, err)
 		}
 	}
-	sendOK(t, func(done func(error)) { cc.Status.NodeStatus("edge-a", nodeStatusMsg(t), done) })
+	sendOK(t, func(done func(error)) { cc.Status.NodeStatus("edge-a", protocol.StatusOrder{}, nodeStatusMsg(t), done) })
 	cc.Status.Heartbeat("edge-a")
 	poll(t, "the node lease", func() bool { return cc.Status.Stats().LeaseCreates == 1 })
 

@@ -92,8 +92,10 @@ func (u nopUpstream) DeviceStatus(_ string, m *protocol.DeviceStatus, done func(
 	done(nil)
 }
 
-func (nopUpstream) NodeStatus(string, *protocol.NodeStatus, func(error))        {}
-func (nopUpstream) PodStatus(_ string, _ *protocol.PodStatus, done func(error)) { done(nil) }
+func (nopUpstream) NodeStatus(string, protocol.StatusOrder, *protocol.NodeStatus, func(error)) {}
+func (nopUpstream) PodStatus(_ string, _ protocol.StatusOrder, _ *protocol.PodStatus, done func(error)) {
+	done(nil)
+}
 func (nopUpstream) PodTerminated(string, *protocol.PodTerminated, func(error))  {}
 func (nopUpstream) Event(string, *protocol.Event, func(error))                  {}
 func (nopUpstream) Heartbeat(string)                                            {}
