@@ -96,9 +96,9 @@ func (nopUpstream) NodeStatus(string, protocol.StatusOrder, *protocol.NodeStatus
 func (nopUpstream) PodStatus(_ string, _ protocol.StatusOrder, _ *protocol.PodStatus, done func(error)) {
 	done(nil)
 }
-func (nopUpstream) PodTerminated(string, *protocol.PodTerminated, func(error))  {}
-func (nopUpstream) Event(string, *protocol.Event, func(error))                  {}
-func (nopUpstream) Heartbeat(string)                                            {}
+func (nopUpstream) PodTerminated(string, *protocol.PodTerminated, func(error)) {}
+func (nopUpstream) Event(string, *protocol.Event, func(error))                 {}
+func (nopUpstream) Heartbeat(string)                                           {}
 
 func startHub(t *testing.T, cfg Config) (*memSource, string) {
 	t.Helper()

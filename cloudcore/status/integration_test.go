@@ -180,7 +180,9 @@ func TestAgainstAPIServer(t *testing.T) {
 	}
 	fake := running("fake")
 	fake.PodIP = "6.6.6.6"
-	err = send(func(done func(error)) { w.PodStatus("worker-1", protocol.StatusOrder{}, podStatusMsg(t, payments, fake), done) })
+	err = send(func(done func(error)) {
+		w.PodStatus("worker-1", protocol.StatusOrder{}, podStatusMsg(t, payments, fake), done)
+	})
 	if !errors.Is(err, ErrRejected) || !strings.Contains(err.Error(), "not an edge node") {
 		t.Fatalf("pod status from a kubelet's node name: %v, want a refusal", err)
 	}
