@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -153,7 +154,11 @@ func TestReplicaKill(t *testing.T) {
 	sw := watchStatusWrites(t, r.ns, r.node)
 	m := newCrashMapper(t, r)
 	w := watchReported(t, r)
-	churn, stopChurn := startChurn(t, r)
+	// The churn's pods restart their containers every second (the fake
+	// runtime's), so each reports a new status at every pod resync (2s),
+	// during the kills too; the first five live through the whole test.
+	const kept = 5
+	churn, stopChurn := startChurn(t, r, func(c *podChurn) { c.restartEvery, c.keep = "1s", kept })
 	stats := crashStats{rounds: rounds}
 	pc := m.connect(0)
 	stop := make(chan struct{})
@@ -218,6 +223,61 @@ func TestReplicaKill(t *testing.T) {
 	writes, podWrites, nodeWrites := sw.check(t)
 	t.Logf("status writes watched: %d writes, %d changed a pod's status, %d the Node's; none went back or changed nothing",
 		writes, podWrites, nodeWrites)
+	// The statuses did change, many times each, across the kills.
+	churn.mu.Lock()
+	var keptChanges []int
+	for i := 1; i <= kept; i++ {
+		keptChanges = append(keptChanges, sw.statuses(churn.live[fmt.Sprintf("c%04d", i)]))
+	}
+	churn.mu.Unlock()
+	t.Logf("statuses written of each of the %d pods that lived through the test: %v", kept, keptChanges)
+	for i, n := range keptChanges {
+		if n < 2*rounds {
+			t.Errorf("pod c%04d: %d statuses written over %d rounds, want %d or more: the ordering was not exercised", i+1, n, rounds, 2*rounds)
+		}
+	}
+	for _, p := range r.replicas {
+		p.stop()
+	}
+	stale, totals := fenceFigures(t, r.replicas)
+	t.Logf("the fence: %d status reports dropped as stale (replica logs); stopped writers' totals (SIGKILLed processes left out): %s",
+		stale, totals)
 	slices.Sort(took)
 	t.Logf("replica failover: the edge's new session after the signal, over %d rounds: %v", rounds, took)
+}
+
+// fenceFigures reads the replicas' logs: the stale reports dropped (each
+// logged), and the totals each writer logged when it stopped.
+func fenceFigures(t *testing.T, replicas []*binProc) (stale int, totals string) {
+	t.Helper()
+	var sum [5]int
+	names := []string{"pod_statuses", "node_statuses", "stale", "fence_conflicts", "fence_only"}
+	for _, p := range replicas {
+		b, err := os.ReadFile(p.logFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.Contains(line, "status dropped: a newer report") {
+				stale++
+			}
+			if !strings.Contains(line, "status writer stopped") {
+				continue
+			}
+			for i, n := range names {
+				_, v, ok := strings.Cut(line, " "+n+"=")
+				if !ok {
+					continue
+				}
+				v, _, _ = strings.Cut(v, " ")
+				k, _ := strconv.Atoi(v)
+				sum[i] += k
+			}
+		}
+	}
+	var b strings.Builder
+	for i, n := range names {
+		fmt.Fprintf(&b, "%s=%d ", n, sum[i])
+	}
+	return stale, strings.TrimSpace(b.String())
 }

@@ -182,7 +182,7 @@ func (w *Writer) nodeStale(node string, o, rec protocol.StatusOrder) {
 		return
 	}
 	w.stats.stale.Add(1)
-	w.log.Debug("stale node status dropped", slog.String("node", node),
+	w.log.Info("stale node status dropped: a newer report of the node was written", slog.String("node", node),
 		slog.String("order", formatFence(o)), slog.String("recorded", formatFence(rec)))
 }
 

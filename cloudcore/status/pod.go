@@ -46,7 +46,7 @@ func (w *Writer) writePodStatus(ctx context.Context, node string, o protocol.Sta
 					w.stats.unchanged.Add(1) // written already: a resend
 				} else {
 					w.stats.stale.Add(1)
-					w.log.Debug("stale pod status dropped", slog.String("pod", pod.Namespace+"/"+pod.Name),
+					w.log.Info("stale pod status dropped: a newer report of the pod was written", slog.String("pod", pod.Namespace+"/"+pod.Name),
 						slog.String("order", formatFence(o)), slog.String("recorded", formatFence(rec)))
 				}
 				return nil

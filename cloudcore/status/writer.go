@@ -240,7 +240,10 @@ func (w *Writer) Start(ctx context.Context) error {
 	for _, done := range dones {
 		done(ErrStopped)
 	}
-	w.log.Info("status writer stopped", slog.Int("given_up", len(dones)))
+	st := w.Stats()
+	w.log.Info("status writer stopped", slog.Int("given_up", len(dones)), slog.Int64("pod_statuses", st.PodStatuses),
+		slog.Int64("node_statuses", st.NodeStatuses), slog.Int64("stale", st.Stale),
+		slog.Int64("fence_conflicts", st.FenceConflicts), slog.Int64("fence_only", st.FenceOnly))
 	return nil
 }
 
