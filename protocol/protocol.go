@@ -65,7 +65,9 @@ import (
 //	  recorded on the object, so that a late write of a replica the edge
 //	  left cannot take a status back. The hub fences only in a session of
 //	  8 or more; an older edge's Hello has no epoch and its reports are
-//	  written unfenced, as before.
+//	  written unfenced, as before. PodStatus.Prev, the Seq of the previous
+//	  report of the pod, spares the hub a write of the fence alone when a
+//	  report repeats the pod's status (as after every reconnect).
 const Version uint32 = 8
 
 // MinVersion is the oldest protocol version this build still speaks.
@@ -372,6 +374,12 @@ type PodStatus struct {
 	// Status is the Kubernetes protobuf encoding of a k8s.io/api/core/v1
 	// PodStatus.
 	Status []byte `cbor:"4,keyasint"`
+	// Prev is the Seq of the edge's previous report of this pod from the
+	// same store (zero: none, or not known). A hub that finds Prev recorded
+	// as the pod's last written report and the status unchanged needs no
+	// write: no other report of the pod lies between the two (see
+	// StatusOrder). Since version 8.
+	Prev uint64 `cbor:"5,keyasint,omitempty"`
 }
 
 // PodTerminated tells the hub that every container of a pod marked for

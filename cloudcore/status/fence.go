@@ -36,7 +36,11 @@ import (
 // A report whose status is the one the object has already but whose order
 // is newer still writes the annotation (Stats.FenceOnly): otherwise an
 // older, different report of a replica left behind would find the older
-// order recorded and be written.
+// order recorded and be written. Unless the recorded report is the edge's
+// previous one of the same pod (PodStatus.Prev, same epoch): then no report
+// lies between the two, and the write is spared. That is the case of the
+// statuses the edge reports again after every reconnect, which would
+// otherwise cost a write per pod at each one.
 //
 // Who can move the fence: an edge only on its own pods and Node (ownPod and
 // edgeNode are checked first), so a huge Seq from an edge blocks only its

@@ -185,8 +185,17 @@ func (r *fenceRig) pod(t *testing.T, name string) *corev1.Pod {
 // for its result.
 func (r *fenceRig) send(t *testing.T, w *Writer, node string, o protocol.StatusOrder, p *corev1.Pod, s corev1.PodStatus) error {
 	t.Helper()
+	return r.sendPrev(t, w, node, o, 0, p, s)
+}
+
+// sendPrev is send for a report that names prev as the previous one of the
+// pod (PodStatus.Prev).
+func (r *fenceRig) sendPrev(t *testing.T, w *Writer, node string, o protocol.StatusOrder, prev uint64, p *corev1.Pod, s corev1.PodStatus) error {
+	t.Helper()
 	res := newResult(t)
-	w.PodStatus(node, o, podStatusMsg(t, p, s), res.done)
+	m := podStatusMsg(t, p, s)
+	m.Prev = prev
+	w.PodStatus(node, o, m, res.done)
 	return res.wait()
 }
 
@@ -351,6 +360,39 @@ func TestFenceAgainstAPIServer(t *testing.T) {
 			t.Fatal(err)
 		}
 		r.wantPod(t, "flap", 1, fmt.Sprintf("%d:22", uint64(epoch)))
+	})
+
+	t.Run("a repeat of the recorded report needs no write", func(t *testing.T) {
+		// After a reconnect the edge reports every pod again: the same
+		// status, a new Seq, the recorded one as its previous.
+		p := r.newPod(t, "repeat", edge1)
+		if err := r.send(t, r.b, edge1, at(30), p, restarted(5)); err != nil {
+			t.Fatal(err)
+		}
+		before := r.b.Stats()
+		r.counter.take()
+		if err := r.sendPrev(t, r.b, edge1, at(31), 30, p, restarted(5)); err != nil {
+			t.Fatal(err)
+		}
+		if n := r.counter.take(); n["PATCH pods/status"] != 0 {
+			t.Fatalf("requests %v: want no patch", n)
+		}
+		if s := r.b.Stats(); s.Unchanged != before.Unchanged+1 || s.FenceOnly != before.FenceOnly {
+			t.Fatalf("stats %+v", s)
+		}
+		r.wantPod(t, "repeat", 5, fmt.Sprintf("%d:30", uint64(epoch)))
+		// Its previous one is not the recorded one (32 is with a replica
+		// left behind, say): the fence moves.
+		if err := r.sendPrev(t, r.b, edge1, at(33), 32, p, restarted(5)); err != nil {
+			t.Fatal(err)
+		}
+		if s := r.b.Stats(); s.FenceOnly != before.FenceOnly+1 {
+			t.Fatalf("stats %+v: want a write of the fence alone", s)
+		}
+		if err := r.send(t, r.a, edge1, at(32), p, restarted(6)); err != nil {
+			t.Fatal(err)
+		}
+		r.wantPod(t, "repeat", 5, fmt.Sprintf("%d:33", uint64(epoch)))
 	})
 
 	t.Run("bad annotation set by a user is taken as none", func(t *testing.T) {

@@ -40,8 +40,10 @@ func (w *Writer) writePodStatus(ctx context.Context, node string, o protocol.Sta
 		if err := ownPod(node, pod, m.UID); err != nil {
 			return err
 		}
+		var rec protocol.StatusOrder
+		var recorded bool
 		if fenced {
-			if rec, ok := w.recordedFence(pod.Annotations, pod.Namespace+"/"+pod.Name); ok && !rec.Before(o) {
+			if rec, recorded = w.recordedFence(pod.Annotations, pod.Namespace+"/"+pod.Name); recorded && !rec.Before(o) {
 				if o == rec {
 					w.stats.unchanged.Add(1) // written already: a resend
 				} else {
@@ -56,7 +58,10 @@ func (w *Writer) writePodStatus(ctx context.Context, node string, o protocol.Sta
 		if err != nil {
 			return reject(err)
 		}
-		if !changed && !fenced {
+		// Unchanged needs no write, unfenced, or when the recorded report
+		// is the edge's previous one of the pod: no other report lies
+		// between them that a replica left behind could still write.
+		if !changed && (!fenced || recorded && m.Prev != 0 && rec == protocol.StatusOrder{Epoch: o.Epoch, Seq: m.Prev}) {
 			w.stats.unchanged.Add(1)
 			return nil
 		}

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tether-edge/tether/protocol"
 )
 
 // A store keeps its epoch across opens; a new store at the same path (the
@@ -87,5 +89,73 @@ func TestNewEpoch(t *testing.T) {
 				t.Fatalf("epoch %d, %v; want %d", got, err, c.want)
 			}
 		})
+	}
+}
+
+// A pod status frame names the Seq of the previous report of its pod
+// (PodStatus.Prev), whether that one is still queued or was acknowledged,
+// across reopen; the record of a pod the store no longer holds is dropped
+// at the next open.
+func TestOutboxPrev(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "edge.db")
+	db, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enqueue := func(uid string) (seq, prev uint64) {
+		t.Helper()
+		f := statusFrame(uid)
+		if err := db.Update(func(tx *Tx) (err error) { seq, err = tx.Enqueue(OutboxPodStatus(uid), f); return err }); err != nil {
+			t.Fatal(err)
+		}
+		for _, it := range outbox(t, db, 0) {
+			if it.Seq == seq {
+				g, err := protocol.Decode(it.Frame)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return seq, g.PodStatus.Prev
+			}
+		}
+		t.Fatalf("seq %d not queued", seq)
+		return 0, 0
+	}
+	if err := db.Update(func(tx *Tx) error { return tx.PutObject(obj(protocol.KindPod, "held", "p", "1")) }); err != nil {
+		t.Fatal(err)
+	}
+	s1, p1 := enqueue("held")
+	s2, p2 := enqueue("held") // replaces s1, queued
+	_, pOther := enqueue("gone")
+	if p1 != 0 || p2 != s1 || pOther != 0 {
+		t.Fatalf("prev %d, %d, %d; want 0, %d, 0", p1, p2, pOther, s1)
+	}
+	if err := db.Update(func(tx *Tx) error { return tx.Acked(s2) }); err != nil {
+		t.Fatal(err)
+	}
+	s3, p3 := enqueue("held")
+	if p3 != s2 {
+		t.Fatalf("prev %d after the ack of %d", p3, s2)
+	}
+	// Both acknowledged; "gone" is not a pod of the store.
+	if err := db.Update(func(tx *Tx) error {
+		for _, it := range outbox(t, db, 0) {
+			if err := tx.Acked(it.Seq); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if db, err = Open(path); err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, p := enqueue("held"); p != s3 {
+		t.Fatalf("prev %d after reopen, want %d", p, s3)
+	}
+	if _, p := enqueue("gone"); p != 0 {
+		t.Fatalf("prev %d of a pod the store does not hold, want 0 (forgotten at open)", p)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/fxamacker/cbor/v2"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/tether-edge/tether/protocol"
 )
@@ -97,6 +98,16 @@ func (t *Tx) Enqueue(key string, f *protocol.Frame) (uint64, error) {
 		return 0, fmt.Errorf("enqueue %s: %w", key, err)
 	}
 	f.Seq = seq
+	if f.PodStatus != nil {
+		last := t.tx.Bucket(bucketOutboxLast)
+		f.PodStatus.Prev = 0
+		if v := last.Get([]byte(key)); len(v) == 8 {
+			f.PodStatus.Prev = binary.BigEndian.Uint64(v)
+		}
+		if err := last.Put([]byte(key), u64(seq)); err != nil {
+			return 0, fmt.Errorf("enqueue %s: %w", key, err)
+		}
+	}
 	b, err := protocol.Encode(f)
 	if err != nil {
 		return 0, fmt.Errorf("enqueue %s: %w", key, err)
@@ -112,6 +123,30 @@ func (t *Tx) Enqueue(key string, f *protocol.Frame) (uint64, error) {
 		return 0, fmt.Errorf("enqueue %s: %w", key, err)
 	}
 	return seq, nil
+}
+
+// pruneOutboxLast forgets the last Seq of pod status keys whose pod the
+// store no longer holds and whose entry is not queued.
+func pruneOutboxLast(tx *bolt.Tx) error {
+	pods, ob := tx.Bucket(objectBucket(protocol.KindPod)), tx.Bucket(bucketOutbox)
+	last := tx.Bucket(bucketOutboxLast)
+	var gone [][]byte
+	err := last.ForEach(func(k, _ []byte) error {
+		uid, ok := strings.CutPrefix(string(k), "pod/")
+		if !(ok && pods.Get([]byte(uid)) != nil || ob.Get(k) != nil) {
+			gone = append(gone, append([]byte(nil), k...))
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("prune outbox: %w", err)
+	}
+	for _, k := range gone {
+		if err := last.Delete(k); err != nil {
+			return fmt.Errorf("prune outbox: %w", err)
+		}
+	}
+	return nil
 }
 
 func (t *Tx) dropOldestEvent() error {

@@ -34,6 +34,9 @@ var (
 	bucketMeta      = []byte("meta")
 	bucketOutbox    = []byte("outbox")     // key -> outboxEntry
 	bucketOutboxSeq = []byte("outbox-seq") // seq (8 bytes, big endian) -> key
+	// bucketOutboxLast holds the Seq last given to each pod status key
+	// (outbox.go, PodStatus.Prev), kept after the entry is acknowledged.
+	bucketOutboxLast = []byte("outbox-last") // key -> seq (8 bytes, big endian)
 	keySchema       = []byte("schema")
 	keyEpoch        = []byte("epoch")
 )
@@ -114,7 +117,7 @@ func OpenWith(path string, opts Options) (*DB, error) {
 				return err
 			}
 		}
-		names := [][]byte{bucketOutbox, bucketOutboxSeq, bucketTwins}
+		names := [][]byte{bucketOutbox, bucketOutboxSeq, bucketOutboxLast, bucketTwins}
 		for _, k := range protocol.Kinds {
 			names = append(names, objectBucket(k), nameBucket(k))
 		}
@@ -123,7 +126,7 @@ func OpenWith(path string, opts Options) (*DB, error) {
 				return err
 			}
 		}
-		return nil
+		return pruneOutboxLast(tx)
 	})
 	if err != nil {
 		db.Close()
