@@ -37,8 +37,8 @@ var (
 	// bucketOutboxLast holds the Seq last given to each pod status key
 	// (outbox.go, PodStatus.Prev), kept after the entry is acknowledged.
 	bucketOutboxLast = []byte("outbox-last") // key -> seq (8 bytes, big endian)
-	keySchema       = []byte("schema")
-	keyEpoch        = []byte("epoch")
+	keySchema        = []byte("schema")
+	keyEpoch         = []byte("epoch")
 )
 
 func objectBucket(k protocol.Kind) []byte { return []byte("objects/" + k.String()) }
