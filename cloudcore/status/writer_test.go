@@ -660,6 +660,25 @@ func TestLease(t *testing.T) {
 	if l := lease(); !l.Spec.RenewTime.Time.Equal(clk.Now()) {
 		t.Fatalf("renew time %v, want %v", l.Spec.RenewTime, clk.Now())
 	}
+
+	// Another replica, its clock a minute ahead, renewed it: this one's
+	// renewal keeps that renew time rather than taking it back.
+	ahead := metav1.NewMicroTime(clk.Now().Add(time.Minute))
+	l = lease()
+	l.Spec.RenewTime = &ahead
+	if _, err := client.CoordinationV1().Leases(corev1.NamespaceNodeLease).Update(t.Context(), l, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// (The API server would answer the update from the cached Lease with a
+	// conflict, and the writer read it again; the fake clientset checks no
+	// resourceVersion, so the cache is dropped here.)
+	w.cacheLease(edge1, nil)
+	clk.Step(10 * time.Second)
+	w.Heartbeat(edge1)
+	waitFor(t, "lease renewal", func() bool { return w.Stats().LeaseRenewals == 2 })
+	if l := lease(); !l.Spec.RenewTime.Time.Equal(ahead.Time) {
+		t.Fatalf("renew time %v, want %v: never back", l.Spec.RenewTime, ahead)
+	}
 }
 
 func TestRetry(t *testing.T) {
