@@ -232,6 +232,9 @@ type crashRig struct {
 	// reaches them through.
 	replicas []*binProc
 	lb       *testLB
+	// apis are the replicas' proxies to the API server, when there are
+	// more than one replica.
+	apis []*apiProxy
 	edge     *binProc
 	edgeDir  string
 	mqttAddr string
@@ -270,12 +273,16 @@ func newReplicaRig(t *testing.T, node string, n int) *crashRig {
 	cloudAddr := freeAddr(t)
 	var addrs []string
 	for i := range n {
-		addr, name := cloudAddr, "cloudcore"
+		addr, name, kubeconfig := cloudAddr, "cloudcore", cp.Kubeconfig()
 		if n > 1 {
 			addr, name = freeAddr(t), fmt.Sprintf("cloudcore-%d", i)
+			// Each replica reaches the API server through its own proxy,
+			// which a test may pause (apiProxy).
+			kubeconfig = filepath.Join(r.dir, name+".kubeconfig")
+			r.apis = append(r.apis, proxiedKubeconfig(t, kubeconfig))
 		}
 		p := newBinProc(t, name, filepath.Join(bins, "cloudcore"), r.dir, cloudcore.Config{
-			Kubeconfig: cp.Kubeconfig(), ListenAddr: addr, HealthAddr: "127.0.0.1:0", CertIPs: []string{"127.0.0.1"},
+			Kubeconfig: kubeconfig, ListenAddr: addr, HealthAddr: "127.0.0.1:0", CertIPs: []string{"127.0.0.1"},
 			HeartbeatInterval: metav1.Duration{Duration: heartbeat}, LeaseDuration: metav1.Duration{Duration: leaseDuration},
 		})
 		p.start()
