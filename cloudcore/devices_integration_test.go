@@ -185,12 +185,12 @@ func TestDevices(t *testing.T) {
 		LastOnline: 1718000000000, Twins: []protocol.DeviceTwin{
 			{Name: "firmware", Value: "1.2.0", Timestamp: 1717999990000},
 			{Name: "temperature", Value: "24", Timestamp: 1718000000000, ObservedDesired: &observed}}}
-	if err := send(t, func(done func(error)) { cc.Status.DeviceStatus("edge-a", report, done) }); !errors.Is(err, status.ErrRejected) ||
+	if err := send(t, func(done func(error)) { cc.Status.DeviceStatus("edge-a", protocol.StatusOrder{}, report, done) }); !errors.Is(err, status.ErrRejected) ||
 		!strings.Contains(err.Error(), `attached to node "edge-b"`) {
 		t.Fatalf("report from the old node: %v, want a rejection", err)
 	}
 	began = time.Now()
-	sendOK(t, func(done func(error)) { cc.Status.DeviceStatus("edge-b", report, done) })
+	sendOK(t, func(done func(error)) { cc.Status.DeviceStatus("edge-b", protocol.StatusOrder{}, report, done) })
 	t.Logf("device status written in %s", time.Since(began).Round(time.Microsecond))
 	var got api.Device
 	if err := dc.Get().Namespace(devNS).Resource(api.DevicesResource).Name("t1").Do(ctx).Into(&got); err != nil {
@@ -205,12 +205,12 @@ func TestDevices(t *testing.T) {
 	}
 	// The same report again: no write, at once (the cache may not show the
 	// first write yet) and once the cache caught up.
-	sendOK(t, func(done func(error)) { cc.Status.DeviceStatus("edge-b", report, done) })
+	sendOK(t, func(done func(error)) { cc.Status.DeviceStatus("edge-b", protocol.StatusOrder{}, report, done) })
 	poll(t, "the cache to show the status", func() bool {
 		c, err := cc.Dispatcher.Device(devNS, "t1")
 		return err == nil && c.ResourceVersion == got.ResourceVersion
 	})
-	sendOK(t, func(done func(error)) { cc.Status.DeviceStatus("edge-b", report, done) })
+	sendOK(t, func(done func(error)) { cc.Status.DeviceStatus("edge-b", protocol.StatusOrder{}, report, done) })
 	var again api.Device
 	if err := dc.Get().Namespace(devNS).Resource(api.DevicesResource).Name("t1").Do(ctx).Into(&again); err != nil {
 		t.Fatal(err)

@@ -234,7 +234,7 @@ type crashRig struct {
 	lb       *testLB
 	// apis are the replicas' proxies to the API server, when there are
 	// more than one replica.
-	apis []*apiProxy
+	apis     []*apiProxy
 	edge     *binProc
 	edgeDir  string
 	mqttAddr string

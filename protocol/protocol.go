@@ -65,8 +65,9 @@ import (
 //	  recorded on the object, so that a late write of a replica the edge
 //	  left cannot take a status back. The hub fences only in a session of
 //	  8 or more; an older edge's Hello has no epoch and its reports are
-//	  written unfenced, as before. PodStatus.Prev, the Seq of the previous
-//	  report of the pod, spares the hub a write of the fence alone when a
+//	  written unfenced, as before. The same for DeviceStatus.
+//	  PodStatus.Prev and DeviceStatus.Prev, the Seq of the previous
+//	  report of the object, spare the hub a write of the fence alone when a
 //	  report repeats the pod's status (as after every reconnect).
 const Version uint32 = 8
 
@@ -449,6 +450,10 @@ type DeviceStatus struct {
 	// LastOnline is when the device last reported itself online, in
 	// milliseconds since the epoch; 0 if never.
 	LastOnline int64 `cbor:"6,keyasint,omitempty"`
+	// Prev is the Seq of the edge's previous report of this device from the
+	// same store (zero: none, or not known), as PodStatus.Prev. Since
+	// version 8.
+	Prev uint64 `cbor:"7,keyasint,omitempty"`
 }
 
 // DeviceTwin is the reported side of one property of a device.

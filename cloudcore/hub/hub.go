@@ -71,7 +71,7 @@ type Source interface {
 // called once the message is durable (nil) or given up (an error; one
 // wrapping protocol.ErrRejected is a permanent refusal).
 //
-// NodeStatus and PodStatus take the report's order among the node's
+// NodeStatus, PodStatus and DeviceStatus take the report's order among the node's
 // reports (zero if the edge's protocol version has none): the Upstream
 // drops a report older than one it or another replica wrote already.
 type Upstream interface {
@@ -80,7 +80,7 @@ type Upstream interface {
 	PodTerminated(node string, m *protocol.PodTerminated, done func(error))
 	Event(node string, m *protocol.Event, done func(error))
 	MirrorPod(node string, m *protocol.MirrorPod, done func(error))
-	DeviceStatus(node string, m *protocol.DeviceStatus, done func(error))
+	DeviceStatus(node string, o protocol.StatusOrder, m *protocol.DeviceStatus, done func(error))
 	// Heartbeat says the node is connected and was heard from within
 	// SessionTimeout. It is called when a session starts, on every
 	// heartbeat the edge sends, and every AliveInterval (jittered) while

@@ -81,7 +81,7 @@ type nopUpstream struct {
 	devices chan<- *protocol.DeviceStatus
 }
 
-func (u nopUpstream) DeviceStatus(_ string, m *protocol.DeviceStatus, done func(error)) {
+func (u nopUpstream) DeviceStatus(_ string, _ protocol.StatusOrder, m *protocol.DeviceStatus, done func(error)) {
 	if u.devices != nil {
 		u.devices <- m
 	}

@@ -665,7 +665,7 @@ func (s *session) handle(f *protocol.Frame) {
 	case f.MirrorPod != nil:
 		s.h.upstream.MirrorPod(s.node, f.MirrorPod, s.upstreamDone(f.Seq))
 	case f.DeviceStatus != nil:
-		s.h.upstream.DeviceStatus(s.node, f.DeviceStatus, s.upstreamDone(f.Seq))
+		s.h.upstream.DeviceStatus(s.node, s.order(f), f.DeviceStatus, s.upstreamDone(f.Seq))
 	case f.CertRequest != nil && s.version >= 2:
 		s.renew(f.CertRequest.CSR)
 	case f.AccessReview != nil && s.version >= protocol.AccessReviewSince:

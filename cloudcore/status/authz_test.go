@@ -73,7 +73,7 @@ func TestCrossNodeRefused(t *testing.T) {
 			w.PodTerminated(n, &protocol.PodTerminated{UID: "uid-b", Namespace: podNS, Name: "b-pod"}, done)
 		}}, func(r Refusals) int64 { return r.NotOwnPod }},
 		{message{"status of B's device", func(w *Writer, n string, done func(error)) {
-			w.DeviceStatus(n, &protocol.DeviceStatus{UID: "uid-bd", Namespace: devNS, Name: "b-dev", State: "online"}, done)
+			w.DeviceStatus(n, protocol.StatusOrder{}, &protocol.DeviceStatus{UID: "uid-bd", Namespace: devNS, Name: "b-dev", State: "online"}, done)
 		}}, func(r Refusals) int64 { return r.NotOwnDevice }},
 		{message{"event about B's Node", func(w *Writer, n string, done func(error)) {
 			w.Event(n, &protocol.Event{InvolvedKind: "Node", Name: edge2, Type: "Warning", Reason: "NodeNotReady"}, done)
@@ -175,7 +175,7 @@ func TestNotEdgeNodeRefused(t *testing.T) {
 			}},
 			{"MirrorPod", func(w *Writer, n string, done func(error)) { w.MirrorPod(n, mirrorMsg(t, mirror), done) }},
 			{"DeviceStatus", func(w *Writer, n string, done func(error)) {
-				w.DeviceStatus(n, &protocol.DeviceStatus{UID: "uid-d" + node[:1], Namespace: devNS, Name: "dev-" + node, State: "online"}, done)
+				w.DeviceStatus(n, protocol.StatusOrder{}, &protocol.DeviceStatus{UID: "uid-d" + node[:1], Namespace: devNS, Name: "dev-" + node, State: "online"}, done)
 			}},
 		}
 	}

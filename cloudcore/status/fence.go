@@ -91,11 +91,11 @@ func parseFence(v string) (protocol.StatusOrder, error) {
 	return protocol.StatusOrder{Epoch: epoch, Seq: seq}, nil
 }
 
-// recordedFence returns the order recorded in annotations; ok is false if
-// there is none or it does not parse (taken as none, logged).
-func (w *Writer) recordedFence(annotations map[string]string, object string) (o protocol.StatusOrder, ok bool) {
-	v, found := annotations[FenceAnnotation]
-	if !found {
+// recordedFence returns the order v records (FenceAnnotation's value, or a
+// Device's status.reportOrder); ok is false if there is none (v empty) or
+// it does not parse (taken as none, logged).
+func (w *Writer) recordedFence(v string, object string) (o protocol.StatusOrder, ok bool) {
+	if v == "" {
 		return o, false
 	}
 	o, err := parseFence(v)

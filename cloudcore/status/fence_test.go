@@ -3,6 +3,7 @@ package status
 import (
 	"encoding/json"
 	"math"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -94,5 +95,70 @@ func TestFenceStalePending(t *testing.T) {
 	}
 	if s := w.Stats(); s.Stale != 1 || s.Coalesced != 1 || s.PodStatuses != 1 {
 		t.Fatalf("stats %+v", s)
+	}
+}
+
+// A Device's status is fenced by its reportOrder (the API server keeps a
+// custom resource's metadata on a status write): replica A's late report,
+// written over a cache that lags behind replica B's newer write, conflicts,
+// is compared with the live Device, and dropped as stale; a repeat of the
+// recorded report needs no write, another one moves the order alone.
+func TestFenceDeviceStatus(t *testing.T) {
+	w, devs := newDeviceWriter(t, Config{}, thermometer(), device("t1", "uid-1", edge1))
+	start(t, w)
+	at := func(seq uint64) protocol.StatusOrder { return protocol.StatusOrder{Epoch: 9, Seq: seq} }
+	report := func(o protocol.StatusOrder, prev uint64, value string) error {
+		t.Helper()
+		r := newResult(t)
+		w.DeviceStatus(edge1, o, &protocol.DeviceStatus{UID: "uid-1", Namespace: devNS, Name: "t1", State: "online", Prev: prev,
+			Twins: []protocol.DeviceTwin{{Name: "temperature", Value: value}}}, r.done)
+		return r.wait()
+	}
+	want := func(value, order string) {
+		t.Helper()
+		st := devs.server("t1").Status
+		if len(st.Twins) != 1 || st.Twins[0].Reported.Value != value || st.ReportOrder != order {
+			t.Fatalf("status %+v: want temperature %s, reportOrder %s", st, value, order)
+		}
+	}
+	if err := report(at(5), 0, "5"); err != nil {
+		t.Fatal(err)
+	}
+	want("5", "9:5")
+	// B writes report 7; A's cache does not show it.
+	devs.lag()
+	devs.mu.Lock()
+	d := devs.devices[devNS+"/t1"].DeepCopy()
+	d.Status.Twins[0].Reported.Value, d.Status.ReportOrder = "7", "9:7"
+	devs.rv++
+	d.ResourceVersion = strconv.Itoa(devs.rv)
+	devs.devices[devNS+"/t1"] = d
+	devs.mu.Unlock()
+	before := w.Stats()
+	if err := report(at(6), 5, "6"); err != nil {
+		t.Fatalf("stale report: %v, want it acknowledged", err)
+	}
+	want("7", "9:7")
+	if s := w.Stats(); s.Stale != before.Stale+1 || s.DeviceStatuses != before.DeviceStatuses {
+		t.Fatalf("stats %+v: want one stale report and no write", s)
+	}
+	devs.catchUp()
+	// A repeat of the recorded report: nothing to write.
+	n := devs.numPatches()
+	if err := report(at(8), 7, "7"); err != nil {
+		t.Fatal(err)
+	}
+	if devs.numPatches() != n {
+		t.Fatalf("a repeat of the recorded report was written: %s", devs.lastPatch())
+	}
+	want("7", "9:7")
+	// The same status after a report that is not the recorded one: the
+	// order moves.
+	if err := report(at(10), 9, "7"); err != nil {
+		t.Fatal(err)
+	}
+	want("7", "9:10")
+	if s := w.Stats(); s.FenceOnly != before.FenceOnly+1 {
+		t.Fatalf("stats %+v: want a write of the order alone", s)
 	}
 }

@@ -115,7 +115,7 @@ func (w *Writer) writeNodeStatus(ctx context.Context, cur *corev1.Node, o protoc
 	fenced := !o.IsZero()
 	if fenced {
 		// Labels are added only once: a stale report adds none.
-		if rec, ok := w.recordedFence(cur.Annotations, "node/"+cur.Name); ok && !rec.Before(o) {
+		if rec, ok := w.recordedFence(cur.Annotations[FenceAnnotation], "node/"+cur.Name); ok && !rec.Before(o) {
 			w.nodeStale(cur.Name, o, rec)
 			return nil
 		}
@@ -129,7 +129,7 @@ func (w *Writer) writeNodeStatus(ctx context.Context, cur *corev1.Node, o protoc
 	}
 	for attempt := 1; ; attempt++ {
 		if fenced {
-			if rec, ok := w.recordedFence(cur.Annotations, "node/"+cur.Name); ok && !rec.Before(o) {
+			if rec, ok := w.recordedFence(cur.Annotations[FenceAnnotation], "node/"+cur.Name); ok && !rec.Before(o) {
 				w.nodeStale(cur.Name, o, rec)
 				return nil
 			}

@@ -43,7 +43,7 @@ func (w *Writer) writePodStatus(ctx context.Context, node string, o protocol.Sta
 		var rec protocol.StatusOrder
 		var recorded bool
 		if fenced {
-			if rec, recorded = w.recordedFence(pod.Annotations, pod.Namespace+"/"+pod.Name); recorded && !rec.Before(o) {
+			if rec, recorded = w.recordedFence(pod.Annotations[FenceAnnotation], pod.Namespace+"/"+pod.Name); recorded && !rec.Before(o) {
 				if o == rec {
 					w.stats.unchanged.Add(1) // written already: a resend
 				} else {

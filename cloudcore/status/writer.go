@@ -541,7 +541,7 @@ func (w *Writer) write(ctx context.Context, k key, o protocol.StatusOrder, msg a
 	case *protocol.MirrorPod:
 		return w.writeMirrorPod(ctx, n, m)
 	case *protocol.DeviceStatus:
-		return w.writeDeviceStatus(ctx, k.node, m)
+		return w.writeDeviceStatus(ctx, k.node, o, m)
 	}
 	return reject(fmt.Errorf("no writer for %T", msg))
 }

@@ -159,3 +159,25 @@ func TestOutboxPrev(t *testing.T) {
 		t.Fatalf("prev %d of a pod the store does not hold, want 0 (forgotten at open)", p)
 	}
 }
+
+// A device status frame names its previous report too.
+func TestOutboxPrevDevice(t *testing.T) {
+	db := openTest(t)
+	var s1, s2 uint64
+	var f2 *protocol.Frame
+	err := db.Update(func(tx *Tx) (err error) {
+		s1, err = tx.Enqueue(OutboxDeviceStatus("d1"), &protocol.Frame{DeviceStatus: &protocol.DeviceStatus{UID: "d1", Namespace: "plant", Name: "meter"}})
+		if err != nil {
+			return err
+		}
+		f2 = &protocol.Frame{DeviceStatus: &protocol.DeviceStatus{UID: "d1", Namespace: "plant", Name: "meter"}}
+		s2, err = tx.Enqueue(OutboxDeviceStatus("d1"), f2)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f2.DeviceStatus.Prev != s1 || f2.Seq != s2 {
+		t.Fatalf("frame %+v: want Prev %d", f2.DeviceStatus, s1)
+	}
+}

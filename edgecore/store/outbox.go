@@ -98,11 +98,11 @@ func (t *Tx) Enqueue(key string, f *protocol.Frame) (uint64, error) {
 		return 0, fmt.Errorf("enqueue %s: %w", key, err)
 	}
 	f.Seq = seq
-	if f.PodStatus != nil {
+	if prev := prevOf(f); prev != nil {
 		last := t.tx.Bucket(bucketOutboxLast)
-		f.PodStatus.Prev = 0
+		*prev = 0
 		if v := last.Get([]byte(key)); len(v) == 8 {
-			f.PodStatus.Prev = binary.BigEndian.Uint64(v)
+			*prev = binary.BigEndian.Uint64(v)
 		}
 		if err := last.Put([]byte(key), u64(seq)); err != nil {
 			return 0, fmt.Errorf("enqueue %s: %w", key, err)
@@ -125,15 +125,28 @@ func (t *Tx) Enqueue(key string, f *protocol.Frame) (uint64, error) {
 	return seq, nil
 }
 
-// pruneOutboxLast forgets the last Seq of pod status keys whose pod the
-// store no longer holds and whose entry is not queued.
+// prevOf returns the Prev field of a pod or device status frame, or nil.
+func prevOf(f *protocol.Frame) *uint64 {
+	switch {
+	case f.PodStatus != nil:
+		return &f.PodStatus.Prev
+	case f.DeviceStatus != nil:
+		return &f.DeviceStatus.Prev
+	}
+	return nil
+}
+
+// pruneOutboxLast forgets the last Seq of pod and device status keys whose
+// pod or device the store no longer holds and whose entry is not queued.
 func pruneOutboxLast(tx *bolt.Tx) error {
-	pods, ob := tx.Bucket(objectBucket(protocol.KindPod)), tx.Bucket(bucketOutbox)
+	pods, devs, ob := tx.Bucket(objectBucket(protocol.KindPod)), tx.Bucket(objectBucket(protocol.KindDevice)), tx.Bucket(bucketOutbox)
 	last := tx.Bucket(bucketOutboxLast)
 	var gone [][]byte
 	err := last.ForEach(func(k, _ []byte) error {
-		uid, ok := strings.CutPrefix(string(k), "pod/")
-		if !(ok && pods.Get([]byte(uid)) != nil || ob.Get(k) != nil) {
+		pod, isPod := strings.CutPrefix(string(k), "pod/")
+		dev, isDev := strings.CutPrefix(string(k), "device/")
+		held := isPod && pods.Get([]byte(pod)) != nil || isDev && devs.Get([]byte(dev)) != nil
+		if !held && ob.Get(k) == nil {
 			gone = append(gone, append([]byte(nil), k...))
 		}
 		return nil

@@ -34,8 +34,9 @@ var (
 	bucketMeta      = []byte("meta")
 	bucketOutbox    = []byte("outbox")     // key -> outboxEntry
 	bucketOutboxSeq = []byte("outbox-seq") // seq (8 bytes, big endian) -> key
-	// bucketOutboxLast holds the Seq last given to each pod status key
-	// (outbox.go, PodStatus.Prev), kept after the entry is acknowledged.
+	// bucketOutboxLast holds the Seq last given to each pod and device
+	// status key (outbox.go, PodStatus.Prev), kept after the entry is
+	// acknowledged.
 	bucketOutboxLast = []byte("outbox-last") // key -> seq (8 bytes, big endian)
 	keySchema        = []byte("schema")
 	keyEpoch         = []byte("epoch")
