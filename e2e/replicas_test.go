@@ -405,7 +405,7 @@ func TestReplicaKill(t *testing.T) {
 		p.stop()
 	}
 	stale, totals := fenceFigures(t, r.replicas)
-	t.Logf("the fence: %d status reports dropped as stale (replica logs); stopped writers' totals (SIGKILLed processes left out): %s",
+	t.Logf("the fence: status reports dropped as stale (replica logs), by kind: %v; stopped writers' totals (SIGKILLed processes left out): %s",
 		stale, totals)
 	slices.Sort(took)
 	t.Logf("replica failover: the edge's new session after the signal, over %d rounds: %v", rounds, took)
@@ -459,8 +459,9 @@ func halfOpen(t *testing.T, r *crashRig, since time.Time) {
 
 // fenceFigures reads the replicas' logs: the stale reports dropped (each
 // logged), and the totals each writer logged when it stopped.
-func fenceFigures(t *testing.T, replicas []*binProc) (stale int, totals string) {
+func fenceFigures(t *testing.T, replicas []*binProc) (stale map[string]int, totals string) {
 	t.Helper()
+	stale = map[string]int{}
 	var sum [5]int
 	names := []string{"pod_statuses", "node_statuses", "stale", "fence_conflicts", "fence_only"}
 	for _, p := range replicas {
@@ -469,8 +470,10 @@ func fenceFigures(t *testing.T, replicas []*binProc) (stale int, totals string) 
 			t.Fatal(err)
 		}
 		for _, line := range strings.Split(string(b), "\n") {
-			if strings.Contains(line, "status dropped: a newer report") {
-				stale++
+			for _, k := range []string{"pod", "node", "device"} {
+				if strings.Contains(line, "stale "+k+" status dropped") {
+					stale[k]++
+				}
 			}
 			if !strings.Contains(line, "status writer stopped") {
 				continue

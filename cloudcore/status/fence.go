@@ -22,9 +22,10 @@ import (
 // order (protocol.StatusOrder: the epoch of the edge's store and the Seq its
 // outbox gave the report; a newer report of an object always has a larger
 // one). The writer records the order of the report that last wrote a pod's
-// or a Node's status in the object itself, in FenceAnnotation, in the same
-// patch as the status, with the resourceVersion it read as a precondition:
-// the check "this report is newer than the recorded one" and the write are
+// or a Node's status in the object itself, in FenceAnnotation (a Device's
+// in its status.reportOrder, as the API server keeps a custom resource's
+// metadata on a status write), in the same patch as the status, with the
+// resourceVersion it read as a precondition: the check "this report is newer than the recorded one" and the write are
 // one compare-and-swap. A report whose order is not newer is dropped as
 // stale (Stats.Stale; acknowledged to the edge, which has sent a newer one);
 // on a conflict (the object changed since it was read: a newer report
