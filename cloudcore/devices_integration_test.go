@@ -227,6 +227,27 @@ func TestDevices(t *testing.T) {
 		t.Errorf("Desired(edge-b) after the status write = %v", d)
 	}
 
+	// Fenced reports (protocol 8): the API server keeps the order in the
+	// status (the CRD has the field), and an older report is dropped.
+	fenced := *report
+	fenced.Twins = []protocol.DeviceTwin{{Name: "temperature", Value: "26", Timestamp: 1718000001000}}
+	sendOK(t, func(done func(error)) {
+		cc.Status.DeviceStatus("edge-b", protocol.StatusOrder{Epoch: 3, Seq: 10}, &fenced, done)
+	})
+	late := fenced
+	late.Twins = []protocol.DeviceTwin{{Name: "temperature", Value: "23", Timestamp: 1717999999000}}
+	sendOK(t, func(done func(error)) { cc.Status.DeviceStatus("edge-b", protocol.StatusOrder{Epoch: 3, Seq: 9}, &late, done) })
+	var fencedDev api.Device
+	if err := dc.Get().Namespace(devNS).Resource(api.DevicesResource).Name("t1").Do(ctx).Into(&fencedDev); err != nil {
+		t.Fatal(err)
+	}
+	if st := fencedDev.Status; st.ReportOrder != "3:10" || len(st.Twins) != 1 || st.Twins[0].Reported.Value != "26" {
+		t.Fatalf("status %+v: want the report of order 3:10, recorded", st)
+	}
+	if s := cc.Status.Stats(); s.Stale != 1 {
+		t.Errorf("stats %+v: want the late report dropped as stale", s)
+	}
+
 	// The precondition: the API server refuses a status patch over another
 	// version (the first one of the Device).
 	_, err = status.RESTDeviceClient(dc).PatchDeviceStatus(ctx, devNS, "t1",
