@@ -126,7 +126,7 @@ func TestDevices(t *testing.T) {
 			t.Fatalf("enroll %s: %v", n, err)
 		}
 	}
-	sendOK(t, func(done func(error)) { cc.Status.NodeStatus("edge-a", nodeStatusMsg(t), done) })
+	sendOK(t, func(done func(error)) { cc.Status.NodeStatus("edge-a", protocol.StatusOrder{}, nodeStatusMsg(t), done) })
 	cc.Status.Heartbeat("edge-a")
 	poll(t, "the node lease", func() bool { return cc.Status.Stats().LeaseCreates == 1 })
 
@@ -185,12 +185,12 @@ func TestDevices(t *testing.T) {
 		LastOnline: 1718000000000, Twins: []protocol.DeviceTwin{
 			{Name: "firmware", Value: "1.2.0", Timestamp: 1717999990000},
 			{Name: "temperature", Value: "24", Timestamp: 1718000000000, ObservedDesired: &observed}}}
-	if err := send(t, func(done func(error)) { cc.Status.DeviceStatus("edge-a", report, done) }); !errors.Is(err, status.ErrRejected) ||
+	if err := send(t, func(done func(error)) { cc.Status.DeviceStatus("edge-a", protocol.StatusOrder{}, report, done) }); !errors.Is(err, status.ErrRejected) ||
 		!strings.Contains(err.Error(), `attached to node "edge-b"`) {
 		t.Fatalf("report from the old node: %v, want a rejection", err)
 	}
 	began = time.Now()
-	sendOK(t, func(done func(error)) { cc.Status.DeviceStatus("edge-b", report, done) })
+	sendOK(t, func(done func(error)) { cc.Status.DeviceStatus("edge-b", protocol.StatusOrder{}, report, done) })
 	t.Logf("device status written in %s", time.Since(began).Round(time.Microsecond))
 	var got api.Device
 	if err := dc.Get().Namespace(devNS).Resource(api.DevicesResource).Name("t1").Do(ctx).Into(&got); err != nil {
@@ -205,12 +205,12 @@ func TestDevices(t *testing.T) {
 	}
 	// The same report again: no write, at once (the cache may not show the
 	// first write yet) and once the cache caught up.
-	sendOK(t, func(done func(error)) { cc.Status.DeviceStatus("edge-b", report, done) })
+	sendOK(t, func(done func(error)) { cc.Status.DeviceStatus("edge-b", protocol.StatusOrder{}, report, done) })
 	poll(t, "the cache to show the status", func() bool {
 		c, err := cc.Dispatcher.Device(devNS, "t1")
 		return err == nil && c.ResourceVersion == got.ResourceVersion
 	})
-	sendOK(t, func(done func(error)) { cc.Status.DeviceStatus("edge-b", report, done) })
+	sendOK(t, func(done func(error)) { cc.Status.DeviceStatus("edge-b", protocol.StatusOrder{}, report, done) })
 	var again api.Device
 	if err := dc.Get().Namespace(devNS).Resource(api.DevicesResource).Name("t1").Do(ctx).Into(&again); err != nil {
 		t.Fatal(err)
@@ -225,6 +225,27 @@ func TestDevices(t *testing.T) {
 	// back down to the node.
 	if d := desired(cc, "edge-b"); !slices.Equal(d, []string{"DeviceModel/thermometer@1", "Device/t1@2"}) {
 		t.Errorf("Desired(edge-b) after the status write = %v", d)
+	}
+
+	// Fenced reports (protocol 8): the API server keeps the order in the
+	// status (the CRD has the field), and an older report is dropped.
+	fenced := *report
+	fenced.Twins = []protocol.DeviceTwin{{Name: "temperature", Value: "26", Timestamp: 1718000001000}}
+	sendOK(t, func(done func(error)) {
+		cc.Status.DeviceStatus("edge-b", protocol.StatusOrder{Epoch: 3, Seq: 10}, &fenced, done)
+	})
+	late := fenced
+	late.Twins = []protocol.DeviceTwin{{Name: "temperature", Value: "23", Timestamp: 1717999999000}}
+	sendOK(t, func(done func(error)) { cc.Status.DeviceStatus("edge-b", protocol.StatusOrder{Epoch: 3, Seq: 9}, &late, done) })
+	var fencedDev api.Device
+	if err := dc.Get().Namespace(devNS).Resource(api.DevicesResource).Name("t1").Do(ctx).Into(&fencedDev); err != nil {
+		t.Fatal(err)
+	}
+	if st := fencedDev.Status; st.ReportOrder != "3:10" || len(st.Twins) != 1 || st.Twins[0].Reported.Value != "26" {
+		t.Fatalf("status %+v: want the report of order 3:10, recorded", st)
+	}
+	if s := cc.Status.Stats(); s.Stale != 1 {
+		t.Errorf("stats %+v: want the late report dropped as stale", s)
 	}
 
 	// The precondition: the API server refuses a status patch over another

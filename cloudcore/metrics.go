@@ -37,7 +37,8 @@ var (
 	mRelayed    = prometheus.NewDesc("tether_hub_relayed_writes_total", "Writes of edge pods relayed to the API server (relayed: answered, by the API server or a refusal of the relay; refused: 429 over maxRelayInFlight).", []string{"result"}, nil)
 	mWrites     = prometheus.NewDesc("tether_api_writes_total", "Successful API writes for edges, by kind.", []string{"kind"}, nil)
 	mAPIErrors  = prometheus.NewDesc("tether_api_write_errors_total", "API writes that failed (API server or transport errors), retried or not.", nil, nil)
-	mWriteFate  = prometheus.NewDesc("tether_api_messages_total", "Upstream messages that needed no write, were coalesced, retried, rejected or given up.", []string{"result"}, nil)
+	mWriteFate  = prometheus.NewDesc("tether_api_messages_total", "Upstream messages that needed no write, were coalesced, retried, rejected, given up, or dropped as stale (a newer report of the object was written already: the status fence).", []string{"result"}, nil)
+	mFenceConf  = prometheus.NewDesc("tether_api_fence_conflicts_total", "Fenced status writes that found the object changed since read and read it again to decide anew.", nil, nil)
 	mAPIRefused = prometheus.NewDesc("tether_api_messages_refused_total", "Upstream messages refused because the node may not write the object, by reason.", []string{"reason"}, nil)
 	mWriteTime  = prometheus.NewDesc("tether_api_write_duration_seconds", "Time an upstream message's API write took (its API calls; a retry is another), by the message's kind.", []string{"kind"}, nil)
 	mLeader     = prometheus.NewDesc("tether_leader", "1 if this replica runs the cluster-wide singletons (holds the leader Lease).", nil, nil)
@@ -58,7 +59,7 @@ type collector struct{ cc *CloudCore }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mSessions, mConns, mRefused, mFrames, mBytes, mBadFrames, mObjects, mResyncs,
-		mResyncMsgs, mResyncB, mRevoked, mCerts, mUpPaused, mUpThrottle, mEvDropped, mRelayed, mWrites, mAPIErrors, mWriteFate,
+		mResyncMsgs, mResyncB, mRevoked, mCerts, mUpPaused, mUpThrottle, mEvDropped, mRelayed, mWrites, mAPIErrors, mWriteFate, mFenceConf,
 		mAPIRefused, mWriteTime, mLeader, mCAExpiry, mSrvExpiry, mNodeExpiry, mPeerStream, mPeerRefuse,
 		mSendQueue, mUnacked, mAckTime, mDispatch, mRebalanced, mResumed} {
 		ch <- d
@@ -116,11 +117,12 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		counter(mWrites, v, kind)
 	}
 	counter(mAPIErrors, s.APIErrors)
+	counter(mFenceConf, s.FenceConflicts)
 	for kind, hist := range s.WriteLatency {
 		ch <- prometheus.MustNewConstHistogram(mWriteTime, hist.Count, hist.Sum, hist.Buckets, snake(kind))
 	}
 	for result, v := range map[string]int64{"unchanged": s.Unchanged, "coalesced": s.Coalesced, "retried": s.Retries,
-		"rejected": s.Rejected, "given_up": s.GivenUp} {
+		"rejected": s.Rejected, "given_up": s.GivenUp, "stale": s.Stale, "fence_only": s.FenceOnly} {
 		counter(mWriteFate, v, result)
 	}
 	r := s.Refused

@@ -70,6 +70,7 @@ import (
 	"github.com/tether-edge/tether/edgecore"
 	"github.com/tether-edge/tether/edgecore/join"
 	"github.com/tether-edge/tether/edgecore/metaserver"
+	"github.com/tether-edge/tether/edgecore/runtime/fake"
 	"github.com/tether-edge/tether/edgecore/store"
 	"github.com/tether-edge/tether/pki"
 	"github.com/tether-edge/tether/protocol"
@@ -230,6 +231,9 @@ type crashRig struct {
 	// reaches them through.
 	replicas []*binProc
 	lb       *testLB
+	// apis are the replicas' proxies to the API server, when there are
+	// more than one replica.
+	apis     []*apiProxy
 	edge     *binProc
 	edgeDir  string
 	mqttAddr string
@@ -254,7 +258,16 @@ func newReplicaRig(t *testing.T, node string, n int) *crashRig {
 	r := &crashRig{t: t, ns: namespace(t), node: node, dir: t.TempDir(), device: "meter"}
 	r.edgeDir = filepath.Join(r.dir, "edge")
 	ctx := t.Context()
-	rs := startReplicas(t, r.dir, n, nil)
+	var tweak func(int, *cloudcore.Config)
+	if n > 1 {
+		// Each replica reaches the API server through its own proxy,
+		// which a test may pause (apiProxy).
+		tweak = func(i int, cfg *cloudcore.Config) {
+			cfg.Kubeconfig = filepath.Join(r.dir, fmt.Sprintf("cloudcore-%d.kubeconfig", i))
+			r.apis = append(r.apis, proxiedKubeconfig(t, cfg.Kubeconfig))
+		}
+	}
+	rs := startReplicas(t, r.dir, n, tweak)
 	r.replicas, r.cloud, r.lb = rs.procs, rs.procs[0], rs.lb
 	cloudAddr := rs.addr
 
@@ -588,6 +601,12 @@ type podChurn struct {
 	created int                 // guarded by mu
 	errs    []error             // guarded by mu
 	seq     int
+	// restartEvery, if set, annotates the pods for the fake runtime to
+	// restart their containers that often (fake.RestartEveryAnnotation),
+	// so that their statuses keep changing; the first keep pods are never
+	// deleted. Both set before run.
+	restartEvery string
+	keep         int
 }
 
 func (c *podChurn) run(ctx context.Context) {
@@ -610,7 +629,12 @@ func (c *podChurn) step(loop context.Context) {
 	if len(c.live) >= 25 || (len(c.live) > 5 && rand.IntN(3) == 0) {
 		names := make([]string, 0, len(c.live))
 		for n := range c.live {
-			names = append(names, n)
+			if seq, _ := strconv.Atoi(strings.TrimPrefix(n, "c")); seq > c.keep {
+				names = append(names, n)
+			}
+		}
+		if len(names) == 0 {
+			return
 		}
 		n := names[rand.IntN(len(names))]
 		err := client.CoreV1().Pods(c.r.ns).Delete(ctx, n, metav1.DeleteOptions{})
@@ -624,7 +648,11 @@ func (c *podChurn) step(loop context.Context) {
 	}
 	c.seq++
 	name := fmt.Sprintf("c%04d", c.seq)
-	p, err := client.CoreV1().Pods(c.r.ns).Create(ctx, barePod(c.r.ns, name, c.r.node), metav1.CreateOptions{})
+	pod := barePod(c.r.ns, name, c.r.node)
+	if c.restartEvery != "" {
+		pod.Annotations = map[string]string{fake.RestartEveryAnnotation: c.restartEvery}
+	}
+	p, err := client.CoreV1().Pods(c.r.ns).Create(ctx, pod, metav1.CreateOptions{})
 	if err != nil {
 		c.errs = append(c.errs, fmt.Errorf("create pod %s: %w", name, err))
 		return
@@ -634,8 +662,12 @@ func (c *podChurn) step(loop context.Context) {
 }
 
 // startChurn runs a podChurn until the returned stop is called.
-func startChurn(t *testing.T, r *crashRig) (*podChurn, func()) {
+// Each of opts may set the churn's options first.
+func startChurn(t *testing.T, r *crashRig, opts ...func(*podChurn)) (*podChurn, func()) {
 	c := &podChurn{r: r, live: map[string]string{}, deleted: map[string]struct{}{}}
+	for _, o := range opts {
+		o(c)
+	}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
 	go func() { defer close(done); c.run(ctx) }()

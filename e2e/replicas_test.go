@@ -7,9 +7,11 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/url"
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -17,6 +19,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
 )
 
 // testLB is a TCP load balancer in front of cloudcore replicas, as a
@@ -34,23 +37,60 @@ type testLB struct {
 	// open are the relayed connections: their backend, when they were
 	// made and when the backend last sent something; guarded by mu.
 	open map[net.Conn]*lbConn
+	// avoided are the backends new connections do not go to; guarded by
+	// mu.
+	avoided map[int]bool
 }
 
 type lbConn struct {
 	backend int
 	at      time.Time
 	active  atomic.Int64 // Unix nanoseconds
+	// dead: the connection is black-holed (blackhole): bytes either way
+	// are dropped, and neither end is closed by the other's closing.
+	dead atomic.Bool
 }
 
-// activeWriter notes when bytes go through.
-type activeWriter struct {
-	w  io.Writer
-	at *atomic.Int64
+// avoid keeps new connections off backend i (on) or lets them go there
+// again.
+func (lb *testLB) avoid(i int, on bool) {
+	lb.mu.Lock()
+	defer lb.mu.Unlock()
+	lb.avoided[i] = on
 }
 
-func (a activeWriter) Write(b []byte) (int, error) {
-	a.at.Store(time.Now().UnixNano())
-	return a.w.Write(b)
+// blackhole drops from now on every byte of the open connections to
+// backend i, both ways, as a partition or a dead link would, without
+// closing them: the backend notices only by its own timeout (a half-open
+// connection).
+func (lb *testLB) blackhole(i int) {
+	lb.mu.Lock()
+	defer lb.mu.Unlock()
+	for _, o := range lb.open {
+		if o.backend == i {
+			o.dead.Store(true)
+		}
+	}
+}
+
+// pipe copies src to dst until either fails, dropping what it reads once
+// o is dead; active, if not nil, notes when bytes went through.
+func pipe(dst io.Writer, src io.Reader, o *lbConn, active *atomic.Int64) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 && !o.dead.Load() {
+			if active != nil {
+				active.Store(time.Now().UnixNano())
+			}
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 func newTestLB(t *testing.T, backends []string) *testLB {
@@ -58,7 +98,7 @@ func newTestLB(t *testing.T, backends []string) *testLB {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lb := &testLB{t: t, ln: ln, backends: backends, open: map[net.Conn]*lbConn{}}
+	lb := &testLB{t: t, ln: ln, backends: backends, open: map[net.Conn]*lbConn{}, avoided: map[int]bool{}}
 	go lb.serve()
 	t.Cleanup(func() { ln.Close() })
 	return lb
@@ -81,11 +121,18 @@ func (lb *testLB) relay(c net.Conn) {
 	lb.mu.Lock()
 	first := lb.next
 	lb.next = (lb.next + 1) % len(lb.backends)
+	avoided := map[int]bool{}
+	for i, on := range lb.avoided {
+		avoided[i] = on
+	}
 	lb.mu.Unlock()
 	var b net.Conn
 	backend := -1
 	for k := range lb.backends {
 		i := (first + k) % len(lb.backends)
+		if avoided[i] {
+			continue
+		}
 		var err error
 		if b, err = net.DialTimeout("tcp", lb.backends[i], time.Second); err == nil {
 			backend = i
@@ -106,9 +153,12 @@ func (lb *testLB) relay(c net.Conn) {
 		lb.mu.Unlock()
 	}()
 	done := make(chan struct{}, 2)
-	go func() { io.Copy(b, c); done <- struct{}{} }()
-	go func() { io.Copy(activeWriter{c, &o.active}, b); done <- struct{}{} }()
+	go func() { pipe(b, c, o, nil); done <- struct{}{} }()
+	go func() { pipe(c, b, o, &o.active); done <- struct{}{} }()
 	<-done
+	if o.dead.Load() {
+		<-done // half-open: each end stays until it gives up itself
+	}
 }
 
 // session returns the backend of the edge's session, and when its
@@ -132,6 +182,121 @@ func (lb *testLB) session(since time.Time) (int, time.Time) {
 	return best, at
 }
 
+// apiProxy relays a cloudcore's connections to the API server. Paused, it
+// holds what the cloudcore sends (its requests hang, as behind a slow link
+// or a partition) and lets it through when resumed: a write the cloudcore
+// sent before it lost its edge then lands late.
+type apiProxy struct {
+	ln     net.Listener
+	target string
+
+	mu sync.Mutex
+	// resumed is nil while not paused, else closed on resume; guarded by
+	// mu.
+	resumed chan struct{}
+}
+
+func newAPIProxy(t *testing.T, target string) *apiProxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &apiProxy{ln: ln, target: target}
+	t.Cleanup(func() { p.resume(); ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go p.relay(c)
+		}
+	}()
+	return p
+}
+
+func (p *apiProxy) relay(c net.Conn) {
+	defer c.Close()
+	b, err := net.DialTimeout("tcp", p.target, time.Second)
+	if err != nil {
+		return
+	}
+	defer b.Close()
+	done := make(chan struct{}, 2)
+	go func() { io.Copy(c, b); done <- struct{}{} }()
+	go func() {
+		defer func() { done <- struct{}{} }()
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := c.Read(buf)
+			if n > 0 {
+				p.gate()
+				if _, werr := b.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	<-done
+}
+
+// gate waits while p is paused.
+func (p *apiProxy) gate() {
+	p.mu.Lock()
+	ch := p.resumed
+	p.mu.Unlock()
+	if ch != nil {
+		<-ch
+	}
+}
+
+func (p *apiProxy) pause() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.resumed == nil {
+		p.resumed = make(chan struct{})
+	}
+}
+
+func (p *apiProxy) resume() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.resumed != nil {
+		close(p.resumed)
+		p.resumed = nil
+	}
+}
+
+// proxiedKubeconfig writes, at path, the kubeconfig of the test's API
+// server with its address replaced by a new apiProxy's, and returns the
+// proxy.
+func proxiedKubeconfig(t *testing.T, path string) *apiProxy {
+	t.Helper()
+	cfg, err := clientcmd.LoadFromFile(cp.Kubeconfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p *apiProxy
+	for _, c := range cfg.Clusters {
+		u, err := url.Parse(c.Server)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p == nil {
+			p = newAPIProxy(t, u.Host)
+		}
+		u.Host = p.ln.Addr().String()
+		c.Server = u.String()
+	}
+	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // TestReplicaKill: three cloudcore binaries against the one API server, an
 // edgecore binary reaching them through a TCP load balancer, pods created
 // and deleted, pod statuses and the mapper's device reports flowing. The
@@ -153,7 +318,11 @@ func TestReplicaKill(t *testing.T) {
 	sw := watchStatusWrites(t, r.ns, r.node)
 	m := newCrashMapper(t, r)
 	w := watchReported(t, r)
-	churn, stopChurn := startChurn(t, r)
+	// The churn's pods restart their containers every second (the fake
+	// runtime's), so each reports a new status at every pod resync (2s),
+	// during the kills too; the first five live through the whole test.
+	const kept = 5
+	churn, stopChurn := startChurn(t, r, func(c *podChurn) { c.restartEvery, c.keep = "1s", kept })
 	stats := crashStats{rounds: rounds}
 	pc := m.connect(0)
 	stop := make(chan struct{})
@@ -198,6 +367,7 @@ func TestReplicaKill(t *testing.T) {
 		p.start()
 		since = killed
 	}
+	halfOpen(t, r, since)
 	close(stop)
 	<-reporting
 	// No pod stuck Pending: settle checks every pod the churn left is
@@ -218,6 +388,110 @@ func TestReplicaKill(t *testing.T) {
 	writes, podWrites, nodeWrites := sw.check(t)
 	t.Logf("status writes watched: %d writes, %d changed a pod's status, %d the Node's; none went back or changed nothing",
 		writes, podWrites, nodeWrites)
+	// The statuses did change, many times each, across the kills.
+	churn.mu.Lock()
+	var keptChanges []int
+	for i := 1; i <= kept; i++ {
+		keptChanges = append(keptChanges, sw.statuses(churn.live[fmt.Sprintf("c%04d", i)]))
+	}
+	churn.mu.Unlock()
+	t.Logf("statuses written of each of the %d pods that lived through the test: %v", kept, keptChanges)
+	for i, n := range keptChanges {
+		if n < 2*rounds {
+			t.Errorf("pod c%04d: %d statuses written over %d rounds, want %d or more: the ordering was not exercised", i+1, n, rounds, 2*rounds)
+		}
+	}
+	for _, p := range r.replicas {
+		p.stop()
+	}
+	stale, totals := fenceFigures(t, r.replicas)
+	t.Logf("the fence: status reports dropped as stale (replica logs), by kind: %v; stopped writers' totals (SIGKILLed processes left out): %s",
+		stale, totals)
 	slices.Sort(took)
 	t.Logf("replica failover: the edge's new session after the signal, over %d rounds: %v", rounds, took)
+}
+
+// halfOpen is the round where a replica does not see its edge go: the
+// API server stops taking the serving replica A's requests (held by its
+// apiProxy) while the edge reports new statuses to it, then the edge's
+// connection to A is black-holed (half-open: each side notices only by its
+// own timeout). The edge reconnects to another replica, B, which writes the
+// statuses A held and newer ones; then A's held requests reach the API
+// server, after B's writes. Without the status fence, those older statuses
+// would land over B's newer ones (statusWrites would see them go back);
+// with it, A's writes fail their resourceVersion precondition and A drops
+// its reports as stale.
+func halfOpen(t *testing.T, r *crashRig, since time.Time) {
+	t.Helper()
+	var serving int
+	eventually(t, time.Minute, "half-open round: the edge's session on a replica", func() (bool, error) {
+		serving, _ = r.lb.session(since)
+		return serving >= 0, nil
+	})
+	api := r.apis[serving]
+	api.pause()
+	defer api.resume()
+	// The pods restart every second and resync every two: A gets new
+	// statuses and cannot write them.
+	time.Sleep(2500 * time.Millisecond)
+	r.lb.avoid(serving, true)
+	defer r.lb.avoid(serving, false)
+	cut := time.Now()
+	r.lb.blackhole(serving)
+	var back int
+	var at time.Time
+	eventually(t, time.Minute, "half-open round: the edge served by another replica", func() (bool, error) {
+		back, at = r.lb.session(cut)
+		return back >= 0 && back != serving, nil
+	})
+	t.Logf("half-open round: replica %d's API requests held and the edge's link to it black-holed; the edge's new session on replica %d %s after the cut",
+		serving, back, at.Sub(cut).Round(time.Millisecond))
+	// B writes what the edge reports again and newer statuses; A's held
+	// requests go through after (within A's WriteTimeout, 10s, of the
+	// first held).
+	time.Sleep(2 * time.Second)
+	api.resume()
+	time.Sleep(2 * time.Second)
+	if err := r.replicas[serving].alive(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// fenceFigures reads the replicas' logs: the stale reports dropped (each
+// logged), and the totals each writer logged when it stopped.
+func fenceFigures(t *testing.T, replicas []*binProc) (stale map[string]int, totals string) {
+	t.Helper()
+	stale = map[string]int{}
+	var sum [5]int
+	names := []string{"pod_statuses", "node_statuses", "stale", "fence_conflicts", "fence_only"}
+	for _, p := range replicas {
+		b, err := os.ReadFile(p.logFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			for _, k := range []string{"pod", "node", "device"} {
+				if strings.Contains(line, "stale "+k+" status dropped") {
+					stale[k]++
+				}
+			}
+			if !strings.Contains(line, "status writer stopped") {
+				continue
+			}
+			for i, n := range names {
+				_, v, ok := strings.Cut(line, " "+n+"=")
+				if !ok {
+					continue
+				}
+				v, _, _ = strings.Cut(v, " ")
+				k, _ := strconv.Atoi(v)
+				sum[i] += k
+			}
+		}
+	}
+	var b strings.Builder
+	for i, n := range names {
+		fmt.Fprintf(&b, "%s=%d ", n, sum[i])
+	}
+	return stale, strings.TrimSpace(b.String())
 }

@@ -264,6 +264,14 @@ func (w *statusWrites) node(n *corev1.Node) {
 	}
 }
 
+// statuses returns how many statuses the pod with uid held, its first
+// included.
+func (w *statusWrites) statuses(uid string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.pods[uid])
+}
+
 // check fails t with every write that broke a rule, and returns the
 // counts of writes seen.
 func (w *statusWrites) check(t *testing.T) (writes, podStatus, nodeStatus int) {

@@ -53,6 +53,14 @@
 // newer status of a pod replaces an older unsent one. The edge sends its
 // outbox in Seq order. Handlers must be idempotent.
 //
+// Since version 8 the edge's reports are ordered across sessions and hub
+// replicas: the outbox's Seq grows as long as the edge's store lives, and
+// Hello.StoreEpoch, larger for each new store, names the store
+// (StatusOrder). A hub writes a node or pod status only if its order is
+// newer than the one recorded with the object, so that a replica the edge
+// has left cannot write an older status after another replica wrote a
+// newer one.
+//
 // Byte streams (version 3, streams.go) ride the same session for the API
 // server's requests to the node's kubelet API: not acknowledged, flow
 // controlled per stream by credits, and ended with the session.

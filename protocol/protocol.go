@@ -58,7 +58,18 @@ import (
 //	  sends APIRequest only to a hub that welcomed it with 7 or more (to
 //	  an older one the pod gets 503 "the cloud's hub is too old"); a hub
 //	  answers only in a session of 7 or more.
-const Version uint32 = 7
+//	8 (2026-12-06): Hello.StoreEpoch, the epoch of the edge's store: with
+//	  the Seq of an upstream frame it orders the edge's reports across
+//	  sessions, replicas and store resets (StatusOrder). The hub writes a
+//	  NodeStatus or PodStatus only if its order is newer than the one
+//	  recorded on the object, so that a late write of a replica the edge
+//	  left cannot take a status back. The hub fences only in a session of
+//	  8 or more; an older edge's Hello has no epoch and its reports are
+//	  written unfenced, as before. The same for DeviceStatus.
+//	  PodStatus.Prev and DeviceStatus.Prev, the Seq of the previous
+//	  report of the object, spare the hub a write of the fence alone when a
+//	  report repeats the pod's status (as after every reconnect).
+const Version uint32 = 8
 
 // MinVersion is the oldest protocol version this build still speaks.
 const MinVersion uint32 = 1
@@ -217,6 +228,37 @@ type Hello struct {
 	// Inventory names a kind it does not know, and ignores this field (it
 	// then neither sends nor deletes such objects). Since version 4.
 	NewInventory []ObjectRef `cbor:"6,keyasint,omitempty"`
+	// StoreEpoch names the edge's store: a number chosen when the store
+	// file was made, larger than that of any store the node had before
+	// (see StatusOrder). The Seq of every upstream frame comes from the
+	// store's outbox, which numbers its entries with a counter that only
+	// grows while the file lives; a new store (the old one lost or moved
+	// aside as corrupt) starts its counter again, in a new epoch. Zero:
+	// none (an edge of version 7 or older). Since version 8.
+	StoreEpoch uint64 `cbor:"7,keyasint,omitempty"`
+}
+
+// StatusOrderSince is the protocol version whose Hello carries StoreEpoch:
+// the hub fences the reports of a session of this version or newer.
+const StatusOrderSince = 8
+
+// StatusOrder orders an edge's reports about one object: Epoch is the
+// Hello's StoreEpoch, Seq the frame's. Of two reports about the same object
+// from the same node, the one with the larger order is the newer: within a
+// store the outbox gives a newer report a larger Seq (a report replaces the
+// older one of its object with a new Seq), and a new store has a larger
+// epoch. The zero StatusOrder is no order: the report is not fenced.
+type StatusOrder struct {
+	Epoch uint64
+	Seq   uint64
+}
+
+// IsZero reports whether o is no order.
+func (o StatusOrder) IsZero() bool { return o.Epoch == 0 && o.Seq == 0 }
+
+// Before reports whether o is older than p.
+func (o StatusOrder) Before(p StatusOrder) bool {
+	return o.Epoch < p.Epoch || o.Epoch == p.Epoch && o.Seq < p.Seq
 }
 
 // OldKindsVersion is the newest version whose Hello lists every held object
@@ -333,6 +375,12 @@ type PodStatus struct {
 	// Status is the Kubernetes protobuf encoding of a k8s.io/api/core/v1
 	// PodStatus.
 	Status []byte `cbor:"4,keyasint"`
+	// Prev is the Seq of the edge's previous report of this pod from the
+	// same store (zero: none, or not known). A hub that finds Prev recorded
+	// as the pod's last written report and the status unchanged needs no
+	// write: no other report of the pod lies between the two (see
+	// StatusOrder). Since version 8.
+	Prev uint64 `cbor:"5,keyasint,omitempty"`
 }
 
 // PodTerminated tells the hub that every container of a pod marked for
@@ -402,6 +450,10 @@ type DeviceStatus struct {
 	// LastOnline is when the device last reported itself online, in
 	// milliseconds since the epoch; 0 if never.
 	LastOnline int64 `cbor:"6,keyasint,omitempty"`
+	// Prev is the Seq of the edge's previous report of this device from the
+	// same store (zero: none, or not known), as PodStatus.Prev. Since
+	// version 8.
+	Prev uint64 `cbor:"7,keyasint,omitempty"`
 }
 
 // DeviceTwin is the reported side of one property of a device.

@@ -466,3 +466,24 @@ func TestAccessReviewLimits(t *testing.T) {
 		}
 	}
 }
+
+func TestStatusOrder(t *testing.T) {
+	for _, c := range []struct {
+		a, b   StatusOrder
+		before bool
+	}{
+		{StatusOrder{Epoch: 1, Seq: 5}, StatusOrder{Epoch: 1, Seq: 6}, true},
+		{StatusOrder{Epoch: 1, Seq: 6}, StatusOrder{Epoch: 1, Seq: 6}, false},
+		{StatusOrder{Epoch: 1, Seq: 7}, StatusOrder{Epoch: 1, Seq: 6}, false},
+		// A new store's first report is newer than any of the old store's.
+		{StatusOrder{Epoch: 1, Seq: 1 << 60}, StatusOrder{Epoch: 2, Seq: 1}, true},
+		{StatusOrder{Epoch: 2, Seq: 1}, StatusOrder{Epoch: 1, Seq: 1 << 60}, false},
+	} {
+		if got := c.a.Before(c.b); got != c.before {
+			t.Errorf("%+v.Before(%+v) = %v, want %v", c.a, c.b, got, c.before)
+		}
+	}
+	if !(StatusOrder{}).IsZero() || (StatusOrder{Seq: 1}).IsZero() {
+		t.Error("IsZero")
+	}
+}

@@ -70,13 +70,17 @@ type Source interface {
 // Upstream takes what edge nodes report. Methods must not block; done is
 // called once the message is durable (nil) or given up (an error; one
 // wrapping protocol.ErrRejected is a permanent refusal).
+//
+// NodeStatus, PodStatus and DeviceStatus take the report's order among the node's
+// reports (zero if the edge's protocol version has none): the Upstream
+// drops a report older than one it or another replica wrote already.
 type Upstream interface {
-	NodeStatus(node string, m *protocol.NodeStatus, done func(error))
-	PodStatus(node string, m *protocol.PodStatus, done func(error))
+	NodeStatus(node string, o protocol.StatusOrder, m *protocol.NodeStatus, done func(error))
+	PodStatus(node string, o protocol.StatusOrder, m *protocol.PodStatus, done func(error))
 	PodTerminated(node string, m *protocol.PodTerminated, done func(error))
 	Event(node string, m *protocol.Event, done func(error))
 	MirrorPod(node string, m *protocol.MirrorPod, done func(error))
-	DeviceStatus(node string, m *protocol.DeviceStatus, done func(error))
+	DeviceStatus(node string, o protocol.StatusOrder, m *protocol.DeviceStatus, done func(error))
 	// Heartbeat says the node is connected and was heard from within
 	// SessionTimeout. It is called when a session starts, on every
 	// heartbeat the edge sends, and every AliveInterval (jittered) while

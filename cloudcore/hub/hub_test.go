@@ -81,7 +81,7 @@ type nopUpstream struct {
 	devices chan<- *protocol.DeviceStatus
 }
 
-func (u nopUpstream) DeviceStatus(_ string, m *protocol.DeviceStatus, done func(error)) {
+func (u nopUpstream) DeviceStatus(_ string, _ protocol.StatusOrder, m *protocol.DeviceStatus, done func(error)) {
 	if u.devices != nil {
 		u.devices <- m
 	}
@@ -92,11 +92,13 @@ func (u nopUpstream) DeviceStatus(_ string, m *protocol.DeviceStatus, done func(
 	done(nil)
 }
 
-func (nopUpstream) NodeStatus(string, *protocol.NodeStatus, func(error))        {}
-func (nopUpstream) PodStatus(_ string, _ *protocol.PodStatus, done func(error)) { done(nil) }
-func (nopUpstream) PodTerminated(string, *protocol.PodTerminated, func(error))  {}
-func (nopUpstream) Event(string, *protocol.Event, func(error))                  {}
-func (nopUpstream) Heartbeat(string)                                            {}
+func (nopUpstream) NodeStatus(string, protocol.StatusOrder, *protocol.NodeStatus, func(error)) {}
+func (nopUpstream) PodStatus(_ string, _ protocol.StatusOrder, _ *protocol.PodStatus, done func(error)) {
+	done(nil)
+}
+func (nopUpstream) PodTerminated(string, *protocol.PodTerminated, func(error)) {}
+func (nopUpstream) Event(string, *protocol.Event, func(error))                 {}
+func (nopUpstream) Heartbeat(string)                                           {}
 
 func startHub(t *testing.T, cfg Config) (*memSource, string) {
 	t.Helper()
@@ -151,7 +153,9 @@ func dialAs(t *testing.T, url string, cert *tls.Certificate, node string, inv []
 
 // dialVersion is dialAs for an edge that speaks protocol versions 1 to
 // version.
-func dialVersion(t *testing.T, url string, cert *tls.Certificate, node string, inv []protocol.ObjectRef, version uint32) (*fakeEdge, error) {
+// Each of opts may change the Hello before it is sent.
+func dialVersion(t *testing.T, url string, cert *tls.Certificate, node string, inv []protocol.ObjectRef, version uint32,
+	opts ...func(*protocol.Hello)) (*fakeEdge, error) {
 	t.Helper()
 	tc := &tls.Config{InsecureSkipVerify: true}
 	if cert != nil {
@@ -192,6 +196,9 @@ func dialWith(t *testing.T, url string, tc *tls.Config, node string, inv []proto
 	hello := &protocol.Hello{ProtocolVersion: version, MinVersion: 1, NodeName: node, Inventory: inv}
 	if version > protocol.OldKindsVersion { // as the edge's agent does
 		hello.Inventory, hello.NewInventory = protocol.SplitInventory(inv)
+	}
+	for _, o := range opts {
+		o(hello)
 	}
 	e.send(&protocol.Frame{Hello: hello})
 	f, ok := <-e.frames
@@ -451,6 +458,58 @@ func TestDeleteOrder(t *testing.T) {
 	want := "Pod EndpointSlice Service Device DeviceModel Secret ConfigMap"
 	if strings.Join(got, " ") != want {
 		t.Fatalf("deletes in order %v, want %s", got, want)
+	}
+}
+
+// orderUpstream records the orders of the node and pod statuses it is
+// given, and acknowledges them.
+type orderUpstream struct {
+	nopUpstream
+	orders chan protocol.StatusOrder
+}
+
+func (u orderUpstream) NodeStatus(_ string, o protocol.StatusOrder, _ *protocol.NodeStatus, done func(error)) {
+	u.orders <- o
+	done(nil)
+}
+
+func (u orderUpstream) PodStatus(_ string, o protocol.StatusOrder, _ *protocol.PodStatus, done func(error)) {
+	u.orders <- o
+	done(nil)
+}
+
+// The statuses of a session of version 8 or more are ordered by the
+// Hello's store epoch and their Seq; an older session's are not, whatever
+// its Hello says.
+func TestStatusOrder(t *testing.T) {
+	up := orderUpstream{orders: make(chan protocol.StatusOrder, 4)}
+	_, url := startHubWith(t, Config{}, up)
+	for _, c := range []struct {
+		version uint32
+		want    protocol.StatusOrder
+	}{
+		{protocol.StatusOrderSince, protocol.StatusOrder{Epoch: 77, Seq: 41}},
+		{protocol.StatusOrderSince - 1, protocol.StatusOrder{}},
+	} {
+		e, err := dialVersion(t, url, issueCert(t, "n1", "id-n1"), "n1", nil, c.version,
+			func(h *protocol.Hello) { h.StoreEpoch = 77 })
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.recv() // ResyncDone
+		e.send(&protocol.Frame{Seq: 41, PodStatus: &protocol.PodStatus{UID: "u", Namespace: "ns", Name: "p", Status: []byte{1}}})
+		e.send(&protocol.Frame{Seq: 41, NodeStatus: &protocol.NodeStatus{Status: []byte{1}}})
+		for range 2 {
+			select {
+			case o := <-up.orders:
+				if o != c.want {
+					t.Errorf("version %d: order %+v, want %+v", c.version, o, c.want)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("version %d: no status reached the upstream", c.version)
+			}
+		}
+		e.ws.Close()
 	}
 }
 

@@ -36,6 +36,10 @@ type session struct {
 	notAfter atomic.Int64
 	// version is the protocol version of the session.
 	version uint32
+	// epoch is the edge store's epoch (Hello.StoreEpoch) in a session of
+	// version protocol.StatusOrderSince or newer; zero otherwise: the
+	// node's reports are then not fenced (order).
+	epoch uint64
 	// started is when the session was registered (rebalancing moves no
 	// session younger than RebalanceConfig.Settle).
 	started time.Time
@@ -100,6 +104,25 @@ type session struct {
 	acks    delivery.Acked
 }
 
+// epochOf returns the store epoch of hello in a session of version, or zero
+// before protocol.StatusOrderSince.
+func epochOf(hello *protocol.Hello, version uint32) uint64 {
+	if version < protocol.StatusOrderSince {
+		return 0
+	}
+	return hello.StoreEpoch
+}
+
+// order returns the order of the upstream frame f among the node's reports
+// (protocol.StatusOrder), zero (no fence) if the edge gave no epoch or f no
+// Seq.
+func (s *session) order(f *protocol.Frame) protocol.StatusOrder {
+	if s.epoch == 0 || f.Seq == 0 {
+		return protocol.StatusOrder{}
+	}
+	return protocol.StatusOrder{Epoch: s.epoch, Seq: f.Seq}
+}
+
 func newSession(h *Hub, conn *websocket.Conn, hello *protocol.Hello) *session {
 	version := min(hello.ProtocolVersion, protocol.Version)
 	eng, err := delivery.New(delivery.Config{Window: h.cfg.Window, ResendAfter: h.cfg.ResendAfter,
@@ -113,6 +136,7 @@ func newSession(h *Hub, conn *websocket.Conn, hello *protocol.Hello) *session {
 		h:       h,
 		node:    hello.NodeName,
 		version: version,
+		epoch:   epochOf(hello, version),
 		conn:    conn,
 		log:     h.log.With(slog.String("node", hello.NodeName)),
 		sendq:   newSendQueue(h.cfg.SendQueue),
@@ -631,9 +655,9 @@ func (s *session) handle(f *protocol.Frame) {
 		s.sendFrame(&protocol.Frame{Heartbeat: &protocol.Heartbeat{Time: time.Now().UnixMilli()}})
 		s.h.upstream.Heartbeat(s.node)
 	case f.NodeStatus != nil:
-		s.h.upstream.NodeStatus(s.node, f.NodeStatus, s.upstreamDone(f.Seq))
+		s.h.upstream.NodeStatus(s.node, s.order(f), f.NodeStatus, s.upstreamDone(f.Seq))
 	case f.PodStatus != nil:
-		s.h.upstream.PodStatus(s.node, f.PodStatus, s.upstreamDone(f.Seq))
+		s.h.upstream.PodStatus(s.node, s.order(f), f.PodStatus, s.upstreamDone(f.Seq))
 	case f.PodTerminated != nil:
 		s.h.upstream.PodTerminated(s.node, f.PodTerminated, s.upstreamDone(f.Seq))
 	case f.Event != nil:
@@ -641,7 +665,7 @@ func (s *session) handle(f *protocol.Frame) {
 	case f.MirrorPod != nil:
 		s.h.upstream.MirrorPod(s.node, f.MirrorPod, s.upstreamDone(f.Seq))
 	case f.DeviceStatus != nil:
-		s.h.upstream.DeviceStatus(s.node, f.DeviceStatus, s.upstreamDone(f.Seq))
+		s.h.upstream.DeviceStatus(s.node, s.order(f), f.DeviceStatus, s.upstreamDone(f.Seq))
 	case f.CertRequest != nil && s.version >= 2:
 		s.renew(f.CertRequest.CSR)
 	case f.AccessReview != nil && s.version >= protocol.AccessReviewSince:

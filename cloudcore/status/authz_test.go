@@ -64,16 +64,16 @@ func TestCrossNodeRefused(t *testing.T) {
 		reason func(Refusals) int64
 	}{
 		{message{"status of B's pod", func(w *Writer, n string, done func(error)) {
-			w.PodStatus(n, podStatusMsg(t, bPod, running("fake ready")), done)
+			w.PodStatus(n, protocol.StatusOrder{}, podStatusMsg(t, bPod, running("fake ready")), done)
 		}}, func(r Refusals) int64 { return r.NotOwnPod }},
 		{message{"status of B's pod, wrong uid", func(w *Writer, n string, done func(error)) {
-			w.PodStatus(n, podStatusMsg(t, pod("b-pod", "guess", edge2), running("fake ready")), done)
+			w.PodStatus(n, protocol.StatusOrder{}, podStatusMsg(t, pod("b-pod", "guess", edge2), running("fake ready")), done)
 		}}, func(r Refusals) int64 { return r.NotOwnPod }},
 		{message{"termination of B's pod", func(w *Writer, n string, done func(error)) {
 			w.PodTerminated(n, &protocol.PodTerminated{UID: "uid-b", Namespace: podNS, Name: "b-pod"}, done)
 		}}, func(r Refusals) int64 { return r.NotOwnPod }},
 		{message{"status of B's device", func(w *Writer, n string, done func(error)) {
-			w.DeviceStatus(n, &protocol.DeviceStatus{UID: "uid-bd", Namespace: devNS, Name: "b-dev", State: "online"}, done)
+			w.DeviceStatus(n, protocol.StatusOrder{}, &protocol.DeviceStatus{UID: "uid-bd", Namespace: devNS, Name: "b-dev", State: "online"}, done)
 		}}, func(r Refusals) int64 { return r.NotOwnDevice }},
 		{message{"event about B's Node", func(w *Writer, n string, done func(error)) {
 			w.Event(n, &protocol.Event{InvolvedKind: "Node", Name: edge2, Type: "Warning", Reason: "NodeNotReady"}, done)
@@ -157,12 +157,12 @@ func TestNotEdgeNodeRefused(t *testing.T) {
 		mirror.Annotations = map[string]string{MirrorAnnotation: "h"}
 		return []message{
 			{"NodeStatus", func(w *Writer, n string, done func(error)) {
-				w.NodeStatus(n, nodeStatusMsg(t, nil, nodeStatus("10.0.0.1", corev1.ConditionTrue)), done)
+				w.NodeStatus(n, protocol.StatusOrder{}, nodeStatusMsg(t, nil, nodeStatus("10.0.0.1", corev1.ConditionTrue)), done)
 			}},
 			{"PodStatus", func(w *Writer, n string, done func(error)) {
 				st := running("fake")
 				st.PodIP = "6.6.6.6"
-				w.PodStatus(n, podStatusMsg(t, payments, st), done)
+				w.PodStatus(n, protocol.StatusOrder{}, podStatusMsg(t, payments, st), done)
 			}},
 			{"PodTerminated", func(w *Writer, n string, done func(error)) {
 				w.PodTerminated(n, &protocol.PodTerminated{UID: "uid-d-" + node, Namespace: podNS, Name: "dying-" + node}, done)
@@ -175,7 +175,7 @@ func TestNotEdgeNodeRefused(t *testing.T) {
 			}},
 			{"MirrorPod", func(w *Writer, n string, done func(error)) { w.MirrorPod(n, mirrorMsg(t, mirror), done) }},
 			{"DeviceStatus", func(w *Writer, n string, done func(error)) {
-				w.DeviceStatus(n, &protocol.DeviceStatus{UID: "uid-d" + node[:1], Namespace: devNS, Name: "dev-" + node, State: "online"}, done)
+				w.DeviceStatus(n, protocol.StatusOrder{}, &protocol.DeviceStatus{UID: "uid-d" + node[:1], Namespace: devNS, Name: "dev-" + node, State: "online"}, done)
 			}},
 		}
 	}
@@ -233,7 +233,7 @@ func TestNodeCacheMiss(t *testing.T) {
 	}
 	start(t, w)
 	r := newResult(t)
-	w.PodStatus(edge1, podStatusMsg(t, p, running("up")), r.done)
+	w.PodStatus(edge1, protocol.StatusOrder{}, podStatusMsg(t, p, running("up")), r.done)
 	if err := r.wait(); err != nil {
 		t.Fatal(err)
 	}

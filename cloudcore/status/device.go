@@ -43,16 +43,18 @@ type deviceWrite struct {
 // the state and when the device was last online. m carries the whole
 // reported set, so the status is replaced, not merged. Messages are
 // coalesced per device (the newest replaces older unwritten ones), and a
-// status equal to the Device's current one is not written.
-func (w *Writer) DeviceStatus(node string, m *protocol.DeviceStatus, done func(error)) {
+// status equal to the Device's current one is not written. A report with an
+// order (o not zero) is fenced (fence.go), its order recorded in the
+// status's reportOrder.
+func (w *Writer) DeviceStatus(node string, o protocol.StatusOrder, m *protocol.DeviceStatus, done func(error)) {
 	var uid string
 	if m != nil {
 		uid = m.UID
 	}
-	w.enqueue(key{kind: kindDeviceStatus, node: node, id: uid}, m, done)
+	w.enqueueOrdered(key{kind: kindDeviceStatus, node: node, id: uid}, o, m, done)
 }
 
-func (w *Writer) writeDeviceStatus(ctx context.Context, node string, m *protocol.DeviceStatus) error {
+func (w *Writer) writeDeviceStatus(ctx context.Context, node string, o protocol.StatusOrder, m *protocol.DeviceStatus) error {
 	if m == nil {
 		return reject(errors.New("device status message is empty"))
 	}
@@ -75,6 +77,11 @@ func (w *Writer) writeDeviceStatus(ctx context.Context, node string, m *protocol
 		model, _ = w.lister.DeviceModel(dev.Namespace, ref.Name)
 	}
 	want := deviceStatusOf(m, model)
+	fenced := !o.IsZero()
+	if fenced {
+		want.ReportOrder = formatFence(o)
+	}
+	object := "device/" + dev.Namespace + "/" + dev.Name
 	cur, rv, older, sure := w.deviceBasis(dev)
 	reread := false
 	// readLive makes the API server's Device the basis, once.
@@ -94,7 +101,29 @@ func (w *Writer) writeDeviceStatus(ctx context.Context, node string, m *protocol
 		return nil
 	}
 	for {
-		if equality.Semantic.DeepEqual(cur, &want) {
+		var rec protocol.StatusOrder
+		var recorded bool
+		if fenced {
+			// A basis older than the API server's (an unsure cache) records
+			// an order no newer than the API server's: stale here is stale
+			// there.
+			if rec, recorded = w.recordedFence(cur.ReportOrder, object); recorded && !rec.Before(o) {
+				if rec == o {
+					w.stats.unchanged.Add(1)
+					w.stats.deviceUnchanged.Add(1)
+				} else {
+					w.stats.stale.Add(1)
+					w.log.Info("stale device status dropped: a newer report of the device was written", slog.String("device", dev.Namespace+"/"+dev.Name),
+						slog.String("order", formatFence(o)), slog.String("recorded", formatFence(rec)))
+				}
+				return nil
+			}
+		}
+		same := *cur
+		same.ReportOrder = want.ReportOrder
+		// Unfenced, the recorded order stays (the patch leaves it out).
+		if equality.Semantic.DeepEqual(&same, &want) &&
+			(!fenced || recorded && m.Prev != 0 && rec == protocol.StatusOrder{Epoch: o.Epoch, Seq: m.Prev}) {
 			if sure {
 				w.stats.unchanged.Add(1)
 				w.stats.deviceUnchanged.Add(1)
@@ -122,9 +151,10 @@ func (w *Writer) writeDeviceStatus(ctx context.Context, node string, m *protocol
 		case apierrors.IsNotFound(err):
 			return reject(fmt.Errorf("device %s/%s is gone: %w", dev.Namespace, dev.Name, err))
 		case apierrors.IsConflict(err) && !reread:
-			// Changed meanwhile (often its spec) or made again: compare
-			// with what the API server holds now and try once more; a
-			// second conflict is retried after a back-off.
+			// Changed meanwhile (often its spec, or a newer report written
+			// by another replica) or made again: compare with what the API
+			// server holds now, its recorded order included, and try once
+			// more; a second conflict is retried after a back-off.
 			if err := readLive(); err != nil {
 				return err
 			}
@@ -132,7 +162,11 @@ func (w *Writer) writeDeviceStatus(ctx context.Context, node string, m *protocol
 		case err != nil:
 			return fmt.Errorf("patch device %s/%s status: %w", dev.Namespace, dev.Name, err)
 		}
-		w.stats.deviceStatuses.Add(1)
+		if fenced && equality.Semantic.DeepEqual(&same, &want) {
+			w.stats.fenceOnly.Add(1)
+		} else {
+			w.stats.deviceStatuses.Add(1)
+		}
 		w.rememberDevice(got, append(older, rv))
 		return nil
 	}
@@ -213,6 +247,9 @@ func deviceStatusOf(m *protocol.DeviceStatus, model *api.DeviceModel) api.Device
 // are removed (null), so that the result is st whatever was there.
 func deviceStatusPatch(rv string, st *api.DeviceStatus) ([]byte, error) {
 	status := map[string]any{"twins": nil, "state": nil, "lastOnlineTime": nil}
+	if st.ReportOrder != "" {
+		status["reportOrder"] = st.ReportOrder
+	}
 	if len(st.Twins) > 0 {
 		status["twins"] = st.Twins
 	}

@@ -207,7 +207,7 @@ func newDeviceWriter(t *testing.T, cfg Config, objs ...any) (*Writer, *fakeDevic
 func send(t *testing.T, w *Writer, node string, m *protocol.DeviceStatus) error {
 	t.Helper()
 	r := newResult(t)
-	w.DeviceStatus(node, m, r.done)
+	w.DeviceStatus(node, protocol.StatusOrder{}, m, r.done)
 	return r.wait()
 }
 
@@ -332,10 +332,10 @@ func TestDeviceStatusNewestWins(t *testing.T) {
 			Twins: []protocol.DeviceTwin{{Name: "temperature", Value: v}}}
 	}
 	rs := []*result{newResult(t), newResult(t), newResult(t)}
-	w.DeviceStatus(edge1, report("1"), rs[0].done)
+	w.DeviceStatus(edge1, protocol.StatusOrder{}, report("1"), rs[0].done)
 	<-entered
-	w.DeviceStatus(edge1, report("2"), rs[1].done)
-	w.DeviceStatus(edge1, report("3"), rs[2].done)
+	w.DeviceStatus(edge1, protocol.StatusOrder{}, report("2"), rs[1].done)
+	w.DeviceStatus(edge1, protocol.StatusOrder{}, report("3"), rs[2].done)
 	close(release)
 	for _, r := range rs {
 		if err := r.wait(); err != nil {
@@ -365,9 +365,9 @@ func TestDeviceStatusRetry(t *testing.T) {
 	}
 	start(t, w)
 	r1, r2 := newResult(t), newResult(t)
-	w.DeviceStatus(edge1, &protocol.DeviceStatus{UID: "uid-1", Namespace: devNS, Name: "t1", State: "offline"}, r1.done)
+	w.DeviceStatus(edge1, protocol.StatusOrder{}, &protocol.DeviceStatus{UID: "uid-1", Namespace: devNS, Name: "t1", State: "offline"}, r1.done)
 	<-failed
-	w.DeviceStatus(edge1, &protocol.DeviceStatus{UID: "uid-1", Namespace: devNS, Name: "t1", State: "online"}, r2.done)
+	w.DeviceStatus(edge1, protocol.StatusOrder{}, &protocol.DeviceStatus{UID: "uid-1", Namespace: devNS, Name: "t1", State: "online"}, r2.done)
 	for _, r := range []*result{r1, r2} {
 		if err := r.wait(); err != nil {
 			t.Fatal(err)

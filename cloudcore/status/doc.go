@@ -20,7 +20,12 @@
 // this replica ends (SessionEnded), its messages not written yet are given
 // up and a write in progress is not retried: the edge sends them again to
 // the replica it reaches next, and one written here later could land after
-// a newer one written there and take the object back.
+// a newer one written there and take the object back. SessionEnded cannot
+// help while this replica has not noticed the session is gone (a half-open
+// connection): pod and node statuses with an order (an edge of protocol 8
+// or newer) are fenced instead (fence.go): each write records its order in
+// FenceAnnotation with a resourceVersion precondition, and a report not
+// newer than the recorded one is dropped as stale.
 //
 // Writes follow the kubelet where it has a rule: strategic-merge patches of
 // status computed as a two-way merge from the status in the informer cache,

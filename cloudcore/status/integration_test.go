@@ -62,7 +62,7 @@ func TestAgainstAPIServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := send(func(done func(error)) {
-		w.NodeStatus(edge1, nodeStatusMsg(t, map[string]string{"site": "s1"}, nodeStatus("10.0.0.1", corev1.ConditionTrue)), done)
+		w.NodeStatus(edge1, protocol.StatusOrder{}, nodeStatusMsg(t, map[string]string{"site": "s1"}, nodeStatus("10.0.0.1", corev1.ConditionTrue)), done)
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +84,7 @@ func TestAgainstAPIServer(t *testing.T) {
 		t.Fatalf("lease %+v, %v: want it owned by the Node", lease, err)
 	}
 	if err := send(func(done func(error)) {
-		w.NodeStatus(edge1, nodeStatusMsg(t, nil, nodeStatus("10.0.0.2", corev1.ConditionTrue)), done)
+		w.NodeStatus(edge1, protocol.StatusOrder{}, nodeStatusMsg(t, nil, nodeStatus("10.0.0.2", corev1.ConditionTrue)), done)
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +115,7 @@ func TestAgainstAPIServer(t *testing.T) {
 	st.HostIP, st.StartTime = "10.0.0.2", &metav1.Time{Time: time.Now().Truncate(time.Second)}
 	st.ContainerStatuses = []corev1.ContainerStatus{{Name: "c", Image: "nginx", ImageID: "sha256:1", Ready: true,
 		ContainerID: "containerd://1", State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: *st.StartTime}}}}
-	if err := send(func(done func(error)) { w.PodStatus(edge1, podStatusMsg(t, p, st), done) }); err != nil {
+	if err := send(func(done func(error)) { w.PodStatus(edge1, protocol.StatusOrder{}, podStatusMsg(t, p, st), done) }); err != nil {
 		t.Fatal(err)
 	}
 	p, _ = client.CoreV1().Pods(podNS).Get(ctx, "web", metav1.GetOptions{})
@@ -180,7 +180,9 @@ func TestAgainstAPIServer(t *testing.T) {
 	}
 	fake := running("fake")
 	fake.PodIP = "6.6.6.6"
-	err = send(func(done func(error)) { w.PodStatus("worker-1", podStatusMsg(t, payments, fake), done) })
+	err = send(func(done func(error)) {
+		w.PodStatus("worker-1", protocol.StatusOrder{}, podStatusMsg(t, payments, fake), done)
+	})
 	if !errors.Is(err, ErrRejected) || !strings.Contains(err.Error(), "not an edge node") {
 		t.Fatalf("pod status from a kubelet's node name: %v, want a refusal", err)
 	}

@@ -116,7 +116,12 @@ func (w *Writer) getLease(ctx context.Context, node string) (*coordinationv1.Lea
 }
 
 // renewed returns a copy of l (a new Lease if nil) held by node and renewed
-// at now, owned by the Node if it exists, as the kubelet does.
+// at now, owned by the Node if it exists, as the kubelet does. A renew time
+// never goes back: if l was renewed after now (by a replica whose clock is
+// ahead of this one's), it keeps that time. A Lease is only ever renewed,
+// so a late renewal of a replica the edge left (see fence.go) does no harm
+// beyond calling the node alive until that replica's session times out,
+// which a single replica does too.
 func (w *Writer) renewed(l *coordinationv1.Lease, node string, now time.Time) *coordinationv1.Lease {
 	if l == nil {
 		l = &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: node, Namespace: corev1.NamespaceNodeLease}}
@@ -126,6 +131,9 @@ func (w *Writer) renewed(l *coordinationv1.Lease, node string, now time.Time) *c
 	holder := node
 	secs := int32(w.cfg.LeaseDuration / time.Second)
 	renew := metav1.NewMicroTime(now)
+	if l.Spec.RenewTime != nil && l.Spec.RenewTime.Time.After(now) {
+		renew = *l.Spec.RenewTime.DeepCopy()
+	}
 	l.Spec.HolderIdentity = &holder
 	l.Spec.LeaseDurationSeconds = &secs
 	l.Spec.RenewTime = &renew

@@ -102,8 +102,9 @@ func wantedLabels(node string, asked map[string]string, status *corev1.NodeStatu
 
 // writeNodeStatus adds the labels the edge asks for and the Node lacks,
 // then patches the Node's status. cur is the Node as cached, an edge node's
-// (edgeNode).
-func (w *Writer) writeNodeStatus(ctx context.Context, cur *corev1.Node, m *protocol.NodeStatus) error {
+// (edgeNode). With an order (o not zero) the status write is fenced
+// (fence.go).
+func (w *Writer) writeNodeStatus(ctx context.Context, cur *corev1.Node, o protocol.StatusOrder, m *protocol.NodeStatus) error {
 	if m == nil || len(m.Status) == 0 {
 		return reject(errors.New("node status is empty"))
 	}
@@ -111,23 +112,78 @@ func (w *Writer) writeNodeStatus(ctx context.Context, cur *corev1.Node, m *proto
 	if err != nil {
 		return reject(err)
 	}
-	if err := w.addNodeLabels(ctx, cur, m.Labels, status); err != nil {
+	fenced := !o.IsZero()
+	if fenced {
+		// Labels are added only once: a stale report adds none.
+		if rec, ok := w.recordedFence(cur.Annotations[FenceAnnotation], "node/"+cur.Name); ok && !rec.Before(o) {
+			w.nodeStale(cur.Name, o, rec)
+			return nil
+		}
+	}
+	updated, err := w.addNodeLabels(ctx, cur, m.Labels, status)
+	if err != nil {
 		return err
 	}
-	patch, err := nodeStatusPatch(&cur.Status, status)
-	if err != nil {
-		return reject(err)
+	if updated != nil {
+		cur = updated
 	}
-	if string(patch) == "{}" {
-		w.stats.unchanged.Add(1)
+	for attempt := 1; ; attempt++ {
+		if fenced {
+			if rec, ok := w.recordedFence(cur.Annotations[FenceAnnotation], "node/"+cur.Name); ok && !rec.Before(o) {
+				w.nodeStale(cur.Name, o, rec)
+				return nil
+			}
+		}
+		patch, err := nodeStatusPatch(&cur.Status, status.DeepCopy())
+		if err != nil {
+			return reject(err)
+		}
+		changed := string(patch) != "{}"
+		if !changed && !fenced {
+			w.stats.unchanged.Add(1)
+			return nil
+		}
+		if fenced {
+			if patch, err = fencedPatch(patch, cur.ResourceVersion, o); err != nil {
+				return reject(err)
+			}
+		}
+		_, err = w.client.CoreV1().Nodes().Patch(ctx, cur.Name, types.StrategicMergePatchType, patch, metav1.PatchOptions{}, "status")
+		if fenced && apierrors.IsConflict(err) && attempt < fenceAttempts {
+			// Changed since read: read it from the API server (the cache
+			// may lag) and decide again.
+			w.stats.fenceConflicts.Add(1)
+			name := cur.Name
+			if cur, err = w.client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{}); err != nil {
+				return fmt.Errorf("get node %s: %w", name, err)
+			}
+			if _, ok := cur.Labels[EdgeRoleLabel]; !ok {
+				return refuse(RefusedNotEdgeNode, fmt.Errorf("node %s has no %s label: %w", name, EdgeRoleLabel, ErrNotEdgeNode))
+			}
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("patch node %s status: %w", cur.Name, err)
+		}
+		if changed {
+			w.stats.nodeStatuses.Add(1)
+		} else {
+			w.stats.fenceOnly.Add(1)
+		}
 		return nil
 	}
-	_, err = w.client.CoreV1().Nodes().Patch(ctx, cur.Name, types.StrategicMergePatchType, patch, metav1.PatchOptions{}, "status")
-	if err != nil {
-		return fmt.Errorf("patch node %s status: %w", cur.Name, err)
+}
+
+// nodeStale counts a node status report dropped as stale: the Node records
+// rec, not older than the report's order o.
+func (w *Writer) nodeStale(node string, o, rec protocol.StatusOrder) {
+	if o == rec {
+		w.stats.unchanged.Add(1) // written already: a resend
+		return
 	}
-	w.stats.nodeStatuses.Add(1)
-	return nil
+	w.stats.stale.Add(1)
+	w.log.Info("stale node status dropped: a newer report of the node was written", slog.String("node", node),
+		slog.String("order", formatFence(o)), slog.String("recorded", formatFence(rec)))
 }
 
 // addNodeLabels adds to the Node the labels the edge asks for (with the
@@ -136,7 +192,9 @@ func (w *Writer) writeNodeStatus(ctx context.Context, cur *corev1.Node, m *proto
 // none the edge may not set. The patch carries the cached resourceVersion as
 // a precondition, so that a label set meanwhile by someone else is not
 // overwritten: a conflict is retried once the cache caught up.
-func (w *Writer) addNodeLabels(ctx context.Context, cur *corev1.Node, asked map[string]string, status *corev1.NodeStatus) error {
+//
+// It returns the Node as patched, or nil if it added no label.
+func (w *Writer) addNodeLabels(ctx context.Context, cur *corev1.Node, asked map[string]string, status *corev1.NodeStatus) (*corev1.Node, error) {
 	want, dropped := wantedLabels(cur.Name, asked, status)
 	if len(dropped) > 0 {
 		w.log.Debug("node labels the edge may not set ignored", slog.String("node", cur.Name), slog.Any("labels", dropped))
@@ -148,19 +206,20 @@ func (w *Writer) addNodeLabels(ctx context.Context, cur *corev1.Node, asked map[
 		}
 	}
 	if len(add) == 0 {
-		return nil
+		return nil, nil
 	}
 	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{
 		"resourceVersion": cur.ResourceVersion, "labels": add}})
 	if err != nil {
-		return reject(fmt.Errorf("node labels patch: %w", err))
+		return nil, reject(fmt.Errorf("node labels patch: %w", err))
 	}
-	if _, err := w.client.CoreV1().Nodes().Patch(ctx, cur.Name, types.StrategicMergePatchType, patch, metav1.PatchOptions{}); err != nil {
-		return fmt.Errorf("patch node %s labels: %w", cur.Name, err)
+	n, err := w.client.CoreV1().Nodes().Patch(ctx, cur.Name, types.StrategicMergePatchType, patch, metav1.PatchOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("patch node %s labels: %w", cur.Name, err)
 	}
 	w.stats.nodeLabelPatches.Add(1)
 	w.log.Info("node labels added", slog.String("node", cur.Name), slog.Any("labels", slices.Sorted(maps.Keys(add))))
-	return nil
+	return n, nil
 }
 
 // kubeletLabels are the labels in the Kubernetes namespaces that the

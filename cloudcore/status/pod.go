@@ -18,8 +18,9 @@ import (
 	"github.com/tether-edge/tether/protocol"
 )
 
-// writePodStatus patches the status of a pod bound to node.
-func (w *Writer) writePodStatus(ctx context.Context, node string, m *protocol.PodStatus) error {
+// writePodStatus patches the status of a pod bound to node. With an order
+// (o not zero) the write is fenced (fence.go).
+func (w *Writer) writePodStatus(ctx context.Context, node string, o protocol.StatusOrder, m *protocol.PodStatus) error {
 	if m == nil || len(m.Status) == 0 {
 		return reject(errors.New("pod status is empty"))
 	}
@@ -34,31 +35,72 @@ func (w *Writer) writePodStatus(ctx context.Context, node string, m *protocol.Po
 	case err != nil:
 		return fmt.Errorf("get pod %s/%s: %w", m.Namespace, m.Name, err)
 	}
-	if err := ownPod(node, pod, m.UID); err != nil {
-		return err
-	}
-	patch, changed, err := podStatusPatch(pod.UID, &pod.Status, status)
-	if err != nil {
-		return reject(err)
-	}
-	if !changed {
-		w.stats.unchanged.Add(1)
+	fenced := !o.IsZero()
+	for attempt := 1; ; attempt++ {
+		if err := ownPod(node, pod, m.UID); err != nil {
+			return err
+		}
+		var rec protocol.StatusOrder
+		var recorded bool
+		if fenced {
+			if rec, recorded = w.recordedFence(pod.Annotations[FenceAnnotation], pod.Namespace+"/"+pod.Name); recorded && !rec.Before(o) {
+				if o == rec {
+					w.stats.unchanged.Add(1) // written already: a resend
+				} else {
+					w.stats.stale.Add(1)
+					w.log.Info("stale pod status dropped: a newer report of the pod was written", slog.String("pod", pod.Namespace+"/"+pod.Name),
+						slog.String("order", formatFence(o)), slog.String("recorded", formatFence(rec)))
+				}
+				return nil
+			}
+		}
+		patch, changed, err := podStatusPatch(pod.UID, &pod.Status, status.DeepCopy())
+		if err != nil {
+			return reject(err)
+		}
+		// Unchanged needs no write, unfenced, or when the recorded report
+		// is the edge's previous one of the pod: no other report lies
+		// between them that a replica left behind could still write.
+		if !changed && (!fenced || recorded && m.Prev != 0 && rec == protocol.StatusOrder{Epoch: o.Epoch, Seq: m.Prev}) {
+			w.stats.unchanged.Add(1)
+			return nil
+		}
+		if fenced {
+			if patch, err = fencedPatch(patch, pod.ResourceVersion, o); err != nil {
+				return reject(err)
+			}
+		}
+		w.log.Debug("patching pod status", slog.String("pod", pod.Namespace+"/"+pod.Name),
+			slog.String("resourceVersion", pod.ResourceVersion), slog.String("patch", string(patch)))
+		_, err = w.client.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.StrategicMergePatchType, patch, metav1.PatchOptions{}, "status")
+		// When the UID precondition fails (the pod was deleted and made again)
+		// the API server answers Invalid (metadata.uid is immutable), which
+		// classify rejects.
+		switch {
+		case fenced && apierrors.IsConflict(err) && attempt < fenceAttempts:
+			// Changed since read: read it from the API server (the cache
+			// may lag) and decide again.
+			w.stats.fenceConflicts.Add(1)
+			pod, err = w.client.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+			switch {
+			case apierrors.IsNotFound(err):
+				return reject(fmt.Errorf("pod %s/%s is gone: %w", m.Namespace, m.Name, err))
+			case err != nil:
+				return fmt.Errorf("get pod %s/%s: %w", m.Namespace, m.Name, err)
+			}
+			continue
+		case apierrors.IsNotFound(err):
+			return reject(fmt.Errorf("pod %s/%s is gone: %w", pod.Namespace, pod.Name, err))
+		case err != nil:
+			return fmt.Errorf("patch pod %s/%s status: %w", pod.Namespace, pod.Name, err)
+		}
+		if changed {
+			w.stats.podStatuses.Add(1)
+		} else {
+			w.stats.fenceOnly.Add(1)
+		}
 		return nil
 	}
-	w.log.Debug("patching pod status", slog.String("pod", pod.Namespace+"/"+pod.Name),
-		slog.String("resourceVersion", pod.ResourceVersion), slog.String("patch", string(patch)))
-	_, err = w.client.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.StrategicMergePatchType, patch, metav1.PatchOptions{}, "status")
-	// When the UID precondition fails (the pod was deleted and made again)
-	// the API server answers Invalid (metadata.uid is immutable), which
-	// classify rejects.
-	switch {
-	case apierrors.IsNotFound(err):
-		return reject(fmt.Errorf("pod %s/%s is gone: %w", pod.Namespace, pod.Name, err))
-	case err != nil:
-		return fmt.Errorf("patch pod %s/%s status: %w", pod.Namespace, pod.Name, err)
-	}
-	w.stats.podStatuses.Add(1)
-	return nil
 }
 
 // ownPod returns a rejection unless pod has the UID the edge names, and a

@@ -92,6 +92,9 @@ type entry struct {
 	// *protocol.PodTerminated, *protocol.Event, *protocol.MirrorPod,
 	// *protocol.DeviceStatus or heartbeat.
 	msg any
+	// order is msg's order among the node's reports (zero: not fenced;
+	// see fence.go).
+	order protocol.StatusOrder
 	// dones are the callbacks of msg and of the messages it replaced.
 	dones []func(error)
 	// busy is set while a worker writes an older message of the key; the key
@@ -237,7 +240,10 @@ func (w *Writer) Start(ctx context.Context) error {
 	for _, done := range dones {
 		done(ErrStopped)
 	}
-	w.log.Info("status writer stopped", slog.Int("given_up", len(dones)))
+	st := w.Stats()
+	w.log.Info("status writer stopped", slog.Int("given_up", len(dones)), slog.Int64("pod_statuses", st.PodStatuses),
+		slog.Int64("node_statuses", st.NodeStatuses), slog.Int64("stale", st.Stale),
+		slog.Int64("fence_conflicts", st.FenceConflicts), slog.Int64("fence_only", st.FenceOnly))
 	return nil
 }
 
@@ -245,17 +251,22 @@ func (w *Writer) Start(ctx context.Context) error {
 // m.Labels the edge may set (EdgeMaySet) that the Node lacks. It creates no
 // Node: a Node is registered at join (RegisterNode), and a NodeStatus for a
 // missing Node is refused (RefusedNodeMissing).
-func (w *Writer) NodeStatus(node string, m *protocol.NodeStatus, done func(error)) {
-	w.enqueue(key{kind: kindNodeStatus, node: node}, m, done)
+// A report with an order (o not zero) is fenced (fence.go): written only if
+// it is newer than the one the Node records, and dropped as stale (done
+// with nil) otherwise.
+func (w *Writer) NodeStatus(node string, o protocol.StatusOrder, m *protocol.NodeStatus, done func(error)) {
+	w.enqueueOrdered(key{kind: kindNodeStatus, node: node}, o, m, done)
 }
 
-// PodStatus writes the status of a pod bound to the node.
-func (w *Writer) PodStatus(node string, m *protocol.PodStatus, done func(error)) {
+// PodStatus writes the status of a pod bound to the node. A report with an
+// order (o not zero) is fenced (fence.go): written only if it is newer than
+// the one the pod records, and dropped as stale (done with nil) otherwise.
+func (w *Writer) PodStatus(node string, o protocol.StatusOrder, m *protocol.PodStatus, done func(error)) {
 	var uid string
 	if m != nil {
 		uid = m.UID
 	}
-	w.enqueue(key{kind: kindPodStatus, node: node, id: uid}, m, done)
+	w.enqueueOrdered(key{kind: kindPodStatus, node: node, id: uid}, o, m, done)
 }
 
 // PodTerminated deletes a pod bound to the node whose containers all stopped
@@ -330,6 +341,13 @@ func (w *Writer) SessionEnded(node string) {
 // enqueue makes msg the pending message of k. A nil done is allowed. After
 // Start returned, done is called at once with ErrStopped.
 func (w *Writer) enqueue(k key, msg any, done func(error)) {
+	w.enqueueOrdered(k, protocol.StatusOrder{}, msg, done)
+}
+
+// enqueueOrdered is enqueue for a message with order o. A message older
+// than the pending one of k (both with an order) is dropped as stale at
+// once: its done is called with nil.
+func (w *Writer) enqueueOrdered(k key, o protocol.StatusOrder, msg any, done func(error)) {
 	w.mu.Lock()
 	if w.stopped {
 		w.mu.Unlock()
@@ -350,10 +368,18 @@ func (w *Writer) enqueue(k key, msg any, done func(error)) {
 			w.byNode[k.node][k] = struct{}{}
 		}
 	}
+	if e.msg != nil && !o.IsZero() && o.Before(e.order) {
+		w.mu.Unlock()
+		w.stats.stale.Add(1)
+		if done != nil {
+			done(nil)
+		}
+		return
+	}
 	if e.msg != nil {
 		w.stats.coalesced.Add(1)
 	}
-	e.msg, e.ended = msg, false
+	e.msg, e.order, e.ended = msg, o, false
 	if done != nil {
 		e.dones = append(e.dones, done)
 	}
@@ -393,14 +419,14 @@ func (w *Writer) process(ctx context.Context, q workqueue.TypedRateLimitingInter
 		w.mu.Unlock()
 		return
 	}
-	msg, dones := e.msg, e.dones
-	e.msg, e.dones, e.busy, e.queued = nil, nil, true, false
+	msg, order, dones := e.msg, e.order, e.dones
+	e.msg, e.order, e.dones, e.busy, e.queued = nil, protocol.StatusOrder{}, nil, true, false
 	w.mu.Unlock()
 
 	err := ErrStopped
 	if ctx.Err() == nil {
 		start := time.Now()
-		err = w.write(ctx, k, msg)
+		err = w.write(ctx, k, order, msg)
 		if int(k.kind) < len(w.stats.latency) {
 			w.stats.latency[k.kind].Observe(time.Since(start))
 		}
@@ -424,7 +450,7 @@ func (w *Writer) process(ctx context.Context, q workqueue.TypedRateLimitingInter
 		w.log.Debug("status write failed, will retry", logKey(k), slog.Int("attempt", attempt), slog.Any("error", err))
 		w.mu.Lock()
 		if e.msg == nil {
-			e.msg = msg
+			e.msg, e.order = msg, order
 		} else {
 			w.stats.coalesced.Add(1) // the newer message is retried instead
 		}
@@ -481,7 +507,7 @@ func logKey(k key) slog.Attr {
 
 // write writes one message; it returns an error wrapping ErrRejected when the
 // message must not be retried.
-func (w *Writer) write(ctx context.Context, k key, msg any) error {
+func (w *Writer) write(ctx context.Context, k key, o protocol.StatusOrder, msg any) error {
 	if err := protocol.ValidateNodeName(k.node); err != nil {
 		return reject(err)
 	}
@@ -503,9 +529,9 @@ func (w *Writer) write(ctx context.Context, k key, msg any) error {
 	}
 	switch m := msg.(type) {
 	case *protocol.NodeStatus:
-		return w.writeNodeStatus(ctx, n, m)
+		return w.writeNodeStatus(ctx, n, o, m)
 	case *protocol.PodStatus:
-		return w.writePodStatus(ctx, k.node, m)
+		return w.writePodStatus(ctx, k.node, o, m)
 	case *protocol.PodTerminated:
 		return w.deletePod(ctx, k.node, m)
 	case *protocol.Event:
@@ -515,7 +541,7 @@ func (w *Writer) write(ctx context.Context, k key, msg any) error {
 	case *protocol.MirrorPod:
 		return w.writeMirrorPod(ctx, n, m)
 	case *protocol.DeviceStatus:
-		return w.writeDeviceStatus(ctx, k.node, m)
+		return w.writeDeviceStatus(ctx, k.node, o, m)
 	}
 	return reject(fmt.Errorf("no writer for %T", msg))
 }
@@ -602,6 +628,17 @@ type Stats struct {
 	// Coalesced counts messages replaced by a newer one of the same object
 	// before they were written.
 	Coalesced int64
+	// Stale counts fenced reports dropped because a report of the same
+	// object with a newer order was written already (by this replica or
+	// another) or was pending: a late write of a replica the edge had left
+	// (fence.go). They are acknowledged as done.
+	Stale int64
+	// FenceConflicts counts fenced writes that found the object changed
+	// since it was read (the resourceVersion precondition failed) and read
+	// it again (a get) to decide anew; FenceOnly the writes that changed
+	// only the recorded order, the status being the same already.
+	FenceConflicts int64
+	FenceOnly      int64
 	// Retries counts writes retried after a retryable error.
 	Retries int64
 	// Rejected counts messages refused for good (ErrRejected), refusals
@@ -626,6 +663,7 @@ type counters struct {
 	nodeLabelPatches, nodeStatuses, podStatuses, podDeletes, events, leaseCreates, leaseRenewals atomic.Int64
 	mirrorWrites, deviceStatuses, deviceUnchanged, eventUpdates                                  atomic.Int64
 	unchanged, coalesced, retries, rejected, givenUp, apiErrors                                  atomic.Int64
+	stale, fenceConflicts, fenceOnly                                                             atomic.Int64
 	refused                                                                                      refusalCounters
 }
 
@@ -646,6 +684,9 @@ func (w *Writer) Stats() Stats {
 		DeviceUnchanged:  c.deviceUnchanged.Load(),
 		Unchanged:        c.unchanged.Load(),
 		Coalesced:        c.coalesced.Load(),
+		Stale:            c.stale.Load(),
+		FenceConflicts:   c.fenceConflicts.Load(),
+		FenceOnly:        c.fenceOnly.Load(),
 		Retries:          c.retries.Load(),
 		Rejected:         c.rejected.Load(),
 		GivenUp:          c.givenUp.Load(),

@@ -190,8 +190,8 @@ func TestPodStatusCoalesce(t *testing.T) {
 	w, client := newWriter(t, Config{}, p)
 	r1, r2 := newResult(t), newResult(t)
 	// Both arrive before any worker runs.
-	w.PodStatus(edge1, podStatusMsg(t, p, running("first")), r1.done)
-	w.PodStatus(edge1, podStatusMsg(t, p, running("second")), r2.done)
+	w.PodStatus(edge1, protocol.StatusOrder{}, podStatusMsg(t, p, running("first")), r1.done)
+	w.PodStatus(edge1, protocol.StatusOrder{}, podStatusMsg(t, p, running("second")), r2.done)
 	start(t, w)
 	if err := r1.wait(); err != nil {
 		t.Fatal(err)
@@ -227,10 +227,10 @@ func TestPodStatusWhileWriting(t *testing.T) {
 	})
 	start(t, w)
 	r1, r2, r3 := newResult(t), newResult(t), newResult(t)
-	w.PodStatus(edge1, podStatusMsg(t, p, running("1")), r1.done)
+	w.PodStatus(edge1, protocol.StatusOrder{}, podStatusMsg(t, p, running("1")), r1.done)
 	<-entered
-	w.PodStatus(edge1, podStatusMsg(t, p, running("2")), r2.done)
-	w.PodStatus(edge1, podStatusMsg(t, p, running("3")), r3.done)
+	w.PodStatus(edge1, protocol.StatusOrder{}, podStatusMsg(t, p, running("2")), r2.done)
+	w.PodStatus(edge1, protocol.StatusOrder{}, podStatusMsg(t, p, running("3")), r3.done)
 	close(release)
 	for _, r := range []*result{r1, r2, r3} {
 		if err := r.wait(); err != nil {
@@ -255,7 +255,7 @@ func TestPodStatusPatch(t *testing.T) {
 	start(t, w)
 
 	r := newResult(t)
-	w.PodStatus(edge1, podStatusMsg(t, p, running("up")), r.done)
+	w.PodStatus(edge1, protocol.StatusOrder{}, podStatusMsg(t, p, running("up")), r.done)
 	if err := r.wait(); err != nil {
 		t.Fatal(err)
 	}
@@ -286,7 +286,7 @@ func TestPodStatusPatch(t *testing.T) {
 
 	// The same status again: nothing to write.
 	r = newResult(t)
-	w.PodStatus(edge1, podStatusMsg(t, p, running("up")), r.done)
+	w.PodStatus(edge1, protocol.StatusOrder{}, podStatusMsg(t, p, running("up")), r.done)
 	if err := r.wait(); err != nil {
 		t.Fatal(err)
 	}
@@ -300,7 +300,7 @@ func TestPodStatusPatch(t *testing.T) {
 	st.EphemeralContainerStatuses = []corev1.ContainerStatus{{Name: "debugger", Image: "busybox",
 		State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 3, Reason: "Error"}}}}
 	r = newResult(t)
-	w.PodStatus(edge1, podStatusMsg(t, p, st), r.done)
+	w.PodStatus(edge1, protocol.StatusOrder{}, podStatusMsg(t, p, st), r.done)
 	if err := r.wait(); err != nil {
 		t.Fatal(err)
 	}
@@ -335,7 +335,7 @@ func TestPodStatusRejected(t *testing.T) {
 	}
 	for _, c := range cases {
 		r := newResult(t)
-		w.PodStatus(c.node, c.m, r.done)
+		w.PodStatus(c.node, protocol.StatusOrder{}, c.m, r.done)
 		if err := r.wait(); !errors.Is(err, ErrRejected) {
 			t.Errorf("%s: got %v, want ErrRejected", c.name, err)
 		}
@@ -453,7 +453,7 @@ func TestNodeStatus(t *testing.T) {
 	start(t, w)
 	send := func(m *protocol.NodeStatus) error {
 		r := newResult(t)
-		w.NodeStatus(edge1, m, r.done)
+		w.NodeStatus(edge1, protocol.StatusOrder{}, m, r.done)
 		return r.wait()
 	}
 
@@ -536,7 +536,7 @@ func TestNodeStatusRejected(t *testing.T) {
 		{"empty status", edge1, &protocol.NodeStatus{}, "node status is empty"},
 	} {
 		r := newResult(t)
-		w.NodeStatus(c.node, c.m, r.done)
+		w.NodeStatus(c.node, protocol.StatusOrder{}, c.m, r.done)
 		if err := r.wait(); !errors.Is(err, ErrRejected) || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: got %v, want a rejection saying %q", c.name, err, c.want)
 		}
@@ -660,6 +660,25 @@ func TestLease(t *testing.T) {
 	if l := lease(); !l.Spec.RenewTime.Time.Equal(clk.Now()) {
 		t.Fatalf("renew time %v, want %v", l.Spec.RenewTime, clk.Now())
 	}
+
+	// Another replica, its clock a minute ahead, renewed it: this one's
+	// renewal keeps that renew time rather than taking it back.
+	ahead := metav1.NewMicroTime(clk.Now().Add(time.Minute))
+	l = lease()
+	l.Spec.RenewTime = &ahead
+	if _, err := client.CoordinationV1().Leases(corev1.NamespaceNodeLease).Update(t.Context(), l, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// (The API server would answer the update from the cached Lease with a
+	// conflict, and the writer read it again; the fake clientset checks no
+	// resourceVersion, so the cache is dropped here.)
+	w.cacheLease(edge1, nil)
+	clk.Step(10 * time.Second)
+	w.Heartbeat(edge1)
+	waitFor(t, "lease renewal", func() bool { return w.Stats().LeaseRenewals == 2 })
+	if l := lease(); !l.Spec.RenewTime.Time.Equal(ahead.Time) {
+		t.Fatalf("renew time %v, want %v: never back", l.Spec.RenewTime, ahead)
+	}
 }
 
 func TestRetry(t *testing.T) {
@@ -684,7 +703,7 @@ func TestRetry(t *testing.T) {
 			})
 			start(t, w)
 			r := newResult(t)
-			w.PodStatus(edge1, podStatusMsg(t, p, running("x")), r.done)
+			w.PodStatus(edge1, protocol.StatusOrder{}, podStatusMsg(t, p, running("x")), r.done)
 			if err := r.wait(); !c.want(err) {
 				t.Fatalf("done(%v)", err)
 			}
@@ -702,7 +721,7 @@ func TestStop(t *testing.T) {
 	p := pod("p1", "uid-1", edge1)
 	w, _ := newWriter(t, Config{}, p)
 	r := newResult(t)
-	w.PodStatus(edge1, podStatusMsg(t, p, running("x")), r.done)
+	w.PodStatus(edge1, protocol.StatusOrder{}, podStatusMsg(t, p, running("x")), r.done)
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	if err := w.Start(ctx); err != nil {
@@ -712,7 +731,7 @@ func TestStop(t *testing.T) {
 		t.Fatalf("pending message: got %v, want ErrStopped", err)
 	}
 	r = newResult(t)
-	w.PodStatus(edge1, podStatusMsg(t, p, running("x")), r.done)
+	w.PodStatus(edge1, protocol.StatusOrder{}, podStatusMsg(t, p, running("x")), r.done)
 	if err := r.wait(); !errors.Is(err, ErrStopped) {
 		t.Fatalf("message after stop: got %v, want ErrStopped", err)
 	}
@@ -748,7 +767,7 @@ func BenchmarkPodStatusCoalesce(b *testing.B) {
 	b.ResetTimer()
 	wg.Add(b.N)
 	for i := range b.N {
-		w.PodStatus(edge1, msgs[i%pods][(i/pods)%4], done)
+		w.PodStatus(edge1, protocol.StatusOrder{}, msgs[i%pods][(i/pods)%4], done)
 	}
 	wg.Wait()
 	b.StopTimer()
@@ -800,7 +819,7 @@ func TestLeaseLane(t *testing.T) {
 	start(t, w)
 
 	r1 := newResult(t)
-	w.PodStatus(edge1, podStatusMsg(t, p, running("1")), r1.done)
+	w.PodStatus(edge1, protocol.StatusOrder{}, podStatusMsg(t, p, running("1")), r1.done)
 	<-podEntered
 	w.Heartbeat(edge1)
 	waitFor(t, "lease created while the status worker is busy", func() bool { return w.Stats().LeaseCreates == 1 })
@@ -812,7 +831,7 @@ func TestLeaseLane(t *testing.T) {
 	w.Heartbeat(edge2) // the second create blocks the only lease worker
 	<-leaseEntered
 	r2 := newResult(t)
-	w.PodStatus(edge1, podStatusMsg(t, p, running("2")), r2.done)
+	w.PodStatus(edge1, protocol.StatusOrder{}, podStatusMsg(t, p, running("2")), r2.done)
 	if err := r2.wait(); err != nil {
 		t.Fatal(err)
 	}
@@ -849,7 +868,7 @@ func TestTransientErrorsRetried(t *testing.T) {
 			})
 			start(t, w)
 			r := newResult(t)
-			w.PodStatus(edge1, podStatusMsg(t, p, running("after "+c.name)), r.done)
+			w.PodStatus(edge1, protocol.StatusOrder{}, podStatusMsg(t, p, running("after "+c.name)), r.done)
 			if err := r.wait(); err != nil {
 				t.Fatalf("done(%v), want nil (an Ack)", err)
 			}
@@ -985,7 +1004,7 @@ func TestSessionEnded(t *testing.T) {
 	})
 	// Not started yet: pending.
 	r0 := newResult(t)
-	w.PodStatus(edge1, podStatusMsg(t, p, running("0")), r0.done)
+	w.PodStatus(edge1, protocol.StatusOrder{}, podStatusMsg(t, p, running("0")), r0.done)
 	w.SessionEnded(edge1)
 	if err := r0.wait(); !errors.Is(err, ErrSessionEnded) {
 		t.Fatalf("pending message: done(%v), want ErrSessionEnded", err)
@@ -994,7 +1013,7 @@ func TestSessionEnded(t *testing.T) {
 
 	// Waiting for a retry (an hour away): given up at once, never written.
 	r1 := newResult(t)
-	w.PodStatus(edge1, podStatusMsg(t, p, running("1")), r1.done)
+	w.PodStatus(edge1, protocol.StatusOrder{}, podStatusMsg(t, p, running("1")), r1.done)
 	waitFor(t, "the first patch failed", func() bool { return w.Stats().Retries == 1 })
 	w.SessionEnded(edge1)
 	if err := r1.wait(); !errors.Is(err, ErrSessionEnded) {
@@ -1004,9 +1023,9 @@ func TestSessionEnded(t *testing.T) {
 	// In progress: finishes, not retried; a message queued behind it is
 	// given up too.
 	r2, r3 := newResult(t), newResult(t)
-	w.PodStatus(edge1, podStatusMsg(t, p, running("2")), r2.done)
+	w.PodStatus(edge1, protocol.StatusOrder{}, podStatusMsg(t, p, running("2")), r2.done)
 	<-entered
-	w.PodStatus(edge1, podStatusMsg(t, p, running("3")), r3.done)
+	w.PodStatus(edge1, protocol.StatusOrder{}, podStatusMsg(t, p, running("3")), r3.done)
 	w.SessionEnded(edge1)
 	if err := r3.wait(); !errors.Is(err, ErrSessionEnded) {
 		t.Fatalf("message behind a write in progress: done(%v), want ErrSessionEnded", err)
@@ -1018,13 +1037,13 @@ func TestSessionEnded(t *testing.T) {
 
 	// Another node's message is written.
 	r4 := newResult(t)
-	w.PodStatus(edge2, podStatusMsg(t, other, running("4")), r4.done)
+	w.PodStatus(edge2, protocol.StatusOrder{}, podStatusMsg(t, other, running("4")), r4.done)
 	if err := r4.wait(); err != nil {
 		t.Fatal(err)
 	}
 	// The node's next session writes again.
 	r5 := newResult(t)
-	w.PodStatus(edge1, podStatusMsg(t, p, running("5")), r5.done)
+	w.PodStatus(edge1, protocol.StatusOrder{}, podStatusMsg(t, p, running("5")), r5.done)
 	if err := r5.wait(); err != nil {
 		t.Fatal(err)
 	}

@@ -177,6 +177,14 @@ type DeviceStatus struct {
 	// LastOnlineTime is when the device was last seen online (RFC 3339),
 	// a string as in KubeEdge.
 	LastOnlineTime string `json:"lastOnlineTime,omitempty"`
+	// ReportOrder is the order of the edge's report that last wrote this
+	// status, "<store epoch>:<seq>" (protocol.StatusOrder), written by
+	// cloudcore with the status: a report not newer is not written, so
+	// that a late write of a cloudcore replica the edge has left cannot
+	// take the status back (cloudcore/status/fence.go). It is in the
+	// status, not an annotation, because the API server keeps a custom
+	// resource's metadata on a status write.
+	ReportOrder string `json:"reportOrder,omitempty"`
 }
 
 // The device states a mapper reports (peers.md section 1).

@@ -407,7 +407,7 @@ func (a *Agent) hello() (*protocol.Hello, error) {
 	}
 	old, newer := protocol.SplitInventory(inv)
 	return &protocol.Hello{ProtocolVersion: protocol.Version, MinVersion: protocol.MinVersion,
-		NodeName: a.cfg.NodeName, Inventory: old, NewInventory: newer, Agent: Build()}, nil
+		NodeName: a.cfg.NodeName, Inventory: old, NewInventory: newer, Agent: Build(), StoreEpoch: a.db.Epoch()}, nil
 }
 
 func (a *Agent) queueNodeStatus(force bool) error {

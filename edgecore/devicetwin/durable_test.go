@@ -125,6 +125,12 @@ func TestStatusesResentOnConnect(t *testing.T) {
 	c.tw.Connected()
 	var got *protocol.DeviceStatus
 	eventually(t, "DeviceStatus queued again after Connected", func() bool { got = outbox(t, db)[keyThermo]; return got != nil })
+	// It names the first as its previous report (PodStatus.Prev), the
+	// rest is the same.
+	if got.Prev == 0 || want.Prev != 0 {
+		t.Fatalf("prev %d after %d: want the first report's seq", got.Prev, want.Prev)
+	}
+	got.Prev = 0
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("queued again\n got %+v\nwant %+v", got, want)
 	}

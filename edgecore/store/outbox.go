@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/fxamacker/cbor/v2"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/tether-edge/tether/protocol"
 )
@@ -97,6 +98,16 @@ func (t *Tx) Enqueue(key string, f *protocol.Frame) (uint64, error) {
 		return 0, fmt.Errorf("enqueue %s: %w", key, err)
 	}
 	f.Seq = seq
+	if prev := prevOf(f); prev != nil {
+		last := t.tx.Bucket(bucketOutboxLast)
+		*prev = 0
+		if v := last.Get([]byte(key)); len(v) == 8 {
+			*prev = binary.BigEndian.Uint64(v)
+		}
+		if err := last.Put([]byte(key), u64(seq)); err != nil {
+			return 0, fmt.Errorf("enqueue %s: %w", key, err)
+		}
+	}
 	b, err := protocol.Encode(f)
 	if err != nil {
 		return 0, fmt.Errorf("enqueue %s: %w", key, err)
@@ -112,6 +123,43 @@ func (t *Tx) Enqueue(key string, f *protocol.Frame) (uint64, error) {
 		return 0, fmt.Errorf("enqueue %s: %w", key, err)
 	}
 	return seq, nil
+}
+
+// prevOf returns the Prev field of a pod or device status frame, or nil.
+func prevOf(f *protocol.Frame) *uint64 {
+	switch {
+	case f.PodStatus != nil:
+		return &f.PodStatus.Prev
+	case f.DeviceStatus != nil:
+		return &f.DeviceStatus.Prev
+	}
+	return nil
+}
+
+// pruneOutboxLast forgets the last Seq of pod and device status keys whose
+// pod or device the store no longer holds and whose entry is not queued.
+func pruneOutboxLast(tx *bolt.Tx) error {
+	pods, devs, ob := tx.Bucket(objectBucket(protocol.KindPod)), tx.Bucket(objectBucket(protocol.KindDevice)), tx.Bucket(bucketOutbox)
+	last := tx.Bucket(bucketOutboxLast)
+	var gone [][]byte
+	err := last.ForEach(func(k, _ []byte) error {
+		pod, isPod := strings.CutPrefix(string(k), "pod/")
+		dev, isDev := strings.CutPrefix(string(k), "device/")
+		held := isPod && pods.Get([]byte(pod)) != nil || isDev && devs.Get([]byte(dev)) != nil
+		if !held && ob.Get(k) == nil {
+			gone = append(gone, append([]byte(nil), k...))
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("prune outbox: %w", err)
+	}
+	for _, k := range gone {
+		if err := last.Delete(k); err != nil {
+			return fmt.Errorf("prune outbox: %w", err)
+		}
+	}
+	return nil
 }
 
 func (t *Tx) dropOldestEvent() error {

@@ -60,6 +60,7 @@ func TestOpenOrRecover(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			epoch := db.Epoch()
 			db.Close()
 			b, err := os.ReadFile(path)
 			if err != nil {
@@ -75,6 +76,10 @@ func TestOpenOrRecover(t *testing.T) {
 			defer db.Close()
 			if recovered != tc.corrupt {
 				t.Fatalf("recovered %v, want %v", recovered, tc.corrupt)
+			}
+			// A new store starts its outbox Seqs again, in a later epoch.
+			if tc.corrupt && db.Epoch() <= epoch || !tc.corrupt && db.Epoch() != epoch {
+				t.Fatalf("epoch %d after %d (recovered %v): want a larger one for a new store, the same otherwise", db.Epoch(), epoch, recovered)
 			}
 			var inv []protocol.ObjectRef
 			if err := db.View(func(tx *Tx) (err error) { inv, err = tx.Inventory(); return err }); err != nil {

@@ -12,8 +12,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -31,7 +34,12 @@ var (
 	bucketMeta      = []byte("meta")
 	bucketOutbox    = []byte("outbox")     // key -> outboxEntry
 	bucketOutboxSeq = []byte("outbox-seq") // seq (8 bytes, big endian) -> key
-	keySchema       = []byte("schema")
+	// bucketOutboxLast holds the Seq last given to each pod and device
+	// status key (outbox.go, PodStatus.Prev), kept after the entry is
+	// acknowledged.
+	bucketOutboxLast = []byte("outbox-last") // key -> seq (8 bytes, big endian)
+	keySchema        = []byte("schema")
+	keyEpoch         = []byte("epoch")
 )
 
 func objectBucket(k protocol.Kind) []byte { return []byte("objects/" + k.String()) }
@@ -47,6 +55,8 @@ type DB struct {
 	// outboxc holds a token when a committed transaction queued something
 	// in the outbox since the last receive (OutboxChanged).
 	outboxc chan struct{}
+	// epoch is the store's epoch (Epoch), set at Open.
+	epoch uint64
 }
 
 // Options are the store's settings.
@@ -85,6 +95,7 @@ func OpenWith(path string, opts Options) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
+	var epoch uint64
 	err = db.Update(func(tx *bolt.Tx) error {
 		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
 		if err != nil {
@@ -97,7 +108,17 @@ func OpenWith(path string, opts Options) (*DB, error) {
 		} else if err := meta.Put(keySchema, u64(schemaVersion)); err != nil {
 			return err
 		}
-		names := [][]byte{bucketOutbox, bucketOutboxSeq, bucketTwins}
+		if v := meta.Get(keyEpoch); len(v) == 8 {
+			epoch = binary.BigEndian.Uint64(v)
+		} else {
+			if epoch, err = newEpoch(epochFile(path), time.Now()); err != nil {
+				return err
+			}
+			if err := meta.Put(keyEpoch, u64(epoch)); err != nil {
+				return err
+			}
+		}
+		names := [][]byte{bucketOutbox, bucketOutboxSeq, bucketOutboxLast, bucketTwins}
 		for _, k := range protocol.Kinds {
 			names = append(names, objectBucket(k), nameBucket(k))
 		}
@@ -106,13 +127,76 @@ func OpenWith(path string, opts Options) (*DB, error) {
 				return err
 			}
 		}
-		return nil
+		return pruneOutboxLast(tx)
 	})
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	return &DB{db: db, opts: opts, outboxc: make(chan struct{}, 1)}, nil
+	return &DB{db: db, opts: opts, outboxc: make(chan struct{}, 1), epoch: epoch}, nil
+}
+
+// Epoch returns the store's epoch: a number chosen when the store was made
+// (or first opened by a build that knew epochs), larger than the epoch of
+// any store made before at the same path, as far as the epoch file tells
+// (newEpoch). With the Seq of an outbox entry, which only grows within a
+// store, it orders the node's reports (protocol.StatusOrder).
+func (d *DB) Epoch() uint64 { return d.epoch }
+
+// epochFile is where the epoch of the store at path is kept besides the
+// store itself: a store moved aside as corrupt (OpenOrRecover) cannot be
+// read, but the epoch file survives it, and the new store's epoch is made
+// larger.
+func epochFile(path string) string { return path + ".epoch" }
+
+// newEpoch returns the epoch of a new store: now in Unix nanoseconds, or
+// one more than the epoch recorded in file if the clock is behind it (a
+// node without a real-time clock that booted with the wrong time, say), and
+// records it in file (written to a temporary file, synced and renamed). A
+// missing file is no previous epoch; an unreadable one is an error, as the
+// order of the node's reports depends on it. Only a node that lost both the
+// store and this file and whose clock went back past the old store's birth
+// gets an epoch below the old one: its reports to pods the old store
+// reported on are then dropped as stale until someone removes the pods'
+// fence annotation (see cloudcore/status).
+func newEpoch(file string, now time.Time) (uint64, error) {
+	epoch := uint64(max(now.UnixNano(), 1))
+	switch b, err := os.ReadFile(file); {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return 0, fmt.Errorf("store epoch: %w", err)
+	default:
+		prev, perr := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+		if perr != nil {
+			return 0, fmt.Errorf("store epoch file %s: %w", file, perr)
+		}
+		if prev >= epoch {
+			if prev == math.MaxUint64 {
+				return 0, fmt.Errorf("store epoch file %s: epoch %d has no successor", file, prev)
+			}
+			epoch = prev + 1
+		}
+	}
+	tmp := file + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return 0, fmt.Errorf("store epoch: %w", err)
+	}
+	_, err = f.WriteString(strconv.FormatUint(epoch, 10) + "\n")
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, file)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return 0, fmt.Errorf("store epoch: %w", err)
+	}
+	return epoch, nil
 }
 
 // OutboxChanged receives after a transaction that queued something in the

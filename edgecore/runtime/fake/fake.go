@@ -1,6 +1,12 @@
 // Package fake is an in-memory runtime.Runtime: every pod it is given is
 // Running at once, with Ready containers. The simulator's hollow nodes and
 // fast unit tests use it; nothing runs.
+//
+// A pod annotated RestartEveryAnnotation (a duration of a second or more)
+// has its containers "restart" that often: at each SyncPod a period or more
+// after the last restart, their restart count goes up and their running
+// state starts again, so that the pod's status changes while it lives
+// (the replica tests watch such changes for any going back).
 package fake
 
 import (
@@ -20,6 +26,9 @@ type Runtime struct {
 	// HostIP is reported as the pods' host IP, and as their pod IP for
 	// host-network pods.
 	HostIP string
+	// Now is the clock of restarts (RestartEveryAnnotation); nil is
+	// time.Now.
+	Now func() time.Time
 
 	mu sync.Mutex
 	// pods by UID; guarded by mu.
@@ -31,6 +40,24 @@ type Runtime struct {
 type pod struct {
 	started metav1.Time
 	ip      string
+	// restarts counts the containers' restarts, the last at restarted
+	// (RestartEveryAnnotation).
+	restarts  int32
+	restarted metav1.Time
+}
+
+// RestartEveryAnnotation asks the fake runtime to restart a pod's
+// containers every so often: its value is a Go duration of at least a
+// second (others are ignored).
+const RestartEveryAnnotation = "fake.tether.io/restart-every"
+
+// restartEvery returns the restart period p asks for, or zero.
+func restartEvery(p *corev1.Pod) time.Duration {
+	d, err := time.ParseDuration(p.Annotations[RestartEveryAnnotation])
+	if err != nil || d < time.Second {
+		return 0
+	}
+	return d
 }
 
 // New returns an empty runtime.
@@ -44,7 +71,7 @@ func (r *Runtime) SyncPod(_ context.Context, p *corev1.Pod) (*corev1.PodStatus, 
 	st, ok := r.pods[p.UID]
 	if !ok {
 		r.nextIP++
-		st = &pod{started: metav1.NewTime(time.Now().Truncate(time.Second)),
+		st = &pod{started: metav1.NewTime(r.now().Truncate(time.Second)),
 			ip: fmt.Sprintf("10.244.%d.%d", (r.nextIP/250)%250, r.nextIP%250+2)}
 		if p.Spec.HostNetwork {
 			st.ip = r.HostIP
@@ -54,8 +81,18 @@ func (r *Runtime) SyncPod(_ context.Context, p *corev1.Pod) (*corev1.PodStatus, 
 		if p.Status.StartTime != nil && p.Status.PodIP != "" {
 			st.started, st.ip = *p.Status.StartTime, p.Status.PodIP
 		}
+		st.restarted = st.started
 		r.pods[p.UID] = st
 	}
+	if every := restartEvery(p); every > 0 {
+		if now := r.now(); now.Sub(st.restarted.Time) >= every {
+			st.restarts++
+			// Whole seconds, as the API server keeps times: each restart a
+			// second or more after the last shows.
+			st.restarted = metav1.NewTime(now.Truncate(time.Second))
+		}
+	}
+	restarts, restarted := st.restarts, st.restarted
 	r.mu.Unlock()
 
 	s := &corev1.PodStatus{
@@ -80,13 +117,26 @@ func (r *Runtime) SyncPod(_ context.Context, p *corev1.Pod) (*corev1.PodStatus, 
 	}
 	started := true
 	for _, c := range p.Spec.Containers {
-		s.ContainerStatuses = append(s.ContainerStatuses, corev1.ContainerStatus{
+		cs := corev1.ContainerStatus{
 			Name: c.Name, Image: c.Image, ImageID: "fake://" + c.Image, ContainerID: "fake://" + string(p.UID) + "/" + c.Name,
-			Ready: true, Started: &started,
-			State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: st.started}},
-		})
+			Ready: true, Started: &started, RestartCount: restarts,
+			State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: restarted}},
+		}
+		if restarts > 0 {
+			cs.ContainerID = fmt.Sprintf("fake://%s/%s/%d", p.UID, c.Name, restarts)
+			cs.LastTerminationState = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
+				ExitCode: 1, Reason: "Error", StartedAt: st.started, FinishedAt: restarted}}
+		}
+		s.ContainerStatuses = append(s.ContainerStatuses, cs)
 	}
 	return s, nil
+}
+
+func (r *Runtime) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
 }
 
 // KillPod implements runtime.Runtime.
