@@ -152,8 +152,7 @@ func dialAs(t *testing.T, url string, cert *tls.Certificate, node string, inv []
 }
 
 // dialVersion is dialAs for an edge that speaks protocol versions 1 to
-// version.
-// Each of opts may change the Hello before it is sent.
+// version. Each of opts may change the Hello before it is sent.
 func dialVersion(t *testing.T, url string, cert *tls.Certificate, node string, inv []protocol.ObjectRef, version uint32,
 	opts ...func(*protocol.Hello)) (*fakeEdge, error) {
 	t.Helper()
@@ -161,11 +160,12 @@ func dialVersion(t *testing.T, url string, cert *tls.Certificate, node string, i
 	if cert != nil {
 		tc.Certificates = []tls.Certificate{*cert}
 	}
-	return dialWith(t, url, tc, node, inv, version)
+	return dialWith(t, url, tc, node, inv, version, opts...)
 }
 
 // dialWith is dialVersion with the client's TLS configuration.
-func dialWith(t *testing.T, url string, tc *tls.Config, node string, inv []protocol.ObjectRef, version uint32) (*fakeEdge, error) {
+func dialWith(t *testing.T, url string, tc *tls.Config, node string, inv []protocol.ObjectRef, version uint32,
+	opts ...func(*protocol.Hello)) (*fakeEdge, error) {
 	t.Helper()
 	d := websocket.Dialer{TLSClientConfig: tc}
 	ws, resp, err := d.Dial(url, nil)
