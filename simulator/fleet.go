@@ -256,10 +256,10 @@ func (f *fleet) credentials(ctx context.Context, node string) (*tls.Config, erro
 	if err != nil {
 		return nil, err
 	}
-	// A session cache of its own, as edgecore's credentials keep one: a
-	// reconnect resumes the TLS session with the hub's ticket.
+	// A session cache of its own, of the kind edgecore's credentials keep:
+	// a reconnect resumes the TLS session with the hub's ticket.
 	return &tls.Config{RootCAs: f.cfg.roots, MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{*pair},
-		ClientSessionCache: tls.NewLRUClientSessionCache(1)}, nil
+		ClientSessionCache: link.NewSessionCache(1)}, nil
 }
 
 // stop stops node i's edgecore and closes its store; the store file stays.

@@ -31,6 +31,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tether-edge/tether/edgecore/link"
 	"github.com/tether-edge/tether/pki"
 )
 
@@ -47,7 +48,7 @@ type Credentials struct {
 	// pending is the key of the request in flight, if any; guarded by mu.
 	pending *ecdsa.PrivateKey
 	// sessions holds the hub's TLS session tickets, to resume (sessionCache).
-	sessions tls.ClientSessionCache
+	sessions *link.SessionCache
 }
 
 // Load reads the key and certificate from file (written by edgecore join).
@@ -63,7 +64,7 @@ func Load(file string, log *slog.Logger) (*Credentials, error) {
 	if _, _, err := pki.NodeIdentity(pair.Leaf); err != nil {
 		return nil, fmt.Errorf("node credentials %s: %w", file, err)
 	}
-	c := &Credentials{file: file, log: log, sessions: tls.NewLRUClientSessionCache(8)}
+	c := &Credentials{file: file, log: log, sessions: link.NewSessionCache(8)}
 	c.install(&pair)
 	return c, nil
 }
@@ -122,13 +123,13 @@ func (c *Credentials) ClientTLS(roots *x509.CertPool) *tls.Config {
 	}
 }
 
-// sessionCache keeps the hub's session tickets, so that a reconnect
-// resumes the TLS session (no certificate sent, no signature made or
-// verified on either end: the CPU of a fleet reconnecting after an outage,
-// and bytes on a slow link). It is keyed by the certificate in use as well:
-// a ticket holds the certificate of the handshake that made it, and once
-// the certificate is renewed the next handshake is a full one, presenting
-// the new one.
+// sessionCache keeps the hub's session tickets (link.SessionCache), so
+// that a reconnect resumes the TLS session (no certificate sent, no
+// signature made or verified on either end: the CPU of a fleet reconnecting
+// after an outage, and bytes on a slow link). It is keyed by the
+// certificate in use as well: a ticket holds the certificate of the
+// handshake that made it, and once the certificate is renewed the next
+// handshake is a full one, presenting the new one.
 type sessionCache struct{ c *Credentials }
 
 func (s sessionCache) Get(key string) (*tls.ClientSessionState, bool) {
