@@ -236,7 +236,9 @@ func TestDevices(t *testing.T) {
 	})
 	late := fenced
 	late.Twins = []protocol.DeviceTwin{{Name: "temperature", Value: "23", Timestamp: 1717999999000}}
-	sendOK(t, func(done func(error)) { cc.Status.DeviceStatus("edge-b", protocol.StatusOrder{Epoch: 3, Seq: 9}, &late, done) })
+	sendOK(t, func(done func(error)) {
+		cc.Status.DeviceStatus("edge-b", protocol.StatusOrder{Epoch: 3, Seq: 9}, &late, done)
+	})
 	var fencedDev api.Device
 	if err := dc.Get().Namespace(devNS).Resource(api.DevicesResource).Name("t1").Do(ctx).Into(&fencedDev); err != nil {
 		t.Fatal(err)

@@ -4,11 +4,13 @@ package status
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -199,4 +201,45 @@ func TestAgainstAPIServer(t *testing.T) {
 func hasLabel(n *corev1.Node, key string) bool {
 	_, ok := n.Labels[key]
 	return ok
+}
+
+// The warm-up reads every page of the API server's Leases, and caches the
+// expired node Leases only.
+func TestWarmLeasesPaged(t *testing.T) {
+	ctx := t.Context()
+	log := slog.New(slog.NewTextHandler(t.Output(), nil))
+	cp, err := controlplane.Start(ctx, controlplane.Options{Dir: t.TempDir(), Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cp.Stop() })
+	client, err := kubernetes.NewForConfig(cp.RESTConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	secs := int32(40)
+	for i := range 8 {
+		name := fmt.Sprintf("edge-%d", i)
+		renewed := metav1.NewMicroTime(time.Now().Add(-time.Hour))
+		if i == 7 { // live
+			renewed = metav1.NewMicroTime(time.Now())
+		}
+		if _, err := client.CoordinationV1().Leases(corev1.NamespaceNodeLease).Create(ctx, &coordinationv1.Lease{
+			ObjectMeta: metav1.ObjectMeta{Name: name},
+			Spec:       coordinationv1.LeaseSpec{HolderIdentity: &name, LeaseDurationSeconds: &secs, RenewTime: &renewed},
+		}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	defer func(n int64) { warmLeasePage = n }(warmLeasePage)
+	warmLeasePage = 3
+	devs := newFakeDevices()
+	w, err := New(client, devs, clientLister{ctx: ctx, client: client, fakeDevices: devs}, Config{}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.warmLeases(ctx)
+	if got := w.Stats().LeasesWarmed; got != 7 {
+		t.Fatalf("%d Leases cached over pages of 3, want the 7 expired", got)
+	}
 }

@@ -204,6 +204,7 @@ func (w *Writer) Start(ctx context.Context) error {
 	w.log.Info("status writer started", slog.Int("workers", w.cfg.Workers), slog.Int("lease_workers", w.cfg.LeaseWorkers))
 
 	var wg sync.WaitGroup
+	wg.Go(func() { w.warmLeases(ctx) })
 	for range w.cfg.Workers {
 		wg.Go(func() { w.work(ctx, q) })
 	}
@@ -612,6 +613,9 @@ type Stats struct {
 	Events           int64
 	LeaseCreates     int64
 	LeaseRenewals    int64
+	// LeasesWarmed counts the expired node Leases cached at start
+	// (warmLeases), whose first renewal needs no read.
+	LeasesWarmed int64
 	// EventUpdates counts updates of an Event's count and last time (an
 	// event the edge aggregated).
 	EventUpdates int64
@@ -663,7 +667,7 @@ type counters struct {
 	nodeLabelPatches, nodeStatuses, podStatuses, podDeletes, events, leaseCreates, leaseRenewals atomic.Int64
 	mirrorWrites, deviceStatuses, deviceUnchanged, eventUpdates                                  atomic.Int64
 	unchanged, coalesced, retries, rejected, givenUp, apiErrors                                  atomic.Int64
-	stale, fenceConflicts, fenceOnly                                                             atomic.Int64
+	stale, fenceConflicts, fenceOnly, leasesWarmed                                               atomic.Int64
 	refused                                                                                      refusalCounters
 }
 
@@ -678,6 +682,7 @@ func (w *Writer) Stats() Stats {
 		Events:           c.events.Load(),
 		LeaseCreates:     c.leaseCreates.Load(),
 		LeaseRenewals:    c.leaseRenewals.Load(),
+		LeasesWarmed:     c.leasesWarmed.Load(),
 		EventUpdates:     c.eventUpdates.Load(),
 		MirrorWrites:     c.mirrorWrites.Load(),
 		DeviceStatuses:   c.deviceStatuses.Load(),

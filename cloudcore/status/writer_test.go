@@ -1072,3 +1072,53 @@ func TestSessionEnded(t *testing.T) {
 		t.Fatalf("left: %d entries, %d nodes indexed", len(w.entries), len(w.byNode))
 	}
 }
+
+// At start the Writer caches the node Leases that expired (cloudcore was
+// down longer than their duration): their first renewal updates without a
+// read. A Lease still live (renewed elsewhere), another holder's, or one
+// cached already is left alone; their first renewal reads as before.
+func TestWarmLeases(t *testing.T) {
+	clk := testingclock.NewFakeClock(time.Date(2026, 12, 6, 14, 0, 0, 0, time.UTC))
+	lease := func(name, holder string, renewed time.Duration) *coordinationv1.Lease {
+		secs := int32(40)
+		at := metav1.NewMicroTime(clk.Now().Add(-renewed))
+		return &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: corev1.NamespaceNodeLease},
+			Spec: coordinationv1.LeaseSpec{HolderIdentity: &holder, LeaseDurationSeconds: &secs, RenewTime: &at}}
+	}
+	objs := []runtime.Object{lease(edge1, edge1, 2*time.Minute), lease(edge2, edge2, 5*time.Second),
+		lease("edge-3", "someone", 2*time.Minute), edgeNodeObj("edge-3")}
+	// More Leases than a page, all expired (the fake clientset answers in
+	// one page; TestWarmLeasesPaged lists pages of the API server).
+	for i := range int(warmLeasePage) + 10 {
+		name := fmt.Sprintf("far-%d", i)
+		objs = append(objs, lease(name, name, time.Hour))
+	}
+	w, client := newWriter(t, Config{Clock: clk}, objs...)
+	kept := lease("far-0", "far-0", time.Second)
+	w.cacheLease("far-0", kept)
+	w.warmLeases(t.Context())
+	if got, want := w.Stats().LeasesWarmed, 1+warmLeasePage+9; got != want {
+		t.Fatalf("%d Leases cached, want %d", got, want)
+	}
+	w.leaseMu.Lock()
+	_, live := w.leases[edge2]
+	_, other := w.leases["edge-3"]
+	cachedKept := w.leases["far-0"] == kept
+	w.leaseMu.Unlock()
+	if live || other || !cachedKept {
+		t.Fatalf("cached: the live Lease %v, another holder's %v; the one cached before kept %v", live, other, cachedKept)
+	}
+
+	start(t, w)
+	for i, node := range []string{edge1, edge2} {
+		w.Heartbeat(node)
+		waitFor(t, "renewal of "+node, func() bool { return w.Stats().LeaseRenewals == int64(i+1) })
+	}
+	var got []string
+	for _, a := range actions(client, "get", "leases") {
+		got = append(got, a.(k8stesting.GetAction).GetName())
+	}
+	if !slices.Equal(got, []string{edge2}) {
+		t.Fatalf("Leases read before renewal: %v, want only the live one (%s)", got, edge2)
+	}
+}
