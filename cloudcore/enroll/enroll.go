@@ -122,6 +122,8 @@ func (c *Config) validate() error {
 type Service struct {
 	cfg   Config
 	stats stats
+	// verified remembers the node certificates verified (Authenticate).
+	verified *verifiedCerts
 }
 
 type stats struct {
@@ -142,7 +144,7 @@ func New(cfg Config) (*Service, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Service{cfg: cfg}, nil
+	return &Service{cfg: cfg, verified: newVerifiedCerts(cfg.CA)}, nil
 }
 
 // Stats returns the counters.
@@ -354,7 +356,7 @@ func (s *Service) Authenticate(ctx context.Context, certs []*x509.Certificate) (
 			"this node has not joined (run `edgecore join`)")
 	}
 	c := certs[0]
-	node, id, err = s.cfg.CA.VerifyNode(c, s.cfg.Now())
+	node, id, err = s.verified.verify(c, s.cfg.Now())
 	if err != nil {
 		s.stats.sessionRefused.Add(1)
 		return "", "", time.Time{}, refuse(http.StatusUnauthorized, "client certificate: %v", err)
