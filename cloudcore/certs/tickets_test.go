@@ -5,12 +5,12 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"net"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/tether-edge/tether/pki"
+	"github.com/tether-edge/tether/pki/pkitest"
 )
 
 // ticketPeer is one end of the ticket tests: a CA, a serving certificate
@@ -67,39 +67,11 @@ func handshake(t testing.TB, p ticketPeer, keys sessionWrapper, cache tls.Client
 		MinVersion: tls.VersionTLS12, WrapSession: keys.Wrap, UnwrapSession: keys.Unwrap}
 	cc := &tls.Config{RootCAs: roots, ServerName: "localhost", Certificates: []tls.Certificate{p.client},
 		ClientSessionCache: cache, MaxVersion: maxVersion}
-	a, b := tcpPair(t)
-	defer a.Close()
-	defer b.Close()
-	type result struct {
-		state tls.ConnectionState
-		err   error
+	c, srv := pkitest.Handshake(t, cc, sc)
+	if c.DidResume != srv.DidResume {
+		t.Fatalf("client resumed %v, server %v", c.DidResume, srv.DidResume)
 	}
-	srv := make(chan result, 1)
-	go func() {
-		s := tls.Server(b, sc)
-		err := s.HandshakeContext(t.Context())
-		if err == nil {
-			// The ticket goes after the handshake; the byte after it makes
-			// the client read (and keep) it.
-			_, err = s.Write([]byte{1})
-		}
-		srv <- result{s.ConnectionState(), err}
-	}()
-	c := tls.Client(a, cc)
-	if err := c.HandshakeContext(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Read(make([]byte, 1)); err != nil {
-		t.Fatal(err)
-	}
-	r := <-srv
-	if r.err != nil {
-		t.Fatal(r.err)
-	}
-	if c.ConnectionState().DidResume != r.state.DidResume {
-		t.Fatalf("client resumed %v, server %v", c.ConnectionState().DidResume, r.state.DidResume)
-	}
-	return r.state.DidResume, r.state.PeerCertificates
+	return srv.DidResume, srv.PeerCertificates
 }
 
 // A session resumes on the replica that began it, on another replica or a
@@ -202,27 +174,6 @@ func TestTicketUnwrapRefuses(t *testing.T) {
 	rand.Read(junk)
 	junk[0] = ticketVersion
 	refused("random", junk, tls13)
-}
-
-// tcpPair returns both ends of a loopback TCP connection (net.Pipe, being
-// unbuffered, deadlocks a TLS 1.3 handshake whose ends write at once).
-func tcpPair(t testing.TB) (client, server net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err = net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	server, err = ln.Accept()
-	if err != nil {
-		client.Close()
-		t.Fatal(err)
-	}
-	return client, server
 }
 
 // BenchmarkHubHandshake is one edge's TLS handshake with the hub over

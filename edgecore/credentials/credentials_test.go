@@ -5,13 +5,13 @@ import (
 	"crypto/x509"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/tether-edge/tether/pki"
+	"github.com/tether-edge/tether/pki/pkitest"
 )
 
 func writeCreds(t *testing.T, ca *pki.CA, node string, validity time.Duration) string {
@@ -137,25 +137,7 @@ func TestSessionResumedUntilRenewal(t *testing.T) {
 	client.ServerName = "localhost"
 	dial := func() (resumed bool, presented *x509.Certificate) {
 		t.Helper()
-		a, b := tcpPair(t)
-		defer a.Close()
-		defer b.Close()
-		done := make(chan tls.ConnectionState, 1)
-		go func() {
-			s := tls.Server(b, server)
-			if s.HandshakeContext(t.Context()) == nil {
-				s.Write([]byte{1}) // after the ticket: the client reads both
-			}
-			done <- s.ConnectionState()
-		}()
-		cl := tls.Client(a, client)
-		if err := cl.HandshakeContext(t.Context()); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := cl.Read(make([]byte, 1)); err != nil {
-			t.Fatal(err)
-		}
-		st := <-done
+		_, st := pkitest.Handshake(t, client, server)
 		return st.DidResume, st.PeerCertificates[0]
 	}
 	first := c.Leaf()
@@ -179,25 +161,4 @@ func TestSessionResumedUntilRenewal(t *testing.T) {
 	if resumed, cert := dial(); !resumed || !cert.Equal(c.Leaf()) {
 		t.Fatalf("after renewal, again: resumed %v, the new certificate %v", resumed, cert.Equal(c.Leaf()))
 	}
-}
-
-// tcpPair returns both ends of a loopback TCP connection (net.Pipe, being
-// unbuffered, deadlocks a TLS 1.3 handshake whose ends write at once).
-func tcpPair(t *testing.T) (client, server net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err = net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	server, err = ln.Accept()
-	if err != nil {
-		client.Close()
-		t.Fatal(err)
-	}
-	return client, server
 }
