@@ -65,7 +65,9 @@ func (s *Server) handler(guard func(func(http.ResponseWriter, *http.Request, *Cl
 				writeJSON(w, http.StatusOK, &ag)
 			}))
 		}
-		mux.HandleFunc(path, readOnly(func(w http.ResponseWriter, r *http.Request) { s.serveResourceList(w, g) }))
+		mux.HandleFunc(path, readOnlyAs(func(w http.ResponseWriter, r *http.Request, c *Client) {
+			s.serveResourceList(w, g, c.pod != nil && s.cfg.InCluster.Writes != nil)
+		}))
 		mux.HandleFunc(g.prefix, readOnlyAs(func(w http.ResponseWriter, r *http.Request, c *Client) {
 			s.serveResource(w, r, g, c)
 		}))
@@ -197,16 +199,25 @@ func apiGroup(g *groupVersion) metav1.APIGroup {
 	return metav1.APIGroup{Name: g.gv.Group, Versions: []metav1.GroupVersionForDiscovery{v}, PreferredVersion: v}
 }
 
-func (s *Server) serveResourceList(w http.ResponseWriter, g *groupVersion) {
+// serveResourceList answers a group version's discovery. The verbs are the
+// reads it serves, and for a pod whose writes are relayed to the cloud
+// (writes) the writes too: the cloud's API server then decides each one, as
+// it would for the pod's service account (kubectl and other clients that
+// read discovery before they write would otherwise give up).
+func (s *Server) serveResourceList(w http.ResponseWriter, g *groupVersion, writes bool) {
 	l := &metav1.APIResourceList{TypeMeta: metav1.TypeMeta{Kind: "APIResourceList", APIVersion: "v1"}, GroupVersion: g.gv.String()}
-	verbs := metav1.Verbs{"get", "list", "watch"}
+	verbs, statusVerbs := metav1.Verbs{"get", "list", "watch"}, metav1.Verbs{"get"}
+	if writes {
+		verbs = metav1.Verbs{"create", "delete", "get", "list", "patch", "update", "watch"}
+		statusVerbs = metav1.Verbs{"get", "patch", "update"}
+	}
 	for _, name := range g.names {
 		res := resources[name]
 		l.APIResources = append(l.APIResources, metav1.APIResource{Name: res.name, SingularName: res.singular,
 			Namespaced: res.namespaced, Kind: res.kind, Verbs: verbs, ShortNames: res.shortNames, Categories: res.categories})
 		if res.status {
 			l.APIResources = append(l.APIResources, metav1.APIResource{Name: res.name + "/status",
-				Namespaced: res.namespaced, Kind: res.kind, Verbs: metav1.Verbs{"get"}})
+				Namespaced: res.namespaced, Kind: res.kind, Verbs: statusVerbs})
 		}
 	}
 	writeJSON(w, http.StatusOK, l)

@@ -119,6 +119,21 @@ func TestInClusterRelaysWrites(t *testing.T) {
 	}
 	relayed := len(hub.seen)
 
+	// Discovery says so to the pod: the writes as well as the reads.
+	rl, err := cs.Discovery().ServerResourcesForGroupVersion("v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rl.APIResources {
+		want := "create,delete,get,list,patch,update,watch"
+		if strings.HasSuffix(r.Name, "/status") {
+			want = "get,patch,update"
+		}
+		if got := strings.Join(r.Verbs, ","); got != want {
+			t.Errorf("discovery of %s for a pod whose writes are relayed: %s, want %s", r.Name, got, want)
+		}
+	}
+
 	// Attacker's cases: nothing reaches the hub.
 	h := ic.f.s.handler(ic.f.s.podGuard)
 	do := func(method, path, tok string, body []byte) int {
