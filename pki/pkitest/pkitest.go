@@ -5,47 +5,36 @@ package pkitest
 import (
 	"crypto/tls"
 	"net"
+	"os"
+	"syscall"
 	"testing"
 )
 
-// Handshake runs one TLS connection between client and server over
-// loopback TCP (net.Pipe, being unbuffered, deadlocks a TLS 1.3 handshake
-// whose ends write at once) and returns both ends' states. After the
-// handshake the server sends a byte, which the client reads: the session
-// tickets a TLS 1.3 server sends after its handshake reach the client's
-// session cache.
+// Handshake runs one TLS connection between client and server over a Unix
+// socket pair (buffered, unlike net.Pipe, which deadlocks a TLS 1.3
+// handshake whose ends write at once; and no loopback port left in
+// TIME_WAIT) and returns both ends' states. After the handshake the server
+// sends a byte, which the client reads: the session tickets a TLS 1.3
+// server sends after its handshake reach the client's session cache.
 func Handshake(t testing.TB, client, server *tls.Config) (c, s tls.ConnectionState) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	a, b := socketPair(t)
+	defer a.Close()
+	defer b.Close()
 	type result struct {
 		state tls.ConnectionState
 		err   error
 	}
 	done := make(chan result, 1)
 	go func() {
-		conn, err := ln.Accept()
-		if err != nil {
-			done <- result{err: err}
-			return
-		}
-		defer conn.Close()
-		sc := tls.Server(conn, server)
-		err = sc.HandshakeContext(t.Context())
+		sc := tls.Server(b, server)
+		err := sc.HandshakeContext(t.Context())
 		if err == nil {
 			_, err = sc.Write([]byte{1})
 		}
 		done <- result{sc.ConnectionState(), err}
 	}()
-	conn, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	cc := tls.Client(conn, client)
+	cc := tls.Client(a, client)
 	if err := cc.HandshakeContext(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -57,4 +46,24 @@ func Handshake(t testing.TB, client, server *tls.Config) (c, s tls.ConnectionSta
 		t.Fatal(r.err)
 	}
 	return cc.ConnectionState(), r.state
+}
+
+// socketPair returns the two ends of a Unix stream socket pair.
+func socketPair(t testing.TB) (net.Conn, net.Conn) {
+	t.Helper()
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns [2]net.Conn
+	for i, fd := range fds {
+		f := os.NewFile(uintptr(fd), "socketpair")
+		c, err := net.FileConn(f) // a dup: f is closed either way
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns[i] = c
+	}
+	return conns[0], conns[1]
 }
