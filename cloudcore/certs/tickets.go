@@ -119,13 +119,17 @@ func (k *TicketKeys) Wrap(_ tls.ConnectionState, ss *tls.SessionState) ([]byte, 
 	if err != nil {
 		return nil, err
 	}
-	out := make([]byte, ticketHeader, ticketHeader+len(plain)+a.Overhead())
-	out[0] = ticketVersion
-	binary.BigEndian.PutUint32(out[1:5], p)
-	if _, err := rand.Read(out[5:ticketHeader]); err != nil {
+	// The header apart, as the AEAD wants its nonce and additional data
+	// not to overlap the output.
+	var hdr [ticketHeader]byte
+	hdr[0] = ticketVersion
+	binary.BigEndian.PutUint32(hdr[1:5], p)
+	if _, err := rand.Read(hdr[5:]); err != nil {
 		return nil, err
 	}
-	return a.Seal(out, out[5:ticketHeader], plain, out[:5]), nil
+	out := make([]byte, ticketHeader, ticketHeader+len(plain)+a.Overhead())
+	copy(out, hdr[:])
+	return a.Seal(out, hdr[5:], plain, hdr[:5]), nil
 }
 
 // Unwrap opens a ticket of the current or the previous period
