@@ -3,7 +3,7 @@ package enroll
 import (
 	"crypto/sha256"
 	"crypto/x509"
-	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -44,8 +44,13 @@ func (v *verifiedCerts) verify(c *x509.Certificate, at time.Time) (node, id stri
 	n, ok := v.m[sum]
 	v.mu.Unlock()
 	if ok {
-		if at.Before(c.NotBefore) || at.After(c.NotAfter) || at.Before(v.ca.Cert.NotBefore) || at.After(v.ca.Cert.NotAfter) {
-			return "", "", errors.New("x509: certificate has expired or is not yet valid")
+		if at.Before(c.NotBefore) || at.After(c.NotAfter) {
+			return "", "", fmt.Errorf("x509: certificate has expired or is not yet valid: current time %s is outside %s to %s",
+				at.UTC().Format(time.RFC3339), c.NotBefore.UTC().Format(time.RFC3339), c.NotAfter.UTC().Format(time.RFC3339))
+		}
+		if ca := v.ca.Cert; at.Before(ca.NotBefore) || at.After(ca.NotAfter) {
+			return "", "", fmt.Errorf("x509: the CA certificate has expired or is not yet valid: current time %s is outside %s to %s",
+				at.UTC().Format(time.RFC3339), ca.NotBefore.UTC().Format(time.RFC3339), ca.NotAfter.UTC().Format(time.RFC3339))
 		}
 		return n.node, n.id, nil
 	}
