@@ -36,12 +36,7 @@ func TestRegistryMirror(t *testing.T) {
 	if err := c.Mirror("registry.k8s.io", reg.URL); err != nil {
 		t.Fatal(err)
 	}
-	conn, err := c.client()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	img := runtimeapi.NewImageServiceClient(conn)
+	img := imageService(t, c)
 	pull := func(name string) (string, error) {
 		resp, err := img.PullImage(t.Context(), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: name}})
 		return resp.GetImageRef(), err
@@ -112,12 +107,7 @@ func TestRegistryMirrorPrivate(t *testing.T) {
 	if err := c.Mirror("gcr.io", reg.URL); err != nil {
 		t.Fatal(err)
 	}
-	conn, err := c.client()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	img := runtimeapi.NewImageServiceClient(conn)
+	img := imageService(t, c)
 	for _, tc := range []struct {
 		what string
 		auth *runtimeapi.AuthConfig
@@ -137,6 +127,18 @@ func TestRegistryMirrorPrivate(t *testing.T) {
 			t.Errorf("pull with %s: %v, want 401", tc.what, err)
 		}
 	}
+}
+
+// imageService is c's CRI image service, its connection closed at the
+// test's end.
+func imageService(t *testing.T, c *Containerd) runtimeapi.ImageServiceClient {
+	t.Helper()
+	conn, err := c.client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return runtimeapi.NewImageServiceClient(conn)
 }
 
 // startWithRegistry starts a containerd with NoRegistry and a loopback
