@@ -27,14 +27,7 @@ func newTicketPeer(t testing.TB) ticketPeer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	certPEM, keyPEM, err := ca.IssueServer("hub", []string{"localhost"}, nil, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	server, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
+	server := pkitest.ServingCert(t, ca)
 	key, err := pki.NewKey()
 	if err != nil {
 		t.Fatal(err)

@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/tether-edge/tether/pki/pkitest"
 	"github.com/tether-edge/tether/protocol"
 )
 
@@ -33,14 +34,7 @@ type served struct {
 // filled in) until the test ends. /v1/ca answers "ca".
 func serveHub(t *testing.T, cfg Config, up Upstream) *served {
 	t.Helper()
-	certPEM, keyPEM, err := testCA().IssueServer("hub", []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pair, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pair := pkitest.ServingCert(t, testCA())
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -121,14 +121,7 @@ func TestSessionResumedUntilRenewal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	certPEM, keyPEM, err := ca.IssueServer("hub", []string{"localhost"}, nil, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serving, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
+	serving := pkitest.ServingCert(t, ca)
 	roots := x509.NewCertPool()
 	roots.AddCert(ca.Cert)
 	// Go's own ticket keys: what is checked is the edge's cache.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tether-edge/tether/pki"
+	"github.com/tether-edge/tether/pki/pkitest"
 	"github.com/tether-edge/tether/protocol"
 )
 
@@ -40,14 +41,7 @@ func newTicketHub(t *testing.T) (*ticketHub, *x509.CertPool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	certPEM, keyPEM, err := ca.IssueServer("hub", nil, []net.IP{net.IPv4(127, 0, 0, 1)}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pair, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pair := pkitest.ServingCert(t, ca)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

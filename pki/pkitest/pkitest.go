@@ -8,6 +8,9 @@ import (
 	"os"
 	"syscall"
 	"testing"
+	"time"
+
+	"github.com/tether-edge/tether/pki"
 )
 
 // Handshake runs one TLS connection between client and server over a Unix
@@ -66,4 +69,19 @@ func socketPair(t testing.TB) (net.Conn, net.Conn) {
 		conns[i] = c
 	}
 	return conns[0], conns[1]
+}
+
+// ServingCert issues, from ca, a serving certificate for localhost and
+// 127.0.0.1 valid for an hour, with its key.
+func ServingCert(t testing.TB, ca *pki.CA) tls.Certificate {
+	t.Helper()
+	certPEM, keyPEM, err := ca.IssueServer("hub", []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pair
 }
