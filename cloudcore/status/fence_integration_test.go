@@ -119,13 +119,10 @@ type fenceRig struct {
 func newFenceRig(t *testing.T) *fenceRig {
 	ctx := t.Context()
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
-	cp, err := controlplane.Start(ctx, controlplane.Options{Dir: t.TempDir(), Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cp.Stop() })
+	cp := startControlPlane(t, controlplane.Options{Logger: log})
 	r := &fenceRig{cfg: cp.RESTConfig(), counter: &requestCounter{n: map[string]int{}}}
 	r.cfg.WrapTransport = r.counter.wrap
+	var err error
 	if r.client, err = kubernetes.NewForConfig(r.cfg); err != nil {
 		t.Fatal(err)
 	}

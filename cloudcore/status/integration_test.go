@@ -27,14 +27,10 @@ import (
 func TestAgainstAPIServer(t *testing.T) {
 	ctx := t.Context()
 	log := slog.New(slog.NewTextHandler(t.Output(), nil))
-	cp, err := controlplane.Start(ctx, controlplane.Options{Dir: t.TempDir(), WithScheduler: true,
+	cp := startControlPlane(t, controlplane.Options{WithScheduler: true,
 		// The node lifecycle controller lifts the not-ready taint that
 		// admission puts on new Nodes, once they report Ready.
 		WithControllerManager: true, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cp.Stop() })
 	client, err := kubernetes.NewForConfig(cp.RESTConfig())
 	if err != nil {
 		t.Fatal(err)
@@ -208,11 +204,7 @@ func hasLabel(n *corev1.Node, key string) bool {
 func TestWarmLeasesPaged(t *testing.T) {
 	ctx := t.Context()
 	log := slog.New(slog.NewTextHandler(t.Output(), nil))
-	cp, err := controlplane.Start(ctx, controlplane.Options{Dir: t.TempDir(), Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cp.Stop() })
+	cp := startControlPlane(t, controlplane.Options{Logger: log})
 	client, err := kubernetes.NewForConfig(cp.RESTConfig())
 	if err != nil {
 		t.Fatal(err)
@@ -242,4 +234,17 @@ func TestWarmLeasesPaged(t *testing.T) {
 	if got := w.Stats().LeasesWarmed; got != 7 {
 		t.Fatalf("%d Leases cached over pages of 3, want the 7 expired", got)
 	}
+}
+
+// startControlPlane starts a control plane with opts in a directory of the
+// test's, stopped at its end.
+func startControlPlane(t *testing.T, opts controlplane.Options) *controlplane.ControlPlane {
+	t.Helper()
+	opts.Dir = t.TempDir()
+	cp, err := controlplane.Start(t.Context(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cp.Stop() })
+	return cp
 }
