@@ -149,7 +149,9 @@ type Config struct {
 	// AcceptRate/AcceptBurst new connections per second (defaults 1,500
 	// and 1,500), AcceptRatePerIP/AcceptBurstPerIP those of one address
 	// (defaults 4 and 32; raise them with maxConnsPerIP). A connection
-	// past one is closed at once, before its TLS handshake.
+	// past MaxConns, MaxConnsPerIP or AcceptRatePerIP is closed at once,
+	// before its TLS handshake; one past AcceptRate waits, not accepted
+	// yet, in the listen backlog for its turn.
 	MaxConns         int     `json:"maxConns,omitempty"`
 	MaxConnsPerIP    int     `json:"maxConnsPerIP,omitempty"`
 	AcceptRate       float64 `json:"acceptRate,omitempty"`
@@ -165,9 +167,10 @@ type Config struct {
 	// as fast as the hub takes it, and one node is back within seconds.
 	SessionRate float64 `json:"sessionRate,omitempty"`
 	// MaxHandshakes caps the connections in their TLS handshake at once
-	// (default 1,024); one past it is closed before its handshake, so a
-	// fleet reconnecting together never makes the hub queue handshakes
-	// until they time out.
+	// (default 1,024); past it the hub stops accepting until one ends, so
+	// a fleet reconnecting together never makes the hub run handshakes
+	// until they time out, and the edges waiting in the listen backlog
+	// keep the ClientHello they sent.
 	MaxHandshakes int `json:"maxHandshakes,omitempty"`
 	SessionBurst  int `json:"sessionBurst,omitempty"`
 	// DrainTime is how long a graceful stop (SIGTERM) spends sending the
@@ -528,8 +531,9 @@ func New(cfg Config) (*CloudCore, error) {
 	handlers := cc.Enroll.Handlers()
 	handlers["/metrics"] = cc.metricsHandler()
 	// Session tickets any replica can open (keys derived from the CA): a
-	// fleet reconnecting after an outage resumes without signatures.
-	tickets, err := certs.NewTicketKeys(cc.CA, nil)
+	// fleet reconnecting after an outage resumes without signatures, and
+	// without its certificates verified again (enroll's entries).
+	tickets, err := certs.NewTicketKeys(cc.CA, cc.Enroll, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -22,6 +22,8 @@ var (
 	mConns      = prometheus.NewDesc("tether_hub_connections", "Open connections to the hub, sessions included.", nil, nil)
 	mResumed    = prometheus.NewDesc("tether_hub_tls_resumed_total", "Requests to the hub on a resumed TLS session (a session ticket: no certificate signatures).", nil, nil)
 	mRefused    = prometheus.NewDesc("tether_hub_connections_refused_total", "Connections or handshakes refused, by reason (session_rate: shed with 503 and a Retry-After).", []string{"reason"}, nil)
+	mWaits      = prometheus.NewDesc("tether_hub_accept_waits_total", "Connections that waited in the listen backlog, not accepted, by what they waited for (max_handshakes: a place among the handshakes in progress; accept_rate: the accept rate).", []string{"reason"}, nil)
+	mWaitTime   = prometheus.NewDesc("tether_hub_accept_wait_seconds_total", "Time connections waited in the listen backlog for a handshake place or the accept rate.", nil, nil)
 	mFrames     = prometheus.NewDesc("tether_hub_frames_total", "Protocol frames, by direction (in: from edges).", []string{"direction"}, nil)
 	mBytes      = prometheus.NewDesc("tether_hub_frame_bytes_total", "Protocol frame bytes, by direction (in: from edges).", []string{"direction"}, nil)
 	mBadFrames  = prometheus.NewDesc("tether_hub_bad_frames_total", "Frames from edges that did not decode or validate.", nil, nil)
@@ -58,7 +60,7 @@ var (
 type collector struct{ cc *CloudCore }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{mSessions, mConns, mRefused, mFrames, mBytes, mBadFrames, mObjects, mResyncs,
+	for _, d := range []*prometheus.Desc{mSessions, mConns, mRefused, mWaits, mWaitTime, mFrames, mBytes, mBadFrames, mObjects, mResyncs,
 		mResyncMsgs, mResyncB, mRevoked, mCerts, mUpPaused, mUpThrottle, mEvDropped, mRelayed, mWrites, mAPIErrors, mWriteFate, mFenceConf,
 		mAPIRefused, mWriteTime, mLeader, mCAExpiry, mSrvExpiry, mNodeExpiry, mPeerStream, mPeerRefuse,
 		mSendQueue, mUnacked, mAckTime, mDispatch, mRebalanced, mResumed} {
@@ -83,11 +85,13 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	for reason, v := range map[string]int64{
 		"certificate_or_hello": h.Refused - h.IdentityRefused - h.InventoryRefused, "identity": h.IdentityRefused,
 		"inventory": h.InventoryRefused, "max_conns": h.ConnsRefusedTotal, "max_conns_per_ip": h.ConnsRefusedPerIP,
-		"accept_rate": h.ConnsRefusedRate, "accept_rate_per_ip": h.ConnsRefusedRatePerIP,
-		"handshake_timeout": h.ConnsClosedNew, "session_rate": h.Shed, "max_handshakes": h.ConnsRefusedHandshakes,
+		"accept_rate_per_ip": h.ConnsRefusedRatePerIP, "handshake_timeout": h.ConnsClosedNew, "session_rate": h.Shed,
 	} {
 		counter(mRefused, max(v, 0), reason)
 	}
+	counter(mWaits, h.AcceptWaitsHandshakes, "max_handshakes")
+	counter(mWaits, h.AcceptWaitsRate, "accept_rate")
+	ch <- prometheus.MustNewConstMetric(mWaitTime, prometheus.CounterValue, h.AcceptWait.Seconds())
 	counter(mFrames, h.FramesIn, "in")
 	counter(mFrames, h.FramesOut, "out")
 	counter(mBytes, h.BytesIn, "in")

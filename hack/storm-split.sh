@@ -9,7 +9,7 @@ set -eu
 bin=${BIN:-bin}
 dir=bench/out/storm-split # the scripts meet at files here
 mkdir -p "$dir"
-rm -f "$dir"/a.txt "$dir"/b.txt "$dir"/b-connected "$dir"/a-restart "$dir"/b-marked "$dir"/b-done # an old a.txt would name an old hub
+rm -f "$dir"/a.txt "$dir"/b.txt "$dir"/b-connected "$dir"/a-restart "$dir"/b-marked "$dir"/b-done "$dir"/a-ready # an old a.txt would name an old hub
 "$bin"/tether-sim --cloudcore "$bin"/cloudcore simulator/testdata/bench/storm-split-a.txt > "$dir"/a.txt 2>&1 &
 a=$!
 line=

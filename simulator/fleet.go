@@ -322,6 +322,10 @@ type nodeView struct {
 	down     int64
 	// connectedAt is when the node's link last connected (zero: never).
 	connectedAt time.Time
+	// dials is how many connections the hub accepted, every attempt.
+	dials int64
+	// unanswered is how many of them ended before the hub sent a byte.
+	unanswered int64
 	// replica is the cloudcore replica its link last reached (0 with one
 	// cloudcore).
 	replica int
@@ -334,7 +338,7 @@ func (f *fleet) each(sel []int, fn func(v nodeView)) {
 	defer f.mu.RUnlock()
 	visit := func(n *node) {
 		v := nodeView{index: n.index, name: n.name, running: n.ec != nil, enrolled: n.tls != nil, cut: n.wire.isCut(),
-			ec: n.ec, rt: n.rt, up: n.wire.up.Load(), down: n.wire.down.Load(), replica: int(n.wire.replica.Load())}
+			ec: n.ec, rt: n.rt, up: n.wire.up.Load(), down: n.wire.down.Load(), dials: n.wire.dials.Load(), unanswered: n.wire.unanswered.Load(), replica: int(n.wire.replica.Load())}
 		if t := n.wire.connectedAt.Load(); t != 0 {
 			v.connectedAt = time.Unix(0, t)
 		}

@@ -19,6 +19,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/tether-edge/tether/cloudcore/hub"
+	"github.com/tether-edge/tether/cloudcore/status"
 )
 
 // AddNodes makes n more hollow nodes, not started, and returns their
@@ -409,6 +410,7 @@ type stormState struct {
 	stopped, starting, ready time.Time
 	before                   map[int]int // running, uncut node -> sessions before the restart
 	up, down                 int64       // wire bytes of all nodes when the hub was stopped
+	dials, unanswered        int64       // connections of those nodes so far, then
 	// cpu is the CPU time used so far, when the hub answered again: by
 	// this process, by cloudcore's (if it runs as one) and by the machine.
 	cpu cpuMark
@@ -462,6 +464,20 @@ type Storm struct {
 	// handshakes, Hello and its inventory, resync, heartbeats) from the
 	// hub's stop until the end.
 	WireUp, WireDown int64
+	// Each is the nodes' times from Back until each was seen resynced (to
+	// the 0.1 s the wait polls at), Dials the connections the hub accepted
+	// from them meanwhile (the outage's and those it shed included), and
+	// Unanswered those of them it closed before sending a byte (its accept
+	// limits, before the TLS handshake).
+	Each              Latency
+	Dials, Unanswered int64
+	// APIReady is how long after Back every edge Node in the API (the other
+	// Sims' too) was Ready with its Lease renewed since Back: what
+	// Kubernetes sees of the fleet's return (WaitReady; 0: not measured);
+	// APIConditions and APILeases when the first of the two was true of
+	// every Node. APINodes is how many Nodes that was.
+	APIReady, APIConditions, APILeases time.Duration
+	APINodes                           int
 	// Hub is the restarted hub's counters at the end, when cloudcore runs
 	// in this process.
 	Hub *hub.StatsSnapshot
@@ -481,9 +497,13 @@ type Storm struct {
 }
 
 func (st Storm) String() string {
-	s := fmt.Sprintf("%d/%d nodes resynced in %s after %s down (back %s, end %s); resync %d upserts %d deletes %d bytes; link %d B up %d B down",
+	s := fmt.Sprintf("%d/%d nodes resynced in %s after %s down (back %s, end %s); each node %s; %d connections (%d closed unanswered); resync %d upserts %d deletes %d bytes; link %d B up %d B down",
 		st.Resynced, st.Nodes, roundDur(st.Took), roundDur(st.Down), st.Back.Format("15:04:05.000"), st.End.Format("15:04:05.000"),
-		st.Upserts, st.Deletes, st.Bytes, st.WireUp, st.WireDown)
+		st.Each, st.Dials, st.Unanswered, st.Upserts, st.Deletes, st.Bytes, st.WireUp, st.WireDown)
+	if st.APIReady > 0 {
+		s += fmt.Sprintf("; in the API every Node (%d) Ready with its Lease renewed %s after the return (Ready %s, Leases %s)",
+			st.APINodes, roundDur(st.APIReady), roundDur(st.APIConditions), roundDur(st.APILeases))
+	}
 	if st.Hub != nil {
 		s += fmt.Sprintf("; hub %d resync messages %d resync bytes %d TLS resumed %d shed", st.Hub.ResyncMessages, st.Hub.ResyncBytes,
 			st.Hub.TLSResumed, st.Hub.Shed)
@@ -534,6 +554,8 @@ func (s *Sim) markStorm() *stormState {
 	s.fleet.each(nil, func(v nodeView) {
 		if v.running && !v.cut {
 			st.before[v.index] = v.state.Sessions
+			st.dials += v.dials
+			st.unanswered += v.unanswered
 		}
 	})
 	st.up, st.down = s.wireTotals()
@@ -573,8 +595,10 @@ func (s *Sim) WaitResynced(ctx context.Context) (Storm, error) {
 	for i := range st.before {
 		sel = append(sel, i)
 	}
+	seen := make(map[int]time.Time, len(sel)) // node -> when first seen resynced
 	count := func() bool {
 		r = Storm{}
+		now := time.Now()
 		s.fleet.each(sel, func(v nodeView) {
 			// A node that reached the old hub while it stopped is not the
 			// new one's return.
@@ -587,6 +611,9 @@ func (s *Sim) WaitResynced(ctx context.Context) (Storm, error) {
 			r.Nodes++
 			if v.state.Connected && v.state.Sessions > st.before[v.index] && v.state.LastResync != nil {
 				r.Resynced++
+				if _, ok := seen[v.index]; !ok {
+					seen[v.index] = now
+				}
 				r.Upserts += int(v.state.LastResync.Upserts)
 				r.Deletes += int(v.state.LastResync.Deletes)
 				r.Bytes += int64(v.state.LastResync.Bytes)
@@ -600,6 +627,14 @@ func (s *Sim) WaitResynced(ctx context.Context) (Storm, error) {
 		back = r.End
 	}
 	r.Back, r.Down, r.Took = back, back.Sub(st.stopped), r.End.Sub(back)
+	each := make([]time.Duration, 0, len(seen))
+	for _, t := range seen {
+		each = append(each, max(t.Sub(back), 0))
+	}
+	r.Each = Summarize(each)
+	s.fleet.each(sel, func(v nodeView) { r.Dials += v.dials; r.Unanswered += v.unanswered })
+	r.Dials -= st.dials
+	r.Unanswered -= st.unanswered
 	up, down := s.wireTotals()
 	r.WireUp, r.WireDown = up-st.up, down-st.down
 	if !st.ready.IsZero() || joined {
@@ -620,6 +655,64 @@ func (s *Sim) WaitResynced(ctx context.Context) (Storm, error) {
 		return r, fmt.Errorf("wait resynced: %d/%d: %w", r.Resynced, r.Nodes, err)
 	}
 	return r, nil
+}
+
+// WaitReady waits, after WaitResynced, until every edge Node in the API
+// (those of other Sims sharing the cluster too) is Ready and its Lease was
+// renewed since the storm's Back, or ctx ends; it records the time from
+// Back in the storm. It lists Nodes and Leases from the API server's cache
+// every second.
+func (s *Sim) WaitReady(ctx context.Context) (Storm, error) {
+	if len(s.storms) == 0 {
+		return Storm{}, errors.New("wait ready: no wait-resynced before")
+	}
+	st := &s.storms[len(s.storms)-1]
+	var ready, total int
+	err := poll(ctx, time.Second, func() bool {
+		nodes, err := s.client.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: status.EdgeRoleLabel, ResourceVersion: "0"})
+		if err != nil {
+			return false
+		}
+		leases, err := s.client.CoordinationV1().Leases(corev1.NamespaceNodeLease).List(ctx, metav1.ListOptions{ResourceVersion: "0"})
+		if err != nil {
+			return false
+		}
+		renewed := make(map[string]bool, len(leases.Items))
+		for _, l := range leases.Items {
+			if rt := l.Spec.RenewTime; rt != nil && !rt.Time.Before(st.Back.Truncate(time.Microsecond)) {
+				renewed[l.Name] = true
+			}
+		}
+		var conds, leased int
+		ready, total = 0, len(nodes.Items)
+		for _, n := range nodes.Items {
+			cond := false
+			for _, c := range n.Status.Conditions {
+				cond = cond || c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue
+			}
+			if cond {
+				conds++
+			}
+			if renewed[n.Name] {
+				leased++
+			}
+			if cond && renewed[n.Name] {
+				ready++
+			}
+		}
+		if total > 0 && conds == total && st.APIConditions == 0 {
+			st.APIConditions = time.Since(st.Back)
+		}
+		if total > 0 && leased == total && st.APILeases == 0 {
+			st.APILeases = time.Since(st.Back)
+		}
+		return total > 0 && ready == total
+	})
+	if err != nil {
+		return *st, fmt.Errorf("wait ready: %d/%d Nodes Ready with their Lease renewed: %w", ready, total, err)
+	}
+	st.APIReady, st.APINodes = time.Since(st.Back), total
+	return *st, nil
 }
 
 // Bandwidth is link traffic per node over a window.

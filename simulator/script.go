@@ -226,6 +226,19 @@ func (s *Sim) Exec(ctx context.Context, d Directive) (string, error) {
 		out, err = s.cmdRestartHub(ctx, a)
 	case "wait-resynced":
 		out, err = s.cmdWaitResynced(ctx, a)
+	case "wait-ready":
+		var d time.Duration
+		if d, err = a.duration("timeout", 5*time.Minute); err != nil {
+			break
+		}
+		rctx, cancel := context.WithTimeout(ctx, d)
+		var r Storm
+		r, err = s.WaitReady(rctx)
+		cancel()
+		if err == nil {
+			s.note("every Node (%d) Ready with its Lease renewed %s after the hub's return", r.APINodes, roundDur(r.APIReady))
+			out = "every Node Ready"
+		}
 	case "idle":
 		out, err = s.cmdIdle(ctx, a)
 	case "kill-replica":

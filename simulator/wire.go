@@ -31,6 +31,12 @@ type wire struct {
 	// connectedAt is when the last dial connected (Unix nanoseconds): the
 	// hub accepted it.
 	connectedAt atomic.Int64
+	// dials counts the connections the hub accepted (TCP), every attempt
+	// included: a storm's connections per node.
+	dials atomic.Int64
+	// unanswered counts the connections that ended before the hub sent a
+	// byte: refused before the TLS handshake (the hub's accept limits).
+	unanswered atomic.Int64
 	// replica is the cloudcore replica the last dial reached (-1: one
 	// cloudcore, or never connected).
 	replica atomic.Int32
@@ -65,6 +71,7 @@ func (w *wire) dial(ctx context.Context, network, addr string) (net.Conn, error)
 	}
 	w.conns = append(w.conns, wc)
 	w.connectedAt.Store(time.Now().UnixNano())
+	w.dials.Add(1)
 	if rc, ok := c.(*replicaConn); ok {
 		w.replica.Store(int32(rc.replica))
 	}
@@ -101,11 +108,19 @@ func (w *wire) forget(c *wireConn) {
 type wireConn struct {
 	net.Conn
 	w *wire
+	// answered: the hub sent a byte; ended: the first read error, counted.
+	answered, ended atomic.Bool
 }
 
 func (c *wireConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
 	c.w.down.Add(int64(n))
+	if n > 0 {
+		c.answered.Store(true)
+	}
+	if err != nil && !c.answered.Load() && c.ended.CompareAndSwap(false, true) {
+		c.w.unanswered.Add(1)
+	}
 	return n, err
 }
 

@@ -1,14 +1,17 @@
 package certs
 
 import (
+	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -39,14 +42,18 @@ const ticketHeader = 1 + 4 + 12
 //
 // A ticket carries the client's certificate chain, sealed: the hub
 // authenticates a resumed connection as a new one (Authenticator: expiry,
-// CA signature, the node's identity), so a node revoked since is refused
-// all the same. A ticket that does not open (another CA, a period past,
+// the node's identity), so a node revoked since is refused all the same.
+// With a CertMemory, a ticket also carries the fact that its client
+// certificate verified against the CA when the ticket was made: the replica
+// that opens it skips that certificate's signature verification, even
+// restarted with nothing remembered. A ticket that does not open (another CA, a period past,
 // truncated, forged) or of TLS 1.2 (whose resumption has no forward
 // secrecy) is ignored: the handshake is a full one.
 //
 // Use it as tls.Config's WrapSession and UnwrapSession.
 type TicketKeys struct {
 	secret []byte
+	mem    CertMemory
 	now    func() time.Time
 
 	mu sync.Mutex
@@ -54,9 +61,26 @@ type TicketKeys struct {
 	aeads map[uint32]cipher.AEAD
 }
 
-// NewTicketKeys derives the ticket keys of ca. now is the clock (nil:
-// time.Now).
-func NewTicketKeys(ca *pki.CA, now func() time.Time) (*TicketKeys, error) {
+// CertMemory is what the hub's authenticator remembers of the client
+// certificates it verified (enroll.Service). An entry is sealed in a ticket
+// and given back when the ticket opens: only a holder of the CA key makes a
+// ticket, so what it says was verified, was.
+type CertMemory interface {
+	// TicketEntry returns what a ticket of a session whose client
+	// presented leaf carries: nil if leaf does not verify. Each entry
+	// starts with TicketEntryPrefix.
+	TicketEntry(leaf *x509.Certificate) []byte
+	// FromTicket takes back an entry of a ticket that opened.
+	FromTicket(entry []byte)
+}
+
+// TicketEntryPrefix starts every CertMemory entry in a ticket's
+// SessionState.Extra; Wrap drops an earlier one before adding the new.
+const TicketEntryPrefix = "tether verified certificate v1\x00"
+
+// NewTicketKeys derives the ticket keys of ca. mem, if not nil, carries its
+// entries in the tickets; now is the clock (nil: time.Now).
+func NewTicketKeys(ca *pki.CA, mem CertMemory, now func() time.Time) (*TicketKeys, error) {
 	if ca == nil || ca.Key == nil || ca.Cert == nil {
 		return nil, fmt.Errorf("session tickets: no CA key")
 	}
@@ -72,7 +96,7 @@ func NewTicketKeys(ca *pki.CA, now func() time.Time) (*TicketKeys, error) {
 	if now == nil {
 		now = time.Now
 	}
-	return &TicketKeys{secret: secret, now: now, aeads: map[uint32]cipher.AEAD{}}, nil
+	return &TicketKeys{secret: secret, mem: mem, now: now, aeads: map[uint32]cipher.AEAD{}}, nil
 }
 
 func (k *TicketKeys) period(t time.Time) uint32 {
@@ -108,8 +132,17 @@ func (k *TicketKeys) aead(p uint32) (cipher.AEAD, error) {
 	return a, nil
 }
 
-// Wrap seals ss under the current period's key (tls.Config.WrapSession).
-func (k *TicketKeys) Wrap(_ tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
+// Wrap seals ss under the current period's key (tls.Config.WrapSession),
+// with the CertMemory's entry for the client's certificate.
+func (k *TicketKeys) Wrap(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
+	if k.mem != nil {
+		ss.Extra = slices.DeleteFunc(ss.Extra, func(e []byte) bool { return bytes.HasPrefix(e, []byte(TicketEntryPrefix)) })
+		if len(cs.PeerCertificates) > 0 {
+			if e := k.mem.TicketEntry(cs.PeerCertificates[0]); e != nil {
+				ss.Extra = append(ss.Extra, e)
+			}
+		}
+	}
 	plain, err := ss.Bytes()
 	if err != nil {
 		return nil, err
@@ -154,6 +187,13 @@ func (k *TicketKeys) Unwrap(identity []byte, cs tls.ConnectionState) (*tls.Sessi
 	ss, err := tls.ParseSessionState(plain)
 	if err != nil {
 		return nil, nil
+	}
+	if k.mem != nil {
+		for _, e := range ss.Extra {
+			if bytes.HasPrefix(e, []byte(TicketEntryPrefix)) {
+				k.mem.FromTicket(e)
+			}
+		}
 	}
 	return ss, nil
 }

@@ -77,7 +77,7 @@ func TestTicketsResume(t *testing.T) {
 	now := time.Date(2026, 12, 6, 13, 0, 0, 0, time.UTC)
 	clock := func(d time.Duration) func() time.Time { return func() time.Time { return now.Add(d) } }
 	keys := func(ca *pki.CA, d time.Duration) *TicketKeys {
-		k, err := NewTicketKeys(ca, clock(d))
+		k, err := NewTicketKeys(ca, nil, clock(d))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -136,7 +136,7 @@ func (r *recorder) Wrap(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, e
 // 1.2.
 func TestTicketUnwrapRefuses(t *testing.T) {
 	p := newTicketPeer(t)
-	keys, err := NewTicketKeys(p.ca, nil)
+	keys, err := NewTicketKeys(p.ca, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +175,7 @@ func TestTicketUnwrapRefuses(t *testing.T) {
 // or on another replica.
 func BenchmarkHubHandshake(b *testing.B) {
 	p := newTicketPeer(b)
-	keys, err := NewTicketKeys(p.ca, nil)
+	keys, err := NewTicketKeys(p.ca, nil, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

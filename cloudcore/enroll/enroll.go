@@ -368,6 +368,16 @@ func (s *Service) Authenticate(ctx context.Context, certs []*x509.Certificate) (
 	return node, id, c.NotAfter, nil
 }
 
+// TicketEntry is certs.CertMemory's: what a hub session ticket carries of
+// leaf, if leaf verifies now (nil otherwise).
+func (s *Service) TicketEntry(leaf *x509.Certificate) []byte {
+	return s.verified.ticketEntry(leaf, s.cfg.Now())
+}
+
+// FromTicket is certs.CertMemory's: remembers the certificate of an entry
+// from a ticket that opened, as verified.
+func (s *Service) FromTicket(entry []byte) { s.verified.fromTicket(entry) }
+
 // Check reports whether node, with the identity id, may still connect: its
 // Node exists, is an edge node and holds that identity. It reads the cache
 // first, and the API server when the cache has no such Node (or if live).

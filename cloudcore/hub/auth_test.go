@@ -383,7 +383,7 @@ func TestSessionEndsWithItsCertificate(t *testing.T) {
 // authenticated as a new one: the node of the ticket's certificate gets its
 // session; once revoked, its resumed connection is refused all the same.
 func TestResumedSessionAuthenticated(t *testing.T) {
-	keys, err := certs.NewTicketKeys(testCA(), nil)
+	keys, err := certs.NewTicketKeys(testCA(), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -191,11 +191,10 @@ type Config struct {
 	// AcceptRate is how many new connections per second the hub takes on
 	// average, and AcceptBurst how many at once (defaults 1,500 and 1,500:
 	// above SessionRate, so that the edges it sheds hear when to come
-	// back). A connection past it is closed before its TLS handshake, at
-	// the cost of an accept and a close (tens of microseconds): 10,000
-	// edges retrying every second or so while the hub is saturated cost
-	// it well under a core, whereas a TLS handshake costs about a
-	// millisecond of CPU.
+	// back). A connection past it waits, not accepted yet, in the kernel's
+	// listen backlog until the next token (connLimiter): it costs the hub
+	// nothing meanwhile, and its edge keeps the ClientHello it sent
+	// instead of paying for another.
 	AcceptRate  float64
 	AcceptBurst int
 	// AcceptRatePerIP and AcceptBurstPerIP are the same for the
@@ -211,12 +210,18 @@ type Config struct {
 	AcceptBurstPerIP int
 	// MaxHandshakes is the most connections in their TLS handshake and
 	// request header at once (default 1,024: at about a millisecond of CPU
-	// each, at most a second of work queued); one past it is closed
-	// before its TLS handshake. It bounds what a reconnecting fleet makes
-	// the hub do at once whatever its CPU: a rate alone lets handshakes
-	// queue up on a busy hub until they time out and are retried, and the
-	// hub does nothing useful any more. The hub takes as many as it
-	// finishes.
+	// each, at most a second of work queued). Past it the hub stops
+	// accepting until one finishes: the next wait in the kernel's listen
+	// backlog (net.core.somaxconn, 4,096 on most kernels; past that the
+	// kernel drops their SYNs and the edges' TCP retries them), their
+	// ClientHello sent and unread. It bounds what a reconnecting fleet
+	// makes the hub do at once whatever its CPU: handshakes all started
+	// together on a busy hub would each progress slowly until they timed
+	// out, and the hub would do nothing useful any more. Closing the
+	// connections past it instead cost each edge a TCP connect and a
+	// ClientHello's key shares for nothing, and sent it back later at
+	// random: in a 10,000-node storm on one machine more connections were
+	// closed so than sessions made, and the storm took half as long again.
 	MaxHandshakes int
 
 	// SessionRate is how many sessions per second the hub starts on
@@ -935,7 +940,6 @@ type Stats struct {
 	conns         atomic.Int64
 	refusedTotal  atomic.Int64
 	refusedPerIP  atomic.Int64
-	refusedRate   atomic.Int64
 	refusedRateIP atomic.Int64
 	closedNew     atomic.Int64
 	closedIdle    atomic.Int64
@@ -949,9 +953,12 @@ type Stats struct {
 	streams           atomic.Int64
 	streamsRefused    atomic.Int64
 	shed              atomic.Int64
-	refusedHandshakes atomic.Int64
 	rebalanced        atomic.Int64
-	tlsResumed        atomic.Int64
+	// waitedHandshakes and waitedRate count the connections that waited at
+	// accept for a MaxHandshakes place and an AcceptRate token,
+	// acceptWaitNanos the time they waited.
+	waitedHandshakes, waitedRate, acceptWaitNanos atomic.Int64
+	tlsResumed                                    atomic.Int64
 
 	// relayed counts the writes of edge pods relayed (answered by the API
 	// server or refused by the relay); relayRefused those refused over
@@ -985,13 +992,18 @@ type StatsSnapshot struct {
 
 	// Conns is the connections open now (sessions included).
 	Conns int64 `json:"conns"`
-	// ConnsRefusedTotal, ConnsRefusedPerIP, ConnsRefusedRate and
-	// ConnsRefusedRatePerIP count connections closed at accept by MaxConns,
-	// MaxConnsPerIP, AcceptRate and AcceptRatePerIP.
+	// ConnsRefusedTotal, ConnsRefusedPerIP and ConnsRefusedRatePerIP count
+	// connections closed at accept by MaxConns, MaxConnsPerIP and
+	// AcceptRatePerIP.
 	ConnsRefusedTotal     int64 `json:"connsRefusedTotal"`
 	ConnsRefusedPerIP     int64 `json:"connsRefusedPerIP"`
-	ConnsRefusedRate      int64 `json:"connsRefusedRate"`
 	ConnsRefusedRatePerIP int64 `json:"connsRefusedRatePerIP"`
+	// AcceptWaitsHandshakes and AcceptWaitsRate count the connections that
+	// waited at accept, not accepted yet, for a MaxHandshakes place and for
+	// an AcceptRate token; AcceptWait is the time they waited in all.
+	AcceptWaitsHandshakes int64         `json:"acceptWaitsHandshakes"`
+	AcceptWaitsRate       int64         `json:"acceptWaitsRate"`
+	AcceptWait            time.Duration `json:"acceptWait"`
 	// ConnsClosedNew counts connections closed before they made a request
 	// (silent, or a TLS handshake or header unfinished in HandshakeTimeout,
 	// or a failed TLS handshake); ConnsClosedIdle keep-alive connections
@@ -1023,9 +1035,6 @@ type StatsSnapshot struct {
 	// session (a session ticket, no certificate signatures), whatever came
 	// of them.
 	TLSResumed int64 `json:"tlsResumed"`
-	// ConnsRefusedHandshakes counts connections closed at accept because
-	// MaxHandshakes were in progress.
-	ConnsRefusedHandshakes int64 `json:"connsRefusedHandshakes"`
 	// Rebalanced counts the sessions sent away to rebalance the replicas.
 	Rebalanced int64 `json:"rebalanced"`
 	// SendQueue is the frames queued to send, over all sessions;
@@ -1065,12 +1074,13 @@ func (h *Hub) Stats() StatsSnapshot {
 		ObjectMessages: s.objectMessages.Load(), BadFrames: s.badFrames.Load(), Resyncs: s.resyncs.Load(),
 		ResyncMessages: s.resyncMessages.Load(), ResyncBytes: s.resyncBytes.Load(),
 		Conns: s.conns.Load(), ConnsRefusedTotal: s.refusedTotal.Load(), ConnsRefusedPerIP: s.refusedPerIP.Load(),
-		ConnsRefusedRate: s.refusedRate.Load(), ConnsRefusedRatePerIP: s.refusedRateIP.Load(), ConnsClosedNew: s.closedNew.Load(), ConnsClosedIdle: s.closedIdle.Load(),
+		ConnsRefusedRatePerIP: s.refusedRateIP.Load(), ConnsClosedNew: s.closedNew.Load(), ConnsClosedIdle: s.closedIdle.Load(),
 		InventoryRefused: s.inventoryRefused.Load(), UpstreamPaused: s.upstreamPaused.Load(),
 		UpstreamThrottled: s.upstreamThrottled.Load(), EventsDropped: s.eventsDropped.Load(),
 		DeleteScans: s.deleteScans.Load(), DeleteScanned: s.deleteScanned.Load(),
 		Streams: s.streams.Load(), StreamsRefused: s.streamsRefused.Load(), Shed: s.shed.Load(), TLSResumed: s.tlsResumed.Load(),
-		ConnsRefusedHandshakes: s.refusedHandshakes.Load(), Rebalanced: s.rebalanced.Load(),
+		AcceptWaitsHandshakes: s.waitedHandshakes.Load(), AcceptWaitsRate: s.waitedRate.Load(),
+		AcceptWait: time.Duration(s.acceptWaitNanos.Load()), Rebalanced: s.rebalanced.Load(),
 		Relayed: s.relayed.Load(), RelayRefused: s.relayRefused.Load(),
 	}
 }

@@ -36,20 +36,31 @@ func newLimitLog() *limitLog { return &limitLog{s: rate.Sometimes{Interval: 10 *
 func (l *limitLog) do(f func()) { l.s.Do(f) }
 
 // connLimiter is a listener that closes, at once, a new connection past
-// AcceptRatePerIP from its source address, past MaxHandshakes in progress,
-// past the AcceptRate (token buckets), past MaxConns open or past
+// AcceptRatePerIP from its source address, past MaxConns open or past
 // MaxConnsPerIP open from its source address: before its TLS handshake, so
-// that a refused connection costs the hub an accept and a close.
+// that a refused connection costs the hub an accept and a close. Past
+// MaxHandshakes in progress or past AcceptRate it waits instead: it stops
+// accepting until a handshake ends or a token comes, and the connections
+// not accepted wait in the kernel's listen backlog, their ClientHello sent
+// and unread, costing nothing. A connection closed there would cost its
+// edge a TCP connect and the key shares of a ClientHello (X25519 and
+// ML-KEM, a few hundred microseconds) for nothing, and bring it back at
+// random later: in a 10,000-node storm the refused connections outnumbered
+// the sessions, and the fleet's CPU spent on them was the hub's to lose on
+// a shared machine. The source address's checks come first: one address
+// flooding the hub is refused before it takes a place or a token.
 type connLimiter struct {
 	net.Listener
 	h     *Hub
 	rate  *rate.Limiter
 	total atomic.Int64
-	// handshaking counts the connections admitted that have not finished
-	// their TLS handshake and request header yet (MaxHandshakes).
-	handshaking atomic.Int64
-	logRate     *limitLog
-	logCap      *limitLog
+	// slots holds a value per connection admitted that has not finished
+	// its TLS handshake and request header yet (MaxHandshakes).
+	slots     chan struct{}
+	closed    chan struct{}
+	closeOnce sync.Once
+	logRate   *limitLog
+	logCap    *limitLog
 
 	mu sync.Mutex
 	// perIP counts the open connections of each source address; guarded
@@ -66,7 +77,8 @@ const maxRateIPs = 1 << 16
 
 func newConnLimiter(ln net.Listener, h *Hub) *connLimiter {
 	return &connLimiter{Listener: ln, h: h, perIP: map[string]int{}, rateIP: map[string]*rate.Limiter{},
-		rate:    rate.NewLimiter(rate.Limit(h.cfg.AcceptRate), h.cfg.AcceptBurst),
+		rate:  rate.NewLimiter(rate.Limit(h.cfg.AcceptRate), h.cfg.AcceptBurst),
+		slots: make(chan struct{}, h.cfg.MaxHandshakes), closed: make(chan struct{}),
 		logRate: newLimitLog(), logCap: newLimitLog()}
 }
 
@@ -76,16 +88,26 @@ func (l *connLimiter) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		if lc := l.admit(c); lc != nil {
+		lc, err := l.admit(c)
+		if lc != nil {
 			return lc, nil
 		}
 		c.Close()
+		if err != nil {
+			return nil, err
+		}
 	}
 }
 
+func (l *connLimiter) Close() error {
+	l.closeOnce.Do(func() { close(l.closed) })
+	return l.Listener.Close()
+}
+
 // admit returns c wrapped to release its place when closed, or nil if a
-// limit refuses it.
-func (l *connLimiter) admit(c net.Conn) net.Conn {
+// limit refuses it. It waits for a MaxHandshakes place and an AcceptRate
+// token; closing the listener ends the wait with net.ErrClosed.
+func (l *connLimiter) admit(c net.Conn) (net.Conn, error) {
 	st, cfg := &l.h.stats, &l.h.cfg
 	ip := hostOf(c.RemoteAddr())
 	if !l.allowIP(ip, time.Now()) {
@@ -94,30 +116,7 @@ func (l *connLimiter) admit(c net.Conn) net.Conn {
 			l.h.log.Warn("connection refused: accept rate limit per address", slog.String("remote", ip),
 				slog.Float64("acceptRatePerIP", cfg.AcceptRatePerIP), slog.Int64("refusedSoFar", n))
 		})
-		return nil
-	}
-	if l.handshaking.Add(1) > int64(cfg.MaxHandshakes) {
-		l.handshaking.Add(-1)
-		n := st.refusedHandshakes.Add(1)
-		l.logRate.do(func() {
-			l.h.log.Warn("connection refused: too many TLS handshakes in progress", slog.String("remote", ip),
-				slog.Int("maxHandshakes", cfg.MaxHandshakes), slog.Int64("refusedSoFar", n))
-		})
-		return nil
-	}
-	ok := false
-	defer func() {
-		if !ok {
-			l.handshaking.Add(-1)
-		}
-	}()
-	if !l.rate.Allow() {
-		n := st.refusedRate.Add(1)
-		l.logRate.do(func() {
-			l.h.log.Warn("connection refused: accept rate limit", slog.String("remote", ip),
-				slog.Float64("acceptRate", cfg.AcceptRate), slog.Int64("refusedSoFar", n))
-		})
-		return nil
+		return nil, nil
 	}
 	if l.total.Add(1) > int64(cfg.MaxConns) {
 		l.total.Add(-1)
@@ -126,7 +125,7 @@ func (l *connLimiter) admit(c net.Conn) net.Conn {
 			l.h.log.Warn("connection refused: connection limit", slog.String("remote", ip),
 				slog.Int("maxConns", cfg.MaxConns), slog.Int64("refusedSoFar", n))
 		})
-		return nil
+		return nil, nil
 	}
 	l.mu.Lock()
 	if l.perIP[ip] >= cfg.MaxConnsPerIP {
@@ -137,15 +136,51 @@ func (l *connLimiter) admit(c net.Conn) net.Conn {
 			l.h.log.Warn("connection refused: connection limit per address", slog.String("remote", ip),
 				slog.Int("maxConnsPerIP", cfg.MaxConnsPerIP), slog.Int64("refusedSoFar", n))
 		})
-		return nil
+		return nil, nil
 	}
 	l.perIP[ip]++
 	l.mu.Unlock()
 	st.conns.Add(1)
-	ok = true
+	if err := l.wait(); err != nil {
+		l.release(ip)
+		return nil, err
+	}
 	lc := &limitedConn{Conn: c, l: l, ip: ip}
 	lc.handshaking.Store(true)
-	return lc
+	return lc, nil
+}
+
+// wait takes a MaxHandshakes place and an AcceptRate token, waiting for
+// them if need be; closing the listener ends the wait with net.ErrClosed.
+func (l *connLimiter) wait() error {
+	st := &l.h.stats
+	select {
+	case l.slots <- struct{}{}:
+	default:
+		st.waitedHandshakes.Add(1)
+		start := time.Now()
+		select {
+		case l.slots <- struct{}{}:
+		case <-l.closed:
+			return net.ErrClosed
+		}
+		st.acceptWaitNanos.Add(int64(time.Since(start)))
+	}
+	r := l.rate.Reserve()
+	if d := r.Delay(); d > 0 {
+		st.waitedRate.Add(1)
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-l.closed:
+			r.Cancel()
+			<-l.slots
+			return net.ErrClosed
+		}
+		st.acceptWaitNanos.Add(int64(d))
+	}
+	return nil
 }
 
 // allowIP takes a token from ip's AcceptRatePerIP bucket. An address not
@@ -210,7 +245,7 @@ type limitedConn struct {
 // handshakeDone gives back the connection's MaxHandshakes place, once.
 func (c *limitedConn) handshakeDone() {
 	if c.handshaking.CompareAndSwap(true, false) {
-		c.l.handshaking.Add(-1)
+		<-c.l.slots
 	}
 }
 

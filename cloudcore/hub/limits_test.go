@@ -28,6 +28,8 @@ type served struct {
 	src    *memSource
 	addr   string // the tunnel's host:port
 	health string // the health listener's host:port
+	// stop ends Serve and waits for it (once; the test's end does too).
+	stop func()
 }
 
 // serveHub runs Serve with cfg (Addr, TLS, Auth and the health listener
@@ -61,13 +63,14 @@ func serveHub(t *testing.T, cfg Config, up Upstream) *served {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- h.Serve(ctx, ln) }()
-	t.Cleanup(func() {
+	stop := sync.OnceFunc(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("serve: %v", err)
 		}
 	})
-	return &served{h: h, src: src, addr: cfg.Addr, health: hln.Addr().String()}
+	t.Cleanup(stop)
+	return &served{h: h, src: src, addr: cfg.Addr, health: hln.Addr().String(), stop: stop}
 }
 
 // closedWithin reports how long the hub took to close c (it reads until an
@@ -235,20 +238,30 @@ func TestMaxConnsPerIP(t *testing.T) {
 	}
 }
 
-// Limit AcceptRate and AcceptBurst: past the burst, with the bucket
-// refilling once in 1,000 s, a new connection is closed at once.
+// Limit AcceptRate and AcceptBurst: past the burst a new connection is not
+// closed but waits, unaccepted, for the bucket's next token (one in 400 ms
+// here): its TLS handshake then runs, and it is served.
 func TestAcceptRate(t *testing.T) {
-	s := serveHub(t, Config{HandshakeTimeout: time.Hour, AcceptRate: 0.001, AcceptBurst: 3}, nopUpstream{})
+	s := serveHub(t, Config{HandshakeTimeout: time.Hour, AcceptRate: 2.5, AcceptBurst: 3}, nopUpstream{})
 	holdConns(t, s, 3, nil, 3)
-	refusedAtOnce(t, s, nil)
-	if st := s.h.Stats(); st.ConnsRefusedRate != 1 || st.Conns != 3 {
-		t.Fatalf("refused by rate %d (want 1), open %d (want 3)", st.ConnsRefusedRate, st.Conns)
+	start := time.Now()
+	if got, err := get(s.addr, "/v1/ca", nil); err != nil || got != "200 ca" {
+		t.Fatalf("GET /v1/ca past the burst: %q %v", got, err)
 	}
+	took := time.Since(start)
+	st := s.h.Stats()
+	if st.AcceptWaitsRate != 1 || st.AcceptWaitsHandshakes != 0 {
+		t.Fatalf("waited for the rate %d (want 1), for a handshake place %d (want 0)", st.AcceptWaitsRate, st.AcceptWaitsHandshakes)
+	}
+	if took < 300*time.Millisecond || st.AcceptWait < 300*time.Millisecond {
+		t.Errorf("served %s after it connected, waited %s at accept: want about 400ms, the next token", took, st.AcceptWait)
+	}
+	t.Logf("served %s after it connected (waited %s at accept)", took.Round(time.Millisecond), st.AcceptWait.Round(time.Millisecond))
 }
 
 // Limit AcceptRatePerIP and AcceptBurstPerIP: 127.0.0.1 past its burst
 // (the bucket refilling once in 1,000 s) is closed at once, before it takes
-// a token of AcceptRate; 127.0.0.2 is still served.
+// a token of AcceptRate or waits for one; 127.0.0.2 is still served.
 func TestAcceptRatePerIP(t *testing.T) {
 	s := serveHub(t, Config{HandshakeTimeout: time.Hour, AcceptRatePerIP: 0.001, AcceptBurstPerIP: 3,
 		AcceptRate: 0.001, AcceptBurst: 5}, nopUpstream{})
@@ -257,9 +270,9 @@ func TestAcceptRatePerIP(t *testing.T) {
 	for range 3 {
 		refusedAtOnce(t, s, one)
 	}
-	if st := s.h.Stats(); st.ConnsRefusedRatePerIP != 3 || st.ConnsRefusedRate != 0 || st.Conns != 3 {
-		t.Fatalf("refused by rate per IP %d (want 3), by rate %d (want 0), open %d (want 3)",
-			st.ConnsRefusedRatePerIP, st.ConnsRefusedRate, st.Conns)
+	if st := s.h.Stats(); st.ConnsRefusedRatePerIP != 3 || st.AcceptWaitsRate != 0 || st.Conns != 3 {
+		t.Fatalf("refused by rate per IP %d (want 3), waited for the rate %d (want 0), open %d (want 3)",
+			st.ConnsRefusedRatePerIP, st.AcceptWaitsRate, st.Conns)
 	}
 	if got, err := get(s.addr, "/v1/ca", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}); err != nil || got != "200 ca" {
 		t.Fatalf("GET /v1/ca from another address: %q %v", got, err)
@@ -369,8 +382,11 @@ func heapAlloc() uint64 {
 func TestUpstreamFlood(t *testing.T) {
 	const n, limit = 100_000, 256
 	up := &heldUpstream{}
-	// The rate limit out of the way: this is about the in-flight limit.
-	src, url := startHubWith(t, Config{MaxUpstreamInFlight: limit, UpstreamRate: 1e9, UpstreamBurst: 1e9}, up)
+	// The rate limit out of the way: this is about the in-flight limit. So
+	// is the send queue: the upstream released, 100,000 acks leave at once,
+	// and the test's edge, decoding them on a busy machine, could fall a
+	// queue (1,024 frames) behind and be dropped as "not reading".
+	src, url := startHubWith(t, Config{MaxUpstreamInFlight: limit, UpstreamRate: 1e9, UpstreamBurst: 1e9, SendQueue: 2 * n}, up)
 	e := connect(t, url, nil)
 	e.recv() // ResyncDone
 	go func() {

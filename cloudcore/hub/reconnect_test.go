@@ -227,9 +227,10 @@ func TestDrainSpreadsSessions(t *testing.T) {
 
 // Limit MaxHandshakes: connections that have not finished their TLS
 // handshake and request hold a place (the attacker's silent connections
-// too, until HandshakeTimeout); one past the limit is closed at once,
-// before its TLS handshake; a connection that got through (a request
-// served on it) gives its place back, and one closed does too.
+// too, until HandshakeTimeout); one past the limit is not closed but waits,
+// unaccepted, until a place is given back: by a connection that got
+// through (a request served on it), one closed, or one that stayed silent
+// past HandshakeTimeout. Closing the hub ends the wait.
 func TestMaxHandshakes(t *testing.T) {
 	s := serveHub(t, Config{HandshakeTimeout: time.Hour, MaxHandshakes: 2}, nopUpstream{})
 	// A served request: no place held after it.
@@ -243,13 +244,74 @@ func TestMaxHandshakes(t *testing.T) {
 	}
 	waitFor(t, "the silent connection admitted", func() bool { return s.h.Stats().Conns == 1 })
 	holdConns(t, s, 1, nil, 2)
-	refusedAtOnce(t, s, nil)
-	if st := s.h.Stats(); st.ConnsRefusedHandshakes != 1 || st.ConnsRefusedRate != 0 {
-		t.Fatalf("refused for handshakes %d (want 1), by rate %d (want 0)", st.ConnsRefusedHandshakes, st.ConnsRefusedRate)
+	type result struct {
+		got string
+		err error
+		at  time.Time
 	}
-	silent.Close()
-	waitFor(t, "a place back", func() bool {
+	done := make(chan result, 1)
+	go func() {
 		got, err := get(s.addr, "/v1/ca", nil)
-		return err == nil && got == "200 ca"
-	})
+		done <- result{got, err, time.Now()}
+	}()
+	waitFor(t, "a connection waiting for a place", func() bool { return s.h.Stats().AcceptWaitsHandshakes == 1 })
+	select {
+	case r := <-done:
+		t.Fatalf("served or refused while both places were held: %q %v", r.got, r.err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	closed := time.Now()
+	silent.Close()
+	r := <-done
+	if r.err != nil || r.got != "200 ca" {
+		t.Fatalf("GET /v1/ca once a place was back: %q %v", r.got, r.err)
+	}
+	if r.at.Before(closed) {
+		t.Errorf("served before the silent connection closed")
+	}
+	if st := s.h.Stats(); st.AcceptWaitsRate != 0 || st.AcceptWait < 300*time.Millisecond {
+		t.Errorf("waited for the rate %d (want 0); waited %s in all, want >= 300ms", st.AcceptWaitsRate, st.AcceptWait)
+	}
+}
+
+// An attacker's silent connections fill MaxHandshakes: an edge arriving
+// then waits, unaccepted, and is served once HandshakeTimeout closed them,
+// not refused; the hub stops at once with a connection still waiting.
+func TestMaxHandshakesSilentAttacker(t *testing.T) {
+	s := serveHub(t, Config{HandshakeTimeout: time.Second, MaxHandshakes: 2}, nopUpstream{})
+	for range 2 {
+		c, err := net.Dial("tcp", s.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	waitFor(t, "the silent connections admitted", func() bool { return s.h.Stats().Conns == 2 })
+	start := time.Now()
+	if got, err := get(s.addr, "/v1/ca", nil); err != nil || got != "200 ca" {
+		t.Fatalf("GET /v1/ca behind silent connections: %q %v", got, err)
+	}
+	if took := time.Since(start); took < 500*time.Millisecond {
+		t.Errorf("served after %s, before the silent connections' HandshakeTimeout (1s)", took)
+	}
+	if st := s.h.Stats(); st.ConnsClosedNew < 2 || st.AcceptWaitsHandshakes != 1 {
+		t.Errorf("closed before a request %d (want 2), waited for a place %d (want 1)", st.ConnsClosedNew, st.AcceptWaitsHandshakes)
+	}
+
+	// Both places held again, one more connection waiting: the hub stops.
+	for range 3 {
+		c, err := net.Dial("tcp", s.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	waitFor(t, "a connection waiting", func() bool { return s.h.Stats().AcceptWaitsHandshakes == 2 })
+	stopped := make(chan struct{})
+	go func() { s.stop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the hub did not stop with a connection waiting for a place")
+	}
 }

@@ -11,10 +11,10 @@ import (
 // TicketKeys).
 //
 // Go's TLS client drops a ticket after any failed handshake that offered
-// it. A hub taking a reconnecting fleet closes the connections past its
-// accept rate before their handshake (hub Config.AcceptRate and
-// MaxHandshakes): an edge that lost its ticket that way would pay a full
-// handshake, in the storm when it counts. So this cache keeps a ticket
+// it. A hub taking a reconnecting fleet may close connections before their
+// handshake (a per-address accept limit, its connection cap, or a hub of
+// an older version past its accept rate): an edge that lost its ticket
+// that way would pay a full handshake, in the storm when it counts. So this cache keeps a ticket
 // through MaxTicketFailures-1 failed handshakes in a row and drops it at
 // the next, in case the ticket itself is what fails (a server that cannot
 // take it and does not fall back to a full handshake, as the hub does).
