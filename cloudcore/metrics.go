@@ -37,7 +37,7 @@ var (
 	mUpThrottle = prometheus.NewDesc("tether_hub_upstream_throttled_total", "Statuses that waited for a node's upstreamRate.", nil, nil)
 	mEvDropped  = prometheus.NewDesc("tether_hub_events_dropped_total", "Events dropped past a node's upstreamRate.", nil, nil)
 	mRelayed    = prometheus.NewDesc("tether_hub_relayed_writes_total", "Writes of edge pods relayed to the API server (relayed: answered, by the API server or a refusal of the relay; refused: 429 over maxRelayInFlight).", []string{"result"}, nil)
-	mWrites     = prometheus.NewDesc("tether_api_writes_total", "Successful API writes for edges, by kind.", []string{"kind"}, nil)
+	mWrites     = prometheus.NewDesc("tether_api_writes_total", "Successful API writes for edges, by kind (node_conditions_repair: conditions written back over the controller-manager's Unknown while the node is connected).", []string{"kind"}, nil)
 	mAPIErrors  = prometheus.NewDesc("tether_api_write_errors_total", "API writes that failed (API server or transport errors), retried or not.", nil, nil)
 	mWriteFate  = prometheus.NewDesc("tether_api_messages_total", "Upstream messages that needed no write, were coalesced, retried, rejected, given up, or dropped as stale (a newer report of the object was written already: the status fence).", []string{"result"}, nil)
 	mFenceConf  = prometheus.NewDesc("tether_api_fence_conflicts_total", "Fenced status writes that found the object changed since read and read it again to decide anew.", nil, nil)
@@ -116,7 +116,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	for kind, v := range map[string]int64{
 		"node_label_patch": s.NodeLabelPatches, "node_status": s.NodeStatuses, "pod_status": s.PodStatuses,
 		"pod_delete": s.PodDeletes, "event": s.Events, "lease_create": s.LeaseCreates, "lease_renewal": s.LeaseRenewals,
-		"mirror_pod": s.MirrorWrites, "device_status": s.DeviceStatuses,
+		"mirror_pod": s.MirrorWrites, "device_status": s.DeviceStatuses, "node_conditions_repair": s.NodeRepairs,
 	} {
 		counter(mWrites, v, kind)
 	}

@@ -91,8 +91,9 @@
 //	                                      link cut, runtime empty
 //	restart-hub [down=D]                  stop cloudcore, wait D, start it again
 //	wait-resynced [timeout=D]             the storm after restart-hub is over
-//	wait-ready [timeout=D]                then every edge Node in the API Ready,
-//	                                      its Lease renewed (default 5m)
+//	wait-ready [timeout=D]                every edge Node in the API Ready, its
+//	                                      Lease renewed (since the storm's return
+//	                                      after wait-resynced; default 5m)
 //	idle [for=D]                          measure idle bandwidth over D
 //	kill-replica i=N [signal=term|kill] [timeout=D]
 //	                                      stop replica N (Config.Replicas) and wait

@@ -14,9 +14,14 @@ import (
 	"syscall"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
 
 	"github.com/tether-edge/tether/cloudcore/hub"
 	"github.com/tether-edge/tether/cloudcore/status"
@@ -657,35 +662,59 @@ func (s *Sim) WaitResynced(ctx context.Context) (Storm, error) {
 	return r, nil
 }
 
-// WaitReady waits, after WaitResynced, until every edge Node in the API
-// (those of other Sims sharing the cluster too) is Ready and its Lease was
-// renewed since the storm's Back, or ctx ends; it records the time from
-// Back in the storm. It lists Nodes and Leases from the API server's cache
-// every second.
+// WaitReady waits until every edge Node in the API (those of other Sims
+// sharing the cluster too) is Ready with its Lease renewed, or ctx ends.
+// After a storm not measured so far (WaitResynced), the Lease must have
+// been renewed since the storm's Back, and the time from Back is recorded
+// in the storm; otherwise within the last 40 s (the Lease's duration): the
+// fleet is registered and running, as before a storm is worth measuring.
+// It watches Nodes and Leases and looks every second.
 func (s *Sim) WaitReady(ctx context.Context) (Storm, error) {
-	if len(s.storms) == 0 {
-		return Storm{}, errors.New("wait ready: no wait-resynced before")
+	// ref is when the durations run from: the storm's Back, or now.
+	st, ref, what := &Storm{}, time.Now(), "the wait began"
+	since := func() time.Time { return time.Now().Add(-40 * time.Second) }
+	if n := len(s.storms); n > 0 && s.storms[n-1].APIReady == 0 {
+		st, ref, what = &s.storms[n-1], s.storms[n-1].Back, "the hub's return"
+		since = func() time.Time { return ref.Truncate(time.Microsecond) }
 	}
-	st := &s.storms[len(s.storms)-1]
+	// Watched, not listed at every poll: a list of 10,000 Nodes a second
+	// would cost the API server more than the fleet's return does.
+	rc := rest.CopyConfig(s.rest)
+	rc.ContentType = "application/vnd.kubernetes.protobuf"
+	rc.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return *st, fmt.Errorf("wait ready: %w", err)
+	}
+	nodeInf := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+		o.LabelSelector = status.EdgeRoleLabel
+	})).Core().V1().Nodes().Informer()
+	leaseInf := informers.NewSharedInformerFactoryWithOptions(client, 0,
+		informers.WithNamespace(corev1.NamespaceNodeLease)).Coordination().V1().Leases().Informer()
+	ictx, stop := context.WithCancel(ctx)
+	defer stop()
+	go nodeInf.Run(ictx.Done())
+	go leaseInf.Run(ictx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), nodeInf.HasSynced, leaseInf.HasSynced) {
+		return *st, fmt.Errorf("wait ready: Nodes and Leases not listed: %w", ctx.Err())
+	}
 	var ready, total int
-	err := poll(ctx, time.Second, func() bool {
-		nodes, err := s.client.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: status.EdgeRoleLabel, ResourceVersion: "0"})
-		if err != nil {
-			return false
-		}
-		leases, err := s.client.CoordinationV1().Leases(corev1.NamespaceNodeLease).List(ctx, metav1.ListOptions{ResourceVersion: "0"})
-		if err != nil {
-			return false
-		}
-		renewed := make(map[string]bool, len(leases.Items))
-		for _, l := range leases.Items {
-			if rt := l.Spec.RenewTime; rt != nil && !rt.Time.Before(st.Back.Truncate(time.Microsecond)) {
+	var noted time.Time
+	err = poll(ctx, time.Second, func() bool {
+		renewed, after := map[string]bool{}, since()
+		for _, o := range leaseInf.GetStore().List() {
+			l := o.(*coordinationv1.Lease)
+			if rt := l.Spec.RenewTime; rt != nil && !rt.Time.Before(after) {
 				renewed[l.Name] = true
 			}
 		}
+		var nodes []*corev1.Node
+		for _, o := range nodeInf.GetStore().List() {
+			nodes = append(nodes, o.(*corev1.Node))
+		}
 		var conds, leased int
-		ready, total = 0, len(nodes.Items)
-		for _, n := range nodes.Items {
+		ready, total = 0, len(nodes)
+		for _, n := range nodes {
 			cond := false
 			for _, c := range n.Status.Conditions {
 				cond = cond || c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue
@@ -700,18 +729,23 @@ func (s *Sim) WaitReady(ctx context.Context) (Storm, error) {
 				ready++
 			}
 		}
+		if time.Since(noted) >= 10*time.Second {
+			s.note("in the API %s after %s: %d/%d Nodes Ready, %d with their Lease renewed",
+				roundDur(time.Since(ref)), what, conds, total, leased)
+			noted = time.Now()
+		}
 		if total > 0 && conds == total && st.APIConditions == 0 {
-			st.APIConditions = time.Since(st.Back)
+			st.APIConditions = time.Since(ref)
 		}
 		if total > 0 && leased == total && st.APILeases == 0 {
-			st.APILeases = time.Since(st.Back)
+			st.APILeases = time.Since(ref)
 		}
 		return total > 0 && ready == total
 	})
 	if err != nil {
 		return *st, fmt.Errorf("wait ready: %d/%d Nodes Ready with their Lease renewed: %w", ready, total, err)
 	}
-	st.APIReady, st.APINodes = time.Since(st.Back), total
+	st.APIReady, st.APINodes = time.Since(ref), total
 	return *st, nil
 }
 

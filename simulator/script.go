@@ -236,7 +236,7 @@ func (s *Sim) Exec(ctx context.Context, d Directive) (string, error) {
 		r, err = s.WaitReady(rctx)
 		cancel()
 		if err == nil {
-			s.note("every Node (%d) Ready with its Lease renewed %s after the hub's return", r.APINodes, roundDur(r.APIReady))
+			s.note("every Node (%d) Ready with its Lease renewed, %s after the hub's return or the wait's start", r.APINodes, roundDur(r.APIReady))
 			out = "every Node Ready"
 		}
 	case "idle":

@@ -192,6 +192,21 @@ func TestJoinHub(t *testing.T) {
 	if !sb.Back.After(marked) || sb.Down <= 0 {
 		t.Errorf("the joined Sim's nodes came back at %s (down %s), marked at %s", sb.Back, sb.Down, marked)
 	}
+	for _, st := range []Storm{sa, sb} {
+		if st.Each.Samples != 3 || st.Each.Max > st.Took || st.Dials < 3 || st.Unanswered > st.Dials-3 {
+			t.Errorf("storm each node %s, %d connections (%d unanswered), took %s: want 3 samples within it, >= 3 connections",
+				st.Each, st.Dials, st.Unanswered, st.Took)
+		}
+	}
+	// What Kubernetes sees: a's view covers b's Nodes too.
+	ra, err := a.WaitReady(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ra.APINodes != 6 || ra.APIReady <= 0 || ra.APIConditions > ra.APIReady || ra.APILeases > ra.APIReady {
+		t.Errorf("API readiness: %d Nodes, ready %s (conditions %s, leases %s), want 6 and a time", ra.APINodes,
+			ra.APIReady, ra.APIConditions, ra.APILeases)
+	}
 	// The nodes came back with the certificates they were enrolled with.
 	for _, s := range []*Sim{a, b} {
 		if e := s.Enrollments(); len(e) != 1 || e[0].Nodes != 3 {

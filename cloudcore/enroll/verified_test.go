@@ -22,12 +22,7 @@ import (
 // another CA, or one altered, is verified and refused.
 func TestAuthenticateRemembersVerifiedCertificates(t *testing.T) {
 	r := newRig(t)
-	c, k := csr(t, "scoped")
-	status, cert := r.post(t, PathJoin, JoinRequest{Token: "cccccc.dddddddddddddddd", NodeName: "scoped", CSR: c}, nil)
-	if status != 200 {
-		t.Fatal(cert)
-	}
-	leaf := pair(t, cert, k).Leaf
+	leaf := joinScoped(t, r).Leaf
 	auth := func(c *x509.Certificate) error {
 		_, _, _, err := r.svc.Authenticate(t.Context(), []*x509.Certificate{c})
 		return err
@@ -93,12 +88,7 @@ func sumOf(c *x509.Certificate) [32]byte { return sha256.Sum256(c.Raw) }
 // certificate that did not verify is carried as nothing.
 func TestTicketCarriesVerifiedCertificate(t *testing.T) {
 	r := newRig(t)
-	c, k := csr(t, "scoped")
-	status, cert := r.post(t, PathJoin, JoinRequest{Token: "cccccc.dddddddddddddddd", NodeName: "scoped", CSR: c}, nil)
-	if status != 200 {
-		t.Fatal(cert)
-	}
-	node := pair(t, cert, k)
+	node := joinScoped(t, r)
 	ca := r.svc.cfg.CA
 	keys, err := certs.NewTicketKeys(ca, r.svc, nil)
 	if err != nil {
@@ -184,12 +174,7 @@ func TestTicketCarriesVerifiedCertificate(t *testing.T) {
 // An entry that does not parse is remembered as nothing.
 func TestFromTicketRefusesMalformed(t *testing.T) {
 	r := newRig(t)
-	c, k := csr(t, "scoped")
-	status, cert := r.post(t, PathJoin, JoinRequest{Token: "cccccc.dddddddddddddddd", NodeName: "scoped", CSR: c}, nil)
-	if status != 200 {
-		t.Fatal(cert)
-	}
-	e := r.svc.TicketEntry(pair(t, cert, k).Leaf)
+	e := r.svc.TicketEntry(joinScoped(t, r).Leaf)
 	if e == nil {
 		t.Fatal("no entry for a certificate that verifies")
 	}
@@ -215,6 +200,18 @@ func TestFromTicketRefusesMalformed(t *testing.T) {
 	if n := len(r.svc.verified.m); n != 1 {
 		t.Errorf("the entry made: %d certificates remembered, want 1", n)
 	}
+}
+
+// joinScoped joins node "scoped" with the rig's token and returns its
+// certificate and key.
+func joinScoped(t *testing.T, r *rig) *tls.Certificate {
+	t.Helper()
+	c, k := csr(t, "scoped")
+	status, cert := r.post(t, PathJoin, JoinRequest{Token: "cccccc.dddddddddddddddd", NodeName: "scoped", CSR: c}, nil)
+	if status != 200 {
+		t.Fatal(cert)
+	}
+	return pair(t, cert, k)
 }
 
 func restartCache(r *rig) {

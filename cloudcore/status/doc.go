@@ -30,7 +30,13 @@
 // Writes follow the kubelet where it has a rule: strategic-merge patches of
 // status computed as a two-way merge from the status in the informer cache,
 // the pod UID as a precondition, deletions with a zero grace period, Leases in
-// kube-node-lease owned by their Node.
+// kube-node-lease owned by their Node. Like the kubelet, which compares
+// the Node with its own status at every sync, the Writer writes a connected
+// node's last reported conditions back when the node lifecycle controller
+// has marked them Unknown (its Lease lapsed while the hub was away or its
+// writes lagged): at the node's next heartbeat, fenced with the report's
+// order (repair.go), instead of leaving the Node NotReady until the edge's
+// next unchanged report, up to five minutes later.
 //
 // The Writer is the node authorizer and NodeRestriction of edge nodes: the
 // node a message comes with is the authenticated identity of its session,

@@ -141,6 +141,7 @@ func (w *Writer) writeNodeStatus(ctx context.Context, cur *corev1.Node, o protoc
 		changed := string(patch) != "{}"
 		if !changed && !fenced {
 			w.stats.unchanged.Add(1)
+			w.remember(cur.Name, status, o)
 			return nil
 		}
 		if fenced {
@@ -148,30 +149,44 @@ func (w *Writer) writeNodeStatus(ctx context.Context, cur *corev1.Node, o protoc
 				return reject(err)
 			}
 		}
-		_, err = w.client.CoreV1().Nodes().Patch(ctx, cur.Name, types.StrategicMergePatchType, patch, metav1.PatchOptions{}, "status")
-		if fenced && apierrors.IsConflict(err) && attempt < fenceAttempts {
-			// Changed since read: read it from the API server (the cache
-			// may lag) and decide again.
-			w.stats.fenceConflicts.Add(1)
-			name := cur.Name
-			if cur, err = w.client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{}); err != nil {
-				return fmt.Errorf("get node %s: %w", name, err)
-			}
-			if _, ok := cur.Labels[EdgeRoleLabel]; !ok {
-				return refuse(RefusedNotEdgeNode, fmt.Errorf("node %s has no %s label: %w", name, EdgeRoleLabel, ErrNotEdgeNode))
-			}
+		var again bool
+		if cur, again, err = w.patchNodeStatus(ctx, cur, patch, fenced && attempt < fenceAttempts); again {
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("patch node %s status: %w", cur.Name, err)
+			return err
 		}
 		if changed {
 			w.stats.nodeStatuses.Add(1)
 		} else {
 			w.stats.fenceOnly.Add(1)
 		}
+		w.remember(cur.Name, status, o)
 		return nil
 	}
+}
+
+// patchNodeStatus patches cur's status. With reread, a fenced patch that
+// finds the Node changed since read (its resourceVersion precondition
+// failed) reads it from the API server (the cache may lag) and returns it
+// with again set: the caller decides anew.
+func (w *Writer) patchNodeStatus(ctx context.Context, cur *corev1.Node, patch []byte, reread bool) (*corev1.Node, bool, error) {
+	_, err := w.client.CoreV1().Nodes().Patch(ctx, cur.Name, types.StrategicMergePatchType, patch, metav1.PatchOptions{}, "status")
+	if reread && apierrors.IsConflict(err) {
+		w.stats.fenceConflicts.Add(1)
+		name := cur.Name
+		if cur, err = w.client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{}); err != nil {
+			return nil, false, fmt.Errorf("get node %s: %w", name, err)
+		}
+		if _, ok := cur.Labels[EdgeRoleLabel]; !ok {
+			return nil, false, refuse(RefusedNotEdgeNode, fmt.Errorf("node %s has no %s label: %w", name, EdgeRoleLabel, ErrNotEdgeNode))
+		}
+		return cur, true, nil
+	}
+	if err != nil {
+		return cur, false, fmt.Errorf("patch node %s status: %w", cur.Name, err)
+	}
+	return cur, false, nil
 }
 
 // nodeStale counts a node status report dropped as stale: the Node records

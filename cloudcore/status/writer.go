@@ -147,6 +147,11 @@ type Writer struct {
 	// leaseMu.
 	leases map[string]*coordinationv1.Lease
 
+	repMu sync.Mutex
+	// reports holds, per node with a session here, its last node status
+	// report written (repair.go). Guarded by repMu.
+	reports map[string]reported
+
 	devMu sync.Mutex
 	// devWrites holds, per Device UID, the status last written that the
 	// cache may not show yet. Guarded by devMu.
@@ -175,6 +180,7 @@ func New(client kubernetes.Interface, devices DeviceClient, lister Lister, cfg C
 		entries:   make(map[key]*entry),
 		byNode:    make(map[string]map[key]struct{}),
 		leases:    make(map[string]*coordinationv1.Lease),
+		reports:   make(map[string]reported),
 		devWrites: make(map[types.UID]*deviceWrite),
 	}, nil
 }
@@ -293,8 +299,11 @@ func (w *Writer) Event(node string, m *protocol.Event, done func(error)) {
 }
 
 // Heartbeat renews the node's Lease, unless it was renewed less than
-// Config.RenewInterval ago.
+// Config.RenewInterval ago. It also writes back the node's last reported
+// conditions if the node lifecycle controller marked them Unknown
+// meanwhile (repair.go): the node is connected.
 func (w *Writer) Heartbeat(node string) {
+	w.repairIfMarkedUnknown(node)
 	if !w.leaseDue(node, w.cfg.Clock.Now()) {
 		w.stats.unchanged.Add(1)
 		return
@@ -312,6 +321,7 @@ func (w *Writer) Heartbeat(node string) {
 // (a renewal is never older than another). A write already sent to the API
 // server cannot be recalled: it lands within WriteTimeout.
 func (w *Writer) SessionEnded(node string) {
+	w.forget(node)
 	w.mu.Lock()
 	var dones []func(error)
 	for k := range w.byNode[node] {
@@ -539,6 +549,8 @@ func (w *Writer) write(ctx context.Context, k key, o protocol.StatusOrder, msg a
 		return w.writeEvent(ctx, n, m)
 	case heartbeat:
 		return w.renewLease(ctx, k.node)
+	case repairConditions:
+		return w.repairNodeStatus(ctx, n)
 	case *protocol.MirrorPod:
 		return w.writeMirrorPod(ctx, n, m)
 	case *protocol.DeviceStatus:
@@ -637,6 +649,9 @@ type Stats struct {
 	// another) or was pending: a late write of a replica the edge had left
 	// (fence.go). They are acknowledged as done.
 	Stale int64
+	// NodeRepairs counts the node conditions written back after the node
+	// lifecycle controller marked a connected node Unknown (repair.go).
+	NodeRepairs int64
 	// FenceConflicts counts fenced writes that found the object changed
 	// since it was read (the resourceVersion precondition failed) and read
 	// it again (a get) to decide anew; FenceOnly the writes that changed
@@ -667,7 +682,7 @@ type counters struct {
 	nodeLabelPatches, nodeStatuses, podStatuses, podDeletes, events, leaseCreates, leaseRenewals atomic.Int64
 	mirrorWrites, deviceStatuses, deviceUnchanged, eventUpdates                                  atomic.Int64
 	unchanged, coalesced, retries, rejected, givenUp, apiErrors                                  atomic.Int64
-	stale, fenceConflicts, fenceOnly, leasesWarmed                                               atomic.Int64
+	stale, fenceConflicts, fenceOnly, leasesWarmed, nodeRepairs                                  atomic.Int64
 	refused                                                                                      refusalCounters
 }
 
@@ -692,6 +707,7 @@ func (w *Writer) Stats() Stats {
 		Stale:            c.stale.Load(),
 		FenceConflicts:   c.fenceConflicts.Load(),
 		FenceOnly:        c.fenceOnly.Load(),
+		NodeRepairs:      c.nodeRepairs.Load(),
 		Retries:          c.retries.Load(),
 		Rejected:         c.rejected.Load(),
 		GivenUp:          c.givenUp.Load(),
