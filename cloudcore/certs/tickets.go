@@ -46,9 +46,9 @@ const ticketHeader = 1 + 4 + 12
 // With a CertMemory, a ticket also carries the fact that its client
 // certificate verified against the CA when the ticket was made: the replica
 // that opens it skips that certificate's signature verification, even
-// restarted with nothing remembered. A ticket that does not open (another CA, a period past,
-// truncated, forged) or of TLS 1.2 (whose resumption has no forward
-// secrecy) is ignored: the handshake is a full one.
+// restarted with nothing remembered. A ticket that does not open (another
+// CA, a period past, truncated, forged) or of TLS 1.2 (whose resumption has
+// no forward secrecy) is ignored: the handshake is a full one.
 //
 // Use it as tls.Config's WrapSession and UnwrapSession.
 type TicketKeys struct {
