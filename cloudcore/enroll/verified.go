@@ -127,10 +127,5 @@ func (v *verifiedCerts) fromTicket(e []byte) {
 	if !ok1 || !ok2 || len(rest) != 0 || node == "" {
 		return
 	}
-	v.mu.Lock()
-	_, known := v.m[sum]
-	v.mu.Unlock()
-	if !known {
-		v.remember(sum, verifiedNode{node, id})
-	}
+	v.remember(sum, verifiedNode{node, id})
 }

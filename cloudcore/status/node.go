@@ -144,13 +144,8 @@ func (w *Writer) writeNodeStatus(ctx context.Context, cur *corev1.Node, o protoc
 			w.remember(cur.Name, status, o)
 			return nil
 		}
-		if fenced {
-			if patch, err = fencedPatch(patch, cur.ResourceVersion, o); err != nil {
-				return reject(err)
-			}
-		}
 		var again bool
-		if cur, again, err = w.patchNodeStatus(ctx, cur, patch, fenced && attempt < fenceAttempts); again {
+		if cur, again, err = w.patchNodeStatus(ctx, cur, patch, o, attempt); again {
 			continue
 		}
 		if err != nil {
@@ -166,13 +161,21 @@ func (w *Writer) writeNodeStatus(ctx context.Context, cur *corev1.Node, o protoc
 	}
 }
 
-// patchNodeStatus patches cur's status. With reread, a fenced patch that
-// finds the Node changed since read (its resourceVersion precondition
-// failed) reads it from the API server (the cache may lag) and returns it
-// with again set: the caller decides anew.
-func (w *Writer) patchNodeStatus(ctx context.Context, cur *corev1.Node, patch []byte, reread bool) (*corev1.Node, bool, error) {
+// patchNodeStatus patches cur's status with patch, the try attempt of a
+// write. With an order (o not zero) the patch is fenced (fencedPatch); one
+// that finds the Node changed since read (its resourceVersion precondition
+// failed) before the last try reads it from the API server (the cache may
+// lag) and returns it with again set: the caller decides anew.
+func (w *Writer) patchNodeStatus(ctx context.Context, cur *corev1.Node, patch []byte, o protocol.StatusOrder, attempt int) (*corev1.Node, bool, error) {
+	fenced := !o.IsZero()
+	if fenced {
+		var err error
+		if patch, err = fencedPatch(patch, cur.ResourceVersion, o); err != nil {
+			return cur, false, reject(err)
+		}
+	}
 	_, err := w.client.CoreV1().Nodes().Patch(ctx, cur.Name, types.StrategicMergePatchType, patch, metav1.PatchOptions{}, "status")
-	if reread && apierrors.IsConflict(err) {
+	if fenced && attempt < fenceAttempts && apierrors.IsConflict(err) {
 		w.stats.fenceConflicts.Add(1)
 		name := cur.Name
 		if cur, err = w.client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{}); err != nil {

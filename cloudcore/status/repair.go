@@ -130,13 +130,8 @@ func (w *Writer) repairNodeStatus(ctx context.Context, cur *corev1.Node) error {
 		if err != nil {
 			return reject(err)
 		}
-		if fenced {
-			if patch, err = fencedPatch(patch, cur.ResourceVersion, r.order); err != nil {
-				return reject(err)
-			}
-		}
 		var again bool
-		if cur, again, err = w.patchNodeStatus(ctx, cur, patch, fenced && attempt < fenceAttempts); again {
+		if cur, again, err = w.patchNodeStatus(ctx, cur, patch, r.order, attempt); again {
 			continue
 		}
 		if err != nil {
