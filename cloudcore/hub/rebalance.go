@@ -77,6 +77,11 @@ type RebalanceInput struct {
 	// not answer is not live (stopped, killed, unreachable).
 	Peers   []PeerLoad
 	PeersAt time.Time
+	// SessionsAtPeers is how many sessions this replica held just before
+	// the peers were asked. More now means edges arrived that the peers'
+	// figures may still count where they were (a peer that began draining
+	// or died since): nothing moves until fresher figures (Refresh).
+	SessionsAtPeers int
 }
 
 // RebalanceOutput is a Rebalancer step's decision.
@@ -88,6 +93,9 @@ type RebalanceOutput struct {
 	// Reason says why Shed is what it is.
 	Share  int
 	Reason string
+	// Refresh asks for the peers' figures again now: this replica would
+	// send sessions away, but it gained some since the figures were taken.
+	Refresh bool
 }
 
 // Rebalancer decides when a replica sends edges away. Step it every few
@@ -101,7 +109,10 @@ type RebalanceOutput struct {
 // the peers below their share have room for no more (the sessions sent
 // away since the peers' figures were taken count as landed there). It
 // does nothing with no live peer, while it or a peer is not ready, and
-// for Settle after the set of live peers or their readiness changed.
+// for Settle after the set of live peers or their readiness changed; and
+// before sending any away it wants the peers' figures taken after its own
+// last gain (a peer that began draining after answering still counts the
+// edges landing here).
 //
 // Bound: after a replica comes back ready, the first move is at most Settle
 // (plus a peer poll) later; the moves then take about
@@ -208,6 +219,15 @@ func (r *Rebalancer) Step(now time.Time, in RebalanceInput) RebalanceOutput {
 		r.active, r.tokens = false, 0
 		out.Reason = fmt.Sprintf("at share %d, or no room on the peers (%d)", share, room)
 		return out
+	case in.Sessions > in.SessionsAtPeers:
+		// Where did they come from? A peer that began draining or died
+		// after answering still counts the edges landing here: counted
+		// twice, they make this replica look above its share. Nothing
+		// moves before fresher figures.
+		out.Refresh = true
+		out.Reason = fmt.Sprintf("%d over share %d, but %d sessions arrived since the peers' figures",
+			excess, share, in.Sessions-in.SessionsAtPeers)
+		return out
 	}
 	if !r.active {
 		r.active, r.tokens = true, 1 // one at once, then at Rate
@@ -261,6 +281,8 @@ func (h *Hub) rebalance(ctx context.Context) {
 		peers   []PeerLoad
 		peersAt time.Time
 		polled  time.Time
+		atPeers int  // this replica's sessions when peers were last asked
+		refresh bool // ask them again at the next step
 		reason  string
 	)
 	t := time.NewTimer(0)
@@ -273,8 +295,9 @@ func (h *Hub) rebalance(ctx context.Context) {
 		}
 		t.Reset(time.Duration(200+rand.IntN(100)) * time.Millisecond)
 		now := time.Now()
-		if now.Sub(polled) >= h.cfg.RebalancePoll {
-			polled = now
+		if refresh || now.Sub(polled) >= h.cfg.RebalancePoll {
+			polled, refresh = now, false
+			atPeers, _ = h.Load()
 			pctx, cancel := context.WithTimeout(ctx, h.cfg.RebalancePoll)
 			p, err := h.cfg.PeerLoads(pctx)
 			cancel()
@@ -284,7 +307,9 @@ func (h *Hub) rebalance(ctx context.Context) {
 			peers, peersAt = p, time.Now()
 		}
 		sessions, ready := h.Load()
-		out := r.Step(time.Now(), RebalanceInput{Sessions: sessions, Ready: ready, Peers: peers, PeersAt: peersAt})
+		out := r.Step(time.Now(), RebalanceInput{Sessions: sessions, Ready: ready, Peers: peers, PeersAt: peersAt,
+			SessionsAtPeers: atPeers})
+		refresh = out.Refresh
 		if out.Shed > 0 && reason == "" {
 			h.log.Info("rebalancing: sending sessions away", slog.Int("sessions", sessions),
 				slog.Int("share", out.Share), slog.Int("peers", len(peers)), slog.String("why", out.Reason))

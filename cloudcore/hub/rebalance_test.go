@@ -30,9 +30,12 @@ func TestRebalancer(t *testing.T) {
 		shed   int
 		reason string // a substring of the reason
 	}
+	// in: own sessions now and when the peers were asked (unchanged
+	// unless gained is set).
 	in := func(own int, ready bool, p []PeerLoad, at time.Duration) RebalanceInput {
-		return RebalanceInput{Sessions: own, Ready: ready, Peers: p, PeersAt: t0.Add(at)}
+		return RebalanceInput{Sessions: own, Ready: ready, Peers: p, PeersAt: t0.Add(at), SessionsAtPeers: own}
 	}
+	gained := func(in RebalanceInput, n int) RebalanceInput { in.SessionsAtPeers -= n; return in }
 	starting := func(p []PeerLoad, i int) []PeerLoad { p[i].Ready = false; return p }
 	cfg := RebalanceConfig{Rate: 10, Settle: 15 * time.Second}
 	for _, c := range []struct {
@@ -96,6 +99,24 @@ func TestRebalancer(t *testing.T) {
 			{40 * time.Second, in(500, true, starting(peers(500, 0), 0), 40*time.Second), 0, "starting or draining"},
 			{41 * time.Second, in(500, true, peers(0), 41*time.Second), 0, "replicas changed"},
 			{57 * time.Second, in(510, true, peers(490), 57*time.Second), 0, "within share 500"},
+		}},
+		{"edges arriving since the peers' figures (a peer began draining after answering): fresher figures first", cfg, []step{
+			{0, in(10, true, peers(10, 10), 0), 0, "replicas changed"},
+			{20 * time.Second, in(10, true, peers(10, 10), 20*time.Second), 0, "within share 10 + slack 2"},
+			// The third replica drains: 5 of its edges here, its figures
+			// still say 10. Counted twice, 15 looks 3 over share 12.
+			{21 * time.Second, gained(in(15, true, peers(10, 10), 20*time.Second), 5), 0, "5 sessions arrived since the peers' figures"},
+			// Asked again: it answers not ready.
+			{21300 * time.Millisecond, in(15, true, starting(peers(13, 2), 1), 21300*time.Millisecond), 0, "starting or draining"},
+			// Gone: 15+15 over two, within share.
+			{40 * time.Second, in(15, true, peers(15), 40*time.Second), 0, "replicas changed"},
+			{56 * time.Second, in(15, true, peers(15), 56*time.Second), 0, "within share 15"},
+		}},
+		{"sessions sent away landing back here: fresher figures, then the moves go on", cfg, []step{
+			{0, in(30, true, peers(0, 0), 0), 0, "replicas changed"},
+			{20 * time.Second, in(30, true, peers(0, 0), 20*time.Second), 1, "20 over share 10"},
+			{21 * time.Second, gained(in(30, true, peers(0, 0), 20*time.Second), 1), 0, "1 sessions arrived"},
+			{21300 * time.Millisecond, in(30, true, peers(0, 0), 21300*time.Millisecond), 3, "19 over share 11"},
 		}},
 		{"a peer killed (no answer) and back", cfg, []step{
 			{0, in(334, true, peers(333, 333), 0), 0, "replicas changed"},
