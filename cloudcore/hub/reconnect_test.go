@@ -294,9 +294,12 @@ func TestMaxHandshakesSilentAttacker(t *testing.T) {
 	if took := time.Since(start); took < 500*time.Millisecond {
 		t.Errorf("served after %s, before the silent connections' HandshakeTimeout (1s)", took)
 	}
-	if st := s.h.Stats(); st.ConnsClosedNew < 2 || st.AcceptWaitsHandshakes != 1 {
-		t.Errorf("closed before a request %d (want 2), waited for a place %d (want 1)", st.ConnsClosedNew, st.AcceptWaitsHandshakes)
+	if st := s.h.Stats(); st.AcceptWaitsHandshakes != 1 {
+		t.Errorf("waited for a place %d times, want 1", st.AcceptWaitsHandshakes)
 	}
+	// The edge was served once the first silent connection closed; the
+	// second closes at about the same time.
+	waitFor(t, "both silent connections closed before a request", func() bool { return s.h.Stats().ConnsClosedNew == 2 })
 
 	// Both places held again, one more connection waiting: the hub stops.
 	for range 3 {
