@@ -84,7 +84,9 @@ func TestImageGCKeepsPauseRunningAndHeld(t *testing.T) {
 			t.Errorf("GC removed %s; images left %v", keep, names)
 		}
 	}
-	if slices.Contains(names, unused) || len(res.Removed) != 1 || res.Freed < 64<<10 {
+	// Other unused images (left by the tests before this one, or by its
+	// own earlier run with -count) may go too.
+	if slices.Contains(names, unused) || len(res.Removed) == 0 || res.Freed < 64<<10 {
 		t.Errorf("unused image not removed: %+v; images left %v", res, names)
 	}
 
