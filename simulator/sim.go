@@ -432,10 +432,8 @@ func (s *Sim) startKube(ctx context.Context) error {
 		return fmt.Errorf("simulator: %w", err)
 	}
 	ns := s.cfg.Name
-	_, err = s.client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
-		Name: ns, Labels: map[string]string{SimLabel: s.cfg.Name}}}, metav1.CreateOptions{})
-	if err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("simulator: namespace %s: %w", ns, err)
+	if err := s.createNamespace(ctx, ns); err != nil {
+		return err
 	}
 	if err := s.waitServiceAccount(ctx, ns); err != nil {
 		return err
@@ -466,6 +464,37 @@ func (s *Sim) startKube(ctx context.Context) error {
 		return fmt.Errorf("simulator: informers not synced: %w", ctx.Err())
 	}
 	return nil
+}
+
+// createNamespace creates the Sim's namespace, or takes the one there. One
+// still terminating (an earlier Sim of the same name just closed and
+// deleted it) is waited for first: its default service account is gone
+// and would not come back.
+func (s *Sim) createNamespace(ctx context.Context, ns string) error {
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		_, err := s.client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
+			Name: ns, Labels: map[string]string{SimLabel: s.cfg.Name}}}, metav1.CreateOptions{})
+		if err == nil {
+			return nil
+		}
+		if !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("simulator: namespace %s: %w", ns, err)
+		}
+		cur, err := s.client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+		switch {
+		case err == nil && cur.DeletionTimestamp == nil:
+			return nil
+		case err != nil && !apierrors.IsNotFound(err):
+			return fmt.Errorf("simulator: namespace %s: %w", ns, err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("simulator: namespace %s is still terminating (an earlier run's): %w", ns, ctx.Err())
+		case <-tick.C:
+		}
+	}
 }
 
 func (s *Sim) waitServiceAccount(ctx context.Context, ns string) error {

@@ -15,7 +15,10 @@ import (
 	"time"
 
 	"github.com/cockroachdb/datadriven"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/tether-edge/tether/cloudcore"
 	"github.com/tether-edge/tether/cloudcore/enroll"
@@ -215,5 +218,63 @@ func TestJoinHub(t *testing.T) {
 	}
 	if err := b.Close(); err != nil {
 		t.Errorf("close the joined Sim: %v", err)
+	}
+}
+
+// A Sim named as one that just closed finds its namespace terminating (the
+// earlier Sim deleted it): it waits for it to go and makes it again, with
+// its default service account, instead of waiting for an account that
+// would not come back. Held up for good, it says so.
+func TestNamespaceStillTerminating(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	client, err := kubernetes.NewForConfig(cp.RESTConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const ns, hold = "t-terminating", "tether.test/hold"
+	if _, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}},
+		metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cms := client.CoreV1().ConfigMaps(ns)
+	if _, err := cms.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "held", Finalizers: []string{hold}}},
+		metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := client.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s := &Sim{client: client, cfg: Config{Name: ns}}
+
+	short, cancelShort := context.WithTimeout(ctx, time.Second)
+	defer cancelShort()
+	if err := s.createNamespace(short, ns); err == nil || !strings.Contains(err.Error(), "still terminating") {
+		t.Fatalf("namespace held terminating: %v, want an error saying so", err)
+	}
+
+	done := make(chan error, 1)
+	go func() { done <- s.createNamespace(ctx, ns) }()
+	select {
+	case err := <-done:
+		t.Fatalf("returned %v while the namespace was terminating", err)
+	case <-time.After(time.Second):
+	}
+	if _, err := cms.Patch(ctx, "held", types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`),
+		metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	cur, err := client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+	if err != nil || cur.DeletionTimestamp != nil || cur.Labels[SimLabel] != ns {
+		t.Fatalf("namespace after: %v %+v", err, cur)
+	}
+	if err := s.waitServiceAccount(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	if err := client.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{}); err != nil {
+		t.Error(err)
 	}
 }
