@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -960,5 +961,60 @@ func stopSandbox(t *testing.T, r *Runtime, pod *corev1.Pod) {
 	}
 	if _, err := r.rs.StopPodSandbox(t.Context(), &runtimeapi.StopPodSandboxRequest{PodSandboxId: sbs[0].Id}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A pod directory without a sandbox (a setup or kill cut short by a stop
+// or a crash), with a tmpfs volume holding a secret, is listed by Pods
+// beside the running pod, so that the pod engine kills it as unknown:
+// KillPod unmounts the tmpfs and removes the directory, and touches
+// neither the running pod nor a directory whose name cannot be a UID.
+func TestOrphanPodDirectoryRemoved(t *testing.T) {
+	r := newRuntime(t, newObjects())
+	pod := busyboxPod("orphan-neighbour", "sleep 600")
+	syncUntil(t, r, pod, time.Minute, "running", running("app"))
+
+	const orphan = types.UID("00000000-0000-4000-8000-0000000000aa")
+	vol := r.volumeDir(string(orphan), "secret-creds")
+	if err := os.MkdirAll(vol, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := mountTmpfs(vol, "size=64k,mode=0700"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Unmount(vol, syscall.MNT_DETACH) })
+	if err := os.WriteFile(filepath.Join(vol, "password"), []byte("hunter2"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	odd := filepath.Join(r.cfg.RootDir, "pods", "not*a-uid")
+	if err := os.MkdirAll(odd, 0o700); err != nil {
+		t.Fatal(err)
+	}
+
+	uids, err := r.Pods(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []types.UID{orphan, pod.UID}; !slices.Equal(uids, want) {
+		t.Fatalf("Pods = %v, want %v (the orphan and the running pod, once each)", uids, want)
+	}
+	if err := r.KillPod(t.Context(), orphan, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(r.podDir(string(orphan))); !os.IsNotExist(err) {
+		t.Errorf("orphan pod directory left (%v)", err)
+	}
+	if b, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(b), vol) {
+		t.Errorf("the orphan's tmpfs is still mounted")
+	}
+	if _, err := os.Stat(odd); err != nil {
+		t.Errorf("a directory that is not a pod's removed: %v", err)
+	}
+	uids, err = r.Pods(t.Context())
+	if err != nil || !slices.Equal(uids, []types.UID{pod.UID}) {
+		t.Errorf("Pods after = %v, %v; want only %s", uids, err, pod.UID)
+	}
+	if st := mustSync(t, r, pod); !running("app")(st) {
+		t.Errorf("the running pod: %s", describe(st))
 	}
 }

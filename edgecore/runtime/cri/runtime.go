@@ -305,8 +305,12 @@ func (r *Runtime) ours(labels map[string]string) bool {
 }
 
 // Pods implements runtime.Runtime: the UIDs of the pods with a sandbox made
-// by this node's edgecore, ready or not. A sandbox without a node name is
-// never listed, so never killed as unknown: it may be another node's.
+// by this node's edgecore, ready or not, and of the pod directories under
+// RootDir without any sandbox (left by a setup or a kill that edgecore's
+// stop or a crash cut short: their volumes may be tmpfs holding secrets;
+// KillPod unmounts and removes them, as the kubelet cleans orphaned pod
+// directories). A sandbox without a node name is never listed, so never
+// killed as unknown: it may be another node's.
 func (r *Runtime) Pods(ctx context.Context) ([]types.UID, error) {
 	cctx, cancel := r.call(ctx)
 	defer cancel()
@@ -316,9 +320,11 @@ func (r *Runtime) Pods(ctx context.Context) ([]types.UID, error) {
 		return nil, fmt.Errorf("list sandboxes: %w", err)
 	}
 	var uids, legacy []types.UID
+	sandboxed := map[types.UID]bool{}
 	for _, s := range list.Items {
 		u := types.UID(s.Labels[labelPodUID])
 		n, labelled := s.Labels[labelNode]
+		sandboxed[u] = true
 		switch {
 		case u == "" || slices.Contains(uids, u):
 		case !labelled:
@@ -338,8 +344,23 @@ func (r *Runtime) Pods(ctx context.Context) ([]types.UID, error) {
 				slog.Any("pods", legacy))
 		}
 	}
+	dirs, err := os.ReadDir(filepath.Join(r.cfg.RootDir, "pods"))
+	if err != nil && !os.IsNotExist(err) {
+		return nil, fmt.Errorf("list pod directories: %w", err)
+	}
+	for _, d := range dirs {
+		if u := types.UID(d.Name()); d.IsDir() && !sandboxed[u] && validUID(u) {
+			uids = append(uids, u)
+		}
+	}
 	slices.Sort(uids)
 	return uids, nil
+}
+
+// validUID reports whether uid can name a pod's directory and its
+// sandboxes' label.
+func validUID(uid types.UID) bool {
+	return uid != "" && !strings.ContainsAny(string(uid), "/*?[\\")
 }
 
 // state returns the pod's state, made on its first sync.
@@ -408,7 +429,7 @@ func (r *Runtime) listContainers(ctx context.Context, uid types.UID, sandboxID s
 // cgroup. A pod whose sandboxes are another node's is left alone, its logs
 // and cgroup too.
 func (r *Runtime) KillPod(ctx context.Context, uid types.UID, grace time.Duration) error {
-	if uid == "" || strings.ContainsAny(string(uid), "/*?[\\") {
+	if !validUID(uid) {
 		return fmt.Errorf("kill pod: bad uid %q", uid)
 	}
 	r.mu.Lock()
@@ -453,7 +474,8 @@ func (r *Runtime) KillPod(ctx context.Context, uid types.UID, grace time.Duratio
 			}
 		}
 	}
-	if err := r.removePodDir(string(uid)); err != nil {
+	dir, err := r.removePodDir(string(uid))
+	if err != nil {
 		errs = append(errs, fmt.Errorf("remove volumes: %w", err))
 	}
 	if err := r.removeCgroup(string(uid)); err != nil {
@@ -463,8 +485,11 @@ func (r *Runtime) KillPod(ctx context.Context, uid types.UID, grace time.Duratio
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("kill pod %s: %w", uid, err)
 	}
-	if len(sandboxes) > 0 {
+	switch {
+	case len(sandboxes) > 0:
 		r.log.Info("pod killed", slog.String("uid", string(uid)), slog.Int("sandboxes", len(sandboxes)))
+	case dir:
+		r.log.Info("pod directory without a sandbox removed", slog.String("uid", string(uid)))
 	}
 	return nil
 }

@@ -390,11 +390,11 @@ func (r *Runtime) tokenFor(p *corev1.Pod, ps *podState) (string, error) {
 }
 
 // removePodDir unmounts what is mounted below the pod's directory (tmpfs
-// volumes) and removes it.
-func (r *Runtime) removePodDir(uid string) error {
+// volumes) and removes it; found says whether there was one.
+func (r *Runtime) removePodDir(uid string) (found bool, err error) {
 	dir := r.podDir(uid)
 	if _, err := os.Stat(dir); os.IsNotExist(err) {
-		return nil
+		return false, nil
 	}
 	if b, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
 		var points []string
@@ -410,5 +410,5 @@ func (r *Runtime) removePodDir(uid string) error {
 			}
 		}
 	}
-	return os.RemoveAll(dir)
+	return true, os.RemoveAll(dir)
 }
