@@ -473,25 +473,34 @@ func (s *Sim) startKube(ctx context.Context) error {
 func (s *Sim) createNamespace(ctx context.Context, ns string) error {
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
-	for {
+	terminating := func() error {
+		return fmt.Errorf("simulator: namespace %s is still terminating (an earlier run's): %w", ns, ctx.Err())
+	}
+	for first := true; ; first = false {
+		failed := func(err error) error {
+			if !first && ctx.Err() != nil { // cut short while waiting
+				return terminating()
+			}
+			return fmt.Errorf("simulator: namespace %s: %w", ns, err)
+		}
 		_, err := s.client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
 			Name: ns, Labels: map[string]string{SimLabel: s.cfg.Name}}}, metav1.CreateOptions{})
 		if err == nil {
 			return nil
 		}
 		if !apierrors.IsAlreadyExists(err) {
-			return fmt.Errorf("simulator: namespace %s: %w", ns, err)
+			return failed(err)
 		}
 		cur, err := s.client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
 		switch {
 		case err == nil && cur.DeletionTimestamp == nil:
 			return nil
 		case err != nil && !apierrors.IsNotFound(err):
-			return fmt.Errorf("simulator: namespace %s: %w", ns, err)
+			return failed(err)
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("simulator: namespace %s is still terminating (an earlier run's): %w", ns, ctx.Err())
+			return terminating()
 		case <-tick.C:
 		}
 	}
