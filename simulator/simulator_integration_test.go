@@ -19,6 +19,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/tether-edge/tether/cloudcore"
 	"github.com/tether-edge/tether/cloudcore/enroll"
@@ -228,11 +229,14 @@ func TestJoinHub(t *testing.T) {
 func TestNamespaceStillTerminating(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
-	client, err := kubernetes.NewForConfig(cp.RESTConfig())
+	rc := rest.CopyConfig(cp.RESTConfig())
+	rc.QPS, rc.Burst = 2000, 4000 // as a Sim's: no client-side wait cut short by the test's deadline
+	client, err := kubernetes.NewForConfig(rc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	const ns, hold = "t-terminating", "tether.test/hold"
+	const hold = "tether.test/hold"
+	ns := fmt.Sprintf("t-terminating-%d", time.Now().UnixNano()%1e9) // one per run (-count)
 	if _, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}},
 		metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
