@@ -995,7 +995,9 @@ func TestOrphanPodDirectoryRemoved(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []types.UID{orphan, pod.UID}; !slices.Equal(uids, want) {
+	want := []types.UID{orphan, pod.UID}
+	slices.Sort(want)
+	if !slices.Equal(uids, want) {
 		t.Fatalf("Pods = %v, want %v (the orphan and the running pod, once each)", uids, want)
 	}
 	if err := r.KillPod(t.Context(), orphan, 0); err != nil {
