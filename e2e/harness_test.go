@@ -328,6 +328,12 @@ func newCRIEdge(t *testing.T, c *cloud, name string) *edge {
 	t.Helper()
 	ctd := containerd(t)
 	var e *edge
+	// The test's temporary directory is removed at cleanup after the pods
+	// are killed (their tmpfs volumes are mounted below it): its removal
+	// is registered at the test's first TempDir call, which must come
+	// before this. newEdge's would come after it when nothing in the test
+	// made one before.
+	t.TempDir()
 	// Registered before newEdge's e.stop, so it runs after it.
 	t.Cleanup(func() {
 		if e != nil {
