@@ -471,56 +471,49 @@ func (s *Sim) startKube(ctx context.Context) error {
 // deleted it) is waited for first: its default service account is gone
 // and would not come back.
 func (s *Sim) createNamespace(ctx context.Context, ns string) error {
-	tick := time.NewTicker(200 * time.Millisecond)
-	defer tick.Stop()
-	terminating := func() error {
-		return fmt.Errorf("simulator: namespace %s is still terminating (an earlier run's): %w", ns, ctx.Err())
-	}
-	for first := true; ; first = false {
-		failed := func(err error) error {
-			if !first && ctx.Err() != nil { // cut short while waiting
-				return terminating()
-			}
-			return fmt.Errorf("simulator: namespace %s: %w", ns, err)
-		}
+	var failed error
+	waited := false
+	err := poll(ctx, 200*time.Millisecond, func() bool {
 		_, err := s.client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
 			Name: ns, Labels: map[string]string{SimLabel: s.cfg.Name}}}, metav1.CreateOptions{})
 		if err == nil {
-			return nil
+			return true
 		}
 		if !apierrors.IsAlreadyExists(err) {
-			return failed(err)
+			failed = err
+			return true
 		}
 		cur, err := s.client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
 		switch {
 		case err == nil && cur.DeletionTimestamp == nil:
-			return nil
+			return true
 		case err != nil && !apierrors.IsNotFound(err):
-			return failed(err)
+			failed = err
+			return true
 		}
-		select {
-		case <-ctx.Done():
-			return terminating()
-		case <-tick.C:
-		}
+		waited = true
+		return false
+	})
+	switch {
+	case err != nil || (failed != nil && waited && ctx.Err() != nil): // cut short while waiting
+		return fmt.Errorf("simulator: namespace %s is still terminating (an earlier run's): %w", ns, ctx.Err())
+	case failed != nil:
+		return fmt.Errorf("simulator: namespace %s: %w", ns, failed)
 	}
+	return nil
 }
 
 func (s *Sim) waitServiceAccount(ctx context.Context, ns string) error {
-	tick := time.NewTicker(200 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		_, err := s.client.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{})
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("simulator: service account %s/default (is kube-controller-manager running?): %w (last error: %v)",
-				ns, ctx.Err(), err)
-		case <-tick.C:
-		}
+	var last error
+	err := poll(ctx, 200*time.Millisecond, func() bool {
+		_, last = s.client.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{})
+		return last == nil
+	})
+	if err != nil {
+		return fmt.Errorf("simulator: service account %s/default (is kube-controller-manager running?): %w (last error: %v)",
+			ns, err, last)
 	}
+	return nil
 }
 
 func (s *Sim) startCloud(ctx context.Context) error {
